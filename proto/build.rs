@@ -1,0 +1,14 @@
+//! Generates the `strata.v1` code with the protoc that `protoc-bin-vendored` ships, so nothing has
+//! to be installed by hand. `PROTOC` is set for this build script only: raft-proto's build script
+//! brings its own protoc and must not see ours (see BUILD-NOTES.md).
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let protoc = protoc_bin_vendored::protoc_bin_path()?;
+    // SAFETY: build scripts are single-threaded; nothing else reads the environment concurrently.
+    unsafe { std::env::set_var("PROTOC", protoc) };
+    tonic_prost_build::configure()
+        .bytes(".strata.v1")
+        .compile_protos(&["proto/strata/v1/strata.proto"], &["proto"])?;
+    println!("cargo:rerun-if-changed=proto");
+    Ok(())
+}

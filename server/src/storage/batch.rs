@@ -1,0 +1,964 @@
+//! The record batch: Kafka's RecordBatch v2 (magic 2), byte for byte.
+//!
+//! This module is the one place the layout is written down. All integers are big-endian; the
+//! varints are zigzag-encoded LEB128 (protobuf's `sint32`/`sint64`), at most 5 bytes for a varint
+//! and 10 for a varlong.
+//!
+//! ```text
+//! position  size  field
+//!        0     8  base_offset             first offset of the batch (stamped by the broker)
+//!        8     4  batch_length            bytes after this field, to the end of the batch
+//!       12     4  partition_leader_epoch  the raft term that appended the batch (stamped)
+//!       16     1  magic                   always 2
+//!       17     4  crc                     CRC-32C (Castagnoli) of bytes 21..end
+//!       21     2  attributes              bits 0-2 compression, 3 timestamp type,
+//!                                         4 transactional, 5 control
+//!       23     4  last_offset_delta       offset of the last record minus base_offset
+//!       27     8  first_timestamp         milliseconds since the Unix epoch
+//!       35     8  max_timestamp
+//!       43     8  producer_id             -1 without idempotence
+//!       51     2  producer_epoch          -1 without idempotence
+//!       53     4  base_sequence           -1 without idempotence
+//!       57     4  record_count
+//!       61     .  records                 compressed as a whole when a codec is set
+//!
+//! record:
+//!   length            varint   bytes of the record after this field
+//!   attributes        int8     unused, 0
+//!   timestamp_delta   varlong  record timestamp minus first_timestamp
+//!   offset_delta      varint   record offset minus base_offset
+//!   key_length        varint   -1 for a null key
+//!   key               bytes
+//!   value_length      varint   -1 for a null value
+//!   value             bytes
+//!   header_count      varint
+//!   headers:          header_key_length varint, header_key (UTF-8),
+//!                     header_value_length varint (-1 for null), header_value
+//! ```
+//!
+//! The CRC does not cover the base offset or the leader epoch, so the broker stamps both without
+//! recomputing it.
+//!
+//! Control batches (attribute bit 5) carry one record whose key is `version: int16, type: int16`
+//! and whose value is the payload. Strata uses them for raft's own entries ([`ControlType`]);
+//! consumers skip them. In Strata a control batch takes a raft index but **no offset**: offsets
+//! stay dense over the records users produced, so a control batch's `base_offset` is the offset
+//! the next data record will take and it covers no offset at all.
+//!
+//! Decoding never panics: any byte string gives a batch or a [`BatchError`] that says what was
+//! wrong and where.
+
+use bytes::{BufMut, Bytes, BytesMut};
+
+/// Size of the fixed batch header, up to the first record.
+pub const HEADER_BYTES: usize = 61;
+/// Bytes before `partition_leader_epoch` that `batch_length` does not count.
+pub const LOG_OVERHEAD_BYTES: usize = 12;
+/// The only batch format Strata reads and writes.
+pub const MAGIC: i8 = 2;
+
+const BASE_OFFSET_AT: usize = 0;
+const BATCH_LENGTH_AT: usize = 8;
+const LEADER_EPOCH_AT: usize = 12;
+const MAGIC_AT: usize = 16;
+const CRC_AT: usize = 17;
+const ATTRIBUTES_AT: usize = 21;
+const LAST_OFFSET_DELTA_AT: usize = 23;
+const FIRST_TIMESTAMP_AT: usize = 27;
+const MAX_TIMESTAMP_AT: usize = 35;
+const PRODUCER_ID_AT: usize = 43;
+const PRODUCER_EPOCH_AT: usize = 51;
+const BASE_SEQUENCE_AT: usize = 53;
+const RECORD_COUNT_AT: usize = 57;
+
+const COMPRESSION_MASK: i16 = 0x07;
+const TIMESTAMP_TYPE_BIT: i16 = 0x08;
+const TRANSACTIONAL_BIT: i16 = 0x10;
+const CONTROL_BIT: i16 = 0x20;
+
+/// Why a byte string is not a valid batch.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BatchError {
+    #[error("batch truncated: {needed} bytes needed, {available} available")]
+    Truncated { needed: usize, available: usize },
+    #[error("batch_length {batch_length} is invalid: it must be at least {min} (the header)")]
+    InvalidBatchLength { batch_length: i32, min: usize },
+    #[error("batch is {actual} bytes but its header declares {declared}")]
+    LengthMismatch { declared: usize, actual: usize },
+    #[error("unsupported magic {magic}: only record batch v2 (magic 2) is accepted")]
+    UnsupportedMagic { magic: i8 },
+    #[error("CRC-32C mismatch: header says {stored:#010x}, bytes give {computed:#010x}")]
+    CrcMismatch { stored: u32, computed: u32 },
+    #[error("record_count {record_count} is invalid: {reason}")]
+    InvalidRecordCount {
+        record_count: i32,
+        reason: &'static str,
+    },
+    #[error("unknown compression codec {codec}: valid codecs are 0 (none) to 4 (zstd)")]
+    UnknownCompression { codec: i16 },
+    #[error("records compressed with {codec:?} cannot be decoded here")]
+    CompressedRecords { codec: Compression },
+    #[error("record {record} is malformed at byte {position} of the batch: {reason}")]
+    MalformedRecord {
+        record: usize,
+        position: usize,
+        reason: &'static str,
+    },
+    #[error("batch declares {declared} records but holds {found}")]
+    RecordCountMismatch { declared: i32, found: usize },
+    #[error("record {record} has offset_delta {found}, expected {expected}")]
+    OffsetDeltaMismatch {
+        record: usize,
+        found: i32,
+        expected: i32,
+    },
+    #[error("control record is malformed: {reason}")]
+    MalformedControl { reason: &'static str },
+}
+
+/// The compression codec of a batch (attribute bits 0-2).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Compression {
+    None,
+    Gzip,
+    Snappy,
+    Lz4,
+    Zstd,
+}
+
+impl Compression {
+    fn from_attributes(attributes: i16) -> Result<Self, BatchError> {
+        match attributes & COMPRESSION_MASK {
+            0 => Ok(Self::None),
+            1 => Ok(Self::Gzip),
+            2 => Ok(Self::Snappy),
+            3 => Ok(Self::Lz4),
+            4 => Ok(Self::Zstd),
+            codec => Err(BatchError::UnknownCompression { codec }),
+        }
+    }
+}
+
+/// The kinds of control batch Strata writes. The numbers avoid Kafka's own (0 abort, 1 commit),
+/// so a Kafka consumer reading these batches treats them as unknown control records and skips
+/// them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ControlType {
+    /// The empty entry a new raft leader appends to commit entries of earlier terms.
+    LeaderNoop,
+    /// A raft configuration change; the payload is raft's encoded `ConfChange`.
+    RaftConfChange,
+}
+
+impl ControlType {
+    const LEADER_NOOP: i16 = 16;
+    const RAFT_CONF_CHANGE: i16 = 17;
+
+    fn code(self) -> i16 {
+        match self {
+            Self::LeaderNoop => Self::LEADER_NOOP,
+            Self::RaftConfChange => Self::RAFT_CONF_CHANGE,
+        }
+    }
+
+    fn from_code(code: i16) -> Option<Self> {
+        match code {
+            Self::LEADER_NOOP => Some(Self::LeaderNoop),
+            Self::RAFT_CONF_CHANGE => Some(Self::RaftConfChange),
+            _ => None,
+        }
+    }
+}
+
+/// The fixed header of a batch, parsed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BatchHeader {
+    pub base_offset: i64,
+    pub batch_length: i32,
+    pub partition_leader_epoch: i32,
+    pub magic: i8,
+    pub crc: u32,
+    pub attributes: i16,
+    pub last_offset_delta: i32,
+    pub first_timestamp: i64,
+    pub max_timestamp: i64,
+    pub producer_id: i64,
+    pub producer_epoch: i16,
+    pub base_sequence: i32,
+    pub record_count: i32,
+}
+
+impl BatchHeader {
+    /// Parses the header at the start of `buf`. Checks the magic and that `batch_length` covers
+    /// at least the header; does not look at the records or the CRC.
+    ///
+    /// # Errors
+    /// [`BatchError::Truncated`] when `buf` is shorter than the header,
+    /// [`BatchError::UnsupportedMagic`], [`BatchError::InvalidBatchLength`].
+    pub fn parse(buf: &[u8]) -> Result<Self, BatchError> {
+        if buf.len() < HEADER_BYTES {
+            return Err(BatchError::Truncated {
+                needed: HEADER_BYTES,
+                available: buf.len(),
+            });
+        }
+        let header = Self {
+            base_offset: read_i64(buf, BASE_OFFSET_AT),
+            batch_length: read_i32(buf, BATCH_LENGTH_AT),
+            partition_leader_epoch: read_i32(buf, LEADER_EPOCH_AT),
+            magic: buf[MAGIC_AT] as i8,
+            crc: u32::from_be_bytes(array(buf, CRC_AT)),
+            attributes: i16::from_be_bytes(array(buf, ATTRIBUTES_AT)),
+            last_offset_delta: read_i32(buf, LAST_OFFSET_DELTA_AT),
+            first_timestamp: read_i64(buf, FIRST_TIMESTAMP_AT),
+            max_timestamp: read_i64(buf, MAX_TIMESTAMP_AT),
+            producer_id: read_i64(buf, PRODUCER_ID_AT),
+            producer_epoch: i16::from_be_bytes(array(buf, PRODUCER_EPOCH_AT)),
+            base_sequence: read_i32(buf, BASE_SEQUENCE_AT),
+            record_count: read_i32(buf, RECORD_COUNT_AT),
+        };
+        if header.magic != MAGIC {
+            return Err(BatchError::UnsupportedMagic {
+                magic: header.magic,
+            });
+        }
+        let min = HEADER_BYTES - LOG_OVERHEAD_BYTES;
+        if header.batch_length < 0 || (header.batch_length as usize) < min {
+            return Err(BatchError::InvalidBatchLength {
+                batch_length: header.batch_length,
+                min,
+            });
+        }
+        Ok(header)
+    }
+
+    /// Whole size of the batch in bytes, header included.
+    pub fn total_bytes(&self) -> usize {
+        LOG_OVERHEAD_BYTES + self.batch_length as usize
+    }
+
+    pub fn compression(&self) -> Result<Compression, BatchError> {
+        Compression::from_attributes(self.attributes)
+    }
+
+    /// True when record timestamps were set by the broker (LogAppendTime): every record's
+    /// timestamp is then `max_timestamp`.
+    pub fn is_log_append_time(&self) -> bool {
+        self.attributes & TIMESTAMP_TYPE_BIT != 0
+    }
+
+    pub fn is_transactional(&self) -> bool {
+        self.attributes & TRANSACTIONAL_BIT != 0
+    }
+
+    pub fn is_control(&self) -> bool {
+        self.attributes & CONTROL_BIT != 0
+    }
+
+    /// How many offsets the batch covers: `last_offset_delta + 1` for data, 0 for a control batch
+    /// (see the module doc).
+    pub fn offset_count(&self) -> u64 {
+        if self.is_control() {
+            0
+        } else {
+            self.last_offset_delta as u64 + 1
+        }
+    }
+
+    /// Checks what a batch must satisfy before it is stored: the buffer is exactly the batch,
+    /// the CRC matches, the codec is known, and the record count agrees with
+    /// `last_offset_delta` (offsets inside a batch are dense).
+    ///
+    /// # Errors
+    /// The first violation found, as a [`BatchError`].
+    pub fn validate(buf: &[u8]) -> Result<Self, BatchError> {
+        let header = Self::parse(buf)?;
+        if header.total_bytes() != buf.len() {
+            return Err(BatchError::LengthMismatch {
+                declared: header.total_bytes(),
+                actual: buf.len(),
+            });
+        }
+        header.check_crc(buf)?;
+        header.compression()?;
+        if header.record_count < 1 {
+            return Err(BatchError::InvalidRecordCount {
+                record_count: header.record_count,
+                reason: "a batch holds at least one record",
+            });
+        }
+        if header.last_offset_delta != header.record_count - 1 {
+            return Err(BatchError::InvalidRecordCount {
+                record_count: header.record_count,
+                reason: "it must equal last_offset_delta + 1",
+            });
+        }
+        if header.is_control() && header.record_count != 1 {
+            return Err(BatchError::InvalidRecordCount {
+                record_count: header.record_count,
+                reason: "a control batch holds exactly one record",
+            });
+        }
+        Ok(header)
+    }
+
+    /// Compares the stored CRC with the CRC-32C of `batch[21..]`. `batch` must be the whole
+    /// batch.
+    ///
+    /// # Errors
+    /// [`BatchError::CrcMismatch`].
+    pub fn check_crc(&self, batch: &[u8]) -> Result<(), BatchError> {
+        let computed = crc32c::crc32c(&batch[ATTRIBUTES_AT..]);
+        if computed == self.crc {
+            Ok(())
+        } else {
+            Err(BatchError::CrcMismatch {
+                stored: self.crc,
+                computed,
+            })
+        }
+    }
+}
+
+/// Writes the broker-owned fields of a stored batch: its base offset and the raft term that
+/// appended it. Neither is covered by the CRC.
+///
+/// # Panics
+/// If `batch` is shorter than the header; callers pass validated batches.
+pub fn stamp(batch: &mut [u8], base_offset: u64, leader_epoch: i32) {
+    assert!(batch.len() >= HEADER_BYTES);
+    batch[BASE_OFFSET_AT..BASE_OFFSET_AT + 8].copy_from_slice(&(base_offset as i64).to_be_bytes());
+    batch[LEADER_EPOCH_AT..LEADER_EPOCH_AT + 4].copy_from_slice(&leader_epoch.to_be_bytes());
+}
+
+/// One header of a decoded record.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Header {
+    pub key: String,
+    pub value: Option<Bytes>,
+}
+
+/// A decoded record. `key`, `value` and header values share the batch's buffer (no copy).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Record {
+    /// The record's offset: the batch's base offset plus its offset delta.
+    pub offset: u64,
+    /// Milliseconds since the Unix epoch.
+    pub timestamp: i64,
+    pub key: Option<Bytes>,
+    pub value: Option<Bytes>,
+    pub headers: Vec<Header>,
+}
+
+/// Decodes every record of an uncompressed batch, which must be whole and CRC-valid.
+///
+/// # Errors
+/// Any [`BatchError`] from [`BatchHeader::validate`], [`BatchError::CompressedRecords`] for a
+/// compressed batch, and the record-level errors: a malformed record, a count that does not
+/// match, or an offset delta out of sequence.
+pub fn decode_records(batch: &Bytes) -> Result<Vec<Record>, BatchError> {
+    let header = BatchHeader::validate(batch)?;
+    let codec = header.compression()?;
+    if codec != Compression::None {
+        return Err(BatchError::CompressedRecords { codec });
+    }
+    let declared = header.record_count;
+    let mut records = Vec::with_capacity(declared.clamp(0, 4096) as usize);
+    let mut reader = Reader {
+        buf: batch,
+        position: HEADER_BYTES,
+        record: 0,
+    };
+    while reader.position < batch.len() {
+        let index = records.len();
+        reader.record = index;
+        let length = reader.varint()?;
+        if length < 0 {
+            return Err(reader.malformed("negative record length"));
+        }
+        let end = reader
+            .position
+            .checked_add(length as usize)
+            .filter(|end| *end <= batch.len())
+            .ok_or_else(|| reader.malformed("record length runs past the batch"))?;
+        reader.take(1)?; // attributes: unused
+        let timestamp_delta = reader.varlong()?;
+        let offset_delta = reader.varint()?;
+        let expected = i32::try_from(index).unwrap_or(i32::MAX);
+        if offset_delta != expected {
+            return Err(BatchError::OffsetDeltaMismatch {
+                record: index,
+                found: offset_delta,
+                expected,
+            });
+        }
+        let key = reader.nullable_bytes()?;
+        let value = reader.nullable_bytes()?;
+        let header_count = reader.varint()?;
+        if header_count < 0 {
+            return Err(reader.malformed("negative header count"));
+        }
+        let mut headers = Vec::with_capacity((header_count as usize).min(64));
+        for _ in 0..header_count {
+            let key = reader
+                .nullable_bytes()?
+                .ok_or_else(|| reader.malformed("null header key"))?;
+            let key = String::from_utf8(key.to_vec())
+                .map_err(|_| reader.malformed("header key is not UTF-8"))?;
+            let value = reader.nullable_bytes()?;
+            headers.push(Header { key, value });
+        }
+        if reader.position != end {
+            return Err(reader.malformed("record length does not match its fields"));
+        }
+        let timestamp = if header.is_log_append_time() {
+            header.max_timestamp
+        } else {
+            header.first_timestamp.wrapping_add(timestamp_delta)
+        };
+        records.push(Record {
+            offset: (header.base_offset as u64).wrapping_add(offset_delta as u64),
+            timestamp,
+            key,
+            value,
+            headers,
+        });
+    }
+    if records.len() != declared as usize {
+        return Err(BatchError::RecordCountMismatch {
+            declared,
+            found: records.len(),
+        });
+    }
+    Ok(records)
+}
+
+/// Reads the kind and payload of a control batch.
+///
+/// # Errors
+/// [`BatchError::MalformedControl`] when the batch is not a control batch or its record does
+/// not carry a known Strata control key; any decoding error of the batch.
+pub fn decode_control(batch: &Bytes) -> Result<(ControlType, Bytes), BatchError> {
+    let header = BatchHeader::parse(batch)?;
+    if !header.is_control() {
+        return Err(BatchError::MalformedControl {
+            reason: "the control attribute is not set",
+        });
+    }
+    let mut records = decode_records(batch)?;
+    let record = records.pop().ok_or(BatchError::MalformedControl {
+        reason: "no control record",
+    })?;
+    let key = record.key.ok_or(BatchError::MalformedControl {
+        reason: "control record without a key",
+    })?;
+    if key.len() != 4 {
+        return Err(BatchError::MalformedControl {
+            reason: "control key is not 4 bytes (version, type)",
+        });
+    }
+    let code = i16::from_be_bytes([key[2], key[3]]);
+    let kind = ControlType::from_code(code).ok_or(BatchError::MalformedControl {
+        reason: "unknown control type",
+    })?;
+    Ok((kind, record.value.unwrap_or_default()))
+}
+
+/// Builds an uncompressed batch. The broker stamps the base offset and leader epoch later;
+/// the builder leaves both 0.
+#[derive(Debug)]
+pub struct BatchBuilder {
+    buf: BytesMut,
+    attributes: i16,
+    first_timestamp: Option<i64>,
+    max_timestamp: i64,
+    record_count: i32,
+    producer_id: i64,
+    producer_epoch: i16,
+    base_sequence: i32,
+}
+
+impl Default for BatchBuilder {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl BatchBuilder {
+    pub fn new() -> Self {
+        let mut buf = BytesMut::with_capacity(HEADER_BYTES + 256);
+        buf.resize(HEADER_BYTES, 0);
+        Self {
+            buf,
+            attributes: 0,
+            first_timestamp: None,
+            max_timestamp: i64::MIN,
+            record_count: 0,
+            producer_id: -1,
+            producer_epoch: -1,
+            base_sequence: -1,
+        }
+    }
+
+    /// Sets the idempotent producer's identity and the sequence number of the first record.
+    pub fn producer(mut self, producer_id: i64, producer_epoch: i16, base_sequence: i32) -> Self {
+        self.producer_id = producer_id;
+        self.producer_epoch = producer_epoch;
+        self.base_sequence = base_sequence;
+        self
+    }
+
+    /// Number of records pushed so far.
+    pub fn record_count(&self) -> i32 {
+        self.record_count
+    }
+
+    /// Size the batch would have if finished now.
+    pub fn size_bytes(&self) -> usize {
+        self.buf.len()
+    }
+
+    /// Appends a record. Its offset delta is its position in the batch.
+    ///
+    /// # Panics
+    /// After `i32::MAX` records.
+    pub fn push(
+        &mut self,
+        timestamp: i64,
+        key: Option<&[u8]>,
+        value: Option<&[u8]>,
+        headers: &[(&str, Option<&[u8]>)],
+    ) {
+        assert!(self.record_count < i32::MAX);
+        let first = *self.first_timestamp.get_or_insert(timestamp);
+        self.max_timestamp = self.max_timestamp.max(timestamp);
+        let timestamp_delta = timestamp.wrapping_sub(first);
+        let offset_delta = self.record_count;
+
+        let mut body = 1 + varlong_len(timestamp_delta) + varint_len(offset_delta);
+        body += nullable_len(key) + nullable_len(value);
+        body += varint_len(headers.len() as i32);
+        for (header_key, header_value) in headers {
+            body += nullable_len(Some(header_key.as_bytes())) + nullable_len(*header_value);
+        }
+
+        let buf = &mut self.buf;
+        put_varint(buf, body as i32);
+        buf.put_i8(0);
+        put_varlong(buf, timestamp_delta);
+        put_varint(buf, offset_delta);
+        put_nullable(buf, key);
+        put_nullable(buf, value);
+        put_varint(buf, headers.len() as i32);
+        for (header_key, header_value) in headers {
+            put_nullable(buf, Some(header_key.as_bytes()));
+            put_nullable(buf, *header_value);
+        }
+        self.record_count += 1;
+    }
+
+    /// Writes the header and CRC and returns the batch.
+    ///
+    /// # Panics
+    /// When no record was pushed: an empty batch is not valid.
+    pub fn finish(self) -> BytesMut {
+        assert!(self.record_count > 0, "a batch needs at least one record");
+        let mut buf = self.buf;
+        let batch_length = (buf.len() - LOG_OVERHEAD_BYTES) as i32;
+        let first = self.first_timestamp.unwrap_or(0);
+        let header = &mut buf[..HEADER_BYTES];
+        header[BATCH_LENGTH_AT..BATCH_LENGTH_AT + 4].copy_from_slice(&batch_length.to_be_bytes());
+        header[MAGIC_AT] = MAGIC as u8;
+        header[ATTRIBUTES_AT..ATTRIBUTES_AT + 2].copy_from_slice(&self.attributes.to_be_bytes());
+        header[LAST_OFFSET_DELTA_AT..LAST_OFFSET_DELTA_AT + 4]
+            .copy_from_slice(&(self.record_count - 1).to_be_bytes());
+        header[FIRST_TIMESTAMP_AT..FIRST_TIMESTAMP_AT + 8].copy_from_slice(&first.to_be_bytes());
+        header[MAX_TIMESTAMP_AT..MAX_TIMESTAMP_AT + 8]
+            .copy_from_slice(&self.max_timestamp.to_be_bytes());
+        header[PRODUCER_ID_AT..PRODUCER_ID_AT + 8].copy_from_slice(&self.producer_id.to_be_bytes());
+        header[PRODUCER_EPOCH_AT..PRODUCER_EPOCH_AT + 2]
+            .copy_from_slice(&self.producer_epoch.to_be_bytes());
+        header[BASE_SEQUENCE_AT..BASE_SEQUENCE_AT + 4]
+            .copy_from_slice(&self.base_sequence.to_be_bytes());
+        header[RECORD_COUNT_AT..RECORD_COUNT_AT + 4]
+            .copy_from_slice(&self.record_count.to_be_bytes());
+        let crc = crc32c::crc32c(&buf[ATTRIBUTES_AT..]);
+        buf[CRC_AT..CRC_AT + 4].copy_from_slice(&crc.to_be_bytes());
+        buf
+    }
+}
+
+/// Builds a control batch of the given kind with `payload` as its record's value.
+pub fn control_batch(kind: ControlType, timestamp: i64, payload: &[u8]) -> BytesMut {
+    let mut builder = BatchBuilder::new();
+    builder.attributes |= CONTROL_BIT;
+    let mut key = [0u8; 4];
+    key[2..].copy_from_slice(&kind.code().to_be_bytes());
+    builder.push(timestamp, Some(&key), Some(payload), &[]);
+    builder.finish()
+}
+
+fn array<const N: usize>(buf: &[u8], at: usize) -> [u8; N] {
+    buf[at..at + N]
+        .try_into()
+        .expect("slice length equals N by construction")
+}
+
+fn read_i32(buf: &[u8], at: usize) -> i32 {
+    i32::from_be_bytes(array(buf, at))
+}
+
+fn read_i64(buf: &[u8], at: usize) -> i64 {
+    i64::from_be_bytes(array(buf, at))
+}
+
+fn zigzag64(value: i64) -> u64 {
+    ((value << 1) ^ (value >> 63)) as u64
+}
+
+fn unzigzag64(value: u64) -> i64 {
+    ((value >> 1) as i64) ^ -((value & 1) as i64)
+}
+
+fn varlong_len(value: i64) -> usize {
+    let bits = 64 - zigzag64(value).leading_zeros() as usize;
+    bits.div_ceil(7).max(1)
+}
+
+fn varint_len(value: i32) -> usize {
+    varlong_len(i64::from(value))
+}
+
+fn nullable_len(bytes: Option<&[u8]>) -> usize {
+    match bytes {
+        None => varint_len(-1),
+        Some(bytes) => varint_len(bytes.len() as i32) + bytes.len(),
+    }
+}
+
+fn put_varlong(buf: &mut BytesMut, value: i64) {
+    let mut rest = zigzag64(value);
+    while rest >= 0x80 {
+        buf.put_u8((rest as u8) | 0x80);
+        rest >>= 7;
+    }
+    buf.put_u8(rest as u8);
+}
+
+fn put_varint(buf: &mut BytesMut, value: i32) {
+    // A 32-bit zigzag value has the same encoding as its 64-bit widening.
+    put_varlong(buf, i64::from(value));
+}
+
+fn put_nullable(buf: &mut BytesMut, bytes: Option<&[u8]>) {
+    match bytes {
+        None => put_varint(buf, -1),
+        Some(bytes) => {
+            put_varint(buf, bytes.len() as i32);
+            buf.put_slice(bytes);
+        }
+    }
+}
+
+/// Pure parsing over the batch buffer; every read is bounds-checked.
+struct Reader<'a> {
+    buf: &'a Bytes,
+    position: usize,
+    record: usize,
+}
+
+impl Reader<'_> {
+    fn malformed(&self, reason: &'static str) -> BatchError {
+        BatchError::MalformedRecord {
+            record: self.record,
+            position: self.position,
+            reason,
+        }
+    }
+
+    fn take(&mut self, count: usize) -> Result<std::ops::Range<usize>, BatchError> {
+        let start = self.position;
+        let end = start
+            .checked_add(count)
+            .filter(|end| *end <= self.buf.len())
+            .ok_or_else(|| self.malformed("field runs past the batch"))?;
+        self.position = end;
+        Ok(start..end)
+    }
+
+    fn unsigned(&mut self, max_bytes: usize) -> Result<u64, BatchError> {
+        let mut value = 0u64;
+        for index in 0..max_bytes {
+            let byte = *self
+                .buf
+                .get(self.position)
+                .ok_or_else(|| self.malformed("varint runs past the batch"))?;
+            self.position += 1;
+            value |= u64::from(byte & 0x7f) << (7 * index);
+            if byte & 0x80 == 0 {
+                return Ok(value);
+            }
+        }
+        Err(self.malformed("varint is too long"))
+    }
+
+    fn varlong(&mut self) -> Result<i64, BatchError> {
+        Ok(unzigzag64(self.unsigned(10)?))
+    }
+
+    fn varint(&mut self) -> Result<i32, BatchError> {
+        let raw = self.unsigned(5)?;
+        let raw = u32::try_from(raw).map_err(|_| self.malformed("varint overflows 32 bits"))?;
+        Ok(unzigzag64(u64::from(raw)) as i32)
+    }
+
+    fn nullable_bytes(&mut self) -> Result<Option<Bytes>, BatchError> {
+        let length = self.varint()?;
+        match length {
+            -1 => Ok(None),
+            length if length < -1 => Err(self.malformed("length below -1")),
+            length => {
+                let range = self.take(length as usize)?;
+                Ok(Some(self.buf.slice(range)))
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn sample() -> BytesMut {
+        let mut builder = BatchBuilder::new().producer(7, 2, 100);
+        builder.push(1_000, Some(b"k1"), Some(b"v1"), &[("h", Some(b"x"))]);
+        builder.push(1_005, None, Some(b""), &[]);
+        builder.push(990, Some(b""), None, &[("a", None), ("b", Some(b"yy"))]);
+        builder.finish()
+    }
+
+    #[test]
+    fn header_fields_round_trip() {
+        let mut batch = sample();
+        stamp(&mut batch, 42, 9);
+        let header = BatchHeader::validate(&batch).expect("valid");
+        assert_eq!(header.base_offset, 42);
+        assert_eq!(header.partition_leader_epoch, 9);
+        assert_eq!(header.record_count, 3);
+        assert_eq!(header.last_offset_delta, 2);
+        assert_eq!(header.first_timestamp, 1_000);
+        assert_eq!(header.max_timestamp, 1_005);
+        assert_eq!(
+            (
+                header.producer_id,
+                header.producer_epoch,
+                header.base_sequence
+            ),
+            (7, 2, 100)
+        );
+        assert_eq!(header.total_bytes(), batch.len());
+        assert!(!header.is_control());
+        assert_eq!(header.offset_count(), 3);
+    }
+
+    #[test]
+    fn records_round_trip_with_nulls_and_headers() {
+        let mut batch = sample();
+        stamp(&mut batch, 10, 1);
+        let records = decode_records(&batch.freeze()).expect("decodes");
+        assert_eq!(records.len(), 3);
+        assert_eq!(records[0].offset, 10);
+        assert_eq!(records[0].key.as_deref(), Some(&b"k1"[..]));
+        assert_eq!(records[0].headers[0].key, "h");
+        assert_eq!(records[1].offset, 11);
+        assert_eq!(records[1].key, None);
+        assert_eq!(records[1].value.as_deref(), Some(&b""[..]));
+        assert_eq!(records[2].timestamp, 990);
+        assert_eq!(records[2].value, None);
+        assert_eq!(records[2].headers[0].value, None);
+        assert_eq!(records[2].headers[1].value.as_deref(), Some(&b"yy"[..]));
+    }
+
+    /// The encoding of one known batch, checked against Kafka's layout byte by byte.
+    #[test]
+    fn known_bytes_match_kafka_layout() {
+        let mut builder = BatchBuilder::new();
+        builder.push(0x0102, Some(b"k"), Some(b"v"), &[]);
+        let batch = builder.finish();
+        let record: &[u8] = &[
+            0x10, // length 8, zigzag
+            0x00, // attributes
+            0x00, // timestamp delta 0
+            0x00, // offset delta 0
+            0x02, b'k', // key length 1, key
+            0x02, b'v', // value length 1, value
+            0x00, // header count 0
+        ];
+        assert_eq!(&batch[HEADER_BYTES..], record);
+        assert_eq!(read_i32(&batch, BATCH_LENGTH_AT), 49 + 9);
+        assert_eq!(batch[MAGIC_AT], 2);
+        assert_eq!(read_i64(&batch, FIRST_TIMESTAMP_AT), 0x0102);
+        assert_eq!(read_i64(&batch, PRODUCER_ID_AT), -1);
+        assert_eq!(read_i32(&batch, BASE_SEQUENCE_AT), -1);
+        let crc = crc32c::crc32c(&batch[ATTRIBUTES_AT..]);
+        assert_eq!(u32::from_be_bytes(array(&batch, CRC_AT)), crc);
+    }
+
+    #[test]
+    fn varint_encodings() {
+        let table: &[(i64, &[u8])] = &[
+            (0, &[0x00]),
+            (-1, &[0x01]),
+            (1, &[0x02]),
+            (63, &[0x7e]),
+            (-64, &[0x7f]),
+            (64, &[0x80, 0x01]),
+            (300, &[0xd8, 0x04]),
+            (
+                i64::MAX,
+                &[0xfe, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01],
+            ),
+        ];
+        for (value, expected) in table {
+            let mut buf = BytesMut::new();
+            put_varlong(&mut buf, *value);
+            assert_eq!(&buf[..], *expected, "encoding of {value}");
+            assert_eq!(varlong_len(*value), expected.len(), "length of {value}");
+        }
+    }
+
+    #[test]
+    fn control_batches_carry_kind_and_payload() {
+        let batch = control_batch(ControlType::RaftConfChange, 5, b"conf");
+        let header = BatchHeader::validate(&batch).expect("valid");
+        assert!(header.is_control());
+        assert_eq!(header.offset_count(), 0);
+        let (kind, payload) = decode_control(&batch.freeze()).expect("decodes");
+        assert_eq!(kind, ControlType::RaftConfChange);
+        assert_eq!(&payload[..], b"conf");
+    }
+
+    /// Each damage to a valid batch gives the error that names it.
+    #[test]
+    fn damaged_batches_give_precise_errors() {
+        type Damage = fn(&mut Vec<u8>);
+        type Expected = fn(&BatchError) -> bool;
+        let table: &[(&str, Damage, Expected)] = &[
+            (
+                "short buffer",
+                |b| b.truncate(30),
+                |e| matches!(e, BatchError::Truncated { .. }),
+            ),
+            (
+                "wrong magic",
+                |b| b[MAGIC_AT] = 1,
+                |e| matches!(e, BatchError::UnsupportedMagic { magic: 1 }),
+            ),
+            (
+                "flipped payload bit",
+                |b| {
+                    let last = b.len() - 2;
+                    b[last] ^= 1;
+                },
+                |e| matches!(e, BatchError::CrcMismatch { .. }),
+            ),
+            (
+                "extra trailing byte",
+                |b| b.push(0),
+                |e| matches!(e, BatchError::LengthMismatch { .. }),
+            ),
+            (
+                "negative batch length",
+                |b| b[BATCH_LENGTH_AT..BATCH_LENGTH_AT + 4].copy_from_slice(&(-5i32).to_be_bytes()),
+                |e| matches!(e, BatchError::InvalidBatchLength { .. }),
+            ),
+        ];
+        for (name, damage, expected) in table {
+            let mut bytes = sample().to_vec();
+            damage(&mut bytes);
+            let error = decode_records(&Bytes::from(bytes)).expect_err(name);
+            assert!(expected(&error), "{name}: got {error}");
+        }
+    }
+
+    /// Record-level damage is caught even when the CRC is recomputed to match.
+    #[test]
+    fn record_level_damage_with_valid_crc() {
+        let mut builder = BatchBuilder::new();
+        builder.push(1, Some(b"key"), Some(b"value"), &[]);
+        let mut bytes = builder.finish().to_vec();
+        // Record count says 2 but only one record is present.
+        bytes[RECORD_COUNT_AT..RECORD_COUNT_AT + 4].copy_from_slice(&2i32.to_be_bytes());
+        bytes[LAST_OFFSET_DELTA_AT..LAST_OFFSET_DELTA_AT + 4].copy_from_slice(&1i32.to_be_bytes());
+        let crc = crc32c::crc32c(&bytes[ATTRIBUTES_AT..]);
+        bytes[CRC_AT..CRC_AT + 4].copy_from_slice(&crc.to_be_bytes());
+        let error = decode_records(&Bytes::from(bytes)).expect_err("count mismatch");
+        assert!(matches!(
+            error,
+            BatchError::RecordCountMismatch {
+                declared: 2,
+                found: 1
+            }
+        ));
+    }
+
+    proptest! {
+        /// Whatever bytes come in, decoding returns a value or an error and never panics.
+        #[test]
+        fn decoding_arbitrary_bytes_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..300)) {
+            let _ = decode_records(&Bytes::from(bytes.clone()));
+            let _ = decode_control(&Bytes::from(bytes));
+        }
+
+        /// A valid header with random record bytes and a fixed-up CRC still never panics.
+        #[test]
+        fn decoding_random_records_never_panics(body in proptest::collection::vec(any::<u8>(), 0..200), count in 0i32..5) {
+            let mut builder = BatchBuilder::new();
+            builder.push(0, None, None, &[]);
+            let mut bytes = builder.finish().to_vec();
+            bytes.truncate(HEADER_BYTES);
+            bytes.extend_from_slice(&body);
+            let length = (bytes.len() - LOG_OVERHEAD_BYTES) as i32;
+            bytes[BATCH_LENGTH_AT..BATCH_LENGTH_AT + 4].copy_from_slice(&length.to_be_bytes());
+            bytes[RECORD_COUNT_AT..RECORD_COUNT_AT + 4].copy_from_slice(&count.to_be_bytes());
+            bytes[LAST_OFFSET_DELTA_AT..LAST_OFFSET_DELTA_AT + 4].copy_from_slice(&(count - 1).to_be_bytes());
+            let crc = crc32c::crc32c(&bytes[ATTRIBUTES_AT..]);
+            bytes[CRC_AT..CRC_AT + 4].copy_from_slice(&crc.to_be_bytes());
+            let _ = decode_records(&Bytes::from(bytes));
+        }
+
+        /// Encode then decode gives back every field.
+        #[test]
+        fn encode_decode_round_trip(
+            records in proptest::collection::vec(
+                (any::<i64>(), proptest::option::of(proptest::collection::vec(any::<u8>(), 0..20)),
+                 proptest::option::of(proptest::collection::vec(any::<u8>(), 0..40)),
+                 proptest::collection::vec(("[a-z]{0,5}", proptest::option::of(proptest::collection::vec(any::<u8>(), 0..8))), 0..3)),
+                1..20),
+            base_offset in 0u64..(1 << 62),
+        ) {
+            let mut builder = BatchBuilder::new();
+            for (timestamp, key, value, headers) in &records {
+                let headers: Vec<(&str, Option<&[u8]>)> =
+                    headers.iter().map(|(k, v)| (k.as_str(), v.as_deref())).collect();
+                builder.push(*timestamp, key.as_deref(), value.as_deref(), &headers);
+            }
+            let mut batch = builder.finish();
+            stamp(&mut batch, base_offset, 3);
+            let decoded = decode_records(&batch.freeze()).expect("round trip");
+            prop_assert_eq!(decoded.len(), records.len());
+            for (index, (record, (timestamp, key, value, headers))) in decoded.iter().zip(&records).enumerate() {
+                prop_assert_eq!(record.offset, base_offset + index as u64);
+                prop_assert_eq!(record.timestamp, *timestamp);
+                prop_assert_eq!(record.key.as_deref(), key.as_deref());
+                prop_assert_eq!(record.value.as_deref(), value.as_deref());
+                prop_assert_eq!(record.headers.len(), headers.len());
+                for (decoded_header, (k, v)) in record.headers.iter().zip(headers) {
+                    prop_assert_eq!(&decoded_header.key, k);
+                    prop_assert_eq!(decoded_header.value.as_deref(), v.as_deref());
+                }
+            }
+        }
+    }
+}

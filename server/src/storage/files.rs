@@ -1,0 +1,192 @@
+//! File plumbing shared by segments and checkpoints: append-only files read through a
+//! memory map, directory fsync, atomic replace, and rename-then-unlink.
+//!
+//! Every write and fsync passes through the optional [`Faults`] seam.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::Write;
+use std::ops::Range;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use bytes::Bytes;
+use memmap2::{Mmap, MmapOptions};
+
+use super::error::{IoContext, Result};
+use super::fault::{self, Faults};
+
+/// Suffix of a file renamed on its way to being unlinked. Recovery unlinks any it finds.
+pub(crate) const DELETED_SUFFIX: &str = ".deleted";
+/// Suffix of a file being written before an atomic rename. Recovery unlinks any it finds.
+pub(crate) const TMP_SUFFIX: &str = ".tmp";
+
+/// An append-only file written with `pwrite` and read through a shared memory map.
+///
+/// The map is made once with a capacity larger than the file, so reads see bytes appended later
+/// without remapping (Linux maps are coherent with the page cache). Only bytes below the file's
+/// length may be touched: a page past the end of the file raises SIGBUS. Callers therefore slice
+/// only below the length they wrote, and [`Bytes`] handed out stay valid until the range they
+/// cover is truncated; truncating a range that a reader still holds is a contract violation
+/// (the broker serves only committed offsets, which are never truncated).
+pub(crate) struct MappedFile {
+    path: PathBuf,
+    file: File,
+    /// The whole mapping as one `Bytes`, so reads hand out refcounted slices with no copy.
+    /// Never print or iterate it whole: it extends past the end of the file.
+    map: Bytes,
+    capacity_bytes: usize,
+    faults: Option<Arc<Faults>>,
+}
+
+impl MappedFile {
+    /// Opens (or with `create`, creates new) the file at `path` and maps `capacity_bytes` of it,
+    /// or the whole file when that is larger.
+    pub(crate) fn open(
+        path: &Path,
+        create: bool,
+        capacity_bytes: usize,
+        faults: Option<Arc<Faults>>,
+    ) -> Result<Self> {
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(create)
+            .open(path)
+            .context(if create { "create" } else { "open" }, path)?;
+        let length = file.metadata().context("stat", path)?.len() as usize;
+        let capacity_bytes = capacity_bytes.max(length).max(1);
+        let map = map_file(&file, path, capacity_bytes)?;
+        Ok(Self {
+            path: path.to_path_buf(),
+            file,
+            map,
+            capacity_bytes,
+            faults,
+        })
+    }
+
+    pub(crate) fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Length of the file on disk.
+    pub(crate) fn file_length(&self) -> Result<u64> {
+        Ok(self.file.metadata().context("stat", &self.path)?.len())
+    }
+
+    /// The bytes in `range`, which must lie below the length written.
+    pub(crate) fn slice(&self, range: Range<usize>) -> Bytes {
+        assert!(range.end <= self.capacity_bytes);
+        self.map.slice(range)
+    }
+
+    /// Borrowed view of the bytes in `range`, which must lie below the length written.
+    pub(crate) fn view(&self, range: Range<usize>) -> &[u8] {
+        assert!(range.end <= self.capacity_bytes);
+        &self.map[range]
+    }
+
+    /// Writes `bytes` at `position`. On failure some prefix may have reached the file: the
+    /// caller truncates back with [`MappedFile::set_length`].
+    pub(crate) fn write_at(&mut self, bytes: &[u8], position: u64) -> Result<()> {
+        let end = position as usize + bytes.len();
+        if end > self.capacity_bytes {
+            // Grow the mapping first; earlier slices keep the old mapping alive.
+            let capacity_bytes = end.max(self.capacity_bytes.saturating_mul(2));
+            self.map = map_file(&self.file, &self.path, capacity_bytes)?;
+            self.capacity_bytes = capacity_bytes;
+        }
+        if self.faults.as_ref().is_some_and(|f| f.write_fails()) {
+            let half = bytes.len() / 2;
+            self.file
+                .write_all_at(&bytes[..half], position)
+                .context("write", &self.path)?;
+            return Err(fault::enospc()).context("write", &self.path);
+        }
+        self.file
+            .write_all_at(bytes, position)
+            .context("write", &self.path)
+    }
+
+    /// Truncates (or extends with zeros) the file to `length` bytes.
+    pub(crate) fn set_length(&self, length: u64) -> Result<()> {
+        self.file.set_len(length).context("truncate", &self.path)
+    }
+
+    /// Makes every write before it durable (`fdatasync`: the length is data here).
+    pub(crate) fn sync(&self) -> Result<()> {
+        if self.faults.as_ref().is_some_and(|f| f.sync_fails()) {
+            return Err(fault::eio()).context("fsync", &self.path);
+        }
+        self.file.sync_data().context("fsync", &self.path)
+    }
+}
+
+fn map_file(file: &File, path: &Path, capacity_bytes: usize) -> Result<Bytes> {
+    // SAFETY: the file belongs to this process's storage directory and is only appended to or
+    // truncated by this module. Nobody slices past the written length (see `MappedFile`).
+    let map: Mmap =
+        unsafe { MmapOptions::new().len(capacity_bytes).map(file) }.context("mmap", path)?;
+    Ok(Bytes::from_owner(map))
+}
+
+/// Fsyncs a directory, so that files created, renamed or removed in it stay so after a crash.
+pub(crate) fn sync_dir(dir: &Path, faults: Option<&Faults>) -> Result<()> {
+    if faults.is_some_and(|f| f.sync_fails()) {
+        return Err(fault::eio()).context("fsync directory", dir);
+    }
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .context("fsync directory", dir)
+}
+
+/// Replaces `path` with `contents` atomically: write a temporary file, fsync it, rename it over
+/// `path`, fsync the directory. A crash leaves either the old or the new contents.
+pub(crate) fn replace_atomically(
+    path: &Path,
+    contents: &[u8],
+    faults: Option<&Faults>,
+) -> Result<()> {
+    let tmp = with_suffix(path, TMP_SUFFIX);
+    let mut file = File::create(&tmp).context("create", &tmp)?;
+    if faults.is_some_and(|f| f.write_fails()) {
+        file.write_all(&contents[..contents.len() / 2])
+            .context("write", &tmp)?;
+        return Err(fault::enospc()).context("write", &tmp);
+    }
+    file.write_all(contents).context("write", &tmp)?;
+    if faults.is_some_and(|f| f.sync_fails()) {
+        return Err(fault::eio()).context("fsync", &tmp);
+    }
+    file.sync_all().context("fsync", &tmp)?;
+    fs::rename(&tmp, path).context("rename", &tmp)?;
+    let dir = path.parent().expect("a checkpoint lives in a directory");
+    sync_dir(dir, faults)
+}
+
+/// Removes files so that a crash never leaves a half-deleted set: first every file is renamed
+/// to `*.deleted` and the directory fsynced, then each is unlinked. Recovery unlinks leftover
+/// `*.deleted` files.
+pub(crate) fn remove_files(dir: &Path, paths: &[PathBuf], faults: Option<&Faults>) -> Result<()> {
+    let mut renamed = Vec::with_capacity(paths.len());
+    for path in paths {
+        let target = with_suffix(path, DELETED_SUFFIX);
+        match fs::rename(path, &target) {
+            Ok(()) => renamed.push(target),
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
+            Err(error) => return Err(error).context("rename", path),
+        }
+    }
+    sync_dir(dir, faults)?;
+    for path in renamed {
+        fs::remove_file(&path).context("unlink", &path)?;
+    }
+    sync_dir(dir, faults)
+}
+
+pub(crate) fn with_suffix(path: &Path, suffix: &str) -> PathBuf {
+    let mut name = path.as_os_str().to_owned();
+    name.push(suffix);
+    PathBuf::from(name)
+}
