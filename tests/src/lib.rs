@@ -1,1 +1,89 @@
-//! helpers
+//! # strata-tests
+//!
+//! Integration, crash and fault tests of Strata, and the helpers they share:
+//! - [`Seed`]: a seeded random source that prints its seed, so any failure can be replayed with
+//!   `STRATA_TEST_SEED=<seed>`.
+//! - [`data_batch`], [`read_values`]: build batches with recognizable values and read them back.
+//!
+//! Tests live in `tests/`: `storage_crash.rs` (torn writes, index damage, I/O faults).
+
+use bytes::BytesMut;
+use strata_server::storage::PartitionLog;
+use strata_server::storage::batch::{BatchBuilder, decode_records, split_batches};
+
+/// A small deterministic random source (splitmix64).
+#[derive(Debug, Clone)]
+pub struct Seed {
+    state: u64,
+}
+
+impl Seed {
+    /// The seed from `STRATA_TEST_SEED`, or `default`; printed to stderr so a failing test shows
+    /// how to replay it.
+    pub fn from_env(test: &str, default: u64) -> Self {
+        let seed = std::env::var("STRATA_TEST_SEED")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(default);
+        eprintln!("{test}: seed {seed} (replay with STRATA_TEST_SEED={seed})");
+        Self { state: seed }
+    }
+
+    pub fn next_u64(&mut self) -> u64 {
+        self.state = self.state.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.state;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+
+    /// A number in `0..bound`; `bound` must not be 0.
+    pub fn below(&mut self, bound: u64) -> u64 {
+        assert!(bound > 0);
+        self.next_u64() % bound
+    }
+
+    pub fn bytes(&mut self, length: usize) -> Vec<u8> {
+        (0..length).map(|_| self.next_u64() as u8).collect()
+    }
+}
+
+/// A data batch of `count` records with values `"{tag}-{i}"` and timestamps from `timestamp`.
+pub fn data_batch(tag: &str, count: usize, timestamp: i64) -> BytesMut {
+    let mut builder = BatchBuilder::new();
+    for i in 0..count {
+        let value = format!("{tag}-{i}");
+        builder.push(
+            timestamp + i as i64,
+            Some(tag.as_bytes()),
+            Some(value.as_bytes()),
+            &[("i", Some(&i.to_be_bytes()))],
+        );
+    }
+    builder.finish()
+}
+
+/// The values of every record from the log start to the end, checking that offsets are dense.
+pub fn read_values(log: &PartitionLog) -> Vec<String> {
+    let start = log.log_start_offset();
+    let mut values = Vec::new();
+    let mut next = start;
+    while next < log.next_offset() {
+        let spans = log.read(next, 64 * 1024).expect("read inside the range");
+        assert!(!spans.is_empty(), "read at {next} returned nothing");
+        for span in spans {
+            for split in split_batches(span) {
+                let (header, batch) = split.expect("whole batches");
+                for record in decode_records(&batch).expect("stored batches decode") {
+                    if record.offset >= next {
+                        assert_eq!(record.offset, start + values.len() as u64, "dense offsets");
+                        let value = record.value.expect("value").to_vec();
+                        values.push(String::from_utf8(value).expect("utf8 value"));
+                    }
+                }
+                next = header.base_offset as u64 + header.offset_count();
+            }
+        }
+    }
+    values
+}

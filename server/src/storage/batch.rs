@@ -464,6 +464,47 @@ pub fn decode_control(batch: &Bytes) -> Result<(ControlType, Bytes), BatchError>
     Ok((kind, record.value.unwrap_or_default()))
 }
 
+/// Splits a run of whole batches (as [`PartitionLog::read`](super::PartitionLog::read) returns
+/// them) into one `Bytes` per batch, without copying. Yields an error and stops at the first
+/// bytes that are not a whole batch.
+pub fn split_batches(run: Bytes) -> SplitBatches {
+    SplitBatches { rest: run }
+}
+
+/// Iterator returned by [`split_batches`].
+#[derive(Debug)]
+pub struct SplitBatches {
+    rest: Bytes,
+}
+
+impl Iterator for SplitBatches {
+    type Item = Result<(BatchHeader, Bytes), BatchError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.rest.is_empty() {
+            return None;
+        }
+        let parsed = BatchHeader::parse(&self.rest).and_then(|header| {
+            if header.total_bytes() <= self.rest.len() {
+                Ok(header)
+            } else {
+                Err(BatchError::Truncated {
+                    needed: header.total_bytes(),
+                    available: self.rest.len(),
+                })
+            }
+        });
+        let header = match parsed {
+            Ok(header) => header,
+            Err(error) => {
+                self.rest.clear();
+                return Some(Err(error));
+            }
+        };
+        Some(Ok((header, self.rest.split_to(header.total_bytes()))))
+    }
+}
+
 /// Builds an uncompressed batch. The broker stamps the base offset and leader epoch later;
 /// the builder leaves both 0.
 #[derive(Debug)]

@@ -237,6 +237,23 @@ impl PartitionLog {
                 recovery,
                 faults.clone(),
             )?;
+            // Terms never decrease; the leader epoch is outside the CRC, so check it across
+            // segment boundaries too (inside a segment the walk does).
+            let term_before = log
+                .segments
+                .iter()
+                .rev()
+                .find_map(Segment::last_term)
+                .unwrap_or(start.prev_term);
+            if let Some(first_term) = segment.first_term()?
+                && first_term < term_before
+            {
+                return Err(Error::Corrupt {
+                    path: segment.log_path().to_path_buf(),
+                    position: 0,
+                    reason: format!("batch term {first_term} after term {term_before}"),
+                });
+            }
             next = (segment.next_offset(), segment.next_raft_index());
             log.segments.push(segment);
         }
@@ -429,7 +446,10 @@ impl PartitionLog {
         }
         let (base_offset, base_raft_index) =
             (self.active().next_offset(), self.active().next_raft_index());
+        // A failure here may leave the new segment's files on disk, perhaps not durably named:
+        // appending on to the old segment would then contradict them after a restart.
         self.create_segment(base_offset, base_raft_index)
+            .map_err(|error| self.fail(error))
     }
 
     /// Makes every append before it durable: one fsync covers all of them (group commit).

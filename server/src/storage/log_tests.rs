@@ -42,11 +42,9 @@ fn values_from(log: &PartitionLog, offset: u64) -> Vec<String> {
         let spans = log.read(next, 4096).expect("read");
         assert!(!spans.is_empty(), "a read below next_offset returns data");
         for span in spans {
-            let mut rest = span;
-            while !rest.is_empty() {
-                let header = BatchHeader::parse(&rest).expect("header");
-                let batch = rest.split_to(header.total_bytes());
-                for record in decode_records(&batch).expect("records") {
+            for split in batch::split_batches(span) {
+                let (header, stored) = split.expect("whole batches");
+                for record in decode_records(&stored).expect("records") {
                     if record.offset >= offset {
                         assert_eq!(record.offset, offset + values.len() as u64, "dense offsets");
                         let value = record.value.expect("value").to_vec();

@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 
-use super::batch::{self, BatchHeader, HEADER_BYTES};
+use super::batch::{self, BatchError, BatchHeader, HEADER_BYTES};
 use super::error::{Error, Result};
 use super::fault::Faults;
 use super::files::MappedFile;
@@ -417,6 +417,19 @@ impl Segment {
         self.tail.position
     }
 
+    /// Term of the first batch; `None` for an empty segment.
+    pub(crate) fn first_term(&self) -> Result<Option<u64>> {
+        if self.tail.position == 0 {
+            return Ok(None);
+        }
+        Ok(Some(self.header_at(0)?.partition_leader_epoch as u64))
+    }
+
+    /// Term of the last batch; `None` for an empty segment.
+    pub(crate) fn last_term(&self) -> Option<u64> {
+        (self.tail.batch_count > 0).then_some(self.tail.last_term)
+    }
+
     pub(crate) fn max_timestamp(&self) -> Option<i64> {
         (self.tail.max_timestamp != i64::MIN).then_some(self.tail.max_timestamp)
     }
@@ -446,14 +459,28 @@ impl Segment {
         }
     }
 
-    /// Header of the batch at `position`, which must be a batch boundary below the end.
-    fn header_at(&self, position: u64) -> Result<BatchHeader> {
-        let end = self.tail.position as usize;
-        BatchHeader::parse(self.log.view(position as usize..end)).map_err(|error| Error::Corrupt {
+    fn corrupt(&self, position: u64, reason: String) -> Error {
+        Error::Corrupt {
             path: self.log.path().to_path_buf(),
             position,
-            reason: error.to_string(),
-        })
+            reason,
+        }
+    }
+
+    /// Header of the batch at `position`, which must be a batch boundary below the end. Stored
+    /// bytes can rot after they were checked, so a header that no longer parses, or whose batch
+    /// runs past the end, is a corruption error rather than a panic.
+    fn header_at(&self, position: u64) -> Result<BatchHeader> {
+        let end = self.tail.position as usize;
+        let bytes = self.log.view(position as usize..end);
+        let header = BatchHeader::parse(bytes).map_err(|e| self.corrupt(position, e.to_string()))?;
+        if header.total_bytes() > bytes.len() {
+            return Err(self.corrupt(
+                position,
+                format!("batch of {} bytes runs past the end of the log", header.total_bytes()),
+            ));
+        }
+        Ok(header)
     }
 
     /// Data batches from the one holding `offset` on, as zero-copy runs of contiguous data
@@ -465,11 +492,20 @@ impl Segment {
             .index_view()
             .last_where(|e| u64::from(e.relative_offset) <= relative);
         let mut position = hint.map_or(0, |e| u64::from(e.position));
+        let mut expected_offset = self.base_offset + hint.map_or(0, |e| u64::from(e.relative_offset));
         let mut spans = Vec::new();
         let mut span_start: Option<u64> = None;
         let mut total = 0usize;
         while position < self.tail.position {
             let header = self.header_at(position)?;
+            // The CRC does not cover the base offset: check it follows the batch before.
+            if header.base_offset as u64 != expected_offset {
+                return Err(self.corrupt(
+                    position,
+                    format!("base offset {} where {expected_offset} was expected", header.base_offset),
+                ));
+            }
+            expected_offset += header.offset_count();
             let size = header.total_bytes() as u64;
             let last_offset = (header.base_offset as u64 + header.offset_count()).checked_sub(1);
             let wanted = !header.is_control() && last_offset.is_some_and(|last| last >= offset);
@@ -561,10 +597,11 @@ impl Segment {
                     Ok(records) => records
                         .iter()
                         .find(|r| r.timestamp >= timestamp)
-                        .map(|r| r.offset),
-                    Err(_) => None,
+                        .map_or(header.base_offset as u64, |r| r.offset),
+                    Err(BatchError::CompressedRecords { .. }) => header.base_offset as u64,
+                    Err(error) => return Err(self.corrupt(position, error.to_string())),
                 };
-                return Ok(Some(found.unwrap_or(header.base_offset as u64)));
+                return Ok(Some(found));
             }
             position += size as u64;
         }
