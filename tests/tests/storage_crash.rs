@@ -83,6 +83,9 @@ fn copy_dir(from: &Path, to: &Path) {
 /// and that an append continues at the right offset and raft index.
 fn check_recovered(dir: &Path, values: &[String], expected: &Expected, what: &str) {
     let mut log = PartitionLog::open(dir, config()).unwrap_or_else(|e| panic!("{what}: open: {e}"));
+    let last_log = &log.segments().last().expect("segment").log_path.clone();
+    let length = fs::metadata(last_log).expect("stat").len();
+    assert_eq!(length, expected.end_position, "{what}: the torn tail is cut off the file");
     assert_eq!(log.next_offset(), expected.next_offset, "{what}: next offset");
     assert_eq!(log.last_raft_index(), expected.last_raft_index, "{what}: last raft index");
     assert_eq!(read_values(&log), values[..expected.next_offset as usize], "{what}: values");
