@@ -132,7 +132,11 @@ fn read_all(log: &PartitionLog, offset: u64, max_bytes: usize) -> Vec<(u64, Stri
     let mut next = offset;
     while next < log.next_offset() {
         let spans = log.read(next, max_bytes).expect("read inside the range");
-        assert!(!spans.is_empty(), "read at {next} below {} returned nothing", log.next_offset());
+        assert!(
+            !spans.is_empty(),
+            "read at {next} below {} returned nothing",
+            log.next_offset()
+        );
         for span in spans {
             for split in split_batches(span) {
                 let (header, stored) = split.expect("whole batches");
@@ -160,7 +164,11 @@ fn check(log: &PartitionLog, model: &Model) -> Result<(), TestCaseError> {
         prop_assert_eq!(log.term(raft_index).expect("term"), entry.term);
     }
     let all = log
-        .raft_entries(log.first_raft_index(), log.last_raft_index() + 1, usize::MAX)
+        .raft_entries(
+            log.first_raft_index(),
+            log.last_raft_index() + 1,
+            usize::MAX,
+        )
         .expect("entries");
     prop_assert_eq!(all.len(), model.entries.len());
     for (stored, entry) in all.iter().zip(&model.entries) {
@@ -172,12 +180,28 @@ fn check(log: &PartitionLog, model: &Model) -> Result<(), TestCaseError> {
     Ok(())
 }
 
-fn apply(dir: &Path, log: &mut PartitionLog, model: &mut Model, op: &Op) -> Result<(), TestCaseError> {
+fn apply(
+    dir: &Path,
+    log: &mut PartitionLog,
+    model: &mut Model,
+    op: &Op,
+) -> Result<(), TestCaseError> {
     match op {
-        Op::Append { control, timestamps, term_step } => {
+        Op::Append {
+            control,
+            timestamps,
+            term_step,
+        } => {
             let term = model.last_term() + term_step;
             let (mut batch, records) = if *control {
-                (strata_server::storage::batch::control_batch(ControlType::LeaderNoop, timestamps[0], b""), Vec::new())
+                (
+                    strata_server::storage::batch::control_batch(
+                        ControlType::LeaderNoop,
+                        timestamps[0],
+                        b"",
+                    ),
+                    Vec::new(),
+                )
             } else {
                 let mut builder = BatchBuilder::new();
                 let mut records = Vec::new();
@@ -192,18 +216,34 @@ fn apply(dir: &Path, log: &mut PartitionLog, model: &mut Model, op: &Op) -> Resu
             let info = log.append(&mut batch, term, 0).expect("append");
             prop_assert_eq!(info.raft_index, model.last_raft_index() + 1);
             prop_assert_eq!(info.base_offset, model.next_offset());
-            model.entries.push(Entry { term, control: *control, base_offset: info.base_offset, records });
+            model.entries.push(Entry {
+                term,
+                control: *control,
+                base_offset: info.base_offset,
+                records,
+            });
         }
         Op::Read { choice, max_bytes } => {
             let span = model.next_offset() - model.start.start_offset + 1;
             let offset = model.start.start_offset + choice % span;
-            prop_assert_eq!(read_all(log, offset, *max_bytes), model.records_from(offset));
+            prop_assert_eq!(
+                read_all(log, offset, *max_bytes),
+                model.records_from(offset)
+            );
             if model.start.start_offset > 0 {
                 let below = log.read(model.start.start_offset - 1, *max_bytes);
-                prop_assert!(matches!(below, Err(Error::OffsetOutOfRange { .. })), "{:?}", below);
+                prop_assert!(
+                    matches!(below, Err(Error::OffsetOutOfRange { .. })),
+                    "{:?}",
+                    below
+                );
             }
             let above = log.read(model.next_offset() + 1, *max_bytes);
-            prop_assert!(matches!(above, Err(Error::OffsetOutOfRange { .. })), "{:?}", above);
+            prop_assert!(
+                matches!(above, Err(Error::OffsetOutOfRange { .. })),
+                "{:?}",
+                above
+            );
         }
         Op::FindTime { timestamp } => {
             let found = log.offset_for_timestamp(*timestamp).expect("lookup");
@@ -215,7 +255,10 @@ fn apply(dir: &Path, log: &mut PartitionLog, model: &mut Model, op: &Op) -> Resu
             log.truncate_from_raft_index(raft_index).expect("truncate");
             model.entries.truncate((raft_index - first) as usize);
         }
-        Op::Reset { raft_gap, offset_gap } => {
+        Op::Reset {
+            raft_gap,
+            offset_gap,
+        } => {
             let start = LogStart {
                 prev_raft_index: model.last_raft_index() + raft_gap,
                 prev_term: model.last_term() + raft_gap.min(&1),
@@ -225,11 +268,22 @@ fn apply(dir: &Path, log: &mut PartitionLog, model: &mut Model, op: &Op) -> Resu
             model.start = start;
             model.entries.clear();
         }
-        Op::Retention { retention_bytes, retention_ms, now_ms, raft_choice } => {
-            let policy = RetentionPolicy { retention_bytes: *retention_bytes, retention_ms: *retention_ms };
-            let raft_index_max = model.start.prev_raft_index + raft_choice % (model.entries.len() as u64 + 1);
+        Op::Retention {
+            retention_bytes,
+            retention_ms,
+            now_ms,
+            raft_choice,
+        } => {
+            let policy = RetentionPolicy {
+                retention_bytes: *retention_bytes,
+                retention_ms: *retention_ms,
+            };
+            let raft_index_max =
+                model.start.prev_raft_index + raft_choice % (model.entries.len() as u64 + 1);
             let before = log.log_start();
-            let outcome = log.apply_retention(&policy, *now_ms, raft_index_max).expect("retention");
+            let outcome = log
+                .apply_retention(&policy, *now_ms, raft_index_max)
+                .expect("retention");
             let after = log.log_start();
             prop_assert_eq!(outcome.log_start_offset, after.start_offset);
             prop_assert!(after.prev_raft_index >= before.prev_raft_index);
@@ -238,7 +292,10 @@ fn apply(dir: &Path, log: &mut PartitionLog, model: &mut Model, op: &Op) -> Resu
             if removed > 0 {
                 let last_removed = &model.entries[removed - 1];
                 prop_assert_eq!(after.prev_term, last_removed.term);
-                let expected_start = model.entries.get(removed).map_or(model.next_offset(), |e| e.base_offset);
+                let expected_start = model
+                    .entries
+                    .get(removed)
+                    .map_or(model.next_offset(), |e| e.base_offset);
                 prop_assert_eq!(after.start_offset, expected_start);
                 model.entries.drain(..removed);
                 model.start = after;

@@ -85,19 +85,45 @@ fn check_recovered(dir: &Path, values: &[String], expected: &Expected, what: &st
     let mut log = PartitionLog::open(dir, config()).unwrap_or_else(|e| panic!("{what}: open: {e}"));
     let last_log = &log.segments().last().expect("segment").log_path.clone();
     let length = fs::metadata(last_log).expect("stat").len();
-    assert_eq!(length, expected.end_position, "{what}: the torn tail is cut off the file");
-    assert_eq!(log.next_offset(), expected.next_offset, "{what}: next offset");
-    assert_eq!(log.last_raft_index(), expected.last_raft_index, "{what}: last raft index");
-    assert_eq!(read_values(&log), values[..expected.next_offset as usize], "{what}: values");
+    assert_eq!(
+        length, expected.end_position,
+        "{what}: the torn tail is cut off the file"
+    );
+    assert_eq!(
+        log.next_offset(),
+        expected.next_offset,
+        "{what}: next offset"
+    );
+    assert_eq!(
+        log.last_raft_index(),
+        expected.last_raft_index,
+        "{what}: last raft index"
+    );
+    assert_eq!(
+        read_values(&log),
+        values[..expected.next_offset as usize],
+        "{what}: values"
+    );
     let info = log
         .append(&mut data_batch("after", 2, 0), 10, 0)
         .unwrap_or_else(|e| panic!("{what}: append after recovery: {e}"));
-    assert_eq!(info.base_offset, expected.next_offset, "{what}: offset after recovery");
-    assert_eq!(info.raft_index, expected.last_raft_index + 1, "{what}: raft index");
+    assert_eq!(
+        info.base_offset, expected.next_offset,
+        "{what}: offset after recovery"
+    );
+    assert_eq!(
+        info.raft_index,
+        expected.last_raft_index + 1,
+        "{what}: raft index"
+    );
     log.sync().expect("sync");
     drop(log);
     let log = PartitionLog::open(dir, config()).expect("reopen");
-    assert_eq!(log.next_offset(), expected.next_offset + 2, "{what}: after reopen");
+    assert_eq!(
+        log.next_offset(),
+        expected.next_offset + 2,
+        "{what}: after reopen"
+    );
 }
 
 /// Cutting the last segment's `.log` at every byte length leaves exactly the batches that
@@ -109,7 +135,10 @@ fn every_cut_of_the_last_segment_recovers_the_complete_batches() {
     let template = tempfile::tempdir().expect("tempdir");
     let (values, expected, last_log) = build_log(template.path(), &mut seed);
     let full = fs::read(&last_log).expect("read");
-    assert_eq!(expected.last().expect("states").end_position, full.len() as u64);
+    assert_eq!(
+        expected.last().expect("states").end_position,
+        full.len() as u64
+    );
     let name = last_log.file_name().expect("name").to_owned();
     for cut in 0..=full.len() {
         let dir = tempfile::tempdir().expect("tempdir");
@@ -145,7 +174,12 @@ fn garbage_and_zero_tails_are_cut_off() {
         let mut bytes = full.clone();
         bytes.extend_from_slice(&tail);
         fs::write(dir.path().join(&name), &bytes).expect("write");
-        check_recovered(dir.path(), &values, all, &format!("tail round {round} of {length} bytes"));
+        check_recovered(
+            dir.path(),
+            &values,
+            all,
+            &format!("tail round {round} of {length} bytes"),
+        );
     }
 }
 
@@ -159,7 +193,10 @@ fn damage_in_a_sealed_segment_is_never_served_silently() {
     let mut seed = Seed::from_env("sealed_damage", 0x5eed_0003);
     let template = tempfile::tempdir().expect("tempdir");
     build_log(template.path(), &mut seed);
-    let sealed = PartitionLog::open(template.path(), config()).expect("open").segments()[0].clone();
+    let sealed = PartitionLog::open(template.path(), config())
+        .expect("open")
+        .segments()[0]
+        .clone();
     let full = fs::read(&sealed.log_path).expect("read");
     let name = sealed.log_path.file_name().expect("name").to_owned();
     // The leader epoch (bytes 12..16 of a batch) is outside Kafka's CRC, and a flip there is
@@ -187,13 +224,23 @@ fn damage_in_a_sealed_segment_is_never_served_silently() {
             fs::remove_file(path.with_extension("index")).expect("delete index");
         }
         match PartitionLog::open(dir.path(), config()) {
-            Err(Error::Corrupt { path: named, position, .. }) => {
+            Err(Error::Corrupt {
+                path: named,
+                position,
+                ..
+            }) => {
                 assert_eq!(named, path, "byte {at}");
-                assert!(position <= at as u64, "byte {at}: reported position {position}");
+                assert!(
+                    position <= at as u64,
+                    "byte {at}: reported position {position}"
+                );
             }
             Err(other) => panic!("byte {at}: expected a corruption error, got {other}"),
             Ok(log) => {
-                assert!(!delete_index, "byte {at}: a rebuilt index must find the damage");
+                assert!(
+                    !delete_index,
+                    "byte {at}: a rebuilt index must find the damage"
+                );
                 assert!(
                     read_checked(&log).is_err(),
                     "byte {at}: damaged batch read back without an error"
@@ -208,7 +255,11 @@ fn damage_in_a_sealed_segment_is_never_served_silently() {
 /// found it.
 fn read_checked(log: &PartitionLog) -> Result<usize, String> {
     let entries = log
-        .raft_entries(log.first_raft_index(), log.last_raft_index() + 1, usize::MAX)
+        .raft_entries(
+            log.first_raft_index(),
+            log.last_raft_index() + 1,
+            usize::MAX,
+        )
         .map_err(|e| e.to_string())?;
     for entry in entries {
         BatchHeader::validate(&entry.batch).map_err(|e| e.to_string())?;
@@ -241,7 +292,12 @@ fn index_damage_changes_no_read() {
         ("truncate", |path, seed| {
             let length = fs::metadata(path).expect("stat").len();
             let cut = seed.below(length.max(1));
-            fs::OpenOptions::new().write(true).open(path).expect("open").set_len(cut).expect("cut");
+            fs::OpenOptions::new()
+                .write(true)
+                .open(path)
+                .expect("open")
+                .set_len(cut)
+                .expect("cut");
         }),
         ("zero-fill", |path, _| {
             let length = fs::metadata(path).expect("stat").len() as usize;
@@ -266,7 +322,12 @@ fn index_damage_changes_no_read() {
         }),
         ("grow with zeros", |path, _| {
             let length = fs::metadata(path).expect("stat").len();
-            fs::OpenOptions::new().write(true).open(path).expect("open").set_len(length + 4096).expect("grow");
+            fs::OpenOptions::new()
+                .write(true)
+                .open(path)
+                .expect("open")
+                .set_len(length + 4096)
+                .expect("grow");
         }),
     ];
     for (name, damage) in damages {
@@ -280,7 +341,11 @@ fn index_damage_changes_no_read() {
         }
         assert_eq!(Observed::of(dir.path()), baseline, "after {name}");
         // And the rebuilt index serves the next open just as well.
-        assert_eq!(Observed::of(dir.path()), baseline, "after {name}, second open");
+        assert_eq!(
+            Observed::of(dir.path()),
+            baseline,
+            "after {name}, second open"
+        );
     }
 }
 
@@ -297,9 +362,17 @@ impl Observed {
     fn of(dir: &Path) -> Self {
         let log = PartitionLog::open(dir, config()).expect("open");
         let from_each_offset = (log.log_start_offset()..log.next_offset())
-            .map(|offset| log.read(offset, 1).expect("read").iter().map(|b| b.len()).sum())
+            .map(|offset| {
+                log.read(offset, 1)
+                    .expect("read")
+                    .iter()
+                    .map(|b| b.len())
+                    .sum()
+            })
             .collect();
-        let times = (0..70).map(|t| log.offset_for_timestamp(t).expect("time")).collect();
+        let times = (0..70)
+            .map(|t| log.offset_for_timestamp(t).expect("time"))
+            .collect();
         let terms = (log.first_raft_index()..=log.last_raft_index())
             .map(|i| log.term(i).expect("term"))
             .collect();

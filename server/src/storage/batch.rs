@@ -222,6 +222,12 @@ impl BatchHeader {
                 magic: header.magic,
             });
         }
+        if header.last_offset_delta < 0 {
+            return Err(BatchError::InvalidRecordCount {
+                record_count: header.record_count,
+                reason: "last_offset_delta is negative",
+            });
+        }
         let min = HEADER_BYTES - LOG_OVERHEAD_BYTES;
         if header.batch_length < 0 || (header.batch_length as usize) < min {
             return Err(BatchError::InvalidBatchLength {
@@ -908,6 +914,14 @@ mod tests {
                 "extra trailing byte",
                 |b| b.push(0),
                 |e| matches!(e, BatchError::LengthMismatch { .. }),
+            ),
+            (
+                "negative last offset delta",
+                |b| {
+                    b[LAST_OFFSET_DELTA_AT..LAST_OFFSET_DELTA_AT + 4]
+                        .copy_from_slice(&(-1i32).to_be_bytes())
+                },
+                |e| matches!(e, BatchError::InvalidRecordCount { .. }),
             ),
             (
                 "negative batch length",

@@ -201,8 +201,8 @@ pub fn inspect(dir: &Path, mut visit: impl FnMut(Event<'_>)) -> Result<Summary> 
                 entries.next_if(|(_, e)| e.is_none_or(|e| u64::from(e.position) <= position))
             {
                 let expected = IndexEntry {
-                    relative_offset: (expected_offset - base) as u32,
-                    relative_raft_index: (raft_index - segment_raft_base) as u32,
+                    relative_offset: expected_offset.wrapping_sub(*base) as u32,
+                    relative_raft_index: raft_index.wrapping_sub(segment_raft_base) as u32,
                     position: position as u32,
                     max_timestamp_before: max_timestamp,
                 };
@@ -259,7 +259,8 @@ pub fn inspect(dir: &Path, mut visit: impl FnMut(Event<'_>)) -> Result<Summary> 
             summary.batches += 1;
             flush(&mut problems, &mut summary, &mut visit);
             visit(Event::Batch(&report));
-            expected_offset = (header.base_offset.max(0) as u64) + header.offset_count();
+            expected_offset =
+                (header.base_offset.max(0) as u64).saturating_add(header.offset_count());
             raft_index += 1;
             last_term = header.partition_leader_epoch.max(0) as u64;
             if !header.is_control() {

@@ -202,7 +202,8 @@ impl PartitionLog {
             failed: None,
         };
         if bases.is_empty() {
-            log.create_segment(start.start_offset, start.prev_raft_index + 1)?;
+            let segment = log.new_segment(start.start_offset, start.prev_raft_index + 1)?;
+            log.segments.push(segment);
         }
         if checkpoint.reset_pending {
             Checkpoint {
@@ -261,7 +262,9 @@ impl PartitionLog {
         Ok(log)
     }
 
-    fn create_segment(&mut self, base_offset: u64, base_raft_index: u64) -> Result<()> {
+    /// Creates the files of a new, empty segment and makes their names durable. On error no
+    /// half-created segment is left behind to collide with the next attempt.
+    fn new_segment(&self, base_offset: u64, base_raft_index: u64) -> Result<Segment> {
         let segment = Segment::create(
             &self.dir,
             base_offset,
@@ -269,23 +272,17 @@ impl PartitionLog {
             self.config.capacity_bytes(),
             self.config.index_interval_bytes,
             self.config.faults.clone(),
-        );
-        let segment = match segment {
-            Ok(segment) => segment,
-            Err(error) => {
-                // Leave no half-created segment behind to collide with the next attempt.
-                for name in [
-                    segment::log_file_name(base_offset),
-                    segment::index_file_name(base_offset),
-                ] {
-                    let _ = fs::remove_file(self.dir.join(name));
-                }
-                return Err(error);
+        )
+        .inspect_err(|_| {
+            for name in [
+                segment::log_file_name(base_offset),
+                segment::index_file_name(base_offset),
+            ] {
+                let _ = fs::remove_file(self.dir.join(name));
             }
-        };
+        })?;
         files::sync_dir(&self.dir, self.config.faults.as_deref())?;
-        self.segments.push(segment);
-        Ok(())
+        Ok(segment)
     }
 
     fn check_usable(&self) -> Result<()> {
@@ -441,15 +438,20 @@ impl PartitionLog {
     /// Seals the active segment (fsync, so every segment but the last is whole on disk) and
     /// starts a new one.
     fn roll(&mut self) -> Result<()> {
-        if let Err(error) = self.active_mut().sync() {
+        if let Err(error) = self.active_mut().seal() {
             return Err(self.fail(error));
         }
         let (base_offset, base_raft_index) =
             (self.active().next_offset(), self.active().next_raft_index());
         // A failure here may leave the new segment's files on disk, perhaps not durably named:
         // appending on to the old segment would then contradict them after a restart.
-        self.create_segment(base_offset, base_raft_index)
-            .map_err(|error| self.fail(error))
+        match self.new_segment(base_offset, base_raft_index) {
+            Ok(segment) => {
+                self.segments.push(segment);
+                Ok(())
+            }
+            Err(error) => Err(self.fail(error)),
+        }
     }
 
     /// Makes every append before it durable: one fsync covers all of them (group commit).
@@ -623,13 +625,12 @@ impl PartitionLog {
         } else {
             at + 1
         };
-        let removed: Vec<Segment> = self.segments.drain(keep..).collect();
-        if !removed.is_empty() {
-            let paths: Vec<PathBuf> = removed
-                .iter()
-                .flat_map(|s| [s.log_path().to_path_buf(), s.index_path().to_path_buf()])
-                .collect();
-            drop(removed);
+        // Newest first, each removal durable before the next: a crash leaves a shorter log,
+        // never one with a gap (which open rejects).
+        while self.segments.len() > keep {
+            let segment = self.segments.pop().expect("more segments than kept");
+            let paths: Vec<PathBuf> = segment.paths().collect();
+            drop(segment);
             if let Err(error) =
                 files::remove_files(&self.dir, &paths, self.config.faults.as_deref())
             {
@@ -681,13 +682,12 @@ impl PartitionLog {
             reset_pending: true,
         }
         .write(&self.dir, faults.as_deref())?;
-        let paths: Vec<PathBuf> = self
-            .segments
-            .drain(..)
-            .flat_map(|s| [s.log_path().to_path_buf(), s.index_path().to_path_buf()])
-            .collect();
+        // The old segments stay in memory until the new one exists, so that a failed reset
+        // leaves a (failed) log that still answers its getters.
+        let paths: Vec<PathBuf> = self.segments.iter().flat_map(Segment::paths).collect();
         files::remove_files(&self.dir, &paths, faults.as_deref())?;
-        self.create_segment(start.start_offset, start.prev_raft_index + 1)?;
+        let segment = self.new_segment(start.start_offset, start.prev_raft_index + 1)?;
+        self.segments = vec![segment];
         Checkpoint {
             start,
             reset_pending: false,
@@ -736,20 +736,25 @@ impl PartitionLog {
             start_offset: first_kept.base_offset(),
         };
         let faults = self.config.faults.clone();
-        Checkpoint {
+        // A failed write of the checkpoint may have renamed it without a durable directory
+        // entry: memory cannot tell which start the disk holds, so the log fails.
+        let written = Checkpoint {
             start,
             reset_pending: false,
         }
-        .write(&self.dir, faults.as_deref())?;
+        .write(&self.dir, faults.as_deref());
+        if let Err(error) = written {
+            return Err(self.fail(error));
+        }
         self.start = start;
         let removed: Vec<Segment> = self.segments.drain(..count).collect();
         let bytes_removed = removed.iter().map(Segment::size_bytes).sum();
-        let paths: Vec<PathBuf> = removed
-            .iter()
-            .flat_map(|s| [s.log_path().to_path_buf(), s.index_path().to_path_buf()])
-            .collect();
+        let paths: Vec<PathBuf> = removed.iter().flat_map(Segment::paths).collect();
         drop(removed);
-        files::remove_files(&self.dir, &paths, faults.as_deref())?;
+        // The start has moved; files left behind are removed at the next open.
+        if let Err(error) = files::remove_files(&self.dir, &paths, faults.as_deref()) {
+            return Err(self.fail(error));
+        }
         Ok(RetentionOutcome {
             segments_removed: count,
             bytes_removed,

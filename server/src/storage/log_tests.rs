@@ -671,3 +671,103 @@ fn reads_are_zero_copy() {
         "both reads point into the same mapping"
     );
 }
+
+/// Whichever fsync fails while a truncation removes several segments, a reopen finds a prefix
+/// of the original log, never a log with a gap in it.
+#[test]
+fn failed_truncation_leaves_a_prefix() {
+    let mut syncs_before = 0;
+    loop {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let faults = Arc::new(Faults::default());
+        let config = LogConfig {
+            faults: Some(faults.clone()),
+            ..small_config()
+        };
+        let mut log = open(dir.path(), config.clone());
+        for i in 0..60 {
+            log.append(&mut data(&format!("t{i}"), 2, 0), 1, 0)
+                .expect("append");
+        }
+        log.sync().expect("sync");
+        let original = values_from(&log, 0);
+        assert!(log.segments().len() >= 4);
+        faults.fail_sync_after(syncs_before);
+        let outcome = log.truncate_from_raft_index(3);
+        faults.clear();
+        drop(log);
+        let log = open(dir.path(), config);
+        let values = values_from(&log, 0);
+        assert!(
+            values.len() >= 4,
+            "the kept batches survive ({syncs_before})"
+        );
+        assert_eq!(
+            values[..],
+            original[..values.len()],
+            "a prefix ({syncs_before})"
+        );
+        if outcome.is_ok() {
+            assert_eq!(values.len(), 4);
+            break;
+        }
+        syncs_before += 1;
+    }
+    assert!(syncs_before > 2, "failures were injected at several points");
+}
+
+/// A reset that fails part-way leaves a failed log whose getters still answer, and a reopen
+/// finds either the old log or the new, empty one.
+#[test]
+fn failed_reset_leaves_a_usable_failed_log() {
+    for syncs_before in 0..4 {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let faults = Arc::new(Faults::default());
+        let config = LogConfig {
+            faults: Some(faults.clone()),
+            ..small_config()
+        };
+        let mut log = open(dir.path(), config.clone());
+        for i in 0..10 {
+            log.append(&mut data(&format!("t{i}"), 2, 0), 1, 0)
+                .expect("append");
+        }
+        log.sync().expect("sync");
+        let start = LogStart {
+            prev_raft_index: 50,
+            prev_term: 2,
+            start_offset: 70,
+        };
+        faults.fail_sync_after(syncs_before);
+        if log.reset(start).is_err() {
+            let _ = (log.next_offset(), log.last_raft_index(), format!("{log:?}"));
+            assert!(matches!(
+                log.append(&mut data("x", 1, 0), 2, 0),
+                Err(Error::Failed { .. })
+            ));
+        }
+        faults.clear();
+        drop(log);
+        let log = open(dir.path(), config);
+        let old = (log.next_offset(), log.last_raft_index()) == (20, 10);
+        let new = (log.next_offset(), log.last_raft_index(), log.log_start()) == (70, 50, start);
+        assert!(old || new, "after failing sync {syncs_before}: {log:?}");
+    }
+}
+
+/// A batch whose records are malformed under a valid CRC (a producer's bug, not damage) does
+/// not break timestamp lookups: the answer is the batch's first offset.
+#[test]
+fn timestamp_lookup_tolerates_malformed_records() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut log = open(dir.path(), LogConfig::default());
+    log.append(&mut data("a", 2, 100), 1, 0).expect("append");
+    let mut bad = data("b", 1, 200);
+    let records_at = batch::HEADER_BYTES;
+    bad[records_at] = 0x7f; // a record length that runs past the batch
+    let crc = crc32c::crc32c(&bad[21..]);
+    bad[17..21].copy_from_slice(&crc.to_be_bytes());
+    log.append(&mut bad, 1, 0)
+        .expect("framing and CRC are valid");
+    assert_eq!(log.offset_for_timestamp(150).expect("lookup"), Some(2));
+}

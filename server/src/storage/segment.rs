@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 
-use super::batch::{self, BatchError, BatchHeader, HEADER_BYTES};
+use super::batch::{self, BatchHeader, HEADER_BYTES};
 use super::error::{Error, Result};
 use super::fault::Faults;
 use super::files::MappedFile;
@@ -396,6 +396,13 @@ impl Segment {
         Ok(())
     }
 
+    /// Makes the segment whole on disk before the next one is created: its log, and its index
+    /// too, so that recovery can trust a sealed segment's index after a crash.
+    pub(crate) fn seal(&mut self) -> Result<()> {
+        self.sync()?;
+        self.index.sync()
+    }
+
     pub(crate) fn base_offset(&self) -> u64 {
         self.base_offset
     }
@@ -438,12 +445,17 @@ impl Segment {
         self.first_append_ms
     }
 
-    pub(crate) fn log_path(&self) -> &Path {
-        self.log.path()
+    /// The segment's files: its log, then its index.
+    pub(crate) fn paths(&self) -> impl Iterator<Item = PathBuf> + use<> {
+        [
+            self.log.path().to_path_buf(),
+            self.index.path().to_path_buf(),
+        ]
+        .into_iter()
     }
 
-    pub(crate) fn index_path(&self) -> &Path {
-        self.index.path()
+    pub(crate) fn log_path(&self) -> &Path {
+        self.log.path()
     }
 
     pub(crate) fn info(&self) -> SegmentInfo {
@@ -473,11 +485,15 @@ impl Segment {
     fn header_at(&self, position: u64) -> Result<BatchHeader> {
         let end = self.tail.position as usize;
         let bytes = self.log.view(position as usize..end);
-        let header = BatchHeader::parse(bytes).map_err(|e| self.corrupt(position, e.to_string()))?;
+        let header =
+            BatchHeader::parse(bytes).map_err(|e| self.corrupt(position, e.to_string()))?;
         if header.total_bytes() > bytes.len() {
             return Err(self.corrupt(
                 position,
-                format!("batch of {} bytes runs past the end of the log", header.total_bytes()),
+                format!(
+                    "batch of {} bytes runs past the end of the log",
+                    header.total_bytes()
+                ),
             ));
         }
         Ok(header)
@@ -492,7 +508,8 @@ impl Segment {
             .index_view()
             .last_where(|e| u64::from(e.relative_offset) <= relative);
         let mut position = hint.map_or(0, |e| u64::from(e.position));
-        let mut expected_offset = self.base_offset + hint.map_or(0, |e| u64::from(e.relative_offset));
+        let mut expected_offset =
+            self.base_offset + hint.map_or(0, |e| u64::from(e.relative_offset));
         let mut spans = Vec::new();
         let mut span_start: Option<u64> = None;
         let mut total = 0usize;
@@ -502,7 +519,10 @@ impl Segment {
             if header.base_offset as u64 != expected_offset {
                 return Err(self.corrupt(
                     position,
-                    format!("base offset {} where {expected_offset} was expected", header.base_offset),
+                    format!(
+                        "base offset {} where {expected_offset} was expected",
+                        header.base_offset
+                    ),
                 ));
             }
             expected_offset += header.offset_count();
@@ -563,10 +583,14 @@ impl Segment {
             if total > 0 && total + size > max_bytes {
                 break;
             }
+            // A copy, unlike consumer reads: raft reads entries that are not committed yet and
+            // may be truncated while a message carrying them still waits to be sent, which must
+            // neither fault on a truncated page nor see a later entry's bytes.
+            let stored = self.log.view(position as usize..position as usize + size);
             entries.push(RaftEntry {
                 raft_index,
                 term: header.partition_leader_epoch as u64,
-                batch: self.log.slice(position as usize..position as usize + size),
+                batch: Bytes::copy_from_slice(stored),
             });
             total += size;
             position += size as u64;
@@ -593,13 +617,17 @@ impl Segment {
             let size = header.total_bytes();
             if !header.is_control() && header.max_timestamp >= timestamp {
                 let bytes = self.log.slice(position as usize..position as usize + size);
+                // Damage is an error; records the producer encoded badly (under a valid CRC)
+                // or compressed are not ours to judge here: answer with the batch's start.
+                if let Err(error) = header.check_crc(&bytes) {
+                    return Err(self.corrupt(position, error.to_string()));
+                }
                 let found = match batch::decode_records(&bytes) {
                     Ok(records) => records
                         .iter()
                         .find(|r| r.timestamp >= timestamp)
                         .map_or(header.base_offset as u64, |r| r.offset),
-                    Err(BatchError::CompressedRecords { .. }) => header.base_offset as u64,
-                    Err(error) => return Err(self.corrupt(position, error.to_string())),
+                    Err(_) => header.base_offset as u64,
                 };
                 return Ok(Some(found));
             }
@@ -620,9 +648,17 @@ impl Segment {
         self.index_entries = kept_entries;
         let from = self.tail_at(kept);
         let (tail, entries, invalid) = self.walk(from, position, false);
-        assert!(invalid.is_none(), "batches below the end were validated");
+        // A segment that was sealed was opened trusting its index, so bytes before its last
+        // index entry were not walked then: they may have rotted since.
+        if let Some(invalid) = invalid {
+            return Err(self.corrupt(invalid.position, invalid.reason));
+        }
         // Entries are due here only when the index interval changed since they were written.
         self.write_index_entries(&entries)?;
+        // Truncation is rare (a raft leader change); making it durable at once means a crash
+        // can never bring back index entries for batches that are gone.
+        self.log.sync()?;
+        self.index.sync()?;
         self.tail = tail;
         self.dirty = true;
         Ok(())
