@@ -6,8 +6,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let protoc = protoc_bin_vendored::protoc_bin_path()?;
     // SAFETY: build scripts are single-threaded; nothing else reads the environment concurrently.
     unsafe { std::env::set_var("PROTOC", protoc) };
+    let descriptor =
+        std::path::PathBuf::from(std::env::var("OUT_DIR")?).join("strata_descriptor.bin");
     tonic_prost_build::configure()
         .bytes(".strata.v1")
+        .file_descriptor_set_path(descriptor)
         .compile_protos(&["proto/strata/v1/strata.proto"], &["proto"])?;
     println!("cargo:rerun-if-changed=proto");
     Ok(())

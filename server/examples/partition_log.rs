@@ -15,8 +15,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .nth(1)
         .map(PathBuf::from)
         .ok_or("usage: partition_log DIR")?;
+    // Small segments, so the demo shows several.
     let config = LogConfig {
-        segment_bytes_max: 64 * 1024,
+        segment_bytes_max: 16 * 1024,
+        batch_bytes_max: 16 * 1024,
         ..LogConfig::default()
     };
     let mut log = PartitionLog::open(&dir, config)?;

@@ -6,7 +6,8 @@
 //! The [`PartitionLog`] is also the partition's raft log: one batch is one raft entry.
 //!
 //! Layout:
-//! - [`batch`]: the batch codec, byte for byte, and its one description of the format.
+//! - [`batch`]: the batch codec, byte for byte, and its one description of the format (it lives
+//!   in `strata-proto`, which the client shares).
 //! - [`index`]: index entries (offset, raft index, position, time) and their lookups.
 //! - [`segment`]: one segment: append, read, lookups, recovery, truncation.
 //! - [`log`]: [`PartitionLog`], the ordered segments, rolling, group-commit `sync`, truncation,
@@ -20,7 +21,7 @@
 //! This module knows nothing of raft, tokio or topics: time comes in as `now_ms`, and the raft
 //! layer maps its indexes and terms onto [`PartitionLog`]'s.
 
-pub mod batch;
+pub use strata_proto::batch;
 pub mod checkpoint;
 pub mod error;
 pub mod fault;

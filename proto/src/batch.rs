@@ -98,7 +98,7 @@ pub enum BatchError {
     UnknownCompression { codec: i16 },
     #[error("records compressed with {codec:?} cannot be decoded here")]
     CompressedRecords { codec: Compression },
-    #[error("record {record} is malformed at byte {position} of the batch: {reason}")]
+    #[error("record {record} is malformed at byte {position} of the records: {reason}")]
     MalformedRecord {
         record: usize,
         position: usize,
@@ -112,6 +112,8 @@ pub enum BatchError {
         found: i32,
         expected: i32,
     },
+    #[error("LZ4 records do not decompress: {reason}")]
+    Decompression { reason: String },
     #[error("control record is malformed: {reason}")]
     MalformedControl { reason: &'static str },
 }
@@ -356,26 +358,33 @@ pub struct Record {
     pub headers: Vec<Header>,
 }
 
-/// Decodes every record of an uncompressed batch, which must be whole and CRC-valid.
+/// Largest decompressed size of one batch's records: a limit on what a crafted batch can make
+/// a decoder allocate.
+pub const DECOMPRESSED_BYTES_MAX: usize = 64 << 20;
+
+/// Decodes every record of a batch, which must be whole and CRC-valid. Uncompressed and LZ4
+/// batches decode; keys and values share the batch's buffer (or the decompressed one).
 ///
 /// # Errors
 /// Any [`BatchError`] from [`BatchHeader::validate`], [`BatchError::CompressedRecords`] for a
-/// compressed batch, and the record-level errors: a malformed record, a count that does not
-/// match, or an offset delta out of sequence.
+/// codec this build does not decode (gzip, snappy, zstd), [`BatchError::Decompression`], and
+/// the record-level errors: a malformed record, a count that does not match, or an offset delta
+/// out of sequence.
 pub fn decode_records(batch: &Bytes) -> Result<Vec<Record>, BatchError> {
     let header = BatchHeader::validate(batch)?;
-    let codec = header.compression()?;
-    if codec != Compression::None {
-        return Err(BatchError::CompressedRecords { codec });
-    }
+    let section = match header.compression()? {
+        Compression::None => batch.slice(HEADER_BYTES..),
+        Compression::Lz4 => decompress_lz4(&batch[HEADER_BYTES..])?,
+        codec => return Err(BatchError::CompressedRecords { codec }),
+    };
     let declared = header.record_count;
     let mut records = Vec::with_capacity(declared.clamp(0, 4096) as usize);
     let mut reader = Reader {
-        buf: batch,
-        position: HEADER_BYTES,
+        buf: &section,
+        position: 0,
         record: 0,
     };
-    while reader.position < batch.len() {
+    while reader.position < section.len() {
         let index = records.len();
         reader.record = index;
         let length = reader.varint()?;
@@ -385,7 +394,7 @@ pub fn decode_records(batch: &Bytes) -> Result<Vec<Record>, BatchError> {
         let end = reader
             .position
             .checked_add(length as usize)
-            .filter(|end| *end <= batch.len())
+            .filter(|end| *end <= section.len())
             .ok_or_else(|| reader.malformed("record length runs past the batch"))?;
         reader.take(1)?; // attributes: unused
         let timestamp_delta = reader.varlong()?;
@@ -439,6 +448,24 @@ pub fn decode_records(batch: &Bytes) -> Result<Vec<Record>, BatchError> {
     Ok(records)
 }
 
+fn decompress_lz4(compressed: &[u8]) -> Result<Bytes, BatchError> {
+    use std::io::Read;
+    let mut decoder =
+        lz4_flex::frame::FrameDecoder::new(compressed).take(DECOMPRESSED_BYTES_MAX as u64 + 1);
+    let mut out = Vec::new();
+    decoder
+        .read_to_end(&mut out)
+        .map_err(|error| BatchError::Decompression {
+            reason: error.to_string(),
+        })?;
+    if out.len() > DECOMPRESSED_BYTES_MAX {
+        return Err(BatchError::Decompression {
+            reason: format!("records exceed {DECOMPRESSED_BYTES_MAX} bytes"),
+        });
+    }
+    Ok(Bytes::from(out))
+}
+
 /// Reads the kind and payload of a control batch.
 ///
 /// # Errors
@@ -470,8 +497,8 @@ pub fn decode_control(batch: &Bytes) -> Result<(ControlType, Bytes), BatchError>
     Ok((kind, record.value.unwrap_or_default()))
 }
 
-/// Splits a run of whole batches (as [`PartitionLog::read`](super::PartitionLog::read) returns
-/// them) into one `Bytes` per batch, without copying. Yields an error and stops at the first
+/// Splits a run of whole batches (as a partition read or a fetch returns them) into one `Bytes`
+/// per batch, without copying. Yields an error and stops at the first
 /// bytes that are not a whole batch.
 pub fn split_batches(run: Bytes) -> SplitBatches {
     SplitBatches { rest: run }
@@ -555,6 +582,22 @@ impl BatchBuilder {
         self
     }
 
+    /// Compresses the records with `codec` when the batch is finished. LZ4 (Kafka's LZ4 frame
+    /// format) is the one codec this build writes; the broker stores compressed batches as they
+    /// are and never decompresses them to store or serve them.
+    ///
+    /// # Panics
+    /// For a codec other than `None` and `Lz4`.
+    pub fn compression(mut self, codec: Compression) -> Self {
+        let bits = match codec {
+            Compression::None => 0,
+            Compression::Lz4 => 3,
+            other => panic!("{other:?} compression is not supported for writing"),
+        };
+        self.attributes = (self.attributes & !COMPRESSION_MASK) | bits;
+        self
+    }
+
     /// Number of records pushed so far.
     pub fn record_count(&self) -> i32 {
         self.record_count
@@ -611,6 +654,14 @@ impl BatchBuilder {
     pub fn finish(self) -> BytesMut {
         assert!(self.record_count > 0, "a batch needs at least one record");
         let mut buf = self.buf;
+        if self.attributes & COMPRESSION_MASK == 3 {
+            let mut encoder = lz4_flex::frame::FrameEncoder::new(Vec::with_capacity(buf.len() / 2));
+            std::io::Write::write_all(&mut encoder, &buf[HEADER_BYTES..])
+                .expect("writing to a Vec cannot fail");
+            let compressed = encoder.finish().expect("writing to a Vec cannot fail");
+            buf.truncate(HEADER_BYTES);
+            buf.extend_from_slice(&compressed);
+        }
         let batch_length = (buf.len() - LOG_OVERHEAD_BYTES) as i32;
         let first = self.first_timestamp.unwrap_or(0);
         let header = &mut buf[..HEADER_BYTES];
@@ -873,6 +924,28 @@ mod tests {
             assert_eq!(&buf[..], *expected, "encoding of {value}");
             assert_eq!(varlong_len(*value), expected.len(), "length of {value}");
         }
+    }
+
+    #[test]
+    fn lz4_batches_round_trip_and_shrink() {
+        let mut plain = BatchBuilder::new();
+        let mut compressed = BatchBuilder::new().compression(Compression::Lz4);
+        for i in 0..100 {
+            let value = vec![b'a' + (i % 3) as u8; 500];
+            plain.push(i, Some(b"key"), Some(&value), &[("h", Some(b"v"))]);
+            compressed.push(i, Some(b"key"), Some(&value), &[("h", Some(b"v"))]);
+        }
+        let plain = plain.finish().freeze();
+        let compressed = compressed.finish().freeze();
+        assert!(
+            compressed.len() * 10 < plain.len(),
+            "{} vs {}",
+            compressed.len(),
+            plain.len()
+        );
+        let header = BatchHeader::validate(&compressed).expect("valid");
+        assert_eq!(header.compression(), Ok(Compression::Lz4));
+        assert_eq!(decode_records(&compressed), decode_records(&plain));
     }
 
     #[test]
