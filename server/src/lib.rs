@@ -1,13 +1,114 @@
 //! # strata-server
 //!
 //! The Strata broker. Dependencies point one way:
-//! `service (gRPC) -> broker (routing, groups, metadata) -> replication (raft) -> storage`.
+//! `service (gRPC) -> broker (routing, metadata) -> replication (raft) -> storage`.
 //!
 //! Layout:
-//! - [`storage`]: the partition log (segments, indexes, recovery, retention), which is also each
-//!   partition's raft log.
+//! - [`config`]: the server's configuration and its sources.
+//! - [`service`]: the `strata.v1` gRPC services; the only module that knows `tonic::Status`.
+//! - [`broker`]: topics, partitions, the controller's metadata, produce/fetch/admin logic.
+//! - [`replication`]: raft groups (one per partition, one controller) and their driver thread.
+//! - [`storage`]: the partition log, which is also each group's raft log.
 //!
-//! The replication, broker and service layers and the `strata-server` binary are built on top of
-//! the storage layer in the next steps (see the project's issues).
+//! [`run`] starts a node and serves until its shutdown future completes.
 
+pub mod broker;
+pub mod config;
+pub mod replication;
+pub mod service;
 pub mod storage;
+
+use std::fs::File;
+use std::future::Future;
+
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::TcpListenerStream;
+
+pub use config::Config;
+
+/// Why a node could not run.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error("invalid config: {0}")]
+    Config(String),
+    #[error("{0}: {1}")]
+    Io(String, #[source] std::io::Error),
+    #[error("data directory {0} is in use by another process")]
+    DataDirInUse(String),
+    #[error("starting the broker failed: {0}")]
+    Broker(#[from] broker::BrokerError),
+    #[error("the gRPC server failed: {0}")]
+    Serve(#[from] tonic::transport::Error),
+}
+
+/// Runs a node: opens (or creates) its data, starts its raft groups, serves gRPC on
+/// `config.listen` until `shutdown` completes, then stops accepting, lets in-flight requests
+/// finish, syncs every log and returns. `on_listening` is called with the bound address once the
+/// node serves (the binary prints it).
+///
+/// # Errors
+/// See [`RunError`].
+pub async fn run(
+    config: Config,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+    on_listening: impl FnOnce(std::net::SocketAddr),
+) -> Result<(), RunError> {
+    config.validate().map_err(RunError::Config)?;
+    let data_dir = config.data_dir.clone();
+    std::fs::create_dir_all(&data_dir)
+        .map_err(|e| RunError::Io(format!("creating {}", data_dir.display()), e))?;
+    // One process per data directory: two would corrupt each other's logs.
+    let lock_path = data_dir.join("LOCK");
+    let lock = File::create(&lock_path)
+        .map_err(|e| RunError::Io(format!("creating {}", lock_path.display()), e))?;
+    if lock.try_lock().is_err() {
+        return Err(RunError::DataDirInUse(data_dir.display().to_string()));
+    }
+    let listener = TcpListener::bind(config.listen)
+        .await
+        .map_err(|e| RunError::Io(format!("binding {}", config.listen), e))?;
+    let local = listener
+        .local_addr()
+        .map_err(|e| RunError::Io("reading the bound address".to_string(), e))?;
+    let address = config
+        .advertised_address
+        .clone()
+        .unwrap_or_else(|| local.to_string());
+
+    let driver = replication::driver::start(config.node_id);
+    let broker =
+        match broker::Broker::start(config.node_id, address, data_dir, driver.clone()).await {
+            Ok(broker) => broker,
+            Err(error) => {
+                driver.shutdown().await;
+                return Err(error.into());
+            }
+        };
+    let service = service::Service::new(broker);
+    let (health, health_service) = tonic_health::server::health_reporter();
+    health
+        .set_serving::<strata_proto::v1::broker_server::BrokerServer<service::Service>>()
+        .await;
+    health
+        .set_serving::<strata_proto::v1::admin_server::AdminServer<service::Service>>()
+        .await;
+    let reflection = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(strata_proto::v1::FILE_DESCRIPTOR_SET)
+        .build_v1()
+        .map_err(|e| RunError::Config(format!("reflection: {e}")))?;
+    tracing::info!(node_id = config.node_id, %local, "serving");
+    on_listening(local);
+    let served = tonic::transport::Server::builder()
+        .add_service(health_service)
+        .add_service(reflection)
+        .add_service(strata_proto::v1::admin_server::AdminServer::new(
+            service.clone(),
+        ))
+        .add_service(strata_proto::v1::broker_server::BrokerServer::new(service))
+        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
+        .await;
+    tracing::info!("stopped accepting; syncing");
+    driver.shutdown().await;
+    drop(lock);
+    served.map_err(RunError::from)
+}

@@ -5,7 +5,12 @@
 //!   `STRATA_TEST_SEED=<seed>`.
 //! - [`data_batch`], [`read_values`]: build batches with recognizable values and read them back.
 //!
-//! Tests live in `tests/`: `storage_crash.rs` (torn writes, index damage, I/O faults).
+//! - [`server`]: real `strata-server` processes on loopback.
+//!
+//! Tests live in `tests/`: `storage_crash.rs` (torn writes, index damage, I/O faults),
+//! `broker.rs` (produce, consume, replay, errors and crashes against real servers).
+
+pub mod server;
 
 use bytes::BytesMut;
 use strata_server::storage::PartitionLog;

@@ -143,11 +143,7 @@ pub(crate) fn sync_dir(dir: &Path, faults: Option<&Faults>) -> Result<()> {
 
 /// Replaces `path` with `contents` atomically: write a temporary file, fsync it, rename it over
 /// `path`, fsync the directory. A crash leaves either the old or the new contents.
-pub(crate) fn replace_atomically(
-    path: &Path,
-    contents: &[u8],
-    faults: Option<&Faults>,
-) -> Result<()> {
+pub fn replace_atomically(path: &Path, contents: &[u8], faults: Option<&Faults>) -> Result<()> {
     let tmp = with_suffix(path, TMP_SUFFIX);
     let mut file = File::create(&tmp).context("create", &tmp)?;
     if faults.is_some_and(|f| f.write_fails()) {

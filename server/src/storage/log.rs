@@ -481,6 +481,15 @@ impl PartitionLog {
     /// [`Error::OffsetOutOfRange`] when `offset` is below the log start or past the next
     /// offset, with the valid range.
     pub fn read(&self, offset: u64, max_bytes: usize) -> Result<Vec<Bytes>> {
+        self.read_below(offset, u64::MAX, max_bytes)
+    }
+
+    /// [`PartitionLog::read`], but only batches that start below `end_offset` (the high
+    /// watermark, for a broker serving committed data).
+    ///
+    /// # Errors
+    /// As [`PartitionLog::read`].
+    pub fn read_below(&self, offset: u64, end_offset: u64, max_bytes: usize) -> Result<Vec<Bytes>> {
         self.check_usable()?;
         let next_offset = self.next_offset();
         if offset < self.start.start_offset || offset > next_offset {
@@ -495,7 +504,10 @@ impl PartitionLog {
             .partition_point(|segment| segment.next_offset() <= offset)
             .min(self.segments.len() - 1);
         for segment in &self.segments[first..] {
-            let spans = segment.read(offset, max_bytes)?;
+            if segment.base_offset() >= end_offset && segment.base_offset() > offset {
+                break;
+            }
+            let spans = segment.read(offset, end_offset, max_bytes)?;
             if !spans.is_empty() {
                 return Ok(spans);
             }
@@ -575,6 +587,43 @@ impl PartitionLog {
             });
         }
         self.segments[self.segment_of_raft_index(raft_index)].term_of(raft_index)
+    }
+
+    /// The offset after the batch at `raft_index` (for the entry just before the log, the log
+    /// start offset): what the high watermark becomes once that entry commits.
+    ///
+    /// # Errors
+    /// [`Error::RaftIndexCompacted`], [`Error::RaftIndexUnavailable`].
+    pub fn offset_after_raft_index(&self, raft_index: u64) -> Result<u64> {
+        self.check_usable()?;
+        if raft_index == self.start.prev_raft_index {
+            return Ok(self.start.start_offset);
+        }
+        if raft_index == self.last_raft_index() {
+            return Ok(self.next_offset());
+        }
+        let entries = self.raft_entries(raft_index, raft_index + 1, 0)?;
+        let entry = entries.first().ok_or(Error::RaftIndexUnavailable {
+            requested: raft_index,
+            last: self.last_raft_index(),
+        })?;
+        let header = BatchHeader::parse(&entry.batch)?;
+        Ok(header.base_offset as u64 + header.offset_count())
+    }
+
+    /// Changes the size at which the active segment rolls, for segments from now on.
+    ///
+    /// # Errors
+    /// [`Error::InvalidConfig`] outside the limits [`LogConfig`] allows.
+    pub fn set_segment_bytes_max(&mut self, segment_bytes_max: u64) -> Result<()> {
+        let config = LogConfig {
+            segment_bytes_max,
+            batch_bytes_max: self.config.batch_bytes_max.min(segment_bytes_max as usize),
+            ..self.config.clone()
+        };
+        config.validate()?;
+        self.config = config;
+        Ok(())
     }
 
     /// The first offset whose record timestamp is at or after `timestamp`; `None` when every

@@ -25,7 +25,7 @@ pub use strata_proto::batch;
 pub mod checkpoint;
 pub mod error;
 pub mod fault;
-mod files;
+pub mod files;
 pub mod index;
 pub mod inspect;
 pub mod log;

@@ -499,10 +499,15 @@ impl Segment {
         Ok(header)
     }
 
-    /// Data batches from the one holding `offset` on, as zero-copy runs of contiguous data
-    /// batches (control batches end a run and are left out). At least one batch when any holds
+    /// Data batches from the one holding `offset` on and starting below `end_offset`, as
+    /// zero-copy runs of contiguous data batches (control batches end a run and are left out). At least one batch when any holds
     /// an offset at or after `offset`, then more while the total stays within `max_bytes`.
-    pub(crate) fn read(&self, offset: u64, max_bytes: usize) -> Result<Vec<Bytes>> {
+    pub(crate) fn read(
+        &self,
+        offset: u64,
+        end_offset: u64,
+        max_bytes: usize,
+    ) -> Result<Vec<Bytes>> {
         let relative = offset.saturating_sub(self.base_offset);
         let hint = self
             .index_view()
@@ -515,6 +520,9 @@ impl Segment {
         let mut total = 0usize;
         while position < self.tail.position {
             let header = self.header_at(position)?;
+            if header.base_offset as u64 >= end_offset {
+                break;
+            }
             // The CRC does not cover the base offset: check it follows the batch before.
             if header.base_offset as u64 != expected_offset {
                 return Err(self.corrupt(

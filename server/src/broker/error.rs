@@ -1,0 +1,78 @@
+//! What a broker request can fail with. Each variant maps to one stable protocol error code in
+//! the service layer; messages say what was wrong and what is valid.
+
+use crate::storage;
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BrokerError {
+    #[error("unknown topic {0:?}")]
+    UnknownTopic(String),
+    #[error("topic {topic:?} has no partition {partition}: valid partitions are 0 to {}", partitions - 1)]
+    UnknownPartition {
+        topic: String,
+        partition: u32,
+        partitions: u32,
+    },
+    #[error("topic {0:?} already exists")]
+    TopicExists(String),
+    #[error("invalid topic name: {0}")]
+    InvalidTopicName(String),
+    #[error("invalid topic config: {0}")]
+    InvalidConfig(String),
+    #[error("invalid argument: {0}")]
+    InvalidArgument(String),
+    #[error(
+        "offset {requested} is out of range: valid offsets are {log_start} to {high_watermark} \
+         ({high_watermark} is the next offset to be written)"
+    )]
+    OffsetOutOfRange {
+        requested: u64,
+        log_start: u64,
+        high_watermark: u64,
+    },
+    #[error("batch of {size_bytes} bytes exceeds the limit of {limit_bytes} bytes")]
+    RecordTooLarge {
+        size_bytes: usize,
+        limit_bytes: usize,
+    },
+    #[error("corrupt or malformed batch: {0}")]
+    CorruptBatch(String),
+    #[error("this node does not lead the partition; the leader is node {leader_id}{}", address.as_ref().map(|a| format!(" at {a}")).unwrap_or_default())]
+    NotLeader {
+        leader_id: u64,
+        address: Option<String>,
+    },
+    #[error("timed out: {0}")]
+    Timeout(String),
+    #[error("unavailable: {0}")]
+    Unavailable(String),
+    #[error("the node is shutting down")]
+    ShuttingDown,
+    #[error("storage error: {0}")]
+    Storage(String),
+}
+
+impl BrokerError {
+    pub fn storage(error: storage::Error) -> Self {
+        match error {
+            storage::Error::OffsetOutOfRange {
+                requested,
+                log_start,
+                next_offset,
+            } => Self::OffsetOutOfRange {
+                requested,
+                log_start,
+                high_watermark: next_offset,
+            },
+            storage::Error::BatchTooLarge {
+                size_bytes,
+                limit_bytes,
+            } => Self::RecordTooLarge {
+                size_bytes,
+                limit_bytes,
+            },
+            storage::Error::InvalidBatch(error) => Self::CorruptBatch(error.to_string()),
+            other => Self::Storage(other.to_string()),
+        }
+    }
+}

@@ -1,0 +1,382 @@
+//! Cluster metadata: the controller group's deterministic state machine.
+//!
+//! Commands are JSON records inside ordinary batches in the controller's raft log. Applying one
+//! reads no clock, randomness or environment: time and replica placement are decided by the
+//! proposer (the controller's leader) and carried in the command.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
+
+use bytes::Bytes;
+use raft::prelude::Entry;
+use serde::{Deserialize, Serialize};
+use tokio::sync::watch;
+
+use crate::replication::StateMachine;
+use crate::storage::RetentionPolicy;
+use crate::storage::batch::{BatchBuilder, decode_records};
+
+/// Default bytes at which a partition's active segment rolls.
+pub const SEGMENT_BYTES_DEFAULT: u64 = 1 << 30;
+/// Longest topic name.
+pub const TOPIC_NAME_BYTES_MAX: usize = 200;
+/// Most partitions in one topic.
+pub const PARTITIONS_MAX: u32 = 10_000;
+
+/// A topic's configuration.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TopicConfig {
+    pub retention_ms: Option<u64>,
+    pub retention_bytes: Option<u64>,
+    pub segment_bytes: u64,
+}
+
+impl Default for TopicConfig {
+    fn default() -> Self {
+        Self {
+            retention_ms: None,
+            retention_bytes: None,
+            segment_bytes: SEGMENT_BYTES_DEFAULT,
+        }
+    }
+}
+
+impl TopicConfig {
+    pub fn retention(&self) -> RetentionPolicy {
+        RetentionPolicy {
+            retention_ms: self.retention_ms,
+            retention_bytes: self.retention_bytes,
+        }
+    }
+}
+
+/// One topic as the cluster knows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Topic {
+    /// Unique for the life of the cluster, so a topic re-created under the same name gets new
+    /// partitions (and directories).
+    pub id: u64,
+    pub name: String,
+    pub config: TopicConfig,
+    pub replication_factor: u32,
+    /// Node ids of each partition's replicas; the first is the preferred leader.
+    pub replicas: Vec<Vec<u64>>,
+    pub created_ms: i64,
+}
+
+impl Topic {
+    pub fn partitions(&self) -> u32 {
+        self.replicas.len() as u32
+    }
+}
+
+/// A node of the cluster.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Node {
+    pub id: u64,
+    pub address: String,
+}
+
+/// The replicated metadata.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Metadata {
+    pub nodes: BTreeMap<u64, Node>,
+    pub topics: BTreeMap<String, Topic>,
+    pub next_topic_id: u64,
+    /// Raft index of the last applied command.
+    pub applied_index: u64,
+}
+
+/// A change to the metadata, proposed through the controller group.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Command {
+    RegisterNode(Node),
+    CreateTopic {
+        name: String,
+        config: TopicConfig,
+        replication_factor: u32,
+        replicas: Vec<Vec<u64>>,
+        now_ms: i64,
+    },
+    DeleteTopic {
+        name: String,
+    },
+    AlterTopic {
+        name: String,
+        config: TopicConfig,
+    },
+}
+
+impl Command {
+    /// The batch that carries the command in the controller's log.
+    pub fn to_batch(&self, now_ms: i64) -> Vec<u8> {
+        let json = serde_json::to_vec(self).expect("commands serialize");
+        let mut builder = BatchBuilder::new();
+        builder.push(now_ms, None, Some(&json), &[]);
+        builder.finish().to_vec()
+    }
+}
+
+/// Why a command was refused when applied.
+pub const TOPIC_EXISTS: &str = "topic already exists";
+pub const TOPIC_MISSING: &str = "unknown topic";
+
+impl Metadata {
+    /// Applies `command`; deterministic.
+    pub fn apply(&mut self, command: Command) -> Result<(), String> {
+        match command {
+            Command::RegisterNode(node) => {
+                self.nodes.insert(node.id, node);
+                Ok(())
+            }
+            Command::CreateTopic {
+                name,
+                config,
+                replication_factor,
+                replicas,
+                now_ms,
+            } => {
+                if self.topics.contains_key(&name) {
+                    return Err(TOPIC_EXISTS.to_string());
+                }
+                self.next_topic_id += 1;
+                let topic = Topic {
+                    id: self.next_topic_id,
+                    name: name.clone(),
+                    config,
+                    replication_factor,
+                    replicas,
+                    created_ms: now_ms,
+                };
+                self.topics.insert(name, topic);
+                Ok(())
+            }
+            Command::DeleteTopic { name } => self
+                .topics
+                .remove(&name)
+                .map(|_| ())
+                .ok_or_else(|| TOPIC_MISSING.to_string()),
+            Command::AlterTopic { name, config } => {
+                let topic = self
+                    .topics
+                    .get_mut(&name)
+                    .ok_or_else(|| TOPIC_MISSING.to_string())?;
+                topic.config = config;
+                Ok(())
+            }
+        }
+    }
+}
+
+/// Checks a topic name: 1 to 200 characters of `[a-zA-Z0-9._-]`, not `.` or `..` (it names a
+/// directory).
+pub fn validate_topic_name(name: &str) -> Result<(), String> {
+    if name.is_empty() || name.len() > TOPIC_NAME_BYTES_MAX {
+        return Err(format!(
+            "topic name must be 1 to {TOPIC_NAME_BYTES_MAX} characters, got {}",
+            name.len()
+        ));
+    }
+    if name == "." || name == ".." {
+        return Err(format!("topic name {name:?} is reserved"));
+    }
+    if let Some(bad) = name
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')))
+    {
+        return Err(format!(
+            "topic name {name:?} has {bad:?}: valid characters are a-z, A-Z, 0-9, '.', '_' and '-'"
+        ));
+    }
+    Ok(())
+}
+
+/// Places `partitions` partitions of `replication_factor` replicas on `nodes` (sorted ids),
+/// spreading preferred leaders round-robin from `offset`.
+pub fn place_replicas(
+    nodes: &[u64],
+    partitions: u32,
+    replication_factor: u32,
+    offset: usize,
+) -> Vec<Vec<u64>> {
+    (0..partitions as usize)
+        .map(|partition| {
+            (0..replication_factor as usize)
+                .map(|replica| nodes[(offset + partition + replica) % nodes.len()])
+                .collect()
+        })
+        .collect()
+}
+
+/// File holding the controller's latest snapshot: applied index, term and metadata (JSON),
+/// replaced atomically.
+pub const SNAPSHOT_FILE: &str = "metadata.snapshot";
+
+#[derive(Serialize, Deserialize)]
+struct SnapshotFile {
+    term: u64,
+    metadata: Metadata,
+}
+
+/// The controller's state machine: the metadata, shared with the broker, and a watch that
+/// ticks whenever it changes.
+pub struct Controller {
+    dir: PathBuf,
+    metadata: Arc<RwLock<Metadata>>,
+    changed: watch::Sender<u64>,
+    /// Raft index of the snapshot last written to disk (the retention bound).
+    snapshot_index: u64,
+    last_term: u64,
+}
+
+impl Controller {
+    /// Loads the last snapshot from `dir` (if any): returns the controller and the raft index
+    /// its state covers.
+    ///
+    /// # Errors
+    /// A damaged snapshot file.
+    pub fn load(
+        dir: &Path,
+        metadata: Arc<RwLock<Metadata>>,
+        changed: watch::Sender<u64>,
+    ) -> Result<(Self, u64), String> {
+        let path = dir.join(SNAPSHOT_FILE);
+        let (state, term) = match std::fs::read(&path) {
+            Ok(bytes) => {
+                let file: SnapshotFile = serde_json::from_slice(&bytes)
+                    .map_err(|e| format!("{}: {e}", path.display()))?;
+                (file.metadata, file.term)
+            }
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => (Metadata::default(), 0),
+            Err(error) => return Err(format!("{}: {error}", path.display())),
+        };
+        let applied = state.applied_index;
+        *metadata.write().expect("metadata lock poisoned") = state;
+        changed.send_replace(applied);
+        Ok((
+            Self {
+                dir: dir.to_path_buf(),
+                metadata,
+                changed,
+                snapshot_index: applied,
+                last_term: term,
+            },
+            applied,
+        ))
+    }
+}
+
+impl StateMachine for Controller {
+    fn apply(&mut self, entry: &Entry, _next_offset: u64) -> Result<(), String> {
+        let records = decode_records(&entry.data).map_err(|e| e.to_string())?;
+        let mut outcome = Ok(());
+        let mut metadata = self.metadata.write().expect("metadata lock poisoned");
+        for record in records {
+            let value = record.value.unwrap_or_default();
+            let command: Command = serde_json::from_slice(&value).map_err(|e| e.to_string())?;
+            outcome = metadata.apply(command);
+        }
+        metadata.applied_index = entry.index;
+        self.last_term = entry.term;
+        drop(metadata);
+        self.changed.send_replace(entry.index);
+        outcome
+    }
+
+    fn restore(&mut self, data: &Bytes) -> Result<(), String> {
+        let file: SnapshotFile = serde_json::from_slice(data).map_err(|e| e.to_string())?;
+        let applied = file.metadata.applied_index;
+        *self.metadata.write().expect("metadata lock poisoned") = file.metadata;
+        self.changed.send_replace(applied);
+        Ok(())
+    }
+
+    fn retention(&self) -> Option<(RetentionPolicy, u64)> {
+        // Everything covered by the snapshot on disk may go; segments are small (see broker).
+        let policy = RetentionPolicy {
+            retention_ms: None,
+            retention_bytes: Some(0),
+        };
+        Some((policy, self.snapshot_index))
+    }
+
+    fn snapshot(&mut self) -> Option<Bytes> {
+        let metadata = self
+            .metadata
+            .read()
+            .expect("metadata lock poisoned")
+            .clone();
+        let index = metadata.applied_index;
+        let file = SnapshotFile {
+            term: self.last_term,
+            metadata,
+        };
+        let bytes = serde_json::to_vec(&file).expect("metadata serializes");
+        let path = self.dir.join(SNAPSHOT_FILE);
+        match crate::storage::files::replace_atomically(&path, &bytes, None) {
+            Ok(()) => {
+                self.snapshot_index = index;
+                Some(Bytes::from(bytes))
+            }
+            Err(error) => {
+                tracing::error!(%error, "writing the controller snapshot failed");
+                None
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn topic_names() {
+        let table = [
+            ("orders", true),
+            ("a.b_c-D9", true),
+            ("", false),
+            (".", false),
+            ("..", false),
+            ("has space", false),
+            ("slash/name", false),
+            ("ünïcode", false),
+        ];
+        for (name, valid) in table {
+            assert_eq!(validate_topic_name(name).is_ok(), valid, "{name:?}");
+        }
+        assert!(validate_topic_name(&"x".repeat(201)).is_err());
+        assert!(validate_topic_name(&"x".repeat(200)).is_ok());
+    }
+
+    #[test]
+    fn commands_apply_deterministically() {
+        let mut a = Metadata::default();
+        let create = Command::CreateTopic {
+            name: "t".to_string(),
+            config: TopicConfig::default(),
+            replication_factor: 1,
+            replicas: vec![vec![1], vec![1]],
+            now_ms: 7,
+        };
+        assert_eq!(a.apply(create.clone()), Ok(()));
+        assert_eq!(a.apply(create.clone()), Err(TOPIC_EXISTS.to_string()));
+        let mut b = Metadata::default();
+        b.apply(create).expect("create");
+        assert_eq!(a, b);
+        assert_eq!(a.topics["t"].id, 1);
+        assert_eq!(
+            a.apply(Command::DeleteTopic {
+                name: "x".to_string()
+            }),
+            Err(TOPIC_MISSING.to_string())
+        );
+    }
+
+    #[test]
+    fn placement_spreads_leaders() {
+        let replicas = place_replicas(&[1, 2, 3], 3, 2, 0);
+        assert_eq!(replicas, vec![vec![1, 2], vec![2, 3], vec![3, 1]]);
+    }
+}

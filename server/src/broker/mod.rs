@@ -1,0 +1,788 @@
+//! # Broker: topics, partitions and the requests on them
+//!
+//! - [`metadata`]: the controller's replicated metadata and its state machine.
+//! - [`error`]: [`BrokerError`], what every request can fail with.
+//! - this module: [`Broker`], which owns the local partitions, reconciles them with the
+//!   metadata, and serves produce, fetch, offset lookups and admin changes. It knows nothing of
+//!   gRPC: the service layer translates.
+
+pub mod error;
+pub mod metadata;
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use bytes::Bytes;
+use raft::prelude::Entry;
+use tokio::sync::watch;
+
+pub use error::BrokerError;
+use metadata::{Command, Controller, Metadata, Node, Topic, TopicConfig};
+
+use crate::replication::{DriverHandle, GroupId, GroupSpec, ProposeError, StateMachine};
+use crate::storage::batch::{BatchHeader, decode_records};
+use crate::storage::{self, LogConfig, PartitionLog, RetentionPolicy};
+
+/// The controller's raft group.
+pub const CONTROLLER_GROUP: GroupId = 0;
+/// Largest batch a producer may send (bytes).
+pub const BATCH_BYTES_MAX: usize = 1 << 20;
+/// Longest a fetch may wait for data.
+pub const FETCH_WAIT_MS_MAX: u32 = 60_000;
+/// Largest fetch response.
+pub const FETCH_BYTES_MAX: u32 = 64 << 20;
+/// Fetch size when the request names none.
+pub const FETCH_BYTES_DEFAULT: u32 = 1 << 20;
+/// How long a produce waits for its batch to commit before it answers with a timeout.
+pub const PRODUCE_TIMEOUT: Duration = Duration::from_secs(30);
+/// Controller segments are small so that compaction after a snapshot frees space soon.
+const CONTROLLER_SEGMENT_BYTES: u64 = 1 << 20;
+
+/// Where a read starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Position {
+    Earliest,
+    Latest,
+    Offset(u64),
+    Timestamp(i64),
+}
+
+/// A partition this node holds a replica of.
+pub struct PartitionReplica {
+    pub topic: String,
+    pub partition: u32,
+    pub group: GroupId,
+    pub log: Arc<RwLock<PartitionLog>>,
+    /// The offset after the last committed entry: readers see offsets below it.
+    pub high_watermark: watch::Receiver<u64>,
+    pub leader: watch::Receiver<u64>,
+}
+
+impl PartitionReplica {
+    pub fn high_watermark(&self) -> u64 {
+        *self.high_watermark.borrow()
+    }
+
+    pub fn log_start_offset(&self) -> u64 {
+        self.log
+            .read()
+            .expect("log lock poisoned")
+            .log_start_offset()
+    }
+}
+
+/// A partition's state machine: its state is its log, so applying only moves the high
+/// watermark (the driver does that); retention follows the topic's config.
+struct PartitionMachine {
+    config: Arc<RwLock<TopicConfig>>,
+}
+
+impl StateMachine for PartitionMachine {
+    fn apply(&mut self, _entry: &Entry, _next_offset: u64) -> Result<(), String> {
+        Ok(())
+    }
+
+    fn restore(&mut self, _data: &Bytes) -> Result<(), String> {
+        Ok(())
+    }
+
+    /// Retention is local: each replica removes its own old segments with the same policy,
+    /// bounded by what it has applied. It is not replicated because segment boundaries are
+    /// each replica's own (they roll by local size and time), and raft does not need it to be:
+    /// a follower that falls behind the leader's log start receives a metadata-only snapshot
+    /// and restarts its log there.
+    fn retention(&self) -> Option<(RetentionPolicy, u64)> {
+        let config = self.config.read().expect("config lock poisoned");
+        Some((config.retention(), u64::MAX))
+    }
+}
+
+/// The result of a produce.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Produced {
+    pub partition: u32,
+    pub base_offset: u64,
+    pub last_offset: u64,
+}
+
+/// What a fetch found.
+#[derive(Debug, Clone, Default)]
+pub struct Fetched {
+    /// Runs of whole stored batches.
+    pub batches: Vec<Bytes>,
+    pub next_offset: u64,
+    pub high_watermark: u64,
+    pub log_start_offset: u64,
+}
+
+/// Which partition a produce goes to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Target {
+    Partition(u32),
+    Key(Bytes),
+    Any,
+}
+
+pub struct Broker {
+    node_id: u64,
+    address: String,
+    data_dir: PathBuf,
+    driver: DriverHandle,
+    metadata: Arc<RwLock<Metadata>>,
+    metadata_changed: watch::Receiver<u64>,
+    replicas: RwLock<HashMap<(String, u32), Arc<PartitionReplica>>>,
+    configs: RwLock<HashMap<u64, Arc<RwLock<TopicConfig>>>>,
+    controller_leader: watch::Receiver<u64>,
+    round_robin: AtomicU32,
+    /// Serializes reconciliation: two passes at once would open one partition twice.
+    reconciling: tokio::sync::Mutex<()>,
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+impl Broker {
+    /// Starts the controller group and the partitions this node already holds.
+    ///
+    /// # Errors
+    /// Storage or raft errors while opening the controller.
+    pub async fn start(
+        node_id: u64,
+        address: String,
+        data_dir: PathBuf,
+        driver: DriverHandle,
+    ) -> Result<Arc<Self>, BrokerError> {
+        let controller_dir = data_dir.join("controller");
+        let log_config = LogConfig {
+            segment_bytes_max: CONTROLLER_SEGMENT_BYTES,
+            batch_bytes_max: BATCH_BYTES_MAX,
+            ..LogConfig::default()
+        };
+        let log = PartitionLog::open(&controller_dir, log_config).map_err(BrokerError::storage)?;
+        let metadata = Arc::new(RwLock::new(Metadata::default()));
+        let (changed, metadata_changed) = watch::channel(0);
+        let (controller, applied) = Controller::load(&controller_dir, metadata.clone(), changed)
+            .map_err(BrokerError::Storage)?;
+        let (high_watermark, _) = watch::channel(0);
+        let (leader, controller_leader) = watch::channel(0);
+        driver
+            .add_group(GroupSpec {
+                id: CONTROLLER_GROUP,
+                log: Arc::new(RwLock::new(log)),
+                voters: vec![node_id],
+                machine: Box::new(controller),
+                applied,
+                replay_committed: true,
+                high_watermark,
+                leader,
+            })
+            .await
+            .map_err(BrokerError::Storage)?;
+        let broker = Arc::new(Self {
+            node_id,
+            address,
+            data_dir,
+            driver,
+            metadata,
+            metadata_changed,
+            replicas: RwLock::new(HashMap::new()),
+            configs: RwLock::new(HashMap::new()),
+            controller_leader,
+            round_robin: AtomicU32::new(0),
+            reconciling: tokio::sync::Mutex::new(()),
+        });
+        broker.wait_for_controller().await?;
+        tracing::debug!("controller has a leader");
+        broker.register_self().await?;
+        tracing::debug!("node registered");
+        broker.reconcile().await?;
+        tracing::debug!("partitions reconciled");
+        tokio::spawn(Self::reconcile_on_change(Arc::downgrade(&broker)));
+        Ok(broker)
+    }
+
+    pub fn node_id(&self) -> u64 {
+        self.node_id
+    }
+
+    pub fn driver(&self) -> &DriverHandle {
+        &self.driver
+    }
+
+    async fn wait_for_controller(&self) -> Result<(), BrokerError> {
+        let mut leader = self.controller_leader.clone();
+        let wait = leader.wait_for(|leader| *leader != 0);
+        tokio::time::timeout(Duration::from_secs(30), wait)
+            .await
+            .map_err(|_| BrokerError::Timeout("no controller leader was elected".to_string()))?
+            .map_err(|_| BrokerError::ShuttingDown)?;
+        Ok(())
+    }
+
+    async fn register_self(&self) -> Result<(), BrokerError> {
+        let known = self
+            .metadata
+            .read()
+            .expect("metadata lock poisoned")
+            .nodes
+            .get(&self.node_id)
+            .is_some_and(|node| node.address == self.address);
+        if !known {
+            self.propose_metadata(Command::RegisterNode(Node {
+                id: self.node_id,
+                address: self.address.clone(),
+            }))
+            .await?;
+        }
+        Ok(())
+    }
+
+    async fn reconcile_on_change(broker: std::sync::Weak<Self>) {
+        let Some(mut changed) = broker.upgrade().map(|b| b.metadata_changed.clone()) else {
+            return;
+        };
+        while changed.changed().await.is_ok() {
+            let Some(broker) = broker.upgrade() else {
+                return;
+            };
+            if let Err(error) = broker.reconcile().await {
+                tracing::error!(%error, "reconciling partitions with the metadata failed");
+            }
+        }
+    }
+
+    /// Starts groups for partitions this node replicates and stops (and deletes) those of
+    /// topics that are gone.
+    async fn reconcile(&self) -> Result<(), BrokerError> {
+        let _reconciling = self.reconciling.lock().await;
+        let topics: Vec<Topic> = self
+            .metadata
+            .read()
+            .expect("metadata lock poisoned")
+            .topics
+            .values()
+            .cloned()
+            .collect();
+        let mut wanted = HashMap::new();
+        for topic in &topics {
+            for (partition, replicas) in topic.replicas.iter().enumerate() {
+                if replicas.contains(&self.node_id) {
+                    wanted.insert((topic.name.clone(), partition as u32), (topic, replicas));
+                }
+            }
+            if let Some(config) = self.configs.read().expect("lock").get(&topic.id) {
+                *config.write().expect("config lock poisoned") = topic.config;
+            }
+        }
+        let existing: Vec<(String, u32)> = self
+            .replicas
+            .read()
+            .expect("lock")
+            .keys()
+            .cloned()
+            .collect();
+        for key in existing {
+            let stale = match wanted.get(&key) {
+                None => true,
+                Some((topic, _)) => {
+                    let group = self.replicas.read().expect("lock")[&key].group;
+                    group >> 32 != topic.id
+                }
+            };
+            if stale {
+                let replica = self.replicas.write().expect("lock").remove(&key);
+                if let Some(replica) = replica {
+                    self.driver.remove_group(replica.group).await;
+                    let dir = replica
+                        .log
+                        .read()
+                        .expect("log lock poisoned")
+                        .dir()
+                        .to_path_buf();
+                    drop(replica);
+                    if let Err(error) = std::fs::remove_dir_all(&dir) {
+                        tracing::warn!(dir = %dir.display(), %error, "removing a deleted partition failed");
+                    }
+                }
+            }
+        }
+        for ((name, partition), (topic, replicas)) in wanted {
+            if self
+                .replicas
+                .read()
+                .expect("lock")
+                .contains_key(&(name.clone(), partition))
+            {
+                continue;
+            }
+            self.start_partition(topic, partition, replicas).await?;
+        }
+        Ok(())
+    }
+
+    fn partition_dir(&self, topic: &Topic, partition: u32) -> PathBuf {
+        self.data_dir
+            .join("topics")
+            .join(format!("{}-{}", topic.id, topic.name))
+            .join(format!("{partition:05}"))
+    }
+
+    async fn start_partition(
+        &self,
+        topic: &Topic,
+        partition: u32,
+        replicas: &[u64],
+    ) -> Result<(), BrokerError> {
+        let config = self
+            .configs
+            .write()
+            .expect("lock")
+            .entry(topic.id)
+            .or_insert_with(|| Arc::new(RwLock::new(topic.config)))
+            .clone();
+        let log_config = LogConfig {
+            segment_bytes_max: topic.config.segment_bytes,
+            batch_bytes_max: BATCH_BYTES_MAX.min(topic.config.segment_bytes as usize),
+            ..LogConfig::default()
+        };
+        let dir = self.partition_dir(topic, partition);
+        let log = PartitionLog::open(&dir, log_config).map_err(BrokerError::storage)?;
+        let log = Arc::new(RwLock::new(log));
+        let (high_watermark_tx, high_watermark) = watch::channel(0);
+        let (leader_tx, leader) = watch::channel(0);
+        let group = (topic.id << 32) | u64::from(partition);
+        self.driver
+            .add_group(GroupSpec {
+                id: group,
+                log: log.clone(),
+                voters: replicas.to_vec(),
+                machine: Box::new(PartitionMachine { config }),
+                applied: 0,
+                replay_committed: false,
+                high_watermark: high_watermark_tx,
+                leader: leader_tx,
+            })
+            .await
+            .map_err(BrokerError::Storage)?;
+        let replica = PartitionReplica {
+            topic: topic.name.clone(),
+            partition,
+            group,
+            log,
+            high_watermark,
+            leader,
+        };
+        self.replicas
+            .write()
+            .expect("lock")
+            .insert((topic.name.clone(), partition), Arc::new(replica));
+        Ok(())
+    }
+
+    async fn propose_metadata(&self, command: Command) -> Result<(), BrokerError> {
+        let committed = self
+            .driver
+            .propose(CONTROLLER_GROUP, command.to_batch(now_ms()))
+            .await
+            .map_err(|e| self.propose_error(e))?;
+        // Wait until this node has applied it (it has: the proposer applies before replying).
+        committed.outcome.map_err(|reason| match reason.as_str() {
+            metadata::TOPIC_EXISTS => BrokerError::TopicExists(command_topic(&command)),
+            metadata::TOPIC_MISSING => BrokerError::UnknownTopic(command_topic(&command)),
+            _ => BrokerError::Storage(reason),
+        })
+    }
+
+    fn propose_error(&self, error: ProposeError) -> BrokerError {
+        match error {
+            ProposeError::NotLeader { leader_id } => {
+                let address = self
+                    .metadata
+                    .read()
+                    .expect("metadata lock poisoned")
+                    .nodes
+                    .get(&leader_id)
+                    .map(|node| node.address.clone());
+                BrokerError::NotLeader { leader_id, address }
+            }
+            ProposeError::UnknownGroup => {
+                BrokerError::Unavailable("the partition is not open on this node".to_string())
+            }
+            ProposeError::Overloaded => BrokerError::Unavailable(error.to_string()),
+            ProposeError::ShuttingDown => BrokerError::ShuttingDown,
+            ProposeError::Dropped(reason) => BrokerError::Unavailable(reason),
+            ProposeError::Storage(reason) => BrokerError::Storage(reason),
+        }
+    }
+
+    /// A snapshot of the metadata.
+    pub fn metadata(&self) -> Metadata {
+        self.metadata
+            .read()
+            .expect("metadata lock poisoned")
+            .clone()
+    }
+
+    pub fn controller_leader(&self) -> u64 {
+        *self.controller_leader.borrow()
+    }
+
+    pub fn topic(&self, name: &str) -> Result<Topic, BrokerError> {
+        self.metadata
+            .read()
+            .expect("metadata lock poisoned")
+            .topics
+            .get(name)
+            .cloned()
+            .ok_or_else(|| BrokerError::UnknownTopic(name.to_string()))
+    }
+
+    /// Creates a topic, then waits until its partitions are open on this node.
+    ///
+    /// # Errors
+    /// Invalid name, counts or config; [`BrokerError::TopicExists`].
+    pub async fn create_topic(
+        &self,
+        name: &str,
+        partitions: u32,
+        replication_factor: u32,
+        config: TopicConfig,
+    ) -> Result<Topic, BrokerError> {
+        metadata::validate_topic_name(name).map_err(BrokerError::InvalidTopicName)?;
+        if partitions == 0 || partitions > metadata::PARTITIONS_MAX {
+            return Err(BrokerError::InvalidArgument(format!(
+                "partitions must be 1 to {}, got {partitions}",
+                metadata::PARTITIONS_MAX
+            )));
+        }
+        validate_config(&config)?;
+        let nodes: Vec<u64> = self.metadata().nodes.keys().copied().collect();
+        if replication_factor == 0 || replication_factor as usize > nodes.len() {
+            return Err(BrokerError::InvalidArgument(format!(
+                "replication factor must be 1 to {} (the number of nodes), got {replication_factor}",
+                nodes.len()
+            )));
+        }
+        let offset = self.metadata().topics.len();
+        let replicas = metadata::place_replicas(&nodes, partitions, replication_factor, offset);
+        self.propose_metadata(Command::CreateTopic {
+            name: name.to_string(),
+            config,
+            replication_factor,
+            replicas,
+            now_ms: now_ms(),
+        })
+        .await?;
+        self.reconcile().await?;
+        self.wait_for_leaders(name).await?;
+        self.topic(name)
+    }
+
+    /// Waits until every local partition of `name` has a leader.
+    async fn wait_for_leaders(&self, name: &str) -> Result<(), BrokerError> {
+        let replicas: Vec<Arc<PartitionReplica>> = self
+            .replicas
+            .read()
+            .expect("lock")
+            .values()
+            .filter(|r| r.topic == name)
+            .cloned()
+            .collect();
+        for replica in replicas {
+            let mut leader = replica.leader.clone();
+            let wait = leader.wait_for(|leader| *leader != 0);
+            tokio::time::timeout(Duration::from_secs(10), wait)
+                .await
+                .map_err(|_| {
+                    BrokerError::Timeout(format!("no leader for {name}/{}", replica.partition))
+                })?
+                .map_err(|_| BrokerError::ShuttingDown)?;
+        }
+        Ok(())
+    }
+
+    pub async fn delete_topic(&self, name: &str) -> Result<(), BrokerError> {
+        self.topic(name)?;
+        self.propose_metadata(Command::DeleteTopic {
+            name: name.to_string(),
+        })
+        .await?;
+        self.reconcile().await
+    }
+
+    /// Changes the fields of `changes` that are set; returns the topic as it is now.
+    pub async fn alter_topic(
+        &self,
+        name: &str,
+        changes: ConfigChanges,
+    ) -> Result<Topic, BrokerError> {
+        let mut config = self.topic(name)?.config;
+        if let Some(retention_ms) = changes.retention_ms {
+            config.retention_ms = Some(retention_ms);
+        }
+        if let Some(retention_bytes) = changes.retention_bytes {
+            config.retention_bytes = Some(retention_bytes);
+        }
+        if let Some(segment_bytes) = changes.segment_bytes {
+            config.segment_bytes = segment_bytes;
+        }
+        validate_config(&config)?;
+        self.propose_metadata(Command::AlterTopic {
+            name: name.to_string(),
+            config,
+        })
+        .await?;
+        self.reconcile().await?;
+        for replica in self.local_replicas(name) {
+            replica
+                .log
+                .write()
+                .expect("log lock poisoned")
+                .set_segment_bytes_max(config.segment_bytes)
+                .map_err(BrokerError::storage)?;
+        }
+        self.topic(name)
+    }
+
+    fn local_replicas(&self, name: &str) -> Vec<Arc<PartitionReplica>> {
+        self.replicas
+            .read()
+            .expect("lock")
+            .values()
+            .filter(|r| r.topic == name)
+            .cloned()
+            .collect()
+    }
+
+    /// The local replica of a partition.
+    ///
+    /// # Errors
+    /// Unknown topic or partition; [`BrokerError::NotLeader`] when another node holds it.
+    pub fn replica(
+        &self,
+        topic: &str,
+        partition: u32,
+    ) -> Result<Arc<PartitionReplica>, BrokerError> {
+        let known = self.topic(topic)?;
+        if partition >= known.partitions() {
+            return Err(BrokerError::UnknownPartition {
+                topic: topic.to_string(),
+                partition,
+                partitions: known.partitions(),
+            });
+        }
+        self.replicas
+            .read()
+            .expect("lock")
+            .get(&(topic.to_string(), partition))
+            .cloned()
+            .ok_or_else(|| {
+                let leader_id = known.replicas[partition as usize][0];
+                self.propose_error(ProposeError::NotLeader { leader_id })
+            })
+    }
+
+    /// Appends a batch (already validated by [`validate_producer_batch`]) to a partition and
+    /// waits until it is committed.
+    pub async fn produce(
+        &self,
+        topic: &str,
+        target: Target,
+        batch: Vec<u8>,
+    ) -> Result<Produced, BrokerError> {
+        let known = self.topic(topic)?;
+        let partitions = known.partitions();
+        let partition = match target {
+            Target::Partition(partition) => partition,
+            Target::Key(key) => strata_proto::partitioner::partition_for_key(&key, partitions),
+            Target::Any => self.round_robin.fetch_add(1, Ordering::Relaxed) % partitions,
+        };
+        let replica = self.replica(topic, partition)?;
+        let header =
+            BatchHeader::parse(&batch).map_err(|e| BrokerError::CorruptBatch(e.to_string()))?;
+        let count = header.offset_count();
+        let committed =
+            tokio::time::timeout(PRODUCE_TIMEOUT, self.driver.propose(replica.group, batch))
+                .await
+                .map_err(|_| {
+                    BrokerError::Timeout(format!(
+                        "the batch did not commit within {PRODUCE_TIMEOUT:?}"
+                    ))
+                })?
+                .map_err(|e| self.propose_error(e))?;
+        committed.outcome.map_err(BrokerError::Storage)?;
+        Ok(Produced {
+            partition,
+            base_offset: committed.next_offset - count,
+            last_offset: committed.next_offset - 1,
+        })
+    }
+
+    /// Resolves a start position to an offset within `log_start..=high_watermark`.
+    pub fn resolve(
+        &self,
+        replica: &PartitionReplica,
+        position: Position,
+    ) -> Result<u64, BrokerError> {
+        let high_watermark = replica.high_watermark();
+        let log = replica.log.read().expect("log lock poisoned");
+        let log_start = log.log_start_offset();
+        let offset = match position {
+            Position::Earliest => log_start,
+            Position::Latest => high_watermark,
+            Position::Offset(offset) => offset,
+            Position::Timestamp(timestamp) => log
+                .offset_for_timestamp(timestamp)
+                .map_err(BrokerError::storage)?
+                .unwrap_or(high_watermark)
+                .min(high_watermark),
+        };
+        if offset < log_start || offset > high_watermark {
+            return Err(BrokerError::OffsetOutOfRange {
+                requested: offset,
+                log_start,
+                high_watermark,
+            });
+        }
+        Ok(offset)
+    }
+
+    /// Reads committed batches from `offset`, waiting up to `max_wait` for at least
+    /// `min_bytes` (long poll).
+    pub async fn fetch(
+        &self,
+        replica: &PartitionReplica,
+        offset: u64,
+        max_bytes: usize,
+        min_bytes: usize,
+        max_wait: Duration,
+    ) -> Result<Fetched, BrokerError> {
+        let deadline = tokio::time::Instant::now() + max_wait;
+        let mut high_watermark = replica.high_watermark.clone();
+        loop {
+            let fetched = self.read(replica, offset, max_bytes)?;
+            let bytes: usize = fetched.batches.iter().map(Bytes::len).sum();
+            if bytes >= min_bytes.max(1) || tokio::time::Instant::now() >= deadline {
+                return Ok(fetched);
+            }
+            // Wait for the high watermark to move (or the deadline), then read again.
+            let seen = fetched.high_watermark;
+            let moved = high_watermark.wait_for(|hw| *hw > seen);
+            match tokio::time::timeout_at(deadline, moved).await {
+                Ok(Ok(_)) => {}
+                Ok(Err(_)) => return Err(BrokerError::ShuttingDown),
+                Err(_) => return self.read(replica, offset, max_bytes),
+            }
+        }
+    }
+
+    /// Reads committed batches from `offset` without waiting.
+    pub fn read(
+        &self,
+        replica: &PartitionReplica,
+        offset: u64,
+        max_bytes: usize,
+    ) -> Result<Fetched, BrokerError> {
+        let high_watermark = replica.high_watermark();
+        let log = replica.log.read().expect("log lock poisoned");
+        let log_start = log.log_start_offset();
+        if offset < log_start || offset > high_watermark {
+            return Err(BrokerError::OffsetOutOfRange {
+                requested: offset,
+                log_start,
+                high_watermark,
+            });
+        }
+        let batches = if offset == high_watermark {
+            Vec::new()
+        } else {
+            log.read_below(offset, high_watermark, max_bytes)
+                .map_err(BrokerError::storage)?
+        };
+        drop(log);
+        let next_offset = match batches.last() {
+            Some(run) => last_next_offset(run).unwrap_or(offset),
+            None => offset,
+        };
+        Ok(Fetched {
+            batches,
+            next_offset,
+            high_watermark,
+            log_start_offset: log_start,
+        })
+    }
+}
+
+/// The offset after the last batch of a run of batches.
+fn last_next_offset(run: &Bytes) -> Option<u64> {
+    let mut next = None;
+    for split in strata_proto::batch::split_batches(run.clone()) {
+        let (header, _) = split.ok()?;
+        next = Some(header.base_offset as u64 + header.offset_count());
+    }
+    next
+}
+
+fn command_topic(command: &Command) -> String {
+    match command {
+        Command::CreateTopic { name, .. }
+        | Command::DeleteTopic { name }
+        | Command::AlterTopic { name, .. } => name.clone(),
+        Command::RegisterNode(node) => format!("node {}", node.id),
+    }
+}
+
+/// The config fields an alter request sets.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ConfigChanges {
+    pub retention_ms: Option<u64>,
+    pub retention_bytes: Option<u64>,
+    pub segment_bytes: Option<u64>,
+}
+
+fn validate_config(config: &TopicConfig) -> Result<(), BrokerError> {
+    if config.segment_bytes < 1024 || config.segment_bytes > storage::log::SEGMENT_BYTES_LIMIT {
+        return Err(BrokerError::InvalidConfig(format!(
+            "segment_bytes must be 1024 to {}, got {}",
+            storage::log::SEGMENT_BYTES_LIMIT,
+            config.segment_bytes
+        )));
+    }
+    if config.retention_ms == Some(0) {
+        return Err(BrokerError::InvalidConfig(
+            "retention_ms must be at least 1 (leave it unset to keep forever)".to_string(),
+        ));
+    }
+    Ok(())
+}
+
+/// Checks a batch a producer sent: whole, CRC-valid, within the size limit, records decodable
+/// (when uncompressed), and not a control or transactional batch (those are the broker's own).
+///
+/// # Errors
+/// [`BrokerError::RecordTooLarge`], [`BrokerError::CorruptBatch`], [`BrokerError::InvalidArgument`].
+pub fn validate_producer_batch(batch: &Bytes) -> Result<(), BrokerError> {
+    if batch.len() > BATCH_BYTES_MAX {
+        return Err(BrokerError::RecordTooLarge {
+            size_bytes: batch.len(),
+            limit_bytes: BATCH_BYTES_MAX,
+        });
+    }
+    let header =
+        BatchHeader::validate(batch).map_err(|e| BrokerError::CorruptBatch(e.to_string()))?;
+    if header.is_control() || header.is_transactional() {
+        return Err(BrokerError::InvalidArgument(
+            "control and transactional batches cannot be produced".to_string(),
+        ));
+    }
+    if header.compression() == Ok(strata_proto::batch::Compression::None) {
+        decode_records(batch).map_err(|e| BrokerError::CorruptBatch(e.to_string()))?;
+    }
+    Ok(())
+}

@@ -1,0 +1,95 @@
+//! `strata-server`: parses the configuration, starts tracing, runs the node until SIGINT or
+//! SIGTERM.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::Parser;
+use strata_server::Config;
+
+/// A Strata node. Flags win over `STRATA_*` environment variables, which win over the config
+/// file, which wins over the defaults.
+#[derive(Parser, Debug)]
+#[command(name = "strata-server", version)]
+struct Args {
+    /// This node's id, at least 1 [default: 1].
+    #[arg(long, env = "STRATA_NODE_ID")]
+    node_id: Option<u64>,
+    /// gRPC address to bind; port 0 picks a free port [default: 127.0.0.1:9092].
+    #[arg(long, env = "STRATA_LISTEN")]
+    listen: Option<SocketAddr>,
+    /// Data directory [default: ./strata-data].
+    #[arg(long, env = "STRATA_DATA_DIR")]
+    data_dir: Option<PathBuf>,
+    /// Address clients use to reach this node [default: the bound address].
+    #[arg(long, env = "STRATA_ADVERTISED_ADDRESS")]
+    advertised_address: Option<String>,
+    /// TOML file with any of: node_id, listen, data_dir, advertised_address.
+    #[arg(long, env = "STRATA_CONFIG")]
+    config: Option<PathBuf>,
+}
+
+fn config(args: Args) -> Result<Config, String> {
+    let mut config = match &args.config {
+        Some(path) => {
+            let text =
+                std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+            Config::from_toml(&text).map_err(|e| format!("{}: {e}", path.display()))?
+        }
+        None => Config::default(),
+    };
+    if let Some(node_id) = args.node_id {
+        config.node_id = node_id;
+    }
+    if let Some(listen) = args.listen {
+        config.listen = listen;
+    }
+    if let Some(data_dir) = args.data_dir {
+        config.data_dir = data_dir;
+    }
+    if args.advertised_address.is_some() {
+        config.advertised_address = args.advertised_address;
+    }
+    Ok(config)
+}
+
+async fn shutdown_signal() {
+    let interrupt = tokio::signal::ctrl_c();
+    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .expect("installing the SIGTERM handler");
+    tokio::select! {
+        _ = interrupt => {}
+        _ = terminate.recv() => {}
+    }
+    tracing::info!("shutdown requested");
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let config = match config(Args::parse()) {
+        Ok(config) => config,
+        Err(error) => {
+            eprintln!("strata-server: {error}");
+            return ExitCode::from(2);
+        }
+    };
+    let runtime = tokio::runtime::Runtime::new().expect("starting the async runtime");
+    let result = runtime.block_on(strata_server::run(config, shutdown_signal(), |address| {
+        // Tests and scripts read this line to find the port.
+        println!("strata-server listening on {address}");
+    }));
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("strata-server: {error}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,633 @@
+//! The raft driver: one thread that owns every local raft group, ticks them, steps their
+//! proposals, and runs their Ready loops together so that one round of appends across all
+//! groups is followed by one round of fsyncs (group commit), before any message that promises
+//! persistence is sent and before any proposal is acknowledged.
+//!
+//! The driver does blocking file I/O, so it runs on its own OS thread, not on the async
+//! runtime. Async callers talk to it through [`DriverHandle`] over a bounded channel; replies come
+//! back on oneshot channels. Proposals are matched to replies by an id carried in the raft
+//! entry's context, never by order.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TrySendError, sync_channel};
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use raft::prelude::{ConfChange, ConfChangeV2, Entry, EntryType, Message};
+use raft::{RawNode, StateRole, Storage};
+use tokio::sync::{oneshot, watch};
+
+use super::raft_storage::{RaftStorage, snapshot_owner_data};
+use crate::storage::{PartitionLog, RetentionPolicy};
+
+/// Identifies a raft group on this node: 0 is the controller, partitions are
+/// `topic_id << 32 | partition`.
+pub type GroupId = u64;
+
+/// Most commands waiting for the driver; past this, callers get [`ProposeError::Overloaded`].
+pub const COMMAND_QUEUE_MAX: usize = 8192;
+/// How often raft is ticked.
+pub const TICK_INTERVAL: Duration = Duration::from_millis(100);
+/// Retention runs every this many ticks (10 s).
+const RETENTION_EVERY_TICKS: u64 = 100;
+
+/// What a group's owner does with committed entries.
+pub trait StateMachine: Send {
+    /// Applies the committed entry `entry` (raft index `entry.index`), after which the partition
+    /// holds offsets below `next_offset`. Returns the outcome reported to the proposer.
+    fn apply(&mut self, entry: &Entry, next_offset: u64) -> Result<(), String>;
+
+    /// Replaces the state with the one a leader's snapshot carries (`data` is the owner's part).
+    fn restore(&mut self, data: &Bytes) -> Result<(), String>;
+
+    /// The retention policy to run on this group's log, if any, and the highest raft index it
+    /// may remove (retention never passes what raft has applied either). The controller bounds
+    /// it by its last persisted snapshot, so a restart can always replay from there.
+    fn retention(&self) -> Option<(RetentionPolicy, u64)> {
+        None
+    }
+
+    /// A snapshot of the state as of the last applied entry, for groups whose state is more than
+    /// their log (the controller). `None` keeps snapshots metadata-only.
+    fn snapshot(&mut self) -> Option<Bytes> {
+        None
+    }
+}
+
+/// A committed proposal.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Committed {
+    pub raft_index: u64,
+    /// The offset after the entry: its last offset plus one.
+    pub next_offset: u64,
+    pub outcome: Result<(), String>,
+}
+
+/// Why a proposal did not commit.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ProposeError {
+    #[error("this node does not lead the group (leader: {leader_id})")]
+    NotLeader { leader_id: u64 },
+    #[error("no such raft group on this node")]
+    UnknownGroup,
+    #[error("the node is overloaded: {COMMAND_QUEUE_MAX} commands are waiting")]
+    Overloaded,
+    #[error("the node is shutting down")]
+    ShuttingDown,
+    #[error("raft dropped the proposal: {0}")]
+    Dropped(String),
+    #[error("storage failed: {0}")]
+    Storage(String),
+}
+
+/// What a new group needs.
+pub struct GroupSpec {
+    pub id: GroupId,
+    pub log: Arc<RwLock<PartitionLog>>,
+    /// Voters of a group created now; ignored when its state file exists.
+    pub voters: Vec<u64>,
+    pub machine: Box<dyn StateMachine>,
+    /// Raft index the machine has already applied (its snapshot's), 0 to replay the log.
+    pub applied: u64,
+    /// Whether raft must apply entries through the machine after a restart (true for the
+    /// controller, whose state lives in memory) or may take everything committed as applied
+    /// (partitions, whose state is the log).
+    pub replay_committed: bool,
+    /// High watermark updates (the offset after the last committed entry).
+    pub high_watermark: watch::Sender<u64>,
+    /// Leader updates (0: unknown).
+    pub leader: watch::Sender<u64>,
+}
+
+enum Command {
+    AddGroup(Box<GroupSpec>, oneshot::Sender<Result<(), String>>),
+    RemoveGroup(GroupId, oneshot::Sender<()>),
+    Propose {
+        group: GroupId,
+        data: Vec<u8>,
+        reply: oneshot::Sender<Result<Committed, ProposeError>>,
+    },
+    Shutdown(oneshot::Sender<()>),
+}
+
+/// The async side of the driver.
+#[derive(Clone)]
+pub struct DriverHandle {
+    commands: SyncSender<Command>,
+}
+
+impl DriverHandle {
+    fn send(&self, command: Command) -> Result<(), ProposeError> {
+        self.commands
+            .try_send(command)
+            .map_err(|error| match error {
+                TrySendError::Full(_) => ProposeError::Overloaded,
+                TrySendError::Disconnected(_) => ProposeError::ShuttingDown,
+            })
+    }
+
+    /// Proposes `data` to `group` and waits until it commits (which includes the fsync of a
+    /// quorum, here the local one).
+    pub async fn propose(&self, group: GroupId, data: Vec<u8>) -> Result<Committed, ProposeError> {
+        let (reply, receiver) = oneshot::channel();
+        self.send(Command::Propose { group, data, reply })?;
+        receiver.await.map_err(|_| ProposeError::ShuttingDown)?
+    }
+
+    pub async fn add_group(&self, spec: GroupSpec) -> Result<(), String> {
+        let (reply, receiver) = oneshot::channel();
+        self.send(Command::AddGroup(Box::new(spec), reply))
+            .map_err(|e| e.to_string())?;
+        receiver
+            .await
+            .map_err(|_| "the driver stopped".to_string())?
+    }
+
+    pub async fn remove_group(&self, group: GroupId) {
+        let (reply, receiver) = oneshot::channel();
+        if self.send(Command::RemoveGroup(group, reply)).is_ok() {
+            let _ = receiver.await;
+        }
+    }
+
+    /// Stops the driver after it has synced every log and written every raft state.
+    pub async fn shutdown(&self) {
+        let (reply, receiver) = oneshot::channel();
+        if self.send(Command::Shutdown(reply)).is_ok() {
+            let _ = receiver.await;
+        }
+    }
+}
+
+struct Pending {
+    reply: oneshot::Sender<Result<Committed, ProposeError>>,
+}
+
+struct Group {
+    node: RawNode<RaftStorage>,
+    machine: Box<dyn StateMachine>,
+    pending: HashMap<u64, Pending>,
+    /// Entries appended but not applied yet: (raft index, offset after it, proposal id). The
+    /// proposal id travels in the entry's context, which the log does not store, so it is
+    /// remembered here when raft hands the entry over for persistence.
+    appended: VecDeque<(u64, u64, Option<u64>)>,
+    high_watermark: watch::Sender<u64>,
+    leader: watch::Sender<u64>,
+    /// The log was written and needs an fsync this round.
+    dirty: bool,
+    applied_since_snapshot: u64,
+}
+
+/// Controller snapshots are taken after this many applied entries.
+const SNAPSHOT_EVERY_ENTRIES: u64 = 1000;
+
+/// Starts the driver thread for node `node_id`.
+pub fn start(node_id: u64) -> DriverHandle {
+    let (commands, receiver) = sync_channel(COMMAND_QUEUE_MAX);
+    std::thread::Builder::new()
+        .name("raft-driver".to_string())
+        .spawn(move || {
+            Driver {
+                node_id,
+                groups: HashMap::new(),
+                commands: receiver,
+                next_proposal_id: 1,
+                ticks: 0,
+            }
+            .run()
+        })
+        .expect("spawning the raft driver thread");
+    DriverHandle { commands }
+}
+
+struct Driver {
+    node_id: u64,
+    groups: HashMap<GroupId, Group>,
+    commands: Receiver<Command>,
+    next_proposal_id: u64,
+    ticks: u64,
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+impl Driver {
+    fn run(mut self) {
+        let mut next_tick = Instant::now() + TICK_INTERVAL;
+        loop {
+            let wait = next_tick.saturating_duration_since(Instant::now());
+            let first = match self.commands.recv_timeout(wait) {
+                Ok(command) => Some(command),
+                Err(RecvTimeoutError::Timeout) => None,
+                Err(RecvTimeoutError::Disconnected) => {
+                    self.stop();
+                    return;
+                }
+            };
+            // Take everything that queued up meanwhile: that is the group commit.
+            let mut commands: Vec<Command> = first.into_iter().collect();
+            while commands.len() < COMMAND_QUEUE_MAX {
+                match self.commands.try_recv() {
+                    Ok(command) => commands.push(command),
+                    Err(_) => break,
+                }
+            }
+            for command in commands {
+                if let Some(done) = self.handle(command) {
+                    self.stop();
+                    let _ = done.send(());
+                    return;
+                }
+            }
+            if Instant::now() >= next_tick {
+                next_tick += TICK_INTERVAL;
+                if next_tick < Instant::now() {
+                    next_tick = Instant::now() + TICK_INTERVAL;
+                }
+                self.tick();
+            }
+            self.process_ready();
+        }
+    }
+
+    /// Handles one command; returns the reply channel of a shutdown.
+    fn handle(&mut self, command: Command) -> Option<oneshot::Sender<()>> {
+        match command {
+            Command::AddGroup(spec, reply) => {
+                let _ = reply.send(self.add_group(*spec));
+            }
+            Command::RemoveGroup(id, reply) => {
+                if let Some(mut group) = self.groups.remove(&id) {
+                    fail_pending(&mut group, ProposeError::UnknownGroup);
+                }
+                let _ = reply.send(());
+            }
+            Command::Propose { group, data, reply } => self.propose(group, data, reply),
+            Command::Shutdown(reply) => return Some(reply),
+        }
+        None
+    }
+
+    fn add_group(&mut self, spec: GroupSpec) -> Result<(), String> {
+        if self.groups.contains_key(&spec.id) {
+            return Ok(());
+        }
+        let storage =
+            RaftStorage::open(spec.log.clone(), &spec.voters).map_err(|e| e.to_string())?;
+        let hard_state = storage.hard_state().clone();
+        let first = storage.first_index().map_err(|e| e.to_string())?;
+        let last = storage.last_index().map_err(|e| e.to_string())?;
+        // Partitions: everything committed is applied (their state is the log). The controller
+        // replays from its snapshot.
+        let applied = if spec.replay_committed {
+            spec.applied.max(first - 1).min(last)
+        } else {
+            hard_state.commit.max(first - 1).min(last)
+        };
+        let config = raft::Config {
+            id: self.node_id,
+            election_tick: 10,
+            heartbeat_tick: 2,
+            applied,
+            max_size_per_msg: 1 << 20,
+            max_inflight_msgs: 256,
+            check_quorum: true,
+            pre_vote: true,
+            ..raft::Config::default()
+        };
+        let logger = slog::Logger::root(slog::Discard, slog::o!());
+        let mut node = RawNode::new(&config, storage, &logger).map_err(|e| e.to_string())?;
+        let high_watermark = spec
+            .log
+            .read()
+            .expect("log lock poisoned")
+            .offset_after_raft_index(applied)
+            .map_err(|e| e.to_string())?;
+        spec.high_watermark.send_replace(high_watermark);
+        let voters = node
+            .raft
+            .prs()
+            .conf()
+            .voters()
+            .ids()
+            .iter()
+            .collect::<Vec<u64>>();
+        // A group this node alone votes in need not wait an election timeout.
+        if voters == [self.node_id] {
+            node.campaign().map_err(|e| e.to_string())?;
+        }
+        self.groups.insert(
+            spec.id,
+            Group {
+                node,
+                machine: spec.machine,
+                pending: HashMap::new(),
+                appended: VecDeque::new(),
+                high_watermark: spec.high_watermark,
+                leader: spec.leader,
+                dirty: false,
+                applied_since_snapshot: 0,
+            },
+        );
+        Ok(())
+    }
+
+    fn propose(
+        &mut self,
+        id: GroupId,
+        data: Vec<u8>,
+        reply: oneshot::Sender<Result<Committed, ProposeError>>,
+    ) {
+        let Some(group) = self.groups.get_mut(&id) else {
+            let _ = reply.send(Err(ProposeError::UnknownGroup));
+            return;
+        };
+        if group.node.raft.state != StateRole::Leader {
+            let leader_id = group.node.raft.leader_id;
+            let _ = reply.send(Err(ProposeError::NotLeader { leader_id }));
+            return;
+        }
+        let proposal = self.next_proposal_id;
+        self.next_proposal_id += 1;
+        match group.node.propose(proposal.to_be_bytes().to_vec(), data) {
+            Ok(()) => {
+                group.pending.insert(proposal, Pending { reply });
+            }
+            Err(error) => {
+                let _ = reply.send(Err(ProposeError::Dropped(error.to_string())));
+            }
+        }
+    }
+
+    fn tick(&mut self) {
+        self.ticks += 1;
+        let retention_due = self.ticks.is_multiple_of(RETENTION_EVERY_TICKS);
+        for group in self.groups.values_mut() {
+            group.node.tick();
+            if retention_due && let Some((policy, raft_index_max)) = group.machine.retention() {
+                let applied = group.node.raft.raft_log.applied.min(raft_index_max);
+                let log = group.node.store().log().clone();
+                let outcome = log.write().expect("log lock poisoned").apply_retention(
+                    &policy,
+                    now_ms(),
+                    applied,
+                );
+                match outcome {
+                    Ok(outcome) if outcome.segments_removed > 0 => tracing::info!(
+                        dir = %log.read().expect("log lock poisoned").dir().display(),
+                        segments = outcome.segments_removed,
+                        bytes = outcome.bytes_removed,
+                        log_start_offset = outcome.log_start_offset,
+                        "retention removed segments"
+                    ),
+                    Ok(_) => {}
+                    Err(error) => tracing::error!(%error, "retention failed"),
+                }
+            }
+        }
+    }
+
+    /// One round of the Ready loop over every group: appends, one fsync per written log,
+    /// then what must wait for persistence.
+    fn process_ready(&mut self) {
+        let now = now_ms();
+        let mut readies = Vec::new();
+        for (id, group) in &mut self.groups {
+            if !group.node.has_ready() {
+                continue;
+            }
+            let mut ready = group.node.ready();
+            if let Some(soft) = ready.ss() {
+                tracing::debug!(group = id, leader = soft.leader_id, role = ?soft.raft_state, "soft state");
+                group.leader.send_replace(soft.leader_id);
+                if soft.raft_state != StateRole::Leader {
+                    let leader_id = soft.leader_id;
+                    fail_pending(group, ProposeError::NotLeader { leader_id });
+                }
+            }
+            drop_messages(*id, ready.take_messages());
+            if !ready.snapshot().is_empty() {
+                let snapshot = ready.snapshot().clone();
+                let result = group
+                    .node
+                    .mut_store()
+                    .apply_snapshot(&snapshot)
+                    .map_err(|e| e.to_string())
+                    .and_then(|()| group.machine.restore(&snapshot_owner_data(&snapshot.data)));
+                if let Err(error) = result {
+                    // raft-rs treats storage errors as fatal; so do we.
+                    panic!("group {id}: installing a snapshot failed: {error}");
+                }
+                group.appended.clear();
+                group
+                    .high_watermark
+                    .send_replace(snapshot_start(&snapshot.data));
+            }
+            apply_committed(*id, group, ready.take_committed_entries());
+            if !ready.entries().is_empty() {
+                match group.node.mut_store().append(ready.entries(), now) {
+                    Ok(next_offsets) => {
+                        let first = ready.entries()[0].index;
+                        group.appended.retain(|(index, _, _)| *index < first);
+                        for (entry, next_offset) in ready.entries().iter().zip(next_offsets) {
+                            group.appended.push_back((
+                                entry.index,
+                                next_offset,
+                                proposal_id(entry),
+                            ));
+                        }
+                        group.dirty = true;
+                    }
+                    Err(error) => panic!("group {id}: appending raft entries failed: {error}"),
+                }
+            }
+            if let Some(hard_state) = ready.hs()
+                && let Err(error) = group.node.mut_store().set_hard_state(hard_state)
+            {
+                panic!("group {id}: writing the raft state failed: {error}");
+            }
+            readies.push((*id, ready));
+        }
+        if readies.is_empty() {
+            return;
+        }
+        self.sync_dirty_logs();
+        for (id, mut ready) in readies {
+            let group = self.groups.get_mut(&id).expect("group of a ready");
+            drop_messages(id, ready.take_persisted_messages());
+            let mut light = group.node.advance(ready);
+            if let Some(commit) = light.commit_index() {
+                group.node.mut_store().set_commit(commit);
+            }
+            drop_messages(id, light.take_messages());
+            apply_committed(id, group, light.take_committed_entries());
+            group.node.advance_apply();
+            maybe_snapshot(id, group);
+        }
+    }
+
+    /// Fsyncs every log written this round, in parallel: one fsync covers every batch appended
+    /// to that log since the last one.
+    fn sync_dirty_logs(&mut self) {
+        let dirty: Vec<(GroupId, &mut Group)> = self
+            .groups
+            .iter_mut()
+            .filter(|(_, group)| group.dirty)
+            .map(|(id, group)| (*id, group))
+            .collect();
+        if dirty.is_empty() {
+            return;
+        }
+        std::thread::scope(|scope| {
+            let mut handles = Vec::new();
+            for (id, group) in dirty {
+                group.dirty = false;
+                let store = group.node.store();
+                if handles.is_empty() {
+                    // The first fsync runs here; the others on helper threads.
+                    handles.push((id, None, store.sync()));
+                } else {
+                    handles.push((id, Some(scope.spawn(move || store.sync())), Ok(())));
+                }
+            }
+            for (id, handle, result) in handles {
+                let result = match handle {
+                    Some(handle) => handle.join().expect("fsync thread panicked"),
+                    None => result,
+                };
+                if let Err(error) = result {
+                    // After a failed fsync the page cache may have dropped the data: no promise
+                    // of durability can be kept, so stop the node (as raft-rs expects).
+                    panic!("group {id}: fsync failed: {error}");
+                }
+            }
+        });
+    }
+
+    fn stop(&mut self) {
+        self.sync_dirty_logs();
+        for (id, group) in &mut self.groups {
+            fail_pending(group, ProposeError::ShuttingDown);
+            if let Err(error) = group.node.store().sync() {
+                tracing::error!(group = id, %error, "final fsync failed");
+            }
+            if let Err(error) = group.node.mut_store().persist() {
+                tracing::error!(group = id, %error, "writing the raft state failed");
+            }
+        }
+        self.groups.clear();
+    }
+}
+
+fn snapshot_start(data: &Bytes) -> u64 {
+    super::raft_storage::snapshot_start_offset(data).unwrap_or(0)
+}
+
+/// Messages for other nodes. This node runs every group alone (replication factor 1) until
+/// the node-to-node transport exists; a message here means a group has voters elsewhere.
+fn drop_messages(group: GroupId, messages: Vec<Message>) {
+    for message in messages {
+        tracing::debug!(group, to = message.to, kind = ?message.msg_type, "no transport to peer");
+    }
+}
+
+fn fail_pending(group: &mut Group, error: ProposeError) {
+    for (_, pending) in group.pending.drain() {
+        let _ = pending.reply.send(Err(error.clone()));
+    }
+}
+
+/// The proposal id a leader put in an entry's context.
+fn proposal_id(entry: &Entry) -> Option<u64> {
+    let bytes: [u8; 8] = entry.context.get(..8)?.try_into().ok()?;
+    (entry.context.len() == 8).then(|| u64::from_be_bytes(bytes))
+}
+
+fn apply_committed(id: GroupId, group: &mut Group, entries: Vec<Entry>) {
+    for entry in entries {
+        let mut proposal = proposal_id(&entry);
+        let next_offset = match group
+            .appended
+            .iter()
+            .position(|(index, _, _)| *index == entry.index)
+        {
+            Some(at) => {
+                let (_, next, appended_proposal) = group.appended[at];
+                group.appended.drain(..=at);
+                proposal = proposal.or(appended_proposal);
+                next
+            }
+            None => {
+                let log = group.node.store().log().clone();
+                let next = log
+                    .read()
+                    .expect("log lock poisoned")
+                    .offset_after_raft_index(entry.index);
+                match next {
+                    Ok(next) => next,
+                    Err(error) => panic!("group {id}: reading committed entry failed: {error}"),
+                }
+            }
+        };
+        let outcome = match entry.entry_type {
+            EntryType::EntryNormal if entry.data.is_empty() => Ok(()),
+            EntryType::EntryNormal => group.machine.apply(&entry, next_offset),
+            EntryType::EntryConfChange => apply_conf_change(group, &entry, false),
+            EntryType::EntryConfChangeV2 => apply_conf_change(group, &entry, true),
+        };
+        group.high_watermark.send_replace(next_offset);
+        group.applied_since_snapshot += 1;
+        if let Some(pending) = proposal.and_then(|id| group.pending.remove(&id)) {
+            let _ = pending.reply.send(Ok(Committed {
+                raft_index: entry.index,
+                next_offset,
+                outcome,
+            }));
+        }
+    }
+}
+
+fn apply_conf_change(group: &mut Group, entry: &Entry, v2: bool) -> Result<(), String> {
+    use protobuf::Message as _;
+    let conf_state = if v2 {
+        let change = ConfChangeV2::parse_from_bytes(&entry.data).map_err(|e| e.to_string())?;
+        group.node.apply_conf_change(&change)
+    } else {
+        let change = ConfChange::parse_from_bytes(&entry.data).map_err(|e| e.to_string())?;
+        group.node.apply_conf_change(&change)
+    }
+    .map_err(|e| e.to_string())?;
+    group
+        .node
+        .mut_store()
+        .set_conf_state(conf_state)
+        .map_err(|e| e.to_string())
+}
+
+/// Gives raft a fresh owner snapshot every [`SNAPSHOT_EVERY_ENTRIES`] applied entries, for
+/// groups whose machine keeps state beyond the log.
+fn maybe_snapshot(id: GroupId, group: &mut Group) {
+    if group.applied_since_snapshot < SNAPSHOT_EVERY_ENTRIES {
+        return;
+    }
+    group.applied_since_snapshot = 0;
+    let Some(data) = group.machine.snapshot() else {
+        return;
+    };
+    let applied = group.node.raft.raft_log.applied;
+    let term = match group.node.store().term(applied) {
+        Ok(term) => term,
+        Err(error) => {
+            tracing::error!(group = id, %error, "snapshot term lookup failed");
+            return;
+        }
+    };
+    group
+        .node
+        .mut_store()
+        .set_owner_snapshot(applied, term, data);
+}

@@ -1,0 +1,618 @@
+//! # Service: the gRPC face of the broker (`strata.v1`)
+//!
+//! Translates requests into [`Broker`] calls and [`BrokerError`]s into `tonic::Status`: every
+//! failure carries a stable [`ErrorCode`] in an encoded [`ErrorDetail`] (the status details) and
+//! in the `strata-error-code` metadata, beside a message that says what was wrong and what is
+//! valid. This is the only module that knows `tonic::Status`.
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures::{Stream, StreamExt};
+use prost::Message as _;
+use strata_proto::v1 as pb;
+use strata_proto::v1::admin_server::Admin;
+use strata_proto::v1::broker_server::Broker as BrokerService;
+use strata_proto::v1::{ErrorCode, ErrorDetail};
+use tokio::sync::{Semaphore, mpsc};
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status, Streaming};
+
+use crate::broker::metadata::{Topic, TopicConfig};
+use crate::broker::{
+    self, Broker, BrokerError, ConfigChanges, FETCH_BYTES_DEFAULT, FETCH_BYTES_MAX,
+    FETCH_WAIT_MS_MAX, Position, Target,
+};
+use crate::storage::batch::{BatchBuilder, decode_records, split_batches};
+
+/// Produce requests one stream may have in flight; the stream stops reading beyond this.
+pub const STREAM_IN_FLIGHT_MAX: usize = 1024;
+/// Replies waiting to be written on one stream.
+const STREAM_REPLIES_MAX: usize = 1024;
+/// Largest chunk a subscription sends in one message.
+const SUBSCRIBE_CHUNK_BYTES_MAX: u64 = 1 << 20;
+/// Most records a simple client may send in one produce.
+const RECORDS_PER_REQUEST_MAX: usize = 100_000;
+
+/// The `strata.v1` services over one broker.
+#[derive(Clone)]
+pub struct Service {
+    broker: Arc<Broker>,
+}
+
+impl Service {
+    pub fn new(broker: Arc<Broker>) -> Self {
+        Self { broker }
+    }
+}
+
+/// The stable code, gRPC code and details of an error.
+pub fn status(error: BrokerError) -> Status {
+    let message = error.to_string();
+    let mut detail = ErrorDetail {
+        message: message.clone(),
+        ..ErrorDetail::default()
+    };
+    let (code, grpc) = match &error {
+        BrokerError::UnknownTopic(_) | BrokerError::UnknownPartition { .. } => {
+            (ErrorCode::UnknownTopicOrPartition, tonic::Code::NotFound)
+        }
+        BrokerError::TopicExists(_) => (ErrorCode::TopicAlreadyExists, tonic::Code::AlreadyExists),
+        BrokerError::InvalidTopicName(_) => {
+            (ErrorCode::InvalidTopicName, tonic::Code::InvalidArgument)
+        }
+        BrokerError::InvalidConfig(_) => (ErrorCode::InvalidConfig, tonic::Code::InvalidArgument),
+        BrokerError::InvalidArgument(_) => {
+            (ErrorCode::InvalidArgument, tonic::Code::InvalidArgument)
+        }
+        BrokerError::OffsetOutOfRange {
+            log_start,
+            high_watermark,
+            ..
+        } => {
+            detail.valid_range = Some(pb::OffsetRange {
+                log_start_offset: *log_start,
+                next_offset: *high_watermark,
+            });
+            (ErrorCode::OffsetOutOfRange, tonic::Code::OutOfRange)
+        }
+        BrokerError::RecordTooLarge { limit_bytes, .. } => {
+            detail.limit_bytes = Some(*limit_bytes as u64);
+            (ErrorCode::RecordTooLarge, tonic::Code::InvalidArgument)
+        }
+        BrokerError::CorruptBatch(_) => (ErrorCode::CorruptBatch, tonic::Code::InvalidArgument),
+        BrokerError::NotLeader { leader_id, address } => {
+            detail.leader_node_id = Some(*leader_id);
+            detail.leader_address = address.clone();
+            (ErrorCode::NotLeader, tonic::Code::FailedPrecondition)
+        }
+        BrokerError::Timeout(_) => (ErrorCode::Timeout, tonic::Code::DeadlineExceeded),
+        BrokerError::Unavailable(_) => (ErrorCode::Unavailable, tonic::Code::Unavailable),
+        BrokerError::ShuttingDown => (ErrorCode::ShuttingDown, tonic::Code::Unavailable),
+        BrokerError::Storage(_) => (ErrorCode::Storage, tonic::Code::Internal),
+    };
+    detail.code = code as i32;
+    let mut status = Status::with_details(grpc, message, Bytes::from(detail.encode_to_vec()));
+    if let Ok(value) = code.as_str_name().parse() {
+        status.metadata_mut().insert("strata-error-code", value);
+    }
+    status
+}
+
+fn error_detail(error: &BrokerError) -> ErrorDetail {
+    let status = status(error.clone());
+    ErrorDetail::decode(status.details()).unwrap_or_default()
+}
+
+fn invalid(message: impl Into<String>) -> Status {
+    status(BrokerError::InvalidArgument(message.into()))
+}
+
+fn topic_description(broker: &Broker, topic: &Topic) -> pb::TopicDescription {
+    let metadata = broker.metadata();
+    let partition_info = topic
+        .replicas
+        .iter()
+        .enumerate()
+        .map(|(partition, replicas)| {
+            let partition = partition as u32;
+            let mut info = pb::PartitionInfo {
+                partition,
+                replica_node_ids: replicas.clone(),
+                ..pb::PartitionInfo::default()
+            };
+            if let Ok(replica) = broker.replica(&topic.name, partition) {
+                info.leader_node_id = *replica.leader.borrow();
+                info.high_watermark = replica.high_watermark();
+                info.log_start_offset = replica.log_start_offset();
+            }
+            info
+        })
+        .collect();
+    let _ = metadata;
+    pb::TopicDescription {
+        name: topic.name.clone(),
+        partitions: topic.partitions(),
+        replication_factor: topic.replication_factor,
+        config: Some(config_to_proto(&topic.config)),
+        partition_info,
+    }
+}
+
+fn config_to_proto(config: &TopicConfig) -> pb::TopicConfig {
+    pb::TopicConfig {
+        retention_ms: config.retention_ms,
+        retention_bytes: config.retention_bytes,
+        segment_bytes: Some(config.segment_bytes),
+    }
+}
+
+fn position(start: Option<pb::StartPosition>) -> Result<Position, Status> {
+    use pb::start_position::Position as P;
+    match start.and_then(|s| s.position) {
+        None | Some(P::Earliest(_)) => Ok(Position::Earliest),
+        Some(P::Latest(_)) => Ok(Position::Latest),
+        Some(P::Offset(offset)) => Ok(Position::Offset(offset)),
+        Some(P::TimestampMs(timestamp)) => Ok(Position::Timestamp(timestamp)),
+    }
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+/// Decodes stored batches into records at or after `from`.
+fn decode(batches: &[Bytes], from: u64) -> Result<Vec<pb::Record>, Status> {
+    let mut records = Vec::new();
+    for run in batches {
+        for split in split_batches(run.clone()) {
+            let (_, batch) = split.map_err(|e| status(BrokerError::Storage(e.to_string())))?;
+            let decoded =
+                decode_records(&batch).map_err(|e| status(BrokerError::Storage(e.to_string())))?;
+            records.extend(decoded.into_iter().filter(|r| r.offset >= from).map(|r| {
+                pb::Record {
+                    offset: r.offset,
+                    timestamp_ms: r.timestamp,
+                    key: r.key,
+                    value: r.value,
+                    headers: r
+                        .headers
+                        .into_iter()
+                        .map(|h| pb::RecordHeader {
+                            key: h.key,
+                            value: h.value,
+                        })
+                        .collect(),
+                }
+            }));
+        }
+    }
+    Ok(records)
+}
+
+#[tonic::async_trait]
+impl Admin for Service {
+    async fn create_topic(
+        &self,
+        request: Request<pb::CreateTopicRequest>,
+    ) -> Result<Response<pb::TopicDescription>, Status> {
+        let request = request.into_inner();
+        let given = request.config.unwrap_or_default();
+        let config = TopicConfig {
+            retention_ms: given.retention_ms,
+            retention_bytes: given.retention_bytes,
+            segment_bytes: given
+                .segment_bytes
+                .unwrap_or(TopicConfig::default().segment_bytes),
+        };
+        let topic = self
+            .broker
+            .create_topic(
+                &request.name,
+                request.partitions,
+                request.replication_factor,
+                config,
+            )
+            .await
+            .map_err(status)?;
+        Ok(Response::new(topic_description(&self.broker, &topic)))
+    }
+
+    async fn delete_topic(
+        &self,
+        request: Request<pb::DeleteTopicRequest>,
+    ) -> Result<Response<pb::DeleteTopicResponse>, Status> {
+        self.broker
+            .delete_topic(&request.into_inner().name)
+            .await
+            .map_err(status)?;
+        Ok(Response::new(pb::DeleteTopicResponse {}))
+    }
+
+    async fn list_topics(
+        &self,
+        _request: Request<pb::ListTopicsRequest>,
+    ) -> Result<Response<pb::ListTopicsResponse>, Status> {
+        let topics = self
+            .broker
+            .metadata()
+            .topics
+            .values()
+            .map(|topic| topic_description(&self.broker, topic))
+            .collect();
+        Ok(Response::new(pb::ListTopicsResponse { topics }))
+    }
+
+    async fn describe_topic(
+        &self,
+        request: Request<pb::DescribeTopicRequest>,
+    ) -> Result<Response<pb::TopicDescription>, Status> {
+        let topic = self
+            .broker
+            .topic(&request.into_inner().name)
+            .map_err(status)?;
+        Ok(Response::new(topic_description(&self.broker, &topic)))
+    }
+
+    async fn alter_topic_config(
+        &self,
+        request: Request<pb::AlterTopicConfigRequest>,
+    ) -> Result<Response<pb::TopicDescription>, Status> {
+        let request = request.into_inner();
+        let config = request.config.unwrap_or_default();
+        let changes = ConfigChanges {
+            retention_ms: config.retention_ms,
+            retention_bytes: config.retention_bytes,
+            segment_bytes: config.segment_bytes,
+        };
+        let topic = self
+            .broker
+            .alter_topic(&request.name, changes)
+            .await
+            .map_err(status)?;
+        Ok(Response::new(topic_description(&self.broker, &topic)))
+    }
+
+    async fn cluster_info(
+        &self,
+        _request: Request<pb::ClusterInfoRequest>,
+    ) -> Result<Response<pb::ClusterInfoResponse>, Status> {
+        let metadata = self.broker.metadata();
+        let nodes = metadata
+            .nodes
+            .values()
+            .map(|node| pb::NodeInfo {
+                node_id: node.id,
+                address: node.address.clone(),
+                // One node answers for itself; liveness of others comes with the cluster transport.
+                alive: node.id == self.broker.node_id(),
+            })
+            .collect();
+        let topics = metadata
+            .topics
+            .values()
+            .map(|topic| topic_description(&self.broker, topic))
+            .collect();
+        Ok(Response::new(pb::ClusterInfoResponse {
+            nodes,
+            controller_leader_node_id: self.broker.controller_leader(),
+            topics,
+        }))
+    }
+}
+
+/// Turns a produce request into (topic, target, batch), validating it.
+fn produce_input(request: pb::ProduceRequest) -> Result<(String, Target, Bytes), BrokerError> {
+    use pb::produce_request::{Payload, Target as T};
+    let target = match request.target {
+        Some(T::Partition(partition)) => Target::Partition(partition),
+        Some(T::PartitionKey(key)) => Target::Key(key),
+        None => Target::Any,
+    };
+    let batch = match request.payload {
+        Some(Payload::Batch(batch)) => batch,
+        Some(Payload::Records(list)) => {
+            if list.records.is_empty() {
+                return Err(BrokerError::InvalidArgument(
+                    "records is empty: send at least one record".to_string(),
+                ));
+            }
+            if list.records.len() > RECORDS_PER_REQUEST_MAX {
+                return Err(BrokerError::InvalidArgument(format!(
+                    "{} records in one request: at most {RECORDS_PER_REQUEST_MAX}",
+                    list.records.len()
+                )));
+            }
+            let now = now_ms();
+            let mut builder = BatchBuilder::new();
+            for record in &list.records {
+                let headers: Vec<(&str, Option<&[u8]>)> = record
+                    .headers
+                    .iter()
+                    .map(|h| (h.key.as_str(), h.value.as_deref()))
+                    .collect();
+                let timestamp = if record.timestamp_ms == 0 {
+                    now
+                } else {
+                    record.timestamp_ms
+                };
+                builder.push(
+                    timestamp,
+                    record.key.as_deref(),
+                    record.value.as_deref(),
+                    &headers,
+                );
+                if builder.size_bytes() > broker::BATCH_BYTES_MAX {
+                    return Err(BrokerError::RecordTooLarge {
+                        size_bytes: builder.size_bytes(),
+                        limit_bytes: broker::BATCH_BYTES_MAX,
+                    });
+                }
+            }
+            builder.finish().freeze()
+        }
+        None => {
+            return Err(BrokerError::InvalidArgument(
+                "payload is missing: send a batch or records".to_string(),
+            ));
+        }
+    };
+    if request.topic.is_empty() {
+        return Err(BrokerError::InvalidArgument("topic is empty".to_string()));
+    }
+    broker::validate_producer_batch(&batch)?;
+    Ok((request.topic, target, batch))
+}
+
+async fn produce_one(
+    broker: &Broker,
+    request: pb::ProduceRequest,
+) -> Result<pb::ProduceResponse, BrokerError> {
+    let request_id = request.request_id;
+    let (topic, target, batch) = produce_input(request)?;
+    let produced = broker.produce(&topic, target, batch.to_vec()).await?;
+    Ok(pb::ProduceResponse {
+        request_id,
+        partition: produced.partition,
+        base_offset: produced.base_offset,
+        last_offset: produced.last_offset,
+        error: None,
+    })
+}
+
+type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
+
+#[tonic::async_trait]
+impl BrokerService for Service {
+    async fn produce(
+        &self,
+        request: Request<pb::ProduceRequest>,
+    ) -> Result<Response<pb::ProduceResponse>, Status> {
+        let response = produce_one(&self.broker, request.into_inner())
+            .await
+            .map_err(status)?;
+        Ok(Response::new(response))
+    }
+
+    type ProduceStreamStream = BoxStream<pb::ProduceResponse>;
+
+    async fn produce_stream(
+        &self,
+        request: Request<Streaming<pb::ProduceRequest>>,
+    ) -> Result<Response<Self::ProduceStreamStream>, Status> {
+        let mut inbound = request.into_inner();
+        let (replies, outbound) = mpsc::channel(STREAM_REPLIES_MAX);
+        let broker = self.broker.clone();
+        tokio::spawn(async move {
+            let in_flight = Arc::new(Semaphore::new(STREAM_IN_FLIGHT_MAX));
+            while let Some(message) = inbound.next().await {
+                let request = match message {
+                    Ok(request) => request,
+                    Err(error) => {
+                        let _ = replies.send(Err(error)).await;
+                        break;
+                    }
+                };
+                // Back-pressure: stop reading the stream while the in-flight limit is reached.
+                let Ok(permit) = in_flight.clone().acquire_owned().await else {
+                    break;
+                };
+                let broker = broker.clone();
+                let replies = replies.clone();
+                tokio::spawn(async move {
+                    let request_id = request.request_id;
+                    let reply = match produce_one(&broker, request).await {
+                        Ok(response) => response,
+                        Err(error) => pb::ProduceResponse {
+                            request_id,
+                            error: Some(error_detail(&error)),
+                            ..pb::ProduceResponse::default()
+                        },
+                    };
+                    let _ = replies.send(Ok(reply)).await;
+                    drop(permit);
+                });
+            }
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(outbound))))
+    }
+
+    async fn fetch(
+        &self,
+        request: Request<pb::FetchRequest>,
+    ) -> Result<Response<pb::FetchResponse>, Status> {
+        let request = request.into_inner();
+        if request.max_wait_ms > FETCH_WAIT_MS_MAX {
+            return Err(invalid(format!(
+                "max_wait_ms {} is too long: at most {FETCH_WAIT_MS_MAX}",
+                request.max_wait_ms
+            )));
+        }
+        if request.max_bytes > FETCH_BYTES_MAX {
+            return Err(invalid(format!(
+                "max_bytes {} is too large: at most {FETCH_BYTES_MAX}",
+                request.max_bytes
+            )));
+        }
+        let max_bytes = if request.max_bytes == 0 {
+            FETCH_BYTES_DEFAULT
+        } else {
+            request.max_bytes
+        };
+        let replica = self
+            .broker
+            .replica(&request.topic, request.partition)
+            .map_err(status)?;
+        let offset = self
+            .broker
+            .resolve(&replica, position(request.start)?)
+            .map_err(status)?;
+        let fetched = self
+            .broker
+            .fetch(
+                &replica,
+                offset,
+                max_bytes as usize,
+                request.min_bytes as usize,
+                Duration::from_millis(u64::from(request.max_wait_ms)),
+            )
+            .await
+            .map_err(status)?;
+        let (batches, records) = if request.decode {
+            (Vec::new(), decode(&fetched.batches, offset)?)
+        } else {
+            (fetched.batches, Vec::new())
+        };
+        Ok(Response::new(pb::FetchResponse {
+            partition: request.partition,
+            batches,
+            records,
+            next_offset: fetched.next_offset,
+            high_watermark: fetched.high_watermark,
+            log_start_offset: fetched.log_start_offset,
+        }))
+    }
+
+    type SubscribeStream = BoxStream<pb::SubscribeResponse>;
+
+    async fn subscribe(
+        &self,
+        request: Request<Streaming<pb::SubscribeRequest>>,
+    ) -> Result<Response<Self::SubscribeStream>, Status> {
+        use pb::subscribe_request::Request as R;
+        let mut inbound = request.into_inner();
+        let start = match inbound.next().await {
+            Some(Ok(pb::SubscribeRequest {
+                request: Some(R::Start(start)),
+            })) => start,
+            Some(Err(error)) => return Err(error),
+            _ => return Err(invalid("the first message of a subscription must be start")),
+        };
+        let replica = self
+            .broker
+            .replica(&start.topic, start.partition)
+            .map_err(status)?;
+        let mut offset = self
+            .broker
+            .resolve(&replica, position(start.start)?)
+            .map_err(status)?;
+        let (replies, outbound) = mpsc::channel(16);
+        let broker = self.broker.clone();
+        tokio::spawn(async move {
+            let mut credit_bytes: u64 = 0;
+            let mut high_watermark = replica.high_watermark.clone();
+            let mut inbound_open = true;
+            loop {
+                // Send while credit covers whole batches.
+                if credit_bytes > 0 {
+                    let budget = credit_bytes.min(SUBSCRIBE_CHUNK_BYTES_MAX) as usize;
+                    match broker.read(&replica, offset, budget) {
+                        Ok(fetched) => {
+                            let size: u64 = fetched.batches.iter().map(|b| b.len() as u64).sum();
+                            if size > 0 && size <= credit_bytes {
+                                credit_bytes -= size;
+                                let from = offset;
+                                offset = fetched.next_offset;
+                                let message = if start.decode {
+                                    decode(&fetched.batches, from).map(|records| {
+                                        pb::SubscribeResponse {
+                                            records,
+                                            next_offset: offset,
+                                            high_watermark: fetched.high_watermark,
+                                            ..pb::SubscribeResponse::default()
+                                        }
+                                    })
+                                } else {
+                                    Ok(pb::SubscribeResponse {
+                                        batches: fetched.batches,
+                                        next_offset: offset,
+                                        high_watermark: fetched.high_watermark,
+                                        ..pb::SubscribeResponse::default()
+                                    })
+                                };
+                                if replies.send(message).await.is_err() {
+                                    return;
+                                }
+                                continue;
+                            }
+                        }
+                        Err(error) => {
+                            let _ = replies.send(Err(status(error))).await;
+                            return;
+                        }
+                    }
+                }
+                // Nothing to send: wait for credit or new data.
+                let seen = replica.high_watermark();
+                tokio::select! {
+                    message = inbound.next(), if inbound_open => match message {
+                        Some(Ok(pb::SubscribeRequest { request: Some(R::Credit(credit)) })) => {
+                            credit_bytes = credit_bytes.saturating_add(credit.bytes);
+                        }
+                        Some(Ok(_)) => {
+                            let _ = replies.send(Err(invalid("after start, a subscription takes only credit"))).await;
+                            return;
+                        }
+                        Some(Err(_)) | None => {
+                            inbound_open = false;
+                            if credit_bytes == 0 {
+                                return;
+                            }
+                        }
+                    },
+                    changed = async { high_watermark.wait_for(|hw| *hw > seen).await.map(|_| ()) }, if credit_bytes > 0 => {
+                        if changed.is_err() {
+                            return;
+                        }
+                    }
+                    () = replies.closed() => return,
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(outbound))))
+    }
+
+    async fn list_offsets(
+        &self,
+        request: Request<pb::ListOffsetsRequest>,
+    ) -> Result<Response<pb::ListOffsetsResponse>, Status> {
+        let request = request.into_inner();
+        let replica = self
+            .broker
+            .replica(&request.topic, request.partition)
+            .map_err(status)?;
+        let offset = self
+            .broker
+            .resolve(&replica, position(request.position)?)
+            .map_err(status)?;
+        Ok(Response::new(pb::ListOffsetsResponse {
+            offset,
+            log_start_offset: replica.log_start_offset(),
+            high_watermark: replica.high_watermark(),
+        }))
+    }
+}

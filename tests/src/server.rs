@@ -1,0 +1,149 @@
+//! Real `strata-server` processes for tests: started on `127.0.0.1` with an OS-assigned port
+//! (read back from the server's first line of output, so tests never collide), killed on drop.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::OnceLock;
+use std::sync::mpsc;
+use std::time::Duration;
+
+/// How long a server may take to start listening.
+pub const START_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The `strata-server` binary of this build profile, built once per test process.
+pub fn server_binary() -> PathBuf {
+    static BINARY: OnceLock<PathBuf> = OnceLock::new();
+    BINARY
+        .get_or_init(|| {
+            // target/<profile>/deps/<test> -> target/<profile>/strata-server
+            let exe = std::env::current_exe().expect("test executable path");
+            let profile_dir = exe
+                .parent()
+                .and_then(Path::parent)
+                .expect("test binaries live in target/<profile>/deps");
+            let binary = profile_dir.join("strata-server");
+            let release = profile_dir.file_name().is_some_and(|n| n == "release");
+            let mut build = Command::new(env!("CARGO"));
+            build.args([
+                "build",
+                "-q",
+                "-p",
+                "strata-server",
+                "--bin",
+                "strata-server",
+            ]);
+            if release {
+                build.arg("--release");
+            }
+            let status = build.status().expect("running cargo build");
+            assert!(status.success(), "building strata-server failed");
+            binary
+        })
+        .clone()
+}
+
+/// A running server process.
+pub struct ServerProcess {
+    child: Child,
+    pub address: String,
+    pub data_dir: PathBuf,
+    node_id: u64,
+}
+
+impl ServerProcess {
+    /// Starts node `node_id` on `data_dir` and waits until it listens.
+    pub fn start(data_dir: &Path, node_id: u64) -> Self {
+        Self::start_on(data_dir, node_id, "127.0.0.1:0")
+    }
+
+    /// Starts on a given listen address (a restart reuses its old port).
+    pub fn start_on(data_dir: &Path, node_id: u64, listen: &str) -> Self {
+        let mut child = Command::new(server_binary())
+            .args([
+                "--node-id",
+                &node_id.to_string(),
+                "--listen",
+                listen,
+                "--data-dir",
+            ])
+            .arg(data_dir)
+            .env(
+                "RUST_LOG",
+                std::env::var("STRATA_TEST_SERVER_LOG").unwrap_or_else(|_| "warn".to_string()),
+            )
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("spawning strata-server");
+        let stdout = child.stdout.take().expect("piped stdout");
+        let (lines, received) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if lines.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let line = received
+            .recv_timeout(START_TIMEOUT)
+            .unwrap_or_else(|_| panic!("strata-server did not start within {START_TIMEOUT:?}"));
+        let address = line
+            .strip_prefix("strata-server listening on ")
+            .unwrap_or_else(|| panic!("unexpected first line from strata-server: {line}"))
+            .to_string();
+        Self {
+            child,
+            address,
+            data_dir: data_dir.to_path_buf(),
+            node_id,
+        }
+    }
+
+    /// `http://ADDRESS`, for tonic clients.
+    pub fn endpoint(&self) -> String {
+        format!("http://{}", self.address)
+    }
+
+    /// SIGKILL: no chance to sync or clean up.
+    pub fn kill9(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// SIGTERM, then waits (bounded) for a clean exit; returns the exit status code.
+    pub fn terminate(&mut self) -> Option<i32> {
+        // SAFETY: kill(2) on our own child's pid.
+        unsafe { libc_kill(self.child.id() as i32, 15) };
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return status.code();
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "server did not stop after SIGTERM"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Starts the same node again on the same data and port.
+    pub fn restart(&mut self) {
+        self.kill9();
+        let restarted = Self::start_on(&self.data_dir.clone(), self.node_id, &self.address.clone());
+        *self = restarted;
+    }
+}
+
+unsafe extern "C" {
+    #[link_name = "kill"]
+    fn libc_kill(pid: i32, signal: i32) -> i32;
+}
+
+impl Drop for ServerProcess {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
