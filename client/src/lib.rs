@@ -1,7 +1,80 @@
 //! # strata-client
 //!
-//! The Rust client for Strata. For now it re-exports the protocol crate so applications can
-//! depend on one crate; the producer (batching, partitioner, retries, idempotence), the
-//! group-aware consumer and the admin client arrive with the broker's gRPC service.
+//! The Rust client for Strata: an admin client, a batching, pipelining producer, and a
+//! partition consumer with flow control.
+//!
+//! ```no_run
+//! use strata_client::{Client, ConsumerConfig, ProducerConfig, ProducerRecord, StartFrom};
+//! use strata_client::proto::v1::TopicConfig;
+//!
+//! # async fn example() -> strata_client::Result<()> {
+//! let client = Client::connect(&strata_client::brokers_from_env()).await?;
+//! client.admin().create_topic("orders", 3, 1, TopicConfig::default()).await?;
+//!
+//! let producer = client.producer(ProducerConfig::default())?;
+//! let delivery = producer.send(ProducerRecord::new("orders", "hello").key("user-1")).await?;
+//! let stored = delivery.await?;
+//! producer.close().await?;
+//!
+//! let mut consumer = client
+//!     .subscribe("orders", stored.partition, StartFrom::Earliest, ConsumerConfig::default())
+//!     .await?;
+//! while let Some(record) = consumer.next().await? {
+//!     println!("{} {:?}", record.offset, record.value);
+//! #   break;
+//! }
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! `examples/produce_consume.rs` is the same, runnable against a broker.
+//!
+//! # Layout
+//!
+//! - `client.rs`: [`Client`], the connection every other part is made from; the broker list
+//!   ([`DEFAULT_BROKERS`], `STRATA_BROKERS`).
+//! - `admin.rs`: [`Admin`], topic and cluster calls.
+//! - `producer.rs`: [`Producer`], its configuration, [`ProducerRecord`] and the
+//!   [`DeliveryFuture`] of each send.
+//! - `sender.rs`: the producer's task: one event loop that sends closed batches over a
+//!   `ProduceStream`, many in flight, and retries them.
+//! - `accumulator.rs`: per-partition batching, linger and flush (pure, time passed in).
+//! - `partitioner.rs`: explicit partition, key hash, or sticky round-robin (pure).
+//! - `retry.rs`: [`Backoff`], exponential with jitter (pure).
+//! - `consumer.rs`: [`PartitionConsumer`] (Subscribe with byte credit), fetch and list
+//!   offsets.
+//! - `error.rs`: [`Error`], with the broker's `ErrorDetail` decoded into [`ServerError`].
+//!
+//! # Guarantees
+//!
+//! A producer's delivery resolves once the broker has committed the batch (replicated and
+//! fsynced). Delivery is at least once: a retried batch may be stored twice. A consumer returns
+//! records of one partition in offset order, each once, starting exactly at the offset its
+//! start position resolves to.
+
+mod accumulator;
+mod admin;
+mod client;
+mod consumer;
+mod error;
+mod partitioner;
+mod producer;
+mod retry;
+mod sender;
 
 pub use strata_proto as proto;
+pub use strata_proto::batch::{Compression, Header, Record};
+
+pub use admin::Admin;
+pub use client::parse_brokers;
+pub use client::{BROKERS_ENV, Client, ClientConfig, DEFAULT_BROKERS, brokers_from_env};
+pub use consumer::{
+    BATCH_BYTES_MAX, CREDIT_BYTES_MIN, ConsumerConfig, FetchOptions, FetchedRecords,
+    PartitionConsumer, PartitionOffsets, StartFrom,
+};
+pub use error::{ERROR_CODE_METADATA_KEY, Error, Result, ServerError};
+pub use producer::{
+    BATCH_BYTES_MAX_DEFAULT, DeliveryFuture, Producer, ProducerConfig, ProducerRecord,
+    RecordMetadata,
+};
+pub use retry::Backoff;

@@ -18,6 +18,8 @@ pub struct Config {
     pub data_dir: PathBuf,
     /// Address other nodes and clients use to reach this node; defaults to the bound address.
     pub advertised_address: Option<String>,
+    /// How often retention looks for old segments to remove.
+    pub retention_check_interval_ms: u64,
 }
 
 impl Default for Config {
@@ -27,6 +29,7 @@ impl Default for Config {
             listen: SocketAddr::from(([127, 0, 0, 1], 9092)),
             data_dir: PathBuf::from("strata-data"),
             advertised_address: None,
+            retention_check_interval_ms: 10_000,
         }
     }
 }
@@ -47,6 +50,12 @@ impl Config {
     pub fn validate(&self) -> Result<(), String> {
         if self.node_id == 0 {
             return Err("node_id must be at least 1".to_string());
+        }
+        if self.retention_check_interval_ms < 100 {
+            return Err(format!(
+                "retention_check_interval_ms must be at least 100, got {}",
+                self.retention_check_interval_ms
+            ));
         }
         Ok(())
     }

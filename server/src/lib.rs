@@ -75,7 +75,8 @@ pub async fn run(
         .clone()
         .unwrap_or_else(|| local.to_string());
 
-    let driver = replication::driver::start(config.node_id);
+    let retention_interval = std::time::Duration::from_millis(config.retention_check_interval_ms);
+    let driver = replication::driver::start(config.node_id, retention_interval);
     let broker =
         match broker::Broker::start(config.node_id, address, data_dir, driver.clone()).await {
             Ok(broker) => broker,

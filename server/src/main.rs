@@ -25,7 +25,11 @@ struct Args {
     /// Address clients use to reach this node [default: the bound address].
     #[arg(long, env = "STRATA_ADVERTISED_ADDRESS")]
     advertised_address: Option<String>,
-    /// TOML file with any of: node_id, listen, data_dir, advertised_address.
+    /// How often retention looks for old segments, in ms [default: 10000].
+    #[arg(long, env = "STRATA_RETENTION_CHECK_INTERVAL_MS")]
+    retention_check_interval_ms: Option<u64>,
+    /// TOML file with any of: node_id, listen, data_dir, advertised_address,
+    /// retention_check_interval_ms.
     #[arg(long, env = "STRATA_CONFIG")]
     config: Option<PathBuf>,
 }
@@ -47,6 +51,9 @@ fn config(args: Args) -> Result<Config, String> {
     }
     if let Some(data_dir) = args.data_dir {
         config.data_dir = data_dir;
+    }
+    if let Some(interval) = args.retention_check_interval_ms {
+        config.retention_check_interval_ms = interval;
     }
     if args.advertised_address.is_some() {
         config.advertised_address = args.advertised_address;

@@ -421,12 +421,26 @@ impl BrokerService for Service {
                 let Ok(permit) = in_flight.clone().acquire_owned().await else {
                     break;
                 };
-                let broker = broker.clone();
+                // Validation and submission happen here, in stream order, so batches for one
+                // partition keep their order; only the wait for the commit runs concurrently.
+                let request_id = request.request_id;
+                let submitted = produce_input(request).and_then(|(topic, target, batch)| {
+                    broker.start_produce(&topic, target, batch.to_vec())
+                });
                 let replies = replies.clone();
                 tokio::spawn(async move {
-                    let request_id = request.request_id;
-                    let reply = match produce_one(&broker, request).await {
-                        Ok(response) => response,
+                    let outcome = match submitted {
+                        Ok(committed) => committed.await,
+                        Err(error) => Err(error),
+                    };
+                    let reply = match outcome {
+                        Ok(produced) => pb::ProduceResponse {
+                            request_id,
+                            partition: produced.partition,
+                            base_offset: produced.base_offset,
+                            last_offset: produced.last_offset,
+                            error: None,
+                        },
                         Err(error) => pb::ProduceResponse {
                             request_id,
                             error: Some(error_detail(&error)),

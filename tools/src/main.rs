@@ -2,30 +2,73 @@
 //!
 //! Layout:
 //! - `main.rs`: argument parsing and dispatch.
+//! - `output.rs`: output formats, JSON and time rendering, exit codes.
+//! - `topic.rs`: `strata topic create|list|describe|delete|alter`.
+//! - `produce.rs`: `strata produce TOPIC`, one record per stdin line.
+//! - `consume.rs`: `strata consume TOPIC`, one or all partitions merged.
+//! - `cluster.rs`: `strata cluster info`.
+//! - `bench.rs`: `strata bench produce|consume`, throughput and latency.
 //! - `log.rs`: `strata log dump|verify DIR`, offline inspection of a partition directory.
 //!
-//! Errors print as one line on stderr with a non-zero exit code.
+//! Errors print as one line on stderr. Exit codes: 0 success; 1 when the broker refused the
+//! request (the line names its error code) or `log verify` found a problem; 2 for usage
+//! errors, unreachable brokers, transport failures and local I/O errors.
 
+mod bench;
+mod cluster;
+mod consume;
 mod log;
+mod output;
+mod produce;
+mod topic;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
+use anyhow::Result;
 use clap::{Parser, Subcommand};
+use strata_client::{BROKERS_ENV, Client, ClientConfig, DEFAULT_BROKERS};
+
+use crate::output::Format;
 
 #[derive(Parser)]
 #[command(
     name = "strata",
     version,
-    about = "Strata: a replicated, partitioned event log"
+    about = "Strata: a replicated, partitioned event log",
+    after_help = "Exit codes: 0 success, 1 refused by the broker (or `log verify` found a \
+                  problem), 2 usage, connection or local errors."
 )]
 struct Cli {
+    /// Brokers to connect to: HOST:PORT[,HOST:PORT...]; the first reachable one is used.
+    #[arg(long, global = true, env = BROKERS_ENV, default_value = DEFAULT_BROKERS)]
+    brokers: String,
+    /// How long to wait for the broker's reply to each request, e.g. 30s or 500ms.
+    #[arg(long, global = true, default_value = "30s", value_parser = humantime::parse_duration)]
+    timeout: Duration,
+    /// Output format: text for people, json for programs (`log` prints text only).
+    #[arg(long, global = true, value_enum, default_value_t = Format::Text)]
+    format: Format,
     #[command(subcommand)]
     command: Command,
 }
 
 #[derive(Subcommand)]
 enum Command {
+    /// Create, list, describe, delete and reconfigure topics.
+    #[command(subcommand)]
+    Topic(topic::TopicCommand),
+    /// Produce one record per line of standard input.
+    Produce(produce::ProduceArgs),
+    /// Print the records of a topic.
+    Consume(consume::ConsumeArgs),
+    /// Describe the cluster.
+    #[command(subcommand)]
+    Cluster(cluster::ClusterCommand),
+    /// Measure produce or consume throughput and latency.
+    #[command(subcommand)]
+    Bench(bench::BenchCommand),
     /// Inspect a partition directory on disk (read-only).
     #[command(subcommand)]
     Log(LogCommand),
@@ -50,12 +93,43 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Log(LogCommand::Dump { dir }) => log::dump(&dir),
         Command::Log(LogCommand::Verify { dir }) => log::verify(&dir),
+        command => {
+            let config = ClientConfig {
+                request_timeout: cli.timeout,
+                ..ClientConfig::default()
+            };
+            run_online(command, &cli.brokers, config, cli.format)
+        }
     };
     match result {
         Ok(code) => code,
         Err(error) => {
             eprintln!("strata: {error:#}");
-            ExitCode::from(2)
+            ExitCode::from(output::exit_code(&error))
         }
     }
+}
+
+/// Runs a command that talks to the cluster, on a runtime made for it.
+fn run_online(
+    command: Command,
+    brokers: &str,
+    config: ClientConfig,
+    format: Format,
+) -> Result<ExitCode> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async {
+        let client = Client::connect_with(brokers, config).await?;
+        match command {
+            Command::Topic(command) => topic::run(&client, command, format).await,
+            Command::Produce(args) => produce::run(&client, args, format).await,
+            Command::Consume(args) => consume::run(&client, args, format).await,
+            Command::Cluster(command) => cluster::run(&client, command, format).await,
+            Command::Bench(command) => bench::run(&client, command, format).await,
+            Command::Log(_) => unreachable!("log commands run offline"),
+        }?;
+        Ok(ExitCode::SUCCESS)
+    })
 }

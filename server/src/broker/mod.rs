@@ -10,6 +10,7 @@ pub mod error;
 pub mod metadata;
 
 use std::collections::HashMap;
+use std::future::Future;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, RwLock};
@@ -400,25 +401,7 @@ impl Broker {
     }
 
     fn propose_error(&self, error: ProposeError) -> BrokerError {
-        match error {
-            ProposeError::NotLeader { leader_id } => {
-                let address = self
-                    .metadata
-                    .read()
-                    .expect("metadata lock poisoned")
-                    .nodes
-                    .get(&leader_id)
-                    .map(|node| node.address.clone());
-                BrokerError::NotLeader { leader_id, address }
-            }
-            ProposeError::UnknownGroup => {
-                BrokerError::Unavailable("the partition is not open on this node".to_string())
-            }
-            ProposeError::Overloaded => BrokerError::Unavailable(error.to_string()),
-            ProposeError::ShuttingDown => BrokerError::ShuttingDown,
-            ProposeError::Dropped(reason) => BrokerError::Unavailable(reason),
-            ProposeError::Storage(reason) => BrokerError::Storage(reason),
-        }
+        propose_error(&self.metadata, error)
     }
 
     /// A snapshot of the metadata.
@@ -596,6 +579,18 @@ impl Broker {
         target: Target,
         batch: Vec<u8>,
     ) -> Result<Produced, BrokerError> {
+        self.start_produce(topic, target, batch)?.await
+    }
+
+    /// Queues a batch for a partition now (in call order) and returns a future of its commit;
+    /// see [`DriverHandle::submit`].
+    pub fn start_produce(
+        &self,
+        topic: &str,
+        target: Target,
+        batch: Vec<u8>,
+    ) -> Result<impl Future<Output = Result<Produced, BrokerError>> + Send + use<>, BrokerError>
+    {
         let known = self.topic(topic)?;
         let partitions = known.partitions();
         let partition = match target {
@@ -607,20 +602,26 @@ impl Broker {
         let header =
             BatchHeader::parse(&batch).map_err(|e| BrokerError::CorruptBatch(e.to_string()))?;
         let count = header.offset_count();
-        let committed =
-            tokio::time::timeout(PRODUCE_TIMEOUT, self.driver.propose(replica.group, batch))
+        let committed = self
+            .driver
+            .submit(replica.group, batch)
+            .map_err(|e| self.propose_error(e))?;
+        let metadata = self.metadata.clone();
+        Ok(async move {
+            let committed = tokio::time::timeout(PRODUCE_TIMEOUT, committed)
                 .await
                 .map_err(|_| {
                     BrokerError::Timeout(format!(
                         "the batch did not commit within {PRODUCE_TIMEOUT:?}"
                     ))
                 })?
-                .map_err(|e| self.propose_error(e))?;
-        committed.outcome.map_err(BrokerError::Storage)?;
-        Ok(Produced {
-            partition,
-            base_offset: committed.next_offset - count,
-            last_offset: committed.next_offset - 1,
+                .map_err(|e| propose_error(&metadata, e))?;
+            committed.outcome.map_err(BrokerError::Storage)?;
+            Ok(Produced {
+                partition,
+                base_offset: committed.next_offset - count,
+                last_offset: committed.next_offset - 1,
+            })
         })
     }
 
@@ -716,6 +717,27 @@ impl Broker {
             high_watermark,
             log_start_offset: log_start,
         })
+    }
+}
+
+fn propose_error(metadata: &RwLock<Metadata>, error: ProposeError) -> BrokerError {
+    match error {
+        ProposeError::NotLeader { leader_id } => {
+            let address = metadata
+                .read()
+                .expect("metadata lock poisoned")
+                .nodes
+                .get(&leader_id)
+                .map(|node| node.address.clone());
+            BrokerError::NotLeader { leader_id, address }
+        }
+        ProposeError::UnknownGroup => {
+            BrokerError::Unavailable("the partition is not open on this node".to_string())
+        }
+        ProposeError::Overloaded => BrokerError::Unavailable(error.to_string()),
+        ProposeError::ShuttingDown => BrokerError::ShuttingDown,
+        ProposeError::Dropped(reason) => BrokerError::Unavailable(reason),
+        ProposeError::Storage(reason) => BrokerError::Storage(reason),
     }
 }
 

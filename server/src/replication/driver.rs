@@ -29,8 +29,6 @@ pub type GroupId = u64;
 pub const COMMAND_QUEUE_MAX: usize = 8192;
 /// How often raft is ticked.
 pub const TICK_INTERVAL: Duration = Duration::from_millis(100);
-/// Retention runs every this many ticks (10 s).
-const RETENTION_EVERY_TICKS: u64 = 100;
 
 /// What a group's owner does with committed entries.
 pub trait StateMachine: Send {
@@ -130,9 +128,21 @@ impl DriverHandle {
     /// Proposes `data` to `group` and waits until it commits (which includes the fsync of a
     /// quorum, here the local one).
     pub async fn propose(&self, group: GroupId, data: Vec<u8>) -> Result<Committed, ProposeError> {
+        self.submit(group, data)?.await
+    }
+
+    /// Queues a proposal now and returns a future of its commit. Proposals submitted one after
+    /// another reach raft in that order, so a caller that submits in order (a produce stream)
+    /// keeps its order in the log even while it waits for many commits at once.
+    pub fn submit(
+        &self,
+        group: GroupId,
+        data: Vec<u8>,
+    ) -> Result<impl Future<Output = Result<Committed, ProposeError>> + Send + use<>, ProposeError>
+    {
         let (reply, receiver) = oneshot::channel();
         self.send(Command::Propose { group, data, reply })?;
-        receiver.await.map_err(|_| ProposeError::ShuttingDown)?
+        Ok(async move { receiver.await.map_err(|_| ProposeError::ShuttingDown)? })
     }
 
     pub async fn add_group(&self, spec: GroupSpec) -> Result<(), String> {
@@ -182,8 +192,10 @@ struct Group {
 /// Controller snapshots are taken after this many applied entries.
 const SNAPSHOT_EVERY_ENTRIES: u64 = 1000;
 
-/// Starts the driver thread for node `node_id`.
-pub fn start(node_id: u64) -> DriverHandle {
+/// Starts the driver thread for node `node_id`; retention runs every `retention_interval`.
+pub fn start(node_id: u64, retention_interval: Duration) -> DriverHandle {
+    let retention_every_ticks =
+        (retention_interval.as_millis() / TICK_INTERVAL.as_millis()).max(1) as u64;
     let (commands, receiver) = sync_channel(COMMAND_QUEUE_MAX);
     std::thread::Builder::new()
         .name("raft-driver".to_string())
@@ -194,6 +206,7 @@ pub fn start(node_id: u64) -> DriverHandle {
                 commands: receiver,
                 next_proposal_id: 1,
                 ticks: 0,
+                retention_every_ticks,
             }
             .run()
         })
@@ -207,6 +220,7 @@ struct Driver {
     commands: Receiver<Command>,
     next_proposal_id: u64,
     ticks: u64,
+    retention_every_ticks: u64,
 }
 
 fn now_ms() -> i64 {
@@ -276,11 +290,18 @@ impl Driver {
         if self.groups.contains_key(&spec.id) {
             return Ok(());
         }
-        let storage =
+        let mut storage =
             RaftStorage::open(spec.log.clone(), &spec.voters).map_err(|e| e.to_string())?;
-        let hard_state = storage.hard_state().clone();
         let first = storage.first_index().map_err(|e| e.to_string())?;
         let last = storage.last_index().map_err(|e| e.to_string())?;
+        // In a group this node alone votes in, every entry in its (opened, hence fsynced) log is
+        // on a quorum's disk: committed. The commit index is persisted lazily (see
+        // raft_storage), so restore it here rather than leave acknowledged records invisible
+        // until the next commit.
+        if storage.conf_state().voters == [self.node_id] && storage.hard_state().commit < last {
+            storage.set_commit(last);
+        }
+        let hard_state = storage.hard_state().clone();
         // Partitions: everything committed is applied (their state is the log). The controller
         // replays from its snapshot.
         let applied = if spec.replay_committed {
@@ -365,7 +386,7 @@ impl Driver {
 
     fn tick(&mut self) {
         self.ticks += 1;
-        let retention_due = self.ticks.is_multiple_of(RETENTION_EVERY_TICKS);
+        let retention_due = self.ticks.is_multiple_of(self.retention_every_ticks);
         for group in self.groups.values_mut() {
             group.node.tick();
             if retention_due && let Some((policy, raft_index_max)) = group.machine.retention() {

@@ -231,9 +231,13 @@ impl Segment {
                 }
                 Recovery::TruncateTornTail => {
                     self.log.set_length(invalid.position)?;
-                    self.log.sync()?;
                 }
             }
+        }
+        if recovery == Recovery::TruncateTornTail {
+            // Whatever survived in the page cache is made durable now, so everything the open
+            // log holds is on disk (the raft layer relies on it; see the driver).
+            self.log.sync()?;
         }
         self.write_index_entries(&entries)?;
         self.tail = tail;

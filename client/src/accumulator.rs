@@ -1,0 +1,410 @@
+//! The record accumulator: gathers records into one open batch per partition and closes a batch
+//! when the next record does not fit, when it has lingered long enough, or on a flush. Pure:
+//! `now` comes in with every call, and what each record's sender gets back is a type parameter
+//! (`D`), so the tests need neither a clock nor channels.
+//!
+//! Closed batches wait in a FIFO queue ([`Accumulator::pop_ready`]) until the sender has room
+//! in flight; each gets an id, increasing in closing order, that `flush` uses to know which
+//! batches it waits for.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use strata_proto::batch::{BatchBuilder, Compression, HEADER_BYTES};
+
+use crate::partitioner::{Partitioner, Target};
+use crate::producer::ProducerRecord;
+
+/// The largest a record's framing adds to its key, value and headers: the length, attributes,
+/// timestamp and offset deltas, the key, value and header-count lengths (as varints at their
+/// widest: 5 bytes, 10 for the timestamp).
+const RECORD_FRAMING_BYTES_MAX: usize = 5 + 1 + 10 + 5 + 5 + 5 + 5;
+/// The largest a header's framing adds to its key and value: two varint lengths.
+const HEADER_FRAMING_BYTES_MAX: usize = 5 + 5;
+
+/// An upper bound on the bytes `record` takes inside a batch, before compression.
+pub(crate) fn record_bytes_bound(record: &ProducerRecord) -> usize {
+    let key = record.key.as_ref().map_or(0, |key| key.len());
+    let value = record.value.as_ref().map_or(0, |value| value.len());
+    let headers: usize = record
+        .headers
+        .iter()
+        .map(|(key, value)| {
+            HEADER_FRAMING_BYTES_MAX + key.len() + value.as_ref().map_or(0, |value| value.len())
+        })
+        .sum();
+    RECORD_FRAMING_BYTES_MAX + key + value + headers
+}
+
+/// An upper bound on the size of a batch holding only `record`.
+pub(crate) fn single_record_batch_bytes_bound(record: &ProducerRecord) -> usize {
+    HEADER_BYTES + record_bytes_bound(record)
+}
+
+/// How batches are cut.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct BatchLimits {
+    /// The largest uncompressed batch, header included.
+    pub(crate) batch_bytes_max: usize,
+    /// How long a batch stays open for more records after its first.
+    pub(crate) linger: Duration,
+    pub(crate) compression: Compression,
+}
+
+/// A batch no longer accepting records, encoded and ready to send.
+#[derive(Debug)]
+pub(crate) struct ClosedBatch<D> {
+    /// Increasing in closing order.
+    pub(crate) id: u64,
+    pub(crate) topic: String,
+    pub(crate) partition: u32,
+    pub(crate) batch: Bytes,
+    /// One per record, in offset order.
+    pub(crate) deliveries: Vec<D>,
+    pub(crate) closed_at: Instant,
+}
+
+#[derive(Debug)]
+struct OpenBatch<D> {
+    builder: BatchBuilder,
+    deliveries: Vec<D>,
+    opened_at: Instant,
+    /// The topic's partition count when the batch opened, for the sticky partitioner.
+    partitions: u32,
+}
+
+/// See the module documentation.
+#[derive(Debug)]
+pub(crate) struct Accumulator<D> {
+    limits: BatchLimits,
+    partitioner: Partitioner,
+    /// Open batches by topic, then partition.
+    open: HashMap<String, BTreeMap<u32, OpenBatch<D>>>,
+    ready: VecDeque<ClosedBatch<D>>,
+    next_batch_id: u64,
+}
+
+impl<D> Accumulator<D> {
+    /// # Panics
+    /// When the limit cannot hold a batch header.
+    pub(crate) fn new(limits: BatchLimits, partitioner: Partitioner) -> Self {
+        assert!(limits.batch_bytes_max > HEADER_BYTES);
+        Self {
+            limits,
+            partitioner,
+            open: HashMap::new(),
+            ready: VecDeque::new(),
+            next_batch_id: 0,
+        }
+    }
+
+    /// Adds a record of a topic with `partitions` partitions and returns the partition it
+    /// went to. Closes the partition's open batch first when the record does not fit in it.
+    ///
+    /// # Panics
+    /// When the record could not fit even in an empty batch, or its explicit partition is out
+    /// of range: the producer checks both before it accepts a record.
+    pub(crate) fn append(
+        &mut self,
+        record: &ProducerRecord,
+        partitions: u32,
+        delivery: D,
+        now: Instant,
+    ) -> u32 {
+        let bound = record_bytes_bound(record);
+        assert!(HEADER_BYTES + bound <= self.limits.batch_bytes_max);
+        let target = match (record.partition, &record.key) {
+            (Some(partition), _) => Target::Partition(partition),
+            (None, Some(key)) => Target::Key(key),
+            (None, None) => Target::Any,
+        };
+        let mut partition = self
+            .partitioner
+            .partition(&record.topic, &target, partitions);
+        let full = self
+            .open
+            .get(record.topic.as_str())
+            .and_then(|batches| batches.get(&partition))
+            .is_some_and(|open| open.builder.size_bytes() + bound > self.limits.batch_bytes_max);
+        if full {
+            self.close(&record.topic, partition, now);
+            // Closing may have moved unkeyed records on to the next partition.
+            partition = self
+                .partitioner
+                .partition(&record.topic, &target, partitions);
+        }
+        let compression = self.limits.compression;
+        let batches = match self.open.get_mut(record.topic.as_str()) {
+            Some(batches) => batches,
+            None => self.open.entry(record.topic.clone()).or_default(),
+        };
+        let open = batches.entry(partition).or_insert_with(|| OpenBatch {
+            builder: BatchBuilder::new().compression(compression),
+            deliveries: Vec::new(),
+            opened_at: now,
+            partitions,
+        });
+        let headers: Vec<(&str, Option<&[u8]>)> = record
+            .headers
+            .iter()
+            .map(|(key, value)| (key.as_str(), value.as_deref()))
+            .collect();
+        open.builder.push(
+            record.timestamp_ms.unwrap_or(0),
+            record.key.as_deref(),
+            record.value.as_deref(),
+            &headers,
+        );
+        open.deliveries.push(delivery);
+        assert!(open.builder.size_bytes() <= self.limits.batch_bytes_max);
+        partition
+    }
+
+    /// Closes every batch that has lingered its time by `now`.
+    pub(crate) fn close_expired(&mut self, now: Instant) {
+        let linger = self.limits.linger;
+        let expired: Vec<(String, u32)> = self
+            .open
+            .iter()
+            .flat_map(|(topic, batches)| {
+                batches
+                    .iter()
+                    .filter(move |(_, open)| open.opened_at + linger <= now)
+                    .map(move |(partition, _)| (topic.clone(), *partition))
+            })
+            .collect();
+        for (topic, partition) in expired {
+            self.close(&topic, partition, now);
+        }
+    }
+
+    /// Closes every open batch (a flush).
+    pub(crate) fn close_all(&mut self, now: Instant) {
+        let all: Vec<(String, u32)> = self
+            .open
+            .iter()
+            .flat_map(|(topic, batches)| batches.keys().map(move |p| (topic.clone(), *p)))
+            .collect();
+        for (topic, partition) in all {
+            self.close(&topic, partition, now);
+        }
+    }
+
+    /// When the oldest open batch will have lingered its time; `None` with no open batch.
+    pub(crate) fn next_expiry(&self) -> Option<Instant> {
+        self.open
+            .values()
+            .flat_map(|batches| batches.values())
+            .map(|open| open.opened_at + self.limits.linger)
+            .min()
+    }
+
+    /// The oldest closed batch not yet taken.
+    pub(crate) fn pop_ready(&mut self) -> Option<ClosedBatch<D>> {
+        self.ready.pop_front()
+    }
+
+    /// The id the next batch to close will get: every batch closed so far has a smaller one.
+    pub(crate) fn next_batch_id(&self) -> u64 {
+        self.next_batch_id
+    }
+
+    /// Whether no batch is open and none waits to be taken.
+    pub(crate) fn is_empty(&self) -> bool {
+        self.ready.is_empty() && self.open.values().all(BTreeMap::is_empty)
+    }
+
+    fn close(&mut self, topic: &str, partition: u32, now: Instant) {
+        let batches = self.open.get_mut(topic).expect("closing an open batch");
+        let open = batches.remove(&partition).expect("closing an open batch");
+        if batches.is_empty() {
+            self.open.remove(topic);
+        }
+        self.partitioner
+            .on_batch_closed(topic, partition, open.partitions);
+        assert!(!open.deliveries.is_empty());
+        let batch = open.builder.finish().freeze();
+        self.ready.push_back(ClosedBatch {
+            id: self.next_batch_id,
+            topic: topic.to_owned(),
+            partition,
+            batch,
+            deliveries: open.deliveries,
+            closed_at: now,
+        });
+        self.next_batch_id += 1;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use strata_proto::batch::decode_records;
+
+    const LINGER: Duration = Duration::from_millis(5);
+
+    fn accumulator(batch_bytes_max: usize) -> Accumulator<usize> {
+        Accumulator::new(
+            BatchLimits {
+                batch_bytes_max,
+                linger: LINGER,
+                compression: Compression::None,
+            },
+            Partitioner::new(0),
+        )
+    }
+
+    fn record(value: &str) -> ProducerRecord {
+        ProducerRecord::new("t", value.as_bytes().to_vec()).timestamp_ms(1_000)
+    }
+
+    /// The bound really bounds: a batch of one record is never larger than the estimate, for
+    /// small and large fields and headers.
+    #[test]
+    fn size_bound_holds() {
+        let records = [
+            ProducerRecord::new("t", Vec::new()),
+            ProducerRecord::new("t", vec![7u8; 300]).key(vec![1u8; 200]),
+            ProducerRecord::new("t", vec![7u8; 70_000])
+                .header("trace", vec![0u8; 129])
+                .null_header("empty")
+                .timestamp_ms(i64::MAX),
+        ];
+        for record in records {
+            let mut builder = BatchBuilder::new();
+            let headers: Vec<(&str, Option<&[u8]>)> = record
+                .headers
+                .iter()
+                .map(|(key, value)| (key.as_str(), value.as_deref()))
+                .collect();
+            builder.push(
+                record.timestamp_ms.unwrap_or(0),
+                record.key.as_deref(),
+                record.value.as_deref(),
+                &headers,
+            );
+            assert!(builder.finish().len() <= single_record_batch_bytes_bound(&record));
+        }
+    }
+
+    /// Records lingering together make one batch, closed only when the linger has passed.
+    #[test]
+    fn linger_closes_a_batch() {
+        let mut acc = accumulator(1 << 20);
+        let start = Instant::now();
+        for i in 0..3 {
+            let record = record("v").partition(1);
+            assert_eq!(
+                acc.append(&record, 2, i, start + Duration::from_millis(i as u64)),
+                1
+            );
+        }
+        assert_eq!(acc.next_expiry(), Some(start + LINGER));
+        acc.close_expired(start + LINGER - Duration::from_millis(1));
+        assert!(acc.pop_ready().is_none());
+        acc.close_expired(start + LINGER);
+        let batch = acc.pop_ready().expect("closed by linger");
+        assert_eq!(batch.partition, 1);
+        assert_eq!(batch.deliveries, [0, 1, 2]);
+        let records = decode_records(&batch.batch).expect("valid batch");
+        assert_eq!(records.len(), 3);
+        assert!(acc.is_empty());
+        assert_eq!(acc.next_expiry(), None);
+    }
+
+    /// A record that does not fit closes the open batch; the record starts the next one.
+    #[test]
+    fn full_batch_closes() {
+        let value = "x".repeat(100);
+        let bound = record_bytes_bound(&record(&value));
+        // Room for exactly three records at their bound.
+        let mut acc = accumulator(HEADER_BYTES + 3 * bound);
+        let now = Instant::now();
+        for i in 0..7 {
+            acc.append(&record(&value).partition(0), 1, i, now);
+        }
+        let first = acc.pop_ready().expect("first full batch");
+        let second = acc.pop_ready().expect("second full batch");
+        assert!(acc.pop_ready().is_none());
+        assert_eq!(first.deliveries, [0, 1, 2]);
+        assert_eq!(second.deliveries, [3, 4, 5]);
+        assert!(first.id < second.id);
+        acc.close_all(now);
+        assert_eq!(acc.pop_ready().expect("flushed").deliveries, [6]);
+        assert_eq!(acc.next_batch_id(), 3);
+    }
+
+    /// Unkeyed records fill one partition's batch, then move to the next partition when it
+    /// closes; keyed records go where their key hashes.
+    #[test]
+    fn sticky_batches_rotate() {
+        let value = "y".repeat(50);
+        let bound = record_bytes_bound(&record(&value));
+        let mut acc = accumulator(HEADER_BYTES + 2 * bound);
+        let now = Instant::now();
+        let partitions: Vec<u32> = (0..6)
+            .map(|i| acc.append(&record(&value), 3, i, now))
+            .collect();
+        assert_eq!(partitions, [0, 0, 1, 1, 2, 2]);
+        let keyed = record(&value).key(b"user-42".to_vec());
+        let expected = strata_proto::partitioner::partition_for_key(b"user-42", 3);
+        assert_eq!(acc.append(&keyed, 3, 99, now), expected);
+    }
+
+    /// A flush closes the batches of every topic and partition, in one pass.
+    #[test]
+    fn close_all_closes_every_partition() {
+        let mut acc = accumulator(1 << 20);
+        let now = Instant::now();
+        acc.append(&record("a").partition(0), 2, 0, now);
+        acc.append(&record("b").partition(1), 2, 1, now);
+        acc.append(
+            &ProducerRecord::new("other", b"c".to_vec()).partition(0),
+            1,
+            2,
+            now,
+        );
+        acc.close_all(now);
+        let mut closed = Vec::new();
+        while let Some(batch) = acc.pop_ready() {
+            closed.push((batch.topic, batch.partition, batch.deliveries));
+        }
+        closed.sort();
+        assert_eq!(
+            closed,
+            [
+                ("other".to_owned(), 0, vec![2]),
+                ("t".to_owned(), 0, vec![0]),
+                ("t".to_owned(), 1, vec![1]),
+            ]
+        );
+        assert!(acc.is_empty());
+    }
+
+    /// LZ4 batches carry the codec and decode back to the records.
+    #[test]
+    fn lz4_batches_decode() {
+        let mut acc = Accumulator::new(
+            BatchLimits {
+                batch_bytes_max: 1 << 20,
+                linger: LINGER,
+                compression: Compression::Lz4,
+            },
+            Partitioner::new(0),
+        );
+        let now = Instant::now();
+        for i in 0..100 {
+            acc.append(&record(&"z".repeat(200)).partition(0), 1, i, now);
+        }
+        acc.close_all(now);
+        let batch = acc.pop_ready().expect("one batch");
+        assert!(
+            batch.batch.len() < 100 * 200 / 4,
+            "compressible values compress"
+        );
+        let header = strata_proto::batch::BatchHeader::parse(&batch.batch).expect("header");
+        assert_eq!(header.compression().expect("codec"), Compression::Lz4);
+        assert_eq!(decode_records(&batch.batch).expect("decodes").len(), 100);
+    }
+}

@@ -1,0 +1,496 @@
+//! The producer's sender task: one event loop that owns the accumulator, the queue of closed
+//! batches, the batches in flight on a `ProduceStream` and those waiting to be retried. It
+//! reacts to three things — a command from `send`/`flush`, a reply from the broker, a timer
+//! (linger, retry, reconnect, request or delivery timeout) — and after each one sends what it
+//! can. Owning everything in one task means no locks on the hot path.
+//!
+//! Invariants:
+//! - every record accepted is in exactly one of: an open batch, the queue, the retry map, in
+//!   flight; until its delivery resolves;
+//! - `in_flight.len() <= max_in_flight`, so the request channel (that capacity) never fills;
+//! - request ids are never reused, so a reply can only match the request it answers;
+//! - the queue and the retry map hold no limit of their own: every record in them holds its
+//!   share of the producer's buffer, so their size is bounded by `buffer_bytes_max`.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::Arc;
+use std::time::Duration;
+
+use strata_proto::v1::broker_client::BrokerClient;
+use strata_proto::v1::produce_request::{Payload, Target};
+use strata_proto::v1::{ProduceRequest, ProduceResponse};
+use tokio::sync::{OwnedSemaphorePermit, mpsc, oneshot};
+use tokio::time::Instant;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::transport::Channel;
+
+use crate::accumulator::{Accumulator, BatchLimits, ClosedBatch};
+use crate::error::{Error, Result};
+use crate::partitioner::Partitioner;
+use crate::producer::{ProducerRecord, RecordMetadata, Shared};
+use crate::retry::random_jitter;
+
+/// Commands handled per wake-up before the sender looks at timers and sends: enough to fill
+/// batches under load, few enough to keep replies flowing.
+const COMMANDS_PER_WAKE_MAX: usize = 512;
+
+/// What `send` and `flush` ask of the sender.
+#[derive(Debug)]
+pub(crate) enum Command {
+    Record {
+        record: ProducerRecord,
+        partitions: u32,
+        delivery: Delivery,
+    },
+    /// Close every open batch and reply once all of them, and all before, are finished.
+    Flush(oneshot::Sender<()>),
+}
+
+/// One record's way back to its `DeliveryFuture`, holding the record's share of the buffer
+/// until it resolves.
+#[derive(Debug)]
+pub(crate) struct Delivery {
+    reply: oneshot::Sender<Result<RecordMetadata>>,
+    _buffer: OwnedSemaphorePermit,
+}
+
+impl Delivery {
+    pub(crate) fn new(
+        reply: oneshot::Sender<Result<RecordMetadata>>,
+        buffer: OwnedSemaphorePermit,
+    ) -> Self {
+        Self {
+            reply,
+            _buffer: buffer,
+        }
+    }
+
+    fn resolve(self, result: Result<RecordMetadata>) {
+        // The application may have dropped the future: nobody to tell.
+        let _ = self.reply.send(result);
+    }
+}
+
+/// A closed batch on its way: how often it was sent and until when it may still be.
+#[derive(Debug)]
+struct Batch {
+    closed: ClosedBatch<Delivery>,
+    /// Times sent so far.
+    attempts: u32,
+    deadline: Instant,
+}
+
+#[derive(Debug)]
+struct InFlight {
+    batch: Batch,
+    sent_at: Instant,
+}
+
+/// An open `ProduceStream`.
+#[derive(Debug)]
+struct Connection {
+    requests: mpsc::Sender<ProduceRequest>,
+    responses: tonic::Streaming<ProduceResponse>,
+}
+
+pub(crate) struct Sender {
+    broker: BrokerClient<Channel>,
+    shared: Arc<Shared>,
+    accumulator: Accumulator<Delivery>,
+    /// Closed batches in closing order, retries due put back at the front.
+    queue: VecDeque<Batch>,
+    /// Batches waiting for their retry time, by (time, batch id).
+    retries: BTreeMap<(Instant, u64), Batch>,
+    in_flight: HashMap<u64, InFlight>,
+    connection: Option<Connection>,
+    /// No new stream before this, after a failed one.
+    reconnect_at: Option<Instant>,
+    /// Streams failed in a row, for the reconnect backoff.
+    connect_failures: u32,
+    /// Why the last stream failed: what batches that time out while waiting for a stream
+    /// fail with.
+    last_error: Option<Error>,
+    /// Flushes waiting for every batch with an id below theirs to finish.
+    flushes: Vec<(u64, oneshot::Sender<()>)>,
+    next_request_id: u64,
+}
+
+impl Sender {
+    pub(crate) fn new(broker: BrokerClient<Channel>, shared: Arc<Shared>) -> Self {
+        let config = &shared.config;
+        let limits = BatchLimits {
+            batch_bytes_max: config.batch_bytes_max,
+            linger: config.linger,
+            compression: config.compression,
+        };
+        let seed = (random_jitter() * f64::from(u32::MAX)) as u32;
+        Self {
+            broker,
+            accumulator: Accumulator::new(limits, Partitioner::new(seed)),
+            shared,
+            queue: VecDeque::new(),
+            retries: BTreeMap::new(),
+            in_flight: HashMap::new(),
+            connection: None,
+            reconnect_at: None,
+            connect_failures: 0,
+            last_error: None,
+            flushes: Vec::new(),
+            next_request_id: 0,
+        }
+    }
+
+    /// Runs until every command sender is gone and every accepted record is resolved.
+    pub(crate) async fn run(mut self, mut commands: mpsc::Receiver<Command>) {
+        let mut accepting = true;
+        loop {
+            let now = Instant::now();
+            self.accumulator.close_expired(now.into_std());
+            self.expire(now);
+            self.send_ready(now).await;
+            self.finish_flushes();
+            if !accepting && self.is_idle() {
+                break;
+            }
+            // A far-off wake-up stands for "no timer": the branch must have a future.
+            let wake = self
+                .next_wake()
+                .unwrap_or_else(|| now + Duration::from_secs(3600));
+            tokio::select! {
+                command = commands.recv(), if accepting => match command {
+                    Some(command) => {
+                        self.handle(command);
+                        for _ in 1..COMMANDS_PER_WAKE_MAX {
+                            match commands.try_recv() {
+                                Ok(command) => self.handle(command),
+                                Err(_) => break,
+                            }
+                        }
+                    }
+                    None => {
+                        accepting = false;
+                        self.accumulator.close_all(Instant::now().into_std());
+                    }
+                },
+                reply = next_reply(&mut self.connection) => {
+                    self.on_reply(reply, Instant::now());
+                }
+                () = tokio::time::sleep_until(wake) => {}
+            }
+        }
+    }
+
+    fn handle(&mut self, command: Command) {
+        match command {
+            Command::Record {
+                record,
+                partitions,
+                delivery,
+            } => {
+                self.accumulator
+                    .append(&record, partitions, delivery, Instant::now().into_std());
+            }
+            Command::Flush(done) => {
+                self.accumulator.close_all(Instant::now().into_std());
+                self.flushes.push((self.accumulator.next_batch_id(), done));
+            }
+        }
+    }
+
+    fn is_idle(&self) -> bool {
+        self.accumulator.is_empty()
+            && self.queue.is_empty()
+            && self.retries.is_empty()
+            && self.in_flight.is_empty()
+    }
+
+    /// The earliest timer: a linger, a retry, a reconnect, a request or delivery timeout.
+    fn next_wake(&self) -> Option<Instant> {
+        let config = &self.shared.config;
+        let linger = self.accumulator.next_expiry().map(Instant::from_std);
+        let retry = self.retries.keys().next().map(|(at, _)| *at);
+        let reconnect = self.reconnect_at.filter(|_| !self.queue.is_empty());
+        let request = self
+            .in_flight
+            .values()
+            .map(|in_flight| in_flight.sent_at + config.request_timeout)
+            .min();
+        let delivery = self.queue.front().map(|batch| batch.deadline);
+        [linger, retry, reconnect, request, delivery]
+            .into_iter()
+            .flatten()
+            .min()
+    }
+
+    /// Fails batches past their delivery deadline, and abandons the stream when a request has
+    /// waited longer than the request timeout.
+    fn expire(&mut self, now: Instant) {
+        let request_timeout = self.shared.config.request_timeout;
+        let delivery_timeout = self.shared.config.delivery_timeout;
+        if self
+            .in_flight
+            .values()
+            .any(|in_flight| in_flight.sent_at + request_timeout <= now)
+        {
+            let error = Error::Timeout {
+                after_ms: request_timeout.as_millis() as u64,
+            };
+            self.connection_lost(error, now);
+        }
+        let error = self.last_error.clone().unwrap_or(Error::Timeout {
+            after_ms: delivery_timeout.as_millis() as u64,
+        });
+        let (expired, kept): (VecDeque<Batch>, VecDeque<Batch>) = std::mem::take(&mut self.queue)
+            .into_iter()
+            .partition(|batch| batch.deadline <= now);
+        self.queue = kept;
+        for batch in expired {
+            fail(batch, &error);
+        }
+        let expired: Vec<(Instant, u64)> = self
+            .retries
+            .iter()
+            .filter(|(_, batch)| batch.deadline <= now)
+            .map(|(key, _)| *key)
+            .collect();
+        for key in expired {
+            let batch = self.retries.remove(&key).expect("key just listed");
+            fail(batch, &error);
+        }
+    }
+
+    /// Moves closed batches and due retries to the queue and sends from its front while
+    /// there is room in flight and a stream (or the right to open one).
+    async fn send_ready(&mut self, now: Instant) {
+        let delivery_timeout = self.shared.config.delivery_timeout;
+        while let Some(closed) = self.accumulator.pop_ready() {
+            let deadline = Instant::from_std(closed.closed_at) + delivery_timeout;
+            self.queue.push_back(Batch {
+                closed,
+                attempts: 0,
+                deadline,
+            });
+        }
+        let due: Vec<(Instant, u64)> = self
+            .retries
+            .range(..=(now, u64::MAX))
+            .map(|(key, _)| *key)
+            .collect();
+        // Due retries go first, oldest at the very front.
+        for key in due.into_iter().rev() {
+            let batch = self.retries.remove(&key).expect("key just listed");
+            self.queue.push_front(batch);
+        }
+        while self.in_flight.len() < self.shared.config.max_in_flight {
+            let Some(batch) = self.queue.pop_front() else {
+                break;
+            };
+            let request_id = self.next_request_id;
+            self.next_request_id += 1;
+            let request = ProduceRequest {
+                request_id,
+                topic: batch.closed.topic.clone(),
+                target: Some(Target::Partition(batch.closed.partition)),
+                payload: Some(Payload::Batch(batch.closed.batch.clone())),
+            };
+            let sent = if let Some(connection) = &self.connection {
+                connection.requests.try_send(request).is_ok()
+            } else if self.reconnect_at.is_some_and(|at| at > now) {
+                self.queue.push_front(batch);
+                break;
+            } else {
+                match self.open_stream(request).await {
+                    Ok(connection) => {
+                        self.connection = Some(connection);
+                        true
+                    }
+                    Err(error) => {
+                        self.stream_failed(error.clone(), now);
+                        self.retry_or_fail(batch, error, now);
+                        break;
+                    }
+                }
+            };
+            if !sent {
+                // The stream ended under us: its end (or error) is still to be read, but the
+                // batch can go again on the next stream now.
+                let error = Error::Rpc(tonic::Status::unavailable("the produce stream closed"));
+                self.connection_lost(error.clone(), now);
+                self.retry_or_fail(batch, error, now);
+                break;
+            }
+            let previous = self.in_flight.insert(
+                request_id,
+                InFlight {
+                    batch,
+                    sent_at: now,
+                },
+            );
+            assert!(previous.is_none());
+        }
+    }
+
+    /// Opens a stream with its first request already queued, so a broker that waits for the
+    /// first message before answering the call still answers.
+    async fn open_stream(&mut self, first: ProduceRequest) -> Result<Connection> {
+        let (requests, receiver) = mpsc::channel(self.shared.config.max_in_flight);
+        requests
+            .try_send(first)
+            .expect("a new channel has room for one request");
+        let limit = self.shared.config.request_timeout;
+        let call = self.broker.produce_stream(ReceiverStream::new(receiver));
+        match tokio::time::timeout(limit, call).await {
+            Ok(Ok(response)) => Ok(Connection {
+                requests,
+                responses: response.into_inner(),
+            }),
+            Ok(Err(status)) => Err(Error::from_status(status)),
+            Err(_) => Err(Error::Timeout {
+                after_ms: limit.as_millis() as u64,
+            }),
+        }
+    }
+
+    fn on_reply(&mut self, reply: Result<Option<ProduceResponse>, tonic::Status>, now: Instant) {
+        let response = match reply {
+            Ok(Some(response)) => response,
+            Ok(None) => {
+                let status = tonic::Status::unavailable("the broker ended the produce stream");
+                self.connection_lost(Error::Rpc(status), now);
+                return;
+            }
+            Err(status) => {
+                self.connection_lost(Error::from_status(status), now);
+                return;
+            }
+        };
+        let Some(in_flight) = self.in_flight.remove(&response.request_id) else {
+            tracing::warn!(
+                request_id = response.request_id,
+                "produce reply for no request in flight"
+            );
+            return;
+        };
+        self.connect_failures = 0;
+        let batch = in_flight.batch;
+        if let Some(detail) = response.error {
+            let error = Error::from_detail(detail);
+            if error.is_unknown_topic() {
+                self.shared.forget_partitions(&batch.closed.topic);
+            }
+            self.retry_or_fail(batch, error, now);
+            return;
+        }
+        let records = batch.closed.deliveries.len() as u64;
+        if response.partition != batch.closed.partition
+            || response.last_offset.checked_sub(response.base_offset) != Some(records - 1)
+        {
+            tracing::warn!(
+                topic = batch.closed.topic,
+                partition = batch.closed.partition,
+                records,
+                reply_partition = response.partition,
+                base_offset = response.base_offset,
+                last_offset = response.last_offset,
+                "produce reply does not match its batch"
+            );
+        }
+        for (delta, delivery) in batch.closed.deliveries.into_iter().enumerate() {
+            delivery.resolve(Ok(RecordMetadata {
+                partition: response.partition,
+                offset: response.base_offset + delta as u64,
+            }));
+        }
+    }
+
+    /// The stream failed: every batch in flight on it is retried (or failed) and the next
+    /// stream waits for the backoff.
+    fn connection_lost(&mut self, error: Error, now: Instant) {
+        tracing::debug!(%error, in_flight = self.in_flight.len(), "produce stream lost");
+        self.connection = None;
+        self.stream_failed(error.clone(), now);
+        let mut in_flight: Vec<(u64, InFlight)> = self.in_flight.drain().collect();
+        // Retry in the order they were sent.
+        in_flight.sort_by_key(|(request_id, _)| *request_id);
+        for (_, in_flight) in in_flight {
+            self.retry_or_fail(in_flight.batch, error.clone(), now);
+        }
+    }
+
+    fn stream_failed(&mut self, error: Error, now: Instant) {
+        self.connect_failures = self.connect_failures.saturating_add(1);
+        let delay = self
+            .shared
+            .config
+            .backoff
+            .delay(self.connect_failures, random_jitter());
+        self.reconnect_at = Some(now + delay);
+        self.last_error = Some(error);
+    }
+
+    /// Schedules another attempt when the error is retriable and the batch has attempts and
+    /// time left; fails its records otherwise.
+    fn retry_or_fail(&mut self, mut batch: Batch, error: Error, now: Instant) {
+        batch.attempts += 1;
+        let config = &self.shared.config;
+        let retry = batch.attempts; // the n-th retry follows the n-th attempt
+        let at = now + config.backoff.delay(retry, random_jitter());
+        if error.is_retriable() && retry <= config.retries && at < batch.deadline {
+            tracing::debug!(
+                %error,
+                topic = batch.closed.topic,
+                partition = batch.closed.partition,
+                retry,
+                "retrying batch"
+            );
+            self.retries.insert((at, batch.closed.id), batch);
+        } else {
+            fail(batch, &error);
+        }
+    }
+
+    /// Answers the flushes whose batches have all finished.
+    fn finish_flushes(&mut self) {
+        if self.flushes.is_empty() {
+            return;
+        }
+        let oldest = self
+            .queue
+            .iter()
+            .chain(self.retries.values())
+            .chain(self.in_flight.values().map(|in_flight| &in_flight.batch))
+            .map(|batch| batch.closed.id)
+            .min()
+            .unwrap_or(u64::MAX);
+        let (done, waiting) = std::mem::take(&mut self.flushes)
+            .into_iter()
+            .partition(|(target, _)| oldest >= *target);
+        self.flushes = waiting;
+        for (_, done) in done {
+            let _ = done.send(());
+        }
+    }
+}
+
+fn fail(batch: Batch, error: &Error) {
+    tracing::debug!(
+        %error,
+        topic = batch.closed.topic,
+        partition = batch.closed.partition,
+        attempts = batch.attempts,
+        "batch failed"
+    );
+    for delivery in batch.closed.deliveries {
+        delivery.resolve(Err(error.clone()));
+    }
+}
+
+/// The next reply on the stream; never resolves without one.
+async fn next_reply(
+    connection: &mut Option<Connection>,
+) -> Result<Option<ProduceResponse>, tonic::Status> {
+    match connection {
+        Some(connection) => connection.responses.message().await,
+        None => std::future::pending().await,
+    }
+}

@@ -1,0 +1,616 @@
+//! The producer and consumer against an in-process fake broker that misbehaves on purpose:
+//! replies out of order, refuses some requests as NOT_LEADER, refuses others for good, and
+//! checks that a subscriber's credit is never exceeded. The fake keeps partitions as lists of
+//! batches in memory; it is here to test the client's side of the protocol, not the broker.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use prost::Message as _;
+use strata_client::proto::batch::{BatchHeader, decode_records, stamp};
+use strata_client::proto::partitioner::partition_for_key;
+use strata_client::proto::v1::admin_server::{Admin, AdminServer};
+use strata_client::proto::v1::broker_server::{Broker, BrokerServer};
+use strata_client::proto::v1::produce_request::{Payload, Target};
+use strata_client::proto::v1::start_position::Position;
+use strata_client::proto::v1::subscribe_request::Request as SubscribeRequestKind;
+use strata_client::proto::v1::*;
+use strata_client::{
+    Backoff, Client, ConsumerConfig, Error, ProducerConfig, ProducerRecord, StartFrom,
+};
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::{ReceiverStream, TcpListenerStream};
+use tonic::{Request, Response, Status, Streaming};
+
+/// How the fake broker misbehaves.
+#[derive(Debug, Clone, Copy, Default)]
+struct Faults {
+    /// Every n-th produce request (counting from 1) is refused with NOT_LEADER; 0 for none.
+    not_leader_every: u64,
+    /// Hold each reply until the next request arrives (or 20 ms pass), then answer the newer
+    /// request first.
+    swap_replies: bool,
+    /// Refuse batches of this partition with RECORD_TOO_LARGE.
+    refuse_partition: Option<u32>,
+    /// End each produce stream with UNAVAILABLE at its n-th request, which is dropped unread
+    /// (as if the connection broke before it arrived); 0 for never.
+    break_produce_stream_at: u64,
+    /// End each subscription with UNAVAILABLE after it sent this many messages; 0 for never.
+    break_subscription_after: u64,
+}
+
+#[derive(Debug, Default)]
+struct Partition {
+    /// Stored batches with their base offsets stamped.
+    batches: Vec<(u64, Bytes)>,
+    next_offset: u64,
+}
+
+#[derive(Debug)]
+struct State {
+    topics: HashMap<String, u32>,
+    partitions: HashMap<(String, u32), Partition>,
+    faults: Faults,
+    produce_requests: AtomicU64,
+    /// The most credit a subscriber ever had outstanding (granted and not yet used): a
+    /// client that grants only what it consumed keeps this at its window.
+    credit_outstanding_max: AtomicU64,
+}
+
+#[derive(Clone)]
+struct Fake(Arc<Mutex<State>>);
+
+fn refusal(code: ErrorCode, grpc: tonic::Code, message: &str) -> (ErrorDetail, Status) {
+    let detail = ErrorDetail {
+        code: code as i32,
+        message: message.to_owned(),
+        ..ErrorDetail::default()
+    };
+    let mut status = Status::with_details(grpc, message, Bytes::from(detail.encode_to_vec()));
+    status.metadata_mut().insert(
+        "strata-error-code",
+        code.as_str_name().parse().expect("ASCII"),
+    );
+    (detail, status)
+}
+
+impl Fake {
+    fn describe(&self, name: &str) -> Result<TopicDescription, Status> {
+        let state = self.0.lock().expect("lock");
+        let partitions = *state.topics.get(name).ok_or_else(|| {
+            refusal(
+                ErrorCode::UnknownTopicOrPartition,
+                tonic::Code::NotFound,
+                "no such topic",
+            )
+            .1
+        })?;
+        Ok(TopicDescription {
+            name: name.to_owned(),
+            partitions,
+            replication_factor: 1,
+            config: Some(TopicConfig::default()),
+            partition_info: Vec::new(),
+        })
+    }
+
+    fn produce(&self, request: ProduceRequest) -> ProduceResponse {
+        let mut state = self.0.lock().expect("lock");
+        let count = state.produce_requests.fetch_add(1, Ordering::SeqCst) + 1;
+        let reply_error = |code, message: &str| ProduceResponse {
+            request_id: request.request_id,
+            error: Some(refusal(code, tonic::Code::Unknown, message).0),
+            ..ProduceResponse::default()
+        };
+        let every = state.faults.not_leader_every;
+        if every > 0 && count.is_multiple_of(every) {
+            return reply_error(ErrorCode::NotLeader, "try again");
+        }
+        let Some(Target::Partition(partition)) = request.target else {
+            return reply_error(ErrorCode::InvalidArgument, "the client names partitions");
+        };
+        if state.faults.refuse_partition == Some(partition) {
+            return reply_error(ErrorCode::RecordTooLarge, "refused for good");
+        }
+        let Some(Payload::Batch(batch)) = request.payload else {
+            return reply_error(ErrorCode::InvalidArgument, "the client sends batches");
+        };
+        let header = match BatchHeader::validate(&batch) {
+            Ok(header) => header,
+            Err(_) => return reply_error(ErrorCode::CorruptBatch, "bad batch"),
+        };
+        let log = state
+            .partitions
+            .entry((request.topic.clone(), partition))
+            .or_default();
+        let base_offset = log.next_offset;
+        let mut stored = BytesMut::from(&batch[..]);
+        stamp(&mut stored, base_offset, 0);
+        log.batches.push((base_offset, stored.freeze()));
+        log.next_offset += header.offset_count();
+        ProduceResponse {
+            request_id: request.request_id,
+            partition,
+            base_offset,
+            last_offset: log.next_offset - 1,
+            error: None,
+        }
+    }
+
+    /// The stored batches from the one holding `offset` on.
+    fn batches_from(&self, topic: &str, partition: u32, offset: u64) -> (Vec<Bytes>, u64) {
+        let state = self.0.lock().expect("lock");
+        let Some(log) = state.partitions.get(&(topic.to_owned(), partition)) else {
+            return (Vec::new(), 0);
+        };
+        let batches = log
+            .batches
+            .iter()
+            .filter(|(base, batch)| {
+                let header = BatchHeader::parse(batch).expect("stored batches parse");
+                base + header.offset_count() > offset
+            })
+            .map(|(_, batch)| batch.clone())
+            .collect();
+        (batches, log.next_offset)
+    }
+}
+
+#[tonic::async_trait]
+impl Admin for Fake {
+    async fn create_topic(
+        &self,
+        request: Request<CreateTopicRequest>,
+    ) -> Result<Response<TopicDescription>, Status> {
+        let request = request.into_inner();
+        self.0
+            .lock()
+            .expect("lock")
+            .topics
+            .insert(request.name.clone(), request.partitions);
+        Ok(Response::new(self.describe(&request.name)?))
+    }
+    async fn delete_topic(
+        &self,
+        _: Request<DeleteTopicRequest>,
+    ) -> Result<Response<DeleteTopicResponse>, Status> {
+        Err(Status::unimplemented("fake"))
+    }
+    async fn list_topics(
+        &self,
+        _: Request<ListTopicsRequest>,
+    ) -> Result<Response<ListTopicsResponse>, Status> {
+        Err(Status::unimplemented("fake"))
+    }
+    async fn describe_topic(
+        &self,
+        request: Request<DescribeTopicRequest>,
+    ) -> Result<Response<TopicDescription>, Status> {
+        Ok(Response::new(self.describe(&request.into_inner().name)?))
+    }
+    async fn alter_topic_config(
+        &self,
+        _: Request<AlterTopicConfigRequest>,
+    ) -> Result<Response<TopicDescription>, Status> {
+        Err(Status::unimplemented("fake"))
+    }
+    async fn cluster_info(
+        &self,
+        _: Request<ClusterInfoRequest>,
+    ) -> Result<Response<ClusterInfoResponse>, Status> {
+        Err(Status::unimplemented("fake"))
+    }
+}
+
+type ReplyStream<T> = ReceiverStream<Result<T, Status>>;
+
+#[tonic::async_trait]
+impl Broker for Fake {
+    async fn produce(
+        &self,
+        request: Request<ProduceRequest>,
+    ) -> Result<Response<ProduceResponse>, Status> {
+        Ok(Response::new(self.produce(request.into_inner())))
+    }
+
+    type ProduceStreamStream = ReplyStream<ProduceResponse>;
+
+    async fn produce_stream(
+        &self,
+        request: Request<Streaming<ProduceRequest>>,
+    ) -> Result<Response<Self::ProduceStreamStream>, Status> {
+        let mut inbound = request.into_inner();
+        let (replies, receiver) = mpsc::channel(64);
+        let fake = self.clone();
+        let faults = fake.0.lock().expect("lock").faults;
+        let swap = faults.swap_replies;
+        tokio::spawn(async move {
+            let mut held: Option<ProduceResponse> = None;
+            let mut received = 0u64;
+            loop {
+                let wait = if held.is_some() {
+                    Duration::from_millis(20)
+                } else {
+                    Duration::from_secs(3600)
+                };
+                let next = tokio::time::timeout(wait, inbound.message()).await;
+                match next {
+                    Ok(Ok(Some(request))) => {
+                        received += 1;
+                        if received == faults.break_produce_stream_at {
+                            if let Some(earlier) = held.take() {
+                                let _ = replies.send(Ok(earlier)).await;
+                            }
+                            let _ = replies.send(Err(Status::unavailable("cut"))).await;
+                            break;
+                        }
+                        let reply = fake.produce(request);
+                        if !swap {
+                            let _ = replies.send(Ok(reply)).await;
+                        } else if let Some(earlier) = held.take() {
+                            let _ = replies.send(Ok(reply)).await;
+                            let _ = replies.send(Ok(earlier)).await;
+                        } else {
+                            held = Some(reply);
+                        }
+                    }
+                    Ok(_) => break,
+                    Err(_) => {
+                        let earlier = held.take().expect("waited only while holding");
+                        let _ = replies.send(Ok(earlier)).await;
+                    }
+                }
+            }
+        });
+        Ok(Response::new(ReceiverStream::new(receiver)))
+    }
+
+    async fn fetch(&self, _: Request<FetchRequest>) -> Result<Response<FetchResponse>, Status> {
+        Err(Status::unimplemented("fake"))
+    }
+
+    type SubscribeStream = ReplyStream<SubscribeResponse>;
+
+    async fn subscribe(
+        &self,
+        request: Request<Streaming<SubscribeRequest>>,
+    ) -> Result<Response<Self::SubscribeStream>, Status> {
+        let mut inbound = request.into_inner();
+        let Some(SubscribeRequest {
+            request: Some(SubscribeRequestKind::Start(start)),
+        }) = inbound.message().await?
+        else {
+            return Err(Status::invalid_argument("start first"));
+        };
+        let Some(Position::Offset(mut offset)) = start.start.and_then(|start| start.position)
+        else {
+            return Err(Status::invalid_argument("the client resolves its start"));
+        };
+        let (replies, receiver) = mpsc::channel(4);
+        let fake = self.clone();
+        let break_after = fake.0.lock().expect("lock").faults.break_subscription_after;
+        tokio::spawn(async move {
+            let mut granted = 0u64;
+            let mut sent = 0u64;
+            let mut messages = 0u64;
+            loop {
+                if messages > 0 && messages == break_after {
+                    let _ = replies.send(Err(Status::unavailable("cut"))).await;
+                    break;
+                }
+                // Take any credit that arrived, then send what it allows.
+                match tokio::time::timeout(Duration::from_millis(2), inbound.message()).await {
+                    Ok(Ok(Some(SubscribeRequest {
+                        request: Some(SubscribeRequestKind::Credit(credit)),
+                    }))) => granted += credit.bytes,
+                    Ok(Ok(Some(_))) | Err(_) => {}
+                    Ok(Ok(None) | Err(_)) => break,
+                }
+                let (batches, high_watermark) =
+                    fake.batches_from(&start.topic, start.partition, offset);
+                let mut out = Vec::new();
+                for batch in batches {
+                    if sent + batch.len() as u64 > granted {
+                        break;
+                    }
+                    sent += batch.len() as u64;
+                    let header = BatchHeader::parse(&batch).expect("stored");
+                    offset = header.base_offset as u64 + header.offset_count();
+                    out.push(batch);
+                }
+                fake.0
+                    .lock()
+                    .expect("lock")
+                    .credit_outstanding_max
+                    .fetch_max(granted - sent, Ordering::SeqCst);
+                if out.is_empty() {
+                    continue;
+                }
+                let reply = SubscribeResponse {
+                    batches: out,
+                    records: Vec::new(),
+                    next_offset: offset,
+                    high_watermark,
+                };
+                if replies.send(Ok(reply)).await.is_err() {
+                    break;
+                }
+                messages += 1;
+            }
+        });
+        Ok(Response::new(ReceiverStream::new(receiver)))
+    }
+
+    async fn list_offsets(
+        &self,
+        request: Request<ListOffsetsRequest>,
+    ) -> Result<Response<ListOffsetsResponse>, Status> {
+        let request = request.into_inner();
+        let (_, high_watermark) = self.batches_from(&request.topic, request.partition, 0);
+        let offset = match request.position.and_then(|position| position.position) {
+            Some(Position::Offset(offset)) => offset,
+            Some(Position::Latest(_)) => high_watermark,
+            _ => 0,
+        };
+        Ok(Response::new(ListOffsetsResponse {
+            offset,
+            log_start_offset: 0,
+            high_watermark,
+        }))
+    }
+}
+
+/// Starts the fake on a free loopback port, with topic `t` of `partitions` partitions.
+async fn start(faults: Faults, partitions: u32) -> (Fake, SocketAddr) {
+    let fake = Fake(Arc::new(Mutex::new(State {
+        topics: HashMap::from([("t".to_owned(), partitions)]),
+        partitions: HashMap::new(),
+        faults,
+        produce_requests: AtomicU64::new(0),
+        credit_outstanding_max: AtomicU64::new(0),
+    })));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let address = listener.local_addr().expect("address");
+    let server = tonic::transport::Server::builder()
+        .add_service(AdminServer::new(fake.clone()))
+        .add_service(BrokerServer::new(fake.clone()))
+        .serve_with_incoming(TcpListenerStream::new(listener));
+    tokio::spawn(server);
+    (fake, address)
+}
+
+fn fast_retries() -> ProducerConfig {
+    ProducerConfig {
+        batch_bytes_max: 4096,
+        backoff: Backoff {
+            initial: Duration::from_millis(1),
+            max: Duration::from_millis(10),
+        },
+        request_timeout: Duration::from_secs(5),
+        ..ProducerConfig::default()
+    }
+}
+
+/// 5000 keyed records through a broker that swaps replies and refuses every third request as
+/// NOT_LEADER: every record is acknowledged once, keys land where they hash, and each
+/// partition's offsets are dense (every offset acknowledged exactly once).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retries_and_out_of_order_replies() {
+    let faults = Faults {
+        not_leader_every: 3,
+        swap_replies: true,
+        ..Faults::default()
+    };
+    let (fake, address) = start(faults, 4).await;
+    let client = Client::connect(&address.to_string())
+        .await
+        .expect("connect");
+    let producer = client.producer(fast_retries()).expect("producer");
+    let mut deliveries = Vec::new();
+    for i in 0..5000u32 {
+        let key = format!("key-{}", i % 97);
+        let record = ProducerRecord::new("t", format!("value-{i}")).key(key.clone());
+        deliveries.push((key, producer.send(record).await.expect("accepted")));
+    }
+    producer.flush().await.expect("flush");
+    let mut offsets: HashMap<u32, Vec<u64>> = HashMap::new();
+    for (key, delivery) in deliveries {
+        let stored = tokio::time::timeout(Duration::from_secs(10), delivery)
+            .await
+            .expect("resolved after flush")
+            .expect("delivered");
+        assert_eq!(stored.partition, partition_for_key(key.as_bytes(), 4));
+        offsets
+            .entry(stored.partition)
+            .or_default()
+            .push(stored.offset);
+    }
+    for (partition, mut list) in offsets {
+        list.sort_unstable();
+        let expected: Vec<u64> = (0..list.len() as u64).collect();
+        assert_eq!(list, expected, "partition {partition}");
+    }
+    producer.close().await.expect("close");
+    let requests = fake
+        .0
+        .lock()
+        .expect("lock")
+        .produce_requests
+        .load(Ordering::SeqCst);
+    assert!(requests > 3, "several batches, some retried: {requests}");
+}
+
+/// A non-retriable refusal fails the records of that batch with the broker's code, and only
+/// those; other partitions still succeed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn permanent_refusal_fails_the_batch() {
+    let faults = Faults {
+        refuse_partition: Some(1),
+        ..Faults::default()
+    };
+    let (_fake, address) = start(faults, 2).await;
+    let client = Client::connect(&address.to_string())
+        .await
+        .expect("connect");
+    let producer = client.producer(fast_retries()).expect("producer");
+    let refused = producer
+        .send(ProducerRecord::new("t", "x").partition(1))
+        .await
+        .expect("accepted");
+    let stored = producer
+        .send(ProducerRecord::new("t", "y").partition(0))
+        .await
+        .expect("accepted");
+    let error = refused.await.expect_err("refused");
+    assert_eq!(error.code(), Some(ErrorCode::RecordTooLarge), "{error}");
+    assert_eq!(stored.await.expect("stored").offset, 0);
+    // Unknown topics and partitions are refused before anything is queued.
+    let error = producer
+        .send(ProducerRecord::new("nope", "z"))
+        .await
+        .expect_err("no topic");
+    assert!(error.is_unknown_topic(), "{error}");
+    let error = producer
+        .send(ProducerRecord::new("t", "z").partition(2))
+        .await
+        .expect_err("no partition");
+    assert!(matches!(error, Error::UnknownPartition { .. }), "{error}");
+    producer.close().await.expect("close");
+}
+
+/// A subscriber starting mid-batch gets exactly the records from its offset on, in order; with
+/// the smallest credit window it still reads several windows' worth, and never has more than
+/// one window granted and unused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn subscribe_skips_to_the_offset_within_credit() {
+    let (fake, address) = start(Faults::default(), 1).await;
+    let client = Client::connect(&address.to_string())
+        .await
+        .expect("connect");
+    let producer = client
+        .producer(ProducerConfig::default())
+        .expect("producer");
+    // Large values, so 3000 records take several credit windows (about 9 MiB).
+    let value = vec![b'v'; 3000];
+    let mut last = None;
+    for i in 0..3000u32 {
+        let mut value = value.clone();
+        value[..4].copy_from_slice(&i.to_be_bytes());
+        last = Some(
+            producer
+                .send(ProducerRecord::new("t", value))
+                .await
+                .expect("accepted"),
+        );
+    }
+    producer.close().await.expect("close");
+    assert_eq!(last.expect("sent").await.expect("stored").offset, 2999);
+
+    let config = ConsumerConfig {
+        credit_bytes: strata_client::CREDIT_BYTES_MIN,
+        ..ConsumerConfig::default()
+    };
+    let mut consumer = client
+        .subscribe("t", 0, StartFrom::Offset(7), config)
+        .await
+        .expect("subscribe");
+    for expected in 7..3000u64 {
+        let record = tokio::time::timeout(Duration::from_secs(10), consumer.next())
+            .await
+            .expect("a record in time")
+            .expect("no error")
+            .expect("stream open");
+        assert_eq!(record.offset, expected);
+        let value = record.value.expect("value");
+        assert_eq!(
+            u32::from_be_bytes(value[..4].try_into().expect("4 bytes")),
+            expected as u32
+        );
+        assert_eq!(consumer.next_offset(), expected + 1);
+    }
+    assert_eq!(consumer.high_watermark(), 3000);
+    let outstanding = fake
+        .0
+        .lock()
+        .expect("lock")
+        .credit_outstanding_max
+        .load(Ordering::SeqCst);
+    assert!(outstanding <= config.credit_bytes, "{outstanding}");
+
+    // The batches the broker stores decode to what was sent.
+    let (batches, _) = fake.batches_from("t", 0, 0);
+    let records: usize = batches
+        .iter()
+        .map(|batch| decode_records(batch).expect("decodes").len())
+        .sum();
+    assert_eq!(records, 3000);
+}
+
+/// Produce streams that break every fifth request and subscriptions that break after every
+/// second message: the producer retries the requests lost with the stream, the consumer
+/// subscribes again from its next offset, and every record arrives once, in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn broken_streams_are_resumed() {
+    let faults = Faults {
+        break_produce_stream_at: 5,
+        break_subscription_after: 2,
+        ..Faults::default()
+    };
+    let (_fake, address) = start(faults, 1).await;
+    let client = Client::connect(&address.to_string())
+        .await
+        .expect("connect");
+    let producer = client.producer(fast_retries()).expect("producer");
+    let mut deliveries = Vec::new();
+    for i in 0..2000u32 {
+        let record = ProducerRecord::new("t", i.to_be_bytes().to_vec());
+        deliveries.push(producer.send(record).await.expect("accepted"));
+    }
+    producer.close().await.expect("close");
+    let mut offsets = Vec::new();
+    for delivery in deliveries {
+        offsets.push(
+            delivery
+                .await
+                .expect("delivered despite broken streams")
+                .offset,
+        );
+    }
+    offsets.sort_unstable();
+    assert_eq!(offsets, (0..2000).collect::<Vec<u64>>());
+
+    let config = ConsumerConfig {
+        backoff: Backoff {
+            initial: Duration::from_millis(1),
+            max: Duration::from_millis(10),
+        },
+        ..ConsumerConfig::default()
+    };
+    let mut consumer = client
+        .subscribe("t", 0, StartFrom::Earliest, config)
+        .await
+        .expect("subscribe");
+    let mut values = Vec::new();
+    while values.len() < 2000 {
+        let record = tokio::time::timeout(Duration::from_secs(10), consumer.next())
+            .await
+            .expect("a record in time")
+            .expect("resubscribed")
+            .expect("stream open");
+        assert_eq!(record.offset, values.len() as u64);
+        values.push(record.value.expect("value"));
+    }
+    let mut unique: Vec<u32> = values
+        .iter()
+        .map(|value| u32::from_be_bytes(value[..].try_into().expect("4 bytes")))
+        .collect();
+    unique.sort_unstable();
+    unique.dedup();
+    assert_eq!(unique.len(), 2000);
+}

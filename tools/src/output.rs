@@ -1,0 +1,220 @@
+//! What every command shares about output: the format flag, how bytes and times render, and
+//! which exit code an error gets.
+
+use std::io;
+
+use base64::Engine as _;
+use serde_json::{Value, json};
+use strata_client::Record;
+use strata_client::proto::v1::{TopicConfig, TopicDescription};
+use time::OffsetDateTime;
+
+/// The `--format` flag.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Format {
+    /// Aligned, human-readable text.
+    Text,
+    /// JSON: one object per record or result, one per line.
+    Json,
+}
+
+/// The exit code for an error: 1 when the broker refused the request, 2 for everything else
+/// (usage, connection, transport, local I/O).
+pub fn exit_code(error: &anyhow::Error) -> u8 {
+    let refused = error.chain().any(|cause| {
+        cause
+            .downcast_ref::<strata_client::Error>()
+            .is_some_and(|error| error.server().is_some())
+    });
+    if refused { 1 } else { 2 }
+}
+
+/// Whether an I/O error is the reader of our output going away (`strata consume | head`):
+/// a normal end, not a failure.
+pub fn is_broken_pipe(error: &anyhow::Error) -> bool {
+    error.chain().any(|cause| {
+        cause
+            .downcast_ref::<io::Error>()
+            .is_some_and(|error| error.kind() == io::ErrorKind::BrokenPipe)
+    })
+}
+
+/// Bytes as JSON: a string when they are valid UTF-8, `{"base64": "..."}` when not, `null`
+/// when absent. The object form says unambiguously which encoding a field uses.
+pub fn bytes_json(bytes: Option<&[u8]>) -> Value {
+    match bytes {
+        None => Value::Null,
+        Some(bytes) => match std::str::from_utf8(bytes) {
+            Ok(text) => Value::String(text.to_owned()),
+            Err(_) => json!({ "base64": base64::engine::general_purpose::STANDARD.encode(bytes) }),
+        },
+    }
+}
+
+/// A record as one JSON object.
+pub fn record_json(partition: u32, record: &Record) -> Value {
+    let headers: Vec<Value> = record
+        .headers
+        .iter()
+        .map(|header| json!({ "key": header.key, "value": bytes_json(header.value.as_deref()) }))
+        .collect();
+    json!({
+        "partition": partition,
+        "offset": record.offset,
+        "timestamp": record.timestamp,
+        "key": bytes_json(record.key.as_deref()),
+        "value": bytes_json(record.value.as_deref()),
+        "headers": headers,
+    })
+}
+
+/// A record as one tab-separated line: partition, offset, time, key, value. A null key or
+/// value prints empty; bytes that are not UTF-8 print with replacement characters (use
+/// `--format json` for exact bytes and headers).
+pub fn record_text(partition: u32, record: &Record) -> String {
+    let text = |bytes: Option<&[u8]>| {
+        bytes.map_or_else(String::new, |bytes| {
+            String::from_utf8_lossy(bytes).into_owned()
+        })
+    };
+    format!(
+        "{partition}\t{}\t{}\t{}\t{}",
+        record.offset,
+        timestamp_text(record.timestamp),
+        text(record.key.as_deref()),
+        text(record.value.as_deref()),
+    )
+}
+
+/// Milliseconds since the epoch as RFC 3339 in UTC with exactly three fractional digits
+/// (`2023-11-14T22:13:20.120Z`); the raw number when out of range.
+pub fn timestamp_text(timestamp_ms: i64) -> String {
+    match OffsetDateTime::from_unix_timestamp_nanos(i128::from(timestamp_ms) * 1_000_000) {
+        Ok(time) => format!(
+            "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:03}Z",
+            time.year(),
+            u8::from(time.month()),
+            time.day(),
+            time.hour(),
+            time.minute(),
+            time.second(),
+            time.millisecond()
+        ),
+        Err(_) => timestamp_ms.to_string(),
+    }
+}
+
+pub fn config_json(config: Option<&TopicConfig>) -> Value {
+    let config = config.cloned().unwrap_or_default();
+    json!({
+        "retention_ms": config.retention_ms,
+        "retention_bytes": config.retention_bytes,
+        "segment_bytes": config.segment_bytes,
+    })
+}
+
+pub fn config_text(config: Option<&TopicConfig>) -> String {
+    let config = config.cloned().unwrap_or_default();
+    let show = |value: Option<u64>| value.map_or_else(|| "unlimited".to_owned(), |v| v.to_string());
+    format!(
+        "retention_ms={} retention_bytes={} segment_bytes={}",
+        show(config.retention_ms),
+        show(config.retention_bytes),
+        config
+            .segment_bytes
+            .map_or_else(|| "default".to_owned(), |v| v.to_string()),
+    )
+}
+
+pub fn topic_json(topic: &TopicDescription) -> Value {
+    let partitions: Vec<Value> = topic
+        .partition_info
+        .iter()
+        .map(|info| {
+            json!({
+                "partition": info.partition,
+                "leader_node_id": info.leader_node_id,
+                "replica_node_ids": info.replica_node_ids,
+                "log_start_offset": info.log_start_offset,
+                "high_watermark": info.high_watermark,
+            })
+        })
+        .collect();
+    json!({
+        "name": topic.name,
+        "partitions": topic.partitions,
+        "replication_factor": topic.replication_factor,
+        "config": config_json(topic.config.as_ref()),
+        "partition_info": partitions,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::Bytes;
+    use strata_client::Header;
+
+    /// UTF-8 stays a string; other bytes become a base64 object; absent is null.
+    #[test]
+    fn bytes_render() {
+        assert_eq!(bytes_json(Some(b"hello")), json!("hello"));
+        assert_eq!(bytes_json(Some(&[0xff, 0x00])), json!({ "base64": "/wA=" }));
+        assert_eq!(bytes_json(None), Value::Null);
+        assert_eq!(bytes_json(Some(b"")), json!(""));
+    }
+
+    /// A record renders as one JSON object and one tab-separated line.
+    #[test]
+    fn record_renders() {
+        let record = Record {
+            offset: 7,
+            timestamp: 1_700_000_000_123,
+            key: Some(Bytes::from_static(b"k")),
+            value: Some(Bytes::from_static(&[0xc3, 0x28])),
+            headers: vec![Header {
+                key: "h".into(),
+                value: None,
+            }],
+        };
+        assert_eq!(
+            record_json(2, &record),
+            json!({
+                "partition": 2, "offset": 7, "timestamp": 1_700_000_000_123i64, "key": "k",
+                "value": { "base64": "wyg=" }, "headers": [{ "key": "h", "value": null }],
+            })
+        );
+        assert_eq!(
+            record_text(2, &record),
+            "2\t7\t2023-11-14T22:13:20.123Z\tk\t\u{fffd}("
+        );
+    }
+
+    /// Timestamps keep three fractional digits; out-of-range ones print as numbers.
+    #[test]
+    fn timestamps() {
+        assert_eq!(timestamp_text(0), "1970-01-01T00:00:00.000Z");
+        assert_eq!(
+            timestamp_text(1_700_000_000_120),
+            "2023-11-14T22:13:20.120Z"
+        );
+        assert_eq!(timestamp_text(-1), "1969-12-31T23:59:59.999Z");
+        assert_eq!(timestamp_text(i64::MAX), i64::MAX.to_string());
+    }
+
+    /// Errors from the broker exit 1, others 2.
+    #[test]
+    fn exit_codes() {
+        let refused = strata_client::Error::from_detail(strata_client::proto::v1::ErrorDetail {
+            code: strata_client::proto::v1::ErrorCode::TopicAlreadyExists as i32,
+            ..Default::default()
+        });
+        assert_eq!(exit_code(&anyhow::Error::new(refused).context("create")), 1);
+        let unreachable = strata_client::Error::Connect {
+            address: "x:1".into(),
+            reason: "refused".into(),
+        };
+        assert_eq!(exit_code(&anyhow::Error::new(unreachable)), 2);
+        assert_eq!(exit_code(&anyhow::anyhow!("bad input")), 2);
+    }
+}

@@ -1,0 +1,290 @@
+//! `strata produce TOPIC`: one record per line of standard input, then a summary.
+//!
+//! Lines are bytes, not necessarily UTF-8; the newline (and a `\r` before it) is not part of
+//! the record. Every record is acknowledged (committed) before the summary prints.
+
+use std::collections::BTreeMap;
+use std::time::Instant;
+
+use anyhow::{Context, Result, anyhow, bail};
+use bytes::Bytes;
+use clap::{Args, ValueEnum};
+use serde_json::json;
+use strata_client::{Client, Compression, DeliveryFuture, ProducerConfig, ProducerRecord};
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::sync::mpsc;
+
+use crate::output::Format;
+
+/// Deliveries awaited by the summary task; the producer's own buffer bounds the records in
+/// flight, this only decouples reading stdin from counting acknowledgements.
+const DELIVERIES_QUEUED_MAX: usize = 8192;
+
+#[derive(Args)]
+pub struct ProduceArgs {
+    topic: String,
+    /// The same key for every record.
+    #[arg(long, conflicts_with = "key_separator")]
+    key: Option<String>,
+    /// Split each line at the first SEP: the key before it, the value after. A line without
+    /// SEP is an error.
+    #[arg(long, value_name = "SEP")]
+    key_separator: Option<String>,
+    /// A header on every record, KEY=VALUE (repeatable).
+    #[arg(long = "header", value_name = "KEY=VALUE", value_parser = parse_header)]
+    headers: Vec<(String, String)>,
+    /// Send every record to this partition (default: by key hash, or spread over all).
+    #[arg(long)]
+    partition: Option<u32>,
+    /// Compress batches on the client.
+    #[arg(long, value_enum, default_value_t = CompressionArg::None)]
+    compression: CompressionArg,
+}
+
+/// The `--compression` flag.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum CompressionArg {
+    None,
+    Lz4,
+}
+
+impl CompressionArg {
+    pub fn codec(self) -> Compression {
+        match self {
+            CompressionArg::None => Compression::None,
+            CompressionArg::Lz4 => Compression::Lz4,
+        }
+    }
+}
+
+/// Parses `--header KEY=VALUE`, splitting at the first `=` (the value may hold more).
+pub fn parse_header(text: &str) -> Result<(String, String), String> {
+    match text.split_once('=') {
+        Some((key, value)) if !key.is_empty() => Ok((key.to_owned(), value.to_owned())),
+        _ => Err(format!(
+            "expected KEY=VALUE with a non-empty KEY, got {text:?}"
+        )),
+    }
+}
+
+/// Where each record's key comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum KeyMode {
+    None,
+    Fixed(Bytes),
+    Separator(Vec<u8>),
+}
+
+/// Splits one input line (without its newline) into key and value.
+fn split_line<'a>(
+    line: &'a [u8],
+    mode: &KeyMode,
+) -> Result<(Option<Bytes>, &'a [u8]), &'static str> {
+    match mode {
+        KeyMode::None => Ok((None, line)),
+        KeyMode::Fixed(key) => Ok((Some(key.clone()), line)),
+        KeyMode::Separator(separator) => {
+            let at = line
+                .windows(separator.len())
+                .position(|window| window == separator.as_slice())
+                .ok_or("the line has no key separator")?;
+            let key = Bytes::copy_from_slice(&line[..at]);
+            Ok((Some(key), &line[at + separator.len()..]))
+        }
+    }
+}
+
+/// Drops the line's newline: `\n` and a `\r` before it.
+fn trim_newline(line: &[u8]) -> &[u8] {
+    let line = line.strip_suffix(b"\n").unwrap_or(line);
+    line.strip_suffix(b"\r").unwrap_or(line)
+}
+
+/// What was produced, per partition.
+#[derive(Debug, Default)]
+struct Summary {
+    records: u64,
+    /// Per partition: first offset, last offset, records.
+    partitions: BTreeMap<u32, (u64, u64, u64)>,
+}
+
+pub async fn run(client: &Client, args: ProduceArgs, format: Format) -> Result<()> {
+    let mode = match (&args.key, &args.key_separator) {
+        (Some(key), _) => KeyMode::Fixed(Bytes::from(key.clone().into_bytes())),
+        (None, Some(separator)) if separator.is_empty() => bail!("--key-separator is empty"),
+        (None, Some(separator)) => KeyMode::Separator(separator.clone().into_bytes()),
+        (None, None) => KeyMode::None,
+    };
+    // Fail before reading stdin when the topic or partition does not exist.
+    let topic = client
+        .admin()
+        .describe_topic(&args.topic)
+        .await
+        .with_context(|| format!("describe topic {}", args.topic))?;
+    if let Some(partition) = args.partition
+        && partition >= topic.partitions
+    {
+        bail!(
+            "topic {} has {} partitions: partition {partition} does not exist",
+            args.topic,
+            topic.partitions
+        );
+    }
+    let config = ProducerConfig {
+        compression: args.compression.codec(),
+        request_timeout: client.config().request_timeout,
+        ..ProducerConfig::default()
+    };
+    let producer = client.producer(config)?;
+    let (deliveries, queued) = mpsc::channel(DELIVERIES_QUEUED_MAX);
+    let summary = tokio::spawn(summarize(queued));
+    let started = Instant::now();
+
+    let mut stdin = BufReader::new(tokio::io::stdin());
+    let mut line = Vec::new();
+    let mut line_number = 0u64;
+    loop {
+        line.clear();
+        if stdin
+            .read_until(b'\n', &mut line)
+            .await
+            .context("read stdin")?
+            == 0
+        {
+            break;
+        }
+        line_number += 1;
+        let (key, value) = split_line(trim_newline(&line), &mode)
+            .map_err(|reason| anyhow!("line {line_number}: {reason}"))?;
+        let mut record = ProducerRecord::new(args.topic.clone(), Bytes::copy_from_slice(value));
+        record.key = key;
+        record.partition = args.partition;
+        for (key, value) in &args.headers {
+            record = record.header(key.clone(), value.clone());
+        }
+        let delivery = producer
+            .send(record)
+            .await
+            .with_context(|| format!("produce to {}", args.topic))?;
+        if deliveries.send(delivery).await.is_err() {
+            // The summary task stopped at a failed delivery: its error says why.
+            break;
+        }
+    }
+    drop(deliveries);
+    let summary = summary.await.context("summary task")?;
+    producer.close().await?;
+    let summary = summary.with_context(|| format!("produce to {}", args.topic))?;
+    print_summary(
+        &args.topic,
+        &summary,
+        started.elapsed().as_secs_f64(),
+        format,
+    );
+    Ok(())
+}
+
+/// Awaits every delivery in order; stops at the first failure.
+async fn summarize(mut queued: mpsc::Receiver<DeliveryFuture>) -> strata_client::Result<Summary> {
+    let mut summary = Summary::default();
+    while let Some(delivery) = queued.recv().await {
+        let stored = delivery.await?;
+        summary.records += 1;
+        let entry =
+            summary
+                .partitions
+                .entry(stored.partition)
+                .or_insert((stored.offset, stored.offset, 0));
+        entry.0 = entry.0.min(stored.offset);
+        entry.1 = entry.1.max(stored.offset);
+        entry.2 += 1;
+    }
+    Ok(summary)
+}
+
+fn print_summary(topic: &str, summary: &Summary, elapsed_s: f64, format: Format) {
+    let rate = if elapsed_s > 0.0 {
+        summary.records as f64 / elapsed_s
+    } else {
+        0.0
+    };
+    match format {
+        Format::Json => {
+            let partitions: Vec<_> = summary
+                .partitions
+                .iter()
+                .map(|(partition, (first, last, records))| {
+                    json!({ "partition": partition, "first_offset": first, "last_offset": last, "records": records })
+                })
+                .collect();
+            println!(
+                "{}",
+                json!({
+                    "topic": topic,
+                    "records": summary.records,
+                    "elapsed_s": elapsed_s,
+                    "partitions": partitions,
+                })
+            );
+        }
+        Format::Text => {
+            println!(
+                "produced {} records to {topic} in {elapsed_s:.3} s ({rate:.0} records/s)",
+                summary.records
+            );
+            for (partition, (first, last, records)) in &summary.partitions {
+                println!("  partition {partition}: offsets {first}..={last} ({records} records)");
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Headers split at the first `=`; the key must not be empty.
+    #[test]
+    fn headers() {
+        assert_eq!(parse_header("a=b"), Ok(("a".into(), "b".into())));
+        assert_eq!(parse_header("a=b=c"), Ok(("a".into(), "b=c".into())));
+        assert_eq!(parse_header("a="), Ok(("a".into(), String::new())));
+        assert!(parse_header("a").is_err());
+        assert!(parse_header("=b").is_err());
+    }
+
+    /// Each key mode splits lines as documented, including multi-byte separators, separators
+    /// at the edges, and values that contain the separator again.
+    #[test]
+    fn key_modes() {
+        let tab = KeyMode::Separator(b"\t".to_vec());
+        let arrow = KeyMode::Separator(b"=>".to_vec());
+        let fixed = KeyMode::Fixed(Bytes::from_static(b"k"));
+        // (mode, line, key, value)
+        type Case<'a> = (&'a KeyMode, &'a [u8], Option<&'a [u8]>, &'a [u8]);
+        let table: &[Case] = &[
+            (&KeyMode::None, b"a\tb", None, b"a\tb"),
+            (&fixed, b"value", Some(b"k"), b"value"),
+            (&tab, b"user\thello\tworld", Some(b"user"), b"hello\tworld"),
+            (&tab, b"\tvalue", Some(b""), b"value"),
+            (&tab, b"key\t", Some(b"key"), b""),
+            (&arrow, b"a=>b=>c", Some(b"a"), b"b=>c"),
+        ];
+        for (mode, line, key, value) in table {
+            let (got_key, got_value) = split_line(line, mode).expect("splits");
+            assert_eq!(got_key.as_deref(), *key, "{mode:?} {line:?}");
+            assert_eq!(got_value, *value, "{mode:?} {line:?}");
+        }
+        assert!(split_line(b"no separator", &tab).is_err());
+    }
+
+    /// The newline and a carriage return before it are dropped; nothing else is.
+    #[test]
+    fn newlines() {
+        assert_eq!(trim_newline(b"a\n"), b"a");
+        assert_eq!(trim_newline(b"a\r\n"), b"a");
+        assert_eq!(trim_newline(b"a"), b"a");
+        assert_eq!(trim_newline(b"a\r"), b"a");
+        assert_eq!(trim_newline(b" a \n"), b" a ");
+    }
+}
