@@ -695,3 +695,96 @@ async fn graceful_shutdown_and_restart() {
         .into_inner();
     assert_eq!(topics.topics.len(), 1);
 }
+
+/// The standard gRPC health service reports the broker serving, and server reflection lists
+/// the strata.v1 services, so generic tools work without the proto at hand.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_and_reflection() {
+    use tonic_health::pb::health_client::HealthClient;
+    use tonic_health::pb::{HealthCheckRequest, health_check_response::ServingStatus};
+    use tonic_reflection::pb::v1::ServerReflectionRequest;
+    use tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient;
+    use tonic_reflection::pb::v1::server_reflection_request::MessageRequest;
+    use tonic_reflection::pb::v1::server_reflection_response::MessageResponse;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = ServerProcess::start(dir.path(), 1);
+    let channel = Channel::from_shared(server.endpoint())
+        .expect("endpoint")
+        .connect()
+        .await
+        .expect("connect");
+    let status = HealthClient::new(channel.clone())
+        .check(HealthCheckRequest {
+            service: "strata.v1.Broker".to_string(),
+        })
+        .await
+        .expect("health")
+        .into_inner();
+    assert_eq!(status.status, ServingStatus::Serving as i32);
+    let request = ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(MessageRequest::ListServices(String::new())),
+    };
+    let mut responses = ServerReflectionClient::new(channel)
+        .server_reflection_info(tokio_stream::iter(vec![request]))
+        .await
+        .expect("reflection")
+        .into_inner();
+    let response = responses
+        .message()
+        .await
+        .expect("message")
+        .expect("one response");
+    let Some(MessageResponse::ListServicesResponse(list)) = response.message_response else {
+        panic!("unexpected reflection response");
+    };
+    let names: Vec<String> = list.service.into_iter().map(|s| s.name).collect();
+    assert!(names.contains(&"strata.v1.Broker".to_string()), "{names:?}");
+    assert!(names.contains(&"strata.v1.Admin".to_string()), "{names:?}");
+}
+
+/// Enough metadata changes for the controller to snapshot its state; after a restart the
+/// metadata is rebuilt from the snapshot plus the entries after it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn controller_snapshot_survives_restart() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut server = ServerProcess::start(dir.path(), 1);
+    let mut clients = connect(&server).await;
+    for i in 0..700 {
+        create(&mut clients, &format!("t{i}"), 1).await;
+        if i % 2 == 0 {
+            clients
+                .admin
+                .delete_topic(pb::DeleteTopicRequest {
+                    name: format!("t{i}"),
+                })
+                .await
+                .expect("delete");
+        }
+    }
+    assert!(
+        dir.path().join("controller/metadata.snapshot").exists(),
+        "a snapshot was written"
+    );
+    server.restart();
+    let mut clients = connect(&server).await;
+    let topics = clients
+        .admin
+        .list_topics(pb::ListTopicsRequest {})
+        .await
+        .expect("list")
+        .into_inner();
+    let mut names: Vec<String> = topics.topics.into_iter().map(|t| t.name).collect();
+    names.sort();
+    let mut expected: Vec<String> = (0..700)
+        .filter(|i| i % 2 == 1)
+        .map(|i| format!("t{i}"))
+        .collect();
+    expected.sort();
+    assert_eq!(names, expected);
+    clients
+        .broker
+        .produce(produce_records("t699", 0, vec![record("k", "v")]))
+        .await
+        .expect("the partitions are back too");
+}
