@@ -21,7 +21,8 @@ pub mod storage;
 use std::fs::File;
 use std::future::Future;
 
-use tokio::net::TcpListener;
+use futures::{Stream, StreamExt};
+use tokio::net::{TcpListener, TcpStream};
 use tokio_stream::wrappers::TcpListenerStream;
 
 pub use config::Config;
@@ -106,10 +107,20 @@ pub async fn run(
             service.clone(),
         ))
         .add_service(strata_proto::v1::broker_server::BrokerServer::new(service))
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
+        .serve_with_incoming_shutdown(incoming(listener), shutdown)
         .await;
     tracing::info!("stopped accepting; syncing");
     driver.shutdown().await;
     drop(lock);
     served.map_err(RunError::from)
+}
+
+/// Accepted connections with Nagle's algorithm off: replies are small and must not wait for the
+/// client's delayed ACK (40 ms on Linux). tonic sets this only for listeners it binds itself.
+fn incoming(listener: TcpListener) -> impl Stream<Item = std::io::Result<TcpStream>> {
+    TcpListenerStream::new(listener).map(|accepted| {
+        let stream = accepted?;
+        stream.set_nodelay(true)?;
+        Ok(stream)
+    })
 }

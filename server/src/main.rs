@@ -100,3 +100,42 @@ fn main() -> ExitCode {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Flags win over `STRATA_*` variables, which win over the file, which wins over defaults.
+    #[test]
+    fn sources_layer_in_order() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = dir.path().join("strata.toml");
+        std::fs::write(&file, "node_id = 3\nlisten = \"127.0.0.1:7000\"\n").expect("write");
+        let file = file.to_str().expect("utf8 path");
+        // SAFETY: the only test in this binary; nothing else reads the environment meanwhile.
+        unsafe { std::env::set_var("STRATA_NODE_ID", "5") };
+        let from_env =
+            config(Args::try_parse_from(["strata-server", "--config", file]).expect("args"))
+                .expect("config");
+        let from_flag = config(
+            Args::try_parse_from(["strata-server", "--config", file, "--node-id", "7"])
+                .expect("args"),
+        )
+        .expect("config");
+        unsafe { std::env::remove_var("STRATA_NODE_ID") };
+        let from_file =
+            config(Args::try_parse_from(["strata-server", "--config", file]).expect("args"))
+                .expect("config");
+        let defaults =
+            config(Args::try_parse_from(["strata-server"]).expect("args")).expect("config");
+        assert_eq!(from_flag.node_id, 7);
+        assert_eq!(from_env.node_id, 5);
+        assert_eq!(from_file.node_id, 3);
+        assert_eq!(
+            from_file.listen.port(),
+            7000,
+            "the file fills what flags and env leave"
+        );
+        assert_eq!(defaults, Config::default());
+    }
+}

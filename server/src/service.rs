@@ -27,7 +27,8 @@ use crate::broker::{
 };
 use crate::storage::batch::{BatchBuilder, decode_records, split_batches};
 
-/// Produce requests one stream may have in flight; the stream stops reading beyond this.
+/// Produce requests one stream may have in flight; the stream stops reading beyond this (and
+/// every stream waits for the node-wide byte budget, `PRODUCE_BYTES_IN_FLIGHT_MAX`).
 pub const STREAM_IN_FLIGHT_MAX: usize = 1024;
 /// Replies waiting to be written on one stream.
 const STREAM_REPLIES_MAX: usize = 1024;
@@ -424,9 +425,13 @@ impl BrokerService for Service {
                 // Validation and submission happen here, in stream order, so batches for one
                 // partition keep their order; only the wait for the commit runs concurrently.
                 let request_id = request.request_id;
-                let submitted = produce_input(request).and_then(|(topic, target, batch)| {
-                    broker.start_produce(&topic, target, batch.to_vec())
-                });
+                let submitted = match produce_input(request) {
+                    Ok((topic, target, batch)) => match broker.produce_permit(batch.len()).await {
+                        Ok(room) => broker.start_produce(&topic, target, batch.to_vec(), room),
+                        Err(error) => Err(error),
+                    },
+                    Err(error) => Err(error),
+                };
                 let replies = replies.clone();
                 tokio::spawn(async move {
                     let outcome = match submitted {

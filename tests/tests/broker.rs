@@ -766,6 +766,16 @@ async fn controller_snapshot_survives_restart() {
         dir.path().join("controller/metadata.snapshot").exists(),
         "a snapshot was written"
     );
+    // Retention (every 200 ms in tests) compacts the controller log behind the snapshot.
+    let first_segment = dir.path().join("controller/00000000000000000000.log");
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while first_segment.exists() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the controller log was never compacted"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     server.restart();
     let mut clients = connect(&server).await;
     let topics = clients

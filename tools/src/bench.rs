@@ -2,9 +2,9 @@
 //!
 //! - `produce` sends records of a fixed size (random bytes, so compression has nothing to
 //!   gain) as fast as the producer accepts them, or at `--rate` records/s. Latency runs from
-//!   the moment a record was due to be sent (with `--rate`; from the `send` call without it)
-//!   to its acknowledgement, so a stalled broker shows in the latency instead of hiding in a
-//!   slower send loop.
+//!   the `send` call to the acknowledgement (peerbench's send→ack), so time a record waits in
+//!   the producer behind earlier ones counts, but the load generator's own timer slack (tokio
+//!   timers fire up to a millisecond late) does not.
 //! - `consume` reads every partition merged and measures end-to-end latency: arrival time
 //!   minus the record's timestamp (meaningful when `bench produce` runs at the same time and
 //!   the consumer starts `--from latest`; clocks are the same machine's).
@@ -149,21 +149,18 @@ async fn produce(client: &Client, args: ProduceBench, format: Format) -> Result<
         if stop_at.is_some_and(|stop_at| now >= stop_at) {
             break;
         }
-        let due = match args.rate {
-            Some(rate) => {
-                let due = started + Duration::from_secs_f64(sent as f64 / rate as f64);
-                if due > now {
-                    tokio::time::sleep_until(due.into()).await;
-                }
-                due
+        if let Some(rate) = args.rate {
+            let due = started + Duration::from_secs_f64(sent as f64 / rate as f64);
+            if due > now {
+                tokio::time::sleep_until(due.into()).await;
             }
-            None => now,
-        };
+        }
+        let sent_at = Instant::now();
         let delivery = producer
             .send(ProducerRecord::new(args.topic.clone(), value.clone()))
             .await
             .with_context(|| format!("produce to {}", args.topic))?;
-        if deliveries.send((delivery, due)).await.is_err() {
+        if deliveries.send((delivery, sent_at)).await.is_err() {
             break; // The timer stopped at a failed delivery; its error says why.
         }
         sent += 1;
@@ -236,9 +233,9 @@ async fn time_deliveries(
     loop {
         tokio::select! {
             next = queued.recv(), if accepting => match next {
-                Some((delivery, due)) => pending.push(async move {
+                Some((delivery, sent_at)) => pending.push(async move {
                     let result = delivery.await;
-                    (result, due.elapsed())
+                    (result, sent_at.elapsed())
                 }),
                 None => accepting = false,
             },

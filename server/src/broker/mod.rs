@@ -37,10 +37,13 @@ pub const FETCH_WAIT_MS_MAX: u32 = 60_000;
 pub const FETCH_BYTES_MAX: u32 = 64 << 20;
 /// Fetch size when the request names none.
 pub const FETCH_BYTES_DEFAULT: u32 = 1 << 20;
+/// Bytes of produced batches this node holds while they wait to commit (in the driver's queue,
+/// raft's unstable log and the write path). Producers wait for room beyond it.
+pub const PRODUCE_BYTES_IN_FLIGHT_MAX: usize = 256 << 20;
 /// How long a produce waits for its batch to commit before it answers with a timeout.
 pub const PRODUCE_TIMEOUT: Duration = Duration::from_secs(30);
 /// Controller segments are small so that compaction after a snapshot frees space soon.
-const CONTROLLER_SEGMENT_BYTES: u64 = 1 << 20;
+const CONTROLLER_SEGMENT_BYTES: u64 = 64 << 10;
 
 /// Where a read starts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -140,6 +143,8 @@ pub struct Broker {
     round_robin: AtomicU32,
     /// Serializes reconciliation: two passes at once would open one partition twice.
     reconciling: tokio::sync::Mutex<()>,
+    /// Room for produced bytes waiting to commit, in KiB.
+    produce_budget: Arc<tokio::sync::Semaphore>,
 }
 
 fn now_ms() -> i64 {
@@ -162,7 +167,7 @@ impl Broker {
         let controller_dir = data_dir.join("controller");
         let log_config = LogConfig {
             segment_bytes_max: CONTROLLER_SEGMENT_BYTES,
-            batch_bytes_max: BATCH_BYTES_MAX,
+            batch_bytes_max: CONTROLLER_SEGMENT_BYTES as usize,
             ..LogConfig::default()
         };
         let log = PartitionLog::open(&controller_dir, log_config).map_err(BrokerError::storage)?;
@@ -197,6 +202,9 @@ impl Broker {
             controller_leader,
             round_robin: AtomicU32::new(0),
             reconciling: tokio::sync::Mutex::new(()),
+            produce_budget: Arc::new(tokio::sync::Semaphore::new(
+                PRODUCE_BYTES_IN_FLIGHT_MAX >> 10,
+            )),
         });
         broker.wait_for_controller().await?;
         tracing::debug!("controller has a leader");
@@ -579,16 +587,34 @@ impl Broker {
         target: Target,
         batch: Vec<u8>,
     ) -> Result<Produced, BrokerError> {
-        self.start_produce(topic, target, batch)?.await
+        let permit = self.produce_permit(batch.len()).await?;
+        self.start_produce(topic, target, batch, permit)?.await
+    }
+
+    /// Waits for room for `bytes` of produced data (see [`PRODUCE_BYTES_IN_FLIGHT_MAX`]).
+    pub async fn produce_permit(
+        &self,
+        bytes: usize,
+    ) -> Result<tokio::sync::OwnedSemaphorePermit, BrokerError> {
+        let kib = bytes
+            .div_ceil(1024)
+            .clamp(1, PRODUCE_BYTES_IN_FLIGHT_MAX >> 10) as u32;
+        self.produce_budget
+            .clone()
+            .acquire_many_owned(kib)
+            .await
+            .map_err(|_| BrokerError::ShuttingDown)
     }
 
     /// Queues a batch for a partition now (in call order) and returns a future of its commit;
-    /// see [`DriverHandle::submit`].
+    /// see [`DriverHandle::submit`]. `permit` (from [`Broker::produce_permit`]) is held until
+    /// the batch commits.
     pub fn start_produce(
         &self,
         topic: &str,
         target: Target,
         batch: Vec<u8>,
+        permit: tokio::sync::OwnedSemaphorePermit,
     ) -> Result<impl Future<Output = Result<Produced, BrokerError>> + Send + use<>, BrokerError>
     {
         let known = self.topic(topic)?;
@@ -608,6 +634,8 @@ impl Broker {
             .map_err(|e| self.propose_error(e))?;
         let metadata = self.metadata.clone();
         Ok(async move {
+            // The batch's bytes count against the budget until it has committed.
+            let _permit = permit;
             let committed = tokio::time::timeout(PRODUCE_TIMEOUT, committed)
                 .await
                 .map_err(|_| {
