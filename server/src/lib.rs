@@ -27,6 +27,14 @@ use tokio_stream::wrappers::TcpListenerStream;
 
 pub use config::Config;
 
+/// Wall-clock milliseconds since the Unix epoch: read only at the edges (proposers stamp it
+/// into commands and batches; replicated apply never reads it).
+pub(crate) fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |since| since.as_millis() as i64)
+}
+
 /// Why a node could not run.
 #[derive(Debug, thiserror::Error)]
 pub enum RunError {

@@ -49,14 +49,13 @@ impl Service {
     }
 }
 
-/// The stable code, gRPC code and details of an error.
-pub fn status(error: BrokerError) -> Status {
-    let message = error.to_string();
+/// The stable details of an error and the gRPC code it maps to.
+fn error_detail_and_code(error: &BrokerError) -> (ErrorDetail, tonic::Code) {
     let mut detail = ErrorDetail {
-        message: message.clone(),
+        message: error.to_string(),
         ..ErrorDetail::default()
     };
-    let (code, grpc) = match &error {
+    let (code, grpc) = match error {
         BrokerError::UnknownTopic(_) | BrokerError::UnknownPartition { .. } => {
             (ErrorCode::UnknownTopicOrPartition, tonic::Code::NotFound)
         }
@@ -95,16 +94,28 @@ pub fn status(error: BrokerError) -> Status {
         BrokerError::Storage(_) => (ErrorCode::Storage, tonic::Code::Internal),
     };
     detail.code = code as i32;
-    let mut status = Status::with_details(grpc, message, Bytes::from(detail.encode_to_vec()));
-    if let Ok(value) = code.as_str_name().parse() {
+    (detail, grpc)
+}
+
+/// The status of an error: its gRPC code, its message, the encoded [`ErrorDetail`] as details
+/// and the code's name in the `strata-error-code` metadata.
+pub fn status(error: BrokerError) -> Status {
+    let (detail, grpc) = error_detail_and_code(&error);
+    let name = detail.code().as_str_name();
+    let mut status = Status::with_details(
+        grpc,
+        detail.message.clone(),
+        Bytes::from(detail.encode_to_vec()),
+    );
+    if let Ok(value) = name.parse() {
         status.metadata_mut().insert("strata-error-code", value);
     }
     status
 }
 
+/// The details alone, for replies on a produce stream (which stays open on a failed request).
 fn error_detail(error: &BrokerError) -> ErrorDetail {
-    let status = status(error.clone());
-    ErrorDetail::decode(status.details()).unwrap_or_default()
+    error_detail_and_code(error).0
 }
 
 fn invalid(message: impl Into<String>) -> Status {
@@ -112,7 +123,6 @@ fn invalid(message: impl Into<String>) -> Status {
 }
 
 fn topic_description(broker: &Broker, topic: &Topic) -> pb::TopicDescription {
-    let metadata = broker.metadata();
     let partition_info = topic
         .replicas
         .iter()
@@ -132,7 +142,6 @@ fn topic_description(broker: &Broker, topic: &Topic) -> pb::TopicDescription {
             info
         })
         .collect();
-    let _ = metadata;
     pb::TopicDescription {
         name: topic.name.clone(),
         partitions: topic.partitions(),
@@ -158,12 +167,6 @@ fn position(start: Option<pb::StartPosition>) -> Result<Position, Status> {
         Some(P::Offset(offset)) => Ok(Position::Offset(offset)),
         Some(P::TimestampMs(timestamp)) => Ok(Position::Timestamp(timestamp)),
     }
-}
-
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
 }
 
 /// Decodes stored batches into records at or after `from`.
@@ -328,7 +331,7 @@ fn produce_input(request: pb::ProduceRequest) -> Result<(String, Target, Bytes),
                     list.records.len()
                 )));
             }
-            let now = now_ms();
+            let now = crate::now_ms();
             let mut builder = BatchBuilder::new();
             for record in &list.records {
                 let headers: Vec<(&str, Option<&[u8]>)> = record

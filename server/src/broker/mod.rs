@@ -147,12 +147,6 @@ pub struct Broker {
     produce_budget: Arc<tokio::sync::Semaphore>,
 }
 
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
-}
-
 impl Broker {
     /// Starts the controller group and the partitions this node already holds.
     ///
@@ -234,22 +228,15 @@ impl Broker {
         Ok(())
     }
 
+    /// Registers this node's address. Always proposed, even when the metadata already has it:
+    /// its commit is also the barrier after which every entry replayed at startup is applied,
+    /// so the first reconcile sees the whole metadata before the node starts serving.
     async fn register_self(&self) -> Result<(), BrokerError> {
-        let known = self
-            .metadata
-            .read()
-            .expect("metadata lock poisoned")
-            .nodes
-            .get(&self.node_id)
-            .is_some_and(|node| node.address == self.address);
-        if !known {
-            self.propose_metadata(Command::RegisterNode(Node {
-                id: self.node_id,
-                address: self.address.clone(),
-            }))
-            .await?;
-        }
-        Ok(())
+        self.propose_metadata(Command::RegisterNode(Node {
+            id: self.node_id,
+            address: self.address.clone(),
+        }))
+        .await
     }
 
     async fn reconcile_on_change(broker: std::sync::Weak<Self>) {
@@ -397,7 +384,7 @@ impl Broker {
     async fn propose_metadata(&self, command: Command) -> Result<(), BrokerError> {
         let committed = self
             .driver
-            .propose(CONTROLLER_GROUP, command.to_batch(now_ms()))
+            .propose(CONTROLLER_GROUP, command.to_batch(crate::now_ms()))
             .await
             .map_err(|e| self.propose_error(e))?;
         // Wait until this node has applied it (it has: the proposer applies before replying).
@@ -467,7 +454,7 @@ impl Broker {
             config,
             replication_factor,
             replicas,
-            now_ms: now_ms(),
+            now_ms: crate::now_ms(),
         })
         .await?;
         self.reconcile().await?;

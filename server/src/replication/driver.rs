@@ -200,15 +200,22 @@ pub fn start(node_id: u64, retention_interval: Duration) -> DriverHandle {
     std::thread::Builder::new()
         .name("raft-driver".to_string())
         .spawn(move || {
-            Driver {
+            let driver = Driver {
                 node_id,
                 groups: HashMap::new(),
                 commands: receiver,
                 next_proposal_id: 1,
                 ticks: 0,
                 retention_every_ticks,
+            };
+            // A storage failure is fatal to raft (an fsync that failed may have lost data the
+            // node already promised). Stop the whole process rather than leave a server that
+            // accepts requests it can never commit; nothing acknowledged depends on memory, and
+            // a restart recovers from the disk.
+            if std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| driver.run())).is_err() {
+                tracing::error!("the raft driver failed; stopping the process");
+                std::process::abort();
             }
-            .run()
         })
         .expect("spawning the raft driver thread");
     DriverHandle { commands }
@@ -221,12 +228,6 @@ struct Driver {
     next_proposal_id: u64,
     ticks: u64,
     retention_every_ticks: u64,
-}
-
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
 }
 
 impl Driver {
@@ -394,7 +395,7 @@ impl Driver {
                 let log = group.node.store().log().clone();
                 let outcome = log.write().expect("log lock poisoned").apply_retention(
                     &policy,
-                    now_ms(),
+                    crate::now_ms(),
                     applied,
                 );
                 match outcome {
@@ -415,7 +416,7 @@ impl Driver {
     /// One round of the Ready loop over every group: appends, one fsync per written log,
     /// then what must wait for persistence.
     fn process_ready(&mut self) {
-        let now = now_ms();
+        let now = crate::now_ms();
         let mut readies = Vec::new();
         for (id, group) in &mut self.groups {
             if !group.node.has_ready() {
