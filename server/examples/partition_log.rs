@@ -38,7 +38,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 &[("source", Some(b"demo"))],
             );
         }
-        log.append(&mut builder.finish(), 1, now_ms)?;
+        log.append(&builder.finish(), 1, now_ms)?;
     }
     // One fsync makes all 100 appends durable (group commit).
     log.sync()?;

@@ -193,7 +193,7 @@ fn apply(
             term_step,
         } => {
             let term = model.last_term() + term_step;
-            let (mut batch, records) = if *control {
+            let (batch, records) = if *control {
                 (
                     strata_server::storage::batch::control_batch(
                         ControlType::LeaderNoop,
@@ -213,7 +213,7 @@ fn apply(
                 }
                 (builder.finish(), records)
             };
-            let info = log.append(&mut batch, term, 0).expect("append");
+            let info = log.append(&batch, term, 0).expect("append");
             prop_assert_eq!(info.raft_index, model.last_raft_index() + 1);
             prop_assert_eq!(info.base_offset, model.next_offset());
             model.entries.push(Entry {

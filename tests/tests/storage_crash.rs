@@ -39,7 +39,7 @@ fn build_log(dir: &Path, seed: &mut Seed) -> (Vec<String>, Vec<Expected>, PathBu
         } else {
             let count = 1 + seed.below(6) as usize;
             let tag = format!("b{i}{}", "x".repeat(seed.below(40) as usize));
-            log.append(&mut data_batch(&tag, count, i as i64), 1 + i / 20, 0)
+            log.append(&data_batch(&tag, count, i as i64), 1 + i / 20, 0)
                 .expect("append");
             values.extend((0..count).map(|j| format!("{tag}-{j}")));
         }
@@ -105,7 +105,7 @@ fn check_recovered(dir: &Path, values: &[String], expected: &Expected, what: &st
         "{what}: values"
     );
     let info = log
-        .append(&mut data_batch("after", 2, 0), 10, 0)
+        .append(&data_batch("after", 2, 0), 10, 0)
         .unwrap_or_else(|e| panic!("{what}: append after recovery: {e}"));
     assert_eq!(
         info.base_offset, expected.next_offset,
@@ -408,7 +408,7 @@ fn random_io_failures_never_lose_or_invent_batches() {
         }
         let count = 1 + seed.below(5) as usize;
         let tag = format!("s{step}");
-        match log.append(&mut data_batch(&tag, count, step), 1, step) {
+        match log.append(&data_batch(&tag, count, step), 1, step) {
             Ok(_) => appended.extend((0..count).map(|i| format!("{tag}-{i}"))),
             Err(Error::Io { .. } | Error::Failed { .. }) => failures += 1,
             Err(other) => panic!("step {step}: unexpected error {other}"),

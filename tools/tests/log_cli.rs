@@ -34,7 +34,7 @@ fn write_log(dir: &Path) {
         for j in 0..3 {
             builder.push(1_000 + i * 10 + j, Some(b"key"), Some(&[b'v'; 40]), &[]);
         }
-        log.append(&mut builder.finish(), 1, 0).expect("append");
+        log.append(&builder.finish(), 1, 0).expect("append");
     }
     log.sync().expect("sync");
 }

@@ -218,11 +218,9 @@ impl RaftStorage {
                 EntryType::EntryNormal if entry.data.is_empty() => log
                     .append_control(ControlType::LeaderNoop, b"", entry.term, now_ms)
                     .map_err(map_error)?,
-                EntryType::EntryNormal => {
-                    let mut batch = BytesMut::from(&entry.data[..]);
-                    log.append(&mut batch, entry.term, now_ms)
-                        .map_err(map_error)?
-                }
+                EntryType::EntryNormal => log
+                    .append(&entry.data, entry.term, now_ms)
+                    .map_err(map_error)?,
                 kind => {
                     let mut payload = Vec::with_capacity(entry.data.len() + 1);
                     payload.put_u8(kind as u8);

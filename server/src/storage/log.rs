@@ -352,14 +352,15 @@ impl PartitionLog {
     }
 
     /// Appends a batch as the next raft entry, written by a leader of `term`. The batch is
-    /// validated (framing, CRC-32C, record count), then its base offset and leader epoch are
-    /// stamped in place; the bytes stored are `batch` as stamped. Rolls to a new segment first
-    /// when the active one is full or old. Durable only after [`PartitionLog::sync`].
+    /// validated (framing, CRC-32C, record count), then stored with its base offset and leader
+    /// epoch stamped: the stamp goes into a copy of the header only, and the rest is written
+    /// from `batch` as it is (no copy of the records). Rolls to a new segment first when the
+    /// active one is full or old. Durable only after [`PartitionLog::sync`].
     ///
     /// # Errors
     /// [`Error::BatchTooLarge`], [`Error::InvalidBatch`], [`Error::InvalidTerm`] (terms never
     /// decrease and must fit in 31 bits), I/O errors. On error nothing was appended.
-    pub fn append(&mut self, batch: &mut [u8], term: u64, now_ms: i64) -> Result<AppendInfo> {
+    pub fn append(&mut self, batch: &[u8], term: u64, now_ms: i64) -> Result<AppendInfo> {
         self.check_usable()?;
         if batch.len() > self.config.batch_bytes_max {
             return Err(Error::BatchTooLarge {
@@ -389,11 +390,13 @@ impl PartitionLog {
         if self.should_roll(batch.len(), &header, now_ms) {
             self.roll()?;
         }
-        batch::stamp(batch, base_offset, epoch);
+        let (head, tail) = batch.split_at(batch::HEADER_BYTES);
+        let mut head: [u8; batch::HEADER_BYTES] = head.try_into().expect("validated header");
+        batch::stamp(&mut head, base_offset, epoch);
         header.base_offset = base_offset as i64;
         header.partition_leader_epoch = epoch;
         let raft_index = self.active().next_raft_index();
-        if let Err((error, consistent)) = self.active_mut().append(batch, &header, now_ms) {
+        if let Err((error, consistent)) = self.active_mut().append(&head, tail, &header, now_ms) {
             return Err(if consistent { error } else { self.fail(error) });
         }
         self.last_term = term;
@@ -415,8 +418,8 @@ impl PartitionLog {
         term: u64,
         now_ms: i64,
     ) -> Result<AppendInfo> {
-        let mut batch = batch::control_batch(kind, now_ms, payload);
-        self.append(&mut batch, term, now_ms)
+        let batch = batch::control_batch(kind, now_ms, payload);
+        self.append(&batch, term, now_ms)
     }
 
     fn should_roll(&self, batch_bytes: usize, header: &BatchHeader, now_ms: i64) -> bool {

@@ -72,8 +72,8 @@ fn append_stamps_offsets_and_reads_back() {
         (log.next_offset(), log.last_raft_index(), log.last_term()),
         (0, 0, 0)
     );
-    let first = log.append(&mut data("a", 3, 100), 1, 0).expect("append");
-    let second = log.append(&mut data("b", 2, 200), 2, 0).expect("append");
+    let first = log.append(&data("a", 3, 100), 1, 0).expect("append");
+    let second = log.append(&data("b", 2, 200), 2, 0).expect("append");
     assert_eq!(
         first,
         AppendInfo {
@@ -117,7 +117,7 @@ fn append_stamps_offsets_and_reads_back() {
 fn control_batches_take_raft_index_not_offset() {
     let dir = tempfile::tempdir().expect("tempdir");
     let mut log = open(dir.path(), LogConfig::default());
-    log.append(&mut data("a", 2, 10), 1, 0).expect("append");
+    log.append(&data("a", 2, 10), 1, 0).expect("append");
     let noop = log
         .append_control(ControlType::LeaderNoop, b"", 2, 0)
         .expect("control");
@@ -129,7 +129,7 @@ fn control_batches_take_raft_index_not_offset() {
             next_offset: 2
         }
     );
-    log.append(&mut data("b", 1, 20), 2, 0).expect("append");
+    log.append(&data("b", 1, 20), 2, 0).expect("append");
     assert_eq!(log.last_raft_index(), 3);
     assert_eq!(log.next_offset(), 3);
     let spans = log.read(0, 1 << 20).expect("read");
@@ -150,33 +150,33 @@ fn control_batches_take_raft_index_not_offset() {
 fn bad_appends_are_rejected_and_store_nothing() {
     let dir = tempfile::tempdir().expect("tempdir");
     let mut log = open(dir.path(), small_config());
-    log.append(&mut data("a", 1, 0), 5, 0).expect("append");
+    log.append(&data("a", 1, 0), 5, 0).expect("append");
     let mut corrupt = data("x", 2, 0);
     let last = corrupt.len() - 1;
     corrupt[last] ^= 0xff;
     assert!(matches!(
-        log.append(&mut corrupt, 5, 0),
+        log.append(&corrupt, 5, 0),
         Err(Error::InvalidBatch(_))
     ));
-    let mut big = data(&"y".repeat(600), 2, 0);
+    let big = data(&"y".repeat(600), 2, 0);
     assert!(matches!(
-        log.append(&mut big, 5, 0),
+        log.append(&big, 5, 0),
         Err(Error::BatchTooLarge {
             limit_bytes: 1024,
             ..
         })
     ));
     assert!(matches!(
-        log.append(&mut data("z", 1, 0), 4, 0),
+        log.append(&data("z", 1, 0), 4, 0),
         Err(Error::InvalidTerm { term: 4, .. })
     ));
     assert!(matches!(
-        log.append(&mut data("z", 1, 0), 1 << 31, 0),
+        log.append(&data("z", 1, 0), 1 << 31, 0),
         Err(Error::InvalidTerm { .. })
     ));
-    let mut garbage = vec![7u8; 100];
+    let garbage = vec![7u8; 100];
     assert!(matches!(
-        log.append(&mut garbage, 5, 0),
+        log.append(&garbage, 5, 0),
         Err(Error::InvalidBatch(_))
     ));
     assert_eq!((log.next_offset(), log.last_raft_index()), (1, 1));
@@ -194,7 +194,7 @@ fn rolls_by_size_and_reads_across_segments() {
     let mut expected = Vec::new();
     for i in 0..40u64 {
         let tag = format!("t{i}");
-        log.append(&mut data(&tag, 3, i as i64 * 10), 1 + i / 10, 0)
+        log.append(&data(&tag, 3, i as i64 * 10), 1 + i / 10, 0)
             .expect("append");
         expected.extend((0..3).map(|j| format!("{tag}-{j}")));
     }
@@ -249,10 +249,10 @@ fn rolls_by_age() {
         ..LogConfig::default()
     };
     let mut log = open(dir.path(), config);
-    log.append(&mut data("a", 1, 0), 1, 10_000).expect("append");
-    log.append(&mut data("b", 1, 0), 1, 10_999).expect("append");
+    log.append(&data("a", 1, 0), 1, 10_000).expect("append");
+    log.append(&data("b", 1, 0), 1, 10_999).expect("append");
     assert_eq!(log.segments().len(), 1);
-    log.append(&mut data("c", 1, 0), 1, 11_000).expect("append");
+    log.append(&data("c", 1, 0), 1, 11_000).expect("append");
     assert_eq!(log.segments().len(), 2);
     assert_eq!(log.segments()[1].base_offset, 2);
 }
@@ -264,7 +264,7 @@ fn finds_offsets_by_timestamp() {
     let dir = tempfile::tempdir().expect("tempdir");
     let mut log = open(dir.path(), small_config());
     for i in 0..30i64 {
-        log.append(&mut data("t", 4, 1_000 + i * 10), 1, 0)
+        log.append(&data("t", 4, 1_000 + i * 10), 1, 0)
             .expect("append");
     }
     // Batch i holds offsets 4i..4i+3 with timestamps 1000+10i .. 1000+10i+3.
@@ -288,7 +288,7 @@ fn finds_offsets_by_timestamp() {
     let mut builder = BatchBuilder::new();
     builder.push(5_000, None, Some(b"late"), &[]);
     builder.push(4_000, None, Some(b"early"), &[]);
-    log.append(&mut builder.finish(), 1, 0).expect("append");
+    log.append(&builder.finish(), 1, 0).expect("append");
     assert_eq!(log.offset_for_timestamp(4_500).expect("lookup"), Some(120));
 }
 
@@ -299,7 +299,7 @@ fn truncates_suffixes() {
     let dir = tempfile::tempdir().expect("tempdir");
     let mut log = open(dir.path(), small_config());
     for i in 0..30u64 {
-        log.append(&mut data(&format!("t{i}"), 2, 0), 1 + i / 10, 0)
+        log.append(&data(&format!("t{i}"), 2, 0), 1 + i / 10, 0)
             .expect("append");
     }
     let segments_before = log.segments().len();
@@ -316,7 +316,7 @@ fn truncates_suffixes() {
         (7, 14, 1)
     );
     let info = log
-        .append(&mut data("new", 1, 0), 7, 0)
+        .append(&data("new", 1, 0), 7, 0)
         .expect("append after truncate");
     assert_eq!(
         info,
@@ -341,7 +341,7 @@ fn truncates_suffixes() {
         log.truncate_from_raft_index(5),
         Err(Error::RaftIndexUnavailable { .. })
     ));
-    log.append(&mut data("again", 1, 0), 8, 0).expect("append");
+    log.append(&data("again", 1, 0), 8, 0).expect("append");
     log.sync().expect("sync");
     drop(log);
     let log = open(dir.path(), small_config());
@@ -355,7 +355,7 @@ fn reset_restarts_the_log() {
     let dir = tempfile::tempdir().expect("tempdir");
     let mut log = open(dir.path(), small_config());
     for i in 0..10 {
-        log.append(&mut data(&format!("t{i}"), 2, 0), 1, 0)
+        log.append(&data(&format!("t{i}"), 2, 0), 1, 0)
             .expect("append");
     }
     let start = LogStart {
@@ -377,7 +377,7 @@ fn reset_restarts_the_log() {
         log.read(10, 100),
         Err(Error::OffsetOutOfRange { log_start: 500, .. })
     ));
-    let info = log.append(&mut data("n", 1, 0), 4, 0).expect("append");
+    let info = log.append(&data("n", 1, 0), 4, 0).expect("append");
     assert_eq!(
         info,
         AppendInfo {
@@ -401,7 +401,7 @@ fn pending_reset_completes_on_open() {
     let dir = tempfile::tempdir().expect("tempdir");
     let mut log = open(dir.path(), small_config());
     for i in 0..10 {
-        log.append(&mut data(&format!("t{i}"), 2, 0), 1, 0)
+        log.append(&data(&format!("t{i}"), 2, 0), 1, 0)
             .expect("append");
     }
     log.sync().expect("sync");
@@ -437,7 +437,7 @@ fn retention_removes_old_segments() {
     let dir = tempfile::tempdir().expect("tempdir");
     let mut log = open(dir.path(), small_config());
     for i in 0..40i64 {
-        log.append(&mut data(&format!("t{i}"), 2, i * 100), 1, 0)
+        log.append(&data(&format!("t{i}"), 2, i * 100), 1, 0)
             .expect("append");
     }
     let segments = log.segments();
@@ -510,7 +510,7 @@ fn stale_segments_below_start_are_removed_on_open() {
     let dir = tempfile::tempdir().expect("tempdir");
     let mut log = open(dir.path(), small_config());
     for i in 0..30 {
-        log.append(&mut data(&format!("t{i}"), 2, 0), 1, 0)
+        log.append(&data(&format!("t{i}"), 2, 0), 1, 0)
             .expect("append");
     }
     log.sync().expect("sync");
@@ -540,7 +540,7 @@ fn corrupt_sealed_segment_fails_open_with_its_position() {
     let dir = tempfile::tempdir().expect("tempdir");
     let mut log = open(dir.path(), small_config());
     for i in 0..30 {
-        log.append(&mut data(&format!("t{i}"), 2, 0), 1, 0)
+        log.append(&data(&format!("t{i}"), 2, 0), 1, 0)
             .expect("append");
     }
     log.sync().expect("sync");
@@ -571,11 +571,11 @@ fn failed_write_leaves_the_log_consistent() {
             ..small_config()
         };
         let mut log = open(dir.path(), config.clone());
-        log.append(&mut data("a", 2, 0), 1, 0).expect("append");
+        log.append(&data("a", 2, 0), 1, 0).expect("append");
         faults.fail_write_after(writes_before);
         let mut outcomes = Vec::new();
         for i in 0..12 {
-            outcomes.push(log.append(&mut data(&format!("b{i}"), 20, 0), 1, 0).is_ok());
+            outcomes.push(log.append(&data(&format!("b{i}"), 20, 0), 1, 0).is_ok());
         }
         assert_eq!(
             outcomes.iter().filter(|ok| !**ok).count(),
@@ -603,13 +603,13 @@ fn failed_sync_fails_the_log_until_reopened() {
         ..small_config()
     };
     let mut log = open(dir.path(), config.clone());
-    log.append(&mut data("a", 2, 0), 1, 0).expect("append");
+    log.append(&data("a", 2, 0), 1, 0).expect("append");
     log.sync().expect("sync");
-    log.append(&mut data("b", 2, 0), 1, 0).expect("append");
+    log.append(&data("b", 2, 0), 1, 0).expect("append");
     faults.fail_sync_after(0);
     assert!(matches!(log.sync(), Err(Error::Io { .. })));
     assert!(matches!(
-        log.append(&mut data("c", 1, 0), 1, 0),
+        log.append(&data("c", 1, 0), 1, 0),
         Err(Error::Failed { .. })
     ));
     assert!(matches!(log.read(0, 100), Err(Error::Failed { .. })));
@@ -636,7 +636,7 @@ fn failures_while_rolling_surface() {
         if i == 20 {
             faults.fail_sync_after(0);
         }
-        match log.append(&mut data(&format!("t{i}"), 2, 0), 1, 0) {
+        match log.append(&data(&format!("t{i}"), 2, 0), 1, 0) {
             Ok(_) => match log.sync() {
                 Ok(()) => acknowledged.extend([format!("t{i}-0"), format!("t{i}-1")]),
                 Err(_) => failures += 1,
@@ -661,8 +661,8 @@ fn failures_while_rolling_surface() {
 fn reads_are_zero_copy() {
     let dir = tempfile::tempdir().expect("tempdir");
     let mut log = open(dir.path(), LogConfig::default());
-    log.append(&mut data("a", 1, 0), 1, 0).expect("append");
-    log.append(&mut data("b", 1, 0), 1, 0).expect("append");
+    log.append(&data("a", 1, 0), 1, 0).expect("append");
+    log.append(&data("b", 1, 0), 1, 0).expect("append");
     let first: Bytes = log.read(0, 1 << 20).expect("read").remove(0);
     let again: Bytes = log.read(0, 1 << 20).expect("read").remove(0);
     assert_eq!(
@@ -686,7 +686,7 @@ fn failed_truncation_leaves_a_prefix() {
         };
         let mut log = open(dir.path(), config.clone());
         for i in 0..60 {
-            log.append(&mut data(&format!("t{i}"), 2, 0), 1, 0)
+            log.append(&data(&format!("t{i}"), 2, 0), 1, 0)
                 .expect("append");
         }
         log.sync().expect("sync");
@@ -729,7 +729,7 @@ fn failed_reset_leaves_a_usable_failed_log() {
         };
         let mut log = open(dir.path(), config.clone());
         for i in 0..10 {
-            log.append(&mut data(&format!("t{i}"), 2, 0), 1, 0)
+            log.append(&data(&format!("t{i}"), 2, 0), 1, 0)
                 .expect("append");
         }
         log.sync().expect("sync");
@@ -742,7 +742,7 @@ fn failed_reset_leaves_a_usable_failed_log() {
         if log.reset(start).is_err() {
             let _ = (log.next_offset(), log.last_raft_index(), format!("{log:?}"));
             assert!(matches!(
-                log.append(&mut data("x", 1, 0), 2, 0),
+                log.append(&data("x", 1, 0), 2, 0),
                 Err(Error::Failed { .. })
             ));
         }
@@ -761,13 +761,12 @@ fn failed_reset_leaves_a_usable_failed_log() {
 fn timestamp_lookup_tolerates_malformed_records() {
     let dir = tempfile::tempdir().expect("tempdir");
     let mut log = open(dir.path(), LogConfig::default());
-    log.append(&mut data("a", 2, 100), 1, 0).expect("append");
+    log.append(&data("a", 2, 100), 1, 0).expect("append");
     let mut bad = data("b", 1, 200);
     let records_at = batch::HEADER_BYTES;
     bad[records_at] = 0x7f; // a record length that runs past the batch
     let crc = crc32c::crc32c(&bad[21..]);
     bad[17..21].copy_from_slice(&crc.to_be_bytes());
-    log.append(&mut bad, 1, 0)
-        .expect("framing and CRC are valid");
+    log.append(&bad, 1, 0).expect("framing and CRC are valid");
     assert_eq!(log.offset_for_timestamp(150).expect("lookup"), Some(2));
 }

@@ -363,18 +363,24 @@ impl Segment {
         IndexView::new(self.index.view(0..self.index_entries * ENTRY_BYTES))
     }
 
-    /// Appends a validated, stamped batch. On error the segment is unchanged on disk, unless
+    /// Appends a validated batch given as its stamped header (`head`) and the rest (`tail`).
+    /// On error the segment is unchanged on disk, unless
     /// rolling back the partial write failed too: then the error says so and the caller must
     /// treat the log as failed ([`Segment::append`] returns `Err((error, false))`).
     pub(crate) fn append(
         &mut self,
-        batch: &[u8],
+        head: &[u8],
+        tail: &[u8],
         header: &BatchHeader,
         now_ms: i64,
     ) -> Result<(), (Error, bool)> {
         let position = self.tail.position;
         let entry = self.index_entry_due(&self.tail);
-        if let Err(error) = self.log.write_at(batch, position) {
+        let written = self
+            .log
+            .write_at(head, position)
+            .and_then(|()| self.log.write_at(tail, position + head.len() as u64));
+        if let Err(error) = written {
             let consistent = self.log.set_length(position).is_ok();
             return Err((error, consistent));
         }
