@@ -234,13 +234,23 @@ impl RaftStorage {
         Ok(next_offsets)
     }
 
-    /// Makes every append durable (one fsync of the active segment).
+    /// Makes every append durable (one fsync of the active segment). The fsync runs without
+    /// the log's lock, so readers are not held up by it.
     pub fn sync(&self) -> Result<(), raft::Error> {
-        self.log
+        let pending = self
+            .log
             .write()
             .expect("log lock poisoned")
-            .sync()
-            .map_err(map_error)
+            .begin_sync()
+            .map_err(map_error)?;
+        if let Err(error) = pending.complete() {
+            self.log
+                .write()
+                .expect("log lock poisoned")
+                .fail_sync(&error);
+            return Err(map_error(error));
+        }
+        Ok(())
     }
 
     /// Installs a snapshot sent by the leader: the log restarts after it.

@@ -116,6 +116,33 @@ impl MappedFile {
 
     /// Makes every write before it durable (`fdatasync`: the length is data here).
     pub(crate) fn sync(&self) -> Result<()> {
+        self.sync_handle()?.sync()
+    }
+
+    /// A second handle on the file that can fsync it without borrowing this one, so the owner
+    /// of a log can fsync outside its lock.
+    pub(crate) fn sync_handle(&self) -> Result<SyncHandle> {
+        Ok(SyncHandle {
+            path: self.path.clone(),
+            file: self.file.try_clone().context("dup", &self.path)?,
+            faults: self.faults.clone(),
+        })
+    }
+}
+
+/// A duplicated file handle to fsync (see [`MappedFile::sync_handle`]).
+pub struct SyncHandle {
+    path: PathBuf,
+    file: File,
+    faults: Option<Arc<Faults>>,
+}
+
+impl SyncHandle {
+    /// `fdatasync`s the file: every write made before the handle was taken is durable after.
+    ///
+    /// # Errors
+    /// The I/O error, with the file's path.
+    pub fn sync(&self) -> Result<()> {
         if self.faults.as_ref().is_some_and(|f| f.sync_fails()) {
             return Err(fault::eio()).context("fsync", &self.path);
         }

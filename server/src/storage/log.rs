@@ -98,6 +98,23 @@ pub struct AppendInfo {
     pub next_offset: u64,
 }
 
+/// fsyncs taken by [`PartitionLog::begin_sync`], to run without the log borrowed.
+#[must_use = "appends are durable only once the sync completes"]
+pub struct PendingSync {
+    handles: Vec<files::SyncHandle>,
+}
+
+impl PendingSync {
+    /// Runs the fsyncs.
+    ///
+    /// # Errors
+    /// The first I/O error. The log must then be failed ([`PartitionLog::fail_sync`]): after a
+    /// failed fsync the kernel may have dropped the pages.
+    pub fn complete(self) -> Result<()> {
+        self.handles.iter().try_for_each(files::SyncHandle::sync)
+    }
+}
+
 /// What a retention pass removed.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct RetentionOutcome {
@@ -463,13 +480,35 @@ impl PartitionLog {
     /// An I/O error moves the log to the failed state: after a failed fsync the kernel may have
     /// dropped the unsynced pages, so only a reopen knows what is on disk.
     pub fn sync(&mut self) -> Result<()> {
-        self.check_usable()?;
-        for at in 0..self.segments.len() {
-            if let Err(error) = self.segments[at].sync() {
-                return Err(self.fail(error));
-            }
+        let pending = self.begin_sync()?;
+        if let Err(error) = pending.complete() {
+            return Err(self.fail(error));
         }
         Ok(())
+    }
+
+    /// The first half of [`PartitionLog::sync`]: takes what must be fsynced, so that the fsync
+    /// itself ([`PendingSync::complete`]) can run without holding the log (readers keep reading
+    /// meanwhile). Appends made after this call are not covered.
+    ///
+    /// # Errors
+    /// A failed log; an I/O error duplicating a handle.
+    pub fn begin_sync(&mut self) -> Result<PendingSync> {
+        self.check_usable()?;
+        let mut handles = Vec::new();
+        for at in 0..self.segments.len() {
+            match self.segments[at].take_unsynced() {
+                Ok(Some(handle)) => handles.push(handle),
+                Ok(None) => {}
+                Err(error) => return Err(self.fail(error)),
+            }
+        }
+        Ok(PendingSync { handles })
+    }
+
+    /// Records that a [`PendingSync`] failed: memory no longer knows what is on disk.
+    pub fn fail_sync(&mut self, error: &Error) {
+        self.failed = Some(error.to_string());
     }
 
     /// Reads data batches from the one that holds `offset`: zero-copy runs of whole stored

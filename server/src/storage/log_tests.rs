@@ -770,3 +770,36 @@ fn timestamp_lookup_tolerates_malformed_records() {
     log.append(&bad, 1, 0).expect("framing and CRC are valid");
     assert_eq!(log.offset_for_timestamp(150).expect("lookup"), Some(2));
 }
+
+/// A sync split in two leaves the log free between the halves: reads go on, and appends made
+/// meanwhile are left for the next sync.
+#[test]
+fn split_sync_frees_the_log_while_fsyncing() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let faults = Arc::new(Faults::default());
+    let config = LogConfig {
+        faults: Some(faults.clone()),
+        ..small_config()
+    };
+    let mut log = open(dir.path(), config);
+    log.append(&data("a", 2, 0), 1, 0).expect("append");
+    let pending = log.begin_sync().expect("begin");
+    assert_eq!(
+        values_from(&log, 0),
+        ["a-0", "a-1"],
+        "reads while the fsync is pending"
+    );
+    log.append(&data("b", 1, 0), 1, 0)
+        .expect("append meanwhile");
+    pending.complete().expect("fsync");
+    // The append made after begin_sync is still unsynced: the next sync fsyncs again.
+    faults.fail_sync_after(0);
+    assert!(
+        log.sync().is_err(),
+        "the later append still needed an fsync"
+    );
+    assert!(matches!(
+        log.append(&data("c", 1, 0), 1, 0),
+        Err(Error::Failed { .. })
+    ));
+}

@@ -34,6 +34,6 @@ pub mod segment;
 
 pub use checkpoint::LogStart;
 pub use error::{Error, Result};
-pub use log::{AppendInfo, LogConfig, PartitionLog, RetentionOutcome};
+pub use log::{AppendInfo, LogConfig, PartitionLog, PendingSync, RetentionOutcome};
 pub use retention::RetentionPolicy;
 pub use segment::{RaftEntry, SegmentInfo};

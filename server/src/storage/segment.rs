@@ -406,6 +406,18 @@ impl Segment {
         Ok(())
     }
 
+    /// A handle that makes every append so far durable when synced, if any is not yet; the
+    /// segment counts them as synced from now on (the caller must complete the sync or fail
+    /// the log).
+    pub(crate) fn take_unsynced(&mut self) -> Result<Option<super::files::SyncHandle>> {
+        if !self.dirty {
+            return Ok(None);
+        }
+        let handle = self.log.sync_handle()?;
+        self.dirty = false;
+        Ok(Some(handle))
+    }
+
     /// Makes the segment whole on disk before the next one is created: its log, and its index
     /// too, so that recovery can trust a sealed segment's index after a crash.
     pub(crate) fn seal(&mut self) -> Result<()> {
