@@ -798,3 +798,42 @@ async fn controller_snapshot_survives_restart() {
         .await
         .expect("the partitions are back too");
 }
+
+/// Altering a topic's segment size takes effect on its open partitions: small segments roll.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn altered_segment_size_applies_to_open_partitions() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = ServerProcess::start(dir.path(), 1);
+    let mut clients = connect(&server).await;
+    create(&mut clients, "altered", 1).await;
+    let altered = clients
+        .admin
+        .alter_topic_config(pb::AlterTopicConfigRequest {
+            name: "altered".to_string(),
+            config: Some(pb::TopicConfig {
+                segment_bytes: Some(2048),
+                ..pb::TopicConfig::default()
+            }),
+        })
+        .await
+        .expect("alter")
+        .into_inner();
+    assert_eq!(altered.config.and_then(|c| c.segment_bytes), Some(2048));
+    for i in 0..30 {
+        let value = format!("{i:0>200}");
+        clients
+            .broker
+            .produce(produce_records("altered", 0, vec![record("k", &value)]))
+            .await
+            .expect("produce");
+    }
+    let partition_dir = dir.path().join("topics/1-altered/00000");
+    let segments = std::fs::read_dir(&partition_dir)
+        .expect("partition directory")
+        .filter(|e| {
+            e.as_ref()
+                .is_ok_and(|e| e.path().extension().is_some_and(|x| x == "log"))
+        })
+        .count();
+    assert!(segments > 1, "segments rolled at the new size: {segments}");
+}

@@ -214,10 +214,6 @@ impl Broker {
         self.node_id
     }
 
-    pub fn driver(&self) -> &DriverHandle {
-        &self.driver
-    }
-
     async fn wait_for_controller(&self) -> Result<(), BrokerError> {
         let mut leader = self.controller_leader.clone();
         let wait = leader.wait_for(|leader| *leader != 0);
@@ -272,8 +268,21 @@ impl Broker {
                     wanted.insert((topic.name.clone(), partition as u32), (topic, replicas));
                 }
             }
-            if let Some(config) = self.configs.read().expect("lock").get(&topic.id) {
+            // Config changes reach every node through the metadata, so they are applied here
+            // (not only by the node that handled the alter request).
+            let config = self.configs.read().expect("lock").get(&topic.id).cloned();
+            if let Some(config) = config
+                && *config.read().expect("config lock poisoned") != topic.config
+            {
                 *config.write().expect("config lock poisoned") = topic.config;
+                for replica in self.local_replicas(&topic.name) {
+                    replica
+                        .log
+                        .write()
+                        .expect("log lock poisoned")
+                        .set_segment_bytes_max(topic.config.segment_bytes)
+                        .map_err(BrokerError::storage)?;
+                }
             }
         }
         let existing: Vec<(String, u32)> = self
@@ -517,14 +526,6 @@ impl Broker {
         })
         .await?;
         self.reconcile().await?;
-        for replica in self.local_replicas(name) {
-            replica
-                .log
-                .write()
-                .expect("log lock poisoned")
-                .set_segment_bytes_max(config.segment_bytes)
-                .map_err(BrokerError::storage)?;
-        }
         self.topic(name)
     }
 
@@ -752,7 +753,6 @@ fn propose_error(metadata: &RwLock<Metadata>, error: ProposeError) -> BrokerErro
         ProposeError::Overloaded => BrokerError::Unavailable(error.to_string()),
         ProposeError::ShuttingDown => BrokerError::ShuttingDown,
         ProposeError::Dropped(reason) => BrokerError::Unavailable(reason),
-        ProposeError::Storage(reason) => BrokerError::Storage(reason),
     }
 }
 

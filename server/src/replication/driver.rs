@@ -75,8 +75,6 @@ pub enum ProposeError {
     ShuttingDown,
     #[error("raft dropped the proposal: {0}")]
     Dropped(String),
-    #[error("storage failed: {0}")]
-    Storage(String),
 }
 
 /// What a new group needs.
