@@ -10,6 +10,8 @@ use std::time::Duration;
 
 /// How long a server may take to start listening.
 pub const START_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long a server may take to stop after SIGTERM.
+pub const STOP_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// The `strata-server` binary of this build profile, built once per test process.
 pub fn server_binary() -> PathBuf {
@@ -114,19 +116,27 @@ impl ServerProcess {
 
     /// SIGTERM, then waits (bounded) for a clean exit; returns the exit status code.
     pub fn terminate(&mut self) -> Option<i32> {
+        let pid = self.child.id() as i32;
         // SAFETY: kill(2) on our own child's pid.
-        unsafe { libc_kill(self.child.id() as i32, 15) };
-        let deadline = std::time::Instant::now() + Duration::from_secs(30);
-        loop {
-            if let Ok(Some(status)) = self.child.try_wait() {
-                return status.code();
+        unsafe { libc_kill(pid, 15) };
+        // A watchdog kills the server if it has not exited in time, which ends the wait below.
+        let (exited, watched) = mpsc::channel::<()>();
+        let watchdog = std::thread::spawn(move || {
+            let timed_out = watched.recv_timeout(STOP_TIMEOUT).is_err();
+            if timed_out {
+                // SAFETY: kill(2) on the child's pid; the wait below has not returned yet.
+                unsafe { libc_kill(pid, 9) };
             }
-            assert!(
-                std::time::Instant::now() < deadline,
-                "server did not stop after SIGTERM"
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
+            timed_out
+        });
+        let status = self.child.wait().expect("waiting for strata-server");
+        let _ = exited.send(());
+        let timed_out = watchdog.join().expect("watchdog thread");
+        assert!(
+            !timed_out,
+            "server did not stop within {STOP_TIMEOUT:?} of SIGTERM"
+        );
+        status.code()
     }
 
     /// Starts the same node again on the same data and port.
