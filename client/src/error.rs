@@ -73,6 +73,8 @@ pub struct ServerError {
     pub leader_address: Option<String>,
     /// With `RecordTooLarge`: the broker's limit in bytes.
     pub limit_bytes: Option<u64>,
+    /// With `OutOfOrderSequence`: the sequence the partition expected next.
+    pub expected_sequence: Option<i32>,
 }
 
 impl ServerError {
@@ -138,6 +140,7 @@ impl Error {
                 leader_node_id: None,
                 leader_address: None,
                 limit_bytes: None,
+                expected_sequence: None,
             }
             .into(),
             None => Error::Rpc(status),
@@ -153,6 +156,7 @@ impl Error {
             leader_node_id: detail.leader_node_id,
             leader_address: detail.leader_address,
             limit_bytes: detail.limit_bytes,
+            expected_sequence: detail.expected_sequence,
         }
         .into()
     }
@@ -245,6 +249,7 @@ mod tests {
             leader_node_id: None,
             leader_address: None,
             limit_bytes: None,
+            expected_sequence: None,
         };
         let error = Error::from_status(status_with(&detail, tonic::Code::OutOfRange));
         let server = error.server().expect("a server error");
@@ -340,6 +345,15 @@ mod tests {
             (ErrorCode::InvalidConfig, false),
             (ErrorCode::Unavailable, true),
             (ErrorCode::ShuttingDown, true),
+            (ErrorCode::UnknownMember, false),
+            (ErrorCode::StaleMemberEpoch, false),
+            (ErrorCode::UnknownGroup, false),
+            (ErrorCode::GroupNotEmpty, false),
+            (ErrorCode::InvalidGroupId, false),
+            (ErrorCode::GroupFull, false),
+            (ErrorCode::OutOfOrderSequence, false),
+            (ErrorCode::InvalidProducerEpoch, false),
+            (ErrorCode::UnknownProducerId, false),
         ];
         for (code, retriable) in table {
             let error = Error::from_detail(ErrorDetail {

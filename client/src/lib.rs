@@ -38,6 +38,8 @@
 //!   [`DeliveryFuture`] of each send.
 //! - `sender.rs`: the producer's task: one event loop that sends closed batches over a
 //!   `ProduceStream`, many in flight, and retries them.
+//! - `sequence.rs`: the idempotent producer's id, epoch and per-partition sequences, and
+//!   stamping them into a batch (pure).
 //! - `accumulator.rs`: per-partition batching, linger and flush (pure, time passed in).
 //! - `partitioner.rs`: explicit partition, key hash, or sticky round-robin (pure).
 //! - `retry.rs`: [`Backoff`], exponential with jitter (pure).
@@ -48,7 +50,11 @@
 //! # Guarantees
 //!
 //! A producer's delivery resolves once the broker has committed the batch (replicated and
-//! fsynced). Delivery is at least once: a retried batch may be stored twice. A consumer returns
+//! fsynced). Producers are idempotent by default: a retried batch the broker already holds is
+//! acknowledged with its original offsets, not stored twice, and each partition's batches land
+//! in the order they were sent (one narrow exception, after a batch failed for good, is
+//! described in the producer's module documentation). With `idempotent: false` delivery is at
+//! least once: a retried batch may be stored twice. A consumer returns
 //! records of one partition in offset order, each once, starting exactly at the offset its
 //! start position resolves to.
 
@@ -61,6 +67,7 @@ mod partitioner;
 mod producer;
 mod retry;
 mod sender;
+mod sequence;
 
 pub use strata_proto as proto;
 pub use strata_proto::batch::{Compression, Header, Record};

@@ -12,10 +12,26 @@
 //! ([`ProducerConfig::max_in_flight`]; the rest wait in the sender's queue, counted in the
 //! buffer).
 //!
-//! Delivery is at least once: a batch whose reply was lost is sent again and may be stored
-//! twice, and with more than one batch in flight a retried batch may land after a later one of
-//! the same partition. Records of one partition that succeed on their first attempt keep their
-//! order.
+//! # Idempotence
+//!
+//! By default ([`ProducerConfig::idempotent`]) the producer asks the broker for a producer id
+//! (`InitProducerId`, before its first batch) and stamps every batch with that id, an epoch and
+//! a per-partition sequence. A retry sends the same bytes, so a batch whose reply was lost is
+//! acknowledged with its original offsets instead of being stored twice; each partition's
+//! batches are sent in order, at most five in flight, and land in the order they were sent.
+//!
+//! When a batch fails for good (an error that is not retriable, or its retries or
+//! `delivery_timeout` ran out) its sequence is lost, and the broker would refuse every later
+//! batch of the partition. The producer then raises its epoch, which restarts every
+//! partition's sequences at 0; batches of the old epoch still to be sent are stamped again.
+//! That leaves one small window for a duplicate: a batch whose earlier attempt was stored but
+//! not acknowledged (a lost reply), retried only after the epoch went up, is stored again
+//! under the new epoch, because the broker cannot tie the two stamps together.
+//!
+//! Without idempotence delivery is at least once: a batch whose reply was lost is sent again
+//! and may be stored twice, and with more than one batch in flight a retried batch may land
+//! after a later one of the same partition. Records of one partition that succeed on their
+//! first attempt keep their order.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -74,6 +90,10 @@ pub struct ProducerConfig {
     pub delivery_timeout: Duration,
     /// `None` or `Lz4`: the producer compresses, the broker stores the batch as it is.
     pub compression: Compression,
+    /// Stamp batches with a producer id and sequences so retries are not stored twice, and
+    /// keep each partition's batches in order (see the module documentation). Needs a broker
+    /// that implements `InitProducerId`: without one, every send fails with its refusal.
+    pub idempotent: bool,
 }
 
 impl Default for ProducerConfig {
@@ -88,6 +108,7 @@ impl Default for ProducerConfig {
             request_timeout: Duration::from_secs(30),
             delivery_timeout: Duration::from_secs(120),
             compression: Compression::None,
+            idempotent: true,
         }
     }
 }
@@ -252,7 +273,8 @@ impl Shared {
     }
 }
 
-/// Sends records to any topics of the cluster. Made by [`Client::producer`].
+/// Sends records to any topics of the cluster. Made by [`Client::producer`]; idempotent
+/// unless configured otherwise (see the module documentation).
 ///
 /// `send` takes `&self`; share a producer between tasks with an `Arc`. Dropping the producer
 /// still delivers what was accepted (the sender task ends when the last batch is answered);

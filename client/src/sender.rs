@@ -10,25 +10,40 @@
 //! - `in_flight.len() <= max_in_flight`, so the request channel (that capacity) never fills;
 //! - request ids are never reused, so a reply can only match the request it answers;
 //! - the queue and the retry map hold no limit of their own: every record in them holds its
-//!   share of the producer's buffer, so their size is bounded by `buffer_bytes_max`.
+//!   share of the producer's buffer, so their size is bounded by `buffer_bytes_max`;
+//! - the queue is sorted by batch id (closing order), retries included.
+//!
+//! An idempotent producer also keeps each partition's batches in order: a batch is sent only
+//! when no earlier batch of its partition waits (in the queue or for a retry), at most
+//! [`IN_FLIGHT_PER_PARTITION_MAX`] per partition are in flight, and none is sent under a new
+//! epoch while one stamped under an older epoch is still in flight. A batch gets its sequence
+//! ([`Sequencer`]) when it is first sent, and keeps it on every retry unless the epoch changed
+//! in between, in which case it is stamped again.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 
 use strata_proto::v1::broker_client::BrokerClient;
 use strata_proto::v1::produce_request::{Payload, Target};
-use strata_proto::v1::{ProduceRequest, ProduceResponse};
+use strata_proto::v1::{ErrorCode, InitProducerIdRequest, ProduceRequest, ProduceResponse};
 use tokio::sync::{OwnedSemaphorePermit, mpsc, oneshot};
 use tokio::time::Instant;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::Channel;
 
 use crate::accumulator::{Accumulator, BatchLimits, ClosedBatch};
+use crate::client::unary;
 use crate::error::{Error, Result};
 use crate::partitioner::Partitioner;
 use crate::producer::{ProducerRecord, RecordMetadata, Shared};
 use crate::retry::random_jitter;
+use crate::sequence::{Identity, Sequencer, Stamp, stamp_batch};
+
+/// Batches of one partition in flight at once for an idempotent producer: the broker
+/// recognizes a retry as a duplicate only among the last five batches of a producer
+/// (Kafka's rule).
+pub(crate) const IN_FLIGHT_PER_PARTITION_MAX: usize = 5;
 
 /// Commands handled per wake-up before the sender looks at timers and sends: enough to fill
 /// batches under load, few enough to keep replies flowing.
@@ -78,6 +93,15 @@ struct Batch {
     /// Times sent so far.
     attempts: u32,
     deadline: Instant,
+    /// The producer id, epoch and sequence written into `closed.batch` (idempotent
+    /// producers, once first sent).
+    stamp: Option<Stamp>,
+}
+
+impl Batch {
+    fn is_of(&self, other: &Batch) -> bool {
+        self.closed.partition == other.closed.partition && self.closed.topic == other.closed.topic
+    }
 }
 
 #[derive(Debug)]
@@ -113,6 +137,12 @@ pub(crate) struct Sender {
     /// Flushes waiting for every batch with an id below theirs to finish.
     flushes: Vec<(u64, oneshot::Sender<()>)>,
     next_request_id: u64,
+    /// The idempotent producer's identity and sequences; `None` when not idempotent.
+    sequencer: Option<Sequencer>,
+    /// No `InitProducerId` before this, after a failed one.
+    init_at: Option<Instant>,
+    /// `InitProducerId` calls failed in a row, for its backoff.
+    init_failures: u32,
 }
 
 impl Sender {
@@ -124,6 +154,7 @@ impl Sender {
             compression: config.compression,
         };
         let seed = (random_jitter() * f64::from(u32::MAX)) as u32;
+        let sequencer = config.idempotent.then(Sequencer::default);
         Self {
             broker,
             accumulator: Accumulator::new(limits, Partitioner::new(seed)),
@@ -137,6 +168,9 @@ impl Sender {
             last_error: None,
             flushes: Vec::new(),
             next_request_id: 0,
+            sequencer,
+            init_at: None,
+            init_failures: 0,
         }
     }
 
@@ -154,7 +188,7 @@ impl Sender {
             }
             // A far-off wake-up stands for "no timer": the branch must have a future.
             let wake = self
-                .next_wake()
+                .next_wake(now)
                 .unwrap_or_else(|| now + Duration::from_secs(3600));
             tokio::select! {
                 command = commands.recv(), if accepting => match command {
@@ -204,19 +238,23 @@ impl Sender {
             && self.in_flight.is_empty()
     }
 
-    /// The earliest timer: a linger, a retry, a reconnect, a request or delivery timeout.
-    fn next_wake(&self) -> Option<Instant> {
+    /// The earliest timer: a linger, a retry, a reconnect, an `InitProducerId`, a request or
+    /// delivery timeout. Reconnect and init times already passed are no timers: a queue that
+    /// waits for something else (room in flight, an earlier batch) must not spin.
+    fn next_wake(&self, now: Instant) -> Option<Instant> {
         let config = &self.shared.config;
         let linger = self.accumulator.next_expiry().map(Instant::from_std);
         let retry = self.retries.keys().next().map(|(at, _)| *at);
-        let reconnect = self.reconnect_at.filter(|_| !self.queue.is_empty());
+        let waiting = !self.queue.is_empty();
+        let reconnect = self.reconnect_at.filter(|at| waiting && *at > now);
+        let init = self.init_at.filter(|at| waiting && *at > now);
         let request = self
             .in_flight
             .values()
             .map(|in_flight| in_flight.sent_at + config.request_timeout)
             .min();
         let delivery = self.queue.front().map(|batch| batch.deadline);
-        [linger, retry, reconnect, request, delivery]
+        [linger, retry, reconnect, init, request, delivery]
             .into_iter()
             .flatten()
             .min()
@@ -245,7 +283,7 @@ impl Sender {
             .partition(|batch| batch.deadline <= now);
         self.queue = kept;
         for batch in expired {
-            fail(batch, &error);
+            self.fail(batch, &error);
         }
         let expired: Vec<(Instant, u64)> = self
             .retries
@@ -255,7 +293,7 @@ impl Sender {
             .collect();
         for key in expired {
             let batch = self.retries.remove(&key).expect("key just listed");
-            fail(batch, &error);
+            self.fail(batch, &error);
         }
     }
 
@@ -269,6 +307,7 @@ impl Sender {
                 closed,
                 attempts: 0,
                 deadline,
+                stamp: None,
             });
         }
         let due: Vec<(Instant, u64)> = self
@@ -276,15 +315,50 @@ impl Sender {
             .range(..=(now, u64::MAX))
             .map(|(key, _)| *key)
             .collect();
-        // Due retries go first, oldest at the very front.
-        for key in due.into_iter().rev() {
+        // Due retries go back in closing order: older batches first, and the batches of a
+        // partition in the order of their sequences.
+        for key in due {
             let batch = self.retries.remove(&key).expect("key just listed");
-            self.queue.push_front(batch);
+            let at = self
+                .queue
+                .partition_point(|queued| queued.closed.id < batch.closed.id);
+            self.queue.insert(at, batch);
         }
+        if self.sequencer.is_some() && !self.queue.is_empty() && !self.ensure_identity(now).await {
+            return;
+        }
+        // Idempotent only: the first batch waiting for a retry, by partition, and the
+        // partitions a batch was held back from in this pass; later batches of both wait.
+        let mut retrying: HashMap<(String, u32), u64> = HashMap::new();
+        if self.sequencer.is_some() {
+            for batch in self.retries.values() {
+                let first = retrying
+                    .entry((batch.closed.topic.clone(), batch.closed.partition))
+                    .or_insert(u64::MAX);
+                *first = (*first).min(batch.closed.id);
+            }
+        }
+        let mut held: HashSet<(String, u32)> = HashSet::new();
+        let mut skipped: Vec<Batch> = Vec::new();
         while self.in_flight.len() < self.shared.config.max_in_flight {
-            let Some(batch) = self.queue.pop_front() else {
+            let Some(mut batch) = self.queue.pop_front() else {
                 break;
             };
+            if self.sequencer.is_some() {
+                let key = (batch.closed.topic.clone(), batch.closed.partition);
+                let Some(identity) = self.sequencer.as_ref().and_then(Sequencer::identity) else {
+                    self.queue.push_front(batch);
+                    break;
+                };
+                let behind_retry = retrying.get(&key).is_some_and(|id| *id < batch.closed.id);
+                if held.contains(&key) || behind_retry || !self.partition_has_room(&batch, identity)
+                {
+                    held.insert(key);
+                    skipped.push(batch);
+                    continue;
+                }
+                self.stamp(&mut batch, identity);
+            }
             let request_id = self.next_request_id;
             self.next_request_id += 1;
             let request = ProduceRequest {
@@ -327,6 +401,116 @@ impl Sender {
                 },
             );
             assert!(previous.is_none());
+        }
+        for batch in skipped.into_iter().rev() {
+            self.queue.push_front(batch);
+        }
+    }
+
+    /// Whether another batch of `batch`'s partition may go in flight: fewer than
+    /// [`IN_FLIGHT_PER_PARTITION_MAX`] are, and all of those carry the current identity.
+    fn partition_has_room(&self, batch: &Batch, identity: Identity) -> bool {
+        let mut count = 0;
+        for in_flight in self.in_flight.values() {
+            if !in_flight.batch.is_of(batch) {
+                continue;
+            }
+            if in_flight.batch.stamp.map(|stamp| stamp.identity) != Some(identity) {
+                return false;
+            }
+            count += 1;
+        }
+        count < IN_FLIGHT_PER_PARTITION_MAX
+    }
+
+    /// Stamps a batch with the next sequence of its partition, unless it already carries the
+    /// current identity (a retry keeps its bytes, so the broker can recognize a duplicate).
+    fn stamp(&mut self, batch: &mut Batch, identity: Identity) {
+        if batch.stamp.is_some_and(|stamp| stamp.identity == identity) {
+            return;
+        }
+        let sequencer = self.sequencer.as_mut().expect("stamping when idempotent");
+        let records =
+            i32::try_from(batch.closed.deliveries.len()).expect("a batch holds < 2^31 records");
+        let stamp = sequencer.assign(&batch.closed.topic, batch.closed.partition, records);
+        if let Some(old) = batch.stamp {
+            tracing::debug!(
+                topic = batch.closed.topic,
+                partition = batch.closed.partition,
+                old_epoch = old.identity.producer_epoch,
+                epoch = stamp.identity.producer_epoch,
+                "stamping a batch again under a new epoch"
+            );
+        }
+        batch.closed.batch = stamp_batch(std::mem::take(&mut batch.closed.batch), stamp);
+        batch.stamp = Some(stamp);
+    }
+
+    /// Makes sure the idempotent producer has an identity, calling `InitProducerId` when it
+    /// has none (at the first send, or after the epochs ran out or the broker forgot it).
+    /// Returns whether it has one. A failure waits for the backoff; one that is not
+    /// retriable fails the batches waiting for it.
+    async fn ensure_identity(&mut self, now: Instant) -> bool {
+        let sequencer = self.sequencer.as_mut().expect("only when idempotent");
+        if sequencer.identity().is_some() {
+            return true;
+        }
+        if self.init_at.is_some_and(|at| at > now) {
+            return false;
+        }
+        let limit = self.shared.config.request_timeout;
+        let reply = unary(
+            limit,
+            self.broker
+                .clone()
+                .init_producer_id(InitProducerIdRequest {}),
+        )
+        .await
+        .and_then(|reply| {
+            let identity = Identity {
+                producer_id: reply.producer_id,
+                producer_epoch: i16::try_from(reply.producer_epoch).unwrap_or(-1),
+            };
+            if identity.producer_id < 0 || identity.producer_epoch < 0 {
+                return Err(Error::InvalidArgument(format!(
+                    "InitProducerId answered producer id {} epoch {}",
+                    reply.producer_id, reply.producer_epoch
+                )));
+            }
+            Ok(identity)
+        });
+        match reply {
+            Ok(identity) => {
+                tracing::debug!(
+                    producer_id = identity.producer_id,
+                    epoch = identity.producer_epoch,
+                    "idempotent producer identity"
+                );
+                self.sequencer
+                    .as_mut()
+                    .expect("only when idempotent")
+                    .set_identity(identity);
+                self.init_failures = 0;
+                self.init_at = None;
+                true
+            }
+            Err(error) => {
+                self.init_failures = self.init_failures.saturating_add(1);
+                let delay = self
+                    .shared
+                    .config
+                    .backoff
+                    .delay(self.init_failures, random_jitter());
+                self.init_at = Some(now + delay);
+                tracing::debug!(%error, "InitProducerId failed");
+                if !error.is_retriable() {
+                    for batch in std::mem::take(&mut self.queue) {
+                        self.fail(batch, &error);
+                    }
+                }
+                self.last_error = Some(error);
+                false
+            }
         }
     }
 
@@ -378,7 +562,11 @@ impl Sender {
             if error.is_unknown_topic() {
                 self.shared.forget_partitions(&batch.closed.topic);
             }
-            self.retry_or_fail(batch, error, now);
+            if self.sequencer.is_some() {
+                self.on_idempotent_error(batch, error, now);
+            } else {
+                self.retry_or_fail(batch, error, now);
+            }
             return;
         }
         let records = batch.closed.deliveries.len() as u64;
@@ -428,14 +616,72 @@ impl Sender {
         self.last_error = Some(error);
     }
 
+    /// The sequence errors of an idempotent producer:
+    /// - `OUT_OF_ORDER_SEQUENCE` while an earlier batch of the partition is in flight or
+    ///   waits: retried, since that batch lands first. Otherwise a sequence was lost: the
+    ///   epoch goes up (sequences restart at 0) and the batch is retried under it.
+    /// - `INVALID_PRODUCER_EPOCH` for a batch stamped before the epoch went up: retried under
+    ///   the new epoch. For one of the current epoch: fails.
+    /// - `UNKNOWN_PRODUCER_ID`: fails; the next batch asks for a new identity.
+    ///
+    /// Anything else goes through [`Self::retry_or_fail`].
+    fn on_idempotent_error(&mut self, batch: Batch, error: Error, now: Instant) {
+        let sequencer = self.sequencer.as_mut().expect("only when idempotent");
+        let current = sequencer.identity();
+        let stamped_now = batch.stamp.map(|stamp| stamp.identity) == current && current.is_some();
+        match error.code() {
+            Some(ErrorCode::OutOfOrderSequence) => {
+                let earlier = self.has_earlier_batch(&batch);
+                if !earlier && stamped_now {
+                    let sequencer = self.sequencer.as_mut().expect("only when idempotent");
+                    sequencer.bump_epoch();
+                    tracing::info!(
+                        topic = batch.closed.topic,
+                        partition = batch.closed.partition,
+                        epoch = ?sequencer.identity().map(|identity| identity.producer_epoch),
+                        "sequence lost: raised the producer epoch"
+                    );
+                }
+                self.schedule_retry(batch, error, now, true);
+            }
+            Some(ErrorCode::InvalidProducerEpoch) if !stamped_now => {
+                self.schedule_retry(batch, error, now, true);
+            }
+            Some(ErrorCode::UnknownProducerId) => {
+                if stamped_now {
+                    sequencer.clear_identity();
+                }
+                self.fail(batch, &error);
+            }
+            _ => self.retry_or_fail(batch, error, now),
+        }
+    }
+
+    /// Whether a batch of the same partition closed before `batch` is in flight or waits.
+    fn has_earlier_batch(&self, batch: &Batch) -> bool {
+        let earlier = |other: &Batch| other.is_of(batch) && other.closed.id < batch.closed.id;
+        self.in_flight
+            .values()
+            .any(|in_flight| earlier(&in_flight.batch))
+            || self.retries.values().any(earlier)
+            || self.queue.iter().any(earlier)
+    }
+
     /// Schedules another attempt when the error is retriable and the batch has attempts and
     /// time left; fails its records otherwise.
-    fn retry_or_fail(&mut self, mut batch: Batch, error: Error, now: Instant) {
+    fn retry_or_fail(&mut self, batch: Batch, error: Error, now: Instant) {
+        let retriable = error.is_retriable();
+        self.schedule_retry(batch, error, now, retriable);
+    }
+
+    /// Schedules another attempt when `retriable` and the batch has attempts and time left;
+    /// fails its records otherwise.
+    fn schedule_retry(&mut self, mut batch: Batch, error: Error, now: Instant, retriable: bool) {
         batch.attempts += 1;
         let config = &self.shared.config;
         let retry = batch.attempts; // the n-th retry follows the n-th attempt
         let at = now + config.backoff.delay(retry, random_jitter());
-        if error.is_retriable() && retry <= config.retries && at < batch.deadline {
+        if retriable && retry <= config.retries && at < batch.deadline {
             tracing::debug!(
                 %error,
                 topic = batch.closed.topic,
@@ -445,8 +691,26 @@ impl Sender {
             );
             self.retries.insert((at, batch.closed.id), batch);
         } else {
-            fail(batch, &error);
+            self.fail(batch, &error);
         }
+    }
+
+    /// Fails a batch for good. When it carries the current identity, its sequence is lost
+    /// to the broker, which would refuse every later batch of the partition: the epoch goes
+    /// up so they start over at sequence 0.
+    fn fail(&mut self, batch: Batch, error: &Error) {
+        if let (Some(sequencer), Some(stamp)) = (self.sequencer.as_mut(), batch.stamp)
+            && sequencer.identity() == Some(stamp.identity)
+        {
+            sequencer.bump_epoch();
+            tracing::info!(
+                topic = batch.closed.topic,
+                partition = batch.closed.partition,
+                epoch = ?sequencer.identity().map(|identity| identity.producer_epoch),
+                "batch failed for good: raised the producer epoch"
+            );
+        }
+        fail(batch, error);
     }
 
     /// Answers the flushes whose batches have all finished.

@@ -1,7 +1,8 @@
 //! The producer and consumer against an in-process fake broker that misbehaves on purpose:
 //! replies out of order, refuses some requests as NOT_LEADER, refuses others for good, and
-//! checks that a subscriber's credit is never exceeded. The fake keeps partitions as lists of
-//! batches in memory; it is here to test the client's side of the protocol, not the broker.
+//! checks that a subscriber's credit is never exceeded, stores batches and then loses the
+//! reply. The fake keeps partitions as lists of batches in memory and deduplicates idempotent
+//! batches by sequence; it is here to test the client's side of the protocol, not the broker.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -41,6 +42,18 @@ struct Faults {
     break_produce_stream_at: u64,
     /// End each subscription with UNAVAILABLE after it sent this many messages; 0 for never.
     break_subscription_after: u64,
+    /// Store every n-th produce request (counting from 1), then end its stream with
+    /// UNAVAILABLE instead of replying, as if the reply was lost; 0 for never.
+    lose_reply_every: u64,
+}
+
+/// What the fake remembers of an idempotent producer on one partition.
+#[derive(Debug, Default)]
+struct ProducerState {
+    epoch: i16,
+    next_sequence: i32,
+    /// The last batches stored: (base sequence, base offset, last offset).
+    recent: Vec<(i32, u64, u64)>,
 }
 
 #[derive(Debug, Default)]
@@ -48,6 +61,7 @@ struct Partition {
     /// Stored batches with their base offsets stamped.
     batches: Vec<(u64, Bytes)>,
     next_offset: u64,
+    producers: HashMap<i64, ProducerState>,
 }
 
 #[derive(Debug)]
@@ -56,6 +70,7 @@ struct State {
     partitions: HashMap<(String, u32), Partition>,
     faults: Faults,
     produce_requests: AtomicU64,
+    next_producer_id: AtomicU64,
     /// The most credit a subscriber ever had outstanding (granted and not yet used): a
     /// client that grants only what it consumed keeps this at its window.
     credit_outstanding_max: AtomicU64,
@@ -127,6 +142,44 @@ impl Fake {
             .partitions
             .entry((request.topic.clone(), partition))
             .or_default();
+        if header.producer_id >= 0 {
+            let producer = log.producers.entry(header.producer_id).or_default();
+            if header.producer_epoch < producer.epoch {
+                return reply_error(ErrorCode::InvalidProducerEpoch, "old epoch");
+            }
+            if header.producer_epoch > producer.epoch {
+                *producer = ProducerState {
+                    epoch: header.producer_epoch,
+                    ..ProducerState::default()
+                };
+            }
+            let duplicate = producer
+                .recent
+                .iter()
+                .find(|(sequence, _, _)| *sequence == header.base_sequence);
+            if let Some((_, base_offset, last_offset)) = duplicate {
+                return ProduceResponse {
+                    request_id: request.request_id,
+                    partition,
+                    base_offset: *base_offset,
+                    last_offset: *last_offset,
+                    error: None,
+                };
+            }
+            if header.base_sequence != producer.next_sequence {
+                return reply_error(ErrorCode::OutOfOrderSequence, "gap");
+            }
+            producer.next_sequence = header.base_sequence + header.record_count;
+            let base_offset = log.next_offset;
+            producer.recent.push((
+                header.base_sequence,
+                base_offset,
+                base_offset + header.offset_count() - 1,
+            ));
+            if producer.recent.len() > 5 {
+                producer.recent.remove(0);
+            }
+        }
         let base_offset = log.next_offset;
         let mut stored = BytesMut::from(&batch[..]);
         stamp(&mut stored, base_offset, 0);
@@ -241,6 +294,21 @@ impl Broker for Fake {
                 match next {
                     Ok(Ok(Some(request))) => {
                         received += 1;
+                        let lose = faults.lose_reply_every;
+                        let count = fake
+                            .0
+                            .lock()
+                            .expect("lock")
+                            .produce_requests
+                            .load(Ordering::SeqCst);
+                        if lose > 0 && (count + 1).is_multiple_of(lose) {
+                            fake.produce(request);
+                            if let Some(earlier) = held.take() {
+                                let _ = replies.send(Ok(earlier)).await;
+                            }
+                            let _ = replies.send(Err(Status::unavailable("reply lost"))).await;
+                            break;
+                        }
                         if received == faults.break_produce_stream_at {
                             if let Some(earlier) = held.take() {
                                 let _ = replies.send(Ok(earlier)).await;
@@ -345,6 +413,18 @@ impl Broker for Fake {
         Ok(Response::new(ReceiverStream::new(receiver)))
     }
 
+    async fn init_producer_id(
+        &self,
+        _: Request<InitProducerIdRequest>,
+    ) -> Result<Response<InitProducerIdResponse>, Status> {
+        let state = self.0.lock().expect("lock");
+        let producer_id = state.next_producer_id.fetch_add(1, Ordering::SeqCst);
+        Ok(Response::new(InitProducerIdResponse {
+            producer_id: producer_id as i64,
+            producer_epoch: 0,
+        }))
+    }
+
     async fn list_offsets(
         &self,
         request: Request<ListOffsetsRequest>,
@@ -371,6 +451,7 @@ async fn start(faults: Faults, partitions: u32) -> (Fake, SocketAddr) {
         partitions: HashMap::new(),
         faults,
         produce_requests: AtomicU64::new(0),
+        next_producer_id: AtomicU64::new(1),
         credit_outstanding_max: AtomicU64::new(0),
     })));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
@@ -613,4 +694,53 @@ async fn broken_streams_are_resumed() {
     unique.sort_unstable();
     unique.dedup();
     assert_eq!(unique.len(), 2000);
+}
+
+/// An idempotent producer through a broker that stores every fifth request and then loses its
+/// reply (the stream breaks): the retries are recognized as duplicates, so every record is
+/// stored exactly once, in the order it was sent within its partition.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lost_replies_are_not_stored_twice() {
+    let faults = Faults {
+        lose_reply_every: 5,
+        ..Faults::default()
+    };
+    let (fake, address) = start(faults, 2).await;
+    let client = Client::connect(&address.to_string())
+        .await
+        .expect("connect");
+    let producer = client.producer(fast_retries()).expect("producer");
+    let mut deliveries = Vec::new();
+    for i in 0..2000u32 {
+        let record = ProducerRecord::new("t", format!("{i:05}")).partition(i % 2);
+        deliveries.push(producer.send(record).await.expect("accepted"));
+    }
+    producer.flush().await.expect("flush");
+    for delivery in deliveries {
+        tokio::time::timeout(Duration::from_secs(10), delivery)
+            .await
+            .expect("resolved after flush")
+            .expect("delivered");
+    }
+    producer.close().await.expect("close");
+    for partition in 0..2u32 {
+        let (batches, next_offset) = fake.batches_from("t", partition, 0);
+        assert_eq!(
+            next_offset, 1000,
+            "partition {partition} holds each record once"
+        );
+        let values: Vec<u32> = batches
+            .iter()
+            .flat_map(|batch| decode_records(batch).expect("stored batches decode"))
+            .map(|record| {
+                let value = record.value.expect("a value");
+                std::str::from_utf8(&value)
+                    .expect("UTF-8")
+                    .parse()
+                    .expect("a number")
+            })
+            .collect();
+        let expected: Vec<u32> = (0..1000).map(|i| i * 2 + partition).collect();
+        assert_eq!(values, expected, "partition {partition} in send order");
+    }
 }
