@@ -100,6 +100,9 @@ pub async fn run(
         .set_serving::<strata_proto::v1::broker_server::BrokerServer<service::Service>>()
         .await;
     health
+        .set_serving::<strata_proto::v1::groups_server::GroupsServer<service::Service>>()
+        .await;
+    health
         .set_serving::<strata_proto::v1::admin_server::AdminServer<service::Service>>()
         .await;
     let reflection = tonic_reflection::server::Builder::configure()
@@ -112,6 +115,9 @@ pub async fn run(
         .add_service(health_service)
         .add_service(reflection)
         .add_service(strata_proto::v1::admin_server::AdminServer::new(
+            service.clone(),
+        ))
+        .add_service(strata_proto::v1::groups_server::GroupsServer::new(
             service.clone(),
         ))
         .add_service(strata_proto::v1::broker_server::BrokerServer::new(service))

@@ -50,6 +50,31 @@ pub enum BrokerError {
     ShuttingDown,
     #[error("storage error: {0}")]
     Storage(String),
+    #[error("unknown member: {0}")]
+    UnknownMember(String),
+    #[error("stale member epoch: {0}")]
+    StaleMemberEpoch(String),
+    #[error("unknown group {0:?}")]
+    UnknownGroup(String),
+    #[error("group {0:?} still has members: it can be deleted once they have left")]
+    GroupNotEmpty(String),
+    #[error("invalid group id: {0}")]
+    InvalidGroupId(String),
+    #[error("group full: {0}")]
+    GroupFull(String),
+    #[error(
+        "out of order sequence from producer {producer_id}: expected {expected}, got {got} \
+         (a batch in between was not stored; start a new producer epoch)"
+    )]
+    OutOfOrderSequence {
+        producer_id: i64,
+        expected: i32,
+        got: i32,
+    },
+    #[error("invalid producer epoch: {0}")]
+    InvalidProducerEpoch(String),
+    #[error("unknown producer id {0}: ask InitProducerId for one")]
+    UnknownProducerId(i64),
 }
 
 impl BrokerError {

@@ -78,12 +78,50 @@ pub struct Node {
     pub address: String,
 }
 
+/// A consumer group's committed offset of one partition.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CommittedOffset {
+    /// The next offset to consume.
+    pub offset: u64,
+    pub metadata: String,
+    pub commit_ms: i64,
+}
+
+/// What the cluster keeps of a consumer group: its committed offsets. Membership is the
+/// coordinator's soft state (see `groups`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GroupOffsets {
+    /// Topic name, then partition.
+    pub offsets: BTreeMap<String, BTreeMap<u32, CommittedOffset>>,
+    /// Raised by every reset; a member commit made before the last reset is refused.
+    pub generation: u64,
+}
+
+/// One committed offset as a command carries it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OffsetEntry {
+    pub topic: String,
+    pub partition: u32,
+    pub offset: u64,
+    pub metadata: String,
+}
+
+/// Producer ids are handed out in blocks of this many: each node takes a block through the
+/// controller and gives ids from it locally, so an id costs no raft round trip.
+pub const PRODUCER_ID_BLOCK: u64 = 1000;
+
 /// The replicated metadata.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Metadata {
     pub nodes: BTreeMap<u64, Node>,
     pub topics: BTreeMap<String, Topic>,
     pub next_topic_id: u64,
+    /// Committed offsets by group id.
+    #[serde(default)]
+    pub groups: BTreeMap<String, GroupOffsets>,
+    /// The first producer id no node has been given yet.
+    #[serde(default)]
+    pub next_producer_id: u64,
     /// Raft index of the last applied command.
     pub applied_index: u64,
 }
@@ -106,6 +144,29 @@ pub enum Command {
         name: String,
         config: TopicConfig,
     },
+    /// A member's (or an operator's) commit, valid only while the group's offsets generation is
+    /// still `generation` (no reset came in between).
+    CommitOffsets {
+        group: String,
+        generation: u64,
+        offsets: Vec<OffsetEntry>,
+        now_ms: i64,
+    },
+    /// An operator's reset: sets the offsets and raises the generation.
+    ResetOffsets {
+        group: String,
+        offsets: Vec<OffsetEntry>,
+        now_ms: i64,
+    },
+    DeleteGroup {
+        group: String,
+    },
+    /// Gives `node` the producer ids `first..first + PRODUCER_ID_BLOCK`; refused unless `first`
+    /// is the next free id (two nodes asking at once: one of them asks again).
+    AllocateProducerIds {
+        node: u64,
+        first: u64,
+    },
 }
 
 impl Command {
@@ -121,6 +182,9 @@ impl Command {
 /// Why a command was refused when applied.
 pub const TOPIC_EXISTS: &str = "topic already exists";
 pub const TOPIC_MISSING: &str = "unknown topic";
+pub const GROUP_MISSING: &str = "unknown group";
+pub const OFFSETS_RESET: &str = "the group's offsets were reset";
+pub const PRODUCER_IDS_TAKEN: &str = "producer id block already taken";
 
 impl Metadata {
     /// Applies `command`; deterministic.
@@ -152,11 +216,50 @@ impl Metadata {
                 self.topics.insert(name, topic);
                 Ok(())
             }
-            Command::DeleteTopic { name } => self
-                .topics
-                .remove(&name)
+            Command::DeleteTopic { name } => {
+                self.topics
+                    .remove(&name)
+                    .ok_or_else(|| TOPIC_MISSING.to_string())?;
+                // Offsets of a deleted topic mean nothing for a topic re-created by that name.
+                for group in self.groups.values_mut() {
+                    group.offsets.remove(&name);
+                }
+                Ok(())
+            }
+            Command::CommitOffsets {
+                group,
+                generation,
+                offsets,
+                now_ms,
+            } => {
+                let current = self.groups.get(&group).map_or(0, |g| g.generation);
+                if current != generation {
+                    return Err(OFFSETS_RESET.to_string());
+                }
+                self.store_offsets(group, offsets, now_ms);
+                Ok(())
+            }
+            Command::ResetOffsets {
+                group,
+                offsets,
+                now_ms,
+            } => {
+                let stored = self.store_offsets(group, offsets, now_ms);
+                stored.generation += 1;
+                Ok(())
+            }
+            Command::DeleteGroup { group } => self
+                .groups
+                .remove(&group)
                 .map(|_| ())
-                .ok_or_else(|| TOPIC_MISSING.to_string()),
+                .ok_or_else(|| GROUP_MISSING.to_string()),
+            Command::AllocateProducerIds { first, .. } => {
+                if first != self.next_producer_id {
+                    return Err(PRODUCER_IDS_TAKEN.to_string());
+                }
+                self.next_producer_id = first + PRODUCER_ID_BLOCK;
+                Ok(())
+            }
             Command::AlterTopic { name, config } => {
                 let topic = self
                     .topics
@@ -167,6 +270,57 @@ impl Metadata {
             }
         }
     }
+}
+
+impl Metadata {
+    /// Stores offsets of partitions that exist (a topic deleted meanwhile is skipped).
+    fn store_offsets(
+        &mut self,
+        group: String,
+        offsets: Vec<OffsetEntry>,
+        now_ms: i64,
+    ) -> &mut GroupOffsets {
+        let stored = self.groups.entry(group).or_default();
+        for entry in offsets {
+            let exists = self
+                .topics
+                .get(&entry.topic)
+                .is_some_and(|topic| entry.partition < topic.partitions());
+            if exists {
+                stored.offsets.entry(entry.topic).or_default().insert(
+                    entry.partition,
+                    CommittedOffset {
+                        offset: entry.offset,
+                        metadata: entry.metadata,
+                        commit_ms: now_ms,
+                    },
+                );
+            }
+        }
+        stored
+    }
+}
+
+/// Longest consumer group id.
+pub const GROUP_ID_BYTES_MAX: usize = 255;
+
+/// Checks a group id: 1 to 255 characters of `[a-zA-Z0-9._:-]`.
+pub fn validate_group_id(group: &str) -> Result<(), String> {
+    if group.is_empty() || group.len() > GROUP_ID_BYTES_MAX {
+        return Err(format!(
+            "group id must be 1 to {GROUP_ID_BYTES_MAX} characters, got {}",
+            group.len()
+        ));
+    }
+    if let Some(bad) = group
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-' | ':')))
+    {
+        return Err(format!(
+            "group id {group:?} has {bad:?}: valid characters are a-z, A-Z, 0-9, '.', '_', ':' and '-'"
+        ));
+    }
+    Ok(())
 }
 
 /// Checks a topic name: 1 to 200 characters of `[a-zA-Z0-9._-]`, not `.` or `..` (it names a
@@ -372,6 +526,101 @@ mod tests {
             }),
             Err(TOPIC_MISSING.to_string())
         );
+    }
+
+    fn create(name: &str, partitions: usize) -> Command {
+        Command::CreateTopic {
+            name: name.to_string(),
+            config: TopicConfig::default(),
+            replication_factor: 1,
+            replicas: vec![vec![1]; partitions],
+            now_ms: 1,
+        }
+    }
+
+    fn entry(topic: &str, partition: u32, offset: u64) -> OffsetEntry {
+        OffsetEntry {
+            topic: topic.to_string(),
+            partition,
+            offset,
+            metadata: String::new(),
+        }
+    }
+
+    #[test]
+    fn commits_resets_and_deletes() {
+        let mut m = Metadata::default();
+        m.apply(create("t", 2)).expect("create");
+        let commit = |generation, offset| Command::CommitOffsets {
+            group: "g".to_string(),
+            generation,
+            offsets: vec![entry("t", 0, offset), entry("t", 9, 1), entry("x", 0, 1)],
+            now_ms: 5,
+        };
+        m.apply(commit(0, 10)).expect("commit");
+        // Unknown partitions and topics are not stored.
+        assert_eq!(m.groups["g"].offsets.len(), 1);
+        assert_eq!(m.groups["g"].offsets["t"].len(), 1);
+        assert_eq!(m.groups["g"].offsets["t"][&0].offset, 10);
+        m.apply(Command::ResetOffsets {
+            group: "g".to_string(),
+            offsets: vec![entry("t", 0, 3)],
+            now_ms: 6,
+        })
+        .expect("reset");
+        assert_eq!(m.groups["g"].generation, 1);
+        // A commit from before the reset is refused and changes nothing.
+        assert_eq!(m.apply(commit(0, 20)), Err(OFFSETS_RESET.to_string()));
+        assert_eq!(m.groups["g"].offsets["t"][&0].offset, 3);
+        m.apply(commit(1, 21)).expect("commit after reset");
+        assert_eq!(m.groups["g"].offsets["t"][&0].offset, 21);
+        // Deleting the topic drops its offsets; deleting the group drops the group.
+        m.apply(Command::DeleteTopic {
+            name: "t".to_string(),
+        })
+        .expect("delete topic");
+        assert!(m.groups["g"].offsets.is_empty());
+        m.apply(Command::DeleteGroup {
+            group: "g".to_string(),
+        })
+        .expect("delete group");
+        assert_eq!(
+            m.apply(Command::DeleteGroup {
+                group: "g".to_string()
+            }),
+            Err(GROUP_MISSING.to_string())
+        );
+    }
+
+    #[test]
+    fn producer_id_blocks_never_overlap() {
+        let mut m = Metadata::default();
+        m.apply(Command::AllocateProducerIds { node: 1, first: 0 })
+            .expect("first block");
+        assert_eq!(
+            m.apply(Command::AllocateProducerIds { node: 2, first: 0 }),
+            Err(PRODUCER_IDS_TAKEN.to_string())
+        );
+        m.apply(Command::AllocateProducerIds {
+            node: 2,
+            first: PRODUCER_ID_BLOCK,
+        })
+        .expect("second block");
+        assert_eq!(m.next_producer_id, 2 * PRODUCER_ID_BLOCK);
+    }
+
+    #[test]
+    fn group_ids() {
+        for (group, valid) in [
+            ("g", true),
+            ("svc:orders.v2_x-1", true),
+            ("", false),
+            ("a b", false),
+            ("a/b", false),
+        ] {
+            assert_eq!(validate_group_id(group).is_ok(), valid, "{group:?}");
+        }
+        assert!(validate_group_id(&"g".repeat(256)).is_err());
     }
 
     #[test]

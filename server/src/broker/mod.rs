@@ -6,7 +6,9 @@
 //!   metadata, and serves produce, fetch, offset lookups and admin changes. It knows nothing of
 //!   gRPC: the service layer translates.
 
+pub mod consumer_groups;
 pub mod error;
+pub mod groups;
 pub mod metadata;
 
 use std::collections::HashMap;
@@ -25,6 +27,7 @@ use metadata::{Command, Controller, Metadata, Node, Topic, TopicConfig};
 
 use crate::replication::{DriverHandle, GroupId, GroupSpec, ProposeError, StateMachine};
 use crate::storage::batch::{BatchHeader, decode_records};
+use crate::storage::producers::{Admission, ProducerTable, SequenceError};
 use crate::storage::{self, LogConfig, PartitionLog, RetentionPolicy};
 
 /// The controller's raft group.
@@ -78,15 +81,64 @@ impl PartitionReplica {
     }
 }
 
-/// A partition's state machine: its state is its log, so applying only moves the high
-/// watermark (the driver does that); retention follows the topic's config.
+/// A partition's state machine: its state is its log (applying moves the high watermark; the
+/// driver does that) plus the idempotent producers' sequences, which are derived from the log;
+/// retention follows the topic's config.
 struct PartitionMachine {
     config: Arc<RwLock<TopicConfig>>,
+    log: Arc<RwLock<PartitionLog>>,
+    producers: ProducerTable,
+    leader: bool,
 }
 
 impl StateMachine for PartitionMachine {
-    fn apply(&mut self, _entry: &Entry, _next_offset: u64) -> Result<(), String> {
+    fn apply(&mut self, entry: &Entry, next_offset: u64) -> Result<(), String> {
+        if let Ok(header) = BatchHeader::parse(&entry.data) {
+            self.producers.stored(&header, next_offset);
+        }
+        if self.producers.snapshot_due() {
+            let dir = self
+                .log
+                .read()
+                .expect("log lock poisoned")
+                .dir()
+                .to_path_buf();
+            if let Err(error) = self.producers.write_snapshot(&dir, next_offset) {
+                // Only a cost: the next rebuild reads more of the log.
+                tracing::warn!(dir = %dir.display(), %error, "writing the producer snapshot failed");
+            }
+        }
         Ok(())
+    }
+
+    fn admit(&mut self, data: &[u8], proposal: u64) -> Result<Admission, SequenceError> {
+        match BatchHeader::parse(data) {
+            Ok(header) => self.producers.admit(&header, proposal),
+            Err(_) => Ok(Admission::Append),
+        }
+    }
+
+    fn dropped(&mut self) {
+        self.producers.forget_in_flight();
+    }
+
+    /// A new leader recomputes the producer state from its log, which is what will commit: a
+    /// follower's view (what it applied) lags its log, and in-flight batches of an old term
+    /// may have been replaced.
+    fn leadership(&mut self, leader: bool) {
+        if leader && !self.leader {
+            let log = self.log.read().expect("log lock poisoned");
+            match ProducerTable::rebuild(&log) {
+                Ok(table) => self.producers = table,
+                Err(error) => panic!(
+                    "{}: rebuilding the producer state failed: {error}",
+                    log.dir().display()
+                ),
+            }
+        } else if !leader {
+            self.producers.forget_in_flight();
+        }
+        self.leader = leader;
     }
 
     fn restore(&mut self, _data: &Bytes) -> Result<(), String> {
@@ -145,6 +197,10 @@ pub struct Broker {
     reconciling: tokio::sync::Mutex<()>,
     /// Room for produced bytes waiting to commit, in KiB.
     produce_budget: Arc<tokio::sync::Semaphore>,
+    /// Consumer group membership (soft state; meaningful while this node leads the controller).
+    coordinator: std::sync::Mutex<groups::Coordinator>,
+    /// Producer ids this node may hand out.
+    producer_ids: tokio::sync::Mutex<std::ops::Range<u64>>,
 }
 
 impl Broker {
@@ -199,6 +255,8 @@ impl Broker {
             produce_budget: Arc::new(tokio::sync::Semaphore::new(
                 PRODUCE_BYTES_IN_FLIGHT_MAX >> 10,
             )),
+            coordinator: std::sync::Mutex::new(groups::Coordinator::default()),
+            producer_ids: tokio::sync::Mutex::new(0..0),
         });
         broker.wait_for_controller().await?;
         tracing::debug!("controller has a leader");
@@ -207,6 +265,7 @@ impl Broker {
         broker.reconcile().await?;
         tracing::debug!("partitions reconciled");
         tokio::spawn(Self::reconcile_on_change(Arc::downgrade(&broker)));
+        tokio::spawn(Self::run_coordinator(Arc::downgrade(&broker)));
         Ok(broker)
     }
 
@@ -367,7 +426,12 @@ impl Broker {
                 id: group,
                 log: log.clone(),
                 voters: replicas.to_vec(),
-                machine: Box::new(PartitionMachine { config }),
+                machine: Box::new(PartitionMachine {
+                    config,
+                    log: log.clone(),
+                    producers: ProducerTable::default(),
+                    leader: false,
+                }),
                 applied: 0,
                 replay_committed: false,
                 high_watermark: high_watermark_tx,
@@ -398,8 +462,14 @@ impl Broker {
             .map_err(|e| self.propose_error(e))?;
         // Wait until this node has applied it (it has: the proposer applies before replying).
         committed.outcome.map_err(|reason| match reason.as_str() {
-            metadata::TOPIC_EXISTS => BrokerError::TopicExists(command_topic(&command)),
-            metadata::TOPIC_MISSING => BrokerError::UnknownTopic(command_topic(&command)),
+            metadata::TOPIC_EXISTS => BrokerError::TopicExists(command_subject(&command)),
+            metadata::TOPIC_MISSING => BrokerError::UnknownTopic(command_subject(&command)),
+            metadata::GROUP_MISSING => BrokerError::UnknownGroup(command_subject(&command)),
+            metadata::OFFSETS_RESET => BrokerError::StaleMemberEpoch(format!(
+                "the offsets of group {:?} were reset after this member's last heartbeat: \
+                 heartbeat, then continue from the new committed offsets",
+                command_subject(&command)
+            )),
             _ => BrokerError::Storage(reason),
         })
     }
@@ -615,6 +685,9 @@ impl Broker {
         let replica = self.replica(topic, partition)?;
         let header =
             BatchHeader::parse(&batch).map_err(|e| BrokerError::CorruptBatch(e.to_string()))?;
+        if header.producer_id >= 0 && !self.producer_id_known(header.producer_id) {
+            return Err(BrokerError::UnknownProducerId(header.producer_id));
+        }
         let count = header.offset_count();
         let committed = self
             .driver
@@ -753,6 +826,18 @@ fn propose_error(metadata: &RwLock<Metadata>, error: ProposeError) -> BrokerErro
         ProposeError::Overloaded => BrokerError::Unavailable(error.to_string()),
         ProposeError::ShuttingDown => BrokerError::ShuttingDown,
         ProposeError::Dropped(reason) => BrokerError::Unavailable(reason),
+        ProposeError::Sequence(SequenceError::OutOfOrder {
+            producer_id,
+            expected,
+            got,
+        }) => BrokerError::OutOfOrderSequence {
+            producer_id,
+            expected,
+            got,
+        },
+        ProposeError::Sequence(error @ SequenceError::StaleEpoch { .. }) => {
+            BrokerError::InvalidProducerEpoch(error.to_string())
+        }
     }
 }
 
@@ -766,12 +851,17 @@ fn last_next_offset(run: &Bytes) -> Option<u64> {
     next
 }
 
-fn command_topic(command: &Command) -> String {
+/// What a command is about, for its error messages.
+fn command_subject(command: &Command) -> String {
     match command {
         Command::CreateTopic { name, .. }
         | Command::DeleteTopic { name }
         | Command::AlterTopic { name, .. } => name.clone(),
+        Command::CommitOffsets { group, .. }
+        | Command::ResetOffsets { group, .. }
+        | Command::DeleteGroup { group } => group.clone(),
         Command::RegisterNode(node) => format!("node {}", node.id),
+        Command::AllocateProducerIds { node, .. } => format!("node {node}"),
     }
 }
 

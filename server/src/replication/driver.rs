@@ -19,6 +19,7 @@ use raft::{RawNode, StateRole, Storage};
 use tokio::sync::{oneshot, watch};
 
 use super::raft_storage::{RaftStorage, snapshot_owner_data};
+use crate::storage::producers::{Admission, BatchState, SequenceError};
 use crate::storage::{PartitionLog, RetentionPolicy};
 
 /// Identifies a raft group on this node: 0 is the controller, partitions are
@@ -51,6 +52,21 @@ pub trait StateMachine: Send {
     fn snapshot(&mut self) -> Option<Bytes> {
         None
     }
+
+    /// Decides, on the leader and in submission order, whether proposal `proposal` enters
+    /// the log: partitions recognise a retried idempotent batch here.
+    ///
+    /// # Errors
+    /// A batch out of sequence.
+    fn admit(&mut self, _data: &[u8], _proposal: u64) -> Result<Admission, SequenceError> {
+        Ok(Admission::Append)
+    }
+
+    /// Raft dropped an admitted proposal before it reached the log.
+    fn dropped(&mut self) {}
+
+    /// This node became (`true`) or stopped being the group's leader.
+    fn leadership(&mut self, _leader: bool) {}
 }
 
 /// A committed proposal.
@@ -75,6 +91,8 @@ pub enum ProposeError {
     ShuttingDown,
     #[error("raft dropped the proposal: {0}")]
     Dropped(String),
+    #[error("{0}")]
+    Sequence(SequenceError),
 }
 
 /// What a new group needs.
@@ -170,6 +188,17 @@ impl DriverHandle {
 
 struct Pending {
     reply: oneshot::Sender<Result<Committed, ProposeError>>,
+    /// Replies owed to retries of the same batch that came while it was in flight.
+    duplicates: Vec<oneshot::Sender<Result<Committed, ProposeError>>>,
+}
+
+impl Pending {
+    fn resolve(self, result: Result<Committed, ProposeError>) {
+        for duplicate in self.duplicates {
+            let _ = duplicate.send(result.clone());
+        }
+        let _ = self.reply.send(result);
+    }
 }
 
 struct Group {
@@ -373,11 +402,44 @@ impl Driver {
         }
         let proposal = self.next_proposal_id;
         self.next_proposal_id += 1;
-        match group.node.propose(proposal.to_be_bytes().to_vec(), data) {
-            Ok(()) => {
-                group.pending.insert(proposal, Pending { reply });
+        match group.machine.admit(&data, proposal) {
+            Ok(Admission::Append) => {}
+            Ok(Admission::Duplicate(BatchState::Stored { next_offset })) => {
+                let _ = reply.send(Ok(Committed {
+                    raft_index: 0,
+                    next_offset,
+                    outcome: Ok(()),
+                }));
+                return;
+            }
+            Ok(Admission::Duplicate(BatchState::InFlight(original))) => {
+                match group.pending.get_mut(&original) {
+                    Some(pending) => pending.duplicates.push(reply),
+                    None => {
+                        let _ = reply.send(Err(ProposeError::Dropped(
+                            "the original of this retried batch is no longer in flight".to_string(),
+                        )));
+                    }
+                }
+                return;
             }
             Err(error) => {
+                let _ = reply.send(Err(ProposeError::Sequence(error)));
+                return;
+            }
+        }
+        match group.node.propose(proposal.to_be_bytes().to_vec(), data) {
+            Ok(()) => {
+                group.pending.insert(
+                    proposal,
+                    Pending {
+                        reply,
+                        duplicates: Vec::new(),
+                    },
+                );
+            }
+            Err(error) => {
+                group.machine.dropped();
                 let _ = reply.send(Err(ProposeError::Dropped(error.to_string())));
             }
         }
@@ -428,6 +490,9 @@ impl Driver {
                     let leader_id = soft.leader_id;
                     fail_pending(group, ProposeError::NotLeader { leader_id });
                 }
+                group
+                    .machine
+                    .leadership(soft.raft_state == StateRole::Leader);
             }
             drop_messages(*id, ready.take_messages());
             if !ready.snapshot().is_empty() {
@@ -557,7 +622,7 @@ fn drop_messages(group: GroupId, messages: Vec<Message>) {
 
 fn fail_pending(group: &mut Group, error: ProposeError) {
     for (_, pending) in group.pending.drain() {
-        let _ = pending.reply.send(Err(error.clone()));
+        pending.resolve(Err(error.clone()));
     }
 }
 
@@ -602,7 +667,7 @@ fn apply_committed(id: GroupId, group: &mut Group, entries: Vec<Entry>) {
         group.high_watermark.send_replace(next_offset);
         group.applied_since_snapshot += 1;
         if let Some(pending) = proposal.and_then(|id| group.pending.remove(&id)) {
-            let _ = pending.reply.send(Ok(Committed {
+            pending.resolve(Ok(Committed {
                 raft_index: entry.index,
                 next_offset,
                 outcome,

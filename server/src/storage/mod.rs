@@ -29,6 +29,7 @@ pub mod files;
 pub mod index;
 pub mod inspect;
 pub mod log;
+pub mod producers;
 pub mod retention;
 pub mod segment;
 
