@@ -17,6 +17,12 @@ pub const OFFSET_METADATA_BYTES_MAX: usize = 4096;
 pub const PARTITIONS_PER_REQUEST_MAX: usize = 100_000;
 /// How often expired members are looked for.
 const EXPIRY_INTERVAL: Duration = Duration::from_millis(250);
+/// A group without members whose newest commit is older than this is deleted, offsets and all
+/// (Kafka's default `offsets.retention.minutes`), so the metadata does not grow with every
+/// group that ever existed.
+pub const GROUP_OFFSETS_RETENTION: Duration = Duration::from_secs(7 * 24 * 3600);
+/// How often the coordinator looks for such groups.
+const GROUP_RETENTION_INTERVAL: Duration = Duration::from_secs(60);
 
 /// Committed offsets by partition; `None` where the group has not committed.
 pub type CommittedOffsets = Vec<(Tp, Option<CommittedOffset>)>;
@@ -68,22 +74,60 @@ impl Broker {
     pub(super) async fn run_coordinator(broker: Weak<Self>) {
         let mut interval = tokio::time::interval(EXPIRY_INTERVAL);
         interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut retention_due = Instant::now() + GROUP_RETENTION_INTERVAL;
         loop {
             interval.tick().await;
             let Some(broker) = broker.upgrade() else {
                 return;
             };
             let leading = *broker.controller_leader.borrow() == broker.node_id;
-            let metadata = broker.metadata.read().expect("metadata lock poisoned");
-            let counts = |topic: &str| metadata.topics.get(topic).map(|t| t.partitions());
-            let mut coordinator = broker
-                .coordinator
-                .lock()
-                .expect("coordinator lock poisoned");
-            if leading {
-                coordinator.expire(Instant::now(), &counts);
-            } else {
-                coordinator.clear();
+            {
+                let metadata = broker.metadata.read().expect("metadata lock poisoned");
+                let counts = |topic: &str| metadata.topics.get(topic).map(|t| t.partitions());
+                let mut coordinator = broker
+                    .coordinator
+                    .lock()
+                    .expect("coordinator lock poisoned");
+                if leading {
+                    coordinator.expire(Instant::now(), &counts);
+                } else {
+                    coordinator.clear();
+                }
+            }
+            if leading && Instant::now() >= retention_due {
+                retention_due = Instant::now() + GROUP_RETENTION_INTERVAL;
+                broker.delete_abandoned_groups().await;
+            }
+        }
+    }
+
+    /// Deletes groups without members whose newest commit is older than
+    /// [`GROUP_OFFSETS_RETENTION`].
+    async fn delete_abandoned_groups(&self) {
+        let horizon = crate::now_ms() - GROUP_OFFSETS_RETENTION.as_millis() as i64;
+        let abandoned: Vec<String> = {
+            let metadata = self.metadata.read().expect("metadata lock poisoned");
+            let coordinator = self.coordinator.lock().expect("coordinator lock poisoned");
+            metadata
+                .groups
+                .iter()
+                .filter(|(id, group)| {
+                    let newest = group
+                        .offsets
+                        .values()
+                        .flat_map(|p| p.values())
+                        .map(|c| c.commit_ms)
+                        .max()
+                        .unwrap_or(i64::MIN);
+                    newest < horizon && !coordinator.has_members(id)
+                })
+                .map(|(id, _)| id.clone())
+                .collect()
+        };
+        for group in abandoned {
+            tracing::info!(%group, "deleting a group without members or recent commits");
+            if let Err(error) = self.propose_metadata(Command::DeleteGroup { group }).await {
+                tracing::warn!(%error, "deleting an abandoned group failed");
             }
         }
     }
