@@ -7,12 +7,14 @@ use std::time::Duration;
 
 use strata_proto::v1::admin_client::AdminClient;
 use strata_proto::v1::broker_client::BrokerClient;
+use strata_proto::v1::groups_client::GroupsClient;
 use tonic::transport::{Channel, Endpoint};
 
 use crate::admin::Admin;
 use crate::consumer::{self, ConsumerConfig, FetchOptions, FetchedRecords, PartitionConsumer};
 use crate::consumer::{PartitionOffsets, StartFrom};
 use crate::error::{Error, Result, chain};
+use crate::group::{self, GroupConsumer, GroupConsumerConfig};
 use crate::producer::{Producer, ProducerConfig};
 
 /// The broker list used when none is given: the same in the client, its examples and the
@@ -122,12 +124,25 @@ impl Client {
         &self.inner.config
     }
 
-    /// The admin client: topics and cluster information.
+    /// The admin client: topics, cluster information and consumer groups.
     pub fn admin(&self) -> Admin {
         Admin::new(
             AdminClient::new(self.inner.channel.clone()),
+            self.groups(),
             self.inner.config.request_timeout,
         )
+    }
+
+    /// Joins a consumer group and starts reading the partitions it assigns (see
+    /// [`GroupConsumer`]). Returns once joined. Must be called inside a Tokio runtime: the
+    /// consumer runs tasks.
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] for an inconsistent configuration; the coordinator's
+    /// refusal (`INVALID_GROUP_ID`, `GROUP_FULL`, `UNKNOWN_TOPIC_OR_PARTITION`); retriable
+    /// failures are retried with backoff until the join succeeds.
+    pub async fn group_consumer(&self, config: GroupConsumerConfig) -> Result<GroupConsumer> {
+        group::start(self, config).await
     }
 
     /// Starts a producer. Must be called inside a Tokio runtime: the producer runs a task.
@@ -181,6 +196,11 @@ impl Client {
         from: StartFrom,
     ) -> Result<PartitionOffsets> {
         consumer::list_offsets(self, topic, partition, from).await
+    }
+
+    /// A consumer-groups client on the shared connection.
+    pub(crate) fn groups(&self) -> GroupsClient<Channel> {
+        GroupsClient::new(self.inner.channel.clone())
     }
 
     /// A broker client on the shared connection, accepting messages up to

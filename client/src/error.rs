@@ -55,6 +55,27 @@ pub enum Error {
     /// The producer or stream was closed before the request completed.
     #[error("closed before the request completed")]
     Closed,
+    /// A group consumer with `OffsetReset::Error` was assigned a partition the group never
+    /// committed.
+    #[error("group {group} has no committed offset for {topic}/{partition}")]
+    NoCommittedOffset {
+        group: String,
+        topic: String,
+        partition: u32,
+    },
+    /// A group consumer stopped reading a partition after this error.
+    #[error("reading {topic}/{partition}: {source}")]
+    PartitionFailed {
+        topic: String,
+        partition: u32,
+        source: Box<Error>,
+    },
+    /// No reply with the request's correlation id arrived in time.
+    #[error("no reply to request {correlation_id} within {after_ms} ms")]
+    NoReply {
+        correlation_id: String,
+        after_ms: u64,
+    },
 }
 
 /// A refusal from the broker: the decoded `ErrorDetail`.
@@ -201,7 +222,10 @@ impl Error {
             | Error::RecordTooLarge { .. }
             | Error::UnknownPartition { .. }
             | Error::InvalidArgument(_)
-            | Error::Closed => false,
+            | Error::Closed
+            | Error::NoCommittedOffset { .. }
+            | Error::PartitionFailed { .. }
+            | Error::NoReply { .. } => false,
         }
     }
 

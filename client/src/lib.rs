@@ -1,7 +1,7 @@
 //! # strata-client
 //!
-//! The Rust client for Strata: an admin client, a batching, pipelining producer, and a
-//! partition consumer with flow control.
+//! The Rust client for Strata: an admin client, a batching, pipelining, idempotent producer, a
+//! partition consumer with flow control, a consumer-group member, and request/reply helpers.
 //!
 //! ```no_run
 //! use strata_client::{Client, ConsumerConfig, ProducerConfig, ProducerRecord, StartFrom};
@@ -33,7 +33,7 @@
 //!
 //! - `client.rs`: [`Client`], the connection every other part is made from; the broker list
 //!   ([`DEFAULT_BROKERS`], `STRATA_BROKERS`).
-//! - `admin.rs`: [`Admin`], topic and cluster calls.
+//! - `admin.rs`: [`Admin`], topic, cluster and consumer-group calls.
 //! - `producer.rs`: [`Producer`], its configuration, [`ProducerRecord`] and the
 //!   [`DeliveryFuture`] of each send.
 //! - `sender.rs`: the producer's task: one event loop that sends closed batches over a
@@ -45,6 +45,10 @@
 //! - `retry.rs`: [`Backoff`], exponential with jitter (pure).
 //! - `consumer.rs`: [`PartitionConsumer`] (Subscribe with byte credit), fetch and list
 //!   offsets.
+//! - `group.rs`: [`GroupConsumer`], a member of a consumer group: join, heartbeat, partition
+//!   readers merged into one stream, commits; at-least-once semantics.
+//! - `request_reply.rs`: [`Requester`] and [`Responder`], request and reply over topics,
+//!   matched by a `correlation-id` header.
 //! - `error.rs`: [`Error`], with the broker's `ErrorDetail` decoded into [`ServerError`].
 //!
 //! # Guarantees
@@ -63,8 +67,10 @@ mod admin;
 mod client;
 mod consumer;
 mod error;
+mod group;
 mod partitioner;
 mod producer;
+mod request_reply;
 mod retry;
 mod sender;
 mod sequence;
@@ -72,7 +78,7 @@ mod sequence;
 pub use strata_proto as proto;
 pub use strata_proto::batch::{Compression, Header, Record};
 
-pub use admin::Admin;
+pub use admin::{Admin, ResetTo};
 pub use client::parse_brokers;
 pub use client::{BROKERS_ENV, Client, ClientConfig, DEFAULT_BROKERS, brokers_from_env};
 pub use consumer::{
@@ -80,8 +86,15 @@ pub use consumer::{
     PartitionConsumer, PartitionOffsets, StartFrom,
 };
 pub use error::{ERROR_CODE_METADATA_KEY, Error, Result, ServerError};
+pub use group::{
+    AssignmentChange, Committer, GroupConsumer, GroupConsumerConfig, GroupRecord, OffsetReset,
+    RevokeHook,
+};
 pub use producer::{
     BATCH_BYTES_MAX_DEFAULT, DeliveryFuture, Producer, ProducerConfig, ProducerRecord,
     RecordMetadata,
+};
+pub use request_reply::{
+    CORRELATION_ID_HEADER, REPLY_TO_HEADER, Requester, RequesterConfig, Responder,
 };
 pub use retry::Backoff;
