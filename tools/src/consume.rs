@@ -5,6 +5,11 @@
 //! the command ends; with it, the command waits for new records until interrupted or `--count`
 //! is reached.
 //!
+//! With `--group G` the command joins consumer group G instead and reads the partitions the
+//! group assigns it, from the group's committed offsets (`--from earliest|latest` where there
+//! are none). It always follows, until Ctrl-C or `--count`; it commits as it goes (every 5 s)
+//! and once more on the way out, after the last record printed, then leaves the group.
+//!
 //! Output: `--format text` prints one tab-separated line per record (partition, offset,
 //! timestamp in RFC 3339, key, value; null keys and values print empty, invalid UTF-8 prints
 //! with replacement characters). `--format json` prints one object per line:
@@ -16,7 +21,9 @@ use std::io::{self, Write};
 
 use anyhow::{Context, Result, bail};
 use clap::Args;
-use strata_client::{Client, ConsumerConfig, Record, StartFrom};
+use strata_client::{
+    Client, ConsumerConfig, GroupConsumer, GroupConsumerConfig, OffsetReset, Record, StartFrom,
+};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 use tokio::sync::mpsc;
@@ -43,6 +50,9 @@ pub struct ConsumeArgs {
     /// Keep waiting for new records instead of stopping at the high watermark seen at start.
     #[arg(long)]
     follow: bool,
+    /// Read as a member of this consumer group (committing as it goes; implies --follow).
+    #[arg(long, conflicts_with = "partition")]
+    group: Option<String>,
 }
 
 /// Parses `--from`: `earliest`, `latest`, `offset:N` or `time:RFC3339`.
@@ -181,6 +191,9 @@ async fn read_partition(
 }
 
 pub async fn run(client: &Client, args: ConsumeArgs, format: Format) -> Result<()> {
+    if let Some(group) = &args.group {
+        return run_group(client, group, &args, format).await;
+    }
     let plans = plan(client, &args.topic, args.partition, args.from, args.follow).await?;
     let mut merged = spawn_readers(client, &args.topic, &plans);
     let result = print_records(&mut merged, args.count, format).await;
@@ -212,6 +225,72 @@ async fn print_records(
         if merged.is_empty() {
             out.flush()?;
         }
+    }
+    out.flush()?;
+    Ok(())
+}
+
+/// `consume --group`: prints records as a group member until Ctrl-C or `--count`, then
+/// commits what it printed and leaves.
+async fn run_group(client: &Client, group: &str, args: &ConsumeArgs, format: Format) -> Result<()> {
+    let offset_reset = match args.from {
+        StartFrom::Earliest => OffsetReset::Earliest,
+        StartFrom::Latest => OffsetReset::Latest,
+        _ => bail!("with --group, --from is earliest or latest (for partitions never committed)"),
+    };
+    let config = GroupConsumerConfig {
+        offset_reset,
+        client_id: format!("strata-cli pid {}", std::process::id()),
+        ..GroupConsumerConfig::new(group, [args.topic.as_str()])
+    };
+    let mut consumer = client
+        .group_consumer(config)
+        .await
+        .with_context(|| format!("join group {group}"))?;
+    let printed = tokio::select! {
+        printed = print_group_records(&mut consumer, args.count, format) => printed,
+        interrupted = tokio::signal::ctrl_c() => interrupted.context("wait for Ctrl-C"),
+    };
+    // Commit what was printed (and flushed) before leaving, however the loop ended.
+    let closed = consumer
+        .close()
+        .await
+        .with_context(|| format!("commit and leave group {group}"));
+    match printed {
+        Err(error) if is_broken_pipe(&error) => closed,
+        Err(error) => Err(error),
+        Ok(()) => closed,
+    }
+}
+
+async fn print_group_records(
+    consumer: &mut GroupConsumer,
+    count: Option<u64>,
+    format: Format,
+) -> Result<()> {
+    let stdout = io::stdout();
+    let mut out = io::BufWriter::new(stdout.lock());
+    let mut printed = 0u64;
+    while count.is_none_or(|count| printed < count) {
+        // Flush before waiting, so a follower sees records as they come and a commit never
+        // covers a record still in the buffer.
+        out.flush()?;
+        let Some(record) = consumer.next().await? else {
+            break;
+        };
+        let partition = record.partition;
+        let record = Record {
+            offset: record.offset,
+            timestamp: record.timestamp,
+            key: record.key,
+            value: record.value,
+            headers: record.headers,
+        };
+        match format {
+            Format::Json => writeln!(out, "{}", record_json(partition, &record))?,
+            Format::Text => writeln!(out, "{}", record_text(partition, &record))?,
+        }
+        printed += 1;
     }
     out.flush()?;
     Ok(())

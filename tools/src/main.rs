@@ -5,7 +5,9 @@
 //! - `output.rs`: output formats, JSON and time rendering, exit codes.
 //! - `topic.rs`: `strata topic create|list|describe|delete|alter`.
 //! - `produce.rs`: `strata produce TOPIC`, one record per stdin line.
-//! - `consume.rs`: `strata consume TOPIC`, one or all partitions merged.
+//! - `consume.rs`: `strata consume TOPIC`, one or all partitions merged, or as a member of a
+//!   consumer group (`--group`).
+//! - `group.rs`: `strata group list|describe|reset-offsets|delete`, consumer groups and lag.
 //! - `cluster.rs`: `strata cluster info`.
 //! - `bench.rs`: `strata bench produce|consume`, throughput and latency.
 //! - `log.rs`: `strata log dump|verify DIR`, offline inspection of a partition directory.
@@ -17,6 +19,7 @@
 mod bench;
 mod cluster;
 mod consume;
+mod group;
 mod log;
 mod output;
 mod produce;
@@ -63,6 +66,9 @@ enum Command {
     Produce(produce::ProduceArgs),
     /// Print the records of a topic.
     Consume(consume::ConsumeArgs),
+    /// List, describe, reset and delete consumer groups.
+    #[command(subcommand)]
+    Group(group::GroupCommand),
     /// Describe the cluster.
     #[command(subcommand)]
     Cluster(cluster::ClusterCommand),
@@ -126,6 +132,7 @@ fn run_online(
             Command::Topic(command) => topic::run(&client, command, format).await,
             Command::Produce(args) => produce::run(&client, args, format).await,
             Command::Consume(args) => consume::run(&client, args, format).await,
+            Command::Group(command) => group::run(&client, command, format).await,
             Command::Cluster(command) => cluster::run(&client, command, format).await,
             Command::Bench(command) => bench::run(&client, command, format).await,
             Command::Log(_) => unreachable!("log commands run offline"),
