@@ -8,7 +8,13 @@
 //! - [`server`]: real `strata-server` processes on loopback.
 //!
 //! Tests live in `tests/`: `storage_crash.rs` (torn writes, index damage, I/O faults),
-//! `broker.rs` (produce, consume, replay, errors and crashes against real servers).
+//! `broker.rs` (produce, consume, replay, errors and crashes against real servers),
+//! `bad_input.rs`, `groups.rs` (the group protocol: hand-over, fencing, durable offsets, live
+//! reset, lag), `idempotence.rs` (retries stored once, across kill -9), `group_consumer.rs`
+//! (the Rust client's group consumer in member processes, request/reply, the idempotent
+//! producer across kill -9) and `python_client.rs`.
+//!
+//! `src/bin/group-member.rs` is a group member process for `group_consumer.rs`.
 
 pub mod server;
 

@@ -617,7 +617,9 @@ async fn bad_group_requests() {
             assert_eq!(error_code(&status), code, "{name}: {status:?}");
             assert!(!status.message().is_empty());
         }
-        let commit_cases: Vec<(&str, Vec<(&str, u32, u64)>, String, &str)> = vec![
+        // (case, offsets, metadata, expected code)
+        type CommitCase<'a> = (&'a str, Vec<(&'a str, u32, u64)>, String, &'a str);
+        let commit_cases: Vec<CommitCase> = vec![
             (
                 "unknown partition",
                 vec![("t", 9, 1)],

@@ -264,7 +264,7 @@ async fn kill9_mid_stream_then_retry_stores_each_record_once() {
         let mut next = 0;
         let mut acknowledged = std::collections::BTreeSet::new();
         while (acknowledged.len() as u64) < kill_after {
-            while next < BATCHES && next - acknowledged.len() as u64 <= IN_FLIGHT_MAX - 1 {
+            while next < BATCHES && next - (acknowledged.len() as u64) < IN_FLIGHT_MAX {
                 sender
                     .send(request(next, "ledger", make(next)))
                     .await
