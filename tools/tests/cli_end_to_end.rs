@@ -271,3 +271,114 @@ fn produce_then_consume_json() {
     assert_eq!(some.stdout.lines().count(), 5);
     assert!(some.stdout.lines().all(|line| line.starts_with("0\t")));
 }
+
+/// `strata consume --group` reads as a group member and commits what it printed; `group
+/// describe --format json` shows the committed offsets and lag; `group reset-offsets` moves
+/// them (dry run first); a second `consume --group` resumes from there; `group list` and
+/// `group delete` round it off.
+#[test]
+fn group_consume_describe_reset_delete() {
+    let server = start_server();
+    wait_until_ready(&server);
+    let address = server.address.as_str();
+    let run = |args: &[&str], stdin: &[u8]| {
+        let output = strata(address, args, stdin, COMMAND_DEADLINE);
+        assert!(output.success, "strata {args:?}: {}", output.stderr);
+        output
+    };
+    run(&["topic", "create", "jobs", "--partitions", "2"], b"");
+    let lines: String = (0..10).map(|i| format!("job-{i}\n")).collect();
+    run(&["produce", "jobs", "--partition", "0"], lines.as_bytes());
+
+    // The member prints 6 of the 10 records, commits them and leaves.
+    let consumed = run(
+        &[
+            "consume", "jobs", "--group", "workers", "--count", "6", "--format", "json",
+        ],
+        b"",
+    );
+    let offsets: Vec<u64> = consumed
+        .stdout
+        .lines()
+        .map(|line| {
+            let record: Value = serde_json::from_str(line).expect("JSON record");
+            record["offset"].as_u64().expect("offset")
+        })
+        .collect();
+    assert_eq!(offsets, (0..6).collect::<Vec<u64>>());
+
+    let describe = |group: &str| -> Value {
+        let output = run(&["group", "describe", group, "--format", "json"], b"");
+        serde_json::from_str(&output.stdout).expect("JSON description")
+    };
+    let described = describe("workers");
+    assert_eq!(described["state"], "empty", "{described}");
+    let p0 = &described["partitions"][0];
+    assert_eq!(p0["partition"], 0);
+    assert_eq!(p0["committed_offset"], 6, "{described}");
+    assert_eq!(p0["high_watermark"], 10);
+    assert_eq!(p0["lag_records"], 4);
+    let text = run(&["group", "describe", "workers"], b"");
+    assert!(text.stdout.contains("jobs"), "{}", text.stdout);
+
+    // Reset to offset 2: a dry run changes nothing, the real one does.
+    let reset = |extra: &[&str]| {
+        let mut args = vec![
+            "group",
+            "reset-offsets",
+            "workers",
+            "--topic",
+            "jobs",
+            "--to",
+            "offset:2",
+            "--partitions",
+            "0",
+        ];
+        args.extend_from_slice(extra);
+        run(&args, b"")
+    };
+    reset(&["--dry-run"]);
+    assert_eq!(describe("workers")["partitions"][0]["committed_offset"], 6);
+    reset(&[]);
+    assert_eq!(describe("workers")["partitions"][0]["committed_offset"], 2);
+    let bad = strata(
+        address,
+        &[
+            "group",
+            "reset-offsets",
+            "workers",
+            "--topic",
+            "jobs",
+            "--to",
+            "sideways",
+        ],
+        b"",
+        COMMAND_DEADLINE,
+    );
+    assert_eq!(bad.code, Some(2), "a usage error exits 2: {}", bad.stderr);
+
+    // The next member resumes at the reset offset.
+    let consumed = run(
+        &[
+            "consume", "jobs", "--group", "workers", "--count", "8", "--format", "json",
+        ],
+        b"",
+    );
+    let first: Value =
+        serde_json::from_str(consumed.stdout.lines().next().expect("a record")).expect("JSON");
+    assert_eq!(first["offset"], 2, "{}", consumed.stdout);
+    assert_eq!(describe("workers")["partitions"][0]["lag_records"], 0);
+
+    let listed = run(&["group", "list", "--format", "json"], b"");
+    let groups: Value = serde_json::from_str(&listed.stdout).expect("JSON list");
+    assert_eq!(groups[0]["group_id"], "workers", "{groups}");
+    run(&["group", "delete", "workers"], b"");
+    let gone = strata(
+        address,
+        &["group", "describe", "workers"],
+        b"",
+        COMMAND_DEADLINE,
+    );
+    assert_eq!(gone.code, Some(1), "{}", gone.stderr);
+    assert!(gone.stderr.contains("UNKNOWN_GROUP"), "{}", gone.stderr);
+}
