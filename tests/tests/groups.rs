@@ -706,3 +706,53 @@ async fn bad_group_requests() {
     .await
     .expect("test timed out");
 }
+
+/// A commit too large for one controller change is split, and stored whole; a topic of many
+/// partitions commits and resets in one call.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn large_commits_and_resets() {
+    tokio::time::timeout(TEST_TIMEOUT, async {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let server = ServerProcess::start(dir.path(), 1);
+        let mut clients = connect(&server).await;
+        create(&mut clients, "wide", 300).await;
+        // 300 partitions with 4000 bytes of metadata each: 1.2 MB of offsets in one request.
+        let offsets = (0..300)
+            .map(|partition| pb::OffsetCommit {
+                topic: "wide".to_string(),
+                partition,
+                offset: 0,
+                metadata: "\u{1}".repeat(4000),
+            })
+            .collect();
+        clients
+            .groups
+            .commit_offsets(pb::CommitOffsetsRequest {
+                group_id: "wide-readers".to_string(),
+                member_id: String::new(),
+                member_epoch: 0,
+                offsets,
+            })
+            .await
+            .expect("a large commit");
+        let stored = committed(&mut clients, "wide-readers").await;
+        assert_eq!(stored.len(), 300);
+        let reset = clients
+            .groups
+            .reset_offsets(pb::ResetOffsetsRequest {
+                group_id: "wide-readers".to_string(),
+                topic: "wide".to_string(),
+                partitions: vec![],
+                to: Some(pb::reset_offsets_request::To::Latest(true)),
+                dry_run: false,
+            })
+            .await
+            .expect("reset")
+            .into_inner();
+        assert_eq!(reset.offsets.len(), 300);
+        // Still serving.
+        describe(&mut clients, "wide-readers").await;
+    })
+    .await
+    .expect("test timed out");
+}

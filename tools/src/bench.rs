@@ -79,6 +79,16 @@ pub struct ProduceBench {
     /// The largest batch in bytes (default: the producer's).
     #[arg(long)]
     batch_bytes: Option<usize>,
+    /// Idempotent produce (the producer's default): retries are stored once. `off` measures
+    /// what it costs.
+    #[arg(long, value_enum, default_value_t = OnOff::On)]
+    idempotence: OnOff,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum OnOff {
+    On,
+    Off,
 }
 
 #[derive(Args)]
@@ -120,6 +130,7 @@ async fn produce(client: &Client, args: ProduceBench, format: Format) -> Result<
         max_in_flight: args.in_flight,
         compression: args.compression.codec(),
         request_timeout: client.config().request_timeout,
+        idempotent: args.idempotence == OnOff::On,
         ..ProducerConfig::default()
     };
     if let Some(batch_bytes) = args.batch_bytes {

@@ -247,13 +247,18 @@ impl Broker {
                 )?;
             checked.unwrap_or_else(|| self.group_generation(group))
         };
-        self.propose_metadata(Command::CommitOffsets {
-            group: group.to_string(),
-            generation,
-            offsets,
-            now_ms: crate::now_ms(),
-        })
-        .await
+        // Large commits go as several controller changes (each partition's offset stands on
+        // its own, as in Kafka), each checked against the same generation.
+        for offsets in chunks(offsets) {
+            self.propose_metadata(Command::CommitOffsets {
+                group: group.to_string(),
+                generation,
+                offsets,
+                now_ms: crate::now_ms(),
+            })
+            .await?;
+        }
+        Ok(())
     }
 
     fn check_partition(&self, topic: &str, partition: u32) -> Result<(), BrokerError> {
@@ -359,20 +364,25 @@ impl Broker {
         if dry_run {
             return Ok((offsets, self.group_generation(group)));
         }
-        self.propose_metadata(Command::ResetOffsets {
-            group: group.to_string(),
-            offsets: offsets
-                .iter()
-                .map(|(partition, offset)| OffsetEntry {
-                    topic: topic.to_string(),
-                    partition: *partition,
-                    offset: *offset,
-                    metadata: String::new(),
-                })
-                .collect(),
-            now_ms: crate::now_ms(),
-        })
-        .await?;
+        let entries = offsets
+            .iter()
+            .map(|(partition, offset)| OffsetEntry {
+                topic: topic.to_string(),
+                partition: *partition,
+                offset: *offset,
+                metadata: String::new(),
+            })
+            .collect();
+        // A reset of many partitions goes as several changes, each raising the generation, so
+        // members re-read their offsets after each and end at the final ones.
+        for offsets in chunks(entries) {
+            self.propose_metadata(Command::ResetOffsets {
+                group: group.to_string(),
+                offsets,
+                now_ms: crate::now_ms(),
+            })
+            .await?;
+        }
         Ok((offsets, self.group_generation(group)))
     }
 
@@ -575,6 +585,28 @@ impl Broker {
             .next_producer_id;
         producer_id >= 0 && (producer_id as u64) < next
     }
+}
+
+/// Encoded size of the offsets in one controller change, at most: well inside the
+/// controller's limit per change (one entry alone is at most ~25 KiB: a 200-byte topic name and
+/// 4 KiB of metadata, escaped).
+const OFFSETS_CHANGE_BYTES_MAX: usize = 32 << 10;
+
+/// Splits offsets into runs small enough for one controller change each.
+fn chunks(offsets: Vec<OffsetEntry>) -> Vec<Vec<OffsetEntry>> {
+    let mut chunks = vec![Vec::new()];
+    let mut bytes = 0;
+    for entry in offsets {
+        // Its JSON, as the change will carry it (plus a separator).
+        let size = serde_json::to_vec(&entry).map_or(0, |json| json.len()) + 1;
+        if bytes + size > OFFSETS_CHANGE_BYTES_MAX && bytes > 0 {
+            chunks.push(Vec::new());
+            bytes = 0;
+        }
+        bytes += size;
+        chunks.last_mut().expect("a chunk").push(entry);
+    }
+    chunks
 }
 
 /// A member id: 16 random hex digits (std's randomly keyed hasher, fed a counter and the clock).

@@ -455,9 +455,20 @@ impl Broker {
     }
 
     async fn propose_metadata(&self, command: Command) -> Result<(), BrokerError> {
+        let batch = command.to_batch(crate::now_ms());
+        // The controller's log refuses a batch beyond its limit, which raft would take as a
+        // storage failure: refuse it here instead.
+        if batch.len() > CONTROLLER_SEGMENT_BYTES as usize {
+            return Err(BrokerError::InvalidArgument(format!(
+                "the change for {} is {} bytes encoded, more than the controller takes in one \
+                 change ({CONTROLLER_SEGMENT_BYTES} bytes)",
+                command_subject(&command),
+                batch.len()
+            )));
+        }
         let committed = self
             .driver
-            .propose(CONTROLLER_GROUP, command.to_batch(crate::now_ms()))
+            .propose(CONTROLLER_GROUP, batch)
             .await
             .map_err(|e| self.propose_error(e))?;
         // Wait until this node has applied it (it has: the proposer applies before replying).
