@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Strata in one command: builds the server and the CLI, starts a server on a free loopback port
 # with a fresh data directory, creates a topic, produces records from stdin lines, consumes them
-# back, shows the cluster, and stops the server (SIGTERM: a clean shutdown).
+# back, consumes them again as a consumer group (which commits its offsets), shows the group's
+# lag, shows the cluster, and stops the server (SIGTERM: a clean shutdown).
 set -euo pipefail
 cd "$(dirname "$0")"
 cargo build -q -p strata-server -p strata-tools
@@ -22,5 +23,9 @@ echo "== strata produce quickstart --key-separator :   (stdin: alice:hello, bob:
 printf 'alice:hello\nbob:world\ncarol:again\n' | target/debug/strata produce quickstart --key-separator :
 echo "== strata consume quickstart --from earliest --format json"
 target/debug/strata consume quickstart --from earliest --format json
+echo "== strata consume quickstart --group demo --count 3   (joins group demo, commits, leaves)"
+target/debug/strata consume quickstart --group demo --count 3
+echo "== strata group describe demo"
+target/debug/strata group describe demo
 echo "== strata cluster info"
 target/debug/strata cluster info
