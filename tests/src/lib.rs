@@ -22,6 +22,17 @@ use bytes::BytesMut;
 use strata_server::storage::PartitionLog;
 use strata_server::storage::batch::{BatchBuilder, decode_records, split_batches};
 
+/// The stable error code of a failed call (the `strata-error-code` metadata), e.g.
+/// `ERROR_CODE_UNKNOWN_MEMBER`; empty when the status has none.
+pub fn error_code(status: &tonic::Status) -> String {
+    status
+        .metadata()
+        .get("strata-error-code")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_string()
+}
+
 /// A small deterministic random source (splitmix64).
 #[derive(Debug, Clone)]
 pub struct Seed {

@@ -8,6 +8,12 @@ use std::sync::OnceLock;
 use std::sync::mpsc;
 use std::time::Duration;
 
+use strata_proto::v1::admin_client::AdminClient;
+use strata_proto::v1::broker_client::BrokerClient;
+use strata_proto::v1::groups_client::GroupsClient;
+use strata_proto::v1::{CreateTopicRequest, TopicDescription};
+use tonic::transport::Channel;
+
 /// How long a server may take to start listening.
 pub const START_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long a server may take to stop after SIGTERM.
@@ -43,6 +49,30 @@ pub fn server_binary() -> PathBuf {
             binary
         })
         .clone()
+}
+
+/// The generated `strata.v1` clients, on one connection to a server.
+#[derive(Clone)]
+pub struct Clients {
+    pub admin: AdminClient<Channel>,
+    pub broker: BrokerClient<Channel>,
+    pub groups: GroupsClient<Channel>,
+}
+
+impl Clients {
+    /// Creates a topic with replication factor 1 and the default config.
+    pub async fn create_topic(&mut self, name: &str, partitions: u32) -> TopicDescription {
+        self.admin
+            .create_topic(CreateTopicRequest {
+                name: name.to_string(),
+                partitions,
+                replication_factor: 1,
+                config: None,
+            })
+            .await
+            .expect("create topic")
+            .into_inner()
+    }
 }
 
 /// A running server process.
@@ -106,6 +136,21 @@ impl ServerProcess {
     /// `http://ADDRESS`, for tonic clients.
     pub fn endpoint(&self) -> String {
         format!("http://{}", self.address)
+    }
+
+    /// Connects the generated clients (bounded: 10 s).
+    pub async fn clients(&self) -> Clients {
+        let channel = Channel::from_shared(self.endpoint())
+            .expect("endpoint")
+            .connect_timeout(Duration::from_secs(10))
+            .connect()
+            .await
+            .expect("connect");
+        Clients {
+            admin: AdminClient::new(channel.clone()),
+            broker: BrokerClient::new(channel.clone()),
+            groups: GroupsClient::new(channel),
+        }
     }
 
     /// SIGKILL: no chance to sync or clean up.

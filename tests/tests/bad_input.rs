@@ -2,21 +2,10 @@
 //! each with the gRPC code and the Strata error code it must get, then a check that the server
 //! still serves and the log holds exactly what it held.
 
-use std::time::Duration;
-
 use bytes::Bytes;
 use strata_proto::v1 as pb;
-use strata_proto::v1::admin_client::AdminClient;
-use strata_proto::v1::broker_client::BrokerClient;
-use strata_tests::server::ServerProcess;
+use strata_tests::server::{Clients, ServerProcess};
 use tonic::Code;
-use tonic::transport::Channel;
-
-#[derive(Clone)]
-struct Clients {
-    admin: AdminClient<Channel>,
-    broker: BrokerClient<Channel>,
-}
 
 fn create(
     name: &str,
@@ -178,16 +167,7 @@ async fn bad_inputs_get_clear_errors_and_change_nothing() {
     use pb::ErrorCode as E;
     let dir = tempfile::tempdir().expect("tempdir");
     let server = ServerProcess::start(dir.path(), 1);
-    let channel = Channel::from_shared(server.endpoint())
-        .expect("endpoint")
-        .connect_timeout(Duration::from_secs(10))
-        .connect()
-        .await
-        .expect("connect");
-    let clients = Clients {
-        admin: AdminClient::new(channel.clone()),
-        broker: BrokerClient::new(channel),
-    };
+    let clients = server.clients().await;
     call(&clients, Call::Create(create("good", 2, 1, None)))
         .await
         .expect("create");

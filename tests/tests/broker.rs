@@ -5,28 +5,8 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use strata_proto::v1 as pb;
-use strata_proto::v1::admin_client::AdminClient;
-use strata_proto::v1::broker_client::BrokerClient;
-use strata_tests::server::ServerProcess;
+use strata_tests::server::{Clients, ServerProcess};
 use tonic::transport::Channel;
-
-struct Clients {
-    admin: AdminClient<Channel>,
-    broker: BrokerClient<Channel>,
-}
-
-async fn connect(server: &ServerProcess) -> Clients {
-    let channel = Channel::from_shared(server.endpoint())
-        .expect("endpoint")
-        .connect_timeout(Duration::from_secs(10))
-        .connect()
-        .await
-        .expect("connect");
-    Clients {
-        admin: AdminClient::new(channel.clone()),
-        broker: BrokerClient::new(channel),
-    }
-}
 
 fn record(key: &str, value: &str) -> pb::Record {
     pb::Record {
@@ -57,27 +37,13 @@ fn earliest() -> Option<pb::StartPosition> {
     })
 }
 
-async fn create(clients: &mut Clients, name: &str, partitions: u32) -> pb::TopicDescription {
-    clients
-        .admin
-        .create_topic(pb::CreateTopicRequest {
-            name: name.to_string(),
-            partitions,
-            replication_factor: 1,
-            config: None,
-        })
-        .await
-        .expect("create topic")
-        .into_inner()
-}
-
 /// Create a topic, produce records, read them back decoded from earliest and by offset.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn produce_and_fetch_round_trip() {
     let dir = tempfile::tempdir().expect("tempdir");
     let server = ServerProcess::start(dir.path(), 1);
-    let mut clients = connect(&server).await;
-    let topic = create(&mut clients, "events", 2).await;
+    let mut clients = server.clients().await;
+    let topic = clients.create_topic("events", 2).await;
     assert_eq!(topic.partitions, 2);
     assert!(topic.partition_info.iter().all(|p| p.leader_node_id == 1));
     let produced = clients
@@ -192,8 +158,8 @@ async fn hundred_thousand_keyed_records_come_back_once_in_order() {
     const PER_BATCH: usize = 500;
     let dir = tempfile::tempdir().expect("tempdir");
     let server = ServerProcess::start(dir.path(), 1);
-    let mut clients = connect(&server).await;
-    create(&mut clients, "keyed", PARTITIONS).await;
+    let mut clients = server.clients().await;
+    clients.create_topic("keyed", PARTITIONS).await;
     let mut builders: Vec<strata_proto::batch::BatchBuilder> = (0..PARTITIONS)
         .map(|_| strata_proto::batch::BatchBuilder::new())
         .collect();
@@ -321,8 +287,8 @@ async fn replay_from_earliest_offset_timestamp_and_latest() {
     use pb::start_position::Position as P;
     let dir = tempfile::tempdir().expect("tempdir");
     let server = ServerProcess::start(dir.path(), 1);
-    let mut clients = connect(&server).await;
-    create(&mut clients, "replay", 1).await;
+    let mut clients = server.clients().await;
+    clients.create_topic("replay", 1).await;
     for batch in 0..5i64 {
         let records = (0..4)
             .map(|i| timed_record(&format!("{}", batch * 4 + i), 10_000 + batch * 100 + i))
@@ -391,8 +357,8 @@ async fn replay_from_earliest_offset_timestamp_and_latest() {
 async fn long_poll_waits_and_wakes_on_new_data() {
     let dir = tempfile::tempdir().expect("tempdir");
     let server = ServerProcess::start(dir.path(), 1);
-    let mut clients = connect(&server).await;
-    create(&mut clients, "poll", 1).await;
+    let mut clients = server.clients().await;
+    clients.create_topic("poll", 1).await;
     let request = |max_wait_ms| pb::FetchRequest {
         topic: "poll".to_string(),
         partition: 0,
@@ -444,8 +410,8 @@ async fn subscribe_honours_credit() {
     use pb::subscribe_request::{Credit, Request as R, Start};
     let dir = tempfile::tempdir().expect("tempdir");
     let server = ServerProcess::start(dir.path(), 1);
-    let mut clients = connect(&server).await;
-    create(&mut clients, "credit", 1).await;
+    let mut clients = server.clients().await;
+    clients.create_topic("credit", 1).await;
     let mut batch_bytes = 0;
     for i in 0..10 {
         let mut builder = strata_proto::batch::BatchBuilder::new();
@@ -522,8 +488,8 @@ async fn subscribe_honours_credit() {
 async fn kill9_during_produce_keeps_every_acknowledged_record() {
     let dir = tempfile::tempdir().expect("tempdir");
     let mut server = ServerProcess::start(dir.path(), 1);
-    let mut clients = connect(&server).await;
-    create(&mut clients, "crash", 1).await;
+    let mut clients = server.clients().await;
+    clients.create_topic("crash", 1).await;
     let (requests, receiver) = tokio::sync::mpsc::channel(64);
     let mut responses = clients
         .broker
@@ -561,7 +527,7 @@ async fn kill9_during_produce_keeps_every_acknowledged_record() {
     }
     producer.abort();
     server.restart();
-    let mut clients = connect(&server).await;
+    let mut clients = server.clients().await;
     let records = read_partition(&mut clients, "crash", 0).await;
     let values: Vec<u64> = records
         .iter()
@@ -595,7 +561,7 @@ async fn kill9_during_produce_keeps_every_acknowledged_record() {
 async fn retention_removes_old_segments_and_reads_below_start_fail() {
     let dir = tempfile::tempdir().expect("tempdir");
     let server = ServerProcess::start(dir.path(), 1);
-    let mut clients = connect(&server).await;
+    let mut clients = server.clients().await;
     clients
         .admin
         .create_topic(pb::CreateTopicRequest {
@@ -665,8 +631,8 @@ async fn retention_removes_old_segments_and_reads_below_start_fail() {
 async fn graceful_shutdown_and_restart() {
     let dir = tempfile::tempdir().expect("tempdir");
     let mut server = ServerProcess::start(dir.path(), 1);
-    let mut clients = connect(&server).await;
-    create(&mut clients, "durable", 3).await;
+    let mut clients = server.clients().await;
+    clients.create_topic("durable", 3).await;
     for partition in 0..3 {
         clients
             .broker
@@ -682,7 +648,7 @@ async fn graceful_shutdown_and_restart() {
     assert_eq!(server.terminate(), Some(0), "clean exit");
     let address = server.address.clone();
     let restarted = ServerProcess::start_on(dir.path(), 1, &address);
-    let mut clients = connect(&restarted).await;
+    let mut clients = restarted.clients().await;
     for partition in 0..3 {
         let records = read_partition(&mut clients, "durable", partition).await;
         assert_eq!(records.len(), 2, "partition {partition}");
@@ -749,9 +715,9 @@ async fn health_and_reflection() {
 async fn controller_snapshot_survives_restart() {
     let dir = tempfile::tempdir().expect("tempdir");
     let mut server = ServerProcess::start(dir.path(), 1);
-    let mut clients = connect(&server).await;
+    let mut clients = server.clients().await;
     for i in 0..700 {
-        create(&mut clients, &format!("t{i}"), 1).await;
+        clients.create_topic(&format!("t{i}"), 1).await;
         if i % 2 == 0 {
             clients
                 .admin
@@ -777,7 +743,7 @@ async fn controller_snapshot_survives_restart() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     server.restart();
-    let mut clients = connect(&server).await;
+    let mut clients = server.clients().await;
     let topics = clients
         .admin
         .list_topics(pb::ListTopicsRequest {})
@@ -804,8 +770,8 @@ async fn controller_snapshot_survives_restart() {
 async fn altered_segment_size_applies_to_open_partitions() {
     let dir = tempfile::tempdir().expect("tempdir");
     let server = ServerProcess::start(dir.path(), 1);
-    let mut clients = connect(&server).await;
-    create(&mut clients, "altered", 1).await;
+    let mut clients = server.clients().await;
+    clients.create_topic("altered", 1).await;
     let altered = clients
         .admin
         .alter_topic_config(pb::AlterTopicConfigRequest {

@@ -122,6 +122,20 @@ impl Drop for Member {
     }
 }
 
+/// A server on `dir` with `topics` (name, partitions) created, and a client of it.
+async fn server_with(dir: &std::path::Path, topics: &[(&str, u32)]) -> (ServerProcess, Client) {
+    let server = ServerProcess::start(dir, 1);
+    let client = Client::connect(&server.address).await.expect("connect");
+    for (topic, partitions) in topics {
+        client
+            .admin()
+            .create_topic(topic, *partitions, 1, TopicConfig::default())
+            .await
+            .expect("create");
+    }
+    (server, client)
+}
+
 /// Waits (bounded, pacing itself) until `check` returns `Some`.
 async fn eventually<T, F>(what: &str, mut check: impl FnMut() -> F) -> T
 where
@@ -177,13 +191,7 @@ async fn all_committed(client: &Client, group: &str, topic: &str) -> bool {
 async fn members_in_processes_share_partitions_through_churn() {
     tokio::time::timeout(TEST_TIMEOUT, async {
         let dir = tempfile::tempdir().expect("tempdir");
-        let server = ServerProcess::start(dir.path(), 1);
-        let client = Client::connect(&server.address).await.expect("connect");
-        client
-            .admin()
-            .create_topic("work", 6, 1, TopicConfig::default())
-            .await
-            .expect("create");
+        let (server, client) = server_with(dir.path(), &[("work", 6)]).await;
         let spawn = |name| Member::spawn(name, &server.address, "crew", "work", 2000);
         let mut a = spawn("a");
         let mut b = spawn("b");
@@ -297,13 +305,7 @@ async fn collect_group(client: Client, group: &str, topic: &str, want: usize) ->
 async fn two_groups_each_receive_every_record() {
     tokio::time::timeout(TEST_TIMEOUT, async {
         let dir = tempfile::tempdir().expect("tempdir");
-        let server = ServerProcess::start(dir.path(), 1);
-        let client = Client::connect(&server.address).await.expect("connect");
-        client
-            .admin()
-            .create_topic("fanout", 4, 1, TopicConfig::default())
-            .await
-            .expect("create");
+        let (_server, client) = server_with(dir.path(), &[("fanout", 4)]).await;
         produce(&client, "fanout", 4, 0..400).await;
         let all: BTreeSet<String> = (0..400).map(|i| format!("r{i}")).collect();
         let audit = tokio::spawn(collect_group(client.clone(), "audit", "fanout", 400));
@@ -361,13 +363,7 @@ async fn two_groups_each_receive_every_record() {
 async fn live_reset_replays_for_a_running_member() {
     tokio::time::timeout(TEST_TIMEOUT, async {
         let dir = tempfile::tempdir().expect("tempdir");
-        let server = ServerProcess::start(dir.path(), 1);
-        let client = Client::connect(&server.address).await.expect("connect");
-        client
-            .admin()
-            .create_topic("history", 2, 1, TopicConfig::default())
-            .await
-            .expect("create");
+        let (_server, client) = server_with(dir.path(), &[("history", 2)]).await;
         let base = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .expect("clock")
@@ -431,15 +427,11 @@ async fn live_reset_replays_for_a_running_member() {
 async fn request_reply_over_topics() {
     tokio::time::timeout(TEST_TIMEOUT, async {
         let dir = tempfile::tempdir().expect("tempdir");
-        let server = ServerProcess::start(dir.path(), 1);
-        let client = Client::connect(&server.address).await.expect("connect");
-        for (topic, partitions) in [("requests", 2), ("replies", 2), ("unanswered", 1)] {
-            client
-                .admin()
-                .create_topic(topic, partitions, 1, TopicConfig::default())
-                .await
-                .expect("create");
-        }
+        let (_server, client) = server_with(
+            dir.path(),
+            &[("requests", 2), ("replies", 2), ("unanswered", 1)],
+        )
+        .await;
         let responder = Responder::new(&client, GroupConsumerConfig::new("upper", ["requests"]))
             .await
             .expect("responder");
@@ -498,13 +490,7 @@ async fn request_reply_over_topics() {
 async fn idempotent_producer_across_kill9() {
     tokio::time::timeout(TEST_TIMEOUT, async {
         let dir = tempfile::tempdir().expect("tempdir");
-        let mut server = ServerProcess::start(dir.path(), 1);
-        let client = Client::connect(&server.address).await.expect("connect");
-        client
-            .admin()
-            .create_topic("once", 1, 1, TopicConfig::default())
-            .await
-            .expect("create");
+        let (mut server, client) = server_with(dir.path(), &[("once", 1)]).await;
         let config = ProducerConfig {
             linger: Duration::from_millis(1),
             batch_bytes_max: 4096,

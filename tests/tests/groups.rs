@@ -6,48 +6,11 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use strata_proto::v1 as pb;
-use strata_proto::v1::admin_client::AdminClient;
-use strata_proto::v1::broker_client::BrokerClient;
-use strata_proto::v1::groups_client::GroupsClient;
-use strata_tests::server::ServerProcess;
-use tonic::transport::Channel;
+use strata_tests::error_code;
+use strata_tests::server::{Clients, ServerProcess};
 
 /// Every test ends within this.
 const TEST_TIMEOUT: Duration = Duration::from_secs(120);
-
-#[derive(Clone)]
-struct Clients {
-    admin: AdminClient<Channel>,
-    broker: BrokerClient<Channel>,
-    groups: GroupsClient<Channel>,
-}
-
-async fn connect(server: &ServerProcess) -> Clients {
-    let channel = Channel::from_shared(server.endpoint())
-        .expect("endpoint")
-        .connect_timeout(Duration::from_secs(10))
-        .connect()
-        .await
-        .expect("connect");
-    Clients {
-        admin: AdminClient::new(channel.clone()),
-        broker: BrokerClient::new(channel.clone()),
-        groups: GroupsClient::new(channel),
-    }
-}
-
-async fn create(clients: &mut Clients, name: &str, partitions: u32) {
-    clients
-        .admin
-        .create_topic(pb::CreateTopicRequest {
-            name: name.to_string(),
-            partitions,
-            replication_factor: 1,
-            config: None,
-        })
-        .await
-        .expect("create topic");
-}
 
 /// Produces `values` to one partition with the given timestamps.
 async fn produce(clients: &mut Clients, topic: &str, partition: u32, records: &[(i64, &str)]) {
@@ -71,6 +34,17 @@ async fn produce(clients: &mut Clients, topic: &str, partition: u32, records: &[
         })
         .await
         .expect("produce");
+}
+
+/// A server with `topics` (name, partitions) created, its data directory and clients.
+async fn start(topics: &[(&str, u32)]) -> (tempfile::TempDir, ServerProcess, Clients) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = ServerProcess::start(dir.path(), 1);
+    let mut clients = server.clients().await;
+    for (topic, partitions) in topics {
+        clients.create_topic(topic, *partitions).await;
+    }
+    (dir, server, clients)
 }
 
 fn tp(topic: &str, partition: u32) -> pb::TopicPartition {
@@ -174,15 +148,6 @@ async fn describe(clients: &mut Clients, group: &str) -> pb::DescribeGroupRespon
         .into_inner()
 }
 
-fn error_code(status: &tonic::Status) -> String {
-    status
-        .metadata()
-        .get("strata-error-code")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or_default()
-        .to_string()
-}
-
 fn now_ms() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -195,10 +160,7 @@ fn now_ms() -> i64 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn committed_offsets_survive_restarts() {
     tokio::time::timeout(TEST_TIMEOUT, async {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let mut server = ServerProcess::start(dir.path(), 1);
-        let mut clients = connect(&server).await;
-        create(&mut clients, "orders", 3).await;
+        let (dir, mut server, mut clients) = start(&[("orders", 3)]).await;
         let member = join(&mut clients, "billing", "", &["orders"], 0).await;
         assert_eq!(member.assignment.len(), 3, "a lone member holds everything");
         commit(
@@ -219,7 +181,7 @@ async fn committed_offsets_survive_restarts() {
         assert_eq!(server.terminate(), Some(0), "clean exit");
         let address = server.address.clone();
         let mut server = ServerProcess::start_on(dir.path(), 1, &address);
-        let mut clients = connect(&server).await;
+        let mut clients = server.clients().await;
         assert_eq!(committed(&mut clients, "billing").await, expected);
         // Membership is soft state: the member must rejoin.
         let status = beat(&mut clients, "billing", &member)
@@ -233,7 +195,7 @@ async fn committed_offsets_survive_restarts() {
 
         server.kill9();
         server.restart();
-        let mut clients = connect(&server).await;
+        let mut clients = server.clients().await;
         let mut expected = expected;
         expected.insert(1, ("orders".to_string(), 1, Some(9)));
         assert_eq!(committed(&mut clients, "billing").await, expected);
@@ -258,10 +220,7 @@ async fn committed_offsets_survive_restarts() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn handover_expiry_and_fencing() {
     tokio::time::timeout(TEST_TIMEOUT, async {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let server = ServerProcess::start(dir.path(), 1);
-        let mut clients = connect(&server).await;
-        create(&mut clients, "jobs", 4).await;
+        let (_dir, _server, mut clients) = start(&[("jobs", 4)]).await;
         let m1 = join(&mut clients, "workers", "", &["jobs"], 0).await;
         assert_eq!(m1.assignment.len(), 4);
         // Short session for m2, so it can expire within the test.
@@ -378,10 +337,7 @@ async fn handover_expiry_and_fencing() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn lag_matches_a_hand_computation() {
     tokio::time::timeout(TEST_TIMEOUT, async {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let server = ServerProcess::start(dir.path(), 1);
-        let mut clients = connect(&server).await;
-        create(&mut clients, "clicks", 2).await;
+        let (_dir, _server, mut clients) = start(&[("clicks", 2)]).await;
         let base = now_ms() - 3_600_000;
         // Partition 0: ten records a minute apart, in two batches.
         let first: Vec<(i64, String)> = (0..6)
@@ -455,10 +411,7 @@ async fn lag_matches_a_hand_computation() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn live_reset_while_members_run() {
     tokio::time::timeout(TEST_TIMEOUT, async {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let server = ServerProcess::start(dir.path(), 1);
-        let mut clients = connect(&server).await;
-        create(&mut clients, "events", 2).await;
+        let (_dir, _server, mut clients) = start(&[("events", 2)]).await;
         let base = now_ms() - 100_000;
         for partition in 0..2 {
             let records: Vec<(i64, String)> = (0..10)
@@ -568,10 +521,7 @@ async fn live_reset_while_members_run() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_group_requests() {
     tokio::time::timeout(TEST_TIMEOUT, async {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let server = ServerProcess::start(dir.path(), 1);
-        let mut clients = connect(&server).await;
-        create(&mut clients, "t", 2).await;
+        let (_dir, _server, mut clients) = start(&[("t", 2)]).await;
         let join_request =
             |group: &str, topics: Vec<&str>, session_timeout_ms| pb::JoinGroupRequest {
                 group_id: group.to_string(),
@@ -712,10 +662,7 @@ async fn bad_group_requests() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn large_commits_and_resets() {
     tokio::time::timeout(TEST_TIMEOUT, async {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let server = ServerProcess::start(dir.path(), 1);
-        let mut clients = connect(&server).await;
-        create(&mut clients, "wide", 300).await;
+        let (_dir, _server, mut clients) = start(&[("wide", 300)]).await;
         // 300 partitions with 4000 bytes of metadata each: 1.2 MB of offsets in one request.
         let offsets = (0..300)
             .map(|partition| pb::OffsetCommit {

@@ -7,39 +7,13 @@ use std::time::Duration;
 use bytes::Bytes;
 use strata_proto::batch::BatchBuilder;
 use strata_proto::v1 as pb;
-use strata_proto::v1::admin_client::AdminClient;
 use strata_proto::v1::broker_client::BrokerClient;
-use strata_tests::Seed;
 use strata_tests::server::ServerProcess;
+use strata_tests::{Seed, error_code};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::Channel;
 
 const TEST_TIMEOUT: Duration = Duration::from_secs(240);
-
-async fn connect(server: &ServerProcess) -> (AdminClient<Channel>, BrokerClient<Channel>) {
-    let channel = Channel::from_shared(server.endpoint())
-        .expect("endpoint")
-        .connect_timeout(Duration::from_secs(10))
-        .connect()
-        .await
-        .expect("connect");
-    (
-        AdminClient::new(channel.clone()),
-        BrokerClient::new(channel),
-    )
-}
-
-async fn create(admin: &mut AdminClient<Channel>, name: &str) {
-    admin
-        .create_topic(pb::CreateTopicRequest {
-            name: name.to_string(),
-            partitions: 1,
-            replication_factor: 1,
-            config: None,
-        })
-        .await
-        .expect("create topic");
-}
 
 /// A batch of `count` records with values `v{sequence + i}` (padded to `value_bytes`).
 fn batch(producer: (i64, i16), sequence: i32, count: i32, value_bytes: usize) -> Bytes {
@@ -68,15 +42,6 @@ async fn produce(
 ) -> Result<(u64, u64), tonic::Status> {
     let reply = broker.produce(request(0, topic, batch)).await?.into_inner();
     Ok((reply.base_offset, reply.last_offset))
-}
-
-fn error_code(status: &tonic::Status) -> String {
-    status
-        .metadata()
-        .get("strata-error-code")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or_default()
-        .to_string()
 }
 
 async fn producer_id(broker: &mut BrokerClient<Channel>) -> i64 {
@@ -127,8 +92,9 @@ async fn retries_are_stored_once_and_gaps_refused() {
     tokio::time::timeout(TEST_TIMEOUT, async {
         let dir = tempfile::tempdir().expect("tempdir");
         let server = ServerProcess::start(dir.path(), 1);
-        let (mut admin, mut broker) = connect(&server).await;
-        create(&mut admin, "pay").await;
+        let mut clients = server.clients().await;
+        clients.create_topic("pay", 1).await;
+        let mut broker = clients.broker;
         let id = producer_id(&mut broker).await;
         let other = producer_id(&mut broker).await;
         assert_ne!(id, other, "producer ids are never reused");
@@ -244,8 +210,9 @@ async fn kill9_mid_stream_then_retry_stores_each_record_once() {
         let lost_reply = 10 + seed.below(100);
         let dir = tempfile::tempdir().expect("tempdir");
         let mut server = ServerProcess::start(dir.path(), 1);
-        let (mut admin, mut broker) = connect(&server).await;
-        create(&mut admin, "ledger").await;
+        let mut clients = server.clients().await;
+        clients.create_topic("ledger", 1).await;
+        let mut broker = clients.broker;
         let p = (producer_id(&mut broker).await, 0);
         let make = |index: u64| batch(p, index as i32 * RECORDS, RECORDS, VALUE_BYTES);
         let expect_offsets = |index: u64| {
@@ -291,7 +258,7 @@ async fn kill9_mid_stream_then_retry_stores_each_record_once() {
         drop(sender);
         drop(replies);
         server.restart();
-        let (_, mut broker) = connect(&server).await;
+        let mut broker = server.clients().await.broker;
         // Replies are in order per partition, so everything below the first unacknowledged
         // batch was acknowledged.
         let first_unacknowledged = (0..BATCHES)

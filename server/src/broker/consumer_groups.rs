@@ -261,7 +261,15 @@ impl Broker {
         Ok(())
     }
 
-    fn check_partition(&self, topic: &str, partition: u32) -> Result<(), BrokerError> {
+    /// The topic, when it has `partition`.
+    ///
+    /// # Errors
+    /// [`BrokerError::UnknownTopic`], [`BrokerError::UnknownPartition`].
+    pub(super) fn check_partition(
+        &self,
+        topic: &str,
+        partition: u32,
+    ) -> Result<super::metadata::Topic, BrokerError> {
         let known = self.topic(topic)?;
         if partition >= known.partitions() {
             return Err(BrokerError::UnknownPartition {
@@ -270,7 +278,7 @@ impl Broker {
                 partitions: known.partitions(),
             });
         }
-        Ok(())
+        Ok(known)
     }
 
     /// The group's committed offsets of `partitions` (all it has when empty), and its offsets

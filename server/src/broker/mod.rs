@@ -629,14 +629,7 @@ impl Broker {
         topic: &str,
         partition: u32,
     ) -> Result<Arc<PartitionReplica>, BrokerError> {
-        let known = self.topic(topic)?;
-        if partition >= known.partitions() {
-            return Err(BrokerError::UnknownPartition {
-                topic: topic.to_string(),
-                partition,
-                partitions: known.partitions(),
-            });
-        }
+        let known = self.check_partition(topic, partition)?;
         self.replicas
             .read()
             .expect("lock")

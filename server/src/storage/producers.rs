@@ -114,10 +114,7 @@ impl ProducerTable {
         if header.producer_id < 0 || header.is_control() {
             return Ok(Admission::Append);
         }
-        let first = header.base_sequence;
-        let last = last_sequence(first, header.record_count);
-        self.clock += 1;
-        let clock = self.clock;
+        let (first, last, clock) = self.sequences(header);
         if let Some(producer) = self.producers.get_mut(&header.producer_id) {
             if header.producer_epoch < producer.epoch {
                 return Err(SequenceError::StaleEpoch {
@@ -166,10 +163,7 @@ impl ProducerTable {
         if header.producer_id < 0 || header.is_control() {
             return;
         }
-        let first = header.base_sequence;
-        let last = last_sequence(first, header.record_count);
-        self.clock += 1;
-        let clock = self.clock;
+        let (first, last, clock) = self.sequences(header);
         if let Some(producer) = self.producers.get_mut(&header.producer_id)
             && producer.epoch == header.producer_epoch
             && let Some(held) = producer
@@ -191,6 +185,13 @@ impl ProducerTable {
             },
             clock,
         );
+    }
+
+    /// A batch's first and last sequence, and the activity clock's next tick.
+    fn sequences(&mut self, header: &BatchHeader) -> (i32, i32, u64) {
+        self.clock += 1;
+        let first = header.base_sequence;
+        (first, last_sequence(first, header.record_count), self.clock)
     }
 
     fn record(&mut self, producer_id: i64, epoch: i16, batch: BatchMeta, clock: u64) {
