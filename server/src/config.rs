@@ -1,6 +1,7 @@
 //! Server configuration. Sources, weakest first: built-in defaults, a TOML file
 //! (`--config FILE`), `STRATA_*` environment variables, command-line flags.
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
@@ -20,6 +21,9 @@ pub struct Config {
     pub advertised_address: Option<String>,
     /// How often retention looks for old segments to remove.
     pub retention_check_interval_ms: u64,
+    /// The nodes of a new cluster, this one included: `1=HOST:PORT,2=HOST:PORT,...`. `None`
+    /// runs the node alone.
+    pub initial_cluster: Option<String>,
 }
 
 impl Default for Config {
@@ -30,6 +34,7 @@ impl Default for Config {
             data_dir: PathBuf::from("strata-data"),
             advertised_address: None,
             retention_check_interval_ms: 10_000,
+            initial_cluster: None,
         }
     }
 }
@@ -51,6 +56,7 @@ impl Config {
         if self.node_id == 0 {
             return Err("node_id must be at least 1".to_string());
         }
+        self.initial_cluster()?;
         if self.retention_check_interval_ms < 100 {
             return Err(format!(
                 "retention_check_interval_ms must be at least 100, got {}",
@@ -58,6 +64,46 @@ impl Config {
             ));
         }
         Ok(())
+    }
+}
+
+impl Config {
+    /// The initial cluster as node id → address; just this node when none is configured.
+    ///
+    /// # Errors
+    /// A malformed list, a repeated id, or one without this node.
+    pub fn initial_cluster(&self) -> Result<BTreeMap<u64, Option<String>>, String> {
+        let Some(list) = &self.initial_cluster else {
+            return Ok(BTreeMap::from([(self.node_id, None)]));
+        };
+        let mut nodes = BTreeMap::new();
+        for entry in list.split(',').map(str::trim).filter(|e| !e.is_empty()) {
+            let (id, address) = entry
+                .split_once('=')
+                .ok_or_else(|| format!("initial_cluster entry {entry:?} is not ID=HOST:PORT"))?;
+            let id: u64 = id.trim().parse().ok().filter(|id| *id > 0).ok_or_else(|| {
+                format!("initial_cluster entry {entry:?}: the id must be at least 1")
+            })?;
+            let address = address.trim();
+            if address
+                .rsplit_once(':')
+                .is_none_or(|(host, port)| host.is_empty() || port.parse::<u16>().is_err())
+            {
+                return Err(format!(
+                    "initial_cluster entry {entry:?}: the address must be HOST:PORT"
+                ));
+            }
+            if nodes.insert(id, Some(address.to_string())).is_some() {
+                return Err(format!("initial_cluster names node {id} twice"));
+            }
+        }
+        if !nodes.contains_key(&self.node_id) {
+            return Err(format!(
+                "initial_cluster {list:?} does not include this node ({})",
+                self.node_id
+            ));
+        }
+        Ok(nodes)
     }
 }
 
@@ -73,6 +119,25 @@ mod tests {
         assert_eq!(config.data_dir, PathBuf::from("/var/lib/strata"));
         assert_eq!(config.listen, Config::default().listen);
         assert!(Config::from_toml("nodeid = 3").is_err());
+        let cluster = |list: &str, node_id| Config {
+            node_id,
+            initial_cluster: Some(list.to_string()),
+            ..Config::default()
+        };
+        let nodes = cluster("1=a:1, 2=b:2,3=127.0.0.1:9", 2)
+            .initial_cluster()
+            .expect("valid");
+        assert_eq!(nodes.len(), 3);
+        assert_eq!(nodes[&3].as_deref(), Some("127.0.0.1:9"));
+        for (list, node) in [
+            ("1=a:1,2=b:2", 3),
+            ("1=a:1,1=b:2", 1),
+            ("1=a", 1),
+            ("x=a:1", 1),
+            ("0=a:1", 1),
+        ] {
+            assert!(cluster(list, node).validate().is_err(), "{list}");
+        }
         assert!(Config::from_toml("listen = \"not an address\"").is_err());
         assert!(
             Config {

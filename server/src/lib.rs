@@ -7,6 +7,7 @@
 //! - [`config`]: the server's configuration and its sources.
 //! - [`service`]: the `strata.v1` gRPC services; the only module that knows `tonic::Status`.
 //! - [`broker`]: topics, partitions, the controller's metadata, produce/fetch/admin logic.
+//! - [`peer`]: the node-to-node transport of raft messages (gRPC streams between nodes).
 //! - [`replication`]: raft groups (one per partition, one controller) and their driver thread.
 //! - [`storage`]: the partition log, which is also each group's raft log.
 //!
@@ -14,12 +15,17 @@
 
 pub mod broker;
 pub mod config;
+pub mod peer;
 pub mod replication;
 pub mod service;
 pub mod storage;
 
+use std::collections::BTreeMap;
 use std::fs::File;
 use std::future::Future;
+use std::sync::Arc;
+
+use tokio::sync::watch;
 
 use futures::{Stream, StreamExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -63,6 +69,7 @@ pub async fn run(
     on_listening: impl FnOnce(std::net::SocketAddr),
 ) -> Result<(), RunError> {
     config.validate().map_err(RunError::Config)?;
+    let mut shutdown = std::pin::pin!(shutdown);
     let data_dir = config.data_dir.clone();
     std::fs::create_dir_all(&data_dir)
         .map_err(|e| RunError::Io(format!("creating {}", data_dir.display()), e))?;
@@ -84,18 +91,77 @@ pub async fn run(
         .clone()
         .unwrap_or_else(|| local.to_string());
 
+    let mut cluster = config.initial_cluster().map_err(RunError::Config)?;
+    cluster.insert(config.node_id, Some(address.clone()));
+    let cluster: BTreeMap<u64, String> = cluster
+        .into_iter()
+        .map(|(id, address)| (id, address.unwrap_or_default()))
+        .collect();
+    let peers: BTreeMap<u64, String> = cluster
+        .iter()
+        .filter(|(id, _)| **id != config.node_id)
+        .map(|(id, address)| (*id, address.clone()))
+        .collect();
+    let transport = peer::Transport::new(config.node_id, peers, tokio::runtime::Handle::current());
+
     let retention_interval = std::time::Duration::from_millis(config.retention_check_interval_ms);
-    let driver = replication::driver::start(config.node_id, retention_interval);
-    let broker =
-        match broker::Broker::start(config.node_id, address, data_dir, driver.clone()).await {
-            Ok(broker) => broker,
-            Err(error) => {
-                driver.shutdown().await;
-                return Err(error.into());
-            }
-        };
-    let service = service::Service::new(broker);
+    let driver = replication::driver::start(
+        config.node_id,
+        retention_interval,
+        Arc::new(peer::TransportOutbox(transport.clone())),
+    );
+    // Serve first: peers need this node's raft traffic before its controller can elect a
+    // leader. Client requests are answered UNAVAILABLE until the broker is up.
+    let (ready, broker_ready) = watch::channel(None);
+    let alive = {
+        let transport = transport.clone();
+        Arc::new(move |node| transport.alive(node))
+    };
+    let service = service::Service::new(broker_ready, alive);
     let (health, health_service) = tonic_health::server::health_reporter();
+    let reflection = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(strata_proto::v1::FILE_DESCRIPTOR_SET)
+        .build_v1()
+        .map_err(|e| RunError::Config(format!("reflection: {e}")))?;
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(
+        tonic::transport::Server::builder()
+            .add_service(health_service)
+            .add_service(reflection)
+            .add_service(peer::PeerService::new(transport.clone(), driver.clone()).server())
+            .add_service(strata_proto::v1::admin_server::AdminServer::new(
+                service.clone(),
+            ))
+            .add_service(strata_proto::v1::groups_server::GroupsServer::new(
+                service.clone(),
+            ))
+            .add_service(strata_proto::v1::broker_server::BrokerServer::new(service))
+            .serve_with_incoming_shutdown(incoming(listener), async move {
+                let _ = stopped.await;
+            }),
+    );
+    let started = tokio::select! {
+        started = broker::Broker::start(config.node_id, address, data_dir, driver.clone(), cluster) => Some(started),
+        () = &mut shutdown => None,
+    };
+    let broker = match started {
+        Some(Ok(broker)) => broker,
+        Some(Err(error)) => {
+            let _ = stop.send(());
+            let _ = server.await;
+            driver.shutdown().await;
+            return Err(error.into());
+        }
+        None => {
+            let _ = stop.send(());
+            let _ = server.await;
+            driver.shutdown().await;
+            return Ok(());
+        }
+    };
+    // Peers' addresses follow the metadata (a node may have been registered since).
+    tokio::spawn(follow_node_addresses(Arc::downgrade(&broker), transport));
+    ready.send_replace(Some(broker));
     health
         .set_serving::<strata_proto::v1::broker_server::BrokerServer<service::Service>>()
         .await;
@@ -105,28 +171,40 @@ pub async fn run(
     health
         .set_serving::<strata_proto::v1::admin_server::AdminServer<service::Service>>()
         .await;
-    let reflection = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(strata_proto::v1::FILE_DESCRIPTOR_SET)
-        .build_v1()
-        .map_err(|e| RunError::Config(format!("reflection: {e}")))?;
     tracing::info!(node_id = config.node_id, %local, "serving");
     on_listening(local);
-    let served = tonic::transport::Server::builder()
-        .add_service(health_service)
-        .add_service(reflection)
-        .add_service(strata_proto::v1::admin_server::AdminServer::new(
-            service.clone(),
-        ))
-        .add_service(strata_proto::v1::groups_server::GroupsServer::new(
-            service.clone(),
-        ))
-        .add_service(strata_proto::v1::broker_server::BrokerServer::new(service))
-        .serve_with_incoming_shutdown(incoming(listener), shutdown)
-        .await;
+    shutdown.await;
+    let _ = stop.send(());
+    let served = server
+        .await
+        .map_err(|e| RunError::Config(format!("the gRPC server task failed: {e}")))?;
     tracing::info!("stopped accepting; syncing");
+    ready.send_replace(None);
     driver.shutdown().await;
     drop(lock);
     served.map_err(RunError::from)
+}
+
+/// Keeps the transport's peer addresses in step with the registered nodes.
+async fn follow_node_addresses(
+    broker: std::sync::Weak<broker::Broker>,
+    transport: Arc<peer::Transport>,
+) {
+    let Some(mut changes) = broker.upgrade().map(|b| b.metadata_changes()) else {
+        return;
+    };
+    loop {
+        let Some(strong) = broker.upgrade() else {
+            return;
+        };
+        for node in strong.metadata().nodes.values() {
+            transport.set_address(node.id, &node.address);
+        }
+        drop(strong);
+        if changes.changed().await.is_err() {
+            return;
+        }
+    }
 }
 
 /// Accepted connections with Nagle's algorithm off: replies are small and must not wait for the

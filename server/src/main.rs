@@ -28,8 +28,13 @@ struct Args {
     /// How often retention looks for old segments, in ms [default: 10000].
     #[arg(long, env = "STRATA_RETENTION_CHECK_INTERVAL_MS")]
     retention_check_interval_ms: Option<u64>,
+    /// The nodes of a new cluster, this one included: `1=HOST:PORT,2=HOST:PORT,3=HOST:PORT`
+    /// (the same list on every node; each node's entry is the address it is reached at).
+    /// Without it the node runs alone.
+    #[arg(long, env = "STRATA_INITIAL_CLUSTER")]
+    initial_cluster: Option<String>,
     /// TOML file with any of: node_id, listen, data_dir, advertised_address,
-    /// retention_check_interval_ms.
+    /// retention_check_interval_ms, initial_cluster.
     #[arg(long, env = "STRATA_CONFIG")]
     config: Option<PathBuf>,
 }
@@ -57,6 +62,9 @@ fn config(args: Args) -> Result<Config, String> {
     }
     if args.advertised_address.is_some() {
         config.advertised_address = args.advertised_address;
+    }
+    if args.initial_cluster.is_some() {
+        config.initial_cluster = args.initial_cluster;
     }
     Ok(config)
 }

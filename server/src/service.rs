@@ -16,7 +16,7 @@ use strata_proto::v1 as pb;
 use strata_proto::v1::admin_server::Admin;
 use strata_proto::v1::broker_server::Broker as BrokerService;
 use strata_proto::v1::{ErrorCode, ErrorDetail};
-use tokio::sync::{Semaphore, mpsc};
+use tokio::sync::{Semaphore, mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
@@ -43,15 +43,30 @@ const SUBSCRIBE_CHUNK_BYTES_MAX: u64 = 1 << 20;
 /// Most records a simple client may send in one produce.
 const RECORDS_PER_REQUEST_MAX: usize = 100_000;
 
+/// Whether a node is alive (heard from recently); the peer transport knows.
+pub type Liveness = Arc<dyn Fn(u64) -> bool + Send + Sync>;
+
 /// The `strata.v1` services over one broker.
 #[derive(Clone)]
 pub struct Service {
-    broker: Arc<Broker>,
+    /// `None` while the node starts (its controller has no leader yet): requests are answered
+    /// UNAVAILABLE meanwhile, while the peer service already carries raft traffic.
+    broker: watch::Receiver<Option<Arc<Broker>>>,
+    alive: Liveness,
 }
 
 impl Service {
-    pub fn new(broker: Arc<Broker>) -> Self {
-        Self { broker }
+    pub fn new(broker: watch::Receiver<Option<Arc<Broker>>>, alive: Liveness) -> Self {
+        Self { broker, alive }
+    }
+
+    fn broker(&self) -> Result<Arc<Broker>, Status> {
+        self.broker.borrow().clone().ok_or_else(|| {
+            status(BrokerError::Unavailable(
+                "the node is starting: waiting for its cluster's controller to elect a leader"
+                    .to_string(),
+            ))
+        })
     }
 }
 
@@ -169,6 +184,13 @@ fn topic_description(broker: &Broker, topic: &Topic) -> pb::TopicDescription {
                 info.leader_node_id = *replica.leader.borrow();
                 info.high_watermark = replica.high_watermark();
                 info.log_start_offset = replica.log_start_offset();
+                if info.leader_node_id == broker.node_id() {
+                    info.in_sync_node_ids = if replicas.len() == 1 {
+                        replicas.clone()
+                    } else {
+                        replica.in_sync.borrow().clone()
+                    };
+                }
             }
             info
         })
@@ -245,7 +267,7 @@ impl Admin for Service {
                 .unwrap_or(TopicConfig::default().segment_bytes),
         };
         let topic = self
-            .broker
+            .broker()?
             .create_topic(
                 &request.name,
                 request.partitions,
@@ -254,14 +276,14 @@ impl Admin for Service {
             )
             .await
             .map_err(status)?;
-        Ok(Response::new(topic_description(&self.broker, &topic)))
+        Ok(Response::new(topic_description(&*self.broker()?, &topic)))
     }
 
     async fn delete_topic(
         &self,
         request: Request<pb::DeleteTopicRequest>,
     ) -> Result<Response<pb::DeleteTopicResponse>, Status> {
-        self.broker
+        self.broker()?
             .delete_topic(&request.into_inner().name)
             .await
             .map_err(status)?;
@@ -272,12 +294,12 @@ impl Admin for Service {
         &self,
         _request: Request<pb::ListTopicsRequest>,
     ) -> Result<Response<pb::ListTopicsResponse>, Status> {
-        let topics = self
-            .broker
+        let broker = self.broker()?;
+        let topics = broker
             .metadata()
             .topics
             .values()
-            .map(|topic| topic_description(&self.broker, topic))
+            .map(|topic| topic_description(&broker, topic))
             .collect();
         Ok(Response::new(pb::ListTopicsResponse { topics }))
     }
@@ -287,10 +309,10 @@ impl Admin for Service {
         request: Request<pb::DescribeTopicRequest>,
     ) -> Result<Response<pb::TopicDescription>, Status> {
         let topic = self
-            .broker
+            .broker()?
             .topic(&request.into_inner().name)
             .map_err(status)?;
-        Ok(Response::new(topic_description(&self.broker, &topic)))
+        Ok(Response::new(topic_description(&*self.broker()?, &topic)))
     }
 
     async fn alter_topic_config(
@@ -305,36 +327,36 @@ impl Admin for Service {
             segment_bytes: config.segment_bytes,
         };
         let topic = self
-            .broker
+            .broker()?
             .alter_topic(&request.name, changes)
             .await
             .map_err(status)?;
-        Ok(Response::new(topic_description(&self.broker, &topic)))
+        Ok(Response::new(topic_description(&*self.broker()?, &topic)))
     }
 
     async fn cluster_info(
         &self,
         _request: Request<pb::ClusterInfoRequest>,
     ) -> Result<Response<pb::ClusterInfoResponse>, Status> {
-        let metadata = self.broker.metadata();
+        let broker = self.broker()?;
+        let metadata = broker.metadata();
         let nodes = metadata
             .nodes
             .values()
             .map(|node| pb::NodeInfo {
                 node_id: node.id,
                 address: node.address.clone(),
-                // One node answers for itself; liveness of others comes with the cluster transport.
-                alive: node.id == self.broker.node_id(),
+                alive: (self.alive)(node.id),
             })
             .collect();
         let topics = metadata
             .topics
             .values()
-            .map(|topic| topic_description(&self.broker, topic))
+            .map(|topic| topic_description(&broker, topic))
             .collect();
         Ok(Response::new(pb::ClusterInfoResponse {
             nodes,
-            controller_leader_node_id: self.broker.controller_leader(),
+            controller_leader_node_id: broker.controller_leader(),
             topics,
         }))
     }
@@ -427,7 +449,7 @@ impl BrokerService for Service {
         &self,
         request: Request<pb::ProduceRequest>,
     ) -> Result<Response<pb::ProduceResponse>, Status> {
-        let response = produce_one(&self.broker, request.into_inner())
+        let response = produce_one(&*self.broker()?, request.into_inner())
             .await
             .map_err(status)?;
         Ok(Response::new(response))
@@ -441,7 +463,7 @@ impl BrokerService for Service {
     ) -> Result<Response<Self::ProduceStreamStream>, Status> {
         let mut inbound = request.into_inner();
         let (replies, outbound) = mpsc::channel(STREAM_REPLIES_MAX);
-        let broker = self.broker.clone();
+        let broker = self.broker()?;
         tokio::spawn(async move {
             let in_flight = Arc::new(Semaphore::new(STREAM_IN_FLIGHT_MAX));
             while let Some(message) = inbound.next().await {
@@ -517,15 +539,15 @@ impl BrokerService for Service {
             request.max_bytes
         };
         let replica = self
-            .broker
+            .broker()?
             .replica(&request.topic, request.partition)
             .map_err(status)?;
         let offset = self
-            .broker
+            .broker()?
             .resolve(&replica, position(request.start)?)
             .map_err(status)?;
         let fetched = self
-            .broker
+            .broker()?
             .fetch(
                 &replica,
                 offset,
@@ -566,15 +588,15 @@ impl BrokerService for Service {
             _ => return Err(invalid("the first message of a subscription must be start")),
         };
         let replica = self
-            .broker
+            .broker()?
             .replica(&start.topic, start.partition)
             .map_err(status)?;
         let mut offset = self
-            .broker
+            .broker()?
             .resolve(&replica, position(start.start)?)
             .map_err(status)?;
         let (replies, outbound) = mpsc::channel(16);
-        let broker = self.broker.clone();
+        let broker = self.broker()?;
         tokio::spawn(async move {
             let mut credit_bytes: u64 = 0;
             let mut high_watermark = replica.high_watermark.clone();
@@ -655,11 +677,11 @@ impl BrokerService for Service {
     ) -> Result<Response<pb::ListOffsetsResponse>, Status> {
         let request = request.into_inner();
         let replica = self
-            .broker
+            .broker()?
             .replica(&request.topic, request.partition)
             .map_err(status)?;
         let offset = self
-            .broker
+            .broker()?
             .resolve(&replica, position(request.position)?)
             .map_err(status)?;
         Ok(Response::new(pb::ListOffsetsResponse {
@@ -673,7 +695,7 @@ impl BrokerService for Service {
         &self,
         _request: Request<pb::InitProducerIdRequest>,
     ) -> Result<Response<pb::InitProducerIdResponse>, Status> {
-        let producer_id = self.broker.init_producer_id().await.map_err(status)?;
+        let producer_id = self.broker()?.init_producer_id().await.map_err(status)?;
         Ok(Response::new(pb::InitProducerIdResponse {
             producer_id,
             producer_epoch: 0,
@@ -750,7 +772,7 @@ impl Groups for Service {
             session_timeout: Duration::from_millis(u64::from(request.session_timeout_ms)),
             client_id: request.client_id,
         };
-        let (reply, generation) = self.broker.join_group(join).map_err(status)?;
+        let (reply, generation) = self.broker()?.join_group(join).map_err(status)?;
         Ok(Response::new(member_assignment(reply, generation)))
     }
 
@@ -761,7 +783,7 @@ impl Groups for Service {
         let request = request.into_inner();
         let owned: BTreeSet<Tp> = topic_partitions(request.owned)?.into_iter().collect();
         let (reply, generation) = self
-            .broker
+            .broker()?
             .heartbeat(Heartbeat {
                 group_id: &request.group_id,
                 member_id: &request.member_id,
@@ -777,7 +799,7 @@ impl Groups for Service {
         request: Request<pb::LeaveGroupRequest>,
     ) -> Result<Response<pb::LeaveGroupResponse>, Status> {
         let request = request.into_inner();
-        self.broker
+        self.broker()?
             .leave_group(&request.group_id, &request.member_id)
             .map_err(status)?;
         Ok(Response::new(pb::LeaveGroupResponse {}))
@@ -798,7 +820,7 @@ impl Groups for Service {
                 metadata: o.metadata,
             })
             .collect();
-        self.broker
+        self.broker()?
             .commit_offsets(
                 &request.group_id,
                 &request.member_id,
@@ -817,7 +839,7 @@ impl Groups for Service {
         let request = request.into_inner();
         let partitions = topic_partitions(request.partitions)?;
         let (offsets, generation) = self
-            .broker
+            .broker()?
             .committed_offsets(&request.group_id, &partitions)
             .map_err(status)?;
         Ok(Response::new(pb::FetchCommittedOffsetsResponse {
@@ -833,7 +855,7 @@ impl Groups for Service {
         &self,
         _request: Request<pb::ListGroupsRequest>,
     ) -> Result<Response<pb::ListGroupsResponse>, Status> {
-        let groups = self.broker.list_groups().map_err(status)?;
+        let groups = self.broker()?.list_groups().map_err(status)?;
         Ok(Response::new(pb::ListGroupsResponse {
             groups: groups
                 .into_iter()
@@ -853,7 +875,7 @@ impl Groups for Service {
     ) -> Result<Response<pb::DescribeGroupResponse>, Status> {
         let request = request.into_inner();
         let described = self
-            .broker
+            .broker()?
             .describe_group(&request.group_id)
             .map_err(status)?;
         let members = described
@@ -901,7 +923,7 @@ impl Groups for Service {
         request: Request<pb::DeleteGroupRequest>,
     ) -> Result<Response<pb::DeleteGroupResponse>, Status> {
         let request = request.into_inner();
-        self.broker
+        self.broker()?
             .delete_group(&request.group_id)
             .await
             .map_err(status)?;
@@ -927,7 +949,7 @@ impl Groups for Service {
             }
         };
         let (offsets, generation) = self
-            .broker
+            .broker()?
             .reset_offsets(
                 &request.group_id,
                 &request.topic,

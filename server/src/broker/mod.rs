@@ -11,7 +11,7 @@ pub mod error;
 pub mod groups;
 pub mod metadata;
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -66,6 +66,8 @@ pub struct PartitionReplica {
     /// The offset after the last committed entry: readers see offsets below it.
     pub high_watermark: watch::Receiver<u64>,
     pub leader: watch::Receiver<u64>,
+    /// While this node leads it: the replicas that have everything committed.
+    pub in_sync: watch::Receiver<Vec<u64>>,
 }
 
 impl PartitionReplica {
@@ -201,6 +203,8 @@ pub struct Broker {
     coordinator: std::sync::Mutex<groups::Coordinator>,
     /// Producer ids this node may hand out.
     producer_ids: tokio::sync::Mutex<std::ops::Range<u64>>,
+    /// The nodes this one was started with (its own address included).
+    cluster: BTreeMap<u64, String>,
 }
 
 impl Broker {
@@ -213,6 +217,7 @@ impl Broker {
         address: String,
         data_dir: PathBuf,
         driver: DriverHandle,
+        cluster: BTreeMap<u64, String>,
     ) -> Result<Arc<Self>, BrokerError> {
         let controller_dir = data_dir.join("controller");
         let log_config = LogConfig {
@@ -227,16 +232,19 @@ impl Broker {
             .map_err(BrokerError::Storage)?;
         let (high_watermark, _) = watch::channel(0);
         let (leader, controller_leader) = watch::channel(0);
+        let (in_sync, _) = watch::channel(Vec::new());
         driver
             .add_group(GroupSpec {
                 id: CONTROLLER_GROUP,
                 log: Arc::new(RwLock::new(log)),
-                voters: vec![node_id],
+                voters: cluster.keys().copied().collect(),
                 machine: Box::new(controller),
                 applied,
                 replay_committed: true,
                 high_watermark,
                 leader,
+                in_sync,
+                preferred_leader: None,
             })
             .await
             .map_err(BrokerError::Storage)?;
@@ -257,15 +265,19 @@ impl Broker {
             )),
             coordinator: std::sync::Mutex::new(groups::Coordinator::default()),
             producer_ids: tokio::sync::Mutex::new(0..0),
+            cluster,
         });
         broker.wait_for_controller().await?;
         tracing::debug!("controller has a leader");
-        broker.register_self().await?;
-        tracing::debug!("node registered");
+        if *broker.controller_leader.borrow() == node_id {
+            broker.register_self().await?;
+            tracing::debug!("node registered");
+        }
         broker.reconcile().await?;
         tracing::debug!("partitions reconciled");
         tokio::spawn(Self::reconcile_on_change(Arc::downgrade(&broker)));
         tokio::spawn(Self::run_coordinator(Arc::downgrade(&broker)));
+        tokio::spawn(Self::register_nodes(Arc::downgrade(&broker)));
         Ok(broker)
     }
 
@@ -273,14 +285,60 @@ impl Broker {
         self.node_id
     }
 
+    /// Waits until the controller has a leader: at once alone, once a quorum of the cluster is
+    /// up otherwise (however long that takes; the node serves its peers meanwhile).
     async fn wait_for_controller(&self) -> Result<(), BrokerError> {
         let mut leader = self.controller_leader.clone();
-        let wait = leader.wait_for(|leader| *leader != 0);
-        tokio::time::timeout(Duration::from_secs(30), wait)
-            .await
-            .map_err(|_| BrokerError::Timeout("no controller leader was elected".to_string()))?
-            .map_err(|_| BrokerError::ShuttingDown)?;
-        Ok(())
+        loop {
+            let wait = leader.wait_for(|leader| *leader != 0);
+            match tokio::time::timeout(Duration::from_secs(10), wait).await {
+                Ok(Ok(_)) => return Ok(()),
+                Ok(Err(_)) => return Err(BrokerError::ShuttingDown),
+                Err(_) => tracing::warn!(
+                    nodes = ?self.cluster.keys().collect::<Vec<_>>(),
+                    "waiting for the controller to elect a leader (a majority of the nodes must be up)"
+                ),
+            }
+        }
+    }
+
+    /// On the controller's leader: registers every node of the initial cluster whose address
+    /// the metadata lacks (a node that is not the leader cannot propose itself).
+    async fn register_nodes(broker: std::sync::Weak<Self>) {
+        let mut interval = tokio::time::interval(Duration::from_secs(1));
+        loop {
+            interval.tick().await;
+            let Some(broker) = broker.upgrade() else {
+                return;
+            };
+            if *broker.controller_leader.borrow() != broker.node_id {
+                continue;
+            }
+            let missing: Vec<Node> = {
+                let metadata = broker.metadata.read().expect("metadata lock poisoned");
+                broker
+                    .cluster
+                    .iter()
+                    .filter(|(id, address)| {
+                        metadata.nodes.get(id).map(|n| &n.address) != Some(*address)
+                    })
+                    .map(|(id, address)| Node {
+                        id: *id,
+                        address: address.clone(),
+                    })
+                    .collect()
+            };
+            for node in missing {
+                if let Err(error) = broker.propose_metadata(Command::RegisterNode(node)).await {
+                    tracing::debug!(%error, "registering a node failed; will retry");
+                }
+            }
+        }
+    }
+
+    /// Ticks whenever the metadata changes.
+    pub fn metadata_changes(&self) -> watch::Receiver<u64> {
+        self.metadata_changed.clone()
     }
 
     /// Registers this node's address. Always proposed, even when the metadata already has it:
@@ -420,6 +478,7 @@ impl Broker {
         let log = Arc::new(RwLock::new(log));
         let (high_watermark_tx, high_watermark) = watch::channel(0);
         let (leader_tx, leader) = watch::channel(0);
+        let (in_sync_tx, in_sync) = watch::channel(Vec::new());
         let group = (topic.id << 32) | u64::from(partition);
         self.driver
             .add_group(GroupSpec {
@@ -436,6 +495,9 @@ impl Broker {
                 replay_committed: false,
                 high_watermark: high_watermark_tx,
                 leader: leader_tx,
+                in_sync: in_sync_tx,
+                // The first replica leads when it can: placement spreads first replicas evenly.
+                preferred_leader: (replicas.len() > 1).then(|| replicas[0]),
             })
             .await
             .map_err(BrokerError::Storage)?;
@@ -446,6 +508,7 @@ impl Broker {
             log,
             high_watermark,
             leader,
+            in_sync,
         };
         self.replicas
             .write()
@@ -815,6 +878,9 @@ impl Broker {
 
 fn propose_error(metadata: &RwLock<Metadata>, error: ProposeError) -> BrokerError {
     match error {
+        ProposeError::NotLeader { leader_id: 0 } => BrokerError::Unavailable(
+            "no leader is known right now (an election is running): retry shortly".to_string(),
+        ),
         ProposeError::NotLeader { leader_id } => {
             let address = metadata
                 .read()

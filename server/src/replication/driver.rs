@@ -31,6 +31,21 @@ pub const COMMAND_QUEUE_MAX: usize = 8192;
 /// How often raft is ticked.
 pub const TICK_INTERVAL: Duration = Duration::from_millis(100);
 
+/// Where raft messages for other nodes go (the node-to-node transport). Called on the driver
+/// thread: it must not block (drop the message when a queue is full; raft sends again).
+pub trait Outbox: Send + Sync {
+    fn send(&self, to: u64, group: GroupId, message: Message);
+}
+
+/// An outbox for a node alone: there is nobody to send to.
+pub struct NoPeers;
+
+impl Outbox for NoPeers {
+    fn send(&self, to: u64, group: GroupId, message: Message) {
+        tracing::debug!(group, to, kind = ?message.msg_type, "no transport to peer");
+    }
+}
+
 /// What a group's owner does with committed entries.
 pub trait StateMachine: Send {
     /// Applies the committed entry `entry` (raft index `entry.index`), after which the partition
@@ -112,6 +127,11 @@ pub struct GroupSpec {
     pub high_watermark: watch::Sender<u64>,
     /// Leader updates (0: unknown).
     pub leader: watch::Sender<u64>,
+    /// While this node leads: the voters whose log holds everything committed.
+    pub in_sync: watch::Sender<Vec<u64>>,
+    /// The node that should lead when it is caught up (leaders spread evenly); `None` to let
+    /// elections decide.
+    pub preferred_leader: Option<u64>,
 }
 
 enum Command {
@@ -122,6 +142,8 @@ enum Command {
         data: Vec<u8>,
         reply: oneshot::Sender<Result<Committed, ProposeError>>,
     },
+    /// Messages from other nodes.
+    Step(Vec<(GroupId, Message)>),
     Shutdown(oneshot::Sender<()>),
 }
 
@@ -159,6 +181,14 @@ impl DriverHandle {
         let (reply, receiver) = oneshot::channel();
         self.send(Command::Propose { group, data, reply })?;
         Ok(async move { receiver.await.map_err(|_| ProposeError::ShuttingDown)? })
+    }
+
+    /// Hands raft messages from other nodes to their groups; dropped when the driver is
+    /// overloaded (raft sends again).
+    pub fn step(&self, messages: Vec<(GroupId, Message)>) {
+        if let Err(error) = self.send(Command::Step(messages)) {
+            tracing::debug!(%error, "dropping raft messages from a peer");
+        }
     }
 
     pub async fn add_group(&self, spec: GroupSpec) -> Result<(), String> {
@@ -211,16 +241,23 @@ struct Group {
     appended: VecDeque<(u64, u64, Option<u64>)>,
     high_watermark: watch::Sender<u64>,
     leader: watch::Sender<u64>,
+    in_sync: watch::Sender<Vec<u64>>,
+    preferred_leader: Option<u64>,
     /// The log was written and needs an fsync this round.
     dirty: bool,
     applied_since_snapshot: u64,
 }
 
+/// How often (in ticks) a leader refreshes its in-sync replicas and hands leadership to its
+/// group's preferred leader when that one is caught up.
+const LEADERSHIP_CHECK_TICKS: u64 = 10;
+
 /// Controller snapshots are taken after this many applied entries.
 const SNAPSHOT_EVERY_ENTRIES: u64 = 1000;
 
-/// Starts the driver thread for node `node_id`; retention runs every `retention_interval`.
-pub fn start(node_id: u64, retention_interval: Duration) -> DriverHandle {
+/// Starts the driver thread for node `node_id`; retention runs every `retention_interval`;
+/// messages for other nodes go to `outbox`.
+pub fn start(node_id: u64, retention_interval: Duration, outbox: Arc<dyn Outbox>) -> DriverHandle {
     let retention_every_ticks =
         (retention_interval.as_millis() / TICK_INTERVAL.as_millis()).max(1) as u64;
     let (commands, receiver) = sync_channel(COMMAND_QUEUE_MAX);
@@ -229,9 +266,12 @@ pub fn start(node_id: u64, retention_interval: Duration) -> DriverHandle {
         .spawn(move || {
             let driver = Driver {
                 node_id,
+                outbox,
                 groups: HashMap::new(),
                 commands: receiver,
-                next_proposal_id: 1,
+                // Proposal ids travel in entries that other nodes see too: the node id in the
+                // high bits keeps them from matching another node's.
+                next_proposal_id: node_id << 40 | 1,
                 ticks: 0,
                 retention_every_ticks,
             };
@@ -250,6 +290,7 @@ pub fn start(node_id: u64, retention_interval: Duration) -> DriverHandle {
 
 struct Driver {
     node_id: u64,
+    outbox: Arc<dyn Outbox>,
     groups: HashMap<GroupId, Group>,
     commands: Receiver<Command>,
     next_proposal_id: u64,
@@ -309,6 +350,18 @@ impl Driver {
                 let _ = reply.send(());
             }
             Command::Propose { group, data, reply } => self.propose(group, data, reply),
+            Command::Step(messages) => {
+                for (id, message) in messages {
+                    let Some(group) = self.groups.get_mut(&id) else {
+                        // Not created here yet (the metadata naming it is still on its way), or
+                        // removed: raft sends again.
+                        continue;
+                    };
+                    if let Err(error) = group.node.step(message) {
+                        tracing::debug!(group = id, %error, "raft refused a message");
+                    }
+                }
+            }
             Command::Shutdown(reply) => return Some(reply),
         }
         None
@@ -339,8 +392,10 @@ impl Driver {
         };
         let config = raft::Config {
             id: self.node_id,
-            election_tick: 10,
-            heartbeat_tick: 2,
+            // Elections after 0.5 to 1 s without a leader (raft randomizes within twice the
+            // election tick); heartbeats every tick.
+            election_tick: 5,
+            heartbeat_tick: 1,
             applied,
             max_size_per_msg: 1 << 20,
             max_inflight_msgs: 256,
@@ -378,6 +433,8 @@ impl Driver {
                 appended: VecDeque::new(),
                 high_watermark: spec.high_watermark,
                 leader: spec.leader,
+                in_sync: spec.in_sync,
+                preferred_leader: spec.preferred_leader,
                 dirty: false,
                 applied_since_snapshot: 0,
             },
@@ -448,8 +505,12 @@ impl Driver {
     fn tick(&mut self) {
         self.ticks += 1;
         let retention_due = self.ticks.is_multiple_of(self.retention_every_ticks);
+        let leadership_due = self.ticks.is_multiple_of(LEADERSHIP_CHECK_TICKS);
         for group in self.groups.values_mut() {
             group.node.tick();
+            if leadership_due && group.node.raft.state == StateRole::Leader {
+                check_leadership(self.node_id, group);
+            }
             if retention_due && let Some((policy, raft_index_max)) = group.machine.retention() {
                 let applied = group.node.raft.raft_log.applied.min(raft_index_max);
                 let log = group.node.store().log().clone();
@@ -494,7 +555,7 @@ impl Driver {
                     .machine
                     .leadership(soft.raft_state == StateRole::Leader);
             }
-            drop_messages(*id, ready.take_messages());
+            send_messages(&*self.outbox, *id, ready.take_messages());
             if !ready.snapshot().is_empty() {
                 let snapshot = ready.snapshot().clone();
                 let result = group
@@ -543,12 +604,12 @@ impl Driver {
         self.sync_dirty_logs();
         for (id, mut ready) in readies {
             let group = self.groups.get_mut(&id).expect("group of a ready");
-            drop_messages(id, ready.take_persisted_messages());
+            send_messages(&*self.outbox, id, ready.take_persisted_messages());
             let mut light = group.node.advance(ready);
             if let Some(commit) = light.commit_index() {
                 group.node.mut_store().set_commit(commit);
             }
-            drop_messages(id, light.take_messages());
+            send_messages(&*self.outbox, id, light.take_messages());
             apply_committed(id, group, light.take_committed_entries());
             group.node.advance_apply();
             maybe_snapshot(id, group);
@@ -608,15 +669,49 @@ impl Driver {
     }
 }
 
+/// For a group this node leads: publishes which voters are caught up, and hands leadership to
+/// the preferred leader once it has the whole log (so leaders stay spread over the nodes, and
+/// return where they belong after a node comes back).
+fn check_leadership(node_id: u64, group: &mut Group) {
+    let raft = &group.node.raft;
+    let committed = raft.raft_log.committed;
+    let last = raft.raft_log.last_index();
+    let mut in_sync: Vec<u64> = raft
+        .prs()
+        .iter()
+        .filter(|(id, progress)| **id == node_id || progress.matched >= committed)
+        .map(|(id, _)| *id)
+        .collect();
+    in_sync.sort_unstable();
+    group.in_sync.send_if_modified(|current| {
+        let changed = *current != in_sync;
+        if changed {
+            *current = in_sync;
+        }
+        changed
+    });
+    let Some(preferred) = group.preferred_leader else {
+        return;
+    };
+    if preferred == node_id || raft.lead_transferee.is_some() {
+        return;
+    }
+    let caught_up = raft
+        .prs()
+        .get(preferred)
+        .is_some_and(|progress| progress.recent_active && progress.matched == last);
+    if caught_up {
+        group.node.transfer_leader(preferred);
+    }
+}
+
 fn snapshot_start(data: &Bytes) -> u64 {
     super::raft_storage::snapshot_start_offset(data).unwrap_or(0)
 }
 
-/// Messages for other nodes. This node runs every group alone (replication factor 1) until
-/// the node-to-node transport exists; a message here means a group has voters elsewhere.
-fn drop_messages(group: GroupId, messages: Vec<Message>) {
+fn send_messages(outbox: &dyn Outbox, group: GroupId, messages: Vec<Message>) {
     for message in messages {
-        tracing::debug!(group, to = message.to, kind = ?message.msg_type, "no transport to peer");
+        outbox.send(message.to, group, message);
     }
 }
 

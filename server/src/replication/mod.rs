@@ -11,4 +11,6 @@
 pub mod driver;
 pub mod raft_storage;
 
-pub use driver::{Committed, DriverHandle, GroupId, GroupSpec, ProposeError, StateMachine};
+pub use driver::{
+    Committed, DriverHandle, GroupId, GroupSpec, NoPeers, Outbox, ProposeError, StateMachine,
+};

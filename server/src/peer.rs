@@ -1,0 +1,294 @@
+//! # Peer: the node-to-node transport of raft messages
+//!
+//! Each node keeps one long-lived gRPC stream (`strata.v1.Peer/Raft`) open to each other node
+//! and sends on it the raft messages of every group they share, batched: one [`RaftBatch`]
+//! carries whatever queued up since the last one (up to [`BATCH_MESSAGES_MAX`]). Messages are
+//! encoded raft-rs `eraftpb.Message`s, parsed only on the receiving node.
+//!
+//! Queues are bounded ([`QUEUE_MESSAGES_MAX`] per peer): the raft driver never waits on the
+//! network, and a message that finds its queue full is dropped (raft sends again: appends are
+//! retried from the follower's progress, heartbeats come every tick). A broken stream is
+//! reconnected with backoff; while a peer is down its queue fills and then drops.
+//!
+//! A node counts as alive while it has sent us something within [`ALIVE_WINDOW`].
+
+use std::collections::{BTreeMap, HashMap};
+use std::pin::Pin;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use futures::Stream;
+use protobuf::Message as _;
+use raft::prelude::Message;
+use strata_proto::v1::peer_client::PeerClient;
+use strata_proto::v1::peer_server::Peer;
+use strata_proto::v1::{RaftBatch, RaftEnvelope, RaftStreamClosed};
+use tokio::sync::mpsc;
+use tonic::{Request, Response, Status, Streaming};
+
+use crate::replication::{DriverHandle, GroupId, Outbox};
+
+/// Messages waiting for one peer; beyond this, new ones are dropped.
+pub const QUEUE_MESSAGES_MAX: usize = 8192;
+/// Most messages in one batch on the wire.
+pub const BATCH_MESSAGES_MAX: usize = 512;
+/// A node heard from within this long is alive.
+pub const ALIVE_WINDOW: Duration = Duration::from_secs(3);
+/// Reconnection backoff, doubling from the first to the last.
+const RECONNECT_BACKOFF_MIN: Duration = Duration::from_millis(50);
+const RECONNECT_BACKOFF_MAX: Duration = Duration::from_secs(1);
+/// Largest raft batch accepted from a peer (raft messages carry up to 1 MiB of entries each).
+const PEER_MESSAGE_BYTES_MAX: usize = 64 << 20;
+
+struct Link {
+    queue: mpsc::Sender<RaftEnvelope>,
+}
+
+/// Where each peer is, who was heard from when, and the queues to them.
+pub struct Transport {
+    node_id: u64,
+    /// Addresses of the other nodes: the initial cluster, then what the metadata says.
+    addresses: RwLock<BTreeMap<u64, String>>,
+    links: RwLock<HashMap<u64, Link>>,
+    /// Milliseconds since the epoch of the last batch from each peer.
+    heard: RwLock<HashMap<u64, Arc<AtomicI64>>>,
+    runtime: tokio::runtime::Handle,
+}
+
+impl Transport {
+    /// A transport for node `node_id`; `addresses` are the other nodes'. Sender tasks start on
+    /// `runtime` as peers are first sent to.
+    pub fn new(
+        node_id: u64,
+        addresses: BTreeMap<u64, String>,
+        runtime: tokio::runtime::Handle,
+    ) -> Arc<Self> {
+        Arc::new(Self {
+            node_id,
+            addresses: RwLock::new(addresses),
+            links: RwLock::new(HashMap::new()),
+            heard: RwLock::new(HashMap::new()),
+            runtime,
+        })
+    }
+
+    /// Learns (or changes) a node's address, from the metadata.
+    pub fn set_address(&self, node: u64, address: &str) {
+        if node == self.node_id {
+            return;
+        }
+        let mut addresses = self.addresses.write().expect("addresses lock poisoned");
+        if addresses.get(&node).map(String::as_str) != Some(address) {
+            addresses.insert(node, address.to_string());
+        }
+    }
+
+    fn address(&self, node: u64) -> Option<String> {
+        self.addresses
+            .read()
+            .expect("addresses lock poisoned")
+            .get(&node)
+            .cloned()
+    }
+
+    /// Whether `node` is this one or was heard from within [`ALIVE_WINDOW`].
+    pub fn alive(&self, node: u64) -> bool {
+        if node == self.node_id {
+            return true;
+        }
+        self.heard
+            .read()
+            .expect("heard lock poisoned")
+            .get(&node)
+            .is_some_and(|at| {
+                crate::now_ms() - at.load(Ordering::Relaxed) < ALIVE_WINDOW.as_millis() as i64
+            })
+    }
+
+    fn heard_from(&self, node: u64) {
+        let at = self
+            .heard
+            .read()
+            .expect("heard lock poisoned")
+            .get(&node)
+            .cloned();
+        let at = at.unwrap_or_else(|| {
+            self.heard
+                .write()
+                .expect("heard lock poisoned")
+                .entry(node)
+                .or_default()
+                .clone()
+        });
+        at.store(crate::now_ms(), Ordering::Relaxed);
+    }
+
+    /// The queue to `to`, starting its sender task the first time.
+    fn link(self: &Arc<Self>, to: u64) -> mpsc::Sender<RaftEnvelope> {
+        if let Some(link) = self.links.read().expect("links lock poisoned").get(&to) {
+            return link.queue.clone();
+        }
+        let mut links = self.links.write().expect("links lock poisoned");
+        links
+            .entry(to)
+            .or_insert_with(|| {
+                let (queue, receiver) = mpsc::channel(QUEUE_MESSAGES_MAX);
+                self.runtime
+                    .spawn(send_to_peer(Arc::downgrade(self), to, receiver));
+                Link { queue }
+            })
+            .queue
+            .clone()
+    }
+}
+
+/// The transport as the raft driver's outbox.
+pub struct TransportOutbox(pub Arc<Transport>);
+
+impl Outbox for TransportOutbox {
+    fn send(&self, to: u64, group: GroupId, message: Message) {
+        let bytes = match message.write_to_bytes() {
+            Ok(bytes) => bytes,
+            Err(error) => {
+                tracing::error!(%error, "encoding a raft message failed");
+                return;
+            }
+        };
+        let envelope = RaftEnvelope {
+            group,
+            message: bytes.into(),
+        };
+        if self.0.link(to).try_send(envelope).is_err() {
+            tracing::trace!(to, group, "peer queue full; raft message dropped");
+        }
+    }
+}
+
+/// One peer's sender: connects, streams batches of what is queued, reconnects with backoff.
+async fn send_to_peer(
+    transport: std::sync::Weak<Transport>,
+    to: u64,
+    mut queue: mpsc::Receiver<RaftEnvelope>,
+) {
+    let mut backoff = RECONNECT_BACKOFF_MIN;
+    loop {
+        let Some(strong) = transport.upgrade() else {
+            return;
+        };
+        let from = strong.node_id;
+        let address = strong.address(to);
+        drop(strong);
+        let Some(address) = address else {
+            // Unknown so far: drop what is queued (it is stale by the time we learn the
+            // address) and look again.
+            while queue.try_recv().is_ok() {}
+            tokio::time::sleep(RECONNECT_BACKOFF_MAX).await;
+            continue;
+        };
+        match stream_to(&address, from, &mut queue).await {
+            Ok(()) => return, // the queue closed: the transport is gone.
+            Err(error) => {
+                tracing::debug!(to, %address, %error, "raft stream to peer failed; reconnecting");
+                // Messages queued while disconnected are mostly stale; raft resends.
+                while queue.try_recv().is_ok() {}
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(RECONNECT_BACKOFF_MAX);
+            }
+        }
+    }
+}
+
+/// Streams batches to `address` until the stream fails (error) or the queue closes (Ok).
+async fn stream_to(
+    address: &str,
+    from: u64,
+    queue: &mut mpsc::Receiver<RaftEnvelope>,
+) -> Result<(), String> {
+    let endpoint = tonic::transport::Endpoint::from_shared(format!("http://{address}"))
+        .map_err(|e| e.to_string())?
+        .connect_timeout(Duration::from_secs(1))
+        .tcp_nodelay(true)
+        .http2_keep_alive_interval(Duration::from_secs(1))
+        .keep_alive_timeout(Duration::from_secs(2));
+    let channel = endpoint.connect().await.map_err(|e| e.to_string())?;
+    let mut client = PeerClient::new(channel).max_decoding_message_size(PEER_MESSAGE_BYTES_MAX);
+    let (batches, outgoing) = mpsc::channel::<RaftBatch>(4);
+    let call = tokio::spawn(async move {
+        client
+            .raft(tokio_stream::wrappers::ReceiverStream::new(outgoing))
+            .await
+    });
+    loop {
+        let Some(first) = queue.recv().await else {
+            return Ok(());
+        };
+        let mut messages = vec![first];
+        while messages.len() < BATCH_MESSAGES_MAX {
+            match queue.try_recv() {
+                Ok(message) => messages.push(message),
+                Err(_) => break,
+            }
+        }
+        let batch = RaftBatch {
+            from_node: from,
+            messages,
+        };
+        if batches.send(batch).await.is_err() {
+            let outcome = call.await.map_err(|e| e.to_string())?;
+            return Err(match outcome {
+                Ok(_) => "the peer closed the stream".to_string(),
+                Err(status) => status.to_string(),
+            });
+        }
+    }
+}
+
+/// The receiving side: `strata.v1.Peer`.
+#[derive(Clone)]
+pub struct PeerService {
+    transport: Arc<Transport>,
+    driver: DriverHandle,
+}
+
+impl PeerService {
+    pub fn new(transport: Arc<Transport>, driver: DriverHandle) -> Self {
+        Self { transport, driver }
+    }
+
+    /// The tonic server of this service, with the message size raft needs.
+    pub fn server(self) -> strata_proto::v1::peer_server::PeerServer<Self> {
+        strata_proto::v1::peer_server::PeerServer::new(self)
+            .max_decoding_message_size(PEER_MESSAGE_BYTES_MAX)
+    }
+}
+
+#[tonic::async_trait]
+impl Peer for PeerService {
+    async fn raft(
+        &self,
+        request: Request<Streaming<RaftBatch>>,
+    ) -> Result<Response<RaftStreamClosed>, Status> {
+        let mut stream: Pin<Box<dyn Stream<Item = Result<RaftBatch, Status>> + Send>> =
+            Box::pin(request.into_inner());
+        use futures::StreamExt;
+        while let Some(batch) = stream.next().await {
+            let batch = batch?;
+            self.transport.heard_from(batch.from_node);
+            let mut messages = Vec::with_capacity(batch.messages.len());
+            for envelope in batch.messages {
+                match Message::parse_from_bytes(&envelope.message) {
+                    Ok(message) => messages.push((envelope.group, message)),
+                    Err(error) => {
+                        return Err(Status::invalid_argument(format!(
+                            "undecodable raft message from node {}: {error}",
+                            batch.from_node
+                        )));
+                    }
+                }
+            }
+            self.driver.step(messages);
+        }
+        Ok(Response::new(RaftStreamClosed {}))
+    }
+}
