@@ -16,6 +16,7 @@
 //!
 //! `src/bin/group-member.rs` is a group member process for `group_consumer.rs`.
 
+pub mod cluster;
 pub mod server;
 
 use bytes::BytesMut;

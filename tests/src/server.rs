@@ -81,6 +81,9 @@ pub struct ServerProcess {
     pub address: String,
     pub data_dir: PathBuf,
     node_id: u64,
+    initial_cluster: Option<String>,
+    /// Its standard output until it has said where it listens.
+    lines: Option<mpsc::Receiver<String>>,
 }
 
 impl ServerProcess {
@@ -91,7 +94,22 @@ impl ServerProcess {
 
     /// Starts on a given listen address (a restart reuses its old port).
     pub fn start_on(data_dir: &Path, node_id: u64, listen: &str) -> Self {
-        let mut child = Command::new(server_binary())
+        let mut server = Self::launch(data_dir, node_id, listen, None);
+        server.wait_ready();
+        server
+    }
+
+    /// Starts a process without waiting for it to serve (a cluster's nodes wait for each other:
+    /// launch them all, then [`ServerProcess::wait_ready`] on each). `initial_cluster` is the
+    /// `--initial-cluster` list.
+    pub fn launch(
+        data_dir: &Path,
+        node_id: u64,
+        listen: &str,
+        initial_cluster: Option<&str>,
+    ) -> Self {
+        let mut command = Command::new(server_binary());
+        command
             .args([
                 "--node-id",
                 &node_id.to_string(),
@@ -99,7 +117,11 @@ impl ServerProcess {
                 listen,
                 "--data-dir",
             ])
-            .arg(data_dir)
+            .arg(data_dir);
+        if let Some(cluster) = initial_cluster {
+            command.args(["--initial-cluster", cluster]);
+        }
+        let mut child = command
             .env(
                 "RUST_LOG",
                 std::env::var("STRATA_TEST_SERVER_LOG").unwrap_or_else(|_| "warn".to_string()),
@@ -118,19 +140,32 @@ impl ServerProcess {
                 }
             }
         });
-        let line = received
+        Self {
+            child,
+            address: listen.to_string(),
+            data_dir: data_dir.to_path_buf(),
+            node_id,
+            initial_cluster: initial_cluster.map(str::to_string),
+            lines: Some(received),
+        }
+    }
+
+    /// Waits (bounded) until the process prints that it serves; records its address.
+    pub fn wait_ready(&mut self) {
+        let Some(lines) = self.lines.take() else {
+            return;
+        };
+        let line = lines
             .recv_timeout(START_TIMEOUT)
             .unwrap_or_else(|_| panic!("strata-server did not start within {START_TIMEOUT:?}"));
-        let address = line
+        self.address = line
             .strip_prefix("strata-server listening on ")
             .unwrap_or_else(|| panic!("unexpected first line from strata-server: {line}"))
             .to_string();
-        Self {
-            child,
-            address,
-            data_dir: data_dir.to_path_buf(),
-            node_id,
-        }
+    }
+
+    pub fn node_id(&self) -> u64 {
+        self.node_id
     }
 
     /// `http://ADDRESS`, for tonic clients.
@@ -184,11 +219,27 @@ impl ServerProcess {
         status.code()
     }
 
-    /// Starts the same node again on the same data and port.
+    /// Starts the same node again on the same data and port, and waits until it serves.
     pub fn restart(&mut self) {
+        self.relaunch();
+        self.wait_ready();
+    }
+
+    /// Kills the node (SIGKILL) and starts it again on the same data and port, without waiting.
+    pub fn relaunch(&mut self) {
         self.kill9();
-        let restarted = Self::start_on(&self.data_dir.clone(), self.node_id, &self.address.clone());
+        let restarted = Self::launch(
+            &self.data_dir.clone(),
+            self.node_id,
+            &self.address.clone(),
+            self.initial_cluster.clone().as_deref(),
+        );
         *self = restarted;
+    }
+
+    /// Whether the process still runs.
+    pub fn running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
     }
 }
 

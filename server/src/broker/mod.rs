@@ -96,7 +96,7 @@ struct PartitionMachine {
 impl StateMachine for PartitionMachine {
     fn apply(&mut self, entry: &Entry, next_offset: u64) -> Result<(), String> {
         if let Ok(header) = BatchHeader::parse(&entry.data) {
-            self.producers.stored(&header, next_offset);
+            self.producers.stored(&header, next_offset, 0);
         }
         if self.producers.snapshot_due() {
             let dir = self
@@ -127,10 +127,10 @@ impl StateMachine for PartitionMachine {
     /// A new leader recomputes the producer state from its log, which is what will commit: a
     /// follower's view (what it applied) lags its log, and in-flight batches of an old term
     /// may have been replaced.
-    fn leadership(&mut self, leader: bool) {
+    fn leadership(&mut self, leader: bool, committed: u64) {
         if leader && !self.leader {
             let log = self.log.read().expect("log lock poisoned");
-            match ProducerTable::rebuild(&log) {
+            match ProducerTable::rebuild(&log, committed) {
                 Ok(table) => self.producers = table,
                 Err(error) => panic!(
                     "{}: rebuilding the producer state failed: {error}",
@@ -593,7 +593,12 @@ impl Broker {
             )));
         }
         validate_config(&config)?;
-        let nodes: Vec<u64> = self.metadata().nodes.keys().copied().collect();
+        // Registered nodes and those this node was started with (the controller's leader
+        // registers the latter within a second of its election).
+        let mut nodes: Vec<u64> = self.metadata().nodes.keys().copied().collect();
+        nodes.extend(self.cluster.keys().copied());
+        nodes.sort_unstable();
+        nodes.dedup();
         if replication_factor == 0 || replication_factor as usize > nodes.len() {
             return Err(BrokerError::InvalidArgument(format!(
                 "replication factor must be 1 to {} (the number of nodes), got {replication_factor}",

@@ -14,7 +14,7 @@ use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use raft::prelude::{ConfChange, ConfChangeV2, Entry, EntryType, Message};
+use raft::prelude::{ConfChange, ConfChangeV2, Entry, EntryType, Message, MessageType};
 use raft::{RawNode, StateRole, Storage};
 use tokio::sync::{oneshot, watch};
 
@@ -80,8 +80,9 @@ pub trait StateMachine: Send {
     /// Raft dropped an admitted proposal before it reached the log.
     fn dropped(&mut self) {}
 
-    /// This node became (`true`) or stopped being the group's leader.
-    fn leadership(&mut self, _leader: bool) {}
+    /// This node became (`true`) or stopped being the group's leader; `committed` is raft's
+    /// commit index then.
+    fn leadership(&mut self, _leader: bool, _committed: u64) {}
 }
 
 /// A committed proposal.
@@ -216,8 +217,10 @@ impl DriverHandle {
     }
 }
 
+type Reply = oneshot::Sender<Result<Committed, ProposeError>>;
+
 struct Pending {
-    reply: oneshot::Sender<Result<Committed, ProposeError>>,
+    reply: Reply,
     /// Replies owed to retries of the same batch that came while it was in flight.
     duplicates: Vec<oneshot::Sender<Result<Committed, ProposeError>>>,
 }
@@ -235,6 +238,9 @@ struct Group {
     node: RawNode<RaftStorage>,
     machine: Box<dyn StateMachine>,
     pending: HashMap<u64, Pending>,
+    /// Answers to retried batches whose original is in the log but not committed yet, by the
+    /// original's raft index.
+    waiting: std::collections::BTreeMap<u64, Vec<(Reply, Committed)>>,
     /// Entries appended but not applied yet: (raft index, offset after it, proposal id). The
     /// proposal id travels in the entry's context, which the log does not store, so it is
     /// remembered here when raft hands the entry over for persistence.
@@ -351,12 +357,15 @@ impl Driver {
             }
             Command::Propose { group, data, reply } => self.propose(group, data, reply),
             Command::Step(messages) => {
-                for (id, message) in messages {
+                for (id, mut message) in messages {
                     let Some(group) = self.groups.get_mut(&id) else {
                         // Not created here yet (the metadata naming it is still on its way), or
                         // removed: raft sends again.
                         continue;
                     };
+                    if let Some(reply) = survive_lost_log(id, group, &mut message) {
+                        self.outbox.send(reply.to, id, reply);
+                    }
                     if let Err(error) = group.node.step(message) {
                         tracing::debug!(group = id, %error, "raft refused a message");
                     }
@@ -430,6 +439,7 @@ impl Driver {
                 node,
                 machine: spec.machine,
                 pending: HashMap::new(),
+                waiting: std::collections::BTreeMap::new(),
                 appended: VecDeque::new(),
                 high_watermark: spec.high_watermark,
                 leader: spec.leader,
@@ -461,12 +471,26 @@ impl Driver {
         self.next_proposal_id += 1;
         match group.machine.admit(&data, proposal) {
             Ok(Admission::Append) => {}
-            Ok(Admission::Duplicate(BatchState::Stored { next_offset })) => {
-                let _ = reply.send(Ok(Committed {
-                    raft_index: 0,
+            Ok(Admission::Duplicate(BatchState::Stored {
+                next_offset,
+                raft_index,
+            })) => {
+                let committed = Committed {
+                    raft_index,
                     next_offset,
                     outcome: Ok(()),
-                }));
+                };
+                if raft_index <= group.node.raft.raft_log.applied {
+                    let _ = reply.send(Ok(committed));
+                } else {
+                    // In this leader's log from an earlier term, not committed yet: answer
+                    // once it is (raft commits it with this term's first entry).
+                    group
+                        .waiting
+                        .entry(raft_index)
+                        .or_default()
+                        .push((reply, committed));
+                }
                 return;
             }
             Ok(Admission::Duplicate(BatchState::InFlight(original))) => {
@@ -551,9 +575,10 @@ impl Driver {
                     let leader_id = soft.leader_id;
                     fail_pending(group, ProposeError::NotLeader { leader_id });
                 }
+                let committed = group.node.raft.raft_log.committed;
                 group
                     .machine
-                    .leadership(soft.raft_state == StateRole::Leader);
+                    .leadership(soft.raft_state == StateRole::Leader, committed);
             }
             send_messages(&*self.outbox, *id, ready.take_messages());
             if !ready.snapshot().is_empty() {
@@ -705,6 +730,61 @@ fn check_leadership(node_id: u64, group: &mut Group) {
     }
 }
 
+/// Raft assumes a node never loses what it acknowledged. A node whose data directory was
+/// replaced by an empty one breaks that; rather than panic (a follower told to commit past its
+/// log) or stall (a leader ignoring the follower's "my log is shorter" as stale), both sides
+/// adjust: the follower takes a commit index no further than its log, and the leader, seeing a
+/// follower reject an append below what it had acknowledged, replicates to it from its actual
+/// log end (probing down to a snapshot when needed).
+///
+/// What a wipe loses cannot be recovered this way: the wiped node's vote in the current term
+/// and its copy of the log. The log is still on the other replicas (a quorum acknowledged it);
+/// wiping a quorum at once loses data, as in any raft system.
+///
+/// Returns a message for the leader: a follower that finds the leader's commit index beyond its
+/// log tells the leader (as an append rejection) where its log ends, since an idle group sends
+/// no append that would reveal it.
+fn survive_lost_log(id: GroupId, group: &mut Group, message: &mut Message) -> Option<Message> {
+    match message.msg_type {
+        MessageType::MsgHeartbeat => {
+            let last = group.node.raft.raft_log.last_index();
+            if message.commit > last {
+                message.commit = last;
+                let mut reply = Message::default();
+                reply.set_msg_type(MessageType::MsgAppendResponse);
+                reply.to = message.from;
+                reply.from = message.to;
+                reply.term = message.term;
+                reply.reject = true;
+                reply.index = last;
+                reply.reject_hint = last;
+                return Some(reply);
+            }
+        }
+        MessageType::MsgAppendResponse
+            if message.reject && group.node.raft.state == StateRole::Leader =>
+        {
+            let from = message.from;
+            if let Some(progress) = group.node.raft.mut_prs().get_mut(from)
+                && message.reject_hint < progress.matched
+            {
+                tracing::warn!(
+                    group = id,
+                    node = from,
+                    acknowledged = progress.matched,
+                    log_end = message.reject_hint,
+                    "a follower's log is shorter than it acknowledged (a wiped disk?): \
+                     replicating to it again"
+                );
+                progress.matched = message.reject_hint;
+                progress.become_probe();
+            }
+        }
+        _ => {}
+    }
+    None
+}
+
 fn snapshot_start(data: &Bytes) -> u64 {
     super::raft_storage::snapshot_start_offset(data).unwrap_or(0)
 }
@@ -718,6 +798,11 @@ fn send_messages(outbox: &dyn Outbox, group: GroupId, messages: Vec<Message>) {
 fn fail_pending(group: &mut Group, error: ProposeError) {
     for (_, pending) in group.pending.drain() {
         pending.resolve(Err(error.clone()));
+    }
+    for (_, waiters) in std::mem::take(&mut group.waiting) {
+        for (reply, _) in waiters {
+            let _ = reply.send(Err(error.clone()));
+        }
     }
 }
 
@@ -767,6 +852,11 @@ fn apply_committed(id: GroupId, group: &mut Group, entries: Vec<Entry>) {
                 next_offset,
                 outcome,
             }));
+        }
+        if let Some(waiters) = group.waiting.remove(&entry.index) {
+            for (reply, committed) in waiters {
+                let _ = reply.send(Ok(committed));
+            }
         }
     }
 }

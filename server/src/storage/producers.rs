@@ -37,8 +37,10 @@ const SCAN_CHUNK_BYTES: usize = 4 << 20;
 pub enum BatchState {
     /// Admitted under this proposal id, not committed yet.
     InFlight(u64),
-    /// Stored: the offset after its last record.
-    Stored { next_offset: u64 },
+    /// In the log: the offset after its last record, and its raft index when it may not be
+    /// committed yet (0 when it is known committed). A leader answers a duplicate of an
+    /// uncommitted batch only once that index commits.
+    Stored { next_offset: u64, raft_index: u64 },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -156,9 +158,9 @@ impl ProducerTable {
         Ok(Admission::Append)
     }
 
-    /// A batch was committed (or found in the log while rebuilding); `next_offset` is the offset
-    /// after it.
-    pub fn stored(&mut self, header: &BatchHeader, next_offset: u64) {
+    /// A batch was committed (`raft_index` 0), or found in the log while rebuilding (with its
+    /// raft index when beyond the commit index); `next_offset` is the offset after it.
+    pub fn stored(&mut self, header: &BatchHeader, next_offset: u64, raft_index: u64) {
         self.unsnapshotted_bytes += header.total_bytes() as u64;
         if header.producer_id < 0 || header.is_control() {
             return;
@@ -171,7 +173,10 @@ impl ProducerTable {
                 .iter_mut()
                 .find(|b| b.first_sequence == first && b.last_sequence == last)
         {
-            held.state = BatchState::Stored { next_offset };
+            held.state = BatchState::Stored {
+                next_offset,
+                raft_index,
+            };
             producer.touched = clock;
             return;
         }
@@ -181,7 +186,10 @@ impl ProducerTable {
             BatchMeta {
                 first_sequence: first,
                 last_sequence: last,
-                state: BatchState::Stored { next_offset },
+                state: BatchState::Stored {
+                    next_offset,
+                    raft_index,
+                },
             },
             clock,
         );
@@ -257,7 +265,7 @@ impl ProducerTable {
             body.put_i16(producer.epoch);
             body.put_u8(batches.len() as u8);
             for batch in batches {
-                let BatchState::Stored { next_offset } = batch.state else {
+                let BatchState::Stored { next_offset, .. } = batch.state else {
                     unreachable!("filtered")
                 };
                 body.put_i32(batch.first_sequence);
@@ -310,6 +318,7 @@ impl ProducerTable {
                     last_sequence: buf.get_i32(),
                     state: BatchState::Stored {
                         next_offset: buf.get_u64(),
+                        raft_index: 0,
                     },
                 });
             }
@@ -318,28 +327,36 @@ impl ProducerTable {
         Some((table, next_offset))
     }
 
-    /// Recomputes the state from the log (every batch in it, committed or not: the caller is
-    /// about to lead, and a leader's log is what will commit), starting from the snapshot
-    /// when it still lies within the log.
+    /// Recomputes the state from the log: every batch in it, committed or not (the caller is
+    /// about to lead, and a leader's log is what will commit). Batches up to raft index
+    /// `committed` are read by header alone, from the snapshot on when it still lies within the
+    /// log; those beyond it are recorded with their raft index, so that a duplicate of one is
+    /// answered only once it commits.
     ///
     /// # Errors
     /// Read errors of the log.
-    pub fn rebuild(log: &PartitionLog) -> Result<Self> {
+    pub fn rebuild(log: &PartitionLog, committed: u64) -> Result<Self> {
         let start = log.log_start_offset();
-        let end = log.next_offset();
+        let committed = committed.clamp(
+            log.first_raft_index().saturating_sub(1),
+            log.last_raft_index(),
+        );
+        let committed_end = log.offset_after_raft_index(committed)?;
         let (mut table, mut offset) = match Self::read_snapshot(log.dir()) {
-            Some((table, covered)) if covered >= start && covered <= end => (table, covered),
+            Some((table, covered)) if covered >= start && covered <= committed_end => {
+                (table, covered)
+            }
             _ => (Self::default(), start),
         };
-        while offset < end {
-            let runs = log.read_below(offset, end, SCAN_CHUNK_BYTES)?;
+        while offset < committed_end {
+            let runs = log.read_below(offset, committed_end, SCAN_CHUNK_BYTES)?;
             let mut advanced = offset;
             for run in runs {
                 for split in split_batches(run) {
                     let (header, _) = split.map_err(Error::InvalidBatch)?;
                     let next = header.base_offset as u64 + header.offset_count();
                     if next > offset {
-                        table.stored(&header, next);
+                        table.stored(&header, next, 0);
                     }
                     advanced = advanced.max(next);
                 }
@@ -348,6 +365,21 @@ impl ProducerTable {
                 break;
             }
             offset = advanced;
+        }
+        // The uncommitted tail: small (what one leader had in flight).
+        let mut index = committed + 1;
+        let last = log.last_raft_index();
+        while index <= last {
+            let entries = log.raft_entries(index, last + 1, SCAN_CHUNK_BYTES)?;
+            let Some(newest) = entries.last().map(|e| e.raft_index) else {
+                break;
+            };
+            for entry in entries {
+                let header = BatchHeader::parse(&entry.batch).map_err(Error::InvalidBatch)?;
+                let next = header.base_offset as u64 + header.offset_count();
+                table.stored(&header, next, entry.raft_index);
+            }
+            index = newest + 1;
         }
         table.unsnapshotted_bytes = 0;
         Ok(table)
@@ -382,10 +414,13 @@ mod tests {
             table.admit(&header(&b0), 2),
             Ok(Admission::Duplicate(BatchState::InFlight(1)))
         );
-        table.stored(&header(&b0), 3);
+        table.stored(&header(&b0), 3, 0);
         assert_eq!(
             table.admit(&header(&b0), 3),
-            Ok(Admission::Duplicate(BatchState::Stored { next_offset: 3 }))
+            Ok(Admission::Duplicate(BatchState::Stored {
+                next_offset: 3,
+                raft_index: 0
+            }))
         );
         assert_eq!(
             table.admit(&header(&batch(7, 0, 4, 1)), 4),
@@ -461,15 +496,15 @@ mod tests {
             let b = batch(producer, 0, (i as i32 / 3) * 2, 2);
             log.append(&b, 1, 0).expect("append");
             next += 2;
-            expected.stored(&header(&b), next);
+            expected.stored(&header(&b), next, 0);
             if i == 9 {
                 // A snapshot halfway: the rebuild starts there.
-                let mut half = ProducerTable::rebuild(&log).expect("rebuild");
+                let mut half = ProducerTable::rebuild(&log, u64::MAX).expect("rebuild");
                 half.write_snapshot(dir.path(), log.next_offset())
                     .expect("snapshot");
             }
         }
-        let rebuilt = ProducerTable::rebuild(&log).expect("rebuild");
+        let rebuilt = ProducerTable::rebuild(&log, u64::MAX).expect("rebuild");
         for producer in 0..3 {
             let mine = &rebuilt.producers[&producer];
             let theirs = &expected.producers[&producer];
@@ -477,10 +512,21 @@ mod tests {
         }
         // A damaged snapshot is ignored: the whole log is read.
         std::fs::write(dir.path().join(SNAPSHOT_FILE), b"garbage garbage garbage").expect("write");
-        let rebuilt = ProducerTable::rebuild(&log).expect("rebuild");
+        let rebuilt = ProducerTable::rebuild(&log, u64::MAX).expect("rebuild");
         assert_eq!(
             rebuilt.producers[&1].batches,
             expected.producers[&1].batches
+        );
+        // Beyond the commit index, batches carry their raft index (the log was appended with
+        // raft indexes 1..=20, one per batch).
+        let rebuilt = ProducerTable::rebuild(&log, 18).expect("rebuild");
+        let newest = rebuilt.producers[&1].batches.back().expect("batches").state;
+        assert_eq!(
+            newest,
+            BatchState::Stored {
+                next_offset: 40,
+                raft_index: 20
+            }
         );
     }
 

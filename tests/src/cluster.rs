@@ -1,0 +1,161 @@
+//! A cluster of real `strata-server` processes on one loopback address of its own
+//! (`127.0.<slot>.1`, so concurrent tests never share a port space), and the routing the tests
+//! need to drive it through the generated gRPC clients: find the controller's and a
+//! partition's leader, follow NOT_LEADER.
+
+use std::net::TcpListener;
+use std::time::{Duration, Instant};
+
+use strata_proto::v1 as pb;
+
+use crate::server::{Clients, ServerProcess};
+
+/// The longest the cluster may take to elect a leader for something.
+pub const LEADER_WAIT: Duration = Duration::from_secs(30);
+
+pub struct Cluster {
+    pub nodes: Vec<ServerProcess>,
+    pub dir: tempfile::TempDir,
+}
+
+impl Cluster {
+    /// Starts `size` nodes (ids 1..=size) on `127.0.<slot>.1`, each with its own data
+    /// directory, and waits until all serve.
+    pub fn start(size: u64, slot: u8) -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let ip = format!("127.0.{slot}.1");
+        // Ports free right now on this address (bound, read, released).
+        let addresses: Vec<String> = (0..size)
+            .map(|_| {
+                let listener = TcpListener::bind(format!("{ip}:0")).expect("bind a free port");
+                listener.local_addr().expect("address").to_string()
+            })
+            .collect();
+        let initial: String = addresses
+            .iter()
+            .enumerate()
+            .map(|(i, address)| format!("{}={address}", i + 1))
+            .collect::<Vec<_>>()
+            .join(",");
+        let mut nodes: Vec<ServerProcess> = addresses
+            .iter()
+            .enumerate()
+            .map(|(i, address)| {
+                let data = dir.path().join(format!("node-{}", i + 1));
+                ServerProcess::launch(&data, i as u64 + 1, address, Some(&initial))
+            })
+            .collect();
+        for node in &mut nodes {
+            node.wait_ready();
+        }
+        Self { nodes, dir }
+    }
+
+    pub fn node(&mut self, id: u64) -> &mut ServerProcess {
+        &mut self.nodes[id as usize - 1]
+    }
+
+    pub fn address(&self, id: u64) -> String {
+        self.nodes[id as usize - 1].address.clone()
+    }
+
+    /// Clients of node `id`.
+    pub async fn clients(&self, id: u64) -> Clients {
+        self.nodes[id as usize - 1].clients().await
+    }
+
+    /// Node ids whose process runs.
+    pub fn running(&mut self) -> Vec<u64> {
+        self.nodes
+            .iter_mut()
+            .filter_map(|node| node.running().then(|| node.node_id()))
+            .collect()
+    }
+
+    /// The partition's leader, as the leader itself reports it (bounded wait).
+    pub async fn leader_of(&mut self, topic: &str, partition: u32) -> u64 {
+        let deadline = Instant::now() + LEADER_WAIT;
+        loop {
+            for id in self.running() {
+                let Ok(mut clients) =
+                    tokio::time::timeout(Duration::from_secs(2), connect(&self.address(id)))
+                        .await
+                        .unwrap_or(Err(()))
+                else {
+                    continue;
+                };
+                let described = clients
+                    .admin
+                    .describe_topic(pb::DescribeTopicRequest {
+                        name: topic.to_string(),
+                    })
+                    .await;
+                if let Ok(described) = described {
+                    let info = &described.get_ref().partition_info[partition as usize];
+                    if info.leader_node_id == id {
+                        return id;
+                    }
+                }
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no leader for {topic}/{partition} within {LEADER_WAIT:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// The controller's leader (bounded wait).
+    pub async fn controller_leader(&mut self) -> u64 {
+        let deadline = Instant::now() + LEADER_WAIT;
+        loop {
+            for id in self.running() {
+                if let Ok(Ok(mut clients)) =
+                    tokio::time::timeout(Duration::from_secs(2), connect(&self.address(id))).await
+                    && let Ok(info) = clients.admin.cluster_info(pb::ClusterInfoRequest {}).await
+                {
+                    let leader = info.get_ref().controller_leader_node_id;
+                    if leader != 0 && self.running().contains(&leader) {
+                        return leader;
+                    }
+                }
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no controller leader within {LEADER_WAIT:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Creates a topic through the controller's leader.
+    pub async fn create_topic(&mut self, name: &str, partitions: u32, replication_factor: u32) {
+        let leader = self.controller_leader().await;
+        let mut clients = self.clients(leader).await;
+        clients
+            .admin
+            .create_topic(pb::CreateTopicRequest {
+                name: name.to_string(),
+                partitions,
+                replication_factor,
+                config: None,
+            })
+            .await
+            .expect("create topic");
+    }
+}
+
+/// Connects to one node, failing fast when it is down.
+pub async fn connect(address: &str) -> Result<Clients, ()> {
+    let channel = tonic::transport::Channel::from_shared(format!("http://{address}"))
+        .expect("endpoint")
+        .connect_timeout(Duration::from_secs(1))
+        .connect()
+        .await
+        .map_err(|_| ())?;
+    Ok(Clients {
+        admin: strata_proto::v1::admin_client::AdminClient::new(channel.clone()),
+        broker: strata_proto::v1::broker_client::BrokerClient::new(channel.clone()),
+        groups: strata_proto::v1::groups_client::GroupsClient::new(channel),
+    })
+}

@@ -1,0 +1,321 @@
+//! Fault tests of a 3-node cluster of real processes: leaders killed with SIGKILL over and
+//! over while a producer keeps producing; the whole cluster killed at once; a node whose disk
+//! was wiped. A checker then reads everything back: every acknowledged record is present
+//! exactly once, in order, at the offset its acknowledgement named.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use strata_proto::batch::BatchBuilder;
+use strata_proto::v1 as pb;
+use strata_tests::cluster::{Cluster, connect};
+use strata_tests::error_code;
+use strata_tests::server::Clients;
+
+const TEST_TIMEOUT: Duration = Duration::from_secs(300);
+const RECORDS_PER_BATCH: u64 = 5;
+
+/// Batch `seq` of the test producer: records `s{seq}-{i}`, idempotent sequence `seq * 5`.
+fn batch(producer_id: i64, seq: u64) -> Bytes {
+    let mut builder =
+        BatchBuilder::new().producer(producer_id, 0, (seq * RECORDS_PER_BATCH) as i32);
+    for i in 0..RECORDS_PER_BATCH {
+        builder.push(1, None, Some(format!("s{seq}-{i}").as_bytes()), &[]);
+    }
+    builder.finish().freeze()
+}
+
+/// What the producer got acknowledged: (batch seq, base offset).
+type Acked = Arc<Mutex<Vec<(u64, u64)>>>;
+
+/// Produces batches one at a time to partition 0 of `topic`, each until acknowledged, following
+/// leaders: NOT_LEADER hints, else the next node. Stops when `stop` is set.
+async fn produce_until(
+    addresses: Vec<String>,
+    topic: String,
+    producer_id: i64,
+    stop: Arc<AtomicBool>,
+    acked: Acked,
+    progress: Arc<AtomicU64>,
+) {
+    let mut connections: HashMap<String, Clients> = HashMap::new();
+    let mut target = addresses[0].clone();
+    let mut next_node = 0;
+    let mut seq = 0;
+    while !stop.load(Ordering::Relaxed) {
+        let request = pb::ProduceRequest {
+            topic: topic.clone(),
+            target: Some(pb::produce_request::Target::Partition(0)),
+            payload: Some(pb::produce_request::Payload::Batch(batch(producer_id, seq))),
+            ..pb::ProduceRequest::default()
+        };
+        let clients = match connections.get(&target) {
+            Some(clients) => Some(clients.clone()),
+            None => connect(&target).await.ok(),
+        };
+        let outcome = match clients {
+            Some(mut clients) => {
+                connections.insert(target.clone(), clients.clone());
+                tokio::time::timeout(Duration::from_secs(5), clients.broker.produce(request))
+                    .await
+                    .unwrap_or_else(|_| Err(tonic::Status::deadline_exceeded("timed out")))
+            }
+            None => Err(tonic::Status::unavailable("cannot connect")),
+        };
+        match outcome {
+            Ok(reply) => {
+                acked
+                    .lock()
+                    .expect("acked")
+                    .push((seq, reply.get_ref().base_offset));
+                progress.fetch_add(1, Ordering::Relaxed);
+                seq += 1;
+            }
+            Err(status) => {
+                let hint = (error_code(&status) == "ERROR_CODE_NOT_LEADER")
+                    .then(|| <pb::ErrorDetail as prost::Message>::decode(status.details()).ok())
+                    .flatten()
+                    .and_then(|detail| detail.leader_address);
+                match hint {
+                    Some(address) => target = address,
+                    None => {
+                        connections.remove(&target);
+                        next_node = (next_node + 1) % addresses.len();
+                        target = addresses[next_node].clone();
+                        // Paced retries while an election runs.
+                        tokio::time::sleep(Duration::from_millis(20)).await;
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Every record of partition 0, read from `node` (followers serve committed data too).
+async fn read_all(cluster: &Cluster, node: u64, topic: &str) -> Vec<(u64, String)> {
+    let mut clients = cluster.clients(node).await;
+    let mut records = Vec::new();
+    let mut offset = 0;
+    loop {
+        let fetched = clients
+            .broker
+            .fetch(pb::FetchRequest {
+                topic: topic.to_string(),
+                partition: 0,
+                start: Some(pb::StartPosition {
+                    position: Some(pb::start_position::Position::Offset(offset)),
+                }),
+                max_bytes: 4 << 20,
+                decode: true,
+                ..pb::FetchRequest::default()
+            })
+            .await
+            .expect("fetch")
+            .into_inner();
+        for record in fetched.records {
+            let value = record.value.unwrap_or_default();
+            records.push((record.offset, String::from_utf8_lossy(&value).to_string()));
+        }
+        offset = fetched.next_offset;
+        if offset >= fetched.high_watermark {
+            return records;
+        }
+    }
+}
+
+/// Every acknowledged batch is in the log exactly once, in order, at its acknowledged offset,
+/// and nothing is in the log twice.
+fn check(records: &[(u64, String)], acked: &[(u64, u64)]) {
+    for (position, (offset, _)) in records.iter().enumerate() {
+        assert_eq!(*offset, position as u64, "offsets are dense");
+    }
+    let mut seen = HashMap::new();
+    for (offset, value) in records {
+        if let Some(first) = seen.insert(value.clone(), *offset) {
+            panic!("{value} is stored twice: at {first} and {offset}");
+        }
+    }
+    for (seq, base) in acked {
+        for i in 0..RECORDS_PER_BATCH {
+            let value = format!("s{seq}-{i}");
+            assert_eq!(
+                seen.get(&value),
+                Some(&(base + i)),
+                "acknowledged record {value} is not at offset {}",
+                base + i
+            );
+        }
+    }
+    // In order: batch seqs appear ascending.
+    let seqs: Vec<u64> = records
+        .iter()
+        .filter_map(|(_, v)| v.strip_prefix('s')?.split('-').next()?.parse().ok())
+        .collect();
+    assert!(seqs.windows(2).all(|w| w[0] <= w[1]), "out of order");
+}
+
+async fn producer_id(cluster: &mut Cluster) -> i64 {
+    let leader = cluster.controller_leader().await;
+    cluster
+        .clients(leader)
+        .await
+        .broker
+        .init_producer_id(pb::InitProducerIdRequest {})
+        .await
+        .expect("producer id")
+        .into_inner()
+        .producer_id
+}
+
+/// Waits (bounded) until `progress` passes `mark`; returns how long that took.
+async fn progress_past(progress: &AtomicU64, mark: u64, what: &str) -> Duration {
+    let started = Instant::now();
+    while progress.load(Ordering::Relaxed) <= mark {
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "no acknowledged produce within 60 s {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    started.elapsed()
+}
+
+/// Fault tests 1, 3 and 5: ten rounds of SIGKILL to the partition's leader (restarting it
+/// each time) under continuous acknowledged produce, timing each fail-over (kill to the next
+/// acknowledged produce); then SIGKILL to every node at once and a restart of all. Nothing
+/// acknowledged is lost or duplicated.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn leader_kills_and_a_whole_cluster_kill_lose_nothing() {
+    tokio::time::timeout(TEST_TIMEOUT, async {
+        let mut cluster = Cluster::start(3, 41);
+        cluster.create_topic("ledger", 1, 3).await;
+        let producer = producer_id(&mut cluster).await;
+        let stop = Arc::new(AtomicBool::new(false));
+        let acked: Acked = Arc::default();
+        let progress = Arc::new(AtomicU64::new(0));
+        let addresses: Vec<String> = (1..=3).map(|id| cluster.address(id)).collect();
+        let task = tokio::spawn(produce_until(
+            addresses,
+            "ledger".to_string(),
+            producer,
+            stop.clone(),
+            acked.clone(),
+            progress.clone(),
+        ));
+        progress_past(&progress, 20, "at the start").await;
+        let mut fail_overs = Vec::new();
+        for round in 0..10 {
+            let leader = cluster.leader_of("ledger", 0).await;
+            cluster.node(leader).kill9();
+            // Counted from the moment the leader is gone (kill9 waits for the process).
+            let mark = progress.load(Ordering::Relaxed);
+            let took =
+                progress_past(&progress, mark, &format!("after killing node {leader}")).await;
+            fail_overs.push(took);
+            eprintln!("round {round}: killed leader {leader}; next ack after {took:?}");
+            cluster.node(leader).restart();
+            let mark = progress.load(Ordering::Relaxed);
+            progress_past(&progress, mark + 10, "after the restart").await;
+        }
+        fail_overs.sort();
+        eprintln!(
+            "fail-over (kill -9 of the leader to the next acknowledged produce) over {} runs: \
+             median {:?}, max {:?}",
+            fail_overs.len(),
+            fail_overs[fail_overs.len() / 2],
+            fail_overs[fail_overs.len() - 1]
+        );
+        // Every node at once.
+        let mark = progress.load(Ordering::Relaxed);
+        for id in 1..=3 {
+            cluster.node(id).kill9();
+        }
+        for id in 1..=3 {
+            cluster.node(id).relaunch();
+        }
+        for id in 1..=3 {
+            cluster.node(id).wait_ready();
+        }
+        progress_past(&progress, mark + 10, "after restarting the whole cluster").await;
+        stop.store(true, Ordering::Relaxed);
+        task.await.expect("producer");
+        let acked = acked.lock().expect("acked").clone();
+        let leader = cluster.leader_of("ledger", 0).await;
+        let records = read_all(&cluster, leader, "ledger").await;
+        assert!(
+            acked.len() > 100,
+            "only {} batches acknowledged",
+            acked.len()
+        );
+        check(&records, &acked);
+    })
+    .await
+    .expect("test timed out");
+}
+
+/// Fault test 4: a node whose data directory was replaced by an empty one catches up from the
+/// others and serves everything.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wiped_node_catches_up() {
+    tokio::time::timeout(TEST_TIMEOUT, async {
+        let mut cluster = Cluster::start(3, 42);
+        cluster.create_topic("history", 1, 3).await;
+        let producer = producer_id(&mut cluster).await;
+        let stop = Arc::new(AtomicBool::new(false));
+        let acked: Acked = Arc::default();
+        let progress = Arc::new(AtomicU64::new(0));
+        let addresses: Vec<String> = (1..=3).map(|id| cluster.address(id)).collect();
+        let task = tokio::spawn(produce_until(
+            addresses,
+            "history".to_string(),
+            producer,
+            stop.clone(),
+            acked.clone(),
+            progress.clone(),
+        ));
+        progress_past(&progress, 200, "at the start").await;
+        // Wipe a follower.
+        let leader = cluster.leader_of("history", 0).await;
+        let victim = if leader == 3 { 2 } else { 3 };
+        cluster.node(victim).kill9();
+        let data = cluster.node(victim).data_dir.clone();
+        std::fs::remove_dir_all(&data).expect("wipe");
+        std::fs::create_dir_all(&data).expect("empty data dir");
+        let mark = progress.load(Ordering::Relaxed);
+        cluster.node(victim).restart();
+        progress_past(&progress, mark + 50, "after the wipe").await;
+        stop.store(true, Ordering::Relaxed);
+        task.await.expect("producer");
+        let acked = acked.lock().expect("acked").clone();
+        // The wiped node ends with the same records as the leader.
+        let leader = cluster.leader_of("history", 0).await;
+        let expected = read_all(&cluster, leader, "history").await;
+        check(&expected, &acked);
+        let started = Instant::now();
+        loop {
+            let mut clients = cluster.clients(victim).await;
+            let described = clients
+                .admin
+                .describe_topic(pb::DescribeTopicRequest {
+                    name: "history".to_string(),
+                })
+                .await;
+            if let Ok(described) = described
+                && described.get_ref().partition_info[0].high_watermark == expected.len() as u64
+            {
+                break;
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(60),
+                "node {victim} did not catch up"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert_eq!(read_all(&cluster, victim, "history").await, expected);
+    })
+    .await
+    .expect("test timed out");
+}
