@@ -41,6 +41,9 @@ pub(crate) fn now_ms() -> i64 {
         .map_or(0, |since| since.as_millis() as i64)
 }
 
+/// How long a stopping node lets open requests and streams finish.
+const SHUTDOWN_DRAIN: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// Why a node could not run.
 #[derive(Debug, thiserror::Error)]
 pub enum RunError {
@@ -124,11 +127,14 @@ pub async fn run(
         .build_v1()
         .map_err(|e| RunError::Config(format!("reflection: {e}")))?;
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let (stop_peers, stopping_peers) = watch::channel(false);
     let server = tokio::spawn(
         tonic::transport::Server::builder()
             .add_service(health_service)
             .add_service(reflection)
-            .add_service(peer::PeerService::new(transport.clone(), driver.clone()).server())
+            .add_service(
+                peer::PeerService::new(transport.clone(), driver.clone(), stopping_peers).server(),
+            )
             .add_service(strata_proto::v1::admin_server::AdminServer::new(
                 service.clone(),
             ))
@@ -148,19 +154,24 @@ pub async fn run(
         Some(Ok(broker)) => broker,
         Some(Err(error)) => {
             let _ = stop.send(());
-            let _ = server.await;
+            stop_peers.send_replace(true);
+            let _ = tokio::time::timeout(SHUTDOWN_DRAIN, server).await;
             driver.shutdown().await;
             return Err(error.into());
         }
         None => {
             let _ = stop.send(());
-            let _ = server.await;
+            stop_peers.send_replace(true);
+            let _ = tokio::time::timeout(SHUTDOWN_DRAIN, server).await;
             driver.shutdown().await;
             return Ok(());
         }
     };
     // Peers' addresses follow the metadata (a node may have been registered since).
-    tokio::spawn(follow_node_addresses(Arc::downgrade(&broker), transport));
+    tokio::spawn(follow_node_addresses(
+        Arc::downgrade(&broker),
+        transport.clone(),
+    ));
     ready.send_replace(Some(broker));
     health
         .set_serving::<strata_proto::v1::broker_server::BrokerServer<service::Service>>()
@@ -174,13 +185,30 @@ pub async fn run(
     tracing::info!(node_id = config.node_id, %local, "serving");
     on_listening(local);
     shutdown.await;
+    // Leadership first, while peers still hear us: a rolling restart then costs no election.
+    tracing::info!("handing over leadership");
+    driver
+        .hand_over_leadership(std::time::Duration::from_secs(2))
+        .await;
     let _ = stop.send(());
-    let served = server
-        .await
-        .map_err(|e| RunError::Config(format!("the gRPC server task failed: {e}")))?;
+    stop_peers.send_replace(true);
+    // In-flight requests finish; long-lived client streams (subscriptions) get a bounded
+    // while to end before their connections are dropped.
+    let served = match tokio::time::timeout(SHUTDOWN_DRAIN, server).await {
+        Ok(joined) => {
+            joined.map_err(|e| RunError::Config(format!("the gRPC server task failed: {e}")))?
+        }
+        Err(_) => {
+            tracing::warn!(
+                "connections still open {SHUTDOWN_DRAIN:?} after shutdown began; dropping them"
+            );
+            Ok(())
+        }
+    };
     tracing::info!("stopped accepting; syncing");
     ready.send_replace(None);
     driver.shutdown().await;
+    transport.flush(std::time::Duration::from_millis(500)).await;
     drop(lock);
     served.map_err(RunError::from)
 }

@@ -124,6 +124,24 @@ impl Transport {
         at.store(crate::now_ms(), Ordering::Relaxed);
     }
 
+    /// Waits until every queue to a peer is empty, at most `limit` (messages a stopping node
+    /// owes its peers, such as leadership hand-overs, leave before it exits).
+    pub async fn flush(&self, limit: Duration) {
+        let deadline = tokio::time::Instant::now() + limit;
+        loop {
+            let empty = self
+                .links
+                .read()
+                .expect("links lock poisoned")
+                .values()
+                .all(|link| link.queue.capacity() == QUEUE_MESSAGES_MAX);
+            if empty || tokio::time::Instant::now() >= deadline {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
     /// The queue to `to`, starting its sender task the first time.
     fn link(self: &Arc<Self>, to: u64) -> mpsc::Sender<RaftEnvelope> {
         if let Some(link) = self.links.read().expect("links lock poisoned").get(&to) {
@@ -249,11 +267,22 @@ async fn stream_to(
 pub struct PeerService {
     transport: Arc<Transport>,
     driver: DriverHandle,
+    /// Becomes true when the node stops: incoming streams end then, so the server's graceful
+    /// shutdown does not wait on peers that never close theirs.
+    stopping: tokio::sync::watch::Receiver<bool>,
 }
 
 impl PeerService {
-    pub fn new(transport: Arc<Transport>, driver: DriverHandle) -> Self {
-        Self { transport, driver }
+    pub fn new(
+        transport: Arc<Transport>,
+        driver: DriverHandle,
+        stopping: tokio::sync::watch::Receiver<bool>,
+    ) -> Self {
+        Self {
+            transport,
+            driver,
+            stopping,
+        }
     }
 
     /// The tonic server of this service, with the message size raft needs.
@@ -272,7 +301,15 @@ impl Peer for PeerService {
         let mut stream: Pin<Box<dyn Stream<Item = Result<RaftBatch, Status>> + Send>> =
             Box::pin(request.into_inner());
         use futures::StreamExt;
-        while let Some(batch) = stream.next().await {
+        let mut stopping = self.stopping.clone();
+        loop {
+            let batch = tokio::select! {
+                batch = stream.next() => batch,
+                _ = stopping.wait_for(|stopping| *stopping) => None,
+            };
+            let Some(batch) = batch else {
+                break;
+            };
             let batch = batch?;
             self.transport.heard_from(batch.from_node);
             let mut messages = Vec::with_capacity(batch.messages.len());

@@ -319,3 +319,54 @@ async fn a_wiped_node_catches_up() {
     .await
     .expect("test timed out");
 }
+
+/// A rolling restart: each round stops the partition's leader gracefully (SIGTERM: it hands
+/// leadership to a caught-up replica before it exits), restarts it, and moves on. Nothing
+/// acknowledged is lost; the pause each stop causes is reported (compare with the kill -9
+/// fail-over of the test above, which waits out an election timeout).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rolling_restart_loses_nothing() {
+    tokio::time::timeout(TEST_TIMEOUT, async {
+        let mut cluster = Cluster::start(3, 43);
+        cluster.create_topic("rolling", 1, 3).await;
+        let producer = producer_id(&mut cluster).await;
+        let stop = Arc::new(AtomicBool::new(false));
+        let acked: Acked = Arc::default();
+        let progress = Arc::new(AtomicU64::new(0));
+        let addresses: Vec<String> = (1..=3).map(|id| cluster.address(id)).collect();
+        let task = tokio::spawn(produce_until(
+            addresses,
+            "rolling".to_string(),
+            producer,
+            stop.clone(),
+            acked.clone(),
+            progress.clone(),
+        ));
+        progress_past(&progress, 20, "at the start").await;
+        let mut pauses = Vec::new();
+        for round in 0..3 {
+            let leader = cluster.leader_of("rolling", 0).await;
+            assert_eq!(cluster.node(leader).terminate(), Some(0), "clean exit");
+            let mark = progress.load(Ordering::Relaxed);
+            let took = progress_past(&progress, mark, "after a graceful stop").await;
+            eprintln!("round {round}: stopped leader {leader} gracefully; next ack after {took:?}");
+            pauses.push(took);
+            cluster.node(leader).restart();
+            let mark = progress.load(Ordering::Relaxed);
+            progress_past(&progress, mark + 10, "after the restart").await;
+        }
+        pauses.sort();
+        eprintln!(
+            "graceful leader stop to the next acknowledged produce: median {:?}, max {:?}",
+            pauses[pauses.len() / 2],
+            pauses[pauses.len() - 1]
+        );
+        stop.store(true, Ordering::Relaxed);
+        task.await.expect("producer");
+        let acked = acked.lock().expect("acked").clone();
+        let leader = cluster.leader_of("rolling", 0).await;
+        check(&read_all(&cluster, leader, "rolling").await, &acked);
+    })
+    .await
+    .expect("test timed out");
+}

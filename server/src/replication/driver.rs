@@ -145,6 +145,9 @@ enum Command {
     },
     /// Messages from other nodes.
     Step(Vec<(GroupId, Message)>),
+    /// Hand every led group to another voter; reply when none is led here any more, or at the
+    /// deadline.
+    HandOver(Instant, oneshot::Sender<()>),
     Shutdown(oneshot::Sender<()>),
 }
 
@@ -204,6 +207,19 @@ impl DriverHandle {
     pub async fn remove_group(&self, group: GroupId) {
         let (reply, receiver) = oneshot::channel();
         if self.send(Command::RemoveGroup(group, reply)).is_ok() {
+            let _ = receiver.await;
+        }
+    }
+
+    /// Hands the leadership of every group this node leads to a caught-up voter (before a
+    /// graceful stop, so a rolling restart costs no election timeout); returns once it has, or
+    /// after `limit`.
+    pub async fn hand_over_leadership(&self, limit: Duration) {
+        let (reply, receiver) = oneshot::channel();
+        if self
+            .send(Command::HandOver(Instant::now() + limit, reply))
+            .is_ok()
+        {
             let _ = receiver.await;
         }
     }
@@ -273,6 +289,7 @@ pub fn start(node_id: u64, retention_interval: Duration, outbox: Arc<dyn Outbox>
             let driver = Driver {
                 node_id,
                 outbox,
+                handing_over: None,
                 groups: HashMap::new(),
                 commands: receiver,
                 // Proposal ids travel in entries that other nodes see too: the node id in the
@@ -297,6 +314,8 @@ pub fn start(node_id: u64, retention_interval: Duration, outbox: Arc<dyn Outbox>
 struct Driver {
     node_id: u64,
     outbox: Arc<dyn Outbox>,
+    /// A leadership hand-over in progress: its deadline and whom to tell when done.
+    handing_over: Option<(Instant, oneshot::Sender<()>)>,
     groups: HashMap<GroupId, Group>,
     commands: Receiver<Command>,
     next_proposal_id: u64,
@@ -340,6 +359,7 @@ impl Driver {
                 self.tick();
             }
             self.process_ready();
+            self.check_hand_over();
         }
     }
 
@@ -370,6 +390,10 @@ impl Driver {
                         tracing::debug!(group = id, %error, "raft refused a message");
                     }
                 }
+            }
+            Command::HandOver(deadline, reply) => {
+                self.handing_over = Some((deadline, reply));
+                self.transfer_leaderships();
             }
             Command::Shutdown(reply) => return Some(reply),
         }
@@ -677,6 +701,56 @@ impl Driver {
                 }
             }
         });
+    }
+
+    /// Asks each group this node leads (with other voters) to move its leadership to the most
+    /// caught-up voter: raft brings that one up to date and sends it MsgTimeoutNow, and it
+    /// campaigns at once.
+    fn transfer_leaderships(&mut self) {
+        for group in self.groups.values_mut() {
+            let raft = &group.node.raft;
+            if raft.state != StateRole::Leader || raft.lead_transferee.is_some() {
+                continue;
+            }
+            let target = raft
+                .prs()
+                .iter()
+                .filter(|(id, progress)| **id != self.node_id && progress.recent_active)
+                .max_by_key(|(id, progress)| (progress.matched, std::cmp::Reverse(**id)))
+                .map(|(id, _)| *id);
+            if let Some(target) = target {
+                group.node.transfer_leader(target);
+            }
+        }
+    }
+
+    /// Whether a hand-over in progress is done (no group with other voters is led here) or
+    /// out of time; then it is answered.
+    fn check_hand_over(&mut self) {
+        let Some((deadline, _)) = &self.handing_over else {
+            return;
+        };
+        let node_id = self.node_id;
+        let done = self.groups.values().all(|group| {
+            group.node.raft.state != StateRole::Leader
+                || group
+                    .node
+                    .raft
+                    .prs()
+                    .conf()
+                    .voters()
+                    .ids()
+                    .iter()
+                    .all(|id| id == node_id)
+        });
+        if done || Instant::now() >= *deadline {
+            if let Some((_, reply)) = self.handing_over.take() {
+                let _ = reply.send(());
+            }
+        } else {
+            // A transfer that raft abandoned (its election timeout passed) is tried again.
+            self.transfer_leaderships();
+        }
     }
 
     fn stop(&mut self) {
