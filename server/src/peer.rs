@@ -50,6 +50,9 @@ pub struct Transport {
     node_id: u64,
     /// Addresses of the other nodes: the initial cluster, then what the metadata says.
     addresses: RwLock<BTreeMap<u64, String>>,
+    /// Nodes whose address this node was given at start: those win over the metadata (each
+    /// node may reach a peer its own way, e.g. through a proxy).
+    configured: std::collections::BTreeSet<u64>,
     links: RwLock<HashMap<u64, Link>>,
     /// Milliseconds since the epoch of the last batch from each peer.
     heard: RwLock<HashMap<u64, Arc<AtomicI64>>>,
@@ -66,6 +69,7 @@ impl Transport {
     ) -> Arc<Self> {
         Arc::new(Self {
             node_id,
+            configured: addresses.keys().copied().collect(),
             addresses: RwLock::new(addresses),
             links: RwLock::new(HashMap::new()),
             heard: RwLock::new(HashMap::new()),
@@ -73,9 +77,9 @@ impl Transport {
         })
     }
 
-    /// Learns (or changes) a node's address, from the metadata.
+    /// Learns (or changes) a node's address, from the metadata; addresses given at start stay.
     pub fn set_address(&self, node: u64, address: &str) {
-        if node == self.node_id {
+        if node == self.node_id || self.configured.contains(&node) {
             return;
         }
         let mut addresses = self.addresses.write().expect("addresses lock poisoned");

@@ -3,11 +3,13 @@
 //! need to drive it through the generated gRPC clients: find the controller's and a
 //! partition's leader, follow NOT_LEADER.
 
+use std::collections::BTreeMap;
 use std::net::TcpListener;
 use std::time::{Duration, Instant};
 
 use strata_proto::v1 as pb;
 
+use crate::proxy::Proxy;
 use crate::server::{Clients, ServerProcess};
 
 /// The longest the cluster may take to elect a leader for something.
@@ -16,39 +18,87 @@ pub const LEADER_WAIT: Duration = Duration::from_secs(30);
 pub struct Cluster {
     pub nodes: Vec<ServerProcess>,
     pub dir: tempfile::TempDir,
+    /// With [`Cluster::start_partitionable`]: the proxy each node reaches each other node
+    /// through, by (from, to).
+    pub links: BTreeMap<(u64, u64), Proxy>,
 }
 
 impl Cluster {
     /// Starts `size` nodes (ids 1..=size) on `127.0.<slot>.1`, each with its own data
     /// directory, and waits until all serve.
     pub fn start(size: u64, slot: u8) -> Self {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let ip = format!("127.0.{slot}.1");
-        // Ports free right now on this address (bound, read, released).
-        let addresses: Vec<String> = (0..size)
-            .map(|_| {
-                let listener = TcpListener::bind(format!("{ip}:0")).expect("bind a free port");
-                listener.local_addr().expect("address").to_string()
+        let addresses = free_addresses(size, slot);
+        let initial = initial_cluster(&addresses);
+        Self::launch_all(&addresses, |_| initial.clone(), BTreeMap::new())
+    }
+
+    /// Like [`Cluster::start`], but every node reaches every other node through a proxy of its
+    /// own, which [`Cluster::isolate`] cuts (clients still reach every node directly).
+    pub async fn start_partitionable(size: u64, slot: u8) -> Self {
+        let addresses = free_addresses(size, slot);
+        let mut links = BTreeMap::new();
+        for from in 1..=size {
+            for to in 1..=size {
+                if from != to {
+                    let proxy = Proxy::start(
+                        &format!("127.0.{slot}.1:0"),
+                        addresses[to as usize - 1].clone(),
+                    )
+                    .await;
+                    links.insert((from, to), proxy);
+                }
+            }
+        }
+        let views: Vec<String> = (1..=size)
+            .map(|from| {
+                let seen: Vec<String> = (1..=size)
+                    .map(|to| match links.get(&(from, to)) {
+                        Some(proxy) => proxy.address.clone(),
+                        None => addresses[to as usize - 1].clone(),
+                    })
+                    .collect();
+                initial_cluster(&seen)
             })
             .collect();
-        let initial: String = addresses
-            .iter()
-            .enumerate()
-            .map(|(i, address)| format!("{}={address}", i + 1))
-            .collect::<Vec<_>>()
-            .join(",");
+        Self::launch_all(&addresses, |id| views[id as usize - 1].clone(), links)
+    }
+
+    fn launch_all(
+        addresses: &[String],
+        initial: impl Fn(u64) -> String,
+        links: BTreeMap<(u64, u64), Proxy>,
+    ) -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
         let mut nodes: Vec<ServerProcess> = addresses
             .iter()
             .enumerate()
             .map(|(i, address)| {
-                let data = dir.path().join(format!("node-{}", i + 1));
-                ServerProcess::launch(&data, i as u64 + 1, address, Some(&initial))
+                let id = i as u64 + 1;
+                let data = dir.path().join(format!("node-{id}"));
+                ServerProcess::launch(&data, id, address, Some(&initial(id)))
             })
             .collect();
         for node in &mut nodes {
             node.wait_ready();
         }
-        Self { nodes, dir }
+        Self { nodes, dir, links }
+    }
+
+    /// Cuts every link between `node` and the others (both directions); once it returns, no
+    /// byte passes between them.
+    pub async fn isolate(&self, node: u64) {
+        for ((from, to), proxy) in &self.links {
+            if *from == node || *to == node {
+                proxy.cut().await;
+            }
+        }
+    }
+
+    /// Restores every link.
+    pub fn heal(&self) {
+        for proxy in self.links.values() {
+            proxy.heal();
+        }
     }
 
     pub fn node(&mut self, id: u64) -> &mut ServerProcess {
@@ -143,6 +193,27 @@ impl Cluster {
             .await
             .expect("create topic");
     }
+}
+
+/// Addresses free right now on `127.0.<slot>.1` (bound, read, released).
+fn free_addresses(size: u64, slot: u8) -> Vec<String> {
+    (0..size)
+        .map(|_| {
+            let listener =
+                TcpListener::bind(format!("127.0.{slot}.1:0")).expect("bind a free port");
+            listener.local_addr().expect("address").to_string()
+        })
+        .collect()
+}
+
+/// `1=ADDRESS,2=ADDRESS,...`
+fn initial_cluster(addresses: &[String]) -> String {
+    addresses
+        .iter()
+        .enumerate()
+        .map(|(i, address)| format!("{}={address}", i + 1))
+        .collect::<Vec<_>>()
+        .join(",")
 }
 
 /// Connects to one node, failing fast when it is down.

@@ -370,3 +370,87 @@ async fn a_rolling_restart_loses_nothing() {
     .await
     .expect("test timed out");
 }
+
+/// Fault test 2: the leader is cut off from the other nodes (by proxies between the nodes;
+/// clients still reach it). The minority cannot commit: a batch sent to the old leader is not
+/// acknowledged and never appears anywhere; the majority elects a leader and keeps serving;
+/// after healing, every node holds the same records and every acknowledged one is there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_isolated_leader_cannot_commit_and_nothing_diverges() {
+    tokio::time::timeout(TEST_TIMEOUT, async {
+        let mut cluster = Cluster::start_partitionable(3, 44).await;
+        cluster.create_topic("split", 1, 3).await;
+        let producer = producer_id(&mut cluster).await;
+        let stop = Arc::new(AtomicBool::new(false));
+        let acked: Acked = Arc::default();
+        let progress = Arc::new(AtomicU64::new(0));
+        let addresses: Vec<String> = (1..=3).map(|id| cluster.address(id)).collect();
+        let task = tokio::spawn(produce_until(
+            addresses,
+            "split".to_string(),
+            producer,
+            stop.clone(),
+            acked.clone(),
+            progress.clone(),
+        ));
+        progress_past(&progress, 20, "at the start").await;
+        let old_leader = cluster.leader_of("split", 0).await;
+        cluster.isolate(old_leader).await;
+        // Straight to the isolated leader: not acknowledged.
+        let mut minority = cluster.clients(old_leader).await;
+        let mut builder = BatchBuilder::new();
+        builder.push(1, None, Some(b"minority-write"), &[]);
+        let attempt = tokio::time::timeout(
+            Duration::from_secs(3),
+            minority.broker.produce(pb::ProduceRequest {
+                topic: "split".to_string(),
+                target: Some(pb::produce_request::Target::Partition(0)),
+                payload: Some(pb::produce_request::Payload::Batch(
+                    builder.finish().freeze(),
+                )),
+                ..pb::ProduceRequest::default()
+            }),
+        )
+        .await;
+        assert!(
+            !matches!(attempt, Ok(Ok(_))),
+            "the isolated leader acknowledged a write: {attempt:?}"
+        );
+        // The majority goes on.
+        let mark = progress.load(Ordering::Relaxed);
+        let took = progress_past(&progress, mark + 20, "from the majority").await;
+        eprintln!("the majority served 20 batches {took:?} after the leader was cut off");
+        cluster.heal();
+        let mark = progress.load(Ordering::Relaxed);
+        progress_past(&progress, mark + 20, "after healing").await;
+        stop.store(true, Ordering::Relaxed);
+        task.await.expect("producer");
+        let acked = acked.lock().expect("acked").clone();
+        let leader = cluster.leader_of("split", 0).await;
+        let expected = read_all(&cluster, leader, "split").await;
+        check(&expected, &acked);
+        assert!(
+            expected.iter().all(|(_, value)| value != "minority-write"),
+            "the minority's write was committed"
+        );
+        // Every node converges on the same log.
+        for node in 1..=3 {
+            let started = Instant::now();
+            loop {
+                let records = read_all(&cluster, node, "split").await;
+                if records == expected {
+                    break;
+                }
+                assert!(
+                    started.elapsed() < Duration::from_secs(60),
+                    "node {node} diverges: {} records vs {}",
+                    records.len(),
+                    expected.len()
+                );
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    })
+    .await
+    .expect("test timed out");
+}
