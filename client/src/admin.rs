@@ -2,11 +2,13 @@
 //! cluster; list, describe, delete consumer groups and set their committed offsets. Replies
 //! are the protocol's own messages ([`TopicDescription`], [`ClusterInfoResponse`],
 //! [`DescribeGroupResponse`], ...), which already say everything there is to say.
+//!
+//! Topic changes and group calls go to the controller leader, reads to any broker (see
+//! [`crate::Client`] for the routing and its retries).
 
-use std::time::Duration;
+use std::future::Future;
 
 use strata_proto::v1::admin_client::AdminClient;
-use strata_proto::v1::groups_client::GroupsClient;
 use strata_proto::v1::reset_offsets_request::To;
 use strata_proto::v1::{
     AlterTopicConfigRequest, ClusterInfoRequest, ClusterInfoResponse, CommitOffsetsRequest,
@@ -18,18 +20,20 @@ use strata_proto::v1::{
 };
 use tonic::transport::Channel;
 
-use crate::client::unary;
+use crate::client::Client;
 use crate::error::Result;
+use crate::routing::{NodeView, Route};
 
-/// Admin calls on one broker. Cheap to clone. Made by [`crate::Client::admin`].
+/// Admin calls on a cluster. Cheap to clone. Made by [`crate::Client::admin`].
 ///
-/// Every call waits at most the client's `request_timeout`; every `# Errors` section below
-/// also includes [`crate::Error::Timeout`] and transport errors.
+/// Every attempt waits at most the client's `request_timeout`; every `# Errors` section below
+/// also includes [`crate::Error::Timeout`] and transport errors. A topic change whose reply was
+/// lost to a failing connection is sent again, so it may answer that its own first attempt
+/// already happened (`TOPIC_ALREADY_EXISTS` after a create, `UNKNOWN_TOPIC_OR_PARTITION` after a
+/// delete).
 #[derive(Debug, Clone)]
 pub struct Admin {
-    client: AdminClient<Channel>,
-    groups: GroupsClient<Channel>,
-    request_timeout: Duration,
+    client: Client,
 }
 
 /// Where [`Admin::reset_offsets`] moves a group's committed offsets.
@@ -60,16 +64,20 @@ impl ResetTo {
 }
 
 impl Admin {
-    pub(crate) fn new(
-        client: AdminClient<Channel>,
-        groups: GroupsClient<Channel>,
-        request_timeout: Duration,
-    ) -> Self {
-        Self {
-            client,
-            groups,
-            request_timeout,
-        }
+    pub(crate) fn new(client: Client) -> Self {
+        Self { client }
+    }
+
+    /// One admin call on `route`.
+    async fn admin<T, F, Fut>(&self, route: Route, mut call: F) -> Result<T>
+    where
+        F: FnMut(AdminClient<Channel>) -> Fut,
+        Fut: Future<Output = Result<tonic::Response<T>, tonic::Status>>,
+    {
+        let limit = self.client.config().request_timeout;
+        self.client
+            .call(&route, limit, |channel| call(AdminClient::new(channel)))
+            .await
     }
 
     /// Creates a topic and returns its description. Config fields left `None` take the
@@ -91,10 +99,10 @@ impl Admin {
             replication_factor,
             config: Some(config),
         };
-        unary(
-            self.request_timeout,
-            self.client.clone().create_topic(request),
-        )
+        self.admin(Route::Controller, |mut admin| {
+            let request = request.clone();
+            async move { admin.create_topic(request).await }
+        })
         .await
     }
 
@@ -106,10 +114,10 @@ impl Admin {
         let request = DeleteTopicRequest {
             name: name.to_owned(),
         };
-        unary(
-            self.request_timeout,
-            self.client.clone().delete_topic(request),
-        )
+        self.admin(Route::Controller, |mut admin| {
+            let request = request.clone();
+            async move { admin.delete_topic(request).await }
+        })
         .await?;
         Ok(())
     }
@@ -119,11 +127,11 @@ impl Admin {
     /// # Errors
     /// Only timeouts and transport errors.
     pub async fn list_topics(&self) -> Result<Vec<TopicDescription>> {
-        let reply = unary(
-            self.request_timeout,
-            self.client.clone().list_topics(ListTopicsRequest {}),
-        )
-        .await?;
+        let reply = self
+            .admin(Route::Any, |mut admin| async move {
+                admin.list_topics(ListTopicsRequest {}).await
+            })
+            .await?;
         Ok(reply.topics)
     }
 
@@ -135,10 +143,10 @@ impl Admin {
         let request = DescribeTopicRequest {
             name: name.to_owned(),
         };
-        unary(
-            self.request_timeout,
-            self.client.clone().describe_topic(request),
-        )
+        self.admin(Route::Any, |mut admin| {
+            let request = request.clone();
+            async move { admin.describe_topic(request).await }
+        })
         .await
     }
 
@@ -155,35 +163,44 @@ impl Admin {
             name: name.to_owned(),
             config: Some(config),
         };
-        unary(
-            self.request_timeout,
-            self.client.clone().alter_topic_config(request),
-        )
+        self.admin(Route::Controller, |mut admin| {
+            let request = request.clone();
+            async move { admin.alter_topic_config(request).await }
+        })
         .await
     }
 
-    /// The nodes, the controller leader and every topic.
+    /// The nodes, the controller leader and every topic, as one broker sees them: a
+    /// partition's leader is filled only by brokers that replicate it, and its in-sync
+    /// replicas only by its leader ([`Self::cluster_views`] asks every broker).
     ///
     /// # Errors
     /// Only timeouts and transport errors.
     pub async fn cluster_info(&self) -> Result<ClusterInfoResponse> {
-        unary(
-            self.request_timeout,
-            self.client.clone().cluster_info(ClusterInfoRequest {}),
-        )
+        self.admin(Route::Any, |mut admin| async move {
+            admin.cluster_info(ClusterInfoRequest {}).await
+        })
         .await
+    }
+
+    /// Every broker's own answer to `ClusterInfo`: each node the cluster names, the broker the
+    /// client connected to and the brokers of its list, asked at once, each for at most the
+    /// request timeout. [`crate::merge_cluster_views`] makes one picture of them. Never fails:
+    /// a broker that did not answer has the error in its view.
+    pub async fn cluster_views(&self) -> Vec<NodeView> {
+        self.client.refresh_if_needed(&Route::Controller).await;
+        self.client.cluster_views().await
     }
 
     /// Every consumer group: its state, member count and epoch.
     ///
     /// # Errors
-    /// `NOT_LEADER` from a node that does not coordinate groups.
+    /// Only timeouts and transport errors (`NOT_LEADER` is followed to the coordinator).
     pub async fn list_groups(&self) -> Result<Vec<GroupListing>> {
-        let reply = unary(
-            self.request_timeout,
-            self.groups.clone().list_groups(ListGroupsRequest {}),
-        )
-        .await?;
+        let reply = self
+            .client
+            .groups_call(|mut groups| async move { groups.list_groups(ListGroupsRequest {}).await })
+            .await?;
         Ok(reply.groups)
     }
 
@@ -191,31 +208,33 @@ impl Admin {
     /// lag and owner.
     ///
     /// # Errors
-    /// `UNKNOWN_GROUP`, `NOT_LEADER`.
+    /// `UNKNOWN_GROUP`.
     pub async fn describe_group(&self, group_id: &str) -> Result<DescribeGroupResponse> {
         let request = DescribeGroupRequest {
             group_id: group_id.to_owned(),
         };
-        unary(
-            self.request_timeout,
-            self.groups.clone().describe_group(request),
-        )
-        .await
+        self.client
+            .groups_call(|mut groups| {
+                let request = request.clone();
+                async move { groups.describe_group(request).await }
+            })
+            .await
     }
 
     /// Deletes a group and its committed offsets.
     ///
     /// # Errors
-    /// `UNKNOWN_GROUP`, `GROUP_NOT_EMPTY` while it has members, `NOT_LEADER`.
+    /// `UNKNOWN_GROUP`, `GROUP_NOT_EMPTY` while it has members.
     pub async fn delete_group(&self, group_id: &str) -> Result<()> {
         let request = DeleteGroupRequest {
             group_id: group_id.to_owned(),
         };
-        unary(
-            self.request_timeout,
-            self.groups.clone().delete_group(request),
-        )
-        .await?;
+        self.client
+            .groups_call(|mut groups| {
+                let request = request.clone();
+                async move { groups.delete_group(request).await }
+            })
+            .await?;
         Ok(())
     }
 
@@ -224,7 +243,7 @@ impl Admin {
     /// `dry_run`, computes and returns the new offsets without committing them.
     ///
     /// # Errors
-    /// `UNKNOWN_TOPIC_OR_PARTITION`, `INVALID_GROUP_ID`, `NOT_LEADER`.
+    /// `UNKNOWN_TOPIC_OR_PARTITION`, `INVALID_GROUP_ID`.
     pub async fn reset_offsets(
         &self,
         group_id: &str,
@@ -240,18 +259,19 @@ impl Admin {
             to: Some(to.to_proto()),
             dry_run,
         };
-        unary(
-            self.request_timeout,
-            self.groups.clone().reset_offsets(request),
-        )
-        .await
+        self.client
+            .groups_call(|mut groups| {
+                let request = request.clone();
+                async move { groups.reset_offsets(request).await }
+            })
+            .await
     }
 
     /// A group's committed offsets for `partitions` (every partition it committed when
     /// empty), with the group's offsets generation.
     ///
     /// # Errors
-    /// `NOT_LEADER`.
+    /// Only timeouts and transport errors.
     pub async fn fetch_committed_offsets(
         &self,
         group_id: &str,
@@ -261,11 +281,12 @@ impl Admin {
             group_id: group_id.to_owned(),
             partitions: partitions.to_vec(),
         };
-        unary(
-            self.request_timeout,
-            self.groups.clone().fetch_committed_offsets(request),
-        )
-        .await
+        self.client
+            .groups_call(|mut groups| {
+                let request = request.clone();
+                async move { groups.fetch_committed_offsets(request).await }
+            })
+            .await
     }
 
     /// Commits offsets as an operator or standalone consumer (no member id): allowed only
@@ -273,7 +294,7 @@ impl Admin {
     ///
     /// # Errors
     /// `GROUP_NOT_EMPTY` (refused while members run), `INVALID_GROUP_ID`,
-    /// `UNKNOWN_TOPIC_OR_PARTITION`, `NOT_LEADER`.
+    /// `UNKNOWN_TOPIC_OR_PARTITION`.
     pub async fn commit_offsets(&self, group_id: &str, offsets: Vec<OffsetCommit>) -> Result<()> {
         let request = CommitOffsetsRequest {
             group_id: group_id.to_owned(),
@@ -281,11 +302,12 @@ impl Admin {
             member_epoch: 0,
             offsets,
         };
-        unary(
-            self.request_timeout,
-            self.groups.clone().commit_offsets(request),
-        )
-        .await?;
+        self.client
+            .groups_call(|mut groups| {
+                let request = request.clone();
+                async move { groups.commit_offsets(request).await }
+            })
+            .await?;
         Ok(())
     }
 }

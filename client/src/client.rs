@@ -1,13 +1,16 @@
 //! The connection to a Strata cluster, and the handle every other part of the client is made
 //! from.
 
+use std::collections::HashMap;
 use std::future::Future;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use strata_proto::v1::ClusterInfoRequest;
 use strata_proto::v1::admin_client::AdminClient;
 use strata_proto::v1::broker_client::BrokerClient;
 use strata_proto::v1::groups_client::GroupsClient;
+use tokio::time::Instant;
 use tonic::transport::{Channel, Endpoint};
 
 use crate::admin::Admin;
@@ -16,6 +19,8 @@ use crate::consumer::{PartitionOffsets, StartFrom};
 use crate::error::{Error, Result, chain};
 use crate::group::{self, GroupConsumer, GroupConsumerConfig};
 use crate::producer::{Producer, ProducerConfig};
+use crate::retry::{Backoff, random_jitter};
+use crate::routing::{Metadata, Next, NodeView, REDIRECTS_MAX, Route, merge_cluster_views};
 
 /// The broker list used when none is given: the same in the client, its examples and the
 /// `strata` CLI.
@@ -41,6 +46,13 @@ pub struct ClientConfig {
     /// How long to wait for the reply to a unary call (admin calls, `ListOffsets`, and a
     /// fetch on top of its own `max_wait`).
     pub request_timeout: Duration,
+    /// How many times a call is sent again, after a backoff and a metadata refresh, when the
+    /// node it reached does not lead what it asked for and cannot say who does, is
+    /// unavailable, or cannot be reached. Redirects to the leader a `NOT_LEADER` names are
+    /// followed at once and not counted.
+    pub routing_retries: u32,
+    /// The delay before each of those attempts.
+    pub routing_backoff: Backoff,
 }
 
 impl Default for ClientConfig {
@@ -48,16 +60,25 @@ impl Default for ClientConfig {
         Self {
             connect_timeout: Duration::from_secs(5),
             request_timeout: Duration::from_secs(30),
+            // About 4 to 8 s of backoff in all: leadership moves within one or two seconds.
+            routing_retries: 8,
+            routing_backoff: Backoff::default(),
         }
     }
 }
 
-/// A connection to one broker of a cluster. Cheap to clone: clones share the HTTP/2
-/// connection, which reconnects by itself when it breaks.
+/// A connection to a Strata cluster. Cheap to clone: clones share the connections (one
+/// HTTP/2 connection per broker, opened when first used, reconnecting by itself) and the
+/// picture of the cluster.
 ///
-/// Every request goes to the broker the client connected to; routing each partition to its
-/// leader is not implemented yet (a `NOT_LEADER` reply is retried by the producer and returned
-/// by the other calls).
+/// Each request goes where the cluster serves it: a partition's produce, fetch, subscribe and
+/// list-offsets to the partition's leader; topic changes, consumer-group calls and the
+/// idempotent producer's `InitProducerId` to the controller leader; other admin reads to any
+/// broker. The client learns the cluster from `ClusterInfo` (asked of every broker it knows)
+/// and from the leader a `NOT_LEADER` refusal names, which it follows at once. When a broker
+/// does not know the leader, is unavailable or cannot be reached, the call is sent again after
+/// a backoff, to wherever fresh metadata points, up to [`ClientConfig::routing_retries`] times.
+/// A single broker is used exactly as it is reached, whatever address it advertises.
 #[derive(Debug, Clone)]
 pub struct Client {
     inner: Arc<Inner>,
@@ -65,14 +86,20 @@ pub struct Client {
 
 #[derive(Debug)]
 struct Inner {
-    channel: Channel,
     address: String,
     config: ClientConfig,
+    /// Channels by `HOST:PORT`. std Mutex: never held across `.await`.
+    channels: Mutex<HashMap<String, Channel>>,
+    /// std Mutex: never held across `.await`.
+    metadata: Mutex<Metadata>,
+    /// Held while a metadata refresh runs, so callers that need one wait for the same one.
+    refreshing: tokio::sync::Mutex<()>,
 }
 
 impl Client {
     /// Connects to the first reachable broker of `brokers`, a comma-separated list of
-    /// `HOST:PORT` (or `http://HOST:PORT`), with the default [`ClientConfig`].
+    /// `HOST:PORT` (or `http://HOST:PORT`), with the default [`ClientConfig`]. The other
+    /// brokers of the list, and every node the cluster names, are used as requests need them.
     ///
     /// # Errors
     /// [`Error::InvalidArgument`] for a malformed list, [`Error::Connect`] when no broker can
@@ -88,20 +115,18 @@ impl Client {
     pub async fn connect_with(brokers: &str, config: ClientConfig) -> Result<Self> {
         let addresses = parse_brokers(brokers)?;
         let mut failures = Vec::new();
-        for address in addresses {
-            let endpoint = Endpoint::from_shared(format!("http://{address}"))
-                .map_err(|error| {
-                    Error::InvalidArgument(format!("broker address {address}: {error}"))
-                })?
-                .connect_timeout(config.connect_timeout)
-                .tcp_nodelay(true);
+        for address in &addresses {
+            let endpoint = endpoint(address, &config)?;
             match endpoint.connect().await {
                 Ok(channel) => {
+                    let metadata = Metadata::new(address.clone(), addresses.clone());
                     return Ok(Self {
                         inner: Arc::new(Inner {
-                            channel,
-                            address,
+                            channels: Mutex::new(HashMap::from([(address.clone(), channel)])),
+                            address: address.clone(),
                             config,
+                            metadata: Mutex::new(metadata),
+                            refreshing: tokio::sync::Mutex::new(()),
                         }),
                     });
                 }
@@ -114,7 +139,7 @@ impl Client {
         })
     }
 
-    /// The `HOST:PORT` of the broker this client talks to.
+    /// The `HOST:PORT` of the broker this client first connected to.
     pub fn address(&self) -> &str {
         &self.inner.address
     }
@@ -126,11 +151,7 @@ impl Client {
 
     /// The admin client: topics, cluster information and consumer groups.
     pub fn admin(&self) -> Admin {
-        Admin::new(
-            AdminClient::new(self.inner.channel.clone()),
-            self.groups(),
-            self.inner.config.request_timeout,
-        )
+        Admin::new(self.clone())
     }
 
     /// Joins a consumer group and starts reading the partitions it assigns (see
@@ -154,7 +175,8 @@ impl Client {
         Producer::start(self, config)
     }
 
-    /// Subscribes to one partition from `from`, with flow control by byte credit.
+    /// Subscribes to one partition from `from`, on its leader, with flow control by byte
+    /// credit.
     ///
     /// # Errors
     /// [`Error::InvalidArgument`] for a credit below the minimum; the broker's refusal (an
@@ -169,7 +191,7 @@ impl Client {
         consumer::subscribe(self, topic, partition, from, config).await
     }
 
-    /// Fetches the records of one partition from `offset` on, waiting up to
+    /// Fetches the records of one partition from `offset` on, from its leader, waiting up to
     /// `options.max_wait` for some to arrive (long poll).
     ///
     /// # Errors
@@ -185,7 +207,8 @@ impl Client {
         consumer::fetch(self, topic, partition, offset, options).await
     }
 
-    /// Resolves `from` to an offset of one partition, with the partition's bounds.
+    /// Resolves `from` to an offset of one partition, with the partition's bounds, as its
+    /// leader sees them.
     ///
     /// # Errors
     /// The broker's refusal (unknown topic or partition), a timeout, transport errors.
@@ -198,18 +221,200 @@ impl Client {
         consumer::list_offsets(self, topic, partition, from).await
     }
 
-    /// A consumer-groups client on the shared connection.
-    pub(crate) fn groups(&self) -> GroupsClient<Channel> {
-        GroupsClient::new(self.inner.channel.clone())
+    fn metadata(&self) -> std::sync::MutexGuard<'_, Metadata> {
+        self.inner
+            .metadata
+            .lock()
+            .expect("no panic while holding the lock")
     }
 
-    /// A broker client on the shared connection, accepting messages up to
-    /// [`MESSAGE_BYTES_MAX`].
-    pub(crate) fn broker(&self) -> BrokerClient<Channel> {
-        BrokerClient::new(self.inner.channel.clone())
-            .max_decoding_message_size(MESSAGE_BYTES_MAX)
-            .max_encoding_message_size(MESSAGE_BYTES_MAX)
+    /// The channel to `address`, made (not yet connected) on first use.
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] when `address` is not a valid URI authority.
+    pub(crate) fn channel(&self, address: &str) -> Result<Channel> {
+        let mut channels = self
+            .inner
+            .channels
+            .lock()
+            .expect("no panic while holding the lock");
+        if let Some(channel) = channels.get(address) {
+            return Ok(channel.clone());
+        }
+        let channel = endpoint(address, &self.inner.config)?.connect_lazy();
+        channels.insert(address.to_owned(), channel.clone());
+        Ok(channel)
     }
+
+    /// Where a request on `route` goes now, refreshing the metadata first when it was never
+    /// read or a failure made it stale.
+    pub(crate) async fn route(&self, route: &Route) -> String {
+        self.refresh_if_needed(route).await;
+        self.metadata().address(route, Instant::now())
+    }
+
+    /// The address for `route` from the metadata as it is, without refreshing.
+    pub(crate) fn cached_route(&self, route: &Route) -> String {
+        self.metadata().address(route, Instant::now())
+    }
+
+    /// Learns from an attempt on `route` at `address` that failed with `error`.
+    pub(crate) fn note_error(&self, route: &Route, address: &str, error: &Error) -> Next {
+        let next = self
+            .metadata()
+            .on_error(route, address, error, Instant::now());
+        tracing::debug!(%error, ?route, address, ?next, "routed call failed");
+        next
+    }
+
+    /// Refreshes the metadata when a request on `route` needs it (see
+    /// [`Metadata::needs_refresh`]); callers that arrive during a refresh wait for it.
+    pub(crate) async fn refresh_if_needed(&self, route: &Route) {
+        if !self.metadata().needs_refresh(route, Instant::now()) {
+            return;
+        }
+        let _refreshing = self.inner.refreshing.lock().await;
+        {
+            let mut metadata = self.metadata();
+            let now = Instant::now();
+            if !metadata.needs_refresh(route, now) {
+                return;
+            }
+            metadata.refresh_started(now);
+        }
+        let views = self.cluster_views().await;
+        let answered: Vec<&NodeView> = views.iter().filter(|view| view.info.is_ok()).collect();
+        if answered.is_empty() {
+            tracing::debug!(?views, "no broker answered ClusterInfo");
+            return;
+        }
+        let merged = merge_cluster_views(&views);
+        let single_node_address = match (&merged.nodes[..], &answered[..]) {
+            ([_], [view]) => Some(view.address.as_str()),
+            _ => None,
+        };
+        self.metadata().apply(&merged, single_node_address);
+    }
+
+    /// Asks every broker the client knows (the nodes of the cluster, the one it connected to,
+    /// the broker list) for `ClusterInfo`, all at once, each for at most the request timeout.
+    /// Views come back in the order the addresses were asked.
+    pub(crate) async fn cluster_views(&self) -> Vec<NodeView> {
+        let addresses = self.metadata().addresses();
+        let limit = self.inner.config.request_timeout;
+        let mut calls = tokio::task::JoinSet::new();
+        for (index, address) in addresses.into_iter().enumerate() {
+            let channel = self.channel(&address);
+            calls.spawn(async move {
+                let info = match channel {
+                    Ok(channel) => {
+                        unary(
+                            limit,
+                            AdminClient::new(channel).cluster_info(ClusterInfoRequest {}),
+                        )
+                        .await
+                    }
+                    Err(error) => Err(error),
+                };
+                (index, NodeView { address, info })
+            });
+        }
+        let mut views: Vec<(usize, NodeView)> = calls.join_all().await.into_iter().collect();
+        views.sort_by_key(|(index, _)| *index);
+        views.into_iter().map(|(_, view)| view).collect()
+    }
+
+    /// Sends a unary call (or opens a stream) to where `route` says, following `NOT_LEADER`
+    /// hints at once and retrying routing failures after a backoff, at most `retries` times.
+    /// `call` makes one attempt on a channel, each attempt waiting at most `limit`. Returns
+    /// the reply with the address that gave it.
+    ///
+    /// # Errors
+    /// The last attempt's error, or the first that routing cannot help with.
+    pub(crate) async fn call_at<T, F, Fut>(
+        &self,
+        route: &Route,
+        limit: Duration,
+        retries: u32,
+        mut call: F,
+    ) -> Result<(T, String)>
+    where
+        F: FnMut(Channel) -> Fut,
+        Fut: Future<Output = Result<tonic::Response<T>, tonic::Status>>,
+    {
+        let mut failures = 0u32;
+        let mut redirects = 0u32;
+        let mut address = self.route(route).await;
+        loop {
+            let reply = match self.channel(&address) {
+                Ok(channel) => unary(limit, call(channel)).await,
+                Err(error) => Err(error),
+            };
+            let error = match reply {
+                Ok(reply) => return Ok((reply, address)),
+                Err(error) => error,
+            };
+            match self.note_error(route, &address, &error) {
+                Next::Fail => return Err(error),
+                Next::Redirect(hinted) if redirects < REDIRECTS_MAX => {
+                    redirects += 1;
+                    address = hinted;
+                    continue;
+                }
+                Next::Redirect(_) | Next::Retry => {}
+            }
+            failures += 1;
+            if failures > retries {
+                return Err(error);
+            }
+            let delay = self
+                .inner
+                .config
+                .routing_backoff
+                .delay(failures, random_jitter());
+            tokio::time::sleep(delay).await;
+            redirects = 0;
+            address = self.route(route).await;
+        }
+    }
+
+    /// [`Self::call_at`] with the configured retries, without the address.
+    pub(crate) async fn call<T, F, Fut>(&self, route: &Route, limit: Duration, call: F) -> Result<T>
+    where
+        F: FnMut(Channel) -> Fut,
+        Fut: Future<Output = Result<tonic::Response<T>, tonic::Status>>,
+    {
+        let retries = self.inner.config.routing_retries;
+        let (reply, _) = self.call_at(route, limit, retries, call).await?;
+        Ok(reply)
+    }
+
+    /// A consumer-groups call, on the controller leader.
+    pub(crate) async fn groups_call<T, F, Fut>(&self, mut call: F) -> Result<T>
+    where
+        F: FnMut(GroupsClient<Channel>) -> Fut,
+        Fut: Future<Output = Result<tonic::Response<T>, tonic::Status>>,
+    {
+        let limit = self.inner.config.request_timeout;
+        self.call(&Route::Controller, limit, |channel| {
+            call(GroupsClient::new(channel))
+        })
+        .await
+    }
+}
+
+/// A broker client on `channel`, accepting messages up to [`MESSAGE_BYTES_MAX`].
+pub(crate) fn broker_client(channel: Channel) -> BrokerClient<Channel> {
+    BrokerClient::new(channel)
+        .max_decoding_message_size(MESSAGE_BYTES_MAX)
+        .max_encoding_message_size(MESSAGE_BYTES_MAX)
+}
+
+fn endpoint(address: &str, config: &ClientConfig) -> Result<Endpoint> {
+    Ok(Endpoint::from_shared(format!("http://{address}"))
+        .map_err(|error| Error::InvalidArgument(format!("broker address {address}: {error}")))?
+        .connect_timeout(config.connect_timeout)
+        .tcp_nodelay(true))
 }
 
 /// Awaits a unary call for at most `limit` and unwraps its reply.

@@ -19,9 +19,10 @@ use strata_proto::v1::{
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 
-use crate::client::{Client, unary};
+use crate::client::{Client, broker_client};
 use crate::error::{Error, Result};
 use crate::retry::{Backoff, random_jitter};
+use crate::routing::{Next, Route};
 
 /// The protocol's default largest batch: a subscription's credit must cover two, so the broker
 /// can always send the next batch while the client still holds up to half its credit.
@@ -130,9 +131,11 @@ pub struct FetchedRecords {
 /// many bytes as the consumer has granted; the consumer grants more only as the application
 /// takes records, so a slow application slows the broker down instead of filling memory.
 ///
-/// When the stream fails with a retriable error, the consumer subscribes again from the next
-/// offset (up to [`ConsumerConfig::resubscribe_max`] times in a row), so the application sees
-/// each record once, in order, across reconnections.
+/// The subscription is on the partition's leader. When the stream fails with a retriable
+/// error (the broker stopped leading, shut down, died, or the connection broke), the consumer
+/// subscribes again from the next offset, on the leader the refusal names or fresh metadata
+/// finds (up to [`ConsumerConfig::resubscribe_max`] times in a row), so the application sees
+/// each record once, in order, across reconnections and leader changes.
 ///
 /// Made by [`Client::subscribe`]. Dropping it ends the subscription.
 #[derive(Debug)]
@@ -164,6 +167,8 @@ pub struct PartitionConsumer {
 struct Stream {
     requests: mpsc::Sender<SubscribeRequest>,
     responses: tonic::Streaming<SubscribeResponse>,
+    /// The broker it is open on.
+    address: String,
 }
 
 /// Room in the request channel: one start, one credit, and slack for credits not yet read.
@@ -186,7 +191,16 @@ pub(crate) async fn subscribe(
     // batch (which may begin earlier).
     let offsets = list_offsets(client, topic, partition, from).await?;
     let start = offsets.offset;
-    let stream = open(client, topic, partition, start, config.credit_bytes).await?;
+    let retries = client.config().routing_retries;
+    let stream = open(
+        client,
+        topic,
+        partition,
+        start,
+        config.credit_bytes,
+        retries,
+    )
+    .await?;
     Ok(PartitionConsumer {
         client: client.clone(),
         topic: topic.to_owned(),
@@ -204,15 +218,17 @@ pub(crate) async fn subscribe(
     })
 }
 
-/// Starts a `Subscribe` call at `offset` with `credit_bytes` granted.
+/// Starts a `Subscribe` call at `offset` with `credit_bytes` granted, on the partition's
+/// leader (following `NOT_LEADER` hints; `retries` more attempts after other routing
+/// failures).
 async fn open(
     client: &Client,
     topic: &str,
     partition: u32,
     offset: u64,
     credit_bytes: u64,
+    retries: u32,
 ) -> Result<Stream> {
-    let (requests, receiver) = mpsc::channel(REQUESTS_QUEUED_MAX);
     let first = [
         Request::Start(Start {
             topic: topic.to_owned(),
@@ -224,21 +240,36 @@ async fn open(
             bytes: credit_bytes,
         }),
     ];
-    for request in first {
-        requests
-            .try_send(SubscribeRequest {
-                request: Some(request),
-            })
-            .expect("a new channel has room for the first two requests");
-    }
-    let responses = unary(
-        client.config().request_timeout,
-        client.broker().subscribe(ReceiverStream::new(receiver)),
-    )
-    .await?;
+    // Each attempt needs its own request channel; the one of the attempt that succeeds stays.
+    let mut requests = None;
+    let route = Route::partition(topic, partition);
+    let (responses, address) = client
+        .call_at(
+            &route,
+            client.config().request_timeout,
+            retries,
+            |channel| {
+                let (sender, receiver) = mpsc::channel(REQUESTS_QUEUED_MAX);
+                for request in first.clone() {
+                    sender
+                        .try_send(SubscribeRequest {
+                            request: Some(request),
+                        })
+                        .expect("a new channel has room for the first two requests");
+                }
+                requests = Some(sender);
+                async move {
+                    broker_client(channel)
+                        .subscribe(ReceiverStream::new(receiver))
+                        .await
+                }
+            },
+        )
+        .await?;
     Ok(Stream {
-        requests,
+        requests: requests.expect("the call made an attempt"),
         responses,
+        address,
     })
 }
 
@@ -304,12 +335,23 @@ impl PartitionConsumer {
     /// Replaces a failed stream with a new one from `next_offset`, after a backoff, while the
     /// failures are retriable and attempts remain; returns the error otherwise.
     async fn resubscribe(&mut self, mut error: Error) -> Result<()> {
+        let route = Route::partition(&self.topic, self.partition);
+        // Learn where the partition went from the stream's failure; a hint needs no backoff.
+        // (A failed `open` learned from its own failure already.)
+        let mut redirected = matches!(
+            self.client.note_error(&route, &self.stream.address, &error),
+            Next::Redirect(_)
+        );
         loop {
             self.failures += 1;
             if !error.is_retriable() || self.failures > self.config.resubscribe_max {
                 return Err(error);
             }
-            let delay = self.config.backoff.delay(self.failures, random_jitter());
+            let delay = if redirected {
+                std::time::Duration::ZERO
+            } else {
+                self.config.backoff.delay(self.failures, random_jitter())
+            };
             tracing::debug!(
                 %error,
                 topic = self.topic,
@@ -329,6 +371,7 @@ impl PartitionConsumer {
                 self.partition,
                 self.next_offset,
                 self.config.credit_bytes,
+                0,
             )
             .await;
             match opened {
@@ -336,7 +379,10 @@ impl PartitionConsumer {
                     self.stream = stream;
                     return Ok(());
                 }
-                Err(next_error) => error = next_error,
+                Err(next_error) => {
+                    error = next_error;
+                    redirected = false;
+                }
             }
         }
     }
@@ -417,7 +463,13 @@ pub(crate) async fn fetch(
         decode: false,
     };
     let limit = client.config().request_timeout + options.max_wait;
-    let reply = unary(limit, client.broker().fetch(request)).await?;
+    let route = Route::partition(topic, partition);
+    let reply = client
+        .call(&route, limit, |channel| {
+            let request = request.clone();
+            async move { broker_client(channel).fetch(request).await }
+        })
+        .await?;
     let mut records = Vec::new();
     for run in reply.batches {
         records.extend(
@@ -445,11 +497,13 @@ pub(crate) async fn list_offsets(
         partition,
         position: Some(from.to_proto()),
     };
-    let reply = unary(
-        client.config().request_timeout,
-        client.broker().list_offsets(request),
-    )
-    .await?;
+    let route = Route::partition(topic, partition);
+    let reply = client
+        .call(&route, client.config().request_timeout, |channel| {
+            let request = request.clone();
+            async move { broker_client(channel).list_offsets(request).await }
+        })
+        .await?;
     Ok(PartitionOffsets {
         offset: reply.offset,
         log_start_offset: reply.log_start_offset,

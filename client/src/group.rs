@@ -61,16 +61,14 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use strata_proto::batch::Header;
-use strata_proto::v1::groups_client::GroupsClient;
 use strata_proto::v1::{
     CommitOffsetsRequest, ErrorCode, FetchCommittedOffsetsRequest, HeartbeatRequest,
     JoinGroupRequest, LeaveGroupRequest, MemberAssignment, OffsetCommit, TopicPartition,
 };
 use tokio::sync::{broadcast, mpsc, oneshot};
 use tokio::task::JoinHandle;
-use tonic::transport::Channel;
 
-use crate::client::{Client, unary};
+use crate::client::Client;
 use crate::consumer::{CREDIT_BYTES_MIN, ConsumerConfig, StartFrom};
 use crate::error::{Error, Result};
 use crate::retry::{Backoff, random_jitter};
@@ -271,7 +269,8 @@ enum Signal {
 
 /// What the consumer, its committers and its coordinator share.
 struct Shared {
-    groups: GroupsClient<Channel>,
+    /// Group calls go through the client to the coordinator (the controller leader).
+    client: Client,
     config: GroupConsumerConfig,
     request_timeout: Duration,
     /// std Mutex: never held across `.await`.
@@ -333,11 +332,13 @@ impl Shared {
         let mut attempt = 0;
         loop {
             attempt += 1;
-            let reply = unary(
-                self.request_timeout,
-                self.groups.clone().commit_offsets(request.clone()),
-            )
-            .await;
+            let reply = self
+                .client
+                .groups_call(|mut groups| {
+                    let request = request.clone();
+                    async move { groups.commit_offsets(request).await }
+                })
+                .await;
             let error = match reply {
                 Ok(_) => break,
                 Err(error) => error,
@@ -434,7 +435,7 @@ pub(crate) async fn start(client: &Client, config: GroupConsumerConfig) -> Resul
     let (changes, _) = broadcast::channel(ASSIGNMENT_CHANGES_QUEUED_MAX);
     let (records_sender, records) = mpsc::channel(config.records_queued_max);
     let shared = Arc::new(Shared {
-        groups: client.groups(),
+        client: client.clone(),
         request_timeout: client.config().request_timeout,
         config,
         positions: Mutex::new(HashMap::new()),
@@ -620,11 +621,14 @@ impl Coordinator {
                     .expect("validated: at most 300 s"),
                 client_id: config.client_id.clone(),
             };
-            let reply = unary(
-                self.shared.request_timeout,
-                self.shared.groups.clone().join_group(request),
-            )
-            .await;
+            let reply = self
+                .shared
+                .client
+                .groups_call(|mut groups| {
+                    let request = request.clone();
+                    async move { groups.join_group(request).await }
+                })
+                .await;
             match reply {
                 Ok(assignment) => return Ok(assignment),
                 Err(error) if error.is_retriable() => {
@@ -655,11 +659,14 @@ impl Coordinator {
                 group_id: self.shared.config.group_id.clone(),
                 member_id: member.member_id,
             };
-            let left = unary(
-                self.shared.request_timeout,
-                self.shared.groups.clone().leave_group(request),
-            )
-            .await;
+            let left = self
+                .shared
+                .client
+                .groups_call(|mut groups| {
+                    let request = request.clone();
+                    async move { groups.leave_group(request).await }
+                })
+                .await;
             if let Err(error) = left {
                 tracing::debug!(%error, "leaving the group failed");
             }
@@ -760,11 +767,13 @@ impl Coordinator {
             member_epoch: member.member_epoch,
             owned,
         };
-        unary(
-            self.shared.request_timeout,
-            self.shared.groups.clone().heartbeat(request),
-        )
-        .await
+        self.shared
+            .client
+            .groups_call(|mut groups| {
+                let request = request.clone();
+                async move { groups.heartbeat(request).await }
+            })
+            .await
     }
 
     /// The session ended: drops every partition without committing (they are others' now)
@@ -879,11 +888,14 @@ impl Coordinator {
             group_id: self.shared.config.group_id.clone(),
             partitions: partitions.to_vec(),
         };
-        let reply = unary(
-            self.shared.request_timeout,
-            self.shared.groups.clone().fetch_committed_offsets(request),
-        )
-        .await?;
+        let reply = self
+            .shared
+            .client
+            .groups_call(|mut groups| {
+                let request = request.clone();
+                async move { groups.fetch_committed_offsets(request).await }
+            })
+            .await?;
         let committed: HashMap<TopicPartition, Option<u64>> = reply
             .offsets
             .into_iter()

@@ -31,13 +31,16 @@
 //!
 //! # Layout
 //!
-//! - `client.rs`: [`Client`], the connection every other part is made from; the broker list
+//! - `client.rs`: [`Client`], the connection every other part is made from: a channel per
+//!   broker, the cluster metadata, and routed calls that follow leaders; the broker list
 //!   ([`DEFAULT_BROKERS`], `STRATA_BROKERS`).
+//! - `routing.rs`: where each request goes, the metadata it is decided from and what a failure
+//!   teaches it (pure, time passed in); [`merge_cluster_views`].
 //! - `admin.rs`: [`Admin`], topic, cluster and consumer-group calls.
 //! - `producer.rs`: [`Producer`], its configuration, [`ProducerRecord`] and the
 //!   [`DeliveryFuture`] of each send.
-//! - `sender.rs`: the producer's task: one event loop that sends closed batches over a
-//!   `ProduceStream`, many in flight, and retries them.
+//! - `sender.rs`: the producer's task: one event loop that sends closed batches to their
+//!   partitions' leaders over one `ProduceStream` per broker, many in flight, and retries them.
 //! - `sequence.rs`: the idempotent producer's id, epoch and per-partition sequences, and
 //!   stamping them into a batch (pure).
 //! - `accumulator.rs`: per-partition batching, linger and flush (pure, time passed in).
@@ -50,6 +53,27 @@
 //! - `request_reply.rs`: [`Requester`] and [`Responder`], request and reply over topics,
 //!   matched by a `correlation-id` header.
 //! - `error.rs`: [`Error`], with the broker's `ErrorDetail` decoded into [`ServerError`].
+//!
+//! # Routing and failures
+//!
+//! The client may be given any brokers of a cluster (`host:port,host:port`); it connects to the
+//! first that answers and learns the others from `ClusterInfo`. Each request goes where the
+//! cluster serves it:
+//!
+//! - produce, fetch, subscribe and list-offsets go to the partition's leader;
+//! - topic changes, every consumer-group call and the idempotent producer's `InitProducerId` go
+//!   to the controller leader;
+//! - other admin reads (list, describe, cluster info) go to any broker.
+//!
+//! A `NOT_LEADER` refusal that names the leader is followed at once. One that does not (an
+//! election is running), `UNAVAILABLE`, `SHUTTING_DOWN` and a refused or broken connection (a
+//! node died) make the client ask the cluster again, at most every 100 ms, and retry after a
+//! backoff: unary calls up to [`ClientConfig::routing_retries`] times, a producer's batches
+//! within their `retries` and `delivery_timeout` (the same bytes, so an idempotent producer
+//! stores each once, in order, across a leader change), a partition consumer up to
+//! [`ConsumerConfig::resubscribe_max`] times from its next offset, and a group consumer for as
+//! long as its session allows. A single broker is used exactly as reached, whatever address
+//! it advertises.
 //!
 //! # Guarantees
 //!
@@ -72,6 +96,7 @@ mod partitioner;
 mod producer;
 mod request_reply;
 mod retry;
+mod routing;
 mod sender;
 mod sequence;
 
@@ -98,3 +123,4 @@ pub use request_reply::{
     CORRELATION_ID_HEADER, REPLY_TO_HEADER, Requester, RequesterConfig, Responder,
 };
 pub use retry::Backoff;
+pub use routing::{NodeView, merge_cluster_views};

@@ -1,5 +1,6 @@
-//! The producer: batches records per partition and sends the batches, many in flight, over one
-//! `ProduceStream`.
+//! The producer: batches records per partition and sends the batches, many in flight, to each
+//! partition's leader over one `ProduceStream` per broker; a batch refused because leadership
+//! moved (or lost with a failed node) is retried on the new leader.
 //!
 //! ```text
 //! send() ──(bounded channel)──▶ sender task: Accumulator ──▶ ProduceStream ──▶ broker
@@ -296,7 +297,7 @@ impl Producer {
             partitions: Mutex::new(HashMap::new()),
         });
         let (commands, receiver) = mpsc::channel(COMMANDS_QUEUED_MAX);
-        let sender = Sender::new(client.broker(), Arc::clone(&shared));
+        let sender = Sender::new(client.clone(), Arc::clone(&shared));
         let task = tokio::spawn(sender.run(receiver));
         Ok(Self {
             commands,

@@ -1,20 +1,32 @@
 //! The producer's sender task: one event loop that owns the accumulator, the queue of closed
-//! batches, the batches in flight on a `ProduceStream` and those waiting to be retried. It
-//! reacts to three things — a command from `send`/`flush`, a reply from the broker, a timer
+//! batches, the batches in flight on `ProduceStream`s and those waiting to be retried. It
+//! reacts to three things — a command from `send`/`flush`, a reply from a broker, a timer
 //! (linger, retry, reconnect, request or delivery timeout) — and after each one sends what it
 //! can. Owning everything in one task means no locks on the hot path.
+//!
+//! Each batch goes to its partition's leader, as the client's metadata says when the batch is
+//! sent: one `ProduceStream` per broker in use, replies matched by request id. A batch refused
+//! with `NOT_LEADER`, `UNAVAILABLE` or lost with its stream tells the client's metadata what it
+//! learned (the hinted leader, or that it must ask the cluster again) and is retried after its
+//! backoff, with the same bytes, wherever the partition's leader is by then. A stream that
+//! fails makes only its own broker wait for the reconnect backoff.
 //!
 //! Invariants:
 //! - every record accepted is in exactly one of: an open batch, the queue, the retry map, in
 //!   flight; until its delivery resolves;
-//! - `in_flight.len() <= max_in_flight`, so the request channel (that capacity) never fills;
+//! - `in_flight.len() <= max_in_flight`, so no stream's request channel (that capacity) ever
+//!   fills;
+//! - there is at most one stream per broker address, and at most one per broker in the
+//!   cluster (plus the list the client was given) is open;
 //! - request ids are never reused, so a reply can only match the request it answers;
 //! - the queue and the retry map hold no limit of their own: every record in them holds its
 //!   share of the producer's buffer, so their size is bounded by `buffer_bytes_max`;
 //! - the queue is sorted by batch id (closing order), retries included.
 //!
-//! An idempotent producer also keeps each partition's batches in order: a batch is sent only
-//! when no earlier batch of its partition waits (in the queue or for a retry), at most
+//! Each partition's batches leave in order: a batch is sent only when no earlier batch of its
+//! partition was held back in the same pass. An idempotent producer also keeps them in order
+//! across retries and leader changes: a batch is sent only when no earlier batch of its
+//! partition waits (in the queue or for a retry), at most
 //! [`IN_FLIGHT_PER_PARTITION_MAX`] per partition are in flight, and none is sent under a new
 //! epoch while one stamped under an older epoch is still in flight. A batch gets its sequence
 //! ([`Sequencer`]) when it is first sent, and keeps it on every retry unless the epoch changed
@@ -24,20 +36,20 @@ use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 
-use strata_proto::v1::broker_client::BrokerClient;
 use strata_proto::v1::produce_request::{Payload, Target};
 use strata_proto::v1::{ErrorCode, InitProducerIdRequest, ProduceRequest, ProduceResponse};
 use tokio::sync::{OwnedSemaphorePermit, mpsc, oneshot};
 use tokio::time::Instant;
 use tokio_stream::wrappers::ReceiverStream;
-use tonic::transport::Channel;
+use tokio_stream::{StreamExt as _, StreamMap, StreamNotifyClose};
 
 use crate::accumulator::{Accumulator, BatchLimits, ClosedBatch};
-use crate::client::unary;
+use crate::client::{Client, broker_client};
 use crate::error::{Error, Result};
 use crate::partitioner::Partitioner;
 use crate::producer::{ProducerRecord, RecordMetadata, Shared};
 use crate::retry::random_jitter;
+use crate::routing::Route;
 use crate::sequence::{Identity, Sequencer, Stamp, stamp_batch};
 
 /// Batches of one partition in flight at once for an idempotent producer: the broker
@@ -102,23 +114,41 @@ impl Batch {
     fn is_of(&self, other: &Batch) -> bool {
         self.closed.partition == other.closed.partition && self.closed.topic == other.closed.topic
     }
+
+    fn route(&self) -> Route {
+        Route::partition(&self.closed.topic, self.closed.partition)
+    }
+
+    fn key(&self) -> (String, u32) {
+        (self.closed.topic.clone(), self.closed.partition)
+    }
 }
 
 #[derive(Debug)]
 struct InFlight {
     batch: Batch,
     sent_at: Instant,
+    /// The stream it went on, and that stream's broker.
+    connection: u64,
+    address: String,
 }
 
-/// An open `ProduceStream`.
+/// An open `ProduceStream`; its replies are in [`Sender::replies`] under `id`.
 #[derive(Debug)]
 struct Connection {
+    id: u64,
     requests: mpsc::Sender<ProduceRequest>,
-    responses: tonic::Streaming<ProduceResponse>,
+}
+
+/// A broker whose stream failed: how many times in a row, and no new stream before `at`.
+#[derive(Debug, Clone, Copy)]
+struct Reconnect {
+    failures: u32,
+    at: Instant,
 }
 
 pub(crate) struct Sender {
-    broker: BrokerClient<Channel>,
+    client: Client,
     shared: Arc<Shared>,
     accumulator: Accumulator<Delivery>,
     /// Closed batches in closing order, retries due put back at the front.
@@ -126,13 +156,15 @@ pub(crate) struct Sender {
     /// Batches waiting for their retry time, by (time, batch id).
     retries: BTreeMap<(Instant, u64), Batch>,
     in_flight: HashMap<u64, InFlight>,
-    connection: Option<Connection>,
-    /// No new stream before this, after a failed one.
-    reconnect_at: Option<Instant>,
-    /// Streams failed in a row, for the reconnect backoff.
-    connect_failures: u32,
-    /// Why the last stream failed: what batches that time out while waiting for a stream
-    /// fail with.
+    /// Open streams by broker address.
+    connections: HashMap<String, Connection>,
+    /// The replies of every open stream, by connection id; a stream's end comes as `None`.
+    replies: StreamMap<u64, StreamNotifyClose<tonic::Streaming<ProduceResponse>>>,
+    next_connection_id: u64,
+    /// Brokers whose last stream failed, by address; removed at their next reply.
+    reconnects: HashMap<String, Reconnect>,
+    /// Why the last stream or call failed: what batches that time out while waiting fail
+    /// with.
     last_error: Option<Error>,
     /// Flushes waiting for every batch with an id below theirs to finish.
     flushes: Vec<(u64, oneshot::Sender<()>)>,
@@ -146,7 +178,7 @@ pub(crate) struct Sender {
 }
 
 impl Sender {
-    pub(crate) fn new(broker: BrokerClient<Channel>, shared: Arc<Shared>) -> Self {
+    pub(crate) fn new(client: Client, shared: Arc<Shared>) -> Self {
         let config = &shared.config;
         let limits = BatchLimits {
             batch_bytes_max: config.batch_bytes_max,
@@ -156,15 +188,16 @@ impl Sender {
         let seed = (random_jitter() * f64::from(u32::MAX)) as u32;
         let sequencer = config.idempotent.then(Sequencer::default);
         Self {
-            broker,
+            client,
             accumulator: Accumulator::new(limits, Partitioner::new(seed)),
             shared,
             queue: VecDeque::new(),
             retries: BTreeMap::new(),
             in_flight: HashMap::new(),
-            connection: None,
-            reconnect_at: None,
-            connect_failures: 0,
+            connections: HashMap::new(),
+            replies: StreamMap::new(),
+            next_connection_id: 0,
+            reconnects: HashMap::new(),
             last_error: None,
             flushes: Vec::new(),
             next_request_id: 0,
@@ -206,8 +239,10 @@ impl Sender {
                         self.accumulator.close_all(Instant::now().into_std());
                     }
                 },
-                reply = next_reply(&mut self.connection) => {
-                    self.on_reply(reply, Instant::now());
+                reply = self.replies.next(), if !self.replies.is_empty() => {
+                    if let Some((connection, reply)) = reply {
+                        self.on_reply(connection, reply, Instant::now());
+                    }
                 }
                 () = tokio::time::sleep_until(wake) => {}
             }
@@ -246,7 +281,12 @@ impl Sender {
         let linger = self.accumulator.next_expiry().map(Instant::from_std);
         let retry = self.retries.keys().next().map(|(at, _)| *at);
         let waiting = !self.queue.is_empty();
-        let reconnect = self.reconnect_at.filter(|at| waiting && *at > now);
+        let reconnect = self
+            .reconnects
+            .values()
+            .map(|reconnect| reconnect.at)
+            .filter(|at| waiting && *at > now)
+            .min();
         let init = self.init_at.filter(|at| waiting && *at > now);
         let request = self
             .in_flight
@@ -260,20 +300,24 @@ impl Sender {
             .min()
     }
 
-    /// Fails batches past their delivery deadline, and abandons the stream when a request has
-    /// waited longer than the request timeout.
+    /// Fails batches past their delivery deadline, and abandons each stream on which a
+    /// request has waited longer than the request timeout.
     fn expire(&mut self, now: Instant) {
         let request_timeout = self.shared.config.request_timeout;
         let delivery_timeout = self.shared.config.delivery_timeout;
-        if self
+        let mut late: Vec<u64> = self
             .in_flight
             .values()
-            .any(|in_flight| in_flight.sent_at + request_timeout <= now)
-        {
+            .filter(|in_flight| in_flight.sent_at + request_timeout <= now)
+            .map(|in_flight| in_flight.connection)
+            .collect();
+        late.sort_unstable();
+        late.dedup();
+        for connection in late {
             let error = Error::Timeout {
                 after_ms: request_timeout.as_millis() as u64,
             };
-            self.connection_lost(error, now);
+            self.connection_lost(connection, error, now);
         }
         let error = self.last_error.clone().unwrap_or(Error::Timeout {
             after_ms: delivery_timeout.as_millis() as u64,
@@ -324,39 +368,61 @@ impl Sender {
                 .partition_point(|queued| queued.closed.id < batch.closed.id);
             self.queue.insert(at, batch);
         }
+        if let Some(front) = self.queue.front() {
+            // Once per pass, when a failure made the metadata stale (or it was never read).
+            let route = front.route();
+            self.client.refresh_if_needed(&route).await;
+        }
         if self.sequencer.is_some() && !self.queue.is_empty() && !self.ensure_identity(now).await {
             return;
         }
-        // Idempotent only: the first batch waiting for a retry, by partition, and the
-        // partitions a batch was held back from in this pass; later batches of both wait.
+        // Idempotent only: the first batch waiting for a retry, by partition.
         let mut retrying: HashMap<(String, u32), u64> = HashMap::new();
         if self.sequencer.is_some() {
             for batch in self.retries.values() {
-                let first = retrying
-                    .entry((batch.closed.topic.clone(), batch.closed.partition))
-                    .or_insert(u64::MAX);
+                let first = retrying.entry(batch.key()).or_insert(u64::MAX);
                 *first = (*first).min(batch.closed.id);
             }
         }
+        // The partitions a batch was held back from in this pass: their later batches wait.
         let mut held: HashSet<(String, u32)> = HashSet::new();
         let mut skipped: Vec<Batch> = Vec::new();
         while self.in_flight.len() < self.shared.config.max_in_flight {
             let Some(mut batch) = self.queue.pop_front() else {
                 break;
             };
-            if self.sequencer.is_some() {
-                let key = (batch.closed.topic.clone(), batch.closed.partition);
+            let key = batch.key();
+            if held.contains(&key) {
+                skipped.push(batch);
+                continue;
+            }
+            let identity = if self.sequencer.is_some() {
                 let Some(identity) = self.sequencer.as_ref().and_then(Sequencer::identity) else {
                     self.queue.push_front(batch);
                     break;
                 };
                 let behind_retry = retrying.get(&key).is_some_and(|id| *id < batch.closed.id);
-                if held.contains(&key) || behind_retry || !self.partition_has_room(&batch, identity)
-                {
+                if behind_retry || !self.partition_has_room(&batch, identity) {
                     held.insert(key);
                     skipped.push(batch);
                     continue;
                 }
+                Some(identity)
+            } else {
+                None
+            };
+            let route = batch.route();
+            let address = self.client.cached_route(&route);
+            let backing_off = self
+                .reconnects
+                .get(&address)
+                .is_some_and(|reconnect| reconnect.at > now);
+            if !self.connections.contains_key(&address) && backing_off {
+                held.insert(key);
+                skipped.push(batch);
+                continue;
+            }
+            if let Some(identity) = identity {
                 self.stamp(&mut batch, identity);
             }
             let request_id = self.next_request_id;
@@ -367,37 +433,38 @@ impl Sender {
                 target: Some(Target::Partition(batch.closed.partition)),
                 payload: Some(Payload::Batch(batch.closed.batch.clone())),
             };
-            let sent = if let Some(connection) = &self.connection {
-                connection.requests.try_send(request).is_ok()
-            } else if self.reconnect_at.is_some_and(|at| at > now) {
-                self.queue.push_front(batch);
-                break;
-            } else {
-                match self.open_stream(request).await {
-                    Ok(connection) => {
-                        self.connection = Some(connection);
-                        true
-                    }
-                    Err(error) => {
-                        self.stream_failed(error.clone(), now);
+            let connection = match self.connections.get(&address) {
+                Some(connection) => match connection.requests.try_send(request) {
+                    Ok(()) => connection.id,
+                    Err(_) => {
+                        // The stream ended under us: its end (or error) is still to be read,
+                        // but the batch can go again on the next stream now.
+                        let error =
+                            Error::Rpc(tonic::Status::unavailable("the produce stream closed"));
+                        self.connection_lost(connection.id, error.clone(), now);
                         self.retry_or_fail(batch, error, now);
-                        break;
+                        held.insert(key);
+                        continue;
                     }
-                }
+                },
+                None => match self.open_stream(&address, request).await {
+                    Ok(connection) => connection,
+                    Err(error) => {
+                        self.stream_failed(&address, error.clone(), now);
+                        self.client.note_error(&route, &address, &error);
+                        self.retry_or_fail(batch, error, now);
+                        held.insert(key);
+                        continue;
+                    }
+                },
             };
-            if !sent {
-                // The stream ended under us: its end (or error) is still to be read, but the
-                // batch can go again on the next stream now.
-                let error = Error::Rpc(tonic::Status::unavailable("the produce stream closed"));
-                self.connection_lost(error.clone(), now);
-                self.retry_or_fail(batch, error, now);
-                break;
-            }
             let previous = self.in_flight.insert(
                 request_id,
                 InFlight {
                     batch,
                     sent_at: now,
+                    connection,
+                    address,
                 },
             );
             assert!(previous.is_none());
@@ -459,26 +526,29 @@ impl Sender {
             return false;
         }
         let limit = self.shared.config.request_timeout;
-        let reply = unary(
-            limit,
-            self.broker
-                .clone()
-                .init_producer_id(InitProducerIdRequest {}),
-        )
-        .await
-        .and_then(|reply| {
-            let identity = Identity {
-                producer_id: reply.producer_id,
-                producer_epoch: i16::try_from(reply.producer_epoch).unwrap_or(-1),
-            };
-            if identity.producer_id < 0 || identity.producer_epoch < 0 {
-                return Err(Error::InvalidArgument(format!(
-                    "InitProducerId answered producer id {} epoch {}",
-                    reply.producer_id, reply.producer_epoch
-                )));
-            }
-            Ok(identity)
-        });
+        // One attempt (following hints to the controller leader): a failure waits for this
+        // loop's own backoff, so replies keep flowing meanwhile.
+        let reply = self
+            .client
+            .call_at(&Route::Controller, limit, 0, |channel| async move {
+                broker_client(channel)
+                    .init_producer_id(InitProducerIdRequest {})
+                    .await
+            })
+            .await
+            .and_then(|(reply, _)| {
+                let identity = Identity {
+                    producer_id: reply.producer_id,
+                    producer_epoch: i16::try_from(reply.producer_epoch).unwrap_or(-1),
+                };
+                if identity.producer_id < 0 || identity.producer_epoch < 0 {
+                    return Err(Error::InvalidArgument(format!(
+                        "InitProducerId answered producer id {} epoch {}",
+                        reply.producer_id, reply.producer_epoch
+                    )));
+                }
+                Ok(identity)
+            });
         match reply {
             Ok(identity) => {
                 tracing::debug!(
@@ -514,37 +584,52 @@ impl Sender {
         }
     }
 
-    /// Opens a stream with its first request already queued, so a broker that waits for the
-    /// first message before answering the call still answers.
-    async fn open_stream(&mut self, first: ProduceRequest) -> Result<Connection> {
+    /// Opens a stream to `address` with its first request already queued, so a broker that
+    /// waits for the first message before answering the call still answers. Returns the new
+    /// connection's id.
+    async fn open_stream(&mut self, address: &str, first: ProduceRequest) -> Result<u64> {
+        let channel = self.client.channel(address)?;
         let (requests, receiver) = mpsc::channel(self.shared.config.max_in_flight);
         requests
             .try_send(first)
             .expect("a new channel has room for one request");
         let limit = self.shared.config.request_timeout;
-        let call = self.broker.produce_stream(ReceiverStream::new(receiver));
-        match tokio::time::timeout(limit, call).await {
-            Ok(Ok(response)) => Ok(Connection {
-                requests,
-                responses: response.into_inner(),
-            }),
-            Ok(Err(status)) => Err(Error::from_status(status)),
-            Err(_) => Err(Error::Timeout {
-                after_ms: limit.as_millis() as u64,
-            }),
-        }
+        let mut broker = broker_client(channel);
+        let call = broker.produce_stream(ReceiverStream::new(receiver));
+        let responses = match tokio::time::timeout(limit, call).await {
+            Ok(Ok(response)) => response.into_inner(),
+            Ok(Err(status)) => return Err(Error::from_status(status)),
+            Err(_) => {
+                return Err(Error::Timeout {
+                    after_ms: limit.as_millis() as u64,
+                });
+            }
+        };
+        let id = self.next_connection_id;
+        self.next_connection_id += 1;
+        self.replies.insert(id, StreamNotifyClose::new(responses));
+        let previous = self
+            .connections
+            .insert(address.to_owned(), Connection { id, requests });
+        assert!(previous.is_none(), "one stream per broker");
+        Ok(id)
     }
 
-    fn on_reply(&mut self, reply: Result<Option<ProduceResponse>, tonic::Status>, now: Instant) {
+    fn on_reply(
+        &mut self,
+        connection: u64,
+        reply: Option<Result<ProduceResponse, tonic::Status>>,
+        now: Instant,
+    ) {
         let response = match reply {
-            Ok(Some(response)) => response,
-            Ok(None) => {
+            Some(Ok(response)) => response,
+            None => {
                 let status = tonic::Status::unavailable("the broker ended the produce stream");
-                self.connection_lost(Error::Rpc(status), now);
+                self.connection_lost(connection, Error::Rpc(status), now);
                 return;
             }
-            Err(status) => {
-                self.connection_lost(Error::from_status(status), now);
+            Some(Err(status)) => {
+                self.connection_lost(connection, Error::from_status(status), now);
                 return;
             }
         };
@@ -555,13 +640,15 @@ impl Sender {
             );
             return;
         };
-        self.connect_failures = 0;
+        self.reconnects.remove(&in_flight.address);
         let batch = in_flight.batch;
         if let Some(detail) = response.error {
             let error = Error::from_detail(detail);
             if error.is_unknown_topic() {
                 self.shared.forget_partitions(&batch.closed.topic);
             }
+            self.client
+                .note_error(&batch.route(), &in_flight.address, &error);
             if self.sequencer.is_some() {
                 self.on_idempotent_error(batch, error, now);
             } else {
@@ -591,28 +678,64 @@ impl Sender {
         }
     }
 
-    /// The stream failed: every batch in flight on it is retried (or failed) and the next
-    /// stream waits for the backoff.
-    fn connection_lost(&mut self, error: Error, now: Instant) {
-        tracing::debug!(%error, in_flight = self.in_flight.len(), "produce stream lost");
-        self.connection = None;
-        self.stream_failed(error.clone(), now);
-        let mut in_flight: Vec<(u64, InFlight)> = self.in_flight.drain().collect();
+    /// A stream failed: every batch in flight on it is retried (or failed), its broker waits
+    /// for the reconnect backoff, and the client's metadata learns what the failure says
+    /// about the leaders of those batches.
+    fn connection_lost(&mut self, connection: u64, error: Error, now: Instant) {
+        self.replies.remove(&connection);
+        let address = self
+            .connections
+            .iter()
+            .find(|(_, open)| open.id == connection)
+            .map(|(address, _)| address.clone());
+        if let Some(address) = &address {
+            self.connections.remove(address);
+        }
+        let lost_ids: Vec<u64> = self
+            .in_flight
+            .iter()
+            .filter(|(_, in_flight)| in_flight.connection == connection)
+            .map(|(request_id, _)| *request_id)
+            .collect();
+        let mut lost: Vec<(u64, InFlight)> = lost_ids
+            .into_iter()
+            .map(|request_id| {
+                let in_flight = self.in_flight.remove(&request_id).expect("just listed");
+                (request_id, in_flight)
+            })
+            .collect();
+        tracing::debug!(%error, ?address, lost = lost.len(), "produce stream lost");
+        if let Some(address) = address.or_else(|| lost.first().map(|(_, f)| f.address.clone())) {
+            self.stream_failed(&address, error.clone(), now);
+            let mut routes: Vec<Route> = lost.iter().map(|(_, f)| f.batch.route()).collect();
+            routes.dedup();
+            if routes.is_empty() {
+                routes.push(Route::Any);
+            }
+            for route in routes {
+                self.client.note_error(&route, &address, &error);
+            }
+        }
         // Retry in the order they were sent.
-        in_flight.sort_by_key(|(request_id, _)| *request_id);
-        for (_, in_flight) in in_flight {
+        lost.sort_by_key(|(request_id, _)| *request_id);
+        for (_, in_flight) in lost {
             self.retry_or_fail(in_flight.batch, error.clone(), now);
         }
     }
 
-    fn stream_failed(&mut self, error: Error, now: Instant) {
-        self.connect_failures = self.connect_failures.saturating_add(1);
-        let delay = self
-            .shared
-            .config
-            .backoff
-            .delay(self.connect_failures, random_jitter());
-        self.reconnect_at = Some(now + delay);
+    fn stream_failed(&mut self, address: &str, error: Error, now: Instant) {
+        let failures = self
+            .reconnects
+            .get(address)
+            .map_or(1, |reconnect| reconnect.failures.saturating_add(1));
+        let delay = self.shared.config.backoff.delay(failures, random_jitter());
+        self.reconnects.insert(
+            address.to_owned(),
+            Reconnect {
+                failures,
+                at: now + delay,
+            },
+        );
         self.last_error = Some(error);
     }
 
@@ -746,15 +869,5 @@ fn fail(batch: Batch, error: &Error) {
     );
     for delivery in batch.closed.deliveries {
         delivery.resolve(Err(error.clone()));
-    }
-}
-
-/// The next reply on the stream; never resolves without one.
-async fn next_reply(
-    connection: &mut Option<Connection>,
-) -> Result<Option<ProduceResponse>, tonic::Status> {
-    match connection {
-        Some(connection) => connection.responses.message().await,
-        None => std::future::pending().await,
     }
 }
