@@ -3,6 +3,9 @@
 //! checks that a subscriber's credit is never exceeded, stores batches and then loses the
 //! reply. The fake keeps partitions as lists of batches in memory and deduplicates idempotent
 //! batches by sequence; it is here to test the client's side of the protocol, not the broker.
+//!
+//! Two fakes can share one set of partitions and play two nodes of a cluster: the one that does
+//! not lead answers NOT_LEADER naming the other, as a follower does.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -76,8 +79,18 @@ struct State {
     credit_outstanding_max: AtomicU64,
 }
 
+/// What one node of a pair keeps to itself.
+#[derive(Debug, Default)]
+struct Node {
+    /// When set, this node does not lead: it refuses partition calls and `InitProducerId` with
+    /// NOT_LEADER naming this (node id, address).
+    redirect: Mutex<Option<(u64, String)>>,
+    /// Requests it refused that way.
+    redirected: AtomicU64,
+}
+
 #[derive(Clone)]
-struct Fake(Arc<Mutex<State>>);
+struct Fake(Arc<Mutex<State>>, Arc<Node>);
 
 fn refusal(code: ErrorCode, grpc: tonic::Code, message: &str) -> (ErrorDetail, Status) {
     let detail = ErrorDetail {
@@ -94,6 +107,35 @@ fn refusal(code: ErrorCode, grpc: tonic::Code, message: &str) -> (ErrorDetail, S
 }
 
 impl Fake {
+    /// The NOT_LEADER refusal when this node does not lead, counted.
+    fn not_leader(&self) -> Option<(ErrorDetail, Status)> {
+        let redirect = self.1.redirect.lock().expect("lock").clone()?;
+        self.1.redirected.fetch_add(1, Ordering::SeqCst);
+        let (leader, address) = redirect;
+        let (mut detail, _) = refusal(
+            ErrorCode::NotLeader,
+            tonic::Code::FailedPrecondition,
+            "not the leader",
+        );
+        detail.leader_node_id = Some(leader);
+        detail.leader_address = Some(address);
+        let mut status = Status::with_details(
+            tonic::Code::FailedPrecondition,
+            "not the leader",
+            Bytes::from(detail.encode_to_vec()),
+        );
+        status.metadata_mut().insert(
+            "strata-error-code",
+            ErrorCode::NotLeader.as_str_name().parse().expect("ASCII"),
+        );
+        Some((detail, status))
+    }
+
+    fn set_redirect(&self, redirect: Option<(u64, SocketAddr)>) {
+        *self.1.redirect.lock().expect("lock") =
+            redirect.map(|(leader, address)| (leader, address.to_string()));
+    }
+
     fn describe(&self, name: &str) -> Result<TopicDescription, Status> {
         let state = self.0.lock().expect("lock");
         let partitions = *state.topics.get(name).ok_or_else(|| {
@@ -114,6 +156,13 @@ impl Fake {
     }
 
     fn produce(&self, request: ProduceRequest) -> ProduceResponse {
+        if let Some((detail, _)) = self.not_leader() {
+            return ProduceResponse {
+                request_id: request.request_id,
+                error: Some(detail),
+                ..ProduceResponse::default()
+            };
+        }
         let mut state = self.0.lock().expect("lock");
         let count = state.produce_requests.fetch_add(1, Ordering::SeqCst) + 1;
         let reply_error = |code, message: &str| ProduceResponse {
@@ -347,6 +396,9 @@ impl Broker for Fake {
         &self,
         request: Request<Streaming<SubscribeRequest>>,
     ) -> Result<Response<Self::SubscribeStream>, Status> {
+        if let Some((_, status)) = self.not_leader() {
+            return Err(status);
+        }
         let mut inbound = request.into_inner();
         let Some(SubscribeRequest {
             request: Some(SubscribeRequestKind::Start(start)),
@@ -368,6 +420,11 @@ impl Broker for Fake {
             loop {
                 if messages > 0 && messages == break_after {
                     let _ = replies.send(Err(Status::unavailable("cut"))).await;
+                    break;
+                }
+                // Leadership moved away: end the subscription as a follower does.
+                if let Some((_, status)) = fake.not_leader() {
+                    let _ = replies.send(Err(status)).await;
                     break;
                 }
                 // Take any credit that arrived, then send what it allows.
@@ -417,6 +474,9 @@ impl Broker for Fake {
         &self,
         _: Request<InitProducerIdRequest>,
     ) -> Result<Response<InitProducerIdResponse>, Status> {
+        if let Some((_, status)) = self.not_leader() {
+            return Err(status);
+        }
         let state = self.0.lock().expect("lock");
         let producer_id = state.next_producer_id.fetch_add(1, Ordering::SeqCst);
         Ok(Response::new(InitProducerIdResponse {
@@ -429,6 +489,9 @@ impl Broker for Fake {
         &self,
         request: Request<ListOffsetsRequest>,
     ) -> Result<Response<ListOffsetsResponse>, Status> {
+        if let Some((_, status)) = self.not_leader() {
+            return Err(status);
+        }
         let request = request.into_inner();
         let (_, high_watermark) = self.batches_from(&request.topic, request.partition, 0);
         let offset = match request.position.and_then(|position| position.position) {
@@ -444,16 +507,36 @@ impl Broker for Fake {
     }
 }
 
-/// Starts the fake on a free loopback port, with topic `t` of `partitions` partitions.
-async fn start(faults: Faults, partitions: u32) -> (Fake, SocketAddr) {
-    let fake = Fake(Arc::new(Mutex::new(State {
+fn state(faults: Faults, partitions: u32) -> Arc<Mutex<State>> {
+    Arc::new(Mutex::new(State {
         topics: HashMap::from([("t".to_owned(), partitions)]),
         partitions: HashMap::new(),
         faults,
         produce_requests: AtomicU64::new(0),
         next_producer_id: AtomicU64::new(1),
         credit_outstanding_max: AtomicU64::new(0),
-    })));
+    }))
+}
+
+/// Starts the fake on a free loopback port, with topic `t` of `partitions` partitions.
+async fn start(faults: Faults, partitions: u32) -> (Fake, SocketAddr) {
+    let fake = Fake(state(faults, partitions), Arc::default());
+    let address = serve(fake.clone()).await;
+    (fake, address)
+}
+
+/// Two fakes sharing topic `t` of `partitions` partitions, as nodes 1 and 2; neither
+/// redirects yet.
+async fn start_pair(partitions: u32) -> [(Fake, SocketAddr); 2] {
+    let shared = state(Faults::default(), partitions);
+    let first = Fake(Arc::clone(&shared), Arc::default());
+    let second = Fake(shared, Arc::default());
+    let first_address = serve(first.clone()).await;
+    let second_address = serve(second.clone()).await;
+    [(first, first_address), (second, second_address)]
+}
+
+async fn serve(fake: Fake) -> SocketAddr {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind");
@@ -463,7 +546,7 @@ async fn start(faults: Faults, partitions: u32) -> (Fake, SocketAddr) {
         .add_service(BrokerServer::new(fake.clone()))
         .serve_with_incoming(TcpListenerStream::new(listener));
     tokio::spawn(server);
-    (fake, address)
+    address
 }
 
 fn fast_retries() -> ProducerConfig {
@@ -741,6 +824,101 @@ async fn lost_replies_are_not_stored_twice() {
             })
             .collect();
         let expected: Vec<u32> = (0..1000).map(|i| i * 2 + partition).collect();
+        assert_eq!(values, expected, "partition {partition} in send order");
+    }
+}
+
+/// Reads `count` records of a partition, each within a bounded wait, and returns their values.
+async fn read(consumer: &mut strata_client::PartitionConsumer, count: usize) -> Vec<String> {
+    let mut values = Vec::new();
+    while values.len() < count {
+        let record = tokio::time::timeout(Duration::from_secs(10), consumer.next())
+            .await
+            .expect("a record in time")
+            .expect("no error")
+            .expect("stream open");
+        let value = record.value.expect("a value");
+        values.push(String::from_utf8(value.to_vec()).expect("UTF-8"));
+    }
+    values
+}
+
+/// Produces `range` as values to partitions 0 and 1 (by parity) and waits for every delivery.
+async fn produce_all(producer: &strata_client::Producer, range: std::ops::Range<u32>) {
+    let mut deliveries = Vec::new();
+    for i in range {
+        let record = ProducerRecord::new("t", format!("{i:05}")).partition(i % 2);
+        deliveries.push(producer.send(record).await.expect("accepted"));
+    }
+    producer.flush().await.expect("flush");
+    for delivery in deliveries {
+        tokio::time::timeout(Duration::from_secs(10), delivery)
+            .await
+            .expect("resolved after flush")
+            .expect("delivered");
+    }
+}
+
+/// Two nodes, the client given only the one that does not lead: the producer (its
+/// InitProducerId included) and a subscriber follow its NOT_LEADER hint to the leader. Then
+/// leadership moves to the first node: the batches refused by the old leader and the
+/// subscription it ends follow the new hint, and every record is stored once, in send order,
+/// and read once, in offset order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn produce_and_subscribe_follow_the_leader() {
+    let [(first, first_address), (second, second_address)] = start_pair(2).await;
+    first.set_redirect(Some((2, second_address)));
+    let client = Client::connect(&first_address.to_string())
+        .await
+        .expect("connect");
+    let producer = client.producer(fast_retries()).expect("producer");
+    produce_all(&producer, 0..400).await;
+    let redirected = first.1.redirected.load(Ordering::SeqCst);
+    assert!(redirected >= 1, "the first node refused: {redirected}");
+
+    let config = ConsumerConfig {
+        backoff: Backoff {
+            initial: Duration::from_millis(1),
+            max: Duration::from_millis(10),
+        },
+        ..ConsumerConfig::default()
+    };
+    let mut consumer = client
+        .subscribe("t", 0, StartFrom::Earliest, config)
+        .await
+        .expect("subscribe through the hint");
+    let expected: Vec<String> = (0..200).map(|i| format!("{:05}", i * 2)).collect();
+    assert_eq!(read(&mut consumer, 200).await, expected);
+
+    // Leadership moves to the first node.
+    first.set_redirect(None);
+    second.set_redirect(Some((1, first_address)));
+    produce_all(&producer, 400..800).await;
+    producer.close().await.expect("close");
+    assert!(second.1.redirected.load(Ordering::SeqCst) >= 1);
+
+    let expected: Vec<String> = (200..400).map(|i| format!("{:05}", i * 2)).collect();
+    assert_eq!(read(&mut consumer, 200).await, expected);
+    assert_eq!(consumer.next_offset(), 400);
+
+    for partition in 0..2u32 {
+        let (batches, next_offset) = first.batches_from("t", partition, 0);
+        assert_eq!(
+            next_offset, 400,
+            "partition {partition} holds each record once"
+        );
+        let values: Vec<u32> = batches
+            .iter()
+            .flat_map(|batch| decode_records(batch).expect("stored batches decode"))
+            .map(|record| {
+                let value = record.value.expect("a value");
+                std::str::from_utf8(&value)
+                    .expect("UTF-8")
+                    .parse()
+                    .expect("a number")
+            })
+            .collect();
+        let expected: Vec<u32> = (0..400).map(|i| i * 2 + partition).collect();
         assert_eq!(values, expected, "partition {partition} in send order");
     }
 }
