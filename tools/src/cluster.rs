@@ -1,25 +1,39 @@
-//! `strata cluster info`.
+//! `strata cluster info`: every node's view of the cluster, merged. A node is up when it
+//! answered this command; the controller leader and each partition's leader, replicas and
+//! in-sync replicas come from the node that leads them (see
+//! [`strata_client::merge_cluster_views`]).
 
 use anyhow::{Context, Result};
 use clap::Subcommand;
 use serde_json::{Value, json};
 use strata_client::Client;
+use strata_client::proto::v1::ClusterInfoResponse;
 
 use crate::output::{Format, topic_json};
 
 #[derive(Subcommand)]
 pub enum ClusterCommand {
-    /// The nodes, which leads the controller, and the topics.
+    /// The nodes (up or down), which leads the controller, and each partition's leader,
+    /// replicas and in-sync replicas, from every node's view.
     Info,
 }
 
 pub async fn run(client: &Client, command: ClusterCommand, format: Format) -> Result<()> {
     let ClusterCommand::Info = command;
-    let info = client
-        .admin()
-        .cluster_info()
-        .await
-        .context("cluster info")?;
+    let views = client.admin().cluster_views().await;
+    if let Some(error) = views.iter().find_map(|view| view.info.as_ref().err())
+        && views.iter().all(|view| view.info.is_err())
+    {
+        return Err(error.clone()).context("cluster info: no broker answered");
+    }
+    let info = strata_client::merge_cluster_views(&views);
+    let unreachable: Vec<(&str, String)> = views
+        .iter()
+        .filter_map(|view| {
+            let error = view.info.as_ref().err()?;
+            Some((view.address.as_str(), error.to_string()))
+        })
+        .collect();
     match format {
         Format::Json => {
             let nodes: Vec<Value> = info
@@ -28,6 +42,10 @@ pub async fn run(client: &Client, command: ClusterCommand, format: Format) -> Re
                 .map(|node| json!({ "node_id": node.node_id, "address": node.address, "alive": node.alive }))
                 .collect();
             let topics: Vec<Value> = info.topics.iter().map(topic_json).collect();
+            let unreachable: Vec<Value> = unreachable
+                .iter()
+                .map(|(address, error)| json!({ "address": address, "error": error }))
+                .collect();
             println!(
                 "{}",
                 json!({
@@ -35,28 +53,70 @@ pub async fn run(client: &Client, command: ClusterCommand, format: Format) -> Re
                     "controller_leader_node_id": info.controller_leader_node_id,
                     "nodes": nodes,
                     "topics": topics,
+                    "unreachable": unreachable,
                 })
             );
         }
-        Format::Text => {
-            println!("connected to {}", client.address());
-            let leader = match info.controller_leader_node_id {
-                0 => "unknown".to_owned(),
-                id => id.to_string(),
-            };
-            println!("controller leader: node {leader}");
-            println!("node  address                alive");
-            for node in &info.nodes {
-                println!(
-                    "{:>4}  {:21}  {}",
-                    node.node_id,
-                    node.address,
-                    if node.alive { "yes" } else { "no" }
-                );
-            }
-            let partitions: u32 = info.topics.iter().map(|topic| topic.partitions).sum();
-            println!("{} topics, {partitions} partitions", info.topics.len());
-        }
+        Format::Text => print_text(client, &info, &unreachable),
     }
     Ok(())
+}
+
+fn print_text(client: &Client, info: &ClusterInfoResponse, unreachable: &[(&str, String)]) {
+    let node = |id: u64| match id {
+        0 => "none".to_owned(),
+        id => id.to_string(),
+    };
+    let list = |ids: &[u64]| {
+        if ids.is_empty() {
+            "-".to_owned()
+        } else {
+            ids.iter()
+                .map(u64::to_string)
+                .collect::<Vec<String>>()
+                .join(",")
+        }
+    };
+    println!("connected to {}", client.address());
+    println!(
+        "controller leader: node {}",
+        node(info.controller_leader_node_id)
+    );
+    println!("node  address                status");
+    for node in &info.nodes {
+        println!(
+            "{:>4}  {:21}  {}",
+            node.node_id,
+            node.address,
+            if node.alive { "up" } else { "down" }
+        );
+    }
+    for (address, error) in unreachable {
+        println!("unreachable: {address}: {error}");
+    }
+    let partitions: u32 = info.topics.iter().map(|topic| topic.partitions).sum();
+    println!("{} topics, {partitions} partitions", info.topics.len());
+    if info.topics.is_empty() {
+        return;
+    }
+    let width = info
+        .topics
+        .iter()
+        .map(|topic| topic.name.len())
+        .max()
+        .unwrap_or(0)
+        .max("topic".len());
+    println!("{:width$}  partition  leader  replicas  in-sync", "topic");
+    for topic in &info.topics {
+        for partition in &topic.partition_info {
+            println!(
+                "{:width$}  {:>9}  {:>6}  {:8}  {}",
+                topic.name,
+                partition.partition,
+                node(partition.leader_node_id),
+                list(&partition.replica_node_ids),
+                list(&partition.in_sync_node_ids),
+            );
+        }
+    }
 }

@@ -135,6 +135,7 @@ pub fn topic_json(topic: &TopicDescription) -> Value {
                 "partition": info.partition,
                 "leader_node_id": info.leader_node_id,
                 "replica_node_ids": info.replica_node_ids,
+                "in_sync_node_ids": info.in_sync_node_ids,
                 "log_start_offset": info.log_start_offset,
                 "high_watermark": info.high_watermark,
             })
