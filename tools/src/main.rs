@@ -8,9 +8,16 @@
 //! - `consume.rs`: `strata consume TOPIC`, one or all partitions merged, or as a member of a
 //!   consumer group (`--group`).
 //! - `group.rs`: `strata group list|describe|reset-offsets|delete`, consumer groups and lag.
-//! - `cluster.rs`: `strata cluster info`.
+//! - `cluster.rs`: `strata cluster info`: every node's view merged: nodes up or down, the
+//!   controller leader, each partition's leader, replicas and in-sync replicas.
+//! - `playground.rs`: `strata playground`: starts a local cluster of `strata-server`
+//!   processes, prints how to use it, and stops it on Ctrl-C (or after `--run-demo`).
 //! - `bench.rs`: `strata bench produce|consume`, throughput and latency.
 //! - `log.rs`: `strata log dump|verify DIR`, offline inspection of a partition directory.
+//!
+//! Every online command takes the broker list (`--brokers` or `STRATA_BROKERS`), any nodes of
+//! the cluster; the client routes each request to the node that serves it (see
+//! `strata_client::Client`).
 //!
 //! Errors print as one line on stderr. Exit codes: 0 success; 1 when the broker refused the
 //! request (the line names its error code) or `log verify` found a problem; 2 for usage
@@ -22,6 +29,7 @@ mod consume;
 mod group;
 mod log;
 mod output;
+mod playground;
 mod produce;
 mod topic;
 
@@ -44,7 +52,8 @@ use crate::output::Format;
                   problem), 2 usage, connection or local errors."
 )]
 struct Cli {
-    /// Brokers to connect to: HOST:PORT[,HOST:PORT...]; the first reachable one is used.
+    /// Brokers to connect to: HOST:PORT[,HOST:PORT...], any nodes of the cluster; requests go
+    /// to the node that leads what they ask for.
     #[arg(long, global = true, env = BROKERS_ENV, default_value = DEFAULT_BROKERS)]
     brokers: String,
     /// How long to wait for the broker's reply to each request, e.g. 30s or 500ms.
@@ -75,6 +84,8 @@ enum Command {
     /// Measure produce or consume throughput and latency.
     #[command(subcommand)]
     Bench(bench::BenchCommand),
+    /// Start a local cluster of strata-server processes until Ctrl-C.
+    Playground(playground::PlaygroundArgs),
     /// Inspect a partition directory on disk (read-only).
     #[command(subcommand)]
     Log(LogCommand),
@@ -99,6 +110,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Log(LogCommand::Dump { dir }) => log::dump(&dir),
         Command::Log(LogCommand::Verify { dir }) => log::verify(&dir),
+        Command::Playground(args) => playground::run(args),
         command => {
             let config = ClientConfig {
                 request_timeout: cli.timeout,
@@ -135,7 +147,9 @@ fn run_online(
             Command::Group(command) => group::run(&client, command, format).await,
             Command::Cluster(command) => cluster::run(&client, command, format).await,
             Command::Bench(command) => bench::run(&client, command, format).await,
-            Command::Log(_) => unreachable!("log commands run offline"),
+            Command::Log(_) | Command::Playground(_) => {
+                unreachable!("log and playground commands connect on their own, if at all")
+            }
         }?;
         Ok(ExitCode::SUCCESS)
     })
