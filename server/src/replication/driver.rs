@@ -135,7 +135,7 @@ pub struct GroupSpec {
     pub preferred_leader: Option<u64>,
 }
 
-enum Command {
+pub(super) enum Command {
     AddGroup(Box<GroupSpec>, oneshot::Sender<Result<(), String>>),
     RemoveGroup(GroupId, oneshot::Sender<()>),
     Propose {
@@ -311,7 +311,7 @@ pub fn start(node_id: u64, retention_interval: Duration, outbox: Arc<dyn Outbox>
     DriverHandle { commands }
 }
 
-struct Driver {
+pub(super) struct Driver {
     node_id: u64,
     outbox: Arc<dyn Outbox>,
     /// A leadership hand-over in progress: its deadline and whom to tell when done.
@@ -324,6 +324,47 @@ struct Driver {
 }
 
 impl Driver {
+    /// A driver without its thread, for the deterministic simulation: the caller feeds it
+    /// commands and runs its ticks and Ready rounds.
+    #[cfg(test)]
+    pub(super) fn for_simulation(node_id: u64, outbox: Arc<dyn Outbox>) -> Self {
+        let (_, commands) = sync_channel(1);
+        Self {
+            node_id,
+            outbox,
+            handing_over: None,
+            groups: HashMap::new(),
+            commands,
+            next_proposal_id: node_id << 40 | 1,
+            ticks: 0,
+            retention_every_ticks: u64::MAX,
+        }
+    }
+
+    /// A group's raft state in a line, for the simulation's failure messages.
+    #[cfg(test)]
+    pub(super) fn describe(&self, id: GroupId) -> String {
+        match self.groups.get(&id) {
+            Some(group) => {
+                let raft = &group.node.raft;
+                format!(
+                    "{:?} term {} leader {} last {} committed {} applied {} progress {:?}",
+                    raft.state,
+                    raft.term,
+                    raft.leader_id,
+                    raft.raft_log.last_index(),
+                    raft.raft_log.committed,
+                    raft.raft_log.applied,
+                    raft.prs()
+                        .iter()
+                        .map(|(id, p)| (*id, p.matched, p.next_idx, format!("{:?}", p.state)))
+                        .collect::<Vec<_>>()
+                )
+            }
+            None => "no such group".to_string(),
+        }
+    }
+
     fn run(mut self) {
         let mut next_tick = Instant::now() + TICK_INTERVAL;
         loop {
@@ -364,7 +405,7 @@ impl Driver {
     }
 
     /// Handles one command; returns the reply channel of a shutdown.
-    fn handle(&mut self, command: Command) -> Option<oneshot::Sender<()>> {
+    pub(super) fn handle(&mut self, command: Command) -> Option<oneshot::Sender<()>> {
         match command {
             Command::AddGroup(spec, reply) => {
                 let _ = reply.send(self.add_group(*spec));
@@ -400,7 +441,7 @@ impl Driver {
         None
     }
 
-    fn add_group(&mut self, spec: GroupSpec) -> Result<(), String> {
+    pub(super) fn add_group(&mut self, spec: GroupSpec) -> Result<(), String> {
         if self.groups.contains_key(&spec.id) {
             return Ok(());
         }
@@ -550,7 +591,7 @@ impl Driver {
         }
     }
 
-    fn tick(&mut self) {
+    pub(super) fn tick(&mut self) {
         self.ticks += 1;
         let retention_due = self.ticks.is_multiple_of(self.retention_every_ticks);
         let leadership_due = self.ticks.is_multiple_of(LEADERSHIP_CHECK_TICKS);
@@ -584,7 +625,7 @@ impl Driver {
 
     /// One round of the Ready loop over every group: appends, one fsync per written log,
     /// then what must wait for persistence.
-    fn process_ready(&mut self) {
+    pub(super) fn process_ready(&mut self) {
         let now = crate::now_ms();
         let mut readies = Vec::new();
         for (id, group) in &mut self.groups {
@@ -753,7 +794,7 @@ impl Driver {
         }
     }
 
-    fn stop(&mut self) {
+    pub(super) fn stop(&mut self) {
         self.sync_dirty_logs();
         for (id, group) in &mut self.groups {
             fail_pending(group, ProposeError::ShuttingDown);
@@ -804,6 +845,9 @@ fn check_leadership(node_id: u64, group: &mut Group) {
     }
 }
 
+/// Marks a follower's report that its log ends before the leader's commit index.
+const LOST_LOG: &[u8] = b"strata:log-lost";
+
 /// Raft assumes a node never loses what it acknowledged. A node whose data directory was
 /// replaced by an empty one breaks that; rather than panic (a follower told to commit past its
 /// log) or stall (a leader ignoring the follower's "my log is shorter" as stale), both sides
@@ -832,11 +876,17 @@ fn survive_lost_log(id: GroupId, group: &mut Group, message: &mut Message) -> Op
                 reply.reject = true;
                 reply.index = last;
                 reply.reject_hint = last;
+                reply.context = LOST_LOG.to_vec().into();
                 return Some(reply);
             }
         }
+        // Only the follower's own report counts: an ordinary rejection may be stale (a
+        // reordered reply to an old append) and says nothing about a lost log.
         MessageType::MsgAppendResponse
-            if message.reject && group.node.raft.state == StateRole::Leader =>
+            if message.reject
+                && message.context.as_ref() == LOST_LOG
+                && message.term == group.node.raft.term
+                && group.node.raft.state == StateRole::Leader =>
         {
             let from = message.from;
             if let Some(progress) = group.node.raft.mut_prs().get_mut(from)

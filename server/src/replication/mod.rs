@@ -10,6 +10,8 @@
 
 pub mod driver;
 pub mod raft_storage;
+#[cfg(test)]
+mod simulation;
 
 pub use driver::{
     Committed, DriverHandle, GroupId, GroupSpec, NoPeers, Outbox, ProposeError, StateMachine,
