@@ -499,7 +499,7 @@ impl Simulation {
 /// Runs seed `seed` for `steps` faulty steps, then converges. The seed also picks the size: five
 /// nodes for one seed in three, three otherwise.
 fn run(seed: u64, steps: u64) -> (usize, u64) {
-    let size = if seed % 3 == 0 { 5 } else { 3 };
+    let size = if seed.is_multiple_of(3) { 5 } else { 3 };
     let root = if Path::new("/dev/shm").is_dir() {
         tempfile::tempdir_in("/dev/shm")
     } else {
