@@ -454,3 +454,88 @@ async fn an_isolated_leader_cannot_commit_and_nothing_diverges() {
     .await
     .expect("test timed out");
 }
+
+/// The Rust client on a cluster: its idempotent producer and its partition consumers follow
+/// leaders on their own while partition leaders are killed with SIGKILL and restarted; every
+/// record is stored exactly once, in order, at the offset its delivery named, and read back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_client_follows_leaders_through_kills() {
+    use strata_client::{Client, ProducerConfig, ProducerRecord, StartFrom};
+    tokio::time::timeout(TEST_TIMEOUT, async {
+        const PARTITIONS: u32 = 3;
+        const RECORDS: usize = 3000;
+        let mut cluster = Cluster::start(3, 45);
+        let brokers = (1..=3)
+            .map(|id| cluster.address(id))
+            .collect::<Vec<_>>()
+            .join(",");
+        let client = Client::connect(&brokers).await.expect("connect");
+        client
+            .admin()
+            .create_topic("orders", PARTITIONS, 3, Default::default())
+            .await
+            .expect("create topic");
+        let producer = client
+            .producer(ProducerConfig {
+                linger: std::time::Duration::from_millis(2),
+                ..ProducerConfig::default()
+            })
+            .expect("producer");
+        let mut deliveries = Vec::new();
+        for i in 0..RECORDS {
+            let partition = i as u32 % PARTITIONS;
+            let record =
+                ProducerRecord::new("orders", format!("{partition}:{i}")).partition(partition);
+            deliveries.push((partition, i, producer.send(record).await.expect("send")));
+            if i == RECORDS / 3 || i == 2 * RECORDS / 3 {
+                // Kill the leader of one partition with batches in flight, and bring it back.
+                producer.flush().await.expect("flush");
+                let leader = cluster
+                    .leader_of("orders", (i / (RECORDS / 3)) as u32 % PARTITIONS)
+                    .await;
+                cluster.node(leader).kill9();
+                cluster.node(leader).restart();
+            }
+        }
+        let mut expected: Vec<Vec<(u64, String)>> = vec![Vec::new(); PARTITIONS as usize];
+        for (partition, i, delivery) in deliveries {
+            let stored = delivery.await.expect("delivered despite the kills");
+            assert_eq!(stored.partition, partition);
+            expected[partition as usize].push((stored.offset, format!("{partition}:{i}")));
+        }
+        producer.close().await.expect("close");
+        for partition in 0..PARTITIONS {
+            let wanted = &expected[partition as usize];
+            let mut consumer = client
+                .subscribe("orders", partition, StartFrom::Earliest, Default::default())
+                .await
+                .expect("subscribe");
+            let mut got = Vec::new();
+            while got.len() < wanted.len() {
+                let record = tokio::time::timeout(Duration::from_secs(60), consumer.next())
+                    .await
+                    .expect("records")
+                    .expect("next")
+                    .expect("open");
+                let value = String::from_utf8_lossy(&record.value.unwrap_or_default()).to_string();
+                got.push((record.offset, value));
+            }
+            assert_eq!(
+                &got, wanted,
+                "partition {partition}: each record once, in order"
+            );
+            let described = client
+                .admin()
+                .describe_topic("orders")
+                .await
+                .expect("describe");
+            assert_eq!(
+                described.partition_info[partition as usize].high_watermark,
+                wanted.len() as u64,
+                "partition {partition}: nothing stored twice"
+            );
+        }
+    })
+    .await
+    .expect("test timed out");
+}
