@@ -758,7 +758,16 @@ impl Broker {
         let header =
             BatchHeader::parse(&batch).map_err(|e| BrokerError::CorruptBatch(e.to_string()))?;
         if header.producer_id >= 0 && !self.producer_id_known(header.producer_id) {
-            return Err(BrokerError::UnknownProducerId(header.producer_id));
+            // The controller's leader knows every id handed out; another node's copy of the
+            // metadata may not have caught up with the newest block yet.
+            return Err(if *self.controller_leader.borrow() == self.node_id {
+                BrokerError::UnknownProducerId(header.producer_id)
+            } else {
+                BrokerError::Unavailable(format!(
+                    "producer id {} is not in this node's metadata yet: retry",
+                    header.producer_id
+                ))
+            });
         }
         let count = header.offset_count();
         let committed = self
