@@ -1,24 +1,29 @@
 #!/usr/bin/env bash
-# Strata in one command: builds the server and the CLI, starts a server on a free loopback port
-# with a fresh data directory, creates a topic, produces records from stdin lines, consumes them
-# back, consumes them again as a consumer group (which commits its offsets), shows the group's
-# lag, shows the cluster, and stops the server (SIGTERM: a clean shutdown).
+# Strata in one command: builds the server and the CLI, starts a local 3-node cluster of real
+# server processes on loopback (`strata playground`), creates a topic replicated on all three,
+# produces records from stdin lines, consumes them back, consumes them again as a consumer
+# group (which commits its offsets), shows the group's lag and the cluster, and stops the
+# cluster (SIGTERM: each node hands its leaderships over and shuts down cleanly).
 set -euo pipefail
 cd "$(dirname "$0")"
 cargo build -q -p strata-server -p strata-tools
 data=$(mktemp -d "${TMPDIR:-/tmp}/strata-quickstart.XXXXXX")
-fifo="$data/server.out"
+fifo="$data/playground.out"
 mkfifo "$fifo"
-target/debug/strata-server --listen 127.0.0.1:0 --data-dir "$data/data" > "$fifo" &
-server=$!
-trap 'kill "$server" 2>/dev/null; wait "$server" 2>/dev/null; rm -rf "$data"' EXIT
-# The server prints its address once it serves; reading the line waits for it.
+target/debug/strata playground --nodes 3 --data-dir "$data/cluster" > "$fifo" &
+playground=$!
+trap 'kill "$playground" 2>/dev/null; wait "$playground" 2>/dev/null; rm -rf "$data"' EXIT
+# The playground prints "N nodes up: ADDRESSES" once the cluster is healthy.
 exec 3< "$fifo"
-read -r -t 60 line <&3
-export STRATA_BROKERS="${line#strata-server listening on }"
-echo "== server on $STRATA_BROKERS, data in $data/data"
-echo "== strata topic create quickstart --partitions 3 --replication-factor 1"
-target/debug/strata topic create quickstart --partitions 3 --replication-factor 1
+while read -r -t 90 line <&3; do
+  echo "$line"
+  case "$line" in
+    *" nodes up: "*) export STRATA_BROKERS="${line#* nodes up: }"; break ;;
+  esac
+done
+[ -n "${STRATA_BROKERS:-}" ] || { echo "the cluster did not come up" >&2; exit 1; }
+echo "== strata topic create quickstart --partitions 3 --replication-factor 3"
+target/debug/strata topic create quickstart --partitions 3 --replication-factor 3
 echo "== strata produce quickstart --key-separator :   (stdin: alice:hello, bob:world, carol:again)"
 printf 'alice:hello\nbob:world\ncarol:again\n' | target/debug/strata produce quickstart --key-separator :
 echo "== strata consume quickstart --from earliest --format json"

@@ -272,7 +272,7 @@ struct Group {
 
 /// How often (in ticks) a leader refreshes its in-sync replicas and hands leadership to its
 /// group's preferred leader when that one is caught up.
-const LEADERSHIP_CHECK_TICKS: u64 = 10;
+const LEADERSHIP_CHECK_TICKS: u64 = 3;
 
 /// Controller snapshots are taken after this many applied entries.
 const SNAPSHOT_EVERY_ENTRIES: u64 = 1000;
