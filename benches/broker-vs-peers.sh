@@ -1,17 +1,22 @@
 #!/usr/bin/env bash
-# End-to-end: `strata bench` against one strata-server (release build), then NATS JetStream R1
-# and Redis Streams (appendfsync always) with ../shared/peerbench, in the same run, on the same
-# machine, with the same workload: 1 KiB records; 200 000 produced with at most 256 records
-# unacknowledged; replay of the whole stream; latency of one record at a time at 5 000/s.
+# End-to-end: `strata bench` against one strata-server (release build), or a cluster of NODES
+# (started by `strata playground`, topics replicated on every node), then peers with
+# ../shared/peerbench, in the same run, on the same machine, with the same workload: 1 KiB
+# records; 200 000 produced with at most 256 records unacknowledged; replay of the whole
+# stream; latency of one record at a time at 5 000/s.
 #
-#   benches/broker-vs-peers.sh            (RUNS=3 by default; PEERS="nats-r1 redis-always")
+#   benches/broker-vs-peers.sh            (RUNS=3; PEERS="nats-r1 redis-always")
+#   NODES=3 benches/broker-vs-peers.sh    (3 nodes, replication factor 3; PEERS="nats-r3")
+#
+# Server peak RSS is the largest node's.
 #
 # peerbench builds and writes results inside its own folder, so it is copied to a writable
 # place first. Run on a quiet machine: no build running.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 RUNS=${RUNS:-3}
-PEERS=${PEERS:-nats-r1 redis-always}
+NODES=${NODES:-1}
+if [ "$NODES" -gt 1 ]; then PEERS=${PEERS:-nats-r3}; else PEERS=${PEERS:-nats-r1 redis-always}; fi
 work=$(mktemp -d "${TMPDIR:-/tmp}/strata-vs-peers.XXXXXX")
 echo "results in $work" >&2
 cargo build -q --release -p strata-server -p strata-tools
@@ -20,21 +25,40 @@ strata=target/release/strata
 for run in $(seq "$RUNS"); do
   fifo=$work/server-$run.out
   mkfifo "$fifo"
-  target/release/strata-server --listen 127.0.0.1:0 --data-dir "$work/data-$run" > "$fifo" 2> "$work/server-$run.err" &
-  server=$!
-  exec 3< "$fifo"
-  read -r -t 60 line <&3
-  address=${line#strata-server listening on }
+  if [ "$NODES" -gt 1 ]; then
+    # The playground prints "node N: ADDRESS, pid PID" per node, then "N nodes up: LIST".
+    $strata playground --nodes "$NODES" --server-bin target/release/strata-server \
+        --data-dir "$work/data-$run" > "$fifo" 2> "$work/server-$run.err" &
+    server=$!
+    exec 3< "$fifo"
+    pids=()
+    while read -r -t 90 line <&3; do
+      case "$line" in
+        node*pid*) pids+=("${line##* }") ;;
+        *" nodes up: "*) address=${line#* nodes up: }; break ;;
+      esac
+    done
+  else
+    target/release/strata-server --listen 127.0.0.1:0 --data-dir "$work/data-$run" > "$fifo" 2> "$work/server-$run.err" &
+    server=$!
+    pids=("$server")
+    exec 3< "$fifo"
+    read -r -t 60 line <&3
+    address=${line#strata-server listening on }
+  fi
   # At most 256 records unacknowledged: batches of up to 256 records (266 941 bytes), one in
   # flight.
   $strata --brokers "$address" --format json bench produce --topic throughput --partitions 1 \
+      --replication-factor "$NODES" \
       --count 200000 --record-size 1024 --batch-bytes 266941 --in-flight 1 2>/dev/null > "$work/produce-$run.json"
   $strata --brokers "$address" --format json bench consume --topic throughput --from earliest \
       2>/dev/null > "$work/replay-$run.json"
   # One record at a time at 5 000/s: no linger, one request in flight.
   $strata --brokers "$address" --format json bench produce --topic latency --partitions 1 \
+      --replication-factor "$NODES" \
       --count 25000 --record-size 1024 --rate 5000 --linger-ms 0 --in-flight 1 2>/dev/null > "$work/latency-$run.json"
-  grep VmHWM "/proc/$server/status" | awk '{print $2}' > "$work/rss-$run.kib"
+  for pid in "${pids[@]}"; do grep VmHWM "/proc/$pid/status" | awk '{print $2}'; done \
+      | sort -n | tail -1 > "$work/rss-$run.kib"
   kill -TERM "$server"
   wait "$server" || true
   exec 3<&-
