@@ -34,7 +34,9 @@ pub const QUEUE_MESSAGES_MAX: usize = 8192;
 /// Most messages in one batch on the wire.
 pub const BATCH_MESSAGES_MAX: usize = 512;
 /// A node heard from within this long is alive.
-pub const ALIVE_WINDOW: Duration = Duration::from_secs(3);
+pub const ALIVE_WINDOW: Duration = Duration::from_millis(1500);
+/// A stream with nothing to carry for this long sends an empty batch (a keepalive).
+pub const KEEPALIVE_INTERVAL: Duration = Duration::from_millis(500);
 /// Reconnection backoff, doubling from the first to the last.
 const RECONNECT_BACKOFF_MIN: Duration = Duration::from_millis(50);
 const RECONNECT_BACKOFF_MAX: Duration = Duration::from_secs(1);
@@ -169,6 +171,10 @@ impl Transport {
 pub struct TransportOutbox(pub Arc<Transport>);
 
 impl Outbox for TransportOutbox {
+    fn alive(&self, node: u64) -> bool {
+        self.0.alive(node)
+    }
+
     fn send(&self, to: u64, group: GroupId, message: Message) {
         let bytes = match message.write_to_bytes() {
             Ok(bytes) => bytes,
@@ -242,11 +248,15 @@ async fn stream_to(
             .await
     });
     loop {
-        let Some(first) = queue.recv().await else {
-            return Ok(());
+        // An empty batch when there is nothing to say for a while: the peer keeps hearing
+        // from us (liveness), also while all our groups are quiet.
+        let first = match tokio::time::timeout(KEEPALIVE_INTERVAL, queue.recv()).await {
+            Ok(Some(first)) => Some(first),
+            Ok(None) => return Ok(()),
+            Err(_) => None,
         };
-        let mut messages = vec![first];
-        while messages.len() < BATCH_MESSAGES_MAX {
+        let mut messages: Vec<RaftEnvelope> = first.into_iter().collect();
+        while !messages.is_empty() && messages.len() < BATCH_MESSAGES_MAX {
             match queue.try_recv() {
                 Ok(message) => messages.push(message),
                 Err(_) => break,

@@ -32,7 +32,8 @@ fn batch(producer_id: i64, seq: u64) -> Bytes {
 type Acked = Arc<Mutex<Vec<(u64, u64)>>>;
 
 /// Produces batches one at a time to partition 0 of `topic`, each until acknowledged, following
-/// leaders: NOT_LEADER hints, else the next node. Stops when `stop` is set.
+/// leaders: NOT_LEADER hints, else the next node. Stops when `stop` is set. Sequences continue
+/// after the last batch already in `acked`.
 async fn produce_until(
     addresses: Vec<String>,
     topic: String,
@@ -44,7 +45,12 @@ async fn produce_until(
     let mut connections: HashMap<String, Clients> = HashMap::new();
     let mut target = addresses[0].clone();
     let mut next_node = 0;
-    let mut seq = 0;
+    // Continue after whatever this producer had acknowledged before.
+    let mut seq = acked
+        .lock()
+        .expect("acked")
+        .last()
+        .map_or(0, |(seq, _)| seq + 1);
     while !stop.load(Ordering::Relaxed) {
         let request = pb::ProduceRequest {
             topic: topic.clone(),
@@ -531,6 +537,59 @@ async fn the_client_follows_leaders_through_kills() {
                 "partition {partition}: nothing stored twice"
             );
         }
+    })
+    .await
+    .expect("test timed out");
+}
+
+/// An idle partition goes quiet (no heartbeats); when its leader is killed, the followers
+/// notice the node is gone and elect a new leader, and produce works again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_quiet_partition_fails_over() {
+    tokio::time::timeout(TEST_TIMEOUT, async {
+        let mut cluster = Cluster::start(3, 46);
+        cluster.create_topic("calm", 1, 3).await;
+        let producer = producer_id(&mut cluster).await;
+        let stop = Arc::new(AtomicBool::new(false));
+        let acked: Acked = Arc::default();
+        let progress = Arc::new(AtomicU64::new(0));
+        let addresses: Vec<String> = (1..=3).map(|id| cluster.address(id)).collect();
+        let task = tokio::spawn(produce_until(
+            addresses.clone(),
+            "calm".to_string(),
+            producer,
+            stop.clone(),
+            acked.clone(),
+            progress.clone(),
+        ));
+        progress_past(&progress, 10, "at the start").await;
+        stop.store(true, Ordering::Relaxed);
+        task.await.expect("producer");
+        // Idle well past the point where the group goes quiet (3 s without activity).
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        let leader = cluster.leader_of("calm", 0).await;
+        cluster.node(leader).kill9();
+        let started = Instant::now();
+        let stop = Arc::new(AtomicBool::new(false));
+        let progress = Arc::new(AtomicU64::new(0));
+        let task = tokio::spawn(produce_until(
+            addresses,
+            "calm".to_string(),
+            producer,
+            stop.clone(),
+            acked.clone(),
+            progress.clone(),
+        ));
+        progress_past(&progress, 0, "after killing the quiet leader").await;
+        eprintln!(
+            "quiet partition: next ack {:?} after the kill",
+            started.elapsed()
+        );
+        stop.store(true, Ordering::Relaxed);
+        task.await.expect("producer");
+        let acked = acked.lock().expect("acked").clone();
+        let leader = cluster.leader_of("calm", 0).await;
+        check(&read_all(&cluster, leader, "calm").await, &acked);
     })
     .await
     .expect("test timed out");

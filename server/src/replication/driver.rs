@@ -35,6 +35,12 @@ pub const TICK_INTERVAL: Duration = Duration::from_millis(100);
 /// thread: it must not block (drop the message when a queue is full; raft sends again).
 pub trait Outbox: Send + Sync {
     fn send(&self, to: u64, group: GroupId, message: Message);
+
+    /// Whether `node` was heard from recently (any traffic); quiet groups rely on it to
+    /// notice a dead leader.
+    fn alive(&self, _node: u64) -> bool {
+        true
+    }
 }
 
 /// An outbox for a node alone: there is nobody to send to.
@@ -265,10 +271,17 @@ struct Group {
     leader: watch::Sender<u64>,
     in_sync: watch::Sender<Vec<u64>>,
     preferred_leader: Option<u64>,
+    /// Ticks since the group last did anything but heartbeats.
+    idle_ticks: u64,
     /// The log was written and needs an fsync this round.
     dirty: bool,
     applied_since_snapshot: u64,
 }
+
+/// The controller's group: never quiet (its heartbeats keep every node's liveness fresh).
+const CONTROLLER: GroupId = 0;
+/// Ticks without activity after which a group may go quiet.
+const QUIET_AFTER_TICKS: u64 = 30;
 
 /// How often (in ticks) a leader refreshes its in-sync replicas and hands leadership to its
 /// group's preferred leader when that one is caught up.
@@ -427,6 +440,12 @@ impl Driver {
                     if let Some(reply) = survive_lost_log(id, group, &mut message) {
                         self.outbox.send(reply.to, id, reply);
                     }
+                    if !matches!(
+                        message.msg_type,
+                        MessageType::MsgHeartbeat | MessageType::MsgHeartbeatResponse
+                    ) {
+                        group.idle_ticks = 0;
+                    }
                     if let Err(error) = group.node.step(message) {
                         tracing::debug!(group = id, %error, "raft refused a message");
                     }
@@ -510,6 +529,7 @@ impl Driver {
                 leader: spec.leader,
                 in_sync: spec.in_sync,
                 preferred_leader: spec.preferred_leader,
+                idle_ticks: 0,
                 dirty: false,
                 applied_since_snapshot: 0,
             },
@@ -574,6 +594,7 @@ impl Driver {
                 return;
             }
         }
+        group.idle_ticks = 0;
         match group.node.propose(proposal.to_be_bytes().to_vec(), data) {
             Ok(()) => {
                 group.pending.insert(
@@ -595,8 +616,13 @@ impl Driver {
         self.ticks += 1;
         let retention_due = self.ticks.is_multiple_of(self.retention_every_ticks);
         let leadership_due = self.ticks.is_multiple_of(LEADERSHIP_CHECK_TICKS);
-        for group in self.groups.values_mut() {
-            group.node.tick();
+        for (id, group) in &mut self.groups {
+            if *id != CONTROLLER && quiet(self.node_id, &*self.outbox, group) {
+                // Nothing to do and everyone knows it: no heartbeats (see `quiet`).
+            } else {
+                group.node.tick();
+                group.idle_ticks += 1;
+            }
             if leadership_due && group.node.raft.state == StateRole::Leader {
                 check_leadership(self.node_id, group);
             }
@@ -633,6 +659,12 @@ impl Driver {
                 continue;
             }
             let mut ready = group.node.ready();
+            if ready.ss().is_some()
+                || !ready.entries().is_empty()
+                || !ready.committed_entries().is_empty()
+            {
+                group.idle_ticks = 0;
+            }
             if let Some(soft) = ready.ss() {
                 tracing::debug!(group = id, leader = soft.leader_id, role = ?soft.raft_state, "soft state");
                 group.leader.send_replace(soft.leader_id);
@@ -806,6 +838,35 @@ impl Driver {
             }
         }
         self.groups.clear();
+    }
+}
+
+/// Whether an idle group may skip this tick, sending no heartbeats (so thousands of idle
+/// partitions cost next to nothing). A group is quiet after [`QUIET_AFTER_TICKS`] without
+/// proposals or appends, when everything is committed and applied and:
+/// - on the leader: every voter has the whole log (a follower that lags keeps it ticking);
+/// - on a follower: its leader's node is alive (heard from recently: the transport keeps every
+///   pair of nodes in touch). When the leader's node goes silent the follower ticks again and
+///   elects a new leader, a few seconds later than for a busy group.
+///
+/// Any proposal or append wakes the group on every node.
+fn quiet(node_id: u64, outbox: &dyn Outbox, group: &Group) -> bool {
+    if group.idle_ticks < QUIET_AFTER_TICKS || !group.pending.is_empty() {
+        return false;
+    }
+    let raft = &group.node.raft;
+    let log = &raft.raft_log;
+    let last = log.last_index();
+    if log.committed != last || log.applied != last {
+        return false;
+    }
+    match raft.state {
+        StateRole::Leader => raft
+            .prs()
+            .iter()
+            .all(|(id, progress)| *id == node_id || progress.matched == last),
+        StateRole::Follower => raft.leader_id != 0 && outbox.alive(raft.leader_id),
+        _ => false,
     }
 }
 

@@ -60,12 +60,27 @@ impl Rng {
 
 type InFlight = Vec<(u64, u64, GroupId, Message)>;
 
+/// Which nodes can hear which: down nodes and the partitioned set.
+#[derive(Default)]
+struct Reachability {
+    down: BTreeSet<u64>,
+    partitioned: BTreeSet<u64>,
+}
+
 struct SimOutbox {
     from: u64,
     network: Arc<Mutex<InFlight>>,
+    reachability: Arc<Mutex<Reachability>>,
 }
 
 impl Outbox for SimOutbox {
+    fn alive(&self, node: u64) -> bool {
+        let reachability = self.reachability.lock().expect("reachability");
+        !reachability.down.contains(&node)
+            && reachability.partitioned.contains(&node)
+                == reachability.partitioned.contains(&self.from)
+    }
+
     fn send(&self, to: u64, group: GroupId, message: Message) {
         self.network
             .lock()
@@ -100,7 +115,17 @@ struct Node {
 }
 
 impl Node {
-    fn start(&mut self, voters: &[u64], network: &Arc<Mutex<InFlight>>) {
+    fn start(
+        &mut self,
+        voters: &[u64],
+        network: &Arc<Mutex<InFlight>>,
+        reachability: &Arc<Mutex<Reachability>>,
+    ) {
+        reachability
+            .lock()
+            .expect("reachability")
+            .down
+            .remove(&self.id);
         let config = LogConfig {
             segment_bytes_max: 16 << 10,
             batch_bytes_max: 4 << 10,
@@ -112,6 +137,7 @@ impl Node {
         let outbox = Arc::new(SimOutbox {
             from: self.id,
             network: network.clone(),
+            reachability: reachability.clone(),
         });
         let mut driver = Driver::for_simulation(self.id, outbox);
         let (high_watermark, receiver) = watch::channel(0);
@@ -138,7 +164,12 @@ impl Node {
         self.checked = 0;
     }
 
-    fn crash(&mut self) {
+    fn crash(&mut self, reachability: &Arc<Mutex<Reachability>>) {
+        reachability
+            .lock()
+            .expect("reachability")
+            .down
+            .insert(self.id);
         // Dropped without stop(): no final sync, no state written beyond what steps wrote.
         self.driver = None;
         self.log = None;
@@ -194,6 +225,7 @@ struct Simulation {
     nodes: Vec<Node>,
     voters: Vec<u64>,
     network: Arc<Mutex<InFlight>>,
+    reachability: Arc<Mutex<Reachability>>,
     /// Nodes on the other side of a partition from the rest, if any.
     partitioned: BTreeSet<u64>,
     proposals: Vec<(oneshot::Receiver<Result<Committed, ProposeError>>, Bytes)>,
@@ -208,6 +240,7 @@ impl Simulation {
     fn new(seed: u64, size: u64, root: &Path) -> Self {
         let voters: Vec<u64> = (1..=size).collect();
         let network = Arc::new(Mutex::new(Vec::new()));
+        let reachability = Arc::new(Mutex::new(Reachability::default()));
         let nodes = voters
             .iter()
             .map(|id| {
@@ -220,7 +253,7 @@ impl Simulation {
                     seen_high_watermark: 0,
                     checked: 0,
                 };
-                node.start(&voters, &network);
+                node.start(&voters, &network, &reachability);
                 node
             })
             .collect();
@@ -230,6 +263,7 @@ impl Simulation {
             nodes,
             voters,
             network,
+            reachability,
             partitioned: BTreeSet::new(),
             proposals: Vec::new(),
             committed: BTreeMap::new(),
@@ -283,11 +317,12 @@ impl Simulation {
             }
             980..=984 if faults => {
                 let id = 1 + self.rng.below(size);
+                let reachability = self.reachability.clone();
                 if self.node(id).up() {
-                    self.node(id).crash();
+                    self.node(id).crash(&reachability);
                 } else {
                     let (voters, network) = (self.voters.clone(), self.network.clone());
-                    self.node(id).start(&voters, &network);
+                    self.node(id).start(&voters, &network, &reachability);
                     self.ready(id);
                 }
             }
@@ -301,6 +336,11 @@ impl Simulation {
                 } else {
                     self.partitioned.clear();
                 }
+                self.reachability
+                    .lock()
+                    .expect("reachability")
+                    .partitioned
+                    .clone_from(&self.partitioned);
             }
             _ => self.deliver(faults),
         }
@@ -424,10 +464,19 @@ impl Simulation {
     /// log, with every acknowledged record.
     fn converge(&mut self) {
         self.partitioned.clear();
+        self.reachability
+            .lock()
+            .expect("reachability")
+            .partitioned
+            .clear();
         for id in 1..=self.nodes.len() as u64 {
             if !self.node(id).up() {
-                let (voters, network) = (self.voters.clone(), self.network.clone());
-                self.node(id).start(&voters, &network);
+                let (voters, network, reachability) = (
+                    self.voters.clone(),
+                    self.network.clone(),
+                    self.reachability.clone(),
+                );
+                self.node(id).start(&voters, &network, &reachability);
             }
         }
         // First a batch committed in the final term (which commits everything before it):
