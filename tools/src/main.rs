@@ -105,8 +105,25 @@ enum LogCommand {
     },
 }
 
+unsafe extern "C" {
+    fn signal(signum: i32, handler: usize) -> usize;
+}
+
+/// Lets a closed pipe end the process quietly, as it does other Unix tools (`strata topic
+/// list | head`): Rust ignores SIGPIPE, which makes printing to a closed pipe panic.
+fn die_quietly_on_closed_pipe() {
+    const SIGPIPE: i32 = 13;
+    const SIG_DFL: usize = 0;
+    // SAFETY: sets a signal's disposition to the default, before any thread starts.
+    unsafe { signal(SIGPIPE, SIG_DFL) };
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // `consume` handles a closed pipe itself: it commits what it printed before it leaves.
+    if !matches!(cli.command, Command::Consume(_)) {
+        die_quietly_on_closed_pipe();
+    }
     let result = match cli.command {
         Command::Log(LogCommand::Dump { dir }) => log::dump(&dir),
         Command::Log(LogCommand::Verify { dir }) => log::verify(&dir),
