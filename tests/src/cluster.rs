@@ -27,9 +27,15 @@ impl Cluster {
     /// Starts `size` nodes (ids 1..=size) on `127.0.<slot>.1`, each with its own data
     /// directory, and waits until all serve.
     pub fn start(size: u64, slot: u8) -> Self {
+        Self::start_with(size, slot, &[])
+    }
+
+    /// [`Cluster::start`] with more `strata-server` flags on every node.
+    pub fn start_with(size: u64, slot: u8, extra_args: &[&str]) -> Self {
         let addresses = free_addresses(size, slot);
         let initial = initial_cluster(&addresses);
-        Self::launch_all(&addresses, |_| initial.clone(), BTreeMap::new())
+        let extra: Vec<String> = extra_args.iter().map(|a| a.to_string()).collect();
+        Self::launch_all(&addresses, |_| initial.clone(), BTreeMap::new(), &extra)
     }
 
     /// Like [`Cluster::start`], but every node reaches every other node through a proxy of its
@@ -60,13 +66,14 @@ impl Cluster {
                 initial_cluster(&seen)
             })
             .collect();
-        Self::launch_all(&addresses, |id| views[id as usize - 1].clone(), links)
+        Self::launch_all(&addresses, |id| views[id as usize - 1].clone(), links, &[])
     }
 
     fn launch_all(
         addresses: &[String],
         initial: impl Fn(u64) -> String,
         links: BTreeMap<(u64, u64), Proxy>,
+        extra_args: &[String],
     ) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
         let mut nodes: Vec<ServerProcess> = addresses
@@ -75,7 +82,7 @@ impl Cluster {
             .map(|(i, address)| {
                 let id = i as u64 + 1;
                 let data = dir.path().join(format!("node-{id}"));
-                ServerProcess::launch(&data, id, address, Some(&initial(id)))
+                ServerProcess::launch_with(&data, id, address, Some(&initial(id)), extra_args)
             })
             .collect();
         for node in &mut nodes {
@@ -180,6 +187,18 @@ impl Cluster {
 
     /// Creates a topic through the controller's leader.
     pub async fn create_topic(&mut self, name: &str, partitions: u32, replication_factor: u32) {
+        self.create_topic_with(name, partitions, replication_factor, None)
+            .await;
+    }
+
+    /// [`Cluster::create_topic`] with a config.
+    pub async fn create_topic_with(
+        &mut self,
+        name: &str,
+        partitions: u32,
+        replication_factor: u32,
+        config: Option<pb::TopicConfig>,
+    ) {
         let leader = self.controller_leader().await;
         let mut clients = self.clients(leader).await;
         clients
@@ -188,7 +207,7 @@ impl Cluster {
                 name: name.to_string(),
                 partitions,
                 replication_factor,
-                config: None,
+                config,
             })
             .await
             .expect("create topic");

@@ -82,6 +82,7 @@ pub struct ServerProcess {
     pub data_dir: PathBuf,
     node_id: u64,
     initial_cluster: Option<String>,
+    extra_args: Vec<String>,
     /// Its standard output until it has said where it listens.
     lines: Option<mpsc::Receiver<String>>,
 }
@@ -108,6 +109,17 @@ impl ServerProcess {
         listen: &str,
         initial_cluster: Option<&str>,
     ) -> Self {
+        Self::launch_with(data_dir, node_id, listen, initial_cluster, &[])
+    }
+
+    /// [`ServerProcess::launch`] with more flags (kept for restarts).
+    pub fn launch_with(
+        data_dir: &Path,
+        node_id: u64,
+        listen: &str,
+        initial_cluster: Option<&str>,
+        extra_args: &[String],
+    ) -> Self {
         let mut command = Command::new(server_binary());
         command
             .args([
@@ -121,6 +133,7 @@ impl ServerProcess {
         if let Some(cluster) = initial_cluster {
             command.args(["--initial-cluster", cluster]);
         }
+        command.args(extra_args);
         let mut child = command
             .env(
                 "RUST_LOG",
@@ -146,6 +159,7 @@ impl ServerProcess {
             data_dir: data_dir.to_path_buf(),
             node_id,
             initial_cluster: initial_cluster.map(str::to_string),
+            extra_args: extra_args.to_vec(),
             lines: Some(received),
         }
     }
@@ -228,11 +242,12 @@ impl ServerProcess {
     /// Kills the node (SIGKILL) and starts it again on the same data and port, without waiting.
     pub fn relaunch(&mut self) {
         self.kill9();
-        let restarted = Self::launch(
+        let restarted = Self::launch_with(
             &self.data_dir.clone(),
             self.node_id,
             &self.address.clone(),
             self.initial_cluster.clone().as_deref(),
+            &self.extra_args.clone(),
         );
         *self = restarted;
     }

@@ -100,11 +100,13 @@ async fn produce_until(
     }
 }
 
-/// Every record of partition 0, read from `node` (followers serve committed data too).
+/// Every record still stored in partition 0, read from `node` (followers serve committed data
+/// too).
 async fn read_all(cluster: &Cluster, node: u64, topic: &str) -> Vec<(u64, String)> {
     let mut clients = cluster.clients(node).await;
     let mut records = Vec::new();
-    let mut offset = 0;
+    // From the log start (retention may have removed the beginning), then by offset.
+    let mut position = pb::start_position::Position::Earliest(true);
     loop {
         let fetched = clients
             .broker
@@ -112,7 +114,7 @@ async fn read_all(cluster: &Cluster, node: u64, topic: &str) -> Vec<(u64, String
                 topic: topic.to_string(),
                 partition: 0,
                 start: Some(pb::StartPosition {
-                    position: Some(pb::start_position::Position::Offset(offset)),
+                    position: Some(position),
                 }),
                 max_bytes: 4 << 20,
                 decode: true,
@@ -125,8 +127,8 @@ async fn read_all(cluster: &Cluster, node: u64, topic: &str) -> Vec<(u64, String
             let value = record.value.unwrap_or_default();
             records.push((record.offset, String::from_utf8_lossy(&value).to_string()));
         }
-        offset = fetched.next_offset;
-        if offset >= fetched.high_watermark {
+        position = pb::start_position::Position::Offset(fetched.next_offset);
+        if fetched.next_offset >= fetched.high_watermark {
             return records;
         }
     }
@@ -135,8 +137,9 @@ async fn read_all(cluster: &Cluster, node: u64, topic: &str) -> Vec<(u64, String
 /// Every acknowledged batch is in the log exactly once, in order, at its acknowledged offset,
 /// and nothing is in the log twice.
 fn check(records: &[(u64, String)], acked: &[(u64, u64)]) {
+    let first = records.first().map_or(0, |(offset, _)| *offset);
     for (position, (offset, _)) in records.iter().enumerate() {
-        assert_eq!(*offset, position as u64, "offsets are dense");
+        assert_eq!(*offset, first + position as u64, "offsets are dense");
     }
     let mut seen = HashMap::new();
     for (offset, value) in records {
@@ -590,6 +593,109 @@ async fn a_quiet_partition_fails_over() {
         let acked = acked.lock().expect("acked").clone();
         let leader = cluster.leader_of("calm", 0).await;
         check(&read_all(&cluster, leader, "calm").await, &acked);
+    })
+    .await
+    .expect("test timed out");
+}
+
+/// A replica that must start after the leader's log start (retention removed what it lacks)
+/// catches up through a snapshot: its log is reset to the leader's log start, then appends
+/// bring the rest; it then serves the same records as the leader.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wiped_node_catches_up_past_retention() {
+    tokio::time::timeout(TEST_TIMEOUT, async {
+        let mut cluster = Cluster::start_with(3, 47, &["--retention-check-interval-ms", "100"]);
+        let config = pb::TopicConfig {
+            retention_bytes: Some(4096),
+            segment_bytes: Some(1024),
+            ..pb::TopicConfig::default()
+        };
+        cluster.create_topic_with("short", 1, 3, Some(config)).await;
+        let producer = producer_id(&mut cluster).await;
+        let addresses: Vec<String> = (1..=3).map(|id| cluster.address(id)).collect();
+        let run = |stop: Arc<AtomicBool>, acked: Acked, progress: Arc<AtomicU64>| {
+            tokio::spawn(produce_until(
+                addresses.clone(),
+                "short".to_string(),
+                producer,
+                stop,
+                acked,
+                progress,
+            ))
+        };
+        let acked: Acked = Arc::default();
+        let stop = Arc::new(AtomicBool::new(false));
+        let progress = Arc::new(AtomicU64::new(0));
+        let task = run(stop.clone(), acked.clone(), progress.clone());
+        progress_past(&progress, 300, "at the start").await;
+        stop.store(true, Ordering::Relaxed);
+        task.await.expect("producer");
+        // Wipe a follower while retention has removed the start of the leader's log.
+        let leader = cluster.leader_of("short", 0).await;
+        let victim = if leader == 3 { 2 } else { 3 };
+        let started = Instant::now();
+        let log_start = loop {
+            let mut clients = cluster.clients(leader).await;
+            let described = clients
+                .admin
+                .describe_topic(pb::DescribeTopicRequest {
+                    name: "short".to_string(),
+                })
+                .await
+                .expect("describe")
+                .into_inner();
+            let log_start = described.partition_info[0].log_start_offset;
+            if log_start > 0 {
+                break log_start;
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(30),
+                "retention never ran"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        };
+        cluster.node(victim).kill9();
+        let data = cluster.node(victim).data_dir.clone();
+        std::fs::remove_dir_all(&data).expect("wipe");
+        std::fs::create_dir_all(&data).expect("empty data dir");
+        cluster.node(victim).restart();
+        let stop = Arc::new(AtomicBool::new(false));
+        let progress = Arc::new(AtomicU64::new(0));
+        let task = run(stop.clone(), acked.clone(), progress.clone());
+        progress_past(&progress, 50, "after the wipe").await;
+        stop.store(true, Ordering::Relaxed);
+        task.await.expect("producer");
+        let leader = cluster.leader_of("short", 0).await;
+        let started = Instant::now();
+        loop {
+            let expected = read_all(&cluster, leader, "short").await;
+            let caught_up = read_all(&cluster, victim, "short").await;
+            let tail = |records: &[(u64, String)], from: u64| -> Vec<(u64, String)> {
+                records
+                    .iter()
+                    .filter(|(o, _)| *o >= from)
+                    .cloned()
+                    .collect()
+            };
+            // The victim starts at or after the log start it was reset to; from there on it
+            // holds exactly what the leader holds.
+            if let Some((first, _)) = caught_up.first()
+                && *first >= log_start
+                && caught_up.last() == expected.last()
+                && tail(&expected, *first) == caught_up
+            {
+                break;
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(60),
+                "node {victim} did not catch up: {} records from {:?}, leader {} up to {:?}",
+                caught_up.len(),
+                caught_up.first(),
+                expected.len(),
+                expected.last()
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
     })
     .await
     .expect("test timed out");
