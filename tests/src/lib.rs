@@ -6,13 +6,17 @@
 //! - [`data_batch`], [`read_values`]: build batches with recognizable values and read them back.
 //!
 //! - [`server`]: real `strata-server` processes on loopback.
+//! - [`cluster`]: a cluster of them on a loopback address of its own, with leader discovery.
+//! - [`proxy`]: a TCP proxy a test cuts and heals (network partitions without privileges).
 //!
 //! Tests live in `tests/`: `storage_crash.rs` (torn writes, index damage, I/O faults),
 //! `broker.rs` (produce, consume, replay, errors and crashes against real servers),
 //! `bad_input.rs`, `groups.rs` (the group protocol: hand-over, fencing, durable offsets, live
 //! reset, lag), `idempotence.rs` (retries stored once, across kill -9), `group_consumer.rs`
 //! (the Rust client's group consumer in member processes, request/reply, the idempotent
-//! producer across kill -9) and `python_client.rs`.
+//! producer across kill -9), `cluster.rs` (3-node fault tests: leader kills, whole-cluster
+//! kill, isolation, wiped disks, rolling restart, quiet partitions, the client following
+//! leaders) and `python_client.rs`.
 //!
 //! `src/bin/group-member.rs` is a group member process for `group_consumer.rs`.
 
