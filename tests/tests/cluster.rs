@@ -100,6 +100,42 @@ async fn produce_until(
     }
 }
 
+/// A background [`produce_until`] on every node of a cluster.
+struct Producing {
+    stop: Arc<AtomicBool>,
+    progress: Arc<AtomicU64>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Producing {
+    fn start(cluster: &Cluster, topic: &str, producer_id: i64, acked: &Acked) -> Self {
+        let stop = Arc::new(AtomicBool::new(false));
+        let progress = Arc::new(AtomicU64::new(0));
+        let addresses = (1..=cluster.nodes.len() as u64)
+            .map(|id| cluster.address(id))
+            .collect();
+        let task = tokio::spawn(produce_until(
+            addresses,
+            topic.to_string(),
+            producer_id,
+            stop.clone(),
+            acked.clone(),
+            progress.clone(),
+        ));
+        Self {
+            stop,
+            progress,
+            task,
+        }
+    }
+
+    /// Stops producing and waits for the producer's last batch.
+    async fn finish(self) {
+        self.stop.store(true, Ordering::Relaxed);
+        self.task.await.expect("producer");
+    }
+}
+
 /// Every record still stored in partition 0, read from `node` (followers serve committed data
 /// too).
 async fn read_all(cluster: &Cluster, node: u64, topic: &str) -> Vec<(u64, String)> {
@@ -202,18 +238,9 @@ async fn leader_kills_and_a_whole_cluster_kill_lose_nothing() {
         let mut cluster = Cluster::start(3, 41);
         cluster.create_topic("ledger", 1, 3).await;
         let producer = producer_id(&mut cluster).await;
-        let stop = Arc::new(AtomicBool::new(false));
         let acked: Acked = Arc::default();
-        let progress = Arc::new(AtomicU64::new(0));
-        let addresses: Vec<String> = (1..=3).map(|id| cluster.address(id)).collect();
-        let task = tokio::spawn(produce_until(
-            addresses,
-            "ledger".to_string(),
-            producer,
-            stop.clone(),
-            acked.clone(),
-            progress.clone(),
-        ));
+        let producing = Producing::start(&cluster, "ledger", producer, &acked);
+        let progress = producing.progress.clone();
         progress_past(&progress, 20, "at the start").await;
         let mut fail_overs = Vec::new();
         for round in 0..10 {
@@ -249,8 +276,7 @@ async fn leader_kills_and_a_whole_cluster_kill_lose_nothing() {
             cluster.node(id).wait_ready();
         }
         progress_past(&progress, mark + 10, "after restarting the whole cluster").await;
-        stop.store(true, Ordering::Relaxed);
-        task.await.expect("producer");
+        producing.finish().await;
         let acked = acked.lock().expect("acked").clone();
         let leader = cluster.leader_of("ledger", 0).await;
         let records = read_all(&cluster, leader, "ledger").await;
@@ -273,18 +299,9 @@ async fn a_wiped_node_catches_up() {
         let mut cluster = Cluster::start(3, 42);
         cluster.create_topic("history", 1, 3).await;
         let producer = producer_id(&mut cluster).await;
-        let stop = Arc::new(AtomicBool::new(false));
         let acked: Acked = Arc::default();
-        let progress = Arc::new(AtomicU64::new(0));
-        let addresses: Vec<String> = (1..=3).map(|id| cluster.address(id)).collect();
-        let task = tokio::spawn(produce_until(
-            addresses,
-            "history".to_string(),
-            producer,
-            stop.clone(),
-            acked.clone(),
-            progress.clone(),
-        ));
+        let producing = Producing::start(&cluster, "history", producer, &acked);
+        let progress = producing.progress.clone();
         progress_past(&progress, 200, "at the start").await;
         // Wipe a follower.
         let leader = cluster.leader_of("history", 0).await;
@@ -296,8 +313,7 @@ async fn a_wiped_node_catches_up() {
         let mark = progress.load(Ordering::Relaxed);
         cluster.node(victim).restart();
         progress_past(&progress, mark + 50, "after the wipe").await;
-        stop.store(true, Ordering::Relaxed);
-        task.await.expect("producer");
+        producing.finish().await;
         let acked = acked.lock().expect("acked").clone();
         // The wiped node ends with the same records as the leader.
         let leader = cluster.leader_of("history", 0).await;
@@ -339,18 +355,9 @@ async fn a_rolling_restart_loses_nothing() {
         let mut cluster = Cluster::start(3, 43);
         cluster.create_topic("rolling", 1, 3).await;
         let producer = producer_id(&mut cluster).await;
-        let stop = Arc::new(AtomicBool::new(false));
         let acked: Acked = Arc::default();
-        let progress = Arc::new(AtomicU64::new(0));
-        let addresses: Vec<String> = (1..=3).map(|id| cluster.address(id)).collect();
-        let task = tokio::spawn(produce_until(
-            addresses,
-            "rolling".to_string(),
-            producer,
-            stop.clone(),
-            acked.clone(),
-            progress.clone(),
-        ));
+        let producing = Producing::start(&cluster, "rolling", producer, &acked);
+        let progress = producing.progress.clone();
         progress_past(&progress, 20, "at the start").await;
         let mut pauses = Vec::new();
         for round in 0..3 {
@@ -370,8 +377,7 @@ async fn a_rolling_restart_loses_nothing() {
             pauses[pauses.len() / 2],
             pauses[pauses.len() - 1]
         );
-        stop.store(true, Ordering::Relaxed);
-        task.await.expect("producer");
+        producing.finish().await;
         let acked = acked.lock().expect("acked").clone();
         let leader = cluster.leader_of("rolling", 0).await;
         check(&read_all(&cluster, leader, "rolling").await, &acked);
@@ -390,18 +396,9 @@ async fn an_isolated_leader_cannot_commit_and_nothing_diverges() {
         let mut cluster = Cluster::start_partitionable(3, 44).await;
         cluster.create_topic("split", 1, 3).await;
         let producer = producer_id(&mut cluster).await;
-        let stop = Arc::new(AtomicBool::new(false));
         let acked: Acked = Arc::default();
-        let progress = Arc::new(AtomicU64::new(0));
-        let addresses: Vec<String> = (1..=3).map(|id| cluster.address(id)).collect();
-        let task = tokio::spawn(produce_until(
-            addresses,
-            "split".to_string(),
-            producer,
-            stop.clone(),
-            acked.clone(),
-            progress.clone(),
-        ));
+        let producing = Producing::start(&cluster, "split", producer, &acked);
+        let progress = producing.progress.clone();
         progress_past(&progress, 20, "at the start").await;
         let old_leader = cluster.leader_of("split", 0).await;
         cluster.isolate(old_leader).await;
@@ -432,8 +429,7 @@ async fn an_isolated_leader_cannot_commit_and_nothing_diverges() {
         cluster.heal();
         let mark = progress.load(Ordering::Relaxed);
         progress_past(&progress, mark + 20, "after healing").await;
-        stop.store(true, Ordering::Relaxed);
-        task.await.expect("producer");
+        producing.finish().await;
         let acked = acked.lock().expect("acked").clone();
         let leader = cluster.leader_of("split", 0).await;
         let expected = read_all(&cluster, leader, "split").await;
@@ -553,43 +549,24 @@ async fn a_quiet_partition_fails_over() {
         let mut cluster = Cluster::start(3, 46);
         cluster.create_topic("calm", 1, 3).await;
         let producer = producer_id(&mut cluster).await;
-        let stop = Arc::new(AtomicBool::new(false));
         let acked: Acked = Arc::default();
-        let progress = Arc::new(AtomicU64::new(0));
-        let addresses: Vec<String> = (1..=3).map(|id| cluster.address(id)).collect();
-        let task = tokio::spawn(produce_until(
-            addresses.clone(),
-            "calm".to_string(),
-            producer,
-            stop.clone(),
-            acked.clone(),
-            progress.clone(),
-        ));
+        let producing = Producing::start(&cluster, "calm", producer, &acked);
+        let progress = producing.progress.clone();
         progress_past(&progress, 10, "at the start").await;
-        stop.store(true, Ordering::Relaxed);
-        task.await.expect("producer");
+        producing.finish().await;
         // Idle well past the point where the group goes quiet (3 s without activity).
         tokio::time::sleep(Duration::from_secs(5)).await;
         let leader = cluster.leader_of("calm", 0).await;
         cluster.node(leader).kill9();
         let started = Instant::now();
-        let stop = Arc::new(AtomicBool::new(false));
-        let progress = Arc::new(AtomicU64::new(0));
-        let task = tokio::spawn(produce_until(
-            addresses,
-            "calm".to_string(),
-            producer,
-            stop.clone(),
-            acked.clone(),
-            progress.clone(),
-        ));
+        let producing = Producing::start(&cluster, "calm", producer, &acked);
+        let progress = producing.progress.clone();
         progress_past(&progress, 0, "after killing the quiet leader").await;
         eprintln!(
             "quiet partition: next ack {:?} after the kill",
             started.elapsed()
         );
-        stop.store(true, Ordering::Relaxed);
-        task.await.expect("producer");
+        producing.finish().await;
         let acked = acked.lock().expect("acked").clone();
         let leader = cluster.leader_of("calm", 0).await;
         check(&read_all(&cluster, leader, "calm").await, &acked);
@@ -612,24 +589,11 @@ async fn a_wiped_node_catches_up_past_retention() {
         };
         cluster.create_topic_with("short", 1, 3, Some(config)).await;
         let producer = producer_id(&mut cluster).await;
-        let addresses: Vec<String> = (1..=3).map(|id| cluster.address(id)).collect();
-        let run = |stop: Arc<AtomicBool>, acked: Acked, progress: Arc<AtomicU64>| {
-            tokio::spawn(produce_until(
-                addresses.clone(),
-                "short".to_string(),
-                producer,
-                stop,
-                acked,
-                progress,
-            ))
-        };
         let acked: Acked = Arc::default();
-        let stop = Arc::new(AtomicBool::new(false));
-        let progress = Arc::new(AtomicU64::new(0));
-        let task = run(stop.clone(), acked.clone(), progress.clone());
+        let producing = Producing::start(&cluster, "short", producer, &acked);
+        let progress = producing.progress.clone();
         progress_past(&progress, 300, "at the start").await;
-        stop.store(true, Ordering::Relaxed);
-        task.await.expect("producer");
+        producing.finish().await;
         // Wipe a follower while retention has removed the start of the leader's log.
         let leader = cluster.leader_of("short", 0).await;
         let victim = if leader == 3 { 2 } else { 3 };
@@ -659,12 +623,10 @@ async fn a_wiped_node_catches_up_past_retention() {
         std::fs::remove_dir_all(&data).expect("wipe");
         std::fs::create_dir_all(&data).expect("empty data dir");
         cluster.node(victim).restart();
-        let stop = Arc::new(AtomicBool::new(false));
-        let progress = Arc::new(AtomicU64::new(0));
-        let task = run(stop.clone(), acked.clone(), progress.clone());
+        let producing = Producing::start(&cluster, "short", producer, &acked);
+        let progress = producing.progress.clone();
         progress_past(&progress, 50, "after the wipe").await;
-        stop.store(true, Ordering::Relaxed);
-        task.await.expect("producer");
+        producing.finish().await;
         let leader = cluster.leader_of("short", 0).await;
         let started = Instant::now();
         loop {

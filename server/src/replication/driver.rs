@@ -278,6 +278,12 @@ struct Group {
     applied_since_snapshot: u64,
 }
 
+/// Whether `node_id` is the group's only voter.
+fn alone(node: &RawNode<RaftStorage>, node_id: u64) -> bool {
+    let voters = node.raft.prs().conf().voters().ids();
+    voters.len() == 1 && voters.contains(node_id)
+}
+
 /// The controller's group: never quiet (its heartbeats keep every node's liveness fresh).
 const CONTROLLER: GroupId = 0;
 /// Ticks without activity after which a group may go quiet.
@@ -505,16 +511,8 @@ impl Driver {
             .offset_after_raft_index(applied)
             .map_err(|e| e.to_string())?;
         spec.high_watermark.send_replace(high_watermark);
-        let voters = node
-            .raft
-            .prs()
-            .conf()
-            .voters()
-            .ids()
-            .iter()
-            .collect::<Vec<u64>>();
         // A group this node alone votes in need not wait an election timeout.
-        if voters == [self.node_id] {
+        if alone(&node, self.node_id) {
             node.campaign().map_err(|e| e.to_string())?;
         }
         self.groups.insert(
@@ -805,16 +803,7 @@ impl Driver {
         };
         let node_id = self.node_id;
         let done = self.groups.values().all(|group| {
-            group.node.raft.state != StateRole::Leader
-                || group
-                    .node
-                    .raft
-                    .prs()
-                    .conf()
-                    .voters()
-                    .ids()
-                    .iter()
-                    .all(|id| id == node_id)
+            group.node.raft.state != StateRole::Leader || alone(&group.node, node_id)
         });
         if done || Instant::now() >= *deadline {
             if let Some((_, reply)) = self.handing_over.take() {
