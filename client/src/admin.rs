@@ -11,12 +11,12 @@ use std::future::Future;
 use strata_proto::v1::admin_client::AdminClient;
 use strata_proto::v1::reset_offsets_request::To;
 use strata_proto::v1::{
-    AlterTopicConfigRequest, ClusterInfoRequest, ClusterInfoResponse, CommitOffsetsRequest,
-    CreateTopicRequest, DeleteGroupRequest, DeleteTopicRequest, DescribeGroupRequest,
-    DescribeGroupResponse, DescribeTopicRequest, FetchCommittedOffsetsRequest,
-    FetchCommittedOffsetsResponse, GroupListing, ListGroupsRequest, ListTopicsRequest,
-    OffsetCommit, ResetOffsetsRequest, ResetOffsetsResponse, TopicConfig, TopicDescription,
-    TopicPartition,
+    AddNodeRequest, AlterTopicConfigRequest, ClusterInfoRequest, ClusterInfoResponse,
+    CommitOffsetsRequest, CreateTopicRequest, DeleteGroupRequest, DeleteTopicRequest,
+    DescribeGroupRequest, DescribeGroupResponse, DescribeTopicRequest,
+    FetchCommittedOffsetsRequest, FetchCommittedOffsetsResponse, GroupListing, ListGroupsRequest,
+    ListTopicsRequest, OffsetCommit, ResetOffsetsRequest, ResetOffsetsResponse, TopicConfig,
+    TopicDescription, TopicPartition,
 };
 use tonic::transport::Channel;
 
@@ -110,6 +110,24 @@ impl Admin {
     ///
     /// # Errors
     /// `UNKNOWN_TOPIC_OR_PARTITION`.
+    /// Adds node `node_id` (already started, at `address`) to the cluster; see the proto's
+    /// `Admin.AddNode`.
+    ///
+    /// # Errors
+    /// The broker's refusal (for instance UNAVAILABLE when the node cannot be reached yet).
+    pub async fn add_node(&self, node_id: u64, address: &str) -> Result<()> {
+        let request = AddNodeRequest {
+            node_id,
+            address: address.to_owned(),
+        };
+        self.admin(Route::Controller, |mut admin| {
+            let request = request.clone();
+            async move { admin.add_node(request).await }
+        })
+        .await?;
+        Ok(())
+    }
+
     pub async fn delete_topic(&self, name: &str) -> Result<()> {
         let request = DeleteTopicRequest {
             name: name.to_owned(),

@@ -276,6 +276,13 @@ impl Admin for Fake {
             .insert(request.name.clone(), request.partitions);
         Ok(Response::new(self.describe(&request.name)?))
     }
+    async fn add_node(
+        &self,
+        _request: Request<strata_client::proto::v1::AddNodeRequest>,
+    ) -> Result<Response<strata_client::proto::v1::AddNodeResponse>, Status> {
+        Err(Status::unimplemented("fake"))
+    }
+
     async fn delete_topic(
         &self,
         _: Request<DeleteTopicRequest>,

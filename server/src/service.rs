@@ -334,6 +334,27 @@ impl Admin for Service {
         Ok(Response::new(topic_description(&*self.broker()?, &topic)))
     }
 
+    async fn add_node(
+        &self,
+        request: Request<pb::AddNodeRequest>,
+    ) -> Result<Response<pb::AddNodeResponse>, Status> {
+        let request = request.into_inner();
+        let broker = self.broker()?;
+        // A voter that cannot be reached would count against the quorum from the start.
+        if request.node_id != 0 && !(self.alive)(request.node_id) {
+            return Err(status(BrokerError::Unavailable(format!(
+                "node {} has not been heard from: start it first (with an --initial-cluster list \
+                 that includes it and the current nodes), then add it",
+                request.node_id
+            ))));
+        }
+        broker
+            .add_node(request.node_id, &request.address)
+            .await
+            .map_err(status)?;
+        Ok(Response::new(pb::AddNodeResponse {}))
+    }
+
     async fn cluster_info(
         &self,
         _request: Request<pb::ClusterInfoRequest>,

@@ -91,6 +91,27 @@ impl Cluster {
         Self { nodes, dir, links }
     }
 
+    /// Starts one more node (the next id) on this cluster's address, with an initial cluster
+    /// list of every node so far and itself, without waiting for it (it serves once
+    /// added: see `Admin.AddNode`). Returns its id.
+    pub fn launch_node(&mut self) -> u64 {
+        let id = self.nodes.len() as u64 + 1;
+        let ip = self.nodes[0]
+            .address
+            .rsplit_once(':')
+            .map(|(ip, _)| ip.to_string())
+            .expect("HOST:PORT");
+        let listener = TcpListener::bind(format!("{ip}:0")).expect("bind a free port");
+        let address = listener.local_addr().expect("address").to_string();
+        drop(listener);
+        let mut addresses: Vec<String> = self.nodes.iter().map(|n| n.address.clone()).collect();
+        addresses.push(address.clone());
+        let data = self.dir.path().join(format!("node-{id}"));
+        let node = ServerProcess::launch(&data, id, &address, Some(&initial_cluster(&addresses)));
+        self.nodes.push(node);
+        id
+    }
+
     /// Cuts every link between `node` and the others (both directions); once it returns, no
     /// byte passes between them.
     pub async fn isolate(&self, node: u64) {

@@ -662,3 +662,80 @@ async fn a_wiped_node_catches_up_past_retention() {
     .await
     .expect("test timed out");
 }
+
+/// A running cluster grows: a fourth node is started, added (a controller conf change: it
+/// becomes the controller's fourth voter), and then holds a replica of a new topic and serves
+/// it. Adding a node nobody has heard from is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_joins_a_running_cluster() {
+    tokio::time::timeout(TEST_TIMEOUT, async {
+        let mut cluster = Cluster::start(3, 48);
+        cluster.create_topic("before", 1, 3).await;
+        let leader = cluster.controller_leader().await;
+        // Not started yet: refused.
+        let mut admin = cluster.clients(leader).await.admin;
+        let status = admin
+            .add_node(pb::AddNodeRequest {
+                node_id: 4,
+                address: "127.0.48.1:1".to_string(),
+            })
+            .await
+            .expect_err("a node nobody has heard from");
+        assert_eq!(error_code(&status), "ERROR_CODE_UNAVAILABLE");
+        let new = cluster.launch_node();
+        let address = cluster.nodes[new as usize - 1].address.clone();
+        // Wait until the leader hears from it, then add it.
+        let started = Instant::now();
+        loop {
+            match admin
+                .add_node(pb::AddNodeRequest {
+                    node_id: new,
+                    address: address.clone(),
+                })
+                .await
+            {
+                Ok(_) => break,
+                Err(status) if error_code(&status) == "ERROR_CODE_UNAVAILABLE" => {}
+                Err(status) => panic!("add node: {status:?}"),
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(30),
+                "node {new} never heard from"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        cluster.node(new).wait_ready();
+        // A topic on all four nodes: the new one holds a replica, and serves it.
+        cluster.create_topic("after", 1, 4).await;
+        let producer = producer_id(&mut cluster).await;
+        let acked: Acked = Arc::default();
+        let producing = Producing::start(&cluster, "after", producer, &acked);
+        progress_past(&producing.progress.clone(), 20, "on the grown cluster").await;
+        producing.finish().await;
+        let acked = acked.lock().expect("acked").clone();
+        let started = Instant::now();
+        loop {
+            let records = read_all(&cluster, new, "after").await;
+            if records.len() as u64 == acked.len() as u64 * RECORDS_PER_BATCH {
+                check(&records, &acked);
+                break;
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(30),
+                "node {new} lags"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let info = cluster
+            .clients(new)
+            .await
+            .admin
+            .cluster_info(pb::ClusterInfoRequest {})
+            .await
+            .expect("cluster info")
+            .into_inner();
+        assert_eq!(info.nodes.len(), 4, "{info:?}");
+    })
+    .await
+    .expect("test timed out");
+}

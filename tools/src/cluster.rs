@@ -16,10 +16,32 @@ pub enum ClusterCommand {
     /// The nodes (up or down), which leads the controller, and each partition's leader,
     /// replicas and in-sync replicas, from every node's view.
     Info,
+    /// Add a node that is already running (started with an --initial-cluster list that
+    /// includes it and the current nodes) to the cluster.
+    AddNode {
+        /// Its node id.
+        node_id: u64,
+        /// HOST:PORT it is reached at.
+        address: String,
+    },
 }
 
 pub async fn run(client: &Client, command: ClusterCommand, format: Format) -> Result<()> {
-    let ClusterCommand::Info = command;
+    if let ClusterCommand::AddNode { node_id, address } = command {
+        client
+            .admin()
+            .add_node(node_id, &address)
+            .await
+            .with_context(|| format!("add node {node_id} at {address}"))?;
+        match format {
+            Format::Json => println!(
+                "{}",
+                serde_json::json!({ "added_node": node_id, "address": address })
+            ),
+            Format::Text => println!("added node {node_id} at {address}"),
+        }
+        return Ok(());
+    }
     let views = client.admin().cluster_views().await;
     if let Some(error) = views.iter().find_map(|view| view.info.as_ref().err())
         && views.iter().all(|view| view.info.is_err())

@@ -336,6 +336,49 @@ impl Broker {
         }
     }
 
+    /// Adds node `node_id` at `address`: registers it, then makes it a voter of the controller
+    /// (a raft conf change, committed before this returns). New topics may then use it.
+    ///
+    /// # Errors
+    /// Invalid arguments, [`BrokerError::NotLeader`] off the controller's leader.
+    pub async fn add_node(&self, node_id: u64, address: &str) -> Result<(), BrokerError> {
+        if node_id == 0 {
+            return Err(BrokerError::InvalidArgument(
+                "node_id must be at least 1".to_string(),
+            ));
+        }
+        if address
+            .rsplit_once(':')
+            .is_none_or(|(host, port)| host.is_empty() || port.parse::<u16>().is_err())
+        {
+            return Err(BrokerError::InvalidArgument(format!(
+                "address {address:?} is not HOST:PORT"
+            )));
+        }
+        if let Some(known) = self.metadata().nodes.get(&node_id)
+            && known.address != address
+        {
+            return Err(BrokerError::InvalidArgument(format!(
+                "node {node_id} is already in the cluster at {}",
+                known.address
+            )));
+        }
+        self.propose_metadata(Command::RegisterNode(Node {
+            id: node_id,
+            address: address.to_string(),
+        }))
+        .await?;
+        let mut change = raft::prelude::ConfChange::default();
+        change.set_change_type(raft::prelude::ConfChangeType::AddNode);
+        change.node_id = node_id;
+        self.driver
+            .propose_conf_change(CONTROLLER_GROUP, change)
+            .await
+            .map_err(|e| self.propose_error(e))?
+            .outcome
+            .map_err(BrokerError::Storage)
+    }
+
     /// Ticks whenever the metadata changes.
     pub fn metadata_changes(&self) -> watch::Receiver<u64> {
         self.metadata_changed.clone()

@@ -149,6 +149,12 @@ pub(super) enum Command {
         data: Vec<u8>,
         reply: oneshot::Sender<Result<Committed, ProposeError>>,
     },
+    /// A raft membership change, answered once committed and applied.
+    ProposeConfChange {
+        group: GroupId,
+        change: ConfChange,
+        reply: oneshot::Sender<Result<Committed, ProposeError>>,
+    },
     /// Messages from other nodes.
     Step(Vec<(GroupId, Message)>),
     /// Hand every led group to another voter; reply when none is led here any more, or at the
@@ -191,6 +197,21 @@ impl DriverHandle {
         let (reply, receiver) = oneshot::channel();
         self.send(Command::Propose { group, data, reply })?;
         Ok(async move { receiver.await.map_err(|_| ProposeError::ShuttingDown)? })
+    }
+
+    /// Proposes a membership change of `group` and waits until it is committed and applied.
+    pub async fn propose_conf_change(
+        &self,
+        group: GroupId,
+        change: ConfChange,
+    ) -> Result<Committed, ProposeError> {
+        let (reply, receiver) = oneshot::channel();
+        self.send(Command::ProposeConfChange {
+            group,
+            change,
+            reply,
+        })?;
+        receiver.await.map_err(|_| ProposeError::ShuttingDown)?
     }
 
     /// Hands raft messages from other nodes to their groups; dropped when the driver is
@@ -436,6 +457,41 @@ impl Driver {
                 let _ = reply.send(());
             }
             Command::Propose { group, data, reply } => self.propose(group, data, reply),
+            Command::ProposeConfChange {
+                group: id,
+                change,
+                reply,
+            } => {
+                let Some(group) = self.groups.get_mut(&id) else {
+                    let _ = reply.send(Err(ProposeError::UnknownGroup));
+                    return None;
+                };
+                if group.node.raft.state != StateRole::Leader {
+                    let leader_id = group.node.raft.leader_id;
+                    let _ = reply.send(Err(ProposeError::NotLeader { leader_id }));
+                    return None;
+                }
+                let proposal = self.next_proposal_id;
+                self.next_proposal_id += 1;
+                group.idle_ticks = 0;
+                match group
+                    .node
+                    .propose_conf_change(proposal.to_be_bytes().to_vec(), change)
+                {
+                    Ok(()) => {
+                        group.pending.insert(
+                            proposal,
+                            Pending {
+                                reply,
+                                duplicates: Vec::new(),
+                            },
+                        );
+                    }
+                    Err(error) => {
+                        let _ = reply.send(Err(ProposeError::Dropped(error.to_string())));
+                    }
+                }
+            }
             Command::Step(messages) => {
                 for (id, mut message) in messages {
                     let Some(group) = self.groups.get_mut(&id) else {
@@ -802,9 +858,10 @@ impl Driver {
             return;
         };
         let node_id = self.node_id;
-        let done = self.groups.values().all(|group| {
-            group.node.raft.state != StateRole::Leader || alone(&group.node, node_id)
-        });
+        let done = self
+            .groups
+            .values()
+            .all(|group| group.node.raft.state != StateRole::Leader || alone(&group.node, node_id));
         if done || Instant::now() >= *deadline {
             if let Some((_, reply)) = self.handing_over.take() {
                 let _ = reply.send(());
