@@ -473,24 +473,10 @@ impl Driver {
                 }
                 let proposal = self.next_proposal_id;
                 self.next_proposal_id += 1;
-                group.idle_ticks = 0;
-                match group
+                let proposed = group
                     .node
-                    .propose_conf_change(proposal.to_be_bytes().to_vec(), change)
-                {
-                    Ok(()) => {
-                        group.pending.insert(
-                            proposal,
-                            Pending {
-                                reply,
-                                duplicates: Vec::new(),
-                            },
-                        );
-                    }
-                    Err(error) => {
-                        let _ = reply.send(Err(ProposeError::Dropped(error.to_string())));
-                    }
-                }
+                    .propose_conf_change(proposal.to_be_bytes().to_vec(), change);
+                track(group, proposal, proposed, reply);
             }
             Command::Step(messages) => {
                 for (id, mut message) in messages {
@@ -648,22 +634,11 @@ impl Driver {
                 return;
             }
         }
-        group.idle_ticks = 0;
-        match group.node.propose(proposal.to_be_bytes().to_vec(), data) {
-            Ok(()) => {
-                group.pending.insert(
-                    proposal,
-                    Pending {
-                        reply,
-                        duplicates: Vec::new(),
-                    },
-                );
-            }
-            Err(error) => {
-                group.machine.dropped();
-                let _ = reply.send(Err(ProposeError::Dropped(error.to_string())));
-            }
+        let proposed = group.node.propose(proposal.to_be_bytes().to_vec(), data);
+        if proposed.is_err() {
+            group.machine.dropped();
         }
+        track(group, proposal, proposed, reply);
     }
 
     pub(super) fn tick(&mut self) {
@@ -1018,6 +993,26 @@ fn survive_lost_log(id: GroupId, group: &mut Group, message: &mut Message) -> Op
 
 fn snapshot_start(data: &Bytes) -> u64 {
     super::raft_storage::snapshot_start_offset(data).unwrap_or(0)
+}
+
+/// Remembers a proposal raft took (its reply comes when it commits), or answers at once when
+/// raft refused it.
+fn track(group: &mut Group, proposal: u64, proposed: raft::Result<()>, reply: Reply) {
+    group.idle_ticks = 0;
+    match proposed {
+        Ok(()) => {
+            group.pending.insert(
+                proposal,
+                Pending {
+                    reply,
+                    duplicates: Vec::new(),
+                },
+            );
+        }
+        Err(error) => {
+            let _ = reply.send(Err(ProposeError::Dropped(error.to_string())));
+        }
+    }
 }
 
 fn send_messages(outbox: &dyn Outbox, group: GroupId, messages: Vec<Message>) {
