@@ -739,3 +739,96 @@ async fn a_node_joins_a_running_cluster() {
     .await
     .expect("test timed out");
 }
+
+/// Consumer groups across a controller fail-over: the coordinator (the controller's leader)
+/// is killed with SIGKILL while a member consumes. Its membership was soft state, so the member
+/// rejoins at the new coordinator; its committed offsets were replicated, so it resumes from
+/// them, and in the end every record was processed and the group's offsets are complete.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_group_survives_a_coordinator_kill() {
+    use std::collections::BTreeSet;
+    use strata_client::{Client, GroupConsumerConfig, ProducerConfig, ProducerRecord};
+    tokio::time::timeout(TEST_TIMEOUT, async {
+        const RECORDS: usize = 300;
+        let mut cluster = Cluster::start(3, 49);
+        let brokers = (1..=3)
+            .map(|id| cluster.address(id))
+            .collect::<Vec<_>>()
+            .join(",");
+        let client = Client::connect(&brokers).await.expect("connect");
+        client
+            .admin()
+            .create_topic("events", 3, 3, Default::default())
+            .await
+            .expect("create topic");
+        let producer = client
+            .producer(ProducerConfig::default())
+            .expect("producer");
+        for i in 0..RECORDS {
+            let record = ProducerRecord::new("events", format!("e{i}")).partition(i as u32 % 3);
+            producer.send(record).await.expect("send");
+        }
+        producer.close().await.expect("close producer");
+        let mut config = GroupConsumerConfig::new("survivors", ["events"]);
+        config.auto_commit = Some(Duration::from_millis(100));
+        config.session_timeout = Duration::from_secs(3);
+        let mut consumer = client.group_consumer(config).await.expect("join");
+        let mut seen = BTreeSet::new();
+        while seen.len() < RECORDS / 2 {
+            let record = consumer.next().await.expect("next").expect("open");
+            seen.insert(String::from_utf8_lossy(&record.value.unwrap_or_default()).to_string());
+        }
+        consumer.commit().await.expect("commit");
+        let coordinator = cluster.controller_leader().await;
+        cluster.node(coordinator).kill9();
+        // The member reads on (partition leaders do not need the coordinator), learns at its
+        // next heartbeat or commit that the new coordinator does not know it, rejoins, and
+        // resumes from the committed offsets: records after them come again (at least once).
+        // Done when everything was seen and a commit covering all of it went through.
+        let started = Instant::now();
+        loop {
+            if let Ok(record) =
+                tokio::time::timeout(Duration::from_millis(300), consumer.next()).await
+            {
+                let record = record.expect("next").expect("open");
+                seen.insert(String::from_utf8_lossy(&record.value.unwrap_or_default()).to_string());
+                continue;
+            }
+            if seen.len() == RECORDS && consumer.commit().await.is_ok() {
+                let described = client.admin().describe_group("survivors").await;
+                let complete = described.is_ok_and(|d| {
+                    d.partitions.len() == 3
+                        && d.partitions
+                            .iter()
+                            .map(|p| p.committed_offset.unwrap_or(0))
+                            .sum::<u64>()
+                            == RECORDS as u64
+                });
+                if complete {
+                    break;
+                }
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(90),
+                "the group did not recover: {} of {RECORDS} seen",
+                seen.len()
+            );
+        }
+        consumer.close().await.expect("close");
+        cluster.node(coordinator).restart();
+        // The offsets stay what they were through the old coordinator's return.
+        let described = client
+            .admin()
+            .describe_group("survivors")
+            .await
+            .expect("describe");
+        let committed: u64 = described
+            .partitions
+            .iter()
+            .map(|p| p.committed_offset.expect("committed"))
+            .sum();
+        assert_eq!(committed, RECORDS as u64, "{described:?}");
+    })
+    .await
+    .expect("test timed out");
+}
