@@ -15,8 +15,8 @@ use strata_proto::v1::{
     CommitOffsetsRequest, CreateTopicRequest, DeleteGroupRequest, DeleteTopicRequest,
     DescribeGroupRequest, DescribeGroupResponse, DescribeTopicRequest,
     FetchCommittedOffsetsRequest, FetchCommittedOffsetsResponse, GroupListing, ListGroupsRequest,
-    ListTopicsRequest, OffsetCommit, ResetOffsetsRequest, ResetOffsetsResponse, TopicConfig,
-    TopicDescription, TopicPartition,
+    ListTopicsRequest, OffsetCommit, RemoveNodeRequest, RemoveNodeResponse, ResetOffsetsRequest,
+    ResetOffsetsResponse, TopicConfig, TopicDescription, TopicPartition,
 };
 use tonic::transport::Channel;
 
@@ -126,6 +126,20 @@ impl Admin {
         })
         .await?;
         Ok(())
+    }
+
+    /// One step of removing node `node_id`: moves what replicas it can off the node and says
+    /// which partitions are still moving; `removed` once the node has left (see the proto's
+    /// `Admin.RemoveNode`). Call until `removed`.
+    ///
+    /// # Errors
+    /// The broker's refusal (for instance INVALID_ARGUMENT when too few nodes would be left).
+    pub async fn remove_node(&self, node_id: u64) -> Result<RemoveNodeResponse> {
+        let request = RemoveNodeRequest { node_id };
+        self.admin(Route::Controller, |mut admin| async move {
+            admin.remove_node(request).await
+        })
+        .await
     }
 
     pub async fn delete_topic(&self, name: &str) -> Result<()> {

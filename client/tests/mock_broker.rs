@@ -276,6 +276,13 @@ impl Admin for Fake {
             .insert(request.name.clone(), request.partitions);
         Ok(Response::new(self.describe(&request.name)?))
     }
+    async fn remove_node(
+        &self,
+        _request: Request<strata_client::proto::v1::RemoveNodeRequest>,
+    ) -> Result<Response<strata_client::proto::v1::RemoveNodeResponse>, Status> {
+        Err(Status::unimplemented("fake"))
+    }
+
     async fn add_node(
         &self,
         _request: Request<strata_client::proto::v1::AddNodeRequest>,

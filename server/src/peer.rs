@@ -276,6 +276,32 @@ async fn stream_to(
     }
 }
 
+/// Asks the node at `address` for the applied voters of `groups` (`None` where it has no such
+/// group).
+///
+/// # Errors
+/// Connection and call failures, as text.
+pub async fn group_voters(
+    address: &str,
+    groups: Vec<GroupId>,
+) -> Result<Vec<(GroupId, Option<Vec<u64>>)>, String> {
+    let endpoint = tonic::transport::Endpoint::from_shared(format!("http://{address}"))
+        .map_err(|e| e.to_string())?
+        .connect_timeout(Duration::from_secs(1))
+        .timeout(Duration::from_secs(5));
+    let channel = endpoint.connect().await.map_err(|e| e.to_string())?;
+    let reply = PeerClient::new(channel)
+        .group_voters(strata_proto::v1::GroupVotersRequest { groups })
+        .await
+        .map_err(|e| e.to_string())?
+        .into_inner();
+    Ok(reply
+        .groups
+        .into_iter()
+        .map(|g| (g.group, g.present.then_some(g.voters)))
+        .collect())
+}
+
 /// The receiving side: `strata.v1.Peer`.
 #[derive(Clone)]
 pub struct PeerService {
@@ -308,6 +334,24 @@ impl PeerService {
 
 #[tonic::async_trait]
 impl Peer for PeerService {
+    async fn group_voters(
+        &self,
+        request: Request<strata_proto::v1::GroupVotersRequest>,
+    ) -> Result<Response<strata_proto::v1::GroupVotersResponse>, Status> {
+        let mut groups = Vec::new();
+        for group in request.into_inner().groups.into_iter().take(100_000) {
+            let voters = self.driver.voters(group).await;
+            groups.push(strata_proto::v1::GroupVoters {
+                group,
+                present: voters.is_some(),
+                voters: voters.unwrap_or_default(),
+            });
+        }
+        Ok(Response::new(strata_proto::v1::GroupVotersResponse {
+            groups,
+        }))
+    }
+
     async fn raft(
         &self,
         request: Request<Streaming<RaftBatch>>,

@@ -355,6 +355,27 @@ impl Admin for Service {
         Ok(Response::new(pb::AddNodeResponse {}))
     }
 
+    async fn remove_node(
+        &self,
+        request: Request<pb::RemoveNodeRequest>,
+    ) -> Result<Response<pb::RemoveNodeResponse>, Status> {
+        let request = request.into_inner();
+        let (moving, removed) = self
+            .broker()?
+            .remove_node(request.node_id, |address, groups| async move {
+                crate::peer::group_voters(&address, groups).await
+            })
+            .await
+            .map_err(status)?;
+        Ok(Response::new(pb::RemoveNodeResponse {
+            moving: moving
+                .into_iter()
+                .map(|(topic, partition)| pb::TopicPartition { topic, partition })
+                .collect(),
+            removed,
+        }))
+    }
+
     async fn cluster_info(
         &self,
         _request: Request<pb::ClusterInfoRequest>,

@@ -832,3 +832,107 @@ async fn a_group_survives_a_coordinator_kill() {
     .await
     .expect("test timed out");
 }
+
+/// A node leaves a running cluster: `RemoveNode` moves each of its replicas to another node
+/// (the partition's leader adds the new replica, waits until it has caught up, then removes
+/// the old one, handing its leadership over first when it is the one leaving), then takes it
+/// out of the controller. Produce goes on throughout; afterwards the removed node is killed and
+/// nothing is lost, because no group needs it any more.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_leaves_a_running_cluster() {
+    tokio::time::timeout(TEST_TIMEOUT, async {
+        let mut cluster = Cluster::start(4, 50);
+        cluster.create_topic("moving", 4, 3).await;
+        let producer = producer_id(&mut cluster).await;
+        let acked: Acked = Arc::default();
+        let producing = Producing::start(&cluster, "moving", producer, &acked);
+        let progress = producing.progress.clone();
+        progress_past(&progress, 20, "at the start").await;
+        // The leader of the partition being produced to leaves: the hardest case.
+        let leaving = cluster.leader_of("moving", 0).await;
+        let started = Instant::now();
+        loop {
+            let leader = cluster.controller_leader().await;
+            let reply = cluster
+                .clients(leader)
+                .await
+                .admin
+                .remove_node(pb::RemoveNodeRequest { node_id: leaving })
+                .await;
+            match reply {
+                Ok(reply) if reply.get_ref().removed => break,
+                Ok(reply) => {
+                    if started.elapsed() > Duration::from_secs(20) {
+                        eprintln!("still moving: {:?}", reply.get_ref().moving);
+                    }
+                }
+                Err(status)
+                    if matches!(
+                        error_code(&status).as_str(),
+                        "ERROR_CODE_UNAVAILABLE" | "ERROR_CODE_NOT_LEADER"
+                    ) =>
+                {
+                    if started.elapsed() > Duration::from_secs(20) {
+                        eprintln!("remove node: {status:?}");
+                    }
+                }
+                Err(status) => panic!("remove node: {status:?}"),
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(120),
+                "node {leaving} was not removed"
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        eprintln!("node {leaving} removed after {:?}", started.elapsed());
+        let stayer = (1..=4).find(|id| *id != leaving).expect("another node");
+        let mut clients = cluster.clients(stayer).await;
+        let described = clients
+            .admin
+            .describe_topic(pb::DescribeTopicRequest {
+                name: "moving".to_string(),
+            })
+            .await
+            .expect("describe")
+            .into_inner();
+        for info in &described.partition_info {
+            assert!(
+                !info.replica_node_ids.contains(&leaving),
+                "partition {} still on node {leaving}: {info:?}",
+                info.partition
+            );
+            assert_eq!(info.replica_node_ids.len(), 3);
+        }
+        let info = clients
+            .admin
+            .cluster_info(pb::ClusterInfoRequest {})
+            .await
+            .expect("cluster info")
+            .into_inner();
+        assert!(info.nodes.iter().all(|n| n.node_id != leaving), "{info:?}");
+        // The removed node can go, and with it one of the partition's old replicas: if the
+        // group still counted the removed node as a voter, two of its three would now be down
+        // and nothing could commit. Produce goes on.
+        let replicas = described.partition_info[0].replica_node_ids.clone();
+        cluster.node(leaving).kill9();
+        let second = *replicas
+            .iter()
+            .find(|id| **id != stayer)
+            .unwrap_or(&replicas[0]);
+        cluster.node(second).kill9();
+        let mark = progress.load(Ordering::Relaxed);
+        progress_past(
+            &progress,
+            mark + 20,
+            "without the removed node and one old replica",
+        )
+        .await;
+        cluster.node(second).restart();
+        producing.finish().await;
+        let acked = acked.lock().expect("acked").clone();
+        let leader = cluster.leader_of("moving", 0).await;
+        check(&read_all(&cluster, leader, "moving").await, &acked);
+    })
+    .await
+    .expect("test timed out");
+}

@@ -24,9 +24,53 @@ pub enum ClusterCommand {
         /// HOST:PORT it is reached at.
         address: String,
     },
+    /// Move every replica off a node, then remove it from the cluster; waits until done (the
+    /// node may be stopped afterwards).
+    RemoveNode {
+        /// Its node id.
+        node_id: u64,
+        /// Give up after this long, e.g. 5m.
+        #[arg(long, default_value = "5m", value_parser = humantime::parse_duration)]
+        wait: std::time::Duration,
+    },
 }
 
 pub async fn run(client: &Client, command: ClusterCommand, format: Format) -> Result<()> {
+    if let ClusterCommand::RemoveNode { node_id, wait } = command {
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            let step = client
+                .admin()
+                .remove_node(node_id)
+                .await
+                .with_context(|| format!("remove node {node_id}"));
+            match step {
+                Ok(step) if step.removed => break,
+                Ok(step) => {
+                    if format == Format::Text {
+                        eprintln!("moving {} partitions off node {node_id}", step.moving.len());
+                    }
+                }
+                // The controller's leadership may be moving (it was the node being removed).
+                Err(error) if tokio::time::Instant::now() < deadline => {
+                    if format == Format::Text {
+                        eprintln!("{error:#}; retrying");
+                    }
+                }
+                Err(error) => return Err(error),
+            }
+            anyhow::ensure!(
+                tokio::time::Instant::now() < deadline,
+                "node {node_id} was not removed within {wait:?}"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+        }
+        match format {
+            Format::Json => println!("{}", serde_json::json!({ "removed_node": node_id })),
+            Format::Text => println!("removed node {node_id}"),
+        }
+        return Ok(());
+    }
     if let ClusterCommand::AddNode { node_id, address } = command {
         client
             .admin()

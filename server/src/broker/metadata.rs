@@ -63,6 +63,11 @@ pub struct Topic {
     /// Node ids of each partition's replicas; the first is the preferred leader.
     pub replicas: Vec<Vec<u64>>,
     pub created_ms: i64,
+    /// The replicas a partition had before its last move: a replica added by the move starts
+    /// with these (and itself) as the group's voters, which is what the group's membership is
+    /// once the leader has added it, so it never works from a wrong membership.
+    #[serde(default)]
+    pub previous_replicas: BTreeMap<u32, Vec<u64>>,
 }
 
 impl Topic {
@@ -161,6 +166,17 @@ pub enum Command {
     DeleteGroup {
         group: String,
     },
+    /// Replaces a partition's replica set (a node is leaving); partition leaders then change
+    /// their raft membership to match.
+    ReassignReplicas {
+        name: String,
+        partition: u32,
+        replicas: Vec<u64>,
+    },
+    /// Forgets a node that has left (after its replicas moved and it left the controller).
+    DeregisterNode {
+        node: u64,
+    },
     /// Gives `node` the producer ids `first..first + PRODUCER_ID_BLOCK`; refused unless `first`
     /// is the next free id (two nodes asking at once: one of them asks again).
     AllocateProducerIds {
@@ -212,6 +228,7 @@ impl Metadata {
                     replication_factor,
                     replicas,
                     created_ms: now_ms,
+                    previous_replicas: BTreeMap::new(),
                 };
                 self.topics.insert(name, topic);
                 Ok(())
@@ -253,6 +270,25 @@ impl Metadata {
                 .remove(&group)
                 .map(|_| ())
                 .ok_or_else(|| GROUP_MISSING.to_string()),
+            Command::ReassignReplicas {
+                name,
+                partition,
+                replicas,
+            } => {
+                let topic = self
+                    .topics
+                    .get_mut(&name)
+                    .ok_or_else(|| TOPIC_MISSING.to_string())?;
+                if let Some(slot) = topic.replicas.get_mut(partition as usize) {
+                    let previous = std::mem::replace(slot, replicas);
+                    topic.previous_replicas.insert(partition, previous);
+                }
+                Ok(())
+            }
+            Command::DeregisterNode { node } => {
+                self.nodes.remove(&node);
+                Ok(())
+            }
             Command::AllocateProducerIds { first, .. } => {
                 if first != self.next_producer_id {
                     return Err(PRODUCER_IDS_TAKEN.to_string());

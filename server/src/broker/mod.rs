@@ -314,13 +314,16 @@ impl Broker {
             if *broker.controller_leader.borrow() != broker.node_id {
                 continue;
             }
+            // Only members: a node removed from the cluster stays out.
+            let members = broker.members().await;
             let missing: Vec<Node> = {
                 let metadata = broker.metadata.read().expect("metadata lock poisoned");
                 broker
                     .cluster
                     .iter()
                     .filter(|(id, address)| {
-                        metadata.nodes.get(id).map(|n| &n.address) != Some(*address)
+                        members.contains(id)
+                            && metadata.nodes.get(id).map(|n| &n.address) != Some(*address)
                     })
                     .map(|(id, address)| Node {
                         id: *id,
@@ -377,6 +380,179 @@ impl Broker {
             .map_err(|e| self.propose_error(e))?
             .outcome
             .map_err(BrokerError::Storage)
+    }
+
+    /// Moves every replica off node `node_id`, then removes it from the controller; see the
+    /// proto's `Admin.RemoveNode`. `voters_at(address, groups)` asks another node for the
+    /// applied voters of its groups (the service layer's peer client). Returns the partitions
+    /// still moving and whether the node is gone.
+    ///
+    /// # Errors
+    /// Invalid arguments (unknown node, too few nodes left), NOT_LEADER off the controller's
+    /// leader.
+    pub async fn remove_node<F, Fut>(
+        &self,
+        node_id: u64,
+        voters_at: F,
+    ) -> Result<(Vec<(String, u32)>, bool), BrokerError>
+    where
+        F: Fn(String, Vec<GroupId>) -> Fut,
+        Fut: Future<Output = Result<Vec<(GroupId, Option<Vec<u64>>)>, String>>,
+    {
+        let leader = *self.controller_leader.borrow();
+        if leader != self.node_id {
+            return Err(propose_error(
+                &self.metadata,
+                ProposeError::NotLeader { leader_id: leader },
+            ));
+        }
+        let metadata = self.metadata();
+        let nodes = self.members().await;
+        if !nodes.contains(&node_id) {
+            return Err(BrokerError::InvalidArgument(format!(
+                "node {node_id} is not in the cluster (nodes: {nodes:?})"
+            )));
+        }
+        if node_id == self.node_id {
+            // The controller's leader cannot remove itself: move the leadership first.
+            self.driver
+                .hand_over_leadership(Duration::from_secs(2))
+                .await;
+            return Err(BrokerError::Unavailable(format!(
+                "node {node_id} led the controller; its leadership is moving: call again"
+            )));
+        }
+        let others: Vec<u64> = nodes.iter().copied().filter(|n| *n != node_id).collect();
+        // Replicas per node, to place moved ones on the least loaded.
+        let mut load: HashMap<u64, usize> = others.iter().map(|n| (*n, 0)).collect();
+        for topic in metadata.topics.values() {
+            for replicas in &topic.replicas {
+                for node in replicas {
+                    *load.entry(*node).or_default() += 1;
+                }
+            }
+        }
+        for topic in metadata.topics.values() {
+            for (partition, replicas) in topic.replicas.iter().enumerate() {
+                let Some(at) = replicas.iter().position(|n| *n == node_id) else {
+                    continue;
+                };
+                let Some(target) = others
+                    .iter()
+                    .filter(|n| !replicas.contains(n))
+                    .min_by_key(|n| (load[*n], **n))
+                    .copied()
+                else {
+                    return Err(BrokerError::InvalidArgument(format!(
+                        "cannot move {}/{partition} off node {node_id}: every other node already \
+                         holds a replica of it (add a node first)",
+                        topic.name
+                    )));
+                };
+                *load.entry(target).or_default() += 1;
+                let mut moved = replicas.clone();
+                moved[at] = target;
+                self.propose_metadata(Command::ReassignReplicas {
+                    name: topic.name.clone(),
+                    partition: partition as u32,
+                    replicas: moved,
+                })
+                .await?;
+            }
+        }
+        self.reconcile().await?;
+        // Still moving: partitions where some replica of the new set has not applied exactly
+        // the new set as the group's voters. Every replica is asked: a replica that was just
+        // added starts out with the new set as its own guess, so only the replicas that were
+        // members before prove that the change committed.
+        let metadata = self.metadata();
+        let mut asked: BTreeMap<u64, Vec<GroupId>> = BTreeMap::new();
+        let mut wanted: Vec<(String, u32, GroupId, Vec<u64>)> = Vec::new();
+        for topic in metadata.topics.values() {
+            for (partition, replicas) in topic.replicas.iter().enumerate() {
+                let group = (topic.id << 32) | partition as u64;
+                let mut voters = replicas.clone();
+                voters.sort_unstable();
+                for node in replicas {
+                    asked.entry(*node).or_default().push(group);
+                }
+                wanted.push((topic.name.clone(), partition as u32, group, voters));
+            }
+        }
+        let mut answers: HashMap<(u64, GroupId), Option<Vec<u64>>> = HashMap::new();
+        for (node, groups) in asked {
+            if node == self.node_id {
+                for group in groups {
+                    answers.insert((node, group), self.driver.voters(group).await);
+                }
+                continue;
+            }
+            let address = metadata
+                .nodes
+                .get(&node)
+                .map(|n| n.address.clone())
+                .or_else(|| self.cluster.get(&node).cloned())
+                .unwrap_or_default();
+            match voters_at(address, groups).await {
+                Ok(replies) => {
+                    for (group, voters) in replies {
+                        answers.insert((node, group), voters);
+                    }
+                }
+                Err(error) => {
+                    tracing::debug!(node, %error, "asking a node for its groups' voters failed");
+                }
+            }
+        }
+        let mut moving = Vec::new();
+        for (name, partition, group, voters) in wanted {
+            let done = voters.iter().all(|node| {
+                answers
+                    .get(&(*node, group))
+                    .and_then(Option::as_ref)
+                    .is_some_and(|applied| *applied == voters)
+            });
+            if !done {
+                moving.push((name, partition));
+            }
+        }
+        if !moving.is_empty() {
+            return Ok((moving, false));
+        }
+        // Every replica has moved: the node leaves the controller and the metadata.
+        if self
+            .driver
+            .voters(CONTROLLER_GROUP)
+            .await
+            .is_some_and(|voters| voters.contains(&node_id))
+        {
+            let mut change = raft::prelude::ConfChange::default();
+            change.set_change_type(raft::prelude::ConfChangeType::RemoveNode);
+            change.node_id = node_id;
+            self.driver
+                .propose_conf_change(CONTROLLER_GROUP, change)
+                .await
+                .map_err(|e| self.propose_error(e))?
+                .outcome
+                .map_err(BrokerError::Storage)?;
+        }
+        if self.metadata().nodes.contains_key(&node_id) {
+            self.propose_metadata(Command::DeregisterNode { node: node_id })
+                .await?;
+        }
+        Ok((Vec::new(), true))
+    }
+
+    /// The cluster's members: the controller's voters (the initial cluster, plus nodes added,
+    /// minus nodes removed), sorted.
+    async fn members(&self) -> Vec<u64> {
+        let mut voters = self
+            .driver
+            .voters(CONTROLLER_GROUP)
+            .await
+            .unwrap_or_else(|| vec![self.node_id]);
+        voters.sort_unstable();
+        voters
     }
 
     /// Ticks whenever the metadata changes.
@@ -453,12 +629,24 @@ impl Broker {
             .cloned()
             .collect();
         for key in existing {
+            let group = self.replicas.read().expect("lock")[&key].group;
+            // A partition of a live topic that was moved off this node stays until its leader
+            // has taken this node out of the group (see `Broker::remove_node`); only a deleted
+            // topic's partitions go at once.
+            let moved = topics
+                .iter()
+                .find(|t| t.name == key.0 && t.id == group >> 32);
+            if let Some(topic) = moved
+                && !wanted.contains_key(&key)
+            {
+                if let Some(replicas) = topic.replicas.get(key.1 as usize) {
+                    self.driver.set_voters(group, replicas.clone());
+                }
+                continue;
+            }
             let stale = match wanted.get(&key) {
                 None => true,
-                Some((topic, _)) => {
-                    let group = self.replicas.read().expect("lock")[&key].group;
-                    group >> 32 != topic.id
-                }
+                Some((topic, _)) => group >> 32 != topic.id,
             };
             if stale {
                 let replica = self.replicas.write().expect("lock").remove(&key);
@@ -478,15 +666,21 @@ impl Broker {
             }
         }
         for ((name, partition), (topic, replicas)) in wanted {
-            if self
+            let running = self
                 .replicas
                 .read()
                 .expect("lock")
-                .contains_key(&(name.clone(), partition))
-            {
-                continue;
-            }
-            self.start_partition(topic, partition, replicas).await?;
+                .get(&(name.clone(), partition))
+                .map(|replica| replica.group);
+            let group = match running {
+                Some(group) => group,
+                None => {
+                    self.start_partition(topic, partition, replicas).await?;
+                    (topic.id << 32) | u64::from(partition)
+                }
+            };
+            // The leader makes the group's membership match (a replica set that changed).
+            self.driver.set_voters(group, replicas.clone());
         }
         Ok(())
     }
@@ -523,11 +717,21 @@ impl Broker {
         let (leader_tx, leader) = watch::channel(0);
         let (in_sync_tx, in_sync) = watch::channel(Vec::new());
         let group = (topic.id << 32) | u64::from(partition);
+        // A replica a move adds joins a group whose voters are the previous replicas; its
+        // leader then adds it (see `Topic::previous_replicas`).
+        let voters = match topic.previous_replicas.get(&partition) {
+            Some(previous) if !previous.contains(&self.node_id) => {
+                let mut voters = previous.clone();
+                voters.push(self.node_id);
+                voters
+            }
+            _ => replicas.to_vec(),
+        };
         self.driver
             .add_group(GroupSpec {
                 id: group,
                 log: log.clone(),
-                voters: replicas.to_vec(),
+                voters,
                 machine: Box::new(PartitionMachine {
                     config,
                     log: log.clone(),
@@ -636,12 +840,7 @@ impl Broker {
             )));
         }
         validate_config(&config)?;
-        // Registered nodes and those this node was started with (the controller's leader
-        // registers the latter within a second of its election).
-        let mut nodes: Vec<u64> = self.metadata().nodes.keys().copied().collect();
-        nodes.extend(self.cluster.keys().copied());
-        nodes.sort_unstable();
-        nodes.dedup();
+        let nodes = self.members().await;
         if replication_factor == 0 || replication_factor as usize > nodes.len() {
             return Err(BrokerError::InvalidArgument(format!(
                 "replication factor must be 1 to {} (the number of nodes), got {replication_factor}",
@@ -988,6 +1187,8 @@ fn command_subject(command: &Command) -> String {
         | Command::ResetOffsets { group, .. }
         | Command::DeleteGroup { group } => group.clone(),
         Command::RegisterNode(node) => format!("node {}", node.id),
+        Command::ReassignReplicas { name, .. } => name.clone(),
+        Command::DeregisterNode { node } => format!("node {node}"),
         Command::AllocateProducerIds { node, .. } => format!("node {node}"),
     }
 }

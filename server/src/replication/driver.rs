@@ -157,6 +157,10 @@ pub(super) enum Command {
     },
     /// Messages from other nodes.
     Step(Vec<(GroupId, Message)>),
+    /// The voters a group should have; its leader changes the membership to match.
+    SetVoters(GroupId, Vec<u64>),
+    /// The voters of a group's applied configuration (`None`: no such group here).
+    Voters(GroupId, oneshot::Sender<Option<Vec<u64>>>),
     /// Hand every led group to another voter; reply when none is led here any more, or at the
     /// deadline.
     HandOver(Instant, oneshot::Sender<()>),
@@ -212,6 +216,22 @@ impl DriverHandle {
             reply,
         })?;
         receiver.await.map_err(|_| ProposeError::ShuttingDown)?
+    }
+
+    /// Sets the voters `group` should have (its replicas in the metadata). Its leader adds the
+    /// missing ones, and once they have caught up removes the others, one change at a time,
+    /// handing leadership over first when it is itself leaving.
+    pub fn set_voters(&self, group: GroupId, voters: Vec<u64>) {
+        if let Err(error) = self.send(Command::SetVoters(group, voters)) {
+            tracing::warn!(group, %error, "could not pass a group's voters to the driver");
+        }
+    }
+
+    /// The voters of `group`'s applied configuration on this node.
+    pub async fn voters(&self, group: GroupId) -> Option<Vec<u64>> {
+        let (reply, receiver) = oneshot::channel();
+        self.send(Command::Voters(group, reply)).ok()?;
+        receiver.await.ok()?
     }
 
     /// Hands raft messages from other nodes to their groups; dropped when the driver is
@@ -294,9 +314,72 @@ struct Group {
     preferred_leader: Option<u64>,
     /// Ticks since the group last did anything but heartbeats.
     idle_ticks: u64,
+    /// The voters the group should have, when told (see [`DriverHandle::set_voters`]).
+    desired_voters: Option<Vec<u64>>,
     /// The log was written and needs an fsync this round.
     dirty: bool,
     applied_since_snapshot: u64,
+}
+
+/// The voters of a group's applied configuration, sorted.
+fn current_voters(node: &RawNode<RaftStorage>) -> Vec<u64> {
+    let mut voters: Vec<u64> = node.raft.prs().conf().voters().ids().iter().collect();
+    voters.sort_unstable();
+    voters
+}
+
+/// On a group's leader: one step toward its desired voters, when no change is pending. Missing
+/// voters are added first (they catch up as followers); then, once every desired voter has
+/// everything committed, a voter that is leaving is removed. A leader that is itself leaving hands its
+/// leadership to a caught-up desired voter instead, and the new leader removes it.
+fn change_membership(id: GroupId, node_id: u64, group: &mut Group) {
+    let Some(desired) = group.desired_voters.clone() else {
+        return;
+    };
+    if group.node.raft.has_pending_conf() || desired.is_empty() {
+        return;
+    }
+    let current = current_voters(&group.node);
+    if current == desired {
+        return;
+    }
+    tracing::debug!(group = id, ?current, ?desired, transferee = ?group.node.raft.lead_transferee, "membership differs");
+    let mut change = ConfChange::default();
+    if let Some(missing) = desired.iter().find(|node| !current.contains(node)) {
+        change.set_change_type(raft::prelude::ConfChangeType::AddNode);
+        change.node_id = *missing;
+    } else {
+        // Caught up: holds everything committed (a busy group's log end moves on all the time).
+        let raft = &group.node.raft;
+        let committed = raft.raft_log.committed;
+        let caught_up = |node: &u64| {
+            *node == node_id
+                || raft
+                    .prs()
+                    .get(*node)
+                    .is_some_and(|progress| progress.matched >= committed)
+        };
+        if !desired.iter().all(caught_up) {
+            return;
+        }
+        let Some(leaving) = current.iter().find(|node| !desired.contains(node)).copied() else {
+            return;
+        };
+        if leaving == node_id {
+            if raft.lead_transferee.is_none()
+                && let Some(target) = desired.iter().find(|node| **node != node_id)
+            {
+                group.node.transfer_leader(*target);
+            }
+            return;
+        }
+        change.set_change_type(raft::prelude::ConfChangeType::RemoveNode);
+        change.node_id = leaving;
+    }
+    tracing::info!(group = id, change = ?change.get_change_type(), node = change.node_id, "changing a group's membership");
+    if let Err(error) = group.node.propose_conf_change(Vec::new(), change) {
+        tracing::warn!(group = id, %error, "proposing a membership change failed");
+    }
 }
 
 /// Whether `node_id` is the group's only voter.
@@ -478,6 +561,25 @@ impl Driver {
                     .propose_conf_change(proposal.to_be_bytes().to_vec(), change);
                 track(group, proposal, proposed, reply);
             }
+            Command::SetVoters(id, mut voters) => {
+                if let Some(group) = self.groups.get_mut(&id) {
+                    // The first replica is the preferred leader (a moved replica set may have
+                    // a new first); then the set, sorted.
+                    group.preferred_leader = (voters.len() > 1).then(|| voters[0]);
+                    voters.sort_unstable();
+                    if group.desired_voters.as_ref() != Some(&voters) {
+                        group.desired_voters = Some(voters);
+                        group.idle_ticks = 0;
+                    }
+                }
+            }
+            Command::Voters(id, reply) => {
+                let voters = self
+                    .groups
+                    .get(&id)
+                    .map(|group| current_voters(&group.node));
+                let _ = reply.send(voters);
+            }
             Command::Step(messages) => {
                 for (id, mut message) in messages {
                     let Some(group) = self.groups.get_mut(&id) else {
@@ -570,6 +672,7 @@ impl Driver {
                 in_sync: spec.in_sync,
                 preferred_leader: spec.preferred_leader,
                 idle_ticks: 0,
+                desired_voters: None,
                 dirty: false,
                 applied_since_snapshot: 0,
             },
@@ -654,6 +757,7 @@ impl Driver {
             }
             if leadership_due && group.node.raft.state == StateRole::Leader {
                 check_leadership(self.node_id, group);
+                change_membership(*id, self.node_id, group);
             }
             if retention_due && let Some((policy, raft_index_max)) = group.machine.retention() {
                 let applied = group.node.raft.raft_log.applied.min(raft_index_max);
@@ -882,10 +986,16 @@ fn quiet(node_id: u64, outbox: &dyn Outbox, group: &Group) -> bool {
         return false;
     }
     match raft.state {
-        StateRole::Leader => raft
-            .prs()
-            .iter()
-            .all(|(id, progress)| *id == node_id || progress.matched == last),
+        StateRole::Leader => {
+            group
+                .desired_voters
+                .as_ref()
+                .is_none_or(|desired| *desired == current_voters(&group.node))
+                && raft
+                    .prs()
+                    .iter()
+                    .all(|(id, progress)| *id == node_id || progress.matched == last)
+        }
         StateRole::Follower => raft.leader_id != 0 && outbox.alive(raft.leader_id),
         _ => false,
     }
