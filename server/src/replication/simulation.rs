@@ -15,9 +15,11 @@
 //! crashes and proposals replay exactly; raft-rs draws its randomized election timeouts from
 //! its own (unseeded) generator, so elections may fall on other steps in a replay.
 //!
-//! Crashes happen between steps, where the driver has fsynced everything it acknowledged or
-//! promised to peers (that is its contract); torn writes inside a step are the storage crash
-//! tests' subject.
+//! Half the crashes happen between steps, where the driver has fsynced everything it
+//! acknowledged or promised to peers (that is its contract); the other half right after the
+//! node took in a message and a proposal but before its Ready round wrote and synced them, so
+//! what raft held unsynced is lost. Torn writes inside a write are the storage crash tests'
+//! subject.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -319,6 +321,12 @@ impl Simulation {
                 let id = 1 + self.rng.below(size);
                 let reachability = self.reachability.clone();
                 if self.node(id).up() {
+                    // Half the time the node crashes in the middle of its work: a message
+                    // taken in (and a proposal) whose Ready round, with the write and fsync,
+                    // never ran, so what raft held unsynced is lost.
+                    if self.rng.chance(50) {
+                        self.step_without_ready(id);
+                    }
                     self.node(id).crash(&reachability);
                 } else {
                     let (voters, network) = (self.voters.clone(), self.network.clone());
@@ -346,6 +354,34 @@ impl Simulation {
         }
         self.collect_acknowledgements();
         self.check();
+    }
+
+    /// Hands node `id` the next message for it and a proposal, without running its Ready
+    /// round.
+    fn step_without_ready(&mut self, id: u64) {
+        let message = {
+            let mut network = self.network.lock().expect("network");
+            network
+                .iter()
+                .position(|(_, to, _, _)| *to == id)
+                .map(|at| network.remove(at))
+        };
+        let value = Bytes::from(format!("v{}", self.next_value));
+        self.next_value += 1;
+        let mut builder = BatchBuilder::new();
+        builder.push(1, None, Some(&value), &[]);
+        let (reply, receiver) = oneshot::channel();
+        if let Some(driver) = self.node(id).driver.as_mut() {
+            if let Some((_, _, group, message)) = message {
+                driver.handle(Command::Step(vec![(group, message)]));
+            }
+            driver.handle(Command::Propose {
+                group: GROUP,
+                data: builder.finish().to_vec(),
+                reply,
+            });
+        }
+        self.proposals.push((receiver, value));
     }
 
     fn deliver(&mut self, faults: bool) {
