@@ -382,3 +382,156 @@ fn group_consume_describe_reset_delete() {
     assert_eq!(gone.code, Some(1), "{}", gone.stderr);
     assert!(gone.stderr.contains("UNKNOWN_GROUP"), "{}", gone.stderr);
 }
+
+unsafe extern "C" {
+    #[link_name = "kill"]
+    fn libc_kill(pid: i32, signal: i32) -> i32;
+}
+
+/// `strata playground --run-demo` starts a 3-node cluster, creates a replicated topic,
+/// produces, consumes, stops the cluster and exits 0.
+#[test]
+fn playground_demo_runs_a_cluster() {
+    server_binary();
+    let data = tempfile::tempdir().expect("data dir");
+    let dir = data.path().to_str().expect("UTF-8 path");
+    let output = strata(
+        "127.0.0.1:1",
+        &[
+            "playground",
+            "--nodes",
+            "3",
+            "--run-demo",
+            "--data-dir",
+            dir,
+        ],
+        b"",
+        COMMAND_DEADLINE,
+    );
+    assert!(output.success, "{}\n{}", output.stdout, output.stderr);
+    assert!(
+        output.stdout.contains("consumed 10 records"),
+        "{}",
+        output.stdout
+    );
+}
+
+/// On a playground cluster: `cluster add-node` adds a fourth server, `cluster remove-node`
+/// moves its replicas away and removes it, and the topic's records are all still there.
+#[test]
+fn cluster_add_node_and_remove_node() {
+    use std::io::BufRead;
+    let server = server_binary();
+    let data = tempfile::tempdir().expect("data dir");
+    let mut playground = Command::new(env!("CARGO_BIN_EXE_strata"))
+        .args(["playground", "--nodes", "3", "--data-dir"])
+        .arg(data.path().join("cluster"))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("start the playground");
+    let stdout = playground.stdout.take().expect("stdout");
+    let (lines, received) = mpsc::channel();
+    thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+        {
+            if lines.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let mut addresses = Vec::new();
+    let brokers = loop {
+        let line = received
+            .recv_timeout(STARTUP_DEADLINE)
+            .expect("the playground prints its nodes");
+        if let Some(rest) = line.strip_prefix("node ")
+            && let Some((_, address)) = rest.split_once(": ")
+        {
+            addresses.push(address.split(',').next().expect("address").to_string());
+        }
+        if let Some((_, list)) = line.split_once(" nodes up: ") {
+            break list.to_string();
+        }
+    };
+    let run = |args: &[&str]| strata(&brokers, args, b"", COMMAND_DEADLINE);
+    // A fourth server that knows the cluster and itself.
+    let fourth = format!("127.0.0.1:{}", free_port());
+    let mut initial: Vec<String> = addresses
+        .iter()
+        .enumerate()
+        .map(|(i, address)| format!("{}={address}", i + 1))
+        .collect();
+    initial.push(format!("4={fourth}"));
+    let mut node4 = Command::new(&server)
+        .args(["--node-id", "4", "--listen", &fourth, "--data-dir"])
+        .arg(data.path().join("node-4"))
+        .args(["--initial-cluster", &initial.join(",")])
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("start node 4");
+    let started = Instant::now();
+    loop {
+        let added = run(&["cluster", "add-node", "4", &fourth]);
+        if added.success {
+            assert!(added.stdout.contains("added node 4"), "{}", added.stdout);
+            break;
+        }
+        assert!(
+            started.elapsed() < STARTUP_DEADLINE,
+            "add-node kept failing: {}",
+            added.stderr
+        );
+        thread::sleep(Duration::from_millis(200));
+    }
+    let created = run(&[
+        "topic",
+        "create",
+        "moved",
+        "--partitions",
+        "4",
+        "--replication-factor",
+        "3",
+    ]);
+    assert!(created.success, "{}", created.stderr);
+    let lines: String = (0..40).map(|i| format!("m{i}\n")).collect();
+    let produced = strata(
+        &brokers,
+        &["produce", "moved"],
+        lines.as_bytes(),
+        COMMAND_DEADLINE,
+    );
+    assert!(produced.success, "{}", produced.stderr);
+    let removed = run(&["cluster", "remove-node", "4", "--wait", "90s"]);
+    assert!(removed.success, "{}", removed.stderr);
+    assert!(
+        removed.stdout.contains("removed node 4"),
+        "{}",
+        removed.stdout
+    );
+    let _ = node4.kill();
+    let _ = node4.wait();
+    let consumed = run(&["consume", "moved", "--format", "json"]);
+    assert!(consumed.success, "{}", consumed.stderr);
+    assert_eq!(consumed.stdout.lines().count(), 40, "{}", consumed.stdout);
+    let info = run(&["cluster", "info", "--format", "json"]);
+    assert!(info.success, "{}", info.stderr);
+    assert!(!info.stdout.contains(&fourth), "{}", info.stdout);
+    // SIGTERM: the playground stops its servers.
+    // SAFETY: kill(2) on our own child's pid.
+    unsafe { libc_kill(playground.id() as i32, 15) };
+    let (done, finished) = mpsc::channel();
+    let waiter = thread::spawn(move || {
+        let status = playground.wait();
+        let _ = done.send(());
+        status
+    });
+    assert!(
+        finished.recv_timeout(COMMAND_DEADLINE).is_ok(),
+        "the playground did not stop"
+    );
+    let _ = waiter.join();
+}
