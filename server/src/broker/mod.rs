@@ -371,8 +371,19 @@ impl Broker {
             address: address.to_string(),
         }))
         .await?;
+        self.change_controller_membership(raft::prelude::ConfChangeType::AddNode, node_id)
+            .await
+    }
+
+    /// Adds `node_id` to, or removes it from, the controller's voters; returns once committed
+    /// and applied here.
+    async fn change_controller_membership(
+        &self,
+        kind: raft::prelude::ConfChangeType,
+        node_id: u64,
+    ) -> Result<(), BrokerError> {
         let mut change = raft::prelude::ConfChange::default();
-        change.set_change_type(raft::prelude::ConfChangeType::AddNode);
+        change.set_change_type(kind);
         change.node_id = node_id;
         self.driver
             .propose_conf_change(CONTROLLER_GROUP, change)
@@ -526,15 +537,8 @@ impl Broker {
             .await
             .is_some_and(|voters| voters.contains(&node_id))
         {
-            let mut change = raft::prelude::ConfChange::default();
-            change.set_change_type(raft::prelude::ConfChangeType::RemoveNode);
-            change.node_id = node_id;
-            self.driver
-                .propose_conf_change(CONTROLLER_GROUP, change)
-                .await
-                .map_err(|e| self.propose_error(e))?
-                .outcome
-                .map_err(BrokerError::Storage)?;
+            self.change_controller_membership(raft::prelude::ConfChangeType::RemoveNode, node_id)
+                .await?;
         }
         if self.metadata().nodes.contains_key(&node_id) {
             self.propose_metadata(Command::DeregisterNode { node: node_id })
