@@ -563,6 +563,32 @@ async fn serve(fake: Fake) -> SocketAddr {
     address
 }
 
+/// Both partitions of topic `t` hold `records` records each, every one once, in send order
+/// (the tests send value `i` to partition `i % 2`).
+fn assert_stored_once_in_order(fake: &Fake, records: u32) {
+    for partition in 0..2u32 {
+        let (batches, next_offset) = fake.batches_from("t", partition, 0);
+        assert_eq!(
+            next_offset,
+            u64::from(records),
+            "partition {partition} holds each record once"
+        );
+        let values: Vec<u32> = batches
+            .iter()
+            .flat_map(|batch| decode_records(batch).expect("stored batches decode"))
+            .map(|record| {
+                let value = record.value.expect("a value");
+                std::str::from_utf8(&value)
+                    .expect("UTF-8")
+                    .parse()
+                    .expect("a number")
+            })
+            .collect();
+        let expected: Vec<u32> = (0..records).map(|i| i * 2 + partition).collect();
+        assert_eq!(values, expected, "partition {partition} in send order");
+    }
+}
+
 fn fast_retries() -> ProducerConfig {
     ProducerConfig {
         batch_bytes_max: 4096,
@@ -820,26 +846,7 @@ async fn lost_replies_are_not_stored_twice() {
             .expect("delivered");
     }
     producer.close().await.expect("close");
-    for partition in 0..2u32 {
-        let (batches, next_offset) = fake.batches_from("t", partition, 0);
-        assert_eq!(
-            next_offset, 1000,
-            "partition {partition} holds each record once"
-        );
-        let values: Vec<u32> = batches
-            .iter()
-            .flat_map(|batch| decode_records(batch).expect("stored batches decode"))
-            .map(|record| {
-                let value = record.value.expect("a value");
-                std::str::from_utf8(&value)
-                    .expect("UTF-8")
-                    .parse()
-                    .expect("a number")
-            })
-            .collect();
-        let expected: Vec<u32> = (0..1000).map(|i| i * 2 + partition).collect();
-        assert_eq!(values, expected, "partition {partition} in send order");
-    }
+    assert_stored_once_in_order(&fake, 1000);
 }
 
 /// Reads `count` records of a partition, each within a bounded wait, and returns their values.
@@ -915,24 +922,5 @@ async fn produce_and_subscribe_follow_the_leader() {
     assert_eq!(read(&mut consumer, 200).await, expected);
     assert_eq!(consumer.next_offset(), 400);
 
-    for partition in 0..2u32 {
-        let (batches, next_offset) = first.batches_from("t", partition, 0);
-        assert_eq!(
-            next_offset, 400,
-            "partition {partition} holds each record once"
-        );
-        let values: Vec<u32> = batches
-            .iter()
-            .flat_map(|batch| decode_records(batch).expect("stored batches decode"))
-            .map(|record| {
-                let value = record.value.expect("a value");
-                std::str::from_utf8(&value)
-                    .expect("UTF-8")
-                    .parse()
-                    .expect("a number")
-            })
-            .collect();
-        let expected: Vec<u32> = (0..400).map(|i| i * 2 + partition).collect();
-        assert_eq!(values, expected, "partition {partition} in send order");
-    }
+    assert_stored_once_in_order(&first, 400);
 }

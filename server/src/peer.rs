@@ -13,12 +13,10 @@
 //! A node counts as alive while it has sent us something within [`ALIVE_WINDOW`].
 
 use std::collections::{BTreeMap, HashMap};
-use std::pin::Pin;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
-use futures::Stream;
 use protobuf::Message as _;
 use raft::prelude::Message;
 use strata_proto::v1::peer_client::PeerClient;
@@ -356,9 +354,8 @@ impl Peer for PeerService {
         &self,
         request: Request<Streaming<RaftBatch>>,
     ) -> Result<Response<RaftStreamClosed>, Status> {
-        let mut stream: Pin<Box<dyn Stream<Item = Result<RaftBatch, Status>> + Send>> =
-            Box::pin(request.into_inner());
         use futures::StreamExt;
+        let mut stream = request.into_inner();
         let mut stopping = self.stopping.clone();
         loop {
             let batch = tokio::select! {

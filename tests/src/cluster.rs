@@ -133,6 +133,15 @@ impl Cluster {
         &mut self.nodes[id as usize - 1]
     }
 
+    /// Every node's address, comma-separated (a client's broker list).
+    pub fn brokers(&self) -> String {
+        self.nodes
+            .iter()
+            .map(|node| node.address.clone())
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
     pub fn address(&self, id: u64) -> String {
         self.nodes[id as usize - 1].address.clone()
     }

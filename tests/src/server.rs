@@ -11,7 +11,8 @@ use std::time::Duration;
 use strata_proto::v1::admin_client::AdminClient;
 use strata_proto::v1::broker_client::BrokerClient;
 use strata_proto::v1::groups_client::GroupsClient;
-use strata_proto::v1::{CreateTopicRequest, TopicDescription};
+use strata_proto::v1::start_position::Position;
+use strata_proto::v1::{CreateTopicRequest, FetchRequest, StartPosition, TopicDescription};
 use tonic::transport::Channel;
 
 /// How long a server may take to start listening.
@@ -60,6 +61,38 @@ pub struct Clients {
 }
 
 impl Clients {
+    /// Every record still stored in a partition, from its log start up to the high watermark,
+    /// decoded by the server, as (offset, value as text).
+    pub async fn read_values(&mut self, topic: &str, partition: u32) -> Vec<(u64, String)> {
+        let mut values = Vec::new();
+        let mut position = Position::Earliest(true);
+        loop {
+            let fetched = self
+                .broker
+                .fetch(FetchRequest {
+                    topic: topic.to_string(),
+                    partition,
+                    start: Some(StartPosition {
+                        position: Some(position),
+                    }),
+                    max_bytes: 4 << 20,
+                    decode: true,
+                    ..FetchRequest::default()
+                })
+                .await
+                .expect("fetch")
+                .into_inner();
+            for record in fetched.records {
+                let value = record.value.unwrap_or_default();
+                values.push((record.offset, String::from_utf8_lossy(&value).to_string()));
+            }
+            position = Position::Offset(fetched.next_offset);
+            if fetched.next_offset >= fetched.high_watermark {
+                return values;
+            }
+        }
+    }
+
     /// Creates a topic with replication factor 1 and the default config.
     pub async fn create_topic(&mut self, name: &str, partitions: u32) -> TopicDescription {
         self.admin

@@ -111,9 +111,7 @@ impl Producing {
     fn start(cluster: &Cluster, topic: &str, producer_id: i64, acked: &Acked) -> Self {
         let stop = Arc::new(AtomicBool::new(false));
         let progress = Arc::new(AtomicU64::new(0));
-        let addresses = (1..=cluster.nodes.len() as u64)
-            .map(|id| cluster.address(id))
-            .collect();
+        let addresses = cluster.nodes.iter().map(|n| n.address.clone()).collect();
         let task = tokio::spawn(produce_until(
             addresses,
             topic.to_string(),
@@ -139,35 +137,7 @@ impl Producing {
 /// Every record still stored in partition 0, read from `node` (followers serve committed data
 /// too).
 async fn read_all(cluster: &Cluster, node: u64, topic: &str) -> Vec<(u64, String)> {
-    let mut clients = cluster.clients(node).await;
-    let mut records = Vec::new();
-    // From the log start (retention may have removed the beginning), then by offset.
-    let mut position = pb::start_position::Position::Earliest(true);
-    loop {
-        let fetched = clients
-            .broker
-            .fetch(pb::FetchRequest {
-                topic: topic.to_string(),
-                partition: 0,
-                start: Some(pb::StartPosition {
-                    position: Some(position),
-                }),
-                max_bytes: 4 << 20,
-                decode: true,
-                ..pb::FetchRequest::default()
-            })
-            .await
-            .expect("fetch")
-            .into_inner();
-        for record in fetched.records {
-            let value = record.value.unwrap_or_default();
-            records.push((record.offset, String::from_utf8_lossy(&value).to_string()));
-        }
-        position = pb::start_position::Position::Offset(fetched.next_offset);
-        if fetched.next_offset >= fetched.high_watermark {
-            return records;
-        }
-    }
+    cluster.clients(node).await.read_values(topic, 0).await
 }
 
 /// Every acknowledged batch is in the log exactly once, in order, at its acknowledged offset,
@@ -470,10 +440,7 @@ async fn the_client_follows_leaders_through_kills() {
         const PARTITIONS: u32 = 3;
         const RECORDS: usize = 3000;
         let mut cluster = Cluster::start(3, 45);
-        let brokers = (1..=3)
-            .map(|id| cluster.address(id))
-            .collect::<Vec<_>>()
-            .join(",");
+        let brokers = cluster.brokers();
         let client = Client::connect(&brokers).await.expect("connect");
         client
             .admin()
@@ -751,10 +718,7 @@ async fn a_group_survives_a_coordinator_kill() {
     tokio::time::timeout(TEST_TIMEOUT, async {
         const RECORDS: usize = 300;
         let mut cluster = Cluster::start(3, 49);
-        let brokers = (1..=3)
-            .map(|id| cluster.address(id))
-            .collect::<Vec<_>>()
-            .join(",");
+        let brokers = cluster.brokers();
         let client = Client::connect(&brokers).await.expect("connect");
         client
             .admin()

@@ -8,7 +8,7 @@ use bytes::Bytes;
 use strata_proto::batch::BatchBuilder;
 use strata_proto::v1 as pb;
 use strata_proto::v1::broker_client::BrokerClient;
-use strata_tests::server::ServerProcess;
+use strata_tests::server::{Clients, ServerProcess};
 use strata_tests::{Seed, error_code};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::Channel;
@@ -54,35 +54,13 @@ async fn producer_id(broker: &mut BrokerClient<Channel>) -> i64 {
     reply.producer_id
 }
 
-/// Every value stored in partition 0, in offset order, with its offset.
-async fn stored_values(broker: &mut BrokerClient<Channel>, topic: &str) -> Vec<(u64, String)> {
-    let mut values = Vec::new();
-    let mut offset = 0;
-    loop {
-        let fetched = broker
-            .fetch(pb::FetchRequest {
-                topic: topic.to_string(),
-                partition: 0,
-                start: Some(pb::StartPosition {
-                    position: Some(pb::start_position::Position::Offset(offset)),
-                }),
-                max_bytes: 4 << 20,
-                decode: true,
-                ..pb::FetchRequest::default()
-            })
-            .await
-            .expect("fetch")
-            .into_inner();
-        for record in &fetched.records {
-            let value = record.value.clone().unwrap_or_default();
-            let value = String::from_utf8_lossy(&value);
-            values.push((record.offset, value.trim_end_matches('.').to_string()));
-        }
-        offset = fetched.next_offset;
-        if offset >= fetched.high_watermark {
-            return values;
-        }
-    }
+/// Every value stored in partition 0, in offset order, with its offset (padding removed).
+async fn stored_values(clients: &mut Clients, topic: &str) -> Vec<(u64, String)> {
+    let values = clients.read_values(topic, 0).await;
+    values
+        .into_iter()
+        .map(|(offset, value)| (offset, value.trim_end_matches('.').to_string()))
+        .collect()
 }
 
 /// Retries (sequential and pipelined) are stored once; gaps, old epochs and unknown producer
@@ -175,7 +153,7 @@ async fn retries_are_stored_once_and_gaps_refused() {
             .await
             .expect("plain again");
 
-        let values = stored_values(&mut broker, "pay").await;
+        let values = stored_values(&mut server.clients().await, "pay").await;
         let expected: Vec<(u64, String)> = (0..8)
             .map(|i| (i, format!("v{i}")))
             .chain([
@@ -270,7 +248,7 @@ async fn kill9_mid_stream_then_retry_stores_each_record_once() {
                 .expect("retry after restart");
             assert_eq!(offsets, expect_offsets(index), "batch {index}");
         }
-        let values = stored_values(&mut broker, "ledger").await;
+        let values = stored_values(&mut server.clients().await, "ledger").await;
         assert_eq!(
             values.len() as u64,
             BATCHES * RECORDS as u64,
