@@ -48,6 +48,9 @@ struct Faults {
     /// Store every n-th produce request (counting from 1), then end its stream with
     /// UNAVAILABLE instead of replying, as if the reply was lost; 0 for never.
     lose_reply_every: u64,
+    /// Refuse the first produce request of each partition with NOT_LEADER, as a node does
+    /// just before it becomes leader, and serve the requests pipelined behind it.
+    not_leader_first: bool,
 }
 
 /// What the fake remembers of an idempotent producer on one partition.
@@ -65,6 +68,8 @@ struct Partition {
     batches: Vec<(u64, Bytes)>,
     next_offset: u64,
     producers: HashMap<i64, ProducerState>,
+    /// Produce requests seen for this partition.
+    requests: u64,
 }
 
 #[derive(Debug)]
@@ -187,10 +192,15 @@ impl Fake {
             Ok(header) => header,
             Err(_) => return reply_error(ErrorCode::CorruptBatch, "bad batch"),
         };
+        let not_leader_first = state.faults.not_leader_first;
         let log = state
             .partitions
             .entry((request.topic.clone(), partition))
             .or_default();
+        log.requests += 1;
+        if not_leader_first && log.requests == 1 {
+            return reply_error(ErrorCode::NotLeader, "not the leader yet");
+        }
         if header.producer_id >= 0 {
             let producer = log.producers.entry(header.producer_id).or_default();
             if header.producer_epoch < producer.epoch {
@@ -847,6 +857,44 @@ async fn lost_replies_are_not_stored_twice() {
     }
     producer.close().await.expect("close");
     assert_stored_once_in_order(&fake, 1000);
+}
+
+/// The order seen broken while new leaders settled: each partition's first batch is refused
+/// with NOT_LEADER while the batches pipelined behind it arrive (the fake, like the broker,
+/// refuses them as out of order until the first is stored). Every record is stored once, in
+/// send order, at the offset its delivery names.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_first_batch_is_not_overtaken() {
+    let faults = Faults {
+        not_leader_first: true,
+        ..Faults::default()
+    };
+    let (fake, address) = start(faults, 2).await;
+    let client = Client::connect(&address.to_string())
+        .await
+        .expect("connect");
+    let config = ProducerConfig {
+        // Small batches, so several are in flight behind the refused one.
+        batch_bytes_max: 256,
+        ..fast_retries()
+    };
+    let producer = client.producer(config).expect("producer");
+    let mut deliveries = Vec::new();
+    for i in 0..400u32 {
+        let record = ProducerRecord::new("t", format!("{i:05}")).partition(i % 2);
+        deliveries.push((i, producer.send(record).await.expect("accepted")));
+    }
+    producer.flush().await.expect("flush");
+    for (i, delivery) in deliveries {
+        let stored = tokio::time::timeout(Duration::from_secs(10), delivery)
+            .await
+            .expect("resolved after flush")
+            .expect("delivered");
+        assert_eq!(stored.partition, i % 2);
+        assert_eq!(stored.offset, u64::from(i / 2), "record {i}");
+    }
+    producer.close().await.expect("close");
+    assert_stored_once_in_order(&fake, 200);
 }
 
 /// Reads `count` records of a partition, each within a bounded wait, and returns their values.

@@ -8,8 +8,14 @@
 //! data) so that opening a large log reads only its tail. The leader keeps it current as it
 //! admits proposals; every batch it admits is recorded as in flight until it commits.
 //!
-//! A producer the table does not know (new, evicted, or whose batches retention removed) may
-//! start at any sequence.
+//! Order is a promise: a batch is admitted only right after its producer's previous one. A
+//! producer the table does not know (new, evicted, or whose batches retention removed), and a
+//! producer at a new epoch, must start at sequence 0; anything else is refused as out of order
+//! with 0 expected. Accepting any sequence there would let a later batch, sent while an earlier
+//! one was refused (say with NOT_LEADER by a node that became leader a moment later), be stored
+//! first; the producer would then retry the earlier one behind it. A producer whose state was
+//! lost learns it from that refusal of its first unacknowledged batch and starts a new epoch at
+//! 0, which reorders nothing: every batch after it is refused until it is stored.
 
 use std::collections::{HashMap, VecDeque};
 use std::path::Path;
@@ -117,33 +123,37 @@ impl ProducerTable {
             return Ok(Admission::Append);
         }
         let (first, last, clock) = self.sequences(header);
-        if let Some(producer) = self.producers.get_mut(&header.producer_id) {
-            if header.producer_epoch < producer.epoch {
-                return Err(SequenceError::StaleEpoch {
-                    producer_id: header.producer_id,
-                    got: header.producer_epoch,
-                    current: producer.epoch,
-                });
-            }
-            if header.producer_epoch == producer.epoch {
-                if let Some(held) = producer
+        let producer = self.producers.get(&header.producer_id);
+        if let Some(producer) = producer
+            && header.producer_epoch < producer.epoch
+        {
+            return Err(SequenceError::StaleEpoch {
+                producer_id: header.producer_id,
+                got: header.producer_epoch,
+                current: producer.epoch,
+            });
+        }
+        let newest = producer
+            .filter(|producer| producer.epoch == header.producer_epoch)
+            .and_then(|producer| {
+                let held = producer
                     .batches
                     .iter()
-                    .find(|b| b.first_sequence == first && b.last_sequence == last)
-                {
-                    return Ok(Admission::Duplicate(held.state));
-                }
-                if let Some(newest) = producer.batches.back() {
-                    let expected = next_sequence(newest.last_sequence);
-                    if first != expected {
-                        return Err(SequenceError::OutOfOrder {
-                            producer_id: header.producer_id,
-                            expected,
-                            got: first,
-                        });
-                    }
-                }
-            }
+                    .find(|b| b.first_sequence == first && b.last_sequence == last);
+                Some((held, producer.batches.back()?))
+            });
+        let expected = match newest {
+            Some((Some(held), _)) => return Ok(Admission::Duplicate(held.state)),
+            Some((None, newest)) => next_sequence(newest.last_sequence),
+            // Unknown here, or a new epoch: the sequence starts over (see the module doc).
+            None => 0,
+        };
+        if first != expected {
+            return Err(SequenceError::OutOfOrder {
+                producer_id: header.producer_id,
+                expected,
+                got: first,
+            });
         }
         self.record(
             header.producer_id,
@@ -454,11 +464,46 @@ mod tests {
         );
     }
 
+    /// The reordering the strict start prevents: batch 0 of a producer is refused (the node did
+    /// not lead yet) while batch 1, pipelined behind it, reaches the same node once it leads.
+    /// Batch 1 must be refused too, or it would be stored before batch 0's retry.
+    #[test]
+    fn an_unknown_producer_or_a_new_epoch_starts_at_zero() {
+        let mut table = ProducerTable::default();
+        let first = batch(7, 0, 0, 3);
+        let second = batch(7, 0, 3, 2);
+        assert_eq!(
+            table.admit(&header(&second), 1),
+            Err(SequenceError::OutOfOrder {
+                producer_id: 7,
+                expected: 0,
+                got: 3
+            })
+        );
+        assert_eq!(table.admit(&header(&first), 2), Ok(Admission::Append));
+        assert_eq!(table.admit(&header(&second), 3), Ok(Admission::Append));
+        // A new epoch starts over at 0, whatever the old one reached.
+        assert_eq!(
+            table.admit(&header(&batch(7, 1, 5, 1)), 4),
+            Err(SequenceError::OutOfOrder {
+                producer_id: 7,
+                expected: 0,
+                got: 5
+            })
+        );
+        assert_eq!(
+            table.admit(&header(&batch(7, 1, 0, 1)), 5),
+            Ok(Admission::Append)
+        );
+    }
+
     #[test]
     fn sequences_wrap() {
         assert_eq!(next_sequence(i32::MAX), 0);
         assert_eq!(last_sequence(i32::MAX, 2), 0);
         let mut table = ProducerTable::default();
+        // The log already holds the producer's batch before the wrap.
+        table.stored(&header(&batch(1, 0, i32::MAX - 3, 2)), 2, 0);
         let near_end = batch(1, 0, i32::MAX - 1, 2);
         assert_eq!(table.admit(&header(&near_end), 1), Ok(Admission::Append));
         assert_eq!(
