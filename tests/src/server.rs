@@ -64,6 +64,16 @@ impl Clients {
     /// Every record still stored in a partition, from its log start up to the high watermark,
     /// decoded by the server, as (offset, value as text).
     pub async fn read_values(&mut self, topic: &str, partition: u32) -> Vec<(u64, String)> {
+        self.try_read_values(topic, partition).await.expect("fetch")
+    }
+
+    /// [`Clients::read_values`], returning a failed fetch: a read while retention runs may
+    /// find that its next page was removed (OFFSET_OUT_OF_RANGE).
+    pub async fn try_read_values(
+        &mut self,
+        topic: &str,
+        partition: u32,
+    ) -> Result<Vec<(u64, String)>, tonic::Status> {
         let mut values = Vec::new();
         let mut position = Position::Earliest(true);
         loop {
@@ -79,8 +89,7 @@ impl Clients {
                     decode: true,
                     ..FetchRequest::default()
                 })
-                .await
-                .expect("fetch")
+                .await?
                 .into_inner();
             for record in fetched.records {
                 let value = record.value.unwrap_or_default();
@@ -88,7 +97,7 @@ impl Clients {
             }
             position = Position::Offset(fetched.next_offset);
             if fetched.next_offset >= fetched.high_watermark {
-                return values;
+                return Ok(values);
             }
         }
     }

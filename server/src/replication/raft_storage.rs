@@ -296,10 +296,14 @@ pub fn snapshot_owner_data(data: &Bytes) -> Bytes {
 impl raft::Storage for RaftStorage {
     fn initial_state(&self) -> raft::Result<RaftState> {
         let mut hard_state = self.state.hard_state.clone();
-        // The commit index may have been written before entries it covers were synced... it is
-        // never ahead of the log here, but clamp defensively: raft refuses a commit past the end.
+        // The commit index is persisted lazily (see the module doc), so after a kill -9 the file
+        // may name a commit below the log's start: retention (or a snapshot) removed entries
+        // since it was written. Everything before the start was committed (retention removes
+        // only applied entries, a snapshot only committed ones), so the commit is at least
+        // there; raft refuses a commit outside [first - 1, last] at start.
+        let first = self.first_index()?;
         let last = self.last_index()?;
-        hard_state.commit = hard_state.commit.min(last);
+        hard_state.commit = hard_state.commit.max(first - 1).min(last);
         Ok(RaftState {
             hard_state,
             conf_state: self.state.conf_state.clone(),
