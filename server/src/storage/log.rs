@@ -31,7 +31,9 @@ pub struct LogConfig {
     pub segment_ms_max: i64,
     /// Add an index entry after about this many bytes of log.
     pub index_interval_bytes: u64,
-    /// Largest batch `append` accepts.
+    /// Largest batch `append` accepts, independent of `segment_bytes_max`: a batch larger than
+    /// a segment gets a segment of its own, so every batch a producer may send can be stored
+    /// whatever the topic's segment size.
     pub batch_bytes_max: usize,
     /// Failure injection for tests; `None` in production.
     pub faults: Option<Arc<Faults>>,
@@ -69,14 +71,14 @@ impl LogConfig {
         if self.index_interval_bytes < 1 {
             return fail("index_interval_bytes must be at least 1".to_string());
         }
+        // A segment holds at most segment_bytes_max plus one batch; index positions are 32-bit.
         if self.batch_bytes_max < batch::HEADER_BYTES
-            || self.batch_bytes_max as u64 > self.segment_bytes_max
+            || self.batch_bytes_max as u64 > SEGMENT_BYTES_LIMIT
         {
             return fail(format!(
-                "batch_bytes_max {} must be between {} and segment_bytes_max ({})",
+                "batch_bytes_max {} must be between {} and {SEGMENT_BYTES_LIMIT}",
                 self.batch_bytes_max,
                 batch::HEADER_BYTES,
-                self.segment_bytes_max
             ));
         }
         Ok(())
@@ -660,7 +662,6 @@ impl PartitionLog {
     pub fn set_segment_bytes_max(&mut self, segment_bytes_max: u64) -> Result<()> {
         let config = LogConfig {
             segment_bytes_max,
-            batch_bytes_max: self.config.batch_bytes_max.min(segment_bytes_max as usize),
             ..self.config.clone()
         };
         config.validate()?;

@@ -28,9 +28,36 @@ fn small_config() -> LogConfig {
     LogConfig {
         segment_bytes_max: 1024,
         index_interval_bytes: 128,
-        batch_bytes_max: 1024,
+        batch_bytes_max: 2048,
         ..LogConfig::default()
     }
+}
+
+/// A batch larger than a segment (up to the batch limit) is stored in a segment of its own,
+/// between ordinary ones, and reads back across the roll; the log reopens with it.
+#[test]
+fn a_batch_larger_than_a_segment_gets_a_segment_of_its_own() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut log = open(dir.path(), small_config());
+    log.append(&data("a", 1, 0), 1, 0).expect("append");
+    let big = data(&"b".repeat(300), 2, 0);
+    assert!(big.len() > 1024 && big.len() <= 2048, "{}", big.len());
+    let info = log
+        .append(&big, 1, 0)
+        .expect("a batch larger than a segment");
+    assert_eq!(info.base_offset, 1);
+    log.append(&data("c", 1, 0), 1, 0).expect("append after it");
+    assert_eq!(log.segments().len(), 3, "before, alone, after");
+    let expected: Vec<String> = ["a-0".to_string()]
+        .into_iter()
+        .chain((0..2).map(|i| format!("{}-{i}", "b".repeat(300))))
+        .chain(["c-0".to_string()])
+        .collect();
+    assert_eq!(values_from(&log, 0), expected);
+    log.sync().expect("sync");
+    drop(log);
+    let log = open(dir.path(), small_config());
+    assert_eq!(values_from(&log, 0), expected);
 }
 
 /// Values of every record readable from `offset` to the end, following reads; checks that
@@ -158,11 +185,11 @@ fn bad_appends_are_rejected_and_store_nothing() {
         log.append(&corrupt, 5, 0),
         Err(Error::InvalidBatch(_))
     ));
-    let big = data(&"y".repeat(600), 2, 0);
+    let big = data(&"y".repeat(1200), 2, 0);
     assert!(matches!(
         log.append(&big, 5, 0),
         Err(Error::BatchTooLarge {
-            limit_bytes: 1024,
+            limit_bytes: 2048,
             ..
         })
     ));
