@@ -715,6 +715,71 @@ async fn every_replica_restarts_after_retention() {
     .expect("test timed out");
 }
 
+/// A batch larger than the topic's segment size (2 889 bytes against 1 024) used to be
+/// committed by raft and then refused by every replica's append, which aborted all three
+/// nodes. Now it goes into a segment of its own on every replica: the cluster keeps serving,
+/// and every replica holds it between the batches around it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_larger_than_a_segment_is_stored_on_every_replica() {
+    tokio::time::timeout(TEST_TIMEOUT, async {
+        let mut cluster = Cluster::start(3, 52);
+        let config = pb::TopicConfig {
+            segment_bytes: Some(1024),
+            ..pb::TopicConfig::default()
+        };
+        cluster.create_topic_with("wide", 1, 3, Some(config)).await;
+        let mut large = BatchBuilder::new();
+        for i in 1..=250 {
+            large.push(1, None, Some(i.to_string().as_bytes()), &[]);
+        }
+        let large = large.finish().freeze();
+        assert!(large.len() > 2048, "{} bytes", large.len());
+        let small = |value: &str| {
+            let mut builder = BatchBuilder::new();
+            builder.push(1, None, Some(value.as_bytes()), &[]);
+            builder.finish().freeze()
+        };
+        for batch in [small("before"), large, small("after")] {
+            let leader = cluster.leader_of("wide", 0).await;
+            cluster
+                .clients(leader)
+                .await
+                .broker
+                .produce(pb::ProduceRequest {
+                    topic: "wide".to_string(),
+                    target: Some(pb::produce_request::Target::Partition(0)),
+                    payload: Some(pb::produce_request::Payload::Batch(batch)),
+                    ..pb::ProduceRequest::default()
+                })
+                .await
+                .expect("produce");
+        }
+        let expected: Vec<(u64, String)> = std::iter::once("before".to_string())
+            .chain((1..=250).map(|i: u32| i.to_string()))
+            .chain(std::iter::once("after".to_string()))
+            .enumerate()
+            .map(|(offset, value)| (offset as u64, value))
+            .collect();
+        let started = Instant::now();
+        for node in 1..=3 {
+            loop {
+                let records = read_all(&cluster, node, "wide").await;
+                if records == expected {
+                    break;
+                }
+                assert!(
+                    started.elapsed() < Duration::from_secs(30),
+                    "node {node} holds {} records, not the 252 produced",
+                    records.len()
+                );
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    })
+    .await
+    .expect("test timed out");
+}
+
 /// Waits until retention has moved the log start of partition 0 of `topic` above 0 on every
 /// node.
 async fn wait_for_log_start_on_every_node(cluster: &Cluster, topic: &str) {

@@ -10,6 +10,7 @@ pub mod consumer_groups;
 pub mod error;
 pub mod groups;
 pub mod metadata;
+mod restart;
 
 use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
@@ -127,20 +128,20 @@ impl StateMachine for PartitionMachine {
     /// A new leader recomputes the producer state from its log, which is what will commit: a
     /// follower's view (what it applied) lags its log, and in-flight batches of an old term
     /// may have been replaced.
-    fn leadership(&mut self, leader: bool, committed: u64) {
+    fn leadership(&mut self, leader: bool, committed: u64) -> Result<(), String> {
         if leader && !self.leader {
             let log = self.log.read().expect("log lock poisoned");
-            match ProducerTable::rebuild(&log, committed) {
-                Ok(table) => self.producers = table,
-                Err(error) => panic!(
+            self.producers = ProducerTable::rebuild(&log, committed).map_err(|error| {
+                format!(
                     "{}: rebuilding the producer state failed: {error}",
                     log.dir().display()
-                ),
-            }
+                )
+            })?;
         } else if !leader {
             self.producers.forget_in_flight();
         }
         self.leader = leader;
+        Ok(())
     }
 
     fn restore(&mut self, _data: &Bytes) -> Result<(), String> {
@@ -197,6 +198,12 @@ pub struct Broker {
     round_robin: AtomicU32,
     /// Serializes reconciliation: two passes at once would open one partition twice.
     reconciling: tokio::sync::Mutex<()>,
+    /// Partition groups whose storage failed (the driver stopped them, or they could not be
+    /// opened), until they run again; see `restart`.
+    stopped: RwLock<HashMap<GroupId, restart::Stopped>>,
+    /// Where the driver and reconcile report a group that stopped. Unbounded, yet bounded by
+    /// the number of partitions: a group reports once, then is out until opened again.
+    stopped_groups: tokio::sync::mpsc::UnboundedSender<(GroupId, String)>,
     /// Room for produced bytes waiting to commit, in KiB.
     produce_budget: Arc<tokio::sync::Semaphore>,
     /// Consumer group membership (soft state; meaningful while this node leads the controller).
@@ -233,6 +240,7 @@ impl Broker {
         let (high_watermark, _) = watch::channel(0);
         let (leader, controller_leader) = watch::channel(0);
         let (in_sync, _) = watch::channel(Vec::new());
+        let (stopped_groups, stopped_receiver) = tokio::sync::mpsc::unbounded_channel();
         driver
             .add_group(GroupSpec {
                 id: CONTROLLER_GROUP,
@@ -245,6 +253,9 @@ impl Broker {
                 leader,
                 in_sync,
                 preferred_leader: None,
+                // The controller's state lives in memory beside its log: reopening it means
+                // reloading the node, so its failure is only reported (see `restart`).
+                stopped: Some(stopped_groups.clone()),
             })
             .await
             .map_err(BrokerError::Storage)?;
@@ -260,6 +271,8 @@ impl Broker {
             controller_leader,
             round_robin: AtomicU32::new(0),
             reconciling: tokio::sync::Mutex::new(()),
+            stopped: RwLock::new(HashMap::new()),
+            stopped_groups,
             produce_budget: Arc::new(tokio::sync::Semaphore::new(
                 PRODUCE_BYTES_IN_FLIGHT_MAX >> 10,
             )),
@@ -276,6 +289,10 @@ impl Broker {
         broker.reconcile().await?;
         tracing::debug!("partitions reconciled");
         tokio::spawn(Self::reconcile_on_change(Arc::downgrade(&broker)));
+        tokio::spawn(Self::restart_stopped(
+            Arc::downgrade(&broker),
+            stopped_receiver,
+        ));
         tokio::spawn(Self::run_coordinator(Arc::downgrade(&broker)));
         tokio::spawn(Self::register_nodes(Arc::downgrade(&broker)));
         Ok(broker)
@@ -679,8 +696,14 @@ impl Broker {
             let group = match running {
                 Some(group) => group,
                 None => {
-                    self.start_partition(topic, partition, replicas).await?;
-                    (topic.id << 32) | u64::from(partition)
+                    let group = (topic.id << 32) | u64::from(partition);
+                    // One partition that cannot be opened stops only itself.
+                    if let Err(error) = self.start_partition(topic, partition, replicas).await {
+                        let reason = format!("opening {name}/{partition} failed: {error}");
+                        let _ = self.stopped_groups.send((group, reason));
+                        continue;
+                    }
+                    group
                 }
             };
             // The leader makes the group's membership match (a replica set that changed).
@@ -711,7 +734,9 @@ impl Broker {
             .clone();
         let log_config = LogConfig {
             segment_bytes_max: topic.config.segment_bytes,
-            batch_bytes_max: BATCH_BYTES_MAX.min(topic.config.segment_bytes as usize),
+            // The limit produce checks before proposing: a replica's append never refuses a
+            // batch raft committed (a larger one than the segment gets a segment of its own).
+            batch_bytes_max: BATCH_BYTES_MAX,
             ..LogConfig::default()
         };
         let dir = self.partition_dir(topic, partition);
@@ -749,6 +774,7 @@ impl Broker {
                 in_sync: in_sync_tx,
                 // The first replica leads when it can: placement spreads first replicas evenly.
                 preferred_leader: (replicas.len() > 1).then(|| replicas[0]),
+                stopped: Some(self.stopped_groups.clone()),
             })
             .await
             .map_err(BrokerError::Storage)?;
@@ -765,6 +791,7 @@ impl Broker {
             .write()
             .expect("lock")
             .insert((topic.name.clone(), partition), Arc::new(replica));
+        self.stopped.write().expect("lock").remove(&group);
         Ok(())
     }
 
@@ -950,6 +977,10 @@ impl Broker {
             .get(&(topic.to_string(), partition))
             .cloned()
             .ok_or_else(|| {
+                let group = (known.id << 32) | u64::from(partition);
+                if let Some(reason) = self.stopped_reason(group) {
+                    return self.propose_error(ProposeError::Stopped(reason));
+                }
                 let leader_id = known.replicas[partition as usize][0];
                 self.propose_error(ProposeError::NotLeader { leader_id })
             })
@@ -1156,6 +1187,7 @@ fn propose_error(metadata: &RwLock<Metadata>, error: ProposeError) -> BrokerErro
         ProposeError::Overloaded => BrokerError::Unavailable(error.to_string()),
         ProposeError::ShuttingDown => BrokerError::ShuttingDown,
         ProposeError::Dropped(reason) => BrokerError::Unavailable(reason),
+        ProposeError::Stopped(_) => BrokerError::Unavailable(error.to_string()),
         ProposeError::Sequence(SequenceError::OutOfOrder {
             producer_id,
             expected,

@@ -88,7 +88,12 @@ pub trait StateMachine: Send {
 
     /// This node became (`true`) or stopped being the group's leader; `committed` is raft's
     /// commit index then.
-    fn leadership(&mut self, _leader: bool, _committed: u64) {}
+    ///
+    /// # Errors
+    /// The state could not be rebuilt from the log: the group stops.
+    fn leadership(&mut self, _leader: bool, _committed: u64) -> Result<(), String> {
+        Ok(())
+    }
 }
 
 /// A committed proposal.
@@ -113,6 +118,9 @@ pub enum ProposeError {
     ShuttingDown,
     #[error("raft dropped the proposal: {0}")]
     Dropped(String),
+    /// The group's storage failed on this node, which stopped the group (and only it).
+    #[error("the partition's replica on this node is stopped: {0}")]
+    Stopped(String),
     #[error("{0}")]
     Sequence(SequenceError),
 }
@@ -139,6 +147,9 @@ pub struct GroupSpec {
     /// The node that should lead when it is caught up (leaders spread evenly); `None` to let
     /// elections decide.
     pub preferred_leader: Option<u64>,
+    /// Told the group's id and the reason when its storage failed and the driver stopped the
+    /// group (see [`Driver::stop_group`]); the owner may reopen its log and add it again.
+    pub stopped: Option<tokio::sync::mpsc::UnboundedSender<(GroupId, String)>>,
 }
 
 pub(super) enum Command {
@@ -312,6 +323,7 @@ struct Group {
     leader: watch::Sender<u64>,
     in_sync: watch::Sender<Vec<u64>>,
     preferred_leader: Option<u64>,
+    stopped: Option<tokio::sync::mpsc::UnboundedSender<(GroupId, String)>>,
     /// Ticks since the group last did anything but heartbeats.
     idle_ticks: u64,
     /// The voters the group should have, when told (see [`DriverHandle::set_voters`]).
@@ -421,10 +433,10 @@ pub fn start(node_id: u64, retention_interval: Duration, outbox: Arc<dyn Outbox>
                 ticks: 0,
                 retention_every_ticks,
             };
-            // A storage failure is fatal to raft (an fsync that failed may have lost data the
-            // node already promised). Stop the whole process rather than leave a server that
-            // accepts requests it can never commit; nothing acknowledged depends on memory, and
-            // a restart recovers from the disk.
+            // A storage failure stops only its group (see `Driver::stop_group`). What is left
+            // to panic is a broken invariant, a bug: stop the whole process rather than leave a
+            // server that accepts requests it can never commit; nothing acknowledged depends on
+            // memory, and a restart recovers from the disk.
             if std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| driver.run())).is_err() {
                 tracing::error!("the raft driver failed; stopping the process");
                 std::process::abort();
@@ -671,6 +683,7 @@ impl Driver {
                 leader: spec.leader,
                 in_sync: spec.in_sync,
                 preferred_leader: spec.preferred_leader,
+                stopped: spec.stopped,
                 idle_ticks: 0,
                 desired_voters: None,
                 dirty: false,
@@ -787,6 +800,7 @@ impl Driver {
     pub(super) fn process_ready(&mut self) {
         let now = crate::now_ms();
         let mut readies = Vec::new();
+        let mut failed: Vec<(GroupId, String)> = Vec::new();
         for (id, group) in &mut self.groups {
             if !group.node.has_ready() {
                 continue;
@@ -806,9 +820,11 @@ impl Driver {
                     fail_pending(group, ProposeError::NotLeader { leader_id });
                 }
                 let committed = group.node.raft.raft_log.committed;
-                group
-                    .machine
-                    .leadership(soft.raft_state == StateRole::Leader, committed);
+                let leader = soft.raft_state == StateRole::Leader;
+                if let Err(error) = group.machine.leadership(leader, committed) {
+                    failed.push((*id, error));
+                    continue;
+                }
             }
             send_messages(&*self.outbox, *id, ready.take_messages());
             if !ready.snapshot().is_empty() {
@@ -820,15 +836,18 @@ impl Driver {
                     .map_err(|e| e.to_string())
                     .and_then(|()| group.machine.restore(&snapshot_owner_data(&snapshot.data)));
                 if let Err(error) = result {
-                    // raft-rs treats storage errors as fatal; so do we.
-                    panic!("group {id}: installing a snapshot failed: {error}");
+                    failed.push((*id, format!("installing a snapshot failed: {error}")));
+                    continue;
                 }
                 group.appended.clear();
                 group
                     .high_watermark
                     .send_replace(snapshot_start(&snapshot.data));
             }
-            apply_committed(*id, group, ready.take_committed_entries());
+            if let Err(error) = apply_committed(group, ready.take_committed_entries()) {
+                failed.push((*id, error));
+                continue;
+            }
             if !ready.entries().is_empty() {
                 match group.node.mut_store().append(ready.entries(), now) {
                     Ok(next_offsets) => {
@@ -843,37 +862,83 @@ impl Driver {
                         }
                         group.dirty = true;
                     }
-                    Err(error) => panic!("group {id}: appending raft entries failed: {error}"),
+                    Err(error) => {
+                        failed.push((*id, format!("appending raft entries failed: {error}")));
+                        continue;
+                    }
                 }
             }
             if let Some(hard_state) = ready.hs()
                 && let Err(error) = group.node.mut_store().set_hard_state(hard_state)
             {
-                panic!("group {id}: writing the raft state failed: {error}");
+                failed.push((*id, format!("writing the raft state failed: {error}")));
+                continue;
             }
             readies.push((*id, ready));
+        }
+        for (id, reason) in failed {
+            self.stop_group(id, &reason);
         }
         if readies.is_empty() {
             return;
         }
-        self.sync_dirty_logs();
+        for (id, reason) in self.sync_dirty_logs() {
+            self.stop_group(id, &reason);
+        }
+        let mut failed = Vec::new();
         for (id, mut ready) in readies {
-            let group = self.groups.get_mut(&id).expect("group of a ready");
+            // A group stopped by its fsync sends nothing that claims persistence.
+            let Some(group) = self.groups.get_mut(&id) else {
+                continue;
+            };
             send_messages(&*self.outbox, id, ready.take_persisted_messages());
             let mut light = group.node.advance(ready);
             if let Some(commit) = light.commit_index() {
                 group.node.mut_store().set_commit(commit);
             }
             send_messages(&*self.outbox, id, light.take_messages());
-            apply_committed(id, group, light.take_committed_entries());
+            if let Err(error) = apply_committed(group, light.take_committed_entries()) {
+                failed.push((id, error));
+                continue;
+            }
             group.node.advance_apply();
             maybe_snapshot(id, group);
+        }
+        for (id, reason) in failed {
+            self.stop_group(id, &reason);
+        }
+    }
+
+    /// Stops a group whose storage failed (an append, an fsync, the raft state file, a
+    /// snapshot, a read of a committed entry): its proposals fail, it leaves the driver, and
+    /// its owner hears why through `stopped`. The node goes on serving every other group.
+    ///
+    /// This is what a crash of that group alone would do: everything the group acknowledged
+    /// is on disk (persisted messages go out only after a successful fsync), and what raft
+    /// held in memory is lost as in any crash. The owner reopens the log, which recovers what
+    /// is on disk, and adds the group again; its peers bring it up to date.
+    pub(super) fn stop_group(&mut self, id: GroupId, reason: &str) {
+        let Some(mut group) = self.groups.remove(&id) else {
+            return;
+        };
+        tracing::error!(
+            group = id,
+            %reason,
+            "storage failed: stopping this group; the node serves its other groups"
+        );
+        fail_pending(&mut group, ProposeError::Stopped(reason.to_string()));
+        group.leader.send_replace(0);
+        if let Some(stopped) = &group.stopped {
+            // The owner may be gone (shutting down): then nobody reopens the group.
+            let _ = stopped.send((id, reason.to_string()));
         }
     }
 
     /// Fsyncs every log written this round, in parallel: one fsync covers every batch appended
-    /// to that log since the last one.
-    fn sync_dirty_logs(&mut self) {
+    /// to that log since the last one. Returns the groups whose fsync failed, with the error:
+    /// after a failed fsync the page cache may have dropped the data, so no promise of
+    /// durability can be kept for them.
+    fn sync_dirty_logs(&mut self) -> Vec<(GroupId, String)> {
         let dirty: Vec<(GroupId, &mut Group)> = self
             .groups
             .iter_mut()
@@ -881,7 +946,7 @@ impl Driver {
             .map(|(id, group)| (*id, group))
             .collect();
         if dirty.is_empty() {
-            return;
+            return Vec::new();
         }
         std::thread::scope(|scope| {
             let mut handles = Vec::new();
@@ -895,18 +960,18 @@ impl Driver {
                     handles.push((id, Some(scope.spawn(move || store.sync())), Ok(())));
                 }
             }
+            let mut failed = Vec::new();
             for (id, handle, result) in handles {
                 let result = match handle {
                     Some(handle) => handle.join().expect("fsync thread panicked"),
                     None => result,
                 };
                 if let Err(error) = result {
-                    // After a failed fsync the page cache may have dropped the data: no promise
-                    // of durability can be kept, so stop the node (as raft-rs expects).
-                    panic!("group {id}: fsync failed: {error}");
+                    failed.push((id, format!("fsync failed: {error}")));
                 }
             }
-        });
+            failed
+        })
     }
 
     /// Asks each group this node leads (with other voters) to move its leadership to the most
@@ -952,7 +1017,9 @@ impl Driver {
     }
 
     pub(super) fn stop(&mut self) {
-        self.sync_dirty_logs();
+        for (id, reason) in self.sync_dirty_logs() {
+            tracing::error!(group = id, %reason, "final fsync failed");
+        }
         for (id, group) in &mut self.groups {
             fail_pending(group, ProposeError::ShuttingDown);
             if let Err(error) = group.node.store().sync() {
@@ -1148,7 +1215,11 @@ fn proposal_id(entry: &Entry) -> Option<u64> {
     (entry.context.len() == 8).then(|| u64::from_be_bytes(bytes))
 }
 
-fn apply_committed(id: GroupId, group: &mut Group, entries: Vec<Entry>) {
+/// Applies committed entries and answers their proposals.
+///
+/// # Errors
+/// A committed entry could not be read back: the group must stop.
+fn apply_committed(group: &mut Group, entries: Vec<Entry>) -> Result<(), String> {
     for entry in entries {
         let mut proposal = proposal_id(&entry);
         let next_offset = match group
@@ -1168,10 +1239,7 @@ fn apply_committed(id: GroupId, group: &mut Group, entries: Vec<Entry>) {
                     .read()
                     .expect("log lock poisoned")
                     .offset_after_raft_index(entry.index);
-                match next {
-                    Ok(next) => next,
-                    Err(error) => panic!("group {id}: reading committed entry failed: {error}"),
-                }
+                next.map_err(|error| format!("reading committed entry failed: {error}"))?
             }
         };
         let outcome = match entry.entry_type {
@@ -1195,6 +1263,7 @@ fn apply_committed(id: GroupId, group: &mut Group, entries: Vec<Entry>) {
             }
         }
     }
+    Ok(())
 }
 
 fn apply_conf_change(group: &mut Group, entry: &Entry, v2: bool) -> Result<(), String> {
@@ -1236,4 +1305,108 @@ fn maybe_snapshot(id: GroupId, group: &mut Group) {
         .node
         .mut_store()
         .set_owner_snapshot(applied, term, data);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::storage::LogConfig;
+    use crate::storage::batch::BatchBuilder;
+    use crate::storage::fault::Faults;
+
+    struct Plain;
+
+    impl StateMachine for Plain {
+        fn apply(&mut self, _entry: &Entry, _next_offset: u64) -> Result<(), String> {
+            Ok(())
+        }
+
+        fn restore(&mut self, _data: &Bytes) -> Result<(), String> {
+            Ok(())
+        }
+    }
+
+    fn batch() -> Vec<u8> {
+        let mut builder = BatchBuilder::new();
+        builder.push(1, None, Some(b"v"), &[]);
+        builder.finish().to_vec()
+    }
+
+    /// A one-voter group on `dir`, with `faults` armed by the test.
+    fn spec(
+        id: GroupId,
+        dir: &std::path::Path,
+        faults: Arc<Faults>,
+        stopped: tokio::sync::mpsc::UnboundedSender<(GroupId, String)>,
+    ) -> GroupSpec {
+        let config = LogConfig {
+            faults: Some(faults),
+            ..LogConfig::default()
+        };
+        let log = PartitionLog::open(dir, config).expect("open log");
+        GroupSpec {
+            id,
+            log: Arc::new(RwLock::new(log)),
+            voters: vec![1],
+            machine: Box::new(Plain),
+            applied: 0,
+            replay_committed: false,
+            high_watermark: watch::channel(0).0,
+            leader: watch::channel(0).0,
+            in_sync: watch::channel(Vec::new()).0,
+            preferred_leader: None,
+            stopped: Some(stopped),
+        }
+    }
+
+    /// Proposes a batch to `id` and runs Ready rounds until it is answered.
+    fn commit(driver: &mut Driver, id: GroupId) -> Result<Committed, ProposeError> {
+        let (reply, mut receiver) = oneshot::channel();
+        driver.propose(id, batch(), reply);
+        for _ in 0..10 {
+            driver.process_ready();
+            if let Ok(answer) = receiver.try_recv() {
+                return answer;
+            }
+        }
+        panic!("the proposal to group {id} was never answered");
+    }
+
+    /// A failed fsync (or a failed append, as on a full disk) stops its group alone: the
+    /// proposal fails with the reason, the owner is told, and the node's other groups go on
+    /// committing. Before, the driver panicked and the process aborted.
+    #[test]
+    fn a_storage_failure_stops_only_its_group() {
+        let dirs = [(); 2].map(|()| tempfile::tempdir().expect("tempdir"));
+        let faults = [(); 2].map(|()| Arc::new(Faults::default()));
+        let (stopped, mut reports) = tokio::sync::mpsc::unbounded_channel();
+        let mut driver = Driver::for_simulation(1, Arc::new(NoPeers));
+        for (id, (dir, faults)) in (1..).zip(dirs.iter().zip(&faults)) {
+            driver
+                .add_group(spec(id, dir.path(), faults.clone(), stopped.clone()))
+                .expect("add group");
+        }
+        driver.process_ready();
+        for id in [1, 2] {
+            commit(&mut driver, id).expect("commits while the disk is fine");
+        }
+
+        faults[0].fail_sync_after(0);
+        let failed = commit(&mut driver, 1).expect_err("the fsync failed");
+        assert!(
+            matches!(&failed, ProposeError::Stopped(reason) if reason.contains("fsync")),
+            "{failed:?}"
+        );
+        let (group, reason) = reports.try_recv().expect("the owner is told");
+        assert_eq!(group, 1);
+        assert!(reason.contains("fsync failed"), "{reason}");
+        assert!(!driver.groups.contains_key(&1));
+        commit(&mut driver, 2).expect("the other group goes on");
+
+        faults[1].fail_write_after(0);
+        let failed = commit(&mut driver, 2).expect_err("the append failed");
+        assert!(matches!(failed, ProposeError::Stopped(_)), "{failed:?}");
+        assert_eq!(reports.try_recv().expect("told").0, 2);
+        assert!(driver.groups.is_empty());
+    }
 }

@@ -157,6 +157,7 @@ impl Node {
                 leader,
                 in_sync,
                 preferred_leader: None,
+                stopped: None,
             })
             .expect("add group");
         self.driver = Some(driver);
