@@ -11,6 +11,14 @@
 //! reconnected with backoff; while a peer is down its queue fills and then drops.
 //!
 //! A node counts as alive while it has sent us something within [`ALIVE_WINDOW`].
+//!
+//! What a peer sends is checked before it is believed: a stream is bound to the node its first
+//! batch names and ends if a later batch names another (or this node); each message must name
+//! that node as its sender and this node as its receiver, or it is dropped, counted and logged
+//! with the peer's address. The driver then checks each message against its group (see
+//! `replication::validate`). Until node-to-node TLS exists the binding is only as good as the
+//! first claim: it keeps one stream from speaking for several nodes, not a stranger from
+//! claiming to be one.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicI64, Ordering};
@@ -56,6 +64,8 @@ pub struct Transport {
     links: RwLock<HashMap<u64, Link>>,
     /// Milliseconds since the epoch of the last batch from each peer.
     heard: RwLock<HashMap<u64, Arc<AtomicI64>>>,
+    /// Messages and streams from peers refused since start (see the module doc).
+    rejected: std::sync::atomic::AtomicU64,
     runtime: tokio::runtime::Handle,
 }
 
@@ -73,6 +83,7 @@ impl Transport {
             addresses: RwLock::new(addresses),
             links: RwLock::new(HashMap::new()),
             heard: RwLock::new(HashMap::new()),
+            rejected: std::sync::atomic::AtomicU64::new(0),
             runtime,
         })
     }
@@ -108,6 +119,16 @@ impl Transport {
             .is_some_and(|at| {
                 crate::now_ms() - at.load(Ordering::Relaxed) < ALIVE_WINDOW.as_millis() as i64
             })
+    }
+
+    /// Counts a refused message or stream and returns the total so far.
+    fn reject(&self) -> u64 {
+        self.rejected.fetch_add(1, Ordering::Relaxed) + 1
+    }
+
+    /// Peer messages and streams refused since start.
+    pub fn rejected(&self) -> u64 {
+        self.rejected.load(Ordering::Relaxed)
     }
 
     fn heard_from(&self, node: u64) {
@@ -355,8 +376,14 @@ impl Peer for PeerService {
         request: Request<Streaming<RaftBatch>>,
     ) -> Result<Response<RaftStreamClosed>, Status> {
         use futures::StreamExt;
+        let peer = request
+            .remote_addr()
+            .map_or_else(|| "an unknown address".to_string(), |a| a.to_string());
         let mut stream = request.into_inner();
         let mut stopping = self.stopping.clone();
+        let node_id = self.transport.node_id;
+        // The node this stream speaks for: the one its first batch names.
+        let mut bound: Option<u64> = None;
         loop {
             let batch = tokio::select! {
                 batch = stream.next() => batch,
@@ -366,18 +393,51 @@ impl Peer for PeerService {
                 break;
             };
             let batch = batch?;
-            self.transport.heard_from(batch.from_node);
+            let from = batch.from_node;
+            if from == node_id || from == 0 || bound.is_some_and(|node| node != from) {
+                let total = self.transport.reject();
+                tracing::warn!(
+                    %peer,
+                    claimed = from,
+                    bound = ?bound,
+                    rejected_total = total,
+                    "closing a raft stream: it names this node, no node, or another node than before"
+                );
+                return Err(Status::permission_denied(format!(
+                    "a raft stream speaks for one node other than this one ({node_id}); this \
+                     one named {from} after {bound:?}"
+                )));
+            }
+            bound = Some(from);
+            self.transport.heard_from(from);
             let mut messages = Vec::with_capacity(batch.messages.len());
             for envelope in batch.messages {
-                match Message::parse_from_bytes(&envelope.message) {
-                    Ok(message) => messages.push((envelope.group, message)),
+                let message = match Message::parse_from_bytes(&envelope.message) {
+                    Ok(message) => message,
                     Err(error) => {
+                        let total = self.transport.reject();
+                        tracing::warn!(%peer, from, %error, rejected_total = total, "undecodable raft message; closing the stream");
                         return Err(Status::invalid_argument(format!(
-                            "undecodable raft message from node {}: {error}",
-                            batch.from_node
+                            "undecodable raft message from node {from}: {error}"
                         )));
                     }
+                };
+                if message.from != from || message.to != node_id {
+                    let total = self.transport.reject();
+                    // A flood is logged by samples.
+                    if total.is_power_of_two() {
+                        tracing::warn!(
+                            %peer,
+                            stream_node = from,
+                            message_from = message.from,
+                            message_to = message.to,
+                            rejected_total = total,
+                            "dropped a raft message that names another sender or receiver"
+                        );
+                    }
+                    continue;
                 }
+                messages.push((envelope.group, message));
             }
             self.driver.step(messages);
         }

@@ -16,7 +16,8 @@
 //! (the Rust client's group consumer in member processes, request/reply, the idempotent
 //! producer across kill -9), `cluster.rs` (3-node fault tests: leader kills, whole-cluster
 //! kill, isolation, wiped disks, rolling restart, quiet partitions, the client following
-//! leaders) and `python_client.rs`.
+//! leaders), `hostile_peers.rs` (forged and misaddressed raft messages on the node-to-node
+//! stream) and `python_client.rs`.
 //!
 //! `src/bin/group-member.rs` is a group member process for `group_consumer.rs`.
 

@@ -244,6 +244,11 @@ impl ServerProcess {
         }
     }
 
+    /// Whether the process is still running (it has not exited, for example by aborting).
+    pub fn is_running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+
     /// SIGKILL: no chance to sync or clean up.
     pub fn kill9(&mut self) {
         let _ = self.child.kill();

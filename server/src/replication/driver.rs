@@ -401,7 +401,7 @@ fn alone(node: &RawNode<RaftStorage>, node_id: u64) -> bool {
 }
 
 /// The controller's group: never quiet (its heartbeats keep every node's liveness fresh).
-const CONTROLLER: GroupId = 0;
+pub(super) const CONTROLLER: GroupId = 0;
 /// Ticks without activity after which a group may go quiet.
 const QUIET_AFTER_TICKS: u64 = 30;
 
@@ -432,6 +432,7 @@ pub fn start(node_id: u64, retention_interval: Duration, outbox: Arc<dyn Outbox>
                 next_proposal_id: node_id << 40 | 1,
                 ticks: 0,
                 retention_every_ticks,
+                rejected_messages: 0,
             };
             // A storage failure stops only its group (see `Driver::stop_group`). What is left
             // to panic is a broken invariant, a bug: stop the whole process rather than leave a
@@ -456,6 +457,8 @@ pub(super) struct Driver {
     next_proposal_id: u64,
     ticks: u64,
     retention_every_ticks: u64,
+    /// Peer messages dropped by [`super::validate::check`] since start.
+    rejected_messages: u64,
 }
 
 impl Driver {
@@ -473,6 +476,7 @@ impl Driver {
             next_proposal_id: node_id << 40 | 1,
             ticks: 0,
             retention_every_ticks: u64::MAX,
+            rejected_messages: 0,
         }
     }
 
@@ -599,6 +603,37 @@ impl Driver {
                         // removed: raft sends again.
                         continue;
                     };
+                    let batch_bytes_max = group
+                        .node
+                        .store()
+                        .log()
+                        .read()
+                        .expect("log lock poisoned")
+                        .batch_bytes_max();
+                    let checked = super::validate::check(
+                        id,
+                        &group.node,
+                        group.desired_voters.as_deref(),
+                        batch_bytes_max,
+                        &message,
+                    );
+                    if let Err(rejection) = checked {
+                        self.rejected_messages += 1;
+                        // Logged by samples, so a flood of them does not flood the log too.
+                        if !self.rejected_messages.is_power_of_two() {
+                            continue;
+                        }
+                        tracing::warn!(
+                            group = id,
+                            from = message.from,
+                            kind = ?message.msg_type,
+                            term = message.term,
+                            %rejection,
+                            rejected_total = self.rejected_messages,
+                            "dropped a raft message from a peer"
+                        );
+                        continue;
+                    }
                     if let Some(reply) = survive_lost_log(id, group, &mut message) {
                         self.outbox.send(reply.to, id, reply);
                     }

@@ -655,6 +655,11 @@ impl PartitionLog {
         Ok(header.base_offset as u64 + header.offset_count())
     }
 
+    /// The largest batch [`PartitionLog::append`] accepts.
+    pub fn batch_bytes_max(&self) -> usize {
+        self.config.batch_bytes_max
+    }
+
     /// Changes the size at which the active segment rolls, for segments from now on.
     ///
     /// # Errors

@@ -1,0 +1,270 @@
+//! Checks on raft messages from other nodes before a group steps them.
+//!
+//! Nothing from the network is trusted: a message a peer sends is stepped only when it could
+//! have come from a member of its group, and a snapshot (which resets a replica's log to start
+//! at its point, discarding what the replica holds) only when it comes from the leader this node
+//! follows, in the current term. The transport has already checked that the message names the
+//! stream's node as its sender and this node as its receiver (see `peer`).
+//!
+//! Without authentication a peer can still claim to be a member; mutual TLS between nodes binds
+//! the claim to a certificate. What these checks remove is the damage a single stray or forged
+//! message could do on its own: a snapshot from outside the group or from a term nobody
+//! elected, snapshot data that does not parse, entries that the log would refuse to append.
+
+use raft::prelude::{EntryType, Message, MessageType};
+use raft::{RawNode, StateRole};
+
+use super::GroupId;
+use super::raft_storage::{RaftStorage, snapshot_start_offset};
+use crate::storage::batch::BatchHeader;
+
+/// Why a peer's message was dropped.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Rejection {
+    #[error("node {from} is not a member of the group")]
+    NotMember { from: u64 },
+    #[error(
+        "snapshot from node {from} in term {term}, but this node follows node {leader} in term \
+         {current_term}"
+    )]
+    SnapshotNotFromLeader {
+        from: u64,
+        term: u64,
+        leader: u64,
+        current_term: u64,
+    },
+    #[error("snapshot is malformed: {0}")]
+    MalformedSnapshot(String),
+    #[error("entry {index} cannot be appended: {reason}")]
+    MalformedEntry { index: u64, reason: String },
+}
+
+/// Checks `message` for group `id` on this node (`node`).
+///
+/// # Errors
+/// The first check the message fails; it must be dropped, not stepped.
+pub fn check(
+    id: GroupId,
+    node: &RawNode<RaftStorage>,
+    desired_voters: Option<&[u64]>,
+    batch_bytes_max: usize,
+    message: &Message,
+) -> Result<(), Rejection> {
+    let raft = &node.raft;
+    let from = message.from;
+    // Members are the voters and learners of the applied configuration (both halves of a
+    // joint one) and the replicas the metadata names: a replica that lags behind a membership
+    // change must still hear from the members that change added, or it never catches up. The
+    // controller's membership changes only by conf changes its nodes replicate among
+    // themselves, so a lagging controller replica has the same need; its joining nodes are in
+    // its metadata, which this layer does not see: the controller takes any node.
+    let member = id == super::driver::CONTROLLER
+        || raft.prs().get(from).is_some()
+        || desired_voters.is_some_and(|voters| voters.contains(&from));
+    if !member {
+        return Err(Rejection::NotMember { from });
+    }
+    if message.msg_type == MessageType::MsgSnapshot {
+        let follows = raft.state == StateRole::Follower
+            && raft.leader_id == from
+            && raft.term == message.term;
+        if !follows {
+            return Err(Rejection::SnapshotNotFromLeader {
+                from,
+                term: message.term,
+                leader: raft.leader_id,
+                current_term: raft.term,
+            });
+        }
+        let snapshot = message.get_snapshot();
+        let metadata = snapshot.get_metadata();
+        snapshot_start_offset(&snapshot.data)
+            .map_err(|error| Rejection::MalformedSnapshot(error.to_string()))?;
+        if metadata.index == 0 || metadata.term == 0 || metadata.term > message.term {
+            return Err(Rejection::MalformedSnapshot(format!(
+                "index {} term {} in a message of term {}",
+                metadata.index, metadata.term, message.term
+            )));
+        }
+        if metadata.get_conf_state().voters.is_empty() {
+            return Err(Rejection::MalformedSnapshot(
+                "its configuration has no voters".to_string(),
+            ));
+        }
+    }
+    if message.msg_type == MessageType::MsgAppend {
+        for entry in message.get_entries() {
+            if entry.entry_type != EntryType::EntryNormal || entry.data.is_empty() {
+                continue;
+            }
+            let reason = if entry.data.len() > batch_bytes_max {
+                Some(format!(
+                    "a batch of {} bytes is over the log's limit of {batch_bytes_max}",
+                    entry.data.len()
+                ))
+            } else {
+                BatchHeader::validate(&entry.data)
+                    .err()
+                    .map(|error| error.to_string())
+            };
+            if let Some(reason) = reason {
+                return Err(Rejection::MalformedEntry {
+                    index: entry.index,
+                    reason,
+                });
+            }
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{Arc, RwLock};
+
+    use bytes::{BufMut, Bytes, BytesMut};
+    use raft::prelude::{ConfState, Entry, Snapshot};
+
+    use super::*;
+    use crate::storage::batch::BatchBuilder;
+    use crate::storage::{LogConfig, PartitionLog};
+
+    const GROUP: GroupId = 7;
+
+    /// Node 1 of group {1, 2, 3}, following node 2 in term 5.
+    fn follower(dir: &std::path::Path) -> RawNode<RaftStorage> {
+        let log = PartitionLog::open(dir, LogConfig::default()).expect("open");
+        let storage = RaftStorage::open(Arc::new(RwLock::new(log)), &[1, 2, 3]).expect("storage");
+        let config = raft::Config {
+            id: 1,
+            ..raft::Config::default()
+        };
+        let logger = slog::Logger::root(slog::Discard, slog::o!());
+        let mut node = RawNode::new(&config, storage, &logger).expect("raw node");
+        let mut heartbeat = message(2, MessageType::MsgHeartbeat, 5);
+        heartbeat.commit = 0;
+        node.step(heartbeat).expect("heartbeat");
+        assert_eq!((node.raft.leader_id, node.raft.term), (2, 5));
+        node
+    }
+
+    fn message(from: u64, kind: MessageType, term: u64) -> Message {
+        Message {
+            from,
+            to: 1,
+            msg_type: kind,
+            term,
+            ..Message::default()
+        }
+    }
+
+    /// A snapshot message at raft index 100 of `term`, whose data is `data`.
+    fn snapshot(from: u64, term: u64, data: Bytes) -> Message {
+        let mut snapshot = Snapshot::default();
+        let metadata = snapshot.mut_metadata();
+        metadata.index = 100;
+        metadata.term = term;
+        metadata.set_conf_state(ConfState::from((vec![1, 2, 3], vec![])));
+        snapshot.data = data;
+        let mut message = message(from, MessageType::MsgSnapshot, term);
+        message.set_snapshot(snapshot);
+        message
+    }
+
+    fn start_offset(offset: u64) -> Bytes {
+        let mut data = BytesMut::new();
+        data.put_u64(offset);
+        data.freeze()
+    }
+
+    /// The forged messages of the hostile-input report, and what a member may send.
+    #[test]
+    fn only_members_and_the_followed_leader_get_through() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let node = follower(dir.path());
+        let check = |message: &Message| check(GROUP, &node, None, 1 << 20, message);
+
+        assert_eq!(
+            check(&message(99, MessageType::MsgHeartbeat, 5)),
+            Err(Rejection::NotMember { from: 99 })
+        );
+        assert_eq!(check(&message(3, MessageType::MsgHeartbeat, 5)), Ok(()));
+        // The erasing snapshot: from no node, far in the future, moving the log start.
+        assert!(matches!(
+            check(&snapshot(99, 1000, start_offset(5_000_000))),
+            Err(Rejection::NotMember { .. })
+        ));
+        // From a member that is not the leader, or from the leader in a term nobody elected.
+        assert!(matches!(
+            check(&snapshot(3, 5, start_offset(10))),
+            Err(Rejection::SnapshotNotFromLeader { .. })
+        ));
+        assert!(matches!(
+            check(&snapshot(2, 1000, start_offset(10))),
+            Err(Rejection::SnapshotNotFromLeader { .. })
+        ));
+        // From the leader, in its term: only well-formed data.
+        assert!(matches!(
+            check(&snapshot(2, 5, Bytes::from_static(b"short"))),
+            Err(Rejection::MalformedSnapshot(_))
+        ));
+        assert_eq!(check(&snapshot(2, 5, start_offset(10))), Ok(()));
+        // Desired voters (the metadata's replicas) count as members.
+        let joining = message(4, MessageType::MsgHeartbeat, 5);
+        assert!(check(&joining).is_err());
+        assert_eq!(
+            super::check(GROUP, &node, Some(&[1, 2, 4]), 1 << 20, &joining),
+            Ok(())
+        );
+        // The controller hears from any node (its joining nodes are in its metadata).
+        assert_eq!(
+            super::check(
+                crate::replication::driver::CONTROLLER,
+                &node,
+                None,
+                1 << 20,
+                &joining
+            ),
+            Ok(())
+        );
+    }
+
+    /// Entries the log would refuse (a bad CRC, over the batch limit) are refused with the
+    /// message, before raft takes them.
+    #[test]
+    fn appends_carry_only_batches_the_log_takes() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let node = follower(dir.path());
+        let mut builder = BatchBuilder::new();
+        builder.push(1, None, Some(b"value"), &[]);
+        let good = builder.finish().freeze();
+        let mut bad = BytesMut::from(&good[..]);
+        let last = bad.len() - 1;
+        bad[last] ^= 1;
+        let append = |data: Bytes| {
+            let mut message = message(2, MessageType::MsgAppend, 5);
+            message.set_entries(
+                vec![Entry {
+                    index: 1,
+                    term: 5,
+                    data,
+                    ..Entry::default()
+                }]
+                .into(),
+            );
+            message
+        };
+        assert_eq!(
+            check(GROUP, &node, None, 1 << 20, &append(good.clone())),
+            Ok(())
+        );
+        assert!(matches!(
+            check(GROUP, &node, None, 1 << 20, &append(bad.freeze())),
+            Err(Rejection::MalformedEntry { index: 1, .. })
+        ));
+        assert!(matches!(
+            check(GROUP, &node, None, 16, &append(good)),
+            Err(Rejection::MalformedEntry { index: 1, .. })
+        ));
+    }
+}
