@@ -227,3 +227,67 @@ async fn forged_peer_messages_change_nothing() {
     .await
     .expect("test timed out");
 }
+
+/// Node 4's liveness spoofed (a stream of empty batches claiming to be node 4) and `AddNode(4)`:
+/// node 4 joins as a learner, never catches up (nothing runs there), and is taken out again;
+/// the call fails with UNAVAILABLE. The controller never counted it toward its quorum, so it
+/// keeps committing and the metadata no longer names node 4. (It used to become a voter at
+/// once; three such calls left the controller without a quorum for good.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn add_node_of_a_node_that_never_catches_up_is_rolled_back() {
+    tokio::time::timeout(TEST_TIMEOUT, async {
+        let mut cluster = Cluster::start(3, 54);
+        let leader = cluster.controller_leader().await;
+        let address = cluster.node(leader).address.clone();
+        // Keep claiming to be node 4 while the call runs.
+        let (spoof, batches) = tokio::sync::mpsc::channel(4);
+        spoof.send(batch(4, vec![])).await.expect("queue");
+        let mut client = PeerClient::connect(format!("http://{address}"))
+            .await
+            .expect("connect");
+        let stream = tokio::spawn(async move {
+            client
+                .raft(tokio_stream::wrappers::ReceiverStream::new(batches))
+                .await
+        });
+        let mut admin = cluster.clients(leader).await.admin;
+        let started = Instant::now();
+        let status = loop {
+            let outcome = admin
+                .add_node(pb::AddNodeRequest {
+                    node_id: 4,
+                    address: "127.0.54.1:1".to_string(),
+                })
+                .await;
+            match outcome {
+                Err(status) if status.message().contains("has not been heard from") => {
+                    // The spoofed stream has not reached the leader yet.
+                    assert!(started.elapsed() < Duration::from_secs(10), "{status:?}");
+                    spoof.send(batch(4, vec![])).await.expect("queue");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                Err(status) => break status,
+                Ok(_) => panic!("a node that never answers was added"),
+            }
+        };
+        assert_eq!(error_code(&status), "ERROR_CODE_UNAVAILABLE", "{status:?}");
+        assert!(status.message().contains("did not catch up"), "{status:?}");
+        drop(spoof);
+        let _ = stream.await;
+        // The controller still commits, and node 4 is gone from the metadata.
+        cluster.create_topic("after", 1, 3).await;
+        let leader = cluster.controller_leader().await;
+        let info = cluster
+            .clients(leader)
+            .await
+            .admin
+            .cluster_info(pb::ClusterInfoRequest {})
+            .await
+            .expect("cluster info")
+            .into_inner();
+        let nodes: Vec<u64> = info.nodes.iter().map(|node| node.node_id).collect();
+        assert_eq!(nodes, vec![1, 2, 3]);
+    })
+    .await
+    .expect("test timed out");
+}

@@ -48,6 +48,11 @@ pub const PRODUCE_BYTES_IN_FLIGHT_MAX: usize = 256 << 20;
 pub const PRODUCE_TIMEOUT: Duration = Duration::from_secs(30);
 /// Controller segments are small so that compaction after a snapshot frees space soon.
 const CONTROLLER_SEGMENT_BYTES: u64 = 64 << 10;
+/// How long `AddNode` waits for a new node, added as a learner, to hold the controller's whole
+/// committed log before it gives up and takes the node out again.
+const ADD_NODE_CATCH_UP_TIMEOUT: Duration = Duration::from_secs(15);
+/// How often `AddNode` looks at the new node's progress meanwhile.
+const ADD_NODE_POLL_INTERVAL: Duration = Duration::from_millis(50);
 
 /// Where a read starts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -388,8 +393,43 @@ impl Broker {
             address: address.to_string(),
         }))
         .await?;
-        self.change_controller_membership(raft::prelude::ConfChangeType::AddNode, node_id)
-            .await
+        // A learner first: it receives the log but does not count toward the quorum, so a node
+        // that never answers (or is not what it claimed) cannot cost the controller its quorum.
+        // Only once it holds everything committed does it become a voter.
+        use raft::prelude::ConfChangeType;
+        self.change_controller_membership(ConfChangeType::AddLearnerNode, node_id)
+            .await?;
+        let deadline = tokio::time::Instant::now() + ADD_NODE_CATCH_UP_TIMEOUT;
+        loop {
+            match self.driver.caught_up(CONTROLLER_GROUP, node_id).await {
+                Some(true) => {
+                    return self
+                        .change_controller_membership(ConfChangeType::AddNode, node_id)
+                        .await;
+                }
+                Some(false) if tokio::time::Instant::now() < deadline => {
+                    tokio::time::sleep(ADD_NODE_POLL_INTERVAL).await;
+                }
+                Some(false) => break,
+                None => {
+                    // Leadership moved: the node stays a learner (harmless to the quorum); an
+                    // AddNode on the new leader promotes it or takes it out.
+                    let leader_id = *self.controller_leader.borrow();
+                    return Err(self.propose_error(ProposeError::NotLeader { leader_id }));
+                }
+            }
+        }
+        // Rolled back: out of the controller, then out of the metadata.
+        self.change_controller_membership(ConfChangeType::RemoveNode, node_id)
+            .await?;
+        self.propose_metadata(Command::DeregisterNode { node: node_id })
+            .await?;
+        Err(BrokerError::Unavailable(format!(
+            "node {node_id} did not catch up with the controller's log within {} s, so it was \
+             not added (it had been added as a learner, and was taken out again): check that it \
+             runs and reaches the other nodes, then add it again",
+            ADD_NODE_CATCH_UP_TIMEOUT.as_secs()
+        )))
     }
 
     /// Adds `node_id` to, or removes it from, the controller's voters; returns once committed

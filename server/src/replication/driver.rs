@@ -172,6 +172,9 @@ pub(super) enum Command {
     SetVoters(GroupId, Vec<u64>),
     /// The voters of a group's applied configuration (`None`: no such group here).
     Voters(GroupId, oneshot::Sender<Option<Vec<u64>>>),
+    /// Whether a member's log holds everything the group committed (`None`: this node does not
+    /// lead the group, so it cannot tell).
+    CaughtUp(GroupId, u64, oneshot::Sender<Option<bool>>),
     /// Hand every led group to another voter; reply when none is led here any more, or at the
     /// deadline.
     HandOver(Instant, oneshot::Sender<()>),
@@ -242,6 +245,14 @@ impl DriverHandle {
     pub async fn voters(&self, group: GroupId) -> Option<Vec<u64>> {
         let (reply, receiver) = oneshot::channel();
         self.send(Command::Voters(group, reply)).ok()?;
+        receiver.await.ok()?
+    }
+
+    /// Whether `member`'s log holds everything `group` committed, as its leader sees it;
+    /// `None` when this node does not lead the group (or is overloaded).
+    pub async fn caught_up(&self, group: GroupId, member: u64) -> Option<bool> {
+        let (reply, receiver) = oneshot::channel();
+        self.send(Command::CaughtUp(group, member, reply)).ok()?;
         receiver.await.ok()?
     }
 
@@ -588,6 +599,18 @@ impl Driver {
                         group.idle_ticks = 0;
                     }
                 }
+            }
+            Command::CaughtUp(id, member, reply) => {
+                let caught_up = self.groups.get(&id).and_then(|group| {
+                    let raft = &group.node.raft;
+                    (raft.state == StateRole::Leader).then(|| {
+                        let committed = raft.raft_log.committed;
+                        raft.prs()
+                            .get(member)
+                            .is_some_and(|progress| progress.matched >= committed)
+                    })
+                });
+                let _ = reply.send(caught_up);
             }
             Command::Voters(id, reply) => {
                 let voters = self
