@@ -24,6 +24,10 @@ pub struct Config {
     /// The nodes of a new cluster, this one included: `1=HOST:PORT,2=HOST:PORT,...`. `None`
     /// runs the node alone.
     pub initial_cluster: Option<String>,
+    /// Make this node the controller's only voter at start (`--force-new-cluster`, a one-time
+    /// recovery; see `Broker::start`). Never read from a file.
+    #[serde(skip)]
+    pub force_new_cluster: bool,
 }
 
 impl Default for Config {
@@ -35,6 +39,7 @@ impl Default for Config {
             advertised_address: None,
             retention_check_interval_ms: 10_000,
             initial_cluster: None,
+            force_new_cluster: false,
         }
     }
 }

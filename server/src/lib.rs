@@ -147,7 +147,16 @@ pub async fn run(
             }),
     );
     let started = tokio::select! {
-        started = broker::Broker::start(config.node_id, address, data_dir, driver.clone(), cluster) => Some(started),
+        started = broker::Broker::start(
+            broker::Start {
+                node_id: config.node_id,
+                address,
+                data_dir,
+                cluster,
+                force_new_cluster: config.force_new_cluster,
+            },
+            driver.clone(),
+        ) => Some(started),
         () = &mut shutdown => None,
     };
     let broker = match started {

@@ -33,6 +33,12 @@ struct Args {
     /// Without it the node runs alone.
     #[arg(long, env = "STRATA_INITIAL_CLUSTER")]
     initial_cluster: Option<String>,
+    /// Recovery of a cluster whose controller lost its quorum for good: this node becomes the
+    /// controller's only voter, taking everything in its controller log as committed. Give it
+    /// once, on one node, then remove it; wipe the other nodes before starting them again and
+    /// add them back with `strata cluster add-node` (see the README). Never in a config file.
+    #[arg(long)]
+    force_new_cluster: bool,
     /// TOML file with any of: node_id, listen, data_dir, advertised_address,
     /// retention_check_interval_ms, initial_cluster.
     #[arg(long, env = "STRATA_CONFIG")]
@@ -66,6 +72,7 @@ fn config(args: Args) -> Result<Config, String> {
     if args.initial_cluster.is_some() {
         config.initial_cluster = args.initial_cluster;
     }
+    config.force_new_cluster = args.force_new_cluster;
     Ok(config)
 }
 

@@ -244,11 +244,6 @@ impl ServerProcess {
         }
     }
 
-    /// Whether the process is still running (it has not exited, for example by aborting).
-    pub fn is_running(&mut self) -> bool {
-        matches!(self.child.try_wait(), Ok(None))
-    }
-
     /// SIGKILL: no chance to sync or clean up.
     pub fn kill9(&mut self) {
         let _ = self.child.kill();
@@ -297,6 +292,11 @@ impl ServerProcess {
             &self.extra_args.clone(),
         );
         *self = restarted;
+    }
+
+    /// Replaces the extra flags the next [`ServerProcess::relaunch`] starts the node with.
+    pub fn set_extra_args(&mut self, extra_args: &[&str]) {
+        self.extra_args = extra_args.iter().map(|arg| arg.to_string()).collect();
     }
 
     /// Whether the process still runs.

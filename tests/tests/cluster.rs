@@ -780,6 +780,80 @@ async fn a_batch_larger_than_a_segment_is_stored_on_every_replica() {
     .expect("test timed out");
 }
 
+/// The documented recovery of a controller that lost its quorum for good: nodes 2 and 3 are
+/// killed and their disks wiped. Node 1 alone cannot change the metadata. Restarted once with
+/// `--force-new-cluster`, it becomes the controller's only voter: it keeps the metadata and
+/// creates topics. Node 2, wiped, started again and added with AddNode, joins it (as a learner,
+/// then a voter), and a topic replicated on both commits.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_controller_that_lost_its_quorum_is_recovered() {
+    tokio::time::timeout(TEST_TIMEOUT, async {
+        let mut cluster = Cluster::start(3, 55);
+        cluster.create_topic("old", 1, 3).await;
+        for lost in [2, 3] {
+            cluster.node(lost).kill9();
+            let data = cluster.node(lost).data_dir.clone();
+            std::fs::remove_dir_all(&data).expect("wipe");
+            std::fs::create_dir_all(&data).expect("empty data dir");
+        }
+        cluster.node(1).set_extra_args(&["--force-new-cluster"]);
+        cluster.node(1).restart();
+        cluster.node(1).set_extra_args(&[]);
+        let mut admin = cluster.clients(1).await.admin;
+        admin
+            .create_topic(pb::CreateTopicRequest {
+                name: "fresh".to_string(),
+                partitions: 1,
+                replication_factor: 1,
+                config: None,
+            })
+            .await
+            .expect("the forced controller changes the metadata alone");
+        // The metadata from before is kept.
+        admin
+            .describe_topic(pb::DescribeTopicRequest {
+                name: "old".to_string(),
+            })
+            .await
+            .expect("the old topic is still known");
+
+        // Node 2 comes back empty and is added again; it serves once it has joined.
+        cluster.node(2).relaunch();
+        let address = cluster.node(2).address.clone();
+        let started = Instant::now();
+        loop {
+            let added = admin
+                .add_node(pb::AddNodeRequest {
+                    node_id: 2,
+                    address: address.clone(),
+                })
+                .await;
+            match added {
+                Ok(_) => break,
+                Err(status) if error_code(&status) == "ERROR_CODE_UNAVAILABLE" => {
+                    assert!(started.elapsed() < Duration::from_secs(60), "{status:?}");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                Err(status) => panic!("add node 2: {status:?}"),
+            }
+        }
+        cluster.node(2).wait_ready();
+        let created = admin
+            .create_topic(pb::CreateTopicRequest {
+                name: "pair".to_string(),
+                partitions: 1,
+                replication_factor: 2,
+                config: None,
+            })
+            .await
+            .expect("a topic on both nodes")
+            .into_inner();
+        assert_eq!(created.replication_factor, 2);
+    })
+    .await
+    .expect("test timed out");
+}
+
 /// Waits until retention has moved the log start of partition 0 of `topic` above 0 on every
 /// node.
 async fn wait_for_log_start_on_every_node(cluster: &Cluster, topic: &str) {

@@ -191,7 +191,7 @@ async fn forged_peer_messages_change_nothing() {
         let watched = Instant::now();
         while watched.elapsed() < WATCH {
             for node in 1..=3 {
-                assert!(cluster.node(node).is_running(), "node {node} exited");
+                assert!(cluster.node(node).running(), "node {node} exited");
                 assert_eq!(
                     offsets(&cluster, node, "kept").await,
                     (0, RECORDS),

@@ -164,6 +164,18 @@ impl StateMachine for PartitionMachine {
     }
 }
 
+/// What [`Broker::start`] needs to know of this node.
+pub struct Start {
+    pub node_id: u64,
+    /// The address other nodes and clients reach this node at.
+    pub address: String,
+    pub data_dir: PathBuf,
+    /// The nodes of a new cluster (this one included), by id.
+    pub cluster: BTreeMap<u64, String>,
+    /// Make this node the controller's only voter first (`--force-new-cluster`).
+    pub force_new_cluster: bool,
+}
+
 /// The result of a produce.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Produced {
@@ -222,15 +234,21 @@ pub struct Broker {
 impl Broker {
     /// Starts the controller group and the partitions this node already holds.
     ///
+    /// With `force_new_cluster`, first makes this node the controller's only voter (see
+    /// [`force_alone`](crate::replication::raft_storage::force_alone)); once it leads, it
+    /// records the removal of every other member in the controller's log, so a replay of that
+    /// log ends with the same membership.
+    ///
     /// # Errors
     /// Storage or raft errors while opening the controller.
-    pub async fn start(
-        node_id: u64,
-        address: String,
-        data_dir: PathBuf,
-        driver: DriverHandle,
-        cluster: BTreeMap<u64, String>,
-    ) -> Result<Arc<Self>, BrokerError> {
+    pub async fn start(start: Start, driver: DriverHandle) -> Result<Arc<Self>, BrokerError> {
+        let Start {
+            node_id,
+            address,
+            data_dir,
+            cluster,
+            force_new_cluster,
+        } = start;
         let controller_dir = data_dir.join("controller");
         let log_config = LogConfig {
             segment_bytes_max: CONTROLLER_SEGMENT_BYTES,
@@ -238,6 +256,20 @@ impl Broker {
             ..LogConfig::default()
         };
         let log = PartitionLog::open(&controller_dir, log_config).map_err(BrokerError::storage)?;
+        let forced_out = if force_new_cluster {
+            let members = crate::replication::raft_storage::force_alone(&log, node_id)
+                .map_err(|e| BrokerError::Storage(e.to_string()))?;
+            tracing::warn!(
+                ?members,
+                "--force-new-cluster: this node is now the controller's only voter"
+            );
+            members
+                .into_iter()
+                .filter(|member| *member != node_id)
+                .collect()
+        } else {
+            Vec::new()
+        };
         let metadata = Arc::new(RwLock::new(Metadata::default()));
         let (changed, metadata_changed) = watch::channel(0);
         let (controller, applied) = Controller::load(&controller_dir, metadata.clone(), changed)
@@ -287,6 +319,11 @@ impl Broker {
         });
         broker.wait_for_controller().await?;
         tracing::debug!("controller has a leader");
+        for member in forced_out {
+            broker
+                .change_controller_membership(raft::prelude::ConfChangeType::RemoveNode, member)
+                .await?;
+        }
         if *broker.controller_leader.borrow() == node_id {
             broker.register_self().await?;
             tracing::debug!("node registered");

@@ -279,6 +279,28 @@ impl RaftStorage {
     }
 }
 
+/// Rewrites the persisted configuration of the group whose log is `log` to `node_id` alone,
+/// taking everything in the log as committed: the recovery of a group that lost its quorum for
+/// good (etcd's `--force-new-cluster`). Entries the old quorum never committed become
+/// committed; the other nodes' copies must be discarded. Returns the voters and learners the
+/// group had.
+///
+/// # Errors
+/// A damaged or unwritable state file.
+pub fn force_alone(log: &PartitionLog, node_id: u64) -> Result<Vec<u64>, raft::Error> {
+    let dir = log.dir();
+    let mut state = PersistentState::read(dir)?.unwrap_or_default();
+    let mut members = state.conf_state.voters.clone();
+    members.extend(&state.conf_state.learners);
+    members.extend(&state.conf_state.voters_outgoing);
+    members.sort_unstable();
+    members.dedup();
+    state.conf_state = ConfState::from((vec![node_id], Vec::new()));
+    state.hard_state.commit = log.last_raft_index();
+    state.write(dir)?;
+    Ok(members)
+}
+
 /// The log start offset a snapshot's data begins with.
 pub fn snapshot_start_offset(data: &[u8]) -> Result<u64, raft::Error> {
     let bytes: [u8; 8] = data
