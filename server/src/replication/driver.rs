@@ -1430,6 +1430,236 @@ mod tests {
         panic!("the proposal to group {id} was never answered");
     }
 
+    /// Node 1 of group 9 (voters 1, 2, 3) following node 2 in term 5, holding `entries`
+    /// committed batches that node 2 sent it. Returns the driver and its log.
+    fn follower(
+        dir: &std::path::Path,
+        entries: u64,
+    ) -> (Driver, Arc<RwLock<PartitionLog>>, Arc<Faults>) {
+        let faults = Arc::new(Faults::default());
+        let (stopped, _) = tokio::sync::mpsc::unbounded_channel();
+        let mut spec = spec(9, dir, faults.clone(), stopped);
+        spec.voters = vec![1, 2, 3];
+        let log = spec.log.clone();
+        let mut driver = Driver::for_simulation(1, Arc::new(NoPeers));
+        driver.add_group(spec).expect("add group");
+        let mut append = Message {
+            msg_type: MessageType::MsgAppend,
+            from: 2,
+            to: 1,
+            term: 5,
+            commit: entries,
+            ..Message::default()
+        };
+        append.set_entries(
+            (1..=entries)
+                .map(|index| Entry {
+                    index,
+                    term: 5,
+                    data: batch().into(),
+                    ..Entry::default()
+                })
+                .collect::<Vec<_>>()
+                .into(),
+        );
+        driver.handle(Command::Step(vec![(9, append)]));
+        driver.process_ready();
+        driver.process_ready();
+        assert_eq!(driver.groups[&9].node.raft.raft_log.committed, entries);
+        (driver, log, faults)
+    }
+
+    mod hostile {
+        use std::collections::BTreeMap;
+
+        use proptest::prelude::*;
+
+        use super::*;
+        use crate::storage::batch::split_batches;
+
+        /// Every data batch in the log by base offset.
+        fn stored(log: &PartitionLog) -> BTreeMap<u64, Bytes> {
+            let runs = log
+                .read(log.log_start_offset(), usize::MAX)
+                .unwrap_or_default();
+            runs.into_iter()
+                .flat_map(split_batches)
+                .map(|batch| batch.expect("stored batches parse"))
+                .map(|(header, batch)| (header.base_offset as u64, batch))
+                .collect()
+        }
+
+        /// A message a peer could send node 1, before mutation.
+        fn base(kind: u8, data: Vec<u8>) -> Message {
+            let msg_type = match kind % 6 {
+                0 => MessageType::MsgAppend,
+                1 => MessageType::MsgHeartbeat,
+                2 => MessageType::MsgSnapshot,
+                3 => MessageType::MsgRequestVote,
+                4 => MessageType::MsgRequestPreVote,
+                _ => MessageType::MsgTimeoutNow,
+            };
+            let mut message = Message {
+                msg_type,
+                from: 2,
+                to: 1,
+                term: 5,
+                index: 8,
+                log_term: 5,
+                commit: 8,
+                ..Message::default()
+            };
+            match msg_type {
+                MessageType::MsgAppend => message.set_entries(
+                    vec![Entry {
+                        index: 9,
+                        term: 5,
+                        data: data.into(),
+                        ..Entry::default()
+                    }]
+                    .into(),
+                ),
+                MessageType::MsgSnapshot => {
+                    let mut snapshot = raft::prelude::Snapshot::default();
+                    let metadata = snapshot.mut_metadata();
+                    metadata.index = 20;
+                    metadata.term = 5;
+                    metadata
+                        .set_conf_state(raft::prelude::ConfState::from((vec![1, 2, 3], vec![])));
+                    snapshot.data = data.into();
+                    message.set_snapshot(snapshot);
+                }
+                _ => {}
+            }
+            message
+        }
+
+        fn field() -> impl Strategy<Value = u64> {
+            prop_oneof![
+                0..12u64,
+                Just(u64::MAX),
+                Just(u64::from(u32::MAX) + 1),
+                Just(1000u64)
+            ]
+        }
+
+        /// One mutation of a message's fields.
+        #[derive(Debug, Clone)]
+        enum Mutation {
+            From(u64),
+            To(u64),
+            Term(u64),
+            Index(u64),
+            LogTerm(u64),
+            Commit(u64),
+            EntryIndex(u64),
+            EntryTerm(u64),
+            Reject(bool, u64),
+        }
+
+        fn mutation() -> impl Strategy<Value = Mutation> {
+            prop_oneof![
+                prop_oneof![Just(1u64), Just(2), Just(3), Just(4), Just(99)]
+                    .prop_map(Mutation::From),
+                prop_oneof![Just(1u64), Just(7)].prop_map(Mutation::To),
+                field().prop_map(Mutation::Term),
+                field().prop_map(Mutation::Index),
+                field().prop_map(Mutation::LogTerm),
+                field().prop_map(Mutation::Commit),
+                field().prop_map(Mutation::EntryIndex),
+                field().prop_map(Mutation::EntryTerm),
+                (any::<bool>(), field()).prop_map(|(reject, hint)| Mutation::Reject(reject, hint)),
+            ]
+        }
+
+        fn apply(message: &mut Message, mutation: &Mutation) {
+            match *mutation {
+                Mutation::From(from) => message.from = from,
+                Mutation::To(to) => message.to = to,
+                Mutation::Term(term) => message.term = term,
+                Mutation::Index(index) => message.index = index,
+                Mutation::LogTerm(term) => message.log_term = term,
+                Mutation::Commit(commit) => message.commit = commit,
+                Mutation::EntryIndex(index) => {
+                    if let Some(entry) = message.mut_entries().first_mut() {
+                        entry.index = index;
+                    }
+                }
+                Mutation::EntryTerm(term) => {
+                    if let Some(entry) = message.mut_entries().first_mut() {
+                        entry.term = term;
+                    }
+                }
+                Mutation::Reject(reject, hint) => {
+                    message.reject = reject;
+                    message.reject_hint = hint;
+                }
+            }
+        }
+
+        /// Data for an entry or a snapshot: a valid batch, the batch cut or with a byte
+        /// flipped, a snapshot start offset, or bytes of no meaning.
+        fn data() -> impl Strategy<Value = Vec<u8>> {
+            let valid = batch();
+            let length = valid.len();
+            prop_oneof![
+                Just(valid.clone()),
+                (0..length).prop_map({
+                    let valid = valid.clone();
+                    move |cut| valid[..cut].to_vec()
+                }),
+                (0..length, any::<u8>()).prop_map(move |(at, bits)| {
+                    let mut flipped = valid.clone();
+                    flipped[at] ^= bits | 1;
+                    flipped
+                }),
+                any::<u64>().prop_map(|offset| offset.to_be_bytes().to_vec()),
+                proptest::collection::vec(any::<u8>(), 0..16),
+            ]
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(64))]
+
+            /// Random mutations of the messages a leader sends, stepped into a follower
+            /// holding eight committed batches: the driver never panics, and every committed
+            /// batch still in the log is the one the leader sent (a snapshot from the leader
+            /// in its term may move the log start past some: that is what snapshots do).
+            #[test]
+            fn mutated_peer_messages_never_panic_or_change_committed_data(
+                messages in proptest::collection::vec(
+                    (any::<u8>(), data(), proptest::collection::vec(mutation(), 0..4)),
+                    1..12,
+                ),
+            ) {
+                let dir = tempfile::tempdir().expect("tempdir");
+                let (mut driver, log, _faults) = follower(dir.path(), 8);
+                let committed = stored(&log.read().expect("log"));
+                prop_assert_eq!(committed.len(), 8);
+                for (kind, data, mutations) in messages {
+                    let mut message = base(kind, data);
+                    for mutation in &mutations {
+                        apply(&mut message, mutation);
+                    }
+                    driver.handle(Command::Step(vec![(9, message)]));
+                    driver.process_ready();
+                    driver.tick();
+                    driver.process_ready();
+                }
+                let now = stored(&log.read().expect("log"));
+                for (offset, batch) in &now {
+                    if let Some(original) = committed.get(offset) {
+                        prop_assert_eq!(batch, original, "offset {}", offset);
+                    }
+                }
+                let start = log.read().expect("log").log_start_offset();
+                for offset in committed.keys().filter(|offset| **offset >= start) {
+                    prop_assert!(now.contains_key(offset), "offset {} is gone", offset);
+                }
+            }
+        }
+    }
+
     /// A failed fsync (or a failed append, as on a full disk) stops its group alone: the
     /// proposal fails with the reason, the owner is told, and the node's other groups go on
     /// committing. Before, the driver panicked and the process aborted.

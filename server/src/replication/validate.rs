@@ -18,16 +18,24 @@ use super::GroupId;
 use super::raft_storage::{RaftStorage, snapshot_start_offset};
 use crate::storage::batch::BatchHeader;
 
+/// The largest term a log can hold: batches carry the term as a 31-bit leader epoch.
+pub const TERM_MAX: u64 = i32::MAX as u64;
+
 /// Why a peer's message was dropped.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum Rejection {
     #[error("node {from} is not a member of the group")]
     NotMember { from: u64 },
+    #[error("term {term} is no peer's: 0 marks local messages, and {TERM_MAX} is the largest")]
+    ImpossibleTerm { term: u64 },
+    #[error("{kind:?} is a node's own message, never a peer's")]
+    LocalOnly { kind: MessageType },
     #[error(
-        "snapshot from node {from} in term {term}, but this node follows node {leader} in term \
+        "{kind:?} from node {from} in term {term}, but this node follows node {leader} in term \
          {current_term}"
     )]
-    SnapshotNotFromLeader {
+    NotFromLeader {
+        kind: MessageType,
         from: u64,
         term: u64,
         leader: u64,
@@ -64,12 +72,48 @@ pub fn check(
     if !member {
         return Err(Rejection::NotMember { from });
     }
+    // Terms are stamped into batches as a 31-bit leader epoch, so no real term passes it; a
+    // term near u64::MAX would make raft overflow when it next campaigns.
+    // Term 0 marks a node's own local messages in raft: stepped from a peer, it would skip
+    // every term check. So do the local message types.
+    if message.term == 0 || message.term > TERM_MAX {
+        return Err(Rejection::ImpossibleTerm { term: message.term });
+    }
+    if matches!(
+        message.msg_type,
+        MessageType::MsgHup
+            | MessageType::MsgBeat
+            | MessageType::MsgPropose
+            | MessageType::MsgUnreachable
+            | MessageType::MsgSnapStatus
+            | MessageType::MsgCheckQuorum
+            | MessageType::MsgTransferLeader
+            | MessageType::MsgReadIndex
+            | MessageType::MsgReadIndexResp
+    ) {
+        return Err(Rejection::LocalOnly {
+            kind: message.msg_type,
+        });
+    }
+    // Only the leader, in its term, tells a follower to campaign at once (a hand-over).
+    if message.msg_type == MessageType::MsgTimeoutNow
+        && (raft.leader_id != from || raft.term != message.term)
+    {
+        return Err(Rejection::NotFromLeader {
+            kind: message.msg_type,
+            from,
+            term: message.term,
+            leader: raft.leader_id,
+            current_term: raft.term,
+        });
+    }
     if message.msg_type == MessageType::MsgSnapshot {
         let follows = raft.state == StateRole::Follower
             && raft.leader_id == from
             && raft.term == message.term;
         if !follows {
-            return Err(Rejection::SnapshotNotFromLeader {
+            return Err(Rejection::NotFromLeader {
+                kind: message.msg_type,
                 from,
                 term: message.term,
                 leader: raft.leader_id,
@@ -78,8 +122,23 @@ pub fn check(
         }
         let snapshot = message.get_snapshot();
         let metadata = snapshot.get_metadata();
-        snapshot_start_offset(&snapshot.data)
+        let start_offset = snapshot_start_offset(&snapshot.data)
             .map_err(|error| Rejection::MalformedSnapshot(error.to_string()))?;
+        // Offsets never go back: a snapshot past this node's commit index starts at or after
+        // the offset that follows what this node has committed.
+        let committed = raft.raft_log.committed;
+        if metadata.index > committed {
+            let log = node.store().log().read().expect("log lock poisoned");
+            let floor = log
+                .offset_after_raft_index(committed)
+                .unwrap_or_else(|_| log.log_start_offset());
+            if start_offset < floor {
+                return Err(Rejection::MalformedSnapshot(format!(
+                    "it starts the log at offset {start_offset}, below offset {floor} that \
+                     follows what this node committed"
+                )));
+            }
+        }
         if metadata.index == 0 || metadata.term == 0 || metadata.term > message.term {
             return Err(Rejection::MalformedSnapshot(format!(
                 "index {} term {} in a message of term {}",
@@ -93,7 +152,25 @@ pub fn check(
         }
     }
     if message.msg_type == MessageType::MsgAppend {
+        // Entries follow the message's index, one after another, in terms that never go back
+        // and never pass the message's own: raft (and the log under it) takes that for given.
+        let mut previous = (message.index, message.log_term);
         for entry in message.get_entries() {
+            let (index, term) = previous;
+            if index.checked_add(1) != Some(entry.index)
+                || entry.term < term
+                || entry.term > message.term
+            {
+                return Err(Rejection::MalformedEntry {
+                    index: entry.index,
+                    reason: format!(
+                        "entry {} of term {} cannot follow entry {index} of term {term} in a \
+                         message of term {}",
+                        entry.index, entry.term, message.term
+                    ),
+                });
+            }
+            previous = (entry.index, entry.term);
             if entry.entry_type != EntryType::EntryNormal || entry.data.is_empty() {
                 continue;
             }
@@ -197,11 +274,11 @@ mod tests {
         // From a member that is not the leader, or from the leader in a term nobody elected.
         assert!(matches!(
             check(&snapshot(3, 5, start_offset(10))),
-            Err(Rejection::SnapshotNotFromLeader { .. })
+            Err(Rejection::NotFromLeader { .. })
         ));
         assert!(matches!(
             check(&snapshot(2, 1000, start_offset(10))),
-            Err(Rejection::SnapshotNotFromLeader { .. })
+            Err(Rejection::NotFromLeader { .. })
         ));
         // From the leader, in its term: only well-formed data.
         assert!(matches!(
