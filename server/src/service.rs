@@ -138,6 +138,15 @@ fn error_detail_and_code(error: &BrokerError) -> (ErrorDetail, tonic::Code) {
             ErrorCode::UnknownProducerId,
             tonic::Code::FailedPrecondition,
         ),
+        BrokerError::NotControllerLeader { leader_id, address } => {
+            detail.leader_node_id = Some(*leader_id);
+            detail.leader_address = address.clone();
+            (ErrorCode::NotLeader, tonic::Code::FailedPrecondition)
+        }
+        BrokerError::RequestTooLarge { limit_bytes, .. } => {
+            detail.limit_bytes = Some(*limit_bytes as u64);
+            (ErrorCode::RecordTooLarge, tonic::Code::InvalidArgument)
+        }
     };
     detail.code = code as i32;
     (detail, grpc)

@@ -138,10 +138,7 @@ impl Broker {
         if leader_id == self.node_id {
             return Ok(());
         }
-        Err(super::propose_error(
-            &self.metadata,
-            crate::replication::ProposeError::NotLeader { leader_id },
-        ))
+        Err(self.controller_error(crate::replication::ProposeError::NotLeader { leader_id }))
     }
 
     fn group_generation(&self, group: &str) -> u64 {

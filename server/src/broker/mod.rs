@@ -388,7 +388,7 @@ impl Broker {
         self.driver
             .propose_conf_change(CONTROLLER_GROUP, change)
             .await
-            .map_err(|e| self.propose_error(e))?
+            .map_err(|e| self.controller_error(e))?
             .outcome
             .map_err(BrokerError::Storage)
     }
@@ -412,16 +412,21 @@ impl Broker {
     {
         let leader = *self.controller_leader.borrow();
         if leader != self.node_id {
-            return Err(propose_error(
-                &self.metadata,
-                ProposeError::NotLeader { leader_id: leader },
-            ));
+            return Err(self.controller_error(ProposeError::NotLeader { leader_id: leader }));
         }
         let metadata = self.metadata();
         let nodes = self.members().await;
         if !nodes.contains(&node_id) {
             return Err(BrokerError::InvalidArgument(format!(
                 "node {node_id} is not in the cluster (nodes: {nodes:?})"
+            )));
+        }
+        // Checked before anything moves: with one node there is nowhere to move its replicas
+        // nor anyone to hand the controller to, so asking again could never succeed.
+        if nodes.len() == 1 {
+            return Err(BrokerError::InvalidArgument(format!(
+                "node {node_id} is the cluster's only node: the last node cannot be removed \
+                 (add another node first, or stop this one)"
             )));
         }
         if node_id == self.node_id {
@@ -784,7 +789,7 @@ impl Broker {
             .driver
             .propose(CONTROLLER_GROUP, batch)
             .await
-            .map_err(|e| self.propose_error(e))?;
+            .map_err(|e| self.controller_error(e))?;
         // Wait until this node has applied it (it has: the proposer applies before replying).
         committed.outcome.map_err(|reason| match reason.as_str() {
             metadata::TOPIC_EXISTS => BrokerError::TopicExists(command_subject(&command)),
@@ -801,6 +806,32 @@ impl Broker {
 
     fn propose_error(&self, error: ProposeError) -> BrokerError {
         propose_error(&self.metadata, error)
+    }
+
+    /// [`Broker::propose_error`] for the controller's group: a refusal names the controller's
+    /// leader (not a partition's), with its address from the metadata, or from the initial
+    /// cluster while the metadata does not have it yet.
+    pub(crate) fn controller_error(&self, error: ProposeError) -> BrokerError {
+        match error {
+            ProposeError::NotLeader { leader_id: 0 } => BrokerError::Unavailable(
+                "the cluster's controller has no leader right now (an election is running): \
+                 retry shortly"
+                    .to_string(),
+            ),
+            ProposeError::NotLeader { leader_id } => {
+                let address = self
+                    .metadata
+                    .read()
+                    .expect("metadata lock poisoned")
+                    .nodes
+                    .get(&leader_id)
+                    .map(|node| node.address.clone())
+                    .or_else(|| self.cluster.get(&leader_id).cloned())
+                    .filter(|address| !address.is_empty());
+                BrokerError::NotControllerLeader { leader_id, address }
+            }
+            other => self.propose_error(other),
+        }
     }
 
     /// A snapshot of the metadata.
@@ -950,8 +981,17 @@ impl Broker {
             .get(&(topic.to_string(), partition))
             .cloned()
             .ok_or_else(|| {
-                let leader_id = known.replicas[partition as usize][0];
-                self.propose_error(ProposeError::NotLeader { leader_id })
+                let replicas = &known.replicas[partition as usize];
+                match missing_replica(self.node_id, replicas) {
+                    MissingReplica::Elsewhere(leader_id) => {
+                        self.propose_error(ProposeError::NotLeader { leader_id })
+                    }
+                    MissingReplica::NotOpenHere => BrokerError::Unavailable(format!(
+                        "partition {topic}/{partition} is placed on this node but is not open \
+                         here (it is being opened, or opening it failed: see this node's log): \
+                         retry shortly"
+                    )),
+                }
             })
     }
 
@@ -1136,6 +1176,25 @@ impl Broker {
     }
 }
 
+/// Why a partition this node was asked about has no local replica.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum MissingReplica {
+    /// Another node holds it: the first of its replicas, which leads when it can.
+    Elsewhere(u64),
+    /// It is placed on this node, but its log is not open (being opened, or opening failed,
+    /// e.g. on a full disk). Pointing the client at "the leader" would name this node itself.
+    NotOpenHere,
+}
+
+fn missing_replica(node_id: u64, replicas: &[u64]) -> MissingReplica {
+    match replicas.first() {
+        _ if replicas.contains(&node_id) => MissingReplica::NotOpenHere,
+        Some(first) => MissingReplica::Elsewhere(*first),
+        // Placement never makes an empty replica set; treat one like a partition not open.
+        None => MissingReplica::NotOpenHere,
+    }
+}
+
 fn propose_error(metadata: &RwLock<Metadata>, error: ProposeError) -> BrokerError {
     match error {
         ProposeError::NotLeader { leader_id: 0 } => BrokerError::Unavailable(
@@ -1257,4 +1316,33 @@ pub fn validate_producer_batch(batch: &Bytes) -> Result<(), BrokerError> {
         Err(error) => return Err(BrokerError::CorruptBatch(error.to_string())),
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A partition placed on this node but not open (its log could not be created, e.g. on a
+    /// full disk) is "not open here", never "not leader, the leader is this node".
+    #[test]
+    fn a_partition_placed_here_but_not_open_does_not_name_this_node_as_leader() {
+        assert_eq!(missing_replica(1, &[1]), MissingReplica::NotOpenHere);
+        assert_eq!(missing_replica(2, &[1, 2, 3]), MissingReplica::NotOpenHere);
+        assert_eq!(missing_replica(1, &[]), MissingReplica::NotOpenHere);
+        assert_eq!(missing_replica(4, &[3, 1, 2]), MissingReplica::Elsewhere(3));
+    }
+
+    /// A storage failure while a topic's partition is created maps to STORAGE-class errors
+    /// with the cause, not to a leadership answer.
+    #[test]
+    fn a_storage_failure_is_a_storage_error() {
+        let io = std::io::Error::new(std::io::ErrorKind::StorageFull, "No space left on device");
+        let error = BrokerError::storage(storage::Error::Io {
+            operation: "creating",
+            path: PathBuf::from("/data/topics/1-t/00000"),
+            source: io,
+        });
+        assert!(matches!(error, BrokerError::Storage(_)), "{error:?}");
+        assert!(error.to_string().contains("No space left"), "{error}");
+    }
 }
