@@ -24,7 +24,9 @@ use std::collections::BTreeSet;
 
 use strata_proto::v1::groups_server::Groups;
 
-use crate::broker::consumer_groups::{PARTITIONS_PER_REQUEST_MAX, ResetTo};
+use crate::broker::consumer_groups::{
+    COMMIT_CHECK_TIMEOUT, PARTITIONS_PER_REQUEST_MAX, ReplicaOffsets, ResetTo,
+};
 use crate::broker::groups::{Heartbeat, Join, MemberAssignment, Tp};
 use crate::broker::metadata::{CommittedOffset, OffsetEntry, Topic, TopicConfig};
 use crate::broker::{
@@ -754,6 +756,31 @@ impl BrokerService for Service {
     }
 }
 
+/// Asks the node at `address` about its replicas of `topic` (its `DescribeTopic`), to check a
+/// commit against their high watermarks.
+async fn replica_offsets_at(address: String, topic: String) -> Result<Vec<ReplicaOffsets>, String> {
+    let endpoint = tonic::transport::Endpoint::from_shared(format!("http://{address}"))
+        .map_err(|e| e.to_string())?
+        .connect_timeout(Duration::from_secs(1))
+        .timeout(COMMIT_CHECK_TIMEOUT);
+    let channel = endpoint.connect().await.map_err(|e| e.to_string())?;
+    let described = pb::admin_client::AdminClient::new(channel)
+        .describe_topic(pb::DescribeTopicRequest { name: topic })
+        .await
+        .map_err(|e| e.to_string())?
+        .into_inner();
+    Ok(described
+        .partition_info
+        .into_iter()
+        .map(|p| ReplicaOffsets {
+            partition: p.partition,
+            log_start_offset: p.log_start_offset,
+            high_watermark: p.high_watermark,
+            leader_node_id: p.leader_node_id,
+        })
+        .collect())
+}
+
 fn topic_partitions(partitions: Vec<pb::TopicPartition>) -> Result<Vec<Tp>, Status> {
     if partitions.len() > PARTITIONS_PER_REQUEST_MAX {
         return Err(invalid(format!(
@@ -877,6 +904,7 @@ impl Groups for Service {
                 &request.member_id,
                 request.member_epoch,
                 offsets,
+                replica_offsets_at,
             )
             .await
             .map_err(status)?;
