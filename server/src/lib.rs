@@ -141,7 +141,10 @@ pub async fn run(
             .add_service(strata_proto::v1::groups_server::GroupsServer::new(
                 service.clone(),
             ))
-            .add_service(strata_proto::v1::broker_server::BrokerServer::new(service))
+            .add_service(service::request_limit::ProduceLimit(
+                strata_proto::v1::broker_server::BrokerServer::new(service)
+                    .max_decoding_message_size(service::request_limit::PRODUCE_REQUEST_BYTES_MAX),
+            ))
             .serve_with_incoming_shutdown(incoming(listener), async move {
                 let _ = stopped.await;
             }),

@@ -35,6 +35,8 @@ use crate::broker::{
 };
 use crate::storage::batch::{BatchBuilder, decode_records, split_batches};
 
+pub mod request_limit;
+
 /// Produce requests one stream may have in flight; the stream stops reading beyond this (and
 /// every stream waits for the node-wide byte budget, `PRODUCE_BYTES_IN_FLIGHT_MAX`).
 pub const STREAM_IN_FLIGHT_MAX: usize = 1024;
@@ -523,6 +525,9 @@ impl BrokerService for Service {
                 let request = match message {
                     Ok(request) => request,
                     Err(error) => {
+                        // A message above the decoding limit ends the stream (tonic cannot
+                        // skip it): with RECORD_TOO_LARGE, not tonic's bare status.
+                        let error = request_limit::oversized_request(&error).map_or(error, status);
                         let _ = replies.send(Err(error)).await;
                         break;
                     }
