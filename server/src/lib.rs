@@ -114,7 +114,8 @@ pub async fn run(
         Arc::new(peer::TransportOutbox(transport.clone())),
     );
     // Serve first: peers need this node's raft traffic before its controller can elect a
-    // leader. Client requests are answered UNAVAILABLE until the broker is up.
+    // leader. Client requests are answered UNAVAILABLE until the broker is up, which includes
+    // its metadata having caught up with the controller's leader.
     let (ready, broker_ready) = watch::channel(None);
     let alive = {
         let transport = transport.clone();
@@ -150,7 +151,14 @@ pub async fn run(
             }),
     );
     let started = tokio::select! {
-        started = broker::Broker::start(config.node_id, address, data_dir, driver.clone(), cluster) => Some(started),
+        started = broker::Broker::start(
+            config.node_id,
+            address,
+            data_dir,
+            driver.clone(),
+            cluster,
+            service::controller_high_watermark_at,
+        ) => Some(started),
         () = &mut shutdown => None,
     };
     let broker = match started {

@@ -67,7 +67,9 @@ impl Service {
     fn broker(&self) -> Result<Arc<Broker>, Status> {
         self.broker.borrow().clone().ok_or_else(|| {
             status(BrokerError::Unavailable(
-                "the node is starting: waiting for its cluster's controller to elect a leader"
+                "the node is starting: metadata not loaded yet (waiting for the cluster's \
+                 controller to have a leader and for this node's metadata to catch up with it): \
+                 retry shortly"
                     .to_string(),
             ))
         })
@@ -413,6 +415,7 @@ impl Admin for Service {
             nodes,
             controller_leader_node_id: broker.controller_leader(),
             topics,
+            controller_high_watermark: broker.controller_high_watermark(),
         }))
     }
 }
@@ -759,6 +762,25 @@ impl BrokerService for Service {
             producer_epoch: 0,
         }))
     }
+}
+
+/// Asks the node at `address` (the controller's leader) how far it has applied the
+/// controller's log; see [`Broker::wait_for_metadata`].
+///
+/// # Errors
+/// Connection and call failures, as text.
+pub async fn controller_high_watermark_at(address: String) -> Result<u64, String> {
+    let endpoint = tonic::transport::Endpoint::from_shared(format!("http://{address}"))
+        .map_err(|e| e.to_string())?
+        .connect_timeout(Duration::from_secs(1))
+        .timeout(Duration::from_secs(2));
+    let channel = endpoint.connect().await.map_err(|e| e.to_string())?;
+    let info = pb::admin_client::AdminClient::new(channel)
+        .cluster_info(pb::ClusterInfoRequest {})
+        .await
+        .map_err(|e| e.to_string())?
+        .into_inner();
+    Ok(info.controller_high_watermark)
 }
 
 /// Asks the node at `address` about its replicas of `topic` (its `DescribeTopic`), to check a

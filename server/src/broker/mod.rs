@@ -45,6 +45,13 @@ pub const FETCH_BYTES_DEFAULT: u32 = 1 << 20;
 pub const PRODUCE_BYTES_IN_FLIGHT_MAX: usize = 256 << 20;
 /// How long a produce waits for its batch to commit before it answers with a timeout.
 pub const PRODUCE_TIMEOUT: Duration = Duration::from_secs(30);
+/// How often a starting node asks again whether its metadata has caught up.
+const METADATA_RETRY_INTERVAL: Duration = Duration::from_millis(250);
+/// How long a starting node waits for the controller's leader to answer how far it applied.
+const METADATA_ASK_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long a starting node waits for its metadata to reach the leader's before asking again
+/// (the leader may have changed).
+const METADATA_CATCH_UP_TIMEOUT: Duration = Duration::from_secs(10);
 /// Controller segments are small so that compaction after a snapshot frees space soon.
 const CONTROLLER_SEGMENT_BYTES: u64 = 64 << 10;
 
@@ -194,6 +201,9 @@ pub struct Broker {
     replicas: RwLock<HashMap<(String, u32), Arc<PartitionReplica>>>,
     configs: RwLock<HashMap<u64, Arc<RwLock<TopicConfig>>>>,
     controller_leader: watch::Receiver<u64>,
+    /// The offset after the last controller entry applied here (see
+    /// [`Broker::wait_for_metadata`]).
+    controller_high_watermark: watch::Receiver<u64>,
     round_robin: AtomicU32,
     /// Serializes reconciliation: two passes at once would open one partition twice.
     reconciling: tokio::sync::Mutex<()>,
@@ -208,17 +218,24 @@ pub struct Broker {
 }
 
 impl Broker {
-    /// Starts the controller group and the partitions this node already holds.
+    /// Starts the controller group, waits until the metadata is loaded (see
+    /// [`Broker::wait_for_metadata`]; `applied_at` asks another node how far it applied the
+    /// controller's log), then opens the partitions this node holds.
     ///
     /// # Errors
     /// Storage or raft errors while opening the controller.
-    pub async fn start(
+    pub async fn start<F, Fut>(
         node_id: u64,
         address: String,
         data_dir: PathBuf,
         driver: DriverHandle,
         cluster: BTreeMap<u64, String>,
-    ) -> Result<Arc<Self>, BrokerError> {
+        applied_at: F,
+    ) -> Result<Arc<Self>, BrokerError>
+    where
+        F: Fn(String) -> Fut,
+        Fut: Future<Output = Result<u64, String>>,
+    {
         let controller_dir = data_dir.join("controller");
         let log_config = LogConfig {
             segment_bytes_max: CONTROLLER_SEGMENT_BYTES,
@@ -230,7 +247,7 @@ impl Broker {
         let (changed, metadata_changed) = watch::channel(0);
         let (controller, applied) = Controller::load(&controller_dir, metadata.clone(), changed)
             .map_err(BrokerError::Storage)?;
-        let (high_watermark, _) = watch::channel(0);
+        let (high_watermark, controller_high_watermark) = watch::channel(0);
         let (leader, controller_leader) = watch::channel(0);
         let (in_sync, _) = watch::channel(Vec::new());
         driver
@@ -258,6 +275,7 @@ impl Broker {
             replicas: RwLock::new(HashMap::new()),
             configs: RwLock::new(HashMap::new()),
             controller_leader,
+            controller_high_watermark,
             round_robin: AtomicU32::new(0),
             reconciling: tokio::sync::Mutex::new(()),
             produce_budget: Arc::new(tokio::sync::Semaphore::new(
@@ -269,10 +287,8 @@ impl Broker {
         });
         broker.wait_for_controller().await?;
         tracing::debug!("controller has a leader");
-        if *broker.controller_leader.borrow() == node_id {
-            broker.register_self().await?;
-            tracing::debug!("node registered");
-        }
+        broker.wait_for_metadata(applied_at).await?;
+        tracing::debug!("metadata loaded");
         broker.reconcile().await?;
         tracing::debug!("partitions reconciled");
         tokio::spawn(Self::reconcile_on_change(Arc::downgrade(&broker)));
@@ -300,6 +316,92 @@ impl Broker {
                 ),
             }
         }
+    }
+
+    /// The offset after the last controller entry this node has applied to its metadata.
+    pub fn controller_high_watermark(&self) -> u64 {
+        *self.controller_high_watermark.borrow()
+    }
+
+    /// Waits until this node's metadata is loaded; the node must not answer requests about
+    /// topics before (it would call existing topics unknown). Loaded means: the metadata holds everything the controller had applied when
+    /// this node asked. On the controller's leader its own registration is the barrier (it
+    /// commits after every earlier entry); elsewhere `applied_at(address)` asks the leader for
+    /// its [`Broker::controller_high_watermark`] and this node waits until its own reaches it.
+    /// A restarted node's raft log can lag the leader's by any amount (it was down while
+    /// topics were created), and learning who leads comes before the entries arrive.
+    ///
+    /// Retries (asking whoever leads then) until loaded.
+    ///
+    /// # Errors
+    /// [`BrokerError::ShuttingDown`] when the driver stops first.
+    async fn wait_for_metadata<F, Fut>(&self, applied_at: F) -> Result<(), BrokerError>
+    where
+        F: Fn(String) -> Fut,
+        Fut: Future<Output = Result<u64, String>>,
+    {
+        let mut retry = tokio::time::interval(METADATA_RETRY_INTERVAL);
+        retry.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut attempts: u64 = 0;
+        loop {
+            retry.tick().await;
+            attempts += 1;
+            if attempts % 40 == 0 {
+                tracing::warn!(
+                    attempts,
+                    "still loading the metadata from the controller's leader"
+                );
+            }
+            let leader = *self.controller_leader.borrow();
+            if leader == self.node_id {
+                match self.register_self().await {
+                    Ok(()) => return Ok(()),
+                    Err(error) => {
+                        tracing::debug!(%error, "the metadata barrier did not commit; retrying");
+                        continue;
+                    }
+                }
+            }
+            let Some(address) = self.node_address(leader) else {
+                continue;
+            };
+            let target = match tokio::time::timeout(METADATA_ASK_TIMEOUT, applied_at(address)).await
+            {
+                Ok(Ok(target)) => target,
+                Ok(Err(error)) => {
+                    tracing::debug!(leader, %error, "asking the controller's leader how far it applied failed");
+                    continue;
+                }
+                Err(_) => continue,
+            };
+            let mut applied = self.controller_high_watermark.clone();
+            let caught_up = applied.wait_for(|applied| *applied >= target);
+            match tokio::time::timeout(METADATA_CATCH_UP_TIMEOUT, caught_up).await {
+                Ok(Ok(_)) => return Ok(()),
+                Ok(Err(_)) => return Err(BrokerError::ShuttingDown),
+                Err(_) => tracing::warn!(
+                    target,
+                    applied = self.controller_high_watermark(),
+                    "the metadata did not catch up with the controller's leader in time; asking again"
+                ),
+            }
+        }
+    }
+
+    /// A node's address: from the metadata, else from the initial cluster; `None` for node 0
+    /// (no leader) or a node known nowhere.
+    fn node_address(&self, node: u64) -> Option<String> {
+        if node == 0 {
+            return None;
+        }
+        self.metadata
+            .read()
+            .expect("metadata lock poisoned")
+            .nodes
+            .get(&node)
+            .map(|n| n.address.clone())
+            .or_else(|| self.cluster.get(&node).cloned())
+            .filter(|address| !address.is_empty())
     }
 
     /// On the controller's leader: registers every node of the initial cluster whose address
