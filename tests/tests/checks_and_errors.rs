@@ -6,6 +6,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use futures::StreamExt;
 use prost::Message as _;
 use strata_proto::v1 as pb;
 use strata_server::storage::batch::BatchBuilder;
@@ -347,6 +348,9 @@ async fn oversized_produces_are_record_too_large_with_size_and_limit() {
     produce_values(&mut clients, "big", 0, 1).await;
 }
 
+/// Controller changes made while a node is down.
+const CHANGES_WHILE_DOWN: usize = 1500;
+
 /// Codes a client retries (or follows, for NOT_LEADER) while a node starts.
 const RETRIABLE: [&str; 4] = [
     "ERROR_CODE_UNAVAILABLE",
@@ -363,15 +367,39 @@ const RETRIABLE: [&str; 4] = [
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn produces_after_a_restart_never_answer_unknown_topic() {
     let mut cluster = Cluster::start(3, 92);
-    cluster.create_topic("before", 16, 3).await;
+    cluster.create_topic("before", 4, 3).await;
     let controller = cluster.controller_leader().await;
     let restarted = (1..=3).find(|id| *id != controller).expect("a follower");
     cluster.node(restarted).kill9();
-    let mut topics = BTreeMap::from([("before".to_string(), 16u32)]);
+    let mut topics = BTreeMap::from([("before".to_string(), 4u32)]);
     for i in 0..6 {
         let name = format!("during-{i}");
         cluster.create_topic(&name, 8, 3).await;
         topics.insert(name, 8);
+    }
+    // Many controller changes while the node is down (more than a controller snapshot's
+    // worth), so that catching up takes the restarted node a while.
+    let groups = cluster.clients(controller).await.groups;
+    let committed: Vec<Result<_, tonic::Status>> = futures::stream::iter(0..CHANGES_WHILE_DOWN)
+        .map(|i| {
+            let mut groups = groups.clone();
+            async move {
+                groups
+                    .commit_offsets(commit_request(
+                        &format!("g{}", i % 50),
+                        None,
+                        "before",
+                        0,
+                        0,
+                    ))
+                    .await
+            }
+        })
+        .buffer_unordered(16)
+        .collect()
+        .await;
+    for result in committed {
+        result.expect("commit while the node is down");
     }
     cluster.node(restarted).relaunch();
     let address = cluster.address(restarted);
