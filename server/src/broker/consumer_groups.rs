@@ -307,7 +307,6 @@ impl Broker {
         if offsets.is_empty() {
             return Ok(());
         }
-        self.check_commit_range(&offsets, offsets_at).await?;
         let generation = {
             let checked = self
                 .coordinator
@@ -321,6 +320,8 @@ impl Broker {
                 )?;
             checked.unwrap_or_else(|| self.group_generation(group))
         };
+        // After the member checks: a fenced member hears that first, whatever it commits.
+        self.check_commit_range(&offsets, offsets_at).await?;
         // Large commits go as several controller changes (each partition's offset stands on
         // its own, as in Kafka), each checked against the same generation.
         for offsets in chunks(offsets) {
