@@ -833,11 +833,14 @@ mod tests {
         }
     }
 
+    /// One case: the answers as (answering node, its report), the offset committed, and the
+    /// verdict's error code (`Ok` when accepted).
+    type Case = (Vec<(u64, ReplicaOffsets)>, u64, Result<(), &'static str>);
+
     /// Table: what replicas reported, the offset committed, the verdict.
     #[test]
     fn commits_are_checked_against_the_highest_known_high_watermark() {
-        // (answers as (node, report), offset, expected)
-        let cases: Vec<(Vec<(u64, ReplicaOffsets)>, u64, Result<(), &str>)> = vec![
+        let cases: Vec<Case> = vec![
             // Equal to the leader's high watermark: valid ("everything read").
             (vec![(1, answer(4, 1))], 4, Ok(())),
             (vec![(1, answer(4, 1))], 0, Ok(())),

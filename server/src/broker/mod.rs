@@ -346,7 +346,7 @@ impl Broker {
         loop {
             retry.tick().await;
             attempts += 1;
-            if attempts % 40 == 0 {
+            if attempts.is_multiple_of(40) {
                 tracing::warn!(
                     attempts,
                     "still loading the metadata from the controller's leader"
