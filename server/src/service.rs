@@ -3,7 +3,8 @@
 //! Translates requests into [`Broker`] calls and [`BrokerError`]s into `tonic::Status`: every
 //! failure carries a stable [`ErrorCode`] in an encoded [`ErrorDetail`] (the status details) and
 //! in the `strata-error-code` metadata, beside a message that says what was wrong and what is
-//! valid. This is the only module that knows `tonic::Status`.
+//! valid. This is the only module that knows `tonic::Status`. [`request_limit`] holds the
+//! produce request size limit and answers tonic's own refusal of larger requests.
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -765,7 +766,7 @@ impl BrokerService for Service {
 }
 
 /// Asks the node at `address` (the controller's leader) how far it has applied the
-/// controller's log; see [`Broker::wait_for_metadata`].
+/// controller's log, for a starting node (see [`Broker::start`]).
 ///
 /// # Errors
 /// Connection and call failures, as text.

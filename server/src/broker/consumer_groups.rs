@@ -266,7 +266,7 @@ impl Broker {
 
     /// Commits offsets for a member (or, with an empty member id, for an operator while the
     /// group has no members). Replicated before it returns. Every offset must lie at or below
-    /// its partition's high watermark (see [`Broker::check_commit_range`]); `offsets_at` asks
+    /// its partition's high watermark (see `Broker::check_commit_range`); `offsets_at` asks
     /// another node, by address, about its replicas of a topic.
     ///
     /// # Errors

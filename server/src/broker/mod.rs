@@ -219,7 +219,7 @@ pub struct Broker {
 
 impl Broker {
     /// Starts the controller group, waits until the metadata is loaded (see
-    /// [`Broker::wait_for_metadata`]; `applied_at` asks another node how far it applied the
+    /// `Broker::wait_for_metadata`; `applied_at` asks another node how far it applied the
     /// controller's log), then opens the partitions this node holds.
     ///
     /// # Errors
@@ -324,12 +324,13 @@ impl Broker {
     }
 
     /// Waits until this node's metadata is loaded; the node must not answer requests about
-    /// topics before (it would call existing topics unknown). Loaded means: the metadata holds everything the controller had applied when
-    /// this node asked. On the controller's leader its own registration is the barrier (it
-    /// commits after every earlier entry); elsewhere `applied_at(address)` asks the leader for
-    /// its [`Broker::controller_high_watermark`] and this node waits until its own reaches it.
-    /// A restarted node's raft log can lag the leader's by any amount (it was down while
-    /// topics were created), and learning who leads comes before the entries arrive.
+    /// topics before (it would call existing topics unknown). Loaded means: the metadata holds
+    /// everything the controller had applied when this node asked. On the controller's leader
+    /// its own registration is the barrier (it commits after every earlier entry); elsewhere
+    /// `applied_at(address)` asks the leader for its [`Broker::controller_high_watermark`] and
+    /// this node waits until its own reaches it. Knowing the leader is not enough: a restarted
+    /// node learns who leads from the first heartbeat, before the entries it missed while down
+    /// arrive.
     ///
     /// Retries (asking whoever leads then) until loaded.
     ///
@@ -356,6 +357,7 @@ impl Broker {
             if leader == self.node_id {
                 match self.register_self().await {
                     Ok(()) => return Ok(()),
+                    Err(BrokerError::ShuttingDown) => return Err(BrokerError::ShuttingDown),
                     Err(error) => {
                         tracing::debug!(%error, "the metadata barrier did not commit; retrying");
                         continue;
