@@ -1080,3 +1080,43 @@ impl Groups for Service {
         }))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A controller refusal is NOT_LEADER with the controller leader's id and address; a request
+    /// over the size limit is RECORD_TOO_LARGE with the limit; a storage failure (a partition
+    /// that could not be created) is STORAGE, never a leadership answer.
+    #[test]
+    fn new_errors_map_to_stable_codes_with_their_details() {
+        let (detail, grpc) = error_detail_and_code(&BrokerError::NotControllerLeader {
+            leader_id: 3,
+            address: Some("10.0.0.3:9092".to_string()),
+        });
+        assert_eq!(
+            (detail.code(), grpc),
+            (ErrorCode::NotLeader, tonic::Code::FailedPrecondition)
+        );
+        assert_eq!(detail.leader_node_id, Some(3));
+        assert_eq!(detail.leader_address.as_deref(), Some("10.0.0.3:9092"));
+        assert!(detail.message.contains("controller"), "{}", detail.message);
+
+        let (detail, grpc) = error_detail_and_code(&BrokerError::RequestTooLarge {
+            size_bytes: 5_000_000,
+            limit_bytes: 1_114_112,
+            batch_limit_bytes: broker::BATCH_BYTES_MAX,
+        });
+        assert_eq!(
+            (detail.code(), grpc),
+            (ErrorCode::RecordTooLarge, tonic::Code::InvalidArgument)
+        );
+        assert_eq!(detail.limit_bytes, Some(1_114_112));
+        assert!(detail.message.contains("5000000"), "{}", detail.message);
+
+        let (detail, _) =
+            error_detail_and_code(&BrokerError::Storage("No space left on device".to_string()));
+        assert_eq!(detail.code(), ErrorCode::Storage);
+        assert_eq!(detail.leader_node_id, None);
+    }
+}
