@@ -429,6 +429,8 @@ pub fn merge_cluster_views(views: &[NodeView]) -> ClusterInfoResponse {
         nodes,
         controller_leader_node_id: controller,
         topics,
+        // How far one node applied the controller's log means nothing for a merged view.
+        controller_high_watermark: 0,
     }
 }
 
@@ -467,6 +469,7 @@ mod tests {
                 config: None,
                 partition_info: partitions,
             }],
+            controller_high_watermark: 0,
         }
     }
 
@@ -523,6 +526,7 @@ mod tests {
             }],
             controller_leader_node_id: 7,
             topics: Vec::new(),
+            controller_high_watermark: 0,
         };
         metadata.apply(&single, Some("n1:1"));
         assert_eq!(metadata.address(&Route::Controller, now), "n1:1");

@@ -114,7 +114,8 @@ pub async fn run(
         Arc::new(peer::TransportOutbox(transport.clone())),
     );
     // Serve first: peers need this node's raft traffic before its controller can elect a
-    // leader. Client requests are answered UNAVAILABLE until the broker is up.
+    // leader. Client requests are answered UNAVAILABLE until the broker is up, which includes
+    // its metadata having caught up with the controller's leader.
     let (ready, broker_ready) = watch::channel(None);
     let alive = {
         let transport = transport.clone();
@@ -141,7 +142,10 @@ pub async fn run(
             .add_service(strata_proto::v1::groups_server::GroupsServer::new(
                 service.clone(),
             ))
-            .add_service(strata_proto::v1::broker_server::BrokerServer::new(service))
+            .add_service(service::request_limit::ProduceLimit(
+                strata_proto::v1::broker_server::BrokerServer::new(service)
+                    .max_decoding_message_size(service::request_limit::PRODUCE_REQUEST_BYTES_MAX),
+            ))
             .serve_with_incoming_shutdown(incoming(listener), async move {
                 let _ = stopped.await;
             }),
@@ -156,6 +160,7 @@ pub async fn run(
                 force_new_cluster: config.force_new_cluster,
             },
             driver.clone(),
+            service::controller_high_watermark_at,
         ) => Some(started),
         () = &mut shutdown => None,
     };

@@ -3,7 +3,8 @@
 //! Translates requests into [`Broker`] calls and [`BrokerError`]s into `tonic::Status`: every
 //! failure carries a stable [`ErrorCode`] in an encoded [`ErrorDetail`] (the status details) and
 //! in the `strata-error-code` metadata, beside a message that says what was wrong and what is
-//! valid. This is the only module that knows `tonic::Status`.
+//! valid. This is the only module that knows `tonic::Status`. [`request_limit`] holds the
+//! produce request size limit and answers tonic's own refusal of larger requests.
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -24,7 +25,9 @@ use std::collections::BTreeSet;
 
 use strata_proto::v1::groups_server::Groups;
 
-use crate::broker::consumer_groups::{PARTITIONS_PER_REQUEST_MAX, ResetTo};
+use crate::broker::consumer_groups::{
+    COMMIT_CHECK_TIMEOUT, PARTITIONS_PER_REQUEST_MAX, ReplicaOffsets, ResetTo,
+};
 use crate::broker::groups::{Heartbeat, Join, MemberAssignment, Tp};
 use crate::broker::metadata::{CommittedOffset, OffsetEntry, Topic, TopicConfig};
 use crate::broker::{
@@ -32,6 +35,8 @@ use crate::broker::{
     FETCH_WAIT_MS_MAX, Position, Target,
 };
 use crate::storage::batch::{BatchBuilder, decode_records, split_batches};
+
+pub mod request_limit;
 
 /// Produce requests one stream may have in flight; the stream stops reading beyond this (and
 /// every stream waits for the node-wide byte budget, `PRODUCE_BYTES_IN_FLIGHT_MAX`).
@@ -63,7 +68,9 @@ impl Service {
     fn broker(&self) -> Result<Arc<Broker>, Status> {
         self.broker.borrow().clone().ok_or_else(|| {
             status(BrokerError::Unavailable(
-                "the node is starting: waiting for its cluster's controller to elect a leader"
+                "the node is starting: metadata not loaded yet (waiting for the cluster's \
+                 controller to have a leader and for this node's metadata to catch up with it): \
+                 retry shortly"
                     .to_string(),
             ))
         })
@@ -138,6 +145,15 @@ fn error_detail_and_code(error: &BrokerError) -> (ErrorDetail, tonic::Code) {
             ErrorCode::UnknownProducerId,
             tonic::Code::FailedPrecondition,
         ),
+        BrokerError::NotControllerLeader { leader_id, address } => {
+            detail.leader_node_id = Some(*leader_id);
+            detail.leader_address = address.clone();
+            (ErrorCode::NotLeader, tonic::Code::FailedPrecondition)
+        }
+        BrokerError::RequestTooLarge { limit_bytes, .. } => {
+            detail.limit_bytes = Some(*limit_bytes as u64);
+            (ErrorCode::RecordTooLarge, tonic::Code::InvalidArgument)
+        }
     };
     detail.code = code as i32;
     (detail, grpc)
@@ -400,6 +416,7 @@ impl Admin for Service {
             nodes,
             controller_leader_node_id: broker.controller_leader(),
             topics,
+            controller_high_watermark: broker.controller_high_watermark(),
         }))
     }
 }
@@ -512,6 +529,9 @@ impl BrokerService for Service {
                 let request = match message {
                     Ok(request) => request,
                     Err(error) => {
+                        // A message above the decoding limit ends the stream (tonic cannot
+                        // skip it): with RECORD_TOO_LARGE, not tonic's bare status.
+                        let error = request_limit::oversized_request(&error).map_or(error, status);
                         let _ = replies.send(Err(error)).await;
                         break;
                     }
@@ -745,6 +765,50 @@ impl BrokerService for Service {
     }
 }
 
+/// Asks the node at `address` (the controller's leader) how far it has applied the
+/// controller's log, for a starting node (see [`Broker::start`]).
+///
+/// # Errors
+/// Connection and call failures, as text.
+pub async fn controller_high_watermark_at(address: String) -> Result<u64, String> {
+    let endpoint = tonic::transport::Endpoint::from_shared(format!("http://{address}"))
+        .map_err(|e| e.to_string())?
+        .connect_timeout(Duration::from_secs(1))
+        .timeout(Duration::from_secs(2));
+    let channel = endpoint.connect().await.map_err(|e| e.to_string())?;
+    let info = pb::admin_client::AdminClient::new(channel)
+        .cluster_info(pb::ClusterInfoRequest {})
+        .await
+        .map_err(|e| e.to_string())?
+        .into_inner();
+    Ok(info.controller_high_watermark)
+}
+
+/// Asks the node at `address` about its replicas of `topic` (its `DescribeTopic`), to check a
+/// commit against their high watermarks.
+async fn replica_offsets_at(address: String, topic: String) -> Result<Vec<ReplicaOffsets>, String> {
+    let endpoint = tonic::transport::Endpoint::from_shared(format!("http://{address}"))
+        .map_err(|e| e.to_string())?
+        .connect_timeout(Duration::from_secs(1))
+        .timeout(COMMIT_CHECK_TIMEOUT);
+    let channel = endpoint.connect().await.map_err(|e| e.to_string())?;
+    let described = pb::admin_client::AdminClient::new(channel)
+        .describe_topic(pb::DescribeTopicRequest { name: topic })
+        .await
+        .map_err(|e| e.to_string())?
+        .into_inner();
+    Ok(described
+        .partition_info
+        .into_iter()
+        .map(|p| ReplicaOffsets {
+            partition: p.partition,
+            log_start_offset: p.log_start_offset,
+            high_watermark: p.high_watermark,
+            leader_node_id: p.leader_node_id,
+        })
+        .collect())
+}
+
 fn topic_partitions(partitions: Vec<pb::TopicPartition>) -> Result<Vec<Tp>, Status> {
     if partitions.len() > PARTITIONS_PER_REQUEST_MAX {
         return Err(invalid(format!(
@@ -868,6 +932,7 @@ impl Groups for Service {
                 &request.member_id,
                 request.member_epoch,
                 offsets,
+                replica_offsets_at,
             )
             .await
             .map_err(status)?;
@@ -1013,5 +1078,45 @@ impl Groups for Service {
                 .collect(),
             offsets_generation: generation,
         }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A controller refusal is NOT_LEADER with the controller leader's id and address; a request
+    /// over the size limit is RECORD_TOO_LARGE with the limit; a storage failure (a partition
+    /// that could not be created) is STORAGE, never a leadership answer.
+    #[test]
+    fn new_errors_map_to_stable_codes_with_their_details() {
+        let (detail, grpc) = error_detail_and_code(&BrokerError::NotControllerLeader {
+            leader_id: 3,
+            address: Some("10.0.0.3:9092".to_string()),
+        });
+        assert_eq!(
+            (detail.code(), grpc),
+            (ErrorCode::NotLeader, tonic::Code::FailedPrecondition)
+        );
+        assert_eq!(detail.leader_node_id, Some(3));
+        assert_eq!(detail.leader_address.as_deref(), Some("10.0.0.3:9092"));
+        assert!(detail.message.contains("controller"), "{}", detail.message);
+
+        let (detail, grpc) = error_detail_and_code(&BrokerError::RequestTooLarge {
+            size_bytes: 5_000_000,
+            limit_bytes: 1_114_112,
+            batch_limit_bytes: broker::BATCH_BYTES_MAX,
+        });
+        assert_eq!(
+            (detail.code(), grpc),
+            (ErrorCode::RecordTooLarge, tonic::Code::InvalidArgument)
+        );
+        assert_eq!(detail.limit_bytes, Some(1_114_112));
+        assert!(detail.message.contains("5000000"), "{}", detail.message);
+
+        let (detail, _) =
+            error_detail_and_code(&BrokerError::Storage("No space left on device".to_string()));
+        assert_eq!(detail.code(), ErrorCode::Storage);
+        assert_eq!(detail.leader_node_id, None);
     }
 }

@@ -161,6 +161,10 @@ fn now_ms() -> i64 {
 async fn committed_offsets_survive_restarts() {
     tokio::time::timeout(TEST_TIMEOUT, async {
         let (dir, mut server, mut clients) = start(&[("orders", 3)]).await;
+        // Records to commit within (a commit beyond the high watermark is refused).
+        for partition in 0..3 {
+            produce(&mut clients, "orders", partition, &[(now_ms(), "x"); 10]).await;
+        }
         let member = join(&mut clients, "billing", "", &["orders"], 0).await;
         assert_eq!(member.assignment.len(), 3, "a lone member holds everything");
         commit(
@@ -221,6 +225,10 @@ async fn committed_offsets_survive_restarts() {
 async fn handover_expiry_and_fencing() {
     tokio::time::timeout(TEST_TIMEOUT, async {
         let (_dir, _server, mut clients) = start(&[("jobs", 4)]).await;
+        // Records to commit within (a commit beyond the high watermark is refused).
+        for partition in 0..4 {
+            produce(&mut clients, "jobs", partition, &[(now_ms(), "x"); 5]).await;
+        }
         let m1 = join(&mut clients, "workers", "", &["jobs"], 0).await;
         assert_eq!(m1.assignment.len(), 4);
         // Short session for m2, so it can expire within the test.

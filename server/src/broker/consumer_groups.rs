@@ -3,6 +3,7 @@
 //! and the partitions' high watermarks (for lag).
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::future::Future;
 use std::sync::Weak;
 use std::time::{Duration, Instant};
 
@@ -23,6 +24,69 @@ const EXPIRY_INTERVAL: Duration = Duration::from_millis(250);
 pub const GROUP_OFFSETS_RETENTION: Duration = Duration::from_secs(7 * 24 * 3600);
 /// How often the coordinator looks for such groups.
 const GROUP_RETENTION_INTERVAL: Duration = Duration::from_secs(60);
+
+/// How long a commit waits for another node's answer about its partitions' offsets.
+pub const COMMIT_CHECK_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// What one node reports about a partition of a topic, to check commits against: its replica's
+/// log start and high watermark, and which node it sees leading the partition (zeros where it
+/// holds no replica).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReplicaOffsets {
+    pub partition: u32,
+    pub log_start_offset: u64,
+    pub high_watermark: u64,
+    pub leader_node_id: u64,
+}
+
+/// What is known about one partition's valid commit range while a commit is checked.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+struct KnownRange {
+    log_start: u64,
+    /// The highest high watermark any replica reported. Replicas' high watermarks never
+    /// exceed what the partition has committed, so an offset at or below it is valid.
+    high_watermark: u64,
+    /// Whether the partition's leader was among the answers: only then is an offset above
+    /// `high_watermark` surely invalid (a follower's high watermark lags its leader's).
+    leader_answered: bool,
+}
+
+impl KnownRange {
+    fn learn(&mut self, node: u64, answer: &ReplicaOffsets) {
+        if answer.high_watermark > self.high_watermark {
+            self.high_watermark = answer.high_watermark;
+            self.log_start = answer.log_start_offset;
+        }
+        if answer.leader_node_id == node && node != 0 {
+            self.leader_answered = true;
+        }
+    }
+}
+
+/// The verdict on committing `offset` to a partition whose replicas said `known`.
+fn commit_verdict(
+    topic: &str,
+    partition: u32,
+    offset: u64,
+    known: KnownRange,
+) -> Result<(), BrokerError> {
+    if offset <= known.high_watermark {
+        // Equal is valid: it means "everything read", the usual commit after a fetch.
+        return Ok(());
+    }
+    if known.leader_answered {
+        return Err(BrokerError::OffsetOutOfRange {
+            requested: offset,
+            log_start: known.log_start,
+            high_watermark: known.high_watermark,
+        });
+    }
+    Err(BrokerError::Unavailable(format!(
+        "offset {offset} of {topic}/{partition} cannot be checked right now: it is above the \
+         highest high watermark known ({}) and the partition's leader did not answer; retry",
+        known.high_watermark
+    )))
+}
 
 /// Committed offsets by partition; `None` where the group has not committed.
 pub type CommittedOffsets = Vec<(Tp, Option<CommittedOffset>)>;
@@ -138,10 +202,7 @@ impl Broker {
         if leader_id == self.node_id {
             return Ok(());
         }
-        Err(super::propose_error(
-            &self.metadata,
-            crate::replication::ProposeError::NotLeader { leader_id },
-        ))
+        Err(self.controller_error(crate::replication::ProposeError::NotLeader { leader_id }))
     }
 
     fn group_generation(&self, group: &str) -> u64 {
@@ -204,14 +265,26 @@ impl Broker {
     }
 
     /// Commits offsets for a member (or, with an empty member id, for an operator while the
-    /// group has no members). Replicated before it returns.
-    pub async fn commit_offsets(
+    /// group has no members). Replicated before it returns. Every offset must lie at or below
+    /// its partition's high watermark (see `Broker::check_commit_range`); `offsets_at` asks
+    /// another node, by address, about its replicas of a topic.
+    ///
+    /// # Errors
+    /// [`BrokerError::OffsetOutOfRange`] naming the valid range for an offset beyond the high
+    /// watermark; [`BrokerError::Unavailable`] when that cannot be decided now; the group,
+    /// member and partition errors of the checks before.
+    pub async fn commit_offsets<F, Fut>(
         &self,
         group: &str,
         member_id: &str,
         member_epoch: u64,
         offsets: Vec<OffsetEntry>,
-    ) -> Result<(), BrokerError> {
+        offsets_at: F,
+    ) -> Result<(), BrokerError>
+    where
+        F: Fn(String, String) -> Fut,
+        Fut: Future<Output = Result<Vec<ReplicaOffsets>, String>>,
+    {
         metadata::validate_group_id(group).map_err(BrokerError::InvalidGroupId)?;
         self.ensure_coordinator()?;
         if offsets.len() > PARTITIONS_PER_REQUEST_MAX {
@@ -247,6 +320,8 @@ impl Broker {
                 )?;
             checked.unwrap_or_else(|| self.group_generation(group))
         };
+        // After the member checks: a fenced member hears that first, whatever it commits.
+        self.check_commit_range(&offsets, offsets_at).await?;
         // Large commits go as several controller changes (each partition's offset stands on
         // its own, as in Kafka), each checked against the same generation.
         for offsets in chunks(offsets) {
@@ -257,6 +332,123 @@ impl Broker {
                 now_ms: crate::now_ms(),
             })
             .await?;
+        }
+        Ok(())
+    }
+
+    /// Refuses offsets above their partition's high watermark (a commit equal to it is valid).
+    ///
+    /// The check runs here, on the controller's leader, which may not hold the partition or may
+    /// hold a follower whose high watermark lags. The metadata does not carry high watermarks
+    /// (they move with every produce; replicating them through the controller would cost a
+    /// controller change per produce), so the truth is asked of the replicas: the local one
+    /// first, which settles most commits at no cost (an offset at or below any replica's high
+    /// watermark is committed data; above the local leader's, it is invalid); then the other
+    /// replicas, one request per node and topic, in parallel. Offsets above every answer are
+    /// refused as out of range only when the partition's leader answered; otherwise the
+    /// commit is refused as retriable, since a follower's view may lag.
+    async fn check_commit_range<F, Fut>(
+        &self,
+        offsets: &[OffsetEntry],
+        offsets_at: F,
+    ) -> Result<(), BrokerError>
+    where
+        F: Fn(String, String) -> Fut,
+        Fut: Future<Output = Result<Vec<ReplicaOffsets>, String>>,
+    {
+        // The highest offset asked of each partition that the local replica cannot settle.
+        let mut unsettled: BTreeMap<Tp, (u64, KnownRange)> = BTreeMap::new();
+        for entry in offsets {
+            let key = (entry.topic.clone(), entry.partition);
+            let local = self.replicas.read().expect("lock").get(&key).cloned();
+            let mut known = KnownRange::default();
+            if let Some(replica) = local {
+                known.learn(
+                    self.node_id,
+                    &ReplicaOffsets {
+                        partition: entry.partition,
+                        log_start_offset: replica.log_start_offset(),
+                        high_watermark: replica.high_watermark(),
+                        leader_node_id: *replica.leader.borrow(),
+                    },
+                );
+                if entry.offset <= known.high_watermark {
+                    continue;
+                }
+                if known.leader_answered {
+                    return commit_verdict(&entry.topic, entry.partition, entry.offset, known);
+                }
+            }
+            let slot = unsettled.entry(key).or_insert((entry.offset, known));
+            slot.0 = slot.0.max(entry.offset);
+        }
+        if unsettled.is_empty() {
+            return Ok(());
+        }
+        let asks: BTreeSet<(u64, String)> = {
+            let metadata = self.metadata.read().expect("metadata lock poisoned");
+            unsettled
+                .keys()
+                .filter_map(|(topic, partition)| {
+                    let replicas = metadata
+                        .topics
+                        .get(topic)?
+                        .replicas
+                        .get(*partition as usize)?;
+                    Some(
+                        replicas
+                            .iter()
+                            .filter(|node| **node != self.node_id)
+                            .map(|node| (*node, topic.clone()))
+                            .collect::<Vec<_>>(),
+                    )
+                })
+                .flatten()
+                .collect()
+        };
+        let addresses: BTreeMap<u64, String> = {
+            let metadata = self.metadata.read().expect("metadata lock poisoned");
+            asks.iter()
+                .filter_map(|(node, _)| {
+                    let address = metadata
+                        .nodes
+                        .get(node)
+                        .map(|n| n.address.clone())
+                        .or_else(|| self.cluster.get(node).cloned())?;
+                    Some((*node, address))
+                })
+                .collect()
+        };
+        let answers = futures::future::join_all(asks.into_iter().filter_map(|(node, topic)| {
+            let address = addresses.get(&node)?.clone();
+            let asked = offsets_at(address, topic.clone());
+            Some(async move {
+                let answer = tokio::time::timeout(COMMIT_CHECK_TIMEOUT, asked).await;
+                (node, topic, answer)
+            })
+        }))
+        .await;
+        for (node, topic, answer) in answers {
+            match answer {
+                Ok(Ok(partitions)) => {
+                    for reported in partitions {
+                        if let Some((_, known)) =
+                            unsettled.get_mut(&(topic.clone(), reported.partition))
+                        {
+                            known.learn(node, &reported);
+                        }
+                    }
+                }
+                Ok(Err(error)) => {
+                    tracing::debug!(node, %topic, %error, "asking for offsets to check a commit failed");
+                }
+                Err(_) => {
+                    tracing::debug!(node, %topic, "asking for offsets to check a commit timed out");
+                }
+            }
+        }
+        for ((topic, partition), (offset, known)) in unsettled {
+            commit_verdict(&topic, partition, offset, known)?;
         }
         Ok(())
     }
@@ -626,4 +818,74 @@ fn new_member_id() -> String {
     hasher.write_u64(COUNTER.fetch_add(1, Ordering::Relaxed));
     hasher.write_i64(crate::now_ms());
     format!("{:016x}", hasher.finish())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn answer(high_watermark: u64, leader_node_id: u64) -> ReplicaOffsets {
+        ReplicaOffsets {
+            partition: 0,
+            log_start_offset: 2,
+            high_watermark,
+            leader_node_id,
+        }
+    }
+
+    /// One case: the answers as (answering node, its report), the offset committed, and the
+    /// verdict's error code (`Ok` when accepted).
+    type Case = (Vec<(u64, ReplicaOffsets)>, u64, Result<(), &'static str>);
+
+    /// Table: what replicas reported, the offset committed, the verdict.
+    #[test]
+    fn commits_are_checked_against_the_highest_known_high_watermark() {
+        let cases: Vec<Case> = vec![
+            // Equal to the leader's high watermark: valid ("everything read").
+            (vec![(1, answer(4, 1))], 4, Ok(())),
+            (vec![(1, answer(4, 1))], 0, Ok(())),
+            (vec![(1, answer(4, 1))], 5, Err("OFFSET_OUT_OF_RANGE")),
+            (
+                vec![(1, answer(4, 1))],
+                u64::MAX,
+                Err("OFFSET_OUT_OF_RANGE"),
+            ),
+            // A lagging follower and the leader: the leader's high watermark counts.
+            (vec![(2, answer(3, 1)), (1, answer(4, 1))], 4, Ok(())),
+            // Only followers answered: below their view is valid, above is not decidable.
+            (vec![(2, answer(3, 1))], 3, Ok(())),
+            (vec![(2, answer(3, 1))], 4, Err("UNAVAILABLE")),
+            // A replica that sees no leader does not count as the leader.
+            (vec![(2, answer(3, 0))], 9, Err("UNAVAILABLE")),
+            (Vec::new(), 1, Err("UNAVAILABLE")),
+            (Vec::new(), 0, Ok(())),
+        ];
+        for (answers, offset, expected) in cases {
+            let mut known = KnownRange::default();
+            for (node, reported) in &answers {
+                known.learn(*node, reported);
+            }
+            let verdict = commit_verdict("t", 0, offset, known);
+            match (expected, verdict) {
+                (Ok(()), Ok(())) => {}
+                (
+                    Err("OFFSET_OUT_OF_RANGE"),
+                    Err(BrokerError::OffsetOutOfRange {
+                        requested,
+                        log_start,
+                        high_watermark,
+                    }),
+                ) => {
+                    assert_eq!((requested, log_start), (offset, 2));
+                    assert_eq!(high_watermark, known.high_watermark);
+                }
+                (Err("UNAVAILABLE"), Err(BrokerError::Unavailable(_))) => {}
+                (expected, verdict) => {
+                    panic!(
+                        "answers {answers:?}, offset {offset}: expected {expected:?}, got {verdict:?}"
+                    )
+                }
+            }
+        }
+    }
 }

@@ -75,6 +75,28 @@ pub enum BrokerError {
     InvalidProducerEpoch(String),
     #[error("unknown producer id {0}: ask InitProducerId for one")]
     UnknownProducerId(i64),
+    /// A request only the controller's leader serves (admin changes, consumer groups) reached
+    /// another node. Maps to NOT_LEADER with the controller leader's id and address.
+    #[error(
+        "this node does not lead the cluster's controller (which serves admin changes and \
+         consumer groups); the controller's leader is node {leader_id}{}: send the request there",
+        address.as_ref().map(|a| format!(" at {a}")).unwrap_or_default()
+    )]
+    NotControllerLeader {
+        leader_id: u64,
+        address: Option<String>,
+    },
+    /// A produce request larger than the service decodes (checked by the gRPC layer before the
+    /// batch is looked at). Maps to RECORD_TOO_LARGE.
+    #[error(
+        "produce request of {size_bytes} bytes exceeds the limit of {limit_bytes} bytes \
+         (one batch of at most {batch_limit_bytes} bytes plus the request's framing)"
+    )]
+    RequestTooLarge {
+        size_bytes: usize,
+        limit_bytes: usize,
+        batch_limit_bytes: usize,
+    },
 }
 
 impl BrokerError {

@@ -46,6 +46,13 @@ pub const FETCH_BYTES_DEFAULT: u32 = 1 << 20;
 pub const PRODUCE_BYTES_IN_FLIGHT_MAX: usize = 256 << 20;
 /// How long a produce waits for its batch to commit before it answers with a timeout.
 pub const PRODUCE_TIMEOUT: Duration = Duration::from_secs(30);
+/// How often a starting node asks again whether its metadata has caught up.
+const METADATA_RETRY_INTERVAL: Duration = Duration::from_millis(250);
+/// How long a starting node waits for the controller's leader to answer how far it applied.
+const METADATA_ASK_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long a starting node waits for its metadata to reach the leader's before asking again
+/// (the leader may have changed).
+const METADATA_CATCH_UP_TIMEOUT: Duration = Duration::from_secs(10);
 /// Controller segments are small so that compaction after a snapshot frees space soon.
 const CONTROLLER_SEGMENT_BYTES: u64 = 64 << 10;
 /// How long `AddNode` waits for a new node, added as a learner, to hold the controller's whole
@@ -212,6 +219,9 @@ pub struct Broker {
     replicas: RwLock<HashMap<(String, u32), Arc<PartitionReplica>>>,
     configs: RwLock<HashMap<u64, Arc<RwLock<TopicConfig>>>>,
     controller_leader: watch::Receiver<u64>,
+    /// The offset after the last controller entry applied here (see
+    /// [`Broker::wait_for_metadata`]).
+    controller_high_watermark: watch::Receiver<u64>,
     round_robin: AtomicU32,
     /// Serializes reconciliation: two passes at once would open one partition twice.
     reconciling: tokio::sync::Mutex<()>,
@@ -232,7 +242,9 @@ pub struct Broker {
 }
 
 impl Broker {
-    /// Starts the controller group and the partitions this node already holds.
+    /// Starts the controller group, waits until the metadata is loaded (see
+    /// `Broker::wait_for_metadata`; `applied_at` asks another node how far it applied the
+    /// controller's log), then opens the partitions this node holds.
     ///
     /// With `force_new_cluster`, first makes this node the controller's only voter (see
     /// [`force_alone`](crate::replication::raft_storage::force_alone)); once it leads, it
@@ -241,7 +253,15 @@ impl Broker {
     ///
     /// # Errors
     /// Storage or raft errors while opening the controller.
-    pub async fn start(start: Start, driver: DriverHandle) -> Result<Arc<Self>, BrokerError> {
+    pub async fn start<F, Fut>(
+        start: Start,
+        driver: DriverHandle,
+        applied_at: F,
+    ) -> Result<Arc<Self>, BrokerError>
+    where
+        F: Fn(String) -> Fut,
+        Fut: Future<Output = Result<u64, String>>,
+    {
         let Start {
             node_id,
             address,
@@ -274,7 +294,7 @@ impl Broker {
         let (changed, metadata_changed) = watch::channel(0);
         let (controller, applied) = Controller::load(&controller_dir, metadata.clone(), changed)
             .map_err(BrokerError::Storage)?;
-        let (high_watermark, _) = watch::channel(0);
+        let (high_watermark, controller_high_watermark) = watch::channel(0);
         let (leader, controller_leader) = watch::channel(0);
         let (in_sync, _) = watch::channel(Vec::new());
         let (stopped_groups, stopped_receiver) = tokio::sync::mpsc::unbounded_channel();
@@ -306,6 +326,7 @@ impl Broker {
             replicas: RwLock::new(HashMap::new()),
             configs: RwLock::new(HashMap::new()),
             controller_leader,
+            controller_high_watermark,
             round_robin: AtomicU32::new(0),
             reconciling: tokio::sync::Mutex::new(()),
             stopped: RwLock::new(HashMap::new()),
@@ -324,10 +345,8 @@ impl Broker {
                 .change_controller_membership(raft::prelude::ConfChangeType::RemoveNode, member)
                 .await?;
         }
-        if *broker.controller_leader.borrow() == node_id {
-            broker.register_self().await?;
-            tracing::debug!("node registered");
-        }
+        broker.wait_for_metadata(applied_at).await?;
+        tracing::debug!("metadata loaded");
         broker.reconcile().await?;
         tracing::debug!("partitions reconciled");
         tokio::spawn(Self::reconcile_on_change(Arc::downgrade(&broker)));
@@ -359,6 +378,94 @@ impl Broker {
                 ),
             }
         }
+    }
+
+    /// The offset after the last controller entry this node has applied to its metadata.
+    pub fn controller_high_watermark(&self) -> u64 {
+        *self.controller_high_watermark.borrow()
+    }
+
+    /// Waits until this node's metadata is loaded; the node must not answer requests about
+    /// topics before (it would call existing topics unknown). Loaded means: the metadata holds
+    /// everything the controller had applied when this node asked. On the controller's leader
+    /// its own registration is the barrier (it commits after every earlier entry); elsewhere
+    /// `applied_at(address)` asks the leader for its [`Broker::controller_high_watermark`] and
+    /// this node waits until its own reaches it. Knowing the leader is not enough: a restarted
+    /// node learns who leads from the first heartbeat, before the entries it missed while down
+    /// arrive.
+    ///
+    /// Retries (asking whoever leads then) until loaded.
+    ///
+    /// # Errors
+    /// [`BrokerError::ShuttingDown`] when the driver stops first.
+    async fn wait_for_metadata<F, Fut>(&self, applied_at: F) -> Result<(), BrokerError>
+    where
+        F: Fn(String) -> Fut,
+        Fut: Future<Output = Result<u64, String>>,
+    {
+        let mut retry = tokio::time::interval(METADATA_RETRY_INTERVAL);
+        retry.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut attempts: u64 = 0;
+        loop {
+            retry.tick().await;
+            attempts += 1;
+            if attempts.is_multiple_of(40) {
+                tracing::warn!(
+                    attempts,
+                    "still loading the metadata from the controller's leader"
+                );
+            }
+            let leader = *self.controller_leader.borrow();
+            if leader == self.node_id {
+                match self.register_self().await {
+                    Ok(()) => return Ok(()),
+                    Err(BrokerError::ShuttingDown) => return Err(BrokerError::ShuttingDown),
+                    Err(error) => {
+                        tracing::debug!(%error, "the metadata barrier did not commit; retrying");
+                        continue;
+                    }
+                }
+            }
+            let Some(address) = self.node_address(leader) else {
+                continue;
+            };
+            let target = match tokio::time::timeout(METADATA_ASK_TIMEOUT, applied_at(address)).await
+            {
+                Ok(Ok(target)) => target,
+                Ok(Err(error)) => {
+                    tracing::debug!(leader, %error, "asking the controller's leader how far it applied failed");
+                    continue;
+                }
+                Err(_) => continue,
+            };
+            let mut applied = self.controller_high_watermark.clone();
+            let caught_up = applied.wait_for(|applied| *applied >= target);
+            match tokio::time::timeout(METADATA_CATCH_UP_TIMEOUT, caught_up).await {
+                Ok(Ok(_)) => return Ok(()),
+                Ok(Err(_)) => return Err(BrokerError::ShuttingDown),
+                Err(_) => tracing::warn!(
+                    target,
+                    applied = self.controller_high_watermark(),
+                    "the metadata did not catch up with the controller's leader in time; asking again"
+                ),
+            }
+        }
+    }
+
+    /// A node's address: from the metadata, else from the initial cluster; `None` for node 0
+    /// (no leader) or a node known nowhere.
+    fn node_address(&self, node: u64) -> Option<String> {
+        if node == 0 {
+            return None;
+        }
+        self.metadata
+            .read()
+            .expect("metadata lock poisoned")
+            .nodes
+            .get(&node)
+            .map(|n| n.address.clone())
+            .or_else(|| self.cluster.get(&node).cloned())
+            .filter(|address| !address.is_empty())
     }
 
     /// On the controller's leader: registers every node of the initial cluster whose address
@@ -482,7 +589,7 @@ impl Broker {
         self.driver
             .propose_conf_change(CONTROLLER_GROUP, change)
             .await
-            .map_err(|e| self.propose_error(e))?
+            .map_err(|e| self.controller_error(e))?
             .outcome
             .map_err(BrokerError::Storage)
     }
@@ -506,16 +613,21 @@ impl Broker {
     {
         let leader = *self.controller_leader.borrow();
         if leader != self.node_id {
-            return Err(propose_error(
-                &self.metadata,
-                ProposeError::NotLeader { leader_id: leader },
-            ));
+            return Err(self.controller_error(ProposeError::NotLeader { leader_id: leader }));
         }
         let metadata = self.metadata();
         let nodes = self.members().await;
         if !nodes.contains(&node_id) {
             return Err(BrokerError::InvalidArgument(format!(
                 "node {node_id} is not in the cluster (nodes: {nodes:?})"
+            )));
+        }
+        // Checked before anything moves: with one node there is nowhere to move its replicas
+        // nor anyone to hand the controller to, so asking again could never succeed.
+        if nodes.len() == 1 {
+            return Err(BrokerError::InvalidArgument(format!(
+                "node {node_id} is the cluster's only node: the last node cannot be removed \
+                 (add another node first, or stop this one)"
             )));
         }
         if node_id == self.node_id {
@@ -888,7 +1000,7 @@ impl Broker {
             .driver
             .propose(CONTROLLER_GROUP, batch)
             .await
-            .map_err(|e| self.propose_error(e))?;
+            .map_err(|e| self.controller_error(e))?;
         // Wait until this node has applied it (it has: the proposer applies before replying).
         committed.outcome.map_err(|reason| match reason.as_str() {
             metadata::TOPIC_EXISTS => BrokerError::TopicExists(command_subject(&command)),
@@ -905,6 +1017,32 @@ impl Broker {
 
     fn propose_error(&self, error: ProposeError) -> BrokerError {
         propose_error(&self.metadata, error)
+    }
+
+    /// [`Broker::propose_error`] for the controller's group: a refusal names the controller's
+    /// leader (not a partition's), with its address from the metadata, or from the initial
+    /// cluster while the metadata does not have it yet.
+    pub(crate) fn controller_error(&self, error: ProposeError) -> BrokerError {
+        match error {
+            ProposeError::NotLeader { leader_id: 0 } => BrokerError::Unavailable(
+                "the cluster's controller has no leader right now (an election is running): \
+                 retry shortly"
+                    .to_string(),
+            ),
+            ProposeError::NotLeader { leader_id } => {
+                let address = self
+                    .metadata
+                    .read()
+                    .expect("metadata lock poisoned")
+                    .nodes
+                    .get(&leader_id)
+                    .map(|node| node.address.clone())
+                    .or_else(|| self.cluster.get(&leader_id).cloned())
+                    .filter(|address| !address.is_empty());
+                BrokerError::NotControllerLeader { leader_id, address }
+            }
+            other => self.propose_error(other),
+        }
     }
 
     /// A snapshot of the metadata.
@@ -1058,8 +1196,17 @@ impl Broker {
                 if let Some(reason) = self.stopped_reason(group) {
                     return self.propose_error(ProposeError::Stopped(reason));
                 }
-                let leader_id = known.replicas[partition as usize][0];
-                self.propose_error(ProposeError::NotLeader { leader_id })
+                let replicas = &known.replicas[partition as usize];
+                match missing_replica(self.node_id, replicas) {
+                    MissingReplica::Elsewhere(leader_id) => {
+                        self.propose_error(ProposeError::NotLeader { leader_id })
+                    }
+                    MissingReplica::NotOpenHere => BrokerError::Unavailable(format!(
+                        "partition {topic}/{partition} is placed on this node but is not open \
+                         here (it is being opened, or opening it failed: see this node's log): \
+                         retry shortly"
+                    )),
+                }
             })
     }
 
@@ -1244,6 +1391,25 @@ impl Broker {
     }
 }
 
+/// Why a partition this node was asked about has no local replica.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum MissingReplica {
+    /// Another node holds it: the first of its replicas, which leads when it can.
+    Elsewhere(u64),
+    /// It is placed on this node, but its log is not open (being opened, or opening failed,
+    /// e.g. on a full disk). Pointing the client at "the leader" would name this node itself.
+    NotOpenHere,
+}
+
+fn missing_replica(node_id: u64, replicas: &[u64]) -> MissingReplica {
+    match replicas.first() {
+        _ if replicas.contains(&node_id) => MissingReplica::NotOpenHere,
+        Some(first) => MissingReplica::Elsewhere(*first),
+        // Placement never makes an empty replica set; treat one like a partition not open.
+        None => MissingReplica::NotOpenHere,
+    }
+}
+
 fn propose_error(metadata: &RwLock<Metadata>, error: ProposeError) -> BrokerError {
     match error {
         ProposeError::NotLeader { leader_id: 0 } => BrokerError::Unavailable(
@@ -1366,4 +1532,33 @@ pub fn validate_producer_batch(batch: &Bytes) -> Result<(), BrokerError> {
         Err(error) => return Err(BrokerError::CorruptBatch(error.to_string())),
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A partition placed on this node but not open (its log could not be created, e.g. on a
+    /// full disk) is "not open here", never "not leader, the leader is this node".
+    #[test]
+    fn a_partition_placed_here_but_not_open_does_not_name_this_node_as_leader() {
+        assert_eq!(missing_replica(1, &[1]), MissingReplica::NotOpenHere);
+        assert_eq!(missing_replica(2, &[1, 2, 3]), MissingReplica::NotOpenHere);
+        assert_eq!(missing_replica(1, &[]), MissingReplica::NotOpenHere);
+        assert_eq!(missing_replica(4, &[3, 1, 2]), MissingReplica::Elsewhere(3));
+    }
+
+    /// A storage failure while a topic's partition is created maps to STORAGE-class errors
+    /// with the cause, not to a leadership answer.
+    #[test]
+    fn a_storage_failure_is_a_storage_error() {
+        let io = std::io::Error::new(std::io::ErrorKind::StorageFull, "No space left on device");
+        let error = BrokerError::storage(storage::Error::Io {
+            operation: "creating",
+            path: PathBuf::from("/data/topics/1-t/00000"),
+            source: io,
+        });
+        assert!(matches!(error, BrokerError::Storage(_)), "{error:?}");
+        assert!(error.to_string().contains("No space left"), "{error}");
+    }
 }
