@@ -10,7 +10,7 @@ use std::collections::VecDeque;
 use std::time::Duration;
 
 use bytes::Bytes;
-use strata_proto::batch::{Record, decode_records, split_batches};
+use strata_proto::batch::{BatchError, BatchHeader, Record, decode_records, split_batches};
 use strata_proto::v1::subscribe_request::{Credit, Request, Start};
 use strata_proto::v1::{
     FetchRequest, ListOffsetsRequest, StartPosition, SubscribeRequest, SubscribeResponse,
@@ -393,23 +393,57 @@ impl PartitionConsumer {
         self.batches.extend(response.batches);
     }
 
-    /// Decodes one received element (a batch, or a run of whole batches) into `records`,
-    /// keeping only records at or after `next_offset`. Its bytes count as consumed once its
-    /// last record is taken.
-    fn load(&mut self, run: Bytes) -> Result<()> {
-        let bytes = run.len() as u64;
-        let next_offset = self.next_offset;
-        self.records.extend(
-            decode_run(run)?
-                .into_iter()
-                .filter(|record| record.offset >= next_offset),
-        );
+    /// Decodes the first batch of a received element (a batch, or a run of whole batches)
+    /// into `records`, keeping only records at or after `next_offset`, and puts the rest of
+    /// the run back. One batch at a time: decoded records in memory stay within one batch's
+    /// cap however far a run of compressed batches expands, and the records before a batch
+    /// that does not decode are all delivered before its error. A batch's bytes count as
+    /// consumed once its last record is taken.
+    fn load(&mut self, mut run: Bytes) -> Result<()> {
+        let header = match BatchHeader::parse(&run) {
+            Ok(header) if header.total_bytes() <= run.len() => header,
+            Ok(header) => {
+                return Err(self.corrupt_at(
+                    header.base_offset.max(0) as u64,
+                    BatchError::Truncated {
+                        needed: header.total_bytes(),
+                        available: run.len(),
+                    },
+                ));
+            }
+            // The run starts at the first offset not yet delivered.
+            Err(error) => return Err(self.corrupt_at(self.next_offset, error)),
+        };
+        let batch = run.split_to(header.total_bytes());
+        if !run.is_empty() {
+            self.batches.push_front(run);
+        }
+        let bytes = batch.len() as u64;
+        if !header.is_control() {
+            let next_offset = self.next_offset;
+            let records = decode_records(&batch)
+                .map_err(|error| self.corrupt_at(header.base_offset.max(0) as u64, error))?;
+            self.records.extend(
+                records
+                    .into_iter()
+                    .filter(|record| record.offset >= next_offset),
+            );
+        }
         if self.records.is_empty() {
             self.consumed(bytes);
         } else {
             self.current_batch_bytes = bytes;
         }
         Ok(())
+    }
+
+    fn corrupt_at(&self, offset: u64, source: BatchError) -> Error {
+        Error::CorruptBatchAt {
+            topic: self.topic.clone(),
+            partition: self.partition,
+            offset,
+            source,
+        }
     }
 
     /// Returns credit for consumed bytes once they add up to half the window, so credit

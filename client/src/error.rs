@@ -76,6 +76,14 @@ pub enum Error {
         correlation_id: String,
         after_ms: u64,
     },
+    /// A stored batch of a partition does not decode; the records before it were delivered.
+    #[error("the batch at offset {offset} of {topic}/{partition} does not decode: {source}")]
+    CorruptBatchAt {
+        topic: String,
+        partition: u32,
+        offset: u64,
+        source: BatchError,
+    },
 }
 
 /// A refusal from the broker: the decoded `ErrorDetail`.
@@ -225,7 +233,8 @@ impl Error {
             | Error::Closed
             | Error::NoCommittedOffset { .. }
             | Error::PartitionFailed { .. }
-            | Error::NoReply { .. } => false,
+            | Error::NoReply { .. }
+            | Error::CorruptBatchAt { .. } => false,
         }
     }
 
