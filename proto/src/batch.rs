@@ -521,6 +521,8 @@ fn decompress_lz4(compressed: &[u8]) -> Result<Bytes, BatchError> {
             limit_bytes: DECOMPRESSED_BYTES_MAX,
         });
     }
+    // The records keep this buffer alive: give back what doubling left unused (up to half).
+    out.shrink_to_fit();
     Ok(Bytes::from(out))
 }
 

@@ -16,7 +16,8 @@
 //! (the Rust client's group consumer in member processes, request/reply, the idempotent
 //! producer across kill -9), `cluster.rs` (3-node fault tests: leader kills, whole-cluster
 //! kill, isolation, wiped disks, rolling restart, quiet partitions, the client following
-//! leaders) and `python_client.rs`.
+//! leaders), `python_client.rs` and `hostile_data.rs` (decompression bombs, LZ4 garbage and
+//! lying record counts refused; decoded fetches in bounded server memory).
 //!
 //! `src/bin/group-member.rs` is a group member process for `group_consumer.rs`.
 
