@@ -437,12 +437,12 @@ impl PartitionConsumer {
         Ok(())
     }
 
-    fn corrupt_at(&self, offset: u64, source: BatchError) -> Error {
+    fn corrupt_at(&self, offset: u64, error: BatchError) -> Error {
         Error::CorruptBatchAt {
             topic: self.topic.clone(),
             partition: self.partition,
             offset,
-            source,
+            error,
         }
     }
 

@@ -77,12 +77,13 @@ pub enum Error {
         after_ms: u64,
     },
     /// A stored batch of a partition does not decode; the records before it were delivered.
-    #[error("the batch at offset {offset} of {topic}/{partition} does not decode: {source}")]
+    /// (`error` is not a `source`: the message includes it already.)
+    #[error("the batch at offset {offset} of {topic}/{partition} does not decode: {error}")]
     CorruptBatchAt {
         topic: String,
         partition: u32,
         offset: u64,
-        source: BatchError,
+        error: BatchError,
     },
 }
 
