@@ -449,7 +449,10 @@ pub fn decode_batch(batch: &Bytes) -> Result<DecodedBatch, BatchError> {
 ///
 /// # Errors
 /// As [`decode_batch`]; [`BatchError::RecordsTooLarge`] past `records_bytes_max`.
-pub fn validate_batch(batch: &[u8], records_bytes_max: usize) -> Result<ValidatedBatch, BatchError> {
+pub fn validate_batch(
+    batch: &[u8],
+    records_bytes_max: usize,
+) -> Result<ValidatedBatch, BatchError> {
     let header = BatchHeader::validate(batch)?;
     let records = &batch[HEADER_BYTES..];
     let records_bytes = match header.compression()? {
@@ -460,13 +463,17 @@ pub fn validate_batch(batch: &[u8], records_bytes_max: usize) -> Result<Validate
                     limit_bytes: records_bytes_max,
                 });
             }
-            walk_records(&header, InPlace::new(records), |_| ControlFlow::Continue(()))?
+            walk_records(
+                &header,
+                InPlace::new(records),
+                |_| ControlFlow::Continue(()),
+            )?
         }
-        Compression::Lz4 => walk_records(
-            &header,
-            Lz4Stream::new(records, records_bytes_max),
-            |_| ControlFlow::Continue(()),
-        )?,
+        Compression::Lz4 => {
+            walk_records(&header, Lz4Stream::new(records, records_bytes_max), |_| {
+                ControlFlow::Continue(())
+            })?
+        }
         codec => return Err(BatchError::CompressedRecords { codec }),
     };
     Ok(ValidatedBatch {
@@ -1672,7 +1679,10 @@ mod tests {
         assert!(message.contains(&limit_bytes.to_string()), "{message}");
         assert!(message.contains(&at_least_bytes.to_string()), "{message}");
         let error = decode_batch(&bomb).expect_err("bomb");
-        assert!(matches!(error, BatchError::RecordsTooLarge { .. }), "{error}");
+        assert!(
+            matches!(error, BatchError::RecordsTooLarge { .. }),
+            "{error}"
+        );
         // A smaller limit applies to the validator as given.
         let mut builder = BatchBuilder::new().compression(Compression::Lz4);
         builder.push(0, None, Some(&zeros[..1 << 20]), &[]);
@@ -1697,8 +1707,14 @@ mod tests {
         let section = section_of(&[b"v"], &[(&key, None)]);
         for lz4 in [false, true] {
             let bytes = Bytes::from(batch_with_section(&section, 1, lz4));
-            assert!(validate_batch(&bytes, DECOMPRESSED_BYTES_MAX).is_ok(), "lz4 {lz4}");
-            assert_eq!(decode_batch(&bytes).expect("decodes").records[0].headers[0].key, key);
+            assert!(
+                validate_batch(&bytes, DECOMPRESSED_BYTES_MAX).is_ok(),
+                "lz4 {lz4}"
+            );
+            assert_eq!(
+                decode_batch(&bytes).expect("decodes").records[0].headers[0].key,
+                key
+            );
         }
         let at = section
             .windows(2)
@@ -1708,9 +1724,7 @@ mod tests {
         broken[at + 1] = b'x';
         for lz4 in [false, true] {
             let bytes = Bytes::from(batch_with_section(&broken, 1, lz4));
-            let expected = |error: &BatchError| {
-                matches!(error, BatchError::MalformedRecord { reason, .. } if *reason == "header key is not UTF-8")
-            };
+            let expected = |error: &BatchError| matches!(error, BatchError::MalformedRecord { reason, .. } if *reason == "header key is not UTF-8");
             let error = validate_batch(&bytes, DECOMPRESSED_BYTES_MAX).expect_err("broken");
             assert!(expected(&error), "lz4 {lz4}: {error}");
             let error = decode_batch(&bytes).expect_err("broken");

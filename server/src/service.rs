@@ -289,8 +289,7 @@ fn decode(batches: &[Bytes], from: u64, decoded_bytes_max: usize) -> Result<Deco
                 .iter()
                 .map(|r| 1 + prost::length_delimiter_len(r.encoded_len()) + r.encoded_len())
                 .sum();
-            if !run.records.is_empty() && decoded_bytes.saturating_add(size) > decoded_bytes_max
-            {
+            if !run.records.is_empty() && decoded_bytes.saturating_add(size) > decoded_bytes_max {
                 run.stopped_at = Some(next_offset);
                 return Ok(run);
             }

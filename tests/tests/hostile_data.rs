@@ -209,7 +209,11 @@ async fn bomb_under_the_cap_is_fetched_with_decode_in_bounded_memory() {
     );
 
     let small = fetch(&clients, "near-cap", 0, 0, true).await;
-    assert_eq!(small.records.len(), 1, "a 1 MiB budget still returns one batch");
+    assert_eq!(
+        small.records.len(),
+        1,
+        "a 1 MiB budget still returns one batch"
+    );
     assert_eq!(small.next_offset, 1);
 
     let rss_before = proc_status_bytes(server.pid(), "VmRSS");
@@ -217,7 +221,10 @@ async fn bomb_under_the_cap_is_fetched_with_decode_in_bounded_memory() {
     let mut replies = 0;
     while offset < UNDER_CAP_BATCHES as u64 {
         let reply = fetch(&clients, "near-cap", offset, 64 << 20, true).await;
-        assert!(!reply.records.is_empty(), "a reply at {offset} makes progress");
+        assert!(
+            !reply.records.is_empty(),
+            "a reply at {offset} makes progress"
+        );
         assert!(reply.records.len() <= 4, "{} records", reply.records.len());
         for record in &reply.records {
             assert_eq!(record.offset, offset);
@@ -325,7 +332,12 @@ async fn valid_lz4_batches_are_accepted_and_read_back() {
         let mut builder = BatchBuilder::new().compression(Compression::Lz4);
         for i in 0..20u64 {
             let value = format!("batch {batch_number} record {i} {}", "x".repeat(200));
-            builder.push(i as i64, Some(b"k"), Some(value.as_bytes()), &[("h", Some(b"v"))]);
+            builder.push(
+                i as i64,
+                Some(b"k"),
+                Some(value.as_bytes()),
+                &[("h", Some(b"v"))],
+            );
             expected.push((batch_number * 20 + i, value));
         }
         let reply = broker(&clients)
@@ -344,7 +356,10 @@ async fn valid_lz4_batches_are_accepted_and_read_back() {
             assert_eq!(header.compression(), Ok(Compression::Lz4));
             for record in decode_records(&batch).expect("stored LZ4 batch decodes") {
                 let value = record.value.expect("value");
-                from_raw.push((record.offset, String::from_utf8(value.to_vec()).expect("utf8")));
+                from_raw.push((
+                    record.offset,
+                    String::from_utf8(value.to_vec()).expect("utf8"),
+                ));
             }
         }
     }

@@ -264,10 +264,22 @@ fn consume_prints_records_before_a_bad_batch_and_log_verify_reports_it() {
     // The restarted node commits the batch with its first entry of a new term.
     let _server = start_server(data.path(), &address);
     let consumed = strata(
-        &["--brokers", &address, "consume", "bad", "--from", "earliest"],
+        &[
+            "--brokers",
+            &address,
+            "consume",
+            "bad",
+            "--from",
+            "earliest",
+        ],
         b"",
     );
-    assert_ne!(consumed.code, Some(0), "consume must fail: {}", consumed.stdout);
+    assert_ne!(
+        consumed.code,
+        Some(0),
+        "consume must fail: {}",
+        consumed.stdout
+    );
     let values: Vec<&str> = consumed
         .stdout
         .lines()
@@ -276,9 +288,9 @@ fn consume_prints_records_before_a_bad_batch_and_log_verify_reports_it() {
     let expected: Vec<String> = (0..RECORDS).map(|i| format!("value-{i}")).collect();
     assert_eq!(values, expected, "stderr: {}", consumed.stderr);
     assert!(
-        consumed
-            .stderr
-            .contains(&format!("the batch at offset {bad_offset} of bad/0 does not decode")),
+        consumed.stderr.contains(&format!(
+            "the batch at offset {bad_offset} of bad/0 does not decode"
+        )),
         "{}",
         consumed.stderr
     );
