@@ -230,6 +230,8 @@ struct DecodedRun {
     stopped_at: Option<u64>,
     /// Stored bytes of the batches decoded (or skipped as control batches).
     stored_bytes: u64,
+    /// Encoded bytes of `records` in the reply.
+    decoded_bytes: u64,
 }
 
 /// Decodes stored batches into records at or after `from`, one batch at a time, skipping
@@ -244,6 +246,7 @@ fn decode(batches: &[Bytes], from: u64, decoded_bytes_max: usize) -> Result<Deco
         records: Vec::new(),
         stopped_at: None,
         stored_bytes: 0,
+        decoded_bytes: 0,
     };
     let mut decoded_bytes = 0usize;
     let mut next_offset = from;
@@ -294,6 +297,7 @@ fn decode(batches: &[Bytes], from: u64, decoded_bytes_max: usize) -> Result<Deco
                 return Ok(run);
             }
             decoded_bytes = decoded_bytes.saturating_add(size);
+            run.decoded_bytes = decoded_bytes as u64;
             run.records.extend(records);
             run.stored_bytes += batch_bytes;
             next_offset = (header.base_offset as u64).saturating_add(header.offset_count());
@@ -706,10 +710,12 @@ impl BrokerService for Service {
                             let size: u64 = fetched.batches.iter().map(|b| b.len() as u64).sum();
                             if size > 0 && size <= credit_bytes {
                                 let message = if start.decode {
-                                    // Budgeted by decoded bytes; credit pays for the stored
-                                    // bytes of the batches actually decoded.
+                                    // Budgeted by decoded bytes, and credit pays for the
+                                    // decoded bytes sent: what waits in the reply queue is
+                                    // bounded by what the client granted (plus one batch),
+                                    // however far the batches expand.
                                     decode(&fetched.batches, offset, budget).map(|decoded| {
-                                        credit_bytes -= decoded.stored_bytes.min(credit_bytes);
+                                        credit_bytes -= decoded.decoded_bytes.min(credit_bytes);
                                         offset = decoded.stopped_at.unwrap_or(fetched.next_offset);
                                         pb::SubscribeResponse {
                                             records: decoded.records,

@@ -191,7 +191,8 @@ async fn bomb_past_the_cap_is_refused_in_bounded_memory() {
 /// [`UNDER_CAP_BATCHES`] LZ4 batches of one record of almost 16 MiB of zeros are stored, and
 /// read back with `decode` and a 64 MiB `max_bytes`: each reply stops at the decoded budget
 /// (four records), every record comes back once, and the server's peak RSS grows by less than
-/// [`FETCH_RSS_GROWTH_BYTES_MAX`]. With the default 1 MiB budget a reply is one batch.
+/// [`FETCH_RSS_GROWTH_BYTES_MAX`]. With the default 1 MiB budget a reply is one batch; so is
+/// each message of a decoded subscription.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bomb_under_the_cap_is_fetched_with_decode_in_bounded_memory() {
     let (_dir, server, clients) = start("near-cap").await;
@@ -236,9 +237,59 @@ async fn bomb_under_the_cap_is_fetched_with_decode_in_bounded_memory() {
         assert_eq!(reply.next_offset, offset);
         replies += 1;
     }
+    // A decoded subscription is budgeted the same way: each message carries one batch (the
+    // decoded budget of a message is the 1 MiB chunk), never the whole 1 MiB of stored batches
+    // expanded, and credit counts decoded bytes, so at most 32 MiB of them wait to be sent.
+    let (requests, inbound) = tokio::sync::mpsc::channel(4);
+    for request in [
+        pb::subscribe_request::Request::Start(pb::subscribe_request::Start {
+            topic: "near-cap".to_string(),
+            partition: 0,
+            start: Some(pb::StartPosition {
+                position: Some(pb::start_position::Position::Offset(0)),
+            }),
+            decode: true,
+        }),
+        pb::subscribe_request::Request::Credit(pb::subscribe_request::Credit { bytes: 32 << 20 }),
+    ] {
+        requests
+            .send(pb::SubscribeRequest {
+                request: Some(request),
+            })
+            .await
+            .expect("queue a request");
+    }
+    let mut stream = broker(&clients)
+        .subscribe(tokio_stream::wrappers::ReceiverStream::new(inbound))
+        .await
+        .expect("subscribe")
+        .into_inner();
+    let mut offset = 0;
+    while offset < UNDER_CAP_BATCHES as u64 {
+        let message = tokio::time::timeout(std::time::Duration::from_secs(30), stream.message())
+            .await
+            .expect("a message within 30 s")
+            .expect("a message")
+            .expect("the stream stays open");
+        assert_eq!(message.records.len(), 1, "one batch per message");
+        assert_eq!(message.records[0].offset, offset);
+        offset += 1;
+        assert_eq!(message.next_offset, offset);
+        let credit = pb::subscribe_request::Request::Credit(pb::subscribe_request::Credit {
+            bytes: value_bytes as u64,
+        });
+        requests
+            .send(pb::SubscribeRequest {
+                request: Some(credit),
+            })
+            .await
+            .expect("grant credit");
+    }
+    drop(requests);
+
     let peak = proc_status_bytes(server.pid(), "VmHWM");
     eprintln!(
-        "{replies} decoded fetches of {UNDER_CAP_BATCHES} x {value_bytes} bytes: VmRSS before {} \
+        "{replies} decoded fetches and a decoded subscription of {UNDER_CAP_BATCHES} x {value_bytes} bytes: VmRSS before {} \
          MiB, VmHWM after {} MiB",
         rss_before >> 20,
         peak >> 20
