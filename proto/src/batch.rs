@@ -47,6 +47,13 @@
 //!
 //! Decoding never panics: any byte string gives a batch or a [`BatchError`] that says what was
 //! wrong and where.
+//!
+//! Records are read three ways, all through one record parser, and none expands one batch
+//! beyond [`DECOMPRESSED_BYTES_MAX`]: [`decode_batch`] keeps every record (an LZ4 section is
+//! decompressed whole, and keys and values share it); [`validate_batch`] checks every record
+//! and keeps none (uncompressed records in place, LZ4 ones streamed through a 64 KiB buffer),
+//! which is how the broker checks a produced batch; [`timestamp_at`] streams the same way and
+//! stops at the record it looks for.
 
 use std::ops::ControlFlow;
 
@@ -1117,7 +1124,7 @@ impl BatchBuilder {
 
     /// Compresses the records with `codec` when the batch is finished. LZ4 (Kafka's LZ4 frame
     /// format) is the one codec this build writes; the broker stores compressed batches as they
-    /// are and never decompresses them to store or serve them.
+    /// are, decompressing them only in a streaming pass to check them and for decoded fetches.
     ///
     /// # Panics
     /// For a codec other than `None` and `Lz4`.

@@ -228,10 +228,8 @@ struct DecodedRun {
     /// Where the next read starts when decoding stopped before the last batch; `None` when
     /// every batch was decoded.
     stopped_at: Option<u64>,
-    /// Stored bytes of the batches decoded (or skipped as control batches).
-    stored_bytes: u64,
     /// Encoded bytes of `records` in the reply.
-    decoded_bytes: u64,
+    decoded_bytes: usize,
 }
 
 /// Decodes stored batches into records at or after `from`, one batch at a time, skipping
@@ -245,10 +243,8 @@ fn decode(batches: &[Bytes], from: u64, decoded_bytes_max: usize) -> Result<Deco
     let mut run = DecodedRun {
         records: Vec::new(),
         stopped_at: None,
-        stored_bytes: 0,
         decoded_bytes: 0,
     };
-    let mut decoded_bytes = 0usize;
     let mut next_offset = from;
     for stored in batches {
         for split in split_batches(stored.clone()) {
@@ -257,9 +253,7 @@ fn decode(batches: &[Bytes], from: u64, decoded_bytes_max: usize) -> Result<Deco
                     "stored data after offset {next_offset} is not a whole batch: {e}"
                 )))
             })?;
-            let batch_bytes = batch.len() as u64;
             if header.is_control() {
-                run.stored_bytes += batch_bytes;
                 continue;
             }
             let decoded = decode_batch(&batch).map_err(|e| {
@@ -292,14 +286,13 @@ fn decode(batches: &[Bytes], from: u64, decoded_bytes_max: usize) -> Result<Deco
                 .iter()
                 .map(|r| 1 + prost::length_delimiter_len(r.encoded_len()) + r.encoded_len())
                 .sum();
-            if !run.records.is_empty() && decoded_bytes.saturating_add(size) > decoded_bytes_max {
+            let total = run.decoded_bytes.saturating_add(size);
+            if !run.records.is_empty() && total > decoded_bytes_max {
                 run.stopped_at = Some(next_offset);
                 return Ok(run);
             }
-            decoded_bytes = decoded_bytes.saturating_add(size);
-            run.decoded_bytes = decoded_bytes as u64;
+            run.decoded_bytes = total;
             run.records.extend(records);
-            run.stored_bytes += batch_bytes;
             next_offset = (header.base_offset as u64).saturating_add(header.offset_count());
         }
     }
@@ -715,7 +708,8 @@ impl BrokerService for Service {
                                     // bounded by what the client granted (plus one batch),
                                     // however far the batches expand.
                                     decode(&fetched.batches, offset, budget).map(|decoded| {
-                                        credit_bytes -= decoded.decoded_bytes.min(credit_bytes);
+                                        credit_bytes -=
+                                            (decoded.decoded_bytes as u64).min(credit_bytes);
                                         offset = decoded.stopped_at.unwrap_or(fetched.next_offset);
                                         pb::SubscribeResponse {
                                             records: decoded.records,
