@@ -10,7 +10,9 @@ use std::collections::VecDeque;
 use std::time::Duration;
 
 use bytes::Bytes;
-use strata_proto::batch::{Record, decode_records, split_batches};
+use strata_proto::batch::{
+    BatchError, BatchHeader, Record, decode_batch, decode_records, split_batches,
+};
 use strata_proto::v1::subscribe_request::{Credit, Request, Start};
 use strata_proto::v1::{
     FetchRequest, ListOffsetsRequest, StartPosition, SubscribeRequest, SubscribeResponse,
@@ -102,7 +104,8 @@ pub struct FetchOptions {
     pub max_wait: Duration,
     /// The bytes of batches to wait for.
     pub min_bytes: u32,
-    /// The most bytes of batches to return (at least one batch comes back, even if larger).
+    /// The most bytes of batches to return, and of records to decode from them (at least one
+    /// batch comes back, even if larger; `next_offset` says where the next fetch starts).
     pub max_bytes: u32,
 }
 
@@ -393,23 +396,57 @@ impl PartitionConsumer {
         self.batches.extend(response.batches);
     }
 
-    /// Decodes one received element (a batch, or a run of whole batches) into `records`,
-    /// keeping only records at or after `next_offset`. Its bytes count as consumed once its
-    /// last record is taken.
-    fn load(&mut self, run: Bytes) -> Result<()> {
-        let bytes = run.len() as u64;
-        let next_offset = self.next_offset;
-        self.records.extend(
-            decode_run(run)?
-                .into_iter()
-                .filter(|record| record.offset >= next_offset),
-        );
+    /// Decodes the first batch of a received element (a batch, or a run of whole batches)
+    /// into `records`, keeping only records at or after `next_offset`, and puts the rest of
+    /// the run back. One batch at a time: decoded records in memory stay within one batch's
+    /// cap however far a run of compressed batches expands, and the records before a batch
+    /// that does not decode are all delivered before its error. A batch's bytes count as
+    /// consumed once its last record is taken.
+    fn load(&mut self, mut run: Bytes) -> Result<()> {
+        let header = match BatchHeader::parse(&run) {
+            Ok(header) if header.total_bytes() <= run.len() => header,
+            Ok(header) => {
+                return Err(self.corrupt_at(
+                    header.base_offset.max(0) as u64,
+                    BatchError::Truncated {
+                        needed: header.total_bytes(),
+                        available: run.len(),
+                    },
+                ));
+            }
+            // The run starts at the first offset not yet delivered.
+            Err(error) => return Err(self.corrupt_at(self.next_offset, error)),
+        };
+        let batch = run.split_to(header.total_bytes());
+        if !run.is_empty() {
+            self.batches.push_front(run);
+        }
+        let bytes = batch.len() as u64;
+        if !header.is_control() {
+            let next_offset = self.next_offset;
+            let records = decode_records(&batch)
+                .map_err(|error| self.corrupt_at(header.base_offset.max(0) as u64, error))?;
+            self.records.extend(
+                records
+                    .into_iter()
+                    .filter(|record| record.offset >= next_offset),
+            );
+        }
         if self.records.is_empty() {
             self.consumed(bytes);
         } else {
             self.current_batch_bytes = bytes;
         }
         Ok(())
+    }
+
+    fn corrupt_at(&self, offset: u64, error: BatchError) -> Error {
+        Error::CorruptBatchAt {
+            topic: self.topic.clone(),
+            partition: self.partition,
+            offset,
+            error,
+        }
     }
 
     /// Returns credit for consumed bytes once they add up to half the window, so credit
@@ -432,18 +469,52 @@ impl PartitionConsumer {
     }
 }
 
-/// Decodes the records of one `batches` element of a reply. The protocol calls each element
-/// a batch, but a broker may send a run of whole batches in one (a zero-copy slice of a
-/// segment), so each element is split; control batches are skipped.
-fn decode_run(run: Bytes) -> Result<Vec<Record>> {
-    let mut records = Vec::new();
-    for batch in split_batches(run) {
-        let (header, batch) = batch?;
-        if !header.is_control() {
-            records.extend(decode_records(&batch)?);
+/// Decodes the records at or after `from` of a reply's `batches` (each element one or more
+/// whole batches), one batch at a time, skipping control batches. Budgeted by decoded bytes,
+/// as the broker budgets its own decoding (a few KiB of compressed batches may expand to many
+/// MiB each): stops before the batch that would take the decoded records past
+/// `decoded_bytes_max`, the first batch always included, and returns the offset it stopped at.
+///
+/// # Errors
+/// [`Error::CorruptBatchAt`] naming the first batch that does not decode.
+fn decode_budgeted(
+    runs: Vec<Bytes>,
+    from: u64,
+    decoded_bytes_max: usize,
+    topic: &str,
+    partition: u32,
+) -> Result<(Vec<Record>, Option<u64>)> {
+    let mut records: Vec<Record> = Vec::new();
+    let mut decoded_bytes = 0usize;
+    let corrupt = |offset: u64, error: BatchError| Error::CorruptBatchAt {
+        topic: topic.to_owned(),
+        partition,
+        offset,
+        error,
+    };
+    for run in runs {
+        for batch in split_batches(run) {
+            let next = records.last().map_or(from, |record| record.offset + 1);
+            let (header, batch) = batch.map_err(|error| corrupt(next, error))?;
+            if header.is_control() {
+                continue;
+            }
+            let base_offset = header.base_offset.max(0) as u64;
+            let decoded = decode_batch(&batch).map_err(|error| corrupt(base_offset, error))?;
+            let total = decoded_bytes.saturating_add(decoded.records_bytes);
+            if !records.is_empty() && total > decoded_bytes_max {
+                return Ok((records, Some(base_offset)));
+            }
+            decoded_bytes = total;
+            records.extend(
+                decoded
+                    .records
+                    .into_iter()
+                    .filter(|record| record.offset >= from),
+            );
         }
     }
-    Ok(records)
+    Ok((records, None))
 }
 
 pub(crate) async fn fetch(
@@ -470,17 +541,16 @@ pub(crate) async fn fetch(
             async move { broker_client(channel).fetch(request).await }
         })
         .await?;
-    let mut records = Vec::new();
-    for run in reply.batches {
-        records.extend(
-            decode_run(run)?
-                .into_iter()
-                .filter(|record| record.offset >= offset),
-        );
-    }
+    let (records, stopped_at) = decode_budgeted(
+        reply.batches,
+        offset,
+        options.max_bytes as usize,
+        topic,
+        partition,
+    )?;
     Ok(FetchedRecords {
         records,
-        next_offset: reply.next_offset,
+        next_offset: stopped_at.unwrap_or(reply.next_offset),
         high_watermark: reply.high_watermark,
         log_start_offset: reply.log_start_offset,
     })
@@ -528,7 +598,8 @@ mod tests {
     }
 
     /// An element holding a run of batches decodes to all their records in order, skipping a
-    /// control batch between them; a single batch decodes as itself.
+    /// control batch between them and records before the start; a single batch decodes as
+    /// itself.
     #[test]
     fn runs_of_batches_decode() {
         let mut run = batch(10, &["a", "b"]);
@@ -536,12 +607,38 @@ mod tests {
         stamp(&mut control, 12, 1);
         run.extend_from_slice(&control);
         run.extend_from_slice(&batch(12, &["c"]));
-        let records = decode_run(run.freeze()).expect("a valid run");
+        let (records, stopped_at) =
+            decode_budgeted(vec![run.freeze()], 11, usize::MAX, "t", 0).expect("a valid run");
         let offsets: Vec<u64> = records.iter().map(|record| record.offset).collect();
-        assert_eq!(offsets, [10, 11, 12]);
-        assert_eq!(records[2].value.as_deref(), Some(&b"c"[..]));
-        let single = decode_run(batch(0, &["x"]).freeze()).expect("one batch");
+        assert_eq!(offsets, [11, 12]);
+        assert_eq!(records[1].value.as_deref(), Some(&b"c"[..]));
+        assert_eq!(stopped_at, None);
+        let (single, _) =
+            decode_budgeted(vec![batch(0, &["x"]).freeze()], 0, 0, "t", 0).expect("one batch");
         assert_eq!(single.len(), 1);
+    }
+
+    /// Decoding stops before the batch that would pass the decoded budget, but always takes
+    /// the first batch, and says where the next fetch starts.
+    #[test]
+    fn decoding_stops_at_the_decoded_budget() {
+        let value = "v".repeat(1000);
+        let runs = vec![
+            batch(0, &[&value]).freeze(),
+            batch(1, &[&value, &value]).freeze(),
+            batch(3, &[&value]).freeze(),
+        ];
+        let (records, stopped_at) =
+            decode_budgeted(runs.clone(), 0, 10, "t", 0).expect("valid batches");
+        assert_eq!(records.len(), 1, "the first batch always comes");
+        assert_eq!(stopped_at, Some(1));
+        let (records, stopped_at) =
+            decode_budgeted(runs.clone(), 0, 3100, "t", 0).expect("valid batches");
+        assert_eq!(records.len(), 3);
+        assert_eq!(stopped_at, Some(3));
+        let (records, stopped_at) = decode_budgeted(runs, 0, 1 << 20, "t", 0).expect("valid");
+        assert_eq!(records.len(), 4);
+        assert_eq!(stopped_at, None);
     }
 
     /// A run cut short is a corrupt batch, not a panic or a silent loss.
@@ -551,7 +648,17 @@ mod tests {
         run.extend_from_slice(&batch(1, &["b"]));
         let length = run.len();
         let cut = run.freeze().slice(..length - 1);
-        let error = decode_run(cut).expect_err("truncated");
-        assert!(matches!(error, Error::CorruptBatch(_)), "{error}");
+        let error = decode_budgeted(vec![cut], 0, usize::MAX, "t", 3).expect_err("truncated");
+        assert!(
+            matches!(
+                error,
+                Error::CorruptBatchAt {
+                    partition: 3,
+                    offset: 1,
+                    ..
+                }
+            ),
+            "{error}"
+        );
     }
 }

@@ -76,6 +76,15 @@ pub enum Error {
         correlation_id: String,
         after_ms: u64,
     },
+    /// A stored batch of a partition does not decode; the records before it were delivered.
+    /// (`error` is not a `source`: the message includes it already.)
+    #[error("the batch at offset {offset} of {topic}/{partition} does not decode: {error}")]
+    CorruptBatchAt {
+        topic: String,
+        partition: u32,
+        offset: u64,
+        error: BatchError,
+    },
 }
 
 /// A refusal from the broker: the decoded `ErrorDetail`.
@@ -225,7 +234,8 @@ impl Error {
             | Error::Closed
             | Error::NoCommittedOffset { .. }
             | Error::PartitionFailed { .. }
-            | Error::NoReply { .. } => false,
+            | Error::NoReply { .. }
+            | Error::CorruptBatchAt { .. } => false,
         }
     }
 

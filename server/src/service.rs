@@ -34,7 +34,7 @@ use crate::broker::{
     self, Broker, BrokerError, ConfigChanges, FETCH_BYTES_DEFAULT, FETCH_BYTES_MAX,
     FETCH_WAIT_MS_MAX, Position, Target,
 };
-use crate::storage::batch::{BatchBuilder, decode_records, split_batches};
+use crate::storage::batch::{BatchBuilder, decode_batch, split_batches};
 
 pub mod request_limit;
 
@@ -238,16 +238,51 @@ fn position(start: Option<pb::StartPosition>) -> Result<Position, Status> {
     }
 }
 
-/// Decodes stored batches into records at or after `from`.
-fn decode(batches: &[Bytes], from: u64) -> Result<Vec<pb::Record>, Status> {
-    let mut records = Vec::new();
-    for run in batches {
-        for split in split_batches(run.clone()) {
-            let (_, batch) = split.map_err(|e| status(BrokerError::Storage(e.to_string())))?;
-            let decoded =
-                decode_records(&batch).map_err(|e| status(BrokerError::Storage(e.to_string())))?;
-            records.extend(decoded.into_iter().filter(|r| r.offset >= from).map(|r| {
-                pb::Record {
+/// Records decoded from stored batches for one reply.
+struct DecodedRun {
+    records: Vec<pb::Record>,
+    /// Where the next read starts when decoding stopped before the last batch; `None` when
+    /// every batch was decoded.
+    stopped_at: Option<u64>,
+    /// Encoded bytes of `records` in the reply.
+    decoded_bytes: usize,
+}
+
+/// Decodes stored batches into records at or after `from`, one batch at a time, skipping
+/// control batches. Budgeted by DECODED bytes, not stored ones (a small LZ4 batch can expand
+/// 250 times): it stops before the batch that would take the records' encoded size past
+/// `decoded_bytes_max`, except that the first batch always goes in so every reply makes
+/// progress. A reply is thus at most `max(decoded_bytes_max, one batch)`, and one batch
+/// decodes to at most [`DECOMPRESSED_BYTES_MAX`](crate::storage::batch::DECOMPRESSED_BYTES_MAX)
+/// bytes of records (the codec's cap).
+fn decode(batches: &[Bytes], from: u64, decoded_bytes_max: usize) -> Result<DecodedRun, Status> {
+    let mut run = DecodedRun {
+        records: Vec::new(),
+        stopped_at: None,
+        decoded_bytes: 0,
+    };
+    let mut next_offset = from;
+    for stored in batches {
+        for split in split_batches(stored.clone()) {
+            let (header, batch) = split.map_err(|e| {
+                status(BrokerError::Storage(format!(
+                    "stored data after offset {next_offset} is not a whole batch: {e}"
+                )))
+            })?;
+            if header.is_control() {
+                continue;
+            }
+            let decoded = decode_batch(&batch).map_err(|e| {
+                status(BrokerError::Storage(format!(
+                    "stored batch at offset {} does not decode: {e}",
+                    header.base_offset
+                )))
+            })?;
+            let records: Vec<pb::Record> = decoded
+                .records
+                .into_iter()
+                .filter(|r| r.offset >= from)
+                .map(|r| pb::Record {
                     offset: r.offset,
                     timestamp_ms: r.timestamp,
                     key: r.key,
@@ -260,11 +295,24 @@ fn decode(batches: &[Bytes], from: u64) -> Result<Vec<pb::Record>, Status> {
                             value: h.value,
                         })
                         .collect(),
-                }
-            }));
+                })
+                .collect();
+            // Each record's size in the reply: its tag, length prefix and body.
+            let size: usize = records
+                .iter()
+                .map(|r| 1 + prost::length_delimiter_len(r.encoded_len()) + r.encoded_len())
+                .sum();
+            let total = run.decoded_bytes.saturating_add(size);
+            if !run.records.is_empty() && total > decoded_bytes_max {
+                run.stopped_at = Some(next_offset);
+                return Ok(run);
+            }
+            run.decoded_bytes = total;
+            run.records.extend(records);
+            next_offset = (header.base_offset as u64).saturating_add(header.offset_count());
         }
     }
-    Ok(records)
+    Ok(run)
 }
 
 #[tonic::async_trait]
@@ -619,16 +667,19 @@ impl BrokerService for Service {
             )
             .await
             .map_err(status)?;
-        let (batches, records) = if request.decode {
-            (Vec::new(), decode(&fetched.batches, offset)?)
+        let (batches, records, next_offset) = if request.decode {
+            // Decoded replies are budgeted by decoded bytes: the same max_bytes.
+            let decoded = decode(&fetched.batches, offset, max_bytes as usize)?;
+            let next_offset = decoded.stopped_at.unwrap_or(fetched.next_offset);
+            (Vec::new(), decoded.records, next_offset)
         } else {
-            (fetched.batches, Vec::new())
+            (fetched.batches, Vec::new(), fetched.next_offset)
         };
         Ok(Response::new(pb::FetchResponse {
             partition: request.partition,
             batches,
             records,
-            next_offset: fetched.next_offset,
+            next_offset,
             high_watermark: fetched.high_watermark,
             log_start_offset: fetched.log_start_offset,
         }))
@@ -671,19 +722,25 @@ impl BrokerService for Service {
                         Ok(fetched) => {
                             let size: u64 = fetched.batches.iter().map(|b| b.len() as u64).sum();
                             if size > 0 && size <= credit_bytes {
-                                credit_bytes -= size;
-                                let from = offset;
-                                offset = fetched.next_offset;
                                 let message = if start.decode {
-                                    decode(&fetched.batches, from).map(|records| {
+                                    // Budgeted by decoded bytes, and credit pays for the
+                                    // decoded bytes sent: what waits in the reply queue is
+                                    // bounded by what the client granted (plus one batch),
+                                    // however far the batches expand.
+                                    decode(&fetched.batches, offset, budget).map(|decoded| {
+                                        credit_bytes -=
+                                            (decoded.decoded_bytes as u64).min(credit_bytes);
+                                        offset = decoded.stopped_at.unwrap_or(fetched.next_offset);
                                         pb::SubscribeResponse {
-                                            records,
+                                            records: decoded.records,
                                             next_offset: offset,
                                             high_watermark: fetched.high_watermark,
                                             ..pb::SubscribeResponse::default()
                                         }
                                     })
                                 } else {
+                                    credit_bytes -= size;
+                                    offset = fetched.next_offset;
                                     Ok(pb::SubscribeResponse {
                                         batches: fetched.batches,
                                         next_offset: offset,
@@ -691,7 +748,8 @@ impl BrokerService for Service {
                                         ..pb::SubscribeResponse::default()
                                     })
                                 };
-                                if replies.send(message).await.is_err() {
+                                let failed = message.is_err();
+                                if replies.send(message).await.is_err() || failed {
                                     return;
                                 }
                                 continue;

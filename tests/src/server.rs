@@ -224,6 +224,11 @@ impl ServerProcess {
         self.node_id
     }
 
+    /// The process id, e.g. to read `/proc/PID/status`.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// `http://ADDRESS`, for tonic clients.
     pub fn endpoint(&self) -> String {
         format!("http://{}", self.address)

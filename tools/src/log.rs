@@ -114,7 +114,8 @@ fn print_batch(out: &mut impl Write, report: &BatchReport) -> io::Result<()> {
     writeln!(
         out,
         "  position {} raft index {} term {}: {offsets}, {} records, {} bytes, \
-         timestamps {}..{}, compression {compression}, producer {} epoch {} sequence {}, crc {}",
+         timestamps {}..{}, compression {compression}, producer {} epoch {} sequence {}, crc {}, \
+         records {}",
         report.position,
         report.raft_index,
         header.partition_leader_epoch,
@@ -125,6 +126,11 @@ fn print_batch(out: &mut impl Write, report: &BatchReport) -> io::Result<()> {
         header.producer_id,
         header.producer_epoch,
         header.base_sequence,
-        if report.crc_ok { "ok" } else { "MISMATCH" }
+        if report.crc_ok { "ok" } else { "MISMATCH" },
+        match (report.crc_ok, report.records_ok) {
+            (false, _) => "unchecked",
+            (true, true) => "ok",
+            (true, false) => "UNDECODABLE",
+        }
     )
 }

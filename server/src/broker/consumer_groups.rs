@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use super::groups::{GroupView, Heartbeat, Join, MemberAssignment, Tp};
 use super::metadata::{self, Command, CommittedOffset, OffsetEntry};
 use super::{Broker, BrokerError, Position};
-use crate::storage::batch::{decode_records, split_batches};
+use crate::storage::batch::{split_batches, timestamp_at};
 
 /// Longest metadata string kept with a committed offset (Kafka's default too).
 pub const OFFSET_METADATA_BYTES_MAX: usize = 4096;
@@ -729,10 +729,14 @@ impl Broker {
         drop(log);
         for run in runs {
             for split in split_batches(run) {
-                let (_, batch) = split.ok()?;
-                let records = decode_records(&batch).ok()?;
-                if let Some(record) = records.iter().find(|r| r.offset >= from) {
-                    return Some(record.timestamp);
+                let (header, batch) = split.ok()?;
+                if header.is_control() {
+                    continue;
+                }
+                // One streaming pass through a bounded buffer: a compressed batch is never
+                // decompressed whole to find one timestamp.
+                if let Some(timestamp) = timestamp_at(&batch, from).ok()? {
+                    return Some(timestamp);
                 }
             }
         }

@@ -27,7 +27,7 @@ pub use error::BrokerError;
 use metadata::{Command, Controller, Metadata, Node, Topic, TopicConfig};
 
 use crate::replication::{DriverHandle, GroupId, GroupSpec, ProposeError, StateMachine};
-use crate::storage::batch::{BatchHeader, decode_records};
+use crate::storage::batch::{BatchHeader, DECOMPRESSED_BYTES_MAX, validate_batch};
 use crate::storage::producers::{Admission, ProducerTable, SequenceError};
 use crate::storage::{self, LogConfig, PartitionLog, RetentionPolicy};
 
@@ -1496,8 +1496,10 @@ fn validate_config(config: &TopicConfig) -> Result<(), BrokerError> {
     Ok(())
 }
 
-/// Checks a batch a producer sent: whole, CRC-valid, within the size limit, records decodable
-/// (when uncompressed), and not a control or transactional batch (those are the broker's own).
+/// Checks a batch a producer sent: whole, CRC-valid, within the size limit, not a control or
+/// transactional batch (those are the broker's own), and every record well framed and counted
+/// by the header, compressed or not, within [`DECOMPRESSED_BYTES_MAX`] once decompressed. What
+/// passes decodes; what does not is never stored.
 ///
 /// # Errors
 /// [`BrokerError::RecordTooLarge`], [`BrokerError::CorruptBatch`], [`BrokerError::InvalidArgument`].
@@ -1517,13 +1519,7 @@ pub fn validate_producer_batch(batch: &Bytes) -> Result<(), BrokerError> {
     }
     use strata_proto::batch::Compression;
     match header.compression() {
-        // Uncompressed records are cheap to check, so a malformed one never reaches the log.
-        Ok(Compression::None) => {
-            decode_records(batch).map_err(|e| BrokerError::CorruptBatch(e.to_string()))?;
-        }
-        // Compressed batches are stored and served as the producer made them: the broker never
-        // decompresses (the CRC still guards them end to end).
-        Ok(Compression::Lz4) => {}
+        Ok(Compression::None | Compression::Lz4) => {}
         Ok(codec) => {
             return Err(BrokerError::InvalidArgument(format!(
                 "{codec:?} compression is not supported: use none or lz4"
@@ -1531,6 +1527,11 @@ pub fn validate_producer_batch(batch: &Bytes) -> Result<(), BrokerError> {
         }
         Err(error) => return Err(BrokerError::CorruptBatch(error.to_string())),
     }
+    // Every record is checked once, here, so nothing stored fails to decode: uncompressed
+    // records in place, LZ4 ones streamed through a bounded buffer (as Kafka's broker does),
+    // refused once they decompress past the cap every reader applies.
+    validate_batch(batch, DECOMPRESSED_BYTES_MAX)
+        .map_err(|error| BrokerError::CorruptBatch(error.to_string()))?;
     Ok(())
 }
 

@@ -1,0 +1,297 @@
+//! The `strata` CLI against a partition holding a batch that does not decode (written straight
+//! into a stopped server's segment, since produce refuses such batches): `consume` prints every
+//! record before it and then fails naming the topic, partition and offset; `log verify`
+//! reports it with its file and position.
+//!
+//! The server binary is `target/<profile>/strata-server` (built when missing). Every wait has a
+//! deadline, and the server is killed when the test ends.
+
+use std::fs::{self, OpenOptions};
+use std::io::{Read, Write};
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use strata_server::storage::batch::{BatchBuilder, Compression, HEADER_BYTES, stamp};
+use strata_server::storage::inspect::{self, Event};
+
+/// Valid records produced before the bad batch.
+const RECORDS: usize = 105;
+/// How long the server may take to answer its first request.
+const STARTUP_DEADLINE: Duration = Duration::from_secs(60);
+/// How long any one CLI command may take.
+const COMMAND_DEADLINE: Duration = Duration::from_secs(120);
+
+/// A server process on a data directory that outlives it, killed on drop.
+struct Server {
+    child: Child,
+    address: String,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// `target/<profile>/`: this test runs from `target/<profile>/deps/`.
+fn profile_dir() -> PathBuf {
+    let exe = std::env::current_exe().expect("test executable path");
+    exe.parent()
+        .and_then(Path::parent)
+        .expect("the test runs from target/<profile>/deps")
+        .to_path_buf()
+}
+
+fn server_binary() -> PathBuf {
+    let path = profile_dir().join("strata-server");
+    if !path.exists() {
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
+        let mut build = Command::new(cargo);
+        build.args(["build", "-p", "strata-server", "--bin", "strata-server"]);
+        if profile_dir()
+            .file_name()
+            .is_some_and(|name| name == "release")
+        {
+            build.arg("--release");
+        }
+        let status = build.status().expect("run cargo build");
+        assert!(status.success(), "building strata-server failed");
+    }
+    path
+}
+
+/// A port nothing listens on right now.
+fn free_port() -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind a free port");
+    listener.local_addr().expect("bound address").port()
+}
+
+fn start_server(data: &Path, address: &str) -> Server {
+    let child = Command::new(server_binary())
+        .args(["--node-id", "1", "--listen", address, "--data-dir"])
+        .arg(data)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start strata-server");
+    let server = Server {
+        child,
+        address: address.to_owned(),
+    };
+    wait_until_ready(&server);
+    server
+}
+
+/// What a finished command printed.
+struct Output {
+    code: Option<i32>,
+    stdout: String,
+    stderr: String,
+}
+
+/// Runs `strata ARGS` with `stdin`, killing it at the deadline.
+fn strata(args: &[&str], stdin: &[u8]) -> Output {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_strata"))
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run strata");
+    let mut input = child.stdin.take().expect("piped stdin");
+    let stdin = stdin.to_vec();
+    let writer = thread::spawn(move || {
+        let _ = input.write_all(&stdin);
+    });
+    let (done, finished) = mpsc::channel();
+    let mut stdout = child.stdout.take().expect("piped stdout");
+    let mut stderr = child.stderr.take().expect("piped stderr");
+    let reader = thread::spawn(move || {
+        let mut out = String::new();
+        let mut err = String::new();
+        let _ = stdout.read_to_string(&mut out);
+        let _ = stderr.read_to_string(&mut err);
+        let _ = done.send((out, err));
+    });
+    let (stdout, stderr) = match finished.recv_timeout(COMMAND_DEADLINE) {
+        Ok(output) => output,
+        Err(_) => {
+            let _ = child.kill();
+            panic!("strata {args:?} did not finish within {COMMAND_DEADLINE:?}");
+        }
+    };
+    let status = child.wait().expect("wait for strata");
+    writer.join().expect("stdin writer");
+    reader.join().expect("output reader");
+    Output {
+        code: status.code(),
+        stdout,
+        stderr,
+    }
+}
+
+/// Waits until the server answers `cluster info`, polling with a short request timeout.
+fn wait_until_ready(server: &Server) {
+    let started = Instant::now();
+    loop {
+        let output = strata(
+            &[
+                "--brokers",
+                &server.address,
+                "--timeout",
+                "2s",
+                "cluster",
+                "info",
+            ],
+            b"",
+        );
+        if output.code == Some(0) {
+            return;
+        }
+        assert!(
+            started.elapsed() < STARTUP_DEADLINE,
+            "the server did not answer within {STARTUP_DEADLINE:?}: {}",
+            output.stderr
+        );
+    }
+}
+
+/// CRC-32C (Castagnoli), bit by bit: enough for a test that forges one batch.
+fn crc32c_of(bytes: &[u8]) -> u32 {
+    let mut crc = !0u32;
+    for byte in bytes {
+        crc ^= u32::from(*byte);
+        for _ in 0..8 {
+            crc = if crc & 1 == 1 {
+                (crc >> 1) ^ 0x82f6_3b78
+            } else {
+                crc >> 1
+            };
+        }
+    }
+    !crc
+}
+
+/// The only partition directory of `topic` under a node's data directory.
+fn partition_dir(data: &Path, topic: &str) -> PathBuf {
+    let suffix = format!("-{topic}");
+    let topic_dir = fs::read_dir(data.join("topics"))
+        .expect("list topics")
+        .map(|entry| entry.expect("entry").path())
+        .find(|path| {
+            path.file_name()
+                .is_some_and(|name| name.to_string_lossy().ends_with(&suffix))
+        })
+        .expect("the topic's directory");
+    topic_dir.join("00000")
+}
+
+/// Appends an LZ4-flagged batch of garbage with a valid CRC after the last batch of the
+/// partition in `dir`, as the next entry of the same term; returns the log file, the position
+/// it was written at, and its base offset.
+fn append_bad_batch(dir: &Path) -> (PathBuf, u64, u64) {
+    let mut last = None;
+    inspect::inspect(dir, |event| match event {
+        Event::Segment { log_path, .. } => last = Some((log_path.to_path_buf(), None)),
+        Event::Batch(report) => {
+            if let Some((_, batch)) = &mut last {
+                *batch = Some((report.header, report.position));
+            }
+        }
+        _ => {}
+    })
+    .expect("inspect the partition");
+    let (log_path, last_batch) = last.expect("a segment");
+    let (header, position) = last_batch.expect("a batch");
+    let next_offset = header.base_offset as u64 + header.offset_count();
+    let position = position + header.total_bytes() as u64;
+    assert_eq!(fs::metadata(&log_path).expect("stat").len(), position);
+
+    let mut builder = BatchBuilder::new().compression(Compression::Lz4);
+    for i in 0..3 {
+        builder.push(i, None, Some(b"never readable"), &[]);
+    }
+    let mut bad = builder.finish();
+    for (index, byte) in bad[HEADER_BYTES..].iter_mut().enumerate() {
+        *byte = (index as u8).wrapping_mul(151) ^ 0xa5;
+    }
+    let crc = crc32c_of(&bad[21..]);
+    bad[17..21].copy_from_slice(&crc.to_be_bytes());
+    stamp(&mut bad, next_offset, header.partition_leader_epoch);
+    let mut file = OpenOptions::new()
+        .append(true)
+        .open(&log_path)
+        .expect("open the segment");
+    file.write_all(&bad).expect("append the bad batch");
+    file.sync_all().expect("sync");
+    (log_path, position, next_offset)
+}
+
+/// 105 valid records, then a batch whose records do not decode: `consume --from earliest`
+/// prints all 105 and exits non-zero naming topic, partition and offset 105; `log verify`
+/// exits 1 with a problem at the bad batch's file and position.
+#[test]
+fn consume_prints_records_before_a_bad_batch_and_log_verify_reports_it() {
+    let data = tempfile::tempdir().expect("data dir");
+    let address = format!("127.0.0.1:{}", free_port());
+    let server = start_server(data.path(), &address);
+    let created = strata(&["--brokers", &address, "topic", "create", "bad"], b"");
+    assert_eq!(created.code, Some(0), "create: {}", created.stderr);
+    let input: String = (0..RECORDS).map(|i| format!("value-{i}\n")).collect();
+    let produced = strata(&["--brokers", &address, "produce", "bad"], input.as_bytes());
+    assert_eq!(produced.code, Some(0), "produce: {}", produced.stderr);
+    // Acknowledged records are on disk: a kill loses none of them.
+    drop(server);
+
+    let dir = partition_dir(data.path(), "bad");
+    let (log_path, position, bad_offset) = append_bad_batch(&dir);
+    assert_eq!(bad_offset, RECORDS as u64);
+
+    let verify = strata(&["log", "verify", dir.to_str().expect("utf8 path")], b"");
+    assert_eq!(verify.code, Some(1), "verify: {}", verify.stdout);
+    let expected = format!(
+        "PROBLEM {} at position {position}: batch does not decode",
+        log_path.display()
+    );
+    assert!(verify.stdout.contains(&expected), "{}", verify.stdout);
+
+    // The restarted node commits the batch with its first entry of a new term.
+    let _server = start_server(data.path(), &address);
+    let consumed = strata(
+        &[
+            "--brokers",
+            &address,
+            "consume",
+            "bad",
+            "--from",
+            "earliest",
+        ],
+        b"",
+    );
+    assert_ne!(
+        consumed.code,
+        Some(0),
+        "consume must fail: {}",
+        consumed.stdout
+    );
+    let values: Vec<&str> = consumed
+        .stdout
+        .lines()
+        .map(|line| line.rsplit('\t').next().expect("a value"))
+        .collect();
+    let expected: Vec<String> = (0..RECORDS).map(|i| format!("value-{i}")).collect();
+    assert_eq!(values, expected, "stderr: {}", consumed.stderr);
+    assert!(
+        consumed.stderr.contains(&format!(
+            "the batch at offset {bad_offset} of bad/0 does not decode"
+        )),
+        "{}",
+        consumed.stderr
+    );
+}
