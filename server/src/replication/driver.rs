@@ -491,6 +491,12 @@ impl Driver {
         }
     }
 
+    /// Peer messages refused since start, for the simulation.
+    #[cfg(test)]
+    pub(super) fn rejected_messages(&self) -> u64 {
+        self.rejected_messages
+    }
+
     /// A group's raft state in a line, for the simulation's failure messages.
     #[cfg(test)]
     pub(super) fn describe(&self, id: GroupId) -> String {

@@ -15,6 +15,12 @@
 //! crashes and proposals replay exactly; raft-rs draws its randomized election timeouts from
 //! its own (unseeded) generator, so elections may fall on other steps in a replay.
 //!
+//! A forger sends nodes messages that no honest node would: copies of real messages from a
+//! node outside the group, with term 0 or one past any log's, of raft's local-only types, with
+//! a corrupt batch or a broken chain of entries, or with snapshot data too short to read. Each
+//! must be refused before raft sees it (counted: every forgery a running node received), and the
+//! invariants above hold regardless.
+//!
 //! Half the crashes happen between steps, where the driver has fsynced everything it
 //! acknowledged or promised to peers (that is its contract); the other half right after the
 //! node took in a message and a proposal but before its Ready round wrote and synced them, so
@@ -26,7 +32,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, RwLock};
 
 use bytes::Bytes;
-use raft::prelude::{Entry, Message};
+use raft::prelude::{Entry, EntryType, Message};
 use tokio::sync::{oneshot, watch};
 
 use super::driver::{Command, Driver};
@@ -237,6 +243,8 @@ struct Simulation {
     acknowledged: BTreeMap<u64, Bytes>,
     next_value: u64,
     step: u64,
+    /// Forged messages handed to a running node.
+    forged: u64,
 }
 
 impl Simulation {
@@ -273,6 +281,7 @@ impl Simulation {
             acknowledged: BTreeMap::new(),
             next_value: 0,
             step: 0,
+            forged: 0,
         }
     }
 
@@ -335,6 +344,7 @@ impl Simulation {
                     self.ready(id);
                 }
             }
+            990..=997 if faults => self.forge(),
             985..=989 if faults => {
                 if self.partitioned.is_empty() {
                     // Cut a minority off (or, sometimes, a single node).
@@ -383,6 +393,66 @@ impl Simulation {
             });
         }
         self.proposals.push((receiver, value));
+    }
+
+    /// Sends a node a forgery made from a message in flight (see the module doc).
+    fn forge(&mut self) {
+        let picked = {
+            let network = self.network.lock().expect("network");
+            if network.is_empty() {
+                return;
+            }
+            let at = (self.rng.next() % network.len() as u64) as usize;
+            network[at].clone()
+        };
+        let (_, to, group, mut message) = picked;
+        match self.rng.below(6) {
+            0 => message.from = 99,
+            1 => message.term = 0,
+            2 => message.term = super::validate::TERM_MAX + 1 + self.rng.below(1000),
+            3 => message.set_msg_type(raft::prelude::MessageType::MsgHup),
+            4 => {
+                let normal = message
+                    .get_entries()
+                    .first()
+                    .is_some_and(|entry| entry.entry_type == EntryType::EntryNormal);
+                if !normal {
+                    message.from = 99;
+                } else if self.rng.chance(50) {
+                    let entry = &mut message.mut_entries()[0];
+                    entry.index += 2;
+                } else {
+                    let mut data = message.get_entries()[0].data.to_vec();
+                    // A control no-op has no data: make it a one-byte batch.
+                    let last = data.len().saturating_sub(1);
+                    match data.get_mut(last) {
+                        Some(byte) => *byte ^= 0x5a,
+                        None => data.push(1),
+                    }
+                    message.mut_entries()[0].data = data.into();
+                }
+            }
+            _ => {
+                message.set_msg_type(raft::prelude::MessageType::MsgSnapshot);
+                let mut snapshot = raft::prelude::Snapshot::default();
+                snapshot.mut_metadata().index = message.index + 1000;
+                snapshot.mut_metadata().term = message.term;
+                snapshot.data = Bytes::from_static(b"short");
+                message.set_snapshot(snapshot);
+            }
+        }
+        let Some(driver) = self.node(to).driver.as_mut() else {
+            return;
+        };
+        let before = driver.rejected_messages();
+        let description = format!("{message:?}");
+        driver.handle(Command::Step(vec![(group, message)]));
+        let refused = driver.rejected_messages() - before;
+        self.forged += 1;
+        self.ready(to);
+        if refused != 1 {
+            self.fail(format!("node {to} took a forged message: {description}"));
+        }
     }
 
     fn deliver(&mut self, faults: bool) {
@@ -597,6 +667,10 @@ fn run(seed: u64, steps: u64) -> (usize, u64) {
         simulation.step(true);
     }
     simulation.converge();
+    assert!(
+        simulation.forged > 0,
+        "seed {seed}: no forged message reached a node"
+    );
     (simulation.acknowledged.len(), simulation.step)
 }
 
