@@ -2,6 +2,12 @@
 //! memory map, directory fsync, atomic replace, and rename-then-unlink.
 //!
 //! Every write and fsync passes through the optional [`Faults`] seam.
+//!
+//! File descriptors are a budgeted resource (a node hosts thousands of partitions under one
+//! `RLIMIT_NOFILE`): a [`MappedFile`] that will not change keeps only its map, which needs no
+//! descriptor, and closes its file ([`MappedFile::close`]); the file is reopened by path only
+//! when it changes again. An fsync shares the open file instead of duplicating the descriptor,
+//! so syncing never needs a descriptor of its own.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::Write;
@@ -31,7 +37,9 @@ pub(crate) const TMP_SUFFIX: &str = ".tmp";
 /// (the broker serves only committed offsets, which are never truncated).
 pub(crate) struct MappedFile {
     path: PathBuf,
-    file: File,
+    /// Open while the file may change; `None` once [`MappedFile::close`]d (the map stays valid
+    /// without it). Shared with [`SyncHandle`]s, so an fsync needs no descriptor of its own.
+    file: Option<Arc<File>>,
     /// The whole mapping as one `Bytes`, so reads hand out refcounted slices with no copy.
     /// Never print or iterate it whole: it extends past the end of the file.
     map: Bytes,
@@ -59,7 +67,7 @@ impl MappedFile {
         let map = map_file(&file, path, capacity_bytes)?;
         Ok(Self {
             path: path.to_path_buf(),
-            file,
+            file: Some(Arc::new(file)),
             map,
             capacity_bytes,
             faults,
@@ -72,7 +80,38 @@ impl MappedFile {
 
     /// Length of the file on disk.
     pub(crate) fn file_length(&self) -> Result<u64> {
-        Ok(self.file.metadata().context("stat", &self.path)?.len())
+        let metadata = match &self.file {
+            Some(file) => file.metadata(),
+            None => fs::metadata(&self.path),
+        };
+        Ok(metadata.context("stat", &self.path)?.len())
+    }
+
+    /// Closes the file descriptor; the map (and every slice handed out) stays valid. The next
+    /// change reopens the file by path. Every write must be synced before: a closed file has
+    /// nothing left to sync ([`MappedFile::sync`] is then a no-op).
+    pub(crate) fn close(&mut self) {
+        self.file = None;
+    }
+
+    /// True while the file holds a descriptor.
+    pub(crate) fn is_open(&self) -> bool {
+        self.file.is_some()
+    }
+
+    /// The open file, reopened by path when it was closed.
+    fn open_file(&mut self) -> Result<Arc<File>> {
+        if let Some(file) = &self.file {
+            return Ok(file.clone());
+        }
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&self.path)
+            .context("reopen", &self.path)?;
+        let file = Arc::new(file);
+        self.file = Some(file.clone());
+        Ok(file)
     }
 
     /// The bytes in `range`, which must lie below the length written.
@@ -90,50 +129,56 @@ impl MappedFile {
     /// Writes `bytes` at `position`. On failure some prefix may have reached the file: the
     /// caller truncates back with [`MappedFile::set_length`].
     pub(crate) fn write_at(&mut self, bytes: &[u8], position: u64) -> Result<()> {
+        let file = self.open_file()?;
         let end = position as usize + bytes.len();
         if end > self.capacity_bytes {
             // Grow the mapping first; earlier slices keep the old mapping alive.
             let capacity_bytes = end.max(self.capacity_bytes.saturating_mul(2));
-            self.map = map_file(&self.file, &self.path, capacity_bytes)?;
+            self.map = map_file(&file, &self.path, capacity_bytes)?;
             self.capacity_bytes = capacity_bytes;
         }
         if self.faults.as_ref().is_some_and(|f| f.write_fails()) {
             let half = bytes.len() / 2;
-            self.file
-                .write_all_at(&bytes[..half], position)
+            file.write_all_at(&bytes[..half], position)
                 .context("write", &self.path)?;
             return Err(fault::enospc()).context("write", &self.path);
         }
-        self.file
-            .write_all_at(bytes, position)
+        file.write_all_at(bytes, position)
             .context("write", &self.path)
     }
 
     /// Truncates (or extends with zeros) the file to `length` bytes.
-    pub(crate) fn set_length(&self, length: u64) -> Result<()> {
-        self.file.set_len(length).context("truncate", &self.path)
+    pub(crate) fn set_length(&mut self, length: u64) -> Result<()> {
+        self.open_file()?
+            .set_len(length)
+            .context("truncate", &self.path)
     }
 
     /// Makes every write before it durable (`fdatasync`: the length is data here).
     pub(crate) fn sync(&self) -> Result<()> {
-        self.sync_handle()?.sync()
+        match self.sync_handle() {
+            Some(handle) => handle.sync(),
+            None => Ok(()),
+        }
     }
 
-    /// A second handle on the file that can fsync it without borrowing this one, so the owner
-    /// of a log can fsync outside its lock.
-    pub(crate) fn sync_handle(&self) -> Result<SyncHandle> {
-        Ok(SyncHandle {
+    /// A handle on the file that can fsync it without borrowing this one, so the owner of a
+    /// log can fsync outside its lock. It shares the open file (no descriptor is duplicated, so
+    /// it cannot fail for want of one); `None` when the file is closed, which it only is once
+    /// synced.
+    pub(crate) fn sync_handle(&self) -> Option<SyncHandle> {
+        self.file.as_ref().map(|file| SyncHandle {
             path: self.path.clone(),
-            file: self.file.try_clone().context("dup", &self.path)?,
+            file: file.clone(),
             faults: self.faults.clone(),
         })
     }
 }
 
-/// A duplicated file handle to fsync (see [`MappedFile::sync_handle`]).
+/// A shared file handle to fsync (see [`MappedFile::sync_handle`]).
 pub struct SyncHandle {
     path: PathBuf,
-    file: File,
+    file: Arc<File>,
     faults: Option<Arc<Faults>>,
 }
 

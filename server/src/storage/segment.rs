@@ -3,6 +3,11 @@
 //! A segment knows the offset and raft index of its first batch; every later batch's offset and
 //! raft index follow from the batches before it (one batch is one raft entry). The log file is
 //! append-only and read through a memory map; reads return zero-copy [`Bytes`].
+//!
+//! A sealed segment holds no file descriptor: reads go through its maps, which need none, and
+//! its files are reopened by path only if a raft truncation makes it the active segment again.
+//! A partition at rest therefore costs two descriptors (its active `.log` and `.index`) however
+//! many segments it holds; sealed segments cost only address space (two maps each).
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -52,6 +57,8 @@ pub struct SegmentInfo {
     pub max_timestamp: Option<i64>,
     pub index_entries: usize,
     pub log_path: PathBuf,
+    /// File descriptors the segment holds: 2 for the active segment, 0 once sealed.
+    pub open_files: usize,
 }
 
 /// One stored batch as the raft layer sees it.
@@ -176,6 +183,11 @@ impl Segment {
             index_interval_bytes,
         );
         segment.recover(recovery)?;
+        if recovery == Recovery::Strict {
+            // A sealed segment no longer changes. An index rebuilt just now need not be synced:
+            // it is a hint, validated at every open.
+            segment.close_files();
+        }
         Ok(segment)
     }
 
@@ -239,7 +251,13 @@ impl Segment {
             // log holds is on disk (the raft layer relies on it; see the driver).
             self.log.sync()?;
         }
-        self.write_index_entries(&entries)?;
+        // The index is a hint: on a full disk the node must still start (and serve reads and
+        // deletes), so entries that cannot be written are left out; lookups then walk further.
+        match self.write_index_entries(&entries) {
+            Ok(()) => {}
+            Err(Error::Io { source, .. }) if is_disk_full(&source) => {}
+            Err(error) => return Err(error),
+        }
         self.tail = tail;
         Ok(())
     }
@@ -413,16 +431,35 @@ impl Segment {
         if !self.dirty {
             return Ok(None);
         }
-        let handle = self.log.sync_handle()?;
+        // Appends are written through an open file and a file is closed only once synced
+        // (see `close_files`), so a dirty segment always yields a handle.
+        let handle = self.log.sync_handle();
         self.dirty = false;
-        Ok(Some(handle))
+        Ok(handle)
+    }
+
+    /// Closes the segment's file descriptors; reads keep working through the maps, and the
+    /// next change reopens the files. Only a segment with nothing left to sync may be closed.
+    pub(crate) fn close_files(&mut self) {
+        assert!(!self.dirty, "a segment is closed only once synced");
+        self.log.close();
+        self.index.close();
+    }
+
+    /// File descriptors the segment holds now (0 to 2).
+    pub(crate) fn open_files(&self) -> usize {
+        usize::from(self.log.is_open()) + usize::from(self.index.is_open())
     }
 
     /// Makes the segment whole on disk before the next one is created: its log, and its index
     /// too, so that recovery can trust a sealed segment's index after a crash.
+    ///
+    /// A sealed segment no longer changes, so its files are closed (see the module doc).
     pub(crate) fn seal(&mut self) -> Result<()> {
         self.sync()?;
-        self.index.sync()
+        self.index.sync()?;
+        self.close_files();
+        Ok(())
     }
 
     pub(crate) fn base_offset(&self) -> u64 {
@@ -490,6 +527,7 @@ impl Segment {
             max_timestamp: self.max_timestamp(),
             index_entries: self.index_entries,
             log_path: self.log.path().to_path_buf(),
+            open_files: self.open_files(),
         }
     }
 
@@ -738,6 +776,14 @@ fn advance(tail: &mut Tail, header: &BatchHeader) {
     tail.bytes_since_index_entry += size;
 }
 
+/// True for the errors of a file system without room (ENOSPC, EDQUOT).
+fn is_disk_full(error: &std::io::Error) -> bool {
+    matches!(
+        error.kind(),
+        std::io::ErrorKind::StorageFull | std::io::ErrorKind::QuotaExceeded
+    )
+}
+
 /// Room for every index entry a segment of `capacity_bytes` can need, with some to spare.
 fn index_capacity_bytes(capacity_bytes: usize, index_interval_bytes: u64) -> usize {
     (capacity_bytes / index_interval_bytes.max(1) as usize + 2) * ENTRY_BYTES
@@ -762,5 +808,58 @@ mod tests {
         for (name, expected) in table {
             assert_eq!(parse_log_file_name(name), expected, "{name}");
         }
+    }
+
+    fn small_log(dir: &Path) -> super::super::PartitionLog {
+        let config = super::super::LogConfig {
+            segment_bytes_max: 1024,
+            batch_bytes_max: 1024,
+            index_interval_bytes: 256,
+            ..super::super::LogConfig::default()
+        };
+        super::super::PartitionLog::open(dir, config).expect("open")
+    }
+
+    fn fill(log: &mut super::super::PartitionLog, batches: usize) {
+        for at in 0..batches {
+            let mut builder = batch::BatchBuilder::new();
+            builder.push(at as i64, None, Some(&[7u8; 200][..]), &[]);
+            let batch = builder.finish();
+            log.append(&batch, 1, at as i64).expect("append");
+        }
+        log.sync().expect("sync");
+    }
+
+    /// Sealed segments hold no descriptor (after a roll and after a reopen), reads of them
+    /// still work through their maps, and a truncation back into a sealed segment reopens it.
+    #[test]
+    fn sealed_segments_hold_no_file_descriptors() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut log = small_log(dir.path());
+        fill(&mut log, 30);
+        let check = |log: &super::super::PartitionLog| {
+            let segments = log.segments();
+            assert!(segments.len() > 3, "{} segments", segments.len());
+            let (active, sealed) = segments.split_last().expect("a segment");
+            assert_eq!(active.open_files, 2);
+            for segment in sealed {
+                assert_eq!(segment.open_files, 0, "{:?}", segment.log_path);
+            }
+        };
+        check(&log);
+        assert_eq!(log.read(0, 1 << 20).expect("read").len(), 1);
+        drop(log);
+        let mut log = small_log(dir.path());
+        check(&log);
+        let entries = log.raft_entries(1, 31, 1 << 20).expect("entries");
+        assert_eq!(entries.len(), 30);
+        // Back into the first segment: it becomes active again, with its files reopened.
+        log.truncate_from_raft_index(3).expect("truncate");
+        let segments = log.segments();
+        assert_eq!(segments.len(), 1);
+        assert_eq!(segments[0].open_files, 2);
+        fill(&mut log, 30);
+        check(&log);
+        assert_eq!(log.last_raft_index(), 32);
     }
 }
