@@ -24,6 +24,13 @@ pub struct Config {
     /// The nodes of a new cluster, this one included: `1=HOST:PORT,2=HOST:PORT,...`. `None`
     /// runs the node alone.
     pub initial_cluster: Option<String>,
+    /// Most client and peer connections open at once; more are closed as they arrive. `None`:
+    /// an eighth of the file-descriptor limit, between 16 and 4096.
+    pub max_connections: Option<usize>,
+    /// Produce is refused while the data directory's file system has less free space than
+    /// this, so deletes, metadata and raft keep room. `None`: the larger of 1 GiB and 2 % of
+    /// the volume, but at most 10 % of it.
+    pub disk_reserve_bytes: Option<u64>,
 }
 
 impl Default for Config {
@@ -35,6 +42,8 @@ impl Default for Config {
             advertised_address: None,
             retention_check_interval_ms: 10_000,
             initial_cluster: None,
+            max_connections: None,
+            disk_reserve_bytes: None,
         }
     }
 }
@@ -62,6 +71,9 @@ impl Config {
                 "retention_check_interval_ms must be at least 100, got {}",
                 self.retention_check_interval_ms
             ));
+        }
+        if self.max_connections == Some(0) {
+            return Err("max_connections must be at least 1".to_string());
         }
         Ok(())
     }

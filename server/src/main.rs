@@ -33,8 +33,16 @@ struct Args {
     /// Without it the node runs alone.
     #[arg(long, env = "STRATA_INITIAL_CLUSTER")]
     initial_cluster: Option<String>,
+    /// Most connections open at once; more are closed as they arrive [default: an eighth of
+    /// the file-descriptor limit, 16 to 4096].
+    #[arg(long, env = "STRATA_MAX_CONNECTIONS")]
+    max_connections: Option<usize>,
+    /// Produce is refused while the data directory's file system has less free space than
+    /// this, in bytes [default: the larger of 1 GiB and 2 % of the volume, at most 10 % of it].
+    #[arg(long, env = "STRATA_DISK_RESERVE_BYTES")]
+    disk_reserve_bytes: Option<u64>,
     /// TOML file with any of: node_id, listen, data_dir, advertised_address,
-    /// retention_check_interval_ms, initial_cluster.
+    /// retention_check_interval_ms, initial_cluster, max_connections, disk_reserve_bytes.
     #[arg(long, env = "STRATA_CONFIG")]
     config: Option<PathBuf>,
 }
@@ -65,6 +73,12 @@ fn config(args: Args) -> Result<Config, String> {
     }
     if args.initial_cluster.is_some() {
         config.initial_cluster = args.initial_cluster;
+    }
+    if args.max_connections.is_some() {
+        config.max_connections = args.max_connections;
+    }
+    if args.disk_reserve_bytes.is_some() {
+        config.disk_reserve_bytes = args.disk_reserve_bytes;
     }
     Ok(config)
 }

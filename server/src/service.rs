@@ -138,6 +138,9 @@ fn error_detail_and_code(error: &BrokerError) -> (ErrorDetail, tonic::Code) {
             ErrorCode::UnknownProducerId,
             tonic::Code::FailedPrecondition,
         ),
+        BrokerError::ResourceExhausted(_) => {
+            (ErrorCode::ResourceExhausted, tonic::Code::ResourceExhausted)
+        }
     };
     detail.code = code as i32;
     (detail, grpc)

@@ -75,6 +75,10 @@ pub enum BrokerError {
     InvalidProducerEpoch(String),
     #[error("unknown producer id {0}: ask InitProducerId for one")]
     UnknownProducerId(i64),
+    /// Out of disk space (down to the reserve) or file descriptors; the message names the
+    /// numbers. Retriable once the resource is freed.
+    #[error("resource exhausted: {0}")]
+    ResourceExhausted(String),
 }
 
 impl BrokerError {

@@ -205,6 +205,8 @@ pub struct Broker {
     producer_ids: tokio::sync::Mutex<std::ops::Range<u64>>,
     /// The nodes this one was started with (its own address included).
     cluster: BTreeMap<u64, String>,
+    /// The descriptor budget (checked by topic creates) and the disk reserve (by produce).
+    resources: Arc<crate::resources::Resources>,
 }
 
 impl Broker {
@@ -218,6 +220,7 @@ impl Broker {
         data_dir: PathBuf,
         driver: DriverHandle,
         cluster: BTreeMap<u64, String>,
+        resources: Arc<crate::resources::Resources>,
     ) -> Result<Arc<Self>, BrokerError> {
         let controller_dir = data_dir.join("controller");
         let log_config = LogConfig {
@@ -266,6 +269,7 @@ impl Broker {
             coordinator: std::sync::Mutex::new(groups::Coordinator::default()),
             producer_ids: tokio::sync::Mutex::new(0..0),
             cluster,
+            resources,
         });
         broker.wait_for_controller().await?;
         tracing::debug!("controller has a leader");
@@ -853,6 +857,12 @@ impl Broker {
         }
         let offset = self.metadata().topics.len();
         let replicas = metadata::place_replicas(&nodes, partitions, replication_factor, offset);
+        let adding = replicas
+            .iter()
+            .filter(|r| r.contains(&self.node_id))
+            .count() as u64;
+        let hosted = self.replicas.read().expect("lock").len() as u64;
+        self.resources.fds.check(self.node_id, hosted, adding)?;
         self.propose_metadata(Command::CreateTopic {
             name: name.to_string(),
             config,
@@ -993,6 +1003,8 @@ impl Broker {
         permit: tokio::sync::OwnedSemaphorePermit,
     ) -> Result<impl Future<Output = Result<Produced, BrokerError>> + Send + use<>, BrokerError>
     {
+        // Before anything is proposed: raft must never meet a full disk on this node.
+        self.resources.disk.check(self.node_id)?;
         let known = self.topic(topic)?;
         let partitions = known.partitions();
         let partition = match target {
