@@ -16,7 +16,8 @@
 //! (the Rust client's group consumer in member processes, request/reply, the idempotent
 //! producer across kill -9), `cluster.rs` (3-node fault tests: leader kills, whole-cluster
 //! kill, isolation, wiped disks, rolling restart, quiet partitions, the client following
-//! leaders) and `python_client.rs`.
+//! leaders), `python_client.rs` and `exhaustion.rs` (a low descriptor limit, a connection
+//! flood and a full disk: refused with RESOURCE_EXHAUSTED, nothing acknowledged lost).
 //!
 //! `src/bin/group-member.rs` is a group member process for `group_consumer.rs`.
 
