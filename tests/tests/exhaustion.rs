@@ -448,9 +448,27 @@ impl Drop for LoopMount {
     }
 }
 
+/// Fills the file system of `dir` to the last byte with a file of its own.
+fn fill_up(dir: &Path) {
+    use std::io::Write;
+    let path = dir.join("filler");
+    let mut file = std::fs::File::create(&path).expect("create the filler");
+    for chunk in [1 << 20, 4096, 1] {
+        let bytes = vec![0u8; chunk];
+        while file.write_all(&bytes).is_ok() {}
+    }
+    let _ = file.sync_all();
+}
+
+/// Free and total bytes of the file system holding `dir` (`df`'s view).
+fn disk_space(dir: &Path) -> (u64, u64) {
+    strata_server::resources::disk_space(dir).expect("statvfs")
+}
+
 /// A 64 MiB file system fills up: produce is refused with RESOURCE_EXHAUSTED before the disk
-/// is full, every acknowledged record stays readable, the node restarts (kill -9) on the full
-/// disk and serves reads, and deleting a topic frees space so produce works again.
+/// is full, every acknowledged record stays readable, the node restarts (kill -9) at the
+/// reserve and again on a disk another program filled to the last byte, serves reads there,
+/// and deleting a topic frees space so produce works again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn full_disk_refuses_produce_and_keeps_serving() {
     let mount = match LoopMount::new(64) {
@@ -533,6 +551,18 @@ async fn full_disk_refuses_produce_and_keeps_serving() {
         .expect_err("still full");
     assert_eq!(error_code(&again), RESOURCE_EXHAUSTED, "{again:?}");
 
+    // Truly full: another program takes every byte left. The node still starts (kill -9,
+    // restart), serves every acknowledged record, and deletes a topic.
+    node.kill9();
+    fill_up(&mount.dir());
+    let (free, _) = disk_space(&mount.dir());
+    println!("truly full: {free} bytes free");
+    node.restart();
+    let mut clients = node.clients().await;
+    let kept = read_values(&mut clients, "keep", 0).await;
+    check_all(&kept, "keep");
+    check_all(&read_values(&mut clients, "spill", 0).await, "spill");
+
     // Deleting a topic frees its space: produce works again.
     clients
         .admin
@@ -557,6 +587,11 @@ async fn full_disk_refuses_produce_and_keeps_serving() {
     };
     acked.push(("resumed".to_string(), reply.base_offset, reply.last_offset));
     let values = read_values(&mut clients, "keep", 0).await;
+    assert!(
+        values.starts_with(&kept),
+        "acknowledged records of keep changed"
+    );
+    assert_eq!(values.len(), kept.len() + 10);
     assert_eq!(values.last().map(|(_, v)| v.as_str()), Some("resumed-9"));
     drop(clients);
     node.kill9();

@@ -26,6 +26,8 @@ use super::fault::{self, Faults};
 pub(crate) const DELETED_SUFFIX: &str = ".deleted";
 /// Suffix of a file being written before an atomic rename. Recovery unlinks any it finds.
 pub(crate) const TMP_SUFFIX: &str = ".tmp";
+/// Suffix of the space kept for the next [`replace_atomically`] of a file (see there).
+pub(crate) const SPARE_SUFFIX: &str = ".spare";
 
 /// An append-only file written with `pwrite` and read through a shared memory map.
 ///
@@ -147,6 +149,26 @@ impl MappedFile {
             .context("write", &self.path)
     }
 
+    /// Allocates disk blocks for `length_bytes` from `position` without changing the file's
+    /// length (`fallocate` with `FALLOC_FL_KEEP_SIZE`), so later writes there need no free
+    /// space. Best effort: false when the file system refused (full, or no fallocate).
+    pub(crate) fn allocate_ahead(&mut self, position: u64, length_bytes: u64) -> bool {
+        use std::os::fd::AsRawFd;
+        let (Ok(position), Ok(length)) = (
+            libc::off_t::try_from(position),
+            libc::off_t::try_from(length_bytes),
+        ) else {
+            return false;
+        };
+        let Ok(file) = self.open_file() else {
+            return false;
+        };
+        // SAFETY: fallocate on a descriptor `file` keeps open for the call.
+        let mode = libc::FALLOC_FL_KEEP_SIZE;
+        let allocated = unsafe { libc::fallocate(file.as_raw_fd(), mode, position, length) };
+        allocated == 0
+    }
+
     /// Truncates (or extends with zeros) the file to `length` bytes.
     pub(crate) fn set_length(&mut self, length: u64) -> Result<()> {
         self.open_file()?
@@ -215,22 +237,61 @@ pub(crate) fn sync_dir(dir: &Path, faults: Option<&Faults>) -> Result<()> {
 
 /// Replaces `path` with `contents` atomically: write a temporary file, fsync it, rename it over
 /// `path`, fsync the directory. A crash leaves either the old or the new contents.
+///
+/// The temporary file is the spare (`*.spare`) that the previous replace allocated, when there
+/// is one: writing into blocks already allocated needs no free space, so a file no larger than
+/// the last one can be replaced on a full disk (a node starting there must still record its
+/// raft term and vote). After the rename, which frees the old file's blocks, a new spare of the
+/// same size is allocated (`fallocate`, no data written, no fsync: it only holds the space).
 pub fn replace_atomically(path: &Path, contents: &[u8], faults: Option<&Faults>) -> Result<()> {
     let tmp = with_suffix(path, TMP_SUFFIX);
-    let mut file = File::create(&tmp).context("create", &tmp)?;
+    let spare = with_suffix(path, SPARE_SUFFIX);
+    let mut file = match fs::rename(&spare, &tmp) {
+        Ok(()) => OpenOptions::new()
+            .write(true)
+            .open(&tmp)
+            .context("open", &tmp)?,
+        Err(_) => File::create(&tmp).context("create", &tmp)?,
+    };
     if faults.is_some_and(|f| f.write_fails()) {
         file.write_all(&contents[..contents.len() / 2])
             .context("write", &tmp)?;
         return Err(fault::enospc()).context("write", &tmp);
     }
     file.write_all(contents).context("write", &tmp)?;
+    // A spare longer than `contents` keeps its tail until cut here (shrinking needs no space).
+    file.set_len(contents.len() as u64)
+        .context("truncate", &tmp)?;
     if faults.is_some_and(|f| f.sync_fails()) {
         return Err(fault::eio()).context("fsync", &tmp);
     }
     file.sync_all().context("fsync", &tmp)?;
     fs::rename(&tmp, path).context("rename", &tmp)?;
     let dir = path.parent().expect("a checkpoint lives in a directory");
-    sync_dir(dir, faults)
+    sync_dir(dir, faults)?;
+    allocate_spare(&spare, contents.len());
+    Ok(())
+}
+
+/// Allocates `length` bytes at `spare` for the next replace. Best effort: without a spare the
+/// next replace only needs free space again.
+fn allocate_spare(spare: &Path, length: usize) {
+    use std::os::fd::AsRawFd;
+    let Ok(length) = libc::off_t::try_from(length) else {
+        return;
+    };
+    if length == 0 {
+        return;
+    }
+    let Ok(file) = File::create(spare) else {
+        return;
+    };
+    // SAFETY: fallocate on a descriptor this function owns; mode 0 allocates and extends.
+    let allocated = unsafe { libc::fallocate(file.as_raw_fd(), 0, 0, length) } == 0;
+    drop(file);
+    if !allocated {
+        let _ = fs::remove_file(spare);
+    }
 }
 
 /// Removes files so that a crash never leaves a half-deleted set: first every file is renamed
@@ -257,4 +318,29 @@ pub(crate) fn with_suffix(path: &Path, suffix: &str) -> PathBuf {
     let mut name = path.as_os_str().to_owned();
     name.push(suffix);
     PathBuf::from(name)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Each replace leaves a spare of the new contents' size, and the next replace writes into
+    /// it: contents are exact whether the spare is longer or shorter than them.
+    #[test]
+    fn replace_reuses_the_spare() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("state");
+        let spare = with_suffix(&path, SPARE_SUFFIX);
+        for contents in [
+            &b"first contents"[..],
+            b"short",
+            b"a good deal longer than before",
+        ] {
+            replace_atomically(&path, contents, None).expect("replace");
+            assert_eq!(fs::read(&path).expect("read"), contents);
+            let spare_length = fs::metadata(&spare).expect("a spare").len();
+            assert_eq!(spare_length, contents.len() as u64);
+            assert!(!with_suffix(&path, TMP_SUFFIX).exists());
+        }
+    }
 }

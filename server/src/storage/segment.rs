@@ -20,6 +20,11 @@ use super::fault::Faults;
 use super::files::MappedFile;
 use super::index::{ENTRY_BYTES, IndexEntry, IndexView};
 
+/// Disk space kept allocated past the end of the active segment's log, so that the small
+/// entries a node appends by itself (a new leader's no-op, a configuration change) fit even
+/// when the disk is full. Topped up once less than half is left; given back when sealed.
+const LOG_SLACK_BYTES: u64 = 16 << 10;
+
 /// Suffix of a segment's log file.
 pub const LOG_SUFFIX: &str = ".log";
 /// Suffix of a segment's index file.
@@ -112,6 +117,8 @@ pub(crate) struct Segment {
     first_append_ms: Option<i64>,
     /// Appends not yet covered by an fsync.
     dirty: bool,
+    /// Where the blocks allocated ahead of the log end (see [`LOG_SLACK_BYTES`]); 0 if none.
+    slack_end: u64,
 }
 
 impl Segment {
@@ -136,13 +143,15 @@ impl Segment {
             index_capacity_bytes(capacity_bytes, index_interval_bytes),
             faults,
         )?;
-        Ok(Self::new(
+        let mut segment = Self::new(
             base_offset,
             base_raft_index,
             log,
             index,
             index_interval_bytes,
-        ))
+        );
+        segment.keep_slack();
+        Ok(segment)
     }
 
     /// Opens an existing segment and recovers it: validates the index against the log and
@@ -183,6 +192,11 @@ impl Segment {
             index_interval_bytes,
         );
         segment.recover(recovery)?;
+        if recovery == Recovery::TruncateTornTail {
+            // The active segment: blocks allocated ahead by the last run are found again here
+            // (allocating an allocated range takes no space).
+            segment.keep_slack();
+        }
         if recovery == Recovery::Strict {
             // A sealed segment no longer changes. An index rebuilt just now need not be synced:
             // it is a hint, validated at every open.
@@ -215,6 +229,7 @@ impl Segment {
             index_interval_bytes,
             first_append_ms: None,
             dirty: false,
+            slack_end: 0,
         }
     }
 
@@ -412,7 +427,20 @@ impl Segment {
         advance(&mut self.tail, header);
         self.first_append_ms.get_or_insert(now_ms);
         self.dirty = true;
+        self.keep_slack();
         Ok(())
+    }
+
+    /// Keeps about [`LOG_SLACK_BYTES`] allocated past the end of the log (best effort: on a
+    /// full disk there is nothing to take, and appends then fail as they would have).
+    pub(crate) fn keep_slack(&mut self) {
+        let end = self.tail.position;
+        if self.slack_end >= end + LOG_SLACK_BYTES / 2 {
+            return;
+        }
+        if self.log.allocate_ahead(end, LOG_SLACK_BYTES) {
+            self.slack_end = end + LOG_SLACK_BYTES;
+        }
     }
 
     /// Makes every append to this segment durable.
@@ -458,6 +486,12 @@ impl Segment {
     pub(crate) fn seal(&mut self) -> Result<()> {
         self.sync()?;
         self.index.sync()?;
+        if self.slack_end > self.tail.position {
+            // Cutting the file at its own length frees the blocks allocated past it (a hole
+            // punched past the end would not: file systems clamp punches to the length).
+            self.log.set_length(self.tail.position)?;
+            self.slack_end = 0;
+        }
         self.close_files();
         Ok(())
     }
@@ -729,6 +763,9 @@ impl Segment {
         self.index.sync()?;
         self.tail = tail;
         self.dirty = true;
+        // Truncating freed every block past the new end, those allocated ahead included.
+        self.slack_end = 0;
+        self.keep_slack();
         Ok(())
     }
 }
@@ -848,6 +885,24 @@ mod tests {
         };
         check(&log);
         assert_eq!(log.read(0, 1 << 20).expect("read").len(), 1);
+        // The active segment keeps blocks allocated past its end; sealed ones gave theirs back.
+        // (Where fallocate is not supported both are plain files, and only the second holds.)
+        let allocated = |info: &SegmentInfo| {
+            use std::os::unix::fs::MetadataExt;
+            std::fs::metadata(&info.log_path).expect("stat").blocks() * 512
+        };
+        let segments = log.segments();
+        let (active, sealed) = segments.split_last().expect("a segment");
+        let slack_supported = allocated(active) >= active.size_bytes + LOG_SLACK_BYTES / 2;
+        println!("active segment: {} bytes allocated", allocated(active));
+        for segment in sealed {
+            assert!(
+                allocated(segment) <= segment.size_bytes.next_multiple_of(4096),
+                "{} bytes allocated for {}",
+                allocated(segment),
+                segment.size_bytes
+            );
+        }
         drop(log);
         let mut log = small_log(dir.path());
         check(&log);
@@ -861,5 +916,10 @@ mod tests {
         fill(&mut log, 30);
         check(&log);
         assert_eq!(log.last_raft_index(), 32);
+        if slack_supported {
+            let segments = log.segments();
+            let active = segments.last().expect("a segment");
+            assert!(allocated(active) >= active.size_bytes + LOG_SLACK_BYTES / 2);
+        }
     }
 }
