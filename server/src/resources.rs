@@ -47,8 +47,12 @@ const DISK_RESERVE_PERCENT_MAX: u64 = 10;
 /// bounded in flight (256 MiB), so within this time the disk cannot fill much past a reading.
 const DISK_REFRESH_INTERVAL: Duration = Duration::from_millis(100);
 
-/// How often refused connections are logged at most.
+/// How often refused connections (and failed accepts) are logged at most.
 const REFUSED_LOG_INTERVAL: Duration = Duration::from_secs(1);
+
+/// How long accepting pauses after a failed accept (EMFILE, ENFILE): the listener stays
+/// readable, and tonic's accept loop would otherwise spin on the same error.
+const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(100);
 
 /// The descriptor limits of the process.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -255,9 +259,20 @@ where
     let open = Arc::new(AtomicUsize::new(0));
     let refused = Arc::new(AtomicU64::new(0));
     let mut last_log: Option<Instant> = None;
+    let mut last_error_log: Option<Instant> = None;
     accepted.filter_map(move |accepted| {
+        let mut pause = false;
         let outcome = match accepted {
-            Err(error) => Some(Err(error)),
+            Err(error) => {
+                pause = true;
+                let now = Instant::now();
+                if last_error_log.is_none_or(|at| now.duration_since(at) >= REFUSED_LOG_INTERVAL)
+                {
+                    last_error_log = Some(now);
+                    tracing::warn!(%error, "accepting a connection failed; pausing accepts briefly");
+                }
+                Some(Err(error))
+            }
             Ok(stream) => {
                 // Only this stream adds to the count, so a load then an add cannot overshoot.
                 if open.load(Ordering::Acquire) >= max_connections {
@@ -282,7 +297,12 @@ where
                 }
             }
         };
-        std::future::ready(outcome)
+        async move {
+            if pause {
+                tokio::time::sleep(ACCEPT_ERROR_PAUSE).await;
+            }
+            outcome
+        }
     })
 }
 
