@@ -163,8 +163,8 @@ impl MappedFile {
         let Ok(file) = self.open_file() else {
             return false;
         };
-        // SAFETY: fallocate on a descriptor `file` keeps open for the call.
         let mode = libc::FALLOC_FL_KEEP_SIZE;
+        // SAFETY: fallocate on a descriptor `file` keeps open for the call.
         let allocated = unsafe { libc::fallocate(file.as_raw_fd(), mode, position, length) };
         allocated == 0
     }

@@ -117,7 +117,7 @@ pub(crate) struct Segment {
     first_append_ms: Option<i64>,
     /// Appends not yet covered by an fsync.
     dirty: bool,
-    /// Where the blocks allocated ahead of the log end (see [`LOG_SLACK_BYTES`]); 0 if none.
+    /// End of the blocks allocated ahead of the log end (see [`LOG_SLACK_BYTES`]); 0 if none.
     slack_end: u64,
 }
 
@@ -433,7 +433,7 @@ impl Segment {
 
     /// Keeps about [`LOG_SLACK_BYTES`] allocated past the end of the log (best effort: on a
     /// full disk there is nothing to take, and appends then fail as they would have).
-    pub(crate) fn keep_slack(&mut self) {
+    fn keep_slack(&mut self) {
         let end = self.tail.position;
         if self.slack_end >= end + LOG_SLACK_BYTES / 2 {
             return;
