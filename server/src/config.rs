@@ -151,6 +151,15 @@ mod tests {
             assert!(cluster(list, node).validate().is_err(), "{list}");
         }
         assert!(Config::from_toml("listen = \"not an address\"").is_err());
+        let limits =
+            Config::from_toml("max_connections = 10\ndisk_reserve_bytes = 5000\n").expect("parse");
+        assert_eq!(limits.max_connections, Some(10));
+        assert_eq!(limits.disk_reserve_bytes, Some(5000));
+        let no_connections = Config {
+            max_connections: Some(0),
+            ..Config::default()
+        };
+        assert!(no_connections.validate().is_err());
         assert!(
             Config {
                 node_id: 0,

@@ -159,5 +159,18 @@ mod tests {
             "the file fills what flags and env leave"
         );
         assert_eq!(defaults, Config::default());
+        let limits = config(
+            Args::try_parse_from([
+                "strata-server",
+                "--max-connections",
+                "50",
+                "--disk-reserve-bytes",
+                "1048576",
+            ])
+            .expect("args"),
+        )
+        .expect("config");
+        assert_eq!(limits.max_connections, Some(50));
+        assert_eq!(limits.disk_reserve_bytes, Some(1 << 20));
     }
 }
