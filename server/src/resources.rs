@@ -221,18 +221,19 @@ impl DiskReserve {
         }
     }
 
-    /// Checks there is room above the reserve for a produce on node `node_id`.
+    /// Checks there is room above the reserve on node `node_id` for `what` (named in the
+    /// refusal: "produce", "creating topics").
     ///
     /// # Errors
     /// [`BrokerError::ResourceExhausted`]: "disk full on node N: X free, reserve Y".
-    pub fn check(&self, node_id: u64) -> Result<(), BrokerError> {
+    pub fn check(&self, node_id: u64, what: &str) -> Result<(), BrokerError> {
         let free = self.free_bytes();
         if free >= self.reserve_bytes {
             return Ok(());
         }
         Err(BrokerError::ResourceExhausted(format!(
             "disk full on node {node_id}: {free} bytes free in {}, reserve {} bytes \
-             (--disk-reserve-bytes); produce resumes once retention or a topic delete frees space",
+             (--disk-reserve-bytes); {what} resumes once retention or a topic delete frees space",
             self.data_dir.display(),
             self.reserve_bytes
         )))
@@ -416,14 +417,13 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let (free, total) = disk_space(dir.path()).expect("statvfs");
         assert!(free <= total);
-        assert!(
-            DiskReserve::new(dir.path().to_path_buf(), 0)
-                .check(1)
-                .is_ok()
-        );
+        let reserve = DiskReserve::new(dir.path().to_path_buf(), 0);
+        assert!(reserve.check(1, "produce").is_ok());
         let error = DiskReserve::new(dir.path().to_path_buf(), u64::MAX)
-            .check(3)
+            .check(3, "produce")
             .expect_err("no disk has that much room");
-        assert!(error.to_string().contains("disk full on node 3"), "{error}");
+        let message = error.to_string();
+        assert!(message.contains("disk full on node 3"), "{message}");
+        assert!(message.contains("produce resumes"), "{message}");
     }
 }

@@ -525,6 +525,11 @@ async fn full_disk_refuses_produce_and_keeps_serving() {
         refusal.message()
     );
     assert!(acked.len() > 400, "only {} batches fit", acked.len());
+    // New partitions would spend the reserve kept for deletes.
+    let create = create_topic(&mut clients, "new", 1)
+        .await
+        .expect_err("no new topics at the reserve");
+    assert_eq!(error_code(&create), RESOURCE_EXHAUSTED, "{create:?}");
     assert!(node.running(), "the node survived the full disk");
 
     let check_all = |values: &[(u64, String)], topic: &str| {

@@ -857,12 +857,7 @@ impl Broker {
         }
         let offset = self.metadata().topics.len();
         let replicas = metadata::place_replicas(&nodes, partitions, replication_factor, offset);
-        let adding = replicas
-            .iter()
-            .filter(|r| r.contains(&self.node_id))
-            .count() as u64;
-        let hosted = self.replicas.read().expect("lock").len() as u64;
-        self.resources.fds.check(self.node_id, hosted, adding)?;
+        self.check_resources_for(&nodes, &replicas)?;
         self.propose_metadata(Command::CreateTopic {
             name: name.to_string(),
             config,
@@ -874,6 +869,32 @@ impl Broker {
         self.reconcile().await?;
         self.wait_for_leaders(name).await?;
         self.topic(name)
+    }
+
+    /// Refuses a placement that would take a node past its file-descriptor budget (every node
+    /// is taken to run under this one's limits: nodes are configured alike), or new partitions
+    /// while this node's disk is down to its reserve (which is kept for deletes).
+    fn check_resources_for(
+        &self,
+        nodes: &[u64],
+        placement: &[Vec<u64>],
+    ) -> Result<(), BrokerError> {
+        self.resources.disk.check(self.node_id, "creating topics")?;
+        let metadata = self.metadata();
+        let hosting = |node: u64, replicas: &[Vec<u64>]| {
+            replicas.iter().filter(|r| r.contains(&node)).count() as u64
+        };
+        for node in nodes {
+            let hosted = metadata
+                .topics
+                .values()
+                .map(|topic| hosting(*node, &topic.replicas))
+                .sum();
+            self.resources
+                .fds
+                .check(*node, hosted, hosting(*node, placement))?;
+        }
+        Ok(())
     }
 
     /// Waits until every local partition of `name` has a leader.
@@ -1004,7 +1025,7 @@ impl Broker {
     ) -> Result<impl Future<Output = Result<Produced, BrokerError>> + Send + use<>, BrokerError>
     {
         // Before anything is proposed: raft must never meet a full disk on this node.
-        self.resources.disk.check(self.node_id)?;
+        self.resources.disk.check(self.node_id, "produce")?;
         let known = self.topic(topic)?;
         let partitions = known.partitions();
         let partition = match target {
