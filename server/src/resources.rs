@@ -176,13 +176,24 @@ pub fn disk_space(path: &std::path::Path) -> std::io::Result<(u64, u64)> {
 }
 
 /// Refuses produce while the data directory's free space is below the reserve. Readings are
-/// cached for [`DISK_REFRESH_INTERVAL`], so the check costs a lock and a clock read.
+/// cached for [`DISK_REFRESH_INTERVAL`], so the check costs a lock and a clock read; bytes
+/// admitted since the reading count as used already, so a burst of produce inside one interval
+/// cannot run past the reserve either.
 #[derive(Debug)]
 pub struct DiskReserve {
     data_dir: PathBuf,
     reserve_bytes: u64,
-    /// When the free space was last read, and what it was.
-    reading: Mutex<Option<(Instant, u64)>>,
+    /// The last reading; std Mutex: held for one statvfs at most, never across an await.
+    reading: Mutex<Reading>,
+}
+
+#[derive(Debug, Default)]
+struct Reading {
+    /// When free space was read (`None` before the first reading).
+    at: Option<Instant>,
+    free_bytes: u64,
+    /// Bytes admitted since, not yet visible in a reading.
+    admitted_bytes: u64,
 }
 
 impl DiskReserve {
@@ -191,7 +202,7 @@ impl DiskReserve {
         Self {
             data_dir,
             reserve_bytes,
-            reading: Mutex::new(None),
+            reading: Mutex::new(Reading::default()),
         }
     }
 
@@ -199,36 +210,36 @@ impl DiskReserve {
         self.reserve_bytes
     }
 
-    /// Free bytes now, from a reading at most [`DISK_REFRESH_INTERVAL`] old. A failed reading
-    /// counts as plenty: not knowing is no reason to stop a node that worked.
-    fn free_bytes(&self) -> u64 {
-        let now = Instant::now();
-        // std Mutex: held for one statvfs at most, never across an await.
-        let mut reading = self.reading.lock().expect("disk reading lock poisoned");
-        match *reading {
-            Some((at, free)) if now.duration_since(at) < DISK_REFRESH_INTERVAL => free,
-            _ => {
-                let free = match disk_space(&self.data_dir) {
-                    Ok((free, _)) => free,
-                    Err(error) => {
-                        tracing::warn!(dir = %self.data_dir.display(), %error, "statvfs failed");
-                        u64::MAX
-                    }
-                };
-                *reading = Some((now, free));
-                free
-            }
-        }
-    }
-
-    /// Checks there is room above the reserve on node `node_id` for `what` (named in the
-    /// refusal: "produce", "creating topics").
+    /// Admits `bytes` for `what` (named in the refusal: "produce", "creating topics") on node
+    /// `node_id` when the free space, less what was admitted since it was read, stays at or
+    /// above the reserve after them. A failed reading counts as plenty: not knowing is no
+    /// reason to stop a node that worked.
     ///
     /// # Errors
     /// [`BrokerError::ResourceExhausted`]: "disk full on node N: X free, reserve Y".
-    pub fn check(&self, node_id: u64, what: &str) -> Result<(), BrokerError> {
-        let free = self.free_bytes();
-        if free >= self.reserve_bytes {
+    pub fn admit(&self, node_id: u64, what: &str, bytes: u64) -> Result<(), BrokerError> {
+        let now = Instant::now();
+        let mut reading = self.reading.lock().expect("disk reading lock poisoned");
+        if reading
+            .at
+            .is_none_or(|at| now.duration_since(at) >= DISK_REFRESH_INTERVAL)
+        {
+            let free_bytes = match disk_space(&self.data_dir) {
+                Ok((free, _)) => free,
+                Err(error) => {
+                    tracing::warn!(dir = %self.data_dir.display(), %error, "statvfs failed");
+                    u64::MAX
+                }
+            };
+            *reading = Reading {
+                at: Some(now),
+                free_bytes,
+                admitted_bytes: 0,
+            };
+        }
+        let free = reading.free_bytes.saturating_sub(reading.admitted_bytes);
+        if free.saturating_sub(bytes) >= self.reserve_bytes {
+            reading.admitted_bytes = reading.admitted_bytes.saturating_add(bytes);
             return Ok(());
         }
         Err(BrokerError::ResourceExhausted(format!(
@@ -418,12 +429,24 @@ mod tests {
         let (free, total) = disk_space(dir.path()).expect("statvfs");
         assert!(free <= total);
         let reserve = DiskReserve::new(dir.path().to_path_buf(), 0);
-        assert!(reserve.check(1, "produce").is_ok());
+        assert!(reserve.admit(1, "produce", 0).is_ok());
         let error = DiskReserve::new(dir.path().to_path_buf(), u64::MAX)
-            .check(3, "produce")
+            .admit(3, "produce", 0)
             .expect_err("no disk has that much room");
         let message = error.to_string();
         assert!(message.contains("disk full on node 3"), "{message}");
         assert!(message.contains("produce resumes"), "{message}");
+        // Admitted bytes count at once: within one reading, the room above the reserve goes.
+        let room = free / 2;
+        let reserve = DiskReserve::new(dir.path().to_path_buf(), free - room);
+        let chunk = room / 4 + 1;
+        let admitted = (0..8)
+            .take_while(|_| reserve.admit(1, "produce", chunk).is_ok())
+            .count();
+        // Other writers on this disk may move free space a little between readings.
+        assert!(
+            (2..=4).contains(&admitted),
+            "{admitted} chunks of {chunk} admitted"
+        );
     }
 }

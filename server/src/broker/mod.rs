@@ -879,7 +879,9 @@ impl Broker {
         nodes: &[u64],
         placement: &[Vec<u64>],
     ) -> Result<(), BrokerError> {
-        self.resources.disk.check(self.node_id, "creating topics")?;
+        self.resources
+            .disk
+            .admit(self.node_id, "creating topics", 0)?;
         let metadata = self.metadata();
         let hosting = |node: u64, replicas: &[Vec<u64>]| {
             replicas.iter().filter(|r| r.contains(&node)).count() as u64
@@ -1025,7 +1027,9 @@ impl Broker {
     ) -> Result<impl Future<Output = Result<Produced, BrokerError>> + Send + use<>, BrokerError>
     {
         // Before anything is proposed: raft must never meet a full disk on this node.
-        self.resources.disk.check(self.node_id, "produce")?;
+        self.resources
+            .disk
+            .admit(self.node_id, "produce", batch.len() as u64)?;
         let known = self.topic(topic)?;
         let partitions = known.partitions();
         let partition = match target {
