@@ -37,6 +37,11 @@ const CONNECTIONS_DEFAULT_MIN: u64 = 16;
 /// Most connections the default connection limit allows, however high the descriptor limit.
 const CONNECTIONS_DEFAULT_MAX: u64 = 4096;
 
+/// Disk space a new partition counts for when a topic create is admitted: its files start
+/// small (a checkpoint, the raft state, 16 KiB allocated ahead of its log), and the rest leaves
+/// room for its first appends, so creates cannot creep into the reserve either.
+pub const PARTITION_CREATE_BYTES: u64 = 1 << 20;
+
 /// The default disk reserve on a large volume, and the share of the volume it grows to.
 const DISK_RESERVE_BYTES_MIN: u64 = 1 << 30;
 const DISK_RESERVE_PERCENT: u64 = 2;

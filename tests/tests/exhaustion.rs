@@ -551,7 +551,8 @@ async fn full_disk_refuses_produce_and_keeps_serving() {
     let mut clients = node.clients().await;
     check_all(&read_values(&mut clients, "keep", 0).await, "keep");
     check_all(&read_values(&mut clients, "spill", 0).await, "spill");
-    let again = produce(&mut clients, "keep", 0, "refused", 10)
+    // A batch at least as large as the one refused ("refused" is as long as any "keep" tag).
+    let again = produce(&mut clients, "keep", 0, "refused", records_per_batch)
         .await
         .expect_err("still full");
     assert_eq!(error_code(&again), RESOURCE_EXHAUSTED, "{again:?}");

@@ -879,13 +879,14 @@ impl Broker {
         nodes: &[u64],
         placement: &[Vec<u64>],
     ) -> Result<(), BrokerError> {
-        self.resources
-            .disk
-            .admit(self.node_id, "creating topics", 0)?;
-        let metadata = self.metadata();
         let hosting = |node: u64, replicas: &[Vec<u64>]| {
             replicas.iter().filter(|r| r.contains(&node)).count() as u64
         };
+        let bytes = hosting(self.node_id, placement) * crate::resources::PARTITION_CREATE_BYTES;
+        self.resources
+            .disk
+            .admit(self.node_id, "creating topics", bytes)?;
+        let metadata = self.metadata();
         for node in nodes {
             let hosted = metadata
                 .topics
