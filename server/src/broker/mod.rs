@@ -1027,10 +1027,6 @@ impl Broker {
         permit: tokio::sync::OwnedSemaphorePermit,
     ) -> Result<impl Future<Output = Result<Produced, BrokerError>> + Send + use<>, BrokerError>
     {
-        // Before anything is proposed: raft must never meet a full disk on this node.
-        self.resources
-            .disk
-            .admit(self.node_id, "produce", batch.len() as u64)?;
         let known = self.topic(topic)?;
         let partitions = known.partitions();
         let partition = match target {
@@ -1053,6 +1049,10 @@ impl Broker {
                 ))
             });
         }
+        // Last check before the batch is proposed: raft must never meet a full disk here.
+        self.resources
+            .disk
+            .admit(self.node_id, "produce", batch.len() as u64)?;
         let count = header.offset_count();
         let committed = self
             .driver
