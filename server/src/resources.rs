@@ -211,10 +211,6 @@ impl DiskReserve {
         }
     }
 
-    pub fn reserve_bytes(&self) -> u64 {
-        self.reserve_bytes
-    }
-
     /// Admits `bytes` for `what` (named in the refusal: "produce", "creating topics") on node
     /// `node_id` when the free space, less what was admitted since it was read, stays at or
     /// above the reserve after them. A failed reading counts as plenty: not knowing is no
