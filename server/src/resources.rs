@@ -23,9 +23,9 @@ use tokio::net::TcpStream;
 
 use crate::broker::BrokerError;
 
-/// Descriptors one hosted partition holds at rest: its active segment's `.log` and `.index`
-/// (sealed segments hold none; see `storage::segment`).
-pub const FDS_PER_PARTITION: u64 = 2;
+/// Descriptors one hosted partition holds at rest: its active segment's `.log` (its `.index` is
+/// opened only to add an entry, and sealed segments hold none; see `storage::segment`).
+pub const FDS_PER_PARTITION: u64 = 1;
 
 /// Descriptors kept for the node itself: the runtime (epoll, eventfds, the listener), the
 /// controller's log, the lock file, peer connections, files opened briefly (atomic replaces,
@@ -408,11 +408,11 @@ mod tests {
             max_connections: default_max_connections(1024) as u64,
         };
         assert_eq!(budget.max_connections, 128);
-        assert_eq!(budget.partitions_max(), (1024 - 128 - 128) / 2);
-        assert!(budget.check(1, 300, 84).is_ok());
-        let error = budget.check(7, 300, 85).expect_err("over budget");
+        assert_eq!(budget.partitions_max(), 1024 - 128 - 128);
+        assert!(budget.check(1, 700, 68).is_ok());
+        let error = budget.check(7, 700, 69).expect_err("over budget");
         let message = error.to_string();
-        for expected in ["node 7", "385 partitions", "allows 384", "1024 descriptors"] {
+        for expected in ["node 7", "769 partitions", "allows 768", "1024 descriptors"] {
             assert!(message.contains(expected), "{expected:?} in {message}");
         }
         let tiny = FdBudget {

@@ -90,8 +90,8 @@ impl MappedFile {
     }
 
     /// Closes the file descriptor; the map (and every slice handed out) stays valid. The next
-    /// change reopens the file by path. Every write must be synced before: a closed file has
-    /// nothing left to sync ([`MappedFile::sync`] is then a no-op).
+    /// change, or [`MappedFile::sync`], reopens the file by path (writes already made stay in
+    /// the page cache, and an fsync through any descriptor of the file covers them).
     pub(crate) fn close(&mut self) {
         self.file = None;
     }
@@ -176,18 +176,21 @@ impl MappedFile {
             .context("truncate", &self.path)
     }
 
-    /// Makes every write before it durable (`fdatasync`: the length is data here).
-    pub(crate) fn sync(&self) -> Result<()> {
-        match self.sync_handle() {
-            Some(handle) => handle.sync(),
-            None => Ok(()),
+    /// Makes every write before it durable (`fdatasync`: the length is data here), reopening
+    /// a closed file for it.
+    pub(crate) fn sync(&mut self) -> Result<()> {
+        let file = self.open_file()?;
+        SyncHandle {
+            path: self.path.clone(),
+            file,
+            faults: self.faults.clone(),
         }
+        .sync()
     }
 
     /// A handle on the file that can fsync it without borrowing this one, so the owner of a
     /// log can fsync outside its lock. It shares the open file (no descriptor is duplicated, so
-    /// it cannot fail for want of one); `None` when the file is closed, which it only is once
-    /// synced.
+    /// it cannot fail for want of one); `None` when the file is closed.
     pub(crate) fn sync_handle(&self) -> Option<SyncHandle> {
         self.file.as_ref().map(|file| SyncHandle {
             path: self.path.clone(),

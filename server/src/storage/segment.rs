@@ -4,10 +4,12 @@
 //! raft index follow from the batches before it (one batch is one raft entry). The log file is
 //! append-only and read through a memory map; reads return zero-copy [`Bytes`].
 //!
-//! A sealed segment holds no file descriptor: reads go through its maps, which need none, and
-//! its files are reopened by path only if a raft truncation makes it the active segment again.
-//! A partition at rest therefore costs two descriptors (its active `.log` and `.index`) however
-//! many segments it holds; sealed segments cost only address space (two maps each).
+//! Descriptors are budgeted (see `crate::resources`): reads go through the maps, which need
+//! none, so a sealed segment holds no descriptor, and the active segment holds only its `.log`
+//! (written on every append). Its `.index` gets an entry once per index interval of log, so it
+//! is reopened by path for that write and closed again. A partition at rest therefore costs one
+//! descriptor however many segments it holds; sealed segments cost only address space (two maps
+//! each).
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -62,7 +64,7 @@ pub struct SegmentInfo {
     pub max_timestamp: Option<i64>,
     pub index_entries: usize,
     pub log_path: PathBuf,
-    /// File descriptors the segment holds: 2 for the active segment, 0 once sealed.
+    /// File descriptors the segment holds: 1 for the active segment (its log), 0 once sealed.
     pub open_files: usize,
 }
 
@@ -151,6 +153,7 @@ impl Segment {
             index_interval_bytes,
         );
         segment.keep_slack();
+        segment.index.close();
         Ok(segment)
     }
 
@@ -196,6 +199,7 @@ impl Segment {
             // The active segment: blocks allocated ahead by the last run are found again here
             // (allocating an allocated range takes no space).
             segment.keep_slack();
+            segment.index.close();
         }
         if recovery == Recovery::Strict {
             // A sealed segment no longer changes. An index rebuilt just now need not be synced:
@@ -418,7 +422,10 @@ impl Segment {
             return Err((error, consistent));
         }
         if let Some(entry) = entry {
-            if let Err(error) = self.write_index_entries(&[entry]) {
+            let written = self.write_index_entries(&[entry]);
+            // One entry per index interval: not worth a descriptor held between them.
+            self.index.close();
+            if let Err(error) = written {
                 let consistent = self.log.set_length(position).is_ok();
                 return Err((error, consistent));
             }
@@ -761,6 +768,7 @@ impl Segment {
         // can never bring back index entries for batches that are gone.
         self.log.sync()?;
         self.index.sync()?;
+        self.index.close();
         self.tail = tail;
         self.dirty = true;
         // Truncating freed every block past the new end, those allocated ahead included.
@@ -878,7 +886,7 @@ mod tests {
             let segments = log.segments();
             assert!(segments.len() > 3, "{} segments", segments.len());
             let (active, sealed) = segments.split_last().expect("a segment");
-            assert_eq!(active.open_files, 2);
+            assert_eq!(active.open_files, 1);
             for segment in sealed {
                 assert_eq!(segment.open_files, 0, "{:?}", segment.log_path);
             }
@@ -912,7 +920,7 @@ mod tests {
         log.truncate_from_raft_index(3).expect("truncate");
         let segments = log.segments();
         assert_eq!(segments.len(), 1);
-        assert_eq!(segments[0].open_files, 2);
+        assert_eq!(segments[0].open_files, 1);
         fill(&mut log, 30);
         check(&log);
         assert_eq!(log.last_raft_index(), 32);
