@@ -218,6 +218,9 @@ impl Error {
                     | ErrorCode::Unavailable
                     | ErrorCode::Timeout
                     | ErrorCode::ShuttingDown
+                    // A full disk or no descriptors on the node: retried within the delivery
+                    // timeout, as space may be freed (retention, deletes) meanwhile.
+                    | ErrorCode::ResourceExhausted
             ),
             // tonic reports a refused connection as `Unavailable`, and a connection that
             // breaks mid-call as a status that carries the transport's error as its source. A

@@ -28,6 +28,13 @@ pub struct Config {
     /// recovery; see `Broker::start`). Never read from a file.
     #[serde(skip)]
     pub force_new_cluster: bool,
+    /// Most client and peer connections open at once; more are closed as they arrive. `None`:
+    /// an eighth of the file-descriptor limit, between 16 and 4096.
+    pub max_connections: Option<usize>,
+    /// Produce is refused while the data directory's file system has less free space than
+    /// this, so deletes, metadata and raft keep room. `None`: the larger of 1 GiB and 2 % of
+    /// the volume, but at most 10 % of it.
+    pub disk_reserve_bytes: Option<u64>,
 }
 
 impl Default for Config {
@@ -40,6 +47,8 @@ impl Default for Config {
             retention_check_interval_ms: 10_000,
             initial_cluster: None,
             force_new_cluster: false,
+            max_connections: None,
+            disk_reserve_bytes: None,
         }
     }
 }
@@ -67,6 +76,9 @@ impl Config {
                 "retention_check_interval_ms must be at least 100, got {}",
                 self.retention_check_interval_ms
             ));
+        }
+        if self.max_connections == Some(0) {
+            return Err("max_connections must be at least 1".to_string());
         }
         Ok(())
     }
@@ -144,6 +156,15 @@ mod tests {
             assert!(cluster(list, node).validate().is_err(), "{list}");
         }
         assert!(Config::from_toml("listen = \"not an address\"").is_err());
+        let limits =
+            Config::from_toml("max_connections = 10\ndisk_reserve_bytes = 5000\n").expect("parse");
+        assert_eq!(limits.max_connections, Some(10));
+        assert_eq!(limits.disk_reserve_bytes, Some(5000));
+        let no_connections = Config {
+            max_connections: Some(0),
+            ..Config::default()
+        };
+        assert!(no_connections.validate().is_err());
         assert!(
             Config {
                 node_id: 0,

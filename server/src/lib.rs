@@ -10,6 +10,7 @@
 //! - [`peer`]: the node-to-node transport of raft messages (gRPC streams between nodes).
 //! - [`replication`]: raft groups (one per partition, one controller) and their driver thread.
 //! - [`storage`]: the partition log, which is also each group's raft log.
+//! - [`resources`]: file-descriptor budget, disk reserve and connection limit.
 //!
 //! [`run`] starts a node and serves until its shutdown future completes.
 
@@ -17,6 +18,7 @@ pub mod broker;
 pub mod config;
 pub mod peer;
 pub mod replication;
+pub mod resources;
 pub mod service;
 pub mod storage;
 
@@ -83,6 +85,7 @@ pub async fn run(
     if lock.try_lock().is_err() {
         return Err(RunError::DataDirInUse(data_dir.display().to_string()));
     }
+    let resources = Arc::new(node_resources(&config)?);
     let listener = TcpListener::bind(config.listen)
         .await
         .map_err(|e| RunError::Io(format!("binding {}", config.listen), e))?;
@@ -146,9 +149,15 @@ pub async fn run(
                 strata_proto::v1::broker_server::BrokerServer::new(service)
                     .max_decoding_message_size(service::request_limit::PRODUCE_REQUEST_BYTES_MAX),
             ))
-            .serve_with_incoming_shutdown(incoming(listener), async move {
-                let _ = stopped.await;
-            }),
+            .serve_with_incoming_shutdown(
+                resources::limit_connections(
+                    incoming(listener),
+                    resources.fds.max_connections as usize,
+                ),
+                async move {
+                    let _ = stopped.await;
+                },
+            ),
     );
     let started = tokio::select! {
         started = broker::Broker::start(
@@ -158,6 +167,7 @@ pub async fn run(
                 data_dir,
                 cluster,
                 force_new_cluster: config.force_new_cluster,
+                resources: resources.clone(),
             },
             driver.clone(),
             service::controller_high_watermark_at,
@@ -225,6 +235,41 @@ pub async fn run(
     transport.flush(std::time::Duration::from_millis(500)).await;
     drop(lock);
     served.map_err(RunError::from)
+}
+
+/// Raises the descriptor limit and derives what the node enforces from it and from its data
+/// directory's volume (see [`resources`]); logs the outcome.
+fn node_resources(config: &Config) -> Result<resources::Resources, RunError> {
+    let fd_limit = match resources::raise_fd_limit() {
+        Ok(limits) => limits.soft,
+        Err(error) => return Err(RunError::Io("reading RLIMIT_NOFILE".to_string(), error)),
+    };
+    let max_connections = config
+        .max_connections
+        .unwrap_or_else(|| resources::default_max_connections(fd_limit));
+    let disk_reserve_bytes = match config.disk_reserve_bytes {
+        Some(bytes) => bytes,
+        None => {
+            let (_, total) = resources::disk_space(&config.data_dir)
+                .map_err(|e| RunError::Io(format!("statvfs {}", config.data_dir.display()), e))?;
+            resources::default_disk_reserve_bytes(total)
+        }
+    };
+    let fds = resources::FdBudget {
+        fd_limit,
+        max_connections: max_connections as u64,
+    };
+    tracing::info!(
+        fd_limit,
+        max_connections,
+        partitions_max = fds.partitions_max(),
+        disk_reserve_bytes,
+        "resource limits"
+    );
+    Ok(resources::Resources {
+        fds,
+        disk: resources::DiskReserve::new(config.data_dir.clone(), disk_reserve_bytes),
+    })
 }
 
 /// Keeps the transport's peer addresses in step with the registered nodes.

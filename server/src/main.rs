@@ -39,8 +39,16 @@ struct Args {
     /// add them back with `strata cluster add-node` (see the README). Never in a config file.
     #[arg(long)]
     force_new_cluster: bool,
+    /// Most connections open at once; more are closed as they arrive [default: an eighth of
+    /// the file-descriptor limit, 16 to 4096].
+    #[arg(long, env = "STRATA_MAX_CONNECTIONS")]
+    max_connections: Option<usize>,
+    /// Produce is refused while the data directory's file system has less free space than
+    /// this, in bytes [default: the larger of 1 GiB and 2 % of the volume, at most 10 % of it].
+    #[arg(long, env = "STRATA_DISK_RESERVE_BYTES")]
+    disk_reserve_bytes: Option<u64>,
     /// TOML file with any of: node_id, listen, data_dir, advertised_address,
-    /// retention_check_interval_ms, initial_cluster.
+    /// retention_check_interval_ms, initial_cluster, max_connections, disk_reserve_bytes.
     #[arg(long, env = "STRATA_CONFIG")]
     config: Option<PathBuf>,
 }
@@ -73,6 +81,12 @@ fn config(args: Args) -> Result<Config, String> {
         config.initial_cluster = args.initial_cluster;
     }
     config.force_new_cluster = args.force_new_cluster;
+    if args.max_connections.is_some() {
+        config.max_connections = args.max_connections;
+    }
+    if args.disk_reserve_bytes.is_some() {
+        config.disk_reserve_bytes = args.disk_reserve_bytes;
+    }
     Ok(config)
 }
 
@@ -152,5 +166,18 @@ mod tests {
             "the file fills what flags and env leave"
         );
         assert_eq!(defaults, Config::default());
+        let limits = config(
+            Args::try_parse_from([
+                "strata-server",
+                "--max-connections",
+                "50",
+                "--disk-reserve-bytes",
+                "1048576",
+            ])
+            .expect("args"),
+        )
+        .expect("config");
+        assert_eq!(limits.max_connections, Some(50));
+        assert_eq!(limits.disk_reserve_bytes, Some(1 << 20));
     }
 }

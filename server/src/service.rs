@@ -154,6 +154,9 @@ fn error_detail_and_code(error: &BrokerError) -> (ErrorDetail, tonic::Code) {
             detail.limit_bytes = Some(*limit_bytes as u64);
             (ErrorCode::RecordTooLarge, tonic::Code::InvalidArgument)
         }
+        BrokerError::ResourceExhausted(_) => {
+            (ErrorCode::ResourceExhausted, tonic::Code::ResourceExhausted)
+        }
     };
     detail.code = code as i32;
     (detail, grpc)

@@ -97,6 +97,10 @@ pub enum BrokerError {
         limit_bytes: usize,
         batch_limit_bytes: usize,
     },
+    /// Out of disk space (down to the reserve) or file descriptors; the message names the
+    /// numbers. Retriable once the resource is freed.
+    #[error("resource exhausted: {0}")]
+    ResourceExhausted(String),
 }
 
 impl BrokerError {

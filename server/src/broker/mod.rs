@@ -181,6 +181,8 @@ pub struct Start {
     pub cluster: BTreeMap<u64, String>,
     /// Make this node the controller's only voter first (`--force-new-cluster`).
     pub force_new_cluster: bool,
+    /// The node's descriptor budget and disk reserve.
+    pub resources: Arc<crate::resources::Resources>,
 }
 
 /// The result of a produce.
@@ -239,6 +241,8 @@ pub struct Broker {
     producer_ids: tokio::sync::Mutex<std::ops::Range<u64>>,
     /// The nodes this one was started with (its own address included).
     cluster: BTreeMap<u64, String>,
+    /// The descriptor budget (checked by topic creates) and the disk reserve (by produce).
+    resources: Arc<crate::resources::Resources>,
 }
 
 impl Broker {
@@ -268,6 +272,7 @@ impl Broker {
             data_dir,
             cluster,
             force_new_cluster,
+            resources,
         } = start;
         let controller_dir = data_dir.join("controller");
         let log_config = LogConfig {
@@ -337,6 +342,7 @@ impl Broker {
             coordinator: std::sync::Mutex::new(groups::Coordinator::default()),
             producer_ids: tokio::sync::Mutex::new(0..0),
             cluster,
+            resources,
         });
         broker.wait_for_controller().await?;
         tracing::debug!("controller has a leader");
@@ -1095,6 +1101,7 @@ impl Broker {
         }
         let offset = self.metadata().topics.len();
         let replicas = metadata::place_replicas(&nodes, partitions, replication_factor, offset);
+        self.check_resources_for(&nodes, &replicas)?;
         self.propose_metadata(Command::CreateTopic {
             name: name.to_string(),
             config,
@@ -1106,6 +1113,35 @@ impl Broker {
         self.reconcile().await?;
         self.wait_for_leaders(name).await?;
         self.topic(name)
+    }
+
+    /// Refuses a placement that would take a node past its file-descriptor budget (every node
+    /// is taken to run under this one's limits: nodes are configured alike), or new partitions
+    /// while this node's disk is down to its reserve (which is kept for deletes).
+    fn check_resources_for(
+        &self,
+        nodes: &[u64],
+        placement: &[Vec<u64>],
+    ) -> Result<(), BrokerError> {
+        let hosting = |node: u64, replicas: &[Vec<u64>]| {
+            replicas.iter().filter(|r| r.contains(&node)).count() as u64
+        };
+        let bytes = hosting(self.node_id, placement) * crate::resources::PARTITION_CREATE_BYTES;
+        self.resources
+            .disk
+            .admit(self.node_id, "creating topics", bytes)?;
+        let metadata = self.metadata();
+        for node in nodes {
+            let hosted = metadata
+                .topics
+                .values()
+                .map(|topic| hosting(*node, &topic.replicas))
+                .sum();
+            self.resources
+                .fds
+                .check(*node, hosted, hosting(*node, placement))?;
+        }
+        Ok(())
     }
 
     /// Waits until every local partition of `name` has a leader.
@@ -1270,6 +1306,10 @@ impl Broker {
                 ))
             });
         }
+        // Last check before the batch is proposed: raft must never meet a full disk here.
+        self.resources
+            .disk
+            .admit(self.node_id, "produce", batch.len() as u64)?;
         let count = header.offset_count();
         let committed = self
             .driver

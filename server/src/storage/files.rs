@@ -2,6 +2,12 @@
 //! memory map, directory fsync, atomic replace, and rename-then-unlink.
 //!
 //! Every write and fsync passes through the optional [`Faults`] seam.
+//!
+//! File descriptors are a budgeted resource (a node hosts thousands of partitions under one
+//! `RLIMIT_NOFILE`): a [`MappedFile`] that will not change keeps only its map, which needs no
+//! descriptor, and closes its file ([`MappedFile::close`]); the file is reopened by path only
+//! when it changes again. An fsync shares the open file instead of duplicating the descriptor,
+//! so syncing never needs a descriptor of its own.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::Write;
@@ -20,6 +26,8 @@ use super::fault::{self, Faults};
 pub(crate) const DELETED_SUFFIX: &str = ".deleted";
 /// Suffix of a file being written before an atomic rename. Recovery unlinks any it finds.
 pub(crate) const TMP_SUFFIX: &str = ".tmp";
+/// Suffix of the space kept for the next [`replace_atomically`] of a file (see there).
+pub(crate) const SPARE_SUFFIX: &str = ".spare";
 
 /// An append-only file written with `pwrite` and read through a shared memory map.
 ///
@@ -31,7 +39,9 @@ pub(crate) const TMP_SUFFIX: &str = ".tmp";
 /// (the broker serves only committed offsets, which are never truncated).
 pub(crate) struct MappedFile {
     path: PathBuf,
-    file: File,
+    /// Open while the file may change; `None` once [`MappedFile::close`]d (the map stays valid
+    /// without it). Shared with [`SyncHandle`]s, so an fsync needs no descriptor of its own.
+    file: Option<Arc<File>>,
     /// The whole mapping as one `Bytes`, so reads hand out refcounted slices with no copy.
     /// Never print or iterate it whole: it extends past the end of the file.
     map: Bytes,
@@ -59,7 +69,7 @@ impl MappedFile {
         let map = map_file(&file, path, capacity_bytes)?;
         Ok(Self {
             path: path.to_path_buf(),
-            file,
+            file: Some(Arc::new(file)),
             map,
             capacity_bytes,
             faults,
@@ -72,7 +82,38 @@ impl MappedFile {
 
     /// Length of the file on disk.
     pub(crate) fn file_length(&self) -> Result<u64> {
-        Ok(self.file.metadata().context("stat", &self.path)?.len())
+        let metadata = match &self.file {
+            Some(file) => file.metadata(),
+            None => fs::metadata(&self.path),
+        };
+        Ok(metadata.context("stat", &self.path)?.len())
+    }
+
+    /// Closes the file descriptor; the map (and every slice handed out) stays valid. The next
+    /// change, or [`MappedFile::sync`], reopens the file by path (writes already made stay in
+    /// the page cache, and an fsync through any descriptor of the file covers them).
+    pub(crate) fn close(&mut self) {
+        self.file = None;
+    }
+
+    /// True while the file holds a descriptor.
+    pub(crate) fn is_open(&self) -> bool {
+        self.file.is_some()
+    }
+
+    /// The open file, reopened by path when it was closed.
+    fn open_file(&mut self) -> Result<Arc<File>> {
+        if let Some(file) = &self.file {
+            return Ok(file.clone());
+        }
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&self.path)
+            .context("reopen", &self.path)?;
+        let file = Arc::new(file);
+        self.file = Some(file.clone());
+        Ok(file)
     }
 
     /// The bytes in `range`, which must lie below the length written.
@@ -90,50 +131,79 @@ impl MappedFile {
     /// Writes `bytes` at `position`. On failure some prefix may have reached the file: the
     /// caller truncates back with [`MappedFile::set_length`].
     pub(crate) fn write_at(&mut self, bytes: &[u8], position: u64) -> Result<()> {
+        let file = self.open_file()?;
         let end = position as usize + bytes.len();
         if end > self.capacity_bytes {
             // Grow the mapping first; earlier slices keep the old mapping alive.
             let capacity_bytes = end.max(self.capacity_bytes.saturating_mul(2));
-            self.map = map_file(&self.file, &self.path, capacity_bytes)?;
+            self.map = map_file(&file, &self.path, capacity_bytes)?;
             self.capacity_bytes = capacity_bytes;
         }
         if self.faults.as_ref().is_some_and(|f| f.write_fails()) {
             let half = bytes.len() / 2;
-            self.file
-                .write_all_at(&bytes[..half], position)
+            file.write_all_at(&bytes[..half], position)
                 .context("write", &self.path)?;
             return Err(fault::enospc()).context("write", &self.path);
         }
-        self.file
-            .write_all_at(bytes, position)
+        file.write_all_at(bytes, position)
             .context("write", &self.path)
     }
 
+    /// Allocates disk blocks for `length_bytes` from `position` without changing the file's
+    /// length (`fallocate` with `FALLOC_FL_KEEP_SIZE`), so later writes there need no free
+    /// space. Best effort: false when the file system refused (full, or no fallocate).
+    pub(crate) fn allocate_ahead(&mut self, position: u64, length_bytes: u64) -> bool {
+        use std::os::fd::AsRawFd;
+        let (Ok(position), Ok(length)) = (
+            libc::off_t::try_from(position),
+            libc::off_t::try_from(length_bytes),
+        ) else {
+            return false;
+        };
+        let Ok(file) = self.open_file() else {
+            return false;
+        };
+        let mode = libc::FALLOC_FL_KEEP_SIZE;
+        // SAFETY: fallocate on a descriptor `file` keeps open for the call.
+        let allocated = unsafe { libc::fallocate(file.as_raw_fd(), mode, position, length) };
+        allocated == 0
+    }
+
     /// Truncates (or extends with zeros) the file to `length` bytes.
-    pub(crate) fn set_length(&self, length: u64) -> Result<()> {
-        self.file.set_len(length).context("truncate", &self.path)
+    pub(crate) fn set_length(&mut self, length: u64) -> Result<()> {
+        self.open_file()?
+            .set_len(length)
+            .context("truncate", &self.path)
     }
 
-    /// Makes every write before it durable (`fdatasync`: the length is data here).
-    pub(crate) fn sync(&self) -> Result<()> {
-        self.sync_handle()?.sync()
-    }
-
-    /// A second handle on the file that can fsync it without borrowing this one, so the owner
-    /// of a log can fsync outside its lock.
-    pub(crate) fn sync_handle(&self) -> Result<SyncHandle> {
-        Ok(SyncHandle {
+    /// Makes every write before it durable (`fdatasync`: the length is data here), reopening
+    /// a closed file for it.
+    pub(crate) fn sync(&mut self) -> Result<()> {
+        let file = self.open_file()?;
+        SyncHandle {
             path: self.path.clone(),
-            file: self.file.try_clone().context("dup", &self.path)?,
+            file,
+            faults: self.faults.clone(),
+        }
+        .sync()
+    }
+
+    /// A handle on the file that can fsync it without borrowing this one, so the owner of a
+    /// log can fsync outside its lock. It shares the open file (no descriptor is duplicated, so
+    /// it cannot fail for want of one); `None` when the file is closed.
+    pub(crate) fn sync_handle(&self) -> Option<SyncHandle> {
+        self.file.as_ref().map(|file| SyncHandle {
+            path: self.path.clone(),
+            file: file.clone(),
             faults: self.faults.clone(),
         })
     }
 }
 
-/// A duplicated file handle to fsync (see [`MappedFile::sync_handle`]).
+/// A shared file handle to fsync (see [`MappedFile::sync_handle`]).
 pub struct SyncHandle {
     path: PathBuf,
-    file: File,
+    file: Arc<File>,
     faults: Option<Arc<Faults>>,
 }
 
@@ -170,22 +240,61 @@ pub(crate) fn sync_dir(dir: &Path, faults: Option<&Faults>) -> Result<()> {
 
 /// Replaces `path` with `contents` atomically: write a temporary file, fsync it, rename it over
 /// `path`, fsync the directory. A crash leaves either the old or the new contents.
+///
+/// The temporary file is the spare (`*.spare`) that the previous replace allocated, when there
+/// is one: writing into blocks already allocated needs no free space, so a file no larger than
+/// the last one can be replaced on a full disk (a node starting there must still record its
+/// raft term and vote). After the rename, which frees the old file's blocks, a new spare of the
+/// same size is allocated (`fallocate`, no data written, no fsync: it only holds the space).
 pub fn replace_atomically(path: &Path, contents: &[u8], faults: Option<&Faults>) -> Result<()> {
     let tmp = with_suffix(path, TMP_SUFFIX);
-    let mut file = File::create(&tmp).context("create", &tmp)?;
+    let spare = with_suffix(path, SPARE_SUFFIX);
+    let mut file = match fs::rename(&spare, &tmp) {
+        Ok(()) => OpenOptions::new()
+            .write(true)
+            .open(&tmp)
+            .context("open", &tmp)?,
+        Err(_) => File::create(&tmp).context("create", &tmp)?,
+    };
     if faults.is_some_and(|f| f.write_fails()) {
         file.write_all(&contents[..contents.len() / 2])
             .context("write", &tmp)?;
         return Err(fault::enospc()).context("write", &tmp);
     }
     file.write_all(contents).context("write", &tmp)?;
+    // A spare longer than `contents` keeps its tail until cut here (shrinking needs no space).
+    file.set_len(contents.len() as u64)
+        .context("truncate", &tmp)?;
     if faults.is_some_and(|f| f.sync_fails()) {
         return Err(fault::eio()).context("fsync", &tmp);
     }
     file.sync_all().context("fsync", &tmp)?;
     fs::rename(&tmp, path).context("rename", &tmp)?;
     let dir = path.parent().expect("a checkpoint lives in a directory");
-    sync_dir(dir, faults)
+    sync_dir(dir, faults)?;
+    allocate_spare(&spare, contents.len());
+    Ok(())
+}
+
+/// Allocates `length` bytes at `spare` for the next replace. Best effort: without a spare the
+/// next replace only needs free space again.
+fn allocate_spare(spare: &Path, length: usize) {
+    use std::os::fd::AsRawFd;
+    let Ok(length) = libc::off_t::try_from(length) else {
+        return;
+    };
+    if length == 0 {
+        return;
+    }
+    let Ok(file) = File::create(spare) else {
+        return;
+    };
+    // SAFETY: fallocate on a descriptor this function owns; mode 0 allocates and extends.
+    let allocated = unsafe { libc::fallocate(file.as_raw_fd(), 0, 0, length) } == 0;
+    drop(file);
+    if !allocated {
+        let _ = fs::remove_file(spare);
+    }
 }
 
 /// Removes files so that a crash never leaves a half-deleted set: first every file is renamed
@@ -212,4 +321,29 @@ pub(crate) fn with_suffix(path: &Path, suffix: &str) -> PathBuf {
     let mut name = path.as_os_str().to_owned();
     name.push(suffix);
     PathBuf::from(name)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Each replace leaves a spare of the new contents' size, and the next replace writes into
+    /// it: contents are exact whether the spare is longer or shorter than them.
+    #[test]
+    fn replace_reuses_the_spare() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("state");
+        let spare = with_suffix(&path, SPARE_SUFFIX);
+        for contents in [
+            &b"first contents"[..],
+            b"short",
+            b"a good deal longer than before",
+        ] {
+            replace_atomically(&path, contents, None).expect("replace");
+            assert_eq!(fs::read(&path).expect("read"), contents);
+            let spare_length = fs::metadata(&spare).expect("a spare").len();
+            assert_eq!(spare_length, contents.len() as u64);
+            assert!(!with_suffix(&path, TMP_SUFFIX).exists());
+        }
+    }
 }

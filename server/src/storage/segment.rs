@@ -3,6 +3,13 @@
 //! A segment knows the offset and raft index of its first batch; every later batch's offset and
 //! raft index follow from the batches before it (one batch is one raft entry). The log file is
 //! append-only and read through a memory map; reads return zero-copy [`Bytes`].
+//!
+//! Descriptors are budgeted (see `crate::resources`): reads go through the maps, which need
+//! none, so a sealed segment holds no descriptor, and the active segment holds only its `.log`
+//! (written on every append). Its `.index` gets an entry once per index interval of log, so it
+//! is reopened by path for that write and closed again. A partition at rest therefore costs one
+//! descriptor however many segments it holds; sealed segments cost only address space (two maps
+//! each).
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -14,6 +21,11 @@ use super::error::{Error, Result};
 use super::fault::Faults;
 use super::files::MappedFile;
 use super::index::{ENTRY_BYTES, IndexEntry, IndexView};
+
+/// Disk space kept allocated past the end of the active segment's log, so that the small
+/// entries a node appends by itself (a new leader's no-op, a configuration change) fit even
+/// when the disk is full. Topped up once less than half is left; given back when sealed.
+const LOG_SLACK_BYTES: u64 = 16 << 10;
 
 /// Suffix of a segment's log file.
 pub const LOG_SUFFIX: &str = ".log";
@@ -52,6 +64,8 @@ pub struct SegmentInfo {
     pub max_timestamp: Option<i64>,
     pub index_entries: usize,
     pub log_path: PathBuf,
+    /// File descriptors the segment holds: 1 for the active segment (its log), 0 once sealed.
+    pub open_files: usize,
 }
 
 /// One stored batch as the raft layer sees it.
@@ -105,6 +119,8 @@ pub(crate) struct Segment {
     first_append_ms: Option<i64>,
     /// Appends not yet covered by an fsync.
     dirty: bool,
+    /// End of the blocks allocated ahead of the log end (see [`LOG_SLACK_BYTES`]); 0 if none.
+    slack_end: u64,
 }
 
 impl Segment {
@@ -129,13 +145,16 @@ impl Segment {
             index_capacity_bytes(capacity_bytes, index_interval_bytes),
             faults,
         )?;
-        Ok(Self::new(
+        let mut segment = Self::new(
             base_offset,
             base_raft_index,
             log,
             index,
             index_interval_bytes,
-        ))
+        );
+        segment.keep_slack();
+        segment.index.close();
+        Ok(segment)
     }
 
     /// Opens an existing segment and recovers it: validates the index against the log and
@@ -176,6 +195,17 @@ impl Segment {
             index_interval_bytes,
         );
         segment.recover(recovery)?;
+        if recovery == Recovery::TruncateTornTail {
+            // The active segment: blocks allocated ahead by the last run are found again here
+            // (allocating an allocated range takes no space).
+            segment.keep_slack();
+            segment.index.close();
+        }
+        if recovery == Recovery::Strict {
+            // A sealed segment no longer changes. An index rebuilt just now need not be synced:
+            // it is a hint, validated at every open.
+            segment.close_files();
+        }
         Ok(segment)
     }
 
@@ -203,6 +233,7 @@ impl Segment {
             index_interval_bytes,
             first_append_ms: None,
             dirty: false,
+            slack_end: 0,
         }
     }
 
@@ -239,7 +270,13 @@ impl Segment {
             // log holds is on disk (the raft layer relies on it; see the driver).
             self.log.sync()?;
         }
-        self.write_index_entries(&entries)?;
+        // The index is a hint: on a full disk the node must still start (and serve reads and
+        // deletes), so entries that cannot be written are left out; lookups then walk further.
+        match self.write_index_entries(&entries) {
+            Ok(()) => {}
+            Err(Error::Io { source, .. }) if is_disk_full(&source) => {}
+            Err(error) => return Err(error),
+        }
         self.tail = tail;
         Ok(())
     }
@@ -385,7 +422,10 @@ impl Segment {
             return Err((error, consistent));
         }
         if let Some(entry) = entry {
-            if let Err(error) = self.write_index_entries(&[entry]) {
+            let written = self.write_index_entries(&[entry]);
+            // One entry per index interval: not worth a descriptor held between them.
+            self.index.close();
+            if let Err(error) = written {
                 let consistent = self.log.set_length(position).is_ok();
                 return Err((error, consistent));
             }
@@ -394,7 +434,20 @@ impl Segment {
         advance(&mut self.tail, header);
         self.first_append_ms.get_or_insert(now_ms);
         self.dirty = true;
+        self.keep_slack();
         Ok(())
+    }
+
+    /// Keeps about [`LOG_SLACK_BYTES`] allocated past the end of the log (best effort: on a
+    /// full disk there is nothing to take, and appends then fail as they would have).
+    fn keep_slack(&mut self) {
+        let end = self.tail.position;
+        if self.slack_end >= end + LOG_SLACK_BYTES / 2 {
+            return;
+        }
+        if self.log.allocate_ahead(end, LOG_SLACK_BYTES) {
+            self.slack_end = end + LOG_SLACK_BYTES;
+        }
     }
 
     /// Makes every append to this segment durable.
@@ -413,16 +466,41 @@ impl Segment {
         if !self.dirty {
             return Ok(None);
         }
-        let handle = self.log.sync_handle()?;
+        // Appends are written through an open file and a file is closed only once synced
+        // (see `close_files`), so a dirty segment always yields a handle.
+        let handle = self.log.sync_handle();
         self.dirty = false;
-        Ok(Some(handle))
+        Ok(handle)
+    }
+
+    /// Closes the segment's file descriptors; reads keep working through the maps, and the
+    /// next change reopens the files. Only a segment with nothing left to sync may be closed.
+    pub(crate) fn close_files(&mut self) {
+        assert!(!self.dirty, "a segment is closed only once synced");
+        self.log.close();
+        self.index.close();
+    }
+
+    /// File descriptors the segment holds now (0 to 2).
+    pub(crate) fn open_files(&self) -> usize {
+        usize::from(self.log.is_open()) + usize::from(self.index.is_open())
     }
 
     /// Makes the segment whole on disk before the next one is created: its log, and its index
     /// too, so that recovery can trust a sealed segment's index after a crash.
+    ///
+    /// A sealed segment no longer changes, so its files are closed (see the module doc).
     pub(crate) fn seal(&mut self) -> Result<()> {
         self.sync()?;
-        self.index.sync()
+        self.index.sync()?;
+        if self.slack_end > self.tail.position {
+            // Cutting the file at its own length frees the blocks allocated past it (a hole
+            // punched past the end would not: file systems clamp punches to the length).
+            self.log.set_length(self.tail.position)?;
+            self.slack_end = 0;
+        }
+        self.close_files();
+        Ok(())
     }
 
     pub(crate) fn base_offset(&self) -> u64 {
@@ -490,6 +568,7 @@ impl Segment {
             max_timestamp: self.max_timestamp(),
             index_entries: self.index_entries,
             log_path: self.log.path().to_path_buf(),
+            open_files: self.open_files(),
         }
     }
 
@@ -689,8 +768,12 @@ impl Segment {
         // can never bring back index entries for batches that are gone.
         self.log.sync()?;
         self.index.sync()?;
+        self.index.close();
         self.tail = tail;
         self.dirty = true;
+        // Truncating freed every block past the new end, those allocated ahead included.
+        self.slack_end = 0;
+        self.keep_slack();
         Ok(())
     }
 }
@@ -738,6 +821,14 @@ fn advance(tail: &mut Tail, header: &BatchHeader) {
     tail.bytes_since_index_entry += size;
 }
 
+/// True for the errors of a file system without room (ENOSPC, EDQUOT).
+fn is_disk_full(error: &std::io::Error) -> bool {
+    matches!(
+        error.kind(),
+        std::io::ErrorKind::StorageFull | std::io::ErrorKind::QuotaExceeded
+    )
+}
+
 /// Room for every index entry a segment of `capacity_bytes` can need, with some to spare.
 fn index_capacity_bytes(capacity_bytes: usize, index_interval_bytes: u64) -> usize {
     (capacity_bytes / index_interval_bytes.max(1) as usize + 2) * ENTRY_BYTES
@@ -761,6 +852,82 @@ mod tests {
         ];
         for (name, expected) in table {
             assert_eq!(parse_log_file_name(name), expected, "{name}");
+        }
+    }
+
+    fn small_log(dir: &Path) -> super::super::PartitionLog {
+        let config = super::super::LogConfig {
+            segment_bytes_max: 1024,
+            batch_bytes_max: 1024,
+            index_interval_bytes: 256,
+            ..super::super::LogConfig::default()
+        };
+        super::super::PartitionLog::open(dir, config).expect("open")
+    }
+
+    fn fill(log: &mut super::super::PartitionLog, batches: usize) {
+        for at in 0..batches {
+            let mut builder = batch::BatchBuilder::new();
+            builder.push(at as i64, None, Some(&[7u8; 200][..]), &[]);
+            let batch = builder.finish();
+            log.append(&batch, 1, at as i64).expect("append");
+        }
+        log.sync().expect("sync");
+    }
+
+    /// Sealed segments hold no descriptor (after a roll and after a reopen), reads of them
+    /// still work through their maps, and a truncation back into a sealed segment reopens it.
+    #[test]
+    fn sealed_segments_hold_no_file_descriptors() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut log = small_log(dir.path());
+        fill(&mut log, 30);
+        let check = |log: &super::super::PartitionLog| {
+            let segments = log.segments();
+            assert!(segments.len() > 3, "{} segments", segments.len());
+            let (active, sealed) = segments.split_last().expect("a segment");
+            assert_eq!(active.open_files, 1);
+            for segment in sealed {
+                assert_eq!(segment.open_files, 0, "{:?}", segment.log_path);
+            }
+        };
+        check(&log);
+        assert_eq!(log.read(0, 1 << 20).expect("read").len(), 1);
+        // The active segment keeps blocks allocated past its end; sealed ones gave theirs back.
+        // (Where fallocate is not supported both are plain files, and only the second holds.)
+        let allocated = |info: &SegmentInfo| {
+            use std::os::unix::fs::MetadataExt;
+            std::fs::metadata(&info.log_path).expect("stat").blocks() * 512
+        };
+        let segments = log.segments();
+        let (active, sealed) = segments.split_last().expect("a segment");
+        let slack_supported = allocated(active) >= active.size_bytes + LOG_SLACK_BYTES / 2;
+        println!("active segment: {} bytes allocated", allocated(active));
+        for segment in sealed {
+            assert!(
+                allocated(segment) <= segment.size_bytes.next_multiple_of(4096),
+                "{} bytes allocated for {}",
+                allocated(segment),
+                segment.size_bytes
+            );
+        }
+        drop(log);
+        let mut log = small_log(dir.path());
+        check(&log);
+        let entries = log.raft_entries(1, 31, 1 << 20).expect("entries");
+        assert_eq!(entries.len(), 30);
+        // Back into the first segment: it becomes active again, with its files reopened.
+        log.truncate_from_raft_index(3).expect("truncate");
+        let segments = log.segments();
+        assert_eq!(segments.len(), 1);
+        assert_eq!(segments[0].open_files, 1);
+        fill(&mut log, 30);
+        check(&log);
+        assert_eq!(log.last_raft_index(), 32);
+        if slack_supported {
+            let segments = log.segments();
+            let active = segments.last().expect("a segment");
+            assert!(allocated(active) >= active.size_bytes + LOG_SLACK_BYTES / 2);
         }
     }
 }
