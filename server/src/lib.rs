@@ -7,8 +7,10 @@
 //! - [`config`]: the server's configuration and its sources.
 //! - [`service`]: the `strata.v1` gRPC services; the only module that knows `tonic::Status`.
 //! - [`broker`]: topics, partitions, the controller's metadata, produce/fetch/admin logic.
-//! - [`peer`]: the node-to-node transport of raft messages (gRPC streams between nodes).
-//! - [`replication`]: raft groups (one per partition, one controller) and their driver thread.
+//! - [`peer`]: the node-to-node transport of raft messages (gRPC streams between nodes); a
+//!   stream speaks for one node, and each message must name it and this node.
+//! - [`replication`]: raft groups (one per partition, one controller), their driver thread, and
+//!   the checks a peer's message passes before a group steps it (`replication::validate`).
 //! - [`storage`]: the partition log, which is also each group's raft log.
 //! - [`resources`]: file-descriptor budget, disk reserve and connection limit.
 //!

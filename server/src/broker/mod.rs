@@ -2,6 +2,8 @@
 //!
 //! - [`metadata`]: the controller's replicated metadata and its state machine.
 //! - [`error`]: [`BrokerError`], what every request can fail with.
+//! - `restart`: partition replicas whose storage failed are dropped and opened again after a
+//!   growing delay; the node serves everything else meanwhile.
 //! - this module: [`Broker`], which owns the local partitions, reconciles them with the
 //!   metadata, and serves produce, fetch, offset lookups and admin changes. It knows nothing of
 //!   gRPC: the service layer translates.
