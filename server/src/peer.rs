@@ -376,9 +376,10 @@ impl Peer for PeerService {
         request: Request<Streaming<RaftBatch>>,
     ) -> Result<Response<RaftStreamClosed>, Status> {
         use futures::StreamExt;
-        let peer = request
+        let peer: Arc<str> = request
             .remote_addr()
-            .map_or_else(|| "an unknown address".to_string(), |a| a.to_string());
+            .map_or_else(|| "an unknown address".to_string(), |a| a.to_string())
+            .into();
         let mut stream = request.into_inner();
         let mut stopping = self.stopping.clone();
         let node_id = self.transport.node_id;
@@ -439,7 +440,7 @@ impl Peer for PeerService {
                 }
                 messages.push((envelope.group, message));
             }
-            self.driver.step(messages);
+            self.driver.step(messages, peer.clone());
         }
         Ok(Response::new(RaftStreamClosed {}))
     }

@@ -166,8 +166,8 @@ pub(super) enum Command {
         change: ConfChange,
         reply: oneshot::Sender<Result<Committed, ProposeError>>,
     },
-    /// Messages from other nodes.
-    Step(Vec<(GroupId, Message)>),
+    /// Messages from another node, with the address of the stream they came on (for logs).
+    Step(Vec<(GroupId, Message)>, Arc<str>),
     /// The voters a group should have; its leader changes the membership to match.
     SetVoters(GroupId, Vec<u64>),
     /// The voters of a group's applied configuration (`None`: no such group here).
@@ -258,8 +258,8 @@ impl DriverHandle {
 
     /// Hands raft messages from other nodes to their groups; dropped when the driver is
     /// overloaded (raft sends again).
-    pub fn step(&self, messages: Vec<(GroupId, Message)>) {
-        if let Err(error) = self.send(Command::Step(messages)) {
+    pub fn step(&self, messages: Vec<(GroupId, Message)>, peer: Arc<str>) {
+        if let Err(error) = self.send(Command::Step(messages, peer)) {
             tracing::debug!(%error, "dropping raft messages from a peer");
         }
     }
@@ -625,7 +625,7 @@ impl Driver {
                     .map(|group| current_voters(&group.node));
                 let _ = reply.send(voters);
             }
-            Command::Step(messages) => {
+            Command::Step(messages, peer) => {
                 for (id, mut message) in messages {
                     let Some(group) = self.groups.get_mut(&id) else {
                         // Not created here yet (the metadata naming it is still on its way), or
@@ -654,6 +654,7 @@ impl Driver {
                         }
                         tracing::warn!(
                             group = id,
+                            %peer,
                             from = message.from,
                             kind = ?message.msg_type,
                             term = message.term,
@@ -1468,7 +1469,7 @@ mod tests {
                 .collect::<Vec<_>>()
                 .into(),
         );
-        driver.handle(Command::Step(vec![(9, append)]));
+        driver.handle(Command::Step(vec![(9, append)], Arc::from("test")));
         driver.process_ready();
         driver.process_ready();
         assert_eq!(driver.groups[&9].node.raft.raft_log.committed, entries);
@@ -1647,7 +1648,7 @@ mod tests {
                     for mutation in &mutations {
                         apply(&mut message, mutation);
                     }
-                    driver.handle(Command::Step(vec![(9, message)]));
+                    driver.handle(Command::Step(vec![(9, message)], Arc::from("test")));
                     driver.process_ready();
                     driver.tick();
                     driver.process_ready();

@@ -384,7 +384,10 @@ impl Simulation {
         let (reply, receiver) = oneshot::channel();
         if let Some(driver) = self.node(id).driver.as_mut() {
             if let Some((_, _, group, message)) = message {
-                driver.handle(Command::Step(vec![(group, message)]));
+                driver.handle(Command::Step(
+                    vec![(group, message)],
+                    Arc::from("simulated"),
+                ));
             }
             driver.handle(Command::Propose {
                 group: GROUP,
@@ -446,7 +449,10 @@ impl Simulation {
         };
         let before = driver.rejected_messages();
         let description = format!("{message:?}");
-        driver.handle(Command::Step(vec![(group, message)]));
+        driver.handle(Command::Step(
+            vec![(group, message)],
+            Arc::from("simulated"),
+        ));
         let refused = driver.rejected_messages() - before;
         self.forged += 1;
         self.ready(to);
@@ -481,7 +487,10 @@ impl Simulation {
             }
         }
         if let Some(driver) = self.node(to).driver.as_mut() {
-            driver.handle(Command::Step(vec![(group, message)]));
+            driver.handle(Command::Step(
+                vec![(group, message)],
+                Arc::from("simulated"),
+            ));
         }
         self.ready(to);
     }
