@@ -221,6 +221,39 @@ impl Cluster {
             .await;
     }
 
+    /// Waits (up to `limit`) until every running node serves exactly `expected` from
+    /// partition `partition` of `topic`, as (offset, value) pairs from its log start.
+    ///
+    /// # Panics
+    /// When a node still serves something else at the deadline, naming the node.
+    pub async fn wait_until_every_node_holds(
+        &mut self,
+        topic: &str,
+        partition: u32,
+        expected: &[(u64, String)],
+        limit: Duration,
+    ) {
+        let started = Instant::now();
+        for node in self.running() {
+            loop {
+                let records = self.clients(node).await.read_values(topic, partition).await;
+                if records == expected {
+                    break;
+                }
+                assert!(
+                    started.elapsed() < limit,
+                    "node {node} holds {} records of {topic}/{partition}, not the {} expected \
+                     (first {:?}, last {:?})",
+                    records.len(),
+                    expected.len(),
+                    records.first(),
+                    records.last()
+                );
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+
     /// [`Cluster::create_topic`] with a config.
     pub async fn create_topic_with(
         &mut self,

@@ -409,22 +409,9 @@ async fn an_isolated_leader_cannot_commit_and_nothing_diverges() {
             "the minority's write was committed"
         );
         // Every node converges on the same log.
-        for node in 1..=3 {
-            let started = Instant::now();
-            loop {
-                let records = read_all(&cluster, node, "split").await;
-                if records == expected {
-                    break;
-                }
-                assert!(
-                    started.elapsed() < Duration::from_secs(60),
-                    "node {node} diverges: {} records vs {}",
-                    records.len(),
-                    expected.len()
-                );
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-        }
+        cluster
+            .wait_until_every_node_holds("split", 0, &expected, Duration::from_secs(60))
+            .await;
     })
     .await
     .expect("test timed out");
@@ -760,21 +747,9 @@ async fn a_batch_larger_than_a_segment_is_stored_on_every_replica() {
             .enumerate()
             .map(|(offset, value)| (offset as u64, value))
             .collect();
-        let started = Instant::now();
-        for node in 1..=3 {
-            loop {
-                let records = read_all(&cluster, node, "wide").await;
-                if records == expected {
-                    break;
-                }
-                assert!(
-                    started.elapsed() < Duration::from_secs(30),
-                    "node {node} holds {} records, not the 252 produced",
-                    records.len()
-                );
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-        }
+        cluster
+            .wait_until_every_node_holds("wide", 0, &expected, Duration::from_secs(30))
+            .await;
     })
     .await
     .expect("test timed out");

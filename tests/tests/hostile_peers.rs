@@ -202,27 +202,15 @@ async fn forged_peer_messages_change_nothing() {
         }
 
         produce(&mut cluster, "kept", "after", 10).await;
-        let started = Instant::now();
-        for node in 1..=3 {
-            loop {
-                let values = cluster.clients(node).await.read_values("kept", 0).await;
-                if values.len() as u64 == RECORDS + 10 {
-                    let expected: Vec<String> = (0..RECORDS)
-                        .map(|i| format!("r{i}"))
-                        .chain((0..10).map(|i| format!("after{i}")))
-                        .collect();
-                    let got: Vec<String> = values.into_iter().map(|(_, v)| v).collect();
-                    assert_eq!(got, expected, "node {node}");
-                    break;
-                }
-                assert!(
-                    started.elapsed() < Duration::from_secs(30),
-                    "node {node} holds {} records",
-                    values.len()
-                );
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-        }
+        let expected: Vec<(u64, String)> = (0..RECORDS)
+            .map(|i| format!("r{i}"))
+            .chain((0..10).map(|i| format!("after{i}")))
+            .enumerate()
+            .map(|(offset, value)| (offset as u64, value))
+            .collect();
+        cluster
+            .wait_until_every_node_holds("kept", 0, &expected, Duration::from_secs(30))
+            .await;
     })
     .await
     .expect("test timed out");

@@ -1374,22 +1374,11 @@ fn maybe_snapshot(id: GroupId, group: &mut Group) {
 
 #[cfg(test)]
 mod tests {
+    use super::super::simulation::LogMachine;
     use super::*;
     use crate::storage::LogConfig;
     use crate::storage::batch::BatchBuilder;
     use crate::storage::fault::Faults;
-
-    struct Plain;
-
-    impl StateMachine for Plain {
-        fn apply(&mut self, _entry: &Entry, _next_offset: u64) -> Result<(), String> {
-            Ok(())
-        }
-
-        fn restore(&mut self, _data: &Bytes) -> Result<(), String> {
-            Ok(())
-        }
-    }
 
     fn batch() -> Vec<u8> {
         let mut builder = BatchBuilder::new();
@@ -1413,7 +1402,7 @@ mod tests {
             id,
             log: Arc::new(RwLock::new(log)),
             voters: vec![1],
-            machine: Box::new(Plain),
+            machine: Box::new(LogMachine),
             applied: 0,
             replay_committed: false,
             high_watermark: watch::channel(0).0,

@@ -98,7 +98,7 @@ impl Outbox for SimOutbox {
 }
 
 /// A partition's machine: its state is its log.
-struct LogMachine;
+pub(super) struct LogMachine;
 
 impl StateMachine for LogMachine {
     fn apply(&mut self, _entry: &Entry, _next_offset: u64) -> Result<(), String> {

@@ -95,30 +95,25 @@ pub fn check(
             kind: message.msg_type,
         });
     }
+    let not_from_leader = || Rejection::NotFromLeader {
+        kind: message.msg_type,
+        from,
+        term: message.term,
+        leader: raft.leader_id,
+        current_term: raft.term,
+    };
     // Only the leader, in its term, tells a follower to campaign at once (a hand-over).
     if message.msg_type == MessageType::MsgTimeoutNow
         && (raft.leader_id != from || raft.term != message.term)
     {
-        return Err(Rejection::NotFromLeader {
-            kind: message.msg_type,
-            from,
-            term: message.term,
-            leader: raft.leader_id,
-            current_term: raft.term,
-        });
+        return Err(not_from_leader());
     }
     if message.msg_type == MessageType::MsgSnapshot {
         let follows = raft.state == StateRole::Follower
             && raft.leader_id == from
             && raft.term == message.term;
         if !follows {
-            return Err(Rejection::NotFromLeader {
-                kind: message.msg_type,
-                from,
-                term: message.term,
-                leader: raft.leader_id,
-                current_term: raft.term,
-            });
+            return Err(not_from_leader());
         }
         let snapshot = message.get_snapshot();
         let metadata = snapshot.get_metadata();
