@@ -135,8 +135,8 @@ impl StateMachine for PartitionMachine {
         }
     }
 
-    fn dropped(&mut self) {
-        self.producers.forget_in_flight();
+    fn dropped(&mut self, proposal: u64) {
+        self.producers.forget_proposal(proposal);
     }
 
     /// A new leader recomputes the producer state from its log, which is what will commit: a

@@ -83,8 +83,8 @@ pub trait StateMachine: Send {
         Ok(Admission::Append)
     }
 
-    /// Raft dropped an admitted proposal before it reached the log.
-    fn dropped(&mut self) {}
+    /// Raft dropped the admitted proposal `proposal` before it reached the log.
+    fn dropped(&mut self, _proposal: u64) {}
 
     /// This node became (`true`) or stopped being the group's leader; `committed` is raft's
     /// commit index then.
@@ -817,7 +817,7 @@ impl Driver {
         }
         let proposed = group.node.propose(proposal.to_be_bytes().to_vec(), data);
         if proposed.is_err() {
-            group.machine.dropped();
+            group.machine.dropped(proposal);
         }
         track(group, proposal, proposed, reply);
     }

@@ -241,6 +241,18 @@ impl ProducerTable {
 
     /// Forgets batches still in flight: their proposals were dropped, or this node stopped
     /// leading (the log decides their fate; [`ProducerTable::rebuild`] reads it).
+    /// Forgets the batch admitted under `proposal`: raft dropped that proposal, so it never
+    /// reached the log. Every other batch in flight did, and stays known: forgetting them
+    /// would let a retry of one of them be stored a second time.
+    pub fn forget_proposal(&mut self, proposal: u64) {
+        for producer in self.producers.values_mut() {
+            producer
+                .batches
+                .retain(|b| b.state != BatchState::InFlight(proposal));
+        }
+        self.producers.retain(|_, p| !p.batches.is_empty());
+    }
+
     pub fn forget_in_flight(&mut self) {
         for producer in self.producers.values_mut() {
             producer
@@ -495,6 +507,24 @@ mod tests {
             table.admit(&header(&batch(7, 1, 0, 1)), 5),
             Ok(Admission::Append)
         );
+    }
+
+    /// A dropped proposal is forgotten alone: a batch admitted before it is in the log, and
+    /// its retry is still recognized.
+    #[test]
+    fn a_dropped_proposal_is_forgotten_alone() {
+        let mut table = ProducerTable::default();
+        let first = batch(7, 0, 0, 2);
+        let second = batch(7, 0, 2, 2);
+        assert_eq!(table.admit(&header(&first), 1), Ok(Admission::Append));
+        assert_eq!(table.admit(&header(&second), 2), Ok(Admission::Append));
+        table.forget_proposal(2);
+        assert_eq!(
+            table.admit(&header(&first), 3),
+            Ok(Admission::Duplicate(BatchState::InFlight(1))),
+            "the retry of a batch in the log is no new batch"
+        );
+        assert_eq!(table.admit(&header(&second), 4), Ok(Admission::Append));
     }
 
     #[test]
