@@ -535,19 +535,11 @@ async fn a_quiet_partition_fails_over() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_wiped_node_catches_up_past_retention() {
     tokio::time::timeout(TEST_TIMEOUT, async {
-        let mut cluster = Cluster::start_with(3, 47, &["--retention-check-interval-ms", "100"]);
         let config = pb::TopicConfig {
             retention_bytes: Some(4096),
-            segment_bytes: Some(1024),
             ..pb::TopicConfig::default()
         };
-        cluster.create_topic_with("short", 1, 3, Some(config)).await;
-        let producer = producer_id(&mut cluster).await;
-        let acked: Acked = Arc::default();
-        let producing = Producing::start(&cluster, "short", producer, &acked);
-        let progress = producing.progress.clone();
-        progress_past(&progress, 300, "at the start").await;
-        producing.finish().await;
+        let (mut cluster, producer, acked) = retained_topic(47, "short", config, 300).await;
         // Wipe a follower while retention has removed the start of the leader's log.
         let leader = cluster.leader_of("short", 0).await;
         let victim = if leader == 3 { 2 } else { 3 };
@@ -651,19 +643,11 @@ async fn a_wiped_node_catches_up_past_retention() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_replica_restarts_after_retention() {
     tokio::time::timeout(TEST_TIMEOUT, async {
-        let mut cluster = Cluster::start_with(3, 51, &["--retention-check-interval-ms", "100"]);
         let config = pb::TopicConfig {
             retention_ms: Some(1000),
-            segment_bytes: Some(1024),
             ..pb::TopicConfig::default()
         };
-        cluster.create_topic_with("brief", 1, 3, Some(config)).await;
-        let producer = producer_id(&mut cluster).await;
-        let acked: Acked = Arc::default();
-        let producing = Producing::start(&cluster, "brief", producer, &acked);
-        let progress = producing.progress.clone();
-        progress_past(&progress, 200, "at the start").await;
-        producing.finish().await;
+        let (mut cluster, producer, acked) = retained_topic(51, "brief", config, 200).await;
         wait_for_log_start_on_every_node(&cluster, "brief").await;
         for victim in 1..=3 {
             cluster.node(victim).kill9();
@@ -827,6 +811,29 @@ async fn a_controller_that_lost_its_quorum_is_recovered() {
     })
     .await
     .expect("test timed out");
+}
+
+/// A 3-node cluster on `slot` whose retention runs every 100 ms, with topic `name` (one
+/// partition, RF3, 1 KiB segments, `config`'s retention) that a producer filled with `batches`
+/// batches. Returns the cluster, the producer id and what it got acknowledged.
+async fn retained_topic(
+    slot: u8,
+    name: &str,
+    config: pb::TopicConfig,
+    batches: u64,
+) -> (Cluster, i64, Acked) {
+    let mut cluster = Cluster::start_with(3, slot, &["--retention-check-interval-ms", "100"]);
+    let config = pb::TopicConfig {
+        segment_bytes: Some(1024),
+        ..config
+    };
+    cluster.create_topic_with(name, 1, 3, Some(config)).await;
+    let producer = producer_id(&mut cluster).await;
+    let acked: Acked = Arc::default();
+    let producing = Producing::start(&cluster, name, producer, &acked);
+    progress_past(&producing.progress.clone(), batches, "at the start").await;
+    producing.finish().await;
+    (cluster, producer, acked)
 }
 
 /// Waits until retention has moved the log start of partition 0 of `topic` above 0 on every
