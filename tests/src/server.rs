@@ -117,6 +117,42 @@ impl Clients {
     }
 }
 
+/// Spawns `command` (a `strata-server`, or a shell that execs one) with the tests' log level,
+/// and returns it with the lines of its standard output.
+pub fn spawn_server(mut command: Command) -> (Child, mpsc::Receiver<String>) {
+    let mut child = command
+        .env(
+            "RUST_LOG",
+            std::env::var("STRATA_TEST_SERVER_LOG").unwrap_or_else(|_| "warn".to_string()),
+        )
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("spawning strata-server");
+    let stdout = child.stdout.take().expect("piped stdout");
+    let (lines, received) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if lines.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    (child, received)
+}
+
+/// Waits (bounded) for the first line of a server's output and returns the address it says it
+/// listens on.
+pub fn listening_address(lines: &mpsc::Receiver<String>) -> String {
+    let line = lines
+        .recv_timeout(START_TIMEOUT)
+        .unwrap_or_else(|_| panic!("strata-server did not start within {START_TIMEOUT:?}"));
+    line.strip_prefix("strata-server listening on ")
+        .unwrap_or_else(|| panic!("unexpected first line from strata-server: {line}"))
+        .to_string()
+}
+
 /// A running server process.
 pub struct ServerProcess {
     child: Child,
@@ -176,25 +212,7 @@ impl ServerProcess {
             command.args(["--initial-cluster", cluster]);
         }
         command.args(extra_args);
-        let mut child = command
-            .env(
-                "RUST_LOG",
-                std::env::var("STRATA_TEST_SERVER_LOG").unwrap_or_else(|_| "warn".to_string()),
-            )
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("spawning strata-server");
-        let stdout = child.stdout.take().expect("piped stdout");
-        let (lines, received) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if lines.send(line).is_err() {
-                    break;
-                }
-            }
-        });
+        let (child, received) = spawn_server(command);
         Self {
             child,
             address: listen.to_string(),
@@ -211,13 +229,7 @@ impl ServerProcess {
         let Some(lines) = self.lines.take() else {
             return;
         };
-        let line = lines
-            .recv_timeout(START_TIMEOUT)
-            .unwrap_or_else(|_| panic!("strata-server did not start within {START_TIMEOUT:?}"));
-        self.address = line
-            .strip_prefix("strata-server listening on ")
-            .unwrap_or_else(|| panic!("unexpected first line from strata-server: {line}"))
-            .to_string();
+        self.address = listening_address(&lines);
     }
 
     pub fn node_id(&self) -> u64 {

@@ -3,18 +3,17 @@
 //! that would exhaust the resource with RESOURCE_EXHAUSTED, keeps serving, loses nothing it
 //! acknowledged and restarts cleanly.
 
-use std::io::{BufRead, BufReader, Read};
+use std::io::Read;
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
+use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
 use strata_proto::v1::admin_client::AdminClient;
 use strata_proto::v1::broker_client::BrokerClient;
 use strata_proto::v1::groups_client::GroupsClient;
 use strata_proto::v1::{self as pb, CreateTopicRequest, DeleteTopicRequest};
-use strata_tests::server::{Clients, START_TIMEOUT, server_binary};
+use strata_tests::server::{Clients, listening_address, server_binary, spawn_server};
 use strata_tests::{data_batch, error_code};
 use tonic::transport::Channel;
 
@@ -45,38 +44,16 @@ impl Node {
         let limit = fd_limit
             .map(|n| format!("ulimit -Sn {n} && ulimit -Hn {n} && "))
             .unwrap_or_default();
-        let mut child = Command::new("sh")
+        let mut command = Command::new("sh");
+        command
             .arg("-c")
             .arg(format!("{limit}exec \"$0\" \"$@\""))
             .arg(server_binary())
             .args(["--node-id", "1", "--listen", listen, "--data-dir"])
             .arg(data_dir)
-            .args(&extra_args)
-            .env(
-                "RUST_LOG",
-                std::env::var("STRATA_TEST_SERVER_LOG").unwrap_or_else(|_| "warn".to_string()),
-            )
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("spawning sh");
-        let stdout = child.stdout.take().expect("piped stdout");
-        let (lines, received) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if lines.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        let line = received
-            .recv_timeout(START_TIMEOUT)
-            .unwrap_or_else(|_| panic!("strata-server did not start within {START_TIMEOUT:?}"));
-        let address = line
-            .strip_prefix("strata-server listening on ")
-            .unwrap_or_else(|| panic!("unexpected first line from strata-server: {line}"))
-            .to_string();
+            .args(&extra_args);
+        let (child, lines) = spawn_server(command);
+        let address = listening_address(&lines);
         Self {
             child,
             address,
