@@ -6,14 +6,15 @@
 //! strata-server`. Every wait has a deadline, and the server is killed when the test ends,
 //! passed or failed.
 
+mod common;
+
 use std::collections::HashMap;
-use std::io::{Read, Write};
-use std::net::TcpListener;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::thread;
 use std::time::{Duration, Instant};
+
+use common::{COMMAND_DEADLINE, Output, STARTUP_DEADLINE, Server, free_port, server_binary};
 
 use serde_json::Value;
 use strata_client::proto::partitioner::partition_for_key;
@@ -21,150 +22,19 @@ use strata_client::proto::partitioner::partition_for_key;
 const PARTITIONS: u32 = 3;
 const RECORDS: usize = 1000;
 const KEYS: usize = 13;
-/// How long the server may take to answer its first request.
-const STARTUP_DEADLINE: Duration = Duration::from_secs(60);
-/// How long any one CLI command may take.
-const COMMAND_DEADLINE: Duration = Duration::from_secs(120);
-
-/// A server process, killed on drop.
-struct Server {
-    child: Child,
-    address: String,
-    _data: tempfile::TempDir,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// `target/<profile>/`: this test runs from `target/<profile>/deps/`.
-fn profile_dir() -> PathBuf {
-    let exe = std::env::current_exe().expect("test executable path");
-    exe.parent()
-        .and_then(Path::parent)
-        .expect("the test runs from target/<profile>/deps")
-        .to_path_buf()
-}
-
-fn server_binary() -> PathBuf {
-    let path = profile_dir().join("strata-server");
-    if !path.exists() {
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
-        let mut build = Command::new(cargo);
-        build.args(["build", "-p", "strata-server", "--bin", "strata-server"]);
-        if profile_dir()
-            .file_name()
-            .is_some_and(|name| name == "release")
-        {
-            build.arg("--release");
-        }
-        let status = build.status().expect("run cargo build");
-        assert!(status.success(), "building strata-server failed");
-    }
-    assert!(path.exists(), "{} is missing", path.display());
-    path
-}
-
-/// A port nothing listens on right now: bind port 0, read the port, let it go.
-fn free_port() -> u16 {
-    let listener = TcpListener::bind("127.0.0.1:0").expect("bind a free port");
-    listener.local_addr().expect("bound address").port()
+/// Runs `strata --brokers ADDRESS ARGS` with `stdin`, killing it at the deadline.
+fn strata(address: &str, args: &[&str], stdin: &[u8], deadline: Duration) -> Output {
+    let mut all = vec!["--brokers", address];
+    all.extend_from_slice(args);
+    common::strata(&all, stdin, deadline)
 }
 
 fn start_server() -> Server {
-    let data = tempfile::tempdir().expect("data dir");
-    let address = format!("127.0.0.1:{}", free_port());
-    let child = Command::new(server_binary())
-        .args(["--node-id", "1", "--listen", &address, "--data-dir"])
-        .arg(data.path())
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start strata-server");
-    Server {
-        child,
-        address,
-        _data: data,
-    }
+    Server::launch_fresh()
 }
 
-/// What a finished command printed.
-struct Output {
-    success: bool,
-    code: Option<i32>,
-    stdout: String,
-    stderr: String,
-}
-
-/// Runs `strata --brokers ADDRESS ARGS` with `stdin`, killing it at the deadline.
-fn strata(address: &str, args: &[&str], stdin: &[u8], deadline: Duration) -> Output {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_strata"))
-        .arg("--brokers")
-        .arg(address)
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("run strata");
-    let mut input = child.stdin.take().expect("piped stdin");
-    let stdin = stdin.to_vec();
-    let writer = thread::spawn(move || {
-        // The command may exit before reading everything; that is its business.
-        let _ = input.write_all(&stdin);
-    });
-    let (done, finished) = mpsc::channel();
-    let mut stdout = child.stdout.take().expect("piped stdout");
-    let mut stderr = child.stderr.take().expect("piped stderr");
-    let reader = thread::spawn(move || {
-        let mut out = String::new();
-        let mut err = String::new();
-        let _ = stdout.read_to_string(&mut out);
-        let _ = stderr.read_to_string(&mut err);
-        let _ = done.send((out, err));
-    });
-    // The pipes close when the command exits.
-    let (stdout, stderr) = match finished.recv_timeout(deadline) {
-        Ok(output) => output,
-        Err(_) => {
-            let _ = child.kill();
-            panic!("strata {args:?} did not finish within {deadline:?}");
-        }
-    };
-    let status = child.wait().expect("wait for strata");
-    writer.join().expect("stdin writer");
-    reader.join().expect("output reader");
-    Output {
-        success: status.success(),
-        code: status.code(),
-        stdout,
-        stderr,
-    }
-}
-
-/// Waits until the server answers `cluster info`, polling with a short request timeout.
 fn wait_until_ready(server: &Server) {
-    let started = Instant::now();
-    loop {
-        let output = strata(
-            &server.address,
-            &["--timeout", "2s", "cluster", "info"],
-            b"",
-            COMMAND_DEADLINE,
-        );
-        if output.success {
-            return;
-        }
-        assert!(
-            started.elapsed() < STARTUP_DEADLINE,
-            "the server did not answer within {STARTUP_DEADLINE:?}: {}",
-            output.stderr
-        );
-    }
+    server.wait_until_ready();
 }
 
 /// 1000 keyed lines go in through `strata produce` and come out of `strata consume --format

@@ -6,176 +6,28 @@
 //! The server binary is `target/<profile>/strata-server` (built when missing). Every wait has a
 //! deadline, and the server is killed when the test ends.
 
+mod common;
+
 use std::fs::{self, OpenOptions};
-use std::io::{Read, Write};
-use std::net::TcpListener;
+use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
-use std::thread;
-use std::time::{Duration, Instant};
+
+use common::{COMMAND_DEADLINE, Output, Server, free_port};
 
 use strata_server::storage::batch::{BatchBuilder, Compression, HEADER_BYTES, stamp};
 use strata_server::storage::inspect::{self, Event};
 
 /// Valid records produced before the bad batch.
 const RECORDS: usize = 105;
-/// How long the server may take to answer its first request.
-const STARTUP_DEADLINE: Duration = Duration::from_secs(60);
-/// How long any one CLI command may take.
-const COMMAND_DEADLINE: Duration = Duration::from_secs(120);
-
-/// A server process on a data directory that outlives it, killed on drop.
-struct Server {
-    child: Child,
-    address: String,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// `target/<profile>/`: this test runs from `target/<profile>/deps/`.
-fn profile_dir() -> PathBuf {
-    let exe = std::env::current_exe().expect("test executable path");
-    exe.parent()
-        .and_then(Path::parent)
-        .expect("the test runs from target/<profile>/deps")
-        .to_path_buf()
-}
-
-fn server_binary() -> PathBuf {
-    let path = profile_dir().join("strata-server");
-    if !path.exists() {
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
-        let mut build = Command::new(cargo);
-        build.args(["build", "-p", "strata-server", "--bin", "strata-server"]);
-        if profile_dir()
-            .file_name()
-            .is_some_and(|name| name == "release")
-        {
-            build.arg("--release");
-        }
-        let status = build.status().expect("run cargo build");
-        assert!(status.success(), "building strata-server failed");
-    }
-    path
-}
-
-/// A port nothing listens on right now.
-fn free_port() -> u16 {
-    let listener = TcpListener::bind("127.0.0.1:0").expect("bind a free port");
-    listener.local_addr().expect("bound address").port()
-}
-
 fn start_server(data: &Path, address: &str) -> Server {
-    let child = Command::new(server_binary())
-        .args(["--node-id", "1", "--listen", address, "--data-dir"])
-        .arg(data)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start strata-server");
-    let server = Server {
-        child,
-        address: address.to_owned(),
-    };
-    wait_until_ready(&server);
+    let server = Server::launch(data, address);
+    server.wait_until_ready();
     server
-}
-
-/// What a finished command printed.
-struct Output {
-    code: Option<i32>,
-    stdout: String,
-    stderr: String,
 }
 
 /// Runs `strata ARGS` with `stdin`, killing it at the deadline.
 fn strata(args: &[&str], stdin: &[u8]) -> Output {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_strata"))
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("run strata");
-    let mut input = child.stdin.take().expect("piped stdin");
-    let stdin = stdin.to_vec();
-    let writer = thread::spawn(move || {
-        let _ = input.write_all(&stdin);
-    });
-    let (done, finished) = mpsc::channel();
-    let mut stdout = child.stdout.take().expect("piped stdout");
-    let mut stderr = child.stderr.take().expect("piped stderr");
-    let reader = thread::spawn(move || {
-        let mut out = String::new();
-        let mut err = String::new();
-        let _ = stdout.read_to_string(&mut out);
-        let _ = stderr.read_to_string(&mut err);
-        let _ = done.send((out, err));
-    });
-    let (stdout, stderr) = match finished.recv_timeout(COMMAND_DEADLINE) {
-        Ok(output) => output,
-        Err(_) => {
-            let _ = child.kill();
-            panic!("strata {args:?} did not finish within {COMMAND_DEADLINE:?}");
-        }
-    };
-    let status = child.wait().expect("wait for strata");
-    writer.join().expect("stdin writer");
-    reader.join().expect("output reader");
-    Output {
-        code: status.code(),
-        stdout,
-        stderr,
-    }
-}
-
-/// Waits until the server answers `cluster info`, polling with a short request timeout.
-fn wait_until_ready(server: &Server) {
-    let started = Instant::now();
-    loop {
-        let output = strata(
-            &[
-                "--brokers",
-                &server.address,
-                "--timeout",
-                "2s",
-                "cluster",
-                "info",
-            ],
-            b"",
-        );
-        if output.code == Some(0) {
-            return;
-        }
-        assert!(
-            started.elapsed() < STARTUP_DEADLINE,
-            "the server did not answer within {STARTUP_DEADLINE:?}: {}",
-            output.stderr
-        );
-    }
-}
-
-/// CRC-32C (Castagnoli), bit by bit: enough for a test that forges one batch.
-fn crc32c_of(bytes: &[u8]) -> u32 {
-    let mut crc = !0u32;
-    for byte in bytes {
-        crc ^= u32::from(*byte);
-        for _ in 0..8 {
-            crc = if crc & 1 == 1 {
-                (crc >> 1) ^ 0x82f6_3b78
-            } else {
-                crc >> 1
-            };
-        }
-    }
-    !crc
+    common::strata(args, stdin, COMMAND_DEADLINE)
 }
 
 /// The only partition directory of `topic` under a node's data directory.
@@ -221,7 +73,7 @@ fn append_bad_batch(dir: &Path) -> (PathBuf, u64, u64) {
     for (index, byte) in bad[HEADER_BYTES..].iter_mut().enumerate() {
         *byte = (index as u8).wrapping_mul(151) ^ 0xa5;
     }
-    let crc = crc32c_of(&bad[21..]);
+    let crc = crc32c::crc32c(&bad[21..]);
     bad[17..21].copy_from_slice(&crc.to_be_bytes());
     stamp(&mut bad, next_offset, header.partition_leader_epoch);
     let mut file = OpenOptions::new()
