@@ -50,22 +50,6 @@ fn batch(payload: Vec<u8>) -> Option<pb::produce_request::Payload> {
     Some(pb::produce_request::Payload::Batch(Bytes::from(payload)))
 }
 
-/// CRC-32C (Castagnoli), bit by bit: enough for a test that forges one batch.
-fn crc32c_of(bytes: &[u8]) -> u32 {
-    let mut crc = !0u32;
-    for byte in bytes {
-        crc ^= u32::from(*byte);
-        for _ in 0..8 {
-            crc = if crc & 1 == 1 {
-                (crc >> 1) ^ 0x82f6_3b78
-            } else {
-                crc >> 1
-            };
-        }
-    }
-    !crc
-}
-
 fn valid_batch() -> Vec<u8> {
     let mut builder = strata_proto::batch::BatchBuilder::new();
     builder.push(1, Some(b"k"), Some(b"v"), &[]);
@@ -187,7 +171,7 @@ async fn bad_inputs_get_clear_errors_and_change_nothing() {
     // A gzip batch (codec 1): the attribute bit flipped and the CRC fixed up.
     let mut gzip = valid_batch();
     gzip[22] |= 1;
-    let crc = crc32c_of(&gzip[21..]);
+    let crc = crc32c::crc32c(&gzip[21..]);
     gzip[17..21].copy_from_slice(&crc.to_be_bytes());
     let mut huge = strata_proto::batch::BatchBuilder::new();
     huge.push(1, None, Some(&vec![7u8; (1 << 20) + 10]), &[]);

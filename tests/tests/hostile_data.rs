@@ -68,24 +68,8 @@ fn zero_batch(count: usize, size: usize) -> Bytes {
     builder.finish().freeze()
 }
 
-/// CRC-32C (Castagnoli), bit by bit: enough for a test that forges a few batches.
-fn crc32c_of(bytes: &[u8]) -> u32 {
-    let mut crc = !0u32;
-    for byte in bytes {
-        crc ^= u32::from(*byte);
-        for _ in 0..8 {
-            crc = if crc & 1 == 1 {
-                (crc >> 1) ^ 0x82f6_3b78
-            } else {
-                crc >> 1
-            };
-        }
-    }
-    !crc
-}
-
 fn fix_crc(bytes: &mut [u8]) {
-    let crc = crc32c_of(&bytes[21..]);
+    let crc = crc32c::crc32c(&bytes[21..]);
     bytes[17..21].copy_from_slice(&crc.to_be_bytes());
 }
 
