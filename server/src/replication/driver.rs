@@ -87,7 +87,7 @@ pub trait StateMachine: Send {
     fn dropped(&mut self, _proposal: u64) {}
 
     /// This node became (`true`) or stopped being the group's leader; `committed` is raft's
-    /// commit index then.
+    /// commit index then. A new leader hears it before its first admission.
     ///
     /// # Errors
     /// The state could not be rebuilt from the log: the group stops.
@@ -342,6 +342,8 @@ struct Group {
     /// The log was written and needs an fsync this round.
     dirty: bool,
     applied_since_snapshot: u64,
+    /// Whether the machine was told it leads (see [`sync_leadership`]).
+    machine_leads: bool,
 }
 
 /// The voters of a group's applied configuration, sorted.
@@ -753,6 +755,7 @@ impl Driver {
                 desired_voters: None,
                 dirty: false,
                 applied_since_snapshot: 0,
+                machine_leads: false,
             },
         );
         Ok(())
@@ -771,6 +774,11 @@ impl Driver {
         if group.node.raft.state != StateRole::Leader {
             let leader_id = group.node.raft.leader_id;
             let _ = reply.send(Err(ProposeError::NotLeader { leader_id }));
+            return;
+        }
+        if let Err(error) = sync_leadership(group) {
+            let _ = reply.send(Err(ProposeError::Stopped(error.clone())));
+            self.stop_group(id, &error);
             return;
         }
         let proposal = self.next_proposal_id;
@@ -884,9 +892,7 @@ impl Driver {
                     let leader_id = soft.leader_id;
                     fail_pending(group, ProposeError::NotLeader { leader_id });
                 }
-                let committed = group.node.raft.raft_log.committed;
-                let leader = soft.raft_state == StateRole::Leader;
-                if let Err(error) = group.machine.leadership(leader, committed) {
+                if let Err(error) = sync_leadership(group) {
                     failed.push((*id, error));
                     continue;
                 }
@@ -1255,6 +1261,28 @@ fn track(group: &mut Group, proposal: u64, proposed: raft::Result<()>, reply: Re
             let _ = reply.send(Err(ProposeError::Dropped(error.to_string())));
         }
     }
+}
+
+/// Tells the group's machine when raft's role changed from leading to not leading or back.
+///
+/// Raft changes role inside `step` (a vote response makes a candidate leader), and a proposal
+/// may be handled right after in the same round, before the Ready that announces the change.
+/// So this runs before every admission as well as on each soft-state change: a new leader
+/// must admit against the producer state rebuilt from its log, never the follower's view,
+/// which lacks the uncommitted tail (a retried batch whose original sits there would be
+/// stored twice). Raft's log is persisted by then: raft-rs makes a node leader only when its
+/// whole log is.
+///
+/// # Errors
+/// The machine could not rebuild its state: the group must stop.
+fn sync_leadership(group: &mut Group) -> Result<(), String> {
+    let leads = group.node.raft.state == StateRole::Leader;
+    if leads != group.machine_leads {
+        let committed = group.node.raft.raft_log.committed;
+        group.machine.leadership(leads, committed)?;
+        group.machine_leads = leads;
+    }
+    Ok(())
 }
 
 fn send_messages(outbox: &dyn Outbox, group: GroupId, messages: Vec<Message>) {
@@ -1654,6 +1682,78 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// Records, at each admission, whether the machine had been told it leads.
+    struct Watchful {
+        leads: bool,
+        admitted: Arc<std::sync::Mutex<Vec<bool>>>,
+    }
+
+    impl StateMachine for Watchful {
+        fn apply(&mut self, _entry: &Entry, _next_offset: u64) -> Result<(), String> {
+            Ok(())
+        }
+
+        fn restore(&mut self, _data: &Bytes) -> Result<(), String> {
+            Ok(())
+        }
+
+        fn admit(&mut self, _data: &[u8], _proposal: u64) -> Result<Admission, SequenceError> {
+            self.admitted.lock().expect("admitted").push(self.leads);
+            Ok(Admission::Append)
+        }
+
+        fn leadership(&mut self, leader: bool, _committed: u64) -> Result<(), String> {
+            self.leads = leader;
+            Ok(())
+        }
+    }
+
+    /// A vote response makes node 1 leader inside `step`; a proposal handled in the same round,
+    /// before any Ready, is admitted by a machine that already knows it leads. Before, it was
+    /// admitted against the follower's producer state, which lacks the log's uncommitted tail:
+    /// a retry of a batch waiting there was stored a second time (found by the cluster fault
+    /// test under CPU load, about once in fifteen runs).
+    #[test]
+    fn a_new_leader_admits_only_after_its_machine_took_over() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (stopped, _) = tokio::sync::mpsc::unbounded_channel();
+        let mut spec = spec(9, dir.path(), Arc::new(Faults::default()), stopped);
+        spec.voters = vec![1, 2, 3];
+        let admitted = Arc::new(std::sync::Mutex::new(Vec::new()));
+        spec.machine = Box::new(Watchful {
+            leads: false,
+            admitted: admitted.clone(),
+        });
+        let mut driver = Driver::for_simulation(1, Arc::new(NoPeers));
+        driver.add_group(spec).expect("add group");
+        let from_node_2 = |msg_type, term| Message {
+            msg_type,
+            from: 2,
+            to: 1,
+            term,
+            ..Message::default()
+        };
+        // Node 2 leads term 5, then hands its leadership to node 1, which campaigns in term 6.
+        for message in [
+            from_node_2(MessageType::MsgHeartbeat, 5),
+            from_node_2(MessageType::MsgTimeoutNow, 5),
+        ] {
+            driver.handle(Command::Step(vec![(9, message)], Arc::from("test")));
+            driver.process_ready();
+        }
+        assert_eq!(driver.groups[&9].node.raft.state, StateRole::Candidate);
+        let vote = from_node_2(MessageType::MsgRequestVoteResponse, 6);
+        driver.handle(Command::Step(vec![(9, vote)], Arc::from("test")));
+        assert_eq!(driver.groups[&9].node.raft.state, StateRole::Leader);
+        let (reply, _answer) = oneshot::channel();
+        driver.handle(Command::Propose {
+            group: 9,
+            data: batch(),
+            reply,
+        });
+        assert_eq!(*admitted.lock().expect("admitted"), [true]);
     }
 
     /// A failed fsync (or a failed append, as on a full disk) stops its group alone: the

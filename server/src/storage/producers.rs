@@ -239,8 +239,6 @@ impl ProducerTable {
         }
     }
 
-    /// Forgets batches still in flight: their proposals were dropped, or this node stopped
-    /// leading (the log decides their fate; [`ProducerTable::rebuild`] reads it).
     /// Forgets the batch admitted under `proposal`: raft dropped that proposal, so it never
     /// reached the log. Every other batch in flight did, and stays known: forgetting them
     /// would let a retry of one of them be stored a second time.
@@ -253,6 +251,8 @@ impl ProducerTable {
         self.producers.retain(|_, p| !p.batches.is_empty());
     }
 
+    /// Forgets batches still in flight: this node stopped leading (the log decides their
+    /// fate; [`ProducerTable::rebuild`] reads it when it leads again).
     pub fn forget_in_flight(&mut self) {
         for producer in self.producers.values_mut() {
             producer
