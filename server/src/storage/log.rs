@@ -419,6 +419,16 @@ impl PartitionLog {
             return Err(if consistent { error } else { self.fail(error) });
         }
         self.last_term = term;
+        assert_eq!(
+            self.next_offset(),
+            next_offset,
+            "the log ends after the batch"
+        );
+        assert_eq!(
+            self.active().next_raft_index(),
+            raft_index + 1,
+            "one batch is one raft entry"
+        );
         Ok(AppendInfo {
             raft_index,
             base_offset,
@@ -460,6 +470,11 @@ impl PartitionLog {
     /// Seals the active segment (fsync, so every segment but the last is whole on disk) and
     /// starts a new one.
     fn roll(&mut self) -> Result<()> {
+        // Else the next segment would start at the same offset and take the same file name.
+        assert!(
+            self.active().base_offset() < self.active().next_offset(),
+            "a sealed segment covers at least one offset"
+        );
         if let Err(error) = self.active_mut().seal() {
             return Err(self.fail(error));
         }

@@ -830,3 +830,21 @@ fn split_sync_frees_the_log_while_fsyncing() {
         Err(Error::Failed { .. })
     ));
 }
+
+/// Offsets are dense by construction: a batch handed to a segment at any offset but its next
+/// one is a bug, and the assertion stops it before a byte is written.
+#[test]
+#[should_panic(expected = "a batch is appended at its segment's next offset")]
+fn a_batch_at_a_stale_offset_is_refused_by_an_assertion() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut log = open(dir.path(), small_config());
+    log.append(&data("a", 2, 0), 1, 0).expect("append");
+    let stale = data("b", 1, 0);
+    let header = BatchHeader::validate(&stale).expect("valid batch");
+    assert_eq!(
+        header.base_offset, 0,
+        "a producer's batch starts at offset 0"
+    );
+    let (head, tail) = stale.split_at(batch::HEADER_BYTES);
+    let _ = log.active_mut().append(head, tail, &header, 0);
+}

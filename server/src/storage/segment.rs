@@ -411,6 +411,11 @@ impl Segment {
         header: &BatchHeader,
         now_ms: i64,
     ) -> Result<(), (Error, bool)> {
+        // Offsets are dense: the log stamps each batch with the offset after the last one.
+        assert_eq!(
+            header.base_offset as u64, self.tail.next_offset,
+            "a batch is appended at its segment's next offset"
+        );
         let position = self.tail.position;
         let entry = self.index_entry_due(&self.tail);
         let written = self
