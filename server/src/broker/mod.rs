@@ -101,11 +101,24 @@ impl PartitionReplica {
 /// A partition's state machine: its state is its log (applying moves the high watermark; the
 /// driver does that) plus the idempotent producers' sequences, which are derived from the log;
 /// retention follows the topic's config.
-struct PartitionMachine {
+pub(crate) struct PartitionMachine {
     config: Arc<RwLock<TopicConfig>>,
     log: Arc<RwLock<PartitionLog>>,
     producers: ProducerTable,
     leader: bool,
+}
+
+impl PartitionMachine {
+    /// The machine of a replica whose log is `log`: it knows no producer until it leads (then
+    /// it rebuilds the table from the log) or applies their batches.
+    pub(crate) fn new(config: Arc<RwLock<TopicConfig>>, log: Arc<RwLock<PartitionLog>>) -> Self {
+        Self {
+            config,
+            log,
+            producers: ProducerTable::default(),
+            leader: false,
+        }
+    }
 }
 
 impl StateMachine for PartitionMachine {
@@ -958,12 +971,7 @@ impl Broker {
                 id: group,
                 log: log.clone(),
                 voters,
-                machine: Box::new(PartitionMachine {
-                    config,
-                    log: log.clone(),
-                    producers: ProducerTable::default(),
-                    leader: false,
-                }),
+                machine: Box::new(PartitionMachine::new(config, log.clone())),
                 applied: 0,
                 replay_committed: false,
                 high_watermark: high_watermark_tx,

@@ -446,6 +446,7 @@ pub fn start(node_id: u64, retention_interval: Duration, outbox: Arc<dyn Outbox>
                 ticks: 0,
                 retention_every_ticks,
                 rejected_messages: 0,
+                fixed_election_timeout: false,
             };
             // A storage failure stops only its group (see `Driver::stop_group`). What is left
             // to panic is a broken invariant, a bug: stop the whole process rather than leave a
@@ -472,6 +473,9 @@ pub(super) struct Driver {
     retention_every_ticks: u64,
     /// Peer messages dropped by [`super::validate::check`] since start.
     rejected_messages: u64,
+    /// Every election timeout is the same (the simulation's replays then take the same path:
+    /// raft-rs draws randomized timeouts from a generator of its own).
+    fixed_election_timeout: bool,
 }
 
 impl Driver {
@@ -490,6 +494,7 @@ impl Driver {
             ticks: 0,
             retention_every_ticks: u64::MAX,
             rejected_messages: 0,
+            fixed_election_timeout: true,
         }
     }
 
@@ -724,6 +729,15 @@ impl Driver {
             check_quorum: true,
             pre_vote: true,
             ..raft::Config::default()
+        };
+        let config = if self.fixed_election_timeout {
+            raft::Config {
+                min_election_tick: config.election_tick,
+                max_election_tick: config.election_tick + 1,
+                ..config
+            }
+        } else {
+            config
         };
         let logger = slog::Logger::root(slog::Discard, slog::o!());
         let mut node = RawNode::new(&config, storage, &logger).map_err(|e| e.to_string())?;

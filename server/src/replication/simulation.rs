@@ -9,11 +9,20 @@
 //!   an offset never holds two different records;
 //! - a node's high watermark never goes backwards while it runs;
 //! - at the end, with the network healed and every node up, all nodes converge on the same
-//!   log, which holds every acknowledged batch.
+//!   log, which holds every acknowledged batch;
+//! - no idempotent producer's record is stored twice, and each producer's records are in the
+//!   log in the order it sent them.
 //!
-//! A failure prints its seed; `STRATA_SIM_SEED=<seed>` replays it. The network schedule,
-//! crashes and proposals replay exactly; raft-rs draws its randomized election timeouts from
-//! its own (unseeded) generator, so elections may fall on other steps in a replay.
+//! The nodes run the partition's real state machine (`broker::PartitionMachine`, with its
+//! producer table). Beside anonymous batches, idempotent producers send one batch at a time and
+//! re-send it, as it is, to any node until one acknowledges it (as a client does after a
+//! timeout or a NotLeader), sometimes to several nodes at once; a node is sometimes handed a
+//! batch in the same round as the message that made it leader, before its Ready round (as the
+//! driver's command batches do).
+//!
+//! A failure prints its seed; `STRATA_SIM_SEED=<seed>` replays it exactly: the network
+//! schedule, crashes and proposals come from the seed, and the simulated drivers give every
+//! election the same timeout (raft-rs would draw it from a generator of its own).
 //!
 //! A forger sends nodes messages that no honest node would: copies of real messages from a
 //! node outside the group, with term 0 or one past any log's, of raft's local-only types, with
@@ -27,7 +36,7 @@
 //! what raft held unsynced is lost. Torn writes inside a write are the storage crash tests'
 //! subject.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, RwLock};
 
@@ -37,7 +46,10 @@ use tokio::sync::{oneshot, watch};
 
 use super::driver::{Command, Driver};
 use super::{Committed, GroupId, GroupSpec, Outbox, ProposeError, StateMachine};
+use crate::broker::PartitionMachine;
+use crate::broker::metadata::TopicConfig;
 use crate::storage::batch::{BatchBuilder, decode_records, split_batches};
+use crate::storage::producers::SequenceError;
 use crate::storage::{LogConfig, PartitionLog};
 
 const GROUP: GroupId = 1 << 32;
@@ -156,7 +168,10 @@ impl Node {
                 id: GROUP,
                 log: log.clone(),
                 voters: voters.to_vec(),
-                machine: Box::new(LogMachine),
+                machine: Box::new(PartitionMachine::new(
+                    Arc::new(RwLock::new(TopicConfig::default())),
+                    log.clone(),
+                )),
                 applied: 0,
                 replay_committed: false,
                 high_watermark,
@@ -228,6 +243,41 @@ impl Node {
     }
 }
 
+/// Idempotent producers per simulation.
+const PRODUCERS: usize = 3;
+
+/// An idempotent producer: one batch at a time, re-sent as it is until acknowledged.
+struct Producer {
+    id: i64,
+    epoch: i16,
+    /// The sequence of the batch being sent.
+    sequence: i32,
+    /// The batch being sent and its records' values, once built.
+    batch: Option<(Vec<u8>, Vec<Bytes>)>,
+}
+
+/// What a pending proposal carried.
+enum Sent {
+    /// A batch of no producer: its one record's value.
+    Anonymous(Bytes),
+    /// A copy of producer `producer`'s batch at `epoch` and `sequence`.
+    Idempotent {
+        producer: usize,
+        epoch: i16,
+        sequence: i32,
+        values: Vec<Bytes>,
+    },
+}
+
+impl Sent {
+    fn values(&self) -> Vec<Bytes> {
+        match self {
+            Sent::Anonymous(value) => vec![value.clone()],
+            Sent::Idempotent { values, .. } => values.clone(),
+        }
+    }
+}
+
 struct Simulation {
     rng: Rng,
     seed: u64,
@@ -237,9 +287,12 @@ struct Simulation {
     reachability: Arc<Mutex<Reachability>>,
     /// Nodes on the other side of a partition from the rest, if any.
     partitioned: BTreeSet<u64>,
-    proposals: Vec<(oneshot::Receiver<Result<Committed, ProposeError>>, Bytes)>,
+    proposals: Vec<(oneshot::Receiver<Result<Committed, ProposeError>>, Sent)>,
+    producers: Vec<Producer>,
     /// Committed records by offset, as any node has shown them.
     committed: BTreeMap<u64, Bytes>,
+    /// Where each producer record was seen committed: a second offset is a duplicate.
+    producer_records: HashMap<Bytes, u64>,
     acknowledged: BTreeMap<u64, Bytes>,
     next_value: u64,
     step: u64,
@@ -277,7 +330,16 @@ impl Simulation {
             reachability,
             partitioned: BTreeSet::new(),
             proposals: Vec::new(),
+            producers: (0..PRODUCERS as i64)
+                .map(|id| Producer {
+                    id,
+                    epoch: 0,
+                    sequence: 0,
+                    batch: None,
+                })
+                .collect(),
             committed: BTreeMap::new(),
+            producer_records: HashMap::new(),
             acknowledged: BTreeMap::new(),
             next_value: 0,
             step: 0,
@@ -323,9 +385,14 @@ impl Simulation {
                 }
                 self.ready(id);
             }
-            800..=979 => {
+            800..=889 => {
                 let id = 1 + self.rng.below(size);
                 self.propose(id);
+            }
+            890..=979 => {
+                let id = 1 + self.rng.below(size);
+                self.produce(id);
+                self.ready(id);
             }
             980..=984 if faults => {
                 let id = 1 + self.rng.below(size);
@@ -395,7 +462,52 @@ impl Simulation {
                 reply,
             });
         }
-        self.proposals.push((receiver, value));
+        self.proposals.push((receiver, Sent::Anonymous(value)));
+    }
+
+    /// Hands node `id` a copy of a random producer's current batch (built first if the last
+    /// one was acknowledged), without running its Ready round.
+    fn produce(&mut self, id: u64) {
+        let at = self.rng.below(PRODUCERS as u64) as usize;
+        let count = 1 + self.rng.below(3) as i32;
+        let producer = &mut self.producers[at];
+        let (data, values) = producer
+            .batch
+            .get_or_insert_with(|| {
+                let mut builder =
+                    BatchBuilder::new().producer(producer.id, producer.epoch, producer.sequence);
+                let values: Vec<Bytes> = (0..count)
+                    .map(|i| {
+                        Bytes::from(format!(
+                            "p{}e{}s{}",
+                            producer.id,
+                            producer.epoch,
+                            producer.sequence + i
+                        ))
+                    })
+                    .collect();
+                for value in &values {
+                    builder.push(1, None, Some(value), &[]);
+                }
+                (builder.finish().to_vec(), values)
+            })
+            .clone();
+        let sent = Sent::Idempotent {
+            producer: at,
+            epoch: producer.epoch,
+            sequence: producer.sequence,
+            values,
+        };
+        let Some(driver) = self.node(id).driver.as_mut() else {
+            return;
+        };
+        let (reply, receiver) = oneshot::channel();
+        driver.handle(Command::Propose {
+            group: GROUP,
+            data,
+            reply,
+        });
+        self.proposals.push((receiver, sent));
     }
 
     /// Sends a node a forgery made from a message in flight (see the module doc).
@@ -491,6 +603,11 @@ impl Simulation {
                 vec![(group, message)],
                 Arc::from("simulated"),
             ));
+            // The driver takes commands in batches: a proposal may come right after the
+            // message that made the node leader, before the Ready round that says so.
+            if self.rng.chance(10) {
+                self.produce(to);
+            }
         }
         self.ready(to);
     }
@@ -512,31 +629,73 @@ impl Simulation {
                 reply,
             });
         }
-        self.proposals.push((receiver, value));
+        self.proposals.push((receiver, Sent::Anonymous(value)));
         self.ready(id);
     }
 
     fn collect_acknowledgements(&mut self) {
         let mut still = Vec::new();
-        for (mut receiver, value) in std::mem::take(&mut self.proposals) {
+        for (mut receiver, sent) in std::mem::take(&mut self.proposals) {
             match receiver.try_recv() {
-                Ok(Ok(committed)) => {
-                    let offset = committed.next_offset - 1;
-                    if let Some(previous) = self.acknowledged.insert(offset, value.clone()) {
-                        self.fail(format!(
-                            "offset {offset} acknowledged twice: {previous:?} and {value:?}"
-                        ));
+                Ok(Ok(committed)) => self.acknowledge(&committed, &sent),
+                Ok(Err(ProposeError::Sequence(SequenceError::OutOfOrder {
+                    expected: 0, ..
+                }))) => {
+                    // The partition does not know the producer (its batches never reached
+                    // this leader's log): as a client does, start a new epoch at 0.
+                    if let Sent::Idempotent {
+                        producer,
+                        epoch,
+                        sequence,
+                        ..
+                    } = sent
+                    {
+                        let producer = &mut self.producers[producer];
+                        if (producer.epoch, producer.sequence) == (epoch, sequence) {
+                            producer.epoch += 1;
+                            producer.sequence = 0;
+                            producer.batch = None;
+                        }
                     }
-                    self.record(offset, &value, "acknowledged");
                 }
                 Ok(Err(_)) | Err(oneshot::error::TryRecvError::Closed) => {}
-                Err(oneshot::error::TryRecvError::Empty) => still.push((receiver, value)),
+                Err(oneshot::error::TryRecvError::Empty) => still.push((receiver, sent)),
             }
         }
         self.proposals = still;
     }
 
-    /// Records that `offset` is committed with `value`; two different values fail.
+    /// An acknowledgement: every record of the batch is committed at the offsets it names
+    /// (a retried copy is answered with the original's); the producer moves on.
+    fn acknowledge(&mut self, committed: &Committed, sent: &Sent) {
+        let values = sent.values();
+        let base = committed.next_offset - values.len() as u64;
+        for (offset, value) in (base..).zip(&values) {
+            match self.acknowledged.insert(offset, value.clone()) {
+                Some(previous) if previous != *value => self.fail(format!(
+                    "offset {offset} acknowledged twice: {previous:?} and {value:?}"
+                )),
+                _ => {}
+            }
+            self.record(offset, value, "acknowledged");
+        }
+        if let Sent::Idempotent {
+            producer,
+            epoch,
+            sequence,
+            ..
+        } = *sent
+        {
+            let producer = &mut self.producers[producer];
+            if (producer.epoch, producer.sequence) == (epoch, sequence) {
+                producer.sequence += values.len() as i32;
+                producer.batch = None;
+            }
+        }
+    }
+
+    /// Records that `offset` is committed with `value`; two different values at one offset
+    /// fail, and so does a producer's record at two offsets.
     fn record(&mut self, offset: u64, value: &Bytes, source: &str) {
         match self.committed.get(&offset) {
             Some(known) if known != value => self.fail(format!(
@@ -545,6 +704,44 @@ impl Simulation {
             Some(_) => {}
             None => {
                 self.committed.insert(offset, value.clone());
+            }
+        }
+        if value.starts_with(b"p")
+            && let Some(first) = self.producer_records.insert(value.clone(), offset)
+            && first != offset
+        {
+            self.fail(format!(
+                "{value:?} is stored twice: at {first} and, per {source}, at {offset}"
+            ));
+        }
+    }
+
+    /// Each producer's records in the log are in the order it sent them: epochs never go
+    /// back, and sequences grow within an epoch.
+    fn check_producer_order(&self, log: &[(u64, Bytes)]) {
+        let mut last: HashMap<String, (i64, i64)> = HashMap::new();
+        for (offset, value) in log {
+            let Some(rest) = value.strip_prefix(b"p") else {
+                continue;
+            };
+            let text = String::from_utf8_lossy(rest);
+            let parsed = text.split_once('e').and_then(|(producer, rest)| {
+                let (epoch, sequence) = rest.split_once('s')?;
+                Some((
+                    producer.to_string(),
+                    epoch.parse().ok()?,
+                    sequence.parse().ok()?,
+                ))
+            });
+            let Some((producer, epoch, sequence)) = parsed else {
+                self.fail(format!("unreadable producer record {value:?} at {offset}"));
+            };
+            if let Some(before) = last.insert(producer, (epoch, sequence))
+                && before >= (epoch, sequence)
+            {
+                self.fail(format!(
+                    "{value:?} at {offset} comes after epoch and sequence {before:?}"
+                ));
             }
         }
     }
@@ -631,6 +828,7 @@ impl Simulation {
                     node + 1
                 ));
             }
+            self.check_producer_order(&logs[0]);
             for (offset, value) in &self.acknowledged {
                 if logs[0].get(*offset as usize).map(|(_, v)| v) != Some(value) {
                     self.fail(format!(

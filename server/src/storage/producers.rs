@@ -170,25 +170,42 @@ impl ProducerTable {
 
     /// A batch was committed (`raft_index` 0), or found in the log while rebuilding (with its
     /// raft index when beyond the commit index); `next_offset` is the offset after it.
+    ///
+    /// A new leader's table was rebuilt from its whole log, and the leader then applies the
+    /// entries it had not applied yet: batches the table has already seen, perhaps older than
+    /// the ones it remembers. Those change nothing. Recorded again, they would become the
+    /// producer's newest batch and push out newer ones, in flight ones included, and a retry
+    /// of one of those would be admitted and stored twice.
     pub fn stored(&mut self, header: &BatchHeader, next_offset: u64, raft_index: u64) {
         self.unsnapshotted_bytes += header.total_bytes() as u64;
         if header.producer_id < 0 || header.is_control() {
             return;
         }
         let (first, last, clock) = self.sequences(header);
-        if let Some(producer) = self.producers.get_mut(&header.producer_id)
-            && producer.epoch == header.producer_epoch
-            && let Some(held) = producer
-                .batches
-                .iter_mut()
-                .find(|b| b.first_sequence == first && b.last_sequence == last)
-        {
-            held.state = BatchState::Stored {
-                next_offset,
-                raft_index,
-            };
-            producer.touched = clock;
-            return;
+        if let Some(producer) = self.producers.get_mut(&header.producer_id) {
+            if header.producer_epoch < producer.epoch {
+                return;
+            }
+            if producer.epoch == header.producer_epoch {
+                if let Some(held) = producer
+                    .batches
+                    .iter_mut()
+                    .find(|b| b.first_sequence == first && b.last_sequence == last)
+                {
+                    held.state = BatchState::Stored {
+                        next_offset,
+                        raft_index,
+                    };
+                    producer.touched = clock;
+                    return;
+                }
+                let seen_past_it = producer.batches.iter().any(|b| {
+                    matches!(b.state, BatchState::Stored { next_offset: after, .. } if after >= next_offset)
+                });
+                if seen_past_it {
+                    return;
+                }
+            }
         }
         self.record(
             header.producer_id,
@@ -525,6 +542,34 @@ mod tests {
             "the retry of a batch in the log is no new batch"
         );
         assert_eq!(table.admit(&header(&second), 4), Ok(Admission::Append));
+    }
+
+    /// A new leader rebuilt its table from its log, then applies older committed entries it
+    /// had not applied yet: the table's newest batch, and the batch in flight after it, stay
+    /// what they were, so a retry of the in-flight batch is still recognised.
+    #[test]
+    fn applying_batches_older_than_the_remembered_ones_changes_nothing() {
+        let mut table = ProducerTable::default();
+        let mut next_offset = 0;
+        let mut headers = Vec::new();
+        for sequence in 0..(BATCHES_PER_PRODUCER as i32 + 3) {
+            let bytes = batch(7, 0, sequence, 1);
+            let header = header(&bytes);
+            next_offset += 1;
+            table.stored(&header, next_offset, 0);
+            headers.push((header, next_offset));
+        }
+        let newest = batch(7, 0, BATCHES_PER_PRODUCER as i32 + 3, 1);
+        assert_eq!(table.admit(&header(&newest), 1), Ok(Admission::Append));
+        for (header, next_offset) in &headers {
+            table.stored(header, *next_offset, 0);
+        }
+        // An older epoch's batch, too.
+        table.stored(&header(&batch(7, -1, 0, 1)), 1, 0);
+        assert_eq!(
+            table.admit(&header(&newest), 2),
+            Ok(Admission::Duplicate(BatchState::InFlight(1)))
+        );
     }
 
     #[test]
