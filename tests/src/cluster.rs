@@ -254,6 +254,63 @@ impl Cluster {
         }
     }
 
+    /// A new idempotent producer id, from the controller's leader.
+    pub async fn producer_id(&mut self) -> i64 {
+        let leader = self.controller_leader().await;
+        self.clients(leader)
+            .await
+            .broker
+            .init_producer_id(pb::InitProducerIdRequest {})
+            .await
+            .expect("producer id")
+            .into_inner()
+            .producer_id
+    }
+
+    /// Produces `batch` to partition `partition` of `topic` through its leader, following a
+    /// leader change (NOT_LEADER, or UNAVAILABLE while an election runs) until
+    /// [`LEADER_WAIT`]. A retried batch may have been stored already, so `batch` must be an
+    /// idempotent producer's: the partition then answers a retry with the original's offsets.
+    ///
+    /// # Panics
+    /// Any other error, or no acknowledgement within the wait.
+    pub async fn produce_idempotent(
+        &mut self,
+        topic: &str,
+        partition: u32,
+        batch: bytes::Bytes,
+    ) -> pb::ProduceResponse {
+        let deadline = Instant::now() + LEADER_WAIT;
+        loop {
+            let leader = self.leader_of(topic, partition).await;
+            let produced = self
+                .clients(leader)
+                .await
+                .broker
+                .produce(pb::ProduceRequest {
+                    topic: topic.to_string(),
+                    target: Some(pb::produce_request::Target::Partition(partition)),
+                    payload: Some(pb::produce_request::Payload::Batch(batch.clone())),
+                    ..pb::ProduceRequest::default()
+                })
+                .await;
+            let status = match produced {
+                Ok(reply) => return reply.into_inner(),
+                Err(status) => status,
+            };
+            let code = crate::error_code(&status);
+            assert!(
+                code == "ERROR_CODE_NOT_LEADER" || code == "ERROR_CODE_UNAVAILABLE",
+                "produce to {topic}/{partition}: {status:?}"
+            );
+            assert!(
+                Instant::now() < deadline,
+                "produce to {topic}/{partition} not acknowledged within {LEADER_WAIT:?}: {status:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
     /// [`Cluster::create_topic`] with a config.
     pub async fn create_topic_with(
         &mut self,

@@ -172,19 +172,6 @@ fn check(records: &[(u64, String)], acked: &[(u64, u64)]) {
     assert!(seqs.windows(2).all(|w| w[0] <= w[1]), "out of order");
 }
 
-async fn producer_id(cluster: &mut Cluster) -> i64 {
-    let leader = cluster.controller_leader().await;
-    cluster
-        .clients(leader)
-        .await
-        .broker
-        .init_producer_id(pb::InitProducerIdRequest {})
-        .await
-        .expect("producer id")
-        .into_inner()
-        .producer_id
-}
-
 /// Waits (bounded) until `progress` passes `mark`; returns how long that took.
 async fn progress_past(progress: &AtomicU64, mark: u64, what: &str) -> Duration {
     let started = Instant::now();
@@ -207,7 +194,7 @@ async fn leader_kills_and_a_whole_cluster_kill_lose_nothing() {
     tokio::time::timeout(TEST_TIMEOUT, async {
         let mut cluster = Cluster::start(3, 41);
         cluster.create_topic("ledger", 1, 3).await;
-        let producer = producer_id(&mut cluster).await;
+        let producer = cluster.producer_id().await;
         let acked: Acked = Arc::default();
         let producing = Producing::start(&cluster, "ledger", producer, &acked);
         let progress = producing.progress.clone();
@@ -268,7 +255,7 @@ async fn a_wiped_node_catches_up() {
     tokio::time::timeout(TEST_TIMEOUT, async {
         let mut cluster = Cluster::start(3, 42);
         cluster.create_topic("history", 1, 3).await;
-        let producer = producer_id(&mut cluster).await;
+        let producer = cluster.producer_id().await;
         let acked: Acked = Arc::default();
         let producing = Producing::start(&cluster, "history", producer, &acked);
         let progress = producing.progress.clone();
@@ -324,7 +311,7 @@ async fn a_rolling_restart_loses_nothing() {
     tokio::time::timeout(TEST_TIMEOUT, async {
         let mut cluster = Cluster::start(3, 43);
         cluster.create_topic("rolling", 1, 3).await;
-        let producer = producer_id(&mut cluster).await;
+        let producer = cluster.producer_id().await;
         let acked: Acked = Arc::default();
         let producing = Producing::start(&cluster, "rolling", producer, &acked);
         let progress = producing.progress.clone();
@@ -365,7 +352,7 @@ async fn an_isolated_leader_cannot_commit_and_nothing_diverges() {
     tokio::time::timeout(TEST_TIMEOUT, async {
         let mut cluster = Cluster::start_partitionable(3, 44).await;
         cluster.create_topic("split", 1, 3).await;
-        let producer = producer_id(&mut cluster).await;
+        let producer = cluster.producer_id().await;
         let acked: Acked = Arc::default();
         let producing = Producing::start(&cluster, "split", producer, &acked);
         let progress = producing.progress.clone();
@@ -502,7 +489,7 @@ async fn a_quiet_partition_fails_over() {
     tokio::time::timeout(TEST_TIMEOUT, async {
         let mut cluster = Cluster::start(3, 46);
         cluster.create_topic("calm", 1, 3).await;
-        let producer = producer_id(&mut cluster).await;
+        let producer = cluster.producer_id().await;
         let acked: Acked = Arc::default();
         let producing = Producing::start(&cluster, "calm", producer, &acked);
         let progress = producing.progress.clone();
@@ -699,31 +686,21 @@ async fn a_batch_larger_than_a_segment_is_stored_on_every_replica() {
             ..pb::TopicConfig::default()
         };
         cluster.create_topic_with("wide", 1, 3, Some(config)).await;
-        let mut large = BatchBuilder::new();
+        // Idempotent, so that a produce retried across a leader change stores nothing twice.
+        let producer = cluster.producer_id().await;
+        let mut large = BatchBuilder::new().producer(producer, 0, 1);
         for i in 1..=250 {
             large.push(1, None, Some(i.to_string().as_bytes()), &[]);
         }
         let large = large.finish().freeze();
         assert!(large.len() > 2048, "{} bytes", large.len());
-        let small = |value: &str| {
-            let mut builder = BatchBuilder::new();
+        let small = |value: &str, sequence: i32| {
+            let mut builder = BatchBuilder::new().producer(producer, 0, sequence);
             builder.push(1, None, Some(value.as_bytes()), &[]);
             builder.finish().freeze()
         };
-        for batch in [small("before"), large, small("after")] {
-            let leader = cluster.leader_of("wide", 0).await;
-            cluster
-                .clients(leader)
-                .await
-                .broker
-                .produce(pb::ProduceRequest {
-                    topic: "wide".to_string(),
-                    target: Some(pb::produce_request::Target::Partition(0)),
-                    payload: Some(pb::produce_request::Payload::Batch(batch)),
-                    ..pb::ProduceRequest::default()
-                })
-                .await
-                .expect("produce");
+        for batch in [small("before", 0), large, small("after", 251)] {
+            cluster.produce_idempotent("wide", 0, batch).await;
         }
         let expected: Vec<(u64, String)> = std::iter::once("before".to_string())
             .chain((1..=250).map(|i: u32| i.to_string()))
@@ -828,7 +805,7 @@ async fn retained_topic(
         ..config
     };
     cluster.create_topic_with(name, 1, 3, Some(config)).await;
-    let producer = producer_id(&mut cluster).await;
+    let producer = cluster.producer_id().await;
     let acked: Acked = Arc::default();
     let producing = Producing::start(&cluster, name, producer, &acked);
     progress_past(&producing.progress.clone(), batches, "at the start").await;
@@ -911,7 +888,7 @@ async fn a_node_joins_a_running_cluster() {
         cluster.node(new).wait_ready();
         // A topic on all four nodes: the new one holds a replica, and serves it.
         cluster.create_topic("after", 1, 4).await;
-        let producer = producer_id(&mut cluster).await;
+        let producer = cluster.producer_id().await;
         let acked: Acked = Arc::default();
         let producing = Producing::start(&cluster, "after", producer, &acked);
         progress_past(&producing.progress.clone(), 20, "on the grown cluster").await;
@@ -1044,7 +1021,7 @@ async fn a_node_leaves_a_running_cluster() {
     tokio::time::timeout(TEST_TIMEOUT, async {
         let mut cluster = Cluster::start(4, 50);
         cluster.create_topic("moving", 4, 3).await;
-        let producer = producer_id(&mut cluster).await;
+        let producer = cluster.producer_id().await;
         let acked: Acked = Arc::default();
         let producing = Producing::start(&cluster, "moving", producer, &acked);
         let progress = producing.progress.clone();

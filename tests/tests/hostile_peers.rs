@@ -78,42 +78,19 @@ fn batch(from_node: u64, messages: Vec<(u64, Bytes)>) -> pb::RaftBatch {
 
 /// Produces `RECORDS` records to partition 0 of `topic` in batches of 10, through its leader.
 async fn produce(cluster: &mut Cluster, topic: &str, tag: &str, records: u64) {
+    // Leaders settle (and move to their preferred node) while the topic is new: a batch
+    // refused as retriable is sent again, as an idempotent producer's so that a retry after a
+    // lost reply stores nothing twice.
+    let producer = cluster.producer_id().await;
     for first in (0..records).step_by(10) {
-        let mut builder = BatchBuilder::new();
+        let sequence = i32::try_from(first).expect("a test's record count fits");
+        let mut builder = BatchBuilder::new().producer(producer, 0, sequence);
         for i in first..(first + 10).min(records) {
             builder.push(1, None, Some(format!("{tag}{i}").as_bytes()), &[]);
         }
-        let batch = builder.finish().freeze();
-        let started = Instant::now();
-        // Leaders settle (and move to their preferred node) while the topic is new: a batch
-        // refused as retriable is sent again. Plain batches: a retry after a lost reply could
-        // store twice, which the exact comparison at the end would catch.
-        loop {
-            let leader = cluster.leader_of(topic, 0).await;
-            let outcome = cluster
-                .clients(leader)
-                .await
-                .broker
-                .produce(pb::ProduceRequest {
-                    topic: topic.to_string(),
-                    target: Some(pb::produce_request::Target::Partition(0)),
-                    payload: Some(pb::produce_request::Payload::Batch(batch.clone())),
-                    ..pb::ProduceRequest::default()
-                })
-                .await;
-            match outcome {
-                Ok(_) => break,
-                Err(status) => {
-                    let code = error_code(&status);
-                    assert!(
-                        code == "ERROR_CODE_UNAVAILABLE" || code == "ERROR_CODE_NOT_LEADER",
-                        "{status:?}"
-                    );
-                    assert!(started.elapsed() < Duration::from_secs(30), "{status:?}");
-                    tokio::time::sleep(Duration::from_millis(20)).await;
-                }
-            }
-        }
+        cluster
+            .produce_idempotent(topic, 0, builder.finish().freeze())
+            .await;
     }
 }
 
