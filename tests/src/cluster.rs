@@ -4,7 +4,6 @@
 //! partition's leader, follow NOT_LEADER.
 
 use std::collections::BTreeMap;
-use std::net::TcpListener;
 use std::time::{Duration, Instant};
 
 use strata_proto::v1 as pb;
@@ -32,7 +31,7 @@ impl Cluster {
 
     /// [`Cluster::start`] with more `strata-server` flags on every node.
     pub fn start_with(size: u64, slot: u8, extra_args: &[&str]) -> Self {
-        let addresses = free_addresses(size, slot);
+        let addresses = node_addresses(size, slot);
         let initial = initial_cluster(&addresses);
         let extra: Vec<String> = extra_args.iter().map(|a| a.to_string()).collect();
         Self::launch_all(&addresses, |_| initial.clone(), BTreeMap::new(), &extra)
@@ -41,7 +40,7 @@ impl Cluster {
     /// Like [`Cluster::start`], but every node reaches every other node through a proxy of its
     /// own, which [`Cluster::isolate`] cuts (clients still reach every node directly).
     pub async fn start_partitionable(size: u64, slot: u8) -> Self {
-        let addresses = free_addresses(size, slot);
+        let addresses = node_addresses(size, slot);
         let mut links = BTreeMap::new();
         for from in 1..=size {
             for to in 1..=size {
@@ -96,14 +95,13 @@ impl Cluster {
     /// added: see `Admin.AddNode`). Returns its id.
     pub fn launch_node(&mut self) -> u64 {
         let id = self.nodes.len() as u64 + 1;
-        let ip = self.nodes[0]
+        let slot = self.nodes[0]
             .address
-            .rsplit_once(':')
-            .map(|(ip, _)| ip.to_string())
-            .expect("HOST:PORT");
-        let listener = TcpListener::bind(format!("{ip}:0")).expect("bind a free port");
-        let address = listener.local_addr().expect("address").to_string();
-        drop(listener);
+            .strip_prefix("127.0.")
+            .and_then(|rest| rest.split('.').next())
+            .and_then(|slot| slot.parse().ok())
+            .expect("nodes listen on 127.0.<slot>.1");
+        let address = node_address(slot, id);
         let mut addresses: Vec<String> = self.nodes.iter().map(|n| n.address.clone()).collect();
         addresses.push(address.clone());
         let data = self.dir.path().join(format!("node-{id}"));
@@ -334,15 +332,22 @@ impl Cluster {
     }
 }
 
-/// Addresses free right now on `127.0.<slot>.1` (bound, read, released).
-fn free_addresses(size: u64, slot: u8) -> Vec<String> {
-    (0..size)
-        .map(|_| {
-            let listener =
-                TcpListener::bind(format!("127.0.{slot}.1:0")).expect("bind a free port");
-            listener.local_addr().expect("address").to_string()
-        })
-        .collect()
+/// Node `id` listens on port `NODE_PORT_BASE + id` of its cluster's address. The port is
+/// below the kernel's ephemeral range (32768 and up), which no connection's local port is
+/// taken from; the address is the test's own. A port picked by binding port 0 and letting it
+/// go (as before) could be taken by a connection in between: a node then failed to start with
+/// "Address already in use" under load.
+const NODE_PORT_BASE: u16 = 21_000;
+
+/// Node `id`'s address on `127.0.<slot>.1`.
+fn node_address(slot: u8, id: u64) -> String {
+    let port = NODE_PORT_BASE + u16::try_from(id).expect("a test cluster has few nodes");
+    format!("127.0.{slot}.1:{port}")
+}
+
+/// The addresses of nodes 1..=size on `127.0.<slot>.1`.
+fn node_addresses(size: u64, slot: u8) -> Vec<String> {
+    (1..=size).map(|id| node_address(slot, id)).collect()
 }
 
 /// `1=ADDRESS,2=ADDRESS,...`
