@@ -5,7 +5,9 @@
 //!
 //! Layout:
 //! - [`config`]: the server's configuration and its sources.
-//! - [`service`]: the `strata.v1` gRPC services; the only module that knows `tonic::Status`.
+//! - [`service`]: the `strata.v1` gRPC frontend; it only translates (protobuf <-> broker values,
+//!   `BrokerError` -> `tonic::Status` in `service::status`) and is the only module that knows
+//!   `tonic::Status`.
 //! - [`broker`]: topics, partitions, the controller's metadata, produce/fetch/admin logic.
 //! - [`peer`]: the node-to-node transport of raft messages (gRPC streams between nodes); a
 //!   stream speaks for one node, and each message must name it and this node.

@@ -7,12 +7,20 @@
 //! - this module: [`Broker`], which owns the local partitions, reconciles them with the
 //!   metadata, and serves produce, fetch, offset lookups and admin changes. It knows nothing of
 //!   gRPC: the service layer translates.
+//! - [`records`]: records to a batch for produce, stored batches to records for reads.
+//! - [`subscribe`]: subscriptions, paced by the consumer's credit.
+//! - [`fetch`]: fetches and offset lookups by topic, partition and start position.
+//! - [`describe`]: a topic's partitions as this node sees them.
 
 pub mod consumer_groups;
+pub mod describe;
 pub mod error;
+pub mod fetch;
 pub mod groups;
 pub mod metadata;
+pub mod records;
 mod restart;
+pub mod subscribe;
 
 use std::collections::{BTreeMap, HashMap};
 use std::future::Future;

@@ -1,0 +1,157 @@
+//! Reads on the Broker service: Fetch (long poll), Subscribe (a stream paced by credit, see
+//! [`broker::subscribe`](crate::broker::subscribe)) and ListOffsets, translated to and from
+//! [`Broker`](crate::broker::Broker) calls. Decoded replies carry [`pb::Record`]s, whose
+//! encoded size is what decoding budgets and subscription credit count ([`GrpcRecords`]).
+
+use prost::Message as _;
+use strata_proto::v1 as pb;
+use tokio_stream::StreamExt;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Status, Streaming};
+
+use super::status::{invalid, status};
+use super::{BoxStream, Service};
+use crate::broker::fetch::FetchLimits;
+use crate::broker::records::{ReplyRecord, decode_records};
+use crate::broker::{BrokerError, Position};
+use crate::storage::batch;
+
+/// Decoded records as the gRPC replies carry them.
+pub(super) struct GrpcRecords;
+
+impl ReplyRecord for GrpcRecords {
+    type Record = pb::Record;
+
+    fn from_decoded(record: batch::Record) -> pb::Record {
+        pb::Record {
+            offset: record.offset,
+            timestamp_ms: record.timestamp,
+            key: record.key,
+            value: record.value,
+            headers: record
+                .headers
+                .into_iter()
+                .map(|h| pb::RecordHeader {
+                    key: h.key,
+                    value: h.value,
+                })
+                .collect(),
+        }
+    }
+
+    /// A record's size in the reply: its field tag, length prefix and body.
+    fn reply_bytes(record: &pb::Record) -> usize {
+        1 + prost::length_delimiter_len(record.encoded_len()) + record.encoded_len()
+    }
+}
+
+fn position(start: Option<pb::StartPosition>) -> Position {
+    use pb::start_position::Position as P;
+    match start.and_then(|s| s.position) {
+        None | Some(P::Earliest(_)) => Position::Earliest,
+        Some(P::Latest(_)) => Position::Latest,
+        Some(P::Offset(offset)) => Position::Offset(offset),
+        Some(P::TimestampMs(timestamp)) => Position::Timestamp(timestamp),
+    }
+}
+
+impl Service {
+    pub(super) async fn fetch_reply(
+        &self,
+        request: pb::FetchRequest,
+    ) -> Result<pb::FetchResponse, Status> {
+        let limits = FetchLimits::new(request.max_wait_ms, request.min_bytes, request.max_bytes)
+            .map_err(status)?;
+        let (offset, fetched) = self
+            .broker()?
+            .fetch_at(
+                &request.topic,
+                request.partition,
+                position(request.start),
+                limits,
+            )
+            .await
+            .map_err(status)?;
+        let (batches, records, next_offset) = if request.decode {
+            // Decoded replies are budgeted by decoded bytes: the same max_bytes.
+            let decoded = decode_records::<GrpcRecords>(&fetched.batches, offset, limits.max_bytes)
+                .map_err(status)?;
+            let next_offset = decoded.stopped_at.unwrap_or(fetched.next_offset);
+            (Vec::new(), decoded.records, next_offset)
+        } else {
+            (fetched.batches, Vec::new(), fetched.next_offset)
+        };
+        Ok(pb::FetchResponse {
+            partition: request.partition,
+            batches,
+            records,
+            next_offset,
+            high_watermark: fetched.high_watermark,
+            log_start_offset: fetched.log_start_offset,
+        })
+    }
+
+    pub(super) async fn subscribe_stream(
+        &self,
+        mut inbound: Streaming<pb::SubscribeRequest>,
+    ) -> Result<BoxStream<pb::SubscribeResponse>, Status> {
+        use pb::subscribe_request::Request as R;
+        let start = match inbound.next().await {
+            Some(Ok(pb::SubscribeRequest {
+                request: Some(R::Start(start)),
+            })) => start,
+            Some(Err(error)) => return Err(error),
+            _ => return Err(invalid("the first message of a subscription must be start")),
+        };
+        // After start, only credit; a broken inbound stream counts as its end.
+        let credits = inbound.map_while(|message| match message {
+            Ok(pb::SubscribeRequest {
+                request: Some(R::Credit(credit)),
+            }) => Some(Ok(credit.bytes)),
+            Ok(_) => Some(Err(BrokerError::InvalidArgument(
+                "after start, a subscription takes only credit".to_string(),
+            ))),
+            Err(_) => None,
+        });
+        let chunks = self
+            .broker()?
+            .subscribe::<GrpcRecords, _>(
+                &start.topic,
+                start.partition,
+                position(start.start),
+                start.decode,
+                Box::pin(credits),
+            )
+            .map_err(status)?;
+        let replies = ReceiverStream::new(chunks).map(|chunk| {
+            chunk
+                .map(|chunk| pb::SubscribeResponse {
+                    batches: chunk.batches,
+                    records: chunk.records,
+                    next_offset: chunk.next_offset,
+                    high_watermark: chunk.high_watermark,
+                })
+                .map_err(status)
+        });
+        Ok(Box::pin(replies))
+    }
+
+    pub(super) fn list_offsets_reply(
+        &self,
+        request: pb::ListOffsetsRequest,
+    ) -> Result<pb::ListOffsetsResponse, Status> {
+        let listed = self
+            .broker()?
+            .list_offsets(
+                &request.topic,
+                request.partition,
+                position(request.position),
+            )
+            .map_err(status)?;
+        Ok(pb::ListOffsetsResponse {
+            offset: listed.offset,
+            log_start_offset: listed.log_start_offset,
+            high_watermark: listed.high_watermark,
+        })
+    }
+}

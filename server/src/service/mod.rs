@@ -1,0 +1,130 @@
+//! # Service: the gRPC face of the broker (`strata.v1`)
+//!
+//! Translates requests into [`Broker`] calls and [`BrokerError`]s into `tonic::Status`, and
+//! nothing more: batches are built and checked, reads decoded and subscriptions paced by the
+//! broker, so that another frontend calls the same API. This is the only module (with the
+//! peer transport) that knows tonic.
+//!
+//! - this module: [`Service`], which implements the three services over one broker (the
+//!   Broker service's methods delegate to `produce` and `consume`).
+//! - [`status`]: every [`BrokerError`] as a status with its stable `strata-error-code`.
+//! - `produce`: Produce and ProduceStream.
+//! - `consume`: Fetch, Subscribe and ListOffsets.
+//! - `admin`: the Admin service (topics and cluster).
+//! - `groups`: the Groups service (consumer groups).
+//! - `remote`: calls to other nodes that the broker is handed as functions.
+//! - [`request_limit`]: the produce request size limit, answered with Strata's error code
+//!   instead of tonic's own refusal.
+
+mod admin;
+mod consume;
+mod groups;
+mod produce;
+mod remote;
+pub mod request_limit;
+pub mod status;
+
+use std::pin::Pin;
+use std::sync::Arc;
+
+use futures::Stream;
+use strata_proto::v1 as pb;
+use strata_proto::v1::broker_server::Broker as BrokerService;
+use tokio::sync::watch;
+use tonic::{Request, Response, Status, Streaming};
+
+pub use produce::STREAM_IN_FLIGHT_MAX;
+pub use remote::controller_high_watermark_at;
+pub use status::status;
+
+use crate::broker::{Broker, BrokerError};
+
+/// Whether a node is alive (heard from recently); the peer transport knows.
+pub type Liveness = Arc<dyn Fn(u64) -> bool + Send + Sync>;
+
+/// The `strata.v1` services over one broker.
+#[derive(Clone)]
+pub struct Service {
+    /// `None` while the node starts (its controller has no leader yet): requests are answered
+    /// UNAVAILABLE meanwhile, while the peer service already carries raft traffic.
+    broker: watch::Receiver<Option<Arc<Broker>>>,
+    alive: Liveness,
+}
+
+impl Service {
+    pub fn new(broker: watch::Receiver<Option<Arc<Broker>>>, alive: Liveness) -> Self {
+        Self { broker, alive }
+    }
+
+    fn broker(&self) -> Result<Arc<Broker>, Status> {
+        self.broker.borrow().clone().ok_or_else(|| {
+            status(BrokerError::Unavailable(
+                "the node is starting: metadata not loaded yet (waiting for the cluster's \
+                 controller to have a leader and for this node's metadata to catch up with it): \
+                 retry shortly"
+                    .to_string(),
+            ))
+        })
+    }
+}
+
+type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
+
+#[tonic::async_trait]
+impl BrokerService for Service {
+    async fn produce(
+        &self,
+        request: Request<pb::ProduceRequest>,
+    ) -> Result<Response<pb::ProduceResponse>, Status> {
+        Ok(Response::new(
+            self.produce_reply(request.into_inner()).await?,
+        ))
+    }
+
+    type ProduceStreamStream = BoxStream<pb::ProduceResponse>;
+
+    async fn produce_stream(
+        &self,
+        request: Request<Streaming<pb::ProduceRequest>>,
+    ) -> Result<Response<Self::ProduceStreamStream>, Status> {
+        Ok(Response::new(self.produce_replies(request.into_inner())?))
+    }
+
+    async fn fetch(
+        &self,
+        request: Request<pb::FetchRequest>,
+    ) -> Result<Response<pb::FetchResponse>, Status> {
+        Ok(Response::new(self.fetch_reply(request.into_inner()).await?))
+    }
+
+    type SubscribeStream = BoxStream<pb::SubscribeResponse>;
+
+    async fn subscribe(
+        &self,
+        request: Request<Streaming<pb::SubscribeRequest>>,
+    ) -> Result<Response<Self::SubscribeStream>, Status> {
+        Ok(Response::new(
+            self.subscribe_stream(request.into_inner()).await?,
+        ))
+    }
+
+    async fn list_offsets(
+        &self,
+        request: Request<pb::ListOffsetsRequest>,
+    ) -> Result<Response<pb::ListOffsetsResponse>, Status> {
+        Ok(Response::new(
+            self.list_offsets_reply(request.into_inner())?,
+        ))
+    }
+
+    async fn init_producer_id(
+        &self,
+        _request: Request<pb::InitProducerIdRequest>,
+    ) -> Result<Response<pb::InitProducerIdResponse>, Status> {
+        let producer_id = self.broker()?.init_producer_id().await.map_err(status)?;
+        Ok(Response::new(pb::InitProducerIdResponse {
+            producer_id,
+            producer_epoch: 0,
+        }))
+    }
+}
