@@ -756,23 +756,19 @@ impl Broker {
                     .read()
                     .expect("metadata lock poisoned")
                     .next_producer_id;
-                match self
-                    .propose_metadata(Command::AllocateProducerIds {
-                        node: self.node_id,
-                        first,
-                    })
-                    .await
-                {
+                let command = Command::AllocateProducerIds {
+                    node: self.node_id,
+                    first,
+                };
+                match self.propose_command(&command).await? {
                     Ok(()) => {
                         *ids = first..first + metadata::PRODUCER_ID_BLOCK;
                         break;
                     }
-                    Err(BrokerError::Storage(reason))
-                        if reason == metadata::PRODUCER_IDS_TAKEN && attempts < 10 =>
-                    {
+                    Err(metadata::CommandRefusal::ProducerIdsTaken) if attempts < 10 => {
                         attempts += 1;
                     }
-                    Err(error) => return Err(error),
+                    Err(refusal) => return Err(BrokerError::Storage(refusal.to_string())),
                 }
             }
         }

@@ -195,16 +195,28 @@ impl Command {
     }
 }
 
-/// Why a command was refused when applied.
-pub const TOPIC_EXISTS: &str = "topic already exists";
-pub const TOPIC_MISSING: &str = "unknown topic";
-pub const GROUP_MISSING: &str = "unknown group";
-pub const OFFSETS_RESET: &str = "the group's offsets were reset";
-pub const PRODUCER_IDS_TAKEN: &str = "producer id block already taken";
+/// Why the controller refused a command when it applied it: the outcome its proposer gets
+/// back, typed, through the driver.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CommandRefusal {
+    #[error("topic already exists")]
+    TopicExists,
+    #[error("unknown topic")]
+    TopicMissing,
+    #[error("unknown group")]
+    GroupMissing,
+    #[error("the group's offsets were reset")]
+    OffsetsReset,
+    #[error("producer id block already taken")]
+    ProducerIdsTaken,
+    /// The entry did not decode as commands (the reason); no honest proposer writes one.
+    #[error("{0}")]
+    Undecodable(String),
+}
 
 impl Metadata {
     /// Applies `command`; deterministic.
-    pub fn apply(&mut self, command: Command) -> Result<(), String> {
+    pub fn apply(&mut self, command: Command) -> Result<(), CommandRefusal> {
         match command {
             Command::RegisterNode(node) => {
                 self.nodes.insert(node.id, node);
@@ -218,7 +230,7 @@ impl Metadata {
                 now_ms,
             } => {
                 if self.topics.contains_key(&name) {
-                    return Err(TOPIC_EXISTS.to_string());
+                    return Err(CommandRefusal::TopicExists);
                 }
                 self.next_topic_id += 1;
                 let topic = Topic {
@@ -236,7 +248,7 @@ impl Metadata {
             Command::DeleteTopic { name } => {
                 self.topics
                     .remove(&name)
-                    .ok_or_else(|| TOPIC_MISSING.to_string())?;
+                    .ok_or(CommandRefusal::TopicMissing)?;
                 // Offsets of a deleted topic mean nothing for a topic re-created by that name.
                 for group in self.groups.values_mut() {
                     group.offsets.remove(&name);
@@ -251,7 +263,7 @@ impl Metadata {
             } => {
                 let current = self.groups.get(&group).map_or(0, |g| g.generation);
                 if current != generation {
-                    return Err(OFFSETS_RESET.to_string());
+                    return Err(CommandRefusal::OffsetsReset);
                 }
                 self.store_offsets(group, offsets, now_ms);
                 Ok(())
@@ -269,7 +281,7 @@ impl Metadata {
                 .groups
                 .remove(&group)
                 .map(|_| ())
-                .ok_or_else(|| GROUP_MISSING.to_string()),
+                .ok_or(CommandRefusal::GroupMissing),
             Command::ReassignReplicas {
                 name,
                 partition,
@@ -278,7 +290,7 @@ impl Metadata {
                 let topic = self
                     .topics
                     .get_mut(&name)
-                    .ok_or_else(|| TOPIC_MISSING.to_string())?;
+                    .ok_or(CommandRefusal::TopicMissing)?;
                 if let Some(slot) = topic.replicas.get_mut(partition as usize) {
                     let previous = std::mem::replace(slot, replicas);
                     topic.previous_replicas.insert(partition, previous);
@@ -291,7 +303,7 @@ impl Metadata {
             }
             Command::AllocateProducerIds { first, .. } => {
                 if first != self.next_producer_id {
-                    return Err(PRODUCER_IDS_TAKEN.to_string());
+                    return Err(CommandRefusal::ProducerIdsTaken);
                 }
                 self.next_producer_id = first + PRODUCER_ID_BLOCK;
                 Ok(())
@@ -300,7 +312,7 @@ impl Metadata {
                 let topic = self
                     .topics
                     .get_mut(&name)
-                    .ok_or_else(|| TOPIC_MISSING.to_string())?;
+                    .ok_or(CommandRefusal::TopicMissing)?;
                 topic.config = config;
                 Ok(())
             }
@@ -458,13 +470,19 @@ impl Controller {
 }
 
 impl StateMachine for Controller {
-    fn apply(&mut self, entry: &Entry, _next_offset: u64) -> Result<(), String> {
-        let records = decode_records(&entry.data).map_err(|e| e.to_string())?;
+    type Outcome = Result<(), CommandRefusal>;
+    /// The controller takes every proposal into its log; refusals come when applied.
+    type Refusal = std::convert::Infallible;
+
+    fn apply(&mut self, entry: &Entry, _next_offset: u64) -> Result<(), CommandRefusal> {
+        let undecodable = |error: String| CommandRefusal::Undecodable(error);
+        let records = decode_records(&entry.data).map_err(|e| undecodable(e.to_string()))?;
         let mut outcome = Ok(());
         let mut metadata = self.metadata.write().expect("metadata lock poisoned");
         for record in records {
             let value = record.value.unwrap_or_default();
-            let command: Command = serde_json::from_slice(&value).map_err(|e| e.to_string())?;
+            let command: Command =
+                serde_json::from_slice(&value).map_err(|e| undecodable(e.to_string()))?;
             outcome = metadata.apply(command);
         }
         metadata.applied_index = entry.index;
@@ -551,7 +569,7 @@ mod tests {
             now_ms: 7,
         };
         assert_eq!(a.apply(create.clone()), Ok(()));
-        assert_eq!(a.apply(create.clone()), Err(TOPIC_EXISTS.to_string()));
+        assert_eq!(a.apply(create.clone()), Err(CommandRefusal::TopicExists));
         let mut b = Metadata::default();
         b.apply(create).expect("create");
         assert_eq!(a, b);
@@ -560,7 +578,7 @@ mod tests {
             a.apply(Command::DeleteTopic {
                 name: "x".to_string()
             }),
-            Err(TOPIC_MISSING.to_string())
+            Err(CommandRefusal::TopicMissing)
         );
     }
 
@@ -606,7 +624,7 @@ mod tests {
         .expect("reset");
         assert_eq!(m.groups["g"].generation, 1);
         // A commit from before the reset is refused and changes nothing.
-        assert_eq!(m.apply(commit(0, 20)), Err(OFFSETS_RESET.to_string()));
+        assert_eq!(m.apply(commit(0, 20)), Err(CommandRefusal::OffsetsReset));
         assert_eq!(m.groups["g"].offsets["t"][&0].offset, 3);
         m.apply(commit(1, 21)).expect("commit after reset");
         assert_eq!(m.groups["g"].offsets["t"][&0].offset, 21);
@@ -624,7 +642,7 @@ mod tests {
             m.apply(Command::DeleteGroup {
                 group: "g".to_string()
             }),
-            Err(GROUP_MISSING.to_string())
+            Err(CommandRefusal::GroupMissing)
         );
     }
 
@@ -635,7 +653,7 @@ mod tests {
             .expect("first block");
         assert_eq!(
             m.apply(Command::AllocateProducerIds { node: 2, first: 0 }),
-            Err(PRODUCER_IDS_TAKEN.to_string())
+            Err(CommandRefusal::ProducerIdsTaken)
         );
         m.apply(Command::AllocateProducerIds {
             node: 2,

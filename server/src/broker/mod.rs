@@ -34,11 +34,11 @@ use raft::prelude::Entry;
 use tokio::sync::watch;
 
 pub use error::BrokerError;
-use metadata::{Command, Controller, Metadata, Node, Topic, TopicConfig};
+use metadata::{Command, CommandRefusal, Controller, Metadata, Node, Topic, TopicConfig};
 
-use crate::replication::{DriverHandle, GroupId, GroupSpec, ProposeError, StateMachine};
+use crate::replication::{Admission, DriverHandle, GroupId, GroupSpec, ProposeError, StateMachine};
 use crate::storage::batch::{BatchHeader, DECOMPRESSED_BYTES_MAX, validate_batch};
-use crate::storage::producers::{Admission, ProducerTable, SequenceError};
+use crate::storage::producers::{self, BatchState, ProducerTable, SequenceError};
 use crate::storage::{self, LogConfig, PartitionLog, RetentionPolicy};
 
 /// The controller's raft group.
@@ -130,7 +130,12 @@ impl PartitionMachine {
 }
 
 impl StateMachine for PartitionMachine {
-    fn apply(&mut self, entry: &Entry, next_offset: u64) -> Result<(), String> {
+    /// A partition's apply cannot fail: its state is its log, already written.
+    type Outcome = ();
+    /// A producer's batch out of sequence, or of a fenced epoch.
+    type Refusal = SequenceError;
+
+    fn apply(&mut self, entry: &Entry, next_offset: u64) {
         if let Ok(header) = BatchHeader::parse(&entry.data) {
             self.producers.stored(&header, next_offset, 0);
         }
@@ -146,14 +151,28 @@ impl StateMachine for PartitionMachine {
                 tracing::warn!(dir = %dir.display(), %error, "writing the producer snapshot failed");
             }
         }
-        Ok(())
     }
 
-    fn admit(&mut self, data: &[u8], proposal: u64) -> Result<Admission, SequenceError> {
-        match BatchHeader::parse(data) {
-            Ok(header) => self.producers.admit(&header, proposal),
-            Err(_) => Ok(Admission::Append),
-        }
+    /// The producer table's answer, in replication's terms: a retry of a stored batch is
+    /// answered as that entry, a retry of one in flight as that proposal.
+    fn admit(&mut self, data: &[u8], proposal: u64) -> Result<Admission<()>, SequenceError> {
+        let Ok(header) = BatchHeader::parse(data) else {
+            return Ok(Admission::Append);
+        };
+        Ok(match self.producers.admit(&header, proposal)? {
+            producers::Admission::Append => Admission::Append,
+            producers::Admission::Duplicate(BatchState::Stored {
+                next_offset,
+                raft_index,
+            }) => Admission::Duplicate {
+                raft_index,
+                next_offset,
+                outcome: (),
+            },
+            producers::Admission::Duplicate(BatchState::InFlight(original)) => {
+                Admission::DuplicateOf(original)
+            }
+        })
     }
 
     fn dropped(&mut self, proposal: u64) {
@@ -331,7 +350,7 @@ impl Broker {
                 id: CONTROLLER_GROUP,
                 log: Arc::new(RwLock::new(log)),
                 voters: cluster.keys().copied().collect(),
-                machine: Box::new(controller),
+                machine: controller,
                 applied,
                 replay_committed: true,
                 high_watermark,
@@ -979,7 +998,7 @@ impl Broker {
                 id: group,
                 log: log.clone(),
                 voters,
-                machine: Box::new(PartitionMachine::new(config, log.clone())),
+                machine: PartitionMachine::new(config, log.clone()),
                 applied: 0,
                 replay_committed: false,
                 high_watermark: high_watermark_tx,
@@ -1009,6 +1028,34 @@ impl Broker {
     }
 
     async fn propose_metadata(&self, command: Command) -> Result<(), BrokerError> {
+        // Wait until this node has applied it (it has: the proposer applies before replying).
+        self.propose_command(&command)
+            .await?
+            .map_err(|refusal| match refusal {
+                CommandRefusal::TopicExists => BrokerError::TopicExists(command_subject(&command)),
+                CommandRefusal::TopicMissing => {
+                    BrokerError::UnknownTopic(command_subject(&command))
+                }
+                CommandRefusal::GroupMissing => {
+                    BrokerError::UnknownGroup(command_subject(&command))
+                }
+                CommandRefusal::OffsetsReset => BrokerError::StaleMemberEpoch(format!(
+                    "the offsets of group {:?} were reset after this member's last heartbeat: \
+                     heartbeat, then continue from the new committed offsets",
+                    command_subject(&command)
+                )),
+                refusal @ (CommandRefusal::ProducerIdsTaken | CommandRefusal::Undecodable(_)) => {
+                    BrokerError::Storage(refusal.to_string())
+                }
+            })
+    }
+
+    /// Proposes `command` to the controller and waits until it is committed and applied here;
+    /// returns the controller's refusal, if it refused the command.
+    async fn propose_command(
+        &self,
+        command: &Command,
+    ) -> Result<Result<(), CommandRefusal>, BrokerError> {
         let batch = command.to_batch(crate::now_ms());
         // The controller's log refuses a batch beyond its limit, which raft would take as a
         // storage failure: refuse it here instead.
@@ -1016,30 +1063,19 @@ impl Broker {
             return Err(BrokerError::InvalidArgument(format!(
                 "the change for {} is {} bytes encoded, more than the controller takes in one \
                  change ({CONTROLLER_SEGMENT_BYTES} bytes)",
-                command_subject(&command),
+                command_subject(command),
                 batch.len()
             )));
         }
         let committed = self
             .driver
-            .propose(CONTROLLER_GROUP, batch)
+            .propose::<Controller>(CONTROLLER_GROUP, batch)
             .await
             .map_err(|e| self.controller_error(e))?;
-        // Wait until this node has applied it (it has: the proposer applies before replying).
-        committed.outcome.map_err(|reason| match reason.as_str() {
-            metadata::TOPIC_EXISTS => BrokerError::TopicExists(command_subject(&command)),
-            metadata::TOPIC_MISSING => BrokerError::UnknownTopic(command_subject(&command)),
-            metadata::GROUP_MISSING => BrokerError::UnknownGroup(command_subject(&command)),
-            metadata::OFFSETS_RESET => BrokerError::StaleMemberEpoch(format!(
-                "the offsets of group {:?} were reset after this member's last heartbeat: \
-                 heartbeat, then continue from the new committed offsets",
-                command_subject(&command)
-            )),
-            _ => BrokerError::Storage(reason),
-        })
+        Ok(committed.outcome)
     }
 
-    fn propose_error(&self, error: ProposeError) -> BrokerError {
+    fn propose_error(&self, error: ProposeError<SequenceError>) -> BrokerError {
         propose_error(&self.metadata, error)
     }
 
@@ -1065,7 +1101,7 @@ impl Broker {
                     .filter(|address| !address.is_empty());
                 BrokerError::NotControllerLeader { leader_id, address }
             }
-            other => self.propose_error(other),
+            other => self.propose_error(other.map_refusal(|never| match never {})),
         }
     }
 
@@ -1331,7 +1367,7 @@ impl Broker {
         let count = header.offset_count();
         let committed = self
             .driver
-            .submit(replica.group, batch)
+            .submit::<PartitionMachine>(replica.group, batch)
             .map_err(|e| self.propose_error(e))?;
         let metadata = self.metadata.clone();
         Ok(async move {
@@ -1345,7 +1381,6 @@ impl Broker {
                     ))
                 })?
                 .map_err(|e| propose_error(&metadata, e))?;
-            committed.outcome.map_err(BrokerError::Storage)?;
             Ok(Produced {
                 partition,
                 base_offset: committed.next_offset - count,
@@ -1468,7 +1503,7 @@ fn missing_replica(node_id: u64, replicas: &[u64]) -> MissingReplica {
     }
 }
 
-fn propose_error(metadata: &RwLock<Metadata>, error: ProposeError) -> BrokerError {
+fn propose_error(metadata: &RwLock<Metadata>, error: ProposeError<SequenceError>) -> BrokerError {
     match error {
         ProposeError::NotLeader { leader_id: 0 } => BrokerError::Unavailable(
             "no leader is known right now (an election is running): retry shortly".to_string(),
@@ -1489,7 +1524,7 @@ fn propose_error(metadata: &RwLock<Metadata>, error: ProposeError) -> BrokerErro
         ProposeError::ShuttingDown => BrokerError::ShuttingDown,
         ProposeError::Dropped(reason) => BrokerError::Unavailable(reason),
         ProposeError::Stopped(_) => BrokerError::Unavailable(error.to_string()),
-        ProposeError::Sequence(SequenceError::OutOfOrder {
+        ProposeError::Refused(SequenceError::OutOfOrder {
             producer_id,
             expected,
             got,
@@ -1498,7 +1533,7 @@ fn propose_error(metadata: &RwLock<Metadata>, error: ProposeError) -> BrokerErro
             expected,
             got,
         },
-        ProposeError::Sequence(error @ SequenceError::StaleEpoch { .. }) => {
+        ProposeError::Refused(error @ SequenceError::StaleEpoch { .. }) => {
             BrokerError::InvalidProducerEpoch(error.to_string())
         }
     }

@@ -2,19 +2,38 @@
 //!
 //! - [`raft_storage`]: `raft::Storage` over a [`PartitionLog`](crate::storage::PartitionLog) plus
 //!   the group's hard state file; the partition log is the raft log.
-//! - [`driver`]: the thread that owns and drives every local group: ticks, proposals matched to
-//!   replies by id, the Ready loop with group-commit fsync, committed entries applied through
-//!   each group's [`StateMachine`](driver::StateMachine).
+//! - [`machine`]: the interface to each group's [`StateMachine`]: admission
+//!   ([`Admission`]), typed outcomes and refusals, erased inside the driver.
+//! - [`handle`]: the async side, [`DriverHandle`]: groups added and removed, proposals
+//!   answered with [`Committed`] or [`ProposeError`], peers' messages stepped.
+//! - [`group`]: one group as the driver holds it, and group ids.
+//! - [`driver`]: the thread that owns and drives every local group: ticks, commands,
+//!   admission of proposals, proposals matched to replies by id.
+//! - `ready`: the Ready round with group-commit fsync; committed entries applied through the
+//!   machines, invariants asserted.
+//! - `membership`: voters moved toward the metadata's replicas; leadership hand-over.
+//! - `quiescence`: idle groups stop ticking; leaders balanced toward preferred nodes.
+//! - `lost_log`: the protocol patch for a node whose disk was wiped.
 //! - [`validate`]: what a peer's raft message must satisfy before a group steps it.
 //!
-//! This layer knows nothing of gRPC or topics: a group is an id, a log and a state machine.
+//! This layer knows nothing of gRPC, topics or producers: a group is an id, a log and a state
+//! machine whose outcomes it carries typed.
 
 pub mod driver;
+pub mod group;
+pub mod handle;
+mod lost_log;
+pub mod machine;
+mod membership;
+mod quiescence;
 pub mod raft_storage;
+mod ready;
 #[cfg(test)]
 mod simulation;
 pub mod validate;
 
-pub use driver::{
-    Committed, DriverHandle, GroupId, GroupSpec, NoPeers, Outbox, ProposeError, StateMachine,
+pub use group::GroupId;
+pub use handle::{
+    Committed, ConfChangeOutcome, DriverHandle, GroupSpec, NoPeers, Outbox, ProposeError, Proposed,
 };
+pub use machine::{Admission, StateMachine};

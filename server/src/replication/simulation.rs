@@ -44,7 +44,9 @@ use bytes::Bytes;
 use raft::prelude::{Entry, EntryType, Message};
 use tokio::sync::{oneshot, watch};
 
-use super::driver::{Command, Driver};
+use super::driver::Driver;
+use super::handle::Command;
+use super::machine::{ErasedResult, typed};
 use super::{Committed, GroupId, GroupSpec, Outbox, ProposeError, StateMachine};
 use crate::broker::PartitionMachine;
 use crate::broker::metadata::TopicConfig;
@@ -113,9 +115,10 @@ impl Outbox for SimOutbox {
 pub(super) struct LogMachine;
 
 impl StateMachine for LogMachine {
-    fn apply(&mut self, _entry: &Entry, _next_offset: u64) -> Result<(), String> {
-        Ok(())
-    }
+    type Outcome = ();
+    type Refusal = std::convert::Infallible;
+
+    fn apply(&mut self, _entry: &Entry, _next_offset: u64) {}
 
     fn restore(&mut self, _data: &Bytes) -> Result<(), String> {
         Ok(())
@@ -168,10 +171,10 @@ impl Node {
                 id: GROUP,
                 log: log.clone(),
                 voters: voters.to_vec(),
-                machine: Box::new(PartitionMachine::new(
+                machine: PartitionMachine::new(
                     Arc::new(RwLock::new(TopicConfig::default())),
                     log.clone(),
-                )),
+                ),
                 applied: 0,
                 replay_committed: false,
                 high_watermark,
@@ -287,7 +290,7 @@ struct Simulation {
     reachability: Arc<Mutex<Reachability>>,
     /// Nodes on the other side of a partition from the rest, if any.
     partitioned: BTreeSet<u64>,
-    proposals: Vec<(oneshot::Receiver<Result<Committed, ProposeError>>, Sent)>,
+    proposals: Vec<(oneshot::Receiver<ErasedResult>, Sent)>,
     producers: Vec<Producer>,
     /// Committed records by offset, as any node has shown them.
     committed: BTreeMap<u64, Bytes>,
@@ -636,9 +639,9 @@ impl Simulation {
     fn collect_acknowledgements(&mut self) {
         let mut still = Vec::new();
         for (mut receiver, sent) in std::mem::take(&mut self.proposals) {
-            match receiver.try_recv() {
+            match receiver.try_recv().map(typed::<(), SequenceError>) {
                 Ok(Ok(committed)) => self.acknowledge(&committed, &sent),
-                Ok(Err(ProposeError::Sequence(SequenceError::OutOfOrder {
+                Ok(Err(ProposeError::Refused(SequenceError::OutOfOrder {
                     expected: 0, ..
                 }))) => {
                     // The partition does not know the producer (its batches never reached
@@ -667,7 +670,7 @@ impl Simulation {
 
     /// An acknowledgement: every record of the batch is committed at the offsets it names
     /// (a retried copy is answered with the original's); the producer moves on.
-    fn acknowledge(&mut self, committed: &Committed, sent: &Sent) {
+    fn acknowledge(&mut self, committed: &Committed<()>, sent: &Sent) {
         let values = sent.values();
         let base = committed.next_offset - values.len() as u64;
         for (offset, value) in (base..).zip(&values) {

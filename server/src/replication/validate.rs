@@ -66,7 +66,7 @@ pub fn check(
     // controller's membership changes only by conf changes its nodes replicate among
     // themselves, so a lagging controller replica has the same need; its joining nodes are in
     // its metadata, which this layer does not see: the controller takes any node.
-    let member = id == super::driver::CONTROLLER
+    let member = id == super::group::CONTROLLER
         || raft.prs().get(from).is_some()
         || desired_voters.is_some_and(|voters| voters.contains(&from));
     if !member {
@@ -291,7 +291,7 @@ mod tests {
         // The controller hears from any node (its joining nodes are in its metadata).
         assert_eq!(
             super::check(
-                crate::replication::driver::CONTROLLER,
+                crate::replication::group::CONTROLLER,
                 &node,
                 None,
                 1 << 20,

@@ -1,0 +1,166 @@
+//! One raft group as the driver holds it: its identity ([`GroupId`], the [`CONTROLLER`]'s),
+//! its raft node and machine, the proposals waiting for their entries to commit (matched by the
+//! proposal id carried in each entry's context), and the bookkeeping shared by the driver's
+//! concerns (what was appended, whether the machine knows it leads, when it last did anything).
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+
+use raft::prelude::Entry;
+use raft::{RawNode, StateRole};
+use tokio::sync::watch;
+
+use super::handle::{Committed, ProposeError, Reply};
+use super::machine::{AnyMachine, Erased, ErasedResult};
+use super::raft_storage::RaftStorage;
+
+/// Identifies a raft group on this node: 0 is the controller, partitions are
+/// `topic_id << 32 | partition`.
+pub type GroupId = u64;
+
+/// The controller's group: never quiet (its heartbeats keep every node's liveness fresh), and
+/// it hears from any node (its joining nodes are in its metadata, which this layer does not see).
+pub const CONTROLLER: GroupId = 0;
+
+/// A proposal raft took, waiting for its entry to commit.
+pub(super) struct Pending {
+    pub(super) reply: Reply,
+    /// Replies owed to retries of the same batch that came while it was in flight.
+    pub(super) duplicates: Vec<Reply>,
+}
+
+impl Pending {
+    /// Answers the proposal and every retry of it with `result`.
+    pub(super) fn resolve(self, result: ErasedResult) {
+        for duplicate in self.duplicates {
+            let _ = duplicate.send(result.clone());
+        }
+        let _ = self.reply.send(result);
+    }
+}
+
+pub(super) struct Group {
+    pub(super) node: RawNode<RaftStorage>,
+    pub(super) machine: Box<dyn AnyMachine>,
+    pub(super) pending: HashMap<u64, Pending>,
+    /// Answers to retried batches whose original is in the log but not committed yet, by the
+    /// original's raft index.
+    pub(super) waiting: BTreeMap<u64, Vec<(Reply, Committed<Erased>)>>,
+    /// Entries appended but not applied yet: (raft index, offset after it, proposal id), in
+    /// raft-index order, each index one more than the one before. The proposal id travels in
+    /// the entry's context, which the log does not store, so it is remembered here when raft
+    /// hands the entry over for persistence.
+    pub(super) appended: VecDeque<(u64, u64, Option<u64>)>,
+    /// The raft index of the last entry applied through the machine (or taken as applied:
+    /// the start, a snapshot). Entries apply one after another from here.
+    pub(super) applied: u64,
+    pub(super) high_watermark: watch::Sender<u64>,
+    pub(super) leader: watch::Sender<u64>,
+    pub(super) in_sync: watch::Sender<Vec<u64>>,
+    pub(super) preferred_leader: Option<u64>,
+    pub(super) stopped: Option<tokio::sync::mpsc::UnboundedSender<(GroupId, String)>>,
+    /// Ticks since the group last did anything but heartbeats.
+    pub(super) idle_ticks: u64,
+    /// The voters the group should have, when told (see `DriverHandle::set_voters`).
+    pub(super) desired_voters: Option<Vec<u64>>,
+    /// The log was written and needs an fsync this round.
+    pub(super) dirty: bool,
+    pub(super) applied_since_snapshot: u64,
+    /// Whether the machine was told it leads (see [`sync_leadership`]).
+    pub(super) machine_leads: bool,
+}
+
+/// The voters of a group's applied configuration, sorted.
+pub(super) fn current_voters(node: &RawNode<RaftStorage>) -> Vec<u64> {
+    let mut voters: Vec<u64> = node.raft.prs().conf().voters().ids().iter().collect();
+    voters.sort_unstable();
+    voters
+}
+
+/// Whether `node_id` is the group's only voter.
+pub(super) fn alone(node: &RawNode<RaftStorage>, node_id: u64) -> bool {
+    let voters = node.raft.prs().conf().voters().ids();
+    voters.len() == 1 && voters.contains(node_id)
+}
+
+/// Remembers a proposal raft took (its reply comes when it commits), or answers at once when
+/// raft refused it.
+pub(super) fn track(group: &mut Group, proposal: u64, proposed: raft::Result<()>, reply: Reply) {
+    group.idle_ticks = 0;
+    match proposed {
+        Ok(()) => {
+            let previous = group.pending.insert(
+                proposal,
+                Pending {
+                    reply,
+                    duplicates: Vec::new(),
+                },
+            );
+            assert!(previous.is_none(), "proposal id {proposal} used twice");
+        }
+        Err(error) => {
+            let _ = reply.send(Err(ProposeError::Dropped(error.to_string())));
+        }
+    }
+}
+
+/// Fails every proposal the group owes an answer, and every retry waiting on one.
+pub(super) fn fail_pending(group: &mut Group, error: ProposeError<Erased>) {
+    for (_, pending) in group.pending.drain() {
+        pending.resolve(Err(error.clone()));
+    }
+    for (_, waiters) in std::mem::take(&mut group.waiting) {
+        for (reply, _) in waiters {
+            let _ = reply.send(Err(error.clone()));
+        }
+    }
+}
+
+/// Tells the group's machine when raft's role changed from leading to not leading or back.
+///
+/// Raft changes role inside `step` (a vote response makes a candidate leader), and a proposal
+/// may be handled right after in the same round, before the Ready that announces the change.
+/// So this runs before every admission as well as on each soft-state change: a new leader
+/// must admit against the producer state rebuilt from its log, never the follower's view,
+/// which lacks the uncommitted tail (a retried batch whose original sits there would be
+/// stored twice). Raft's log is persisted by then: raft-rs makes a node leader only when its
+/// whole log is.
+///
+/// # Errors
+/// The machine could not rebuild its state: the group must stop.
+pub(super) fn sync_leadership(group: &mut Group) -> Result<(), String> {
+    let leads = group.node.raft.state == StateRole::Leader;
+    if leads != group.machine_leads {
+        let committed = group.node.raft.raft_log.committed;
+        group.machine.leadership(leads, committed)?;
+        group.machine_leads = leads;
+    }
+    Ok(())
+}
+
+/// The proposal id a leader put in an entry's context.
+pub(super) fn proposal_id(entry: &Entry) -> Option<u64> {
+    let bytes: [u8; 8] = entry.context.get(..8)?.try_into().ok()?;
+    (entry.context.len() == 8).then(|| u64::from_be_bytes(bytes))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Only an eight-byte context is a proposal id: a leader's empty entry, or a context of
+    /// another length, names no proposal.
+    #[test]
+    fn proposal_ids_come_from_eight_byte_contexts() {
+        let entry = |context: &[u8]| Entry {
+            context: context.to_vec().into(),
+            ..Entry::default()
+        };
+        assert_eq!(
+            proposal_id(&entry(&(1u64 << 40 | 7).to_be_bytes())),
+            Some(1 << 40 | 7)
+        );
+        assert_eq!(proposal_id(&entry(&[])), None);
+        assert_eq!(proposal_id(&entry(&[0; 7])), None);
+        assert_eq!(proposal_id(&entry(&[0; 9])), None);
+    }
+}

@@ -1,0 +1,220 @@
+//! The interface between the driver and the state machine of each group: what a machine is
+//! asked (admit a proposal, apply a committed entry, take over as leader, restore a snapshot),
+//! the typed answers it gives ([`Admission`], its `Outcome` and `Refusal`), and how the driver
+//! holds machines of different types in one map (an object-safe [`AnyMachine`] implemented for
+//! every [`StateMachine`], whose typed values travel as [`Erased`] and are downcast again on the
+//! caller's side, see [`typed`]).
+//!
+//! This layer knows nothing of producers, topics or the controller's commands: a partition maps
+//! its producer table's answer onto [`Admission`], the controller its refusals onto `Outcome`.
+
+use std::any::Any;
+use std::fmt::Debug;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use raft::prelude::Entry;
+
+use super::handle::{Committed, ProposeError};
+use crate::storage::RetentionPolicy;
+
+/// How the leader takes a proposal in, decided by the group's machine in submission order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Admission<O> {
+    /// A new proposal: it enters the log.
+    Append,
+    /// A retry of an entry already in the log at `raft_index`, after which the partition holds
+    /// offsets below `next_offset`: answered as that entry (with `outcome`) once it is
+    /// committed, without appending again.
+    Duplicate {
+        raft_index: u64,
+        next_offset: u64,
+        outcome: O,
+    },
+    /// A retry of the proposal with this id, still in flight: answered as that proposal.
+    DuplicateOf(u64),
+}
+
+/// What a group's owner does with its entries.
+///
+/// `Outcome` is what applying a committed entry tells its proposer; `Refusal` is why the
+/// machine refuses a proposal at admission, before it enters the log. Both reach the caller of
+/// [`DriverHandle::propose`](super::DriverHandle::propose) typed.
+pub trait StateMachine: Send + 'static {
+    /// What applying an entry tells its proposer.
+    type Outcome: Clone + Debug + Send + Sync + 'static;
+    /// Why a proposal is refused before it enters the log.
+    type Refusal: Clone + Debug + Send + Sync + 'static;
+
+    /// Applies the committed entry `entry` (raft index `entry.index`), after which the partition
+    /// holds offsets below `next_offset`. Returns the outcome reported to the proposer.
+    /// Deterministic: every replica applies the same entries to the same effect.
+    fn apply(&mut self, entry: &Entry, next_offset: u64) -> Self::Outcome;
+
+    /// Replaces the state with the one a leader's snapshot carries (`data` is the owner's part).
+    ///
+    /// # Errors
+    /// The data cannot be read: the group stops.
+    fn restore(&mut self, data: &Bytes) -> Result<(), String>;
+
+    /// The retention policy to run on this group's log, if any, and the highest raft index it
+    /// may remove (retention never passes what raft has applied either). The controller bounds
+    /// it by its last persisted snapshot, so a restart can always replay from there.
+    fn retention(&self) -> Option<(RetentionPolicy, u64)> {
+        None
+    }
+
+    /// A snapshot of the state as of the last applied entry, for groups whose state is more than
+    /// their log (the controller). `None` keeps snapshots metadata-only.
+    fn snapshot(&mut self) -> Option<Bytes> {
+        None
+    }
+
+    /// Decides, on the leader and in submission order, whether proposal `proposal` enters
+    /// the log: partitions recognise a retried idempotent batch here.
+    ///
+    /// # Errors
+    /// The machine refuses the proposal (a partition: a batch out of sequence).
+    fn admit(
+        &mut self,
+        _data: &[u8],
+        _proposal: u64,
+    ) -> Result<Admission<Self::Outcome>, Self::Refusal> {
+        Ok(Admission::Append)
+    }
+
+    /// Raft dropped the admitted proposal `proposal` before it reached the log.
+    fn dropped(&mut self, _proposal: u64) {}
+
+    /// This node became (`true`) or stopped being the group's leader; `committed` is raft's
+    /// commit index then. A new leader hears it before its first admission.
+    ///
+    /// # Errors
+    /// The state could not be rebuilt from the log: the group stops.
+    fn leadership(&mut self, _leader: bool, _committed: u64) -> Result<(), String> {
+        Ok(())
+    }
+}
+
+/// A machine's `Outcome` or `Refusal` with its type erased, while it crosses the driver.
+/// Shared, so that one outcome answers a proposal and every retry of it.
+pub type Erased = Arc<dyn Any + Send + Sync>;
+
+/// A proposal's result with the machine's types erased, as the driver sends it back.
+pub(super) type ErasedResult = Result<Committed<Erased>, ProposeError<Erased>>;
+
+/// [`StateMachine`] without its associated types, so that the driver keeps machines of
+/// different types side by side. Implemented for every machine; see [`typed`] for the way back.
+pub(super) trait AnyMachine: Send {
+    fn apply(&mut self, entry: &Entry, next_offset: u64) -> Erased;
+    fn restore(&mut self, data: &Bytes) -> Result<(), String>;
+    fn retention(&self) -> Option<(RetentionPolicy, u64)>;
+    fn snapshot(&mut self) -> Option<Bytes>;
+    fn admit(&mut self, data: &[u8], proposal: u64) -> Result<Admission<Erased>, Erased>;
+    fn dropped(&mut self, proposal: u64);
+    fn leadership(&mut self, leader: bool, committed: u64) -> Result<(), String>;
+}
+
+impl<M: StateMachine> AnyMachine for M {
+    fn apply(&mut self, entry: &Entry, next_offset: u64) -> Erased {
+        Arc::new(StateMachine::apply(self, entry, next_offset))
+    }
+
+    fn restore(&mut self, data: &Bytes) -> Result<(), String> {
+        StateMachine::restore(self, data)
+    }
+
+    fn retention(&self) -> Option<(RetentionPolicy, u64)> {
+        StateMachine::retention(self)
+    }
+
+    fn snapshot(&mut self) -> Option<Bytes> {
+        StateMachine::snapshot(self)
+    }
+
+    fn admit(&mut self, data: &[u8], proposal: u64) -> Result<Admission<Erased>, Erased> {
+        match StateMachine::admit(self, data, proposal) {
+            Ok(Admission::Append) => Ok(Admission::Append),
+            Ok(Admission::Duplicate {
+                raft_index,
+                next_offset,
+                outcome,
+            }) => Ok(Admission::Duplicate {
+                raft_index,
+                next_offset,
+                outcome: Arc::new(outcome),
+            }),
+            Ok(Admission::DuplicateOf(original)) => Ok(Admission::DuplicateOf(original)),
+            Err(refusal) => Err(Arc::new(refusal)),
+        }
+    }
+
+    fn dropped(&mut self, proposal: u64) {
+        StateMachine::dropped(self, proposal);
+    }
+
+    fn leadership(&mut self, leader: bool, committed: u64) -> Result<(), String> {
+        StateMachine::leadership(self, leader, committed)
+    }
+}
+
+/// Gives an erased result its types back: `O` and `R` are the outcome and refusal types of the
+/// machine (or the conf change) the proposal went to.
+///
+/// A value of another type means the group was replaced, since the proposal was sent, by a
+/// group of another machine type under the same id; it is answered as
+/// [`ProposeError::UnknownGroup`] (no group of the caller's type), never a panic.
+pub(super) fn typed<O, R>(result: ErasedResult) -> Result<Committed<O>, ProposeError<R>>
+where
+    O: Clone + 'static,
+    R: Clone + 'static,
+{
+    match result {
+        Ok(committed) => match committed.outcome.downcast_ref::<O>() {
+            Some(outcome) => Ok(Committed {
+                raft_index: committed.raft_index,
+                next_offset: committed.next_offset,
+                outcome: outcome.clone(),
+            }),
+            None => Err(ProposeError::UnknownGroup),
+        },
+        Err(error) => Err(error.try_map_refusal(|refusal| refusal.downcast_ref::<R>().cloned())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::convert::Infallible;
+
+    use super::*;
+
+    /// A typed outcome survives erasure; an outcome of another type is an unknown group, not a
+    /// panic.
+    #[test]
+    fn erased_results_come_back_typed() {
+        let committed = |outcome: Erased| Committed {
+            raft_index: 7,
+            next_offset: 9,
+            outcome,
+        };
+        let back: Result<Committed<u32>, ProposeError<Infallible>> =
+            typed(Ok(committed(Arc::new(5u32))));
+        assert_eq!(
+            back,
+            Ok(Committed {
+                raft_index: 7,
+                next_offset: 9,
+                outcome: 5
+            })
+        );
+        let wrong: Result<Committed<String>, ProposeError<Infallible>> =
+            typed(Ok(committed(Arc::new(5u32))));
+        assert_eq!(wrong, Err(ProposeError::UnknownGroup));
+        let refused: Result<Committed<()>, ProposeError<String>> =
+            typed(Err(ProposeError::Refused(Arc::new("late".to_string()))));
+        assert_eq!(refused, Err(ProposeError::Refused("late".to_string())));
+        let other: Result<Committed<()>, ProposeError<String>> =
+            typed(Err(ProposeError::NotLeader { leader_id: 3 }));
+        assert_eq!(other, Err(ProposeError::NotLeader { leader_id: 3 }));
+    }
+}
