@@ -310,10 +310,6 @@ impl StateMachine for Watchful {
 
     fn apply(&mut self, _entry: &Entry, _next_offset: u64) {}
 
-    fn restore(&mut self, _data: &Bytes) -> Result<(), String> {
-        Ok(())
-    }
-
     fn admit(
         &mut self,
         _data: &[u8],
@@ -422,10 +418,6 @@ impl StateMachine for Judge {
 
     fn apply(&mut self, entry: &Entry, _next_offset: u64) -> usize {
         entry.data.len()
-    }
-
-    fn restore(&mut self, _data: &Bytes) -> Result<(), String> {
-        Ok(())
     }
 
     fn admit(&mut self, data: &[u8], _proposal: u64) -> Result<Admission<usize>, String> {

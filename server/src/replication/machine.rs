@@ -52,10 +52,14 @@ pub trait StateMachine: Send + 'static {
     fn apply(&mut self, entry: &Entry, next_offset: u64) -> Self::Outcome;
 
     /// Replaces the state with the one a leader's snapshot carries (`data` is the owner's part).
+    /// By default there is nothing to replace: the state is the log, which the snapshot has
+    /// already reset.
     ///
     /// # Errors
     /// The data cannot be read: the group stops.
-    fn restore(&mut self, data: &Bytes) -> Result<(), String>;
+    fn restore(&mut self, _data: &Bytes) -> Result<(), String> {
+        Ok(())
+    }
 
     /// The retention policy to run on this group's log, if any, and the highest raft index it
     /// may remove (retention never passes what raft has applied either). The controller bounds

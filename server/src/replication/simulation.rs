@@ -119,10 +119,6 @@ impl StateMachine for LogMachine {
     type Refusal = std::convert::Infallible;
 
     fn apply(&mut self, _entry: &Entry, _next_offset: u64) {}
-
-    fn restore(&mut self, _data: &Bytes) -> Result<(), String> {
-        Ok(())
-    }
 }
 
 struct Node {
