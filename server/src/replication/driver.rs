@@ -22,9 +22,10 @@ use raft::prelude::{ConfChange, Message, MessageType};
 use raft::{RawNode, StateRole, Storage};
 use tokio::sync::oneshot;
 
-use super::group::{CONTROLLER, Group, GroupId, alone, fail_pending, sync_leadership, track};
+use super::group::{Group, alone, fail_pending, sync_leadership, track};
 use super::handle::{
-    COMMAND_QUEUE_MAX, Command, Committed, DriverHandle, ErasedSpec, Outbox, ProposeError, Reply,
+    COMMAND_QUEUE_MAX, CONTROLLER, Command, Committed, DriverHandle, ErasedSpec, GroupId, Outbox,
+    ProposeError, Reply,
 };
 use super::machine::Admission;
 use super::raft_storage::RaftStorage;
@@ -57,10 +58,10 @@ pub fn start(node_id: u64, retention_interval: Duration, outbox: Arc<dyn Outbox>
 }
 
 pub(super) struct Driver {
-    pub(super) node_id: u64,
+    node_id: u64,
     pub(super) outbox: Arc<dyn Outbox>,
     /// A leadership hand-over in progress: its deadline and whom to tell when done.
-    pub(super) handing_over: Option<(Instant, oneshot::Sender<()>)>,
+    handing_over: Option<(Instant, oneshot::Sender<()>)>,
     pub(super) groups: HashMap<GroupId, Group>,
     commands: Receiver<Command>,
     next_proposal_id: u64,
@@ -192,9 +193,17 @@ impl Driver {
                 change,
                 reply,
             } => self.propose_conf_change(group, change, reply),
-            Command::SetVoters(id, voters) => self.set_voters(id, voters),
+            Command::SetVoters(id, voters) => {
+                if let Some(group) = self.groups.get_mut(&id) {
+                    membership::set_desired_voters(group, voters);
+                }
+            }
             Command::CaughtUp(id, member, reply) => {
-                let _ = reply.send(self.caught_up(id, member));
+                let caught_up = self
+                    .groups
+                    .get(&id)
+                    .and_then(|group| membership::member_caught_up(&group.node, member));
+                let _ = reply.send(caught_up);
             }
             Command::Voters(id, reply) => {
                 let voters = self
@@ -484,6 +493,35 @@ impl Driver {
             if retention_due {
                 run_retention(group);
             }
+        }
+    }
+
+    /// Asks each group this node leads (with other voters) to move its leadership elsewhere
+    /// (see [`membership::hand_over`]).
+    fn transfer_leaderships(&mut self) {
+        for group in self.groups.values_mut() {
+            membership::hand_over(self.node_id, group);
+        }
+    }
+
+    /// Whether a hand-over in progress is done (no group with other voters is led here) or
+    /// out of time; then it is answered.
+    fn check_hand_over(&mut self) {
+        let Some((deadline, _)) = &self.handing_over else {
+            return;
+        };
+        let node_id = self.node_id;
+        let done = self
+            .groups
+            .values()
+            .all(|group| membership::handed_over(node_id, group));
+        if done || Instant::now() >= *deadline {
+            if let Some((_, reply)) = self.handing_over.take() {
+                let _ = reply.send(());
+            }
+        } else {
+            // A transfer that raft abandoned (its election timeout passed) is tried again.
+            self.transfer_leaderships();
         }
     }
 

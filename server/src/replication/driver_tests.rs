@@ -4,7 +4,7 @@ use bytes::Bytes;
 use raft::prelude::Entry;
 use tokio::sync::watch;
 
-use super::super::machine::ErasedResult;
+use super::super::handle::ErasedResult;
 use super::super::simulation::LogMachine;
 use super::super::{Admission, GroupSpec, NoPeers, StateMachine};
 use super::*;
@@ -444,7 +444,7 @@ fn judge(driver: &mut Driver, data: Vec<u8>) -> Result<Committed<usize>, Propose
     driver.propose(9, data, reply);
     for _ in 0..10 {
         if let Ok(answer) = receiver.try_recv() {
-            return super::super::machine::typed(answer);
+            return super::super::handle::typed(answer);
         }
         driver.process_ready();
     }

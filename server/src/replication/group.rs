@@ -1,7 +1,7 @@
-//! One raft group as the driver holds it: its identity ([`GroupId`], the [`CONTROLLER`]'s),
-//! its raft node and machine, the proposals waiting for their entries to commit (matched by the
-//! proposal id carried in each entry's context), and the bookkeeping shared by the driver's
-//! concerns (what was appended, whether the machine knows it leads, when it last did anything).
+//! One raft group as the driver holds it: its raft node and machine, the proposals waiting for
+//! their entries to commit (matched by the proposal id carried in each entry's context), and
+//! the bookkeeping shared by the driver's concerns (what was appended, whether the machine
+//! knows it leads, when it last did anything).
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 
@@ -9,17 +9,9 @@ use raft::prelude::Entry;
 use raft::{RawNode, StateRole};
 use tokio::sync::watch;
 
-use super::handle::{Committed, ProposeError, Reply};
-use super::machine::{AnyMachine, Erased, ErasedResult};
+use super::handle::{Committed, ErasedResult, GroupId, ProposeError, Reply};
+use super::machine::{AnyMachine, Erased};
 use super::raft_storage::RaftStorage;
-
-/// Identifies a raft group on this node: 0 is the controller, partitions are
-/// `topic_id << 32 | partition`.
-pub type GroupId = u64;
-
-/// The controller's group: never quiet (its heartbeats keep every node's liveness fresh), and
-/// it hears from any node (its joining nodes are in its metadata, which this layer does not see).
-pub const CONTROLLER: GroupId = 0;
 
 /// A proposal raft took, waiting for its entry to commit.
 pub(super) struct Pending {

@@ -1,4 +1,4 @@
-//! The driver's async side: [`DriverHandle`], through which the broker adds and removes groups,
+//! The driver's async side: group ids ([`GroupId`], the [`CONTROLLER`]'s), [`DriverHandle`], through which the broker adds and removes groups,
 //! proposes, changes membership and steps peers' messages; the commands it queues for the
 //! driver thread; what a new group needs ([`GroupSpec`]); and the typed answers
 //! ([`Committed`], [`ProposeError`]) a caller gets back. The [`Outbox`] is the other way out of
@@ -12,9 +12,16 @@ use std::time::{Duration, Instant};
 use raft::prelude::{ConfChange, Message};
 use tokio::sync::{oneshot, watch};
 
-use super::group::GroupId;
-use super::machine::{AnyMachine, ErasedResult, StateMachine, typed};
+use super::machine::{AnyMachine, Erased, StateMachine};
 use crate::storage::PartitionLog;
+
+/// Identifies a raft group on this node: 0 is the controller, partitions are
+/// `topic_id << 32 | partition`.
+pub type GroupId = u64;
+
+/// The controller's group: never quiet (its heartbeats keep every node's liveness fresh), and
+/// it hears from any node (its joining nodes are in its metadata, which this layer does not see).
+pub const CONTROLLER: GroupId = 0;
 
 /// Most commands waiting for the driver; past this, callers get [`ProposeError::Overloaded`].
 pub const COMMAND_QUEUE_MAX: usize = 8192;
@@ -149,6 +156,33 @@ impl<M: StateMachine> GroupSpec<M> {
             preferred_leader: self.preferred_leader,
             stopped: self.stopped,
         }
+    }
+}
+
+/// A proposal's result with the machine's types erased, as the driver sends it back.
+pub(super) type ErasedResult = Result<Committed<Erased>, ProposeError<Erased>>;
+
+/// Gives an erased result its types back: `O` and `R` are the outcome and refusal types of the
+/// machine (or the conf change) the proposal went to.
+///
+/// A value of another type means the group was replaced, since the proposal was sent, by a
+/// group of another machine type under the same id; it is answered as
+/// [`ProposeError::UnknownGroup`] (no group of the caller's type), never a panic.
+pub(super) fn typed<O, R>(result: ErasedResult) -> Result<Committed<O>, ProposeError<R>>
+where
+    O: Clone + 'static,
+    R: Clone + 'static,
+{
+    match result {
+        Ok(committed) => match committed.outcome.downcast_ref::<O>() {
+            Some(outcome) => Ok(Committed {
+                raft_index: committed.raft_index,
+                next_offset: committed.next_offset,
+                outcome: outcome.clone(),
+            }),
+            None => Err(ProposeError::UnknownGroup),
+        },
+        Err(error) => Err(error.try_map_refusal(|refusal| refusal.downcast_ref::<R>().cloned())),
     }
 }
 
@@ -328,5 +362,42 @@ impl DriverHandle {
         if self.send::<Infallible>(Command::Shutdown(reply)).is_ok() {
             let _ = receiver.await;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::convert::Infallible;
+
+    use super::*;
+
+    /// A typed outcome survives erasure; an outcome of another type is an unknown group, not a
+    /// panic.
+    #[test]
+    fn erased_results_come_back_typed() {
+        let committed = |outcome: Erased| Committed {
+            raft_index: 7,
+            next_offset: 9,
+            outcome,
+        };
+        let back: Result<Committed<u32>, ProposeError<Infallible>> =
+            typed(Ok(committed(Arc::new(5u32))));
+        assert_eq!(
+            back,
+            Ok(Committed {
+                raft_index: 7,
+                next_offset: 9,
+                outcome: 5
+            })
+        );
+        let wrong: Result<Committed<String>, ProposeError<Infallible>> =
+            typed(Ok(committed(Arc::new(5u32))));
+        assert_eq!(wrong, Err(ProposeError::UnknownGroup));
+        let refused: Result<Committed<()>, ProposeError<String>> =
+            typed(Err(ProposeError::Refused(Arc::new("late".to_string()))));
+        assert_eq!(refused, Err(ProposeError::Refused("late".to_string())));
+        let other: Result<Committed<()>, ProposeError<String>> =
+            typed(Err(ProposeError::NotLeader { leader_id: 3 }));
+        assert_eq!(other, Err(ProposeError::NotLeader { leader_id: 3 }));
     }
 }

@@ -4,7 +4,8 @@
 use raft::StateRole;
 use raft::prelude::{Message, MessageType};
 
-use super::group::{Group, GroupId};
+use super::group::Group;
+use super::handle::GroupId;
 
 /// Marks a follower's report that its log ends before the leader's commit index.
 const LOST_LOG: &[u8] = b"strata:log-lost";

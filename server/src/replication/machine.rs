@@ -1,9 +1,9 @@
 //! The interface between the driver and the state machine of each group: what a machine is
 //! asked (admit a proposal, apply a committed entry, take over as leader, restore a snapshot),
 //! the typed answers it gives ([`Admission`], its `Outcome` and `Refusal`), and how the driver
-//! holds machines of different types in one map (an object-safe [`AnyMachine`] implemented for
+//! holds machines of different types in one map (an object-safe `AnyMachine` implemented for
 //! every [`StateMachine`], whose typed values travel as [`Erased`] and are downcast again on the
-//! caller's side, see [`typed`]).
+//! caller's side, in `handle`).
 //!
 //! This layer knows nothing of producers, topics or the controller's commands: a partition maps
 //! its producer table's answer onto [`Admission`], the controller its refusals onto `Outcome`.
@@ -15,7 +15,6 @@ use std::sync::Arc;
 use bytes::Bytes;
 use raft::prelude::Entry;
 
-use super::handle::{Committed, ProposeError};
 use crate::storage::RetentionPolicy;
 
 /// How the leader takes a proposal in, decided by the group's machine in submission order.
@@ -104,9 +103,6 @@ pub trait StateMachine: Send + 'static {
 /// Shared, so that one outcome answers a proposal and every retry of it.
 pub type Erased = Arc<dyn Any + Send + Sync>;
 
-/// A proposal's result with the machine's types erased, as the driver sends it back.
-pub(super) type ErasedResult = Result<Committed<Erased>, ProposeError<Erased>>;
-
 /// [`StateMachine`] without its associated types, so that the driver keeps machines of
 /// different types side by side. Implemented for every machine; see [`typed`] for the way back.
 pub(super) trait AnyMachine: Send {
@@ -159,66 +155,5 @@ impl<M: StateMachine> AnyMachine for M {
 
     fn leadership(&mut self, leader: bool, committed: u64) -> Result<(), String> {
         StateMachine::leadership(self, leader, committed)
-    }
-}
-
-/// Gives an erased result its types back: `O` and `R` are the outcome and refusal types of the
-/// machine (or the conf change) the proposal went to.
-///
-/// A value of another type means the group was replaced, since the proposal was sent, by a
-/// group of another machine type under the same id; it is answered as
-/// [`ProposeError::UnknownGroup`] (no group of the caller's type), never a panic.
-pub(super) fn typed<O, R>(result: ErasedResult) -> Result<Committed<O>, ProposeError<R>>
-where
-    O: Clone + 'static,
-    R: Clone + 'static,
-{
-    match result {
-        Ok(committed) => match committed.outcome.downcast_ref::<O>() {
-            Some(outcome) => Ok(Committed {
-                raft_index: committed.raft_index,
-                next_offset: committed.next_offset,
-                outcome: outcome.clone(),
-            }),
-            None => Err(ProposeError::UnknownGroup),
-        },
-        Err(error) => Err(error.try_map_refusal(|refusal| refusal.downcast_ref::<R>().cloned())),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use std::convert::Infallible;
-
-    use super::*;
-
-    /// A typed outcome survives erasure; an outcome of another type is an unknown group, not a
-    /// panic.
-    #[test]
-    fn erased_results_come_back_typed() {
-        let committed = |outcome: Erased| Committed {
-            raft_index: 7,
-            next_offset: 9,
-            outcome,
-        };
-        let back: Result<Committed<u32>, ProposeError<Infallible>> =
-            typed(Ok(committed(Arc::new(5u32))));
-        assert_eq!(
-            back,
-            Ok(Committed {
-                raft_index: 7,
-                next_offset: 9,
-                outcome: 5
-            })
-        );
-        let wrong: Result<Committed<String>, ProposeError<Infallible>> =
-            typed(Ok(committed(Arc::new(5u32))));
-        assert_eq!(wrong, Err(ProposeError::UnknownGroup));
-        let refused: Result<Committed<()>, ProposeError<String>> =
-            typed(Err(ProposeError::Refused(Arc::new("late".to_string()))));
-        assert_eq!(refused, Err(ProposeError::Refused("late".to_string())));
-        let other: Result<Committed<()>, ProposeError<String>> =
-            typed(Err(ProposeError::NotLeader { leader_id: 3 }));
-        assert_eq!(other, Err(ProposeError::NotLeader { leader_id: 3 }));
     }
 }

@@ -6,8 +6,8 @@
 use raft::prelude::{ConfChange, ConfChangeType};
 use raft::{RawNode, StateRole};
 
-use super::driver::Driver;
-use super::group::{Group, GroupId, alone, current_voters};
+use super::group::{Group, alone, current_voters};
+use super::handle::GroupId;
 use super::raft_storage::RaftStorage;
 
 /// What a leader does next to move its group toward the desired voters.
@@ -102,9 +102,21 @@ pub(super) fn change_membership(id: GroupId, node_id: u64, group: &mut Group) {
     }
 }
 
+/// Records the voters `group` should have; the first is its preferred leader.
+pub(super) fn set_desired_voters(group: &mut Group, mut voters: Vec<u64>) {
+    // The first replica is the preferred leader (a moved replica set may have a new first);
+    // then the set, sorted.
+    group.preferred_leader = (voters.len() > 1).then(|| voters[0]);
+    voters.sort_unstable();
+    if group.desired_voters.as_ref() != Some(&voters) {
+        group.desired_voters = Some(voters);
+        group.idle_ticks = 0;
+    }
+}
+
 /// Whether `member`'s log holds everything the group committed, as its leader sees it; `None`
 /// when `node` does not lead.
-fn member_caught_up(node: &RawNode<RaftStorage>, member: u64) -> Option<bool> {
+pub(super) fn member_caught_up(node: &RawNode<RaftStorage>, member: u64) -> Option<bool> {
     let raft = &node.raft;
     (raft.state == StateRole::Leader).then(|| {
         let committed = raft.raft_log.committed;
@@ -114,69 +126,29 @@ fn member_caught_up(node: &RawNode<RaftStorage>, member: u64) -> Option<bool> {
     })
 }
 
-impl Driver {
-    /// Records the voters group `id` should have; the first is its preferred leader.
-    pub(super) fn set_voters(&mut self, id: GroupId, mut voters: Vec<u64>) {
-        if let Some(group) = self.groups.get_mut(&id) {
-            // The first replica is the preferred leader (a moved replica set may have a new
-            // first); then the set, sorted.
-            group.preferred_leader = (voters.len() > 1).then(|| voters[0]);
-            voters.sort_unstable();
-            if group.desired_voters.as_ref() != Some(&voters) {
-                group.desired_voters = Some(voters);
-                group.idle_ticks = 0;
-            }
-        }
+/// When this node (`node_id`) leads `group` and no transfer runs: asks raft to move the
+/// leadership to the most caught-up active voter, which raft brings up to date and sends
+/// MsgTimeoutNow, so it campaigns at once.
+pub(super) fn hand_over(node_id: u64, group: &mut Group) {
+    let raft = &group.node.raft;
+    if raft.state != StateRole::Leader || raft.lead_transferee.is_some() {
+        return;
     }
+    let target = raft
+        .prs()
+        .iter()
+        .filter(|(id, progress)| **id != node_id && progress.recent_active)
+        .max_by_key(|(id, progress)| (progress.matched, std::cmp::Reverse(**id)))
+        .map(|(id, _)| *id);
+    if let Some(target) = target {
+        group.node.transfer_leader(target);
+    }
+}
 
-    /// See [`DriverHandle::caught_up`](super::DriverHandle::caught_up).
-    pub(super) fn caught_up(&self, id: GroupId, member: u64) -> Option<bool> {
-        self.groups
-            .get(&id)
-            .and_then(|group| member_caught_up(&group.node, member))
-    }
-
-    /// Asks each group this node leads (with other voters) to move its leadership to the most
-    /// caught-up voter: raft brings that one up to date and sends it MsgTimeoutNow, and it
-    /// campaigns at once.
-    pub(super) fn transfer_leaderships(&mut self) {
-        for group in self.groups.values_mut() {
-            let raft = &group.node.raft;
-            if raft.state != StateRole::Leader || raft.lead_transferee.is_some() {
-                continue;
-            }
-            let target = raft
-                .prs()
-                .iter()
-                .filter(|(id, progress)| **id != self.node_id && progress.recent_active)
-                .max_by_key(|(id, progress)| (progress.matched, std::cmp::Reverse(**id)))
-                .map(|(id, _)| *id);
-            if let Some(target) = target {
-                group.node.transfer_leader(target);
-            }
-        }
-    }
-
-    /// Whether a hand-over in progress is done (no group with other voters is led here) or
-    /// out of time; then it is answered.
-    pub(super) fn check_hand_over(&mut self) {
-        let Some((deadline, _)) = &self.handing_over else {
-            return;
-        };
-        let node_id = self.node_id;
-        let done = self
-            .groups
-            .values()
-            .all(|group| group.node.raft.state != StateRole::Leader || alone(&group.node, node_id));
-        if done || std::time::Instant::now() >= *deadline {
-            if let Some((_, reply)) = self.handing_over.take() {
-                let _ = reply.send(());
-            }
-        } else {
-            // A transfer that raft abandoned (its election timeout passed) is tried again.
-            self.transfer_leaderships();
-        }
-    }
+/// Whether `group` needs no hand-over from `node_id`: another node leads it, or `node_id` is
+/// its only voter.
+pub(super) fn handed_over(node_id: u64, group: &Group) -> bool {
+    group.node.raft.state != StateRole::Leader || alone(&group.node, node_id)
 }
 
 #[cfg(test)]

@@ -2,11 +2,11 @@
 //!
 //! - [`raft_storage`]: `raft::Storage` over a [`PartitionLog`](crate::storage::PartitionLog) plus
 //!   the group's hard state file; the partition log is the raft log.
-//! - [`machine`]: the interface to each group's [`StateMachine`]: admission
-//!   ([`Admission`]), typed outcomes and refusals, erased inside the driver.
-//! - [`handle`]: the async side, [`DriverHandle`]: groups added and removed, proposals
-//!   answered with [`Committed`] or [`ProposeError`], peers' messages stepped.
-//! - [`group`]: one group as the driver holds it, and group ids.
+//! - [`machine`]: the interface to each group's [`StateMachine`]: admission ([`Admission`]),
+//!   typed outcomes and refusals, erased inside the driver.
+//! - [`handle`]: the async side, [`DriverHandle`], and group ids: groups added and removed,
+//!   proposals answered with [`Committed`] or [`ProposeError`], peers' messages stepped.
+//! - `group`: one group as the driver holds it: raft node, machine, proposals in flight.
 //! - [`driver`]: the thread that owns and drives every local group: ticks, commands,
 //!   admission of proposals, proposals matched to replies by id.
 //! - `ready`: the Ready round with group-commit fsync; committed entries applied through the
@@ -16,11 +16,14 @@
 //! - `lost_log`: the protocol patch for a node whose disk was wiped.
 //! - [`validate`]: what a peer's raft message must satisfy before a group steps it.
 //!
+//! Imports point one way: `machine <- handle <- group <- {membership, quiescence, lost_log}
+//! <- driver <- ready` (ready adds the Ready round to the driver), and `validate <- driver`.
+//!
 //! This layer knows nothing of gRPC, topics or producers: a group is an id, a log and a state
 //! machine whose outcomes it carries typed.
 
 pub mod driver;
-pub mod group;
+mod group;
 pub mod handle;
 mod lost_log;
 pub mod machine;
@@ -32,8 +35,8 @@ mod ready;
 mod simulation;
 pub mod validate;
 
-pub use group::GroupId;
 pub use handle::{
-    Committed, ConfChangeOutcome, DriverHandle, GroupSpec, NoPeers, Outbox, ProposeError, Proposed,
+    CONTROLLER, Committed, ConfChangeOutcome, DriverHandle, GroupId, GroupSpec, NoPeers, Outbox,
+    ProposeError, Proposed,
 };
 pub use machine::{Admission, StateMachine};

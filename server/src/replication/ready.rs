@@ -12,8 +12,8 @@ use raft::prelude::{ConfChange, ConfChangeV2, Entry, EntryType, Message};
 use raft::{Ready, StateRole, Storage};
 
 use super::driver::Driver;
-use super::group::{Group, GroupId, fail_pending, proposal_id, sync_leadership};
-use super::handle::{Committed, ConfChangeOutcome, Outbox, ProposeError};
+use super::group::{Group, fail_pending, proposal_id, sync_leadership};
+use super::handle::{Committed, ConfChangeOutcome, GroupId, Outbox, ProposeError};
 use super::machine::Erased;
 use super::raft_storage::snapshot_owner_data;
 

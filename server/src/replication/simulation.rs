@@ -46,7 +46,7 @@ use tokio::sync::{oneshot, watch};
 
 use super::driver::Driver;
 use super::handle::Command;
-use super::machine::{ErasedResult, typed};
+use super::handle::{ErasedResult, typed};
 use super::{Committed, GroupId, GroupSpec, Outbox, ProposeError, StateMachine};
 use crate::broker::PartitionMachine;
 use crate::broker::metadata::TopicConfig;

@@ -14,7 +14,7 @@
 use raft::prelude::{EntryType, Message, MessageType};
 use raft::{RawNode, StateRole};
 
-use super::GroupId;
+use super::handle::{CONTROLLER, GroupId};
 use super::raft_storage::{RaftStorage, snapshot_start_offset};
 use crate::storage::batch::BatchHeader;
 
@@ -66,7 +66,7 @@ pub fn check(
     // controller's membership changes only by conf changes its nodes replicate among
     // themselves, so a lagging controller replica has the same need; its joining nodes are in
     // its metadata, which this layer does not see: the controller takes any node.
-    let member = id == super::group::CONTROLLER
+    let member = id == CONTROLLER
         || raft.prs().get(from).is_some()
         || desired_voters.is_some_and(|voters| voters.contains(&from));
     if !member {
@@ -290,13 +290,7 @@ mod tests {
         );
         // The controller hears from any node (its joining nodes are in its metadata).
         assert_eq!(
-            super::check(
-                crate::replication::group::CONTROLLER,
-                &node,
-                None,
-                1 << 20,
-                &joining
-            ),
+            super::check(CONTROLLER, &node, None, 1 << 20, &joining),
             Ok(())
         );
     }
