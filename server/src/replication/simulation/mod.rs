@@ -24,6 +24,9 @@
 //! schedule, crashes and proposals come from the seed, and the simulated drivers give every
 //! election the same timeout (raft-rs would draw it from a generator of its own).
 //!
+//! Every node also runs the controller group, with a load and checks of its own (see
+//! [`controller`]).
+//!
 //! A forger sends nodes messages that no honest node would: copies of real messages from a
 //! node outside the group, with term 0 or one past any log's, of raft's local-only types, with
 //! a corrupt batch or a broken chain of entries, or with snapshot data too short to read. Each
@@ -53,6 +56,9 @@ use crate::broker::metadata::TopicConfig;
 use crate::storage::batch::{BatchBuilder, decode_records, split_batches};
 use crate::storage::producers::SequenceError;
 use crate::storage::{LogConfig, PartitionLog};
+use controller::{ControllerLoad, NodeController};
+
+mod controller;
 
 const GROUP: GroupId = 1 << 32;
 /// How far a message may be overtaken by later ones.
@@ -131,6 +137,7 @@ struct Node {
     seen_high_watermark: u64,
     /// Offsets below this were checked in this incarnation.
     checked: u64,
+    controller: Option<NodeController>,
 }
 
 impl Node {
@@ -180,6 +187,10 @@ impl Node {
                 stopped: None,
             })
             .expect("add group");
+        let controller_dir = self
+            .dir
+            .with_file_name(format!("node-{}-controller", self.id));
+        self.controller = Some(NodeController::start(&mut driver, &controller_dir, voters));
         self.driver = Some(driver);
         self.log = Some(log);
         self.seen_high_watermark = *receiver.borrow();
@@ -197,6 +208,7 @@ impl Node {
         self.driver = None;
         self.log = None;
         self.high_watermark = None;
+        self.controller = None;
     }
 
     fn up(&self) -> bool {
@@ -297,6 +309,7 @@ struct Simulation {
     step: u64,
     /// Forged messages handed to a running node.
     forged: u64,
+    controller: ControllerLoad,
 }
 
 impl Simulation {
@@ -315,6 +328,7 @@ impl Simulation {
                     high_watermark: None,
                     seen_high_watermark: 0,
                     checked: 0,
+                    controller: None,
                 };
                 node.start(&voters, &network, &reachability);
                 node
@@ -343,6 +357,7 @@ impl Simulation {
             next_value: 0,
             step: 0,
             forged: 0,
+            controller: ControllerLoad::default(),
         }
     }
 
@@ -384,14 +399,18 @@ impl Simulation {
                 }
                 self.ready(id);
             }
-            800..=889 => {
+            800..=869 => {
                 let id = 1 + self.rng.below(size);
                 self.propose(id);
             }
-            890..=979 => {
+            870..=939 => {
                 let id = 1 + self.rng.below(size);
                 self.produce(id);
                 self.ready(id);
+            }
+            940..=979 => {
+                let id = 1 + self.rng.below(size);
+                self.propose_command(id);
             }
             980..=984 if faults => {
                 let id = 1 + self.rng.below(size);
@@ -430,7 +449,9 @@ impl Simulation {
             _ => self.deliver(faults),
         }
         self.collect_acknowledgements();
+        self.collect_controller_answers();
         self.check();
+        self.check_controllers();
     }
 
     /// Hands node `id` the next message for it and a proposal, without running its Ready
@@ -511,13 +532,16 @@ impl Simulation {
 
     /// Sends a node a forgery made from a message in flight (see the module doc).
     fn forge(&mut self) {
+        // Of the partition's messages: the controller group takes messages from any node (a
+        // node joining the cluster), so a stranger's copy is not a forgery there.
         let picked = {
             let network = self.network.lock().expect("network");
-            if network.is_empty() {
+            let partition: Vec<_> = network.iter().filter(|m| m.2 == GROUP).collect();
+            if partition.is_empty() {
                 return;
             }
-            let at = (self.rng.next() % network.len() as u64) as usize;
-            network[at].clone()
+            let at = (self.rng.next() % partition.len() as u64) as usize;
+            partition[at].clone()
         };
         let (_, to, group, mut message) = picked;
         match self.rng.below(6) {
@@ -835,7 +859,9 @@ impl Simulation {
                     ));
                 }
             }
-            return;
+            if self.controllers_converged() {
+                return;
+            }
         }
         let state: Vec<String> = self
             .nodes
@@ -876,6 +902,10 @@ fn run(seed: u64, steps: u64) -> (usize, u64) {
     assert!(
         simulation.forged > 0,
         "seed {seed}: no forged message reached a node"
+    );
+    assert!(
+        simulation.controller.acknowledged > 0,
+        "seed {seed}: the controller acknowledged nothing"
     );
     (simulation.acknowledged.len(), simulation.step)
 }
