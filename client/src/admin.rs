@@ -6,7 +6,9 @@
 //! Topic changes and group calls go to the controller leader, reads to any broker (see
 //! [`crate::Client`] for the routing and its retries).
 
+use std::collections::HashMap;
 use std::future::Future;
+use std::sync::Mutex;
 
 use strata_proto::v1::admin_client::AdminClient;
 use strata_proto::v1::reset_offsets_request::To;
@@ -20,8 +22,8 @@ use strata_proto::v1::{
 };
 use tonic::transport::Channel;
 
-use crate::client::Client;
-use crate::error::Result;
+use crate::cluster::Cluster;
+use crate::error::{Error, Result};
 use crate::routing::{NodeView, Route};
 
 /// Admin calls on a cluster. Cheap to clone. Made by [`crate::Client::admin`].
@@ -33,7 +35,7 @@ use crate::routing::{NodeView, Route};
 /// delete).
 #[derive(Debug, Clone)]
 pub struct Admin {
-    client: Client,
+    cluster: Cluster,
 }
 
 /// Where [`Admin::reset_offsets`] moves a group's committed offsets.
@@ -64,8 +66,8 @@ impl ResetTo {
 }
 
 impl Admin {
-    pub(crate) fn new(client: Client) -> Self {
-        Self { client }
+    pub(crate) fn new(cluster: Cluster) -> Self {
+        Self { cluster }
     }
 
     /// One admin call on `route`.
@@ -74,8 +76,8 @@ impl Admin {
         F: FnMut(AdminClient<Channel>) -> Fut,
         Fut: Future<Output = Result<tonic::Response<T>, tonic::Status>>,
     {
-        let limit = self.client.config().request_timeout;
-        self.client
+        let limit = self.cluster.config().request_timeout;
+        self.cluster
             .call(&route, limit, |channel| call(AdminClient::new(channel)))
             .await
     }
@@ -220,8 +222,8 @@ impl Admin {
     /// request timeout. [`crate::merge_cluster_views`] makes one picture of them. Never fails:
     /// a broker that did not answer has the error in its view.
     pub async fn cluster_views(&self) -> Vec<NodeView> {
-        self.client.refresh_if_needed(&Route::Controller).await;
-        self.client.cluster_views().await
+        self.cluster.refresh_if_needed(&Route::Controller).await;
+        self.cluster.cluster_views().await
     }
 
     /// Every consumer group: its state, member count and epoch.
@@ -230,7 +232,7 @@ impl Admin {
     /// Only timeouts and transport errors (`NOT_LEADER` is followed to the coordinator).
     pub async fn list_groups(&self) -> Result<Vec<GroupListing>> {
         let reply = self
-            .client
+            .cluster
             .groups_call(|mut groups| async move { groups.list_groups(ListGroupsRequest {}).await })
             .await?;
         Ok(reply.groups)
@@ -245,7 +247,7 @@ impl Admin {
         let request = DescribeGroupRequest {
             group_id: group_id.to_owned(),
         };
-        self.client
+        self.cluster
             .groups_call(|mut groups| {
                 let request = request.clone();
                 async move { groups.describe_group(request).await }
@@ -261,7 +263,7 @@ impl Admin {
         let request = DeleteGroupRequest {
             group_id: group_id.to_owned(),
         };
-        self.client
+        self.cluster
             .groups_call(|mut groups| {
                 let request = request.clone();
                 async move { groups.delete_group(request).await }
@@ -291,7 +293,7 @@ impl Admin {
             to: Some(to.to_proto()),
             dry_run,
         };
-        self.client
+        self.cluster
             .groups_call(|mut groups| {
                 let request = request.clone();
                 async move { groups.reset_offsets(request).await }
@@ -313,7 +315,7 @@ impl Admin {
             group_id: group_id.to_owned(),
             partitions: partitions.to_vec(),
         };
-        self.client
+        self.cluster
             .groups_call(|mut groups| {
                 let request = request.clone();
                 async move { groups.fetch_committed_offsets(request).await }
@@ -334,12 +336,68 @@ impl Admin {
             member_epoch: 0,
             offsets,
         };
-        self.client
+        self.cluster
             .groups_call(|mut groups| {
                 let request = request.clone();
                 async move { groups.commit_offsets(request).await }
             })
             .await?;
         Ok(())
+    }
+}
+
+/// Partition counts by topic, learned with `DescribeTopic` and kept until forgotten: how the
+/// producer checks and picks partitions without asking the cluster for every record.
+#[derive(Debug)]
+pub(crate) struct PartitionCounts {
+    admin: Admin,
+    /// std Mutex: never held across `.await`.
+    counts: Mutex<HashMap<String, u32>>,
+}
+
+impl PartitionCounts {
+    pub(crate) fn new(admin: Admin) -> Self {
+        Self {
+            admin,
+            counts: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The partition count of `topic`, described on first use.
+    ///
+    /// # Errors
+    /// The broker's refusal (`UNKNOWN_TOPIC_OR_PARTITION` for a topic that does not exist),
+    /// [`Error::InvalidArgument`] for a description with no partitions, timeouts and
+    /// transport errors.
+    pub(crate) async fn get(&self, topic: &str) -> Result<u32> {
+        let cached = self
+            .counts
+            .lock()
+            .expect("no panic while holding the lock")
+            .get(topic)
+            .copied();
+        if let Some(partitions) = cached {
+            return Ok(partitions);
+        }
+        let description = self.admin.describe_topic(topic).await?;
+        if description.partitions == 0 {
+            return Err(Error::InvalidArgument(format!(
+                "the broker describes topic {topic} with 0 partitions"
+            )));
+        }
+        self.counts
+            .lock()
+            .expect("no panic while holding the lock")
+            .insert(topic.to_owned(), description.partitions);
+        Ok(description.partitions)
+    }
+
+    /// Forgets a topic's partition count, so the next send describes it again (after the
+    /// broker said the topic or partition is unknown).
+    pub(crate) fn forget(&self, topic: &str) {
+        self.counts
+            .lock()
+            .expect("no panic while holding the lock")
+            .remove(topic);
     }
 }

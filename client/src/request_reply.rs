@@ -25,8 +25,11 @@ use tokio::task::JoinHandle;
 use crate::client::Client;
 use crate::consumer::{ConsumerConfig, StartFrom};
 use crate::error::{Error, Result};
-use crate::group::{GroupConsumer, GroupConsumerConfig, GroupRecord};
-use crate::producer::{Producer, ProducerConfig, ProducerRecord};
+use crate::group::{GroupConsumer, GroupRecord};
+use crate::group_config::GroupConsumerConfig;
+use crate::producer::Producer;
+use crate::producer_config::ProducerConfig;
+use crate::record::ProducerRecord;
 use crate::retry::{Backoff, random_jitter};
 
 /// The header naming the request a record answers (or is).
