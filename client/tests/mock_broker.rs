@@ -272,63 +272,59 @@ impl Fake {
     }
 }
 
-#[tonic::async_trait]
-impl Admin for Fake {
-    async fn create_topic(
-        &self,
-        request: Request<CreateTopicRequest>,
-    ) -> Result<Response<TopicDescription>, Status> {
-        let request = request.into_inner();
-        self.0
-            .lock()
-            .expect("lock")
-            .topics
-            .insert(request.name.clone(), request.partitions);
-        Ok(Response::new(self.describe(&request.name)?))
-    }
-    async fn remove_node(
-        &self,
-        _request: Request<strata_client::proto::v1::RemoveNodeRequest>,
-    ) -> Result<Response<strata_client::proto::v1::RemoveNodeResponse>, Status> {
-        Err(Status::unimplemented("fake"))
-    }
+/// Implements a service trait for `Fake`: the methods given, and every method listed after
+/// `unimplemented` as an `UNIMPLEMENTED` refusal the tests never reach. The attribute is
+/// emitted with the whole impl so `async_trait` sees the listed methods too.
+macro_rules! fake_service {
+    (
+        impl $service:ident { $($methods:tt)* }
+        unimplemented { $($name:ident($request:ty) -> $response:ty;)* }
+    ) => {
+        #[tonic::async_trait]
+        impl $service for Fake {
+            $($methods)*
 
-    async fn add_node(
-        &self,
-        _request: Request<strata_client::proto::v1::AddNodeRequest>,
-    ) -> Result<Response<strata_client::proto::v1::AddNodeResponse>, Status> {
-        Err(Status::unimplemented("fake"))
-    }
+            $(
+                async fn $name(
+                    &self,
+                    _: Request<$request>,
+                ) -> Result<Response<$response>, Status> {
+                    Err(Status::unimplemented("fake"))
+                }
+            )*
+        }
+    };
+}
 
-    async fn delete_topic(
-        &self,
-        _: Request<DeleteTopicRequest>,
-    ) -> Result<Response<DeleteTopicResponse>, Status> {
-        Err(Status::unimplemented("fake"))
+fake_service! {
+    impl Admin {
+        async fn create_topic(
+            &self,
+            request: Request<CreateTopicRequest>,
+        ) -> Result<Response<TopicDescription>, Status> {
+            let request = request.into_inner();
+            self.0
+                .lock()
+                .expect("lock")
+                .topics
+                .insert(request.name.clone(), request.partitions);
+            Ok(Response::new(self.describe(&request.name)?))
+        }
+
+        async fn describe_topic(
+            &self,
+            request: Request<DescribeTopicRequest>,
+        ) -> Result<Response<TopicDescription>, Status> {
+            Ok(Response::new(self.describe(&request.into_inner().name)?))
+        }
     }
-    async fn list_topics(
-        &self,
-        _: Request<ListTopicsRequest>,
-    ) -> Result<Response<ListTopicsResponse>, Status> {
-        Err(Status::unimplemented("fake"))
-    }
-    async fn describe_topic(
-        &self,
-        request: Request<DescribeTopicRequest>,
-    ) -> Result<Response<TopicDescription>, Status> {
-        Ok(Response::new(self.describe(&request.into_inner().name)?))
-    }
-    async fn alter_topic_config(
-        &self,
-        _: Request<AlterTopicConfigRequest>,
-    ) -> Result<Response<TopicDescription>, Status> {
-        Err(Status::unimplemented("fake"))
-    }
-    async fn cluster_info(
-        &self,
-        _: Request<ClusterInfoRequest>,
-    ) -> Result<Response<ClusterInfoResponse>, Status> {
-        Err(Status::unimplemented("fake"))
+    unimplemented {
+        remove_node(RemoveNodeRequest) -> RemoveNodeResponse;
+        add_node(AddNodeRequest) -> AddNodeResponse;
+        delete_topic(DeleteTopicRequest) -> DeleteTopicResponse;
+        list_topics(ListTopicsRequest) -> ListTopicsResponse;
+        alter_topic_config(AlterTopicConfigRequest) -> TopicDescription;
+        cluster_info(ClusterInfoRequest) -> ClusterInfoResponse;
     }
 }
 
