@@ -70,15 +70,18 @@ impl Admin {
         Self { cluster }
     }
 
-    /// One admin call on `route`.
-    async fn admin<T, F, Fut>(&self, route: Route, mut call: F) -> Result<T>
+    /// One admin call on `route`; each attempt gets its own copy of `request`.
+    async fn admin<R, T, F, Fut>(&self, route: Route, request: &R, mut call: F) -> Result<T>
     where
-        F: FnMut(AdminClient<Channel>) -> Fut,
+        R: Clone,
+        F: FnMut(AdminClient<Channel>, R) -> Fut,
         Fut: Future<Output = Result<tonic::Response<T>, tonic::Status>>,
     {
         let limit = self.cluster.config().request_timeout;
         self.cluster
-            .call(&route, limit, |channel| call(AdminClient::new(channel)))
+            .call(&route, limit, |channel| {
+                call(AdminClient::new(channel), request.clone())
+            })
             .await
     }
 
@@ -101,10 +104,11 @@ impl Admin {
             replication_factor,
             config: Some(config),
         };
-        self.admin(Route::Controller, |mut admin| {
-            let request = request.clone();
-            async move { admin.create_topic(request).await }
-        })
+        self.admin(
+            Route::Controller,
+            &request,
+            |mut admin, request| async move { admin.create_topic(request).await },
+        )
         .await
     }
 
@@ -122,10 +126,11 @@ impl Admin {
             node_id,
             address: address.to_owned(),
         };
-        self.admin(Route::Controller, |mut admin| {
-            let request = request.clone();
-            async move { admin.add_node(request).await }
-        })
+        self.admin(
+            Route::Controller,
+            &request,
+            |mut admin, request| async move { admin.add_node(request).await },
+        )
         .await?;
         Ok(())
     }
@@ -138,9 +143,11 @@ impl Admin {
     /// The broker's refusal (for instance INVALID_ARGUMENT when too few nodes would be left).
     pub async fn remove_node(&self, node_id: u64) -> Result<RemoveNodeResponse> {
         let request = RemoveNodeRequest { node_id };
-        self.admin(Route::Controller, |mut admin| async move {
-            admin.remove_node(request).await
-        })
+        self.admin(
+            Route::Controller,
+            &request,
+            |mut admin, request| async move { admin.remove_node(request).await },
+        )
         .await
     }
 
@@ -148,10 +155,11 @@ impl Admin {
         let request = DeleteTopicRequest {
             name: name.to_owned(),
         };
-        self.admin(Route::Controller, |mut admin| {
-            let request = request.clone();
-            async move { admin.delete_topic(request).await }
-        })
+        self.admin(
+            Route::Controller,
+            &request,
+            |mut admin, request| async move { admin.delete_topic(request).await },
+        )
         .await?;
         Ok(())
     }
@@ -162,9 +170,11 @@ impl Admin {
     /// Only timeouts and transport errors.
     pub async fn list_topics(&self) -> Result<Vec<TopicDescription>> {
         let reply = self
-            .admin(Route::Any, |mut admin| async move {
-                admin.list_topics(ListTopicsRequest {}).await
-            })
+            .admin(
+                Route::Any,
+                &ListTopicsRequest {},
+                |mut admin, request| async move { admin.list_topics(request).await },
+            )
             .await?;
         Ok(reply.topics)
     }
@@ -177,9 +187,8 @@ impl Admin {
         let request = DescribeTopicRequest {
             name: name.to_owned(),
         };
-        self.admin(Route::Any, |mut admin| {
-            let request = request.clone();
-            async move { admin.describe_topic(request).await }
+        self.admin(Route::Any, &request, |mut admin, request| async move {
+            admin.describe_topic(request).await
         })
         .await
     }
@@ -197,10 +206,11 @@ impl Admin {
             name: name.to_owned(),
             config: Some(config),
         };
-        self.admin(Route::Controller, |mut admin| {
-            let request = request.clone();
-            async move { admin.alter_topic_config(request).await }
-        })
+        self.admin(
+            Route::Controller,
+            &request,
+            |mut admin, request| async move { admin.alter_topic_config(request).await },
+        )
         .await
     }
 
@@ -211,9 +221,11 @@ impl Admin {
     /// # Errors
     /// Only timeouts and transport errors.
     pub async fn cluster_info(&self) -> Result<ClusterInfoResponse> {
-        self.admin(Route::Any, |mut admin| async move {
-            admin.cluster_info(ClusterInfoRequest {}).await
-        })
+        self.admin(
+            Route::Any,
+            &ClusterInfoRequest {},
+            |mut admin, request| async move { admin.cluster_info(request).await },
+        )
         .await
     }
 
@@ -233,7 +245,9 @@ impl Admin {
     pub async fn list_groups(&self) -> Result<Vec<GroupListing>> {
         let reply = self
             .cluster
-            .groups_call(|mut groups| async move { groups.list_groups(ListGroupsRequest {}).await })
+            .groups_call(&ListGroupsRequest {}, |mut groups, request| async move {
+                groups.list_groups(request).await
+            })
             .await?;
         Ok(reply.groups)
     }
@@ -248,9 +262,8 @@ impl Admin {
             group_id: group_id.to_owned(),
         };
         self.cluster
-            .groups_call(|mut groups| {
-                let request = request.clone();
-                async move { groups.describe_group(request).await }
+            .groups_call(&request, |mut groups, request| async move {
+                groups.describe_group(request).await
             })
             .await
     }
@@ -264,9 +277,8 @@ impl Admin {
             group_id: group_id.to_owned(),
         };
         self.cluster
-            .groups_call(|mut groups| {
-                let request = request.clone();
-                async move { groups.delete_group(request).await }
+            .groups_call(&request, |mut groups, request| async move {
+                groups.delete_group(request).await
             })
             .await?;
         Ok(())
@@ -294,9 +306,8 @@ impl Admin {
             dry_run,
         };
         self.cluster
-            .groups_call(|mut groups| {
-                let request = request.clone();
-                async move { groups.reset_offsets(request).await }
+            .groups_call(&request, |mut groups, request| async move {
+                groups.reset_offsets(request).await
             })
             .await
     }
@@ -316,9 +327,8 @@ impl Admin {
             partitions: partitions.to_vec(),
         };
         self.cluster
-            .groups_call(|mut groups| {
-                let request = request.clone();
-                async move { groups.fetch_committed_offsets(request).await }
+            .groups_call(&request, |mut groups, request| async move {
+                groups.fetch_committed_offsets(request).await
             })
             .await
     }
@@ -337,9 +347,8 @@ impl Admin {
             offsets,
         };
         self.cluster
-            .groups_call(|mut groups| {
-                let request = request.clone();
-                async move { groups.commit_offsets(request).await }
+            .groups_call(&request, |mut groups, request| async move {
+                groups.commit_offsets(request).await
             })
             .await?;
         Ok(())

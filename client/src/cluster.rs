@@ -298,15 +298,17 @@ impl Cluster {
         Ok(reply)
     }
 
-    /// A consumer-groups call, on the controller leader.
-    pub(crate) async fn groups_call<T, F, Fut>(&self, mut call: F) -> Result<T>
+    /// A consumer-groups call, on the controller leader; each attempt gets its own copy of
+    /// `request`.
+    pub(crate) async fn groups_call<R, T, F, Fut>(&self, request: &R, mut call: F) -> Result<T>
     where
-        F: FnMut(GroupsClient<Channel>) -> Fut,
+        R: Clone,
+        F: FnMut(GroupsClient<Channel>, R) -> Fut,
         Fut: Future<Output = Result<tonic::Response<T>, tonic::Status>>,
     {
         let limit = self.inner.config.request_timeout;
         self.call(&Route::Controller, limit, |channel| {
-            call(GroupsClient::new(channel))
+            call(GroupsClient::new(channel), request.clone())
         })
         .await
     }

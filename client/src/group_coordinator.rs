@@ -69,9 +69,8 @@ impl Coordinator {
             let reply = self
                 .shared
                 .cluster
-                .groups_call(|mut groups| {
-                    let request = request.clone();
-                    async move { groups.join_group(request).await }
+                .groups_call(&request, |mut groups, request| async move {
+                    groups.join_group(request).await
                 })
                 .await;
             match reply {
@@ -107,9 +106,8 @@ impl Coordinator {
             let left = self
                 .shared
                 .cluster
-                .groups_call(|mut groups| {
-                    let request = request.clone();
-                    async move { groups.leave_group(request).await }
+                .groups_call(&request, |mut groups, request| async move {
+                    groups.leave_group(request).await
                 })
                 .await;
             if let Err(error) = left {
@@ -214,9 +212,8 @@ impl Coordinator {
         };
         self.shared
             .cluster
-            .groups_call(|mut groups| {
-                let request = request.clone();
-                async move { groups.heartbeat(request).await }
+            .groups_call(&request, |mut groups, request| async move {
+                groups.heartbeat(request).await
             })
             .await
     }
@@ -336,9 +333,8 @@ impl Coordinator {
         let reply = self
             .shared
             .cluster
-            .groups_call(|mut groups| {
-                let request = request.clone();
-                async move { groups.fetch_committed_offsets(request).await }
+            .groups_call(&request, |mut groups, request| async move {
+                groups.fetch_committed_offsets(request).await
             })
             .await?;
         let committed: HashMap<TopicPartition, Option<u64>> = reply

@@ -118,9 +118,8 @@ impl Shared {
             attempt += 1;
             let reply = self
                 .cluster
-                .groups_call(|mut groups| {
-                    let request = request.clone();
-                    async move { groups.commit_offsets(request).await }
+                .groups_call(&request, |mut groups, request| async move {
+                    groups.commit_offsets(request).await
                 })
                 .await;
             let error = match reply {

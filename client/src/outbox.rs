@@ -207,13 +207,7 @@ impl Outbox {
                 let earlier = self.has_earlier_batch(&batch);
                 if !earlier && stamped_now {
                     let sequencer = self.sequencer.as_mut().expect("only when idempotent");
-                    sequencer.bump_epoch();
-                    tracing::info!(
-                        topic = batch.closed.topic,
-                        partition = batch.closed.partition,
-                        epoch = ?sequencer.identity().map(|identity| identity.producer_epoch),
-                        "sequence lost: raised the producer epoch"
-                    );
+                    raise_epoch(sequencer, &batch, "sequence lost");
                 }
                 self.schedule_retry(batch, error, now, true);
             }
@@ -280,13 +274,7 @@ impl Outbox {
         if let (Some(sequencer), Some(stamp)) = (self.sequencer.as_mut(), batch.stamp)
             && sequencer.identity() == Some(stamp.identity)
         {
-            sequencer.bump_epoch();
-            tracing::info!(
-                topic = batch.closed.topic,
-                partition = batch.closed.partition,
-                epoch = ?sequencer.identity().map(|identity| identity.producer_epoch),
-                "batch failed for good: raised the producer epoch"
-            );
+            raise_epoch(sequencer, &batch, "batch failed for good");
         }
         fail(batch, error);
     }
@@ -312,6 +300,18 @@ impl Outbox {
             let _ = done.send(());
         }
     }
+}
+
+/// Raises the producer epoch, so every partition's sequences restart at 0, and says why
+/// (`reason`, about `batch`).
+fn raise_epoch(sequencer: &mut Sequencer, batch: &Batch, reason: &str) {
+    sequencer.bump_epoch();
+    tracing::info!(
+        topic = batch.closed.topic,
+        partition = batch.closed.partition,
+        epoch = ?sequencer.identity().map(|identity| identity.producer_epoch),
+        "{reason}: raised the producer epoch"
+    );
 }
 
 fn fail(batch: Batch, error: &Error) {
