@@ -34,8 +34,8 @@ impl Client {
     /// brokers of the list, and every node the cluster names, are used as requests need them.
     ///
     /// # Errors
-    /// [`Error::InvalidArgument`](crate::Error::InvalidArgument) for a malformed list, [`Error::Connect`](crate::Error::Connect) when no broker can
-    /// be reached.
+    /// [`Error::InvalidArgument`](crate::Error::InvalidArgument) for a malformed list,
+    /// [`Error::Connect`](crate::Error::Connect) when no broker can be reached.
     pub async fn connect(brokers: &str) -> Result<Self> {
         Self::connect_with(brokers, ClientConfig::default()).await
     }
@@ -69,9 +69,9 @@ impl Client {
     /// consumer runs tasks.
     ///
     /// # Errors
-    /// [`Error::InvalidArgument`](crate::Error::InvalidArgument) for an inconsistent configuration; the coordinator's
-    /// refusal (`INVALID_GROUP_ID`, `GROUP_FULL`, `UNKNOWN_TOPIC_OR_PARTITION`); retriable
-    /// failures are retried with backoff until the join succeeds.
+    /// [`Error::InvalidArgument`](crate::Error::InvalidArgument) for an inconsistent configuration;
+    /// the coordinator's refusal (`INVALID_GROUP_ID`, `GROUP_FULL`, `UNKNOWN_TOPIC_OR_PARTITION`);
+    /// retriable failures are retried with backoff until the join succeeds.
     pub async fn group_consumer(&self, config: GroupConsumerConfig) -> Result<GroupConsumer> {
         group::start(&self.cluster, config).await
     }
@@ -79,8 +79,8 @@ impl Client {
     /// Starts a producer. Must be called inside a Tokio runtime: the producer runs a task.
     ///
     /// # Errors
-    /// [`Error::InvalidArgument`](crate::Error::InvalidArgument) when the configuration is inconsistent (see
-    /// [`ProducerConfig`]).
+    /// [`Error::InvalidArgument`](crate::Error::InvalidArgument) when the configuration is
+    /// inconsistent (see [`ProducerConfig`]).
     pub fn producer(&self, config: ProducerConfig) -> Result<Producer> {
         Producer::start(&self.cluster, config)
     }
@@ -89,8 +89,9 @@ impl Client {
     /// credit.
     ///
     /// # Errors
-    /// [`Error::InvalidArgument`](crate::Error::InvalidArgument) for a credit below the minimum; the broker's refusal (an
-    /// unknown topic or partition, an offset out of range); transport errors.
+    /// [`Error::InvalidArgument`](crate::Error::InvalidArgument) for a credit below the minimum;
+    /// the broker's refusal (an unknown topic or partition, an offset out of range); transport
+    /// errors.
     pub async fn subscribe(
         &self,
         topic: &str,

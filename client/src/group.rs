@@ -158,10 +158,11 @@ impl GroupConsumer {
     /// Cancel safe: dropping the future loses no record.
     ///
     /// # Errors
-    /// A partition reader's failure (the broker's refusal, a corrupt batch, failures that
-    /// outlasted the resubscription attempts: that partition stops being read),
-    /// [`Error::NoCommittedOffset`] with [`OffsetReset::Error`], or the coordinator's
-    /// failure to stay in the group (a refusal that is not retriable).
+    /// A partition reader's failure (the broker's refusal, a corrupt batch, failures that outlasted
+    /// the resubscription attempts: that partition stops being read),
+    /// [`Error::NoCommittedOffset`](crate::Error::NoCommittedOffset) with
+    /// [`OffsetReset::Error`](crate::OffsetReset::Error), or the coordinator's failure to stay in
+    /// the group (a refusal that is not retriable).
     pub async fn next(&mut self) -> Result<Option<GroupRecord>> {
         if let Some((partition, generation, offset)) = self.last.take() {
             let mut progress = self.shared.progress();
@@ -222,7 +223,8 @@ impl GroupConsumer {
         });
     }
 
-    /// A handle that commits this consumer's progress, for a [`RevokeHook`] or another task.
+    /// A handle that commits this consumer's progress, for a [`RevokeHook`](crate::RevokeHook) or
+    /// another task.
     pub fn committer(&self) -> Committer {
         Committer {
             shared: Arc::clone(&self.shared),

@@ -21,18 +21,18 @@ pub enum OffsetReset {
     Earliest,
     /// The next offset to be written.
     Latest,
-    /// Neither: [`GroupConsumer::next`] returns [`Error::NoCommittedOffset`] and the
-    /// partition is not read.
+    /// Neither: [`GroupConsumer::next`](crate::GroupConsumer::next) returns
+    /// [`Error::NoCommittedOffset`] and the partition is not read.
     Error,
 }
 
-/// Runs before revoked partitions are committed and released: a chance to finish work on
-/// their records and commit ([`Committer::commit`]). The consumer waits for the returned
-/// future.
+/// Runs before revoked partitions are committed and released: a chance to finish work on their
+/// records and commit ([`Committer::commit`](crate::Committer::commit)). The consumer waits for the
+/// returned future.
 pub type RevokeHook =
     Arc<dyn Fn(AssignmentChange) -> Pin<Box<dyn Future<Output = ()> + Send>> + Send + Sync>;
 
-/// How a [`GroupConsumer`] joins its group and reads.
+/// How a [`GroupConsumer`](crate::GroupConsumer) joins its group and reads.
 #[derive(Clone)]
 pub struct GroupConsumerConfig {
     /// 1 to 255 characters of `[a-zA-Z0-9._:-]`.
@@ -41,8 +41,8 @@ pub struct GroupConsumerConfig {
     pub topics: Vec<String>,
     /// A member not heard from for this long loses its partitions. 1 s to 300 s.
     pub session_timeout: Duration,
-    /// Commit processed progress this often; `None` commits only on [`GroupConsumer::commit`],
-    /// revocation and close.
+    /// Commit processed progress this often; `None` commits only on
+    /// [`GroupConsumer::commit`](crate::GroupConsumer::commit), revocation and close.
     pub auto_commit: Option<Duration>,
     pub offset_reset: OffsetReset,
     /// Free text shown by DescribeGroup (host, process).

@@ -158,8 +158,8 @@ impl Shared {
     }
 }
 
-/// Commits a [`GroupConsumer`]'s progress from elsewhere (a [`RevokeHook`], another task).
-/// Cheap to clone.
+/// Commits a [`GroupConsumer`](crate::GroupConsumer)'s progress from elsewhere (a
+/// [`RevokeHook`](crate::RevokeHook), another task). Cheap to clone.
 #[derive(Clone)]
 pub struct Committer {
     pub(crate) shared: Arc<Shared>,

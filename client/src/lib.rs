@@ -31,9 +31,9 @@
 //!
 //! # Layout
 //!
-//! The arrows point one way (the main ones are drawn): [`Client`] on top makes every feature; the features (admin,
-//! producer, consumers) sit on the cluster handle; the pure parts (routing, batching,
-//! partitioning, sequencing, backoff) sit at the bottom.
+//! The arrows point one way (the main ones are drawn): [`Client`] on top makes every feature; the
+//! features (admin, producer, consumers) sit on the cluster handle; the pure parts (routing,
+//! batching, partitioning, sequencing, backoff) sit at the bottom.
 //!
 //! ```text
 //! request_reply ─▶ client ─▶ group ─▶ group_coordinator ─▶ group_state ─▶ group_config

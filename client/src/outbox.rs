@@ -326,3 +326,115 @@ fn fail(batch: Batch, error: &Error) {
         delivery.resolve(Err(error.clone()));
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use bytes::Bytes;
+    use tokio::sync::Semaphore;
+
+    use super::*;
+    use crate::error::Result;
+    use crate::record::RecordMetadata;
+
+    type Reply = oneshot::Receiver<Result<RecordMetadata>>;
+
+    /// A closed batch of one record of partition `t`/0, and the receiver of its delivery.
+    fn closed(id: u64) -> (ClosedBatch<Delivery>, Reply) {
+        let (reply, receiver) = oneshot::channel();
+        let buffer = Arc::new(Semaphore::new(1))
+            .try_acquire_owned()
+            .expect("a permit");
+        let closed = ClosedBatch {
+            id,
+            topic: "t".into(),
+            partition: 0,
+            batch: Bytes::new(),
+            deliveries: vec![Delivery::new(reply, buffer)],
+            closed_at: std::time::Instant::now(),
+        };
+        (closed, receiver)
+    }
+
+    fn backoff() -> Backoff {
+        Backoff {
+            initial: Duration::from_millis(10),
+            max: Duration::from_millis(10),
+        }
+    }
+
+    /// An error a batch is retried after.
+    fn retriable() -> Error {
+        Error::Timeout { after_ms: 1 }
+    }
+
+    fn queued_ids(outbox: &Outbox) -> Vec<u64> {
+        outbox.queue.iter().map(|batch| batch.closed.id).collect()
+    }
+
+    /// Retries that fall due go back into the queue in closing order, around the batches
+    /// already queued; those not yet due stay scheduled.
+    #[test]
+    fn due_retries_go_back_in_closing_order() {
+        let now = Instant::now();
+        let deadline = now + Duration::from_secs(60);
+        let mut outbox = Outbox::new(backoff(), 10, false);
+        let mut replies = Vec::new();
+        for id in [0, 1, 2, 3] {
+            let (batch, reply) = closed(id);
+            replies.push(reply);
+            outbox.push_closed(batch, deadline);
+        }
+        // Batches 3 and 1 fail in that order; 0 and 2 stay queued.
+        for id in [3, 1] {
+            let at = outbox
+                .queue
+                .iter()
+                .position(|batch| batch.closed.id == id)
+                .expect("queued");
+            let batch = outbox.queue.remove(at).expect("queued");
+            outbox.retry_or_fail(batch, retriable(), now);
+        }
+        assert_eq!(outbox.retries.len(), 2);
+        outbox.requeue_due(now);
+        assert_eq!(queued_ids(&outbox), [0, 2], "not due yet");
+        outbox.requeue_due(now + Duration::from_millis(20));
+        assert_eq!(queued_ids(&outbox), [0, 1, 2, 3]);
+        assert!(outbox.retries.is_empty());
+    }
+
+    /// A batch fails with the error once its retries are used up, and a queued batch past its
+    /// delivery deadline fails with the error given.
+    #[test]
+    fn retries_and_deadlines_run_out() {
+        let now = Instant::now();
+        let mut outbox = Outbox::new(backoff(), 1, false);
+        let (batch, mut first) = closed(0);
+        outbox.push_closed(batch, now + Duration::from_secs(60));
+        let batch = outbox.queue.pop_front().expect("queued");
+        outbox.retry_or_fail(batch, retriable(), now);
+        assert!(first.try_recv().is_err(), "first retry scheduled");
+        outbox.requeue_due(now + Duration::from_millis(20));
+        let batch = outbox.queue.pop_front().expect("due again");
+        outbox.retry_or_fail(batch, retriable(), now);
+        assert!(matches!(
+            first.try_recv(),
+            Ok(Err(Error::Timeout { after_ms: 1 }))
+        ));
+        assert!(outbox.is_empty());
+
+        let (batch, mut late) = closed(1);
+        outbox.push_closed(batch, now + Duration::from_millis(5));
+        outbox.fail_expired(now, &Error::Closed);
+        assert_eq!(queued_ids(&outbox), [1], "before its deadline");
+        let timeout = Error::Timeout { after_ms: 5 };
+        outbox.fail_expired(now + Duration::from_millis(5), &timeout);
+        assert!(outbox.is_empty());
+        assert!(matches!(
+            late.try_recv(),
+            Ok(Err(Error::Timeout { after_ms: 5 }))
+        ));
+    }
+}

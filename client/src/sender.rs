@@ -23,13 +23,13 @@
 //! - the outbox's own invariants (closing order, bounded by the buffer) hold.
 //!
 //! Each partition's batches leave in order: a batch is sent only when no earlier batch of its
-//! partition was held back in the same pass. An idempotent producer also keeps them in order
-//! across retries and leader changes: a batch is sent only when no earlier batch of its
-//! partition waits (in the queue or for a retry), at most
-//! [`IN_FLIGHT_PER_PARTITION_MAX`](crate::outbox::IN_FLIGHT_PER_PARTITION_MAX) per partition are in flight, and none is sent under a new
-//! epoch while one stamped under an older epoch is still in flight. A batch gets its sequence
-//! ([`Sequencer`]) when it is first sent, and keeps it on every retry unless the epoch changed
-//! in between, in which case it is stamped again.
+//! partition was held back in the same pass. An idempotent producer also keeps them in order across
+//! retries and leader changes: a batch is sent only when no earlier batch of its partition waits
+//! (in the queue or for a retry), at most
+//! [`IN_FLIGHT_PER_PARTITION_MAX`](crate::outbox::IN_FLIGHT_PER_PARTITION_MAX) per partition are in
+//! flight, and none is sent under a new epoch while one stamped under an older epoch is still in
+//! flight. A batch gets its sequence ([`Sequencer`]) when it is first sent, and keeps it on every
+//! retry unless the epoch changed in between, in which case it is stamped again.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
