@@ -64,7 +64,7 @@ impl StartFrom {
 /// A partition's offsets, as [`Client::list_offsets`](crate::Client::list_offsets) returns them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PartitionOffsets {
-    /// The offset the start position resolved to.
+    /// The offset the start ([`StartFrom`]) resolved to.
     pub offset: u64,
     /// The first offset still stored.
     pub log_start_offset: u64,
