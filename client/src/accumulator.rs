@@ -14,7 +14,7 @@ use bytes::Bytes;
 use strata_proto::batch::{BatchBuilder, Compression, HEADER_BYTES};
 
 use crate::partitioner::{Partitioner, Target};
-use crate::producer::ProducerRecord;
+use crate::record::ProducerRecord;
 
 /// The largest a record's framing adds to its key, value and headers: the length, attributes,
 /// timestamp and offset deltas, the key, value and header-count lengths (as varints at their

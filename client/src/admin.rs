@@ -6,7 +6,9 @@
 //! Topic changes and group calls go to the controller leader, reads to any broker (see
 //! [`crate::Client`] for the routing and its retries).
 
+use std::collections::HashMap;
 use std::future::Future;
+use std::sync::Mutex;
 
 use strata_proto::v1::admin_client::AdminClient;
 use strata_proto::v1::reset_offsets_request::To;
@@ -20,8 +22,8 @@ use strata_proto::v1::{
 };
 use tonic::transport::Channel;
 
-use crate::client::Client;
-use crate::error::Result;
+use crate::cluster::Cluster;
+use crate::error::{Error, Result};
 use crate::routing::{NodeView, Route};
 
 /// Admin calls on a cluster. Cheap to clone. Made by [`crate::Client::admin`].
@@ -33,7 +35,7 @@ use crate::routing::{NodeView, Route};
 /// delete).
 #[derive(Debug, Clone)]
 pub struct Admin {
-    client: Client,
+    cluster: Cluster,
 }
 
 /// Where [`Admin::reset_offsets`] moves a group's committed offsets.
@@ -64,19 +66,22 @@ impl ResetTo {
 }
 
 impl Admin {
-    pub(crate) fn new(client: Client) -> Self {
-        Self { client }
+    pub(crate) fn new(cluster: Cluster) -> Self {
+        Self { cluster }
     }
 
-    /// One admin call on `route`.
-    async fn admin<T, F, Fut>(&self, route: Route, mut call: F) -> Result<T>
+    /// One admin call on `route`; each attempt gets its own copy of `request`.
+    async fn admin<R, T, F, Fut>(&self, route: Route, request: &R, mut call: F) -> Result<T>
     where
-        F: FnMut(AdminClient<Channel>) -> Fut,
+        R: Clone,
+        F: FnMut(AdminClient<Channel>, R) -> Fut,
         Fut: Future<Output = Result<tonic::Response<T>, tonic::Status>>,
     {
-        let limit = self.client.config().request_timeout;
-        self.client
-            .call(&route, limit, |channel| call(AdminClient::new(channel)))
+        let limit = self.cluster.config().request_timeout;
+        self.cluster
+            .call(&route, limit, |channel| {
+                call(AdminClient::new(channel), request.clone())
+            })
             .await
     }
 
@@ -99,10 +104,11 @@ impl Admin {
             replication_factor,
             config: Some(config),
         };
-        self.admin(Route::Controller, |mut admin| {
-            let request = request.clone();
-            async move { admin.create_topic(request).await }
-        })
+        self.admin(
+            Route::Controller,
+            &request,
+            |mut admin, request| async move { admin.create_topic(request).await },
+        )
         .await
     }
 
@@ -120,10 +126,11 @@ impl Admin {
             node_id,
             address: address.to_owned(),
         };
-        self.admin(Route::Controller, |mut admin| {
-            let request = request.clone();
-            async move { admin.add_node(request).await }
-        })
+        self.admin(
+            Route::Controller,
+            &request,
+            |mut admin, request| async move { admin.add_node(request).await },
+        )
         .await?;
         Ok(())
     }
@@ -136,9 +143,11 @@ impl Admin {
     /// The broker's refusal (for instance INVALID_ARGUMENT when too few nodes would be left).
     pub async fn remove_node(&self, node_id: u64) -> Result<RemoveNodeResponse> {
         let request = RemoveNodeRequest { node_id };
-        self.admin(Route::Controller, |mut admin| async move {
-            admin.remove_node(request).await
-        })
+        self.admin(
+            Route::Controller,
+            &request,
+            |mut admin, request| async move { admin.remove_node(request).await },
+        )
         .await
     }
 
@@ -146,10 +155,11 @@ impl Admin {
         let request = DeleteTopicRequest {
             name: name.to_owned(),
         };
-        self.admin(Route::Controller, |mut admin| {
-            let request = request.clone();
-            async move { admin.delete_topic(request).await }
-        })
+        self.admin(
+            Route::Controller,
+            &request,
+            |mut admin, request| async move { admin.delete_topic(request).await },
+        )
         .await?;
         Ok(())
     }
@@ -160,9 +170,11 @@ impl Admin {
     /// Only timeouts and transport errors.
     pub async fn list_topics(&self) -> Result<Vec<TopicDescription>> {
         let reply = self
-            .admin(Route::Any, |mut admin| async move {
-                admin.list_topics(ListTopicsRequest {}).await
-            })
+            .admin(
+                Route::Any,
+                &ListTopicsRequest {},
+                |mut admin, request| async move { admin.list_topics(request).await },
+            )
             .await?;
         Ok(reply.topics)
     }
@@ -175,9 +187,8 @@ impl Admin {
         let request = DescribeTopicRequest {
             name: name.to_owned(),
         };
-        self.admin(Route::Any, |mut admin| {
-            let request = request.clone();
-            async move { admin.describe_topic(request).await }
+        self.admin(Route::Any, &request, |mut admin, request| async move {
+            admin.describe_topic(request).await
         })
         .await
     }
@@ -195,10 +206,11 @@ impl Admin {
             name: name.to_owned(),
             config: Some(config),
         };
-        self.admin(Route::Controller, |mut admin| {
-            let request = request.clone();
-            async move { admin.alter_topic_config(request).await }
-        })
+        self.admin(
+            Route::Controller,
+            &request,
+            |mut admin, request| async move { admin.alter_topic_config(request).await },
+        )
         .await
     }
 
@@ -209,9 +221,11 @@ impl Admin {
     /// # Errors
     /// Only timeouts and transport errors.
     pub async fn cluster_info(&self) -> Result<ClusterInfoResponse> {
-        self.admin(Route::Any, |mut admin| async move {
-            admin.cluster_info(ClusterInfoRequest {}).await
-        })
+        self.admin(
+            Route::Any,
+            &ClusterInfoRequest {},
+            |mut admin, request| async move { admin.cluster_info(request).await },
+        )
         .await
     }
 
@@ -220,8 +234,8 @@ impl Admin {
     /// request timeout. [`crate::merge_cluster_views`] makes one picture of them. Never fails:
     /// a broker that did not answer has the error in its view.
     pub async fn cluster_views(&self) -> Vec<NodeView> {
-        self.client.refresh_if_needed(&Route::Controller).await;
-        self.client.cluster_views().await
+        self.cluster.refresh_if_needed(&Route::Controller).await;
+        self.cluster.cluster_views().await
     }
 
     /// Every consumer group: its state, member count and epoch.
@@ -230,8 +244,10 @@ impl Admin {
     /// Only timeouts and transport errors (`NOT_LEADER` is followed to the coordinator).
     pub async fn list_groups(&self) -> Result<Vec<GroupListing>> {
         let reply = self
-            .client
-            .groups_call(|mut groups| async move { groups.list_groups(ListGroupsRequest {}).await })
+            .cluster
+            .groups_call(&ListGroupsRequest {}, |mut groups, request| async move {
+                groups.list_groups(request).await
+            })
             .await?;
         Ok(reply.groups)
     }
@@ -245,10 +261,9 @@ impl Admin {
         let request = DescribeGroupRequest {
             group_id: group_id.to_owned(),
         };
-        self.client
-            .groups_call(|mut groups| {
-                let request = request.clone();
-                async move { groups.describe_group(request).await }
+        self.cluster
+            .groups_call(&request, |mut groups, request| async move {
+                groups.describe_group(request).await
             })
             .await
     }
@@ -261,10 +276,9 @@ impl Admin {
         let request = DeleteGroupRequest {
             group_id: group_id.to_owned(),
         };
-        self.client
-            .groups_call(|mut groups| {
-                let request = request.clone();
-                async move { groups.delete_group(request).await }
+        self.cluster
+            .groups_call(&request, |mut groups, request| async move {
+                groups.delete_group(request).await
             })
             .await?;
         Ok(())
@@ -291,10 +305,9 @@ impl Admin {
             to: Some(to.to_proto()),
             dry_run,
         };
-        self.client
-            .groups_call(|mut groups| {
-                let request = request.clone();
-                async move { groups.reset_offsets(request).await }
+        self.cluster
+            .groups_call(&request, |mut groups, request| async move {
+                groups.reset_offsets(request).await
             })
             .await
     }
@@ -313,10 +326,9 @@ impl Admin {
             group_id: group_id.to_owned(),
             partitions: partitions.to_vec(),
         };
-        self.client
-            .groups_call(|mut groups| {
-                let request = request.clone();
-                async move { groups.fetch_committed_offsets(request).await }
+        self.cluster
+            .groups_call(&request, |mut groups, request| async move {
+                groups.fetch_committed_offsets(request).await
             })
             .await
     }
@@ -334,12 +346,67 @@ impl Admin {
             member_epoch: 0,
             offsets,
         };
-        self.client
-            .groups_call(|mut groups| {
-                let request = request.clone();
-                async move { groups.commit_offsets(request).await }
+        self.cluster
+            .groups_call(&request, |mut groups, request| async move {
+                groups.commit_offsets(request).await
             })
             .await?;
         Ok(())
+    }
+}
+
+/// Partition counts by topic, learned with `DescribeTopic` and kept until forgotten: how the
+/// producer checks and picks partitions without asking the cluster for every record.
+#[derive(Debug)]
+pub(crate) struct PartitionCounts {
+    admin: Admin,
+    /// std Mutex: never held across `.await`.
+    counts: Mutex<HashMap<String, u32>>,
+}
+
+impl PartitionCounts {
+    pub(crate) fn new(admin: Admin) -> Self {
+        Self {
+            admin,
+            counts: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The partition count of `topic`, described on first use.
+    ///
+    /// # Errors
+    /// The broker's refusal (`UNKNOWN_TOPIC_OR_PARTITION` for a topic that does not exist),
+    /// [`Error::InvalidArgument`] for a description with no partitions, timeouts and
+    /// transport errors.
+    pub(crate) async fn get(&self, topic: &str) -> Result<u32> {
+        let cached = self
+            .counts
+            .lock()
+            .expect("no panic while holding the lock")
+            .get(topic)
+            .copied();
+        if let Some(partitions) = cached {
+            return Ok(partitions);
+        }
+        let description = self.admin.describe_topic(topic).await?;
+        if description.partitions == 0 {
+            return Err(Error::InvalidArgument(format!(
+                "the broker describes topic {topic} with 0 partitions"
+            )));
+        }
+        self.counts
+            .lock()
+            .expect("no panic while holding the lock")
+            .insert(topic.to_owned(), description.partitions);
+        Ok(description.partitions)
+    }
+
+    /// Forgets a topic's partition count, so the next send describes it again (after the
+    /// broker said the topic or partition is unknown).
+    pub(crate) fn forget(&self, topic: &str) {
+        self.counts
+            .lock()
+            .expect("no panic while holding the lock")
+            .remove(topic);
     }
 }

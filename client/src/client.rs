@@ -1,71 +1,15 @@
-//! The connection to a Strata cluster, and the handle every other part of the client is made
-//! from.
-
-use std::collections::HashMap;
-use std::future::Future;
-use std::sync::{Arc, Mutex};
-use std::time::Duration;
-
-use strata_proto::v1::ClusterInfoRequest;
-use strata_proto::v1::admin_client::AdminClient;
-use strata_proto::v1::broker_client::BrokerClient;
-use strata_proto::v1::groups_client::GroupsClient;
-use tokio::time::Instant;
-use tonic::transport::{Channel, Endpoint};
+//! [`Client`], the public entry point: it connects to a cluster and makes the admin client,
+//! producers and consumers, each on the shared [`Cluster`] handle below them.
 
 use crate::admin::Admin;
+use crate::cluster::{ClientConfig, Cluster};
 use crate::consumer::{self, ConsumerConfig, FetchOptions, FetchedRecords, PartitionConsumer};
 use crate::consumer::{PartitionOffsets, StartFrom};
-use crate::error::{Error, Result, chain};
-use crate::group::{self, GroupConsumer, GroupConsumerConfig};
-use crate::producer::{Producer, ProducerConfig};
-use crate::retry::{Backoff, random_jitter};
-use crate::routing::{Metadata, Next, NodeView, REDIRECTS_MAX, Route, merge_cluster_views};
-
-/// The broker list used when none is given: the same in the client, its examples and the
-/// `strata` CLI.
-pub const DEFAULT_BROKERS: &str = "127.0.0.1:9092";
-
-/// The environment variable the examples and the CLI read the broker list from.
-pub const BROKERS_ENV: &str = "STRATA_BROKERS";
-
-/// The largest message the client accepts from a broker: a fetch of the protocol's 64 MiB
-/// maximum plus one batch beyond it and the message framing.
-pub(crate) const MESSAGE_BYTES_MAX: usize = 72 << 20;
-
-/// The broker list from `STRATA_BROKERS`, or [`DEFAULT_BROKERS`].
-pub fn brokers_from_env() -> String {
-    std::env::var(BROKERS_ENV).unwrap_or_else(|_| DEFAULT_BROKERS.to_owned())
-}
-
-/// How the client talks to brokers.
-#[derive(Debug, Clone)]
-pub struct ClientConfig {
-    /// How long to wait for a TCP connection to a broker.
-    pub connect_timeout: Duration,
-    /// How long to wait for the reply to a unary call (admin calls, `ListOffsets`, and a
-    /// fetch on top of its own `max_wait`).
-    pub request_timeout: Duration,
-    /// How many times a call is sent again, after a backoff and a metadata refresh, when the
-    /// node it reached does not lead what it asked for and cannot say who does, is
-    /// unavailable, or cannot be reached. Redirects to the leader a `NOT_LEADER` names are
-    /// followed at once and not counted.
-    pub routing_retries: u32,
-    /// The delay before each of those attempts.
-    pub routing_backoff: Backoff,
-}
-
-impl Default for ClientConfig {
-    fn default() -> Self {
-        Self {
-            connect_timeout: Duration::from_secs(5),
-            request_timeout: Duration::from_secs(30),
-            // About 4 to 8 s of backoff in all: leadership moves within one or two seconds.
-            routing_retries: 8,
-            routing_backoff: Backoff::default(),
-        }
-    }
-}
+use crate::error::Result;
+use crate::group::{self, GroupConsumer};
+use crate::group_config::GroupConsumerConfig;
+use crate::producer::Producer;
+use crate::producer_config::ProducerConfig;
 
 /// A connection to a Strata cluster. Cheap to clone: clones share the connections (one
 /// HTTP/2 connection per broker, opened when first used, reconnecting by itself) and the
@@ -81,19 +25,7 @@ impl Default for ClientConfig {
 /// A single broker is used exactly as it is reached, whatever address it advertises.
 #[derive(Debug, Clone)]
 pub struct Client {
-    inner: Arc<Inner>,
-}
-
-#[derive(Debug)]
-struct Inner {
-    address: String,
-    config: ClientConfig,
-    /// Channels by `HOST:PORT`. std Mutex: never held across `.await`.
-    channels: Mutex<HashMap<String, Channel>>,
-    /// std Mutex: never held across `.await`.
-    metadata: Mutex<Metadata>,
-    /// Held while a metadata refresh runs, so callers that need one wait for the same one.
-    refreshing: tokio::sync::Mutex<()>,
+    cluster: Cluster,
 }
 
 impl Client {
@@ -102,8 +34,8 @@ impl Client {
     /// brokers of the list, and every node the cluster names, are used as requests need them.
     ///
     /// # Errors
-    /// [`Error::InvalidArgument`] for a malformed list, [`Error::Connect`] when no broker can
-    /// be reached.
+    /// [`Error::InvalidArgument`](crate::Error::InvalidArgument) for a malformed list,
+    /// [`Error::Connect`](crate::Error::Connect) when no broker can be reached.
     pub async fn connect(brokers: &str) -> Result<Self> {
         Self::connect_with(brokers, ClientConfig::default()).await
     }
@@ -113,45 +45,23 @@ impl Client {
     /// # Errors
     /// As [`Client::connect`].
     pub async fn connect_with(brokers: &str, config: ClientConfig) -> Result<Self> {
-        let addresses = parse_brokers(brokers)?;
-        let mut failures = Vec::new();
-        for address in &addresses {
-            let endpoint = endpoint(address, &config)?;
-            match endpoint.connect().await {
-                Ok(channel) => {
-                    let metadata = Metadata::new(address.clone(), addresses.clone());
-                    return Ok(Self {
-                        inner: Arc::new(Inner {
-                            channels: Mutex::new(HashMap::from([(address.clone(), channel)])),
-                            address: address.clone(),
-                            config,
-                            metadata: Mutex::new(metadata),
-                            refreshing: tokio::sync::Mutex::new(()),
-                        }),
-                    });
-                }
-                Err(error) => failures.push(format!("{address}: {}", chain(&error))),
-            }
-        }
-        Err(Error::Connect {
-            address: brokers.to_owned(),
-            reason: failures.join("; "),
-        })
+        let cluster = Cluster::connect(brokers, config).await?;
+        Ok(Self { cluster })
     }
 
     /// The `HOST:PORT` of the broker this client first connected to.
     pub fn address(&self) -> &str {
-        &self.inner.address
+        self.cluster.address()
     }
 
     /// The configuration the client was connected with.
     pub fn config(&self) -> &ClientConfig {
-        &self.inner.config
+        self.cluster.config()
     }
 
     /// The admin client: topics, cluster information and consumer groups.
     pub fn admin(&self) -> Admin {
-        Admin::new(self.clone())
+        Admin::new(self.cluster.clone())
     }
 
     /// Joins a consumer group and starts reading the partitions it assigns (see
@@ -159,28 +69,29 @@ impl Client {
     /// consumer runs tasks.
     ///
     /// # Errors
-    /// [`Error::InvalidArgument`] for an inconsistent configuration; the coordinator's
-    /// refusal (`INVALID_GROUP_ID`, `GROUP_FULL`, `UNKNOWN_TOPIC_OR_PARTITION`); retriable
-    /// failures are retried with backoff until the join succeeds.
+    /// [`Error::InvalidArgument`](crate::Error::InvalidArgument) for an inconsistent configuration;
+    /// the coordinator's refusal (`INVALID_GROUP_ID`, `GROUP_FULL`, `UNKNOWN_TOPIC_OR_PARTITION`);
+    /// retriable failures are retried with backoff until the join succeeds.
     pub async fn group_consumer(&self, config: GroupConsumerConfig) -> Result<GroupConsumer> {
-        group::start(self, config).await
+        group::start(&self.cluster, config).await
     }
 
     /// Starts a producer. Must be called inside a Tokio runtime: the producer runs a task.
     ///
     /// # Errors
-    /// [`Error::InvalidArgument`] when the configuration is inconsistent (see
-    /// [`ProducerConfig`]).
+    /// [`Error::InvalidArgument`](crate::Error::InvalidArgument) when the configuration is
+    /// inconsistent (see [`ProducerConfig`]).
     pub fn producer(&self, config: ProducerConfig) -> Result<Producer> {
-        Producer::start(self, config)
+        Producer::start(&self.cluster, config)
     }
 
     /// Subscribes to one partition from `from`, on its leader, with flow control by byte
     /// credit.
     ///
     /// # Errors
-    /// [`Error::InvalidArgument`] for a credit below the minimum; the broker's refusal (an
-    /// unknown topic or partition, an offset out of range); transport errors.
+    /// [`Error::InvalidArgument`](crate::Error::InvalidArgument) for a credit below the minimum;
+    /// the broker's refusal (an unknown topic or partition, an offset out of range); transport
+    /// errors.
     pub async fn subscribe(
         &self,
         topic: &str,
@@ -188,7 +99,7 @@ impl Client {
         from: StartFrom,
         config: ConsumerConfig,
     ) -> Result<PartitionConsumer> {
-        consumer::subscribe(self, topic, partition, from, config).await
+        consumer::subscribe(&self.cluster, topic, partition, from, config).await
     }
 
     /// Fetches the records of one partition from `offset` on, from its leader, waiting up to
@@ -204,7 +115,7 @@ impl Client {
         offset: u64,
         options: FetchOptions,
     ) -> Result<FetchedRecords> {
-        consumer::fetch(self, topic, partition, offset, options).await
+        consumer::fetch(&self.cluster, topic, partition, offset, options).await
     }
 
     /// Resolves `from` to an offset of one partition, with the partition's bounds, as its
@@ -218,266 +129,14 @@ impl Client {
         partition: u32,
         from: StartFrom,
     ) -> Result<PartitionOffsets> {
-        consumer::list_offsets(self, topic, partition, from).await
+        consumer::list_offsets(&self.cluster, topic, partition, from).await
     }
-
-    fn metadata(&self) -> std::sync::MutexGuard<'_, Metadata> {
-        self.inner
-            .metadata
-            .lock()
-            .expect("no panic while holding the lock")
-    }
-
-    /// The channel to `address`, made (not yet connected) on first use.
-    ///
-    /// # Errors
-    /// [`Error::InvalidArgument`] when `address` is not a valid URI authority.
-    pub(crate) fn channel(&self, address: &str) -> Result<Channel> {
-        let mut channels = self
-            .inner
-            .channels
-            .lock()
-            .expect("no panic while holding the lock");
-        if let Some(channel) = channels.get(address) {
-            return Ok(channel.clone());
-        }
-        let channel = endpoint(address, &self.inner.config)?.connect_lazy();
-        channels.insert(address.to_owned(), channel.clone());
-        Ok(channel)
-    }
-
-    /// Where a request on `route` goes now, refreshing the metadata first when it was never
-    /// read or a failure made it stale.
-    pub(crate) async fn route(&self, route: &Route) -> String {
-        self.refresh_if_needed(route).await;
-        self.metadata().address(route, Instant::now())
-    }
-
-    /// The address for `route` from the metadata as it is, without refreshing.
-    pub(crate) fn cached_route(&self, route: &Route) -> String {
-        self.metadata().address(route, Instant::now())
-    }
-
-    /// Learns from an attempt on `route` at `address` that failed with `error`.
-    pub(crate) fn note_error(&self, route: &Route, address: &str, error: &Error) -> Next {
-        let next = self
-            .metadata()
-            .on_error(route, address, error, Instant::now());
-        tracing::debug!(%error, ?route, address, ?next, "routed call failed");
-        next
-    }
-
-    /// Refreshes the metadata when a request on `route` needs it (see
-    /// [`Metadata::needs_refresh`]); callers that arrive during a refresh wait for it.
-    pub(crate) async fn refresh_if_needed(&self, route: &Route) {
-        if !self.metadata().needs_refresh(route, Instant::now()) {
-            return;
-        }
-        let _refreshing = self.inner.refreshing.lock().await;
-        {
-            let mut metadata = self.metadata();
-            let now = Instant::now();
-            if !metadata.needs_refresh(route, now) {
-                return;
-            }
-            metadata.refresh_started(now);
-        }
-        let views = self.cluster_views().await;
-        let answered: Vec<&NodeView> = views.iter().filter(|view| view.info.is_ok()).collect();
-        if answered.is_empty() {
-            tracing::debug!(?views, "no broker answered ClusterInfo");
-            return;
-        }
-        let merged = merge_cluster_views(&views);
-        let single_node_address = match (&merged.nodes[..], &answered[..]) {
-            ([_], [view]) => Some(view.address.as_str()),
-            _ => None,
-        };
-        self.metadata().apply(&merged, single_node_address);
-    }
-
-    /// Asks every broker the client knows (the nodes of the cluster, the one it connected to,
-    /// the broker list) for `ClusterInfo`, all at once, each for at most the request timeout.
-    /// Views come back in the order the addresses were asked.
-    pub(crate) async fn cluster_views(&self) -> Vec<NodeView> {
-        let addresses = self.metadata().addresses();
-        let limit = self.inner.config.request_timeout;
-        let mut calls = tokio::task::JoinSet::new();
-        for (index, address) in addresses.into_iter().enumerate() {
-            let channel = self.channel(&address);
-            calls.spawn(async move {
-                let info = match channel {
-                    Ok(channel) => {
-                        unary(
-                            limit,
-                            AdminClient::new(channel).cluster_info(ClusterInfoRequest {}),
-                        )
-                        .await
-                    }
-                    Err(error) => Err(error),
-                };
-                (index, NodeView { address, info })
-            });
-        }
-        let mut views: Vec<(usize, NodeView)> = calls.join_all().await.into_iter().collect();
-        views.sort_by_key(|(index, _)| *index);
-        views.into_iter().map(|(_, view)| view).collect()
-    }
-
-    /// Sends a unary call (or opens a stream) to where `route` says, following `NOT_LEADER`
-    /// hints at once and retrying routing failures after a backoff, at most `retries` times.
-    /// `call` makes one attempt on a channel, each attempt waiting at most `limit`. Returns
-    /// the reply with the address that gave it.
-    ///
-    /// # Errors
-    /// The last attempt's error, or the first that routing cannot help with.
-    pub(crate) async fn call_at<T, F, Fut>(
-        &self,
-        route: &Route,
-        limit: Duration,
-        retries: u32,
-        mut call: F,
-    ) -> Result<(T, String)>
-    where
-        F: FnMut(Channel) -> Fut,
-        Fut: Future<Output = Result<tonic::Response<T>, tonic::Status>>,
-    {
-        let mut failures = 0u32;
-        let mut redirects = 0u32;
-        let mut address = self.route(route).await;
-        loop {
-            let reply = match self.channel(&address) {
-                Ok(channel) => unary(limit, call(channel)).await,
-                Err(error) => Err(error),
-            };
-            let error = match reply {
-                Ok(reply) => return Ok((reply, address)),
-                Err(error) => error,
-            };
-            match self.note_error(route, &address, &error) {
-                Next::Fail => return Err(error),
-                Next::Redirect(hinted) if redirects < REDIRECTS_MAX => {
-                    redirects += 1;
-                    address = hinted;
-                    continue;
-                }
-                Next::Redirect(_) | Next::Retry => {}
-            }
-            failures += 1;
-            if failures > retries {
-                return Err(error);
-            }
-            let delay = self
-                .inner
-                .config
-                .routing_backoff
-                .delay(failures, random_jitter());
-            tokio::time::sleep(delay).await;
-            redirects = 0;
-            address = self.route(route).await;
-        }
-    }
-
-    /// [`Self::call_at`] with the configured retries, without the address.
-    pub(crate) async fn call<T, F, Fut>(&self, route: &Route, limit: Duration, call: F) -> Result<T>
-    where
-        F: FnMut(Channel) -> Fut,
-        Fut: Future<Output = Result<tonic::Response<T>, tonic::Status>>,
-    {
-        let retries = self.inner.config.routing_retries;
-        let (reply, _) = self.call_at(route, limit, retries, call).await?;
-        Ok(reply)
-    }
-
-    /// A consumer-groups call, on the controller leader.
-    pub(crate) async fn groups_call<T, F, Fut>(&self, mut call: F) -> Result<T>
-    where
-        F: FnMut(GroupsClient<Channel>) -> Fut,
-        Fut: Future<Output = Result<tonic::Response<T>, tonic::Status>>,
-    {
-        let limit = self.inner.config.request_timeout;
-        self.call(&Route::Controller, limit, |channel| {
-            call(GroupsClient::new(channel))
-        })
-        .await
-    }
-}
-
-/// A broker client on `channel`, accepting messages up to [`MESSAGE_BYTES_MAX`].
-pub(crate) fn broker_client(channel: Channel) -> BrokerClient<Channel> {
-    BrokerClient::new(channel)
-        .max_decoding_message_size(MESSAGE_BYTES_MAX)
-        .max_encoding_message_size(MESSAGE_BYTES_MAX)
-}
-
-fn endpoint(address: &str, config: &ClientConfig) -> Result<Endpoint> {
-    Ok(Endpoint::from_shared(format!("http://{address}"))
-        .map_err(|error| Error::InvalidArgument(format!("broker address {address}: {error}")))?
-        .connect_timeout(config.connect_timeout)
-        .tcp_nodelay(true))
-}
-
-/// Awaits a unary call for at most `limit` and unwraps its reply.
-pub(crate) async fn unary<T>(
-    limit: Duration,
-    call: impl Future<Output = Result<tonic::Response<T>, tonic::Status>>,
-) -> Result<T> {
-    match tokio::time::timeout(limit, call).await {
-        Ok(Ok(response)) => Ok(response.into_inner()),
-        Ok(Err(status)) => Err(Error::from_status(status)),
-        Err(_) => Err(Error::Timeout {
-            after_ms: limit.as_millis() as u64,
-        }),
-    }
-}
-
-/// Splits a comma-separated broker list into `HOST:PORT` addresses (an `http://` prefix is
-/// accepted and dropped).
-///
-/// # Errors
-/// [`Error::InvalidArgument`] for an empty list or an entry without a port.
-pub fn parse_brokers(list: &str) -> Result<Vec<String>> {
-    let mut addresses = Vec::new();
-    for entry in list
-        .split(',')
-        .map(str::trim)
-        .filter(|entry| !entry.is_empty())
-    {
-        let address = entry.strip_prefix("http://").unwrap_or(entry);
-        let address = address.strip_suffix('/').unwrap_or(address);
-        let port = address.rsplit_once(':').map(|(_, port)| port);
-        if port.is_none_or(|port| port.parse::<u16>().is_err()) {
-            return Err(Error::InvalidArgument(format!(
-                "broker {entry:?} is not HOST:PORT"
-            )));
-        }
-        addresses.push(address.to_owned());
-    }
-    if addresses.is_empty() {
-        return Err(Error::InvalidArgument("the broker list is empty".into()));
-    }
-    Ok(addresses)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    /// Lists split on commas, trim spaces, drop an http:// prefix, and need a port.
-    #[test]
-    fn broker_lists() {
-        assert_eq!(
-            parse_brokers("127.0.0.1:9092").expect("valid"),
-            ["127.0.0.1:9092"]
-        );
-        assert_eq!(
-            parse_brokers(" a:1, http://b:2/ ,,[::1]:3").expect("valid"),
-            ["a:1", "b:2", "[::1]:3"]
-        );
-        for invalid in ["", " , ", "localhost", "host:port", "host:99999"] {
-            assert!(parse_brokers(invalid).is_err(), "{invalid:?}");
-        }
-    }
+    use crate::error::Error;
 
     /// Connecting to a port nobody listens on fails with Connect, naming the address.
     #[tokio::test]

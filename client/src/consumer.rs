@@ -21,7 +21,7 @@ use strata_proto::v1::{
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 
-use crate::client::{Client, broker_client};
+use crate::cluster::{Cluster, broker_client};
 use crate::error::{Error, Result};
 use crate::retry::{Backoff, random_jitter};
 use crate::routing::{Next, Route};
@@ -61,10 +61,10 @@ impl StartFrom {
     }
 }
 
-/// A partition's offsets, as [`Client::list_offsets`] returns them.
+/// A partition's offsets, as [`Client::list_offsets`](crate::Client::list_offsets) returns them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PartitionOffsets {
-    /// The offset the start position resolved to.
+    /// The offset the start ([`StartFrom`]) resolved to.
     pub offset: u64,
     /// The first offset still stored.
     pub log_start_offset: u64,
@@ -140,10 +140,10 @@ pub struct FetchedRecords {
 /// finds (up to [`ConsumerConfig::resubscribe_max`] times in a row), so the application sees
 /// each record once, in order, across reconnections and leader changes.
 ///
-/// Made by [`Client::subscribe`]. Dropping it ends the subscription.
+/// Made by [`Client::subscribe`](crate::Client::subscribe). Dropping it ends the subscription.
 #[derive(Debug)]
 pub struct PartitionConsumer {
-    client: Client,
+    cluster: Cluster,
     topic: String,
     partition: u32,
     config: ConsumerConfig,
@@ -178,7 +178,7 @@ struct Stream {
 const REQUESTS_QUEUED_MAX: usize = 4;
 
 pub(crate) async fn subscribe(
-    client: &Client,
+    cluster: &Cluster,
     topic: &str,
     partition: u32,
     from: StartFrom,
@@ -192,11 +192,11 @@ pub(crate) async fn subscribe(
     }
     // Resolve the start first, so the consumer knows the exact offset to skip to in the first
     // batch (which may begin earlier).
-    let offsets = list_offsets(client, topic, partition, from).await?;
+    let offsets = list_offsets(cluster, topic, partition, from).await?;
     let start = offsets.offset;
-    let retries = client.config().routing_retries;
+    let retries = cluster.config().routing_retries;
     let stream = open(
-        client,
+        cluster,
         topic,
         partition,
         start,
@@ -205,7 +205,7 @@ pub(crate) async fn subscribe(
     )
     .await?;
     Ok(PartitionConsumer {
-        client: client.clone(),
+        cluster: cluster.clone(),
         topic: topic.to_owned(),
         partition,
         config,
@@ -225,7 +225,7 @@ pub(crate) async fn subscribe(
 /// leader (following `NOT_LEADER` hints; `retries` more attempts after other routing
 /// failures).
 async fn open(
-    client: &Client,
+    cluster: &Cluster,
     topic: &str,
     partition: u32,
     offset: u64,
@@ -246,10 +246,10 @@ async fn open(
     // Each attempt needs its own request channel; the one of the attempt that succeeds stays.
     let mut requests = None;
     let route = Route::partition(topic, partition);
-    let (responses, address) = client
+    let (responses, address) = cluster
         .call_at(
             &route,
-            client.config().request_timeout,
+            cluster.config().request_timeout,
             retries,
             |channel| {
                 let (sender, receiver) = mpsc::channel(REQUESTS_QUEUED_MAX);
@@ -342,7 +342,8 @@ impl PartitionConsumer {
         // Learn where the partition went from the stream's failure; a hint needs no backoff.
         // (A failed `open` learned from its own failure already.)
         let mut redirected = matches!(
-            self.client.note_error(&route, &self.stream.address, &error),
+            self.cluster
+                .note_error(&route, &self.stream.address, &error),
             Next::Redirect(_)
         );
         loop {
@@ -369,7 +370,7 @@ impl PartitionConsumer {
             self.batches.clear();
             self.consumed_bytes = 0;
             let opened = open(
-                &self.client,
+                &self.cluster,
                 &self.topic,
                 self.partition,
                 self.next_offset,
@@ -518,7 +519,7 @@ fn decode_budgeted(
 }
 
 pub(crate) async fn fetch(
-    client: &Client,
+    cluster: &Cluster,
     topic: &str,
     partition: u32,
     offset: u64,
@@ -533,9 +534,9 @@ pub(crate) async fn fetch(
         max_bytes: options.max_bytes,
         decode: false,
     };
-    let limit = client.config().request_timeout + options.max_wait;
+    let limit = cluster.config().request_timeout + options.max_wait;
     let route = Route::partition(topic, partition);
-    let reply = client
+    let reply = cluster
         .call(&route, limit, |channel| {
             let request = request.clone();
             async move { broker_client(channel).fetch(request).await }
@@ -557,7 +558,7 @@ pub(crate) async fn fetch(
 }
 
 pub(crate) async fn list_offsets(
-    client: &Client,
+    cluster: &Cluster,
     topic: &str,
     partition: u32,
     from: StartFrom,
@@ -568,8 +569,8 @@ pub(crate) async fn list_offsets(
         position: Some(from.to_proto()),
     };
     let route = Route::partition(topic, partition);
-    let reply = client
-        .call(&route, client.config().request_timeout, |channel| {
+    let reply = cluster
+        .call(&route, cluster.config().request_timeout, |channel| {
             let request = request.clone();
             async move { broker_client(channel).list_offsets(request).await }
         })

@@ -31,16 +31,34 @@
 //!
 //! # Layout
 //!
-//! - `client.rs`: [`Client`], the connection every other part is made from: a channel per
-//!   broker, the cluster metadata, and routed calls that follow leaders; the broker list
-//!   ([`DEFAULT_BROKERS`], `STRATA_BROKERS`).
+//! The arrows point one way (the main ones are drawn): [`Client`] on top makes every feature; the
+//! features (admin, producer, consumers) sit on the cluster handle; the pure parts (routing,
+//! batching, partitioning, sequencing, backoff) sit at the bottom.
+//!
+//! ```text
+//! request_reply ─▶ client ─▶ group ─▶ group_coordinator ─▶ group_state ─▶ group_config
+//!                    │  ╰──▶ producer ─▶ sender ─▶ outbox, accumulator ─▶ record, producer_config
+//!                    │  ╰──▶ consumer, admin
+//!                    ╰─────▶ cluster ─▶ routing, retry, error
+//! ```
+//!
+//! - `client.rs`: [`Client`], the public entry point: connects and makes the admin client,
+//!   producers and consumers.
+//! - `cluster.rs`: the cluster handle they all use: a channel per broker, the cluster
+//!   metadata, and routed calls that follow leaders; the broker list ([`DEFAULT_BROKERS`],
+//!   `STRATA_BROKERS`) and [`ClientConfig`].
 //! - `routing.rs`: where each request goes, the metadata it is decided from and what a failure
 //!   teaches it (pure, time passed in); [`merge_cluster_views`].
-//! - `admin.rs`: [`Admin`], topic, cluster and consumer-group calls.
-//! - `producer.rs`: [`Producer`], its configuration, [`ProducerRecord`] and the
-//!   [`DeliveryFuture`] of each send.
+//! - `admin.rs`: [`Admin`], topic, cluster and consumer-group calls; the producer's cache of
+//!   partition counts.
+//! - `producer.rs`: [`Producer`] and its `send`, `flush` and `close`.
+//! - `producer_config.rs`: [`ProducerConfig`] and the batch limits.
+//! - `record.rs`: [`ProducerRecord`], [`RecordMetadata`], the [`DeliveryFuture`] of each send,
+//!   and the commands and deliveries between `send` and the sender task.
 //! - `sender.rs`: the producer's task: one event loop that sends closed batches to their
 //!   partitions' leaders over one `ProduceStream` per broker, many in flight, and retries them.
+//! - `outbox.rs`: the sender's closed batches (queued, in flight, waiting for a retry), their
+//!   retry and failure rules and the idempotent producer's ordering (pure, time passed in).
 //! - `sequence.rs`: the idempotent producer's id, epoch and per-partition sequences, and
 //!   stamping them into a batch (pure).
 //! - `accumulator.rs`: per-partition batching, linger and flush (pure, time passed in).
@@ -48,11 +66,20 @@
 //! - `retry.rs`: [`Backoff`], exponential with jitter (pure).
 //! - `consumer.rs`: [`PartitionConsumer`] (Subscribe with byte credit), fetch and list
 //!   offsets.
-//! - `group.rs`: [`GroupConsumer`], a member of a consumer group: join, heartbeat, partition
-//!   readers merged into one stream, commits; at-least-once semantics.
+//! - `group.rs`: [`GroupConsumer`], a member of a consumer group: partition readers merged
+//!   into one stream, commits; at-least-once semantics.
+//! - `group_coordinator.rs`: the group consumer's task: join, heartbeat, reconcile, revoke,
+//!   and the partition readers.
+//! - `group_state.rs`: what the consumer, its [`Committer`]s and the coordinator share: each
+//!   partition's progress and the member's identity; the commit call.
+//! - `group_config.rs`: [`GroupConsumerConfig`], [`OffsetReset`], [`AssignmentChange`].
 //! - `request_reply.rs`: [`Requester`] and [`Responder`], request and reply over topics,
 //!   matched by a `correlation-id` header.
 //! - `error.rs`: [`Error`], with the broker's `ErrorDetail` decoded into [`ServerError`].
+//!
+//! A consumer's *progress* is the offset after the last record it processed; *position* is
+//! kept for a byte position in a segment file (the broker's word), so the client does not use
+//! it.
 //!
 //! # Routing and failures
 //!
@@ -89,11 +116,18 @@
 mod accumulator;
 mod admin;
 mod client;
+mod cluster;
 mod consumer;
 mod error;
 mod group;
+mod group_config;
+mod group_coordinator;
+mod group_state;
+mod outbox;
 mod partitioner;
 mod producer;
+mod producer_config;
+mod record;
 mod request_reply;
 mod retry;
 mod routing;
@@ -104,21 +138,19 @@ pub use strata_proto as proto;
 pub use strata_proto::batch::{Compression, Header, Record};
 
 pub use admin::{Admin, ResetTo};
-pub use client::parse_brokers;
-pub use client::{BROKERS_ENV, Client, ClientConfig, DEFAULT_BROKERS, brokers_from_env};
+pub use client::Client;
+pub use cluster::{BROKERS_ENV, ClientConfig, DEFAULT_BROKERS, brokers_from_env, parse_brokers};
 pub use consumer::{
     BATCH_BYTES_MAX, CREDIT_BYTES_MIN, ConsumerConfig, FetchOptions, FetchedRecords,
     PartitionConsumer, PartitionOffsets, StartFrom,
 };
 pub use error::{ERROR_CODE_METADATA_KEY, Error, Result, ServerError};
-pub use group::{
-    AssignmentChange, Committer, GroupConsumer, GroupConsumerConfig, GroupRecord, OffsetReset,
-    RevokeHook,
-};
-pub use producer::{
-    BATCH_BYTES_MAX_DEFAULT, DeliveryFuture, Producer, ProducerConfig, ProducerRecord,
-    RecordMetadata,
-};
+pub use group::{GroupConsumer, GroupRecord};
+pub use group_config::{AssignmentChange, GroupConsumerConfig, OffsetReset, RevokeHook};
+pub use group_state::Committer;
+pub use producer::Producer;
+pub use producer_config::{BATCH_BYTES_MAX_DEFAULT, ProducerConfig};
+pub use record::{DeliveryFuture, ProducerRecord, RecordMetadata};
 pub use request_reply::{
     CORRELATION_ID_HEADER, REPLY_TO_HEADER, Requester, RequesterConfig, Responder,
 };

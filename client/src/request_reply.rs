@@ -23,10 +23,13 @@ use tokio::sync::{Semaphore, oneshot};
 use tokio::task::JoinHandle;
 
 use crate::client::Client;
-use crate::consumer::{ConsumerConfig, StartFrom};
+use crate::consumer::{ConsumerConfig, PartitionConsumer, StartFrom};
 use crate::error::{Error, Result};
-use crate::group::{GroupConsumer, GroupConsumerConfig, GroupRecord};
-use crate::producer::{Producer, ProducerConfig, ProducerRecord};
+use crate::group::{GroupConsumer, GroupRecord};
+use crate::group_config::GroupConsumerConfig;
+use crate::producer::Producer;
+use crate::producer_config::ProducerConfig;
+use crate::record::ProducerRecord;
 use crate::retry::{Backoff, random_jitter};
 
 /// The header naming the request a record answers (or is).
@@ -267,7 +270,7 @@ impl Drop for Requester {
 /// request. A failed subscription is started again where it stopped, after a backoff.
 async fn read_replies(
     client: Client,
-    mut consumer: crate::PartitionConsumer,
+    mut consumer: PartitionConsumer,
     pending: Arc<Mutex<Pending>>,
     config: ConsumerConfig,
 ) {
@@ -397,6 +400,8 @@ impl Responder {
 
 #[cfg(test)]
 mod tests {
+    use strata_proto::batch::Header;
+
     use super::*;
 
     fn reply(correlation_id: &str) -> GroupRecord {
@@ -407,7 +412,7 @@ mod tests {
             timestamp: 0,
             key: None,
             value: Some(Bytes::from_static(b"answer")),
-            headers: vec![crate::Header {
+            headers: vec![Header {
                 key: CORRELATION_ID_HEADER.into(),
                 value: Some(Bytes::from(correlation_id.to_owned())),
             }],

@@ -20,7 +20,7 @@ use std::time::Duration;
 use strata_proto::v1::{ClusterInfoResponse, ErrorCode, NodeInfo, PartitionInfo};
 use tokio::time::Instant;
 
-use crate::error::Error;
+use crate::error::{Error, Result};
 
 /// The shortest time between two metadata refreshes: failures in a burst (every batch in flight
 /// to a node that died) ask the cluster once.
@@ -286,7 +286,7 @@ pub struct NodeView {
     /// The address asked.
     pub address: String,
     /// The answer, or why there was none.
-    pub info: crate::Result<ClusterInfoResponse>,
+    pub info: Result<ClusterInfoResponse>,
 }
 
 impl NodeView {

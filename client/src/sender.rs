@@ -1,5 +1,6 @@
-//! The producer's sender task: one event loop that owns the accumulator, the queue of closed
-//! batches, the batches in flight on `ProduceStream`s and those waiting to be retried. It
+//! The producer's sender task: one event loop that owns the accumulator, the outbox of closed
+//! batches ([`Outbox`]: queued, in flight on `ProduceStream`s, waiting to be retried) and the
+//! streams. It
 //! reacts to three things — a command from `send`/`flush`, a reply from a broker, a timer
 //! (linger, retry, reconnect, request or delivery timeout) — and after each one sends what it
 //! can. Owning everything in one task means no locks on the hot path.
@@ -19,119 +20,43 @@
 //! - there is at most one stream per broker address, and at most one per broker in the
 //!   cluster (plus the list the client was given) is open;
 //! - request ids are never reused, so a reply can only match the request it answers;
-//! - the queue and the retry map hold no limit of their own: every record in them holds its
-//!   share of the producer's buffer, so their size is bounded by `buffer_bytes_max`;
-//! - the queue is sorted by batch id (closing order), retries included.
+//! - the outbox's own invariants (closing order, bounded by the buffer) hold.
 //!
 //! Each partition's batches leave in order: a batch is sent only when no earlier batch of its
-//! partition was held back in the same pass. An idempotent producer also keeps them in order
-//! across retries and leader changes: a batch is sent only when no earlier batch of its
-//! partition waits (in the queue or for a retry), at most
-//! [`IN_FLIGHT_PER_PARTITION_MAX`] per partition are in flight, and none is sent under a new
-//! epoch while one stamped under an older epoch is still in flight. A batch gets its sequence
-//! ([`Sequencer`]) when it is first sent, and keeps it on every retry unless the epoch changed
-//! in between, in which case it is stamped again.
+//! partition was held back in the same pass. An idempotent producer also keeps them in order across
+//! retries and leader changes: a batch is sent only when no earlier batch of its partition waits
+//! (in the queue or for a retry), at most
+//! [`IN_FLIGHT_PER_PARTITION_MAX`](crate::outbox::IN_FLIGHT_PER_PARTITION_MAX) per partition are in
+//! flight, and none is sent under a new epoch while one stamped under an older epoch is still in
+//! flight. A batch gets its sequence ([`Sequencer`]) when it is first sent, and keeps it on every
+//! retry unless the epoch changed in between, in which case it is stamped again.
 
-use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
 use strata_proto::v1::produce_request::{Payload, Target};
-use strata_proto::v1::{ErrorCode, InitProducerIdRequest, ProduceRequest, ProduceResponse};
-use tokio::sync::{OwnedSemaphorePermit, mpsc, oneshot};
+use strata_proto::v1::{InitProducerIdRequest, ProduceRequest, ProduceResponse};
+use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_stream::{StreamExt as _, StreamMap, StreamNotifyClose};
 
-use crate::accumulator::{Accumulator, BatchLimits, ClosedBatch};
-use crate::client::{Client, broker_client};
+use crate::accumulator::{Accumulator, BatchLimits};
+use crate::admin::PartitionCounts;
+use crate::cluster::{Cluster, broker_client};
 use crate::error::{Error, Result};
+use crate::outbox::{Batch, InFlight, Outbox};
 use crate::partitioner::Partitioner;
-use crate::producer::{ProducerRecord, RecordMetadata, Shared};
+use crate::producer_config::ProducerConfig;
+use crate::record::{Command, Delivery, RecordMetadata};
 use crate::retry::random_jitter;
 use crate::routing::Route;
-use crate::sequence::{Identity, Sequencer, Stamp, stamp_batch};
-
-/// Batches of one partition in flight at once for an idempotent producer: the broker
-/// recognizes a retry as a duplicate only among the last five batches of a producer
-/// (Kafka's rule).
-pub(crate) const IN_FLIGHT_PER_PARTITION_MAX: usize = 5;
+use crate::sequence::{Identity, Sequencer};
 
 /// Commands handled per wake-up before the sender looks at timers and sends: enough to fill
 /// batches under load, few enough to keep replies flowing.
 const COMMANDS_PER_WAKE_MAX: usize = 512;
-
-/// What `send` and `flush` ask of the sender.
-#[derive(Debug)]
-pub(crate) enum Command {
-    Record {
-        record: ProducerRecord,
-        partitions: u32,
-        delivery: Delivery,
-    },
-    /// Close every open batch and reply once all of them, and all before, are finished.
-    Flush(oneshot::Sender<()>),
-}
-
-/// One record's way back to its `DeliveryFuture`, holding the record's share of the buffer
-/// until it resolves.
-#[derive(Debug)]
-pub(crate) struct Delivery {
-    reply: oneshot::Sender<Result<RecordMetadata>>,
-    _buffer: OwnedSemaphorePermit,
-}
-
-impl Delivery {
-    pub(crate) fn new(
-        reply: oneshot::Sender<Result<RecordMetadata>>,
-        buffer: OwnedSemaphorePermit,
-    ) -> Self {
-        Self {
-            reply,
-            _buffer: buffer,
-        }
-    }
-
-    fn resolve(self, result: Result<RecordMetadata>) {
-        // The application may have dropped the future: nobody to tell.
-        let _ = self.reply.send(result);
-    }
-}
-
-/// A closed batch on its way: how often it was sent and until when it may still be.
-#[derive(Debug)]
-struct Batch {
-    closed: ClosedBatch<Delivery>,
-    /// Times sent so far.
-    attempts: u32,
-    deadline: Instant,
-    /// The producer id, epoch and sequence written into `closed.batch` (idempotent
-    /// producers, once first sent).
-    stamp: Option<Stamp>,
-}
-
-impl Batch {
-    fn is_of(&self, other: &Batch) -> bool {
-        self.closed.partition == other.closed.partition && self.closed.topic == other.closed.topic
-    }
-
-    fn route(&self) -> Route {
-        Route::partition(&self.closed.topic, self.closed.partition)
-    }
-
-    fn key(&self) -> (String, u32) {
-        (self.closed.topic.clone(), self.closed.partition)
-    }
-}
-
-#[derive(Debug)]
-struct InFlight {
-    batch: Batch,
-    sent_at: Instant,
-    /// The stream it went on, and that stream's broker.
-    connection: u64,
-    address: String,
-}
 
 /// An open `ProduceStream`; its replies are in [`Sender::replies`] under `id`.
 #[derive(Debug)]
@@ -148,14 +73,13 @@ struct Reconnect {
 }
 
 pub(crate) struct Sender {
-    client: Client,
-    shared: Arc<Shared>,
+    cluster: Cluster,
+    config: ProducerConfig,
+    /// Shared with the producer; a topic the broker no longer knows is forgotten.
+    partitions: Arc<PartitionCounts>,
     accumulator: Accumulator<Delivery>,
-    /// Closed batches in closing order, retries due put back at the front.
-    queue: VecDeque<Batch>,
-    /// Batches waiting for their retry time, by (time, batch id).
-    retries: BTreeMap<(Instant, u64), Batch>,
-    in_flight: HashMap<u64, InFlight>,
+    /// Every closed batch not yet resolved, and the idempotent producer's sequences.
+    outbox: Outbox,
     /// Open streams by broker address.
     connections: HashMap<String, Connection>,
     /// The replies of every open stream, by connection id; a stream's end comes as `None`.
@@ -166,11 +90,7 @@ pub(crate) struct Sender {
     /// Why the last stream or call failed: what batches that time out while waiting fail
     /// with.
     last_error: Option<Error>,
-    /// Flushes waiting for every batch with an id below theirs to finish.
-    flushes: Vec<(u64, oneshot::Sender<()>)>,
     next_request_id: u64,
-    /// The idempotent producer's identity and sequences; `None` when not idempotent.
-    sequencer: Option<Sequencer>,
     /// No `InitProducerId` before this, after a failed one.
     init_at: Option<Instant>,
     /// `InitProducerId` calls failed in a row, for its backoff.
@@ -178,30 +98,30 @@ pub(crate) struct Sender {
 }
 
 impl Sender {
-    pub(crate) fn new(client: Client, shared: Arc<Shared>) -> Self {
-        let config = &shared.config;
+    pub(crate) fn new(
+        cluster: Cluster,
+        config: ProducerConfig,
+        partitions: Arc<PartitionCounts>,
+    ) -> Self {
         let limits = BatchLimits {
             batch_bytes_max: config.batch_bytes_max,
             linger: config.linger,
             compression: config.compression,
         };
         let seed = (random_jitter() * f64::from(u32::MAX)) as u32;
-        let sequencer = config.idempotent.then(Sequencer::default);
+        let outbox = Outbox::new(config.backoff, config.retries, config.idempotent);
         Self {
-            client,
+            cluster,
             accumulator: Accumulator::new(limits, Partitioner::new(seed)),
-            shared,
-            queue: VecDeque::new(),
-            retries: BTreeMap::new(),
-            in_flight: HashMap::new(),
+            config,
+            partitions,
+            outbox,
             connections: HashMap::new(),
             replies: StreamMap::new(),
             next_connection_id: 0,
             reconnects: HashMap::new(),
             last_error: None,
-            flushes: Vec::new(),
             next_request_id: 0,
-            sequencer,
             init_at: None,
             init_failures: 0,
         }
@@ -215,7 +135,7 @@ impl Sender {
             self.accumulator.close_expired(now.into_std());
             self.expire(now);
             self.send_ready(now).await;
-            self.finish_flushes();
+            self.outbox.finish_flushes();
             if !accepting && self.is_idle() {
                 break;
             }
@@ -261,26 +181,25 @@ impl Sender {
             }
             Command::Flush(done) => {
                 self.accumulator.close_all(Instant::now().into_std());
-                self.flushes.push((self.accumulator.next_batch_id(), done));
+                self.outbox
+                    .flushes
+                    .push((self.accumulator.next_batch_id(), done));
             }
         }
     }
 
     fn is_idle(&self) -> bool {
-        self.accumulator.is_empty()
-            && self.queue.is_empty()
-            && self.retries.is_empty()
-            && self.in_flight.is_empty()
+        self.accumulator.is_empty() && self.outbox.is_empty()
     }
 
     /// The earliest timer: a linger, a retry, a reconnect, an `InitProducerId`, a request or
     /// delivery timeout. Reconnect and init times already passed are no timers: a queue that
     /// waits for something else (room in flight, an earlier batch) must not spin.
     fn next_wake(&self, now: Instant) -> Option<Instant> {
-        let config = &self.shared.config;
+        let config = &self.config;
         let linger = self.accumulator.next_expiry().map(Instant::from_std);
-        let retry = self.retries.keys().next().map(|(at, _)| *at);
-        let waiting = !self.queue.is_empty();
+        let retry = self.outbox.retries.keys().next().map(|(at, _)| *at);
+        let waiting = !self.outbox.queue.is_empty();
         let reconnect = self
             .reconnects
             .values()
@@ -289,11 +208,12 @@ impl Sender {
             .min();
         let init = self.init_at.filter(|at| waiting && *at > now);
         let request = self
+            .outbox
             .in_flight
             .values()
             .map(|in_flight| in_flight.sent_at + config.request_timeout)
             .min();
-        let delivery = self.queue.front().map(|batch| batch.deadline);
+        let delivery = self.outbox.queue.front().map(|batch| batch.deadline);
         [linger, retry, reconnect, init, request, delivery]
             .into_iter()
             .flatten()
@@ -303,9 +223,10 @@ impl Sender {
     /// Fails batches past their delivery deadline, and abandons each stream on which a
     /// request has waited longer than the request timeout.
     fn expire(&mut self, now: Instant) {
-        let request_timeout = self.shared.config.request_timeout;
-        let delivery_timeout = self.shared.config.delivery_timeout;
+        let request_timeout = self.config.request_timeout;
+        let delivery_timeout = self.config.delivery_timeout;
         let mut late: Vec<u64> = self
+            .outbox
             .in_flight
             .values()
             .filter(|in_flight| in_flight.sent_at + request_timeout <= now)
@@ -322,64 +243,33 @@ impl Sender {
         let error = self.last_error.clone().unwrap_or(Error::Timeout {
             after_ms: delivery_timeout.as_millis() as u64,
         });
-        let (expired, kept): (VecDeque<Batch>, VecDeque<Batch>) = std::mem::take(&mut self.queue)
-            .into_iter()
-            .partition(|batch| batch.deadline <= now);
-        self.queue = kept;
-        for batch in expired {
-            self.fail(batch, &error);
-        }
-        let expired: Vec<(Instant, u64)> = self
-            .retries
-            .iter()
-            .filter(|(_, batch)| batch.deadline <= now)
-            .map(|(key, _)| *key)
-            .collect();
-        for key in expired {
-            let batch = self.retries.remove(&key).expect("key just listed");
-            self.fail(batch, &error);
-        }
+        self.outbox.fail_expired(now, &error);
     }
 
     /// Moves closed batches and due retries to the queue and sends from its front while
     /// there is room in flight and a stream (or the right to open one).
     async fn send_ready(&mut self, now: Instant) {
-        let delivery_timeout = self.shared.config.delivery_timeout;
+        let delivery_timeout = self.config.delivery_timeout;
         while let Some(closed) = self.accumulator.pop_ready() {
             let deadline = Instant::from_std(closed.closed_at) + delivery_timeout;
-            self.queue.push_back(Batch {
-                closed,
-                attempts: 0,
-                deadline,
-                stamp: None,
-            });
+            self.outbox.push_closed(closed, deadline);
         }
-        let due: Vec<(Instant, u64)> = self
-            .retries
-            .range(..=(now, u64::MAX))
-            .map(|(key, _)| *key)
-            .collect();
-        // Due retries go back in closing order: older batches first, and the batches of a
-        // partition in the order of their sequences.
-        for key in due {
-            let batch = self.retries.remove(&key).expect("key just listed");
-            let at = self
-                .queue
-                .partition_point(|queued| queued.closed.id < batch.closed.id);
-            self.queue.insert(at, batch);
-        }
-        if let Some(front) = self.queue.front() {
+        self.outbox.requeue_due(now);
+        if let Some(front) = self.outbox.queue.front() {
             // Once per pass, when a failure made the metadata stale (or it was never read).
             let route = front.route();
-            self.client.refresh_if_needed(&route).await;
+            self.cluster.refresh_if_needed(&route).await;
         }
-        if self.sequencer.is_some() && !self.queue.is_empty() && !self.ensure_identity(now).await {
+        if self.outbox.sequencer.is_some()
+            && !self.outbox.queue.is_empty()
+            && !self.ensure_identity(now).await
+        {
             return;
         }
         // Idempotent only: the first batch waiting for a retry, by partition.
         let mut retrying: HashMap<(String, u32), u64> = HashMap::new();
-        if self.sequencer.is_some() {
-            for batch in self.retries.values() {
+        if self.outbox.sequencer.is_some() {
+            for batch in self.outbox.retries.values() {
                 let first = retrying.entry(batch.key()).or_insert(u64::MAX);
                 *first = (*first).min(batch.closed.id);
             }
@@ -387,8 +277,8 @@ impl Sender {
         // The partitions a batch was held back from in this pass: their later batches wait.
         let mut held: HashSet<(String, u32)> = HashSet::new();
         let mut skipped: Vec<Batch> = Vec::new();
-        while self.in_flight.len() < self.shared.config.max_in_flight {
-            let Some(mut batch) = self.queue.pop_front() else {
+        while self.outbox.in_flight.len() < self.config.max_in_flight {
+            let Some(mut batch) = self.outbox.queue.pop_front() else {
                 break;
             };
             let key = batch.key();
@@ -396,13 +286,14 @@ impl Sender {
                 skipped.push(batch);
                 continue;
             }
-            let identity = if self.sequencer.is_some() {
-                let Some(identity) = self.sequencer.as_ref().and_then(Sequencer::identity) else {
-                    self.queue.push_front(batch);
+            let identity = if self.outbox.sequencer.is_some() {
+                let Some(identity) = self.outbox.sequencer.as_ref().and_then(Sequencer::identity)
+                else {
+                    self.outbox.queue.push_front(batch);
                     break;
                 };
                 let behind_retry = retrying.get(&key).is_some_and(|id| *id < batch.closed.id);
-                if behind_retry || !self.partition_has_room(&batch, identity) {
+                if behind_retry || !self.outbox.partition_has_room(&batch, identity) {
                     held.insert(key);
                     skipped.push(batch);
                     continue;
@@ -412,7 +303,7 @@ impl Sender {
                 None
             };
             let route = batch.route();
-            let address = self.client.cached_route(&route);
+            let address = self.cluster.cached_route(&route);
             let backing_off = self
                 .reconnects
                 .get(&address)
@@ -423,7 +314,7 @@ impl Sender {
                 continue;
             }
             if let Some(identity) = identity {
-                self.stamp(&mut batch, identity);
+                self.outbox.stamp(&mut batch, identity);
             }
             let request_id = self.next_request_id;
             self.next_request_id += 1;
@@ -442,7 +333,7 @@ impl Sender {
                         let error =
                             Error::Rpc(tonic::Status::unavailable("the produce stream closed"));
                         self.connection_lost(connection.id, error.clone(), now);
-                        self.retry_or_fail(batch, error, now);
+                        self.outbox.retry_or_fail(batch, error, now);
                         held.insert(key);
                         continue;
                     }
@@ -451,14 +342,14 @@ impl Sender {
                     Ok(connection) => connection,
                     Err(error) => {
                         self.stream_failed(&address, error.clone(), now);
-                        self.client.note_error(&route, &address, &error);
-                        self.retry_or_fail(batch, error, now);
+                        self.cluster.note_error(&route, &address, &error);
+                        self.outbox.retry_or_fail(batch, error, now);
                         held.insert(key);
                         continue;
                     }
                 },
             };
-            let previous = self.in_flight.insert(
+            let previous = self.outbox.in_flight.insert(
                 request_id,
                 InFlight {
                     batch,
@@ -470,47 +361,8 @@ impl Sender {
             assert!(previous.is_none());
         }
         for batch in skipped.into_iter().rev() {
-            self.queue.push_front(batch);
+            self.outbox.queue.push_front(batch);
         }
-    }
-
-    /// Whether another batch of `batch`'s partition may go in flight: fewer than
-    /// [`IN_FLIGHT_PER_PARTITION_MAX`] are, and all of those carry the current identity.
-    fn partition_has_room(&self, batch: &Batch, identity: Identity) -> bool {
-        let mut count = 0;
-        for in_flight in self.in_flight.values() {
-            if !in_flight.batch.is_of(batch) {
-                continue;
-            }
-            if in_flight.batch.stamp.map(|stamp| stamp.identity) != Some(identity) {
-                return false;
-            }
-            count += 1;
-        }
-        count < IN_FLIGHT_PER_PARTITION_MAX
-    }
-
-    /// Stamps a batch with the next sequence of its partition, unless it already carries the
-    /// current identity (a retry keeps its bytes, so the broker can recognize a duplicate).
-    fn stamp(&mut self, batch: &mut Batch, identity: Identity) {
-        if batch.stamp.is_some_and(|stamp| stamp.identity == identity) {
-            return;
-        }
-        let sequencer = self.sequencer.as_mut().expect("stamping when idempotent");
-        let records =
-            i32::try_from(batch.closed.deliveries.len()).expect("a batch holds < 2^31 records");
-        let stamp = sequencer.assign(&batch.closed.topic, batch.closed.partition, records);
-        if let Some(old) = batch.stamp {
-            tracing::debug!(
-                topic = batch.closed.topic,
-                partition = batch.closed.partition,
-                old_epoch = old.identity.producer_epoch,
-                epoch = stamp.identity.producer_epoch,
-                "stamping a batch again under a new epoch"
-            );
-        }
-        batch.closed.batch = stamp_batch(std::mem::take(&mut batch.closed.batch), stamp);
-        batch.stamp = Some(stamp);
     }
 
     /// Makes sure the idempotent producer has an identity, calling `InitProducerId` when it
@@ -518,18 +370,22 @@ impl Sender {
     /// Returns whether it has one. A failure waits for the backoff; one that is not
     /// retriable fails the batches waiting for it.
     async fn ensure_identity(&mut self, now: Instant) -> bool {
-        let sequencer = self.sequencer.as_mut().expect("only when idempotent");
+        let sequencer = self
+            .outbox
+            .sequencer
+            .as_mut()
+            .expect("only when idempotent");
         if sequencer.identity().is_some() {
             return true;
         }
         if self.init_at.is_some_and(|at| at > now) {
             return false;
         }
-        let limit = self.shared.config.request_timeout;
+        let limit = self.config.request_timeout;
         // One attempt (following hints to the controller leader): a failure waits for this
         // loop's own backoff, so replies keep flowing meanwhile.
         let reply = self
-            .client
+            .cluster
             .call_at(&Route::Controller, limit, 0, |channel| async move {
                 broker_client(channel)
                     .init_producer_id(InitProducerIdRequest {})
@@ -556,7 +412,8 @@ impl Sender {
                     epoch = identity.producer_epoch,
                     "idempotent producer identity"
                 );
-                self.sequencer
+                self.outbox
+                    .sequencer
                     .as_mut()
                     .expect("only when idempotent")
                     .set_identity(identity);
@@ -567,15 +424,14 @@ impl Sender {
             Err(error) => {
                 self.init_failures = self.init_failures.saturating_add(1);
                 let delay = self
-                    .shared
                     .config
                     .backoff
                     .delay(self.init_failures, random_jitter());
                 self.init_at = Some(now + delay);
                 tracing::debug!(%error, "InitProducerId failed");
                 if !error.is_retriable() {
-                    for batch in std::mem::take(&mut self.queue) {
-                        self.fail(batch, &error);
+                    for batch in std::mem::take(&mut self.outbox.queue) {
+                        self.outbox.fail(batch, &error);
                     }
                 }
                 self.last_error = Some(error);
@@ -588,12 +444,12 @@ impl Sender {
     /// waits for the first message before answering the call still answers. Returns the new
     /// connection's id.
     async fn open_stream(&mut self, address: &str, first: ProduceRequest) -> Result<u64> {
-        let channel = self.client.channel(address)?;
-        let (requests, receiver) = mpsc::channel(self.shared.config.max_in_flight);
+        let channel = self.cluster.channel(address)?;
+        let (requests, receiver) = mpsc::channel(self.config.max_in_flight);
         requests
             .try_send(first)
             .expect("a new channel has room for one request");
-        let limit = self.shared.config.request_timeout;
+        let limit = self.config.request_timeout;
         let mut broker = broker_client(channel);
         let call = broker.produce_stream(ReceiverStream::new(receiver));
         let responses = match tokio::time::timeout(limit, call).await {
@@ -633,7 +489,7 @@ impl Sender {
                 return;
             }
         };
-        let Some(in_flight) = self.in_flight.remove(&response.request_id) else {
+        let Some(in_flight) = self.outbox.in_flight.remove(&response.request_id) else {
             tracing::warn!(
                 request_id = response.request_id,
                 "produce reply for no request in flight"
@@ -645,14 +501,14 @@ impl Sender {
         if let Some(detail) = response.error {
             let error = Error::from_detail(detail);
             if error.is_unknown_topic() {
-                self.shared.forget_partitions(&batch.closed.topic);
+                self.partitions.forget(&batch.closed.topic);
             }
-            self.client
+            self.cluster
                 .note_error(&batch.route(), &in_flight.address, &error);
-            if self.sequencer.is_some() {
-                self.on_idempotent_error(batch, error, now);
+            if self.outbox.sequencer.is_some() {
+                self.outbox.on_idempotent_error(batch, error, now);
             } else {
-                self.retry_or_fail(batch, error, now);
+                self.outbox.retry_or_fail(batch, error, now);
             }
             return;
         }
@@ -692,6 +548,7 @@ impl Sender {
             self.connections.remove(address);
         }
         let lost_ids: Vec<u64> = self
+            .outbox
             .in_flight
             .iter()
             .filter(|(_, in_flight)| in_flight.connection == connection)
@@ -700,7 +557,11 @@ impl Sender {
         let mut lost: Vec<(u64, InFlight)> = lost_ids
             .into_iter()
             .map(|request_id| {
-                let in_flight = self.in_flight.remove(&request_id).expect("just listed");
+                let in_flight = self
+                    .outbox
+                    .in_flight
+                    .remove(&request_id)
+                    .expect("just listed");
                 (request_id, in_flight)
             })
             .collect();
@@ -713,13 +574,14 @@ impl Sender {
                 routes.push(Route::Any);
             }
             for route in routes {
-                self.client.note_error(&route, &address, &error);
+                self.cluster.note_error(&route, &address, &error);
             }
         }
         // Retry in the order they were sent.
         lost.sort_by_key(|(request_id, _)| *request_id);
         for (_, in_flight) in lost {
-            self.retry_or_fail(in_flight.batch, error.clone(), now);
+            self.outbox
+                .retry_or_fail(in_flight.batch, error.clone(), now);
         }
     }
 
@@ -728,7 +590,7 @@ impl Sender {
             .reconnects
             .get(address)
             .map_or(1, |reconnect| reconnect.failures.saturating_add(1));
-        let delay = self.shared.config.backoff.delay(failures, random_jitter());
+        let delay = self.config.backoff.delay(failures, random_jitter());
         self.reconnects.insert(
             address.to_owned(),
             Reconnect {
@@ -737,137 +599,5 @@ impl Sender {
             },
         );
         self.last_error = Some(error);
-    }
-
-    /// The sequence errors of an idempotent producer:
-    /// - `OUT_OF_ORDER_SEQUENCE` while an earlier batch of the partition is in flight or
-    ///   waits: retried, since that batch lands first. Otherwise a sequence was lost: the
-    ///   epoch goes up (sequences restart at 0) and the batch is retried under it.
-    /// - `INVALID_PRODUCER_EPOCH` for a batch stamped before the epoch went up: retried under
-    ///   the new epoch. For one of the current epoch: fails.
-    /// - `UNKNOWN_PRODUCER_ID`: fails; the next batch asks for a new identity.
-    ///
-    /// Anything else goes through [`Self::retry_or_fail`].
-    fn on_idempotent_error(&mut self, batch: Batch, error: Error, now: Instant) {
-        let sequencer = self.sequencer.as_mut().expect("only when idempotent");
-        let current = sequencer.identity();
-        let stamped_now = batch.stamp.map(|stamp| stamp.identity) == current && current.is_some();
-        match error.code() {
-            Some(ErrorCode::OutOfOrderSequence) => {
-                let earlier = self.has_earlier_batch(&batch);
-                if !earlier && stamped_now {
-                    let sequencer = self.sequencer.as_mut().expect("only when idempotent");
-                    sequencer.bump_epoch();
-                    tracing::info!(
-                        topic = batch.closed.topic,
-                        partition = batch.closed.partition,
-                        epoch = ?sequencer.identity().map(|identity| identity.producer_epoch),
-                        "sequence lost: raised the producer epoch"
-                    );
-                }
-                self.schedule_retry(batch, error, now, true);
-            }
-            Some(ErrorCode::InvalidProducerEpoch) if !stamped_now => {
-                self.schedule_retry(batch, error, now, true);
-            }
-            Some(ErrorCode::UnknownProducerId) => {
-                if stamped_now {
-                    sequencer.clear_identity();
-                }
-                self.fail(batch, &error);
-            }
-            _ => self.retry_or_fail(batch, error, now),
-        }
-    }
-
-    /// Whether a batch of the same partition closed before `batch` is in flight or waits.
-    fn has_earlier_batch(&self, batch: &Batch) -> bool {
-        let earlier = |other: &Batch| other.is_of(batch) && other.closed.id < batch.closed.id;
-        self.in_flight
-            .values()
-            .any(|in_flight| earlier(&in_flight.batch))
-            || self.retries.values().any(earlier)
-            || self.queue.iter().any(earlier)
-    }
-
-    /// Schedules another attempt when the error is retriable and the batch has attempts and
-    /// time left; fails its records otherwise.
-    fn retry_or_fail(&mut self, batch: Batch, error: Error, now: Instant) {
-        let retriable = error.is_retriable();
-        self.schedule_retry(batch, error, now, retriable);
-    }
-
-    /// Schedules another attempt when `retriable` and the batch has attempts and time left;
-    /// fails its records otherwise.
-    fn schedule_retry(&mut self, mut batch: Batch, error: Error, now: Instant, retriable: bool) {
-        batch.attempts += 1;
-        let config = &self.shared.config;
-        let retry = batch.attempts; // the n-th retry follows the n-th attempt
-        let at = now + config.backoff.delay(retry, random_jitter());
-        if retriable && retry <= config.retries && at < batch.deadline {
-            tracing::debug!(
-                %error,
-                topic = batch.closed.topic,
-                partition = batch.closed.partition,
-                retry,
-                "retrying batch"
-            );
-            self.retries.insert((at, batch.closed.id), batch);
-        } else {
-            self.fail(batch, &error);
-        }
-    }
-
-    /// Fails a batch for good. When it carries the current identity, its sequence is lost
-    /// to the broker, which would refuse every later batch of the partition: the epoch goes
-    /// up so they start over at sequence 0.
-    fn fail(&mut self, batch: Batch, error: &Error) {
-        if let (Some(sequencer), Some(stamp)) = (self.sequencer.as_mut(), batch.stamp)
-            && sequencer.identity() == Some(stamp.identity)
-        {
-            sequencer.bump_epoch();
-            tracing::info!(
-                topic = batch.closed.topic,
-                partition = batch.closed.partition,
-                epoch = ?sequencer.identity().map(|identity| identity.producer_epoch),
-                "batch failed for good: raised the producer epoch"
-            );
-        }
-        fail(batch, error);
-    }
-
-    /// Answers the flushes whose batches have all finished.
-    fn finish_flushes(&mut self) {
-        if self.flushes.is_empty() {
-            return;
-        }
-        let oldest = self
-            .queue
-            .iter()
-            .chain(self.retries.values())
-            .chain(self.in_flight.values().map(|in_flight| &in_flight.batch))
-            .map(|batch| batch.closed.id)
-            .min()
-            .unwrap_or(u64::MAX);
-        let (done, waiting) = std::mem::take(&mut self.flushes)
-            .into_iter()
-            .partition(|(target, _)| oldest >= *target);
-        self.flushes = waiting;
-        for (_, done) in done {
-            let _ = done.send(());
-        }
-    }
-}
-
-fn fail(batch: Batch, error: &Error) {
-    tracing::debug!(
-        %error,
-        topic = batch.closed.topic,
-        partition = batch.closed.partition,
-        attempts = batch.attempts,
-        "batch failed"
-    );
-    for delivery in batch.closed.deliveries {
-        delivery.resolve(Err(error.clone()));
     }
 }

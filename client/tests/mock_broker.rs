@@ -24,7 +24,8 @@ use strata_client::proto::v1::start_position::Position;
 use strata_client::proto::v1::subscribe_request::Request as SubscribeRequestKind;
 use strata_client::proto::v1::*;
 use strata_client::{
-    Backoff, Client, ConsumerConfig, Error, ProducerConfig, ProducerRecord, StartFrom,
+    Backoff, Client, ConsumerConfig, DeliveryFuture, Error, PartitionConsumer, ProducerConfig,
+    ProducerRecord, Record, RecordMetadata, StartFrom,
 };
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::{ReceiverStream, TcpListenerStream};
@@ -112,6 +113,15 @@ fn refusal(code: ErrorCode, grpc: tonic::Code, message: &str) -> (ErrorDetail, S
 }
 
 impl Fake {
+    /// Produce requests seen so far, on every stream.
+    fn produce_requests(&self) -> u64 {
+        self.0
+            .lock()
+            .expect("lock")
+            .produce_requests
+            .load(Ordering::SeqCst)
+    }
+
     /// The NOT_LEADER refusal when this node does not lead, counted.
     fn not_leader(&self) -> Option<(ErrorDetail, Status)> {
         let redirect = self.1.redirect.lock().expect("lock").clone()?;
@@ -272,63 +282,59 @@ impl Fake {
     }
 }
 
-#[tonic::async_trait]
-impl Admin for Fake {
-    async fn create_topic(
-        &self,
-        request: Request<CreateTopicRequest>,
-    ) -> Result<Response<TopicDescription>, Status> {
-        let request = request.into_inner();
-        self.0
-            .lock()
-            .expect("lock")
-            .topics
-            .insert(request.name.clone(), request.partitions);
-        Ok(Response::new(self.describe(&request.name)?))
-    }
-    async fn remove_node(
-        &self,
-        _request: Request<strata_client::proto::v1::RemoveNodeRequest>,
-    ) -> Result<Response<strata_client::proto::v1::RemoveNodeResponse>, Status> {
-        Err(Status::unimplemented("fake"))
-    }
+/// Implements a service trait for `Fake`: the methods given, and every method listed after
+/// `unimplemented` as an `UNIMPLEMENTED` refusal the tests never reach. The attribute is
+/// emitted with the whole impl so `async_trait` sees the listed methods too.
+macro_rules! fake_service {
+    (
+        impl $service:ident { $($methods:tt)* }
+        unimplemented { $($name:ident($request:ty) -> $response:ty;)* }
+    ) => {
+        #[tonic::async_trait]
+        impl $service for Fake {
+            $($methods)*
 
-    async fn add_node(
-        &self,
-        _request: Request<strata_client::proto::v1::AddNodeRequest>,
-    ) -> Result<Response<strata_client::proto::v1::AddNodeResponse>, Status> {
-        Err(Status::unimplemented("fake"))
-    }
+            $(
+                async fn $name(
+                    &self,
+                    _: Request<$request>,
+                ) -> Result<Response<$response>, Status> {
+                    Err(Status::unimplemented("fake"))
+                }
+            )*
+        }
+    };
+}
 
-    async fn delete_topic(
-        &self,
-        _: Request<DeleteTopicRequest>,
-    ) -> Result<Response<DeleteTopicResponse>, Status> {
-        Err(Status::unimplemented("fake"))
+fake_service! {
+    impl Admin {
+        async fn create_topic(
+            &self,
+            request: Request<CreateTopicRequest>,
+        ) -> Result<Response<TopicDescription>, Status> {
+            let request = request.into_inner();
+            self.0
+                .lock()
+                .expect("lock")
+                .topics
+                .insert(request.name.clone(), request.partitions);
+            Ok(Response::new(self.describe(&request.name)?))
+        }
+
+        async fn describe_topic(
+            &self,
+            request: Request<DescribeTopicRequest>,
+        ) -> Result<Response<TopicDescription>, Status> {
+            Ok(Response::new(self.describe(&request.into_inner().name)?))
+        }
     }
-    async fn list_topics(
-        &self,
-        _: Request<ListTopicsRequest>,
-    ) -> Result<Response<ListTopicsResponse>, Status> {
-        Err(Status::unimplemented("fake"))
-    }
-    async fn describe_topic(
-        &self,
-        request: Request<DescribeTopicRequest>,
-    ) -> Result<Response<TopicDescription>, Status> {
-        Ok(Response::new(self.describe(&request.into_inner().name)?))
-    }
-    async fn alter_topic_config(
-        &self,
-        _: Request<AlterTopicConfigRequest>,
-    ) -> Result<Response<TopicDescription>, Status> {
-        Err(Status::unimplemented("fake"))
-    }
-    async fn cluster_info(
-        &self,
-        _: Request<ClusterInfoRequest>,
-    ) -> Result<Response<ClusterInfoResponse>, Status> {
-        Err(Status::unimplemented("fake"))
+    unimplemented {
+        remove_node(RemoveNodeRequest) -> RemoveNodeResponse;
+        add_node(AddNodeRequest) -> AddNodeResponse;
+        delete_topic(DeleteTopicRequest) -> DeleteTopicResponse;
+        list_topics(ListTopicsRequest) -> ListTopicsResponse;
+        alter_topic_config(AlterTopicConfigRequest) -> TopicDescription;
+        cluster_info(ClusterInfoRequest) -> ClusterInfoResponse;
     }
 }
 
@@ -368,12 +374,7 @@ impl Broker for Fake {
                     Ok(Ok(Some(request))) => {
                         received += 1;
                         let lose = faults.lose_reply_every;
-                        let count = fake
-                            .0
-                            .lock()
-                            .expect("lock")
-                            .produce_requests
-                            .load(Ordering::SeqCst);
+                        let count = fake.produce_requests();
                         if lose > 0 && (count + 1).is_multiple_of(lose) {
                             fake.produce(request);
                             if let Some(earlier) = held.take() {
@@ -549,6 +550,15 @@ async fn start(faults: Faults, partitions: u32) -> (Fake, SocketAddr) {
     (fake, address)
 }
 
+/// Starts the fake as [`start`] does and connects a client to it.
+async fn start_client(faults: Faults, partitions: u32) -> (Fake, Client) {
+    let (fake, address) = start(faults, partitions).await;
+    let client = Client::connect(&address.to_string())
+        .await
+        .expect("connect");
+    (fake, client)
+}
+
 /// Two fakes sharing topic `t` of `partitions` partitions, as nodes 1 and 2; neither
 /// redirects yet.
 async fn start_pair(partitions: u32) -> [(Fake, SocketAddr); 2] {
@@ -599,13 +609,26 @@ fn assert_stored_once_in_order(fake: &Fake, records: u32) {
     }
 }
 
+/// Retries after 1 ms, at most 10 ms apart.
+fn fast_backoff() -> Backoff {
+    Backoff {
+        initial: Duration::from_millis(1),
+        max: Duration::from_millis(10),
+    }
+}
+
+/// A consumer that subscribes again after 1 ms, at most 10 ms apart.
+fn fast_resubscribe() -> ConsumerConfig {
+    ConsumerConfig {
+        backoff: fast_backoff(),
+        ..ConsumerConfig::default()
+    }
+}
+
 fn fast_retries() -> ProducerConfig {
     ProducerConfig {
         batch_bytes_max: 4096,
-        backoff: Backoff {
-            initial: Duration::from_millis(1),
-            max: Duration::from_millis(10),
-        },
+        backoff: fast_backoff(),
         request_timeout: Duration::from_secs(5),
         ..ProducerConfig::default()
     }
@@ -621,10 +644,7 @@ async fn retries_and_out_of_order_replies() {
         swap_replies: true,
         ..Faults::default()
     };
-    let (fake, address) = start(faults, 4).await;
-    let client = Client::connect(&address.to_string())
-        .await
-        .expect("connect");
+    let (fake, client) = start_client(faults, 4).await;
     let producer = client.producer(fast_retries()).expect("producer");
     let mut deliveries = Vec::new();
     for i in 0..5000u32 {
@@ -635,10 +655,7 @@ async fn retries_and_out_of_order_replies() {
     producer.flush().await.expect("flush");
     let mut offsets: HashMap<u32, Vec<u64>> = HashMap::new();
     for (key, delivery) in deliveries {
-        let stored = tokio::time::timeout(Duration::from_secs(10), delivery)
-            .await
-            .expect("resolved after flush")
-            .expect("delivered");
+        let stored = delivered(delivery).await;
         assert_eq!(stored.partition, partition_for_key(key.as_bytes(), 4));
         offsets
             .entry(stored.partition)
@@ -651,12 +668,7 @@ async fn retries_and_out_of_order_replies() {
         assert_eq!(list, expected, "partition {partition}");
     }
     producer.close().await.expect("close");
-    let requests = fake
-        .0
-        .lock()
-        .expect("lock")
-        .produce_requests
-        .load(Ordering::SeqCst);
+    let requests = fake.produce_requests();
     assert!(requests > 3, "several batches, some retried: {requests}");
 }
 
@@ -668,10 +680,7 @@ async fn permanent_refusal_fails_the_batch() {
         refuse_partition: Some(1),
         ..Faults::default()
     };
-    let (_fake, address) = start(faults, 2).await;
-    let client = Client::connect(&address.to_string())
-        .await
-        .expect("connect");
+    let (_fake, client) = start_client(faults, 2).await;
     let producer = client.producer(fast_retries()).expect("producer");
     let refused = producer
         .send(ProducerRecord::new("t", "x").partition(1))
@@ -703,10 +712,7 @@ async fn permanent_refusal_fails_the_batch() {
 /// one window granted and unused.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn subscribe_skips_to_the_offset_within_credit() {
-    let (fake, address) = start(Faults::default(), 1).await;
-    let client = Client::connect(&address.to_string())
-        .await
-        .expect("connect");
+    let (fake, client) = start_client(Faults::default(), 1).await;
     let producer = client
         .producer(ProducerConfig::default())
         .expect("producer");
@@ -735,11 +741,7 @@ async fn subscribe_skips_to_the_offset_within_credit() {
         .await
         .expect("subscribe");
     for expected in 7..3000u64 {
-        let record = tokio::time::timeout(Duration::from_secs(10), consumer.next())
-            .await
-            .expect("a record in time")
-            .expect("no error")
-            .expect("stream open");
+        let record = next_record(&mut consumer).await;
         assert_eq!(record.offset, expected);
         let value = record.value.expect("value");
         assert_eq!(
@@ -776,10 +778,7 @@ async fn broken_streams_are_resumed() {
         break_subscription_after: 2,
         ..Faults::default()
     };
-    let (_fake, address) = start(faults, 1).await;
-    let client = Client::connect(&address.to_string())
-        .await
-        .expect("connect");
+    let (_fake, client) = start_client(faults, 1).await;
     let producer = client.producer(fast_retries()).expect("producer");
     let mut deliveries = Vec::new();
     for i in 0..2000u32 {
@@ -799,24 +798,13 @@ async fn broken_streams_are_resumed() {
     offsets.sort_unstable();
     assert_eq!(offsets, (0..2000).collect::<Vec<u64>>());
 
-    let config = ConsumerConfig {
-        backoff: Backoff {
-            initial: Duration::from_millis(1),
-            max: Duration::from_millis(10),
-        },
-        ..ConsumerConfig::default()
-    };
     let mut consumer = client
-        .subscribe("t", 0, StartFrom::Earliest, config)
+        .subscribe("t", 0, StartFrom::Earliest, fast_resubscribe())
         .await
         .expect("subscribe");
     let mut values = Vec::new();
     while values.len() < 2000 {
-        let record = tokio::time::timeout(Duration::from_secs(10), consumer.next())
-            .await
-            .expect("a record in time")
-            .expect("resubscribed")
-            .expect("stream open");
+        let record = next_record(&mut consumer).await;
         assert_eq!(record.offset, values.len() as u64);
         values.push(record.value.expect("value"));
     }
@@ -838,23 +826,9 @@ async fn lost_replies_are_not_stored_twice() {
         lose_reply_every: 5,
         ..Faults::default()
     };
-    let (fake, address) = start(faults, 2).await;
-    let client = Client::connect(&address.to_string())
-        .await
-        .expect("connect");
+    let (fake, client) = start_client(faults, 2).await;
     let producer = client.producer(fast_retries()).expect("producer");
-    let mut deliveries = Vec::new();
-    for i in 0..2000u32 {
-        let record = ProducerRecord::new("t", format!("{i:05}")).partition(i % 2);
-        deliveries.push(producer.send(record).await.expect("accepted"));
-    }
-    producer.flush().await.expect("flush");
-    for delivery in deliveries {
-        tokio::time::timeout(Duration::from_secs(10), delivery)
-            .await
-            .expect("resolved after flush")
-            .expect("delivered");
-    }
+    produce_all(&producer, 0..2000).await;
     producer.close().await.expect("close");
     assert_stored_once_in_order(&fake, 1000);
 }
@@ -869,10 +843,7 @@ async fn a_refused_first_batch_is_not_overtaken() {
         not_leader_first: true,
         ..Faults::default()
     };
-    let (fake, address) = start(faults, 2).await;
-    let client = Client::connect(&address.to_string())
-        .await
-        .expect("connect");
+    let (fake, client) = start_client(faults, 2).await;
     let config = ProducerConfig {
         // Small batches, so several are in flight behind the refused one.
         batch_bytes_max: 256,
@@ -886,10 +857,7 @@ async fn a_refused_first_batch_is_not_overtaken() {
     }
     producer.flush().await.expect("flush");
     for (i, delivery) in deliveries {
-        let stored = tokio::time::timeout(Duration::from_secs(10), delivery)
-            .await
-            .expect("resolved after flush")
-            .expect("delivered");
+        let stored = delivered(delivery).await;
         assert_eq!(stored.partition, i % 2);
         assert_eq!(stored.offset, u64::from(i / 2), "record {i}");
     }
@@ -897,15 +865,29 @@ async fn a_refused_first_batch_is_not_overtaken() {
     assert_stored_once_in_order(&fake, 200);
 }
 
+/// The outcome of a delivery, which must resolve within 10 s (the tests flush first).
+async fn delivered(delivery: DeliveryFuture) -> RecordMetadata {
+    tokio::time::timeout(Duration::from_secs(10), delivery)
+        .await
+        .expect("resolved after flush")
+        .expect("delivered")
+}
+
+/// The next record of a partition, which must arrive within 10 s, with no error (the consumer
+/// subscribes again by itself when a stream breaks) and the stream open.
+async fn next_record(consumer: &mut PartitionConsumer) -> Record {
+    tokio::time::timeout(Duration::from_secs(10), consumer.next())
+        .await
+        .expect("a record in time")
+        .expect("no error")
+        .expect("stream open")
+}
+
 /// Reads `count` records of a partition, each within a bounded wait, and returns their values.
-async fn read(consumer: &mut strata_client::PartitionConsumer, count: usize) -> Vec<String> {
+async fn read(consumer: &mut PartitionConsumer, count: usize) -> Vec<String> {
     let mut values = Vec::new();
     while values.len() < count {
-        let record = tokio::time::timeout(Duration::from_secs(10), consumer.next())
-            .await
-            .expect("a record in time")
-            .expect("no error")
-            .expect("stream open");
+        let record = next_record(consumer).await;
         let value = record.value.expect("a value");
         values.push(String::from_utf8(value.to_vec()).expect("UTF-8"));
     }
@@ -921,10 +903,7 @@ async fn produce_all(producer: &strata_client::Producer, range: std::ops::Range<
     }
     producer.flush().await.expect("flush");
     for delivery in deliveries {
-        tokio::time::timeout(Duration::from_secs(10), delivery)
-            .await
-            .expect("resolved after flush")
-            .expect("delivered");
+        delivered(delivery).await;
     }
 }
 
@@ -945,15 +924,8 @@ async fn produce_and_subscribe_follow_the_leader() {
     let redirected = first.1.redirected.load(Ordering::SeqCst);
     assert!(redirected >= 1, "the first node refused: {redirected}");
 
-    let config = ConsumerConfig {
-        backoff: Backoff {
-            initial: Duration::from_millis(1),
-            max: Duration::from_millis(10),
-        },
-        ..ConsumerConfig::default()
-    };
     let mut consumer = client
-        .subscribe("t", 0, StartFrom::Earliest, config)
+        .subscribe("t", 0, StartFrom::Earliest, fast_resubscribe())
         .await
         .expect("subscribe through the hint");
     let expected: Vec<String> = (0..200).map(|i| format!("{:05}", i * 2)).collect();

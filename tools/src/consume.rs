@@ -203,8 +203,52 @@ pub async fn run(client: &Client, args: ConsumeArgs, format: Format) -> Result<(
     }
 }
 
+/// Where the printer takes records from: the merged partition readers or a group member.
+trait RecordSource {
+    /// The next record with its partition; `None` when the source ended.
+    async fn next_record(&mut self) -> Result<Option<(u32, Record)>>;
+
+    /// Whether a record is already waiting, so the printer may keep it in its buffer a while
+    /// longer without a reader waiting on it.
+    fn has_waiting(&self) -> bool;
+}
+
+impl RecordSource for mpsc::Receiver<Result<(u32, Record)>> {
+    async fn next_record(&mut self) -> Result<Option<(u32, Record)>> {
+        self.recv().await.transpose()
+    }
+
+    fn has_waiting(&self) -> bool {
+        !self.is_empty()
+    }
+}
+
+impl RecordSource for GroupConsumer {
+    async fn next_record(&mut self) -> Result<Option<(u32, Record)>> {
+        let Some(record) = self.next().await? else {
+            return Ok(None);
+        };
+        let partition = record.partition;
+        let record = Record {
+            offset: record.offset,
+            timestamp: record.timestamp,
+            key: record.key,
+            value: record.value,
+            headers: record.headers,
+        };
+        Ok(Some((partition, record)))
+    }
+
+    /// Never: `next` marks the record before as processed, so a commit may cover it; it must
+    /// be out of the buffer by then.
+    fn has_waiting(&self) -> bool {
+        false
+    }
+}
+
+/// Prints records from `source` until it ends or `count` are printed.
 async fn print_records(
-    merged: &mut mpsc::Receiver<Result<(u32, Record)>>,
+    source: &mut impl RecordSource,
     count: Option<u64>,
     format: Format,
 ) -> Result<()> {
@@ -212,19 +256,18 @@ async fn print_records(
     let mut out = io::BufWriter::new(stdout.lock());
     let mut printed = 0u64;
     while count.is_none_or(|count| printed < count) {
-        let Some(next) = merged.recv().await else {
+        // Flush before waiting, so a follower sees records as they come.
+        if !source.has_waiting() {
+            out.flush()?;
+        }
+        let Some((partition, record)) = source.next_record().await? else {
             break;
         };
-        let (partition, record) = next?;
         match format {
             Format::Json => writeln!(out, "{}", record_json(partition, &record))?,
             Format::Text => writeln!(out, "{}", record_text(partition, &record))?,
         }
         printed += 1;
-        // Flush when nothing more is waiting, so a follower sees records as they come.
-        if merged.is_empty() {
-            out.flush()?;
-        }
     }
     out.flush()?;
     Ok(())
@@ -248,7 +291,7 @@ async fn run_group(client: &Client, group: &str, args: &ConsumeArgs, format: For
         .await
         .with_context(|| format!("join group {group}"))?;
     let printed = tokio::select! {
-        printed = print_group_records(&mut consumer, args.count, format) => printed,
+        printed = print_records(&mut consumer, args.count, format) => printed,
         interrupted = tokio::signal::ctrl_c() => interrupted.context("wait for Ctrl-C"),
     };
     // Commit what was printed (and flushed) before leaving, however the loop ended.
@@ -261,39 +304,6 @@ async fn run_group(client: &Client, group: &str, args: &ConsumeArgs, format: For
         Err(error) => Err(error),
         Ok(()) => closed,
     }
-}
-
-async fn print_group_records(
-    consumer: &mut GroupConsumer,
-    count: Option<u64>,
-    format: Format,
-) -> Result<()> {
-    let stdout = io::stdout();
-    let mut out = io::BufWriter::new(stdout.lock());
-    let mut printed = 0u64;
-    while count.is_none_or(|count| printed < count) {
-        // Flush before waiting, so a follower sees records as they come and a commit never
-        // covers a record still in the buffer.
-        out.flush()?;
-        let Some(record) = consumer.next().await? else {
-            break;
-        };
-        let partition = record.partition;
-        let record = Record {
-            offset: record.offset,
-            timestamp: record.timestamp,
-            key: record.key,
-            value: record.value,
-            headers: record.headers,
-        };
-        match format {
-            Format::Json => writeln!(out, "{}", record_json(partition, &record))?,
-            Format::Text => writeln!(out, "{}", record_text(partition, &record))?,
-        }
-        printed += 1;
-    }
-    out.flush()?;
-    Ok(())
 }
 
 #[cfg(test)]

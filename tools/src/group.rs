@@ -12,7 +12,7 @@ use strata_client::proto::v1::{
 use strata_client::{Client, ResetTo, StartFrom};
 
 use crate::consume::parse_from;
-use crate::output::Format;
+use crate::output::{Format, column_width, or_dash};
 
 #[derive(Subcommand)]
 pub enum GroupCommand {
@@ -123,12 +123,7 @@ fn print_groups(groups: &[GroupListing], format: Format) {
             println!("{}", Value::Array(list));
         }
         Format::Text => {
-            let width = groups
-                .iter()
-                .map(|group| group.group_id.len())
-                .max()
-                .unwrap_or(0)
-                .max(5);
+            let width = column_width(groups.iter().map(|group| group.group_id.as_str()), "group");
             println!("{:width$}  {:11}  members  epoch", "group", "state");
             for group in groups {
                 println!(
@@ -274,23 +269,14 @@ pub fn group_text(group: &DescribeGroupResponse) -> String {
     );
     let mut partitions: Vec<_> = group.partitions.iter().collect();
     partitions.sort_by(|a, b| (&a.topic, a.partition).cmp(&(&b.topic, b.partition)));
-    let topic_width = partitions
-        .iter()
-        .map(|lag| lag.topic.len())
-        .max()
-        .unwrap_or(0)
-        .max(5);
+    let topic_width = column_width(partitions.iter().map(|lag| lag.topic.as_str()), "topic");
     let _ = writeln!(
         out,
         "{:topic_width$}  partition  committed  log_start  high_watermark  lag  lag_time  owner",
         "topic"
     );
     for lag in partitions {
-        let owner = if lag.owner_member_id.is_empty() {
-            "-"
-        } else {
-            &lag.owner_member_id
-        };
+        let owner = or_dash(&lag.owner_member_id);
         let _ = writeln!(
             out,
             "{:topic_width$}  {:>9}  {:>9}  {:>9}  {:>14}  {:>3}  {:>8}  {owner}",
@@ -312,11 +298,7 @@ pub fn group_text(group: &DescribeGroupResponse) -> String {
         "member  client  epoch  last_heartbeat  assignment  pending"
     );
     for member in &group.members {
-        let client_id = if member.client_id.is_empty() {
-            "-"
-        } else {
-            &member.client_id
-        };
+        let client_id = or_dash(&member.client_id);
         let _ = writeln!(
             out,
             "{}  {client_id}  {}  {} ago  {}  {}",

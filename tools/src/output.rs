@@ -150,6 +150,21 @@ pub fn topic_json(topic: &TopicDescription) -> Value {
     })
 }
 
+/// The width of a text column: its widest value, and at least its header.
+pub fn column_width<'a>(values: impl IntoIterator<Item = &'a str>, header: &str) -> usize {
+    values
+        .into_iter()
+        .map(str::len)
+        .max()
+        .unwrap_or(0)
+        .max(header.len())
+}
+
+/// `text`, or `-` when it is empty, for a text column.
+pub fn or_dash(text: &str) -> &str {
+    if text.is_empty() { "-" } else { text }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -201,6 +216,16 @@ mod tests {
         );
         assert_eq!(timestamp_text(-1), "1969-12-31T23:59:59.999Z");
         assert_eq!(timestamp_text(i64::MAX), i64::MAX.to_string());
+    }
+
+    /// A column is as wide as its widest value or its header; empty text shows as a dash.
+    #[test]
+    fn columns() {
+        assert_eq!(column_width(["ab", "abcdefg"], "topic"), 7);
+        assert_eq!(column_width(["ab"], "topic"), 5);
+        assert_eq!(column_width([], "group"), 5);
+        assert_eq!(or_dash(""), "-");
+        assert_eq!(or_dash("m-1"), "m-1");
     }
 
     /// Errors from the broker exit 1, others 2.

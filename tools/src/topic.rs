@@ -6,7 +6,7 @@ use serde_json::Value;
 use strata_client::Client;
 use strata_client::proto::v1::{TopicConfig, TopicDescription};
 
-use crate::output::{Format, config_text, topic_json};
+use crate::output::{Format, column_width, config_text, topic_json};
 
 #[derive(Subcommand)]
 pub enum TopicCommand {
@@ -91,12 +91,7 @@ pub async fn run(client: &Client, command: TopicCommand, format: Format) -> Resu
                     println!("{}", Value::Array(list));
                 }
                 Format::Text => {
-                    let width = topics
-                        .iter()
-                        .map(|t| t.name.len())
-                        .max()
-                        .unwrap_or(0)
-                        .max(5);
+                    let width = column_width(topics.iter().map(|t| t.name.as_str()), "topic");
                     println!("{:width$}  partitions  replication", "topic");
                     for topic in &topics {
                         println!(
