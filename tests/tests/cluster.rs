@@ -1081,13 +1081,25 @@ async fn a_node_leaves_a_running_cluster() {
             );
             assert_eq!(info.replica_node_ids.len(), 3);
         }
-        let info = clients
-            .admin
-            .cluster_info(pb::ClusterInfoRequest {})
-            .await
-            .expect("cluster info")
-            .into_inner();
-        assert!(info.nodes.iter().all(|n| n.node_id != leaving), "{info:?}");
+        // The controller's leader said the node is removed; another node's copy of the
+        // metadata shows it once it has applied that far.
+        let shown = Instant::now();
+        loop {
+            let info = clients
+                .admin
+                .cluster_info(pb::ClusterInfoRequest {})
+                .await
+                .expect("cluster info")
+                .into_inner();
+            if info.nodes.iter().all(|n| n.node_id != leaving) {
+                break;
+            }
+            assert!(
+                shown.elapsed() < Duration::from_secs(30),
+                "node {stayer} still lists node {leaving}: {info:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
         // The removed node can go, and with it one of the partition's old replicas: if the
         // group still counted the removed node as a voter, two of its three would now be down
         // and nothing could commit. Produce goes on.
