@@ -18,6 +18,8 @@
 
 pub mod broker;
 pub mod config;
+pub mod groups;
+pub mod partition;
 pub mod peer;
 pub mod replication;
 pub mod resources;

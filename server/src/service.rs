@@ -25,14 +25,14 @@ use std::collections::BTreeSet;
 
 use strata_proto::v1::groups_server::Groups;
 
-use crate::broker::consumer_groups::{
-    COMMIT_CHECK_TIMEOUT, PARTITIONS_PER_REQUEST_MAX, ReplicaOffsets, ResetTo,
-};
-use crate::broker::groups::{Heartbeat, Join, MemberAssignment, Tp};
 use crate::broker::metadata::{CommittedOffset, OffsetEntry, Topic, TopicConfig};
 use crate::broker::{
     self, Broker, BrokerError, ConfigChanges, FETCH_BYTES_DEFAULT, FETCH_BYTES_MAX,
     FETCH_WAIT_MS_MAX, Position, Target,
+};
+use crate::groups::coordinator::{Heartbeat, Join, MemberAssignment, Tp};
+use crate::groups::offsets::{
+    COMMIT_CHECK_TIMEOUT, PARTITIONS_PER_REQUEST_MAX, ReplicaOffsets, ResetTo,
 };
 use crate::storage::batch::{BatchBuilder, decode_batch, split_batches};
 

@@ -8,9 +8,7 @@
 //!   metadata, and serves produce, fetch, offset lookups and admin changes. It knows nothing of
 //!   gRPC: the service layer translates.
 
-pub mod consumer_groups;
 pub mod error;
-pub mod groups;
 pub mod metadata;
 mod restart;
 
@@ -28,9 +26,9 @@ use tokio::sync::watch;
 pub use error::BrokerError;
 use metadata::{Command, Controller, Metadata, Node, Topic, TopicConfig};
 
+use crate::partition::producers::{Admission, ProducerTable, SequenceError};
 use crate::replication::{DriverHandle, GroupId, GroupSpec, ProposeError, StateMachine};
 use crate::storage::batch::{BatchHeader, DECOMPRESSED_BYTES_MAX, validate_batch};
-use crate::storage::producers::{Admission, ProducerTable, SequenceError};
 use crate::storage::{self, LogConfig, PartitionLog, RetentionPolicy};
 
 /// The controller's raft group.
@@ -214,15 +212,15 @@ pub enum Target {
 }
 
 pub struct Broker {
-    node_id: u64,
+    pub(crate) node_id: u64,
     address: String,
     data_dir: PathBuf,
     driver: DriverHandle,
-    metadata: Arc<RwLock<Metadata>>,
+    pub(crate) metadata: Arc<RwLock<Metadata>>,
     metadata_changed: watch::Receiver<u64>,
-    replicas: RwLock<HashMap<(String, u32), Arc<PartitionReplica>>>,
+    pub(crate) replicas: RwLock<HashMap<(String, u32), Arc<PartitionReplica>>>,
     configs: RwLock<HashMap<u64, Arc<RwLock<TopicConfig>>>>,
-    controller_leader: watch::Receiver<u64>,
+    pub(crate) controller_leader: watch::Receiver<u64>,
     /// The offset after the last controller entry applied here (see
     /// [`Broker::wait_for_metadata`]).
     controller_high_watermark: watch::Receiver<u64>,
@@ -238,11 +236,11 @@ pub struct Broker {
     /// Room for produced bytes waiting to commit, in KiB.
     produce_budget: Arc<tokio::sync::Semaphore>,
     /// Consumer group membership (soft state; meaningful while this node leads the controller).
-    coordinator: std::sync::Mutex<groups::Coordinator>,
+    pub(crate) coordinator: std::sync::Mutex<crate::groups::coordinator::Coordinator>,
     /// Producer ids this node may hand out.
-    producer_ids: tokio::sync::Mutex<std::ops::Range<u64>>,
+    pub(crate) producer_ids: tokio::sync::Mutex<std::ops::Range<u64>>,
     /// The nodes this one was started with (its own address included).
-    cluster: BTreeMap<u64, String>,
+    pub(crate) cluster: BTreeMap<u64, String>,
     /// The descriptor budget (checked by topic creates) and the disk reserve (by produce).
     resources: Arc<crate::resources::Resources>,
 }
@@ -341,7 +339,7 @@ impl Broker {
             produce_budget: Arc::new(tokio::sync::Semaphore::new(
                 PRODUCE_BYTES_IN_FLIGHT_MAX >> 10,
             )),
-            coordinator: std::sync::Mutex::new(groups::Coordinator::default()),
+            coordinator: std::sync::Mutex::new(crate::groups::coordinator::Coordinator::default()),
             producer_ids: tokio::sync::Mutex::new(0..0),
             cluster,
             resources,
@@ -992,7 +990,7 @@ impl Broker {
         Ok(())
     }
 
-    async fn propose_metadata(&self, command: Command) -> Result<(), BrokerError> {
+    pub(crate) async fn propose_metadata(&self, command: Command) -> Result<(), BrokerError> {
         let batch = command.to_batch(crate::now_ms());
         // The controller's log refuses a batch beyond its limit, which raft would take as a
         // storage failure: refuse it here instead.

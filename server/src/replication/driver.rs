@@ -19,7 +19,7 @@ use raft::{RawNode, StateRole, Storage};
 use tokio::sync::{oneshot, watch};
 
 use super::raft_storage::{RaftStorage, snapshot_owner_data};
-use crate::storage::producers::{Admission, BatchState, SequenceError};
+use crate::partition::producers::{Admission, BatchState, SequenceError};
 use crate::storage::{PartitionLog, RetentionPolicy};
 
 /// Identifies a raft group on this node: 0 is the controller, partitions are

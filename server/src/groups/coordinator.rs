@@ -22,7 +22,7 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::{Duration, Instant};
 
-use super::BrokerError;
+use crate::broker::BrokerError;
 
 /// A topic partition.
 pub type Tp = (String, u32);

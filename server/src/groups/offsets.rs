@@ -7,9 +7,9 @@ use std::future::Future;
 use std::sync::Weak;
 use std::time::{Duration, Instant};
 
-use super::groups::{GroupView, Heartbeat, Join, MemberAssignment, Tp};
-use super::metadata::{self, Command, CommittedOffset, OffsetEntry};
-use super::{Broker, BrokerError, Position};
+use super::coordinator::{GroupView, Heartbeat, Join, MemberAssignment, Tp};
+use crate::broker::metadata::{self, Command, CommittedOffset, OffsetEntry};
+use crate::broker::{Broker, BrokerError, Position};
 use crate::storage::batch::{split_batches, timestamp_at};
 
 /// Longest metadata string kept with a committed offset (Kafka's default too).
@@ -135,7 +135,7 @@ pub struct GroupListing {
 
 impl Broker {
     /// Removes expired members, and forgets every group when this node stops coordinating.
-    pub(super) async fn run_coordinator(broker: Weak<Self>) {
+    pub(crate) async fn run_coordinator(broker: Weak<Self>) {
         let mut interval = tokio::time::interval(EXPIRY_INTERVAL);
         interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut retention_due = Instant::now() + GROUP_RETENTION_INTERVAL;
@@ -457,11 +457,11 @@ impl Broker {
     ///
     /// # Errors
     /// [`BrokerError::UnknownTopic`], [`BrokerError::UnknownPartition`].
-    pub(super) fn check_partition(
+    pub(crate) fn check_partition(
         &self,
         topic: &str,
         partition: u32,
-    ) -> Result<super::metadata::Topic, BrokerError> {
+    ) -> Result<metadata::Topic, BrokerError> {
         let known = self.topic(topic)?;
         if partition >= known.partitions() {
             return Err(BrokerError::UnknownPartition {
@@ -719,7 +719,7 @@ impl Broker {
     /// The timestamp of the first record at or after `offset` (below `end`), if any is stored.
     fn timestamp_at(
         &self,
-        replica: &super::PartitionReplica,
+        replica: &crate::broker::PartitionReplica,
         offset: u64,
         end: u64,
     ) -> Option<i64> {
@@ -781,7 +781,7 @@ impl Broker {
     }
 
     /// Whether the cluster handed out `producer_id`.
-    pub(super) fn producer_id_known(&self, producer_id: i64) -> bool {
+    pub(crate) fn producer_id_known(&self, producer_id: i64) -> bool {
         let next = self
             .metadata
             .read()
