@@ -26,14 +26,12 @@ use std::collections::BTreeSet;
 use strata_proto::v1::groups_server::Groups;
 
 use crate::broker::metadata::{CommittedOffset, OffsetEntry, Topic, TopicConfig};
-use crate::broker::{
-    self, Broker, BrokerError, ConfigChanges, FETCH_BYTES_DEFAULT, FETCH_BYTES_MAX,
-    FETCH_WAIT_MS_MAX, Position, Target,
-};
+use crate::broker::{Broker, BrokerError, ConfigChanges, Target};
 use crate::groups::coordinator::{Heartbeat, Join, MemberAssignment, Tp};
 use crate::groups::offsets::{
     COMMIT_CHECK_TIMEOUT, PARTITIONS_PER_REQUEST_MAX, ReplicaOffsets, ResetTo,
 };
+use crate::partition::{self, FETCH_BYTES_DEFAULT, FETCH_BYTES_MAX, FETCH_WAIT_MS_MAX, StartFrom};
 use crate::storage::batch::{BatchBuilder, decode_batch, split_batches};
 
 pub mod request_limit;
@@ -231,13 +229,13 @@ fn config_to_proto(config: &TopicConfig) -> pb::TopicConfig {
     }
 }
 
-fn position(start: Option<pb::StartPosition>) -> Result<Position, Status> {
+fn position(start: Option<pb::StartPosition>) -> Result<StartFrom, Status> {
     use pb::start_position::Position as P;
     match start.and_then(|s| s.position) {
-        None | Some(P::Earliest(_)) => Ok(Position::Earliest),
-        Some(P::Latest(_)) => Ok(Position::Latest),
-        Some(P::Offset(offset)) => Ok(Position::Offset(offset)),
-        Some(P::TimestampMs(timestamp)) => Ok(Position::Timestamp(timestamp)),
+        None | Some(P::Earliest(_)) => Ok(StartFrom::Earliest),
+        Some(P::Latest(_)) => Ok(StartFrom::Latest),
+        Some(P::Offset(offset)) => Ok(StartFrom::Offset(offset)),
+        Some(P::TimestampMs(timestamp)) => Ok(StartFrom::Timestamp(timestamp)),
     }
 }
 
@@ -513,10 +511,10 @@ fn produce_input(request: pb::ProduceRequest) -> Result<(String, Target, Bytes),
                     record.value.as_deref(),
                     &headers,
                 );
-                if builder.size_bytes() > broker::BATCH_BYTES_MAX {
+                if builder.size_bytes() > partition::BATCH_BYTES_MAX {
                     return Err(BrokerError::RecordTooLarge {
                         size_bytes: builder.size_bytes(),
-                        limit_bytes: broker::BATCH_BYTES_MAX,
+                        limit_bytes: partition::BATCH_BYTES_MAX,
                     });
                 }
             }
@@ -531,7 +529,7 @@ fn produce_input(request: pb::ProduceRequest) -> Result<(String, Target, Bytes),
     if request.topic.is_empty() {
         return Err(BrokerError::InvalidArgument("topic is empty".to_string()));
     }
-    broker::validate_producer_batch(&batch)?;
+    partition::validate_producer_batch(&batch)?;
     Ok((request.topic, target, batch))
 }
 
@@ -1166,7 +1164,7 @@ mod tests {
         let (detail, grpc) = error_detail_and_code(&BrokerError::RequestTooLarge {
             size_bytes: 5_000_000,
             limit_bytes: 1_114_112,
-            batch_limit_bytes: broker::BATCH_BYTES_MAX,
+            batch_limit_bytes: partition::BATCH_BYTES_MAX,
         });
         assert_eq!(
             (detail.code(), grpc),

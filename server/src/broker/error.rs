@@ -1,6 +1,7 @@
 //! What a broker request can fail with. Each variant maps to one stable protocol error code in
 //! the service layer; messages say what was wrong and what is valid.
 
+use crate::partition::PartitionError;
 use crate::storage;
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -104,26 +105,35 @@ pub enum BrokerError {
 }
 
 impl BrokerError {
+    /// A storage failure, mapped as [`PartitionError`]'s `From<storage::Error>` maps it.
     pub fn storage(error: storage::Error) -> Self {
+        PartitionError::from(error).into()
+    }
+}
+
+impl From<PartitionError> for BrokerError {
+    fn from(error: PartitionError) -> Self {
         match error {
-            storage::Error::OffsetOutOfRange {
+            PartitionError::OffsetOutOfRange {
                 requested,
                 log_start,
-                next_offset,
+                high_watermark,
             } => Self::OffsetOutOfRange {
                 requested,
                 log_start,
-                high_watermark: next_offset,
+                high_watermark,
             },
-            storage::Error::BatchTooLarge {
+            PartitionError::RecordTooLarge {
                 size_bytes,
                 limit_bytes,
             } => Self::RecordTooLarge {
                 size_bytes,
                 limit_bytes,
             },
-            storage::Error::InvalidBatch(error) => Self::CorruptBatch(error.to_string()),
-            other => Self::Storage(other.to_string()),
+            PartitionError::CorruptBatch(reason) => Self::CorruptBatch(reason),
+            PartitionError::InvalidArgument(reason) => Self::InvalidArgument(reason),
+            PartitionError::ShuttingDown => Self::ShuttingDown,
+            PartitionError::Storage(reason) => Self::Storage(reason),
         }
     }
 }

@@ -20,27 +20,22 @@ use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use bytes::Bytes;
-use raft::prelude::Entry;
 use tokio::sync::watch;
 
 pub use error::BrokerError;
 use metadata::{Command, Controller, Metadata, Node, Topic, TopicConfig};
 
-use crate::partition::producers::{Admission, ProducerTable, SequenceError};
-use crate::replication::{DriverHandle, GroupId, GroupSpec, ProposeError, StateMachine};
-use crate::storage::batch::{BatchHeader, DECOMPRESSED_BYTES_MAX, validate_batch};
+use crate::partition::producers::SequenceError;
+use crate::partition::{
+    BATCH_BYTES_MAX, Fetched, PartitionMachine, PartitionReplica, RetentionSource, StartFrom,
+    group_id, topic_id_of,
+};
+use crate::replication::{DriverHandle, GroupId, GroupSpec, ProposeError};
+use crate::storage::batch::BatchHeader;
 use crate::storage::{self, LogConfig, PartitionLog, RetentionPolicy};
 
 /// The controller's raft group.
 pub const CONTROLLER_GROUP: GroupId = 0;
-/// Largest batch a producer may send (bytes).
-pub const BATCH_BYTES_MAX: usize = 1 << 20;
-/// Longest a fetch may wait for data.
-pub const FETCH_WAIT_MS_MAX: u32 = 60_000;
-/// Largest fetch response.
-pub const FETCH_BYTES_MAX: u32 = 64 << 20;
-/// Fetch size when the request names none.
-pub const FETCH_BYTES_DEFAULT: u32 = 1 << 20;
 /// Bytes of produced batches this node holds while they wait to commit (in the driver's queue,
 /// raft's unstable log and the write path). Producers wait for room beyond it.
 pub const PRODUCE_BYTES_IN_FLIGHT_MAX: usize = 256 << 20;
@@ -60,116 +55,6 @@ const CONTROLLER_SEGMENT_BYTES: u64 = 64 << 10;
 const ADD_NODE_CATCH_UP_TIMEOUT: Duration = Duration::from_secs(15);
 /// How often `AddNode` looks at the new node's progress meanwhile.
 const ADD_NODE_POLL_INTERVAL: Duration = Duration::from_millis(50);
-
-/// Where a read starts.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Position {
-    Earliest,
-    Latest,
-    Offset(u64),
-    Timestamp(i64),
-}
-
-/// A partition this node holds a replica of.
-pub struct PartitionReplica {
-    pub topic: String,
-    pub partition: u32,
-    pub group: GroupId,
-    pub log: Arc<RwLock<PartitionLog>>,
-    /// The offset after the last committed entry: readers see offsets below it.
-    pub high_watermark: watch::Receiver<u64>,
-    pub leader: watch::Receiver<u64>,
-    /// While this node leads it: the replicas that have everything committed.
-    pub in_sync: watch::Receiver<Vec<u64>>,
-}
-
-impl PartitionReplica {
-    pub fn high_watermark(&self) -> u64 {
-        *self.high_watermark.borrow()
-    }
-
-    pub fn log_start_offset(&self) -> u64 {
-        self.log
-            .read()
-            .expect("log lock poisoned")
-            .log_start_offset()
-    }
-}
-
-/// A partition's state machine: its state is its log (applying moves the high watermark; the
-/// driver does that) plus the idempotent producers' sequences, which are derived from the log;
-/// retention follows the topic's config.
-struct PartitionMachine {
-    config: Arc<RwLock<TopicConfig>>,
-    log: Arc<RwLock<PartitionLog>>,
-    producers: ProducerTable,
-    leader: bool,
-}
-
-impl StateMachine for PartitionMachine {
-    fn apply(&mut self, entry: &Entry, next_offset: u64) -> Result<(), String> {
-        if let Ok(header) = BatchHeader::parse(&entry.data) {
-            self.producers.stored(&header, next_offset, 0);
-        }
-        if self.producers.snapshot_due() {
-            let dir = self
-                .log
-                .read()
-                .expect("log lock poisoned")
-                .dir()
-                .to_path_buf();
-            if let Err(error) = self.producers.write_snapshot(&dir, next_offset) {
-                // Only a cost: the next rebuild reads more of the log.
-                tracing::warn!(dir = %dir.display(), %error, "writing the producer snapshot failed");
-            }
-        }
-        Ok(())
-    }
-
-    fn admit(&mut self, data: &[u8], proposal: u64) -> Result<Admission, SequenceError> {
-        match BatchHeader::parse(data) {
-            Ok(header) => self.producers.admit(&header, proposal),
-            Err(_) => Ok(Admission::Append),
-        }
-    }
-
-    fn dropped(&mut self, proposal: u64) {
-        self.producers.forget_proposal(proposal);
-    }
-
-    /// A new leader recomputes the producer state from its log, which is what will commit: a
-    /// follower's view (what it applied) lags its log, and in-flight batches of an old term
-    /// may have been replaced.
-    fn leadership(&mut self, leader: bool, committed: u64) -> Result<(), String> {
-        if leader && !self.leader {
-            let log = self.log.read().expect("log lock poisoned");
-            self.producers = ProducerTable::rebuild(&log, committed).map_err(|error| {
-                format!(
-                    "{}: rebuilding the producer state failed: {error}",
-                    log.dir().display()
-                )
-            })?;
-        } else if !leader {
-            self.producers.forget_in_flight();
-        }
-        self.leader = leader;
-        Ok(())
-    }
-
-    fn restore(&mut self, _data: &Bytes) -> Result<(), String> {
-        Ok(())
-    }
-
-    /// Retention is local: each replica removes its own old segments with the same policy,
-    /// bounded by what it has applied. It is not replicated because segment boundaries are
-    /// each replica's own (they roll by local size and time), and raft does not need it to be:
-    /// a follower that falls behind the leader's log start receives a metadata-only snapshot
-    /// and restarts its log there.
-    fn retention(&self) -> Option<(RetentionPolicy, u64)> {
-        let config = self.config.read().expect("config lock poisoned");
-        Some((config.retention(), u64::MAX))
-    }
-}
 
 /// What [`Broker::start`] needs to know of this node.
 pub struct Start {
@@ -191,16 +76,6 @@ pub struct Produced {
     pub partition: u32,
     pub base_offset: u64,
     pub last_offset: u64,
-}
-
-/// What a fetch found.
-#[derive(Debug, Clone, Default)]
-pub struct Fetched {
-    /// Runs of whole stored batches.
-    pub batches: Vec<Bytes>,
-    pub next_offset: u64,
-    pub high_watermark: u64,
-    pub log_start_offset: u64,
 }
 
 /// Which partition a produce goes to.
@@ -693,7 +568,7 @@ impl Broker {
         let mut wanted: Vec<(String, u32, GroupId, Vec<u64>)> = Vec::new();
         for topic in metadata.topics.values() {
             for (partition, replicas) in topic.replicas.iter().enumerate() {
-                let group = (topic.id << 32) | partition as u64;
+                let group = group_id(topic.id, partition as u32);
                 let mut voters = replicas.clone();
                 voters.sort_unstable();
                 for node in replicas {
@@ -851,7 +726,7 @@ impl Broker {
             // topic's partitions go at once.
             let moved = topics
                 .iter()
-                .find(|t| t.name == key.0 && t.id == group >> 32);
+                .find(|t| t.name == key.0 && t.id == topic_id_of(group));
             if let Some(topic) = moved
                 && !wanted.contains_key(&key)
             {
@@ -862,7 +737,7 @@ impl Broker {
             }
             let stale = match wanted.get(&key) {
                 None => true,
-                Some((topic, _)) => group >> 32 != topic.id,
+                Some((topic, _)) => topic_id_of(group) != topic.id,
             };
             if stale {
                 let replica = self.replicas.write().expect("lock").remove(&key);
@@ -891,7 +766,7 @@ impl Broker {
             let group = match running {
                 Some(group) => group,
                 None => {
-                    let group = (topic.id << 32) | u64::from(partition);
+                    let group = group_id(topic.id, partition);
                     // One partition that cannot be opened stops only itself.
                     if let Err(error) = self.start_partition(topic, partition, replicas).await {
                         let reason = format!("opening {name}/{partition} failed: {error}");
@@ -940,7 +815,7 @@ impl Broker {
         let (high_watermark_tx, high_watermark) = watch::channel(0);
         let (leader_tx, leader) = watch::channel(0);
         let (in_sync_tx, in_sync) = watch::channel(Vec::new());
-        let group = (topic.id << 32) | u64::from(partition);
+        let group = group_id(topic.id, partition);
         // A replica a move adds joins a group whose voters are the previous replicas; its
         // leader then adds it (see `Topic::previous_replicas`).
         let voters = match topic.previous_replicas.get(&partition) {
@@ -956,12 +831,7 @@ impl Broker {
                 id: group,
                 log: log.clone(),
                 voters,
-                machine: Box::new(PartitionMachine {
-                    config,
-                    log: log.clone(),
-                    producers: ProducerTable::default(),
-                    leader: false,
-                }),
+                machine: Box::new(PartitionMachine::new(config, log.clone())),
                 applied: 0,
                 replay_committed: false,
                 high_watermark: high_watermark_tx,
@@ -1228,7 +1098,7 @@ impl Broker {
             .get(&(topic.to_string(), partition))
             .cloned()
             .ok_or_else(|| {
-                let group = (known.id << 32) | u64::from(partition);
+                let group = group_id(known.id, partition);
                 if let Some(reason) = self.stopped_reason(group) {
                     return self.propose_error(ProposeError::Stopped(reason));
                 }
@@ -1336,37 +1206,16 @@ impl Broker {
         })
     }
 
-    /// Resolves a start position to an offset within `log_start..=high_watermark`.
+    /// Where a read of a local replica starts; see [`PartitionReplica::resolve`].
     pub fn resolve(
         &self,
         replica: &PartitionReplica,
-        position: Position,
+        start: StartFrom,
     ) -> Result<u64, BrokerError> {
-        let high_watermark = replica.high_watermark();
-        let log = replica.log.read().expect("log lock poisoned");
-        let log_start = log.log_start_offset();
-        let offset = match position {
-            Position::Earliest => log_start,
-            Position::Latest => high_watermark,
-            Position::Offset(offset) => offset,
-            Position::Timestamp(timestamp) => log
-                .offset_for_timestamp(timestamp)
-                .map_err(BrokerError::storage)?
-                .unwrap_or(high_watermark)
-                .min(high_watermark),
-        };
-        if offset < log_start || offset > high_watermark {
-            return Err(BrokerError::OffsetOutOfRange {
-                requested: offset,
-                log_start,
-                high_watermark,
-            });
-        }
-        Ok(offset)
+        Ok(replica.resolve(start)?)
     }
 
-    /// Reads committed batches from `offset`, waiting up to `max_wait` for at least
-    /// `min_bytes` (long poll).
+    /// A long-poll read of a local replica; see [`PartitionReplica::fetch`].
     pub async fn fetch(
         &self,
         replica: &PartitionReplica,
@@ -1375,59 +1224,27 @@ impl Broker {
         min_bytes: usize,
         max_wait: Duration,
     ) -> Result<Fetched, BrokerError> {
-        let deadline = tokio::time::Instant::now() + max_wait;
-        let mut high_watermark = replica.high_watermark.clone();
-        loop {
-            let fetched = self.read(replica, offset, max_bytes)?;
-            let bytes: usize = fetched.batches.iter().map(Bytes::len).sum();
-            if bytes >= min_bytes.max(1) || tokio::time::Instant::now() >= deadline {
-                return Ok(fetched);
-            }
-            // Wait for the high watermark to move (or the deadline), then read again.
-            let seen = fetched.high_watermark;
-            let moved = high_watermark.wait_for(|hw| *hw > seen);
-            match tokio::time::timeout_at(deadline, moved).await {
-                Ok(Ok(_)) => {}
-                Ok(Err(_)) => return Err(BrokerError::ShuttingDown),
-                Err(_) => return self.read(replica, offset, max_bytes),
-            }
-        }
+        Ok(replica
+            .fetch(offset, max_bytes, min_bytes, max_wait)
+            .await?)
     }
 
-    /// Reads committed batches from `offset` without waiting.
+    /// A read of a local replica that does not wait; see [`PartitionReplica::read`].
     pub fn read(
         &self,
         replica: &PartitionReplica,
         offset: u64,
         max_bytes: usize,
     ) -> Result<Fetched, BrokerError> {
-        let high_watermark = replica.high_watermark();
-        let log = replica.log.read().expect("log lock poisoned");
-        let log_start = log.log_start_offset();
-        if offset < log_start || offset > high_watermark {
-            return Err(BrokerError::OffsetOutOfRange {
-                requested: offset,
-                log_start,
-                high_watermark,
-            });
-        }
-        let batches = if offset == high_watermark {
-            Vec::new()
-        } else {
-            log.read_below(offset, high_watermark, max_bytes)
-                .map_err(BrokerError::storage)?
-        };
-        drop(log);
-        let next_offset = match batches.last() {
-            Some(run) => last_next_offset(run).unwrap_or(offset),
-            None => offset,
-        };
-        Ok(Fetched {
-            batches,
-            next_offset,
-            high_watermark,
-            log_start_offset: log_start,
-        })
+        Ok(replica.read(offset, max_bytes)?)
+    }
+}
+
+/// A topic's config, shared by its local partitions' machines, is where their retention
+/// comes from (an alter changes it in place; see `Broker::reconcile`).
+impl RetentionSource for RwLock<TopicConfig> {
+    fn retention(&self) -> RetentionPolicy {
+        self.read().expect("config lock poisoned").retention()
     }
 }
 
@@ -1486,16 +1303,6 @@ fn propose_error(metadata: &RwLock<Metadata>, error: ProposeError) -> BrokerErro
     }
 }
 
-/// The offset after the last batch of a run of batches.
-fn last_next_offset(run: &Bytes) -> Option<u64> {
-    let mut next = None;
-    for split in strata_proto::batch::split_batches(run.clone()) {
-        let (header, _) = split.ok()?;
-        next = Some(header.base_offset as u64 + header.offset_count());
-    }
-    next
-}
-
 /// What a command is about, for its error messages.
 fn command_subject(command: &Command) -> String {
     match command {
@@ -1533,45 +1340,6 @@ fn validate_config(config: &TopicConfig) -> Result<(), BrokerError> {
             "retention_ms must be at least 1 (leave it unset to keep forever)".to_string(),
         ));
     }
-    Ok(())
-}
-
-/// Checks a batch a producer sent: whole, CRC-valid, within the size limit, not a control or
-/// transactional batch (those are the broker's own), and every record well framed and counted
-/// by the header, compressed or not, within [`DECOMPRESSED_BYTES_MAX`] once decompressed. What
-/// passes decodes; what does not is never stored.
-///
-/// # Errors
-/// [`BrokerError::RecordTooLarge`], [`BrokerError::CorruptBatch`], [`BrokerError::InvalidArgument`].
-pub fn validate_producer_batch(batch: &Bytes) -> Result<(), BrokerError> {
-    if batch.len() > BATCH_BYTES_MAX {
-        return Err(BrokerError::RecordTooLarge {
-            size_bytes: batch.len(),
-            limit_bytes: BATCH_BYTES_MAX,
-        });
-    }
-    let header =
-        BatchHeader::validate(batch).map_err(|e| BrokerError::CorruptBatch(e.to_string()))?;
-    if header.is_control() || header.is_transactional() {
-        return Err(BrokerError::InvalidArgument(
-            "control and transactional batches cannot be produced".to_string(),
-        ));
-    }
-    use strata_proto::batch::Compression;
-    match header.compression() {
-        Ok(Compression::None | Compression::Lz4) => {}
-        Ok(codec) => {
-            return Err(BrokerError::InvalidArgument(format!(
-                "{codec:?} compression is not supported: use none or lz4"
-            )));
-        }
-        Err(error) => return Err(BrokerError::CorruptBatch(error.to_string())),
-    }
-    // Every record is checked once, here, so nothing stored fails to decode: uncompressed
-    // records in place, LZ4 ones streamed through a bounded buffer (as Kafka's broker does),
-    // refused once they decompress past the cap every reader applies.
-    validate_batch(batch, DECOMPRESSED_BYTES_MAX)
-        .map_err(|error| BrokerError::CorruptBatch(error.to_string()))?;
     Ok(())
 }
 

@@ -9,8 +9,8 @@ use std::time::{Duration, Instant};
 
 use super::coordinator::{GroupView, Heartbeat, Join, MemberAssignment, Tp};
 use crate::broker::metadata::{self, Command, CommittedOffset, OffsetEntry};
-use crate::broker::{Broker, BrokerError, Position};
-use crate::storage::batch::{split_batches, timestamp_at};
+use crate::broker::{Broker, BrokerError};
+use crate::partition::StartFrom;
 
 /// Longest metadata string kept with a committed offset (Kafka's default too).
 pub const OFFSET_METADATA_BYTES_MAX: usize = 4096;
@@ -546,7 +546,7 @@ impl Broker {
                 ResetTo::Latest => high_watermark,
                 ResetTo::Offset(offset) => clamp(offset),
                 ResetTo::Timestamp(timestamp) => {
-                    self.resolve(&replica, Position::Timestamp(timestamp))?
+                    replica.resolve(StartFrom::Timestamp(timestamp))?
                 }
                 ResetTo::Shift(by) => {
                     let committed = self
@@ -685,7 +685,8 @@ impl Broker {
                                 if c.offset >= high_watermark {
                                     0
                                 } else {
-                                    self.timestamp_at(&replica, c.offset, high_watermark)
+                                    replica
+                                        .timestamp_at(c.offset, high_watermark)
                                         .map_or(0, |ts| (now_ms - ts).max(0))
                                 }
                             });
@@ -714,33 +715,6 @@ impl Broker {
             view,
             partitions,
         })
-    }
-
-    /// The timestamp of the first record at or after `offset` (below `end`), if any is stored.
-    fn timestamp_at(
-        &self,
-        replica: &crate::broker::PartitionReplica,
-        offset: u64,
-        end: u64,
-    ) -> Option<i64> {
-        let log = replica.log.read().expect("log lock poisoned");
-        let from = offset.max(log.log_start_offset());
-        let runs = log.read_below(from, end, 1).ok()?;
-        drop(log);
-        for run in runs {
-            for split in split_batches(run) {
-                let (header, batch) = split.ok()?;
-                if header.is_control() {
-                    continue;
-                }
-                // One streaming pass through a bounded buffer: a compressed batch is never
-                // decompressed whole to find one timestamp.
-                if let Some(timestamp) = timestamp_at(&batch, from).ok()? {
-                    return Some(timestamp);
-                }
-            }
-        }
-        None
     }
 
     /// A fresh producer id (epoch 0) for an idempotent producer. Ids come from a block this
