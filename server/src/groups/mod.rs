@@ -6,10 +6,12 @@
 //!
 //! - [`coordinator`]: the pure coordinator: membership (soft state), incremental assignment,
 //!   expiry, with time passed in.
-//! - [`offsets`]: the broker's group requests: join, heartbeat, leave, commit (checked against
-//!   the partitions' high watermarks), fetch and reset of committed offsets, list and describe
-//!   with lag. Committed offsets are replicated through the controller
+//! - [`members`]: the broker's membership requests (join, heartbeat, leave) and views of
+//!   groups (list, describe with lag, delete).
+//! - [`offsets`]: commit (checked against the partitions' high watermarks), fetch and reset of
+//!   committed offsets. Committed offsets are replicated through the controller
 //!   ([`broker::metadata`](crate::broker::metadata)).
 
 pub mod coordinator;
+pub mod members;
 pub mod offsets;
