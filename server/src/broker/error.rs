@@ -2,6 +2,7 @@
 //! the service layer; messages say what was wrong and what is valid.
 
 use crate::partition::PartitionError;
+use crate::resources::ResourceError;
 use crate::storage;
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -135,5 +136,11 @@ impl From<PartitionError> for BrokerError {
             PartitionError::ShuttingDown => Self::ShuttingDown,
             PartitionError::Storage(reason) => Self::Storage(reason),
         }
+    }
+}
+
+impl From<ResourceError> for BrokerError {
+    fn from(error: ResourceError) -> Self {
+        Self::ResourceExhausted(error.to_string())
     }
 }

@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
 use std::time::Duration;
 
-use super::metadata::{Command, Node};
+use super::metadata::{Command, Metadata, Node};
 use super::{Broker, BrokerError, CONTROLLER_GROUP};
 use crate::partition::group_id;
 use crate::replication::{GroupId, ProposeError};
@@ -205,6 +205,41 @@ impl Broker {
                 "node {node_id} led the controller; its leadership is moving: call again"
             )));
         }
+        self.move_replicas_off(node_id, &nodes, &metadata).await?;
+        self.reconcile().await?;
+        let moving = self.still_moving(voters_at).await;
+        if !moving.is_empty() {
+            return Ok((moving, false));
+        }
+        // Every replica has moved: the node leaves the controller and the metadata.
+        if self
+            .driver
+            .voters(CONTROLLER_GROUP)
+            .await
+            .is_some_and(|voters| voters.contains(&node_id))
+        {
+            self.change_controller_membership(raft::prelude::ConfChangeType::RemoveNode, node_id)
+                .await?;
+        }
+        if self.metadata().nodes.contains_key(&node_id) {
+            self.propose_metadata(Command::DeregisterNode { node: node_id })
+                .await?;
+        }
+        Ok((Vec::new(), true))
+    }
+
+    /// Proposes a new replica set for every partition with a replica on `node_id`: that
+    /// replica goes to the least loaded other member of `nodes` that holds none of it.
+    ///
+    /// # Errors
+    /// [`BrokerError::InvalidArgument`] when every other node already holds a replica of a
+    /// partition; the controller's errors.
+    async fn move_replicas_off(
+        &self,
+        node_id: u64,
+        nodes: &[u64],
+        metadata: &Metadata,
+    ) -> Result<(), BrokerError> {
         let others: Vec<u64> = nodes.iter().copied().filter(|n| *n != node_id).collect();
         // Replicas per node, to place moved ones on the least loaded.
         let mut load: HashMap<u64, usize> = others.iter().map(|n| (*n, 0)).collect();
@@ -243,11 +278,20 @@ impl Broker {
                 .await?;
             }
         }
-        self.reconcile().await?;
-        // Still moving: partitions where some replica of the new set has not applied exactly
-        // the new set as the group's voters. Every replica is asked: a replica that was just
-        // added starts out with the new set as its own guess, so only the replicas that were
-        // members before prove that the change committed.
+        Ok(())
+    }
+
+    /// The partitions still moving after a removal: those where some replica of the new set
+    /// has not applied exactly the new set as its group's voters. `voters_at(address, groups)`
+    /// asks another node; a node that does not answer counts as not done.
+    async fn still_moving<F, Fut>(&self, voters_at: F) -> Vec<(String, u32)>
+    where
+        F: Fn(String, Vec<GroupId>) -> Fut,
+        Fut: Future<Output = Result<Vec<(GroupId, Option<Vec<u64>>)>, String>>,
+    {
+        // Every replica is asked: a replica that was just added starts out with the new set as
+        // its own guess, so only the replicas that were members before prove that the change
+        // committed.
         let metadata = self.metadata();
         let mut asked: BTreeMap<u64, Vec<GroupId>> = BTreeMap::new();
         let mut wanted: Vec<(String, u32, GroupId, Vec<u64>)> = Vec::new();
@@ -299,24 +343,7 @@ impl Broker {
                 moving.push((name, partition));
             }
         }
-        if !moving.is_empty() {
-            return Ok((moving, false));
-        }
-        // Every replica has moved: the node leaves the controller and the metadata.
-        if self
-            .driver
-            .voters(CONTROLLER_GROUP)
-            .await
-            .is_some_and(|voters| voters.contains(&node_id))
-        {
-            self.change_controller_membership(raft::prelude::ConfChangeType::RemoveNode, node_id)
-                .await?;
-        }
-        if self.metadata().nodes.contains_key(&node_id) {
-            self.propose_metadata(Command::DeregisterNode { node: node_id })
-                .await?;
-        }
-        Ok((Vec::new(), true))
+        moving
     }
 
     /// The cluster's members: the controller's voters (the initial cluster, plus nodes added,
