@@ -1,12 +1,22 @@
-//! # Broker: topics, partitions and the requests on them
+//! # Broker: topics, cluster and routing
 //!
+//! [`Broker`] is what every frontend calls. It owns this node's local partition replicas
+//! (the map from a topic's partition to its [`PartitionReplica`]) and routes requests to them;
+//! what a replica does is [`crate::partition`]'s, and consumer groups are [`crate::groups`]'.
+//! It knows nothing of gRPC: the service layer translates.
+//!
+//! - this module: [`Broker`], its start (controller first, then the metadata, then the
+//!   partitions), routing (a partition's local replica, or who holds it), propose errors.
 //! - [`metadata`]: the controller's replicated metadata and its state machine.
-//! - [`error`]: [`BrokerError`], what every request can fail with.
+//! - `controller_client`: waiting for the controller and the metadata, proposing commands.
+//! - `topics`: topic admin (create, delete, alter) and topic lookups.
+//! - `membership`: the cluster's nodes: add (learner first) and remove (replicas moved off).
+//! - `reconcile`: local partitions follow the metadata (open, stop, configs, replica sets).
+//! - `produce`: the produce path and its node-wide byte budget.
+//! - `producer_ids`: blocks of producer ids for idempotent producers.
 //! - `restart`: partition replicas whose storage failed are dropped and opened again after a
 //!   growing delay; the node serves everything else meanwhile.
-//! - this module: [`Broker`], which owns the local partitions, reconciles them with the
-//!   metadata, and serves produce, fetch, offset lookups and admin changes. It knows nothing of
-//!   gRPC: the service layer translates.
+//! - [`error`]: [`BrokerError`], what every request can fail with.
 
 mod controller_client;
 pub mod error;

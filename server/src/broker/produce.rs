@@ -12,7 +12,7 @@ use super::{
 use crate::storage::batch::BatchHeader;
 
 impl Broker {
-    /// Appends a batch (already validated by [`validate_producer_batch`]) to a partition and
+    /// Appends a batch (already validated by [`validate_producer_batch`](crate::partition::validate_producer_batch)) to a partition and
     /// waits until it is committed.
     pub async fn produce(
         &self,
@@ -40,7 +40,7 @@ impl Broker {
     }
 
     /// Queues a batch for a partition now (in call order) and returns a future of its commit;
-    /// see [`DriverHandle::submit`]. `permit` (from [`Broker::produce_permit`]) is held until
+    /// see [`DriverHandle::submit`](crate::replication::DriverHandle::submit). `permit` (from [`Broker::produce_permit`]) is held until
     /// the batch commits.
     pub fn start_produce(
         &self,

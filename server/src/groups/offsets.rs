@@ -1,7 +1,7 @@
 //! A consumer group's committed offsets: commit (checked against the partitions' high
 //! watermarks, asking the replicas that hold them), fetch and reset. Offsets are replicated
-//! through the controller ([`metadata`](crate::broker::metadata)); a member's right to commit
-//! is the coordinator's ([`coordinator`](super::coordinator)) to decide.
+//! through the controller ([`broker::metadata`](crate::broker::metadata)); a member's right
+//! to commit is the coordinator's ([`coordinator`](super::coordinator)) to decide.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
