@@ -1,6 +1,7 @@
 //! What a broker request can fail with. Each variant maps to one stable protocol error code in
 //! the service layer; messages say what was wrong and what is valid.
 
+use crate::groups::coordinator::CoordinatorError;
 use crate::partition::PartitionError;
 use crate::resources::ResourceError;
 use crate::storage;
@@ -142,5 +143,17 @@ impl From<PartitionError> for BrokerError {
 impl From<ResourceError> for BrokerError {
     fn from(error: ResourceError) -> Self {
         Self::ResourceExhausted(error.to_string())
+    }
+}
+
+impl From<CoordinatorError> for BrokerError {
+    fn from(error: CoordinatorError) -> Self {
+        match error {
+            CoordinatorError::InvalidArgument(reason) => Self::InvalidArgument(reason),
+            CoordinatorError::UnknownTopic(topic) => Self::UnknownTopic(topic),
+            CoordinatorError::UnknownMember(reason) => Self::UnknownMember(reason),
+            CoordinatorError::StaleMemberEpoch(reason) => Self::StaleMemberEpoch(reason),
+            CoordinatorError::GroupFull(reason) => Self::GroupFull(reason),
+        }
     }
 }

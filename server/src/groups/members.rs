@@ -179,7 +179,8 @@ impl Broker {
         self.coordinator
             .lock()
             .expect("coordinator lock poisoned")
-            .leave(group, member_id, &counts)
+            .leave(group, member_id, &counts)?;
+        Ok(())
     }
 
     pub async fn delete_group(&self, group: &str) -> Result<(), BrokerError> {
