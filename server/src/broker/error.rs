@@ -2,7 +2,7 @@
 //! the service layer; messages say what was wrong and what is valid.
 
 use crate::groups::coordinator::CoordinatorError;
-use crate::partition::PartitionError;
+use crate::partition::{BATCH_BYTES_MAX, PartitionError};
 use crate::resources::ResourceError;
 use crate::storage;
 
@@ -107,35 +107,41 @@ pub enum BrokerError {
 }
 
 impl BrokerError {
-    /// A storage failure, mapped as [`PartitionError`]'s `From<storage::Error>` maps it.
     pub fn storage(error: storage::Error) -> Self {
-        PartitionError::from(error).into()
-    }
-}
-
-impl From<PartitionError> for BrokerError {
-    fn from(error: PartitionError) -> Self {
         match error {
-            PartitionError::OffsetOutOfRange {
+            storage::Error::OffsetOutOfRange {
                 requested,
                 log_start,
-                high_watermark,
+                next_offset,
             } => Self::OffsetOutOfRange {
                 requested,
                 log_start,
-                high_watermark,
+                high_watermark: next_offset,
             },
-            PartitionError::RecordTooLarge {
+            storage::Error::BatchTooLarge {
                 size_bytes,
                 limit_bytes,
             } => Self::RecordTooLarge {
                 size_bytes,
                 limit_bytes,
             },
-            PartitionError::CorruptBatch(reason) => Self::CorruptBatch(reason),
+            storage::Error::InvalidBatch(error) => Self::CorruptBatch(error.to_string()),
+            other => Self::Storage(other.to_string()),
+        }
+    }
+}
+
+impl From<PartitionError> for BrokerError {
+    fn from(error: PartitionError) -> Self {
+        match error {
+            PartitionError::Storage(error) => Self::storage(error),
+            PartitionError::Batch(error) => Self::CorruptBatch(error.to_string()),
+            PartitionError::TooLarge { size_bytes } => Self::RecordTooLarge {
+                size_bytes,
+                limit_bytes: BATCH_BYTES_MAX,
+            },
             PartitionError::InvalidArgument(reason) => Self::InvalidArgument(reason),
             PartitionError::ShuttingDown => Self::ShuttingDown,
-            PartitionError::Storage(reason) => Self::Storage(reason),
         }
     }
 }

@@ -264,15 +264,7 @@ impl Broker {
                     .to_string(),
             ),
             ProposeError::NotLeader { leader_id } => {
-                let address = self
-                    .metadata
-                    .read()
-                    .expect("metadata lock poisoned")
-                    .nodes
-                    .get(&leader_id)
-                    .map(|node| node.address.clone())
-                    .or_else(|| self.cluster.get(&leader_id).cloned())
-                    .filter(|address| !address.is_empty());
+                let address = self.node_address(leader_id);
                 BrokerError::NotControllerLeader { leader_id, address }
             }
             other => self.propose_error(other),

@@ -15,16 +15,14 @@ pub const BATCH_BYTES_MAX: usize = 1 << 20;
 /// passes decodes; what does not is never stored.
 ///
 /// # Errors
-/// [`PartitionError::RecordTooLarge`], [`PartitionError::CorruptBatch`], [`PartitionError::InvalidArgument`].
+/// [`PartitionError::TooLarge`], [`PartitionError::Batch`], [`PartitionError::InvalidArgument`].
 pub fn validate_producer_batch(batch: &Bytes) -> Result<(), PartitionError> {
     if batch.len() > BATCH_BYTES_MAX {
-        return Err(PartitionError::RecordTooLarge {
+        return Err(PartitionError::TooLarge {
             size_bytes: batch.len(),
-            limit_bytes: BATCH_BYTES_MAX,
         });
     }
-    let header =
-        BatchHeader::validate(batch).map_err(|e| PartitionError::CorruptBatch(e.to_string()))?;
+    let header = BatchHeader::validate(batch)?;
     if header.is_control() || header.is_transactional() {
         return Err(PartitionError::InvalidArgument(
             "control and transactional batches cannot be produced".to_string(),
@@ -38,12 +36,11 @@ pub fn validate_producer_batch(batch: &Bytes) -> Result<(), PartitionError> {
                 "{codec:?} compression is not supported: use none or lz4"
             )));
         }
-        Err(error) => return Err(PartitionError::CorruptBatch(error.to_string())),
+        Err(error) => return Err(error.into()),
     }
     // Every record is checked once, here, so nothing stored fails to decode: uncompressed
     // records in place, LZ4 ones streamed through a bounded buffer (as Kafka's broker does),
     // refused once they decompress past the cap every reader applies.
-    validate_batch(batch, DECOMPRESSED_BYTES_MAX)
-        .map_err(|error| PartitionError::CorruptBatch(error.to_string()))?;
+    validate_batch(batch, DECOMPRESSED_BYTES_MAX)?;
     Ok(())
 }

@@ -46,17 +46,12 @@ impl PartitionReplica {
             StartFrom::Latest => high_watermark,
             StartFrom::Offset(offset) => offset,
             StartFrom::Timestamp(timestamp) => log
-                .offset_for_timestamp(timestamp)
-                .map_err(PartitionError::from)?
+                .offset_for_timestamp(timestamp)?
                 .unwrap_or(high_watermark)
                 .min(high_watermark),
         };
         if offset < log_start || offset > high_watermark {
-            return Err(PartitionError::OffsetOutOfRange {
-                requested: offset,
-                log_start,
-                high_watermark,
-            });
+            return Err(out_of_range(offset, log_start, high_watermark));
         }
         Ok(offset)
     }
@@ -95,17 +90,12 @@ impl PartitionReplica {
         let log = self.log.read().expect("log lock poisoned");
         let log_start = log.log_start_offset();
         if offset < log_start || offset > high_watermark {
-            return Err(PartitionError::OffsetOutOfRange {
-                requested: offset,
-                log_start,
-                high_watermark,
-            });
+            return Err(out_of_range(offset, log_start, high_watermark));
         }
         let batches = if offset == high_watermark {
             Vec::new()
         } else {
-            log.read_below(offset, high_watermark, max_bytes)
-                .map_err(PartitionError::from)?
+            log.read_below(offset, high_watermark, max_bytes)?
         };
         drop(log);
         let next_offset = match batches.last() {
@@ -151,4 +141,14 @@ fn last_next_offset(run: &Bytes) -> Option<u64> {
         next = Some(header.base_offset as u64 + header.offset_count());
     }
     next
+}
+
+/// A read outside `log_start..=high_watermark`: for a reader the partition ends at its high
+/// watermark, so that is the range's end.
+fn out_of_range(requested: u64, log_start: u64, high_watermark: u64) -> PartitionError {
+    PartitionError::Storage(crate::storage::Error::OffsetOutOfRange {
+        requested,
+        log_start,
+        next_offset: high_watermark,
+    })
 }
