@@ -72,3 +72,21 @@ impl PartitionReplica {
             .log_start_offset()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A partition's raft group and back: the topic id in the high half, the partition in the
+    /// low half, never the controller's group 0.
+    #[test]
+    fn group_ids_round_trip() {
+        for (topic_id, partition) in [(1, 0), (1, 7), (42, u32::MAX), (u32::MAX as u64, 3)] {
+            let group = group_id(topic_id, partition);
+            assert_ne!(group, crate::broker::CONTROLLER_GROUP);
+            assert_eq!(topic_id_of(group), topic_id);
+            assert_eq!(group as u32, partition);
+        }
+        assert_eq!(group_id(1, 0), 1 << 32);
+    }
+}

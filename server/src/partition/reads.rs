@@ -152,3 +152,7 @@ fn out_of_range(requested: u64, log_start: u64, high_watermark: u64) -> Partitio
         next_offset: high_watermark,
     })
 }
+
+#[cfg(test)]
+#[path = "reads_tests.rs"]
+mod tests;
