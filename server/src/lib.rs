@@ -1,14 +1,27 @@
 //! # strata-server
 //!
 //! The Strata broker. Dependencies point one way:
-//! `service (gRPC) -> broker (routing, metadata) -> replication (raft) -> storage`.
+//!
+//! ```text
+//! service (gRPC)  ->  broker (topics, cluster, routing)  ->  partition / groups
+//!     ->  replication (raft driver, peer transport)  ->  storage
+//! ```
 //!
 //! Layout:
 //! - [`config`]: the server's configuration and its sources.
 //! - [`service`]: the `strata.v1` gRPC frontend; it only translates (protobuf <-> broker values,
 //!   `BrokerError` -> `tonic::Status` in `service::status`) and is the only module that knows
 //!   `tonic::Status`.
-//! - [`broker`]: topics, partitions, the controller's metadata, produce/fetch/admin logic.
+//! - [`broker`]: the [`Broker`](broker::Broker): topics, cluster membership, reconciling local
+//!   partitions with the controller's metadata, routing a request to a partition replica, the
+//!   produce path and producer ids, and what any frontend shares (building batches from
+//!   records, the subscribe loop, fetch limits). The controller's state machine is
+//!   [`broker::metadata`].
+//! - [`partition`]: one partition replica's world: its state machine, the producer table
+//!   (idempotence), produce admission, reads (fetch, offset lookups).
+//! - [`groups`]: consumer groups: the coordinator, the membership requests and committed
+//!   offsets. (A raft group is a [`replication::GroupId`]; "group" alone means a consumer
+//!   group.)
 //! - [`peer`]: the node-to-node transport of raft messages (gRPC streams between nodes); a
 //!   stream speaks for one node, and each message must name it and this node.
 //! - [`replication`]: raft groups (one per partition, one controller), their driver thread, and
@@ -20,6 +33,8 @@
 
 pub mod broker;
 pub mod config;
+pub mod groups;
+pub mod partition;
 pub mod peer;
 pub mod replication;
 pub mod resources;

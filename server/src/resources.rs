@@ -8,7 +8,8 @@
 //!   reserve, so the space left serves metadata, deletes and raft's own writes.
 //! - [`limit_connections`]: an accept layer that closes connections beyond a maximum.
 //!
-//! Every refusal is a [`BrokerError::ResourceExhausted`] whose message names the numbers.
+//! Every refusal is a [`ResourceError`] whose message names the numbers (the broker answers it
+//! as `BrokerError::ResourceExhausted`).
 
 use std::path::PathBuf;
 use std::pin::Pin;
@@ -21,7 +22,41 @@ use futures::{Stream, StreamExt};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 
-use crate::broker::BrokerError;
+/// A request refused for want of a node resource; retriable once the resource is freed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ResourceError {
+    /// More partitions than the node's file-descriptor budget allows.
+    #[error(
+        "node {node_id} would host {} partitions ({hosted} now, {adding} more), but its \
+         file-descriptor budget allows {partitions_max}: a limit of {fd_limit} descriptors, \
+         {FDS_PER_PARTITION} per partition, after {max_connections} kept for connections \
+         (--max-connections) and {FDS_NODE_RESERVE} for the node itself; create fewer \
+         partitions, delete topics, or raise the limit (ulimit -n)",
+        hosted.saturating_add(*adding)
+    )]
+    Descriptors {
+        node_id: u64,
+        hosted: u64,
+        adding: u64,
+        partitions_max: u64,
+        fd_limit: u64,
+        max_connections: u64,
+    },
+    /// The data directory's free space is down to the reserve.
+    #[error(
+        "disk full on node {node_id}: {free_bytes} bytes free in {}, reserve {reserve_bytes} \
+         bytes (--disk-reserve-bytes); {what} resumes once retention or a topic delete frees \
+         space",
+        data_dir.display()
+    )]
+    DiskFull {
+        node_id: u64,
+        free_bytes: u64,
+        data_dir: PathBuf,
+        reserve_bytes: u64,
+        what: String,
+    },
+}
 
 /// Descriptors one hosted partition holds at rest: its active segment's `.log` (its `.index` is
 /// opened only to add an entry, and sealed segments hold none; see `storage::segment`).
@@ -132,22 +167,20 @@ impl FdBudget {
     /// Checks that the node may host `adding` more partitions besides the `hosted` it has.
     ///
     /// # Errors
-    /// [`BrokerError::ResourceExhausted`] naming the numbers.
-    pub fn check(&self, node_id: u64, hosted: u64, adding: u64) -> Result<(), BrokerError> {
+    /// [`ResourceError::Descriptors`] naming the numbers.
+    pub fn check(&self, node_id: u64, hosted: u64, adding: u64) -> Result<(), ResourceError> {
         let partitions_max = self.partitions_max();
         if hosted.saturating_add(adding) <= partitions_max {
             return Ok(());
         }
-        Err(BrokerError::ResourceExhausted(format!(
-            "node {node_id} would host {} partitions ({hosted} now, {adding} more), but its \
-             file-descriptor budget allows {partitions_max}: a limit of {} descriptors, \
-             {FDS_PER_PARTITION} per partition, after {} kept for connections \
-             (--max-connections) and {FDS_NODE_RESERVE} for the node itself; create fewer \
-             partitions, delete topics, or raise the limit (ulimit -n)",
-            hosted.saturating_add(adding),
-            self.fd_limit,
-            self.max_connections,
-        )))
+        Err(ResourceError::Descriptors {
+            node_id,
+            hosted,
+            adding,
+            partitions_max,
+            fd_limit: self.fd_limit,
+            max_connections: self.max_connections,
+        })
     }
 }
 
@@ -217,8 +250,8 @@ impl DiskReserve {
     /// reason to stop a node that worked.
     ///
     /// # Errors
-    /// [`BrokerError::ResourceExhausted`]: "disk full on node N: X free, reserve Y".
-    pub fn admit(&self, node_id: u64, what: &str, bytes: u64) -> Result<(), BrokerError> {
+    /// [`ResourceError::DiskFull`]: "disk full on node N: X free, reserve Y".
+    pub fn admit(&self, node_id: u64, what: &str, bytes: u64) -> Result<(), ResourceError> {
         let now = Instant::now();
         let mut reading = self.reading.lock().expect("disk reading lock poisoned");
         if reading
@@ -243,12 +276,13 @@ impl DiskReserve {
             reading.admitted_bytes = reading.admitted_bytes.saturating_add(bytes);
             return Ok(());
         }
-        Err(BrokerError::ResourceExhausted(format!(
-            "disk full on node {node_id}: {free} bytes free in {}, reserve {} bytes \
-             (--disk-reserve-bytes); {what} resumes once retention or a topic delete frees space",
-            self.data_dir.display(),
-            self.reserve_bytes
-        )))
+        Err(ResourceError::DiskFull {
+            node_id,
+            free_bytes: free,
+            data_dir: self.data_dir.clone(),
+            reserve_bytes: self.reserve_bytes,
+            what: what.to_string(),
+        })
     }
 }
 

@@ -15,7 +15,7 @@ use strata_tests::error_code;
 use strata_tests::server::{Clients, ServerProcess};
 
 /// The limit of one batch (the broker's `BATCH_BYTES_MAX`).
-const BATCH_BYTES_MAX: usize = strata_server::broker::BATCH_BYTES_MAX;
+const BATCH_BYTES_MAX: usize = strata_server::partition::BATCH_BYTES_MAX;
 
 fn detail(status: &tonic::Status) -> pb::ErrorDetail {
     pb::ErrorDetail::decode(status.details()).expect("error detail")

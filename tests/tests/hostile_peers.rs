@@ -26,7 +26,7 @@ const TEST_TIMEOUT: Duration = Duration::from_secs(240);
 const WATCH: Duration = Duration::from_secs(2);
 const RECORDS: u64 = 1810;
 /// The raft group of partition 0 of the cluster's first topic (topic id 1).
-const GROUP: u64 = 1 << 32;
+const GROUP: u64 = strata_server::partition::group_id(1, 0);
 
 /// A raft snapshot message at `index` of `term` whose data puts the log start at
 /// `start_offset` (or is `data` as given).

@@ -1,6 +1,9 @@
 //! What a broker request can fail with. Each variant maps to one stable protocol error code in
 //! the service layer; messages say what was wrong and what is valid.
 
+use crate::groups::coordinator::CoordinatorError;
+use crate::partition::{BATCH_BYTES_MAX, PartitionError};
+use crate::resources::ResourceError;
 use crate::storage;
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -124,6 +127,39 @@ impl BrokerError {
             },
             storage::Error::InvalidBatch(error) => Self::CorruptBatch(error.to_string()),
             other => Self::Storage(other.to_string()),
+        }
+    }
+}
+
+impl From<PartitionError> for BrokerError {
+    fn from(error: PartitionError) -> Self {
+        match error {
+            PartitionError::Storage(error) => Self::storage(error),
+            PartitionError::Batch(error) => Self::CorruptBatch(error.to_string()),
+            PartitionError::TooLarge { size_bytes } => Self::RecordTooLarge {
+                size_bytes,
+                limit_bytes: BATCH_BYTES_MAX,
+            },
+            PartitionError::InvalidArgument(reason) => Self::InvalidArgument(reason),
+            PartitionError::ShuttingDown => Self::ShuttingDown,
+        }
+    }
+}
+
+impl From<ResourceError> for BrokerError {
+    fn from(error: ResourceError) -> Self {
+        Self::ResourceExhausted(error.to_string())
+    }
+}
+
+impl From<CoordinatorError> for BrokerError {
+    fn from(error: CoordinatorError) -> Self {
+        match error {
+            CoordinatorError::InvalidArgument(reason) => Self::InvalidArgument(reason),
+            CoordinatorError::UnknownTopic(topic) => Self::UnknownTopic(topic),
+            CoordinatorError::UnknownMember(reason) => Self::UnknownMember(reason),
+            CoordinatorError::StaleMemberEpoch(reason) => Self::StaleMemberEpoch(reason),
+            CoordinatorError::GroupFull(reason) => Self::GroupFull(reason),
         }
     }
 }

@@ -1,13 +1,13 @@
-//! Reads as a frontend asks for them: by topic, partition and start [`Position`], within the
+//! Reads as a frontend asks for them: by topic, partition and start [`StartFrom`], within the
 //! fetch limits ([`FetchLimits`]). A fetch, an offset lookup and a subscription all start by
 //! resolving the position on the local replica ([`Broker::resolve_at`]).
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::{
-    Broker, BrokerError, FETCH_BYTES_DEFAULT, FETCH_BYTES_MAX, FETCH_WAIT_MS_MAX, Fetched,
-    PartitionReplica, Position,
+use super::{Broker, BrokerError};
+use crate::partition::{
+    FETCH_BYTES_DEFAULT, FETCH_BYTES_MAX, FETCH_WAIT_MS_MAX, Fetched, PartitionReplica, StartFrom,
 };
 
 /// How long a fetch may wait and how much it returns, checked against the node's limits.
@@ -68,7 +68,7 @@ impl Broker {
         &self,
         topic: &str,
         partition: u32,
-        start: Position,
+        start: StartFrom,
     ) -> Result<(Arc<PartitionReplica>, u64), BrokerError> {
         let replica = self.replica(topic, partition)?;
         let offset = self.resolve(&replica, start)?;
@@ -84,7 +84,7 @@ impl Broker {
         &self,
         topic: &str,
         partition: u32,
-        start: Position,
+        start: StartFrom,
         limits: FetchLimits,
     ) -> Result<(u64, Fetched), BrokerError> {
         let (replica, offset) = self.resolve_at(topic, partition, start)?;
@@ -108,7 +108,7 @@ impl Broker {
         &self,
         topic: &str,
         partition: u32,
-        start: Position,
+        start: StartFrom,
     ) -> Result<ListedOffsets, BrokerError> {
         let (replica, offset) = self.resolve_at(topic, partition, start)?;
         Ok(ListedOffsets {

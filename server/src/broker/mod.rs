@@ -1,218 +1,71 @@
-//! # Broker: topics, partitions and the requests on them
+//! # Broker: topics, cluster and routing
 //!
+//! [`Broker`] is what every frontend calls. It owns this node's local partition replicas
+//! (the map from a topic's partition to its [`PartitionReplica`]) and routes requests to them;
+//! what a replica does is [`crate::partition`]'s, and consumer groups are [`crate::groups`]'.
+//! It knows nothing of gRPC: the service layer translates.
+//!
+//! - this module: [`Broker`], its start (controller first, then the metadata, then the
+//!   partitions), routing (a partition's local replica, or who holds it), propose errors.
 //! - [`metadata`]: the controller's replicated metadata and its state machine.
-//! - [`error`]: [`BrokerError`], what every request can fail with.
+//! - `controller_client`: waiting for the controller and the metadata, proposing commands.
+//! - `topics`: topic admin (create, delete, alter) and topic lookups.
+//! - `membership`: the cluster's nodes: add (learner first) and remove (replicas moved off).
+//! - `reconcile`: local partitions follow the metadata (open, stop, configs, replica sets).
+//! - `produce`: the produce path and its node-wide byte budget.
+//! - `producer_ids`: blocks of producer ids for idempotent producers.
 //! - `restart`: partition replicas whose storage failed are dropped and opened again after a
 //!   growing delay; the node serves everything else meanwhile.
-//! - this module: [`Broker`], which owns the local partitions, reconciles them with the
-//!   metadata, and serves produce, fetch, offset lookups and admin changes. It knows nothing of
-//!   gRPC: the service layer translates.
+//! - [`error`]: [`BrokerError`], what every request can fail with.
+//!
+//! What every frontend shares, so that none builds it again:
 //! - [`records`]: records to a batch for produce, stored batches to records for reads.
 //! - [`subscribe`]: subscriptions, paced by the consumer's credit.
-//! - [`fetch`]: fetches and offset lookups by topic, partition and start position.
+//! - [`fetch`]: fetches and offset lookups by topic, partition and start.
 //! - [`describe`]: a topic's partitions as this node sees them.
 
-pub mod consumer_groups;
+mod controller_client;
 pub mod describe;
 pub mod error;
 pub mod fetch;
-pub mod groups;
+mod membership;
 pub mod metadata;
+mod produce;
+mod producer_ids;
+mod reconcile;
 pub mod records;
 mod restart;
 pub mod subscribe;
+mod topics;
 
 use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::AtomicU32;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use bytes::Bytes;
-use raft::prelude::Entry;
 use tokio::sync::watch;
 
 pub use error::BrokerError;
-use metadata::{Command, CommandRefusal, Controller, Metadata, Node, Topic, TopicConfig};
+use metadata::{Controller, Metadata, TopicConfig};
+pub use topics::ConfigChanges;
 
-use crate::replication::{Admission, DriverHandle, GroupId, GroupSpec, ProposeError, StateMachine};
-use crate::storage::batch::{BatchHeader, DECOMPRESSED_BYTES_MAX, validate_batch};
-use crate::storage::producers::{self, BatchState, ProducerTable, SequenceError};
-use crate::storage::{self, LogConfig, PartitionLog, RetentionPolicy};
+use crate::partition::producers::SequenceError;
+use crate::partition::{Fetched, PartitionReplica, StartFrom, group_id};
+use crate::replication::{DriverHandle, GroupId, GroupSpec, ProposeError};
+use crate::storage::{LogConfig, PartitionLog};
 
 /// The controller's raft group.
 pub const CONTROLLER_GROUP: GroupId = 0;
-/// Largest batch a producer may send (bytes).
-pub const BATCH_BYTES_MAX: usize = 1 << 20;
-/// Longest a fetch may wait for data.
-pub const FETCH_WAIT_MS_MAX: u32 = 60_000;
-/// Largest fetch response.
-pub const FETCH_BYTES_MAX: u32 = 64 << 20;
-/// Fetch size when the request names none.
-pub const FETCH_BYTES_DEFAULT: u32 = 1 << 20;
 /// Bytes of produced batches this node holds while they wait to commit (in the driver's queue,
 /// raft's unstable log and the write path). Producers wait for room beyond it.
 pub const PRODUCE_BYTES_IN_FLIGHT_MAX: usize = 256 << 20;
 /// How long a produce waits for its batch to commit before it answers with a timeout.
 pub const PRODUCE_TIMEOUT: Duration = Duration::from_secs(30);
-/// How often a starting node asks again whether its metadata has caught up.
-const METADATA_RETRY_INTERVAL: Duration = Duration::from_millis(250);
-/// How long a starting node waits for the controller's leader to answer how far it applied.
-const METADATA_ASK_TIMEOUT: Duration = Duration::from_secs(2);
-/// How long a starting node waits for its metadata to reach the leader's before asking again
-/// (the leader may have changed).
-const METADATA_CATCH_UP_TIMEOUT: Duration = Duration::from_secs(10);
 /// Controller segments are small so that compaction after a snapshot frees space soon.
-const CONTROLLER_SEGMENT_BYTES: u64 = 64 << 10;
-/// How long `AddNode` waits for a new node, added as a learner, to hold the controller's whole
-/// committed log before it gives up and takes the node out again.
-const ADD_NODE_CATCH_UP_TIMEOUT: Duration = Duration::from_secs(15);
-/// How often `AddNode` looks at the new node's progress meanwhile.
-const ADD_NODE_POLL_INTERVAL: Duration = Duration::from_millis(50);
-
-/// Where a read starts.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Position {
-    Earliest,
-    Latest,
-    Offset(u64),
-    Timestamp(i64),
-}
-
-/// A partition this node holds a replica of.
-pub struct PartitionReplica {
-    pub topic: String,
-    pub partition: u32,
-    pub group: GroupId,
-    pub log: Arc<RwLock<PartitionLog>>,
-    /// The offset after the last committed entry: readers see offsets below it.
-    pub high_watermark: watch::Receiver<u64>,
-    pub leader: watch::Receiver<u64>,
-    /// While this node leads it: the replicas that have everything committed.
-    pub in_sync: watch::Receiver<Vec<u64>>,
-}
-
-impl PartitionReplica {
-    pub fn high_watermark(&self) -> u64 {
-        *self.high_watermark.borrow()
-    }
-
-    pub fn log_start_offset(&self) -> u64 {
-        self.log
-            .read()
-            .expect("log lock poisoned")
-            .log_start_offset()
-    }
-}
-
-/// A partition's state machine: its state is its log (applying moves the high watermark; the
-/// driver does that) plus the idempotent producers' sequences, which are derived from the log;
-/// retention follows the topic's config.
-pub(crate) struct PartitionMachine {
-    config: Arc<RwLock<TopicConfig>>,
-    log: Arc<RwLock<PartitionLog>>,
-    producers: ProducerTable,
-    leader: bool,
-}
-
-impl PartitionMachine {
-    /// The machine of a replica whose log is `log`: it knows no producer until it leads (then
-    /// it rebuilds the table from the log) or applies their batches.
-    pub(crate) fn new(config: Arc<RwLock<TopicConfig>>, log: Arc<RwLock<PartitionLog>>) -> Self {
-        Self {
-            config,
-            log,
-            producers: ProducerTable::default(),
-            leader: false,
-        }
-    }
-}
-
-impl StateMachine for PartitionMachine {
-    /// A partition's apply cannot fail: its state is its log, already written.
-    type Outcome = ();
-    /// A producer's batch out of sequence, or of a fenced epoch.
-    type Refusal = SequenceError;
-
-    fn apply(&mut self, entry: &Entry, next_offset: u64) {
-        if let Ok(header) = BatchHeader::parse(&entry.data) {
-            self.producers.stored(&header, next_offset, 0);
-        }
-        if self.producers.snapshot_due() {
-            let dir = self
-                .log
-                .read()
-                .expect("log lock poisoned")
-                .dir()
-                .to_path_buf();
-            if let Err(error) = self.producers.write_snapshot(&dir, next_offset) {
-                // Only a cost: the next rebuild reads more of the log.
-                tracing::warn!(dir = %dir.display(), %error, "writing the producer snapshot failed");
-            }
-        }
-    }
-
-    /// The producer table's answer, in replication's terms: a retry of a stored batch is
-    /// answered as that entry, a retry of one in flight as that proposal.
-    fn admit(&mut self, data: &[u8], proposal: u64) -> Result<Admission<()>, SequenceError> {
-        let Ok(header) = BatchHeader::parse(data) else {
-            return Ok(Admission::Append);
-        };
-        Ok(match self.producers.admit(&header, proposal)? {
-            producers::Admission::Append => Admission::Append,
-            producers::Admission::Duplicate(BatchState::Stored {
-                next_offset,
-                raft_index,
-            }) => Admission::Duplicate {
-                raft_index,
-                next_offset,
-                outcome: (),
-            },
-            producers::Admission::Duplicate(BatchState::InFlight(original)) => {
-                Admission::DuplicateOf(original)
-            }
-        })
-    }
-
-    fn dropped(&mut self, proposal: u64) {
-        self.producers.forget_proposal(proposal);
-    }
-
-    /// A new leader recomputes the producer state from its log, which is what will commit: a
-    /// follower's view (what it applied) lags its log, and in-flight batches of an old term
-    /// may have been replaced.
-    fn leadership(&mut self, leader: bool, committed: u64) -> Result<(), String> {
-        if leader && !self.leader {
-            let log = self.log.read().expect("log lock poisoned");
-            self.producers = ProducerTable::rebuild(&log, committed).map_err(|error| {
-                format!(
-                    "{}: rebuilding the producer state failed: {error}",
-                    log.dir().display()
-                )
-            })?;
-        } else if !leader {
-            self.producers.forget_in_flight();
-        }
-        self.leader = leader;
-        Ok(())
-    }
-
-    fn restore(&mut self, _data: &Bytes) -> Result<(), String> {
-        Ok(())
-    }
-
-    /// Retention is local: each replica removes its own old segments with the same policy,
-    /// bounded by what it has applied. It is not replicated because segment boundaries are
-    /// each replica's own (they roll by local size and time), and raft does not need it to be:
-    /// a follower that falls behind the leader's log start receives a metadata-only snapshot
-    /// and restarts its log there.
-    fn retention(&self) -> Option<(RetentionPolicy, u64)> {
-        let config = self.config.read().expect("config lock poisoned");
-        Some((config.retention(), u64::MAX))
-    }
-}
-
+pub(super) const CONTROLLER_SEGMENT_BYTES: u64 = 64 << 10;
 /// What [`Broker::start`] needs to know of this node.
 pub struct Start {
     pub node_id: u64,
@@ -235,16 +88,6 @@ pub struct Produced {
     pub last_offset: u64,
 }
 
-/// What a fetch found.
-#[derive(Debug, Clone, Default)]
-pub struct Fetched {
-    /// Runs of whole stored batches.
-    pub batches: Vec<Bytes>,
-    pub next_offset: u64,
-    pub high_watermark: u64,
-    pub log_start_offset: u64,
-}
-
 /// Which partition a produce goes to.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Target {
@@ -254,15 +97,15 @@ pub enum Target {
 }
 
 pub struct Broker {
-    node_id: u64,
+    pub(crate) node_id: u64,
     address: String,
     data_dir: PathBuf,
     driver: DriverHandle,
-    metadata: Arc<RwLock<Metadata>>,
+    pub(crate) metadata: Arc<RwLock<Metadata>>,
     metadata_changed: watch::Receiver<u64>,
-    replicas: RwLock<HashMap<(String, u32), Arc<PartitionReplica>>>,
+    pub(crate) replicas: RwLock<HashMap<(String, u32), Arc<PartitionReplica>>>,
     configs: RwLock<HashMap<u64, Arc<RwLock<TopicConfig>>>>,
-    controller_leader: watch::Receiver<u64>,
+    pub(crate) controller_leader: watch::Receiver<u64>,
     /// The offset after the last controller entry applied here (see
     /// [`Broker::wait_for_metadata`]).
     controller_high_watermark: watch::Receiver<u64>,
@@ -278,11 +121,11 @@ pub struct Broker {
     /// Room for produced bytes waiting to commit, in KiB.
     produce_budget: Arc<tokio::sync::Semaphore>,
     /// Consumer group membership (soft state; meaningful while this node leads the controller).
-    coordinator: std::sync::Mutex<groups::Coordinator>,
+    pub(crate) coordinator: std::sync::Mutex<crate::groups::coordinator::Coordinator>,
     /// Producer ids this node may hand out.
-    producer_ids: tokio::sync::Mutex<std::ops::Range<u64>>,
+    pub(crate) producer_ids: tokio::sync::Mutex<std::ops::Range<u64>>,
     /// The nodes this one was started with (its own address included).
-    cluster: BTreeMap<u64, String>,
+    pub(crate) cluster: BTreeMap<u64, String>,
     /// The descriptor budget (checked by topic creates) and the disk reserve (by produce).
     resources: Arc<crate::resources::Resources>,
 }
@@ -381,7 +224,7 @@ impl Broker {
             produce_budget: Arc::new(tokio::sync::Semaphore::new(
                 PRODUCE_BYTES_IN_FLIGHT_MAX >> 10,
             )),
-            coordinator: std::sync::Mutex::new(groups::Coordinator::default()),
+            coordinator: std::sync::Mutex::new(crate::groups::coordinator::Coordinator::default()),
             producer_ids: tokio::sync::Mutex::new(0..0),
             cluster,
             resources,
@@ -411,668 +254,9 @@ impl Broker {
         self.node_id
     }
 
-    /// Waits until the controller has a leader: at once alone, once a quorum of the cluster is
-    /// up otherwise (however long that takes; the node serves its peers meanwhile).
-    async fn wait_for_controller(&self) -> Result<(), BrokerError> {
-        let mut leader = self.controller_leader.clone();
-        loop {
-            let wait = leader.wait_for(|leader| *leader != 0);
-            match tokio::time::timeout(Duration::from_secs(10), wait).await {
-                Ok(Ok(_)) => return Ok(()),
-                Ok(Err(_)) => return Err(BrokerError::ShuttingDown),
-                Err(_) => tracing::warn!(
-                    nodes = ?self.cluster.keys().collect::<Vec<_>>(),
-                    "waiting for the controller to elect a leader (a majority of the nodes must be up)"
-                ),
-            }
-        }
-    }
-
-    /// The offset after the last controller entry this node has applied to its metadata.
-    pub fn controller_high_watermark(&self) -> u64 {
-        *self.controller_high_watermark.borrow()
-    }
-
-    /// Waits until this node's metadata is loaded; the node must not answer requests about
-    /// topics before (it would call existing topics unknown). Loaded means: the metadata holds
-    /// everything the controller had applied when this node asked. On the controller's leader
-    /// its own registration is the barrier (it commits after every earlier entry); elsewhere
-    /// `applied_at(address)` asks the leader for its [`Broker::controller_high_watermark`] and
-    /// this node waits until its own reaches it. Knowing the leader is not enough: a restarted
-    /// node learns who leads from the first heartbeat, before the entries it missed while down
-    /// arrive.
-    ///
-    /// Retries (asking whoever leads then) until loaded.
-    ///
-    /// # Errors
-    /// [`BrokerError::ShuttingDown`] when the driver stops first.
-    async fn wait_for_metadata<F, Fut>(&self, applied_at: F) -> Result<(), BrokerError>
-    where
-        F: Fn(String) -> Fut,
-        Fut: Future<Output = Result<u64, String>>,
-    {
-        let mut retry = tokio::time::interval(METADATA_RETRY_INTERVAL);
-        retry.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let mut attempts: u64 = 0;
-        loop {
-            retry.tick().await;
-            attempts += 1;
-            if attempts.is_multiple_of(40) {
-                tracing::warn!(
-                    attempts,
-                    "still loading the metadata from the controller's leader"
-                );
-            }
-            let leader = *self.controller_leader.borrow();
-            if leader == self.node_id {
-                match self.register_self().await {
-                    Ok(()) => return Ok(()),
-                    Err(BrokerError::ShuttingDown) => return Err(BrokerError::ShuttingDown),
-                    Err(error) => {
-                        tracing::debug!(%error, "the metadata barrier did not commit; retrying");
-                        continue;
-                    }
-                }
-            }
-            let Some(address) = self.node_address(leader) else {
-                continue;
-            };
-            let target = match tokio::time::timeout(METADATA_ASK_TIMEOUT, applied_at(address)).await
-            {
-                Ok(Ok(target)) => target,
-                Ok(Err(error)) => {
-                    tracing::debug!(leader, %error, "asking the controller's leader how far it applied failed");
-                    continue;
-                }
-                Err(_) => continue,
-            };
-            let mut applied = self.controller_high_watermark.clone();
-            let caught_up = applied.wait_for(|applied| *applied >= target);
-            match tokio::time::timeout(METADATA_CATCH_UP_TIMEOUT, caught_up).await {
-                Ok(Ok(_)) => return Ok(()),
-                Ok(Err(_)) => return Err(BrokerError::ShuttingDown),
-                Err(_) => tracing::warn!(
-                    target,
-                    applied = self.controller_high_watermark(),
-                    "the metadata did not catch up with the controller's leader in time; asking again"
-                ),
-            }
-        }
-    }
-
-    /// A node's address: from the metadata, else from the initial cluster; `None` for node 0
-    /// (no leader) or a node known nowhere.
-    fn node_address(&self, node: u64) -> Option<String> {
-        if node == 0 {
-            return None;
-        }
-        self.metadata
-            .read()
-            .expect("metadata lock poisoned")
-            .nodes
-            .get(&node)
-            .map(|n| n.address.clone())
-            .or_else(|| self.cluster.get(&node).cloned())
-            .filter(|address| !address.is_empty())
-    }
-
-    /// On the controller's leader: registers every node of the initial cluster whose address
-    /// the metadata lacks (a node that is not the leader cannot propose itself).
-    async fn register_nodes(broker: std::sync::Weak<Self>) {
-        let mut interval = tokio::time::interval(Duration::from_secs(1));
-        loop {
-            interval.tick().await;
-            let Some(broker) = broker.upgrade() else {
-                return;
-            };
-            if *broker.controller_leader.borrow() != broker.node_id {
-                continue;
-            }
-            // Only members: a node removed from the cluster stays out.
-            let members = broker.members().await;
-            let missing: Vec<Node> = {
-                let metadata = broker.metadata.read().expect("metadata lock poisoned");
-                broker
-                    .cluster
-                    .iter()
-                    .filter(|(id, address)| {
-                        members.contains(id)
-                            && metadata.nodes.get(id).map(|n| &n.address) != Some(*address)
-                    })
-                    .map(|(id, address)| Node {
-                        id: *id,
-                        address: address.clone(),
-                    })
-                    .collect()
-            };
-            for node in missing {
-                if let Err(error) = broker.propose_metadata(Command::RegisterNode(node)).await {
-                    tracing::debug!(%error, "registering a node failed; will retry");
-                }
-            }
-        }
-    }
-
-    /// Adds node `node_id` at `address`: registers it, then makes it a voter of the controller
-    /// (a raft conf change, committed before this returns). New topics may then use it.
-    ///
-    /// # Errors
-    /// Invalid arguments, [`BrokerError::NotLeader`] off the controller's leader.
-    pub async fn add_node(&self, node_id: u64, address: &str) -> Result<(), BrokerError> {
-        if node_id == 0 {
-            return Err(BrokerError::InvalidArgument(
-                "node_id must be at least 1".to_string(),
-            ));
-        }
-        if address
-            .rsplit_once(':')
-            .is_none_or(|(host, port)| host.is_empty() || port.parse::<u16>().is_err())
-        {
-            return Err(BrokerError::InvalidArgument(format!(
-                "address {address:?} is not HOST:PORT"
-            )));
-        }
-        if let Some(known) = self.metadata().nodes.get(&node_id)
-            && known.address != address
-        {
-            return Err(BrokerError::InvalidArgument(format!(
-                "node {node_id} is already in the cluster at {}",
-                known.address
-            )));
-        }
-        self.propose_metadata(Command::RegisterNode(Node {
-            id: node_id,
-            address: address.to_string(),
-        }))
-        .await?;
-        // A learner first: it receives the log but does not count toward the quorum, so a node
-        // that never answers (or is not what it claimed) cannot cost the controller its quorum.
-        // Only once it holds everything committed does it become a voter.
-        use raft::prelude::ConfChangeType;
-        self.change_controller_membership(ConfChangeType::AddLearnerNode, node_id)
-            .await?;
-        let deadline = tokio::time::Instant::now() + ADD_NODE_CATCH_UP_TIMEOUT;
-        loop {
-            match self.driver.caught_up(CONTROLLER_GROUP, node_id).await {
-                Some(true) => {
-                    return self
-                        .change_controller_membership(ConfChangeType::AddNode, node_id)
-                        .await;
-                }
-                Some(false) if tokio::time::Instant::now() < deadline => {
-                    tokio::time::sleep(ADD_NODE_POLL_INTERVAL).await;
-                }
-                Some(false) => break,
-                None => {
-                    // Leadership moved: the node stays a learner (harmless to the quorum); an
-                    // AddNode on the new leader promotes it or takes it out.
-                    let leader_id = *self.controller_leader.borrow();
-                    return Err(self.propose_error(ProposeError::NotLeader { leader_id }));
-                }
-            }
-        }
-        // Rolled back: out of the controller, then out of the metadata.
-        self.change_controller_membership(ConfChangeType::RemoveNode, node_id)
-            .await?;
-        self.propose_metadata(Command::DeregisterNode { node: node_id })
-            .await?;
-        Err(BrokerError::Unavailable(format!(
-            "node {node_id} did not catch up with the controller's log within {} s, so it was \
-             not added (it had been added as a learner, and was taken out again): check that it \
-             runs and reaches the other nodes, then add it again",
-            ADD_NODE_CATCH_UP_TIMEOUT.as_secs()
-        )))
-    }
-
-    /// Adds `node_id` to, or removes it from, the controller's voters; returns once committed
-    /// and applied here.
-    async fn change_controller_membership(
-        &self,
-        kind: raft::prelude::ConfChangeType,
-        node_id: u64,
-    ) -> Result<(), BrokerError> {
-        let mut change = raft::prelude::ConfChange::default();
-        change.set_change_type(kind);
-        change.node_id = node_id;
-        self.driver
-            .propose_conf_change(CONTROLLER_GROUP, change)
-            .await
-            .map_err(|e| self.controller_error(e))?
-            .outcome
-            .map_err(BrokerError::Storage)
-    }
-
-    /// Moves every replica off node `node_id`, then removes it from the controller; see the
-    /// proto's `Admin.RemoveNode`. `voters_at(address, groups)` asks another node for the
-    /// applied voters of its groups (the service layer's peer client). Returns the partitions
-    /// still moving and whether the node is gone.
-    ///
-    /// # Errors
-    /// Invalid arguments (unknown node, too few nodes left), NOT_LEADER off the controller's
-    /// leader.
-    pub async fn remove_node<F, Fut>(
-        &self,
-        node_id: u64,
-        voters_at: F,
-    ) -> Result<(Vec<(String, u32)>, bool), BrokerError>
-    where
-        F: Fn(String, Vec<GroupId>) -> Fut,
-        Fut: Future<Output = Result<Vec<(GroupId, Option<Vec<u64>>)>, String>>,
-    {
-        let leader = *self.controller_leader.borrow();
-        if leader != self.node_id {
-            return Err(self.controller_error(ProposeError::NotLeader { leader_id: leader }));
-        }
-        let metadata = self.metadata();
-        let nodes = self.members().await;
-        if !nodes.contains(&node_id) {
-            return Err(BrokerError::InvalidArgument(format!(
-                "node {node_id} is not in the cluster (nodes: {nodes:?})"
-            )));
-        }
-        // Checked before anything moves: with one node there is nowhere to move its replicas
-        // nor anyone to hand the controller to, so asking again could never succeed.
-        if nodes.len() == 1 {
-            return Err(BrokerError::InvalidArgument(format!(
-                "node {node_id} is the cluster's only node: the last node cannot be removed \
-                 (add another node first, or stop this one)"
-            )));
-        }
-        if node_id == self.node_id {
-            // The controller's leader cannot remove itself: move the leadership first.
-            self.driver
-                .hand_over_leadership(Duration::from_secs(2))
-                .await;
-            return Err(BrokerError::Unavailable(format!(
-                "node {node_id} led the controller; its leadership is moving: call again"
-            )));
-        }
-        let others: Vec<u64> = nodes.iter().copied().filter(|n| *n != node_id).collect();
-        // Replicas per node, to place moved ones on the least loaded.
-        let mut load: HashMap<u64, usize> = others.iter().map(|n| (*n, 0)).collect();
-        for topic in metadata.topics.values() {
-            for replicas in &topic.replicas {
-                for node in replicas {
-                    *load.entry(*node).or_default() += 1;
-                }
-            }
-        }
-        for topic in metadata.topics.values() {
-            for (partition, replicas) in topic.replicas.iter().enumerate() {
-                let Some(at) = replicas.iter().position(|n| *n == node_id) else {
-                    continue;
-                };
-                let Some(target) = others
-                    .iter()
-                    .filter(|n| !replicas.contains(n))
-                    .min_by_key(|n| (load[*n], **n))
-                    .copied()
-                else {
-                    return Err(BrokerError::InvalidArgument(format!(
-                        "cannot move {}/{partition} off node {node_id}: every other node already \
-                         holds a replica of it (add a node first)",
-                        topic.name
-                    )));
-                };
-                *load.entry(target).or_default() += 1;
-                let mut moved = replicas.clone();
-                moved[at] = target;
-                self.propose_metadata(Command::ReassignReplicas {
-                    name: topic.name.clone(),
-                    partition: partition as u32,
-                    replicas: moved,
-                })
-                .await?;
-            }
-        }
-        self.reconcile().await?;
-        // Still moving: partitions where some replica of the new set has not applied exactly
-        // the new set as the group's voters. Every replica is asked: a replica that was just
-        // added starts out with the new set as its own guess, so only the replicas that were
-        // members before prove that the change committed.
-        let metadata = self.metadata();
-        let mut asked: BTreeMap<u64, Vec<GroupId>> = BTreeMap::new();
-        let mut wanted: Vec<(String, u32, GroupId, Vec<u64>)> = Vec::new();
-        for topic in metadata.topics.values() {
-            for (partition, replicas) in topic.replicas.iter().enumerate() {
-                let group = (topic.id << 32) | partition as u64;
-                let mut voters = replicas.clone();
-                voters.sort_unstable();
-                for node in replicas {
-                    asked.entry(*node).or_default().push(group);
-                }
-                wanted.push((topic.name.clone(), partition as u32, group, voters));
-            }
-        }
-        let mut answers: HashMap<(u64, GroupId), Option<Vec<u64>>> = HashMap::new();
-        for (node, groups) in asked {
-            if node == self.node_id {
-                for group in groups {
-                    answers.insert((node, group), self.driver.voters(group).await);
-                }
-                continue;
-            }
-            let address = metadata
-                .nodes
-                .get(&node)
-                .map(|n| n.address.clone())
-                .or_else(|| self.cluster.get(&node).cloned())
-                .unwrap_or_default();
-            match voters_at(address, groups).await {
-                Ok(replies) => {
-                    for (group, voters) in replies {
-                        answers.insert((node, group), voters);
-                    }
-                }
-                Err(error) => {
-                    tracing::debug!(node, %error, "asking a node for its groups' voters failed");
-                }
-            }
-        }
-        let mut moving = Vec::new();
-        for (name, partition, group, voters) in wanted {
-            let done = voters.iter().all(|node| {
-                answers
-                    .get(&(*node, group))
-                    .and_then(Option::as_ref)
-                    .is_some_and(|applied| *applied == voters)
-            });
-            if !done {
-                moving.push((name, partition));
-            }
-        }
-        if !moving.is_empty() {
-            return Ok((moving, false));
-        }
-        // Every replica has moved: the node leaves the controller and the metadata.
-        if self
-            .driver
-            .voters(CONTROLLER_GROUP)
-            .await
-            .is_some_and(|voters| voters.contains(&node_id))
-        {
-            self.change_controller_membership(raft::prelude::ConfChangeType::RemoveNode, node_id)
-                .await?;
-        }
-        if self.metadata().nodes.contains_key(&node_id) {
-            self.propose_metadata(Command::DeregisterNode { node: node_id })
-                .await?;
-        }
-        Ok((Vec::new(), true))
-    }
-
-    /// The cluster's members: the controller's voters (the initial cluster, plus nodes added,
-    /// minus nodes removed), sorted.
-    async fn members(&self) -> Vec<u64> {
-        let mut voters = self
-            .driver
-            .voters(CONTROLLER_GROUP)
-            .await
-            .unwrap_or_else(|| vec![self.node_id]);
-        voters.sort_unstable();
-        voters
-    }
-
     /// Ticks whenever the metadata changes.
     pub fn metadata_changes(&self) -> watch::Receiver<u64> {
         self.metadata_changed.clone()
-    }
-
-    /// Registers this node's address. Always proposed, even when the metadata already has it:
-    /// its commit is also the barrier after which every entry replayed at startup is applied,
-    /// so the first reconcile sees the whole metadata before the node starts serving.
-    async fn register_self(&self) -> Result<(), BrokerError> {
-        self.propose_metadata(Command::RegisterNode(Node {
-            id: self.node_id,
-            address: self.address.clone(),
-        }))
-        .await
-    }
-
-    async fn reconcile_on_change(broker: std::sync::Weak<Self>) {
-        let Some(mut changed) = broker.upgrade().map(|b| b.metadata_changed.clone()) else {
-            return;
-        };
-        while changed.changed().await.is_ok() {
-            let Some(broker) = broker.upgrade() else {
-                return;
-            };
-            if let Err(error) = broker.reconcile().await {
-                tracing::error!(%error, "reconciling partitions with the metadata failed");
-            }
-        }
-    }
-
-    /// Starts groups for partitions this node replicates and stops (and deletes) those of
-    /// topics that are gone.
-    async fn reconcile(&self) -> Result<(), BrokerError> {
-        let _reconciling = self.reconciling.lock().await;
-        let topics: Vec<Topic> = self
-            .metadata
-            .read()
-            .expect("metadata lock poisoned")
-            .topics
-            .values()
-            .cloned()
-            .collect();
-        let mut wanted = HashMap::new();
-        for topic in &topics {
-            for (partition, replicas) in topic.replicas.iter().enumerate() {
-                if replicas.contains(&self.node_id) {
-                    wanted.insert((topic.name.clone(), partition as u32), (topic, replicas));
-                }
-            }
-            // Config changes reach every node through the metadata, so they are applied here
-            // (not only by the node that handled the alter request).
-            let config = self.configs.read().expect("lock").get(&topic.id).cloned();
-            if let Some(config) = config
-                && *config.read().expect("config lock poisoned") != topic.config
-            {
-                *config.write().expect("config lock poisoned") = topic.config;
-                for replica in self.local_replicas(&topic.name) {
-                    replica
-                        .log
-                        .write()
-                        .expect("log lock poisoned")
-                        .set_segment_bytes_max(topic.config.segment_bytes)
-                        .map_err(BrokerError::storage)?;
-                }
-            }
-        }
-        let existing: Vec<(String, u32)> = self
-            .replicas
-            .read()
-            .expect("lock")
-            .keys()
-            .cloned()
-            .collect();
-        for key in existing {
-            let group = self.replicas.read().expect("lock")[&key].group;
-            // A partition of a live topic that was moved off this node stays until its leader
-            // has taken this node out of the group (see `Broker::remove_node`); only a deleted
-            // topic's partitions go at once.
-            let moved = topics
-                .iter()
-                .find(|t| t.name == key.0 && t.id == group >> 32);
-            if let Some(topic) = moved
-                && !wanted.contains_key(&key)
-            {
-                if let Some(replicas) = topic.replicas.get(key.1 as usize) {
-                    self.driver.set_voters(group, replicas.clone());
-                }
-                continue;
-            }
-            let stale = match wanted.get(&key) {
-                None => true,
-                Some((topic, _)) => group >> 32 != topic.id,
-            };
-            if stale {
-                let replica = self.replicas.write().expect("lock").remove(&key);
-                if let Some(replica) = replica {
-                    self.driver.remove_group(replica.group).await;
-                    let dir = replica
-                        .log
-                        .read()
-                        .expect("log lock poisoned")
-                        .dir()
-                        .to_path_buf();
-                    drop(replica);
-                    if let Err(error) = std::fs::remove_dir_all(&dir) {
-                        tracing::warn!(dir = %dir.display(), %error, "removing a deleted partition failed");
-                    }
-                }
-            }
-        }
-        for ((name, partition), (topic, replicas)) in wanted {
-            let running = self
-                .replicas
-                .read()
-                .expect("lock")
-                .get(&(name.clone(), partition))
-                .map(|replica| replica.group);
-            let group = match running {
-                Some(group) => group,
-                None => {
-                    let group = (topic.id << 32) | u64::from(partition);
-                    // One partition that cannot be opened stops only itself.
-                    if let Err(error) = self.start_partition(topic, partition, replicas).await {
-                        let reason = format!("opening {name}/{partition} failed: {error}");
-                        let _ = self.stopped_groups.send((group, reason));
-                        continue;
-                    }
-                    group
-                }
-            };
-            // The leader makes the group's membership match (a replica set that changed).
-            self.driver.set_voters(group, replicas.clone());
-        }
-        Ok(())
-    }
-
-    fn partition_dir(&self, topic: &Topic, partition: u32) -> PathBuf {
-        self.data_dir
-            .join("topics")
-            .join(format!("{}-{}", topic.id, topic.name))
-            .join(format!("{partition:05}"))
-    }
-
-    async fn start_partition(
-        &self,
-        topic: &Topic,
-        partition: u32,
-        replicas: &[u64],
-    ) -> Result<(), BrokerError> {
-        let config = self
-            .configs
-            .write()
-            .expect("lock")
-            .entry(topic.id)
-            .or_insert_with(|| Arc::new(RwLock::new(topic.config)))
-            .clone();
-        let log_config = LogConfig {
-            segment_bytes_max: topic.config.segment_bytes,
-            // The limit produce checks before proposing: a replica's append never refuses a
-            // batch raft committed (a larger one than the segment gets a segment of its own).
-            batch_bytes_max: BATCH_BYTES_MAX,
-            ..LogConfig::default()
-        };
-        let dir = self.partition_dir(topic, partition);
-        let log = PartitionLog::open(&dir, log_config).map_err(BrokerError::storage)?;
-        let log = Arc::new(RwLock::new(log));
-        let (high_watermark_tx, high_watermark) = watch::channel(0);
-        let (leader_tx, leader) = watch::channel(0);
-        let (in_sync_tx, in_sync) = watch::channel(Vec::new());
-        let group = (topic.id << 32) | u64::from(partition);
-        // A replica a move adds joins a group whose voters are the previous replicas; its
-        // leader then adds it (see `Topic::previous_replicas`).
-        let voters = match topic.previous_replicas.get(&partition) {
-            Some(previous) if !previous.contains(&self.node_id) => {
-                let mut voters = previous.clone();
-                voters.push(self.node_id);
-                voters
-            }
-            _ => replicas.to_vec(),
-        };
-        self.driver
-            .add_group(GroupSpec {
-                id: group,
-                log: log.clone(),
-                voters,
-                machine: PartitionMachine::new(config, log.clone()),
-                applied: 0,
-                replay_committed: false,
-                high_watermark: high_watermark_tx,
-                leader: leader_tx,
-                in_sync: in_sync_tx,
-                // The first replica leads when it can: placement spreads first replicas evenly.
-                preferred_leader: (replicas.len() > 1).then(|| replicas[0]),
-                stopped: Some(self.stopped_groups.clone()),
-            })
-            .await
-            .map_err(BrokerError::Storage)?;
-        let replica = PartitionReplica {
-            topic: topic.name.clone(),
-            partition,
-            group,
-            log,
-            high_watermark,
-            leader,
-            in_sync,
-        };
-        self.replicas
-            .write()
-            .expect("lock")
-            .insert((topic.name.clone(), partition), Arc::new(replica));
-        self.stopped.write().expect("lock").remove(&group);
-        Ok(())
-    }
-
-    async fn propose_metadata(&self, command: Command) -> Result<(), BrokerError> {
-        // Wait until this node has applied it (it has: the proposer applies before replying).
-        self.propose_command(&command)
-            .await?
-            .map_err(|refusal| match refusal {
-                CommandRefusal::TopicExists => BrokerError::TopicExists(command_subject(&command)),
-                CommandRefusal::TopicMissing => {
-                    BrokerError::UnknownTopic(command_subject(&command))
-                }
-                CommandRefusal::GroupMissing => {
-                    BrokerError::UnknownGroup(command_subject(&command))
-                }
-                CommandRefusal::OffsetsReset => BrokerError::StaleMemberEpoch(format!(
-                    "the offsets of group {:?} were reset after this member's last heartbeat: \
-                     heartbeat, then continue from the new committed offsets",
-                    command_subject(&command)
-                )),
-                refusal @ (CommandRefusal::ProducerIdsTaken | CommandRefusal::Undecodable(_)) => {
-                    BrokerError::Storage(refusal.to_string())
-                }
-            })
-    }
-
-    /// Proposes `command` to the controller and waits until it is committed and applied here;
-    /// returns the controller's refusal, if it refused the command.
-    async fn propose_command(
-        &self,
-        command: &Command,
-    ) -> Result<Result<(), CommandRefusal>, BrokerError> {
-        let batch = command.to_batch(crate::now_ms());
-        // The controller's log refuses a batch beyond its limit, which raft would take as a
-        // storage failure: refuse it here instead.
-        if batch.len() > CONTROLLER_SEGMENT_BYTES as usize {
-            return Err(BrokerError::InvalidArgument(format!(
-                "the change for {} is {} bytes encoded, more than the controller takes in one \
-                 change ({CONTROLLER_SEGMENT_BYTES} bytes)",
-                command_subject(command),
-                batch.len()
-            )));
-        }
-        let committed = self
-            .driver
-            .propose::<Controller>(CONTROLLER_GROUP, batch)
-            .await
-            .map_err(|e| self.controller_error(e))?;
-        Ok(committed.outcome)
     }
 
     fn propose_error(&self, error: ProposeError<SequenceError>) -> BrokerError {
@@ -1090,15 +274,7 @@ impl Broker {
                     .to_string(),
             ),
             ProposeError::NotLeader { leader_id } => {
-                let address = self
-                    .metadata
-                    .read()
-                    .expect("metadata lock poisoned")
-                    .nodes
-                    .get(&leader_id)
-                    .map(|node| node.address.clone())
-                    .or_else(|| self.cluster.get(&leader_id).cloned())
-                    .filter(|address| !address.is_empty());
+                let address = self.node_address(leader_id);
                 BrokerError::NotControllerLeader { leader_id, address }
             }
             other => self.propose_error(other.map_refusal(|never| match never {})),
@@ -1117,155 +293,6 @@ impl Broker {
         *self.controller_leader.borrow()
     }
 
-    pub fn topic(&self, name: &str) -> Result<Topic, BrokerError> {
-        self.metadata
-            .read()
-            .expect("metadata lock poisoned")
-            .topics
-            .get(name)
-            .cloned()
-            .ok_or_else(|| BrokerError::UnknownTopic(name.to_string()))
-    }
-
-    /// Creates a topic, then waits until its partitions are open on this node.
-    ///
-    /// # Errors
-    /// Invalid name, counts or config; [`BrokerError::TopicExists`].
-    pub async fn create_topic(
-        &self,
-        name: &str,
-        partitions: u32,
-        replication_factor: u32,
-        config: TopicConfig,
-    ) -> Result<Topic, BrokerError> {
-        metadata::validate_topic_name(name).map_err(BrokerError::InvalidTopicName)?;
-        if partitions == 0 || partitions > metadata::PARTITIONS_MAX {
-            return Err(BrokerError::InvalidArgument(format!(
-                "partitions must be 1 to {}, got {partitions}",
-                metadata::PARTITIONS_MAX
-            )));
-        }
-        validate_config(&config)?;
-        let nodes = self.members().await;
-        if replication_factor == 0 || replication_factor as usize > nodes.len() {
-            return Err(BrokerError::InvalidArgument(format!(
-                "replication factor must be 1 to {} (the number of nodes), got {replication_factor}",
-                nodes.len()
-            )));
-        }
-        let offset = self.metadata().topics.len();
-        let replicas = metadata::place_replicas(&nodes, partitions, replication_factor, offset);
-        self.check_resources_for(&nodes, &replicas)?;
-        self.propose_metadata(Command::CreateTopic {
-            name: name.to_string(),
-            config,
-            replication_factor,
-            replicas,
-            now_ms: crate::now_ms(),
-        })
-        .await?;
-        self.reconcile().await?;
-        self.wait_for_leaders(name).await?;
-        self.topic(name)
-    }
-
-    /// Refuses a placement that would take a node past its file-descriptor budget (every node
-    /// is taken to run under this one's limits: nodes are configured alike), or new partitions
-    /// while this node's disk is down to its reserve (which is kept for deletes).
-    fn check_resources_for(
-        &self,
-        nodes: &[u64],
-        placement: &[Vec<u64>],
-    ) -> Result<(), BrokerError> {
-        let hosting = |node: u64, replicas: &[Vec<u64>]| {
-            replicas.iter().filter(|r| r.contains(&node)).count() as u64
-        };
-        let bytes = hosting(self.node_id, placement) * crate::resources::PARTITION_CREATE_BYTES;
-        self.resources
-            .disk
-            .admit(self.node_id, "creating topics", bytes)?;
-        let metadata = self.metadata();
-        for node in nodes {
-            let hosted = metadata
-                .topics
-                .values()
-                .map(|topic| hosting(*node, &topic.replicas))
-                .sum();
-            self.resources
-                .fds
-                .check(*node, hosted, hosting(*node, placement))?;
-        }
-        Ok(())
-    }
-
-    /// Waits until every local partition of `name` has a leader.
-    async fn wait_for_leaders(&self, name: &str) -> Result<(), BrokerError> {
-        let replicas: Vec<Arc<PartitionReplica>> = self
-            .replicas
-            .read()
-            .expect("lock")
-            .values()
-            .filter(|r| r.topic == name)
-            .cloned()
-            .collect();
-        for replica in replicas {
-            let mut leader = replica.leader.clone();
-            let wait = leader.wait_for(|leader| *leader != 0);
-            tokio::time::timeout(Duration::from_secs(10), wait)
-                .await
-                .map_err(|_| {
-                    BrokerError::Timeout(format!("no leader for {name}/{}", replica.partition))
-                })?
-                .map_err(|_| BrokerError::ShuttingDown)?;
-        }
-        Ok(())
-    }
-
-    pub async fn delete_topic(&self, name: &str) -> Result<(), BrokerError> {
-        self.topic(name)?;
-        self.propose_metadata(Command::DeleteTopic {
-            name: name.to_string(),
-        })
-        .await?;
-        self.reconcile().await
-    }
-
-    /// Changes the fields of `changes` that are set; returns the topic as it is now.
-    pub async fn alter_topic(
-        &self,
-        name: &str,
-        changes: ConfigChanges,
-    ) -> Result<Topic, BrokerError> {
-        let mut config = self.topic(name)?.config;
-        if let Some(retention_ms) = changes.retention_ms {
-            config.retention_ms = Some(retention_ms);
-        }
-        if let Some(retention_bytes) = changes.retention_bytes {
-            config.retention_bytes = Some(retention_bytes);
-        }
-        if let Some(segment_bytes) = changes.segment_bytes {
-            config.segment_bytes = segment_bytes;
-        }
-        validate_config(&config)?;
-        self.propose_metadata(Command::AlterTopic {
-            name: name.to_string(),
-            config,
-        })
-        .await?;
-        self.reconcile().await?;
-        self.topic(name)
-    }
-
-    fn local_replicas(&self, name: &str) -> Vec<Arc<PartitionReplica>> {
-        self.replicas
-            .read()
-            .expect("lock")
-            .values()
-            .filter(|r| r.topic == name)
-            .cloned()
-            .collect()
-    }
-
     /// The local replica of a partition.
     ///
     /// # Errors
@@ -1282,7 +309,7 @@ impl Broker {
             .get(&(topic.to_string(), partition))
             .cloned()
             .ok_or_else(|| {
-                let group = (known.id << 32) | u64::from(partition);
+                let group = group_id(known.id, partition);
                 if let Some(reason) = self.stopped_reason(group) {
                     return self.propose_error(ProposeError::Stopped(reason));
                 }
@@ -1300,126 +327,16 @@ impl Broker {
             })
     }
 
-    /// Appends a batch (already validated by [`validate_producer_batch`]) to a partition and
-    /// waits until it is committed.
-    pub async fn produce(
-        &self,
-        topic: &str,
-        target: Target,
-        batch: Vec<u8>,
-    ) -> Result<Produced, BrokerError> {
-        let permit = self.produce_permit(batch.len()).await?;
-        self.start_produce(topic, target, batch, permit)?.await
-    }
-
-    /// Waits for room for `bytes` of produced data (see [`PRODUCE_BYTES_IN_FLIGHT_MAX`]).
-    pub async fn produce_permit(
-        &self,
-        bytes: usize,
-    ) -> Result<tokio::sync::OwnedSemaphorePermit, BrokerError> {
-        let kib = bytes
-            .div_ceil(1024)
-            .clamp(1, PRODUCE_BYTES_IN_FLIGHT_MAX >> 10) as u32;
-        self.produce_budget
-            .clone()
-            .acquire_many_owned(kib)
-            .await
-            .map_err(|_| BrokerError::ShuttingDown)
-    }
-
-    /// Queues a batch for a partition now (in call order) and returns a future of its commit;
-    /// see [`DriverHandle::submit`]. `permit` (from [`Broker::produce_permit`]) is held until
-    /// the batch commits.
-    pub fn start_produce(
-        &self,
-        topic: &str,
-        target: Target,
-        batch: Vec<u8>,
-        permit: tokio::sync::OwnedSemaphorePermit,
-    ) -> Result<impl Future<Output = Result<Produced, BrokerError>> + Send + use<>, BrokerError>
-    {
-        let known = self.topic(topic)?;
-        let partitions = known.partitions();
-        let partition = match target {
-            Target::Partition(partition) => partition,
-            Target::Key(key) => strata_proto::partitioner::partition_for_key(&key, partitions),
-            Target::Any => self.round_robin.fetch_add(1, Ordering::Relaxed) % partitions,
-        };
-        let replica = self.replica(topic, partition)?;
-        let header =
-            BatchHeader::parse(&batch).map_err(|e| BrokerError::CorruptBatch(e.to_string()))?;
-        if header.producer_id >= 0 && !self.producer_id_known(header.producer_id) {
-            // The controller's leader knows every id handed out; another node's copy of the
-            // metadata may not have caught up with the newest block yet.
-            return Err(if *self.controller_leader.borrow() == self.node_id {
-                BrokerError::UnknownProducerId(header.producer_id)
-            } else {
-                BrokerError::Unavailable(format!(
-                    "producer id {} is not in this node's metadata yet: retry",
-                    header.producer_id
-                ))
-            });
-        }
-        // Last check before the batch is proposed: raft must never meet a full disk here.
-        self.resources
-            .disk
-            .admit(self.node_id, "produce", batch.len() as u64)?;
-        let count = header.offset_count();
-        let committed = self
-            .driver
-            .submit::<PartitionMachine>(replica.group, batch)
-            .map_err(|e| self.propose_error(e))?;
-        let metadata = self.metadata.clone();
-        Ok(async move {
-            // The batch's bytes count against the budget until it has committed.
-            let _permit = permit;
-            let committed = tokio::time::timeout(PRODUCE_TIMEOUT, committed)
-                .await
-                .map_err(|_| {
-                    BrokerError::Timeout(format!(
-                        "the batch did not commit within {PRODUCE_TIMEOUT:?}"
-                    ))
-                })?
-                .map_err(|e| propose_error(&metadata, e))?;
-            Ok(Produced {
-                partition,
-                base_offset: committed.next_offset - count,
-                last_offset: committed.next_offset - 1,
-            })
-        })
-    }
-
-    /// Resolves a start position to an offset within `log_start..=high_watermark`.
+    /// Where a read of a local replica starts; see [`PartitionReplica::resolve`].
     pub fn resolve(
         &self,
         replica: &PartitionReplica,
-        position: Position,
+        start: StartFrom,
     ) -> Result<u64, BrokerError> {
-        let high_watermark = replica.high_watermark();
-        let log = replica.log.read().expect("log lock poisoned");
-        let log_start = log.log_start_offset();
-        let offset = match position {
-            Position::Earliest => log_start,
-            Position::Latest => high_watermark,
-            Position::Offset(offset) => offset,
-            Position::Timestamp(timestamp) => log
-                .offset_for_timestamp(timestamp)
-                .map_err(BrokerError::storage)?
-                .unwrap_or(high_watermark)
-                .min(high_watermark),
-        };
-        if offset < log_start || offset > high_watermark {
-            return Err(BrokerError::OffsetOutOfRange {
-                requested: offset,
-                log_start,
-                high_watermark,
-            });
-        }
-        Ok(offset)
+        Ok(replica.resolve(start)?)
     }
 
-    /// Reads committed batches from `offset`, waiting up to `max_wait` for at least
-    /// `min_bytes` (long poll).
+    /// A long-poll read of a local replica; see [`PartitionReplica::fetch`].
     pub async fn fetch(
         &self,
         replica: &PartitionReplica,
@@ -1428,59 +345,19 @@ impl Broker {
         min_bytes: usize,
         max_wait: Duration,
     ) -> Result<Fetched, BrokerError> {
-        let deadline = tokio::time::Instant::now() + max_wait;
-        let mut high_watermark = replica.high_watermark.clone();
-        loop {
-            let fetched = self.read(replica, offset, max_bytes)?;
-            let bytes: usize = fetched.batches.iter().map(Bytes::len).sum();
-            if bytes >= min_bytes.max(1) || tokio::time::Instant::now() >= deadline {
-                return Ok(fetched);
-            }
-            // Wait for the high watermark to move (or the deadline), then read again.
-            let seen = fetched.high_watermark;
-            let moved = high_watermark.wait_for(|hw| *hw > seen);
-            match tokio::time::timeout_at(deadline, moved).await {
-                Ok(Ok(_)) => {}
-                Ok(Err(_)) => return Err(BrokerError::ShuttingDown),
-                Err(_) => return self.read(replica, offset, max_bytes),
-            }
-        }
+        Ok(replica
+            .fetch(offset, max_bytes, min_bytes, max_wait)
+            .await?)
     }
 
-    /// Reads committed batches from `offset` without waiting.
+    /// A read of a local replica that does not wait; see [`PartitionReplica::read`].
     pub fn read(
         &self,
         replica: &PartitionReplica,
         offset: u64,
         max_bytes: usize,
     ) -> Result<Fetched, BrokerError> {
-        let high_watermark = replica.high_watermark();
-        let log = replica.log.read().expect("log lock poisoned");
-        let log_start = log.log_start_offset();
-        if offset < log_start || offset > high_watermark {
-            return Err(BrokerError::OffsetOutOfRange {
-                requested: offset,
-                log_start,
-                high_watermark,
-            });
-        }
-        let batches = if offset == high_watermark {
-            Vec::new()
-        } else {
-            log.read_below(offset, high_watermark, max_bytes)
-                .map_err(BrokerError::storage)?
-        };
-        drop(log);
-        let next_offset = match batches.last() {
-            Some(run) => last_next_offset(run).unwrap_or(offset),
-            None => offset,
-        };
-        Ok(Fetched {
-            batches,
-            next_offset,
-            high_watermark,
-            log_start_offset: log_start,
-        })
+        Ok(replica.read(offset, max_bytes)?)
     }
 }
 
@@ -1539,98 +416,10 @@ fn propose_error(metadata: &RwLock<Metadata>, error: ProposeError<SequenceError>
     }
 }
 
-/// The offset after the last batch of a run of batches.
-fn last_next_offset(run: &Bytes) -> Option<u64> {
-    let mut next = None;
-    for split in strata_proto::batch::split_batches(run.clone()) {
-        let (header, _) = split.ok()?;
-        next = Some(header.base_offset as u64 + header.offset_count());
-    }
-    next
-}
-
-/// What a command is about, for its error messages.
-fn command_subject(command: &Command) -> String {
-    match command {
-        Command::CreateTopic { name, .. }
-        | Command::DeleteTopic { name }
-        | Command::AlterTopic { name, .. } => name.clone(),
-        Command::CommitOffsets { group, .. }
-        | Command::ResetOffsets { group, .. }
-        | Command::DeleteGroup { group } => group.clone(),
-        Command::RegisterNode(node) => format!("node {}", node.id),
-        Command::ReassignReplicas { name, .. } => name.clone(),
-        Command::DeregisterNode { node } => format!("node {node}"),
-        Command::AllocateProducerIds { node, .. } => format!("node {node}"),
-    }
-}
-
-/// The config fields an alter request sets.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct ConfigChanges {
-    pub retention_ms: Option<u64>,
-    pub retention_bytes: Option<u64>,
-    pub segment_bytes: Option<u64>,
-}
-
-fn validate_config(config: &TopicConfig) -> Result<(), BrokerError> {
-    if config.segment_bytes < 1024 || config.segment_bytes > storage::log::SEGMENT_BYTES_LIMIT {
-        return Err(BrokerError::InvalidConfig(format!(
-            "segment_bytes must be 1024 to {}, got {}",
-            storage::log::SEGMENT_BYTES_LIMIT,
-            config.segment_bytes
-        )));
-    }
-    if config.retention_ms == Some(0) {
-        return Err(BrokerError::InvalidConfig(
-            "retention_ms must be at least 1 (leave it unset to keep forever)".to_string(),
-        ));
-    }
-    Ok(())
-}
-
-/// Checks a batch a producer sent: whole, CRC-valid, within the size limit, not a control or
-/// transactional batch (those are the broker's own), and every record well framed and counted
-/// by the header, compressed or not, within [`DECOMPRESSED_BYTES_MAX`] once decompressed. What
-/// passes decodes; what does not is never stored.
-///
-/// # Errors
-/// [`BrokerError::RecordTooLarge`], [`BrokerError::CorruptBatch`], [`BrokerError::InvalidArgument`].
-pub fn validate_producer_batch(batch: &Bytes) -> Result<(), BrokerError> {
-    if batch.len() > BATCH_BYTES_MAX {
-        return Err(BrokerError::RecordTooLarge {
-            size_bytes: batch.len(),
-            limit_bytes: BATCH_BYTES_MAX,
-        });
-    }
-    let header =
-        BatchHeader::validate(batch).map_err(|e| BrokerError::CorruptBatch(e.to_string()))?;
-    if header.is_control() || header.is_transactional() {
-        return Err(BrokerError::InvalidArgument(
-            "control and transactional batches cannot be produced".to_string(),
-        ));
-    }
-    use strata_proto::batch::Compression;
-    match header.compression() {
-        Ok(Compression::None | Compression::Lz4) => {}
-        Ok(codec) => {
-            return Err(BrokerError::InvalidArgument(format!(
-                "{codec:?} compression is not supported: use none or lz4"
-            )));
-        }
-        Err(error) => return Err(BrokerError::CorruptBatch(error.to_string())),
-    }
-    // Every record is checked once, here, so nothing stored fails to decode: uncompressed
-    // records in place, LZ4 ones streamed through a bounded buffer (as Kafka's broker does),
-    // refused once they decompress past the cap every reader applies.
-    validate_batch(batch, DECOMPRESSED_BYTES_MAX)
-        .map_err(|error| BrokerError::CorruptBatch(error.to_string()))?;
-    Ok(())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::storage;
 
     /// A partition placed on this node but not open (its log could not be created, e.g. on a
     /// full disk) is "not open here", never "not leader, the leader is this node".

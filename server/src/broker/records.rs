@@ -8,7 +8,8 @@ use std::future::Future;
 
 use bytes::Bytes;
 
-use super::{BATCH_BYTES_MAX, Broker, BrokerError, Produced, Target, validate_producer_batch};
+use super::{Broker, BrokerError, Produced, Target};
+use crate::partition::{BATCH_BYTES_MAX, validate_producer_batch};
 use crate::storage::batch::{self, BatchBuilder, decode_batch, split_batches};
 
 /// Most records a simple client may send in one produce.

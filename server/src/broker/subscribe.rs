@@ -14,7 +14,8 @@ use futures::{Stream, StreamExt};
 use tokio::sync::{mpsc, watch};
 
 use super::records::{ReplyRecord, decode_records};
-use super::{Broker, BrokerError, Fetched, Position};
+use super::{Broker, BrokerError};
+use crate::partition::{Fetched, StartFrom};
 
 /// Largest chunk a subscription sends in one message (bytes of stored batches).
 pub const SUBSCRIBE_CHUNK_BYTES_MAX: u64 = 1 << 20;
@@ -52,7 +53,7 @@ impl Broker {
         self: &Arc<Self>,
         topic: &str,
         partition: u32,
-        start: Position,
+        start: StartFrom,
         decode: bool,
         credits: S,
     ) -> Result<mpsc::Receiver<ChunkResult<F::Record>>, BrokerError>

@@ -11,9 +11,10 @@ use tonic::{Status, Streaming};
 
 use super::status::{invalid, status};
 use super::{BoxStream, Service};
+use crate::broker::BrokerError;
 use crate::broker::fetch::FetchLimits;
 use crate::broker::records::{ReplyRecord, decode_records};
-use crate::broker::{BrokerError, Position};
+use crate::partition::StartFrom;
 use crate::storage::batch;
 
 /// Decoded records as the gRPC replies carry them.
@@ -45,13 +46,13 @@ impl ReplyRecord for GrpcRecords {
     }
 }
 
-fn position(start: Option<pb::StartPosition>) -> Position {
+fn position(start: Option<pb::StartPosition>) -> StartFrom {
     use pb::start_position::Position as P;
     match start.and_then(|s| s.position) {
-        None | Some(P::Earliest(_)) => Position::Earliest,
-        Some(P::Latest(_)) => Position::Latest,
-        Some(P::Offset(offset)) => Position::Offset(offset),
-        Some(P::TimestampMs(timestamp)) => Position::Timestamp(timestamp),
+        None | Some(P::Earliest(_)) => StartFrom::Earliest,
+        Some(P::Latest(_)) => StartFrom::Latest,
+        Some(P::Offset(offset)) => StartFrom::Offset(offset),
+        Some(P::TimestampMs(timestamp)) => StartFrom::Timestamp(timestamp),
     }
 }
 

@@ -12,9 +12,9 @@ use tonic::{Request, Response, Status};
 use super::Service;
 use super::remote::replica_offsets_at;
 use super::status::{invalid, status};
-use crate::broker::consumer_groups::{PARTITIONS_PER_REQUEST_MAX, ResetTo};
-use crate::broker::groups::{Heartbeat, Join, MemberAssignment, Tp};
 use crate::broker::metadata::{CommittedOffset, OffsetEntry};
+use crate::groups::coordinator::{Heartbeat, Join, MemberAssignment, Tp};
+use crate::groups::offsets::{PARTITIONS_PER_REQUEST_MAX, ResetTo};
 
 fn topic_partitions(partitions: Vec<pb::TopicPartition>) -> Result<Vec<Tp>, Status> {
     if partitions.len() > PARTITIONS_PER_REQUEST_MAX {

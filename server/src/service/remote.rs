@@ -8,7 +8,7 @@ use strata_proto::v1 as pb;
 use strata_proto::v1::admin_client::AdminClient;
 use tonic::transport::{Channel, Endpoint};
 
-use crate::broker::consumer_groups::{COMMIT_CHECK_TIMEOUT, ReplicaOffsets};
+use crate::groups::offsets::{COMMIT_CHECK_TIMEOUT, ReplicaOffsets};
 
 /// How long connecting to another node may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);

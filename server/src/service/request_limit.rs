@@ -4,7 +4,7 @@
 //! runs, with its own OUT_OF_RANGE status that carries no Strata error code. The Broker
 //! service's limit is [`PRODUCE_REQUEST_BYTES_MAX`]: the batch limit plus room for the
 //! request's framing, so a batch just over the batch limit still reaches
-//! [`validate_producer_batch`](crate::broker::validate_producer_batch), which answers
+//! [`validate_producer_batch`](crate::partition::validate_producer_batch), which answers
 //! RECORD_TOO_LARGE with the batch's size and the limit. Beyond the request limit, a unary
 //! Produce gets tonic's refusal, which [`ProduceLimit`] rewrites into RECORD_TOO_LARGE (the
 //! request's size and the limit); a ProduceStream sees it as the stream's error and ends with
@@ -19,14 +19,15 @@ use tonic::Status;
 use tonic::codegen::{Service, http};
 use tonic::server::NamedService;
 
-use crate::broker::{self, BrokerError};
+use crate::broker::BrokerError;
+use crate::partition;
 
 /// Room a produce request may take beyond its batch: the topic name (at most 249 bytes), the
 /// partition key and the protobuf framing. A request of records (rather than a batch) is
 /// bounded by the same limit.
 pub const PRODUCE_FRAMING_BYTES_MAX: usize = 64 << 10;
 /// Largest Broker service request message tonic decodes (bytes).
-pub const PRODUCE_REQUEST_BYTES_MAX: usize = broker::BATCH_BYTES_MAX + PRODUCE_FRAMING_BYTES_MAX;
+pub const PRODUCE_REQUEST_BYTES_MAX: usize = partition::BATCH_BYTES_MAX + PRODUCE_FRAMING_BYTES_MAX;
 
 /// The unary method whose oversized requests are rewritten.
 const PRODUCE_PATH: &str = "/strata.v1.Broker/Produce";
@@ -47,7 +48,7 @@ pub fn oversized_request(status: &Status) -> Option<BrokerError> {
     Some(BrokerError::RequestTooLarge {
         size_bytes: size.parse().ok()?,
         limit_bytes: limit.parse().ok()?,
-        batch_limit_bytes: broker::BATCH_BYTES_MAX,
+        batch_limit_bytes: partition::BATCH_BYTES_MAX,
     })
 }
 
@@ -109,7 +110,7 @@ mod tests {
             Some(BrokerError::RequestTooLarge {
                 size_bytes: 5_242_960,
                 limit_bytes: 1_114_112,
-                batch_limit_bytes: broker::BATCH_BYTES_MAX,
+                batch_limit_bytes: partition::BATCH_BYTES_MAX,
             })
         );
         let message = oversized_request(&refused).map(|e| e.to_string());

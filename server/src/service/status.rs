@@ -124,7 +124,6 @@ pub(super) fn invalid(message: impl Into<String>) -> Status {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::broker;
 
     /// A controller refusal is NOT_LEADER with the controller leader's id and address; a request
     /// over the size limit is RECORD_TOO_LARGE with the limit; a storage failure (a partition
@@ -146,7 +145,7 @@ mod tests {
         let (detail, grpc) = error_detail_and_code(&BrokerError::RequestTooLarge {
             size_bytes: 5_000_000,
             limit_bytes: 1_114_112,
-            batch_limit_bytes: broker::BATCH_BYTES_MAX,
+            batch_limit_bytes: crate::partition::BATCH_BYTES_MAX,
         });
         assert_eq!(
             (detail.code(), grpc),

@@ -29,7 +29,6 @@ pub mod files;
 pub mod index;
 pub mod inspect;
 pub mod log;
-pub mod producers;
 pub mod retention;
 pub mod segment;
 

@@ -51,10 +51,10 @@ use super::driver::Driver;
 use super::handle::Command;
 use super::handle::{ErasedResult, typed};
 use super::{Committed, GroupId, GroupSpec, Outbox, ProposeError, StateMachine};
-use crate::broker::PartitionMachine;
 use crate::broker::metadata::TopicConfig;
+use crate::partition::PartitionMachine;
+use crate::partition::producers::SequenceError;
 use crate::storage::batch::{BatchBuilder, decode_records, split_batches};
-use crate::storage::producers::SequenceError;
 use crate::storage::{LogConfig, PartitionLog};
 use controller::{ControllerLoad, NodeController};
 

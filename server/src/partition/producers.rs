@@ -22,8 +22,8 @@ use std::path::Path;
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 
-use super::batch::{BatchHeader, split_batches};
-use super::{Error, PartitionLog, Result};
+use crate::storage::batch::{BatchHeader, split_batches};
+use crate::storage::{Error, PartitionLog, Result};
 
 /// Batches remembered per producer, as in Kafka: a producer keeps at most this many in flight
 /// per partition, so any retry is of one of them.
@@ -315,7 +315,7 @@ impl ProducerTable {
         let mut file = BytesMut::with_capacity(body.len() + 4);
         file.put_u32(crc32fast::hash(&body));
         file.put_slice(&body);
-        super::files::replace_atomically(&dir.join(SNAPSHOT_FILE), &file, None)?;
+        crate::storage::files::replace_atomically(&dir.join(SNAPSHOT_FILE), &file, None)?;
         self.unsnapshotted_bytes = 0;
         Ok(())
     }

@@ -1,30 +1,21 @@
-//! The broker's consumer group and producer id requests: the coordinator's soft state
-//! ([`groups`](super::groups)) joined with the replicated offsets ([`metadata`](super::metadata))
-//! and the partitions' high watermarks (for lag).
+//! A consumer group's committed offsets: commit (checked against the partitions' high
+//! watermarks, asking the replicas that hold them), fetch and reset. Offsets are replicated
+//! through the controller ([`broker::metadata`](crate::broker::metadata)); a member's right
+//! to commit is the coordinator's ([`coordinator`](super::coordinator)) to decide.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
-use std::sync::Weak;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use super::groups::{GroupView, Heartbeat, Join, MemberAssignment, Tp};
-use super::metadata::{self, Command, CommittedOffset, OffsetEntry};
-use super::{Broker, BrokerError, Position};
-use crate::storage::batch::{split_batches, timestamp_at};
+use super::coordinator::Tp;
+use crate::broker::metadata::{self, Command, CommittedOffset, OffsetEntry};
+use crate::broker::{Broker, BrokerError};
+use crate::partition::StartFrom;
 
 /// Longest metadata string kept with a committed offset (Kafka's default too).
 pub const OFFSET_METADATA_BYTES_MAX: usize = 4096;
 /// Most partitions one commit, heartbeat or fetch may name.
 pub const PARTITIONS_PER_REQUEST_MAX: usize = 100_000;
-/// How often expired members are looked for.
-const EXPIRY_INTERVAL: Duration = Duration::from_millis(250);
-/// A group without members whose newest commit is older than this is deleted, offsets and all
-/// (Kafka's default `offsets.retention.minutes`), so the metadata does not grow with every
-/// group that ever existed.
-pub const GROUP_OFFSETS_RETENTION: Duration = Duration::from_secs(7 * 24 * 3600);
-/// How often the coordinator looks for such groups.
-const GROUP_RETENTION_INTERVAL: Duration = Duration::from_secs(60);
-
 /// How long a commit waits for another node's answer about its partitions' offsets.
 pub const COMMIT_CHECK_TIMEOUT: Duration = Duration::from_secs(2);
 
@@ -101,169 +92,7 @@ pub enum ResetTo {
     Shift(i64),
 }
 
-/// One partition of a described group.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PartitionLag {
-    pub topic: String,
-    pub partition: u32,
-    pub committed: Option<CommittedOffset>,
-    pub log_start_offset: u64,
-    pub high_watermark: u64,
-    pub lag_records: Option<u64>,
-    pub lag_ms: Option<i64>,
-    pub owner: Option<String>,
-}
-
-/// A described group.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct GroupDescription {
-    pub state: &'static str,
-    pub group_epoch: u64,
-    pub offsets_generation: u64,
-    pub view: Option<GroupView>,
-    pub partitions: Vec<PartitionLag>,
-}
-
-/// A listed group.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct GroupListing {
-    pub group_id: String,
-    pub state: &'static str,
-    pub members: u32,
-    pub group_epoch: u64,
-}
-
 impl Broker {
-    /// Removes expired members, and forgets every group when this node stops coordinating.
-    pub(super) async fn run_coordinator(broker: Weak<Self>) {
-        let mut interval = tokio::time::interval(EXPIRY_INTERVAL);
-        interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let mut retention_due = Instant::now() + GROUP_RETENTION_INTERVAL;
-        loop {
-            interval.tick().await;
-            let Some(broker) = broker.upgrade() else {
-                return;
-            };
-            let leading = *broker.controller_leader.borrow() == broker.node_id;
-            {
-                let metadata = broker.metadata.read().expect("metadata lock poisoned");
-                let counts = |topic: &str| metadata.topics.get(topic).map(|t| t.partitions());
-                let mut coordinator = broker
-                    .coordinator
-                    .lock()
-                    .expect("coordinator lock poisoned");
-                if leading {
-                    coordinator.expire(Instant::now(), &counts);
-                } else {
-                    coordinator.clear();
-                }
-            }
-            if leading && Instant::now() >= retention_due {
-                retention_due = Instant::now() + GROUP_RETENTION_INTERVAL;
-                broker.delete_abandoned_groups().await;
-            }
-        }
-    }
-
-    /// Deletes groups without members whose newest commit is older than
-    /// [`GROUP_OFFSETS_RETENTION`].
-    async fn delete_abandoned_groups(&self) {
-        let horizon = crate::now_ms() - GROUP_OFFSETS_RETENTION.as_millis() as i64;
-        let abandoned: Vec<String> = {
-            let metadata = self.metadata.read().expect("metadata lock poisoned");
-            let coordinator = self.coordinator.lock().expect("coordinator lock poisoned");
-            metadata
-                .groups
-                .iter()
-                .filter(|(id, group)| {
-                    let newest = group
-                        .offsets
-                        .values()
-                        .flat_map(|p| p.values())
-                        .map(|c| c.commit_ms)
-                        .max()
-                        .unwrap_or(i64::MIN);
-                    newest < horizon && !coordinator.has_members(id)
-                })
-                .map(|(id, _)| id.clone())
-                .collect()
-        };
-        for group in abandoned {
-            tracing::info!(%group, "deleting a group without members or recent commits");
-            if let Err(error) = self.propose_metadata(Command::DeleteGroup { group }).await {
-                tracing::warn!(%error, "deleting an abandoned group failed");
-            }
-        }
-    }
-
-    /// Fails unless this node coordinates groups (leads the controller).
-    fn ensure_coordinator(&self) -> Result<(), BrokerError> {
-        let leader_id = *self.controller_leader.borrow();
-        if leader_id == self.node_id {
-            return Ok(());
-        }
-        Err(self.controller_error(crate::replication::ProposeError::NotLeader { leader_id }))
-    }
-
-    fn group_generation(&self, group: &str) -> u64 {
-        self.metadata
-            .read()
-            .expect("metadata lock poisoned")
-            .groups
-            .get(group)
-            .map_or(0, |g| g.generation)
-    }
-
-    pub fn join_group(&self, join: Join) -> Result<(MemberAssignment, u64), BrokerError> {
-        metadata::validate_group_id(&join.group).map_err(BrokerError::InvalidGroupId)?;
-        self.ensure_coordinator()?;
-        let metadata = self.metadata.read().expect("metadata lock poisoned");
-        let generation = metadata.groups.get(&join.group).map_or(0, |g| g.generation);
-        let counts = |topic: &str| metadata.topics.get(topic).map(|t| t.partitions());
-        let seed = crate::now_ms().max(0) as u64;
-        let reply = self
-            .coordinator
-            .lock()
-            .expect("coordinator lock poisoned")
-            .join(
-                join,
-                Instant::now(),
-                seed,
-                generation,
-                &counts,
-                new_member_id,
-            )?;
-        Ok((reply, generation))
-    }
-
-    pub fn heartbeat(&self, beat: Heartbeat<'_>) -> Result<(MemberAssignment, u64), BrokerError> {
-        metadata::validate_group_id(beat.group_id).map_err(BrokerError::InvalidGroupId)?;
-        self.ensure_coordinator()?;
-        let metadata = self.metadata.read().expect("metadata lock poisoned");
-        let generation = metadata
-            .groups
-            .get(beat.group_id)
-            .map_or(0, |g| g.generation);
-        let counts = |topic: &str| metadata.topics.get(topic).map(|t| t.partitions());
-        let reply = self
-            .coordinator
-            .lock()
-            .expect("coordinator lock poisoned")
-            .heartbeat(beat, Instant::now(), generation, &counts)?;
-        Ok((reply, generation))
-    }
-
-    pub fn leave_group(&self, group: &str, member_id: &str) -> Result<(), BrokerError> {
-        metadata::validate_group_id(group).map_err(BrokerError::InvalidGroupId)?;
-        self.ensure_coordinator()?;
-        let metadata = self.metadata.read().expect("metadata lock poisoned");
-        let counts = |topic: &str| metadata.topics.get(topic).map(|t| t.partitions());
-        self.coordinator
-            .lock()
-            .expect("coordinator lock poisoned")
-            .leave(group, member_id, &counts)
-    }
-
     /// Commits offsets for a member (or, with an empty member id, for an operator while the
     /// group has no members). Replicated before it returns. Every offset must lie at or below
     /// its partition's high watermark (see `Broker::check_commit_range`); `offsets_at` asks
@@ -453,26 +282,6 @@ impl Broker {
         Ok(())
     }
 
-    /// The topic, when it has `partition`.
-    ///
-    /// # Errors
-    /// [`BrokerError::UnknownTopic`], [`BrokerError::UnknownPartition`].
-    pub(super) fn check_partition(
-        &self,
-        topic: &str,
-        partition: u32,
-    ) -> Result<super::metadata::Topic, BrokerError> {
-        let known = self.topic(topic)?;
-        if partition >= known.partitions() {
-            return Err(BrokerError::UnknownPartition {
-                topic: topic.to_string(),
-                partition,
-                partitions: known.partitions(),
-            });
-        }
-        Ok(known)
-    }
-
     /// The group's committed offsets of `partitions` (all it has when empty), and its offsets
     /// generation.
     pub fn committed_offsets(
@@ -546,7 +355,7 @@ impl Broker {
                 ResetTo::Latest => high_watermark,
                 ResetTo::Offset(offset) => clamp(offset),
                 ResetTo::Timestamp(timestamp) => {
-                    self.resolve(&replica, Position::Timestamp(timestamp))?
+                    replica.resolve(StartFrom::Timestamp(timestamp))?
                 }
                 ResetTo::Shift(by) => {
                     let committed = self
@@ -585,206 +394,6 @@ impl Broker {
         }
         Ok((offsets, self.group_generation(group)))
     }
-
-    pub async fn delete_group(&self, group: &str) -> Result<(), BrokerError> {
-        metadata::validate_group_id(group).map_err(BrokerError::InvalidGroupId)?;
-        self.ensure_coordinator()?;
-        if self
-            .coordinator
-            .lock()
-            .expect("coordinator lock poisoned")
-            .has_members(group)
-        {
-            return Err(BrokerError::GroupNotEmpty(group.to_string()));
-        }
-        self.propose_metadata(Command::DeleteGroup {
-            group: group.to_string(),
-        })
-        .await
-    }
-
-    pub fn list_groups(&self) -> Result<Vec<GroupListing>, BrokerError> {
-        self.ensure_coordinator()?;
-        let now = Instant::now();
-        let mut ids: BTreeSet<String> = self
-            .metadata
-            .read()
-            .expect("metadata lock poisoned")
-            .groups
-            .keys()
-            .cloned()
-            .collect();
-        let coordinator = self.coordinator.lock().expect("coordinator lock poisoned");
-        ids.extend(coordinator.group_ids());
-        Ok(ids
-            .into_iter()
-            .map(|group_id| match coordinator.view(&group_id, now) {
-                Some(view) => GroupListing {
-                    group_id,
-                    state: view.state,
-                    members: view.members.len() as u32,
-                    group_epoch: view.group_epoch,
-                },
-                None => GroupListing {
-                    group_id,
-                    state: "empty",
-                    members: 0,
-                    group_epoch: 0,
-                },
-            })
-            .collect())
-    }
-
-    /// Members, assignments, committed offsets and lag of a group.
-    pub fn describe_group(&self, group: &str) -> Result<GroupDescription, BrokerError> {
-        metadata::validate_group_id(group).map_err(BrokerError::InvalidGroupId)?;
-        self.ensure_coordinator()?;
-        let view = self
-            .coordinator
-            .lock()
-            .expect("coordinator lock poisoned")
-            .view(group, Instant::now());
-        let (stored, counts) = {
-            let metadata = self.metadata.read().expect("metadata lock poisoned");
-            let stored = metadata.groups.get(group).cloned();
-            let counts: BTreeMap<String, u32> = metadata
-                .topics
-                .values()
-                .map(|t| (t.name.clone(), t.partitions()))
-                .collect();
-            (stored, counts)
-        };
-        if view.is_none() && stored.is_none() {
-            return Err(BrokerError::UnknownGroup(group.to_string()));
-        }
-        let mut topics: BTreeSet<String> =
-            view.as_ref().map(|v| v.topics.clone()).unwrap_or_default();
-        if let Some(stored) = &stored {
-            topics.extend(stored.offsets.keys().cloned());
-        }
-        let now_ms = crate::now_ms();
-        let mut partitions = Vec::new();
-        for topic in topics {
-            let Some(count) = counts.get(&topic) else {
-                continue;
-            };
-            for partition in 0..*count {
-                let committed = stored
-                    .as_ref()
-                    .and_then(|s| s.offsets.get(&topic))
-                    .and_then(|p| p.get(&partition))
-                    .cloned();
-                let owner = view
-                    .as_ref()
-                    .and_then(|v| v.owners.get(&(topic.clone(), partition)).cloned());
-                let (log_start_offset, high_watermark, lag_ms) =
-                    match self.replica(&topic, partition) {
-                        Ok(replica) => {
-                            let high_watermark = replica.high_watermark();
-                            let lag_ms = committed.as_ref().map(|c| {
-                                if c.offset >= high_watermark {
-                                    0
-                                } else {
-                                    self.timestamp_at(&replica, c.offset, high_watermark)
-                                        .map_or(0, |ts| (now_ms - ts).max(0))
-                                }
-                            });
-                            (replica.log_start_offset(), high_watermark, lag_ms)
-                        }
-                        Err(_) => (0, 0, None),
-                    };
-                partitions.push(PartitionLag {
-                    lag_records: committed
-                        .as_ref()
-                        .map(|c| high_watermark.saturating_sub(c.offset)),
-                    topic: topic.clone(),
-                    partition,
-                    committed,
-                    log_start_offset,
-                    high_watermark,
-                    lag_ms,
-                    owner,
-                });
-            }
-        }
-        Ok(GroupDescription {
-            state: view.as_ref().map_or("empty", |v| v.state),
-            group_epoch: view.as_ref().map_or(0, |v| v.group_epoch),
-            offsets_generation: stored.as_ref().map_or(0, |s| s.generation),
-            view,
-            partitions,
-        })
-    }
-
-    /// The timestamp of the first record at or after `offset` (below `end`), if any is stored.
-    fn timestamp_at(
-        &self,
-        replica: &super::PartitionReplica,
-        offset: u64,
-        end: u64,
-    ) -> Option<i64> {
-        let log = replica.log.read().expect("log lock poisoned");
-        let from = offset.max(log.log_start_offset());
-        let runs = log.read_below(from, end, 1).ok()?;
-        drop(log);
-        for run in runs {
-            for split in split_batches(run) {
-                let (header, batch) = split.ok()?;
-                if header.is_control() {
-                    continue;
-                }
-                // One streaming pass through a bounded buffer: a compressed batch is never
-                // decompressed whole to find one timestamp.
-                if let Some(timestamp) = timestamp_at(&batch, from).ok()? {
-                    return Some(timestamp);
-                }
-            }
-        }
-        None
-    }
-
-    /// A fresh producer id (epoch 0) for an idempotent producer. Ids come from a block this
-    /// node took from the controller; a new block is taken when it runs out.
-    pub async fn init_producer_id(&self) -> Result<i64, BrokerError> {
-        let mut ids = self.producer_ids.lock().await;
-        if ids.is_empty() {
-            // Another node may take the block first: ask again (bounded).
-            let mut attempts = 0;
-            loop {
-                let first = self
-                    .metadata
-                    .read()
-                    .expect("metadata lock poisoned")
-                    .next_producer_id;
-                let command = Command::AllocateProducerIds {
-                    node: self.node_id,
-                    first,
-                };
-                match self.propose_command(&command).await? {
-                    Ok(()) => {
-                        *ids = first..first + metadata::PRODUCER_ID_BLOCK;
-                        break;
-                    }
-                    Err(metadata::CommandRefusal::ProducerIdsTaken) if attempts < 10 => {
-                        attempts += 1;
-                    }
-                    Err(refusal) => return Err(BrokerError::Storage(refusal.to_string())),
-                }
-            }
-        }
-        let id = ids.next().expect("a non-empty block");
-        Ok(id as i64)
-    }
-
-    /// Whether the cluster handed out `producer_id`.
-    pub(super) fn producer_id_known(&self, producer_id: i64) -> bool {
-        let next = self
-            .metadata
-            .read()
-            .expect("metadata lock poisoned")
-            .next_producer_id;
-        producer_id >= 0 && (producer_id as u64) < next
-    }
 }
 
 /// Encoded size of the offsets in one controller change, at most: well inside the
@@ -807,17 +416,6 @@ fn chunks(offsets: Vec<OffsetEntry>) -> Vec<Vec<OffsetEntry>> {
         chunks.last_mut().expect("a chunk").push(entry);
     }
     chunks
-}
-
-/// A member id: 16 random hex digits (std's randomly keyed hasher, fed a counter and the clock).
-fn new_member_id() -> String {
-    use std::hash::{BuildHasher, Hasher};
-    use std::sync::atomic::{AtomicU64, Ordering};
-    static COUNTER: AtomicU64 = AtomicU64::new(0);
-    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
-    hasher.write_u64(COUNTER.fetch_add(1, Ordering::Relaxed));
-    hasher.write_i64(crate::now_ms());
-    format!("{:016x}", hasher.finish())
 }
 
 #[cfg(test)]

@@ -22,7 +22,21 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::{Duration, Instant};
 
-use super::BrokerError;
+/// Why the coordinator refused a request; the broker answers it as the
+/// [`BrokerError`](crate::broker::BrokerError) variant of the same name.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CoordinatorError {
+    #[error("invalid argument: {0}")]
+    InvalidArgument(String),
+    #[error("unknown topic {0:?}")]
+    UnknownTopic(String),
+    #[error("unknown member: {0}")]
+    UnknownMember(String),
+    #[error("stale member epoch: {0}")]
+    StaleMemberEpoch(String),
+    #[error("group full: {0}")]
+    GroupFull(String),
+}
 
 /// A topic partition.
 pub type Tp = (String, u32);
@@ -241,7 +255,7 @@ impl Coordinator {
     /// keep rising across coordinator restarts).
     ///
     /// # Errors
-    /// Invalid arguments, [`BrokerError::UnknownTopic`], [`BrokerError::GroupFull`].
+    /// Invalid arguments, [`CoordinatorError::UnknownTopic`], [`CoordinatorError::GroupFull`].
     pub fn join(
         &mut self,
         join: Join,
@@ -250,14 +264,14 @@ impl Coordinator {
         generation: u64,
         counts: &dyn Fn(&str) -> Option<u32>,
         new_id: impl FnOnce() -> String,
-    ) -> Result<MemberAssignment, BrokerError> {
+    ) -> Result<MemberAssignment, CoordinatorError> {
         let session_timeout = if join.session_timeout.is_zero() {
             SESSION_TIMEOUT_DEFAULT
         } else {
             join.session_timeout
         };
         if !(SESSION_TIMEOUT_MIN..=SESSION_TIMEOUT_MAX).contains(&session_timeout) {
-            return Err(BrokerError::InvalidArgument(format!(
+            return Err(CoordinatorError::InvalidArgument(format!(
                 "session_timeout_ms must be {} to {} (0 for {}), got {}",
                 SESSION_TIMEOUT_MIN.as_millis(),
                 SESSION_TIMEOUT_MAX.as_millis(),
@@ -266,23 +280,23 @@ impl Coordinator {
             )));
         }
         if join.topics.is_empty() || join.topics.len() > TOPICS_PER_MEMBER_MAX {
-            return Err(BrokerError::InvalidArgument(format!(
+            return Err(CoordinatorError::InvalidArgument(format!(
                 "a member subscribes to 1 to {TOPICS_PER_MEMBER_MAX} topics, got {}",
                 join.topics.len()
             )));
         }
         if let Some(missing) = join.topics.iter().find(|topic| counts(topic).is_none()) {
-            return Err(BrokerError::UnknownTopic(missing.clone()));
+            return Err(CoordinatorError::UnknownTopic(missing.clone()));
         }
         if join.member_id.len() > CLIENT_ID_BYTES_MAX || join.client_id.len() > CLIENT_ID_BYTES_MAX
         {
-            return Err(BrokerError::InvalidArgument(format!(
+            return Err(CoordinatorError::InvalidArgument(format!(
                 "member_id and client_id are at most {CLIENT_ID_BYTES_MAX} bytes"
             )));
         }
         let members: usize = self.groups.values().map(|g| g.members.len()).sum();
         if members >= MEMBERS_MAX {
-            return Err(BrokerError::GroupFull(format!(
+            return Err(CoordinatorError::GroupFull(format!(
                 "the coordinator already tracks {MEMBERS_MAX} members, the most it may"
             )));
         }
@@ -304,7 +318,7 @@ impl Coordinator {
             if group.members.is_empty() {
                 self.groups.remove(&join.group);
             }
-            return Err(BrokerError::GroupFull(format!(
+            return Err(CoordinatorError::GroupFull(format!(
                 "group {:?} has {MEMBERS_PER_GROUP_MAX} members, the most it may have",
                 join.group
             )));
@@ -336,15 +350,15 @@ impl Coordinator {
     /// A member's heartbeat: `owned` is what it holds now, as of `member_epoch`.
     ///
     /// # Errors
-    /// [`BrokerError::UnknownMember`] when it is not (or no longer) a member;
-    /// [`BrokerError::StaleMemberEpoch`] for an epoch of a fenced incarnation.
+    /// [`CoordinatorError::UnknownMember`] when it is not (or no longer) a member;
+    /// [`CoordinatorError::StaleMemberEpoch`] for an epoch of a fenced incarnation.
     pub fn heartbeat(
         &mut self,
         beat: Heartbeat<'_>,
         now: Instant,
         generation: u64,
         counts: &dyn Fn(&str) -> Option<u32>,
-    ) -> Result<MemberAssignment, BrokerError> {
+    ) -> Result<MemberAssignment, CoordinatorError> {
         let Heartbeat {
             group_id,
             member_id,
@@ -380,13 +394,13 @@ impl Coordinator {
     /// Removes a member; its partitions go to the others.
     ///
     /// # Errors
-    /// [`BrokerError::UnknownMember`].
+    /// [`CoordinatorError::UnknownMember`].
     pub fn leave(
         &mut self,
         group_id: &str,
         member_id: &str,
         counts: &dyn Fn(&str) -> Option<u32>,
-    ) -> Result<(), BrokerError> {
+    ) -> Result<(), CoordinatorError> {
         let group = self
             .groups
             .get_mut(group_id)
@@ -423,7 +437,7 @@ impl Coordinator {
     /// `None` for an operator's commit (empty member id, group without members).
     ///
     /// # Errors
-    /// [`BrokerError::UnknownMember`], [`BrokerError::StaleMemberEpoch`] (also for a partition
+    /// [`CoordinatorError::UnknownMember`], [`CoordinatorError::StaleMemberEpoch`] (also for a partition
     /// the member does not hold).
     pub fn check_commit<'a>(
         &self,
@@ -431,12 +445,12 @@ impl Coordinator {
         member_id: &str,
         member_epoch: u64,
         partitions: impl IntoIterator<Item = (&'a str, u32)>,
-    ) -> Result<Option<u64>, BrokerError> {
+    ) -> Result<Option<u64>, CoordinatorError> {
         let group = self.groups.get(group_id);
         if member_id.is_empty() {
             return match group {
                 Some(group) if !group.members.is_empty() => {
-                    Err(BrokerError::UnknownMember(format!(
+                    Err(CoordinatorError::UnknownMember(format!(
                         "group {group_id:?} has {} members: only they may commit (with their member id and epoch)",
                         group.members.len()
                     )))
@@ -450,7 +464,7 @@ impl Coordinator {
         check_epoch(member_id, member, member_epoch)?;
         for (topic, partition) in partitions {
             if !member.held.contains(&(topic.to_string(), partition)) {
-                return Err(BrokerError::StaleMemberEpoch(format!(
+                return Err(CoordinatorError::StaleMemberEpoch(format!(
                     "member {member_id:?} does not hold {topic}/{partition} (epoch {member_epoch}); \
                      heartbeat for its current assignment"
                 )));
@@ -513,23 +527,27 @@ impl Coordinator {
     }
 }
 
-fn unknown_member(group_id: &str, member_id: &str) -> BrokerError {
-    BrokerError::UnknownMember(format!(
+fn unknown_member(group_id: &str, member_id: &str) -> CoordinatorError {
+    CoordinatorError::UnknownMember(format!(
         "{member_id:?} is not a member of group {group_id:?} (its session expired, it left, or the \
          coordinator restarted): rejoin"
     ))
 }
 
-fn check_epoch(member_id: &str, member: &Member, member_epoch: u64) -> Result<(), BrokerError> {
+fn check_epoch(
+    member_id: &str,
+    member: &Member,
+    member_epoch: u64,
+) -> Result<(), CoordinatorError> {
     if member_epoch < member.joined_epoch {
-        return Err(BrokerError::StaleMemberEpoch(format!(
+        return Err(CoordinatorError::StaleMemberEpoch(format!(
             "member {member_id:?} was fenced: epoch {member_epoch} is from before it rejoined at \
              epoch {}",
             member.joined_epoch
         )));
     }
     if member_epoch > member.epoch {
-        return Err(BrokerError::InvalidArgument(format!(
+        return Err(CoordinatorError::InvalidArgument(format!(
             "member {member_id:?} has epoch {}, not {member_epoch}",
             member.epoch
         )));
@@ -718,7 +736,10 @@ mod tests {
             owned: &none,
         };
         let error = c.heartbeat(beat, later, 0, &counts).expect_err("expired");
-        assert!(matches!(error, BrokerError::UnknownMember(_)), "{error:?}");
+        assert!(
+            matches!(error, CoordinatorError::UnknownMember(_)),
+            "{error:?}"
+        );
     }
 
     #[test]
@@ -734,20 +755,20 @@ mod tests {
         // An operator may not commit while members run.
         assert!(matches!(
             c.check_commit("g", "", 0, held),
-            Err(BrokerError::UnknownMember(_))
+            Err(CoordinatorError::UnknownMember(_))
         ));
         // Rejoin: the old incarnation's epoch is fenced.
         let again = join(&mut c, "m1", now);
         assert!(matches!(
             c.check_commit("g", "m1", m1.member_epoch, held),
-            Err(BrokerError::StaleMemberEpoch(_))
+            Err(CoordinatorError::StaleMemberEpoch(_))
         ));
         assert!(c.check_commit("g", "m1", again.member_epoch, held).is_ok());
         // A partition the member does not hold.
         let m2 = join(&mut c, "m2", now);
         assert!(matches!(
             c.check_commit("g", "m2", m2.member_epoch, [("a", 0)]),
-            Err(BrokerError::StaleMemberEpoch(_))
+            Err(CoordinatorError::StaleMemberEpoch(_))
         ));
         c.leave("g", "m1", &counts).expect("leave");
         c.leave("g", "m2", &counts).expect("leave");
@@ -769,18 +790,18 @@ mod tests {
         let id = || "x".to_string();
         assert!(matches!(
             c.join(request.clone(), now, 1, 0, &counts, id),
-            Err(BrokerError::UnknownTopic(_))
+            Err(CoordinatorError::UnknownTopic(_))
         ));
         request.topics = vec![];
         assert!(matches!(
             c.join(request.clone(), now, 1, 0, &counts, id),
-            Err(BrokerError::InvalidArgument(_))
+            Err(CoordinatorError::InvalidArgument(_))
         ));
         request.topics = vec!["a".to_string()];
         request.session_timeout = Duration::from_millis(10);
         assert!(matches!(
             c.join(request.clone(), now, 1, 0, &counts, id),
-            Err(BrokerError::InvalidArgument(_))
+            Err(CoordinatorError::InvalidArgument(_))
         ));
         request.session_timeout = Duration::ZERO;
         let reply = c.join(request, now, 1, 0, &counts, id).expect("join");

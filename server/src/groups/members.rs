@@ -1,0 +1,327 @@
+//! The membership requests of consumer groups (join, heartbeat, leave), served by the
+//! coordinator on the controller's leader, and the views of groups (list, describe with lag,
+//! delete); abandoned groups are deleted after [`GROUP_OFFSETS_RETENTION`].
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Weak;
+use std::time::{Duration, Instant};
+
+use super::coordinator::{GroupView, Heartbeat, Join, MemberAssignment};
+use crate::broker::metadata::{self, Command, CommittedOffset};
+use crate::broker::{Broker, BrokerError};
+
+/// How often expired members are looked for.
+const EXPIRY_INTERVAL: Duration = Duration::from_millis(250);
+/// A group without members whose newest commit is older than this is deleted, offsets and all
+/// (Kafka's default `offsets.retention.minutes`), so the metadata does not grow with every
+/// group that ever existed.
+pub const GROUP_OFFSETS_RETENTION: Duration = Duration::from_secs(7 * 24 * 3600);
+/// How often the coordinator looks for such groups.
+const GROUP_RETENTION_INTERVAL: Duration = Duration::from_secs(60);
+
+/// One partition of a described group.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PartitionLag {
+    pub topic: String,
+    pub partition: u32,
+    pub committed: Option<CommittedOffset>,
+    pub log_start_offset: u64,
+    pub high_watermark: u64,
+    pub lag_records: Option<u64>,
+    pub lag_ms: Option<i64>,
+    pub owner: Option<String>,
+}
+
+/// A described group.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GroupDescription {
+    pub state: &'static str,
+    pub group_epoch: u64,
+    pub offsets_generation: u64,
+    pub view: Option<GroupView>,
+    pub partitions: Vec<PartitionLag>,
+}
+
+/// A listed group.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GroupListing {
+    pub group_id: String,
+    pub state: &'static str,
+    pub members: u32,
+    pub group_epoch: u64,
+}
+
+impl Broker {
+    /// Removes expired members, and forgets every group when this node stops coordinating.
+    pub(crate) async fn run_coordinator(broker: Weak<Self>) {
+        let mut interval = tokio::time::interval(EXPIRY_INTERVAL);
+        interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut retention_due = Instant::now() + GROUP_RETENTION_INTERVAL;
+        loop {
+            interval.tick().await;
+            let Some(broker) = broker.upgrade() else {
+                return;
+            };
+            let leading = *broker.controller_leader.borrow() == broker.node_id;
+            {
+                let metadata = broker.metadata.read().expect("metadata lock poisoned");
+                let counts = |topic: &str| metadata.topics.get(topic).map(|t| t.partitions());
+                let mut coordinator = broker
+                    .coordinator
+                    .lock()
+                    .expect("coordinator lock poisoned");
+                if leading {
+                    coordinator.expire(Instant::now(), &counts);
+                } else {
+                    coordinator.clear();
+                }
+            }
+            if leading && Instant::now() >= retention_due {
+                retention_due = Instant::now() + GROUP_RETENTION_INTERVAL;
+                broker.delete_abandoned_groups().await;
+            }
+        }
+    }
+
+    /// Deletes groups without members whose newest commit is older than
+    /// [`GROUP_OFFSETS_RETENTION`].
+    async fn delete_abandoned_groups(&self) {
+        let horizon = crate::now_ms() - GROUP_OFFSETS_RETENTION.as_millis() as i64;
+        let abandoned: Vec<String> = {
+            let metadata = self.metadata.read().expect("metadata lock poisoned");
+            let coordinator = self.coordinator.lock().expect("coordinator lock poisoned");
+            metadata
+                .groups
+                .iter()
+                .filter(|(id, group)| {
+                    let newest = group
+                        .offsets
+                        .values()
+                        .flat_map(|p| p.values())
+                        .map(|c| c.commit_ms)
+                        .max()
+                        .unwrap_or(i64::MIN);
+                    newest < horizon && !coordinator.has_members(id)
+                })
+                .map(|(id, _)| id.clone())
+                .collect()
+        };
+        for group in abandoned {
+            tracing::info!(%group, "deleting a group without members or recent commits");
+            if let Err(error) = self.propose_metadata(Command::DeleteGroup { group }).await {
+                tracing::warn!(%error, "deleting an abandoned group failed");
+            }
+        }
+    }
+
+    /// Fails unless this node coordinates groups (leads the controller).
+    pub(super) fn ensure_coordinator(&self) -> Result<(), BrokerError> {
+        let leader_id = *self.controller_leader.borrow();
+        if leader_id == self.node_id {
+            return Ok(());
+        }
+        Err(self.controller_error(crate::replication::ProposeError::NotLeader { leader_id }))
+    }
+
+    pub(super) fn group_generation(&self, group: &str) -> u64 {
+        self.metadata
+            .read()
+            .expect("metadata lock poisoned")
+            .groups
+            .get(group)
+            .map_or(0, |g| g.generation)
+    }
+
+    pub fn join_group(&self, join: Join) -> Result<(MemberAssignment, u64), BrokerError> {
+        metadata::validate_group_id(&join.group).map_err(BrokerError::InvalidGroupId)?;
+        self.ensure_coordinator()?;
+        let metadata = self.metadata.read().expect("metadata lock poisoned");
+        let generation = metadata.groups.get(&join.group).map_or(0, |g| g.generation);
+        let counts = |topic: &str| metadata.topics.get(topic).map(|t| t.partitions());
+        let seed = crate::now_ms().max(0) as u64;
+        let reply = self
+            .coordinator
+            .lock()
+            .expect("coordinator lock poisoned")
+            .join(
+                join,
+                Instant::now(),
+                seed,
+                generation,
+                &counts,
+                new_member_id,
+            )?;
+        Ok((reply, generation))
+    }
+
+    pub fn heartbeat(&self, beat: Heartbeat<'_>) -> Result<(MemberAssignment, u64), BrokerError> {
+        metadata::validate_group_id(beat.group_id).map_err(BrokerError::InvalidGroupId)?;
+        self.ensure_coordinator()?;
+        let metadata = self.metadata.read().expect("metadata lock poisoned");
+        let generation = metadata
+            .groups
+            .get(beat.group_id)
+            .map_or(0, |g| g.generation);
+        let counts = |topic: &str| metadata.topics.get(topic).map(|t| t.partitions());
+        let reply = self
+            .coordinator
+            .lock()
+            .expect("coordinator lock poisoned")
+            .heartbeat(beat, Instant::now(), generation, &counts)?;
+        Ok((reply, generation))
+    }
+
+    pub fn leave_group(&self, group: &str, member_id: &str) -> Result<(), BrokerError> {
+        metadata::validate_group_id(group).map_err(BrokerError::InvalidGroupId)?;
+        self.ensure_coordinator()?;
+        let metadata = self.metadata.read().expect("metadata lock poisoned");
+        let counts = |topic: &str| metadata.topics.get(topic).map(|t| t.partitions());
+        self.coordinator
+            .lock()
+            .expect("coordinator lock poisoned")
+            .leave(group, member_id, &counts)?;
+        Ok(())
+    }
+
+    pub async fn delete_group(&self, group: &str) -> Result<(), BrokerError> {
+        metadata::validate_group_id(group).map_err(BrokerError::InvalidGroupId)?;
+        self.ensure_coordinator()?;
+        if self
+            .coordinator
+            .lock()
+            .expect("coordinator lock poisoned")
+            .has_members(group)
+        {
+            return Err(BrokerError::GroupNotEmpty(group.to_string()));
+        }
+        self.propose_metadata(Command::DeleteGroup {
+            group: group.to_string(),
+        })
+        .await
+    }
+
+    pub fn list_groups(&self) -> Result<Vec<GroupListing>, BrokerError> {
+        self.ensure_coordinator()?;
+        let now = Instant::now();
+        let mut ids: BTreeSet<String> = self
+            .metadata
+            .read()
+            .expect("metadata lock poisoned")
+            .groups
+            .keys()
+            .cloned()
+            .collect();
+        let coordinator = self.coordinator.lock().expect("coordinator lock poisoned");
+        ids.extend(coordinator.group_ids());
+        Ok(ids
+            .into_iter()
+            .map(|group_id| match coordinator.view(&group_id, now) {
+                Some(view) => GroupListing {
+                    group_id,
+                    state: view.state,
+                    members: view.members.len() as u32,
+                    group_epoch: view.group_epoch,
+                },
+                None => GroupListing {
+                    group_id,
+                    state: "empty",
+                    members: 0,
+                    group_epoch: 0,
+                },
+            })
+            .collect())
+    }
+
+    /// Members, assignments, committed offsets and lag of a group.
+    pub fn describe_group(&self, group: &str) -> Result<GroupDescription, BrokerError> {
+        metadata::validate_group_id(group).map_err(BrokerError::InvalidGroupId)?;
+        self.ensure_coordinator()?;
+        let view = self
+            .coordinator
+            .lock()
+            .expect("coordinator lock poisoned")
+            .view(group, Instant::now());
+        let (stored, counts) = {
+            let metadata = self.metadata.read().expect("metadata lock poisoned");
+            let stored = metadata.groups.get(group).cloned();
+            let counts: BTreeMap<String, u32> = metadata
+                .topics
+                .values()
+                .map(|t| (t.name.clone(), t.partitions()))
+                .collect();
+            (stored, counts)
+        };
+        if view.is_none() && stored.is_none() {
+            return Err(BrokerError::UnknownGroup(group.to_string()));
+        }
+        let mut topics: BTreeSet<String> =
+            view.as_ref().map(|v| v.topics.clone()).unwrap_or_default();
+        if let Some(stored) = &stored {
+            topics.extend(stored.offsets.keys().cloned());
+        }
+        let now_ms = crate::now_ms();
+        let mut partitions = Vec::new();
+        for topic in topics {
+            let Some(count) = counts.get(&topic) else {
+                continue;
+            };
+            for partition in 0..*count {
+                let committed = stored
+                    .as_ref()
+                    .and_then(|s| s.offsets.get(&topic))
+                    .and_then(|p| p.get(&partition))
+                    .cloned();
+                let owner = view
+                    .as_ref()
+                    .and_then(|v| v.owners.get(&(topic.clone(), partition)).cloned());
+                let (log_start_offset, high_watermark, lag_ms) =
+                    match self.replica(&topic, partition) {
+                        Ok(replica) => {
+                            let high_watermark = replica.high_watermark();
+                            let lag_ms = committed.as_ref().map(|c| {
+                                if c.offset >= high_watermark {
+                                    0
+                                } else {
+                                    replica
+                                        .timestamp_at(c.offset, high_watermark)
+                                        .map_or(0, |ts| (now_ms - ts).max(0))
+                                }
+                            });
+                            (replica.log_start_offset(), high_watermark, lag_ms)
+                        }
+                        Err(_) => (0, 0, None),
+                    };
+                partitions.push(PartitionLag {
+                    lag_records: committed
+                        .as_ref()
+                        .map(|c| high_watermark.saturating_sub(c.offset)),
+                    topic: topic.clone(),
+                    partition,
+                    committed,
+                    log_start_offset,
+                    high_watermark,
+                    lag_ms,
+                    owner,
+                });
+            }
+        }
+        Ok(GroupDescription {
+            state: view.as_ref().map_or("empty", |v| v.state),
+            group_epoch: view.as_ref().map_or(0, |v| v.group_epoch),
+            offsets_generation: stored.as_ref().map_or(0, |s| s.generation),
+            view,
+            partitions,
+        })
+    }
+}
+
+/// A member id: 16 random hex digits (std's randomly keyed hasher, fed a counter and the clock).
+fn new_member_id() -> String {
+    use std::hash::{BuildHasher, Hasher};
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+    hasher.write_u64(COUNTER.fetch_add(1, Ordering::Relaxed));
+    hasher.write_i64(crate::now_ms());
+    format!("{:016x}", hasher.finish())
+}
