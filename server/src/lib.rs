@@ -28,10 +28,13 @@
 //!   the checks a peer's message passes before a group steps it (`replication::validate`).
 //! - [`storage`]: the partition log, which is also each group's raft log.
 //! - [`resources`]: file-descriptor budget, disk reserve and connection limit.
+//! - [`clock`]: the one place the time of day is read; every module above is given a
+//!   [`clock::SharedClock`], so tests move a [`clock::ManualClock`] instead of sleeping.
 //!
 //! [`run`] starts a node and serves until its shutdown future completes.
 
 pub mod broker;
+pub mod clock;
 pub mod config;
 pub mod groups;
 pub mod partition;
@@ -53,14 +56,6 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio_stream::wrappers::TcpListenerStream;
 
 pub use config::Config;
-
-/// Wall-clock milliseconds since the Unix epoch: read only at the edges (proposers stamp it
-/// into commands and batches; replicated apply never reads it).
-pub(crate) fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |since| since.as_millis() as i64)
-}
 
 /// How long a stopping node lets open requests and streams finish.
 const SHUTDOWN_DRAIN: std::time::Duration = std::time::Duration::from_secs(5);
@@ -127,13 +122,20 @@ pub async fn run(
         .filter(|(id, _)| **id != config.node_id)
         .map(|(id, address)| (*id, address.clone()))
         .collect();
-    let transport = peer::Transport::new(config.node_id, peers, tokio::runtime::Handle::current());
+    let clock = clock::system();
+    let transport = peer::Transport::new(
+        config.node_id,
+        peers,
+        tokio::runtime::Handle::current(),
+        clock.clone(),
+    );
 
     let retention_interval = std::time::Duration::from_millis(config.retention_check_interval_ms);
     let driver = replication::driver::start(
         config.node_id,
         retention_interval,
         Arc::new(peer::TransportOutbox(transport.clone())),
+        clock.clone(),
     );
     // Serve first: peers need this node's raft traffic before its controller can elect a
     // leader. Client requests are answered UNAVAILABLE until the broker is up, which includes
@@ -187,6 +189,7 @@ pub async fn run(
                 cluster,
                 force_new_cluster: config.force_new_cluster,
                 resources: resources.clone(),
+                clock: clock.clone(),
             },
             driver.clone(),
             service::controller_high_watermark_at,

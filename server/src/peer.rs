@@ -62,8 +62,9 @@ pub struct Transport {
     /// node may reach a peer its own way, e.g. through a proxy).
     configured: std::collections::BTreeSet<u64>,
     links: RwLock<HashMap<u64, Link>>,
-    /// Milliseconds since the epoch of the last batch from each peer.
+    /// Milliseconds since the epoch (by `clock`) of the last batch from each peer.
     heard: RwLock<HashMap<u64, Arc<AtomicI64>>>,
+    clock: crate::clock::SharedClock,
     /// Messages and streams from peers refused since start (see the module doc).
     rejected: std::sync::atomic::AtomicU64,
     runtime: tokio::runtime::Handle,
@@ -71,11 +72,12 @@ pub struct Transport {
 
 impl Transport {
     /// A transport for node `node_id`; `addresses` are the other nodes'. Sender tasks start on
-    /// `runtime` as peers are first sent to.
+    /// `runtime` as peers are first sent to; `clock` times when each peer was last heard.
     pub fn new(
         node_id: u64,
         addresses: BTreeMap<u64, String>,
         runtime: tokio::runtime::Handle,
+        clock: crate::clock::SharedClock,
     ) -> Arc<Self> {
         Arc::new(Self {
             node_id,
@@ -85,6 +87,7 @@ impl Transport {
             heard: RwLock::new(HashMap::new()),
             rejected: std::sync::atomic::AtomicU64::new(0),
             runtime,
+            clock,
         })
     }
 
@@ -117,7 +120,7 @@ impl Transport {
             .expect("heard lock poisoned")
             .get(&node)
             .is_some_and(|at| {
-                crate::now_ms() - at.load(Ordering::Relaxed) < ALIVE_WINDOW.as_millis() as i64
+                self.clock.now_ms() - at.load(Ordering::Relaxed) < ALIVE_WINDOW.as_millis() as i64
             })
     }
 
@@ -146,7 +149,7 @@ impl Transport {
                 .or_default()
                 .clone()
         });
-        at.store(crate::now_ms(), Ordering::Relaxed);
+        at.store(self.clock.now_ms(), Ordering::Relaxed);
     }
 
     /// Waits until every queue to a peer is empty, at most `limit` (messages a stopping node

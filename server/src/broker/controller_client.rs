@@ -146,7 +146,7 @@ impl Broker {
         &self,
         command: &Command,
     ) -> Result<Result<(), CommandRefusal>, BrokerError> {
-        let batch = command.to_batch(crate::now_ms());
+        let batch = command.to_batch(self.clock.now_ms());
         // The controller's log refuses a batch beyond its limit, which raft would take as a
         // storage failure: refuse it here instead.
         if batch.len() > CONTROLLER_SEGMENT_BYTES as usize {

@@ -52,6 +52,7 @@ pub use error::BrokerError;
 use metadata::{Controller, Metadata, TopicConfig};
 pub use topics::ConfigChanges;
 
+use crate::clock::SharedClock;
 use crate::partition::producers::SequenceError;
 use crate::partition::{Fetched, PartitionReplica, StartFrom, group_id};
 use crate::replication::{DriverHandle, GroupId, GroupSpec, ProposeError};
@@ -78,6 +79,8 @@ pub struct Start {
     pub force_new_cluster: bool,
     /// The node's descriptor budget and disk reserve.
     pub resources: Arc<crate::resources::Resources>,
+    /// Where the node reads the time of day.
+    pub clock: SharedClock,
 }
 
 /// The result of a produce.
@@ -128,6 +131,8 @@ pub struct Broker {
     pub(crate) cluster: BTreeMap<u64, String>,
     /// The descriptor budget (checked by topic creates) and the disk reserve (by produce).
     resources: Arc<crate::resources::Resources>,
+    /// The time of day, for stamping commands and batches and for group expiry.
+    pub(crate) clock: SharedClock,
 }
 
 impl Broker {
@@ -158,6 +163,7 @@ impl Broker {
             cluster,
             force_new_cluster,
             resources,
+            clock,
         } = start;
         let controller_dir = data_dir.join("controller");
         let log_config = LogConfig {
@@ -228,6 +234,7 @@ impl Broker {
             producer_ids: tokio::sync::Mutex::new(0..0),
             cluster,
             resources,
+            clock,
         });
         broker.wait_for_controller().await?;
         tracing::debug!("controller has a leader");

@@ -45,18 +45,23 @@ pub struct ProduceInput {
 }
 
 impl ProduceInput {
-    /// Checks a produce request and builds its batch: records are encoded with the clock's
-    /// time for records that carry none (see [`build_batch`]), then the topic must be named
+    /// Checks a produce request and builds its batch: records are encoded with `now_ms` (the
+    /// broker's clock) for records that carry no time (see [`build_batch`]), then the topic must be named
     /// and the batch must pass [`validate_producer_batch`], in that order (the first problem is
     /// the one reported).
     ///
     /// # Errors
     /// [`BrokerError::InvalidArgument`] (no records, too many, no topic, a batch kind producers
     /// may not send), [`BrokerError::RecordTooLarge`], [`BrokerError::CorruptBatch`].
-    pub fn new(topic: String, target: Target, payload: Payload) -> Result<Self, BrokerError> {
+    pub fn new(
+        topic: String,
+        target: Target,
+        payload: Payload,
+        now_ms: i64,
+    ) -> Result<Self, BrokerError> {
         let batch = match payload {
             Payload::Batch(batch) => batch,
-            Payload::Records(records) => build_batch(&records, crate::now_ms())?,
+            Payload::Records(records) => build_batch(&records, now_ms)?,
         };
         if topic.is_empty() {
             return Err(BrokerError::InvalidArgument("topic is empty".to_string()));
@@ -301,14 +306,16 @@ pub(crate) mod tests {
             String::new(),
             Target::Any,
             Payload::Records(vec![record(1, b"a")]),
+            0,
         )
         .expect_err("no topic");
         assert_eq!(
             no_topic,
             BrokerError::InvalidArgument("topic is empty".to_string())
         );
-        let records_first = ProduceInput::new(String::new(), Target::Any, Payload::Records(vec![]))
-            .expect_err("no records and no topic");
+        let records_first =
+            ProduceInput::new(String::new(), Target::Any, Payload::Records(vec![]), 0)
+                .expect_err("no records and no topic");
         assert!(
             matches!(records_first, BrokerError::InvalidArgument(ref m) if m.contains("records"))
         );
@@ -317,6 +324,7 @@ pub(crate) mod tests {
             "t".to_string(),
             Target::Partition(0),
             Payload::Batch(Bytes::from_static(b"not a batch")),
+            0,
         )
         .expect_err("not a batch");
         assert!(

@@ -54,7 +54,7 @@ impl Broker {
             config,
             replication_factor,
             replicas,
-            now_ms: crate::now_ms(),
+            now_ms: self.clock.now_ms(),
         })
         .await?;
         self.reconcile().await?;

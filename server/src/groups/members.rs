@@ -86,7 +86,7 @@ impl Broker {
     /// Deletes groups without members whose newest commit is older than
     /// [`GROUP_OFFSETS_RETENTION`].
     async fn delete_abandoned_groups(&self) {
-        let horizon = crate::now_ms() - GROUP_OFFSETS_RETENTION.as_millis() as i64;
+        let horizon = self.clock.now_ms() - GROUP_OFFSETS_RETENTION.as_millis() as i64;
         let abandoned: Vec<String> = {
             let metadata = self.metadata.read().expect("metadata lock poisoned");
             let coordinator = self.coordinator.lock().expect("coordinator lock poisoned");
@@ -138,7 +138,7 @@ impl Broker {
         let metadata = self.metadata.read().expect("metadata lock poisoned");
         let generation = metadata.groups.get(&join.group).map_or(0, |g| g.generation);
         let counts = |topic: &str| metadata.topics.get(topic).map(|t| t.partitions());
-        let seed = crate::now_ms().max(0) as u64;
+        let seed = self.clock.now_ms().max(0) as u64;
         let reply = self
             .coordinator
             .lock()
@@ -259,7 +259,7 @@ impl Broker {
         if let Some(stored) = &stored {
             topics.extend(stored.offsets.keys().cloned());
         }
-        let now_ms = crate::now_ms();
+        let now_ms = self.clock.now_ms();
         let mut partitions = Vec::new();
         for topic in topics {
             let Some(count) = counts.get(&topic) else {
@@ -315,13 +315,13 @@ impl Broker {
     }
 }
 
-/// A member id: 16 random hex digits (std's randomly keyed hasher, fed a counter and the clock).
+/// A member id: 16 random hex digits (std's randomly keyed hasher, fed a counter: the key is
+/// drawn anew for each id, and the counter keeps two ids of one process apart).
 fn new_member_id() -> String {
     use std::hash::{BuildHasher, Hasher};
     use std::sync::atomic::{AtomicU64, Ordering};
     static COUNTER: AtomicU64 = AtomicU64::new(0);
     let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
     hasher.write_u64(COUNTER.fetch_add(1, Ordering::Relaxed));
-    hasher.write_i64(crate::now_ms());
     format!("{:016x}", hasher.finish())
 }

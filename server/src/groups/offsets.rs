@@ -158,7 +158,7 @@ impl Broker {
                 group: group.to_string(),
                 generation,
                 offsets,
-                now_ms: crate::now_ms(),
+                now_ms: self.clock.now_ms(),
             })
             .await?;
         }
@@ -388,7 +388,7 @@ impl Broker {
             self.propose_metadata(Command::ResetOffsets {
                 group: group.to_string(),
                 offsets,
-                now_ms: crate::now_ms(),
+                now_ms: self.clock.now_ms(),
             })
             .await?;
         }

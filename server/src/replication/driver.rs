@@ -30,20 +30,33 @@ use super::handle::{
 use super::machine::Admission;
 use super::raft_storage::RaftStorage;
 use super::{lost_log, membership, quiescence};
+use crate::clock::SharedClock;
 
 /// How often raft is ticked.
 pub const TICK_INTERVAL: Duration = Duration::from_millis(100);
 
-/// Starts the driver thread for node `node_id`; retention runs every `retention_interval`;
-/// messages for other nodes go to `outbox`.
-pub fn start(node_id: u64, retention_interval: Duration, outbox: Arc<dyn Outbox>) -> DriverHandle {
+/// Starts the driver thread for node `node_id`; retention runs every `retention_interval`
+/// with the time of day from `clock`; messages for other nodes go to `outbox`.
+pub fn start(
+    node_id: u64,
+    retention_interval: Duration,
+    outbox: Arc<dyn Outbox>,
+    clock: SharedClock,
+) -> DriverHandle {
     let retention_every_ticks =
         (retention_interval.as_millis() / TICK_INTERVAL.as_millis()).max(1) as u64;
     let (commands, receiver) = sync_channel(COMMAND_QUEUE_MAX);
     std::thread::Builder::new()
         .name("raft-driver".to_string())
         .spawn(move || {
-            let driver = Driver::new(node_id, outbox, receiver, retention_every_ticks, false);
+            let driver = Driver::new(
+                node_id,
+                outbox,
+                receiver,
+                retention_every_ticks,
+                clock,
+                false,
+            );
             // A storage failure stops only its group (see `Driver::stop_group`). What is left
             // to panic is a broken invariant, a bug: stop the whole process rather than leave a
             // server that accepts requests it can never commit; nothing acknowledged depends on
@@ -69,6 +82,9 @@ pub(super) struct Driver {
     retention_every_ticks: u64,
     /// Peer messages dropped by [`super::validate::check`] since start.
     rejected_messages: u64,
+    /// The time of day: control batches and segment rolls are stamped with it, and retention
+    /// measures age by it.
+    pub(super) clock: SharedClock,
     /// Every election timeout is the same (the simulation's replays then take the same path:
     /// raft-rs draws randomized timeouts from a generator of its own).
     fixed_election_timeout: bool,
@@ -80,6 +96,7 @@ impl Driver {
         outbox: Arc<dyn Outbox>,
         commands: Receiver<Command>,
         retention_every_ticks: u64,
+        clock: SharedClock,
         fixed_election_timeout: bool,
     ) -> Self {
         Self {
@@ -94,6 +111,7 @@ impl Driver {
             ticks: 0,
             retention_every_ticks,
             rejected_messages: 0,
+            clock,
             fixed_election_timeout,
         }
     }
@@ -103,7 +121,14 @@ impl Driver {
     #[cfg(test)]
     pub(super) fn for_simulation(node_id: u64, outbox: Arc<dyn Outbox>) -> Self {
         let (_, commands) = sync_channel(1);
-        Self::new(node_id, outbox, commands, u64::MAX, true)
+        Self::new(
+            node_id,
+            outbox,
+            commands,
+            u64::MAX,
+            crate::clock::system(),
+            true,
+        )
     }
 
     /// Peer messages refused since start, for the simulation.
@@ -479,6 +504,7 @@ impl Driver {
         let leadership_due = self
             .ticks
             .is_multiple_of(quiescence::LEADERSHIP_CHECK_TICKS);
+        let now_ms = self.clock.now_ms();
         for (id, group) in &mut self.groups {
             if *id != CONTROLLER && quiescence::quiet(self.node_id, &*self.outbox, group) {
                 // Nothing to do and everyone knows it: no heartbeats (see `quiet`).
@@ -491,7 +517,7 @@ impl Driver {
                 membership::change_membership(*id, self.node_id, group);
             }
             if retention_due {
-                run_retention(group);
+                run_retention(group, now_ms);
             }
         }
     }
@@ -567,18 +593,19 @@ impl Driver {
     }
 }
 
-/// Runs the group's retention policy, if its machine has one, up to what raft applied. A
-/// failure is logged and tried again next time: retention only frees space.
-fn run_retention(group: &mut Group) {
+/// Runs the group's retention policy, if its machine has one, up to what raft applied, with
+/// ages measured at `now_ms`. A failure is logged and tried again next time: retention only
+/// frees space.
+fn run_retention(group: &mut Group, now_ms: i64) {
     let Some((policy, raft_index_max)) = group.machine.retention() else {
         return;
     };
     let applied = group.node.raft.raft_log.applied.min(raft_index_max);
     let log = group.node.store().log().clone();
-    let outcome =
-        log.write()
-            .expect("log lock poisoned")
-            .apply_retention(&policy, crate::now_ms(), applied);
+    let outcome = log
+        .write()
+        .expect("log lock poisoned")
+        .apply_retention(&policy, now_ms, applied);
     match outcome {
         Ok(outcome) if outcome.segments_removed > 0 => tracing::info!(
             dir = %log.read().expect("log lock poisoned").dir().display(),

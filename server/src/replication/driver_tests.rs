@@ -506,3 +506,79 @@ fn applying_out_of_order_is_caught() {
     };
     let _ = super::super::ready::apply_committed(group, vec![entry]);
 }
+
+/// A machine whose log keeps records for a minute.
+struct KeepsAMinute;
+
+impl StateMachine for KeepsAMinute {
+    type Outcome = ();
+    type Refusal = std::convert::Infallible;
+
+    fn apply(&mut self, _entry: &Entry, _next_offset: u64) {}
+
+    fn retention(&self) -> Option<(crate::storage::RetentionPolicy, u64)> {
+        let policy = crate::storage::RetentionPolicy {
+            retention_ms: Some(60_000),
+            retention_bytes: None,
+        };
+        Some((policy, u64::MAX))
+    }
+}
+
+/// Retention measures age by the driver's clock: sealed segments expire when the clock passes
+/// their newest record by the retention, and not before. The test moves a manual clock
+/// instead of sleeping for a minute.
+#[test]
+fn retention_expires_segments_when_the_clock_passes_their_age() {
+    use crate::clock::Clock as _;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let clock = crate::clock::ManualClock::new(1_700_000_000_000);
+    let (_, commands) = sync_channel(1);
+    let mut driver = Driver::new(1, Arc::new(NoPeers), commands, 1, clock.clone(), true);
+    let config = LogConfig {
+        segment_bytes_max: 1024,
+        ..LogConfig::default()
+    };
+    let log = Arc::new(RwLock::new(
+        PartitionLog::open(dir.path(), config).expect("open log"),
+    ));
+    driver
+        .add_group(GroupSpec {
+            id: 1,
+            log: log.clone(),
+            voters: vec![1],
+            machine: KeepsAMinute,
+            applied: 0,
+            replay_committed: false,
+            high_watermark: watch::channel(0).0,
+            leader: watch::channel(0).0,
+            in_sync: watch::channel(Vec::new()).0,
+            preferred_leader: None,
+            stopped: None,
+        })
+        .expect("add group");
+    driver.process_ready();
+    for i in 0..40 {
+        let mut builder = BatchBuilder::new();
+        builder.push(
+            clock.now_ms(),
+            None,
+            Some(format!("value {i:080}").as_bytes()),
+            &[],
+        );
+        let (reply, mut answer) = oneshot::channel();
+        driver.propose(1, builder.finish().to_vec(), reply);
+        while answer.try_recv().is_err() {
+            driver.process_ready();
+        }
+    }
+    let segments = || log.read().expect("log").segments().len();
+    let log_start = || log.read().expect("log").log_start_offset();
+    assert!(segments() > 2, "{} segments", segments());
+    driver.tick();
+    assert_eq!(log_start(), 0, "nothing is a minute old yet");
+    clock.advance(Duration::from_secs(61));
+    driver.tick();
+    assert!(log_start() > 0, "expired segments stay");
+    assert_eq!(segments(), 1, "only the active segment is left");
+}

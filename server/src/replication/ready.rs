@@ -24,7 +24,7 @@ impl Driver {
     /// One round of the Ready loop over every group: appends, one fsync per written log,
     /// then what must wait for persistence.
     pub(super) fn process_ready(&mut self) {
-        let now = crate::now_ms();
+        let now = self.clock.now_ms();
         let mut readies = Vec::new();
         let mut failed: Vec<(GroupId, String)> = Vec::new();
         for (id, group) in &mut self.groups {

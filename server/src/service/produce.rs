@@ -25,7 +25,8 @@ pub const STREAM_IN_FLIGHT_MAX: usize = 1024;
 const STREAM_REPLIES_MAX: usize = 1024;
 
 /// Turns a produce request into the broker's validated input.
-fn produce_input(request: pb::ProduceRequest) -> Result<ProduceInput, BrokerError> {
+/// `now_ms` stamps records sent without a time.
+fn produce_input(request: pb::ProduceRequest, now_ms: i64) -> Result<ProduceInput, BrokerError> {
     use pb::produce_request::{Payload as P, Target as T};
     let target = match request.target {
         Some(T::Partition(partition)) => Target::Partition(partition),
@@ -58,7 +59,7 @@ fn produce_input(request: pb::ProduceRequest) -> Result<ProduceInput, BrokerErro
             ));
         }
     };
-    ProduceInput::new(request.topic, target, payload)
+    ProduceInput::new(request.topic, target, payload, now_ms)
 }
 
 fn produce_response(request_id: u64, produced: Produced) -> pb::ProduceResponse {
@@ -78,7 +79,7 @@ impl Service {
     ) -> Result<pb::ProduceResponse, Status> {
         let broker = self.broker()?;
         let request_id = request.request_id;
-        let input = produce_input(request).map_err(status)?;
+        let input = produce_input(request, broker.clock.now_ms()).map_err(status)?;
         let produced = broker
             .produce(&input.topic, input.target, input.batch.to_vec())
             .await
@@ -123,7 +124,7 @@ async fn serve_stream(
         // Validation and submission happen here, in stream order, so batches for one
         // partition keep their order; only the wait for the commit runs concurrently.
         let request_id = request.request_id;
-        let submitted = match produce_input(request) {
+        let submitted = match produce_input(request, broker.clock.now_ms()) {
             Ok(input) => broker.submit_produce(input).await,
             Err(error) => Err(error),
         };
