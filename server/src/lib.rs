@@ -20,7 +20,7 @@
 //! - [`partition`]: one partition replica's world: its state machine, the producer table
 //!   (idempotence), produce admission, reads (fetch, offset lookups).
 //! - [`groups`]: consumer groups: the coordinator, the membership requests and committed
-//!   offsets. (A raft group is a [`replication::GroupId`]; "group" alone means a consumer
+//!   offsets. (A raft group is a [`replication::RaftGroupId`]; "group" alone means a consumer
 //!   group.)
 //! - [`peer`]: the node-to-node transport of raft messages (gRPC streams between nodes); a
 //!   stream speaks for one node, and each message must name it and this node.

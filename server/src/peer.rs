@@ -33,7 +33,7 @@ use strata_proto::v1::{RaftBatch, RaftEnvelope, RaftStreamClosed};
 use tokio::sync::mpsc;
 use tonic::{Request, Response, Status, Streaming};
 
-use crate::replication::{DriverHandle, GroupId, Outbox};
+use crate::replication::{DriverHandle, Outbox, RaftGroupId};
 
 /// Messages waiting for one peer; beyond this, new ones are dropped.
 pub const QUEUE_MESSAGES_MAX: usize = 8192;
@@ -197,7 +197,7 @@ impl Outbox for TransportOutbox {
         self.0.alive(node)
     }
 
-    fn send(&self, to: u64, group: GroupId, message: Message) {
+    fn send(&self, to: u64, group: RaftGroupId, message: Message) {
         let bytes = match message.write_to_bytes() {
             Ok(bytes) => bytes,
             Err(error) => {
@@ -305,8 +305,8 @@ async fn stream_to(
 /// Connection and call failures, as text.
 pub async fn group_voters(
     address: &str,
-    groups: Vec<GroupId>,
-) -> Result<Vec<(GroupId, Option<Vec<u64>>)>, String> {
+    groups: Vec<RaftGroupId>,
+) -> Result<Vec<(RaftGroupId, Option<Vec<u64>>)>, String> {
     let endpoint = tonic::transport::Endpoint::from_shared(format!("http://{address}"))
         .map_err(|e| e.to_string())?
         .connect_timeout(Duration::from_secs(1))

@@ -9,7 +9,7 @@ use std::time::Duration;
 use super::metadata::{Command, Metadata, Node};
 use super::{Broker, BrokerError, CONTROLLER_GROUP};
 use crate::partition::group_id;
-use crate::replication::{GroupId, ProposeError};
+use crate::replication::{ProposeError, RaftGroupId};
 
 /// How long `AddNode` waits for a new node, added as a learner, to hold the controller's whole
 /// committed log before it gives up and takes the node out again.
@@ -174,8 +174,8 @@ impl Broker {
         voters_at: F,
     ) -> Result<(Vec<(String, u32)>, bool), BrokerError>
     where
-        F: Fn(String, Vec<GroupId>) -> Fut,
-        Fut: Future<Output = Result<Vec<(GroupId, Option<Vec<u64>>)>, String>>,
+        F: Fn(String, Vec<RaftGroupId>) -> Fut,
+        Fut: Future<Output = Result<Vec<(RaftGroupId, Option<Vec<u64>>)>, String>>,
     {
         let leader = *self.controller_leader.borrow();
         if leader != self.node_id {
@@ -286,15 +286,15 @@ impl Broker {
     /// asks another node; a node that does not answer counts as not done.
     async fn still_moving<F, Fut>(&self, voters_at: F) -> Vec<(String, u32)>
     where
-        F: Fn(String, Vec<GroupId>) -> Fut,
-        Fut: Future<Output = Result<Vec<(GroupId, Option<Vec<u64>>)>, String>>,
+        F: Fn(String, Vec<RaftGroupId>) -> Fut,
+        Fut: Future<Output = Result<Vec<(RaftGroupId, Option<Vec<u64>>)>, String>>,
     {
         // Every replica is asked: a replica that was just added starts out with the new set as
         // its own guess, so only the replicas that were members before prove that the change
         // committed.
         let metadata = self.metadata();
-        let mut asked: BTreeMap<u64, Vec<GroupId>> = BTreeMap::new();
-        let mut wanted: Vec<(String, u32, GroupId, Vec<u64>)> = Vec::new();
+        let mut asked: BTreeMap<u64, Vec<RaftGroupId>> = BTreeMap::new();
+        let mut wanted: Vec<(String, u32, RaftGroupId, Vec<u64>)> = Vec::new();
         for topic in metadata.topics.values() {
             for (partition, replicas) in topic.replicas.iter().enumerate() {
                 let group = group_id(topic.id, partition as u32);
@@ -306,7 +306,7 @@ impl Broker {
                 wanted.push((topic.name.clone(), partition as u32, group, voters));
             }
         }
-        let mut answers: HashMap<(u64, GroupId), Option<Vec<u64>>> = HashMap::new();
+        let mut answers: HashMap<(u64, RaftGroupId), Option<Vec<u64>>> = HashMap::new();
         for (node, groups) in asked {
             if node == self.node_id {
                 for group in groups {

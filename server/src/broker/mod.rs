@@ -55,11 +55,11 @@ pub use topics::ConfigChanges;
 use crate::clock::SharedClock;
 use crate::partition::producers::SequenceError;
 use crate::partition::{Fetched, PartitionReplica, StartFrom, group_id};
-use crate::replication::{DriverHandle, GroupId, GroupSpec, ProposeError};
+use crate::replication::{DriverHandle, GroupSpec, ProposeError, RaftGroupId};
 use crate::storage::{LogConfig, PartitionLog};
 
 /// The controller's raft group.
-pub const CONTROLLER_GROUP: GroupId = 0;
+pub const CONTROLLER_GROUP: RaftGroupId = 0;
 /// Bytes of produced batches this node holds while they wait to commit (in the driver's queue,
 /// raft's unstable log and the write path). Producers wait for room beyond it.
 pub const PRODUCE_BYTES_IN_FLIGHT_MAX: usize = 256 << 20;
@@ -117,10 +117,10 @@ pub struct Broker {
     reconciling: tokio::sync::Mutex<()>,
     /// Partition groups whose storage failed (the driver stopped them, or they could not be
     /// opened), until they run again; see `restart`.
-    stopped: RwLock<HashMap<GroupId, restart::Stopped>>,
+    stopped: RwLock<HashMap<RaftGroupId, restart::Stopped>>,
     /// Where the driver and reconcile report a group that stopped. Unbounded, yet bounded by
     /// the number of partitions: a group reports once, then is out until opened again.
-    stopped_groups: tokio::sync::mpsc::UnboundedSender<(GroupId, String)>,
+    stopped_groups: tokio::sync::mpsc::UnboundedSender<(RaftGroupId, String)>,
     /// Room for produced bytes waiting to commit, in KiB.
     produce_budget: Arc<tokio::sync::Semaphore>,
     /// Consumer group membership (soft state; meaningful while this node leads the controller).

@@ -15,7 +15,7 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 
 use super::Broker;
-use crate::replication::GroupId;
+use crate::replication::RaftGroupId;
 
 /// The first delay before a stopped replica is opened again.
 const RESTART_DELAY_MIN: Duration = Duration::from_secs(1);
@@ -40,7 +40,7 @@ fn restart_delay(failures: u32) -> Duration {
 impl Broker {
     /// Records that `group` stopped (or could not be opened) for `reason`, drops its replica
     /// and returns the delay before the next attempt.
-    pub(super) fn replica_stopped(&self, group: GroupId, reason: String) -> Duration {
+    pub(super) fn replica_stopped(&self, group: RaftGroupId, reason: String) -> Duration {
         self.replicas
             .write()
             .expect("lock")
@@ -58,7 +58,7 @@ impl Broker {
     }
 
     /// Why a partition's replica on this node is stopped, if it is.
-    pub(super) fn stopped_reason(&self, group: GroupId) -> Option<String> {
+    pub(super) fn stopped_reason(&self, group: RaftGroupId) -> Option<String> {
         self.stopped
             .read()
             .expect("lock")
@@ -70,7 +70,7 @@ impl Broker {
     /// broker is gone.
     pub(super) async fn restart_stopped(
         broker: Weak<Self>,
-        mut stopped: mpsc::UnboundedReceiver<(GroupId, String)>,
+        mut stopped: mpsc::UnboundedReceiver<(RaftGroupId, String)>,
     ) {
         while let Some((group, reason)) = stopped.recv().await {
             let Some(strong) = broker.upgrade() else {

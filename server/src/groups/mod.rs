@@ -2,7 +2,7 @@
 //!
 //! A consumer group is a set of members sharing a topic's partitions, plus the offsets the
 //! group has committed (a "group" here is never a raft group: those are
-//! [`replication::GroupId`](crate::replication::GroupId)s).
+//! [`replication::RaftGroupId`](crate::replication::RaftGroupId)s).
 //!
 //! - [`coordinator`]: the pure coordinator: membership (soft state), incremental assignment,
 //!   expiry, with time passed in.

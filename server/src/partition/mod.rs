@@ -16,7 +16,7 @@
 //! - [`error`]: [`PartitionError`], what admission and reads fail with.
 //!
 //! Words: a partition's *offset* is the logical number of a record; a *raft group* (its
-//! [`GroupId`]) is the partition's replication group, never a consumer group.
+//! [`RaftGroupId`]) is the partition's replication group, never a consumer group.
 
 pub mod admission;
 pub mod error;
@@ -33,17 +33,17 @@ pub use error::PartitionError;
 pub use machine::{PartitionMachine, RetentionSource};
 pub use reads::{FETCH_BYTES_DEFAULT, FETCH_BYTES_MAX, FETCH_WAIT_MS_MAX, Fetched, StartFrom};
 
-use crate::replication::GroupId;
+use crate::replication::RaftGroupId;
 use crate::storage::PartitionLog;
 
 /// The raft group of a topic's partition: the topic's id in the high 32 bits, the partition in
 /// the low ones. Topic ids are never reused, so a deleted topic's groups never come back.
-pub const fn group_id(topic_id: u64, partition: u32) -> GroupId {
+pub const fn group_id(topic_id: u64, partition: u32) -> RaftGroupId {
     (topic_id << 32) | partition as u64
 }
 
 /// The topic id of a partition's raft group (the inverse of [`group_id`]).
-pub const fn topic_id_of(group: GroupId) -> u64 {
+pub const fn topic_id_of(group: RaftGroupId) -> u64 {
     group >> 32
 }
 
@@ -51,7 +51,7 @@ pub const fn topic_id_of(group: GroupId) -> u64 {
 pub struct PartitionReplica {
     pub topic: String,
     pub partition: u32,
-    pub group: GroupId,
+    pub group: RaftGroupId,
     pub log: Arc<RwLock<PartitionLog>>,
     /// The offset after the last committed entry: readers see offsets below it.
     pub high_watermark: watch::Receiver<u64>,

@@ -24,8 +24,8 @@ use tokio::sync::oneshot;
 
 use super::group::{Group, alone, fail_pending, sync_leadership, track};
 use super::handle::{
-    COMMAND_QUEUE_MAX, CONTROLLER, Command, Committed, DriverHandle, ErasedSpec, GroupId, Outbox,
-    ProposeError, Reply,
+    COMMAND_QUEUE_MAX, CONTROLLER, Command, Committed, DriverHandle, ErasedSpec, Outbox,
+    ProposeError, RaftGroupId, Reply,
 };
 use super::machine::Admission;
 use super::raft_storage::RaftStorage;
@@ -75,7 +75,7 @@ pub(super) struct Driver {
     pub(super) outbox: Arc<dyn Outbox>,
     /// A leadership hand-over in progress: its deadline and whom to tell when done.
     handing_over: Option<(Instant, oneshot::Sender<()>)>,
-    pub(super) groups: HashMap<GroupId, Group>,
+    pub(super) groups: HashMap<RaftGroupId, Group>,
     commands: Receiver<Command>,
     next_proposal_id: u64,
     ticks: u64,
@@ -139,7 +139,7 @@ impl Driver {
 
     /// A group's raft state in a line, for the simulation's failure messages.
     #[cfg(test)]
-    pub(super) fn describe(&self, id: GroupId) -> String {
+    pub(super) fn describe(&self, id: RaftGroupId) -> String {
         match self.groups.get(&id) {
             Some(group) => {
                 let raft = &group.node.raft;
@@ -249,7 +249,7 @@ impl Driver {
 
     /// Steps peers' messages into their groups, after [`super::validate::check`] (a refused
     /// message is counted and logged by samples).
-    fn step(&mut self, messages: Vec<(GroupId, Message)>, peer: &str) {
+    fn step(&mut self, messages: Vec<(RaftGroupId, Message)>, peer: &str) {
         for (id, mut message) in messages {
             let Some(group) = self.groups.get_mut(&id) else {
                 // Not created here yet (the metadata naming it is still on its way), or
@@ -407,7 +407,7 @@ impl Driver {
     }
 
     /// The group `id` when this node leads it; otherwise answers `reply` with why not.
-    fn leading(&mut self, id: GroupId, reply: Reply) -> Option<(&mut Group, Reply)> {
+    fn leading(&mut self, id: RaftGroupId, reply: Reply) -> Option<(&mut Group, Reply)> {
         let Some(group) = self.groups.get_mut(&id) else {
             let _ = reply.send(Err(ProposeError::UnknownGroup));
             return None;
@@ -420,7 +420,7 @@ impl Driver {
         Some((group, reply))
     }
 
-    fn propose_conf_change(&mut self, id: GroupId, change: ConfChange, reply: Reply) {
+    fn propose_conf_change(&mut self, id: RaftGroupId, change: ConfChange, reply: Reply) {
         let proposal = self.next_proposal();
         let Some((group, reply)) = self.leading(id, reply) else {
             return;
@@ -433,7 +433,7 @@ impl Driver {
 
     /// Admits `data` through the group's machine and hands it to raft, or answers a retry as
     /// its original, or answers the machine's refusal.
-    pub(super) fn propose(&mut self, id: GroupId, data: Vec<u8>, reply: Reply) {
+    pub(super) fn propose(&mut self, id: RaftGroupId, data: Vec<u8>, reply: Reply) {
         // An empty entry is what a new leader appends to commit its term: the driver applies
         // it as nothing, so a proposal of nothing would have no outcome to answer with.
         if data.is_empty() {
@@ -559,7 +559,7 @@ impl Driver {
     /// is on disk (persisted messages go out only after a successful fsync), and what raft
     /// held in memory is lost as in any crash. The owner reopens the log, which recovers what
     /// is on disk, and adds the group again; its peers bring it up to date.
-    pub(super) fn stop_group(&mut self, id: GroupId, reason: &str) {
+    pub(super) fn stop_group(&mut self, id: RaftGroupId, reason: &str) {
         let Some(mut group) = self.groups.remove(&id) else {
             return;
         };

@@ -21,20 +21,20 @@ fn batch() -> Vec<u8> {
 
 /// A one-voter group on `dir` with a [`LogMachine`], with `faults` armed by the test.
 fn spec(
-    id: GroupId,
+    id: RaftGroupId,
     dir: &std::path::Path,
     faults: Arc<Faults>,
-    stopped: tokio::sync::mpsc::UnboundedSender<(GroupId, String)>,
+    stopped: tokio::sync::mpsc::UnboundedSender<(RaftGroupId, String)>,
 ) -> GroupSpec<Box<dyn super::super::machine::AnyMachine>> {
     spec_with(id, dir, faults, stopped, Box::new(LogMachine))
 }
 
 /// A one-voter group on `dir` with `machine`, with `faults` armed by the test.
 fn spec_with<M>(
-    id: GroupId,
+    id: RaftGroupId,
     dir: &std::path::Path,
     faults: Arc<Faults>,
-    stopped: tokio::sync::mpsc::UnboundedSender<(GroupId, String)>,
+    stopped: tokio::sync::mpsc::UnboundedSender<(RaftGroupId, String)>,
     machine: M,
 ) -> GroupSpec<M> {
     let config = LogConfig {
@@ -58,7 +58,7 @@ fn spec_with<M>(
 }
 
 /// Proposes a batch to `id` and runs Ready rounds until it is answered.
-fn commit(driver: &mut Driver, id: GroupId) -> ErasedResult {
+fn commit(driver: &mut Driver, id: RaftGroupId) -> ErasedResult {
     let (reply, mut receiver) = oneshot::channel();
     driver.propose(id, batch(), reply);
     for _ in 0..10 {

@@ -9,7 +9,7 @@ use raft::prelude::Entry;
 use raft::{RawNode, StateRole};
 use tokio::sync::watch;
 
-use super::handle::{Committed, ErasedResult, GroupId, ProposeError, Reply};
+use super::handle::{Committed, ErasedResult, ProposeError, RaftGroupId, Reply};
 use super::machine::{AnyMachine, Erased};
 use super::raft_storage::RaftStorage;
 
@@ -49,7 +49,7 @@ pub(super) struct Group {
     pub(super) leader: watch::Sender<u64>,
     pub(super) in_sync: watch::Sender<Vec<u64>>,
     pub(super) preferred_leader: Option<u64>,
-    pub(super) stopped: Option<tokio::sync::mpsc::UnboundedSender<(GroupId, String)>>,
+    pub(super) stopped: Option<tokio::sync::mpsc::UnboundedSender<(RaftGroupId, String)>>,
     /// Ticks since the group last did anything but heartbeats.
     pub(super) idle_ticks: u64,
     /// The voters the group should have, when told (see `DriverHandle::set_voters`).

@@ -1,5 +1,6 @@
-//! The driver's async side: group ids ([`GroupId`], the [`CONTROLLER`]'s), [`DriverHandle`], through which the broker adds and removes groups,
-//! proposes, changes membership and steps peers' messages; the commands it queues for the
+//! The driver's async side: raft group ids ([`RaftGroupId`], the [`CONTROLLER`]'s),
+//! [`DriverHandle`], through which the broker adds and removes groups, proposes, changes
+//! membership and steps peers' messages; the commands it queues for the
 //! driver thread; what a new group needs ([`GroupSpec`]); and the typed answers
 //! ([`Committed`], [`ProposeError`]) a caller gets back. The [`Outbox`] is the other way out of
 //! the driver: raft messages for other nodes.
@@ -15,13 +16,14 @@ use tokio::sync::{oneshot, watch};
 use super::machine::{AnyMachine, Erased, StateMachine};
 use crate::storage::PartitionLog;
 
-/// Identifies a raft group on this node: 0 is the controller, partitions are
-/// `topic_id << 32 | partition`.
-pub type GroupId = u64;
+/// Identifies a raft group on this node: 0 is the controller, a partition's is
+/// `partition::group_id(topic_id, partition)`. In this crate "group" alone is a consumer group;
+/// a raft group is always named by this type.
+pub type RaftGroupId = u64;
 
 /// The controller's group: never quiet (its heartbeats keep every node's liveness fresh), and
 /// it hears from any node (its joining nodes are in its metadata, which this layer does not see).
-pub const CONTROLLER: GroupId = 0;
+pub const CONTROLLER: RaftGroupId = 0;
 
 /// Most commands waiting for the driver; past this, callers get [`ProposeError::Overloaded`].
 pub const COMMAND_QUEUE_MAX: usize = 8192;
@@ -29,7 +31,7 @@ pub const COMMAND_QUEUE_MAX: usize = 8192;
 /// Where raft messages for other nodes go (the node-to-node transport). Called on the driver
 /// thread: it must not block (drop the message when a queue is full; raft sends again).
 pub trait Outbox: Send + Sync {
-    fn send(&self, to: u64, group: GroupId, message: Message);
+    fn send(&self, to: u64, group: RaftGroupId, message: Message);
 
     /// Whether `node` was heard from recently (any traffic); quiet groups rely on it to
     /// notice a dead leader.
@@ -42,7 +44,7 @@ pub trait Outbox: Send + Sync {
 pub struct NoPeers;
 
 impl Outbox for NoPeers {
-    fn send(&self, to: u64, group: GroupId, message: Message) {
+    fn send(&self, to: u64, group: RaftGroupId, message: Message) {
         tracing::debug!(group, to, kind = ?message.msg_type, "no transport to peer");
     }
 }
@@ -112,7 +114,7 @@ impl<R> ProposeError<R> {
 
 /// What a new group needs; `M` is its state machine.
 pub struct GroupSpec<M> {
-    pub id: GroupId,
+    pub id: RaftGroupId,
     pub log: Arc<RwLock<PartitionLog>>,
     /// Voters of a group created now; ignored when its state file exists.
     pub voters: Vec<u64>,
@@ -134,7 +136,7 @@ pub struct GroupSpec<M> {
     pub preferred_leader: Option<u64>,
     /// Told the group's id and the reason when its storage failed and the driver stopped the
     /// group (see `Driver::stop_group`); the owner may reopen its log and add it again.
-    pub stopped: Option<tokio::sync::mpsc::UnboundedSender<(GroupId, String)>>,
+    pub stopped: Option<tokio::sync::mpsc::UnboundedSender<(RaftGroupId, String)>>,
 }
 
 /// A group spec whose machine's type is erased, as the driver keeps it.
@@ -191,28 +193,28 @@ pub(super) type Reply = oneshot::Sender<ErasedResult>;
 
 pub(super) enum Command {
     AddGroup(Box<ErasedSpec>, oneshot::Sender<Result<(), String>>),
-    RemoveGroup(GroupId, oneshot::Sender<()>),
+    RemoveGroup(RaftGroupId, oneshot::Sender<()>),
     Propose {
-        group: GroupId,
+        group: RaftGroupId,
         data: Vec<u8>,
         reply: Reply,
     },
     /// A raft membership change, answered once committed and applied (its outcome a
     /// [`ConfChangeOutcome`]).
     ProposeConfChange {
-        group: GroupId,
+        group: RaftGroupId,
         change: ConfChange,
         reply: Reply,
     },
     /// Messages from another node, with the address of the stream they came on (for logs).
-    Step(Vec<(GroupId, Message)>, Arc<str>),
+    Step(Vec<(RaftGroupId, Message)>, Arc<str>),
     /// The voters a group should have; its leader changes the membership to match.
-    SetVoters(GroupId, Vec<u64>),
+    SetVoters(RaftGroupId, Vec<u64>),
     /// The voters of a group's applied configuration (`None`: no such group here).
-    Voters(GroupId, oneshot::Sender<Option<Vec<u64>>>),
+    Voters(RaftGroupId, oneshot::Sender<Option<Vec<u64>>>),
     /// Whether a member's log holds everything the group committed (`None`: this node does not
     /// lead the group, so it cannot tell).
-    CaughtUp(GroupId, u64, oneshot::Sender<Option<bool>>),
+    CaughtUp(RaftGroupId, u64, oneshot::Sender<Option<bool>>),
     /// Hand every led group to another voter; reply when none is led here any more, or at the
     /// deadline.
     HandOver(Instant, oneshot::Sender<()>),
@@ -244,7 +246,7 @@ impl DriverHandle {
     ///
     /// # Errors
     /// See [`ProposeError`]; a group of another machine type is [`ProposeError::UnknownGroup`].
-    pub async fn propose<M: StateMachine>(&self, group: GroupId, data: Vec<u8>) -> Proposed<M> {
+    pub async fn propose<M: StateMachine>(&self, group: RaftGroupId, data: Vec<u8>) -> Proposed<M> {
         self.submit::<M>(group, data)?.await
     }
 
@@ -256,7 +258,7 @@ impl DriverHandle {
     /// The driver's queue is full, or the driver stopped.
     pub fn submit<M: StateMachine>(
         &self,
-        group: GroupId,
+        group: RaftGroupId,
         data: Vec<u8>,
     ) -> Result<impl Future<Output = Proposed<M>> + Send + use<M>, ProposeError<M::Refusal>> {
         let (reply, receiver) = oneshot::channel();
@@ -273,7 +275,7 @@ impl DriverHandle {
     /// See [`ProposeError`]; membership changes are never refused at admission.
     pub async fn propose_conf_change(
         &self,
-        group: GroupId,
+        group: RaftGroupId,
         change: ConfChange,
     ) -> Result<Committed<ConfChangeOutcome>, ProposeError> {
         let (reply, receiver) = oneshot::channel();
@@ -289,14 +291,14 @@ impl DriverHandle {
     /// Sets the voters `group` should have (its replicas in the metadata). Its leader adds the
     /// missing ones, and once they have caught up removes the others, one change at a time,
     /// handing leadership over first when it is itself leaving.
-    pub fn set_voters(&self, group: GroupId, voters: Vec<u64>) {
+    pub fn set_voters(&self, group: RaftGroupId, voters: Vec<u64>) {
         if let Err(error) = self.send::<Infallible>(Command::SetVoters(group, voters)) {
             tracing::warn!(group, %error, "could not pass a group's voters to the driver");
         }
     }
 
     /// The voters of `group`'s applied configuration on this node.
-    pub async fn voters(&self, group: GroupId) -> Option<Vec<u64>> {
+    pub async fn voters(&self, group: RaftGroupId) -> Option<Vec<u64>> {
         let (reply, receiver) = oneshot::channel();
         self.send::<Infallible>(Command::Voters(group, reply))
             .ok()?;
@@ -305,7 +307,7 @@ impl DriverHandle {
 
     /// Whether `member`'s log holds everything `group` committed, as its leader sees it;
     /// `None` when this node does not lead the group (or is overloaded).
-    pub async fn caught_up(&self, group: GroupId, member: u64) -> Option<bool> {
+    pub async fn caught_up(&self, group: RaftGroupId, member: u64) -> Option<bool> {
         let (reply, receiver) = oneshot::channel();
         self.send::<Infallible>(Command::CaughtUp(group, member, reply))
             .ok()?;
@@ -314,7 +316,7 @@ impl DriverHandle {
 
     /// Hands raft messages from other nodes to their groups; dropped when the driver is
     /// overloaded (raft sends again).
-    pub fn step(&self, messages: Vec<(GroupId, Message)>, peer: Arc<str>) {
+    pub fn step(&self, messages: Vec<(RaftGroupId, Message)>, peer: Arc<str>) {
         if let Err(error) = self.send::<Infallible>(Command::Step(messages, peer)) {
             tracing::debug!(%error, "dropping raft messages from a peer");
         }
@@ -333,7 +335,7 @@ impl DriverHandle {
             .map_err(|_| "the driver stopped".to_string())?
     }
 
-    pub async fn remove_group(&self, group: GroupId) {
+    pub async fn remove_group(&self, group: RaftGroupId) {
         let (reply, receiver) = oneshot::channel();
         if self
             .send::<Infallible>(Command::RemoveGroup(group, reply))

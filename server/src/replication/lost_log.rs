@@ -5,7 +5,7 @@ use raft::StateRole;
 use raft::prelude::{Message, MessageType};
 
 use super::group::Group;
-use super::handle::GroupId;
+use super::handle::RaftGroupId;
 
 /// Marks a follower's report that its log ends before the leader's commit index.
 const LOST_LOG: &[u8] = b"strata:log-lost";
@@ -25,7 +25,7 @@ const LOST_LOG: &[u8] = b"strata:log-lost";
 /// log tells the leader (as an append rejection) where its log ends, since an idle group sends
 /// no append that would reveal it.
 pub(super) fn survive_lost_log(
-    id: GroupId,
+    id: RaftGroupId,
     group: &mut Group,
     message: &mut Message,
 ) -> Option<Message> {

@@ -7,7 +7,7 @@ use raft::prelude::{ConfChange, ConfChangeType};
 use raft::{RawNode, StateRole};
 
 use super::group::{Group, alone, current_voters};
-use super::handle::GroupId;
+use super::handle::RaftGroupId;
 use super::raft_storage::RaftStorage;
 
 /// What a leader does next to move its group toward the desired voters.
@@ -59,7 +59,7 @@ pub(super) fn membership_step(
 
 /// On a group's leader: one step toward its desired voters (see [`membership_step`]), when no
 /// change is pending and no leadership transfer runs.
-pub(super) fn change_membership(id: GroupId, node_id: u64, group: &mut Group) {
+pub(super) fn change_membership(id: RaftGroupId, node_id: u64, group: &mut Group) {
     let Some(desired) = group.desired_voters.as_deref() else {
         return;
     };

@@ -36,7 +36,7 @@ mod simulation;
 pub mod validate;
 
 pub use handle::{
-    CONTROLLER, Committed, ConfChangeOutcome, DriverHandle, GroupId, GroupSpec, NoPeers, Outbox,
-    ProposeError, Proposed,
+    CONTROLLER, Committed, ConfChangeOutcome, DriverHandle, GroupSpec, NoPeers, Outbox,
+    ProposeError, Proposed, RaftGroupId,
 };
 pub use machine::{Admission, StateMachine};

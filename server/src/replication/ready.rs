@@ -13,7 +13,7 @@ use raft::{Ready, StateRole, Storage};
 
 use super::driver::Driver;
 use super::group::{Group, fail_pending, proposal_id, sync_leadership};
-use super::handle::{Committed, ConfChangeOutcome, GroupId, Outbox, ProposeError};
+use super::handle::{Committed, ConfChangeOutcome, Outbox, ProposeError, RaftGroupId};
 use super::machine::Erased;
 use super::raft_storage::snapshot_owner_data;
 
@@ -26,7 +26,7 @@ impl Driver {
     pub(super) fn process_ready(&mut self) {
         let now = self.clock.now_ms();
         let mut readies = Vec::new();
-        let mut failed: Vec<(GroupId, String)> = Vec::new();
+        let mut failed: Vec<(RaftGroupId, String)> = Vec::new();
         for (id, group) in &mut self.groups {
             match persist_ready(*id, group, &*self.outbox, now) {
                 Ok(Some(ready)) => readies.push((*id, ready)),
@@ -71,8 +71,8 @@ impl Driver {
     /// to that log since the last one. Returns the groups whose fsync failed, with the error:
     /// after a failed fsync the page cache may have dropped the data, so no promise of
     /// durability can be kept for them.
-    pub(super) fn sync_dirty_logs(&mut self) -> Vec<(GroupId, String)> {
-        let dirty: Vec<(GroupId, &mut Group)> = self
+    pub(super) fn sync_dirty_logs(&mut self) -> Vec<(RaftGroupId, String)> {
+        let dirty: Vec<(RaftGroupId, &mut Group)> = self
             .groups
             .iter_mut()
             .filter(|(_, group)| group.dirty)
@@ -115,7 +115,7 @@ impl Driver {
 /// # Errors
 /// The group's storage failed (or its machine could not take over as leader): it must stop.
 fn persist_ready(
-    id: GroupId,
+    id: RaftGroupId,
     group: &mut Group,
     outbox: &dyn Outbox,
     now_ms: i64,
@@ -190,7 +190,7 @@ fn snapshot_start(data: &Bytes) -> u64 {
     super::raft_storage::snapshot_start_offset(data).unwrap_or(0)
 }
 
-fn send_messages(outbox: &dyn Outbox, group: GroupId, messages: Vec<Message>) {
+fn send_messages(outbox: &dyn Outbox, group: RaftGroupId, messages: Vec<Message>) {
     for message in messages {
         outbox.send(message.to, group, message);
     }
@@ -288,7 +288,7 @@ fn apply_conf_change(group: &mut Group, entry: &Entry, v2: bool) -> ConfChangeOu
 
 /// Gives raft a fresh owner snapshot every [`SNAPSHOT_EVERY_ENTRIES`] applied entries, for
 /// groups whose machine keeps state beyond the log.
-fn maybe_snapshot(id: GroupId, group: &mut Group) {
+fn maybe_snapshot(id: RaftGroupId, group: &mut Group) {
     if group.applied_since_snapshot < SNAPSHOT_EVERY_ENTRIES {
         return;
     }

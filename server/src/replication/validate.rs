@@ -14,7 +14,7 @@
 use raft::prelude::{EntryType, Message, MessageType};
 use raft::{RawNode, StateRole};
 
-use super::handle::{CONTROLLER, GroupId};
+use super::handle::{CONTROLLER, RaftGroupId};
 use super::raft_storage::{RaftStorage, snapshot_start_offset};
 use crate::storage::batch::BatchHeader;
 
@@ -52,7 +52,7 @@ pub enum Rejection {
 /// # Errors
 /// The first check the message fails; it must be dropped, not stepped.
 pub fn check(
-    id: GroupId,
+    id: RaftGroupId,
     node: &RawNode<RaftStorage>,
     desired_voters: Option<&[u64]>,
     batch_bytes_max: usize,
@@ -201,7 +201,7 @@ mod tests {
     use crate::storage::batch::BatchBuilder;
     use crate::storage::{LogConfig, PartitionLog};
 
-    const GROUP: GroupId = 7;
+    const GROUP: RaftGroupId = 7;
 
     /// Node 1 of group {1, 2, 3}, following node 2 in term 5.
     fn follower(dir: &std::path::Path) -> RawNode<RaftStorage> {

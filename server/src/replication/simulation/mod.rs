@@ -50,7 +50,7 @@ use tokio::sync::{oneshot, watch};
 use super::driver::Driver;
 use super::handle::Command;
 use super::handle::{ErasedResult, typed};
-use super::{Committed, GroupId, GroupSpec, Outbox, ProposeError, StateMachine};
+use super::{Committed, GroupSpec, Outbox, ProposeError, RaftGroupId, StateMachine};
 use crate::broker::metadata::TopicConfig;
 use crate::partition::PartitionMachine;
 use crate::partition::producers::SequenceError;
@@ -60,7 +60,8 @@ use controller::{ControllerLoad, NodeController};
 
 mod controller;
 
-const GROUP: GroupId = 1 << 32;
+/// Partition 0 of topic 1.
+const GROUP: RaftGroupId = crate::partition::group_id(1, 0);
 /// How far a message may be overtaken by later ones.
 const REORDER_WINDOW: usize = 16;
 
@@ -86,7 +87,7 @@ impl Rng {
     }
 }
 
-type InFlight = Vec<(u64, u64, GroupId, Message)>;
+type InFlight = Vec<(u64, u64, RaftGroupId, Message)>;
 
 /// Which nodes can hear which: down nodes and the partitioned set.
 #[derive(Default)]
@@ -109,7 +110,7 @@ impl Outbox for SimOutbox {
                 == reachability.partitioned.contains(&self.from)
     }
 
-    fn send(&self, to: u64, group: GroupId, message: Message) {
+    fn send(&self, to: u64, group: RaftGroupId, message: Message) {
         self.network
             .lock()
             .expect("network")
