@@ -43,8 +43,16 @@ fn spec_with<M>(
     };
     let log = PartitionLog::open(dir, config).expect("open log");
     GroupSpec {
+        stopped: Some(stopped),
+        ..group_spec(id, Arc::new(RwLock::new(log)), machine)
+    }
+}
+
+/// A one-voter group on `log` with `machine`, whose storage failures nobody is told of.
+fn group_spec<M>(id: RaftGroupId, log: Arc<RwLock<PartitionLog>>, machine: M) -> GroupSpec<M> {
+    GroupSpec {
         id,
-        log: Arc::new(RwLock::new(log)),
+        log,
         voters: vec![1],
         machine,
         applied: 0,
@@ -53,7 +61,7 @@ fn spec_with<M>(
         leader: watch::channel(0).0,
         in_sync: watch::channel(Vec::new()).0,
         preferred_leader: None,
-        stopped: Some(stopped),
+        stopped: None,
     }
 }
 
@@ -543,19 +551,7 @@ fn retention_expires_segments_when_the_clock_passes_their_age() {
         PartitionLog::open(dir.path(), config).expect("open log"),
     ));
     driver
-        .add_group(GroupSpec {
-            id: 1,
-            log: log.clone(),
-            voters: vec![1],
-            machine: KeepsAMinute,
-            applied: 0,
-            replay_committed: false,
-            high_watermark: watch::channel(0).0,
-            leader: watch::channel(0).0,
-            in_sync: watch::channel(Vec::new()).0,
-            preferred_leader: None,
-            stopped: None,
-        })
+        .add_group(group_spec(1, log.clone(), KeepsAMinute))
         .expect("add group");
     driver.process_ready();
     for i in 0..40 {
