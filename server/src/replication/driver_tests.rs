@@ -578,3 +578,97 @@ fn retention_expires_segments_when_the_clock_passes_their_age() {
     assert!(log_start() > 0, "expired segments stay");
     assert_eq!(segments(), 1, "only the active segment is left");
 }
+
+/// A leader that sends a follower a snapshot reports it sent at once: the follower goes back
+/// to being probed, so a snapshot the transport dropped (here every message is dropped) is
+/// sent again instead of holding the follower in raft's snapshot state for good, as it did
+/// when a wiped node restarted past retention and its first snapshot was lost.
+#[test]
+fn a_follower_sent_a_snapshot_is_probed_again() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = LogConfig {
+        segment_bytes_max: 1024,
+        ..LogConfig::default()
+    };
+    let log = Arc::new(RwLock::new(
+        PartitionLog::open(dir.path(), config).expect("open log"),
+    ));
+    let mut driver = Driver::for_simulation(1, Arc::new(NoPeers));
+    let spec = GroupSpec {
+        voters: vec![1, 2, 3],
+        ..group_spec(9, log.clone(), LogMachine)
+    };
+    driver.add_group(spec).expect("add group");
+    let from_node_2 = |msg_type, term| Message {
+        msg_type,
+        from: 2,
+        to: 1,
+        term,
+        ..Message::default()
+    };
+    // Node 2 leads term 5 and has 30 batches committed on node 1.
+    let mut append = Message {
+        commit: 30,
+        ..from_node_2(MessageType::MsgAppend, 5)
+    };
+    let value = [b'v'; 100];
+    append.set_entries(
+        (1..=30)
+            .map(|index| {
+                let mut builder = BatchBuilder::new();
+                builder.push(1, None, Some(&value), &[]);
+                Entry {
+                    index,
+                    term: 5,
+                    data: builder.finish().to_vec().into(),
+                    ..Entry::default()
+                }
+            })
+            .collect::<Vec<_>>()
+            .into(),
+    );
+    driver.handle(Command::Step(vec![(9, append)], Arc::from("test")));
+    driver.process_ready();
+    driver.process_ready();
+    // Retention removes the log's start, so a follower behind it needs a snapshot.
+    let everything = crate::storage::RetentionPolicy {
+        retention_ms: None,
+        retention_bytes: Some(0),
+    };
+    log.write()
+        .expect("log")
+        .apply_retention(&everything, 0, 30)
+        .expect("retention");
+    assert!(log.read().expect("log").first_raft_index() > 1);
+    // Node 2 hands its leadership to node 1.
+    for message in [
+        from_node_2(MessageType::MsgTimeoutNow, 5),
+        from_node_2(MessageType::MsgRequestVoteResponse, 6),
+    ] {
+        driver.handle(Command::Step(vec![(9, message)], Arc::from("test")));
+        driver.process_ready();
+    }
+    assert_eq!(driver.groups[&9].node.raft.state, StateRole::Leader);
+    // Node 3's log is empty: it rejects the leader's append, and is sent a snapshot.
+    let next = driver.groups[&9]
+        .node
+        .raft
+        .prs()
+        .get(3)
+        .expect("node 3")
+        .next_idx;
+    let rejection = Message {
+        msg_type: MessageType::MsgAppendResponse,
+        from: 3,
+        to: 1,
+        term: 6,
+        index: next - 1,
+        reject: true,
+        reject_hint: 0,
+        ..Message::default()
+    };
+    driver.handle(Command::Step(vec![(9, rejection)], Arc::from("test")));
+    driver.process_ready();
+    let progress = driver.groups[&9].node.raft.prs().get(3).expect("node 3");
+    assert_eq!(progress.state, raft::ProgressState::Probe, "{progress:?}");
+}

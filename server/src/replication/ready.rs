@@ -8,8 +8,8 @@
 //! past the commit index; the appended entries awaiting apply stay in raft-index order.
 
 use bytes::Bytes;
-use raft::prelude::{ConfChange, ConfChangeV2, Entry, EntryType, Message};
-use raft::{Ready, StateRole, Storage};
+use raft::prelude::{ConfChange, ConfChangeV2, Entry, EntryType, Message, MessageType};
+use raft::{Ready, SnapshotStatus, StateRole, Storage};
 
 use super::driver::Driver;
 use super::group::{Group, fail_pending, proposal_id, sync_leadership};
@@ -49,12 +49,12 @@ impl Driver {
             let Some(group) = self.groups.get_mut(&id) else {
                 continue;
             };
-            send_messages(&*self.outbox, id, ready.take_persisted_messages());
+            send_messages(&*self.outbox, id, group, ready.take_persisted_messages());
             let mut light = group.node.advance(ready);
             if let Some(commit) = light.commit_index() {
                 group.node.mut_store().set_commit(commit);
             }
-            send_messages(&*self.outbox, id, light.take_messages());
+            send_messages(&*self.outbox, id, group, light.take_messages());
             if let Err(error) = apply_committed(group, light.take_committed_entries()) {
                 failed.push((id, error));
                 continue;
@@ -137,7 +137,7 @@ fn persist_ready(
         }
         sync_leadership(group)?;
     }
-    send_messages(outbox, id, ready.take_messages());
+    send_messages(outbox, id, group, ready.take_messages());
     if !ready.snapshot().is_empty() {
         let snapshot = ready.snapshot().clone();
         group
@@ -190,9 +190,25 @@ fn snapshot_start(data: &Bytes) -> u64 {
     super::raft_storage::snapshot_start_offset(data).unwrap_or(0)
 }
 
-fn send_messages(outbox: &dyn Outbox, group: RaftGroupId, messages: Vec<Message>) {
+/// Hands `messages` to the outbox.
+///
+/// A snapshot is reported to raft as sent as soon as it is handed over. raft-rs holds a
+/// follower it sent a snapshot to in its snapshot state, sending it nothing more, until the
+/// application reports how the sending went; a snapshot the transport dropped (a link down
+/// while a wiped node restarts) would hold that follower there for good. Reported at once,
+/// the leader probes the follower next: a follower that got the snapshot goes on from it, and
+/// one that did not rejects the probe and is sent the snapshot again. A partition's snapshot
+/// is metadata only, so sending it again costs nothing.
+fn send_messages(outbox: &dyn Outbox, id: RaftGroupId, group: &mut Group, messages: Vec<Message>) {
+    let mut snapshots_to = Vec::new();
     for message in messages {
-        outbox.send(message.to, group, message);
+        if message.msg_type == MessageType::MsgSnapshot {
+            snapshots_to.push(message.to);
+        }
+        outbox.send(message.to, id, message);
+    }
+    for to in snapshots_to {
+        group.node.report_snapshot(to, SnapshotStatus::Finish);
     }
 }
 
