@@ -1,6 +1,7 @@
 //! What a broker request can fail with. Each variant maps to one stable protocol error code in
 //! the service layer; messages say what was wrong and what is valid.
 
+use crate::groups::GroupError;
 use crate::groups::coordinator::CoordinatorError;
 use crate::partition::{BATCH_BYTES_MAX, PartitionError};
 use crate::resources::ResourceError;
@@ -160,6 +161,27 @@ impl From<CoordinatorError> for BrokerError {
             CoordinatorError::UnknownMember(reason) => Self::UnknownMember(reason),
             CoordinatorError::StaleMemberEpoch(reason) => Self::StaleMemberEpoch(reason),
             CoordinatorError::GroupFull(reason) => Self::GroupFull(reason),
+        }
+    }
+}
+
+impl From<GroupError> for BrokerError {
+    fn from(error: GroupError) -> Self {
+        match error {
+            GroupError::InvalidGroupId(reason) => Self::InvalidGroupId(reason),
+            GroupError::InvalidArgument(reason) => Self::InvalidArgument(reason),
+            GroupError::UnknownGroup(group) => Self::UnknownGroup(group),
+            GroupError::GroupNotEmpty(group) => Self::GroupNotEmpty(group),
+            GroupError::OffsetOutOfRange {
+                requested,
+                log_start,
+                high_watermark,
+            } => Self::OffsetOutOfRange {
+                requested,
+                log_start,
+                high_watermark,
+            },
+            GroupError::Unavailable(reason) => Self::Unavailable(reason),
         }
     }
 }

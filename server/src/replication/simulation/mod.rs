@@ -51,7 +51,7 @@ use super::driver::Driver;
 use super::handle::Command;
 use super::handle::{ErasedResult, typed};
 use super::{Committed, GroupSpec, Outbox, ProposeError, RaftGroupId, StateMachine};
-use crate::broker::metadata::TopicConfig;
+use crate::controller::metadata::TopicConfig;
 use crate::partition::PartitionMachine;
 use crate::partition::producers::SequenceError;
 use crate::storage::batch::{BatchBuilder, decode_records, split_batches};
