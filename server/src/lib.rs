@@ -30,6 +30,8 @@
 //!   the checks a peer's message passes before a group steps it (`replication::validate`).
 //! - [`storage`]: the partition log, which is also each group's raft log.
 //! - [`resources`]: file-descriptor budget, disk reserve and connection limit.
+//! - `simulation` (tests only): the deterministic simulation of nodes running the real
+//!   replication driver with the partition and controller state machines on a faulty network.
 //! - [`clock`]: the one place the time of day is read; every module above is given a
 //!   [`clock::SharedClock`], so tests move a [`clock::ManualClock`] instead of sleeping.
 //!
@@ -45,6 +47,8 @@ pub mod peer;
 pub mod replication;
 pub mod resources;
 pub mod service;
+#[cfg(test)]
+mod simulation;
 pub mod storage;
 
 use std::collections::BTreeMap;

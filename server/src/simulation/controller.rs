@@ -23,15 +23,14 @@ use std::sync::{Arc, RwLock};
 
 use tokio::sync::{oneshot, watch};
 
-use super::super::driver::Driver;
-use super::super::handle::Command;
-use super::super::handle::{ErasedResult, typed};
-use super::super::{CONTROLLER, GroupSpec, ProposeError};
 use super::Simulation;
 use crate::controller::machine::Controller;
 use crate::controller::metadata::{
     Command as MetadataCommand, CommandRefusal, Metadata, OffsetEntry, TopicConfig,
 };
+use crate::replication::driver::Driver;
+use crate::replication::handle::{Command, ErasedResult, typed};
+use crate::replication::{CONTROLLER, GroupSpec, ProposeError};
 use crate::storage::{LogConfig, PartitionLog};
 
 /// The consumer group, topic and partition whose committed offset the simulation follows.
