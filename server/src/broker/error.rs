@@ -185,3 +185,47 @@ impl From<GroupError> for BrokerError {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A refusal the groups decide reaches the client as the broker error of the same name,
+    /// with the same message: moving the groups below the broker changed no code or text.
+    #[test]
+    fn group_refusals_keep_their_variant_and_message() {
+        let refusals = [
+            GroupError::InvalidGroupId("bad".to_string()),
+            GroupError::InvalidArgument("too many".to_string()),
+            GroupError::UnknownGroup("g".to_string()),
+            GroupError::GroupNotEmpty("g".to_string()),
+            GroupError::OffsetOutOfRange {
+                requested: 9,
+                log_start: 2,
+                high_watermark: 4,
+            },
+            GroupError::Unavailable("retry".to_string()),
+        ];
+        for refusal in refusals {
+            let error = BrokerError::from(refusal.clone());
+            assert_eq!(error.to_string(), refusal.to_string());
+            let same_variant = match (&refusal, &error) {
+                (GroupError::InvalidGroupId(a), BrokerError::InvalidGroupId(b))
+                | (GroupError::InvalidArgument(a), BrokerError::InvalidArgument(b))
+                | (GroupError::UnknownGroup(a), BrokerError::UnknownGroup(b))
+                | (GroupError::GroupNotEmpty(a), BrokerError::GroupNotEmpty(b))
+                | (GroupError::Unavailable(a), BrokerError::Unavailable(b)) => a == b,
+                (
+                    GroupError::OffsetOutOfRange { .. },
+                    BrokerError::OffsetOutOfRange {
+                        requested: 9,
+                        log_start: 2,
+                        high_watermark: 4,
+                    },
+                ) => true,
+                _ => false,
+            };
+            assert!(same_variant, "{refusal:?} became {error:?}");
+        }
+    }
+}

@@ -62,3 +62,6 @@ pub struct GroupRequests<'a, P: ControllerPort> {
 fn validate_group_id(group: &str) -> Result<(), GroupError> {
     crate::controller::metadata::validate_group_id(group).map_err(GroupError::InvalidGroupId)
 }
+
+#[cfg(test)]
+mod port_tests;
