@@ -1,5 +1,6 @@
 //! [`GroupError`]: the refusals that the consumer groups decide themselves. Each variant has a
-//! namesake in the broker's error, to which it converts unchanged (same meaning, same message).
+//! namesake in the broker's error, to which it converts with its values unchanged; the client
+//! reads the broker error's message, so these messages are for logs and tests.
 
 /// A refusal decided by the groups' own checks (the coordinator's are
 /// [`CoordinatorError`](super::coordinator::CoordinatorError)s).
@@ -15,8 +16,7 @@ pub enum GroupError {
     GroupNotEmpty(String),
     /// A committed offset beyond the partition's high watermark, as its leader reported it.
     #[error(
-        "offset {requested} is out of range: valid offsets are {log_start} to {high_watermark} \
-         ({high_watermark} is the next offset to be written)"
+        "commit of offset {requested} above high watermark {high_watermark} (log start {log_start})"
     )]
     OffsetOutOfRange {
         requested: u64,
