@@ -14,7 +14,8 @@
 //! - `reconcile`: local partitions follow the metadata (open, stop, configs, replica sets).
 //! - `produce`: the produce path and its node-wide byte budget.
 //! - `producer_ids`: blocks of producer ids for idempotent producers.
-//! - `groups_port`: the broker as the consumer groups' [`ControllerPort`](crate::groups::ControllerPort).
+//! - `groups_port`: the broker as the consumer groups'
+//!   [`ControllerPort`](crate::groups::ControllerPort).
 //! - `restart`: partition replicas whose storage failed are dropped and opened again after a
 //!   growing delay; the node serves everything else meanwhile.
 //! - [`error`]: [`BrokerError`], what every request can fail with.

@@ -1,7 +1,7 @@
 //! A consumer group's committed offsets: commit (checked against the partitions' high
 //! watermarks, asking the replicas that hold them), fetch and reset. Offsets are replicated
-//! through the controller ([`controller::metadata`](crate::controller::metadata)); a member's right
-//! to commit is the coordinator's ([`coordinator`](super::coordinator)) to decide.
+//! through the controller ([`controller::metadata`](crate::controller::metadata)); a member's
+//! right to commit is the coordinator's ([`coordinator`](super::coordinator)) to decide.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
@@ -95,8 +95,8 @@ pub enum ResetTo {
 impl<P: ControllerPort> GroupRequests<'_, P> {
     /// Commits offsets for a member (or, with an empty member id, for an operator while the
     /// group has no members). Replicated before it returns. Every offset must lie at or below
-    /// its partition's high watermark (see `GroupRequests::check_commit_range`); `offsets_at` asks
-    /// another node, by address, about its replicas of a topic.
+    /// its partition's high watermark (see `GroupRequests::check_commit_range`); `offsets_at`
+    /// asks another node, by address, about its replicas of a topic.
     ///
     /// # Errors
     /// [`GroupError::OffsetOutOfRange`] naming the valid range for an offset beyond the high

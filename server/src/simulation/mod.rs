@@ -1,8 +1,7 @@
-//! Deterministic simulation of a replicated partition and the controller (test-only, at the
+//! Deterministic simulation of a replicated partition and the controller (test-only; at the
 //! crate's root because it runs replication, partition and controller together, so it sits
-//! above all three): several nodes' real raft drivers (the
-//! same `Driver`, `RaftStorage` and `PartitionLog` the server runs, minus the thread) in one
-//! thread, on a simulated network that drops, delays, reorders and duplicates messages, with
+//! above all three): several nodes' real raft drivers (the same `Driver`, `RaftStorage` and
+//! `PartitionLog` the server runs, minus the thread) in one thread, on a simulated network that drops, delays, reorders and duplicates messages, with
 //! network partitions and node crashes and restarts, all chosen by a seeded random source.
 //!
 //! Checked after every step:
@@ -16,8 +15,8 @@
 //!   log in the order it sent them.
 //!
 //! The nodes run the partition's real state machine
-//! ([`PartitionMachine`](crate::partition::PartitionMachine), with its producer table). Beside anonymous batches, idempotent producers send one batch at a time and
-//! re-send it, as it is, to any node until one acknowledges it (as a client does after a
+//! ([`PartitionMachine`](crate::partition::PartitionMachine), with its producer table). Beside
+//! anonymous batches, idempotent producers send one batch at a time and re-send it, as it is, to any node until one acknowledges it (as a client does after a
 //! timeout or a NotLeader), sometimes to several nodes at once; a node is sometimes handed a
 //! batch in the same round as the message that made it leader, before its Ready round (as the
 //! driver's command batches do).
