@@ -16,10 +16,11 @@
 //!
 //! The nodes run the partition's real state machine
 //! ([`PartitionMachine`](crate::partition::PartitionMachine), with its producer table). Beside
-//! anonymous batches, idempotent producers send one batch at a time and re-send it, as it is, to any node until one acknowledges it (as a client does after a
-//! timeout or a NotLeader), sometimes to several nodes at once; a node is sometimes handed a
-//! batch in the same round as the message that made it leader, before its Ready round (as the
-//! driver's command batches do).
+//! anonymous batches, idempotent producers send one batch at a time and re-send it, as it is,
+//! to any node until one acknowledges it (as a client does after a timeout or a NotLeader),
+//! sometimes to several nodes at once; a node is sometimes handed a batch in the same round as
+//! the message that made it leader, before its Ready round (as the driver's command batches
+//! do).
 //!
 //! A failure prints its seed; `STRATA_SIM_SEED=<seed>` replays it exactly: the network
 //! schedule, crashes and proposals come from the seed, and the simulated drivers give every
