@@ -105,7 +105,8 @@ impl StateMachine for Controller {
     }
 
     fn retention(&self) -> Option<(RetentionPolicy, u64)> {
-        // Everything covered by the snapshot on disk may go; segments are small (see broker).
+        // Everything covered by the snapshot on disk may go; the controller's segments are small
+        // (the broker opens its log with small segments), so that frees space soon.
         let policy = RetentionPolicy {
             retention_ms: None,
             retention_bytes: Some(0),
