@@ -4,7 +4,7 @@
 //!
 //! ```text
 //! service (gRPC)  ->  broker (topics, cluster, routing)  ->  partition / groups
-//!     ->  replication (raft driver, peer transport)  ->  storage
+//!     ->  controller (metadata)  ->  replication (raft driver, peer transport)  ->  storage
 //! ```
 //!
 //! Layout:
@@ -15,19 +15,23 @@
 //! - [`broker`]: the [`Broker`](broker::Broker): topics, cluster membership, reconciling local
 //!   partitions with the controller's metadata, routing a request to a partition replica, the
 //!   produce path and producer ids, and what any frontend shares (building batches from
-//!   records, the subscribe loop, fetch limits). The controller's state machine is
-//!   [`broker::metadata`].
+//!   records, the subscribe loop, fetch limits).
 //! - [`partition`]: one partition replica's world: its state machine, the producer table
 //!   (idempotence), produce admission, reads (fetch, offset lookups).
 //! - [`groups`]: consumer groups: the coordinator, the membership requests and committed
 //!   offsets. (A raft group is a [`replication::RaftGroupId`]; "group" alone means a consumer
 //!   group.)
+//! - [`controller`]: the cluster's replicated metadata (nodes, topics, committed group offsets,
+//!   producer id blocks), the commands that change it and the controller's state machine; the
+//!   broker and the groups read it and propose commands, it knows neither.
 //! - [`peer`]: the node-to-node transport of raft messages (gRPC streams between nodes); a
 //!   stream speaks for one node, and each message must name it and this node.
 //! - [`replication`]: raft groups (one per partition, one controller), their driver thread, and
 //!   the checks a peer's message passes before a group steps it (`replication::validate`).
 //! - [`storage`]: the partition log, which is also each group's raft log.
 //! - [`resources`]: file-descriptor budget, disk reserve and connection limit.
+//! - `simulation` (tests only): the deterministic simulation of nodes running the real
+//!   replication driver with the partition and controller state machines on a faulty network.
 //! - [`clock`]: the one place the time of day is read; every module above is given a
 //!   [`clock::SharedClock`], so tests move a [`clock::ManualClock`] instead of sleeping.
 //!
@@ -36,12 +40,15 @@
 pub mod broker;
 pub mod clock;
 pub mod config;
+pub mod controller;
 pub mod groups;
 pub mod partition;
 pub mod peer;
 pub mod replication;
 pub mod resources;
 pub mod service;
+#[cfg(test)]
+mod simulation;
 pub mod storage;
 
 use std::collections::BTreeMap;

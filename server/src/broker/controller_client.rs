@@ -5,8 +5,9 @@
 use std::future::Future;
 use std::time::Duration;
 
-use super::metadata::{Command, CommandRefusal, Controller, Node};
 use super::{Broker, BrokerError, CONTROLLER_GROUP, CONTROLLER_SEGMENT_BYTES};
+use crate::controller::machine::Controller;
+use crate::controller::metadata::{Command, CommandRefusal, Node};
 
 /// How often a starting node asks again whether its metadata has caught up.
 const METADATA_RETRY_INTERVAL: Duration = Duration::from_millis(250);

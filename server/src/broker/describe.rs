@@ -3,7 +3,7 @@
 //! leader, the offsets and, while it leads, the replicas in sync.
 
 use super::Broker;
-use super::metadata::Topic;
+use crate::controller::metadata::Topic;
 
 /// One partition as this node sees it.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

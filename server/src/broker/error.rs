@@ -1,6 +1,7 @@
 //! What a broker request can fail with. Each variant maps to one stable protocol error code in
 //! the service layer; messages say what was wrong and what is valid.
 
+use crate::groups::GroupError;
 use crate::groups::coordinator::CoordinatorError;
 use crate::partition::{BATCH_BYTES_MAX, PartitionError};
 use crate::resources::ResourceError;
@@ -160,6 +161,71 @@ impl From<CoordinatorError> for BrokerError {
             CoordinatorError::UnknownMember(reason) => Self::UnknownMember(reason),
             CoordinatorError::StaleMemberEpoch(reason) => Self::StaleMemberEpoch(reason),
             CoordinatorError::GroupFull(reason) => Self::GroupFull(reason),
+        }
+    }
+}
+
+impl From<GroupError> for BrokerError {
+    fn from(error: GroupError) -> Self {
+        match error {
+            GroupError::InvalidGroupId(reason) => Self::InvalidGroupId(reason),
+            GroupError::InvalidArgument(reason) => Self::InvalidArgument(reason),
+            GroupError::UnknownGroup(group) => Self::UnknownGroup(group),
+            GroupError::GroupNotEmpty(group) => Self::GroupNotEmpty(group),
+            GroupError::OffsetOutOfRange {
+                requested,
+                log_start,
+                high_watermark,
+            } => Self::OffsetOutOfRange {
+                requested,
+                log_start,
+                high_watermark,
+            },
+            GroupError::Unavailable(reason) => Self::Unavailable(reason),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A refusal the groups decide reaches the client as the broker error of the same name
+    /// with the same values (so the same code and message as before the groups moved below
+    /// the broker).
+    #[test]
+    fn group_refusals_keep_their_variant_and_message() {
+        let refusals = [
+            GroupError::InvalidGroupId("bad".to_string()),
+            GroupError::InvalidArgument("too many".to_string()),
+            GroupError::UnknownGroup("g".to_string()),
+            GroupError::GroupNotEmpty("g".to_string()),
+            GroupError::OffsetOutOfRange {
+                requested: 9,
+                log_start: 2,
+                high_watermark: 4,
+            },
+            GroupError::Unavailable("retry".to_string()),
+        ];
+        for refusal in refusals {
+            let error = BrokerError::from(refusal.clone());
+            let same_variant = match (&refusal, &error) {
+                (GroupError::InvalidGroupId(a), BrokerError::InvalidGroupId(b))
+                | (GroupError::InvalidArgument(a), BrokerError::InvalidArgument(b))
+                | (GroupError::UnknownGroup(a), BrokerError::UnknownGroup(b))
+                | (GroupError::GroupNotEmpty(a), BrokerError::GroupNotEmpty(b))
+                | (GroupError::Unavailable(a), BrokerError::Unavailable(b)) => a == b,
+                (
+                    GroupError::OffsetOutOfRange { .. },
+                    BrokerError::OffsetOutOfRange {
+                        requested: 9,
+                        log_start: 2,
+                        high_watermark: 4,
+                    },
+                ) => true,
+                _ => false,
+            };
+            assert!(same_variant, "{refusal:?} became {error:?}");
         }
     }
 }

@@ -6,8 +6,8 @@ use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
 use std::time::Duration;
 
-use super::metadata::{Command, Metadata, Node};
 use super::{Broker, BrokerError, CONTROLLER_GROUP};
+use crate::controller::metadata::{Command, Metadata, Node};
 use crate::partition::group_id;
 use crate::replication::{ProposeError, RaftGroupId};
 

@@ -2,18 +2,20 @@
 //!
 //! [`Broker`] is what every frontend calls. It owns this node's local partition replicas
 //! (the map from a topic's partition to its [`PartitionReplica`]) and routes requests to them;
-//! what a replica does is [`crate::partition`]'s, and consumer groups are [`crate::groups`]'.
+//! what a replica does is [`crate::partition`]'s, consumer groups are [`crate::groups`]', and
+//! the replicated metadata and its state machine are [`crate::controller`]'s.
 //! It knows nothing of gRPC: the service layer translates.
 //!
 //! - this module: [`Broker`], its start (controller first, then the metadata, then the
 //!   partitions), routing (a partition's local replica, or who holds it), propose errors.
-//! - [`metadata`]: the controller's replicated metadata and its state machine.
 //! - `controller_client`: waiting for the controller and the metadata, proposing commands.
 //! - `topics`: topic admin (create, delete, alter) and topic lookups.
 //! - `membership`: the cluster's nodes: add (learner first) and remove (replicas moved off).
 //! - `reconcile`: local partitions follow the metadata (open, stop, configs, replica sets).
 //! - `produce`: the produce path and its node-wide byte budget.
 //! - `producer_ids`: blocks of producer ids for idempotent producers.
+//! - `groups_port`: the broker as the consumer groups'
+//!   [`ControllerPort`](crate::groups::ControllerPort).
 //! - `restart`: partition replicas whose storage failed are dropped and opened again after a
 //!   growing delay; the node serves everything else meanwhile.
 //! - [`error`]: [`BrokerError`], what every request can fail with.
@@ -28,8 +30,8 @@ mod controller_client;
 pub mod describe;
 pub mod error;
 pub mod fetch;
+mod groups_port;
 mod membership;
-pub mod metadata;
 mod produce;
 mod producer_ids;
 mod reconcile;
@@ -48,11 +50,13 @@ use std::time::Duration;
 use bytes::Bytes;
 use tokio::sync::watch;
 
+use crate::controller::machine::Controller;
+use crate::controller::metadata::{Metadata, TopicConfig};
 pub use error::BrokerError;
-use metadata::{Controller, Metadata, TopicConfig};
 pub use topics::ConfigChanges;
 
 use crate::clock::SharedClock;
+use crate::groups::{GroupRequests, Groups};
 use crate::partition::producers::SequenceError;
 use crate::partition::{Fetched, PartitionReplica, StartFrom, group_id};
 use crate::replication::{DriverHandle, GroupSpec, ProposeError, RaftGroupId};
@@ -123,8 +127,9 @@ pub struct Broker {
     stopped_groups: tokio::sync::mpsc::UnboundedSender<(RaftGroupId, String)>,
     /// Room for produced bytes waiting to commit, in KiB.
     produce_budget: Arc<tokio::sync::Semaphore>,
-    /// Consumer group membership (soft state; meaningful while this node leads the controller).
-    pub(crate) coordinator: std::sync::Mutex<crate::groups::coordinator::Coordinator>,
+    /// Consumer groups: the coordinator's soft state (meaningful while this node leads the
+    /// controller); served through [`Broker::groups`].
+    groups: Arc<Groups>,
     /// Producer ids this node may hand out.
     pub(crate) producer_ids: tokio::sync::Mutex<std::ops::Range<u64>>,
     /// The nodes this one was started with (its own address included).
@@ -230,7 +235,7 @@ impl Broker {
             produce_budget: Arc::new(tokio::sync::Semaphore::new(
                 PRODUCE_BYTES_IN_FLIGHT_MAX >> 10,
             )),
-            coordinator: std::sync::Mutex::new(crate::groups::coordinator::Coordinator::default()),
+            groups: Arc::new(Groups::default()),
             producer_ids: tokio::sync::Mutex::new(0..0),
             cluster,
             resources,
@@ -252,13 +257,22 @@ impl Broker {
             Arc::downgrade(&broker),
             stopped_receiver,
         ));
-        tokio::spawn(Self::run_coordinator(Arc::downgrade(&broker)));
+        tokio::spawn(Groups::run_expiry(
+            Arc::downgrade(&broker.groups),
+            Arc::downgrade(&broker),
+        ));
         tokio::spawn(Self::register_nodes(Arc::downgrade(&broker)));
         Ok(broker)
     }
 
     pub fn node_id(&self) -> u64 {
         self.node_id
+    }
+
+    /// Consumer groups' requests (join, heartbeat, offsets, ...), served by this node's
+    /// [`Groups`] with the broker as their [`ControllerPort`](crate::groups::ControllerPort).
+    pub fn groups(&self) -> GroupRequests<'_, Self> {
+        self.groups.serve(self)
     }
 
     /// Ticks whenever the metadata changes.

@@ -1,8 +1,8 @@
 //! Producer ids for idempotent producers: each node takes blocks of ids from the controller
 //! and hands them out; a batch's producer id must be one the cluster handed out.
 
-use super::metadata::{self, Command};
 use super::{Broker, BrokerError};
+use crate::controller::metadata::{self, Command};
 
 impl Broker {
     /// A fresh producer id (epoch 0) for an idempotent producer. Ids come from a block this

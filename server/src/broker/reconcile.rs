@@ -9,8 +9,8 @@ use std::sync::{Arc, RwLock};
 
 use tokio::sync::watch;
 
-use super::metadata::{Topic, TopicConfig};
 use super::{Broker, BrokerError};
+use crate::controller::metadata::{Topic, TopicConfig};
 use crate::partition::{
     BATCH_BYTES_MAX, PartitionMachine, PartitionReplica, RetentionSource, group_id, topic_id_of,
 };

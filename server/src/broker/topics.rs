@@ -4,8 +4,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::metadata::{self, Command, Topic, TopicConfig};
 use super::{Broker, BrokerError};
+use crate::controller::metadata::{self, Command, Topic, TopicConfig};
 use crate::partition::PartitionReplica;
 use crate::storage;
 

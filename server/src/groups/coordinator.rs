@@ -22,8 +22,8 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::{Duration, Instant};
 
-/// Why the coordinator refused a request; the broker answers it as the
-/// [`BrokerError`](crate::broker::BrokerError) variant of the same name.
+/// Why the coordinator refused a request; the node answers it as its error variant of the
+/// same name (see [`ControllerPort::Error`](super::ControllerPort::Error)).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum CoordinatorError {
     #[error("invalid argument: {0}")]

@@ -7,8 +7,8 @@ use std::sync::Weak;
 use std::time::{Duration, Instant};
 
 use super::coordinator::{GroupView, Heartbeat, Join, MemberAssignment};
-use crate::broker::metadata::{self, Command, CommittedOffset};
-use crate::broker::{Broker, BrokerError};
+use super::{ControllerPort, GroupError, GroupRequests, Groups};
+use crate::controller::metadata::{Command, CommittedOffset};
 
 /// How often expired members are looked for.
 const EXPIRY_INTERVAL: Duration = Duration::from_millis(250);
@@ -51,45 +51,52 @@ pub struct GroupListing {
     pub group_epoch: u64,
 }
 
-impl Broker {
-    /// Removes expired members, and forgets every group when this node stops coordinating.
-    pub(crate) async fn run_coordinator(broker: Weak<Self>) {
+impl Groups {
+    /// Removes expired members, and forgets every group when this node stops coordinating (no
+    /// longer leads the controller); now and then deletes abandoned groups. Ends once the groups
+    /// or the node are dropped.
+    pub async fn run_expiry<P: ControllerPort + 'static>(groups: Weak<Groups>, port: Weak<P>) {
         let mut interval = tokio::time::interval(EXPIRY_INTERVAL);
         interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut retention_due = Instant::now() + GROUP_RETENTION_INTERVAL;
         loop {
             interval.tick().await;
-            let Some(broker) = broker.upgrade() else {
+            let (Some(groups), Some(port)) = (groups.upgrade(), port.upgrade()) else {
                 return;
             };
-            let leading = *broker.controller_leader.borrow() == broker.node_id;
-            {
-                let metadata = broker.metadata.read().expect("metadata lock poisoned");
-                let counts = |topic: &str| metadata.topics.get(topic).map(|t| t.partitions());
-                let mut coordinator = broker
-                    .coordinator
-                    .lock()
-                    .expect("coordinator lock poisoned");
-                if leading {
-                    coordinator.expire(Instant::now(), &counts);
-                } else {
-                    coordinator.clear();
-                }
-            }
+            let requests = groups.serve(&*port);
+            let leading = requests.expire_members();
             if leading && Instant::now() >= retention_due {
                 retention_due = Instant::now() + GROUP_RETENTION_INTERVAL;
-                broker.delete_abandoned_groups().await;
+                requests.delete_abandoned_groups().await;
             }
         }
+    }
+}
+
+impl<P: ControllerPort> GroupRequests<'_, P> {
+    /// On the controller's leader, removes expired members; elsewhere forgets every group.
+    /// Returns whether this node leads the controller.
+    fn expire_members(&self) -> bool {
+        let leading = self.port.controller_leader() == self.port.node_id();
+        let metadata = self.port.read_metadata();
+        let counts = |topic: &str| metadata.topics.get(topic).map(|t| t.partitions());
+        let mut coordinator = self.groups.coordinator();
+        if leading {
+            coordinator.expire(Instant::now(), &counts);
+        } else {
+            coordinator.clear();
+        }
+        leading
     }
 
     /// Deletes groups without members whose newest commit is older than
     /// [`GROUP_OFFSETS_RETENTION`].
     async fn delete_abandoned_groups(&self) {
-        let horizon = self.clock.now_ms() - GROUP_OFFSETS_RETENTION.as_millis() as i64;
+        let horizon = self.port.clock().now_ms() - GROUP_OFFSETS_RETENTION.as_millis() as i64;
         let abandoned: Vec<String> = {
-            let metadata = self.metadata.read().expect("metadata lock poisoned");
-            let coordinator = self.coordinator.lock().expect("coordinator lock poisoned");
+            let metadata = self.port.read_metadata();
+            let coordinator = self.groups.coordinator();
             metadata
                 .groups
                 .iter()
@@ -108,110 +115,90 @@ impl Broker {
         };
         for group in abandoned {
             tracing::info!(%group, "deleting a group without members or recent commits");
-            if let Err(error) = self.propose_metadata(Command::DeleteGroup { group }).await {
+            if let Err(error) = self.port.propose(Command::DeleteGroup { group }).await {
                 tracing::warn!(%error, "deleting an abandoned group failed");
             }
         }
     }
 
     /// Fails unless this node coordinates groups (leads the controller).
-    pub(super) fn ensure_coordinator(&self) -> Result<(), BrokerError> {
-        let leader_id = *self.controller_leader.borrow();
-        if leader_id == self.node_id {
+    pub(super) fn ensure_coordinator(&self) -> Result<(), P::Error> {
+        let leader_id = self.port.controller_leader();
+        if leader_id == self.port.node_id() {
             return Ok(());
         }
-        Err(self.controller_error(crate::replication::ProposeError::NotLeader { leader_id }))
+        Err(self.port.not_controller_leader(leader_id))
     }
 
     pub(super) fn group_generation(&self, group: &str) -> u64 {
-        self.metadata
-            .read()
-            .expect("metadata lock poisoned")
+        self.port
+            .read_metadata()
             .groups
             .get(group)
             .map_or(0, |g| g.generation)
     }
 
-    pub fn join_group(&self, join: Join) -> Result<(MemberAssignment, u64), BrokerError> {
-        metadata::validate_group_id(&join.group).map_err(BrokerError::InvalidGroupId)?;
+    pub fn join_group(&self, join: Join) -> Result<(MemberAssignment, u64), P::Error> {
+        super::validate_group_id(&join.group)?;
         self.ensure_coordinator()?;
-        let metadata = self.metadata.read().expect("metadata lock poisoned");
+        let metadata = self.port.read_metadata();
         let generation = metadata.groups.get(&join.group).map_or(0, |g| g.generation);
         let counts = |topic: &str| metadata.topics.get(topic).map(|t| t.partitions());
-        let seed = self.clock.now_ms().max(0) as u64;
-        let reply = self
-            .coordinator
-            .lock()
-            .expect("coordinator lock poisoned")
-            .join(
-                join,
-                Instant::now(),
-                seed,
-                generation,
-                &counts,
-                new_member_id,
-            )?;
+        let seed = self.port.clock().now_ms().max(0) as u64;
+        let reply = self.groups.coordinator().join(
+            join,
+            Instant::now(),
+            seed,
+            generation,
+            &counts,
+            new_member_id,
+        )?;
         Ok((reply, generation))
     }
 
-    pub fn heartbeat(&self, beat: Heartbeat<'_>) -> Result<(MemberAssignment, u64), BrokerError> {
-        metadata::validate_group_id(beat.group_id).map_err(BrokerError::InvalidGroupId)?;
+    pub fn heartbeat(&self, beat: Heartbeat<'_>) -> Result<(MemberAssignment, u64), P::Error> {
+        super::validate_group_id(beat.group_id)?;
         self.ensure_coordinator()?;
-        let metadata = self.metadata.read().expect("metadata lock poisoned");
+        let metadata = self.port.read_metadata();
         let generation = metadata
             .groups
             .get(beat.group_id)
             .map_or(0, |g| g.generation);
         let counts = |topic: &str| metadata.topics.get(topic).map(|t| t.partitions());
-        let reply = self
-            .coordinator
-            .lock()
-            .expect("coordinator lock poisoned")
-            .heartbeat(beat, Instant::now(), generation, &counts)?;
+        let reply =
+            self.groups
+                .coordinator()
+                .heartbeat(beat, Instant::now(), generation, &counts)?;
         Ok((reply, generation))
     }
 
-    pub fn leave_group(&self, group: &str, member_id: &str) -> Result<(), BrokerError> {
-        metadata::validate_group_id(group).map_err(BrokerError::InvalidGroupId)?;
+    pub fn leave_group(&self, group: &str, member_id: &str) -> Result<(), P::Error> {
+        super::validate_group_id(group)?;
         self.ensure_coordinator()?;
-        let metadata = self.metadata.read().expect("metadata lock poisoned");
+        let metadata = self.port.read_metadata();
         let counts = |topic: &str| metadata.topics.get(topic).map(|t| t.partitions());
-        self.coordinator
-            .lock()
-            .expect("coordinator lock poisoned")
-            .leave(group, member_id, &counts)?;
+        self.groups.coordinator().leave(group, member_id, &counts)?;
         Ok(())
     }
 
-    pub async fn delete_group(&self, group: &str) -> Result<(), BrokerError> {
-        metadata::validate_group_id(group).map_err(BrokerError::InvalidGroupId)?;
+    pub async fn delete_group(&self, group: &str) -> Result<(), P::Error> {
+        super::validate_group_id(group)?;
         self.ensure_coordinator()?;
-        if self
-            .coordinator
-            .lock()
-            .expect("coordinator lock poisoned")
-            .has_members(group)
-        {
-            return Err(BrokerError::GroupNotEmpty(group.to_string()));
+        if self.groups.coordinator().has_members(group) {
+            return Err(GroupError::GroupNotEmpty(group.to_string()).into());
         }
-        self.propose_metadata(Command::DeleteGroup {
-            group: group.to_string(),
-        })
-        .await
+        self.port
+            .propose(Command::DeleteGroup {
+                group: group.to_string(),
+            })
+            .await
     }
 
-    pub fn list_groups(&self) -> Result<Vec<GroupListing>, BrokerError> {
+    pub fn list_groups(&self) -> Result<Vec<GroupListing>, P::Error> {
         self.ensure_coordinator()?;
         let now = Instant::now();
-        let mut ids: BTreeSet<String> = self
-            .metadata
-            .read()
-            .expect("metadata lock poisoned")
-            .groups
-            .keys()
-            .cloned()
-            .collect();
-        let coordinator = self.coordinator.lock().expect("coordinator lock poisoned");
+        let mut ids: BTreeSet<String> = self.port.read_metadata().groups.keys().cloned().collect();
+        let coordinator = self.groups.coordinator();
         ids.extend(coordinator.group_ids());
         Ok(ids
             .into_iter()
@@ -233,16 +220,12 @@ impl Broker {
     }
 
     /// Members, assignments, committed offsets and lag of a group.
-    pub fn describe_group(&self, group: &str) -> Result<GroupDescription, BrokerError> {
-        metadata::validate_group_id(group).map_err(BrokerError::InvalidGroupId)?;
+    pub fn describe_group(&self, group: &str) -> Result<GroupDescription, P::Error> {
+        super::validate_group_id(group)?;
         self.ensure_coordinator()?;
-        let view = self
-            .coordinator
-            .lock()
-            .expect("coordinator lock poisoned")
-            .view(group, Instant::now());
+        let view = self.groups.coordinator().view(group, Instant::now());
         let (stored, counts) = {
-            let metadata = self.metadata.read().expect("metadata lock poisoned");
+            let metadata = self.port.read_metadata();
             let stored = metadata.groups.get(group).cloned();
             let counts: BTreeMap<String, u32> = metadata
                 .topics
@@ -252,14 +235,14 @@ impl Broker {
             (stored, counts)
         };
         if view.is_none() && stored.is_none() {
-            return Err(BrokerError::UnknownGroup(group.to_string()));
+            return Err(GroupError::UnknownGroup(group.to_string()).into());
         }
         let mut topics: BTreeSet<String> =
             view.as_ref().map(|v| v.topics.clone()).unwrap_or_default();
         if let Some(stored) = &stored {
             topics.extend(stored.offsets.keys().cloned());
         }
-        let now_ms = self.clock.now_ms();
+        let now_ms = self.port.clock().now_ms();
         let mut partitions = Vec::new();
         for topic in topics {
             let Some(count) = counts.get(&topic) else {
@@ -275,7 +258,7 @@ impl Broker {
                     .as_ref()
                     .and_then(|v| v.owners.get(&(topic.clone(), partition)).cloned());
                 let (log_start_offset, high_watermark, lag_ms) =
-                    match self.replica(&topic, partition) {
+                    match self.port.replica(&topic, partition) {
                         Ok(replica) => {
                             let high_watermark = replica.high_watermark();
                             let lag_ms = committed.as_ref().map(|c| {

@@ -1,15 +1,15 @@
 //! A consumer group's committed offsets: commit (checked against the partitions' high
 //! watermarks, asking the replicas that hold them), fetch and reset. Offsets are replicated
-//! through the controller ([`broker::metadata`](crate::broker::metadata)); a member's right
-//! to commit is the coordinator's ([`coordinator`](super::coordinator)) to decide.
+//! through the controller ([`controller::metadata`](crate::controller::metadata)); a member's
+//! right to commit is the coordinator's ([`coordinator`](super::coordinator)) to decide.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
 use std::time::Duration;
 
 use super::coordinator::Tp;
-use crate::broker::metadata::{self, Command, CommittedOffset, OffsetEntry};
-use crate::broker::{Broker, BrokerError};
+use super::{ControllerPort, GroupError, GroupRequests};
+use crate::controller::metadata::{Command, CommittedOffset, OffsetEntry};
 use crate::partition::StartFrom;
 
 /// Longest metadata string kept with a committed offset (Kafka's default too).
@@ -60,19 +60,19 @@ fn commit_verdict(
     partition: u32,
     offset: u64,
     known: KnownRange,
-) -> Result<(), BrokerError> {
+) -> Result<(), GroupError> {
     if offset <= known.high_watermark {
         // Equal is valid: it means "everything read", the usual commit after a fetch.
         return Ok(());
     }
     if known.leader_answered {
-        return Err(BrokerError::OffsetOutOfRange {
+        return Err(GroupError::OffsetOutOfRange {
             requested: offset,
             log_start: known.log_start,
             high_watermark: known.high_watermark,
         });
     }
-    Err(BrokerError::Unavailable(format!(
+    Err(GroupError::Unavailable(format!(
         "offset {offset} of {topic}/{partition} cannot be checked right now: it is above the \
          highest high watermark known ({}) and the partition's leader did not answer; retry",
         known.high_watermark
@@ -92,15 +92,15 @@ pub enum ResetTo {
     Shift(i64),
 }
 
-impl Broker {
+impl<P: ControllerPort> GroupRequests<'_, P> {
     /// Commits offsets for a member (or, with an empty member id, for an operator while the
     /// group has no members). Replicated before it returns. Every offset must lie at or below
-    /// its partition's high watermark (see `Broker::check_commit_range`); `offsets_at` asks
-    /// another node, by address, about its replicas of a topic.
+    /// its partition's high watermark (see `GroupRequests::check_commit_range`); `offsets_at`
+    /// asks another node, by address, about its replicas of a topic.
     ///
     /// # Errors
-    /// [`BrokerError::OffsetOutOfRange`] naming the valid range for an offset beyond the high
-    /// watermark; [`BrokerError::Unavailable`] when that cannot be decided now; the group,
+    /// [`GroupError::OffsetOutOfRange`] naming the valid range for an offset beyond the high
+    /// watermark; [`GroupError::Unavailable`] when that cannot be decided now; the group,
     /// member and partition errors of the checks before.
     pub async fn commit_offsets<F, Fut>(
         &self,
@@ -109,44 +109,41 @@ impl Broker {
         member_epoch: u64,
         offsets: Vec<OffsetEntry>,
         offsets_at: F,
-    ) -> Result<(), BrokerError>
+    ) -> Result<(), P::Error>
     where
         F: Fn(String, String) -> Fut,
         Fut: Future<Output = Result<Vec<ReplicaOffsets>, String>>,
     {
-        metadata::validate_group_id(group).map_err(BrokerError::InvalidGroupId)?;
+        super::validate_group_id(group)?;
         self.ensure_coordinator()?;
         if offsets.len() > PARTITIONS_PER_REQUEST_MAX {
-            return Err(BrokerError::InvalidArgument(format!(
+            return Err(GroupError::InvalidArgument(format!(
                 "a commit names at most {PARTITIONS_PER_REQUEST_MAX} partitions, got {}",
                 offsets.len()
-            )));
+            ))
+            .into());
         }
         for entry in &offsets {
             if entry.metadata.len() > OFFSET_METADATA_BYTES_MAX {
-                return Err(BrokerError::InvalidArgument(format!(
+                return Err(GroupError::InvalidArgument(format!(
                     "offset metadata is at most {OFFSET_METADATA_BYTES_MAX} bytes, got {} for {}/{}",
                     entry.metadata.len(),
                     entry.topic,
                     entry.partition
-                )));
+                )).into());
             }
-            self.check_partition(&entry.topic, entry.partition)?;
+            self.port.check_partition(&entry.topic, entry.partition)?;
         }
         if offsets.is_empty() {
             return Ok(());
         }
         let generation = {
-            let checked = self
-                .coordinator
-                .lock()
-                .expect("coordinator lock poisoned")
-                .check_commit(
-                    group,
-                    member_id,
-                    member_epoch,
-                    offsets.iter().map(|e| (e.topic.as_str(), e.partition)),
-                )?;
+            let checked = self.groups.coordinator().check_commit(
+                group,
+                member_id,
+                member_epoch,
+                offsets.iter().map(|e| (e.topic.as_str(), e.partition)),
+            )?;
             checked.unwrap_or_else(|| self.group_generation(group))
         };
         // After the member checks: a fenced member hears that first, whatever it commits.
@@ -154,13 +151,14 @@ impl Broker {
         // Large commits go as several controller changes (each partition's offset stands on
         // its own, as in Kafka), each checked against the same generation.
         for offsets in chunks(offsets) {
-            self.propose_metadata(Command::CommitOffsets {
-                group: group.to_string(),
-                generation,
-                offsets,
-                now_ms: self.clock.now_ms(),
-            })
-            .await?;
+            self.port
+                .propose(Command::CommitOffsets {
+                    group: group.to_string(),
+                    generation,
+                    offsets,
+                    now_ms: self.port.clock().now_ms(),
+                })
+                .await?;
         }
         Ok(())
     }
@@ -180,7 +178,7 @@ impl Broker {
         &self,
         offsets: &[OffsetEntry],
         offsets_at: F,
-    ) -> Result<(), BrokerError>
+    ) -> Result<(), P::Error>
     where
         F: Fn(String, String) -> Fut,
         Fut: Future<Output = Result<Vec<ReplicaOffsets>, String>>,
@@ -189,11 +187,11 @@ impl Broker {
         let mut unsettled: BTreeMap<Tp, (u64, KnownRange)> = BTreeMap::new();
         for entry in offsets {
             let key = (entry.topic.clone(), entry.partition);
-            let local = self.replicas.read().expect("lock").get(&key).cloned();
+            let local = self.port.local_replica(&entry.topic, entry.partition);
             let mut known = KnownRange::default();
             if let Some(replica) = local {
                 known.learn(
-                    self.node_id,
+                    self.port.node_id(),
                     &ReplicaOffsets {
                         partition: entry.partition,
                         log_start_offset: replica.log_start_offset(),
@@ -205,7 +203,12 @@ impl Broker {
                     continue;
                 }
                 if known.leader_answered {
-                    return commit_verdict(&entry.topic, entry.partition, entry.offset, known);
+                    return Ok(commit_verdict(
+                        &entry.topic,
+                        entry.partition,
+                        entry.offset,
+                        known,
+                    )?);
                 }
             }
             let slot = unsettled.entry(key).or_insert((entry.offset, known));
@@ -215,7 +218,7 @@ impl Broker {
             return Ok(());
         }
         let asks: BTreeSet<(u64, String)> = {
-            let metadata = self.metadata.read().expect("metadata lock poisoned");
+            let metadata = self.port.read_metadata();
             unsettled
                 .keys()
                 .filter_map(|(topic, partition)| {
@@ -227,7 +230,7 @@ impl Broker {
                     Some(
                         replicas
                             .iter()
-                            .filter(|node| **node != self.node_id)
+                            .filter(|node| **node != self.port.node_id())
                             .map(|node| (*node, topic.clone()))
                             .collect::<Vec<_>>(),
                     )
@@ -235,19 +238,10 @@ impl Broker {
                 .flatten()
                 .collect()
         };
-        let addresses: BTreeMap<u64, String> = {
-            let metadata = self.metadata.read().expect("metadata lock poisoned");
-            asks.iter()
-                .filter_map(|(node, _)| {
-                    let address = metadata
-                        .nodes
-                        .get(node)
-                        .map(|n| n.address.clone())
-                        .or_else(|| self.cluster.get(node).cloned())?;
-                    Some((*node, address))
-                })
-                .collect()
-        };
+        let addresses: BTreeMap<u64, String> = asks
+            .iter()
+            .filter_map(|(node, _)| Some((*node, self.port.node_address(*node)?)))
+            .collect();
         let answers = futures::future::join_all(asks.into_iter().filter_map(|(node, topic)| {
             let address = addresses.get(&node)?.clone();
             let asked = offsets_at(address, topic.clone());
@@ -288,16 +282,17 @@ impl Broker {
         &self,
         group: &str,
         partitions: &[Tp],
-    ) -> Result<(CommittedOffsets, u64), BrokerError> {
-        metadata::validate_group_id(group).map_err(BrokerError::InvalidGroupId)?;
+    ) -> Result<(CommittedOffsets, u64), P::Error> {
+        super::validate_group_id(group)?;
         self.ensure_coordinator()?;
         if partitions.len() > PARTITIONS_PER_REQUEST_MAX {
-            return Err(BrokerError::InvalidArgument(format!(
+            return Err(GroupError::InvalidArgument(format!(
                 "a request names at most {PARTITIONS_PER_REQUEST_MAX} partitions, got {}",
                 partitions.len()
-            )));
+            ))
+            .into());
         }
-        let metadata = self.metadata.read().expect("metadata lock poisoned");
+        let metadata = self.port.read_metadata();
         let stored = metadata.groups.get(group);
         let generation = stored.map_or(0, |g| g.generation);
         let lookup = |topic: &str, partition: u32| {
@@ -334,10 +329,10 @@ impl Broker {
         partitions: &[u32],
         to: ResetTo,
         dry_run: bool,
-    ) -> Result<(Vec<(u32, u64)>, u64), BrokerError> {
-        metadata::validate_group_id(group).map_err(BrokerError::InvalidGroupId)?;
+    ) -> Result<(Vec<(u32, u64)>, u64), P::Error> {
+        super::validate_group_id(group)?;
         self.ensure_coordinator()?;
-        let known = self.topic(topic)?;
+        let known = self.port.topic(topic)?;
         let partitions: Vec<u32> = if partitions.is_empty() {
             (0..known.partitions()).collect()
         } else {
@@ -346,7 +341,7 @@ impl Broker {
         };
         let mut offsets = Vec::with_capacity(partitions.len());
         for partition in partitions {
-            let replica = self.replica(topic, partition)?;
+            let replica = self.port.replica(topic, partition)?;
             let log_start = replica.log_start_offset();
             let high_watermark = replica.high_watermark();
             let clamp = |offset: u64| offset.clamp(log_start, high_watermark);
@@ -385,12 +380,13 @@ impl Broker {
         // A reset of many partitions goes as several changes, each raising the generation, so
         // members re-read their offsets after each and end at the final ones.
         for offsets in chunks(entries) {
-            self.propose_metadata(Command::ResetOffsets {
-                group: group.to_string(),
-                offsets,
-                now_ms: self.clock.now_ms(),
-            })
-            .await?;
+            self.port
+                .propose(Command::ResetOffsets {
+                    group: group.to_string(),
+                    offsets,
+                    now_ms: self.port.clock().now_ms(),
+                })
+                .await?;
         }
         Ok((offsets, self.group_generation(group)))
     }
@@ -468,7 +464,7 @@ mod tests {
                 (Ok(()), Ok(())) => {}
                 (
                     Err("OFFSET_OUT_OF_RANGE"),
-                    Err(BrokerError::OffsetOutOfRange {
+                    Err(GroupError::OffsetOutOfRange {
                         requested,
                         log_start,
                         high_watermark,
@@ -477,7 +473,7 @@ mod tests {
                     assert_eq!((requested, log_start), (offset, 2));
                     assert_eq!(high_watermark, known.high_watermark);
                 }
-                (Err("UNAVAILABLE"), Err(BrokerError::Unavailable(_))) => {}
+                (Err("UNAVAILABLE"), Err(GroupError::Unavailable(_))) => {}
                 (expected, verdict) => {
                     panic!(
                         "answers {answers:?}, offset {offset}: expected {expected:?}, got {verdict:?}"

@@ -83,7 +83,7 @@ mod tests {
     fn group_ids_round_trip() {
         for (topic_id, partition) in [(1, 0), (1, 7), (42, u32::MAX), (u32::MAX as u64, 3)] {
             let group = group_id(topic_id, partition);
-            assert_ne!(group, crate::broker::CONTROLLER_GROUP);
+            assert_ne!(group, crate::replication::CONTROLLER);
             assert_eq!(topic_id_of(group), topic_id);
             assert_eq!(group as u32, partition);
         }

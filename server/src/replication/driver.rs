@@ -70,7 +70,10 @@ pub fn start(
     DriverHandle::new(commands)
 }
 
-pub(super) struct Driver {
+/// Every local raft group and what drives them, owned by the driver thread. Visible to the
+/// crate (not only to replication) for the deterministic simulation (`crate::simulation`),
+/// which runs drivers without their threads; everything else goes through [`DriverHandle`].
+pub(crate) struct Driver {
     node_id: u64,
     pub(super) outbox: Arc<dyn Outbox>,
     /// A leadership hand-over in progress: its deadline and whom to tell when done.
@@ -119,7 +122,7 @@ impl Driver {
     /// A driver without its thread, for the deterministic simulation: the caller feeds it
     /// commands and runs its ticks and Ready rounds.
     #[cfg(test)]
-    pub(super) fn for_simulation(node_id: u64, outbox: Arc<dyn Outbox>) -> Self {
+    pub(crate) fn for_simulation(node_id: u64, outbox: Arc<dyn Outbox>) -> Self {
         let (_, commands) = sync_channel(1);
         Self::new(
             node_id,
@@ -133,13 +136,13 @@ impl Driver {
 
     /// Peer messages refused since start, for the simulation.
     #[cfg(test)]
-    pub(super) fn rejected_messages(&self) -> u64 {
+    pub(crate) fn rejected_messages(&self) -> u64 {
         self.rejected_messages
     }
 
     /// A group's raft state in a line, for the simulation's failure messages.
     #[cfg(test)]
-    pub(super) fn describe(&self, id: RaftGroupId) -> String {
+    pub(crate) fn describe(&self, id: RaftGroupId) -> String {
         match self.groups.get(&id) {
             Some(group) => {
                 let raft = &group.node.raft;
@@ -201,7 +204,7 @@ impl Driver {
     }
 
     /// Handles one command; returns the reply channel of a shutdown.
-    pub(super) fn handle(&mut self, command: Command) -> Option<oneshot::Sender<()>> {
+    pub(crate) fn handle(&mut self, command: Command) -> Option<oneshot::Sender<()>> {
         match command {
             Command::AddGroup(spec, reply) => {
                 let _ = reply.send(self.add_erased(*spec));
@@ -305,7 +308,7 @@ impl Driver {
 
     /// Adds a group of any machine type; see [`Driver::add_erased`].
     #[cfg(test)]
-    pub(super) fn add_group<M: super::StateMachine>(
+    pub(crate) fn add_group<M: super::StateMachine>(
         &mut self,
         spec: super::GroupSpec<M>,
     ) -> Result<(), String> {
@@ -498,7 +501,7 @@ impl Driver {
         track(group, proposal, proposed, reply);
     }
 
-    pub(super) fn tick(&mut self) {
+    pub(crate) fn tick(&mut self) {
         self.ticks += 1;
         let retention_due = self.ticks.is_multiple_of(self.retention_every_ticks);
         let leadership_due = self

@@ -5,9 +5,9 @@ use raft::prelude::Entry;
 use tokio::sync::watch;
 
 use super::super::handle::ErasedResult;
-use super::super::simulation::LogMachine;
 use super::super::{Admission, GroupSpec, NoPeers, StateMachine};
 use super::*;
+use crate::simulation::LogMachine;
 use crate::storage::LogConfig;
 use crate::storage::PartitionLog;
 use crate::storage::batch::BatchBuilder;

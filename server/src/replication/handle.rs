@@ -140,7 +140,7 @@ pub struct GroupSpec<M> {
 }
 
 /// A group spec whose machine's type is erased, as the driver keeps it.
-pub(super) type ErasedSpec = GroupSpec<Box<dyn AnyMachine>>;
+pub(crate) type ErasedSpec = GroupSpec<Box<dyn AnyMachine>>;
 
 impl<M: StateMachine> GroupSpec<M> {
     /// The spec with its machine boxed behind [`AnyMachine`].
@@ -162,7 +162,7 @@ impl<M: StateMachine> GroupSpec<M> {
 }
 
 /// A proposal's result with the machine's types erased, as the driver sends it back.
-pub(super) type ErasedResult = Result<Committed<Erased>, ProposeError<Erased>>;
+pub(crate) type ErasedResult = Result<Committed<Erased>, ProposeError<Erased>>;
 
 /// Gives an erased result its types back: `O` and `R` are the outcome and refusal types of the
 /// machine (or the conf change) the proposal went to.
@@ -170,7 +170,7 @@ pub(super) type ErasedResult = Result<Committed<Erased>, ProposeError<Erased>>;
 /// A value of another type means the group was replaced, since the proposal was sent, by a
 /// group of another machine type under the same id; it is answered as
 /// [`ProposeError::UnknownGroup`] (no group of the caller's type), never a panic.
-pub(super) fn typed<O, R>(result: ErasedResult) -> Result<Committed<O>, ProposeError<R>>
+pub(crate) fn typed<O, R>(result: ErasedResult) -> Result<Committed<O>, ProposeError<R>>
 where
     O: Clone + 'static,
     R: Clone + 'static,
@@ -189,9 +189,11 @@ where
 }
 
 /// Where the driver sends a proposal's result.
-pub(super) type Reply = oneshot::Sender<ErasedResult>;
+pub(crate) type Reply = oneshot::Sender<ErasedResult>;
 
-pub(super) enum Command {
+/// What a [`DriverHandle`] asks of the driver thread (and the simulation, which plays the
+/// handle's part, of its drivers).
+pub(crate) enum Command {
     AddGroup(Box<ErasedSpec>, oneshot::Sender<Result<(), String>>),
     RemoveGroup(RaftGroupId, oneshot::Sender<()>),
     Propose {

@@ -105,7 +105,7 @@ pub type Erased = Arc<dyn Any + Send + Sync>;
 
 /// [`StateMachine`] without its associated types, so that the driver keeps machines of
 /// different types side by side. Implemented for every machine; see [`typed`] for the way back.
-pub(super) trait AnyMachine: Send {
+pub(crate) trait AnyMachine: Send {
     fn apply(&mut self, entry: &Entry, next_offset: u64) -> Erased;
     fn restore(&mut self, data: &Bytes) -> Result<(), String>;
     fn retention(&self) -> Option<(RetentionPolicy, u64)>;

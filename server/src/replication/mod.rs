@@ -31,8 +31,6 @@ mod membership;
 mod quiescence;
 pub mod raft_storage;
 mod ready;
-#[cfg(test)]
-mod simulation;
 pub mod validate;
 
 pub use handle::{

@@ -23,7 +23,7 @@ const SNAPSHOT_EVERY_ENTRIES: u64 = 1000;
 impl Driver {
     /// One round of the Ready loop over every group: appends, one fsync per written log,
     /// then what must wait for persistence.
-    pub(super) fn process_ready(&mut self) {
+    pub(crate) fn process_ready(&mut self) {
         let now = self.clock.now_ms();
         let mut readies = Vec::new();
         let mut failed: Vec<(RaftGroupId, String)> = Vec::new();

@@ -7,8 +7,8 @@ use tonic::{Request, Response, Status};
 
 use super::Service;
 use super::status::status;
-use crate::broker::metadata::{Topic, TopicConfig};
 use crate::broker::{Broker, BrokerError, ConfigChanges};
+use crate::controller::metadata::{Topic, TopicConfig};
 
 #[tonic::async_trait]
 impl Admin for Service {

@@ -12,7 +12,7 @@ use tonic::{Request, Response, Status};
 use super::Service;
 use super::remote::replica_offsets_at;
 use super::status::{invalid, status};
-use crate::broker::metadata::{CommittedOffset, OffsetEntry};
+use crate::controller::metadata::{CommittedOffset, OffsetEntry};
 use crate::groups::coordinator::{Heartbeat, Join, MemberAssignment, Tp};
 use crate::groups::offsets::{PARTITIONS_PER_REQUEST_MAX, ResetTo};
 
@@ -85,7 +85,7 @@ impl Groups for Service {
             session_timeout: Duration::from_millis(u64::from(request.session_timeout_ms)),
             client_id: request.client_id,
         };
-        let (reply, generation) = self.broker()?.join_group(join).map_err(status)?;
+        let (reply, generation) = self.broker()?.groups().join_group(join).map_err(status)?;
         Ok(Response::new(member_assignment(reply, generation)))
     }
 
@@ -97,6 +97,7 @@ impl Groups for Service {
         let owned: BTreeSet<Tp> = topic_partitions(request.owned)?.into_iter().collect();
         let (reply, generation) = self
             .broker()?
+            .groups()
             .heartbeat(Heartbeat {
                 group_id: &request.group_id,
                 member_id: &request.member_id,
@@ -113,6 +114,7 @@ impl Groups for Service {
     ) -> Result<Response<pb::LeaveGroupResponse>, Status> {
         let request = request.into_inner();
         self.broker()?
+            .groups()
             .leave_group(&request.group_id, &request.member_id)
             .map_err(status)?;
         Ok(Response::new(pb::LeaveGroupResponse {}))
@@ -134,6 +136,7 @@ impl Groups for Service {
             })
             .collect();
         self.broker()?
+            .groups()
             .commit_offsets(
                 &request.group_id,
                 &request.member_id,
@@ -154,6 +157,7 @@ impl Groups for Service {
         let partitions = topic_partitions(request.partitions)?;
         let (offsets, generation) = self
             .broker()?
+            .groups()
             .committed_offsets(&request.group_id, &partitions)
             .map_err(status)?;
         Ok(Response::new(pb::FetchCommittedOffsetsResponse {
@@ -169,7 +173,7 @@ impl Groups for Service {
         &self,
         _request: Request<pb::ListGroupsRequest>,
     ) -> Result<Response<pb::ListGroupsResponse>, Status> {
-        let groups = self.broker()?.list_groups().map_err(status)?;
+        let groups = self.broker()?.groups().list_groups().map_err(status)?;
         Ok(Response::new(pb::ListGroupsResponse {
             groups: groups
                 .into_iter()
@@ -190,6 +194,7 @@ impl Groups for Service {
         let request = request.into_inner();
         let described = self
             .broker()?
+            .groups()
             .describe_group(&request.group_id)
             .map_err(status)?;
         let members = described
@@ -238,6 +243,7 @@ impl Groups for Service {
     ) -> Result<Response<pb::DeleteGroupResponse>, Status> {
         let request = request.into_inner();
         self.broker()?
+            .groups()
             .delete_group(&request.group_id)
             .await
             .map_err(status)?;
@@ -264,6 +270,7 @@ impl Groups for Service {
         };
         let (offsets, generation) = self
             .broker()?
+            .groups()
             .reset_offsets(
                 &request.group_id,
                 &request.topic,

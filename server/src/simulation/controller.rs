@@ -1,5 +1,5 @@
 //! The controller group in the simulation: every node also runs the real controller state
-//! machine (`broker::metadata::Controller`) in raft group [`CONTROLLER`], beside the partition,
+//! machine (`controller::machine::Controller`) in raft group [`CONTROLLER`], beside the partition,
 //! on the same faulty network, with the same crashes and restarts.
 //!
 //! The load is what the cluster commits through it: a consumer group's member commits its
@@ -23,14 +23,14 @@ use std::sync::{Arc, RwLock};
 
 use tokio::sync::{oneshot, watch};
 
-use super::super::driver::Driver;
-use super::super::handle::Command;
-use super::super::handle::{ErasedResult, typed};
-use super::super::{CONTROLLER, GroupSpec, ProposeError};
 use super::Simulation;
-use crate::broker::metadata::{
-    Command as MetadataCommand, CommandRefusal, Controller, Metadata, OffsetEntry, TopicConfig,
+use crate::controller::machine::Controller;
+use crate::controller::metadata::{
+    Command as MetadataCommand, CommandRefusal, Metadata, OffsetEntry, TopicConfig,
 };
+use crate::replication::driver::Driver;
+use crate::replication::handle::{Command, ErasedResult, typed};
+use crate::replication::{CONTROLLER, GroupSpec, ProposeError};
 use crate::storage::{LogConfig, PartitionLog};
 
 /// The consumer group, topic and partition whose committed offset the simulation follows.

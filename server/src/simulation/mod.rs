@@ -1,6 +1,7 @@
-//! Deterministic simulation of a replicated partition: several nodes' real raft drivers (the
-//! same `Driver`, `RaftStorage` and `PartitionLog` the server runs, minus the thread) in one
-//! thread, on a simulated network that drops, delays, reorders and duplicates messages, with
+//! Deterministic simulation of a replicated partition and the controller (test-only; at the
+//! crate's root because it runs replication, partition and controller together, so it sits
+//! above all three): several nodes' real raft drivers (the same `Driver`, `RaftStorage` and
+//! `PartitionLog` the server runs, minus the thread) in one thread, on a simulated network that drops, delays, reorders and duplicates messages, with
 //! network partitions and node crashes and restarts, all chosen by a seeded random source.
 //!
 //! Checked after every step:
@@ -13,12 +14,13 @@
 //! - no idempotent producer's record is stored twice, and each producer's records are in the
 //!   log in the order it sent them.
 //!
-//! The nodes run the partition's real state machine (`broker::PartitionMachine`, with its
-//! producer table). Beside anonymous batches, idempotent producers send one batch at a time and
-//! re-send it, as it is, to any node until one acknowledges it (as a client does after a
-//! timeout or a NotLeader), sometimes to several nodes at once; a node is sometimes handed a
-//! batch in the same round as the message that made it leader, before its Ready round (as the
-//! driver's command batches do).
+//! The nodes run the partition's real state machine
+//! ([`PartitionMachine`](crate::partition::PartitionMachine), with its producer table). Beside
+//! anonymous batches, idempotent producers send one batch at a time and re-send it, as it is,
+//! to any node until one acknowledges it (as a client does after a timeout or a NotLeader),
+//! sometimes to several nodes at once; a node is sometimes handed a batch in the same round as
+//! the message that made it leader, before its Ready round (as the driver's command batches
+//! do).
 //!
 //! A failure prints its seed; `STRATA_SIM_SEED=<seed>` replays it exactly: the network
 //! schedule, crashes and proposals come from the seed, and the simulated drivers give every
@@ -47,13 +49,12 @@ use bytes::Bytes;
 use raft::prelude::{Entry, EntryType, Message};
 use tokio::sync::{oneshot, watch};
 
-use super::driver::Driver;
-use super::handle::Command;
-use super::handle::{ErasedResult, typed};
-use super::{Committed, GroupSpec, Outbox, ProposeError, RaftGroupId, StateMachine};
-use crate::broker::metadata::TopicConfig;
+use crate::controller::metadata::TopicConfig;
 use crate::partition::PartitionMachine;
 use crate::partition::producers::SequenceError;
+use crate::replication::driver::Driver;
+use crate::replication::handle::{Command, ErasedResult, typed};
+use crate::replication::{Committed, GroupSpec, Outbox, ProposeError, RaftGroupId, StateMachine};
 use crate::storage::batch::{BatchBuilder, decode_records, split_batches};
 use crate::storage::{LogConfig, PartitionLog};
 use controller::{ControllerLoad, NodeController};
@@ -548,7 +549,7 @@ impl Simulation {
         match self.rng.below(6) {
             0 => message.from = 99,
             1 => message.term = 0,
-            2 => message.term = super::validate::TERM_MAX + 1 + self.rng.below(1000),
+            2 => message.term = crate::replication::validate::TERM_MAX + 1 + self.rng.below(1000),
             3 => message.set_msg_type(raft::prelude::MessageType::MsgHup),
             4 => {
                 let normal = message
