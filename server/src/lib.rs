@@ -36,6 +36,20 @@
 //!   [`clock::SharedClock`], so tests move a [`clock::ManualClock`] instead of sleeping.
 //!
 //! [`run`] starts a node and serves until its shutdown future completes.
+//!
+//! ## Words (one meaning each; ARCHITECTURE.md's glossary, and the words this crate adds)
+//! - **offset**: a record's logical number in a partition. **position**: a byte position in a
+//!   segment file. **raft index / term**: raft's numbering, never an offset.
+//! - **batch**, **high watermark**, **log start offset**: as in ARCHITECTURE.md.
+//! - **raft group**: a partition's or the controller's raft group, named by a
+//!   [`replication::RaftGroupId`]. **group** alone: a consumer group.
+//! - **start** ([`partition::StartFrom`]): where a read begins (earliest, latest, an offset, a
+//!   time). A consumer's **progress** is the client's word for how far it has read.
+//! - **proposal**: a command a leader hands raft; its **admission** is the state machine's
+//!   decision whether it enters the log ([`replication::Admission`]); a committed entry's
+//!   **outcome** and a proposal's **refusal** are the machine's typed answers.
+//! - **producer table**: a partition's idempotence state ([`partition::producers`]).
+//! - **replica**: a node's copy of a partition ([`partition::PartitionReplica`]).
 
 pub mod broker;
 pub mod clock;

@@ -214,7 +214,7 @@ pub fn disk_space(path: &std::path::Path) -> std::io::Result<(u64, u64)> {
 }
 
 /// Refuses produce while the data directory's free space is below the reserve. Readings are
-/// cached for [`DISK_REFRESH_INTERVAL`], so the check costs a lock and a clock read; bytes
+/// cached for `DISK_REFRESH_INTERVAL`, so the check costs a lock and a clock read; bytes
 /// admitted since the reading count as used already, so a burst of produce inside one interval
 /// cannot run past the reserve either.
 #[derive(Debug)]

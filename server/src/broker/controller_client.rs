@@ -5,9 +5,10 @@
 use std::future::Future;
 use std::time::Duration;
 
-use super::{Broker, BrokerError, CONTROLLER_GROUP, CONTROLLER_SEGMENT_BYTES};
+use super::{Broker, BrokerError, CONTROLLER_SEGMENT_BYTES};
 use crate::controller::machine::Controller;
 use crate::controller::metadata::{Command, CommandRefusal, Node};
+use crate::replication::CONTROLLER;
 
 /// How often a starting node asks again whether its metadata has caught up.
 const METADATA_RETRY_INTERVAL: Duration = Duration::from_millis(250);
@@ -160,7 +161,7 @@ impl Broker {
         }
         let committed = self
             .driver
-            .propose::<Controller>(CONTROLLER_GROUP, batch)
+            .propose::<Controller>(CONTROLLER, batch)
             .await
             .map_err(|e| self.controller_error(e))?;
         Ok(committed.outcome)

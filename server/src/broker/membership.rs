@@ -6,9 +6,10 @@ use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
 use std::time::Duration;
 
-use super::{Broker, BrokerError, CONTROLLER_GROUP};
+use super::{Broker, BrokerError};
 use crate::controller::metadata::{Command, Metadata, Node};
 use crate::partition::group_id;
+use crate::replication::CONTROLLER;
 use crate::replication::{ProposeError, RaftGroupId};
 
 /// How long `AddNode` waits for a new node, added as a learner, to hold the controller's whole
@@ -111,7 +112,7 @@ impl Broker {
             .await?;
         let deadline = tokio::time::Instant::now() + ADD_NODE_CATCH_UP_TIMEOUT;
         loop {
-            match self.driver.caught_up(CONTROLLER_GROUP, node_id).await {
+            match self.driver.caught_up(CONTROLLER, node_id).await {
                 Some(true) => {
                     return self
                         .change_controller_membership(ConfChangeType::AddNode, node_id)
@@ -153,7 +154,7 @@ impl Broker {
         change.set_change_type(kind);
         change.node_id = node_id;
         self.driver
-            .propose_conf_change(CONTROLLER_GROUP, change)
+            .propose_conf_change(CONTROLLER, change)
             .await
             .map_err(|e| self.controller_error(e))?
             .outcome
@@ -214,7 +215,7 @@ impl Broker {
         // Every replica has moved: the node leaves the controller and the metadata.
         if self
             .driver
-            .voters(CONTROLLER_GROUP)
+            .voters(CONTROLLER)
             .await
             .is_some_and(|voters| voters.contains(&node_id))
         {
@@ -351,7 +352,7 @@ impl Broker {
     pub(super) async fn members(&self) -> Vec<u64> {
         let mut voters = self
             .driver
-            .voters(CONTROLLER_GROUP)
+            .voters(CONTROLLER)
             .await
             .unwrap_or_else(|| vec![self.node_id]);
         voters.sort_unstable();

@@ -59,11 +59,9 @@ use crate::clock::SharedClock;
 use crate::groups::{GroupRequests, Groups};
 use crate::partition::producers::SequenceError;
 use crate::partition::{Fetched, PartitionReplica, StartFrom, group_id};
-use crate::replication::{DriverHandle, GroupSpec, ProposeError, RaftGroupId};
+use crate::replication::{CONTROLLER, DriverHandle, GroupSpec, ProposeError, RaftGroupId};
 use crate::storage::{LogConfig, PartitionLog};
 
-/// The controller's raft group.
-pub const CONTROLLER_GROUP: RaftGroupId = 0;
 /// Bytes of produced batches this node holds while they wait to commit (in the driver's queue,
 /// raft's unstable log and the write path). Producers wait for room beyond it.
 pub const PRODUCE_BYTES_IN_FLIGHT_MAX: usize = 256 << 20;
@@ -201,7 +199,7 @@ impl Broker {
         let (stopped_groups, stopped_receiver) = tokio::sync::mpsc::unbounded_channel();
         driver
             .add_group(GroupSpec {
-                id: CONTROLLER_GROUP,
+                id: CONTROLLER,
                 log: Arc::new(RwLock::new(log)),
                 voters: cluster.keys().copied().collect(),
                 machine: controller,

@@ -4,9 +4,9 @@
 //! persistence is sent and before any proposal is acknowledged.
 //!
 //! This file owns the thread, its loop, command dispatch, adding and stopping groups, and
-//! admission of proposals. The Ready round is in [`super::ready`], membership changes and
-//! hand-over in [`super::membership`], quiet groups and leader balance in
-//! [`super::quiescence`], the lost-log patch in [`super::lost_log`].
+//! admission of proposals. The Ready round is in `ready`, membership changes and
+//! hand-over in `membership`, quiet groups and leader balance in
+//! `quiescence`, the lost-log patch in `lost_log`.
 //!
 //! The driver does blocking file I/O, so it runs on its own OS thread, not on the async
 //! runtime. Async callers talk to it through [`DriverHandle`] over a bounded channel; replies come
