@@ -4,6 +4,12 @@
 //! log-start checkpoint; offsets are stamped into each batch at append from the log before it,
 //! so every replica that appends the same entries assigns the same offsets. Control batches take
 //! a raft index and no offset.
+//!
+//! This file owns [`PartitionLog`]'s core: its config, append and rolling, group-commit sync and
+//! reads by offset. Further `impl PartitionLog` blocks live in child modules, one per concern:
+//! - `open`: opening a partition directory and recovering it after a crash;
+//! - `raft`: the raft-index view (entries, terms, truncating a conflicting suffix);
+//! - `start`: moving the log start (retention, reset to a snapshot's start).
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -12,12 +18,17 @@ use std::sync::Arc;
 use bytes::Bytes;
 
 use super::batch::{self, BatchHeader, ControlType};
-use super::checkpoint::{Checkpoint, LogStart};
-use super::error::{Error, IoContext, Result};
+use super::checkpoint::LogStart;
+use super::error::{Error, Result};
 use super::fault::Faults;
-use super::files::{self, DELETED_SUFFIX, TMP_SUFFIX};
-use super::retention::{self, RetentionPolicy, SegmentMeta};
-use super::segment::{self, INDEX_SUFFIX, LOG_SUFFIX, RaftEntry, Recovery, Segment, SegmentInfo};
+use super::files;
+use super::segment::{self, Segment, SegmentInfo};
+
+mod open;
+mod raft;
+mod start;
+
+pub use start::RetentionOutcome;
 
 /// Largest `segment_bytes_max`: index entries hold 32-bit positions.
 pub const SEGMENT_BYTES_LIMIT: u64 = 1 << 31;
@@ -117,14 +128,6 @@ impl PendingSync {
     }
 }
 
-/// What a retention pass removed.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct RetentionOutcome {
-    pub segments_removed: usize,
-    pub bytes_removed: u64,
-    pub log_start_offset: u64,
-}
-
 /// One partition's log. Not thread-safe by itself: the owner serializes access (`&mut self` for
 /// every change); [`Bytes`] it hands out may be sent anywhere.
 pub struct PartitionLog {
@@ -151,136 +154,6 @@ impl std::fmt::Debug for PartitionLog {
 }
 
 impl PartitionLog {
-    /// Opens the log in `dir`, creating it when missing, and recovers it: leftovers of
-    /// interrupted deletions are removed, sealed segments are checked (their indexes rebuilt
-    /// when in doubt), and the torn tail of the last segment is cut off.
-    ///
-    /// # Errors
-    /// An invalid config; I/O errors; [`Error::Corrupt`] for damage a crash cannot explain (a bad
-    /// batch in a sealed segment, a damaged checkpoint, segments that do not follow each other).
-    pub fn open(dir: impl AsRef<Path>, config: LogConfig) -> Result<Self> {
-        config.validate()?;
-        let dir = dir.as_ref().to_path_buf();
-        let faults = config.faults.clone();
-        if !dir.exists() {
-            fs::create_dir_all(&dir).context("create directory", &dir)?;
-            if let Some(parent) = dir.parent() {
-                files::sync_dir(parent, faults.as_deref())?;
-            }
-        }
-        let mut bases = Vec::new();
-        let mut index_bases = Vec::new();
-        for entry in fs::read_dir(&dir).context("list", &dir)? {
-            let entry = entry.context("list", &dir)?;
-            let name = entry.file_name();
-            let Some(name) = name.to_str() else { continue };
-            if name.ends_with(DELETED_SUFFIX) || name.ends_with(TMP_SUFFIX) {
-                fs::remove_file(entry.path()).context("unlink", &entry.path())?;
-            } else if let Some(base) = segment::parse_log_file_name(name) {
-                bases.push(base);
-            } else if let Some(digits) = name.strip_suffix(INDEX_SUFFIX) {
-                let log_name = format!("{digits}{LOG_SUFFIX}");
-                if let Some(base) = segment::parse_log_file_name(&log_name) {
-                    index_bases.push(base);
-                }
-            }
-        }
-        bases.sort_unstable();
-
-        // An index without its log is left from an interrupted removal.
-        let orphans: Vec<PathBuf> = index_bases
-            .iter()
-            .filter(|base| bases.binary_search(base).is_err())
-            .map(|base| dir.join(segment::index_file_name(*base)))
-            .collect();
-        if !orphans.is_empty() {
-            files::remove_files(&dir, &orphans, faults.as_deref())?;
-        }
-
-        let checkpoint = Checkpoint::read(&dir)?;
-        let start = checkpoint.start;
-        // A pending reset means every segment present predates it; segments below the start
-        // offset were being removed by retention when the process stopped.
-        let stale: Vec<u64> = if checkpoint.reset_pending {
-            std::mem::take(&mut bases)
-        } else {
-            let keep_from = bases.partition_point(|base| *base < start.start_offset);
-            bases.drain(..keep_from).collect()
-        };
-        if !stale.is_empty() {
-            let paths = segment_paths(&dir, &stale);
-            files::remove_files(&dir, &paths, faults.as_deref())?;
-        }
-
-        let mut log = Self {
-            dir,
-            config,
-            start,
-            segments: Vec::with_capacity(bases.len().max(1)),
-            last_term: start.prev_term,
-            failed: None,
-        };
-        if bases.is_empty() {
-            let segment = log.new_segment(start.start_offset, start.prev_raft_index + 1)?;
-            log.segments.push(segment);
-        }
-        if checkpoint.reset_pending {
-            Checkpoint {
-                start,
-                reset_pending: false,
-            }
-            .write(&log.dir, faults.as_deref())?;
-        }
-        let mut next = (start.start_offset, start.prev_raft_index + 1);
-        for (position, base) in bases.iter().enumerate() {
-            if *base != next.0 {
-                return Err(Error::Corrupt {
-                    path: log.dir.join(segment::log_file_name(*base)),
-                    position: 0,
-                    reason: format!(
-                        "segment starts at offset {base} but the log before it ends at offset {}",
-                        next.0
-                    ),
-                });
-            }
-            let recovery = if position + 1 == bases.len() {
-                Recovery::TruncateTornTail
-            } else {
-                Recovery::Strict
-            };
-            let segment = Segment::open(
-                &log.dir,
-                *base,
-                next.1,
-                log.config.capacity_bytes(),
-                log.config.index_interval_bytes,
-                recovery,
-                faults.clone(),
-            )?;
-            // Terms never decrease; the leader epoch is outside the CRC, so check it across
-            // segment boundaries too (inside a segment the walk does).
-            let term_before = log
-                .segments
-                .iter()
-                .rev()
-                .find_map(Segment::last_term)
-                .unwrap_or(start.prev_term);
-            if let Some(first_term) = segment.first_term()?
-                && first_term < term_before
-            {
-                return Err(Error::Corrupt {
-                    path: segment.log_path().to_path_buf(),
-                    position: 0,
-                    reason: format!("batch term {first_term} after term {term_before}"),
-                });
-            }
-            next = (segment.next_offset(), segment.next_raft_index());
-            log.segments.push(segment);
-        }
-        log.last_term = log.term(log.last_raft_index())?;
-        Ok(log)
-    }
-
     /// Creates the files of a new, empty segment and makes their names durable. On error no
     /// half-created segment is left behind to collide with the next attempt.
     fn new_segment(&self, base_offset: u64, base_raft_index: u64) -> Result<Segment> {
@@ -574,102 +447,6 @@ impl PartitionLog {
         Ok(Vec::new())
     }
 
-    /// Stored batches with raft indexes `from..to`, each with its term: at least one when the
-    /// range is not empty, then more while the total stays within `max_bytes` (raft-rs's
-    /// `Storage::entries` contract).
-    ///
-    /// # Errors
-    /// [`Error::RaftIndexCompacted`] below [`PartitionLog::first_raft_index`],
-    /// [`Error::RaftIndexUnavailable`] when `to` passes the end.
-    pub fn raft_entries(&self, from: u64, to: u64, max_bytes: usize) -> Result<Vec<RaftEntry>> {
-        self.check_usable()?;
-        let first = self.first_raft_index();
-        let last = self.last_raft_index();
-        if from < first {
-            return Err(Error::RaftIndexCompacted {
-                requested: from,
-                first,
-            });
-        }
-        if to > last + 1 {
-            return Err(Error::RaftIndexUnavailable {
-                requested: to - 1,
-                last,
-            });
-        }
-        let mut entries: Vec<RaftEntry> = Vec::new();
-        let mut next = from;
-        let mut taken_bytes = 0usize;
-        for segment in &self.segments[self.segment_of_raft_index(from)..] {
-            if next >= to {
-                break;
-            }
-            let part = segment.raft_entries(next, to, max_bytes, taken_bytes)?;
-            let complete = next + part.len() as u64 == segment.next_raft_index().min(to);
-            next += part.len() as u64;
-            taken_bytes += part.iter().map(|entry| entry.batch.len()).sum::<usize>();
-            entries.extend(part);
-            if !complete {
-                break;
-            }
-        }
-        Ok(entries)
-    }
-
-    /// The segment holding `raft_index` (the last one for the end of the log).
-    fn segment_of_raft_index(&self, raft_index: u64) -> usize {
-        self.segments
-            .partition_point(|segment| segment.base_raft_index() <= raft_index)
-            .saturating_sub(1)
-    }
-
-    /// Term of the entry at `raft_index`; the entry just before the log counts.
-    ///
-    /// # Errors
-    /// [`Error::RaftIndexCompacted`], [`Error::RaftIndexUnavailable`].
-    pub fn term(&self, raft_index: u64) -> Result<u64> {
-        self.check_usable()?;
-        let last = self.last_raft_index();
-        if raft_index == self.start.prev_raft_index {
-            return Ok(self.start.prev_term);
-        }
-        if raft_index < self.start.prev_raft_index {
-            return Err(Error::RaftIndexCompacted {
-                requested: raft_index,
-                first: self.first_raft_index(),
-            });
-        }
-        if raft_index > last {
-            return Err(Error::RaftIndexUnavailable {
-                requested: raft_index,
-                last,
-            });
-        }
-        self.segments[self.segment_of_raft_index(raft_index)].term_of(raft_index)
-    }
-
-    /// The offset after the batch at `raft_index` (for the entry just before the log, the log
-    /// start offset): what the high watermark becomes once that entry commits.
-    ///
-    /// # Errors
-    /// [`Error::RaftIndexCompacted`], [`Error::RaftIndexUnavailable`].
-    pub fn offset_after_raft_index(&self, raft_index: u64) -> Result<u64> {
-        self.check_usable()?;
-        if raft_index == self.start.prev_raft_index {
-            return Ok(self.start.start_offset);
-        }
-        if raft_index == self.last_raft_index() {
-            return Ok(self.next_offset());
-        }
-        let entries = self.raft_entries(raft_index, raft_index + 1, 0)?;
-        let entry = entries.first().ok_or(Error::RaftIndexUnavailable {
-            requested: raft_index,
-            last: self.last_raft_index(),
-        })?;
-        let header = BatchHeader::parse(&entry.batch)?;
-        Ok(header.base_offset as u64 + header.offset_count())
-    }
-
     /// The largest batch [`PartitionLog::append`] accepts.
     pub fn batch_bytes_max(&self) -> usize {
         self.config.batch_bytes_max
@@ -703,188 +480,6 @@ impl PartitionLog {
         }
         Ok(None)
     }
-
-    /// Removes the batch at `raft_index` and every batch after it, as raft does with a
-    /// conflicting suffix. Offsets of the removed batches are taken again by later appends.
-    /// Durable after the next [`PartitionLog::sync`].
-    ///
-    /// # Errors
-    /// [`Error::RaftIndexCompacted`] at or below the log start's raft index,
-    /// [`Error::RaftIndexUnavailable`] past the end plus one; I/O errors, after which the log
-    /// is failed.
-    pub fn truncate_from_raft_index(&mut self, raft_index: u64) -> Result<()> {
-        self.check_usable()?;
-        let last = self.last_raft_index();
-        if raft_index <= self.start.prev_raft_index {
-            return Err(Error::RaftIndexCompacted {
-                requested: raft_index,
-                first: self.first_raft_index(),
-            });
-        }
-        if raft_index > last + 1 {
-            return Err(Error::RaftIndexUnavailable {
-                requested: raft_index,
-                last,
-            });
-        }
-        if raft_index == last + 1 {
-            return Ok(());
-        }
-        let at = self.segment_of_raft_index(raft_index);
-        // Drop whole segments that start at or after the cut; the first segment always stays.
-        let keep = if at > 0 && self.segments[at].base_raft_index() == raft_index {
-            at
-        } else {
-            at + 1
-        };
-        // Newest first, each removal durable before the next: a crash leaves a shorter log,
-        // never one with a gap (which open rejects).
-        while self.segments.len() > keep {
-            let segment = self.segments.pop().expect("more segments than kept");
-            let paths: Vec<PathBuf> = segment.paths().collect();
-            drop(segment);
-            if let Err(error) =
-                files::remove_files(&self.dir, &paths, self.config.faults.as_deref())
-            {
-                return Err(self.fail(error));
-            }
-        }
-        if self.active().next_raft_index() > raft_index
-            && let Err(error) = self.active_mut().truncate_from_raft_index(raft_index)
-        {
-            return Err(self.fail(error));
-        }
-        match self.term(raft_index - 1) {
-            Ok(term) => self.last_term = term,
-            Err(error) => return Err(self.fail(error)),
-        }
-        Ok(())
-    }
-
-    /// Empties the log and restarts it after `start`, as installing a raft snapshot does (the
-    /// partition's state is its log, so a snapshot is only this anchor). The next append takes
-    /// raft index `start.prev_raft_index + 1` and offset `start.start_offset`.
-    ///
-    /// Crash-safe: the checkpoint is written first with a reset-pending flag, so a crash at any
-    /// point leaves either the old log or the new, empty one.
-    ///
-    /// # Errors
-    /// [`Error::InvalidTerm`] for a term past 2^31 - 1; I/O errors, after which the log is failed
-    /// (reopening completes the reset).
-    pub fn reset(&mut self, start: LogStart) -> Result<()> {
-        self.check_usable()?;
-        if i32::try_from(start.prev_term).is_err() {
-            return Err(Error::InvalidTerm {
-                term: start.prev_term,
-                reason: "the batch format's leader epoch holds at most 2^31 - 1",
-            });
-        }
-        if let Err(error) = self.reset_files(start) {
-            return Err(self.fail(error));
-        }
-        self.start = start;
-        self.last_term = start.prev_term;
-        Ok(())
-    }
-
-    fn reset_files(&mut self, start: LogStart) -> Result<()> {
-        let faults = self.config.faults.clone();
-        Checkpoint {
-            start,
-            reset_pending: true,
-        }
-        .write(&self.dir, faults.as_deref())?;
-        // The old segments stay in memory until the new one exists, so that a failed reset
-        // leaves a (failed) log that still answers its getters.
-        let paths: Vec<PathBuf> = self.segments.iter().flat_map(Segment::paths).collect();
-        files::remove_files(&self.dir, &paths, faults.as_deref())?;
-        let segment = self.new_segment(start.start_offset, start.prev_raft_index + 1)?;
-        self.segments = vec![segment];
-        Checkpoint {
-            start,
-            reset_pending: false,
-        }
-        .write(&self.dir, faults.as_deref())
-    }
-
-    /// Removes the oldest sealed segments that `policy` lets go (see [`retention::plan`]), but
-    /// none holding a raft index above `raft_index_max` (the caller passes what raft has applied,
-    /// so retention never removes entries raft still needs). The log start advances first, in
-    /// the checkpoint, then the files go, renamed and unlinked.
-    ///
-    /// # Errors
-    /// I/O errors. If the checkpoint was written the removal has happened logically; leftover
-    /// files are removed at the next open.
-    pub fn apply_retention(
-        &mut self,
-        policy: &RetentionPolicy,
-        now_ms: i64,
-        raft_index_max: u64,
-    ) -> Result<RetentionOutcome> {
-        self.check_usable()?;
-        let metas: Vec<SegmentMeta> = self
-            .segments
-            .iter()
-            .map(|segment| SegmentMeta {
-                size_bytes: segment.size_bytes(),
-                max_timestamp: segment.max_timestamp(),
-            })
-            .collect();
-        let mut count = retention::plan(&metas, policy, now_ms);
-        while count > 0 && self.segments[count - 1].next_raft_index() - 1 > raft_index_max {
-            count -= 1;
-        }
-        if count == 0 {
-            return Ok(RetentionOutcome {
-                log_start_offset: self.start.start_offset,
-                ..RetentionOutcome::default()
-            });
-        }
-        let first_kept = &self.segments[count];
-        let prev_raft_index = first_kept.base_raft_index() - 1;
-        let start = LogStart {
-            prev_raft_index,
-            prev_term: self.segments[count - 1].term_of(prev_raft_index)?,
-            start_offset: first_kept.base_offset(),
-        };
-        let faults = self.config.faults.clone();
-        // A failed write of the checkpoint may have renamed it without a durable directory
-        // entry: memory cannot tell which start the disk holds, so the log fails.
-        let written = Checkpoint {
-            start,
-            reset_pending: false,
-        }
-        .write(&self.dir, faults.as_deref());
-        if let Err(error) = written {
-            return Err(self.fail(error));
-        }
-        self.start = start;
-        let removed: Vec<Segment> = self.segments.drain(..count).collect();
-        let bytes_removed = removed.iter().map(Segment::size_bytes).sum();
-        let paths: Vec<PathBuf> = removed.iter().flat_map(Segment::paths).collect();
-        drop(removed);
-        // The start has moved; files left behind are removed at the next open.
-        if let Err(error) = files::remove_files(&self.dir, &paths, faults.as_deref()) {
-            return Err(self.fail(error));
-        }
-        Ok(RetentionOutcome {
-            segments_removed: count,
-            bytes_removed,
-            log_start_offset: start.start_offset,
-        })
-    }
-}
-
-fn segment_paths(dir: &Path, bases: &[u64]) -> Vec<PathBuf> {
-    bases
-        .iter()
-        .flat_map(|base| {
-            [
-                dir.join(segment::log_file_name(*base)),
-                dir.join(segment::index_file_name(*base)),
-            ]
-        })
-        .collect()
 }
 
 #[cfg(test)]

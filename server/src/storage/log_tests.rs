@@ -5,7 +5,9 @@ use std::sync::Arc;
 use bytes::{Bytes, BytesMut};
 
 use super::*;
+use crate::storage::RetentionPolicy;
 use crate::storage::batch::{BatchBuilder, decode_records};
+use crate::storage::checkpoint::Checkpoint;
 use crate::storage::fault::Faults;
 
 /// A data batch of `count` records, timestamps `timestamp..timestamp + count`, values

@@ -9,9 +9,12 @@
 //! - [`batch`]: the batch codec, byte for byte, and its one description of the format (it lives
 //!   in `strata-proto`, which the client shares).
 //! - [`index`]: index entries (offset, raft index, position, time) and their lookups.
-//! - [`segment`]: one segment: append, read, lookups, recovery, truncation.
-//! - [`log`]: [`PartitionLog`], the ordered segments, rolling, group-commit `sync`, truncation,
-//!   reset, retention.
+//! - [`segment`]: one segment: append, sync, sealing, truncation, file names; its child modules
+//!   hold recovery at open (`segment/recovery.rs`) and reads (`segment/read.rs`).
+//! - [`log`]: [`PartitionLog`], the ordered segments, rolling, group-commit `sync`, reads; its
+//!   child modules hold opening and recovery (`log/open.rs`), the raft-index view and
+//!   truncation (`log/raft.rs`), and moving the log start by retention or reset
+//!   (`log/start.rs`).
 //! - [`retention`]: the pure retention plan.
 //! - [`checkpoint`]: the log-start checkpoint file.
 //! - [`inspect`]: read-only dump and verification of a partition directory (`strata log`).
