@@ -91,6 +91,14 @@ fn follower(
     let log = spec.log.clone();
     let mut driver = Driver::for_simulation(1, Arc::new(NoPeers));
     driver.add_erased(spec).expect("add group");
+    follow_node_2(&mut driver, entries, &batch());
+    assert_eq!(driver.groups[&9].node.raft.raft_log.committed, entries);
+    (driver, log, faults)
+}
+
+/// Steps into group 9 of `driver` an append from node 2, leader of term 5, of `entries` copies
+/// of `batch`, all committed, and runs the Ready rounds that persist and apply them.
+fn follow_node_2(driver: &mut Driver, entries: u64, batch: &[u8]) {
     let mut append = Message {
         msg_type: MessageType::MsgAppend,
         from: 2,
@@ -104,7 +112,7 @@ fn follower(
             .map(|index| Entry {
                 index,
                 term: 5,
-                data: batch().into(),
+                data: batch.to_vec().into(),
                 ..Entry::default()
             })
             .collect::<Vec<_>>()
@@ -113,8 +121,6 @@ fn follower(
     driver.handle(Command::Step(vec![(9, append)], Arc::from("test")));
     driver.process_ready();
     driver.process_ready();
-    assert_eq!(driver.groups[&9].node.raft.raft_log.committed, entries);
-    (driver, log, faults)
 }
 
 mod hostile {
@@ -607,29 +613,9 @@ fn a_follower_sent_a_snapshot_is_probed_again() {
         ..Message::default()
     };
     // Node 2 leads term 5 and has 30 batches committed on node 1.
-    let mut append = Message {
-        commit: 30,
-        ..from_node_2(MessageType::MsgAppend, 5)
-    };
-    let value = [b'v'; 100];
-    append.set_entries(
-        (1..=30)
-            .map(|index| {
-                let mut builder = BatchBuilder::new();
-                builder.push(1, None, Some(&value), &[]);
-                Entry {
-                    index,
-                    term: 5,
-                    data: builder.finish().to_vec().into(),
-                    ..Entry::default()
-                }
-            })
-            .collect::<Vec<_>>()
-            .into(),
-    );
-    driver.handle(Command::Step(vec![(9, append)], Arc::from("test")));
-    driver.process_ready();
-    driver.process_ready();
+    let mut builder = BatchBuilder::new();
+    builder.push(1, None, Some(&[b'v'; 100]), &[]);
+    follow_node_2(&mut driver, 30, &builder.finish());
     // Retention removes the log's start, so a follower behind it needs a snapshot.
     let everything = crate::storage::RetentionPolicy {
         retention_ms: None,
