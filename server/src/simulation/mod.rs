@@ -1,8 +1,11 @@
 //! Deterministic simulation of a replicated partition and the controller (test-only; at the
 //! crate's root because it runs replication, partition and controller together, so it sits
 //! above all three): several nodes' real raft drivers (the same `Driver`, `RaftStorage` and
-//! `PartitionLog` the server runs, minus the thread) in one thread, on a simulated network that drops, delays, reorders and duplicates messages, with
-//! network partitions and node crashes and restarts, all chosen by a seeded random source.
+//! `PartitionLog` the server runs, minus the thread) in one thread, on a simulated network
+//! that drops, delays, reorders and duplicates messages, with network partitions and node
+//! crashes and restarts, all chosen by a seeded random source. A node is in `node`, the
+//! idempotent producers and their checks in `producers`, the controller's load in
+//! `controller`.
 //!
 //! Checked after every step:
 //! - an acknowledged batch is committed at the offset its acknowledgement named, and stays so;
@@ -42,24 +45,23 @@
 //! subject.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, RwLock};
+use std::path::Path;
+use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 use raft::prelude::{Entry, EntryType, Message};
-use tokio::sync::{oneshot, watch};
+use tokio::sync::oneshot;
 
-use crate::controller::metadata::TopicConfig;
-use crate::partition::PartitionMachine;
-use crate::partition::producers::SequenceError;
-use crate::replication::driver::Driver;
-use crate::replication::handle::{Command, ErasedResult, typed};
-use crate::replication::{Committed, GroupSpec, Outbox, ProposeError, RaftGroupId, StateMachine};
-use crate::storage::batch::{BatchBuilder, decode_records, split_batches};
-use crate::storage::{LogConfig, PartitionLog};
-use controller::{ControllerLoad, NodeController};
+use crate::replication::handle::{Command, ErasedResult};
+use crate::replication::{Outbox, RaftGroupId, StateMachine};
+use crate::storage::batch::BatchBuilder;
+use controller::ControllerLoad;
+use node::Node;
+use producers::{PRODUCERS, Producer, Sent};
 
 mod controller;
+mod node;
+mod producers;
 
 /// Partition 0 of topic 1.
 const GROUP: RaftGroupId = crate::partition::group_id(1, 0);
@@ -127,168 +129,6 @@ impl StateMachine for LogMachine {
     type Refusal = std::convert::Infallible;
 
     fn apply(&mut self, _entry: &Entry, _next_offset: u64) {}
-}
-
-struct Node {
-    id: u64,
-    dir: PathBuf,
-    driver: Option<Driver>,
-    log: Option<Arc<RwLock<PartitionLog>>>,
-    high_watermark: Option<watch::Receiver<u64>>,
-    /// The high watermark last seen in this incarnation.
-    seen_high_watermark: u64,
-    /// Offsets below this were checked in this incarnation.
-    checked: u64,
-    controller: Option<NodeController>,
-}
-
-impl Node {
-    fn start(
-        &mut self,
-        voters: &[u64],
-        network: &Arc<Mutex<InFlight>>,
-        reachability: &Arc<Mutex<Reachability>>,
-    ) {
-        reachability
-            .lock()
-            .expect("reachability")
-            .down
-            .remove(&self.id);
-        let config = LogConfig {
-            segment_bytes_max: 16 << 10,
-            batch_bytes_max: 4 << 10,
-            ..LogConfig::default()
-        };
-        let log = Arc::new(RwLock::new(
-            PartitionLog::open(&self.dir, config).expect("open log"),
-        ));
-        let outbox = Arc::new(SimOutbox {
-            from: self.id,
-            network: network.clone(),
-            reachability: reachability.clone(),
-        });
-        let mut driver = Driver::for_simulation(self.id, outbox);
-        let (high_watermark, receiver) = watch::channel(0);
-        let (leader, _) = watch::channel(0);
-        let (in_sync, _) = watch::channel(Vec::new());
-        driver
-            .add_group(GroupSpec {
-                id: GROUP,
-                log: log.clone(),
-                voters: voters.to_vec(),
-                machine: PartitionMachine::new(
-                    Arc::new(RwLock::new(TopicConfig::default())),
-                    log.clone(),
-                ),
-                applied: 0,
-                replay_committed: false,
-                high_watermark,
-                leader,
-                in_sync,
-                preferred_leader: None,
-                stopped: None,
-            })
-            .expect("add group");
-        let controller_dir = self
-            .dir
-            .with_file_name(format!("node-{}-controller", self.id));
-        self.controller = Some(NodeController::start(&mut driver, &controller_dir, voters));
-        self.driver = Some(driver);
-        self.log = Some(log);
-        self.seen_high_watermark = *receiver.borrow();
-        self.high_watermark = Some(receiver);
-        self.checked = 0;
-    }
-
-    fn crash(&mut self, reachability: &Arc<Mutex<Reachability>>) {
-        reachability
-            .lock()
-            .expect("reachability")
-            .down
-            .insert(self.id);
-        // Dropped without stop(): no final sync, no state written beyond what steps wrote.
-        self.driver = None;
-        self.log = None;
-        self.high_watermark = None;
-        self.controller = None;
-    }
-
-    fn up(&self) -> bool {
-        self.driver.is_some()
-    }
-
-    /// The records below this node's high watermark, by offset.
-    fn committed(&self) -> Vec<(u64, Bytes)> {
-        self.committed_from(0)
-    }
-
-    /// The records from `from` below this node's high watermark.
-    fn committed_from(&self, from: u64) -> Vec<(u64, Bytes)> {
-        let (Some(log), Some(high_watermark)) = (&self.log, &self.high_watermark) else {
-            return Vec::new();
-        };
-        let end = *high_watermark.borrow();
-        let log = log.read().expect("log");
-        let mut records = Vec::new();
-        let mut offset = log.log_start_offset().max(from);
-        while offset < end {
-            let runs = log.read_below(offset, end, 1 << 20).expect("read");
-            let before = offset;
-            for run in runs {
-                for split in split_batches(run) {
-                    let (header, batch) = split.expect("batch");
-                    if header.is_control() {
-                        continue;
-                    }
-                    for record in decode_records(&batch).expect("records") {
-                        if record.offset >= offset && record.offset < end {
-                            records.push((record.offset, record.value.unwrap_or_default()));
-                        }
-                    }
-                    offset = offset.max(header.base_offset as u64 + header.offset_count());
-                }
-            }
-            if offset == before {
-                break;
-            }
-        }
-        records
-    }
-}
-
-/// Idempotent producers per simulation.
-const PRODUCERS: usize = 3;
-
-/// An idempotent producer: one batch at a time, re-sent as it is until acknowledged.
-struct Producer {
-    id: i64,
-    epoch: i16,
-    /// The sequence of the batch being sent.
-    sequence: i32,
-    /// The batch being sent and its records' values, once built.
-    batch: Option<(Vec<u8>, Vec<Bytes>)>,
-}
-
-/// What a pending proposal carried.
-enum Sent {
-    /// A batch of no producer: its one record's value.
-    Anonymous(Bytes),
-    /// A copy of producer `producer`'s batch at `epoch` and `sequence`.
-    Idempotent {
-        producer: usize,
-        epoch: i16,
-        sequence: i32,
-        values: Vec<Bytes>,
-    },
-}
-
-impl Sent {
-    fn values(&self) -> Vec<Bytes> {
-        match self {
-            Sent::Anonymous(value) => vec![value.clone()],
-            Sent::Idempotent { values, .. } => values.clone(),
-        }
-    }
 }
 
 struct Simulation {
@@ -487,51 +327,6 @@ impl Simulation {
         self.proposals.push((receiver, Sent::Anonymous(value)));
     }
 
-    /// Hands node `id` a copy of a random producer's current batch (built first if the last
-    /// one was acknowledged), without running its Ready round.
-    fn produce(&mut self, id: u64) {
-        let at = self.rng.below(PRODUCERS as u64) as usize;
-        let count = 1 + self.rng.below(3) as i32;
-        let producer = &mut self.producers[at];
-        let (data, values) = producer
-            .batch
-            .get_or_insert_with(|| {
-                let mut builder =
-                    BatchBuilder::new().producer(producer.id, producer.epoch, producer.sequence);
-                let values: Vec<Bytes> = (0..count)
-                    .map(|i| {
-                        Bytes::from(format!(
-                            "p{}e{}s{}",
-                            producer.id,
-                            producer.epoch,
-                            producer.sequence + i
-                        ))
-                    })
-                    .collect();
-                for value in &values {
-                    builder.push(1, None, Some(value), &[]);
-                }
-                (builder.finish().to_vec(), values)
-            })
-            .clone();
-        let sent = Sent::Idempotent {
-            producer: at,
-            epoch: producer.epoch,
-            sequence: producer.sequence,
-            values,
-        };
-        let Some(driver) = self.node(id).driver.as_mut() else {
-            return;
-        };
-        let (reply, receiver) = oneshot::channel();
-        driver.handle(Command::Propose {
-            group: GROUP,
-            data,
-            reply,
-        });
-        self.proposals.push((receiver, sent));
-    }
-
     /// Sends a node a forgery made from a message in flight (see the module doc).
     fn forge(&mut self) {
         // Of the partition's messages: the controller group takes messages from any node (a
@@ -656,119 +451,6 @@ impl Simulation {
         }
         self.proposals.push((receiver, Sent::Anonymous(value)));
         self.ready(id);
-    }
-
-    fn collect_acknowledgements(&mut self) {
-        let mut still = Vec::new();
-        for (mut receiver, sent) in std::mem::take(&mut self.proposals) {
-            match receiver.try_recv().map(typed::<(), SequenceError>) {
-                Ok(Ok(committed)) => self.acknowledge(&committed, &sent),
-                Ok(Err(ProposeError::Refused(SequenceError::OutOfOrder {
-                    expected: 0, ..
-                }))) => {
-                    // The partition does not know the producer (its batches never reached
-                    // this leader's log): as a client does, start a new epoch at 0.
-                    if let Sent::Idempotent {
-                        producer,
-                        epoch,
-                        sequence,
-                        ..
-                    } = sent
-                    {
-                        let producer = &mut self.producers[producer];
-                        if (producer.epoch, producer.sequence) == (epoch, sequence) {
-                            producer.epoch += 1;
-                            producer.sequence = 0;
-                            producer.batch = None;
-                        }
-                    }
-                }
-                Ok(Err(_)) | Err(oneshot::error::TryRecvError::Closed) => {}
-                Err(oneshot::error::TryRecvError::Empty) => still.push((receiver, sent)),
-            }
-        }
-        self.proposals = still;
-    }
-
-    /// An acknowledgement: every record of the batch is committed at the offsets it names
-    /// (a retried copy is answered with the original's); the producer moves on.
-    fn acknowledge(&mut self, committed: &Committed<()>, sent: &Sent) {
-        let values = sent.values();
-        let base = committed.next_offset - values.len() as u64;
-        for (offset, value) in (base..).zip(&values) {
-            match self.acknowledged.insert(offset, value.clone()) {
-                Some(previous) if previous != *value => self.fail(format!(
-                    "offset {offset} acknowledged twice: {previous:?} and {value:?}"
-                )),
-                _ => {}
-            }
-            self.record(offset, value, "acknowledged");
-        }
-        if let Sent::Idempotent {
-            producer,
-            epoch,
-            sequence,
-            ..
-        } = *sent
-        {
-            let producer = &mut self.producers[producer];
-            if (producer.epoch, producer.sequence) == (epoch, sequence) {
-                producer.sequence += values.len() as i32;
-                producer.batch = None;
-            }
-        }
-    }
-
-    /// Records that `offset` is committed with `value`; two different values at one offset
-    /// fail, and so does a producer's record at two offsets.
-    fn record(&mut self, offset: u64, value: &Bytes, source: &str) {
-        match self.committed.get(&offset) {
-            Some(known) if known != value => self.fail(format!(
-                "offset {offset} holds {known:?} and, per {source}, {value:?}"
-            )),
-            Some(_) => {}
-            None => {
-                self.committed.insert(offset, value.clone());
-            }
-        }
-        if value.starts_with(b"p")
-            && let Some(first) = self.producer_records.insert(value.clone(), offset)
-            && first != offset
-        {
-            self.fail(format!(
-                "{value:?} is stored twice: at {first} and, per {source}, at {offset}"
-            ));
-        }
-    }
-
-    /// Each producer's records in the log are in the order it sent them: epochs never go
-    /// back, and sequences grow within an epoch.
-    fn check_producer_order(&self, log: &[(u64, Bytes)]) {
-        let mut last: HashMap<String, (i64, i64)> = HashMap::new();
-        for (offset, value) in log {
-            let Some(rest) = value.strip_prefix(b"p") else {
-                continue;
-            };
-            let text = String::from_utf8_lossy(rest);
-            let parsed = text.split_once('e').and_then(|(producer, rest)| {
-                let (epoch, sequence) = rest.split_once('s')?;
-                Some((
-                    producer.to_string(),
-                    epoch.parse().ok()?,
-                    sequence.parse().ok()?,
-                ))
-            });
-            let Some((producer, epoch, sequence)) = parsed else {
-                self.fail(format!("unreadable producer record {value:?} at {offset}"));
-            };
-            if let Some(before) = last.insert(producer, (epoch, sequence))
-                && before >= (epoch, sequence)
-            {
-                self.fail(format!(
-                    "{value:?} at {offset} comes after epoch and sequence {before:?}"
-                ));
-            }
-        }
     }
 
     fn check(&mut self) {
