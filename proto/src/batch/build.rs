@@ -1,0 +1,208 @@
+//! Writing batches: [`BatchBuilder`] for data batches, [`control_batch`] for Strata's control
+//! batches, and the varint writers they share.
+
+use bytes::{BufMut, BytesMut};
+
+use super::*;
+
+/// Builds an uncompressed batch. The broker stamps the base offset and leader epoch later;
+/// the builder leaves both 0.
+#[derive(Debug)]
+pub struct BatchBuilder {
+    buf: BytesMut,
+    attributes: i16,
+    first_timestamp: Option<i64>,
+    max_timestamp: i64,
+    record_count: i32,
+    producer_id: i64,
+    producer_epoch: i16,
+    base_sequence: i32,
+}
+
+impl Default for BatchBuilder {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl BatchBuilder {
+    pub fn new() -> Self {
+        let mut buf = BytesMut::with_capacity(HEADER_BYTES + 256);
+        buf.resize(HEADER_BYTES, 0);
+        Self {
+            buf,
+            attributes: 0,
+            first_timestamp: None,
+            max_timestamp: i64::MIN,
+            record_count: 0,
+            producer_id: -1,
+            producer_epoch: -1,
+            base_sequence: -1,
+        }
+    }
+
+    /// Sets the idempotent producer's identity and the sequence number of the first record.
+    pub fn producer(mut self, producer_id: i64, producer_epoch: i16, base_sequence: i32) -> Self {
+        self.producer_id = producer_id;
+        self.producer_epoch = producer_epoch;
+        self.base_sequence = base_sequence;
+        self
+    }
+
+    /// Compresses the records with `codec` when the batch is finished. LZ4 (Kafka's LZ4 frame
+    /// format) is the one codec this build writes; the broker stores compressed batches as they
+    /// are, decompressing them only in a streaming pass to check them and for decoded fetches.
+    ///
+    /// # Panics
+    /// For a codec other than `None` and `Lz4`.
+    pub fn compression(mut self, codec: Compression) -> Self {
+        let bits = match codec {
+            Compression::None => 0,
+            Compression::Lz4 => 3,
+            other => panic!("{other:?} compression is not supported for writing"),
+        };
+        self.attributes = (self.attributes & !COMPRESSION_MASK) | bits;
+        self
+    }
+
+    /// Number of records pushed so far.
+    pub fn record_count(&self) -> i32 {
+        self.record_count
+    }
+
+    /// Size the batch would have if finished now.
+    pub fn size_bytes(&self) -> usize {
+        self.buf.len()
+    }
+
+    /// Appends a record. Its offset delta is its position in the batch.
+    ///
+    /// # Panics
+    /// After `i32::MAX` records.
+    pub fn push(
+        &mut self,
+        timestamp: i64,
+        key: Option<&[u8]>,
+        value: Option<&[u8]>,
+        headers: &[(&str, Option<&[u8]>)],
+    ) {
+        assert!(self.record_count < i32::MAX);
+        let first = *self.first_timestamp.get_or_insert(timestamp);
+        self.max_timestamp = self.max_timestamp.max(timestamp);
+        let timestamp_delta = timestamp.wrapping_sub(first);
+        let offset_delta = self.record_count;
+
+        let mut body = 1 + varlong_len(timestamp_delta) + varint_len(offset_delta);
+        body += nullable_len(key) + nullable_len(value);
+        body += varint_len(headers.len() as i32);
+        for (header_key, header_value) in headers {
+            body += nullable_len(Some(header_key.as_bytes())) + nullable_len(*header_value);
+        }
+
+        let buf = &mut self.buf;
+        put_varint(buf, body as i32);
+        buf.put_i8(0);
+        put_varlong(buf, timestamp_delta);
+        put_varint(buf, offset_delta);
+        put_nullable(buf, key);
+        put_nullable(buf, value);
+        put_varint(buf, headers.len() as i32);
+        for (header_key, header_value) in headers {
+            put_nullable(buf, Some(header_key.as_bytes()));
+            put_nullable(buf, *header_value);
+        }
+        self.record_count += 1;
+    }
+
+    /// Writes the header and CRC and returns the batch.
+    ///
+    /// # Panics
+    /// When no record was pushed: an empty batch is not valid.
+    pub fn finish(self) -> BytesMut {
+        assert!(self.record_count > 0, "a batch needs at least one record");
+        let mut buf = self.buf;
+        if self.attributes & COMPRESSION_MASK == 3 {
+            let mut encoder = lz4_flex::frame::FrameEncoder::new(Vec::with_capacity(buf.len() / 2));
+            std::io::Write::write_all(&mut encoder, &buf[HEADER_BYTES..])
+                .expect("writing to a Vec cannot fail");
+            let compressed = encoder.finish().expect("writing to a Vec cannot fail");
+            buf.truncate(HEADER_BYTES);
+            buf.extend_from_slice(&compressed);
+        }
+        let batch_length = (buf.len() - LOG_OVERHEAD_BYTES) as i32;
+        let first = self.first_timestamp.unwrap_or(0);
+        let header = &mut buf[..HEADER_BYTES];
+        header[BATCH_LENGTH_AT..BATCH_LENGTH_AT + 4].copy_from_slice(&batch_length.to_be_bytes());
+        header[MAGIC_AT] = MAGIC as u8;
+        header[ATTRIBUTES_AT..ATTRIBUTES_AT + 2].copy_from_slice(&self.attributes.to_be_bytes());
+        header[LAST_OFFSET_DELTA_AT..LAST_OFFSET_DELTA_AT + 4]
+            .copy_from_slice(&(self.record_count - 1).to_be_bytes());
+        header[FIRST_TIMESTAMP_AT..FIRST_TIMESTAMP_AT + 8].copy_from_slice(&first.to_be_bytes());
+        header[MAX_TIMESTAMP_AT..MAX_TIMESTAMP_AT + 8]
+            .copy_from_slice(&self.max_timestamp.to_be_bytes());
+        header[PRODUCER_ID_AT..PRODUCER_ID_AT + 8].copy_from_slice(&self.producer_id.to_be_bytes());
+        header[PRODUCER_EPOCH_AT..PRODUCER_EPOCH_AT + 2]
+            .copy_from_slice(&self.producer_epoch.to_be_bytes());
+        header[BASE_SEQUENCE_AT..BASE_SEQUENCE_AT + 4]
+            .copy_from_slice(&self.base_sequence.to_be_bytes());
+        header[RECORD_COUNT_AT..RECORD_COUNT_AT + 4]
+            .copy_from_slice(&self.record_count.to_be_bytes());
+        let crc = crc32c::crc32c(&buf[ATTRIBUTES_AT..]);
+        buf[CRC_AT..CRC_AT + 4].copy_from_slice(&crc.to_be_bytes());
+        buf
+    }
+}
+
+/// Builds a control batch of the given kind with `payload` as its record's value.
+pub fn control_batch(kind: ControlType, timestamp: i64, payload: &[u8]) -> BytesMut {
+    let mut builder = BatchBuilder::new();
+    builder.attributes |= CONTROL_BIT;
+    let mut key = [0u8; 4];
+    key[2..].copy_from_slice(&kind.code().to_be_bytes());
+    builder.push(timestamp, Some(&key), Some(payload), &[]);
+    builder.finish()
+}
+
+fn zigzag64(value: i64) -> u64 {
+    ((value << 1) ^ (value >> 63)) as u64
+}
+
+pub(super) fn varlong_len(value: i64) -> usize {
+    let bits = 64 - zigzag64(value).leading_zeros() as usize;
+    bits.div_ceil(7).max(1)
+}
+
+fn varint_len(value: i32) -> usize {
+    varlong_len(i64::from(value))
+}
+
+fn nullable_len(bytes: Option<&[u8]>) -> usize {
+    match bytes {
+        None => varint_len(-1),
+        Some(bytes) => varint_len(bytes.len() as i32) + bytes.len(),
+    }
+}
+
+pub(super) fn put_varlong(buf: &mut BytesMut, value: i64) {
+    let mut rest = zigzag64(value);
+    while rest >= 0x80 {
+        buf.put_u8((rest as u8) | 0x80);
+        rest >>= 7;
+    }
+    buf.put_u8(rest as u8);
+}
+
+fn put_varint(buf: &mut BytesMut, value: i32) {
+    // A 32-bit zigzag value has the same encoding as its 64-bit widening.
+    put_varlong(buf, i64::from(value));
+}
+
+fn put_nullable(buf: &mut BytesMut, bytes: Option<&[u8]>) {
+    match bytes {
+        None => put_varint(buf, -1),
+        Some(bytes) => {
+            put_varint(buf, bytes.len() as i32);
+            buf.put_slice(bytes);
+        }
+    }
+}
