@@ -96,6 +96,23 @@ fn follower(
     (driver, log, faults)
 }
 
+/// A message of `msg_type` from node 2 to node 1 in `term`.
+fn from_node_2(msg_type: MessageType, term: u64) -> Message {
+    Message {
+        msg_type,
+        from: 2,
+        to: 1,
+        term,
+        ..Message::default()
+    }
+}
+
+/// Steps `message` into group 9 of `driver` and runs a Ready round.
+fn step_and_ready(driver: &mut Driver, message: Message) {
+    driver.handle(Command::Step(vec![(9, message)], Arc::from("test")));
+    driver.process_ready();
+}
+
 /// Steps into group 9 of `driver` an append from node 2, leader of term 5, of `entries` copies
 /// of `batch`, all committed, and runs the Ready rounds that persist and apply them.
 fn follow_node_2(driver: &mut Driver, entries: u64, batch: &[u8]) {
@@ -357,20 +374,12 @@ fn a_new_leader_admits_only_after_its_machine_took_over() {
     });
     let mut driver = Driver::for_simulation(1, Arc::new(NoPeers));
     driver.add_erased(spec).expect("add group");
-    let from_node_2 = |msg_type, term| Message {
-        msg_type,
-        from: 2,
-        to: 1,
-        term,
-        ..Message::default()
-    };
     // Node 2 leads term 5, then hands its leadership to node 1, which campaigns in term 6.
     for message in [
         from_node_2(MessageType::MsgHeartbeat, 5),
         from_node_2(MessageType::MsgTimeoutNow, 5),
     ] {
-        driver.handle(Command::Step(vec![(9, message)], Arc::from("test")));
-        driver.process_ready();
+        step_and_ready(&mut driver, message);
     }
     assert_eq!(driver.groups[&9].node.raft.state, StateRole::Candidate);
     let vote = from_node_2(MessageType::MsgRequestVoteResponse, 6);
@@ -605,13 +614,6 @@ fn a_follower_sent_a_snapshot_is_probed_again() {
         ..group_spec(9, log.clone(), LogMachine)
     };
     driver.add_group(spec).expect("add group");
-    let from_node_2 = |msg_type, term| Message {
-        msg_type,
-        from: 2,
-        to: 1,
-        term,
-        ..Message::default()
-    };
     // Node 2 leads term 5 and has 30 batches committed on node 1.
     let mut builder = BatchBuilder::new();
     builder.push(1, None, Some(&[b'v'; 100]), &[]);
@@ -631,8 +633,7 @@ fn a_follower_sent_a_snapshot_is_probed_again() {
         from_node_2(MessageType::MsgTimeoutNow, 5),
         from_node_2(MessageType::MsgRequestVoteResponse, 6),
     ] {
-        driver.handle(Command::Step(vec![(9, message)], Arc::from("test")));
-        driver.process_ready();
+        step_and_ready(&mut driver, message);
     }
     assert_eq!(driver.groups[&9].node.raft.state, StateRole::Leader);
     // Node 3's log is empty: it rejects the leader's append, and is sent a snapshot.
