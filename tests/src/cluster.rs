@@ -332,6 +332,12 @@ impl Cluster {
     }
 }
 
+/// `values` numbered as the records of a partition from offset 0: (offset, value) pairs, as
+/// [`Cluster::wait_until_every_node_holds`] expects them.
+pub fn from_offset_zero(values: impl IntoIterator<Item = String>) -> Vec<(u64, String)> {
+    (0..).zip(values).collect()
+}
+
 /// Node `id` listens on port `NODE_PORT_BASE + id` of its cluster's address. The port is
 /// below the kernel's ephemeral range (32768 and up), which no connection's local port is
 /// taken from; the address is the test's own. A port picked by binding port 0 and letting it

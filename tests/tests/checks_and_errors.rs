@@ -262,19 +262,7 @@ async fn oversized_produces_are_record_too_large_with_size_and_limit() {
         .produce(batch_request("big", 0, over_batch.clone()))
         .await
         .expect_err("a batch over the limit");
-    assert_eq!(
-        error_code(&status),
-        "ERROR_CODE_RECORD_TOO_LARGE",
-        "{status:?}"
-    );
-    assert!(
-        status.message().contains(&over_batch.len().to_string()),
-        "{status:?}"
-    );
-    assert!(
-        status.message().contains(&BATCH_BYTES_MAX.to_string()),
-        "{status:?}"
-    );
+    assert_too_large(&status, over_batch.len(), BATCH_BYTES_MAX);
     assert_eq!(detail(&status).limit_bytes, Some(BATCH_BYTES_MAX as u64));
 
     let status = clients
@@ -282,17 +270,8 @@ async fn oversized_produces_are_record_too_large_with_size_and_limit() {
         .produce(batch_request("big", 0, over_request.clone()))
         .await
         .expect_err("a request over the limit");
-    assert_eq!(
-        error_code(&status),
-        "ERROR_CODE_RECORD_TOO_LARGE",
-        "{status:?}"
-    );
-    assert!(
-        status.message().contains(&over_request_size.to_string()),
-        "{status:?}"
-    );
     let limit = detail(&status).limit_bytes.expect("limit") as usize;
-    assert!(status.message().contains(&limit.to_string()), "{status:?}");
+    assert_too_large(&status, over_request_size, limit);
     assert!(
         (BATCH_BYTES_MAX..BATCH_BYTES_MAX + (1 << 20)).contains(&limit),
         "the request limit {limit} is the batch limit plus framing"
@@ -316,14 +295,7 @@ async fn oversized_produces_are_record_too_large_with_size_and_limit() {
         .expect("the stream stays open");
     let error = reply.error.expect("the request failed");
     assert_eq!(error.code(), pb::ErrorCode::RecordTooLarge, "{error:?}");
-    assert!(
-        error.message.contains(&over_batch.len().to_string()),
-        "{error:?}"
-    );
-    assert!(
-        error.message.contains(&BATCH_BYTES_MAX.to_string()),
-        "{error:?}"
-    );
+    assert_names_sizes(&error.message, over_batch.len(), BATCH_BYTES_MAX);
 
     let mut request = batch_request("big", 0, over_request.clone());
     request.request_id = 2;
@@ -333,19 +305,26 @@ async fn oversized_produces_are_record_too_large_with_size_and_limit() {
         .await
         .expect("an answer within 10 s");
     let status = ended.expect_err("the stream ends with the refusal");
-    assert_eq!(
-        error_code(&status),
-        "ERROR_CODE_RECORD_TOO_LARGE",
-        "{status:?}"
-    );
-    assert!(
-        status.message().contains(&over_request_size.to_string()),
-        "{status:?}"
-    );
-    assert!(status.message().contains(&limit.to_string()), "{status:?}");
+    assert_too_large(&status, over_request_size, limit);
 
     // Still serving.
     produce_values(&mut clients, "big", 0, 1).await;
+}
+
+/// `status` is RECORD_TOO_LARGE, and its message names the `size` refused and the `limit`.
+fn assert_too_large(status: &tonic::Status, size: usize, limit: usize) {
+    assert_eq!(
+        error_code(status),
+        "ERROR_CODE_RECORD_TOO_LARGE",
+        "{status:?}"
+    );
+    assert_names_sizes(status.message(), size, limit);
+}
+
+/// `message` names the `size` refused and the `limit`.
+fn assert_names_sizes(message: &str, size: usize, limit: usize) {
+    assert!(message.contains(&size.to_string()), "{message}");
+    assert!(message.contains(&limit.to_string()), "{message}");
 }
 
 /// Controller changes made while a node is down.

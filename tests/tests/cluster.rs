@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use strata_proto::batch::BatchBuilder;
 use strata_proto::v1 as pb;
-use strata_tests::cluster::{Cluster, connect};
+use strata_tests::cluster::{Cluster, connect, from_offset_zero};
 use strata_tests::error_code;
 use strata_tests::server::Clients;
 
@@ -702,12 +702,11 @@ async fn a_batch_larger_than_a_segment_is_stored_on_every_replica() {
         for batch in [small("before", 0), large, small("after", 251)] {
             cluster.produce_idempotent("wide", 0, batch).await;
         }
-        let expected: Vec<(u64, String)> = std::iter::once("before".to_string())
-            .chain((1..=250).map(|i: u32| i.to_string()))
-            .chain(std::iter::once("after".to_string()))
-            .enumerate()
-            .map(|(offset, value)| (offset as u64, value))
-            .collect();
+        let expected = from_offset_zero(
+            std::iter::once("before".to_string())
+                .chain((1..=250).map(|i: u32| i.to_string()))
+                .chain(std::iter::once("after".to_string())),
+        );
         cluster
             .wait_until_every_node_holds("wide", 0, &expected, Duration::from_secs(30))
             .await;

@@ -18,7 +18,7 @@ use raft::prelude::{ConfState, Message, MessageType, Snapshot};
 use strata_proto::batch::BatchBuilder;
 use strata_proto::v1 as pb;
 use strata_proto::v1::peer_client::PeerClient;
-use strata_tests::cluster::Cluster;
+use strata_tests::cluster::{Cluster, from_offset_zero};
 use strata_tests::error_code;
 
 const TEST_TIMEOUT: Duration = Duration::from_secs(240);
@@ -179,12 +179,11 @@ async fn forged_peer_messages_change_nothing() {
         }
 
         produce(&mut cluster, "kept", "after", 10).await;
-        let expected: Vec<(u64, String)> = (0..RECORDS)
-            .map(|i| format!("r{i}"))
-            .chain((0..10).map(|i| format!("after{i}")))
-            .enumerate()
-            .map(|(offset, value)| (offset as u64, value))
-            .collect();
+        let expected = from_offset_zero(
+            (0..RECORDS)
+                .map(|i| format!("r{i}"))
+                .chain((0..10).map(|i| format!("after{i}"))),
+        );
         cluster
             .wait_until_every_node_holds("kept", 0, &expected, Duration::from_secs(30))
             .await;
