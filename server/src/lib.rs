@@ -30,6 +30,7 @@
 //!   the checks a peer's message passes before a group steps it (`replication::validate`).
 //! - [`storage`]: the partition log, which is also each group's raft log.
 //! - [`resources`]: file-descriptor budget, disk reserve and connection limit.
+//! - [`security`]: TLS, authentication (certificates, SCRAM passwords) and authorization (ACLs).
 //! - `simulation` (tests only): the deterministic simulation of nodes running the real
 //!   replication driver with the partition and controller state machines on a faulty network.
 //! - [`clock`]: the one place the time of day is read; every module above is given a
@@ -60,6 +61,7 @@ pub mod partition;
 pub mod peer;
 pub mod replication;
 pub mod resources;
+pub mod security;
 pub mod service;
 #[cfg(test)]
 mod simulation;
