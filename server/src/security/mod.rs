@@ -10,6 +10,11 @@
 //!   request's extensions.
 //! - [`Principal`]: who a request is from, once authenticated; the authentication layer puts it
 //!   in the request's extensions.
+//! - [`acl`]: ACLs and the authorization decision ([`acl::Policy::allows`]).
+//! - [`scram`]: SCRAM-SHA-256 credentials, the only form a password is kept in.
+
+pub mod acl;
+pub mod scram;
 
 use std::fmt;
 use std::net::SocketAddr;
