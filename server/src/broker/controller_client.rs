@@ -136,9 +136,12 @@ impl Broker {
                      heartbeat, then continue from the new committed offsets",
                     command_subject(&command)
                 )),
-                refusal @ (CommandRefusal::ProducerIdsTaken | CommandRefusal::Undecodable(_)) => {
-                    BrokerError::Storage(refusal.to_string())
-                }
+                CommandRefusal::UserExists => BrokerError::UserExists(command_subject(&command)),
+                CommandRefusal::UserMissing => BrokerError::UnknownUser(command_subject(&command)),
+                CommandRefusal::Invalid(reason) => BrokerError::InvalidArgument(reason),
+                refusal @ (CommandRefusal::ProducerIdsTaken
+                | CommandRefusal::Undecodable(_)
+                | CommandRefusal::UsersExist) => BrokerError::Storage(refusal.to_string()),
             })
     }
 
@@ -181,5 +184,9 @@ fn command_subject(command: &Command) -> String {
         Command::ReassignReplicas { name, .. } => name.clone(),
         Command::DeregisterNode { node } => format!("node {node}"),
         Command::AllocateProducerIds { node, .. } => format!("node {node}"),
+        Command::PutUser { name, .. } | Command::DeleteUser { name } => name.clone(),
+        Command::CreateAcls { acls } | Command::DeleteAcls { acls } => {
+            format!("{} ACLs", acls.len())
+        }
     }
 }

@@ -105,6 +105,24 @@ pub enum BrokerError {
     /// numbers. Retriable once the resource is freed.
     #[error("resource exhausted: {0}")]
     ResourceExhausted(String),
+    /// No credentials the node accepts; the message says what is required.
+    #[error("authentication failed: {0}")]
+    AuthenticationFailed(String),
+    /// The principal lacks the ACL for the operation on the resource.
+    #[error(
+        "{principal} is not allowed to {operation} {resource}: an ACL must allow it (see \
+         `strata acl create`)"
+    )]
+    AuthorizationFailed {
+        principal: String,
+        operation: String,
+        /// `topic "orders"`, `group "g"` or `the cluster`.
+        resource: String,
+    },
+    #[error("user {0:?} already exists")]
+    UserExists(String),
+    #[error("unknown user {0:?}")]
+    UnknownUser(String),
 }
 
 impl BrokerError {

@@ -6,9 +6,12 @@
 //! reads no clock, randomness or environment: time and replica placement are decided by the
 //! proposer (the controller's leader) and carried in the command.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
+
+use crate::security::acl::Acl;
+use crate::security::scram::ScramCredential;
 
 use crate::storage::RetentionPolicy;
 use crate::storage::batch::BatchBuilder;
@@ -123,6 +126,12 @@ pub struct Metadata {
     /// The first producer id no node has been given yet.
     #[serde(default)]
     pub next_producer_id: u64,
+    /// Users and their SCRAM-SHA-256 credentials (see `controller::security`).
+    #[serde(default)]
+    pub users: BTreeMap<String, ScramCredential>,
+    /// The cluster's ACLs.
+    #[serde(default)]
+    pub acls: BTreeSet<Acl>,
     /// Raft index of the last applied command.
     pub applied_index: u64,
 }
@@ -179,6 +188,24 @@ pub enum Command {
         node: u64,
         first: u64,
     },
+    /// Creates or replaces a user's credential, as `mode` says (see
+    /// [`PutUserMode`](super::security::PutUserMode)).
+    PutUser {
+        name: String,
+        credential: ScramCredential,
+        mode: super::security::PutUserMode,
+    },
+    DeleteUser {
+        name: String,
+    },
+    /// Adds ACLs (those present already change nothing).
+    CreateAcls {
+        acls: Vec<Acl>,
+    },
+    /// Removes exactly these ACLs (those absent change nothing).
+    DeleteAcls {
+        acls: Vec<Acl>,
+    },
 }
 
 impl Command {
@@ -208,6 +235,16 @@ pub enum CommandRefusal {
     /// The entry did not decode as commands (the reason); no honest proposer writes one.
     #[error("{0}")]
     Undecodable(String),
+    #[error("user already exists")]
+    UserExists,
+    #[error("unknown user")]
+    UserMissing,
+    /// A bootstrap user is created only while there is none.
+    #[error("users exist already")]
+    UsersExist,
+    /// A command whose values cannot be stored (the reason); the proposer checks them first.
+    #[error("{0}")]
+    Invalid(String),
 }
 
 impl Metadata {
@@ -310,6 +347,19 @@ impl Metadata {
                     .get_mut(&name)
                     .ok_or(CommandRefusal::TopicMissing)?;
                 topic.config = config;
+                Ok(())
+            }
+            Command::PutUser {
+                name,
+                credential,
+                mode,
+            } => self.put_user(name, credential, mode),
+            Command::DeleteUser { name } => self.delete_user(&name),
+            Command::CreateAcls { acls } => self.create_acls(acls),
+            Command::DeleteAcls { acls } => {
+                for acl in &acls {
+                    self.acls.remove(acl);
+                }
                 Ok(())
             }
         }

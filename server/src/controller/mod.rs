@@ -10,6 +10,8 @@
 //!   change it and their typed refusals, name checks and replica placement.
 //! - [`machine`]: [`Controller`](machine::Controller), the raft state machine applying the
 //!   commands, and its snapshot file.
+//! - [`security`]: the users and ACLs part of the metadata: the commands' rules and limits.
 
 pub mod machine;
 pub mod metadata;
+pub mod security;

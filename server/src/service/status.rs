@@ -91,6 +91,16 @@ fn error_detail_and_code(error: &BrokerError) -> (ErrorDetail, tonic::Code) {
         BrokerError::ResourceExhausted(_) => {
             (ErrorCode::ResourceExhausted, tonic::Code::ResourceExhausted)
         }
+        BrokerError::AuthenticationFailed(_) => (
+            ErrorCode::AuthenticationFailed,
+            tonic::Code::Unauthenticated,
+        ),
+        BrokerError::AuthorizationFailed { .. } => (
+            ErrorCode::AuthorizationFailed,
+            tonic::Code::PermissionDenied,
+        ),
+        BrokerError::UserExists(_) => (ErrorCode::UserAlreadyExists, tonic::Code::AlreadyExists),
+        BrokerError::UnknownUser(_) => (ErrorCode::UnknownUser, tonic::Code::NotFound),
     };
     detail.code = code as i32;
     (detail, grpc)
