@@ -561,3 +561,258 @@ pub async fn keep_fresh(tls: std::sync::Weak<Tls>) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rcgen::{
+        BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
+    };
+
+    /// A CA that signs test certificates.
+    struct Ca {
+        pem: String,
+        issuer: Issuer<'static, KeyPair>,
+    }
+
+    fn ca(name: &str) -> Ca {
+        let key = KeyPair::generate().expect("key");
+        let mut params = CertificateParams::new(Vec::<String>::new()).expect("params");
+        params.distinguished_name.push(DnType::CommonName, name);
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        let pem = params.self_signed(&key).expect("sign").pem();
+        Ca {
+            pem,
+            issuer: Issuer::new(params, key),
+        }
+    }
+
+    /// A certificate signed by `ca` with these SANs and CN; (cert PEM, key PEM).
+    fn leaf(ca: &Ca, sans: &[&str], common_name: Option<&str>) -> (String, String) {
+        let key = KeyPair::generate().expect("key");
+        let names: Vec<String> = sans.iter().map(|s| s.to_string()).collect();
+        let mut params = CertificateParams::new(names).expect("params");
+        params.distinguished_name = rcgen::DistinguishedName::new();
+        if let Some(cn) = common_name {
+            params.distinguished_name.push(DnType::CommonName, cn);
+        }
+        params.extended_key_usages = vec![
+            ExtendedKeyUsagePurpose::ServerAuth,
+            ExtendedKeyUsagePurpose::ClientAuth,
+        ];
+        let cert = params.signed_by(&key, &ca.issuer).expect("sign").pem();
+        (cert, key.serialize_pem())
+    }
+
+    struct Files {
+        dir: tempfile::TempDir,
+    }
+
+    impl Files {
+        fn new() -> Self {
+            Self {
+                dir: tempfile::tempdir().expect("tempdir"),
+            }
+        }
+        fn put(&self, name: &str, contents: &str) -> PathBuf {
+            let path = self.dir.path().join(name);
+            std::fs::write(&path, contents).expect("write");
+            path
+        }
+    }
+
+    /// Node 1 with a listener certificate, a peer certificate from the peer CA and a client CA.
+    fn node_one(files: &Files, peer_ca: &Ca, client_ca: &Ca) -> TlsPaths {
+        let (cert, key) = leaf(client_ca, &["localhost"], Some("listener"));
+        let (peer_cert, peer_key) = leaf(peer_ca, &["node-1.strata"], Some("node-1"));
+        TlsPaths {
+            cert: files.put("listener.pem", &cert),
+            key: files.put("listener.key", &key),
+            client_ca: Some(files.put("client-ca.pem", &client_ca.pem)),
+            peer: Some(PeerTlsPaths {
+                cert: files.put("peer.pem", &peer_cert),
+                key: files.put("peer.key", &peer_key),
+                ca: files.put("peer-ca.pem", &peer_ca.pem),
+            }),
+        }
+    }
+
+    fn chain(pem: &str) -> Vec<CertificateDer<'static>> {
+        certificates(Path::new("test"), pem.as_bytes()).expect("certificates")
+    }
+
+    /// Which CA signed a chain and what it names decide the identity; a stranger has none.
+    #[test]
+    fn identities_follow_the_signing_ca() {
+        let files = Files::new();
+        let (peer_ca, client_ca, stranger) = (ca("peers"), ca("clients"), ca("stranger"));
+        let tls = Tls::load(1, node_one(&files, &peer_ca, &client_ca)).expect("load");
+        let loaded = tls.current();
+        let identity = |pem: &str| identity_of(&loaded, &chain(pem), UnixTime::now(), None);
+        let cases = [
+            (
+                leaf(&peer_ca, &["node-2.strata"], Some("n2")).0,
+                Some(CertIdentity::Node(2)),
+            ),
+            // Two node names: it could speak for either, so it is no node.
+            (
+                leaf(&peer_ca, &["node-2.strata", "node-3.strata"], Some("x")).0,
+                None,
+            ),
+            // The peer CA without a node name, and not the client CA: nothing.
+            (leaf(&peer_ca, &["localhost"], Some("alice")).0, None),
+            (
+                leaf(&client_ca, &["node-2.strata"], Some("alice")).0,
+                Some(CertIdentity::User("alice".into())),
+            ),
+            (leaf(&client_ca, &[], None).0, None),
+            (leaf(&stranger, &["node-2.strata"], Some("mallory")).0, None),
+        ];
+        for (index, (pem, expected)) in cases.iter().enumerate() {
+            assert_eq!(&identity(pem), expected, "case {index}");
+        }
+    }
+
+    /// Start-up errors name the file: missing, no certificate, no key, key of another cert.
+    #[test]
+    fn load_errors_name_the_file() {
+        let files = Files::new();
+        let (peer_ca, client_ca) = (ca("peers"), ca("clients"));
+        let good = node_one(&files, &peer_ca, &client_ca);
+        let (_, other_key) = leaf(&client_ca, &["localhost"], Some("other"));
+        let cases: [(&str, Box<dyn Fn(&mut TlsPaths) -> PathBuf>, &str); 5] = [
+            (
+                "missing",
+                Box::new(|p| {
+                    p.cert = files.dir.path().join("absent.pem");
+                    p.cert.clone()
+                }),
+                "cannot be read",
+            ),
+            (
+                "no certificate",
+                Box::new(|p| {
+                    p.cert = files.put("empty.pem", "nothing here\n");
+                    p.cert.clone()
+                }),
+                "holds no certificate",
+            ),
+            (
+                "no key",
+                Box::new(|p| {
+                    p.key = files.put("nokey.key", "nothing here\n");
+                    p.key.clone()
+                }),
+                "holds no private key",
+            ),
+            (
+                "mismatch",
+                Box::new(|p| {
+                    p.key = files.put("other.key", &other_key);
+                    p.key.clone()
+                }),
+                "does not match the certificate",
+            ),
+            (
+                "peer mismatch",
+                Box::new(|p| {
+                    let peer = p.peer.as_mut().expect("peer");
+                    peer.key = files.put("other-peer.key", &other_key);
+                    peer.key.clone()
+                }),
+                "does not match the certificate",
+            ),
+        ];
+        for (case, break_it, expected) in cases {
+            let mut paths = good.clone();
+            let named = break_it(&mut paths);
+            let error = Tls::load(1, paths).expect_err(case).to_string();
+            assert!(
+                error.contains(&named.display().to_string()) && error.contains(expected),
+                "{case}: {error}"
+            );
+        }
+        assert!(Tls::load(1, good).is_ok());
+    }
+
+    /// The served certificate follows SNI: `node-<self>.strata` gets the peer certificate,
+    /// anything else the listener's; a reload with a broken key keeps the old material.
+    #[tokio::test]
+    async fn sni_picks_the_certificate_and_bad_reloads_keep_the_old() {
+        let files = Files::new();
+        let (peer_ca, client_ca) = (ca("peers"), ca("clients"));
+        let paths = node_one(&files, &peer_ca, &client_ca);
+        let tls = Arc::new(Tls::load(1, paths.clone()).expect("load"));
+        // What a client is served when it asks for `name`, trusting `ca` and presenting a
+        // client certificate of the client CA.
+        let served = |name: &'static str, ca: &Ca| {
+            let tls = tls.clone();
+            let (cert, key) = leaf(&client_ca, &[], Some("alice"));
+            let mut roots = RootCertStore::empty();
+            roots.add(chain(&ca.pem).remove(0)).expect("root");
+            async move {
+                let config = rustls::ClientConfig::builder_with_provider(provider())
+                    .with_safe_default_protocol_versions()
+                    .expect("versions")
+                    .with_root_certificates(roots)
+                    .with_client_auth_cert(
+                        chain(&cert),
+                        private_key(Path::new("k"), key.as_bytes()).expect("key"),
+                    )
+                    .expect("client auth");
+                let (client, server) = tokio::io::duplex(64 << 10);
+                let accept = tokio::spawn(async move { tls.accept(server, None).await });
+                let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
+                let name = rustls::pki_types::ServerName::try_from(name).expect("name");
+                let connected = connector.connect(name, client).await;
+                let accepted = accept.await.expect("join");
+                match (connected, accepted) {
+                    (Ok(stream), Ok((_, info))) => {
+                        let peer = stream
+                            .get_ref()
+                            .1
+                            .peer_certificates()
+                            .expect("server chain");
+                        Ok((peer[0].clone(), info))
+                    }
+                    (connected, accepted) => {
+                        Err(format!("{:?} / {:?}", connected.err(), accepted.err()))
+                    }
+                }
+            }
+        };
+        let (certificate, info) = served("node-1.strata", &peer_ca).await.expect("peer name");
+        assert_eq!(
+            certificate,
+            chain(
+                &std::fs::read_to_string(&paths.peer.as_ref().expect("peer").cert).expect("read")
+            )[0]
+        );
+        assert_eq!(info.certificate, Some(CertIdentity::User("alice".into())));
+        assert!(info.tls);
+        let (certificate, _) = served("localhost", &client_ca).await.expect("listener");
+        let listener_pem = std::fs::read_to_string(&paths.cert).expect("read");
+        assert_eq!(certificate, chain(&listener_pem)[0]);
+        // The listener certificate does not name node-1.strata: asking for it under the peer
+        // CA fails, so SNI is what picked the peer certificate above.
+        assert!(served("localhost", &peer_ca).await.is_err());
+
+        // A key that does not match: the reload fails and the old material serves on.
+        let (_, other_key) = leaf(&client_ca, &["localhost"], Some("other"));
+        std::fs::write(&paths.key, other_key).expect("write");
+        assert!(tls.reload_if_changed().expect("changed").is_err());
+        assert!(
+            tls.reload_if_changed().is_none(),
+            "a failure is reported once per change"
+        );
+        let (certificate, _) = served("localhost", &client_ca).await.expect("old listener");
+        assert_eq!(certificate, chain(&listener_pem)[0]);
+        // A new matching pair is served after the reload.
+        let (new_cert, new_key) = leaf(&client_ca, &["localhost"], Some("renewed"));
+        std::fs::write(&paths.cert, &new_cert).expect("write");
+        std::fs::write(&paths.key, &new_key).expect("write");
+        tls.reload().expect("reload");
+        let (certificate, _) = served("localhost", &client_ca).await.expect("new listener");
+        assert_eq!(certificate, chain(&new_cert)[0]);
+    }
+}
