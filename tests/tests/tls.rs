@@ -284,10 +284,23 @@ async fn the_listener_refuses_what_it_must_and_serves_valid_clients() {
         let (trusted, other) = (ca("strata test CA"), ca("another CA"));
         let node = leaf(&trusted, &["node-1.strata", "127.0.0.1"], "node-1", false);
         let ca_file = put(files, "ca.pem", &trusted.pem);
-        let (cert, key) = (put(files, "node.pem", &node.0), put(files, "node.key", &node.1));
+        let (cert, key) = (
+            put(files, "node.pem", &node.0),
+            put(files, "node.key", &node.1),
+        );
         let flags: Vec<String> = [
-            "--tls-cert", &cert, "--tls-key", &key, "--tls-client-ca", &ca_file,
-            "--peer-tls-cert", &cert, "--peer-tls-key", &key, "--peer-ca", &ca_file,
+            "--tls-cert",
+            &cert,
+            "--tls-key",
+            &key,
+            "--tls-client-ca",
+            &ca_file,
+            "--peer-tls-cert",
+            &cert,
+            "--peer-tls-key",
+            &key,
+            "--peer-ca",
+            &ca_file,
         ]
         .iter()
         .map(|s| s.to_string())
@@ -302,10 +315,22 @@ async fn the_listener_refuses_what_it_must_and_serves_valid_clients() {
         let expired = leaf(&trusted, &[], "late", true);
         let refused = [
             ("plaintext", None),
-            ("server CA not trusted", Some(client_tls(&other.pem, Some(&alice)))),
-            ("no client certificate", Some(client_tls(&trusted.pem, None))),
-            ("client certificate from another CA", Some(client_tls(&trusted.pem, Some(&mallory)))),
-            ("expired client certificate", Some(client_tls(&trusted.pem, Some(&expired)))),
+            (
+                "server CA not trusted",
+                Some(client_tls(&other.pem, Some(&alice))),
+            ),
+            (
+                "no client certificate",
+                Some(client_tls(&trusted.pem, None)),
+            ),
+            (
+                "client certificate from another CA",
+                Some(client_tls(&trusted.pem, Some(&mallory))),
+            ),
+            (
+                "expired client certificate",
+                Some(client_tls(&trusted.pem, Some(&expired))),
+            ),
         ];
         for (case, tls) in refused {
             let outcome = cluster_info(&address, tls).await;
@@ -340,13 +365,17 @@ async fn the_listener_refuses_what_it_must_and_serves_valid_clients() {
             }),
             ..ClientConfig::default()
         };
-        let client = Client::connect_with(&address, config).await.expect("connect");
+        let client = Client::connect_with(&address, config)
+            .await
+            .expect("connect");
         client
             .admin()
             .create_topic("secure", 1, 1, Default::default())
             .await
             .expect("create topic");
-        let producer = client.producer(ProducerConfig::default()).expect("producer");
+        let producer = client
+            .producer(ProducerConfig::default())
+            .expect("producer");
         let delivery = producer
             .send(ProducerRecord::new("secure", "hello").partition(0))
             .await
@@ -383,8 +412,18 @@ fn start_up_fails_naming_the_unusable_file() {
     let mismatched = put(files, "other.key", &other_key);
     let missing = files.join("absent.pem").to_str().expect("utf8").to_string();
     let cases = [
-        ("unreadable certificate", missing.clone(), key.clone(), missing.clone()),
-        ("key of another certificate", cert.clone(), mismatched.clone(), mismatched.clone()),
+        (
+            "unreadable certificate",
+            missing.clone(),
+            key.clone(),
+            missing.clone(),
+        ),
+        (
+            "key of another certificate",
+            cert.clone(),
+            mismatched.clone(),
+            mismatched.clone(),
+        ),
     ];
     for (case, cert, key, named) in cases {
         let mut child = Command::new(strata_tests::server::server_binary())
@@ -411,7 +450,10 @@ fn start_up_fails_naming_the_unusable_file() {
         std::io::Read::read_to_string(&mut child.stderr.take().expect("stderr"), &mut stderr)
             .expect("read stderr");
         assert!(!status.success(), "{case}: exited successfully");
-        assert!(stderr.contains(&named), "{case}: {named} not named in: {stderr}");
+        assert!(
+            stderr.contains(&named),
+            "{case}: {named} not named in: {stderr}"
+        );
         eprintln!("{case}: {}", stderr.trim());
     }
 }
@@ -441,7 +483,11 @@ async fn certificates_rotate_without_a_restart() {
         cluster_info(&address, Some(client_tls(&old_ca.pem, None)))
             .await
             .expect("served under the old CA");
-        assert!(cluster_info(&address, Some(client_tls(&new_ca.pem, None))).await.is_err());
+        assert!(
+            cluster_info(&address, Some(client_tls(&new_ca.pem, None)))
+                .await
+                .is_err()
+        );
 
         // Replace both files atomically (rename), as a certificate manager would.
         let (cert, key) = leaf(&new_ca, &["127.0.0.1"], "node-1", false);
@@ -459,9 +505,14 @@ async fn certificates_rotate_without_a_restart() {
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
-        eprintln!("new certificate served {:?} after the replace", replaced.elapsed());
+        eprintln!(
+            "new certificate served {:?} after the replace",
+            replaced.elapsed()
+        );
         assert!(
-            cluster_info(&address, Some(client_tls(&old_ca.pem, None))).await.is_err(),
+            cluster_info(&address, Some(client_tls(&old_ca.pem, None)))
+                .await
+                .is_err(),
             "the old certificate is still served"
         );
         assert!(server.running());
@@ -481,7 +532,10 @@ async fn a_tls_cluster_loses_nothing_acknowledged_when_a_leader_dies() {
         let certs = tempfile::tempdir().expect("tempdir");
         let certs = certs.path().join("certs");
         tls_init(&certs, "127.0.60.1");
-        let admin = (read(&certs.join("admin.pem")), read(&certs.join("admin.key")));
+        let admin = (
+            read(&certs.join("admin.pem")),
+            read(&certs.join("admin.key")),
+        );
         let mut cluster = Cluster::start_tls(
             3,
             60,
@@ -493,7 +547,9 @@ async fn a_tls_cluster_loses_nothing_acknowledged_when_a_leader_dies() {
             tls: Some(admin_client_tls(&certs)),
             ..ClientConfig::default()
         };
-        let client = Client::connect_with(&brokers, config).await.expect("connect");
+        let client = Client::connect_with(&brokers, config)
+            .await
+            .expect("connect");
         client
             .admin()
             .create_topic("orders", 1, 3, Default::default())
@@ -553,7 +609,10 @@ async fn a_tls_cluster_loses_nothing_acknowledged_when_a_leader_dies() {
                     .arg("--tls-key")
                     .arg(file("admin.key"));
             }
-            command.args(["topic", "list"]).output().expect("run strata")
+            command
+                .args(["topic", "list"])
+                .output()
+                .expect("run strata")
         };
         let output = cli(true);
         assert!(
@@ -581,7 +640,10 @@ async fn forged_peer_streams_are_refused_on_a_tls_cluster() {
         let certs = tempfile::tempdir().expect("tempdir");
         let certs = certs.path().join("certs");
         tls_init(&certs, "127.0.61.1");
-        let admin = (read(&certs.join("admin.pem")), read(&certs.join("admin.key")));
+        let admin = (
+            read(&certs.join("admin.pem")),
+            read(&certs.join("admin.key")),
+        );
         let ca_pem = read(&certs.join("ca.pem"));
         let mut cluster = Cluster::start_tls(
             3,
@@ -604,7 +666,9 @@ async fn forged_peer_streams_are_refused_on_a_tls_cluster() {
         let produce = |tag: &'static str| {
             let client = client.clone();
             async move {
-                let producer = client.producer(ProducerConfig::default()).expect("producer");
+                let producer = client
+                    .producer(ProducerConfig::default())
+                    .expect("producer");
                 let mut deliveries = Vec::new();
                 for i in 0..RECORDS {
                     let record = ProducerRecord::new("kept", format!("{tag}{i}")).partition(0);
@@ -627,7 +691,10 @@ async fn forged_peer_streams_are_refused_on_a_tls_cluster() {
         let status = raft_stream(
             &address,
             as_admin.clone(),
-            vec![raft_batch(leader, vec![(group, forged_snapshot(leader, victim))])],
+            vec![raft_batch(
+                leader,
+                vec![(group, forged_snapshot(leader, victim))],
+            )],
         )
         .await
         .expect_err("Peer/Raft with a client certificate");
@@ -643,7 +710,10 @@ async fn forged_peer_streams_are_refused_on_a_tls_cluster() {
         let status = raft_stream(
             &address,
             as_node_9.clone(),
-            vec![raft_batch(leader, vec![(group, forged_snapshot(leader, victim))])],
+            vec![raft_batch(
+                leader,
+                vec![(group, forged_snapshot(leader, victim))],
+            )],
         )
         .await
         .expect_err("node 9 speaking for the leader");
@@ -701,4 +771,48 @@ async fn forged_peer_streams_are_refused_on_a_tls_cluster() {
     })
     .await
     .expect("test timed out");
+}
+
+/// `strata playground --secure --run-demo`: certificates written, three nodes with TLS on
+/// listener and peers, and the demo's client (the admin certificate) produces and consumes.
+#[test]
+fn a_secure_playground_runs_the_demo() {
+    let server = strata_tests::server::server_binary();
+    let data = tempfile::tempdir().expect("tempdir");
+    let mut child = Command::new(strata_binary())
+        .args(["playground", "--nodes", "3", "--secure", "--run-demo"])
+        .arg("--server-bin")
+        .arg(&server)
+        .arg("--data-dir")
+        .arg(data.path())
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn strata playground");
+    let deadline = Instant::now() + Duration::from_secs(180);
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            break status;
+        }
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            panic!("the secure playground demo did not finish within 180 s");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let mut stdout = String::new();
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut child.stdout.take().expect("stdout"), &mut stdout)
+        .expect("stdout");
+    std::io::Read::read_to_string(&mut child.stderr.take().expect("stderr"), &mut stderr)
+        .expect("stderr");
+    assert!(status.success(), "{stdout}\n{stderr}");
+    assert!(stdout.contains("consumed 10 records"), "{stdout}");
+    assert!(data.path().join("certs/admin.key").is_file());
+    let log = std::fs::read_to_string(data.path().join("node-1.log")).expect("node log");
+    assert!(
+        !log.contains("ERROR"),
+        "node 1 logged errors with TLS on: {log}"
+    );
 }
