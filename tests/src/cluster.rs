@@ -430,10 +430,7 @@ pub async fn connect_with(
     if let Some(tls) = tls {
         endpoint = endpoint.tls_config(tls).expect("TLS config");
     }
-    let channel = endpoint
-        .connect()
-        .await
-        .map_err(|_| ())?;
+    let channel = endpoint.connect().await.map_err(|_| ())?;
     Ok(Clients {
         admin: strata_proto::v1::admin_client::AdminClient::new(channel.clone()),
         broker: strata_proto::v1::broker_client::BrokerClient::new(channel.clone()),

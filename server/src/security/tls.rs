@@ -133,12 +133,19 @@ fn private_key(path: &Path, pem: &[u8]) -> Result<PrivateKeyDer<'static>, TlsErr
     })
 }
 
+/// A certificate chain with its key, and the PEM both came from.
+struct KeyPairFiles {
+    certified: Arc<CertifiedKey>,
+    cert_pem: Vec<u8>,
+    key_pem: Vec<u8>,
+}
+
 /// A certificate chain with its key, checked to match.
 fn certified_key(
     cert_path: &Path,
     key_path: &Path,
     provider: &CryptoProvider,
-) -> Result<(Arc<CertifiedKey>, Vec<u8>, Vec<u8>), TlsError> {
+) -> Result<KeyPairFiles, TlsError> {
     let cert_pem = read_pem(cert_path)?;
     let key_pem = read_pem(key_path)?;
     let chain = certificates(cert_path, &cert_pem)?;
@@ -167,7 +174,11 @@ fn certified_key(
             ));
         }
     }
-    Ok((Arc::new(certified), cert_pem, key_pem))
+    Ok(KeyPairFiles {
+        certified: Arc::new(certified),
+        cert_pem,
+        key_pem,
+    })
 }
 
 /// The roots of a CA file.
@@ -243,7 +254,7 @@ struct Loaded {
 
 fn load(node_id: u64, paths: &TlsPaths) -> Result<Loaded, TlsError> {
     let provider = provider();
-    let (listener, _, _) = certified_key(&paths.cert, &paths.key, &provider)?;
+    let listener = certified_key(&paths.cert, &paths.key, &provider)?.certified;
     let client_roots = paths
         .client_ca
         .as_deref()
@@ -252,14 +263,14 @@ fn load(node_id: u64, paths: &TlsPaths) -> Result<Loaded, TlsError> {
         .map(|(store, _)| store);
     let (peer, peer_roots) = match &paths.peer {
         Some(peer) => {
-            let (key, cert_pem, key_pem) = certified_key(&peer.cert, &peer.key, &provider)?;
+            let pair = certified_key(&peer.cert, &peer.key, &provider)?;
             let (store, ca_pem) = roots(&peer.ca)?;
             let client = PeerClientPem {
                 ca: ca_pem,
-                cert: cert_pem,
-                key: key_pem,
+                cert: pair.cert_pem,
+                key: pair.key_pem,
             };
-            (Some((key, client)), Some(store))
+            (Some((pair.certified, client)), Some(store))
         }
         None => (None, None),
     };
@@ -680,7 +691,8 @@ mod tests {
         let (peer_ca, client_ca) = (ca("peers"), ca("clients"));
         let good = node_one(&files, &peer_ca, &client_ca);
         let (_, other_key) = leaf(&client_ca, &["localhost"], Some("other"));
-        let cases: [(&str, Box<dyn Fn(&mut TlsPaths) -> PathBuf>, &str); 5] = [
+        type Break<'a> = Box<dyn Fn(&mut TlsPaths) -> PathBuf + 'a>;
+        let cases: [(&str, Break<'_>, &str); 5] = [
             (
                 "missing",
                 Box::new(|p| {
