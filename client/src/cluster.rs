@@ -480,5 +480,36 @@ mod tests {
         for invalid in ["", " , ", "localhost", "host:port", "host:99999"] {
             assert!(parse_brokers(invalid).is_err(), "{invalid:?}");
         }
+        assert_eq!(parse_brokers("https://a:1").expect("valid"), ["a:1"]);
+    }
+
+    /// TLS files that cannot be read or hold no PEM are named in the error.
+    #[test]
+    fn tls_files_are_checked() {
+        let dir = std::env::temp_dir().join(format!("strata-client-tls-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("dir");
+        let ca = dir.join("ca.pem");
+        let junk = dir.join("junk.pem");
+        std::fs::write(
+            &ca,
+            "-----BEGIN CERTIFICATE-----\nAA==\n-----END CERTIFICATE-----\n",
+        )
+        .expect("write");
+        std::fs::write(&junk, "not pem").expect("write");
+        let missing = dir.join("missing.pem");
+        for (ca_path, identity, named) in [
+            (&missing, None, &missing),
+            (&junk, None, &junk),
+            (&ca, Some((missing.as_path(), ca.as_path())), &missing),
+        ] {
+            let error = ClientTls::from_files(ca_path, identity).expect_err("refused");
+            assert!(
+                matches!(&error, Error::InvalidArgument(m) if m.contains(&named.display().to_string())),
+                "{error}"
+            );
+        }
+        let tls = ClientTls::from_files(&ca, None).expect("readable");
+        assert!(tls.identity.is_none());
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -310,6 +310,11 @@ async fn the_listener_refuses_what_it_must_and_serves_valid_clients() {
         server.wait_ready();
         let address = server.address.clone();
 
+        // Connections that never start their handshake hold up nobody: each handshake runs
+        // on its own (and is dropped after its timeout).
+        let silent: Vec<std::net::TcpStream> = (0..3)
+            .map(|_| std::net::TcpStream::connect(&address).expect("raw TCP connection"))
+            .collect();
         let alice = leaf(&trusted, &[], "alice", false);
         let mallory = leaf(&other, &[], "mallory", false);
         let expired = leaf(&trusted, &[], "late", true);
@@ -340,6 +345,7 @@ async fn the_listener_refuses_what_it_must_and_serves_valid_clients() {
         cluster_info(&address, Some(client_tls(&trusted.pem, Some(&alice))))
             .await
             .expect("a valid client certificate is served");
+        drop(silent);
 
         // A client certificate is no node's: the peer service refuses it.
         let as_alice = client_tls(&trusted.pem, Some(&alice));
@@ -516,6 +522,69 @@ async fn certificates_rotate_without_a_restart() {
             "the old certificate is still served"
         );
         assert!(server.running());
+    })
+    .await
+    .expect("test timed out");
+}
+
+unsafe extern "C" {
+    #[link_name = "kill"]
+    fn libc_kill(pid: i32, signal: i32) -> i32;
+}
+
+/// SIGHUP reloads at once: new files whose modification times were set back to the old ones
+/// (so the poll sees no change) are not served until the node gets SIGHUP, and then are.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_reloads_the_certificates() {
+    tokio::time::timeout(TEST_TIMEOUT, async {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let files = dir.path();
+        let (old_ca, new_ca) = (ca("old CA"), ca("new CA"));
+        let (cert, key) = leaf(&old_ca, &["127.0.0.1"], "node-1", false);
+        let cert_file = put(files, "node.pem", &cert);
+        let key_file = put(files, "node.key", &key);
+        let flags = vec![
+            "--tls-cert".to_string(),
+            cert_file.clone(),
+            "--tls-key".to_string(),
+            key_file.clone(),
+        ];
+        let mut server =
+            ServerProcess::launch_with(&files.join("data"), 1, "127.0.0.1:0", None, &flags);
+        server.wait_ready();
+        let address = server.address.clone();
+        let modified = |path: &str| {
+            std::fs::metadata(path)
+                .and_then(|m| m.modified())
+                .expect("mtime")
+        };
+        let (cert_time, key_time) = (modified(&cert_file), modified(&key_file));
+        let (cert, key) = leaf(&new_ca, &["127.0.0.1"], "node-1", false);
+        for (path, contents, time) in [(&key_file, &key, key_time), (&cert_file, &cert, cert_time)]
+        {
+            let file = std::fs::File::create(path).expect("rewrite");
+            std::io::Write::write_all(&mut &file, contents.as_bytes()).expect("write");
+            file.set_modified(time).expect("set the old mtime back");
+        }
+        // Three poll intervals: the poll does not see files whose times did not change.
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        cluster_info(&address, Some(client_tls(&old_ca.pem, None)))
+            .await
+            .expect("the old certificate until SIGHUP");
+        // SAFETY: kill(2) on our own running child.
+        unsafe { libc_kill(server.pid() as i32, 1) };
+        let signalled = Instant::now();
+        loop {
+            match cluster_info(&address, Some(client_tls(&new_ca.pem, None))).await {
+                Ok(()) => break,
+                Err(error) => assert!(
+                    signalled.elapsed() < ROTATION_WAIT,
+                    "not reloaded {ROTATION_WAIT:?} after SIGHUP: {error}"
+                ),
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        assert!(server.running(), "SIGHUP stopped the server");
     })
     .await
     .expect("test timed out");
