@@ -214,5 +214,28 @@ mod tests {
         .expect("config");
         assert_eq!(limits.max_connections, Some(50));
         assert_eq!(limits.disk_reserve_bytes, Some(1 << 20));
+        std::fs::write(dir.path().join("tls.toml"), "tls_cert = \"file.pem\"\n").expect("write");
+        let tls_file = dir.path().join("tls.toml");
+        let tls = config(
+            Args::try_parse_from([
+                "strata-server",
+                "--config",
+                tls_file.to_str().expect("utf8 path"),
+                "--tls-key",
+                "k.pem",
+                "--peer-ca",
+                "ca.pem",
+            ])
+            .expect("args"),
+        )
+        .expect("config");
+        assert_eq!(
+            tls.tls_cert,
+            Some(PathBuf::from("file.pem")),
+            "from the file"
+        );
+        assert_eq!(tls.tls_key, Some(PathBuf::from("k.pem")));
+        assert_eq!(tls.peer_ca, Some(PathBuf::from("ca.pem")));
+        assert_eq!(tls.tls_client_ca, None);
     }
 }
