@@ -15,7 +15,7 @@ use strata_proto::v1::admin_client::AdminClient;
 use strata_proto::v1::broker_client::BrokerClient;
 use strata_proto::v1::groups_client::GroupsClient;
 use tokio::time::Instant;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
 
 use crate::error::{Error, Result, chain};
 use crate::retry::{Backoff, random_jitter};
@@ -52,6 +52,76 @@ pub struct ClientConfig {
     pub routing_retries: u32,
     /// The delay before each of those attempts.
     pub routing_backoff: Backoff,
+    /// TLS to the brokers (`https://`); `None` connects in plaintext.
+    pub tls: Option<ClientTls>,
+}
+
+/// How the client secures its connections to brokers (their listeners' `--tls-cert`).
+#[derive(Clone, Default)]
+pub struct ClientTls {
+    /// The CA certificates (PEM) that sign the brokers' certificates; the only roots trusted.
+    pub ca_pem: Vec<u8>,
+    /// A client certificate chain and its private key (PEM), for brokers that require one
+    /// (`--tls-client-ca`); its subject CN is the client's principal (`User:<CN>`).
+    pub identity: Option<ClientIdentity>,
+    /// The name the brokers' certificates must carry; by default the host of each broker's
+    /// address (a DNS name or an IP address).
+    pub server_name: Option<String>,
+}
+
+/// A client certificate with its key, both PEM.
+#[derive(Clone)]
+pub struct ClientIdentity {
+    pub cert_pem: Vec<u8>,
+    pub key_pem: Vec<u8>,
+}
+
+impl std::fmt::Debug for ClientTls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never the key.
+        f.debug_struct("ClientTls")
+            .field("ca_pem_bytes", &self.ca_pem.len())
+            .field("identity", &self.identity.is_some())
+            .field("server_name", &self.server_name)
+            .finish()
+    }
+}
+
+impl ClientTls {
+    /// TLS trusting the CA certificates of the PEM file `ca`, presenting the certificate and
+    /// key of the PEM files `identity` when given.
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] naming a file that cannot be read or holds no PEM block.
+    pub fn from_files(
+        ca: &std::path::Path,
+        identity: Option<(&std::path::Path, &std::path::Path)>,
+    ) -> Result<Self> {
+        let read = |path: &std::path::Path, what: &str| -> Result<Vec<u8>> {
+            let pem = std::fs::read(path).map_err(|error| {
+                Error::InvalidArgument(format!("{what} {}: {error}", path.display()))
+            })?;
+            if !pem.windows(11).any(|w| w == b"-----BEGIN ") {
+                return Err(Error::InvalidArgument(format!(
+                    "{what} {} holds no PEM block (-----BEGIN ...)",
+                    path.display()
+                )));
+            }
+            Ok(pem)
+        };
+        let identity = match identity {
+            Some((cert, key)) => Some(ClientIdentity {
+                cert_pem: read(cert, "TLS client certificate")?,
+                key_pem: read(key, "TLS client key")?,
+            }),
+            None => None,
+        };
+        Ok(Self {
+            ca_pem: read(ca, "TLS CA file")?,
+            identity,
+            server_name: None,
+        })
+    }
 }
 
 impl Default for ClientConfig {
@@ -62,6 +132,7 @@ impl Default for ClientConfig {
             // About 4 to 8 s of backoff in all: leadership moves within one or two seconds.
             routing_retries: 8,
             routing_backoff: Backoff::default(),
+            tls: None,
         }
     }
 }
@@ -322,10 +393,28 @@ pub(crate) fn broker_client(channel: Channel) -> BrokerClient<Channel> {
 }
 
 fn endpoint(address: &str, config: &ClientConfig) -> Result<Endpoint> {
-    Ok(Endpoint::from_shared(format!("http://{address}"))
+    let scheme = if config.tls.is_some() {
+        "https"
+    } else {
+        "http"
+    };
+    let endpoint = Endpoint::from_shared(format!("{scheme}://{address}"))
         .map_err(|error| Error::InvalidArgument(format!("broker address {address}: {error}")))?
         .connect_timeout(config.connect_timeout)
-        .tcp_nodelay(true))
+        .tcp_nodelay(true);
+    let Some(tls) = &config.tls else {
+        return Ok(endpoint);
+    };
+    let mut settings = ClientTlsConfig::new().ca_certificate(Certificate::from_pem(&tls.ca_pem));
+    if let Some(identity) = &tls.identity {
+        settings = settings.identity(Identity::from_pem(&identity.cert_pem, &identity.key_pem));
+    }
+    if let Some(name) = &tls.server_name {
+        settings = settings.domain_name(name.clone());
+    }
+    endpoint.tls_config(settings).map_err(|error| {
+        Error::InvalidArgument(format!("TLS settings for {address}: {}", chain(&error)))
+    })
 }
 
 /// Awaits a unary call for at most `limit` and unwraps its reply.
@@ -354,7 +443,10 @@ pub fn parse_brokers(list: &str) -> Result<Vec<String>> {
         .map(str::trim)
         .filter(|entry| !entry.is_empty())
     {
-        let address = entry.strip_prefix("http://").unwrap_or(entry);
+        let address = entry
+            .strip_prefix("http://")
+            .or_else(|| entry.strip_prefix("https://"))
+            .unwrap_or(entry);
         let address = address.strip_suffix('/').unwrap_or(address);
         let port = address.rsplit_once(':').map(|(_, port)| port);
         if port.is_none_or(|port| port.parse::<u16>().is_err()) {
@@ -388,5 +480,36 @@ mod tests {
         for invalid in ["", " , ", "localhost", "host:port", "host:99999"] {
             assert!(parse_brokers(invalid).is_err(), "{invalid:?}");
         }
+        assert_eq!(parse_brokers("https://a:1").expect("valid"), ["a:1"]);
+    }
+
+    /// TLS files that cannot be read or hold no PEM are named in the error.
+    #[test]
+    fn tls_files_are_checked() {
+        let dir = std::env::temp_dir().join(format!("strata-client-tls-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("dir");
+        let ca = dir.join("ca.pem");
+        let junk = dir.join("junk.pem");
+        std::fs::write(
+            &ca,
+            "-----BEGIN CERTIFICATE-----\nAA==\n-----END CERTIFICATE-----\n",
+        )
+        .expect("write");
+        std::fs::write(&junk, "not pem").expect("write");
+        let missing = dir.join("missing.pem");
+        for (ca_path, identity, named) in [
+            (&missing, None, &missing),
+            (&junk, None, &junk),
+            (&ca, Some((missing.as_path(), ca.as_path())), &missing),
+        ] {
+            let error = ClientTls::from_files(ca_path, identity).expect_err("refused");
+            assert!(
+                matches!(&error, Error::InvalidArgument(m) if m.contains(&named.display().to_string())),
+                "{error}"
+            );
+        }
+        let tls = ClientTls::from_files(&ca, None).expect("readable");
+        assert!(tls.identity.is_none());
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

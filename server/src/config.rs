@@ -35,6 +35,21 @@ pub struct Config {
     /// this, so deletes, metadata and raft keep room. `None`: the larger of 1 GiB and 2 % of
     /// the volume, but at most 10 % of it.
     pub disk_reserve_bytes: Option<u64>,
+    /// The listener's certificate chain (PEM); with `tls_key`, turns TLS on for the listener
+    /// (clients and peers share it).
+    pub tls_cert: Option<PathBuf>,
+    /// The listener certificate's private key (PEM).
+    pub tls_key: Option<PathBuf>,
+    /// The CA client certificates must be signed by (PEM); with it, every client must present
+    /// one (mutual TLS).
+    pub tls_client_ca: Option<PathBuf>,
+    /// This node's peer certificate (PEM), with the SAN `node-<id>.strata`: node-to-node mutual
+    /// TLS, with `peer_tls_key` and `peer_ca`.
+    pub peer_tls_cert: Option<PathBuf>,
+    /// The peer certificate's private key (PEM).
+    pub peer_tls_key: Option<PathBuf>,
+    /// The CA that signs every node's peer certificate (PEM).
+    pub peer_ca: Option<PathBuf>,
 }
 
 impl Default for Config {
@@ -49,6 +64,12 @@ impl Default for Config {
             force_new_cluster: false,
             max_connections: None,
             disk_reserve_bytes: None,
+            tls_cert: None,
+            tls_key: None,
+            tls_client_ca: None,
+            peer_tls_cert: None,
+            peer_tls_key: None,
+            peer_ca: None,
         }
     }
 }
@@ -80,7 +101,70 @@ impl Config {
         if self.max_connections == Some(0) {
             return Err("max_connections must be at least 1".to_string());
         }
+        self.tls_paths()?;
         Ok(())
+    }
+
+    /// The TLS files, when TLS is on (see [`crate::security::tls`]).
+    ///
+    /// # Errors
+    /// A certificate without its key (or the reverse), peer TLS only partly given, peer TLS
+    /// without the listener's (peers dial the one listener), a client CA without TLS, or a
+    /// cluster of several nodes whose listener has TLS but whose peers have not (they could
+    /// not dial each other).
+    pub fn tls_paths(&self) -> Result<Option<crate::security::tls::TlsPaths>, String> {
+        use crate::security::tls::{PeerTlsPaths, TlsPaths};
+        let listener = match (&self.tls_cert, &self.tls_key) {
+            (Some(cert), Some(key)) => Some((cert.clone(), key.clone())),
+            (None, None) => None,
+            (Some(_), None) => {
+                return Err("tls_cert is set without tls_key: give both, or neither".to_string());
+            }
+            (None, Some(_)) => {
+                return Err("tls_key is set without tls_cert: give both, or neither".to_string());
+            }
+        };
+        let peer = match (&self.peer_tls_cert, &self.peer_tls_key, &self.peer_ca) {
+            (Some(cert), Some(key), Some(ca)) => Some(PeerTlsPaths {
+                cert: cert.clone(),
+                key: key.clone(),
+                ca: ca.clone(),
+            }),
+            (None, None, None) => None,
+            _ => {
+                return Err(
+                    "node-to-node TLS needs all of peer_tls_cert, peer_tls_key and peer_ca"
+                        .to_string(),
+                );
+            }
+        };
+        let Some((cert, key)) = listener else {
+            if peer.is_some() {
+                return Err(
+                    "node-to-node TLS (peer_tls_cert) needs TLS on the listener too \
+                            (tls_cert and tls_key): peers and clients share one listener"
+                        .to_string(),
+                );
+            }
+            if self.tls_client_ca.is_some() {
+                return Err(
+                    "tls_client_ca needs TLS on the listener (tls_cert and tls_key)".to_string(),
+                );
+            }
+            return Ok(None);
+        };
+        if peer.is_none() && self.initial_cluster()?.len() > 1 {
+            return Err("a cluster of several nodes with TLS on the listener needs \
+                        node-to-node TLS too (peer_tls_cert, peer_tls_key, peer_ca): the \
+                        nodes dial each other on that listener"
+                .to_string());
+        }
+        Ok(Some(TlsPaths {
+            cert,
+            key,
+            client_ca: self.tls_client_ca.clone(),
+            peer,
+        }))
     }
 }
 
@@ -165,6 +249,25 @@ mod tests {
             ..Config::default()
         };
         assert!(no_connections.validate().is_err());
+        let tls = |fields: &str| Config::from_toml(fields).expect("parse").validate();
+        assert!(tls("tls_cert = \"c\"\ntls_key = \"k\"\n").is_ok());
+        for invalid in [
+            "tls_cert = \"c\"\n",
+            "tls_key = \"k\"\n",
+            "tls_client_ca = \"ca\"\n",
+            "peer_tls_cert = \"p\"\npeer_tls_key = \"pk\"\npeer_ca = \"ca\"\n",
+            "tls_cert = \"c\"\ntls_key = \"k\"\npeer_tls_cert = \"p\"\n",
+            "tls_cert = \"c\"\ntls_key = \"k\"\ninitial_cluster = \"1=a:1,2=b:2\"\n",
+        ] {
+            assert!(tls(invalid).is_err(), "{invalid}");
+        }
+        assert!(
+            tls(
+                "tls_cert = \"c\"\ntls_key = \"k\"\ninitial_cluster = \"1=a:1,2=b:2\"\n\
+                 peer_tls_cert = \"p\"\npeer_tls_key = \"pk\"\npeer_ca = \"ca\"\n"
+            )
+            .is_ok()
+        );
         assert!(
             Config {
                 node_id: 0,

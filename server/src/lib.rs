@@ -96,6 +96,8 @@ pub enum RunError {
     Broker(#[from] broker::BrokerError),
     #[error("the gRPC server failed: {0}")]
     Serve(#[from] tonic::transport::Error),
+    #[error("TLS: {0}")]
+    Tls(#[from] security::tls::TlsError),
 }
 
 /// Runs a node: opens (or creates) its data, starts its raft groups, serves gRPC on
@@ -111,6 +113,14 @@ pub async fn run(
     on_listening: impl FnOnce(std::net::SocketAddr),
 ) -> Result<(), RunError> {
     config.validate().map_err(RunError::Config)?;
+    // Before anything else: a certificate that cannot be used fails the start, naming it.
+    let tls = match config.tls_paths().map_err(RunError::Config)? {
+        Some(paths) => Some(Arc::new(security::tls::Tls::load(config.node_id, paths)?)),
+        None => None,
+    };
+    if let Some(tls) = &tls {
+        tokio::spawn(security::tls::keep_fresh(Arc::downgrade(tls)));
+    }
     let mut shutdown = std::pin::pin!(shutdown);
     let data_dir = config.data_dir.clone();
     std::fs::create_dir_all(&data_dir)
@@ -151,6 +161,7 @@ pub async fn run(
         peers,
         tokio::runtime::Handle::current(),
         clock.clone(),
+        tls.clone(),
     );
 
     let retention_interval = std::time::Duration::from_millis(config.retention_check_interval_ms);
@@ -168,7 +179,7 @@ pub async fn run(
         let transport = transport.clone();
         Arc::new(move |node| transport.alive(node))
     };
-    let service = service::Service::new(broker_ready, alive);
+    let service = service::Service::new(broker_ready, alive).with_peer_tls(tls.clone());
     let (health, health_service) = tonic_health::server::health_reporter();
     let reflection = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(strata_proto::v1::FILE_DESCRIPTOR_SET)
@@ -194,9 +205,12 @@ pub async fn run(
                     .max_decoding_message_size(service::request_limit::PRODUCE_REQUEST_BYTES_MAX),
             ))
             .serve_with_incoming_shutdown(
-                resources::limit_connections(
-                    incoming(listener),
-                    resources.fds.max_connections as usize,
+                security::listener::incoming(
+                    resources::limit_connections(
+                        incoming(listener),
+                        resources.fds.max_connections as usize,
+                    ),
+                    tls.clone(),
                 ),
                 async move {
                     let _ = stopped.await;
@@ -215,7 +229,12 @@ pub async fn run(
                 clock: clock.clone(),
             },
             driver.clone(),
-            service::controller_high_watermark_at,
+            {
+                let tls = tls.clone();
+                move |node, address| {
+                    service::controller_high_watermark_at(tls.clone(), node, address)
+                }
+            },
         ) => Some(started),
         () = &mut shutdown => None,
     };

@@ -47,8 +47,31 @@ struct Args {
     /// this, in bytes [default: the larger of 1 GiB and 2 % of the volume, at most 10 % of it].
     #[arg(long, env = "STRATA_DISK_RESERVE_BYTES")]
     disk_reserve_bytes: Option<u64>,
+    /// The listener's certificate chain (PEM); with --tls-key, turns TLS on (clients and peers
+    /// share the listener). Reloaded when the file changes or on SIGHUP.
+    #[arg(long, env = "STRATA_TLS_CERT")]
+    tls_cert: Option<PathBuf>,
+    /// The listener certificate's private key (PEM).
+    #[arg(long, env = "STRATA_TLS_KEY")]
+    tls_key: Option<PathBuf>,
+    /// Require client certificates signed by this CA (PEM): mutual TLS; a certificate's subject
+    /// CN is its principal (`User:<CN>`).
+    #[arg(long, env = "STRATA_TLS_CLIENT_CA")]
+    tls_client_ca: Option<PathBuf>,
+    /// This node's peer certificate (PEM), with the SAN `node-<id>.strata`: node-to-node
+    /// mutual TLS (with --peer-tls-key and --peer-ca; needs --tls-cert).
+    #[arg(long, env = "STRATA_PEER_TLS_CERT")]
+    peer_tls_cert: Option<PathBuf>,
+    /// The peer certificate's private key (PEM).
+    #[arg(long, env = "STRATA_PEER_TLS_KEY")]
+    peer_tls_key: Option<PathBuf>,
+    /// The CA that signs every node's peer certificate (PEM); peers are accepted only with a
+    /// certificate it signed naming a current member.
+    #[arg(long, env = "STRATA_PEER_CA")]
+    peer_ca: Option<PathBuf>,
     /// TOML file with any of: node_id, listen, data_dir, advertised_address,
-    /// retention_check_interval_ms, initial_cluster, max_connections, disk_reserve_bytes.
+    /// retention_check_interval_ms, initial_cluster, max_connections, disk_reserve_bytes,
+    /// tls_cert, tls_key, tls_client_ca, peer_tls_cert, peer_tls_key, peer_ca.
     #[arg(long, env = "STRATA_CONFIG")]
     config: Option<PathBuf>,
 }
@@ -86,6 +109,18 @@ fn config(args: Args) -> Result<Config, String> {
     }
     if args.disk_reserve_bytes.is_some() {
         config.disk_reserve_bytes = args.disk_reserve_bytes;
+    }
+    for (flag, field) in [
+        (args.tls_cert, &mut config.tls_cert),
+        (args.tls_key, &mut config.tls_key),
+        (args.tls_client_ca, &mut config.tls_client_ca),
+        (args.peer_tls_cert, &mut config.peer_tls_cert),
+        (args.peer_tls_key, &mut config.peer_tls_key),
+        (args.peer_ca, &mut config.peer_ca),
+    ] {
+        if flag.is_some() {
+            *field = flag;
+        }
     }
     Ok(config)
 }
@@ -179,5 +214,28 @@ mod tests {
         .expect("config");
         assert_eq!(limits.max_connections, Some(50));
         assert_eq!(limits.disk_reserve_bytes, Some(1 << 20));
+        std::fs::write(dir.path().join("tls.toml"), "tls_cert = \"file.pem\"\n").expect("write");
+        let tls_file = dir.path().join("tls.toml");
+        let tls = config(
+            Args::try_parse_from([
+                "strata-server",
+                "--config",
+                tls_file.to_str().expect("utf8 path"),
+                "--tls-key",
+                "k.pem",
+                "--peer-ca",
+                "ca.pem",
+            ])
+            .expect("args"),
+        )
+        .expect("config");
+        assert_eq!(
+            tls.tls_cert,
+            Some(PathBuf::from("file.pem")),
+            "from the file"
+        );
+        assert_eq!(tls.tls_key, Some(PathBuf::from("k.pem")));
+        assert_eq!(tls.peer_ca, Some(PathBuf::from("ca.pem")));
+        assert_eq!(tls.tls_client_ca, None);
     }
 }

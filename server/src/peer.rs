@@ -16,9 +16,22 @@
 //! batch names and ends if a later batch names another (or this node); each message must name
 //! that node as its sender and this node as its receiver, or it is dropped, counted and logged
 //! with the peer's address. The driver then checks each message against its group (see
-//! `replication::validate`). Until node-to-node TLS exists the binding is only as good as the
-//! first claim: it keeps one stream from speaking for several nodes, not a stranger from
-//! claiming to be one.
+//! `replication::validate`).
+//!
+//! With node-to-node TLS (`--peer-tls-cert`, see `security::tls`) a node dials each peer with
+//! its peer certificate and checks that the peer's certificate names the node dialed
+//! (`node-<id>.strata`), and the claim is the certificate's, not the batch's:
+//! - a `Peer/Raft` or `Peer/GroupVoters` call from a connection whose certificate is not a
+//!   node's (a client certificate, or none) is refused with PERMISSION_DENIED;
+//! - a raft stream is bound to the node its certificate names, and ends (PERMISSION_DENIED)
+//!   when a batch names another;
+//! - `GroupVoters` answers current members only (the initial cluster and the metadata's
+//!   nodes); a raft stream from a node that is not one yet stays open, so the node counts as
+//!   alive (an `AddNode` needs that), but every message it sends is dropped until the node is
+//!   a member. Refusals are counted ([`Transport::rejected`]) and logged with the address.
+//!
+//! Without TLS the binding is only as good as the first claim: it keeps one stream from
+//! speaking for several nodes, not a stranger from claiming to be one.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicI64, Ordering};
@@ -34,6 +47,8 @@ use tokio::sync::mpsc;
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::replication::{DriverHandle, Outbox, RaftGroupId};
+use crate::security::tls::{Tls, peer_endpoint};
+use crate::security::{CertIdentity, ConnectionInfo};
 
 /// Messages waiting for one peer; beyond this, new ones are dropped.
 pub const QUEUE_MESSAGES_MAX: usize = 8192;
@@ -68,16 +83,21 @@ pub struct Transport {
     /// Messages and streams from peers refused since start (see the module doc).
     rejected: std::sync::atomic::AtomicU64,
     runtime: tokio::runtime::Handle,
+    /// The node's TLS: peers are dialed with it, and checked by certificate when it has
+    /// node-to-node TLS (see the module doc).
+    tls: Option<Arc<Tls>>,
 }
 
 impl Transport {
     /// A transport for node `node_id`; `addresses` are the other nodes'. Sender tasks start on
-    /// `runtime` as peers are first sent to; `clock` times when each peer was last heard.
+    /// `runtime` as peers are first sent to; `clock` times when each peer was last heard;
+    /// `tls` secures the streams both ways when it has node-to-node TLS.
     pub fn new(
         node_id: u64,
         addresses: BTreeMap<u64, String>,
         runtime: tokio::runtime::Handle,
         clock: crate::clock::SharedClock,
+        tls: Option<Arc<Tls>>,
     ) -> Arc<Self> {
         Arc::new(Self {
             node_id,
@@ -88,7 +108,57 @@ impl Transport {
             rejected: std::sync::atomic::AtomicU64::new(0),
             runtime,
             clock,
+            tls,
         })
+    }
+
+    /// Whether peers are authenticated by certificate (node-to-node TLS).
+    fn peer_tls(&self) -> bool {
+        self.tls.as_ref().is_some_and(|tls| tls.peer_tls())
+    }
+
+    /// Whether `node` is another current member: in the initial cluster or the metadata.
+    fn is_member(&self, node: u64) -> bool {
+        node != self.node_id
+            && self
+                .addresses
+                .read()
+                .expect("addresses lock poisoned")
+                .contains_key(&node)
+    }
+
+    /// With node-to-node TLS, the node a request's certificate names; otherwise `Ok(None)`.
+    ///
+    /// # Errors
+    /// PERMISSION_DENIED (counted and logged with the address) when TLS is on and the
+    /// connection's certificate is not a node's.
+    fn certified_node<T>(&self, request: &Request<T>, what: &str) -> Result<Option<u64>, Status> {
+        if !self.peer_tls() {
+            return Ok(None);
+        }
+        let info = request.extensions().get::<ConnectionInfo>();
+        match info.and_then(|info| info.certificate.as_ref()) {
+            Some(CertIdentity::Node(node)) => Ok(Some(*node)),
+            other => {
+                let total = self.reject();
+                let remote = info.and_then(|info| info.remote);
+                tracing::warn!(
+                    ?remote,
+                    certificate = ?other,
+                    rejected_total = total,
+                    "refused {what}: the connection's certificate is not a node's"
+                );
+                Err(Status::permission_denied(format!(
+                    "{what} is for cluster nodes: it needs a certificate signed by the peer CA \
+                     naming node-<id>.strata; this connection has {}",
+                    match other {
+                        Some(CertIdentity::User(name)) =>
+                            format!("a client certificate (User:{name})"),
+                        _ => "no node certificate".to_string(),
+                    }
+                )))
+            }
+        }
     }
 
     /// Learns (or changes) a node's address, from the metadata; addresses given at start stay.
@@ -228,15 +298,17 @@ async fn send_to_peer(
         };
         let from = strong.node_id;
         let address = strong.address(to);
-        drop(strong);
         let Some(address) = address else {
+            drop(strong);
             // Unknown so far: drop what is queued (it is stale by the time we learn the
             // address) and look again.
             while queue.try_recv().is_ok() {}
             tokio::time::sleep(RECONNECT_BACKOFF_MAX).await;
             continue;
         };
-        match stream_to(&address, from, &mut queue).await {
+        let tls = strong.tls.clone();
+        drop(strong);
+        match stream_to(tls.as_deref(), to, &address, from, &mut queue).await {
             Ok(()) => return, // the queue closed: the transport is gone.
             Err(error) => {
                 tracing::debug!(to, %address, %error, "raft stream to peer failed; reconnecting");
@@ -249,15 +321,17 @@ async fn send_to_peer(
     }
 }
 
-/// Streams batches to `address` until the stream fails (error) or the queue closes (Ok).
+/// Streams batches to node `to` at `address` until the stream fails (error) or the queue
+/// closes (Ok). The TLS material is read at each connection, so a rotation applies to the
+/// next one.
 async fn stream_to(
+    tls: Option<&Tls>,
+    to: u64,
     address: &str,
     from: u64,
     queue: &mut mpsc::Receiver<RaftEnvelope>,
 ) -> Result<(), String> {
-    let endpoint = tonic::transport::Endpoint::from_shared(format!("http://{address}"))
-        .map_err(|e| e.to_string())?
-        .connect_timeout(Duration::from_secs(1))
+    let endpoint = peer_endpoint(tls, to, address)?
         .tcp_nodelay(true)
         .http2_keep_alive_interval(Duration::from_secs(1))
         .keep_alive_timeout(Duration::from_secs(2));
@@ -298,19 +372,18 @@ async fn stream_to(
     }
 }
 
-/// Asks the node at `address` for the applied voters of `groups` (`None` where it has no such
-/// group).
+/// Asks node `node` at `address` for the applied voters of `groups` (`None` where it has no
+/// such group), over node-to-node TLS when `tls` has it.
 ///
 /// # Errors
 /// Connection and call failures, as text.
 pub async fn group_voters(
+    tls: Option<&Tls>,
+    node: u64,
     address: &str,
     groups: Vec<RaftGroupId>,
 ) -> Result<Vec<(RaftGroupId, Option<Vec<u64>>)>, String> {
-    let endpoint = tonic::transport::Endpoint::from_shared(format!("http://{address}"))
-        .map_err(|e| e.to_string())?
-        .connect_timeout(Duration::from_secs(1))
-        .timeout(Duration::from_secs(5));
+    let endpoint = peer_endpoint(tls, node, address)?.timeout(Duration::from_secs(5));
     let channel = endpoint.connect().await.map_err(|e| e.to_string())?;
     let reply = PeerClient::new(channel)
         .group_voters(strata_proto::v1::GroupVotersRequest { groups })
@@ -360,6 +433,22 @@ impl Peer for PeerService {
         &self,
         request: Request<strata_proto::v1::GroupVotersRequest>,
     ) -> Result<Response<strata_proto::v1::GroupVotersResponse>, Status> {
+        if let Some(node) = self
+            .transport
+            .certified_node(&request, "Peer/GroupVoters")?
+            && !self.transport.is_member(node)
+        {
+            let total = self.transport.reject();
+            tracing::warn!(
+                remote = ?crate::security::listener::remote_of(&request),
+                node,
+                rejected_total = total,
+                "refused Peer/GroupVoters from a node that is not a member"
+            );
+            return Err(Status::permission_denied(format!(
+                "node {node} is not a member of this cluster"
+            )));
+        }
         let mut groups = Vec::new();
         for group in request.into_inner().groups.into_iter().take(100_000) {
             let voters = self.driver.voters(group).await;
@@ -379,15 +468,16 @@ impl Peer for PeerService {
         request: Request<Streaming<RaftBatch>>,
     ) -> Result<Response<RaftStreamClosed>, Status> {
         use futures::StreamExt;
-        let peer: Arc<str> = request
-            .remote_addr()
+        let peer: Arc<str> = crate::security::listener::remote_of(&request)
             .map_or_else(|| "an unknown address".to_string(), |a| a.to_string())
             .into();
+        // The node this stream speaks for: its certificate's with node-to-node TLS, else the
+        // one its first batch names.
+        let certified = self.transport.certified_node(&request, "Peer/Raft")?;
+        let mut bound: Option<u64> = certified;
         let mut stream = request.into_inner();
         let mut stopping = self.stopping.clone();
         let node_id = self.transport.node_id;
-        // The node this stream speaks for: the one its first batch names.
-        let mut bound: Option<u64> = None;
         loop {
             let batch = tokio::select! {
                 batch = stream.next() => batch,
@@ -414,6 +504,22 @@ impl Peer for PeerService {
             }
             bound = Some(from);
             self.transport.heard_from(from);
+            if certified.is_some() && !self.transport.is_member(from) {
+                // Not a member (yet): alive, so it can be added, but raft hears nothing of it.
+                if !batch.messages.is_empty() {
+                    let total = self.transport.reject();
+                    if total.is_power_of_two() {
+                        tracing::warn!(
+                            %peer,
+                            node = from,
+                            dropped = batch.messages.len(),
+                            rejected_total = total,
+                            "dropped raft messages from a node that is not a member"
+                        );
+                    }
+                }
+                continue;
+            }
             let mut messages = Vec::with_capacity(batch.messages.len());
             for envelope in batch.messages {
                 let message = match Message::parse_from_bytes(&envelope.message) {

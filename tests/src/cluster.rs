@@ -20,6 +20,8 @@ pub struct Cluster {
     /// With [`Cluster::start_partitionable`]: the proxy each node reaches each other node
     /// through, by (from, to).
     pub links: BTreeMap<(u64, u64), Proxy>,
+    /// With [`Cluster::start_tls`]: how the helpers below connect to the nodes.
+    pub client_tls: Option<tonic::transport::ClientTlsConfig>,
 }
 
 impl Cluster {
@@ -35,6 +37,35 @@ impl Cluster {
         let initial = initial_cluster(&addresses);
         let extra: Vec<String> = extra_args.iter().map(|a| a.to_string()).collect();
         Self::launch_all(&addresses, |_| initial.clone(), BTreeMap::new(), &extra)
+    }
+
+    /// [`Cluster::start`] with flags of each node's own (`node_args(id)`, e.g. its
+    /// certificate); the helpers below connect with `client_tls` (`https://`).
+    pub fn start_tls(
+        size: u64,
+        slot: u8,
+        node_args: impl Fn(u64) -> Vec<String>,
+        client_tls: tonic::transport::ClientTlsConfig,
+    ) -> Self {
+        let addresses = node_addresses(size, slot);
+        let initial = initial_cluster(&addresses);
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut nodes: Vec<ServerProcess> = (1..=size)
+            .map(|id| {
+                let data = dir.path().join(format!("node-{id}"));
+                let address = &addresses[id as usize - 1];
+                ServerProcess::launch_with(&data, id, address, Some(&initial), &node_args(id))
+            })
+            .collect();
+        for node in &mut nodes {
+            node.wait_ready();
+        }
+        Self {
+            nodes,
+            dir,
+            links: BTreeMap::new(),
+            client_tls: Some(client_tls),
+        }
     }
 
     /// Like [`Cluster::start`], but every node reaches every other node through a proxy of its
@@ -87,7 +118,12 @@ impl Cluster {
         for node in &mut nodes {
             node.wait_ready();
         }
-        Self { nodes, dir, links }
+        Self {
+            nodes,
+            dir,
+            links,
+            client_tls: None,
+        }
     }
 
     /// Starts one more node (the next id) on this cluster's address, with an initial cluster
@@ -146,7 +182,18 @@ impl Cluster {
 
     /// Clients of node `id`.
     pub async fn clients(&self, id: u64) -> Clients {
-        self.nodes[id as usize - 1].clients().await
+        match &self.client_tls {
+            None => self.nodes[id as usize - 1].clients().await,
+            Some(_) => tokio::time::timeout(Duration::from_secs(10), self.connect(id))
+                .await
+                .expect("connect within 10 s")
+                .expect("connect"),
+        }
+    }
+
+    /// Connects to node `id` (with TLS when the cluster has it), failing fast when it is down.
+    pub async fn connect(&self, id: u64) -> Result<Clients, ()> {
+        connect_with(&self.address(id), self.client_tls.clone()).await
     }
 
     /// Node ids whose process runs.
@@ -163,7 +210,7 @@ impl Cluster {
         loop {
             for id in self.running() {
                 let Ok(mut clients) =
-                    tokio::time::timeout(Duration::from_secs(2), connect(&self.address(id)))
+                    tokio::time::timeout(Duration::from_secs(2), self.connect(id))
                         .await
                         .unwrap_or(Err(()))
                 else {
@@ -196,7 +243,7 @@ impl Cluster {
         loop {
             for id in self.running() {
                 if let Ok(Ok(mut clients)) =
-                    tokio::time::timeout(Duration::from_secs(2), connect(&self.address(id))).await
+                    tokio::time::timeout(Duration::from_secs(2), self.connect(id)).await
                     && let Ok(info) = clients.admin.cluster_info(pb::ClusterInfoRequest {}).await
                 {
                     let leader = info.get_ref().controller_leader_node_id;
@@ -368,12 +415,22 @@ fn initial_cluster(addresses: &[String]) -> String {
 
 /// Connects to one node, failing fast when it is down.
 pub async fn connect(address: &str) -> Result<Clients, ()> {
-    let channel = tonic::transport::Channel::from_shared(format!("http://{address}"))
+    connect_with(address, None).await
+}
+
+/// [`connect`], with TLS when `tls` is given.
+pub async fn connect_with(
+    address: &str,
+    tls: Option<tonic::transport::ClientTlsConfig>,
+) -> Result<Clients, ()> {
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    let mut endpoint = tonic::transport::Channel::from_shared(format!("{scheme}://{address}"))
         .expect("endpoint")
-        .connect_timeout(Duration::from_secs(1))
-        .connect()
-        .await
-        .map_err(|_| ())?;
+        .connect_timeout(Duration::from_secs(1));
+    if let Some(tls) = tls {
+        endpoint = endpoint.tls_config(tls).expect("TLS config");
+    }
+    let channel = endpoint.connect().await.map_err(|_| ())?;
     Ok(Clients {
         admin: strata_proto::v1::admin_client::AdminClient::new(channel.clone()),
         broker: strata_proto::v1::broker_client::BrokerClient::new(channel.clone()),

@@ -22,7 +22,8 @@
 //! limit, a connection flood and a full disk: refused with RESOURCE_EXHAUSTED, nothing
 //! acknowledged lost), `python_client.rs` and `checks_and_errors.rs` (commits past the high
 //! watermark, oversized produces, produces while a restarted node loads its metadata,
-//! controller-only requests elsewhere, removing the last node).
+//! controller-only requests elsewhere, removing the last node), `tls.rs` (TLS on the listener
+//! and between nodes: refusals, start-up errors, rotation, TLS clusters, forged peer streams).
 //!
 //! `src/bin/group-member.rs` is a group member process for `group_consumer.rs`.
 

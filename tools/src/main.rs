@@ -14,6 +14,7 @@
 //!   processes, prints how to use it, and stops it on Ctrl-C (or after `--run-demo`).
 //! - `bench.rs`: `strata bench produce|consume`, throughput and latency.
 //! - `log.rs`: `strata log dump|verify DIR`, offline inspection of a partition directory.
+//! - `tls.rs`: `strata tls init DIR`: a CA, node certificates and an admin client certificate.
 //!
 //! Every online command takes the broker list (`--brokers` or `STRATA_BROKERS`), any nodes of
 //! the cluster; the client routes each request to the node that serves it (see
@@ -31,6 +32,7 @@ mod log;
 mod output;
 mod playground;
 mod produce;
+mod tls;
 mod topic;
 
 use std::path::PathBuf;
@@ -62,6 +64,21 @@ struct Cli {
     /// Output format: text for people, json for programs (`log` prints text only).
     #[arg(long, global = true, value_enum, default_value_t = Format::Text)]
     format: Format,
+    /// Connect with TLS, trusting the brokers' certificates signed by this CA (PEM).
+    #[arg(long, global = true, env = "STRATA_TLS_CA", value_name = "FILE")]
+    tls_ca: Option<PathBuf>,
+    /// A client certificate (PEM) for brokers that require one (mutual TLS), with --tls-key.
+    #[arg(long, global = true, env = "STRATA_TLS_CERT", value_name = "FILE", requires_all = ["tls_key", "tls_ca"])]
+    tls_cert: Option<PathBuf>,
+    /// The client certificate's private key (PEM).
+    #[arg(
+        long,
+        global = true,
+        env = "STRATA_TLS_KEY",
+        value_name = "FILE",
+        requires = "tls_cert"
+    )]
+    tls_key: Option<PathBuf>,
     #[command(subcommand)]
     command: Command,
 }
@@ -89,6 +106,9 @@ enum Command {
     /// Inspect a partition directory on disk (read-only).
     #[command(subcommand)]
     Log(LogCommand),
+    /// Certificates for a TLS cluster.
+    #[command(subcommand)]
+    Tls(tls::TlsCommand),
 }
 
 #[derive(Subcommand)]
@@ -128,13 +148,15 @@ fn main() -> ExitCode {
         Command::Log(LogCommand::Dump { dir }) => log::dump(&dir),
         Command::Log(LogCommand::Verify { dir }) => log::verify(&dir),
         Command::Playground(args) => playground::run(args),
-        command => {
+        Command::Tls(command) => tls::run(command),
+        command => client_tls(&cli.tls_ca, &cli.tls_cert, &cli.tls_key).and_then(|tls| {
             let config = ClientConfig {
                 request_timeout: cli.timeout,
+                tls,
                 ..ClientConfig::default()
             };
             run_online(command, &cli.brokers, config, cli.format)
-        }
+        }),
     };
     match result {
         Ok(code) => code,
@@ -143,6 +165,28 @@ fn main() -> ExitCode {
             ExitCode::from(output::exit_code(&error))
         }
     }
+}
+
+/// The client's TLS settings from `--tls-ca`, `--tls-cert` and `--tls-key`.
+fn client_tls(
+    ca: &Option<PathBuf>,
+    cert: &Option<PathBuf>,
+    key: &Option<PathBuf>,
+) -> Result<Option<strata_client::ClientTls>> {
+    let Some(ca) = ca else {
+        if cert.is_some() || key.is_some() {
+            anyhow::bail!(
+                "--tls-cert and --tls-key need --tls-ca (the CA of the brokers' certificates)"
+            );
+        }
+        return Ok(None);
+    };
+    let identity = match (cert, key) {
+        (Some(cert), Some(key)) => Some((cert.as_path(), key.as_path())),
+        (None, None) => None,
+        _ => anyhow::bail!("--tls-cert and --tls-key go together"),
+    };
+    Ok(Some(strata_client::ClientTls::from_files(ca, identity)?))
 }
 
 /// Runs a command that talks to the cluster, on a runtime made for it.
@@ -164,8 +208,8 @@ fn run_online(
             Command::Group(command) => group::run(&client, command, format).await,
             Command::Cluster(command) => cluster::run(&client, command, format).await,
             Command::Bench(command) => bench::run(&client, command, format).await,
-            Command::Log(_) | Command::Playground(_) => {
-                unreachable!("log and playground commands connect on their own, if at all")
+            Command::Log(_) | Command::Playground(_) | Command::Tls(_) => {
+                unreachable!("log, playground and tls commands connect on their own, if at all")
             }
         }?;
         Ok(ExitCode::SUCCESS)

@@ -4,7 +4,10 @@
 //! node answers `ClusterInfo` and names the same controller leader, which hears from every
 //! node, the playground prints the broker list and example commands, then runs until Ctrl-C or SIGTERM
 //! and stops the servers with SIGTERM (SIGKILL after [`STOP_TIMEOUT`]). With `--run-demo` it
-//! creates a replicated topic, produces and consumes a few records, and stops.
+//! creates a replicated topic, produces and consumes a few records, and stops. With `--secure`
+//! it first writes certificates (`strata tls init` into `DATA_DIR/certs`) and starts every node
+//! with TLS on its listener (client certificates required) and between nodes, and prints the
+//! client settings (the admin certificate).
 //!
 //! Exit codes: 0 after a clean stop or demo; 2 when the servers do not become healthy within
 //! `--startup-timeout` (their log tails are printed), cannot be started, or the demo fails.
@@ -19,7 +22,9 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, Result, bail};
 use strata_client::proto::v1::{ErrorCode, TopicConfig};
-use strata_client::{Client, ClientConfig, ConsumerConfig, ProducerConfig, ProducerRecord};
+use strata_client::{
+    Client, ClientConfig, ClientTls, ConsumerConfig, ProducerConfig, ProducerRecord,
+};
 use strata_client::{Error, StartFrom};
 
 /// The most nodes a playground starts.
@@ -57,6 +62,10 @@ pub struct PlaygroundArgs {
     /// Once healthy: create a topic, produce and consume a few records, then stop.
     #[arg(long)]
     run_demo: bool,
+    /// TLS everywhere: certificates in DATA_DIR/certs (as `strata tls init`), mutual TLS for
+    /// clients (the admin certificate) and between nodes.
+    #[arg(long)]
+    secure: bool,
 }
 
 /// One running `strata-server`.
@@ -82,19 +91,42 @@ pub fn run(args: PlaygroundArgs) -> Result<ExitCode> {
     std::fs::create_dir_all(&data_dir)
         .with_context(|| format!("creating {}", data_dir.display()))?;
     println!("data directory: {} (kept after exit)", data_dir.display());
-    let mut nodes = start_nodes(&server_bin, &data_dir, args.nodes)?;
+    let certs = if args.secure {
+        let certs = data_dir.join("certs");
+        let hosts = ["localhost".to_owned(), "127.0.0.1".to_owned()];
+        crate::tls::init(&certs, args.nodes, &hosts, 365)?;
+        println!("certificates: {}", certs.display());
+        Some(certs)
+    } else {
+        None
+    };
+    let mut nodes = start_nodes(&server_bin, &data_dir, args.nodes, certs.as_deref())?;
+    let tls = certs.as_deref().map(admin_tls).transpose()?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
-    let result = runtime.block_on(serve(&args, &mut nodes));
+    let result = runtime.block_on(serve(&args, &mut nodes, tls, certs.as_deref()));
     stop_nodes(&mut nodes);
     result
 }
 
-async fn serve(args: &PlaygroundArgs, nodes: &mut [Node]) -> Result<ExitCode> {
+/// The client settings of the admin certificate in `certs`.
+fn admin_tls(certs: &Path) -> Result<ClientTls> {
+    Ok(ClientTls::from_files(
+        &certs.join("ca.pem"),
+        Some((&certs.join("admin.pem"), &certs.join("admin.key"))),
+    )?)
+}
+
+async fn serve(
+    args: &PlaygroundArgs,
+    nodes: &mut [Node],
+    tls: Option<ClientTls>,
+    certs: Option<&Path>,
+) -> Result<ExitCode> {
     let brokers: Vec<&str> = nodes.iter().map(|node| node.address.as_str()).collect();
     let brokers = brokers.join(",");
-    if let Err(error) = wait_healthy(nodes, &brokers, args.startup_timeout).await {
+    if let Err(error) = wait_healthy(nodes, &brokers, args.startup_timeout, tls.clone()).await {
         eprintln!("strata: the cluster did not become healthy: {error:#}");
         for node in nodes.iter() {
             eprintln!("--- node {} ({}) ---", node.id, node.log.display());
@@ -105,14 +137,25 @@ async fn serve(args: &PlaygroundArgs, nodes: &mut [Node]) -> Result<ExitCode> {
     println!("{} nodes up: {brokers}", nodes.len());
     if args.run_demo {
         let replication_factor = nodes.len().min(3) as u32;
-        demo(&brokers, replication_factor).await?;
+        demo(&brokers, replication_factor, tls).await?;
         println!("demo done: stopping the cluster");
         return Ok(ExitCode::SUCCESS);
     }
     let replication_factor = nodes.len().min(3);
+    let tls_settings = match certs {
+        Some(certs) => {
+            let d = certs.display();
+            format!(
+                "\x20 export STRATA_TLS_CA={d}/ca.pem STRATA_TLS_CERT={d}/admin.pem \
+                 STRATA_TLS_KEY={d}/admin.key\n"
+            )
+        }
+        None => String::new(),
+    };
     println!(
         "\nTry it (in another shell):\n\
          \x20 export STRATA_BROKERS={brokers}\n\
+         {tls_settings}\
          \x20 strata topic create orders --partitions 3 --replication-factor {replication_factor}\n\
          \x20 seq 1 100 | strata produce orders\n\
          \x20 strata consume orders --from earliest --count 100\n\
@@ -168,7 +211,14 @@ fn initial_cluster(addresses: &[String]) -> String {
         .join(",")
 }
 
-fn start_nodes(server_bin: &Path, data_dir: &Path, count: u32) -> Result<Vec<Node>> {
+/// Starts `count` nodes; with `certs` (as `strata tls init` writes them) each runs with TLS on
+/// its listener, client certificates required, and between nodes.
+fn start_nodes(
+    server_bin: &Path,
+    data_dir: &Path,
+    count: u32,
+    certs: Option<&Path>,
+) -> Result<Vec<Node>> {
     let addresses: Vec<String> = free_ports(count)?
         .into_iter()
         .map(|port| format!("127.0.0.1:{port}"))
@@ -196,6 +246,24 @@ fn start_nodes(server_bin: &Path, data_dir: &Path, count: u32) -> Result<Vec<Nod
         if count > 1 {
             command.arg("--initial-cluster").arg(&cluster);
         }
+        if let Some(certs) = certs {
+            let cert = certs.join(format!("node-{id}.pem"));
+            let key = certs.join(format!("node-{id}.key"));
+            let ca = certs.join("ca.pem");
+            command
+                .arg("--tls-cert")
+                .arg(&cert)
+                .arg("--tls-key")
+                .arg(&key)
+                .arg("--tls-client-ca")
+                .arg(&ca)
+                .arg("--peer-tls-cert")
+                .arg(&cert)
+                .arg("--peer-tls-key")
+                .arg(&key)
+                .arg("--peer-ca")
+                .arg(&ca);
+        }
         let child = match command.spawn() {
             Ok(child) => child,
             Err(error) => {
@@ -222,11 +290,17 @@ fn start_nodes(server_bin: &Path, data_dir: &Path, count: u32) -> Result<Vec<Nod
 
 /// Polls every node's `ClusterInfo` until each answers, lists every node alive and names a
 /// controller leader; fails at `timeout`, or at once when a server exits.
-async fn wait_healthy(nodes: &mut [Node], brokers: &str, timeout: Duration) -> Result<()> {
+async fn wait_healthy(
+    nodes: &mut [Node],
+    brokers: &str,
+    timeout: Duration,
+    tls: Option<ClientTls>,
+) -> Result<()> {
     let deadline = Instant::now() + timeout;
     let config = ClientConfig {
         connect_timeout: HEALTH_REQUEST_TIMEOUT,
         request_timeout: HEALTH_REQUEST_TIMEOUT,
+        tls,
         ..ClientConfig::default()
     };
     let mut client: Option<Client> = None;
@@ -309,8 +383,12 @@ async fn health(client: &Client, nodes: &[Node]) -> Result<(), String> {
 
 /// Creates a replicated topic (or reuses it), produces a few keyed records and reads them
 /// back from their partitions' leaders.
-async fn demo(brokers: &str, replication_factor: u32) -> Result<()> {
-    let client = Client::connect(brokers).await?;
+async fn demo(brokers: &str, replication_factor: u32, tls: Option<ClientTls>) -> Result<()> {
+    let config = ClientConfig {
+        tls,
+        ..ClientConfig::default()
+    };
+    let client = Client::connect_with(brokers, config).await?;
     let admin = client.admin();
     match admin
         .create_topic(DEMO_TOPIC, 3, replication_factor, TopicConfig::default())

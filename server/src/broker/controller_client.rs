@@ -45,7 +45,7 @@ impl Broker {
     /// topics before (it would call existing topics unknown). Loaded means: the metadata holds
     /// everything the controller had applied when this node asked. On the controller's leader
     /// its own registration is the barrier (it commits after every earlier entry); elsewhere
-    /// `applied_at(address)` asks the leader for its [`Broker::controller_high_watermark`] and
+    /// `applied_at(node, address)` asks the leader for its [`Broker::controller_high_watermark`] and
     /// this node waits until its own reaches it. Knowing the leader is not enough: a restarted
     /// node learns who leads from the first heartbeat, before the entries it missed while down
     /// arrive.
@@ -56,7 +56,7 @@ impl Broker {
     /// [`BrokerError::ShuttingDown`] when the driver stops first.
     pub(super) async fn wait_for_metadata<F, Fut>(&self, applied_at: F) -> Result<(), BrokerError>
     where
-        F: Fn(String) -> Fut,
+        F: Fn(u64, String) -> Fut,
         Fut: Future<Output = Result<u64, String>>,
     {
         let mut retry = tokio::time::interval(METADATA_RETRY_INTERVAL);
@@ -85,7 +85,11 @@ impl Broker {
             let Some(address) = self.node_address(leader) else {
                 continue;
             };
-            let target = match tokio::time::timeout(METADATA_ASK_TIMEOUT, applied_at(address)).await
+            let target = match tokio::time::timeout(
+                METADATA_ASK_TIMEOUT,
+                applied_at(leader, address),
+            )
+            .await
             {
                 Ok(Ok(target)) => target,
                 Ok(Err(error)) => {

@@ -162,7 +162,7 @@ impl Broker {
     }
 
     /// Moves every replica off node `node_id`, then removes it from the controller; see the
-    /// proto's `Admin.RemoveNode`. `voters_at(address, groups)` asks another node for the
+    /// proto's `Admin.RemoveNode`. `voters_at(node, address, groups)` asks another node for the
     /// applied voters of its groups (the service layer's peer client). Returns the partitions
     /// still moving and whether the node is gone.
     ///
@@ -175,7 +175,7 @@ impl Broker {
         voters_at: F,
     ) -> Result<(Vec<(String, u32)>, bool), BrokerError>
     where
-        F: Fn(String, Vec<RaftGroupId>) -> Fut,
+        F: Fn(u64, String, Vec<RaftGroupId>) -> Fut,
         Fut: Future<Output = Result<Vec<(RaftGroupId, Option<Vec<u64>>)>, String>>,
     {
         let leader = *self.controller_leader.borrow();
@@ -283,11 +283,11 @@ impl Broker {
     }
 
     /// The partitions still moving after a removal: those where some replica of the new set
-    /// has not applied exactly the new set as its group's voters. `voters_at(address, groups)`
+    /// has not applied exactly the new set as its group's voters. `voters_at(node, address, groups)`
     /// asks another node; a node that does not answer counts as not done.
     async fn still_moving<F, Fut>(&self, voters_at: F) -> Vec<(String, u32)>
     where
-        F: Fn(String, Vec<RaftGroupId>) -> Fut,
+        F: Fn(u64, String, Vec<RaftGroupId>) -> Fut,
         Fut: Future<Output = Result<Vec<(RaftGroupId, Option<Vec<u64>>)>, String>>,
     {
         // Every replica is asked: a replica that was just added starts out with the new set as
@@ -321,7 +321,7 @@ impl Broker {
                 .map(|n| n.address.clone())
                 .or_else(|| self.cluster.get(&node).cloned())
                 .unwrap_or_default();
-            match voters_at(address, groups).await {
+            match voters_at(node, address, groups).await {
                 Ok(replies) => {
                     for (group, voters) in replies {
                         answers.insert((node, group), voters);

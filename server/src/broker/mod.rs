@@ -156,7 +156,7 @@ impl Broker {
         applied_at: F,
     ) -> Result<Arc<Self>, BrokerError>
     where
-        F: Fn(String) -> Fut,
+        F: Fn(u64, String) -> Fut,
         Fut: Future<Output = Result<u64, String>>,
     {
         let Start {

@@ -96,7 +96,7 @@ impl<P: ControllerPort> GroupRequests<'_, P> {
     /// Commits offsets for a member (or, with an empty member id, for an operator while the
     /// group has no members). Replicated before it returns. Every offset must lie at or below
     /// its partition's high watermark (see `GroupRequests::check_commit_range`); `offsets_at`
-    /// asks another node, by address, about its replicas of a topic.
+    /// asks another node, by id and address, about its replicas of a topic.
     ///
     /// # Errors
     /// [`GroupError::OffsetOutOfRange`] naming the valid range for an offset beyond the high
@@ -111,7 +111,7 @@ impl<P: ControllerPort> GroupRequests<'_, P> {
         offsets_at: F,
     ) -> Result<(), P::Error>
     where
-        F: Fn(String, String) -> Fut,
+        F: Fn(u64, String, String) -> Fut,
         Fut: Future<Output = Result<Vec<ReplicaOffsets>, String>>,
     {
         super::validate_group_id(group)?;
@@ -180,7 +180,7 @@ impl<P: ControllerPort> GroupRequests<'_, P> {
         offsets_at: F,
     ) -> Result<(), P::Error>
     where
-        F: Fn(String, String) -> Fut,
+        F: Fn(u64, String, String) -> Fut,
         Fut: Future<Output = Result<Vec<ReplicaOffsets>, String>>,
     {
         // The highest offset asked of each partition that the local replica cannot settle.
@@ -244,7 +244,7 @@ impl<P: ControllerPort> GroupRequests<'_, P> {
             .collect();
         let answers = futures::future::join_all(asks.into_iter().filter_map(|(node, topic)| {
             let address = addresses.get(&node)?.clone();
-            let asked = offsets_at(address, topic.clone());
+            let asked = offsets_at(node, address, topic.clone());
             Some(async move {
                 let answer = tokio::time::timeout(COMMIT_CHECK_TIMEOUT, asked).await;
                 (node, topic, answer)

@@ -141,8 +141,14 @@ fn entry(partition: u32, offset: u64) -> OffsetEntry {
 
 /// Asking another node about its replicas: no node is asked in these tests (the fake knows no
 /// addresses), so an answer would be a bug of the commit check.
-async fn no_node_is_asked(address: String, topic: String) -> Result<Vec<ReplicaOffsets>, String> {
-    panic!("asked {address} about {topic}, but the fake port knows no node addresses")
+async fn no_node_is_asked(
+    node: u64,
+    address: String,
+    topic: String,
+) -> Result<Vec<ReplicaOffsets>, String> {
+    panic!(
+        "asked node {node} at {address} about {topic}, but the fake port knows no node addresses"
+    )
 }
 
 /// A node that does not lead the controller refuses every group request with its port's

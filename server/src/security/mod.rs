@@ -10,11 +10,23 @@
 //!   request's extensions.
 //! - [`Principal`]: who a request is from, once authenticated; the authentication layer puts it
 //!   in the request's extensions.
+//!
+//! Transport:
+//! - [`tls`]: the TLS material (listener and peer certificates, client CAs), reloaded when the
+//!   files change; how a certificate maps to an identity: a chain signed by the peer CA whose
+//!   certificate has the SAN `node-<id>.strata` is [`CertIdentity::Node`]; one signed by the
+//!   client CA is [`CertIdentity::User`] with its subject's CN (principal `User:<CN>`).
+//! - [`listener`]: the listener's connections (TLS termination, [`ConnectionInfo`] per
+//!   connection).
+//!
+//! Authentication and authorization:
 //! - [`acl`]: ACLs and the authorization decision ([`acl::Policy::allows`]).
 //! - [`scram`]: SCRAM-SHA-256 credentials, the only form a password is kept in.
 
 pub mod acl;
+pub mod listener;
 pub mod scram;
+pub mod tls;
 
 use std::fmt;
 use std::net::SocketAddr;

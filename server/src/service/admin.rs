@@ -119,13 +119,16 @@ impl Admin for Service {
         request: Request<pb::RemoveNodeRequest>,
     ) -> Result<Response<pb::RemoveNodeResponse>, Status> {
         let request = request.into_inner();
-        let (moving, removed) = self
-            .broker()?
-            .remove_node(request.node_id, |address, groups| async move {
-                crate::peer::group_voters(&address, groups).await
-            })
-            .await
-            .map_err(status)?;
+        let (moving, removed) =
+            self.broker()?
+                .remove_node(request.node_id, |node, address, groups| {
+                    let tls = self.peer_tls.clone();
+                    async move {
+                        crate::peer::group_voters(tls.as_deref(), node, &address, groups).await
+                    }
+                })
+                .await
+                .map_err(status)?;
         Ok(Response::new(pb::RemoveNodeResponse {
             moving: moving
                 .into_iter()

@@ -142,7 +142,9 @@ impl Groups for Service {
                 &request.member_id,
                 request.member_epoch,
                 offsets,
-                replica_offsets_at,
+                |node, address, topic| {
+                    replica_offsets_at(self.peer_tls.clone(), node, address, topic)
+                },
             )
             .await
             .map_err(status)?;

@@ -49,11 +49,23 @@ pub struct Service {
     /// UNAVAILABLE meanwhile, while the peer service already carries raft traffic.
     broker: watch::Receiver<Option<Arc<Broker>>>,
     alive: Liveness,
+    /// The node's TLS, which calls to other nodes dial with (see `remote`).
+    peer_tls: Option<Arc<crate::security::tls::Tls>>,
 }
 
 impl Service {
     pub fn new(broker: watch::Receiver<Option<Arc<Broker>>>, alive: Liveness) -> Self {
-        Self { broker, alive }
+        Self {
+            broker,
+            alive,
+            peer_tls: None,
+        }
+    }
+
+    /// Dials other nodes with `tls` (node-to-node TLS, when it has it).
+    pub fn with_peer_tls(mut self, tls: Option<Arc<crate::security::tls::Tls>>) -> Self {
+        self.peer_tls = tls;
+        self
     }
 
     fn broker(&self) -> Result<Arc<Broker>, Status> {
