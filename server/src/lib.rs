@@ -168,7 +168,17 @@ pub async fn run(
         let transport = transport.clone();
         Arc::new(move |node| transport.alive(node))
     };
-    let service = service::Service::new(broker_ready, alive);
+    let policy = Arc::new(security::acl::Policy {
+        enabled: config.authorization == config::Authorization::On,
+        superusers: config.superusers.0.clone(),
+    });
+    let authenticator = service::authenticate::Authenticator::new(
+        config.authentication,
+        policy.clone(),
+        broker_ready.clone(),
+    )
+    .map_err(RunError::Config)?;
+    let service = service::Service::new(broker_ready, alive).with_policy(policy);
     let (health, health_service) = tonic_health::server::health_reporter();
     let reflection = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(strata_proto::v1::FILE_DESCRIPTOR_SET)
@@ -178,6 +188,9 @@ pub async fn run(
     let (stop_peers, stopping_peers) = watch::channel(false);
     let server = tokio::spawn(
         tonic::transport::Server::builder()
+            // Every request, whatever its service, passes authentication (the method table
+            // says which need none).
+            .layer(service::authenticate::AuthenticateLayer::new(authenticator))
             .add_service(health_service)
             .add_service(reflection)
             .add_service(

@@ -7,6 +7,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use strata_server::Config;
+use strata_server::config::{Authentication, Authorization, Superusers};
 
 /// A Strata node. Flags win over `STRATA_*` environment variables, which win over the config
 /// file, which wins over the defaults.
@@ -47,8 +48,20 @@ struct Args {
     /// this, in bytes [default: the larger of 1 GiB and 2 % of the volume, at most 10 % of it].
     #[arg(long, env = "STRATA_DISK_RESERVE_BYTES")]
     disk_reserve_bytes: Option<u64>,
+    /// How clients authenticate: none, mtls (a client certificate: User:<CN>), password
+    /// (`authorization: Basic` metadata checked against the cluster's users) or mtls,password
+    /// [default: none].
+    #[arg(long, env = "STRATA_AUTHENTICATION")]
+    authentication: Option<Authentication>,
+    /// Whether ACLs are enforced: off or on [default: off].
+    #[arg(long, env = "STRATA_AUTHORIZATION")]
+    authorization: Option<Authorization>,
+    /// Principals allowed everything when authorization is on: User:admin,User:ops.
+    #[arg(long, env = "STRATA_SUPERUSERS")]
+    superusers: Option<Superusers>,
     /// TOML file with any of: node_id, listen, data_dir, advertised_address,
-    /// retention_check_interval_ms, initial_cluster, max_connections, disk_reserve_bytes.
+    /// retention_check_interval_ms, initial_cluster, max_connections, disk_reserve_bytes,
+    /// authentication, authorization, superusers.
     #[arg(long, env = "STRATA_CONFIG")]
     config: Option<PathBuf>,
 }
@@ -86,6 +99,15 @@ fn config(args: Args) -> Result<Config, String> {
     }
     if args.disk_reserve_bytes.is_some() {
         config.disk_reserve_bytes = args.disk_reserve_bytes;
+    }
+    if let Some(authentication) = args.authentication {
+        config.authentication = authentication;
+    }
+    if let Some(authorization) = args.authorization {
+        config.authorization = authorization;
+    }
+    if let Some(superusers) = args.superusers {
+        config.superusers = superusers;
     }
     Ok(config)
 }
@@ -179,5 +201,25 @@ mod tests {
         .expect("config");
         assert_eq!(limits.max_connections, Some(50));
         assert_eq!(limits.disk_reserve_bytes, Some(1 << 20));
+        let security = config(
+            Args::try_parse_from([
+                "strata-server",
+                "--authentication",
+                "password",
+                "--authorization",
+                "on",
+                "--superusers",
+                "User:admin",
+            ])
+            .expect("args"),
+        )
+        .expect("config");
+        assert!(security.authentication.password && !security.authentication.mtls);
+        assert_eq!(security.authorization, Authorization::On);
+        assert!(security.superusers.0.contains("User:admin"));
+        assert!(
+            Args::try_parse_from(["strata-server", "--authentication", "kerberos"]).is_err(),
+            "an unknown method is a usage error"
+        );
     }
 }

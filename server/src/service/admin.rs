@@ -9,6 +9,7 @@ use super::Service;
 use super::status::status;
 use crate::broker::{Broker, BrokerError, ConfigChanges};
 use crate::controller::metadata::{Topic, TopicConfig};
+use crate::security::acl::{Operation, ResourceType};
 
 #[tonic::async_trait]
 impl Admin for Service {
@@ -16,7 +17,9 @@ impl Admin for Service {
         &self,
         request: Request<pb::CreateTopicRequest>,
     ) -> Result<Response<pb::TopicDescription>, Status> {
+        let access = self.access(&request);
         let request = request.into_inner();
+        access.create_topic(&*self.broker()?, &request.name)?;
         let given = request.config.unwrap_or_default();
         let config = TopicConfig {
             retention_ms: given.retention_ms,
@@ -42,22 +45,33 @@ impl Admin for Service {
         &self,
         request: Request<pb::DeleteTopicRequest>,
     ) -> Result<Response<pb::DeleteTopicResponse>, Status> {
-        self.broker()?
-            .delete_topic(&request.into_inner().name)
-            .await
-            .map_err(status)?;
+        let access = self.access(&request);
+        let name = request.into_inner().name;
+        let broker = self.broker()?;
+        access.topic(&broker, Operation::Delete, &name)?;
+        broker.delete_topic(&name).await.map_err(status)?;
         Ok(Response::new(pb::DeleteTopicResponse {}))
     }
 
     async fn list_topics(
         &self,
-        _request: Request<pb::ListTopicsRequest>,
+        request: Request<pb::ListTopicsRequest>,
     ) -> Result<Response<pb::ListTopicsResponse>, Status> {
+        let access = self.access(&request);
         let broker = self.broker()?;
+        // Only the topics the principal may describe.
         let topics = broker
             .metadata()
             .topics
             .values()
+            .filter(|topic| {
+                access.allows(
+                    &broker,
+                    ResourceType::Topic,
+                    &topic.name,
+                    Operation::Describe,
+                )
+            })
             .map(|topic| topic_description(&broker, topic))
             .collect();
         Ok(Response::new(pb::ListTopicsResponse { topics }))
@@ -67,10 +81,11 @@ impl Admin for Service {
         &self,
         request: Request<pb::DescribeTopicRequest>,
     ) -> Result<Response<pb::TopicDescription>, Status> {
-        let topic = self
-            .broker()?
-            .topic(&request.into_inner().name)
-            .map_err(status)?;
+        let access = self.access(&request);
+        let name = request.into_inner().name;
+        let broker = self.broker()?;
+        access.topic(&broker, Operation::Describe, &name)?;
+        let topic = broker.topic(&name).map_err(status)?;
         Ok(Response::new(topic_description(&*self.broker()?, &topic)))
     }
 
@@ -78,7 +93,9 @@ impl Admin for Service {
         &self,
         request: Request<pb::AlterTopicConfigRequest>,
     ) -> Result<Response<pb::TopicDescription>, Status> {
+        let access = self.access(&request);
         let request = request.into_inner();
+        access.topic(&*self.broker()?, Operation::AlterConfigs, &request.name)?;
         let config = request.config.unwrap_or_default();
         let changes = ConfigChanges {
             retention_ms: config.retention_ms,
