@@ -10,6 +10,9 @@ use std::collections::HashMap;
 use std::future::Future;
 use std::sync::Mutex;
 
+use crate::cluster::{Channel, Cluster};
+use crate::error::{Error, Result};
+use crate::routing::{NodeView, Route};
 use strata_proto::v1::admin_client::AdminClient;
 use strata_proto::v1::reset_offsets_request::To;
 use strata_proto::v1::{
@@ -20,11 +23,6 @@ use strata_proto::v1::{
     ListTopicsRequest, OffsetCommit, RemoveNodeRequest, RemoveNodeResponse, ResetOffsetsRequest,
     ResetOffsetsResponse, TopicConfig, TopicDescription, TopicPartition,
 };
-use tonic::transport::Channel;
-
-use crate::cluster::Cluster;
-use crate::error::{Error, Result};
-use crate::routing::{NodeView, Route};
 
 /// Admin calls on a cluster. Cheap to clone. Made by [`crate::Client::admin`].
 ///

@@ -139,7 +139,9 @@ pub use strata_proto::batch::{Compression, Header, Record};
 
 pub use admin::{Admin, ResetTo};
 pub use client::Client;
-pub use cluster::{BROKERS_ENV, ClientConfig, DEFAULT_BROKERS, brokers_from_env, parse_brokers};
+pub use cluster::{
+    BROKERS_ENV, ClientConfig, Credentials, DEFAULT_BROKERS, brokers_from_env, parse_brokers,
+};
 pub use consumer::{
     BATCH_BYTES_MAX, CREDIT_BYTES_MIN, ConsumerConfig, FetchOptions, FetchedRecords,
     PartitionConsumer, PartitionOffsets, StartFrom,

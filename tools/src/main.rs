@@ -17,7 +17,9 @@
 //!
 //! Every online command takes the broker list (`--brokers` or `STRATA_BROKERS`), any nodes of
 //! the cluster; the client routes each request to the node that serves it (see
-//! `strata_client::Client`).
+//! `strata_client::Client`). With `--user NAME` (or `STRATA_USER`) it sends a user name and
+//! password, the password from `STRATA_PASSWORD` or the first line of standard input
+//! (`--password-stdin`): never from an argument, which other users could read in `ps`.
 //!
 //! Errors print as one line on stderr. Exit codes: 0 success; 1 when the broker refused the
 //! request (the line names its error code) or `log verify` found a problem; 2 for usage
@@ -33,13 +35,14 @@ mod playground;
 mod produce;
 mod topic;
 
+use std::io::BufRead;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use anyhow::Result;
+use anyhow::{Result, bail};
 use clap::{Parser, Subcommand};
-use strata_client::{BROKERS_ENV, Client, ClientConfig, DEFAULT_BROKERS};
+use strata_client::{BROKERS_ENV, Client, ClientConfig, Credentials, DEFAULT_BROKERS};
 
 use crate::output::Format;
 
@@ -62,6 +65,14 @@ struct Cli {
     /// Output format: text for people, json for programs (`log` prints text only).
     #[arg(long, global = true, value_enum, default_value_t = Format::Text)]
     format: Format,
+    /// User name for brokers that require a password; the password comes from
+    /// STRATA_PASSWORD or, with --password-stdin, from the first line of standard input.
+    #[arg(long, global = true, env = "STRATA_USER")]
+    user: Option<String>,
+    /// Read the password of --user from the first line of standard input (the rest of the
+    /// input is left for the command, e.g. `produce`).
+    #[arg(long, global = true)]
+    password_stdin: bool,
     #[command(subcommand)]
     command: Command,
 }
@@ -129,11 +140,23 @@ fn main() -> ExitCode {
         Command::Log(LogCommand::Verify { dir }) => log::verify(&dir),
         Command::Playground(args) => playground::run(args),
         command => {
-            let config = ClientConfig {
-                request_timeout: cli.timeout,
-                ..ClientConfig::default()
-            };
-            run_online(command, &cli.brokers, config, cli.format)
+            let password = std::env::var(PASSWORD_ENV).ok();
+            match credentials(
+                cli.user,
+                cli.password_stdin,
+                password,
+                &mut std::io::stdin().lock(),
+            ) {
+                Ok(credentials) => {
+                    let config = ClientConfig {
+                        request_timeout: cli.timeout,
+                        credentials,
+                        ..ClientConfig::default()
+                    };
+                    run_online(command, &cli.brokers, config, cli.format)
+                }
+                Err(error) => Err(error),
+            }
         }
     };
     match result {
@@ -143,6 +166,49 @@ fn main() -> ExitCode {
             ExitCode::from(output::exit_code(&error))
         }
     }
+}
+
+/// The environment variable the password of `--user` is read from.
+const PASSWORD_ENV: &str = "STRATA_PASSWORD";
+
+/// The credentials the global flags ask for: `user` with the first line of `stdin` when
+/// `password_stdin`, else with `env_password` (`STRATA_PASSWORD`).
+///
+/// # Errors
+/// A password source without a user, or a user without a password source.
+fn credentials(
+    user: Option<String>,
+    password_stdin: bool,
+    env_password: Option<String>,
+    stdin: &mut impl BufRead,
+) -> Result<Option<Credentials>> {
+    let Some(user) = user else {
+        if password_stdin {
+            bail!("--password-stdin needs --user NAME (or STRATA_USER)");
+        }
+        return Ok(None);
+    };
+    let password = if password_stdin {
+        let mut line = String::new();
+        stdin.read_line(&mut line)?;
+        let password = line.trim_end_matches(['\n', '\r']).to_string();
+        if password.is_empty() {
+            bail!(
+                "--password-stdin: the first line of standard input is empty; it must be the password of {user:?}"
+            );
+        }
+        password
+    } else {
+        match env_password {
+            Some(password) if !password.is_empty() => password,
+            _ => bail!(
+                "--user {user} needs a password: set {PASSWORD_ENV} or pass --password-stdin \
+                 (the first line of standard input); there is no --password flag, since \
+                 arguments show in `ps`"
+            ),
+        }
+    };
+    Ok(Some(Credentials { user, password }))
 }
 
 /// Runs a command that talks to the cluster, on a runtime made for it.
@@ -170,4 +236,58 @@ fn run_online(
         }?;
         Ok(ExitCode::SUCCESS)
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn credentials_come_from_the_environment_or_the_first_line_of_stdin() {
+        let mut empty = std::io::Cursor::new(Vec::new());
+        assert_eq!(
+            credentials(None, false, Some("x".into()), &mut empty).expect("none asked"),
+            None
+        );
+        let from_env = credentials(
+            Some("alice".into()),
+            false,
+            Some("s3cret".into()),
+            &mut empty,
+        )
+        .expect("env password");
+        assert_eq!(
+            from_env,
+            Some(Credentials {
+                user: "alice".into(),
+                password: "s3cret".into()
+            })
+        );
+        assert!(!format!("{from_env:?}").contains("s3cret"), "Debug redacts");
+        let mut input = std::io::Cursor::new(b"pw:with colon\r\nrecord 1\n".to_vec());
+        let from_stdin = credentials(
+            Some("alice".into()),
+            true,
+            Some("ignored".into()),
+            &mut input,
+        )
+        .expect("stdin password")
+        .expect("credentials");
+        assert_eq!(from_stdin.password, "pw:with colon");
+        let mut rest = String::new();
+        input.read_line(&mut rest).expect("read");
+        assert_eq!(
+            rest, "record 1\n",
+            "the rest of stdin is left for the command"
+        );
+
+        let error = credentials(Some("alice".into()), false, None, &mut empty)
+            .expect_err("no password source");
+        assert!(error.to_string().contains("STRATA_PASSWORD"), "{error}");
+        let error = credentials(None, true, None, &mut empty).expect_err("no user");
+        assert!(error.to_string().contains("--user"), "{error}");
+        let error =
+            credentials(Some("alice".into()), true, None, &mut empty).expect_err("empty stdin");
+        assert!(error.to_string().contains("empty"), "{error}");
+    }
 }
