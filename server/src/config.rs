@@ -45,6 +45,51 @@ pub struct Config {
     /// `--superusers User:admin,User:ops`: principals allowed everything when authorization is
     /// on.
     pub superusers: Superusers,
+    /// The cluster's first user (`STRATA_BOOTSTRAP_USER=name:password`), created once the node
+    /// runs if the cluster has no user yet. From the environment only, never a file.
+    #[serde(skip)]
+    pub bootstrap_user: Option<BootstrapUser>,
+}
+
+/// The bootstrap user's name and password. Its `Debug` shows the name only, so the password
+/// never reaches a log.
+#[derive(Clone, PartialEq, Eq)]
+pub struct BootstrapUser {
+    pub name: String,
+    pub password: String,
+}
+
+impl std::fmt::Debug for BootstrapUser {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BootstrapUser")
+            .field("name", &self.name)
+            .finish_non_exhaustive()
+    }
+}
+
+impl BootstrapUser {
+    /// Parses `name:password` (the password may contain `:`).
+    ///
+    /// # Errors
+    /// A message saying what is wrong, which never includes the password.
+    pub fn parse(value: &str) -> Result<Self, String> {
+        let Some((name, password)) = value.split_once(':') else {
+            return Err("STRATA_BOOTSTRAP_USER must be NAME:PASSWORD (no ':' found)".to_string());
+        };
+        crate::controller::security::validate_user_name(name)
+            .map_err(|reason| format!("STRATA_BOOTSTRAP_USER: {reason}"))?;
+        if password.is_empty() || password.len() > crate::security::scram::PASSWORD_BYTES_MAX {
+            return Err(format!(
+                "STRATA_BOOTSTRAP_USER: the password of {name:?} must be 1 to {} bytes, got {}",
+                crate::security::scram::PASSWORD_BYTES_MAX,
+                password.len()
+            ));
+        }
+        Ok(Self {
+            name: name.to_string(),
+            password: password.to_string(),
+        })
+    }
 }
 
 impl Default for Config {
@@ -62,6 +107,7 @@ impl Default for Config {
             authentication: Authentication::default(),
             authorization: Authorization::default(),
             superusers: Superusers::default(),
+            bootstrap_user: None,
         }
     }
 }
@@ -341,6 +387,7 @@ mod tests {
             ..Config::default()
         };
         assert!(no_connections.validate().is_err());
+        assert!(Config::from_toml("bootstrap_user = \"a:b\"").is_err());
         assert!(
             Config {
                 node_id: 0,
@@ -419,5 +466,36 @@ mod tests {
             ..Config::default()
         };
         assert_eq!(open.check_security(false, false, false), Ok(()));
+    }
+}
+
+#[cfg(test)]
+mod bootstrap_user_tests {
+    use super::*;
+
+    /// Good values parse (a password may hold ':'); bad ones are refused with a message that
+    /// never contains the password; Debug shows the name only.
+    #[test]
+    fn bootstrap_user_parses_and_never_shows_the_password() {
+        let user = BootstrapUser::parse("admin:s3cr:et").expect("valid");
+        assert_eq!(
+            (user.name.as_str(), user.password.as_str()),
+            ("admin", "s3cr:et")
+        );
+        let shown = format!("{user:?}");
+        assert!(
+            shown.contains("admin") && !shown.contains("s3cr"),
+            "{shown}"
+        );
+        for bad in ["adminhunter2", ":hunter2", "ad min:hunter2", "admin:"] {
+            let error = BootstrapUser::parse(bad).expect_err(bad);
+            assert!(!error.contains("hunter2"), "{error}");
+            assert!(error.contains("STRATA_BOOTSTRAP_USER"), "{error}");
+        }
+        let long = format!(
+            "admin:{}",
+            "x".repeat(crate::security::scram::PASSWORD_BYTES_MAX + 1)
+        );
+        assert!(BootstrapUser::parse(&long).is_err());
     }
 }

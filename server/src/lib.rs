@@ -254,6 +254,9 @@ pub async fn run(
         Arc::downgrade(&broker),
         transport.clone(),
     ));
+    if let Some(user) = config.bootstrap_user.clone() {
+        tokio::spawn(bootstrap_user(broker.clone(), user));
+    }
     ready.send_replace(Some(broker));
     health
         .set_serving::<strata_proto::v1::broker_server::BrokerServer<service::Service>>()
@@ -328,6 +331,25 @@ fn node_resources(config: &Config) -> Result<resources::Resources, RunError> {
         fds,
         disk: resources::DiskReserve::new(config.data_dir.clone(), disk_reserve_bytes),
     })
+}
+
+/// Creates the bootstrap user (`STRATA_BOOTSTRAP_USER`) if the cluster has none yet, and logs
+/// what happened (the name only, never the password).
+async fn bootstrap_user(broker: Arc<broker::Broker>, user: config::BootstrapUser) {
+    let outcome = broker
+        .bootstrap_user(&user.name, &user.password, service::bootstrap_user_at)
+        .await;
+    match outcome {
+        Ok(broker::security::BootstrapOutcome::Created) => {
+            tracing::info!("bootstrap user {} created", user.name);
+        }
+        Ok(broker::security::BootstrapOutcome::UsersExist) => {
+            tracing::info!("users exist; STRATA_BOOTSTRAP_USER ignored");
+        }
+        Err(error) => {
+            tracing::error!(%error, "creating the bootstrap user {} failed", user.name);
+        }
+    }
 }
 
 /// Keeps the transport's peer addresses in step with the registered nodes.

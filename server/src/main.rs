@@ -66,6 +66,9 @@ struct Args {
     config: Option<PathBuf>,
 }
 
+/// `NAME:PASSWORD` of the cluster's first user, created at start while the cluster has none.
+const BOOTSTRAP_USER_ENV: &str = "STRATA_BOOTSTRAP_USER";
+
 fn config(args: Args) -> Result<Config, String> {
     let mut config = match &args.config {
         Some(path) => {
@@ -108,6 +111,13 @@ fn config(args: Args) -> Result<Config, String> {
     }
     if let Some(superusers) = args.superusers {
         config.superusers = superusers;
+    }
+    // From the environment only (not a flag, which `ps` would show).
+    if let Some(value) = std::env::var_os(BOOTSTRAP_USER_ENV) {
+        let value = value
+            .into_string()
+            .map_err(|_| format!("{BOOTSTRAP_USER_ENV} is not valid UTF-8"))?;
+        config.bootstrap_user = Some(strata_server::config::BootstrapUser::parse(&value)?);
     }
     Ok(config)
 }

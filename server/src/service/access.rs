@@ -84,6 +84,7 @@ pub const METHODS: &[(&str, Rule)] = {
         ),
         ("/strata.v1.Peer/Raft", Node),
         ("/strata.v1.Peer/GroupVoters", Node),
+        ("/strata.v1.Peer/BootstrapUser", Node),
         ("/strata.v1.Broker/Produce", Topic(Write)),
         ("/strata.v1.Broker/ProduceStream", Topic(Write)),
         ("/strata.v1.Broker/Fetch", Topic(Read)),
@@ -222,15 +223,10 @@ impl Access {
         if !self.policy.enabled {
             return true;
         }
-        // std RwLock: read briefly, never held across `.await`.
-        let metadata = broker.metadata.read().expect("metadata lock poisoned");
-        self.policy.allows(
-            &metadata.acls,
-            &self.principal,
-            resource_type,
-            name,
-            operation,
-        )
+        broker.with_acls(|acls| {
+            self.policy
+                .allows(acls, &self.principal, resource_type, name, operation)
+        })
     }
 
     /// [`Access::allows`], or the refusal naming principal, operation and resource.
@@ -346,6 +342,15 @@ mod tests {
         );
         for method in &methods {
             assert!(rule(method).is_some(), "{method} has no access rule");
+        }
+        // And the table names no strata.v1 method the proto does not have.
+        for (path, _) in METHODS {
+            if path.starts_with("/strata.") {
+                assert!(
+                    methods.contains(&path.to_string()),
+                    "{path} is not in the proto"
+                );
+            }
         }
         let paths: BTreeSet<&str> = METHODS.iter().map(|(path, _)| *path).collect();
         assert_eq!(paths.len(), METHODS.len(), "a path is in the table twice");

@@ -1,5 +1,5 @@
 //! The Admin service: topics (create, delete, list, describe, alter config) and the cluster
-//! (add and remove nodes, cluster info), translated to and from [`Broker`] calls.
+//! (add and remove nodes, cluster info), users and ACLs (in `security`), translated to and from [`Broker`] calls.
 
 use strata_proto::v1 as pb;
 use strata_proto::v1::admin_server::Admin;
@@ -178,6 +178,67 @@ impl Admin for Service {
             topics,
             controller_high_watermark: broker.controller_high_watermark(),
         }))
+    }
+
+    // Users and ACLs: see `security`.
+
+    async fn create_user(
+        &self,
+        request: Request<pb::CreateUserRequest>,
+    ) -> Result<Response<pb::CreateUserResponse>, Status> {
+        Ok(Response::new(
+            self.create_user_reply(request.into_inner()).await?,
+        ))
+    }
+
+    async fn set_password(
+        &self,
+        request: Request<pb::SetPasswordRequest>,
+    ) -> Result<Response<pb::SetPasswordResponse>, Status> {
+        Ok(Response::new(
+            self.set_password_reply(request.into_inner()).await?,
+        ))
+    }
+
+    async fn delete_user(
+        &self,
+        request: Request<pb::DeleteUserRequest>,
+    ) -> Result<Response<pb::DeleteUserResponse>, Status> {
+        Ok(Response::new(
+            self.delete_user_reply(request.into_inner()).await?,
+        ))
+    }
+
+    async fn list_users(
+        &self,
+        _request: Request<pb::ListUsersRequest>,
+    ) -> Result<Response<pb::ListUsersResponse>, Status> {
+        Ok(Response::new(self.list_users_reply()?))
+    }
+
+    async fn create_acls(
+        &self,
+        request: Request<pb::CreateAclsRequest>,
+    ) -> Result<Response<pb::CreateAclsResponse>, Status> {
+        Ok(Response::new(
+            self.create_acls_reply(request.into_inner()).await?,
+        ))
+    }
+
+    async fn delete_acls(
+        &self,
+        request: Request<pb::DeleteAclsRequest>,
+    ) -> Result<Response<pb::DeleteAclsResponse>, Status> {
+        Ok(Response::new(
+            self.delete_acls_reply(request.into_inner()).await?,
+        ))
+    }
+
+    async fn list_acls(
+        &self,
+        request: Request<pb::ListAclsRequest>,
+    ) -> Result<Response<pb::ListAclsResponse>, Status> {
+        Ok(Response::new(self.list_acls_reply(request.into_inner())?))
     }
 }
 

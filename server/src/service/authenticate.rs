@@ -376,10 +376,7 @@ impl Authenticator {
         connection: &ConnectionInfo,
     ) -> Result<Principal, Status> {
         let broker = self.broker()?;
-        let credential = {
-            let metadata = broker.metadata.read().expect("metadata lock poisoned");
-            metadata.users.get(user).cloned()
-        };
+        let credential = broker.user_credential(user);
         if let Some(credential) = &credential
             && self
                 .cache

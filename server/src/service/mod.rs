@@ -12,7 +12,9 @@
 //! - `consume`: Fetch, Subscribe and ListOffsets.
 //! - `admin`: the Admin service (topics and cluster).
 //! - `groups`: the Groups service (consumer groups).
-//! - `remote`: calls to other nodes that the broker is handed as functions.
+//! - `security`: the Admin service's users and ACLs calls and the ACL enums' translation.
+//! - `remote`: calls to other nodes that the broker is handed as functions (the bootstrap
+//!   user's request to the controller's leader among them).
 //! - [`request_limit`]: the produce request size limit, answered with Strata's error code
 //!   instead of tonic's own refusal.
 //! - [`access`]: the method table (what each gRPC method requires) and the handlers' topic
@@ -28,6 +30,7 @@ mod groups;
 mod produce;
 mod remote;
 pub mod request_limit;
+mod security;
 pub mod status;
 
 use std::pin::Pin;
@@ -40,7 +43,8 @@ use tokio::sync::watch;
 use tonic::{Request, Response, Status, Streaming};
 
 pub use produce::STREAM_IN_FLIGHT_MAX;
-pub use remote::controller_high_watermark_at;
+pub use remote::{bootstrap_user_at, controller_high_watermark_at};
+pub use security::bootstrap_user_reply;
 pub use status::status;
 
 use crate::broker::{Broker, BrokerError};

@@ -8,10 +8,14 @@ use strata_proto::v1 as pb;
 use strata_proto::v1::admin_client::AdminClient;
 use tonic::transport::{Channel, Endpoint};
 
+use crate::broker::security::BootstrapOutcome;
 use crate::groups::offsets::{COMMIT_CHECK_TIMEOUT, ReplicaOffsets};
+use crate::security::scram::ScramCredential;
 
 /// How long connecting to another node may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
+/// How long the controller's leader may take to create another node's bootstrap user.
+const BOOTSTRAP_ASK_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long a starting node's question about the controller's progress may take.
 const CONTROLLER_ASK_TIMEOUT: Duration = Duration::from_secs(2);
 
@@ -65,4 +69,38 @@ pub(super) async fn replica_offsets_at(
             leader_node_id: p.leader_node_id,
         })
         .collect())
+}
+
+/// Asks the node at `address` (the controller's leader) to create the bootstrap user `name`
+/// with `credential` (its peer service's `BootstrapUser`), for
+/// [`Broker::bootstrap_user`](crate::broker::Broker::bootstrap_user).
+///
+/// # Errors
+/// Connection and call failures (that node no longer leads, for one), as text.
+pub async fn bootstrap_user_at(
+    address: String,
+    name: String,
+    credential: ScramCredential,
+) -> Result<BootstrapOutcome, String> {
+    let endpoint = Endpoint::from_shared(format!("http://{address}"))
+        .map_err(|e| e.to_string())?
+        .connect_timeout(CONNECT_TIMEOUT)
+        .timeout(BOOTSTRAP_ASK_TIMEOUT);
+    let channel = endpoint.connect().await.map_err(|e| e.to_string())?;
+    let reply = strata_proto::v1::peer_client::PeerClient::new(channel)
+        .bootstrap_user(pb::BootstrapUserRequest {
+            name,
+            salt: credential.salt.into(),
+            iterations: credential.iterations,
+            stored_key: credential.stored_key.into(),
+            server_key: credential.server_key.into(),
+        })
+        .await
+        .map_err(|e| e.message().to_string())?
+        .into_inner();
+    Ok(if reply.created {
+        BootstrapOutcome::Created
+    } else {
+        BootstrapOutcome::UsersExist
+    })
 }
