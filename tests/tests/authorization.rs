@@ -895,11 +895,88 @@ async fn deny_wins_prefixes_match_lists_filter_health_open() {
         reflect(alice).await.expect("authenticated"),
         "reflection answers"
     );
+
+    // Deleting alice's deny takes effect (User:* still allows everything); a new password
+    // makes the old one (verified and cached above) fail; deleting alice refuses her.
+    let mut admin_client = clients.admin.clone();
+    let deleted = admin_client
+        .delete_acls(request(
+            pb::DeleteAclsRequest {
+                filter: Some(pb::AclFilter {
+                    principal: Some("User:alice".to_string()),
+                    permission: Some(pb::AclPermission::Deny as i32),
+                    ..pb::AclFilter::default()
+                }),
+            },
+            admin,
+        ))
+        .await
+        .expect("delete the deny")
+        .into_inner()
+        .deleted;
+    assert_eq!(deleted.len(), 1, "{deleted:?}");
+    assert!(
+        eventually(PROPAGATION, || async { fetch("orders-eu").await.is_ok() }).await,
+        "the deleted deny still applies"
+    );
+    admin_client
+        .set_password(request(
+            pb::SetPasswordRequest {
+                name: ALICE.0.to_string(),
+                password: "alice-new-password".to_string(),
+            },
+            admin,
+        ))
+        .await
+        .expect("set password");
+    let old = fetch("orders")
+        .await
+        .expect_err("the old password no longer works");
+    assert_eq!(old.code(), Code::Unauthenticated, "{old:?}");
+    let mut broker = clients.broker.clone();
+    broker
+        .list_offsets(request(
+            pb::ListOffsetsRequest {
+                topic: TOPIC.to_string(),
+                position: earliest(),
+                ..pb::ListOffsetsRequest::default()
+            },
+            Auth::Password(ALICE.0, "alice-new-password"),
+        ))
+        .await
+        .expect("the new password works");
+    admin_client
+        .delete_user(request(
+            pb::DeleteUserRequest {
+                name: ALICE.0.to_string(),
+            },
+            admin,
+        ))
+        .await
+        .expect("delete alice");
+    let gone = broker
+        .list_offsets(request(
+            pb::ListOffsetsRequest {
+                topic: TOPIC.to_string(),
+                position: earliest(),
+                ..pb::ListOffsetsRequest::default()
+            },
+            Auth::Password(ALICE.0, "alice-new-password"),
+        ))
+        .await
+        .expect_err("a deleted user is refused");
+    assert_eq!(gone.code(), Code::Unauthenticated, "{gone:?}");
 }
 
 /// On a 3-node cluster: an ACL granted through one node applies on every node; deleting it,
 /// and then deleting the user, takes effect on every node within a second.
+///
+/// Needs node-to-node TLS: nodes call each other's Admin service (the controller's progress
+/// at start, replica offsets for commits), and without a node certificate those calls have
+/// no principal, so a cluster with authentication cannot start (`Config::check_security`
+/// refuses it). The TLS flags go into `secure_args` when the `tls` branch is merged.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[ignore = "needs the node-to-node TLS flags in secure_args (branch tls)"]
 async fn deleting_an_acl_or_a_user_reaches_every_node_within_a_second() {
     bootstrap_env();
     let cluster = Cluster::start_with(3, 65, &secure_args());
