@@ -79,7 +79,7 @@ pub fn parse_basic(value: &[u8]) -> Result<(String, String), String> {
     let (scheme, encoded) = text
         .trim()
         .split_once(' ')
-        .ok_or_else(|| "the authorization value must be `Basic <base64(user:password)>`")?;
+        .ok_or("the authorization value must be `Basic <base64(user:password)>`")?;
     if !scheme.eq_ignore_ascii_case("basic") {
         return Err(format!(
             "the authorization scheme is {scheme:?}; this node takes `Basic`"
@@ -92,7 +92,7 @@ pub fn parse_basic(value: &[u8]) -> Result<(String, String), String> {
         .map_err(|_| "the Basic credentials are not UTF-8 text".to_string())?;
     let (user, password) = decoded
         .split_once(':')
-        .ok_or_else(|| "the Basic credentials must be `user:password` (no ':' found)")?;
+        .ok_or("the Basic credentials must be `user:password` (no ':' found)")?;
     if user.is_empty() || password.is_empty() {
         return Err("the Basic credentials have an empty user name or password".to_string());
     }
