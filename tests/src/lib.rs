@@ -22,7 +22,9 @@
 //! limit, a connection flood and a full disk: refused with RESOURCE_EXHAUSTED, nothing
 //! acknowledged lost), `python_client.rs` and `checks_and_errors.rs` (commits past the high
 //! watermark, oversized produces, produces while a restarted node loads its metadata,
-//! controller-only requests elsewhere, removing the last node).
+//! controller-only requests elsewhere, removing the last node), `users_acls.rs` (users and
+//! ACLs replicated to every node, kept across a controller snapshot and a leader kill; the
+//! bootstrap user created once).
 //!
 //! `src/bin/group-member.rs` is a group member process for `group_consumer.rs`.
 
