@@ -69,7 +69,12 @@ impl Admin {
     }
 
     /// One admin call on `route`; each attempt gets its own copy of `request`.
-    async fn admin<R, T, F, Fut>(&self, route: Route, request: &R, mut call: F) -> Result<T>
+    pub(crate) async fn admin<R, T, F, Fut>(
+        &self,
+        route: Route,
+        request: &R,
+        mut call: F,
+    ) -> Result<T>
     where
         R: Clone,
         F: FnMut(AdminClient<Channel>, R) -> Fut,

@@ -51,6 +51,8 @@
 //!   teaches it (pure, time passed in); [`merge_cluster_views`].
 //! - `admin.rs`: [`Admin`], topic, cluster and consumer-group calls; the producer's cache of
 //!   partition counts.
+//! - [`security`]: users and ACLs on [`Admin`], with the protocol's ACL values and their
+//!   short names.
 //! - `producer.rs`: [`Producer`] and its `send`, `flush` and `close`.
 //! - `producer_config.rs`: [`ProducerConfig`] and the batch limits.
 //! - `record.rs`: [`ProducerRecord`], [`RecordMetadata`], the [`DeliveryFuture`] of each send,
@@ -131,6 +133,7 @@ mod record;
 mod request_reply;
 mod retry;
 mod routing;
+pub mod security;
 mod sender;
 mod sequence;
 

@@ -22,9 +22,11 @@
 //! limit, a connection flood and a full disk: refused with RESOURCE_EXHAUSTED, nothing
 //! acknowledged lost), `python_client.rs` and `checks_and_errors.rs` (commits past the high
 //! watermark, oversized produces, produces while a restarted node loads its metadata,
-//! controller-only requests elsewhere, removing the last node), `authorization.rs`
-//! (every method without credentials, with a wrong password, without and with its ACL; deny
-//! wins, prefixes, filtered lists, user and ACL deletion on every node).
+//! controller-only requests elsewhere, removing the last node), `users_acls.rs` (users and
+//! ACLs replicated to every node, kept across a controller snapshot and a leader kill; the
+//! bootstrap user created once), `authorization.rs` (every method without credentials, with a
+//! wrong password, without and with its ACL; deny wins, prefixes, filtered lists, user and ACL
+//! deletion on every node).
 //!
 //! `src/bin/group-member.rs` is a group member process for `group_consumer.rs`.
 

@@ -8,6 +8,8 @@
 //! - `consume.rs`: `strata consume TOPIC`, one or all partitions merged, or as a member of a
 //!   consumer group (`--group`).
 //! - `group.rs`: `strata group list|describe|reset-offsets|delete`, consumer groups and lag.
+//! - `user.rs`: `strata user create|set-password|list|delete`, the cluster's users.
+//! - `acl.rs`: `strata acl create|list|delete`, the cluster's ACLs.
 //! - `cluster.rs`: `strata cluster info`: every node's view merged: nodes up or down, the
 //!   controller leader, each partition's leader, replicas and in-sync replicas.
 //! - `playground.rs`: `strata playground`: starts a local cluster of `strata-server`
@@ -25,6 +27,7 @@
 //! request (the line names its error code) or `log verify` found a problem; 2 for usage
 //! errors, unreachable brokers, transport failures and local I/O errors.
 
+mod acl;
 mod bench;
 mod cluster;
 mod consume;
@@ -34,6 +37,7 @@ mod output;
 mod playground;
 mod produce;
 mod topic;
+mod user;
 
 use std::io::BufRead;
 use std::path::PathBuf;
@@ -92,6 +96,12 @@ enum Command {
     /// Describe the cluster.
     #[command(subcommand)]
     Cluster(cluster::ClusterCommand),
+    /// Create, list, delete users and set their passwords.
+    #[command(subcommand)]
+    User(user::UserCommand),
+    /// Create, list and delete ACLs.
+    #[command(subcommand)]
+    Acl(acl::AclCommand),
     /// Measure produce or consume throughput and latency.
     #[command(subcommand)]
     Bench(bench::BenchCommand),
@@ -229,6 +239,8 @@ fn run_online(
             Command::Consume(args) => consume::run(&client, args, format).await,
             Command::Group(command) => group::run(&client, command, format).await,
             Command::Cluster(command) => cluster::run(&client, command, format).await,
+            Command::User(command) => user::run(&client, command, format).await,
+            Command::Acl(command) => acl::run(&client, command, format).await,
             Command::Bench(command) => bench::run(&client, command, format).await,
             Command::Log(_) | Command::Playground(_) => {
                 unreachable!("log and playground commands connect on their own, if at all")

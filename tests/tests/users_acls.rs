@@ -1,0 +1,427 @@
+//! Users and ACLs on 3-node clusters of real `strata-server` processes (no authentication:
+//! these tests check replication and durability; enforcement is tested elsewhere):
+//! - changes made through node 1 show on every node within a second, deletions too;
+//! - after enough changes for a controller snapshot, kill -9 of the controller's leader and
+//!   its restart lose nothing, and the new leader takes changes meanwhile;
+//! - `STRATA_BOOTSTRAP_USER` given to two nodes with different values creates exactly one user,
+//!   and a restart with the variable set changes nothing (and never logs the password).
+//!
+//! Slots 70 and 71 (`127.0.70.1`, `127.0.71.1`).
+
+use std::collections::BTreeSet;
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex, mpsc};
+use std::time::{Duration, Instant};
+
+use strata_client::Client;
+use strata_client::security::{
+    AclEntry, AclFilter, AclOperation, AclPermission, PatternType, ResourceType,
+};
+use strata_proto::v1 as pb;
+use strata_tests::cluster::{Cluster, connect};
+use strata_tests::server::{listening_address, server_binary};
+
+/// How soon every node must see a change (the issue's promise).
+const PROPAGATION_DEADLINE: Duration = Duration::from_secs(1);
+/// How long a restarted node may take to serve and catch up.
+const RESTART_DEADLINE: Duration = Duration::from_secs(60);
+/// Controller commands written to make every node take a controller snapshot (the driver
+/// snapshots every 1000 applied entries).
+const FILLER_COMMANDS: usize = 1100;
+/// Filler commands in flight at once.
+const FILLER_CONCURRENCY: usize = 16;
+
+fn acl(principal: &str, topic: &str, operation: AclOperation) -> AclEntry {
+    AclEntry {
+        principal: principal.to_string(),
+        resource_type: ResourceType::Topic as i32,
+        pattern_type: PatternType::Literal as i32,
+        resource_name: topic.to_string(),
+        operation: operation as i32,
+        permission: AclPermission::Allow as i32,
+    }
+}
+
+/// What one node lists: user names and ACLs.
+async fn listed_at(address: &str) -> Option<(BTreeSet<String>, BTreeSet<AclKey>)> {
+    let mut clients = tokio::time::timeout(Duration::from_secs(2), connect(address))
+        .await
+        .ok()?
+        .ok()?;
+    let users = clients
+        .admin
+        .list_users(pb::ListUsersRequest {})
+        .await
+        .ok()?
+        .into_inner()
+        .users
+        .into_iter()
+        .map(|user| user.name)
+        .collect();
+    let acls = clients
+        .admin
+        .list_acls(pb::ListAclsRequest {
+            filter: Some(pb::AclFilter::default()),
+        })
+        .await
+        .ok()?
+        .into_inner()
+        .acls
+        .iter()
+        .map(AclKey::of)
+        .collect();
+    Some((users, acls))
+}
+
+/// An ACL as a comparable value.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+struct AclKey(String, i32, i32, String, i32, i32);
+
+impl AclKey {
+    fn of(acl: &AclEntry) -> Self {
+        Self(
+            acl.principal.clone(),
+            acl.resource_type,
+            acl.pattern_type,
+            acl.resource_name.clone(),
+            acl.operation,
+            acl.permission,
+        )
+    }
+}
+
+/// Waits until every node of `addresses` lists exactly `users` and `acls`; returns how long it
+/// took. Panics at `limit`, naming the node and what it listed.
+async fn wait_until_all_list(
+    addresses: &[String],
+    users: &BTreeSet<String>,
+    acls: &BTreeSet<AclKey>,
+    limit: Duration,
+) -> Duration {
+    let started = Instant::now();
+    for address in addresses {
+        loop {
+            let listed = listed_at(address).await;
+            if listed.as_ref() == Some(&(users.clone(), acls.clone())) {
+                break;
+            }
+            assert!(
+                started.elapsed() < limit,
+                "node {address} lists {listed:?} {:?} after the change, expected users \
+                 {users:?} and ACLs {acls:?}",
+                started.elapsed()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    started.elapsed()
+}
+
+fn addresses(cluster: &mut Cluster) -> Vec<String> {
+    cluster
+        .running()
+        .into_iter()
+        .map(|id| cluster.address(id))
+        .collect()
+}
+
+/// Users and ACLs created through node 1 are listed by every node within a second; deletions
+/// too. Then 1100 more controller commands (every node snapshots the controller's metadata),
+/// kill -9 of the controller's leader: the survivors keep everything and take a new ACL; the
+/// restarted node lists everything again, loaded from its snapshot and log.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn users_and_acls_replicate_and_survive_a_controller_leader_kill() {
+    let mut cluster = Cluster::start(3, 70);
+    let client = Client::connect(&cluster.address(1))
+        .await
+        .expect("connect to node 1");
+    let admin = client.admin();
+    let all = addresses(&mut cluster);
+
+    admin.create_user("alice", "alice-pw").await.expect("alice");
+    admin.create_user("bob", "bob-pw").await.expect("bob");
+    let granted = vec![
+        acl("User:alice", "orders", AclOperation::Read),
+        acl("User:alice", "orders", AclOperation::Describe),
+        acl("User:bob", "payments", AclOperation::Write),
+    ];
+    admin.create_acls(granted.clone()).await.expect("acls");
+    let mut users: BTreeSet<String> = ["alice", "bob"].map(String::from).into();
+    let mut acls: BTreeSet<AclKey> = granted.iter().map(AclKey::of).collect();
+    let took = wait_until_all_list(&all, &users, &acls, PROPAGATION_DEADLINE).await;
+    println!("creates seen by every node after {took:?}");
+
+    admin.delete_user("bob").await.expect("delete bob");
+    let deleted = admin
+        .delete_acls(AclFilter {
+            principal: Some("User:bob".into()),
+            ..AclFilter::default()
+        })
+        .await
+        .expect("delete bob's ACLs");
+    assert_eq!(deleted, vec![granted[2].clone()]);
+    users.remove("bob");
+    acls.remove(&AclKey::of(&granted[2]));
+    let took = wait_until_all_list(&all, &users, &acls, PROPAGATION_DEADLINE).await;
+    println!("deletes seen by every node after {took:?}");
+
+    // Filler: each command adds one ACL; then one filter deletes them all.
+    let started = Instant::now();
+    let mut next = 0;
+    while next < FILLER_COMMANDS {
+        let batch: Vec<_> = (next..(next + FILLER_CONCURRENCY).min(FILLER_COMMANDS))
+            .map(|i| {
+                let admin = admin.clone();
+                tokio::spawn(async move {
+                    admin
+                        .create_acls(vec![acl(
+                            "User:filler",
+                            &format!("f{i}"),
+                            AclOperation::Read,
+                        )])
+                        .await
+                })
+            })
+            .collect();
+        next += batch.len();
+        for task in batch {
+            task.await.expect("task").expect("filler create");
+        }
+    }
+    let filler = admin
+        .delete_acls(AclFilter {
+            principal: Some("User:filler".into()),
+            ..AclFilter::default()
+        })
+        .await
+        .expect("delete filler");
+    assert_eq!(filler.len(), FILLER_COMMANDS);
+    println!(
+        "{FILLER_COMMANDS} filler commands took {:?}",
+        started.elapsed()
+    );
+    wait_until_all_list(&all, &users, &acls, PROPAGATION_DEADLINE).await;
+    for node in &cluster.nodes {
+        let snapshot = node.data_dir.join("controller").join("metadata.snapshot");
+        let text = std::fs::read_to_string(&snapshot)
+            .unwrap_or_else(|e| panic!("{}: {e}", snapshot.display()));
+        assert!(
+            text.contains("\"alice\"") && text.contains("User:alice"),
+            "the snapshot at {} holds the users and ACLs",
+            snapshot.display()
+        );
+    }
+
+    let leader = cluster.controller_leader().await;
+    println!("killing the controller's leader, node {leader}");
+    cluster.node(leader).kill9();
+    let survivors = addresses(&mut cluster);
+    wait_until_all_list(&survivors, &users, &acls, PROPAGATION_DEADLINE).await;
+    let brokers = survivors.join(",");
+    let survivor_client = Client::connect(&brokers).await.expect("connect");
+    let during = acl("User:carol", "audit", AclOperation::Read);
+    survivor_client
+        .admin()
+        .create_acls(vec![during.clone()])
+        .await
+        .expect("a new leader takes changes");
+    acls.insert(AclKey::of(&during));
+    wait_until_all_list(&survivors, &users, &acls, PROPAGATION_DEADLINE).await;
+
+    cluster.node(leader).relaunch();
+    cluster.node(leader).wait_ready();
+    let took = wait_until_all_list(&addresses(&mut cluster), &users, &acls, RESTART_DEADLINE).await;
+    println!("node {leader} lists everything {took:?} after it serves again");
+}
+
+/// A `strata-server` started with `STRATA_BOOTSTRAP_USER` (or without), its log kept.
+struct LoggedNode {
+    child: Child,
+    id: u64,
+    listen: String,
+    data: PathBuf,
+    initial: String,
+    /// Every line it wrote to stderr (RUST_LOG=info).
+    log: Arc<Mutex<Vec<String>>>,
+}
+
+impl LoggedNode {
+    fn launch(data: &Path, id: u64, listen: &str, initial: &str, bootstrap: Option<&str>) -> Self {
+        let mut command = Command::new(server_binary());
+        command
+            .args(["--node-id", &id.to_string(), "--listen", listen])
+            .args(["--initial-cluster", initial, "--data-dir"])
+            .arg(data)
+            .env("RUST_LOG", "info")
+            .env("NO_COLOR", "1")
+            .env_remove("STRATA_BOOTSTRAP_USER")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        if let Some(value) = bootstrap {
+            command.env("STRATA_BOOTSTRAP_USER", value);
+        }
+        let mut child = command.spawn().expect("spawn strata-server");
+        let stdout = child.stdout.take().expect("stdout");
+        let (lines, received) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if lines.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let stderr = child.stderr.take().expect("stderr");
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let kept = log.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                kept.lock().expect("log").push(line);
+            }
+        });
+        // Waits (bounded) for it to serve; the line names the address.
+        let address = listening_address(&received);
+        assert_eq!(address, listen);
+        Self {
+            child,
+            id,
+            listen: listen.to_string(),
+            data: data.to_path_buf(),
+            initial: initial.to_string(),
+            log,
+        }
+    }
+
+    /// Waits (bounded) until a line of its log contains `text`.
+    async fn wait_for_log(&self, text: &str, limit: Duration) {
+        let started = Instant::now();
+        while !self.logged(text) {
+            assert!(
+                started.elapsed() < limit,
+                "node {} did not log {text:?} within {limit:?}; its log:\n{}",
+                self.id,
+                self.log.lock().expect("log").join("\n")
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    fn logged(&self, text: &str) -> bool {
+        self.log
+            .lock()
+            .expect("log")
+            .iter()
+            .any(|line| line.contains(text))
+    }
+
+    fn kill9(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for LoggedNode {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+/// Nodes 1 and 2 start with different `STRATA_BOOTSTRAP_USER` values, node 3 with none:
+/// exactly one of the two users exists, on every node, one node logs that it created it and
+/// the other that users exist. Node 1 restarted (kill -9) with the variable set to a new
+/// password logs that it ignored it and the users stay as they were. No log holds a password.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bootstrap_user_is_created_once() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let addresses: Vec<String> = (1..=3)
+        .map(|id| format!("127.0.71.1:{}", 21_000 + id))
+        .collect();
+    let initial: String = addresses
+        .iter()
+        .enumerate()
+        .map(|(i, address)| format!("{}={address}", i + 1))
+        .collect::<Vec<_>>()
+        .join(",");
+    let bootstrap = [Some("first:first-pw-1"), Some("second:second-pw-2"), None];
+    // Launched from threads: each waits for the others to form a quorum before it serves.
+    let launches: Vec<_> = (1..=3u64)
+        .map(|id| {
+            let data = dir.path().join(format!("node-{id}"));
+            let listen = addresses[id as usize - 1].clone();
+            let initial = initial.clone();
+            let value = bootstrap[id as usize - 1];
+            std::thread::spawn(move || LoggedNode::launch(&data, id, &listen, &initial, value))
+        })
+        .collect();
+    let mut nodes: Vec<LoggedNode> = launches
+        .into_iter()
+        .map(|launch| launch.join().expect("node started"))
+        .collect();
+
+    let wait = Duration::from_secs(30);
+    let deadline = Instant::now() + wait;
+    let created_by = loop {
+        let creators: Vec<u64> = nodes
+            .iter()
+            .filter(|node| {
+                node.logged("bootstrap user first created")
+                    || node.logged("bootstrap user second created")
+            })
+            .map(|node| node.id)
+            .collect();
+        let ignored = nodes
+            .iter()
+            .filter(|node| node.logged("users exist; STRATA_BOOTSTRAP_USER ignored"))
+            .count();
+        if creators.len() + ignored == 2 {
+            assert_eq!(creators.len(), 1, "exactly one node creates its user");
+            break creators[0];
+        }
+        assert!(
+            Instant::now() < deadline,
+            "nodes 1 and 2 did not both report their bootstrap within {wait:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let name = if created_by == 1 { "first" } else { "second" };
+    println!("node {created_by} created the bootstrap user {name}");
+    let users: BTreeSet<String> = [name.to_string()].into();
+    wait_until_all_list(&addresses, &users, &BTreeSet::new(), PROPAGATION_DEADLINE).await;
+
+    let node = &mut nodes[0];
+    node.kill9();
+    let restarted = LoggedNode::launch(
+        &node.data.clone(),
+        node.id,
+        &node.listen.clone(),
+        &node.initial.clone(),
+        Some("first:changed-pw-3"),
+    );
+    nodes[0] = restarted;
+    nodes[0]
+        .wait_for_log("users exist; STRATA_BOOTSTRAP_USER ignored", wait)
+        .await;
+    wait_until_all_list(&addresses, &users, &BTreeSet::new(), PROPAGATION_DEADLINE).await;
+    let listed = Client::connect(&addresses[2])
+        .await
+        .expect("connect")
+        .admin()
+        .list_users()
+        .await
+        .expect("list");
+    assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0].mechanism, "SCRAM-SHA-256");
+    assert_eq!(listed[0].iterations, 4096);
+
+    for node in &nodes {
+        for secret in ["first-pw-1", "second-pw-2", "changed-pw-3"] {
+            assert!(
+                !node.logged(secret),
+                "node {} logged a bootstrap password",
+                node.id
+            );
+        }
+    }
+}
