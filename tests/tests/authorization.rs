@@ -519,8 +519,30 @@ where
     }
 }
 
-/// Waits (bounded) until the bootstrap superuser is known on this node.
-async fn wait_for_admin(clients: &Clients) {
+/// Waits (bounded) until the bootstrap superuser is known on this node. Health first (open,
+/// and serving once the node has its metadata): each failed password before the user exists
+/// would slow this address down further.
+async fn wait_for_admin(clients: &Clients, endpoint: &str) {
+    let channel = tonic::transport::Channel::from_shared(endpoint.to_string())
+        .expect("endpoint")
+        .connect()
+        .await
+        .expect("connect");
+    let health = tonic_health::pb::health_client::HealthClient::new(channel);
+    let serving = eventually(BOOTSTRAP_WAIT, || {
+        let mut health = health.clone();
+        async move {
+            let asked = tonic_health::pb::HealthCheckRequest {
+                service: "strata.v1.Admin".to_string(),
+            };
+            health.check(asked).await.is_ok_and(|reply| {
+                reply.into_inner().status()
+                    == tonic_health::pb::health_check_response::ServingStatus::Serving
+            })
+        }
+    })
+    .await;
+    assert!(serving, "the node did not serve within {BOOTSTRAP_WAIT:?}");
     let admin = Auth::Password(ADMIN.0, ADMIN.1);
     let ready = eventually(BOOTSTRAP_WAIT, || async {
         call(clients, "/strata.v1.Admin/ListUsers", admin)
@@ -597,7 +619,7 @@ async fn set_up(clients: &Clients) {
 async fn every_method_requires_credentials_and_its_acl() {
     let (_dir, node) = start_node();
     let clients = node.clients().await;
-    wait_for_admin(&clients).await;
+    wait_for_admin(&clients, &node.endpoint()).await;
     set_up(&clients).await;
     let methods = client_methods();
     assert!(methods.len() >= 30, "{methods:?}");
@@ -703,7 +725,7 @@ async fn every_method_requires_credentials_and_its_acl() {
 async fn deny_wins_prefixes_match_lists_filter_health_open() {
     let (_dir, node) = start_node();
     let clients = node.clients().await;
-    wait_for_admin(&clients).await;
+    wait_for_admin(&clients, &node.endpoint()).await;
     set_up(&clients).await;
     let admin = Auth::Password(ADMIN.0, ADMIN.1);
     let alice = Auth::Password(ALICE.0, ALICE.1);
@@ -984,8 +1006,8 @@ async fn deleting_an_acl_or_a_user_reaches_every_node_within_a_second() {
     for id in 1..=3 {
         nodes.push(cluster.clients(id).await);
     }
-    for clients in &nodes {
-        wait_for_admin(clients).await;
+    for (clients, id) in nodes.iter().zip(1..) {
+        wait_for_admin(clients, &format!("http://{}", cluster.address(id))).await;
     }
     let admin = Auth::Password(ADMIN.0, ADMIN.1);
     let alice = Auth::Password(ALICE.0, ALICE.1);
@@ -1128,4 +1150,61 @@ async fn deleting_an_acl_or_a_user_reaches_every_node_within_a_second() {
             i + 1
         );
     }
+}
+
+/// The Rust client sends its credentials on every call: a superuser lists topics and produces;
+/// a wrong password is AUTHENTICATION_FAILED; without ACLs alice is AUTHORIZATION_FAILED.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_rust_client_authenticates_with_its_credentials() {
+    use strata_client::{Client, ClientConfig, Credentials};
+    let (_dir, node) = start_node();
+    let clients = node.clients().await;
+    wait_for_admin(&clients, &node.endpoint()).await;
+    set_up(&clients).await;
+    let connect = |user: &str, password: &str| {
+        let config = ClientConfig {
+            credentials: Some(Credentials {
+                user: user.to_string(),
+                password: password.to_string(),
+            }),
+            routing_retries: 0,
+            ..ClientConfig::default()
+        };
+        let address = node.address.clone();
+        async move {
+            Client::connect_with(&address, config)
+                .await
+                .expect("connect")
+        }
+    };
+    let admin = connect(ADMIN.0, ADMIN.1).await;
+    let topics = admin
+        .admin()
+        .list_topics()
+        .await
+        .expect("admin lists topics");
+    assert!(topics.iter().any(|t| t.name == TOPIC), "{topics:?}");
+
+    let wrong = connect(ADMIN.0, "wrong").await;
+    let error = wrong
+        .admin()
+        .list_topics()
+        .await
+        .expect_err("wrong password");
+    assert_eq!(
+        error.code(),
+        Some(pb::ErrorCode::AuthenticationFailed),
+        "{error}"
+    );
+    let alice = connect(ALICE.0, ALICE.1).await;
+    let error = alice
+        .admin()
+        .describe_topic(TOPIC)
+        .await
+        .expect_err("no ACL");
+    assert_eq!(
+        error.code(),
+        Some(pb::ErrorCode::AuthorizationFailed),
+        "{error}"
+    );
 }
