@@ -12,6 +12,9 @@
 //! 3. with `mtls` on, a verified client certificate ([`CertIdentity::User`]): `User:<CN>`;
 //! 4. with authentication `none`: `Principal::Anonymous`.
 //!
+//! [`Rule::Node`] methods (the peer service, which checks the node certificate itself) need,
+//! with authentication on, a node certificate here too.
+//!
 //! Anything else is UNAUTHENTICATED with a message saying what this node accepts. A failed
 //! password is logged (peer address and user name, never the password) and answered after a
 //! delay that grows with the failures from the same source address ([`Slowdown`]).
@@ -310,8 +313,23 @@ impl Authenticator {
                 resource: format!("method {path:?} (it has no access rule, so it is refused)"),
             }));
         };
-        if matches!(rule, Rule::Open | Rule::Node) {
+        if rule == Rule::Open {
             return Ok(Admitted { principal: None });
+        }
+        if rule == Rule::Node {
+            // The peer service checks the node itself; with authentication on, the layer
+            // also refuses a caller without a node certificate, so a peer method that lacks
+            // its own check (a new one) is not open to clients.
+            return match connection.certificate {
+                Some(CertIdentity::Node(id)) => Ok(Admitted {
+                    principal: Some(Principal::Node(id)),
+                }),
+                _ if !self.methods.any() => Ok(Admitted { principal: None }),
+                _ => Err(status(BrokerError::AuthenticationFailed(format!(
+                    "{path} is for cluster nodes: it needs a certificate signed by the peer CA \
+                     naming node-<id>.strata"
+                )))),
+            };
         }
         let principal = self.principal(authorization, connection).await?;
         let access = Access::new(principal.clone(), self.policy.clone());
@@ -535,6 +553,114 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn authenticator(methods: &str, enabled: bool) -> Authenticator {
+        let policy = Arc::new(Policy {
+            enabled,
+            superusers: Default::default(),
+        });
+        let (_, broker) = watch::channel(None);
+        Authenticator::new(methods.parse().expect("methods"), policy, broker).expect("random")
+    }
+
+    fn connection(certificate: Option<CertIdentity>) -> ConnectionInfo {
+        ConnectionInfo {
+            remote: None,
+            tls: certificate.is_some(),
+            certificate,
+        }
+    }
+
+    /// The layer's decision for each kind of rule and credential, without a broker (a node
+    /// that has not loaded its users answers a password with UNAVAILABLE).
+    #[test]
+    fn the_layer_admits_by_rule_and_credentials() {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .expect("runtime");
+        let admit =
+            |methods: &str, path: &str, header: Option<&str>, cert: Option<CertIdentity>| {
+                let authenticator = authenticator(methods, true);
+                runtime.block_on(async {
+                    authenticator
+                        .admit(
+                            path,
+                            header.map(|h| h.as_bytes().to_vec()),
+                            &connection(cert),
+                        )
+                        .await
+                        .map(|admitted| admitted.principal)
+                        .map_err(|status| status.code())
+                })
+            };
+        let produce = "/strata.v1.Broker/Produce";
+        let raft = "/strata.v1.Peer/Raft";
+        let health = "/grpc.health.v1.Health/Check";
+        let user = || Some(CertIdentity::User("carol".into()));
+        let node = || Some(CertIdentity::Node(2));
+        use tonic::Code;
+        let cases = [
+            // Health is open whatever the settings.
+            (admit("password", health, None, None), Ok(None)),
+            // A path without a rule is refused.
+            (
+                admit("none", "/strata.v1.Broker/Nope", None, None),
+                Err(Code::PermissionDenied),
+            ),
+            (
+                admit("none", produce, None, None),
+                Ok(Some(Principal::Anonymous)),
+            ),
+            (
+                admit("password", produce, None, None),
+                Err(Code::Unauthenticated),
+            ),
+            (
+                admit("mtls", produce, None, None),
+                Err(Code::Unauthenticated),
+            ),
+            (
+                admit("password", produce, Some("Basic !!"), None),
+                Err(Code::Unauthenticated),
+            ),
+            // A password needs the users: not loaded yet.
+            (
+                admit("password", produce, Some("Basic YTpi"), None),
+                Err(Code::Unavailable),
+            ),
+            (
+                admit("mtls", produce, None, user()),
+                Ok(Some(Principal::User("carol".into()))),
+            ),
+            // A client certificate is not a principal unless mtls is on.
+            (
+                admit("password", produce, None, user()),
+                Err(Code::Unauthenticated),
+            ),
+            (
+                admit("password", produce, None, node()),
+                Ok(Some(Principal::Node(2))),
+            ),
+            // Peer methods: a node certificate when authentication is on.
+            (admit("none", raft, None, None), Ok(None)),
+            (
+                admit("mtls", raft, None, user()),
+                Err(Code::Unauthenticated),
+            ),
+            (
+                admit("password", raft, Some("Basic YTpi"), None),
+                Err(Code::Unauthenticated),
+            ),
+            (
+                admit("mtls", raft, None, node()),
+                Ok(Some(Principal::Node(2))),
+            ),
+        ];
+        for (i, (got, expected)) in cases.into_iter().enumerate() {
+            assert_eq!(got, expected, "case {i}");
+        }
+    }
 
     fn basic(text: &str) -> Vec<u8> {
         format!("Basic {}", STANDARD.encode(text)).into_bytes()
