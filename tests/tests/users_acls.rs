@@ -6,7 +6,10 @@
 //! - `STRATA_BOOTSTRAP_USER` given to two nodes with different values creates exactly one user,
 //!   and a restart with the variable set changes nothing (and never logs the password).
 //!
-//! Slots 70 and 71 (`127.0.70.1`, `127.0.71.1`).
+//! - the peer service's `BootstrapUser` (a follower's bootstrap user, proposed by the leader)
+//!   is served by the controller's leader only, once.
+//!
+//! Slots 70, 71 and 72 (`127.0.<slot>.1`).
 
 use std::collections::BTreeSet;
 use std::io::{BufRead, BufReader};
@@ -236,6 +239,22 @@ async fn users_and_acls_replicate_and_survive_a_controller_leader_kill() {
     println!("node {leader} lists everything {took:?} after it serves again");
 }
 
+/// The controller's leader as node 3 (which never restarts here) reports it; polled.
+async fn controller_leader(addresses: &[String]) -> u64 {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Ok(Ok(mut clients)) =
+            tokio::time::timeout(Duration::from_secs(2), connect(&addresses[2])).await
+            && let Ok(info) = clients.admin.cluster_info(pb::ClusterInfoRequest {}).await
+            && info.get_ref().controller_leader_node_id != 0
+        {
+            return info.get_ref().controller_leader_node_id;
+        }
+        assert!(Instant::now() < deadline, "no controller leader");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 /// A `strata-server` started with `STRATA_BOOTSTRAP_USER` (or without), its log kept.
 struct LoggedNode {
     child: Child,
@@ -386,7 +405,16 @@ async fn bootstrap_user_is_created_once() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     };
     let name = if created_by == 1 { "first" } else { "second" };
-    println!("node {created_by} created the bootstrap user {name}");
+    let leader = controller_leader(&addresses).await;
+    println!(
+        "node {created_by} created the bootstrap user {name} ({}: node {leader} leads the \
+         controller)",
+        if leader == created_by {
+            "proposed locally"
+        } else {
+            "through the leader's peer service"
+        }
+    );
     let users: BTreeSet<String> = [name.to_string()].into();
     wait_until_all_list(&addresses, &users, &BTreeSet::new(), PROPAGATION_DEADLINE).await;
 
@@ -424,4 +452,74 @@ async fn bootstrap_user_is_created_once() {
             );
         }
     }
+}
+
+/// The peer service's `BootstrapUser`, which a node that does not lead the controller uses to
+/// have the leader propose its bootstrap user: a follower refuses it (FAILED_PRECONDITION), the
+/// leader creates the user once (then answers that users exist), and a malformed credential is
+/// INVALID_ARGUMENT. The user is then listed by every node.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn peer_bootstrap_user_is_served_by_the_controller_leader_only() {
+    use strata_proto::v1::peer_client::PeerClient;
+    use strata_server::security::scram::{ITERATIONS_DEFAULT, ScramCredential};
+
+    let mut cluster = Cluster::start(3, 72);
+    let leader = cluster.controller_leader().await;
+    let follower = (1..=3).find(|id| *id != leader).expect("a follower");
+    let credential = ScramCredential::new("peer-pw", ITERATIONS_DEFAULT).expect("credential");
+    let request = |name: &str, credential: &ScramCredential| pb::BootstrapUserRequest {
+        name: name.to_string(),
+        salt: credential.salt.clone().into(),
+        iterations: credential.iterations,
+        stored_key: credential.stored_key.clone().into(),
+        server_key: credential.server_key.clone().into(),
+    };
+    let peer = |id: u64| {
+        let address = cluster.address(id);
+        async move {
+            PeerClient::connect(format!("http://{address}"))
+                .await
+                .expect("connect")
+        }
+    };
+
+    let refused = peer(follower)
+        .await
+        .bootstrap_user(request("admin", &credential))
+        .await
+        .expect_err("a follower does not propose");
+    assert_eq!(refused.code(), tonic::Code::FailedPrecondition, "{refused}");
+    let malformed = ScramCredential {
+        iterations: 1,
+        ..credential.clone()
+    };
+    let invalid = peer(leader)
+        .await
+        .bootstrap_user(request("admin", &malformed))
+        .await
+        .expect_err("malformed credential");
+    assert_eq!(invalid.code(), tonic::Code::InvalidArgument, "{invalid}");
+
+    let created = peer(leader)
+        .await
+        .bootstrap_user(request("admin", &credential))
+        .await
+        .expect("created")
+        .into_inner();
+    assert!(created.created);
+    let again = peer(leader)
+        .await
+        .bootstrap_user(request("other", &credential))
+        .await
+        .expect("answered")
+        .into_inner();
+    assert!(!again.created, "a second bootstrap user is never created");
+    let users: BTreeSet<String> = ["admin".to_string()].into();
+    wait_until_all_list(
+        &addresses(&mut cluster),
+        &users,
+        &BTreeSet::new(),
+        PROPAGATION_DEADLINE,
+    )
+    .await;
 }
