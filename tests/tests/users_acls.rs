@@ -4,8 +4,8 @@
 //! - after enough changes for a controller snapshot, kill -9 of the controller's leader and
 //!   its restart lose nothing, and the new leader takes changes meanwhile;
 //! - `STRATA_BOOTSTRAP_USER` given to two nodes with different values creates exactly one user,
-//!   and a restart with the variable set changes nothing (and never logs the password).
-//!
+//!   and a restart with the variable set changes nothing, its password included (checked on
+//!   the replayed controller log); no password is ever logged;
 //! - the peer service's `BootstrapUser` (a follower's bootstrap user, proposed by the leader)
 //!   is served by the controller's leader only, once.
 //!
@@ -350,7 +350,8 @@ impl Drop for LoggedNode {
 /// Nodes 1 and 2 start with different `STRATA_BOOTSTRAP_USER` values, node 3 with none:
 /// exactly one of the two users exists, on every node, one node logs that it created it and
 /// the other that users exist. Node 1 restarted (kill -9) with the variable set to a new
-/// password logs that it ignored it and the users stay as they were. No log holds a password.
+/// password logs that it ignored it and the users stay as they were; node 3's controller log,
+/// replayed, holds the user with its first password. No log holds a password.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bootstrap_user_is_created_once() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -443,6 +444,25 @@ async fn bootstrap_user_is_created_once() {
     assert_eq!(listed[0].mechanism, "SCRAM-SHA-256");
     assert_eq!(listed[0].iterations, 4096);
 
+    // The password is the first one: replay node 3's controller log (it never restarted, and
+    // took no snapshot: every command is in it) into a metadata and check the credential.
+    for node in &mut nodes {
+        node.kill9();
+    }
+    let metadata = replay_controller_log(&nodes[2].data.join("controller"));
+    assert_eq!(
+        metadata.users.keys().collect::<Vec<_>>(),
+        [name],
+        "the replayed metadata agrees"
+    );
+    let password = if name == "first" {
+        "first-pw-1"
+    } else {
+        "second-pw-2"
+    };
+    assert!(metadata.users[name].verify(password));
+    assert!(!metadata.users[name].verify("changed-pw-3"));
+
     for node in &nodes {
         for secret in ["first-pw-1", "second-pw-2", "changed-pw-3"] {
             assert!(
@@ -522,4 +542,38 @@ async fn peer_bootstrap_user_is_served_by_the_controller_leader_only() {
         PROPAGATION_DEADLINE,
     )
     .await;
+}
+
+/// The metadata a controller log's commands make, applied in order from an empty one (the
+/// log must start at its first entry: no snapshot). Refused commands change nothing, as on
+/// the nodes.
+fn replay_controller_log(dir: &Path) -> strata_server::controller::metadata::Metadata {
+    use strata_server::controller::metadata::{Command as MetadataCommand, Metadata};
+    use strata_server::storage::batch::{decode_records, split_batches};
+    use strata_server::storage::{LogConfig, PartitionLog};
+
+    let log = PartitionLog::open(dir, LogConfig::default()).expect("open the controller log");
+    assert_eq!(log.log_start_offset(), 0, "the whole log is there");
+    let mut metadata = Metadata::default();
+    let mut next = 0;
+    while next < log.next_offset() {
+        let spans = log.read(next, 64 * 1024).expect("read inside the range");
+        assert!(!spans.is_empty(), "read at {next} returned nothing");
+        for span in spans {
+            for split in split_batches(span) {
+                let (header, batch) = split.expect("whole batches");
+                next = header.base_offset as u64 + header.offset_count();
+                if header.is_control() {
+                    continue;
+                }
+                for record in decode_records(&batch).expect("stored batches decode") {
+                    let value = record.value.expect("a command");
+                    let command: MetadataCommand =
+                        serde_json::from_slice(&value).expect("a command as JSON");
+                    let _refused = metadata.apply(command);
+                }
+            }
+        }
+    }
+    metadata
 }
