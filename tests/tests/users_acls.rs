@@ -7,7 +7,8 @@
 //!   and a restart with the variable set changes nothing, its password included (checked on
 //!   the replayed controller log); no password is ever logged;
 //! - the peer service's `BootstrapUser` (a follower's bootstrap user, proposed by the leader)
-//!   is served by the controller's leader only, once.
+//!   is served by the controller's leader only, once;
+//! - bad requests are refused with INVALID_ARGUMENT (or a user error) saying what is valid.
 //!
 //! Slots 70, 71 and 72 (`127.0.<slot>.1`).
 
@@ -576,4 +577,127 @@ fn replay_controller_log(dir: &Path) -> strata_server::controller::metadata::Met
         }
     }
     metadata
+}
+
+/// Bad users and ACLs requests get INVALID_ARGUMENT (or the user errors) with the stable code in
+/// `strata-error-code` and a message naming what was wrong and what is valid; nothing changes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_requests_are_refused_with_clear_errors() {
+    use strata_tests::error_code;
+    use strata_tests::server::ServerProcess;
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = ServerProcess::start(dir.path(), 1);
+    let mut admin = server.clients().await.admin;
+    let good = acl("User:alice", "orders", AclOperation::Read);
+    let cases: Vec<(&str, AclEntry, &str)> = vec![
+        (
+            "operation unset",
+            AclEntry {
+                operation: 0,
+                ..good.clone()
+            },
+            "operation must be set to one of: all, read",
+        ),
+        (
+            "resource type unset",
+            AclEntry {
+                resource_type: 0,
+                ..good.clone()
+            },
+            "resource_type must be set to one of: topic, group, cluster",
+        ),
+        (
+            "principal without User:",
+            AclEntry {
+                principal: "alice".into(),
+                ..good.clone()
+            },
+            "User:<name>",
+        ),
+        (
+            "cluster ACL on a topic name",
+            AclEntry {
+                resource_type: ResourceType::Cluster as i32,
+                ..good.clone()
+            },
+            "kafka-cluster",
+        ),
+    ];
+    for (what, entry, says) in cases {
+        let status = admin
+            .create_acls(pb::CreateAclsRequest {
+                acls: vec![good.clone(), entry],
+            })
+            .await
+            .expect_err(what);
+        assert_eq!(
+            status.code(),
+            tonic::Code::InvalidArgument,
+            "{what}: {status}"
+        );
+        assert_eq!(error_code(&status), "ERROR_CODE_INVALID_ARGUMENT", "{what}");
+        assert!(
+            status.message().contains("ACL 1"),
+            "{what}: {}",
+            status.message()
+        );
+        assert!(
+            status.message().contains(says),
+            "{what}: {}",
+            status.message()
+        );
+    }
+    let status = admin
+        .list_acls(pb::ListAclsRequest {
+            filter: Some(pb::AclFilter {
+                pattern: Some(pb::PatternFilter::Match as i32),
+                ..Default::default()
+            }),
+        })
+        .await
+        .expect_err("match without a name");
+    assert_eq!(error_code(&status), "ERROR_CODE_INVALID_ARGUMENT");
+    assert!(
+        status.message().contains("resource_name"),
+        "{}",
+        status.message()
+    );
+
+    let status = admin
+        .create_user(pb::CreateUserRequest {
+            name: "al:ice".into(),
+            password: "pw".into(),
+        })
+        .await
+        .expect_err("bad name");
+    assert_eq!(error_code(&status), "ERROR_CODE_INVALID_ARGUMENT");
+    assert!(
+        status.message().contains("valid characters"),
+        "{}",
+        status.message()
+    );
+    let status = admin
+        .create_user(pb::CreateUserRequest {
+            name: "alice".into(),
+            password: String::new(),
+        })
+        .await
+        .expect_err("empty password");
+    assert_eq!(error_code(&status), "ERROR_CODE_INVALID_ARGUMENT");
+    let status = admin
+        .delete_user(pb::DeleteUserRequest {
+            name: "nobody".into(),
+        })
+        .await
+        .expect_err("unknown user");
+    assert_eq!(status.code(), tonic::Code::NotFound);
+    assert_eq!(error_code(&status), "ERROR_CODE_UNKNOWN_USER");
+
+    let listed = listed_at(&server.address).await.expect("lists");
+    assert_eq!(
+        listed,
+        (BTreeSet::new(), BTreeSet::new()),
+        "nothing changed"
+    );
 }
