@@ -335,13 +335,13 @@ fake_service! {
         list_topics(ListTopicsRequest) -> ListTopicsResponse;
         alter_topic_config(AlterTopicConfigRequest) -> TopicDescription;
         cluster_info(ClusterInfoRequest) -> ClusterInfoResponse;
-        create_user(strata_client::proto::v1::CreateUserRequest) -> strata_client::proto::v1::CreateUserResponse;
-        set_password(strata_client::proto::v1::SetPasswordRequest) -> strata_client::proto::v1::SetPasswordResponse;
-        delete_user(strata_client::proto::v1::DeleteUserRequest) -> strata_client::proto::v1::DeleteUserResponse;
-        list_users(strata_client::proto::v1::ListUsersRequest) -> strata_client::proto::v1::ListUsersResponse;
-        create_acls(strata_client::proto::v1::CreateAclsRequest) -> strata_client::proto::v1::CreateAclsResponse;
-        delete_acls(strata_client::proto::v1::DeleteAclsRequest) -> strata_client::proto::v1::DeleteAclsResponse;
-        list_acls(strata_client::proto::v1::ListAclsRequest) -> strata_client::proto::v1::ListAclsResponse;
+        create_user(CreateUserRequest) -> CreateUserResponse;
+        set_password(SetPasswordRequest) -> SetPasswordResponse;
+        delete_user(DeleteUserRequest) -> DeleteUserResponse;
+        list_users(ListUsersRequest) -> ListUsersResponse;
+        create_acls(CreateAclsRequest) -> CreateAclsResponse;
+        delete_acls(DeleteAclsRequest) -> DeleteAclsResponse;
+        list_acls(ListAclsRequest) -> ListAclsResponse;
     }
 }
 

@@ -14,8 +14,8 @@
 //!   `tonic::Status`.
 //! - [`broker`]: the [`Broker`](broker::Broker): topics, cluster membership, reconciling local
 //!   partitions with the controller's metadata, routing a request to a partition replica, the
-//!   produce path and producer ids, and what any frontend shares (building batches from
-//!   records, the subscribe loop, fetch limits).
+//!   produce path and producer ids, users and ACLs, and what any frontend shares (building
+//!   batches from records, the subscribe loop, fetch limits).
 //! - [`partition`]: one partition replica's world: its state machine, the producer table
 //!   (idempotence), produce admission, reads (fetch, offset lookups).
 //! - [`groups`]: consumer groups: the coordinator, the membership requests and committed

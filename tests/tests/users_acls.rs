@@ -4,9 +4,13 @@
 //! - after enough changes for a controller snapshot, kill -9 of the controller's leader and
 //!   its restart lose nothing, and the new leader takes changes meanwhile;
 //! - `STRATA_BOOTSTRAP_USER` given to two nodes with different values creates exactly one user,
-//!   and a restart with the variable set changes nothing (and never logs the password).
+//!   and a restart with the variable set changes nothing, its password included (checked on
+//!   the replayed controller log); no password is ever logged;
+//! - the peer service's `BootstrapUser` (a follower's bootstrap user, proposed by the leader)
+//!   is served by the controller's leader only, once;
+//! - bad requests are refused with INVALID_ARGUMENT (or a user error) saying what is valid.
 //!
-//! Slots 70 and 71 (`127.0.70.1`, `127.0.71.1`).
+//! Slots 70, 71 and 72 (`127.0.<slot>.1`).
 
 use std::collections::BTreeSet;
 use std::io::{BufRead, BufReader};
@@ -236,6 +240,22 @@ async fn users_and_acls_replicate_and_survive_a_controller_leader_kill() {
     println!("node {leader} lists everything {took:?} after it serves again");
 }
 
+/// The controller's leader as node 3 (which never restarts here) reports it; polled.
+async fn controller_leader(addresses: &[String]) -> u64 {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Ok(Ok(mut clients)) =
+            tokio::time::timeout(Duration::from_secs(2), connect(&addresses[2])).await
+            && let Ok(info) = clients.admin.cluster_info(pb::ClusterInfoRequest {}).await
+            && info.get_ref().controller_leader_node_id != 0
+        {
+            return info.get_ref().controller_leader_node_id;
+        }
+        assert!(Instant::now() < deadline, "no controller leader");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 /// A `strata-server` started with `STRATA_BOOTSTRAP_USER` (or without), its log kept.
 struct LoggedNode {
     child: Child,
@@ -331,7 +351,8 @@ impl Drop for LoggedNode {
 /// Nodes 1 and 2 start with different `STRATA_BOOTSTRAP_USER` values, node 3 with none:
 /// exactly one of the two users exists, on every node, one node logs that it created it and
 /// the other that users exist. Node 1 restarted (kill -9) with the variable set to a new
-/// password logs that it ignored it and the users stay as they were. No log holds a password.
+/// password logs that it ignored it and the users stay as they were; node 3's controller log,
+/// replayed, holds the user with its first password. No log holds a password.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bootstrap_user_is_created_once() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -386,7 +407,16 @@ async fn bootstrap_user_is_created_once() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     };
     let name = if created_by == 1 { "first" } else { "second" };
-    println!("node {created_by} created the bootstrap user {name}");
+    let leader = controller_leader(&addresses).await;
+    println!(
+        "node {created_by} created the bootstrap user {name} ({}: node {leader} leads the \
+         controller)",
+        if leader == created_by {
+            "proposed locally"
+        } else {
+            "through the leader's peer service"
+        }
+    );
     let users: BTreeSet<String> = [name.to_string()].into();
     wait_until_all_list(&addresses, &users, &BTreeSet::new(), PROPAGATION_DEADLINE).await;
 
@@ -415,6 +445,25 @@ async fn bootstrap_user_is_created_once() {
     assert_eq!(listed[0].mechanism, "SCRAM-SHA-256");
     assert_eq!(listed[0].iterations, 4096);
 
+    // The password is the first one: replay node 3's controller log (it never restarted, and
+    // took no snapshot: every command is in it) into a metadata and check the credential.
+    for node in &mut nodes {
+        node.kill9();
+    }
+    let metadata = replay_controller_log(&nodes[2].data.join("controller"));
+    assert_eq!(
+        metadata.users.keys().collect::<Vec<_>>(),
+        [name],
+        "the replayed metadata agrees"
+    );
+    let password = if name == "first" {
+        "first-pw-1"
+    } else {
+        "second-pw-2"
+    };
+    assert!(metadata.users[name].verify(password));
+    assert!(!metadata.users[name].verify("changed-pw-3"));
+
     for node in &nodes {
         for secret in ["first-pw-1", "second-pw-2", "changed-pw-3"] {
             assert!(
@@ -424,4 +473,231 @@ async fn bootstrap_user_is_created_once() {
             );
         }
     }
+}
+
+/// The peer service's `BootstrapUser`, which a node that does not lead the controller uses to
+/// have the leader propose its bootstrap user: a follower refuses it (FAILED_PRECONDITION), the
+/// leader creates the user once (then answers that users exist), and a malformed credential is
+/// INVALID_ARGUMENT. The user is then listed by every node.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn peer_bootstrap_user_is_served_by_the_controller_leader_only() {
+    use strata_proto::v1::peer_client::PeerClient;
+    use strata_server::security::scram::{ITERATIONS_DEFAULT, ScramCredential};
+
+    let mut cluster = Cluster::start(3, 72);
+    let leader = cluster.controller_leader().await;
+    let follower = (1..=3).find(|id| *id != leader).expect("a follower");
+    let credential = ScramCredential::new("peer-pw", ITERATIONS_DEFAULT).expect("credential");
+    let request = |name: &str, credential: &ScramCredential| pb::BootstrapUserRequest {
+        name: name.to_string(),
+        salt: credential.salt.clone().into(),
+        iterations: credential.iterations,
+        stored_key: credential.stored_key.clone().into(),
+        server_key: credential.server_key.clone().into(),
+    };
+    let peer = |id: u64| {
+        let address = cluster.address(id);
+        async move {
+            PeerClient::connect(format!("http://{address}"))
+                .await
+                .expect("connect")
+        }
+    };
+
+    let refused = peer(follower)
+        .await
+        .bootstrap_user(request("admin", &credential))
+        .await
+        .expect_err("a follower does not propose");
+    assert_eq!(refused.code(), tonic::Code::FailedPrecondition, "{refused}");
+    let malformed = ScramCredential {
+        iterations: 1,
+        ..credential.clone()
+    };
+    let invalid = peer(leader)
+        .await
+        .bootstrap_user(request("admin", &malformed))
+        .await
+        .expect_err("malformed credential");
+    assert_eq!(invalid.code(), tonic::Code::InvalidArgument, "{invalid}");
+
+    let created = peer(leader)
+        .await
+        .bootstrap_user(request("admin", &credential))
+        .await
+        .expect("created")
+        .into_inner();
+    assert!(created.created);
+    let again = peer(leader)
+        .await
+        .bootstrap_user(request("other", &credential))
+        .await
+        .expect("answered")
+        .into_inner();
+    assert!(!again.created, "a second bootstrap user is never created");
+    let users: BTreeSet<String> = ["admin".to_string()].into();
+    wait_until_all_list(
+        &addresses(&mut cluster),
+        &users,
+        &BTreeSet::new(),
+        PROPAGATION_DEADLINE,
+    )
+    .await;
+}
+
+/// The metadata a controller log's commands make, applied in order from an empty one (the
+/// log must start at its first entry: no snapshot). Refused commands change nothing, as on
+/// the nodes.
+fn replay_controller_log(dir: &Path) -> strata_server::controller::metadata::Metadata {
+    use strata_server::controller::metadata::{Command as MetadataCommand, Metadata};
+    use strata_server::storage::batch::{decode_records, split_batches};
+    use strata_server::storage::{LogConfig, PartitionLog};
+
+    let log = PartitionLog::open(dir, LogConfig::default()).expect("open the controller log");
+    assert_eq!(log.log_start_offset(), 0, "the whole log is there");
+    let mut metadata = Metadata::default();
+    let mut next = 0;
+    while next < log.next_offset() {
+        let spans = log.read(next, 64 * 1024).expect("read inside the range");
+        assert!(!spans.is_empty(), "read at {next} returned nothing");
+        for span in spans {
+            for split in split_batches(span) {
+                let (header, batch) = split.expect("whole batches");
+                next = header.base_offset as u64 + header.offset_count();
+                if header.is_control() {
+                    continue;
+                }
+                for record in decode_records(&batch).expect("stored batches decode") {
+                    let value = record.value.expect("a command");
+                    let command: MetadataCommand =
+                        serde_json::from_slice(&value).expect("a command as JSON");
+                    let _refused = metadata.apply(command);
+                }
+            }
+        }
+    }
+    metadata
+}
+
+/// Bad users and ACLs requests get INVALID_ARGUMENT (or the user errors) with the stable code in
+/// `strata-error-code` and a message naming what was wrong and what is valid; nothing changes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_requests_are_refused_with_clear_errors() {
+    use strata_tests::error_code;
+    use strata_tests::server::ServerProcess;
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = ServerProcess::start(dir.path(), 1);
+    let mut admin = server.clients().await.admin;
+    let good = acl("User:alice", "orders", AclOperation::Read);
+    let cases: Vec<(&str, AclEntry, &str)> = vec![
+        (
+            "operation unset",
+            AclEntry {
+                operation: 0,
+                ..good.clone()
+            },
+            "operation must be set to one of: all, read",
+        ),
+        (
+            "resource type unset",
+            AclEntry {
+                resource_type: 0,
+                ..good.clone()
+            },
+            "resource_type must be set to one of: topic, group, cluster",
+        ),
+        (
+            "principal without User:",
+            AclEntry {
+                principal: "alice".into(),
+                ..good.clone()
+            },
+            "User:<name>",
+        ),
+        (
+            "cluster ACL on a topic name",
+            AclEntry {
+                resource_type: ResourceType::Cluster as i32,
+                ..good.clone()
+            },
+            "kafka-cluster",
+        ),
+    ];
+    for (what, entry, says) in cases {
+        let status = admin
+            .create_acls(pb::CreateAclsRequest {
+                acls: vec![good.clone(), entry],
+            })
+            .await
+            .expect_err(what);
+        assert_eq!(
+            status.code(),
+            tonic::Code::InvalidArgument,
+            "{what}: {status}"
+        );
+        assert_eq!(error_code(&status), "ERROR_CODE_INVALID_ARGUMENT", "{what}");
+        assert!(
+            status.message().contains("ACL 1"),
+            "{what}: {}",
+            status.message()
+        );
+        assert!(
+            status.message().contains(says),
+            "{what}: {}",
+            status.message()
+        );
+    }
+    let status = admin
+        .list_acls(pb::ListAclsRequest {
+            filter: Some(pb::AclFilter {
+                pattern: Some(pb::PatternFilter::Match as i32),
+                ..Default::default()
+            }),
+        })
+        .await
+        .expect_err("match without a name");
+    assert_eq!(error_code(&status), "ERROR_CODE_INVALID_ARGUMENT");
+    assert!(
+        status.message().contains("resource_name"),
+        "{}",
+        status.message()
+    );
+
+    let status = admin
+        .create_user(pb::CreateUserRequest {
+            name: "al:ice".into(),
+            password: "pw".into(),
+        })
+        .await
+        .expect_err("bad name");
+    assert_eq!(error_code(&status), "ERROR_CODE_INVALID_ARGUMENT");
+    assert!(
+        status.message().contains("valid characters"),
+        "{}",
+        status.message()
+    );
+    let status = admin
+        .create_user(pb::CreateUserRequest {
+            name: "alice".into(),
+            password: String::new(),
+        })
+        .await
+        .expect_err("empty password");
+    assert_eq!(error_code(&status), "ERROR_CODE_INVALID_ARGUMENT");
+    let status = admin
+        .delete_user(pb::DeleteUserRequest {
+            name: "nobody".into(),
+        })
+        .await
+        .expect_err("unknown user");
+    assert_eq!(status.code(), tonic::Code::NotFound);
+    assert_eq!(error_code(&status), "ERROR_CODE_UNKNOWN_USER");
+
+    let listed = listed_at(&server.address).await.expect("lists");
+    assert_eq!(
+        listed,
+        (BTreeSet::new(), BTreeSet::new()),
+        "nothing changed"
+    );
 }

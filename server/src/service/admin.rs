@@ -1,5 +1,6 @@
-//! The Admin service: topics (create, delete, list, describe, alter config) and the cluster
-//! (add and remove nodes, cluster info), users and ACLs (in `security`), translated to and from [`Broker`] calls.
+//! The Admin service: topics (create, delete, list, describe, alter config), the cluster
+//! (add and remove nodes, cluster info) and users and ACLs (in `security`), translated to and
+//! from [`Broker`] calls.
 
 use strata_proto::v1 as pb;
 use strata_proto::v1::admin_server::Admin;
