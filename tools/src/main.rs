@@ -151,22 +151,22 @@ fn main() -> ExitCode {
         Command::Playground(args) => playground::run(args),
         command => {
             let password = std::env::var(PASSWORD_ENV).ok();
-            match credentials(
+            // A statement of its own: the stdin lock is released before the command runs (a
+            // `produce` reads the rest of stdin).
+            let credentials = credentials(
                 cli.user,
                 cli.password_stdin,
                 password,
                 &mut std::io::stdin().lock(),
-            ) {
-                Ok(credentials) => {
-                    let config = ClientConfig {
-                        request_timeout: cli.timeout,
-                        credentials,
-                        ..ClientConfig::default()
-                    };
-                    run_online(command, &cli.brokers, config, cli.format)
-                }
-                Err(error) => Err(error),
-            }
+            );
+            credentials.and_then(|credentials| {
+                let config = ClientConfig {
+                    request_timeout: cli.timeout,
+                    credentials,
+                    ..ClientConfig::default()
+                };
+                run_online(command, &cli.brokers, config, cli.format)
+            })
         }
     };
     match result {
