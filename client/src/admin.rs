@@ -10,6 +10,9 @@ use std::collections::HashMap;
 use std::future::Future;
 use std::sync::Mutex;
 
+use crate::cluster::{Channel, Cluster};
+use crate::error::{Error, Result};
+use crate::routing::{NodeView, Route};
 use strata_proto::v1::admin_client::AdminClient;
 use strata_proto::v1::reset_offsets_request::To;
 use strata_proto::v1::{
@@ -20,11 +23,6 @@ use strata_proto::v1::{
     ListTopicsRequest, OffsetCommit, RemoveNodeRequest, RemoveNodeResponse, ResetOffsetsRequest,
     ResetOffsetsResponse, TopicConfig, TopicDescription, TopicPartition,
 };
-use tonic::transport::Channel;
-
-use crate::cluster::Cluster;
-use crate::error::{Error, Result};
-use crate::routing::{NodeView, Route};
 
 /// Admin calls on a cluster. Cheap to clone. Made by [`crate::Client::admin`].
 ///
@@ -71,7 +69,12 @@ impl Admin {
     }
 
     /// One admin call on `route`; each attempt gets its own copy of `request`.
-    async fn admin<R, T, F, Fut>(&self, route: Route, request: &R, mut call: F) -> Result<T>
+    pub(crate) async fn admin<R, T, F, Fut>(
+        &self,
+        route: Route,
+        request: &R,
+        mut call: F,
+    ) -> Result<T>
     where
         R: Clone,
         F: FnMut(AdminClient<Channel>, R) -> Fut,

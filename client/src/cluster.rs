@@ -15,7 +15,10 @@ use strata_proto::v1::admin_client::AdminClient;
 use strata_proto::v1::broker_client::BrokerClient;
 use strata_proto::v1::groups_client::GroupsClient;
 use tokio::time::Instant;
-use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
+use tonic::metadata::{Ascii, MetadataValue};
+use tonic::service::Interceptor;
+use tonic::service::interceptor::InterceptedService;
+use tonic::transport::{Certificate, ClientTlsConfig, Endpoint, Identity};
 
 use crate::error::{Error, Result, chain};
 use crate::retry::{Backoff, random_jitter};
@@ -54,6 +57,9 @@ pub struct ClientConfig {
     pub routing_backoff: Backoff,
     /// TLS to the brokers (`https://`); `None` connects in plaintext.
     pub tls: Option<ClientTls>,
+    /// A user name and password sent with every call, for brokers with `--authentication
+    /// password` (over TLS). `None`: no password is sent.
+    pub credentials: Option<Credentials>,
 }
 
 /// How the client secures its connections to brokers (their listeners' `--tls-cert`).
@@ -83,6 +89,22 @@ impl std::fmt::Debug for ClientTls {
             .field("ca_pem_bytes", &self.ca_pem.len())
             .field("identity", &self.identity.is_some())
             .field("server_name", &self.server_name)
+            .finish()
+    }
+}
+
+/// A user name and password. Debug output shows the user name only.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Credentials {
+    pub user: String,
+    pub password: String,
+}
+
+impl std::fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Credentials")
+            .field("user", &self.user)
+            .field("password", &"<redacted>")
             .finish()
     }
 }
@@ -124,6 +146,81 @@ impl ClientTls {
     }
 }
 
+impl Credentials {
+    /// The `authorization` metadata value: `Basic base64(user:password)`, marked sensitive so
+    /// HTTP/2 header compression never indexes it.
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] for an empty user name or password, or a user name with `:`.
+    fn authorization(&self) -> Result<MetadataValue<Ascii>> {
+        use base64::Engine as _;
+        if self.user.is_empty() || self.user.contains(':') {
+            return Err(Error::InvalidArgument(format!(
+                "user name {:?} must be non-empty and without ':'",
+                self.user
+            )));
+        }
+        if self.password.is_empty() {
+            return Err(Error::InvalidArgument(format!(
+                "the password of user {:?} is empty",
+                self.user
+            )));
+        }
+        let encoded = base64::engine::general_purpose::STANDARD
+            .encode(format!("{}:{}", self.user, self.password));
+        let mut value: MetadataValue<Ascii> = format!("Basic {encoded}")
+            .parse()
+            .map_err(|_| Error::InvalidArgument("credentials are not valid metadata".into()))?;
+        value.set_sensitive(true);
+        Ok(value)
+    }
+}
+
+/// A connection to one broker that carries the client's credentials on every call.
+pub(crate) type Channel = InterceptedService<tonic::transport::Channel, CallCredentials>;
+
+/// Adds the `authorization` metadata to every call, when the client has credentials.
+#[derive(Clone)]
+pub(crate) struct CallCredentials(Option<MetadataValue<Ascii>>);
+
+impl CallCredentials {
+    fn new(config: &ClientConfig) -> Result<Self> {
+        Ok(Self(
+            config
+                .credentials
+                .as_ref()
+                .map(Credentials::authorization)
+                .transpose()?,
+        ))
+    }
+}
+
+impl std::fmt::Debug for CallCredentials {
+    /// Whether there are credentials, never their value.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let shown = if self.0.is_some() {
+            "Basic <redacted>"
+        } else {
+            "none"
+        };
+        f.debug_tuple("CallCredentials").field(&shown).finish()
+    }
+}
+
+impl Interceptor for CallCredentials {
+    fn call(
+        &mut self,
+        mut request: tonic::Request<()>,
+    ) -> Result<tonic::Request<()>, tonic::Status> {
+        if let Some(value) = &self.0 {
+            request
+                .metadata_mut()
+                .insert("authorization", value.clone());
+        }
+        Ok(request)
+    }
+}
+
 impl Default for ClientConfig {
     fn default() -> Self {
         Self {
@@ -133,6 +230,7 @@ impl Default for ClientConfig {
             routing_retries: 8,
             routing_backoff: Backoff::default(),
             tls: None,
+            credentials: None,
         }
     }
 }
@@ -150,6 +248,8 @@ pub(crate) struct Cluster {
 struct Inner {
     address: String,
     config: ClientConfig,
+    /// What every channel adds to each call (credentials).
+    credentials: CallCredentials,
     /// Channels by `HOST:PORT`. std Mutex: never held across `.await`.
     channels: Mutex<HashMap<String, Channel>>,
     /// std Mutex: never held across `.await`.
@@ -166,17 +266,20 @@ impl Cluster {
     /// be reached.
     pub(crate) async fn connect(brokers: &str, config: ClientConfig) -> Result<Self> {
         let addresses = parse_brokers(brokers)?;
+        let credentials = CallCredentials::new(&config)?;
         let mut failures = Vec::new();
         for address in &addresses {
             let endpoint = endpoint(address, &config)?;
             match endpoint.connect().await {
                 Ok(channel) => {
+                    let channel = InterceptedService::new(channel, credentials.clone());
                     let metadata = Metadata::new(address.clone(), addresses.clone());
                     return Ok(Self {
                         inner: Arc::new(Inner {
                             channels: Mutex::new(HashMap::from([(address.clone(), channel)])),
                             address: address.clone(),
                             config,
+                            credentials,
                             metadata: Mutex::new(metadata),
                             refreshing: tokio::sync::Mutex::new(()),
                         }),
@@ -221,7 +324,10 @@ impl Cluster {
         if let Some(channel) = channels.get(address) {
             return Ok(channel.clone());
         }
-        let channel = endpoint(address, &self.inner.config)?.connect_lazy();
+        let channel = InterceptedService::new(
+            endpoint(address, &self.inner.config)?.connect_lazy(),
+            self.inner.credentials.clone(),
+        );
         channels.insert(address.to_owned(), channel.clone());
         Ok(channel)
     }
@@ -465,6 +571,46 @@ pub fn parse_brokers(list: &str) -> Result<Vec<String>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Credentials become `Basic base64(user:password)` on every call, marked sensitive; Debug
+    /// output never shows the password; bad credentials are refused before any call.
+    #[test]
+    fn credentials_travel_as_basic_metadata_and_never_print() {
+        let credentials = Credentials {
+            user: "alice".into(),
+            password: "s3cret:x".into(),
+        };
+        let value = credentials.authorization().expect("valid");
+        // base64("alice:s3cret:x")
+        assert_eq!(value.to_str().expect("ascii"), "Basic YWxpY2U6czNjcmV0Ong=");
+        assert!(value.is_sensitive());
+        let config = ClientConfig {
+            credentials: Some(credentials),
+            ..ClientConfig::default()
+        };
+        let mut call = CallCredentials::new(&config).expect("valid");
+        for shown in [format!("{config:?}"), format!("{call:?}")] {
+            assert!(
+                !shown.contains("s3cret") && !shown.contains("YWxp"),
+                "{shown}"
+            );
+        }
+        let request = call.call(tonic::Request::new(())).expect("intercepted");
+        assert_eq!(request.metadata().get("authorization"), Some(&value));
+        let mut none = CallCredentials::new(&ClientConfig::default()).expect("no credentials");
+        let request = none.call(tonic::Request::new(())).expect("intercepted");
+        assert!(request.metadata().get("authorization").is_none());
+        for (user, password) in [("", "x"), ("a:b", "x"), ("alice", "")] {
+            let bad = Credentials {
+                user: user.into(),
+                password: password.into(),
+            };
+            assert!(
+                matches!(bad.authorization(), Err(Error::InvalidArgument(_))),
+                "{user:?}"
+            );
+        }
+    }
 
     /// Lists split on commas, trim spaces, drop an http:// prefix, and need a port.
     #[test]

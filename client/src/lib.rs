@@ -51,6 +51,8 @@
 //!   teaches it (pure, time passed in); [`merge_cluster_views`].
 //! - `admin.rs`: [`Admin`], topic, cluster and consumer-group calls; the producer's cache of
 //!   partition counts.
+//! - [`security`]: users and ACLs on [`Admin`], with the protocol's ACL values and their
+//!   short names.
 //! - `producer.rs`: [`Producer`] and its `send`, `flush` and `close`.
 //! - `producer_config.rs`: [`ProducerConfig`] and the batch limits.
 //! - `record.rs`: [`ProducerRecord`], [`RecordMetadata`], the [`DeliveryFuture`] of each send,
@@ -131,6 +133,7 @@ mod record;
 mod request_reply;
 mod retry;
 mod routing;
+pub mod security;
 mod sender;
 mod sequence;
 
@@ -140,8 +143,8 @@ pub use strata_proto::batch::{Compression, Header, Record};
 pub use admin::{Admin, ResetTo};
 pub use client::Client;
 pub use cluster::{
-    BROKERS_ENV, ClientConfig, ClientIdentity, ClientTls, DEFAULT_BROKERS, brokers_from_env,
-    parse_brokers,
+    BROKERS_ENV, ClientConfig, ClientIdentity, ClientTls, Credentials, DEFAULT_BROKERS,
+    brokers_from_env, parse_brokers,
 };
 pub use consumer::{
     BATCH_BYTES_MAX, CREDIT_BYTES_MIN, ConsumerConfig, FetchOptions, FetchedRecords,

@@ -335,6 +335,13 @@ fake_service! {
         list_topics(ListTopicsRequest) -> ListTopicsResponse;
         alter_topic_config(AlterTopicConfigRequest) -> TopicDescription;
         cluster_info(ClusterInfoRequest) -> ClusterInfoResponse;
+        create_user(CreateUserRequest) -> CreateUserResponse;
+        set_password(SetPasswordRequest) -> SetPasswordResponse;
+        delete_user(DeleteUserRequest) -> DeleteUserResponse;
+        list_users(ListUsersRequest) -> ListUsersResponse;
+        create_acls(CreateAclsRequest) -> CreateAclsResponse;
+        delete_acls(DeleteAclsRequest) -> DeleteAclsResponse;
+        list_acls(ListAclsRequest) -> ListAclsResponse;
     }
 }
 

@@ -1,9 +1,11 @@
 //! Server configuration. Sources, weakest first: built-in defaults, a TOML file
 //! (`--config FILE`), `STRATA_*` environment variables, command-line flags.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::str::FromStr;
 
 use serde::Deserialize;
 
@@ -50,6 +52,59 @@ pub struct Config {
     pub peer_tls_key: Option<PathBuf>,
     /// The CA that signs every node's peer certificate (PEM).
     pub peer_ca: Option<PathBuf>,
+    /// How clients prove who they are (`--authentication`): `none` (the default), `mtls`,
+    /// `password` or `mtls,password`.
+    pub authentication: Authentication,
+    /// `--authorization on`: ACLs are enforced (default `off`).
+    pub authorization: Authorization,
+    /// `--superusers User:admin,User:ops`: principals allowed everything when authorization is
+    /// on.
+    pub superusers: Superusers,
+    /// The cluster's first user (`STRATA_BOOTSTRAP_USER=name:password`), created once the node
+    /// runs if the cluster has no user yet. From the environment only, never a file.
+    #[serde(skip)]
+    pub bootstrap_user: Option<BootstrapUser>,
+}
+
+/// The bootstrap user's name and password. Its `Debug` shows the name only, so the password
+/// never reaches a log.
+#[derive(Clone, PartialEq, Eq)]
+pub struct BootstrapUser {
+    pub name: String,
+    pub password: String,
+}
+
+impl std::fmt::Debug for BootstrapUser {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BootstrapUser")
+            .field("name", &self.name)
+            .finish_non_exhaustive()
+    }
+}
+
+impl BootstrapUser {
+    /// Parses `name:password` (the password may contain `:`).
+    ///
+    /// # Errors
+    /// A message saying what is wrong, which never includes the password.
+    pub fn parse(value: &str) -> Result<Self, String> {
+        let Some((name, password)) = value.split_once(':') else {
+            return Err("STRATA_BOOTSTRAP_USER must be NAME:PASSWORD (no ':' found)".to_string());
+        };
+        crate::controller::security::validate_user_name(name)
+            .map_err(|reason| format!("STRATA_BOOTSTRAP_USER: {reason}"))?;
+        if password.is_empty() || password.len() > crate::security::scram::PASSWORD_BYTES_MAX {
+            return Err(format!(
+                "STRATA_BOOTSTRAP_USER: the password of {name:?} must be 1 to {} bytes, got {}",
+                crate::security::scram::PASSWORD_BYTES_MAX,
+                password.len()
+            ));
+        }
+        Ok(Self {
+            name: name.to_string(),
+            password: password.to_string(),
+        })
+    }
 }
 
 impl Default for Config {
@@ -70,6 +125,10 @@ impl Default for Config {
             peer_tls_cert: None,
             peer_tls_key: None,
             peer_ca: None,
+            authentication: Authentication::default(),
+            authorization: Authorization::default(),
+            superusers: Superusers::default(),
+            bootstrap_user: None,
         }
     }
 }
@@ -101,7 +160,12 @@ impl Config {
         if self.max_connections == Some(0) {
             return Err("max_connections must be at least 1".to_string());
         }
-        self.tls_paths()?;
+        let tls = self.tls_paths()?;
+        self.check_security(
+            tls.is_some(),
+            tls.as_ref().is_some_and(|tls| tls.client_ca.is_some()),
+            tls.as_ref().is_some_and(|tls| tls.peer.is_some()),
+        )?;
         Ok(())
     }
 
@@ -169,6 +233,46 @@ impl Config {
 }
 
 impl Config {
+    /// Checks the security settings against the transport's: passwords only over TLS, `mtls`
+    /// only with a client CA, and authentication in a cluster of several nodes only with
+    /// node-to-node TLS (otherwise anyone could open the peer stream and act as a node).
+    /// `listener_tls`: the client listener has a certificate; `client_ca`: client certificates
+    /// are verified; `peer_tls`: node-to-node traffic is mutual TLS.
+    ///
+    /// # Errors
+    /// A message naming the setting and the flags it needs.
+    pub fn check_security(
+        &self,
+        listener_tls: bool,
+        client_ca: bool,
+        peer_tls: bool,
+    ) -> Result<(), String> {
+        if self.authentication.password && !listener_tls {
+            return Err(format!(
+                "authentication {} sends passwords, which needs TLS on the client listener: \
+                 give --tls-cert and --tls-key",
+                self.authentication
+            ));
+        }
+        if self.authentication.mtls && !client_ca {
+            return Err(format!(
+                "authentication {} needs the CA that signs client certificates: give \
+                 --tls-client-ca",
+                self.authentication
+            ));
+        }
+        let nodes = self.initial_cluster()?.len();
+        if self.authentication.any() && nodes > 1 && !peer_tls {
+            return Err(format!(
+                "authentication {} in a cluster of {nodes} nodes needs node-to-node TLS \
+                 (--peer-tls-cert, --peer-tls-key, --peer-ca): without it anyone who reaches a \
+                 node could open the peer stream",
+                self.authentication
+            ));
+        }
+        Ok(())
+    }
+
     /// The initial cluster as node id → address; just this node when none is configured.
     ///
     /// # Errors
@@ -205,6 +309,129 @@ impl Config {
             ));
         }
         Ok(nodes)
+    }
+}
+
+/// The ways a client may authenticate (`--authentication`). Both off is `none`: every
+/// request is from `User:ANONYMOUS`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(try_from = "String")]
+pub struct Authentication {
+    /// A client certificate signed by the client CA: `User:<CN>`.
+    pub mtls: bool,
+    /// `authorization: Basic base64(user:password)` checked against the users' SCRAM
+    /// credentials.
+    pub password: bool,
+}
+
+impl Authentication {
+    /// Whether any authentication is required (not `none`).
+    pub fn any(self) -> bool {
+        self.mtls || self.password
+    }
+}
+
+impl FromStr for Authentication {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, String> {
+        const VALID: &str = "valid: none, mtls, password, mtls,password";
+        let text = text.trim();
+        if text.eq_ignore_ascii_case("none") {
+            return Ok(Self::default());
+        }
+        let mut methods = Self::default();
+        for method in text.split(',').map(str::trim) {
+            match method.to_ascii_lowercase().as_str() {
+                "mtls" => methods.mtls = true,
+                "password" => methods.password = true,
+                _ => {
+                    return Err(format!(
+                        "unknown authentication {method:?} in {text:?}; {VALID}"
+                    ));
+                }
+            }
+        }
+        Ok(methods)
+    }
+}
+
+impl TryFrom<String> for Authentication {
+    type Error = String;
+
+    fn try_from(text: String) -> Result<Self, String> {
+        text.parse()
+    }
+}
+
+impl fmt::Display for Authentication {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match (self.mtls, self.password) {
+            (false, false) => "none",
+            (true, false) => "mtls",
+            (false, true) => "password",
+            (true, true) => "mtls,password",
+        })
+    }
+}
+
+/// Whether ACLs are enforced (`--authorization off|on`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(try_from = "String")]
+pub enum Authorization {
+    #[default]
+    Off,
+    On,
+}
+
+impl FromStr for Authorization {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, String> {
+        match text.trim().to_ascii_lowercase().as_str() {
+            "off" => Ok(Self::Off),
+            "on" => Ok(Self::On),
+            _ => Err(format!("unknown authorization {text:?}; valid: off, on")),
+        }
+    }
+}
+
+impl TryFrom<String> for Authorization {
+    type Error = String;
+
+    fn try_from(text: String) -> Result<Self, String> {
+        text.parse()
+    }
+}
+
+/// The principals allowed everything (`--superusers User:admin,User:ops`), each `User:<name>`
+/// with a valid user name.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Deserialize)]
+#[serde(try_from = "String")]
+pub struct Superusers(pub BTreeSet<String>);
+
+impl FromStr for Superusers {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, String> {
+        let mut principals = BTreeSet::new();
+        for principal in text.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+            let name = principal.strip_prefix("User:").ok_or_else(|| {
+                format!("superuser {principal:?} must be written User:<name>, e.g. User:admin")
+            })?;
+            crate::controller::security::validate_user_name(name)
+                .map_err(|e| format!("superuser {principal:?}: {e}"))?;
+            principals.insert(principal.to_string());
+        }
+        Ok(Self(principals))
+    }
+}
+
+impl TryFrom<String> for Superusers {
+    type Error = String;
+
+    fn try_from(text: String) -> Result<Self, String> {
+        text.parse()
     }
 }
 
@@ -268,6 +495,7 @@ mod tests {
             )
             .is_ok()
         );
+        assert!(Config::from_toml("bootstrap_user = \"a:b\"").is_err());
         assert!(
             Config {
                 node_id: 0,
@@ -276,5 +504,106 @@ mod tests {
             .validate()
             .is_err()
         );
+    }
+
+    #[test]
+    fn security_settings_parse_and_refuse_what_cannot_work() {
+        let config = Config::from_toml(
+            "authentication = \"mtls,password\"\nauthorization = \"on\"\n\
+             superusers = \"User:admin, User:ops\"\n",
+        )
+        .expect("parse");
+        assert_eq!(
+            config.authentication,
+            Authentication {
+                mtls: true,
+                password: true
+            }
+        );
+        assert_eq!(config.authorization, Authorization::On);
+        assert_eq!(
+            config.superusers.0,
+            BTreeSet::from(["User:admin".to_string(), "User:ops".to_string()])
+        );
+        assert_eq!(Config::default().authentication.to_string(), "none");
+        assert_eq!(Config::default().authorization, Authorization::Off);
+        for bad in [
+            "authentication = \"kerberos\"",
+            "authentication = \"none,mtls\"",
+            "authentication = \"\"",
+            "authorization = \"yes\"",
+            "superusers = \"admin\"",
+            "superusers = \"User:a:b\"",
+            "superusers = \"User:\"",
+        ] {
+            let error = Config::from_toml(bad).expect_err(bad);
+            assert!(
+                error.contains("valid") || error.contains("User:"),
+                "{bad}: {error}"
+            );
+        }
+
+        let password = Config {
+            authentication: "password".parse().expect("valid"),
+            ..Config::default()
+        };
+        let error = password
+            .check_security(false, false, false)
+            .expect_err("no TLS");
+        assert!(error.contains("--tls-cert"), "{error}");
+        assert_eq!(password.check_security(true, false, false), Ok(()));
+        let mtls = Config {
+            authentication: "mtls".parse().expect("valid"),
+            ..Config::default()
+        };
+        let error = mtls.check_security(true, false, false).expect_err("no CA");
+        assert!(error.contains("--tls-client-ca"), "{error}");
+        assert_eq!(mtls.check_security(true, true, false), Ok(()));
+        let cluster = Config {
+            initial_cluster: Some("1=a:1,2=b:2".to_string()),
+            ..password.clone()
+        };
+        let error = cluster
+            .check_security(true, false, false)
+            .expect_err("no peer TLS");
+        assert!(error.contains("--peer-tls-cert"), "{error}");
+        assert_eq!(cluster.check_security(true, false, true), Ok(()));
+        // No authentication: nothing to check, with or without TLS.
+        let open = Config {
+            initial_cluster: Some("1=a:1,2=b:2".to_string()),
+            ..Config::default()
+        };
+        assert_eq!(open.check_security(false, false, false), Ok(()));
+    }
+}
+
+#[cfg(test)]
+mod bootstrap_user_tests {
+    use super::*;
+
+    /// Good values parse (a password may hold ':'); bad ones are refused with a message that
+    /// never contains the password; Debug shows the name only.
+    #[test]
+    fn bootstrap_user_parses_and_never_shows_the_password() {
+        let user = BootstrapUser::parse("admin:s3cr:et").expect("valid");
+        assert_eq!(
+            (user.name.as_str(), user.password.as_str()),
+            ("admin", "s3cr:et")
+        );
+        let shown = format!("{user:?}");
+        assert!(
+            shown.contains("admin") && !shown.contains("s3cr"),
+            "{shown}"
+        );
+        for bad in ["adminhunter2", ":hunter2", "ad min:hunter2", "admin:"] {
+            let error = BootstrapUser::parse(bad).expect_err(bad);
+            assert!(!error.contains("hunter2"), "{error}");
+            assert!(error.contains("STRATA_BOOTSTRAP_USER"), "{error}");
+        }
+        let long = format!(
+            "admin:{}",
+            "x".repeat(crate::security::scram::PASSWORD_BYTES_MAX + 1)
+        );
+        assert!(BootstrapUser::parse(&long).is_err());
     }
 }

@@ -14,8 +14,8 @@
 //!   `tonic::Status`.
 //! - [`broker`]: the [`Broker`](broker::Broker): topics, cluster membership, reconciling local
 //!   partitions with the controller's metadata, routing a request to a partition replica, the
-//!   produce path and producer ids, and what any frontend shares (building batches from
-//!   records, the subscribe loop, fetch limits).
+//!   produce path and producer ids, users and ACLs, and what any frontend shares (building
+//!   batches from records, the subscribe loop, fetch limits).
 //! - [`partition`]: one partition replica's world: its state machine, the producer table
 //!   (idempotence), produce admission, reads (fetch, offset lookups).
 //! - [`groups`]: consumer groups: the coordinator, the membership requests and committed
@@ -179,7 +179,19 @@ pub async fn run(
         let transport = transport.clone();
         Arc::new(move |node| transport.alive(node))
     };
-    let service = service::Service::new(broker_ready, alive).with_peer_tls(tls.clone());
+    let policy = Arc::new(security::acl::Policy {
+        enabled: config.authorization == config::Authorization::On,
+        superusers: config.superusers.0.clone(),
+    });
+    let authenticator = service::authenticate::Authenticator::new(
+        config.authentication,
+        policy.clone(),
+        broker_ready.clone(),
+    )
+    .map_err(RunError::Config)?;
+    let service = service::Service::new(broker_ready, alive)
+        .with_policy(policy)
+        .with_peer_tls(tls.clone());
     let (health, health_service) = tonic_health::server::health_reporter();
     let reflection = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(strata_proto::v1::FILE_DESCRIPTOR_SET)
@@ -189,6 +201,9 @@ pub async fn run(
     let (stop_peers, stopping_peers) = watch::channel(false);
     let server = tokio::spawn(
         tonic::transport::Server::builder()
+            // Every request, whatever its service, passes authentication (the method table
+            // says which need none).
+            .layer(service::authenticate::AuthenticateLayer::new(authenticator))
             .add_service(health_service)
             .add_service(reflection)
             .add_service(
@@ -260,6 +275,9 @@ pub async fn run(
         Arc::downgrade(&broker),
         transport.clone(),
     ));
+    if let Some(user) = config.bootstrap_user.clone() {
+        tokio::spawn(bootstrap_user(broker.clone(), user, tls.clone()));
+    }
     ready.send_replace(Some(broker));
     health
         .set_serving::<strata_proto::v1::broker_server::BrokerServer<service::Service>>()
@@ -334,6 +352,35 @@ fn node_resources(config: &Config) -> Result<resources::Resources, RunError> {
         fds,
         disk: resources::DiskReserve::new(config.data_dir.clone(), disk_reserve_bytes),
     })
+}
+
+/// Creates the bootstrap user (`STRATA_BOOTSTRAP_USER`) if the cluster has none yet, and logs
+/// what happened (the name only, never the password).
+async fn bootstrap_user(
+    broker: Arc<broker::Broker>,
+    user: config::BootstrapUser,
+    tls: Option<Arc<security::tls::Tls>>,
+) {
+    let outcome = broker
+        .bootstrap_user(
+            &user.name,
+            &user.password,
+            |node, address, name, credential| {
+                service::bootstrap_user_at(tls.clone(), node, address, name, credential)
+            },
+        )
+        .await;
+    match outcome {
+        Ok(broker::security::BootstrapOutcome::Created) => {
+            tracing::info!("bootstrap user {} created", user.name);
+        }
+        Ok(broker::security::BootstrapOutcome::UsersExist) => {
+            tracing::info!("users exist; STRATA_BOOTSTRAP_USER ignored");
+        }
+        Err(error) => {
+            tracing::error!(%error, "creating the bootstrap user {} failed", user.name);
+        }
+    }
 }
 
 /// Keeps the transport's peer addresses in step with the registered nodes.

@@ -7,6 +7,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use strata_server::Config;
+use strata_server::config::{Authentication, Authorization, Superusers};
 
 /// A Strata node. Flags win over `STRATA_*` environment variables, which win over the config
 /// file, which wins over the defaults.
@@ -69,12 +70,27 @@ struct Args {
     /// certificate it signed naming a current member.
     #[arg(long, env = "STRATA_PEER_CA")]
     peer_ca: Option<PathBuf>,
+    /// How clients authenticate: none, mtls (a client certificate: User:<CN>), password
+    /// (`authorization: Basic` metadata checked against the cluster's users) or mtls,password
+    /// [default: none].
+    #[arg(long, env = "STRATA_AUTHENTICATION")]
+    authentication: Option<Authentication>,
+    /// Whether ACLs are enforced: off or on [default: off].
+    #[arg(long, env = "STRATA_AUTHORIZATION")]
+    authorization: Option<Authorization>,
+    /// Principals allowed everything when authorization is on: User:admin,User:ops.
+    #[arg(long, env = "STRATA_SUPERUSERS")]
+    superusers: Option<Superusers>,
     /// TOML file with any of: node_id, listen, data_dir, advertised_address,
     /// retention_check_interval_ms, initial_cluster, max_connections, disk_reserve_bytes,
-    /// tls_cert, tls_key, tls_client_ca, peer_tls_cert, peer_tls_key, peer_ca.
+    /// tls_cert, tls_key, tls_client_ca, peer_tls_cert, peer_tls_key, peer_ca, authentication,
+    /// authorization, superusers.
     #[arg(long, env = "STRATA_CONFIG")]
     config: Option<PathBuf>,
 }
+
+/// `NAME:PASSWORD` of the cluster's first user, created at start while the cluster has none.
+const BOOTSTRAP_USER_ENV: &str = "STRATA_BOOTSTRAP_USER";
 
 fn config(args: Args) -> Result<Config, String> {
     let mut config = match &args.config {
@@ -121,6 +137,22 @@ fn config(args: Args) -> Result<Config, String> {
         if flag.is_some() {
             *field = flag;
         }
+    }
+    if let Some(authentication) = args.authentication {
+        config.authentication = authentication;
+    }
+    if let Some(authorization) = args.authorization {
+        config.authorization = authorization;
+    }
+    if let Some(superusers) = args.superusers {
+        config.superusers = superusers;
+    }
+    // From the environment only (not a flag, which `ps` would show).
+    if let Some(value) = std::env::var_os(BOOTSTRAP_USER_ENV) {
+        let value = value
+            .into_string()
+            .map_err(|_| format!("{BOOTSTRAP_USER_ENV} is not valid UTF-8"))?;
+        config.bootstrap_user = Some(strata_server::config::BootstrapUser::parse(&value)?);
     }
     Ok(config)
 }
@@ -237,5 +269,25 @@ mod tests {
         assert_eq!(tls.tls_key, Some(PathBuf::from("k.pem")));
         assert_eq!(tls.peer_ca, Some(PathBuf::from("ca.pem")));
         assert_eq!(tls.tls_client_ca, None);
+        let security = config(
+            Args::try_parse_from([
+                "strata-server",
+                "--authentication",
+                "password",
+                "--authorization",
+                "on",
+                "--superusers",
+                "User:admin",
+            ])
+            .expect("args"),
+        )
+        .expect("config");
+        assert!(security.authentication.password && !security.authentication.mtls);
+        assert_eq!(security.authorization, Authorization::On);
+        assert!(security.superusers.0.contains("User:admin"));
+        assert!(
+            Args::try_parse_from(["strata-server", "--authentication", "kerberos"]).is_err(),
+            "an unknown method is a usage error"
+        );
     }
 }

@@ -429,6 +429,16 @@ impl PeerService {
 
 #[tonic::async_trait]
 impl Peer for PeerService {
+    async fn bootstrap_user(
+        &self,
+        request: Request<strata_proto::v1::BootstrapUserRequest>,
+    ) -> Result<Response<strata_proto::v1::BootstrapUserResponse>, Status> {
+        let now_ms = self.transport.clock.now_ms();
+        crate::service::bootstrap_user_reply(&self.driver, now_ms, request.into_inner())
+            .await
+            .map(Response::new)
+    }
+
     async fn group_voters(
         &self,
         request: Request<strata_proto::v1::GroupVotersRequest>,

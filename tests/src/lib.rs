@@ -23,7 +23,11 @@
 //! acknowledged lost), `python_client.rs` and `checks_and_errors.rs` (commits past the high
 //! watermark, oversized produces, produces while a restarted node loads its metadata,
 //! controller-only requests elsewhere, removing the last node), `tls.rs` (TLS on the listener
-//! and between nodes: refusals, start-up errors, rotation, TLS clusters, forged peer streams).
+//! and between nodes: refusals, start-up errors, rotation, TLS clusters, forged peer streams),
+//! `users_acls.rs` (users and ACLs replicated to every node, kept across a controller snapshot
+//! and a leader kill; the bootstrap user created once), `authorization.rs` (every method without
+//! credentials, with a wrong password, without and with its ACL; deny wins, prefixes, filtered
+//! lists, user and ACL deletion on every node).
 //!
 //! `src/bin/group-member.rs` is a group member process for `group_consumer.rs`.
 

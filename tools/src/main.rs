@@ -8,6 +8,8 @@
 //! - `consume.rs`: `strata consume TOPIC`, one or all partitions merged, or as a member of a
 //!   consumer group (`--group`).
 //! - `group.rs`: `strata group list|describe|reset-offsets|delete`, consumer groups and lag.
+//! - `user.rs`: `strata user create|set-password|list|delete`, the cluster's users.
+//! - `acl.rs`: `strata acl create|list|delete`, the cluster's ACLs.
 //! - `cluster.rs`: `strata cluster info`: every node's view merged: nodes up or down, the
 //!   controller leader, each partition's leader, replicas and in-sync replicas.
 //! - `playground.rs`: `strata playground`: starts a local cluster of `strata-server`
@@ -18,12 +20,15 @@
 //!
 //! Every online command takes the broker list (`--brokers` or `STRATA_BROKERS`), any nodes of
 //! the cluster; the client routes each request to the node that serves it (see
-//! `strata_client::Client`).
+//! `strata_client::Client`). With `--user NAME` (or `STRATA_USER`) it sends a user name and
+//! password, the password from `STRATA_PASSWORD` or the first line of standard input
+//! (`--password-stdin`): never from an argument, which other users could read in `ps`.
 //!
 //! Errors print as one line on stderr. Exit codes: 0 success; 1 when the broker refused the
 //! request (the line names its error code) or `log verify` found a problem; 2 for usage
 //! errors, unreachable brokers, transport failures and local I/O errors.
 
+mod acl;
 mod bench;
 mod cluster;
 mod consume;
@@ -34,14 +39,16 @@ mod playground;
 mod produce;
 mod tls;
 mod topic;
+mod user;
 
+use std::io::BufRead;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use anyhow::Result;
+use anyhow::{Result, bail};
 use clap::{Parser, Subcommand};
-use strata_client::{BROKERS_ENV, Client, ClientConfig, DEFAULT_BROKERS};
+use strata_client::{BROKERS_ENV, Client, ClientConfig, Credentials, DEFAULT_BROKERS};
 
 use crate::output::Format;
 
@@ -79,6 +86,14 @@ struct Cli {
         requires = "tls_cert"
     )]
     tls_key: Option<PathBuf>,
+    /// User name for brokers that require a password; the password comes from
+    /// STRATA_PASSWORD or, with --password-stdin, from the first line of standard input.
+    #[arg(long, global = true, env = "STRATA_USER")]
+    user: Option<String>,
+    /// Read the password of --user from the first line of standard input (the rest of the
+    /// input is left for the command, e.g. `produce`).
+    #[arg(long, global = true)]
+    password_stdin: bool,
     #[command(subcommand)]
     command: Command,
 }
@@ -98,6 +113,12 @@ enum Command {
     /// Describe the cluster.
     #[command(subcommand)]
     Cluster(cluster::ClusterCommand),
+    /// Create, list, delete users and set their passwords.
+    #[command(subcommand)]
+    User(user::UserCommand),
+    /// Create, list and delete ACLs.
+    #[command(subcommand)]
+    Acl(acl::AclCommand),
     /// Measure produce or consume throughput and latency.
     #[command(subcommand)]
     Bench(bench::BenchCommand),
@@ -149,14 +170,31 @@ fn main() -> ExitCode {
         Command::Log(LogCommand::Verify { dir }) => log::verify(&dir),
         Command::Playground(args) => playground::run(args),
         Command::Tls(command) => tls::run(command),
-        command => client_tls(&cli.tls_ca, &cli.tls_cert, &cli.tls_key).and_then(|tls| {
-            let config = ClientConfig {
-                request_timeout: cli.timeout,
-                tls,
-                ..ClientConfig::default()
-            };
-            run_online(command, &cli.brokers, config, cli.format)
-        }),
+        command => {
+            let password = std::env::var(PASSWORD_ENV).ok();
+            // A statement of its own: the stdin lock is released before the command runs (a
+            // `produce` reads the rest of stdin).
+            let credentials = credentials(
+                cli.user,
+                cli.password_stdin,
+                password,
+                &mut std::io::stdin().lock(),
+            );
+            credentials
+                .and_then(|credentials| {
+                    client_tls(&cli.tls_ca, &cli.tls_cert, &cli.tls_key)
+                        .map(|tls| (credentials, tls))
+                })
+                .and_then(|(credentials, tls)| {
+                    let config = ClientConfig {
+                        request_timeout: cli.timeout,
+                        tls,
+                        credentials,
+                        ..ClientConfig::default()
+                    };
+                    run_online(command, &cli.brokers, config, cli.format)
+                })
+        }
     };
     match result {
         Ok(code) => code,
@@ -189,6 +227,49 @@ fn client_tls(
     Ok(Some(strata_client::ClientTls::from_files(ca, identity)?))
 }
 
+/// The environment variable the password of `--user` is read from.
+const PASSWORD_ENV: &str = "STRATA_PASSWORD";
+
+/// The credentials the global flags ask for: `user` with the first line of `stdin` when
+/// `password_stdin`, else with `env_password` (`STRATA_PASSWORD`).
+///
+/// # Errors
+/// A password source without a user, or a user without a password source.
+fn credentials(
+    user: Option<String>,
+    password_stdin: bool,
+    env_password: Option<String>,
+    stdin: &mut impl BufRead,
+) -> Result<Option<Credentials>> {
+    let Some(user) = user else {
+        if password_stdin {
+            bail!("--password-stdin needs --user NAME (or STRATA_USER)");
+        }
+        return Ok(None);
+    };
+    let password = if password_stdin {
+        let mut line = String::new();
+        stdin.read_line(&mut line)?;
+        let password = line.trim_end_matches(['\n', '\r']).to_string();
+        if password.is_empty() {
+            bail!(
+                "--password-stdin: the first line of standard input is empty; it must be the password of {user:?}"
+            );
+        }
+        password
+    } else {
+        match env_password {
+            Some(password) if !password.is_empty() => password,
+            _ => bail!(
+                "--user {user} needs a password: set {PASSWORD_ENV} or pass --password-stdin \
+                 (the first line of standard input); there is no --password flag, since \
+                 arguments show in `ps`"
+            ),
+        }
+    };
+    Ok(Some(Credentials { user, password }))
+}
+
 /// Runs a command that talks to the cluster, on a runtime made for it.
 fn run_online(
     command: Command,
@@ -207,6 +288,8 @@ fn run_online(
             Command::Consume(args) => consume::run(&client, args, format).await,
             Command::Group(command) => group::run(&client, command, format).await,
             Command::Cluster(command) => cluster::run(&client, command, format).await,
+            Command::User(command) => user::run(&client, command, format).await,
+            Command::Acl(command) => acl::run(&client, command, format).await,
             Command::Bench(command) => bench::run(&client, command, format).await,
             Command::Log(_) | Command::Playground(_) | Command::Tls(_) => {
                 unreachable!("log, playground and tls commands connect on their own, if at all")
@@ -214,4 +297,58 @@ fn run_online(
         }?;
         Ok(ExitCode::SUCCESS)
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn credentials_come_from_the_environment_or_the_first_line_of_stdin() {
+        let mut empty = std::io::Cursor::new(Vec::new());
+        assert_eq!(
+            credentials(None, false, Some("x".into()), &mut empty).expect("none asked"),
+            None
+        );
+        let from_env = credentials(
+            Some("alice".into()),
+            false,
+            Some("s3cret".into()),
+            &mut empty,
+        )
+        .expect("env password");
+        assert_eq!(
+            from_env,
+            Some(Credentials {
+                user: "alice".into(),
+                password: "s3cret".into()
+            })
+        );
+        assert!(!format!("{from_env:?}").contains("s3cret"), "Debug redacts");
+        let mut input = std::io::Cursor::new(b"pw:with colon\r\nrecord 1\n".to_vec());
+        let from_stdin = credentials(
+            Some("alice".into()),
+            true,
+            Some("ignored".into()),
+            &mut input,
+        )
+        .expect("stdin password")
+        .expect("credentials");
+        assert_eq!(from_stdin.password, "pw:with colon");
+        let mut rest = String::new();
+        input.read_line(&mut rest).expect("read");
+        assert_eq!(
+            rest, "record 1\n",
+            "the rest of stdin is left for the command"
+        );
+
+        let error = credentials(Some("alice".into()), false, None, &mut empty)
+            .expect_err("no password source");
+        assert!(error.to_string().contains("STRATA_PASSWORD"), "{error}");
+        let error = credentials(None, true, None, &mut empty).expect_err("no user");
+        assert!(error.to_string().contains("--user"), "{error}");
+        let error =
+            credentials(Some("alice".into()), true, None, &mut empty).expect_err("empty stdin");
+        assert!(error.to_string().contains("empty"), "{error}");
+    }
 }

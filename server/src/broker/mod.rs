@@ -16,6 +16,8 @@
 //! - `producer_ids`: blocks of producer ids for idempotent producers.
 //! - `groups_port`: the broker as the consumer groups'
 //!   [`ControllerPort`](crate::groups::ControllerPort).
+//! - [`security`]: users and ACLs (create, change, delete, list through the controller), the
+//!   ACL filter, what the authorizer reads, and the bootstrap user.
 //! - `restart`: partition replicas whose storage failed are dropped and opened again after a
 //!   growing delay; the node serves everything else meanwhile.
 //! - [`error`]: [`BrokerError`], what every request can fail with.
@@ -37,6 +39,7 @@ mod producer_ids;
 mod reconcile;
 pub mod records;
 mod restart;
+pub mod security;
 pub mod subscribe;
 mod topics;
 

@@ -343,6 +343,12 @@ impl Driver {
         } else {
             hard_state.commit.max(first - 1).min(last)
         };
+        // A machine that replays from its own snapshot (the controller) applied only committed
+        // entries, but the lazily persisted commit may lag behind its snapshot after a kill -9;
+        // raft refuses (panics on) an applied index beyond the commit at start.
+        if storage.hard_state().commit < applied {
+            storage.set_commit(applied);
+        }
         let config = raft::Config {
             id: self.node_id,
             // Elections after 0.5 to 1 s without a leader (raft randomizes within twice the

@@ -659,3 +659,36 @@ fn a_follower_sent_a_snapshot_is_probed_again() {
     let progress = driver.groups[&9].node.raft.prs().get(3).expect("node 3");
     assert_eq!(progress.state, raft::ProgressState::Probe, "{progress:?}");
 }
+
+/// A machine that replays from its own snapshot (the controller) restarts with the snapshot's
+/// applied index even when the lazily persisted commit lags behind it, as after a kill -9
+/// right after a snapshot: the commit is raised to it instead of raft panicking at start.
+#[test]
+fn a_machine_snapshot_ahead_of_the_persisted_commit_restarts() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (driver, log, _) = follower(dir.path(), 5);
+    drop(driver);
+    drop(log);
+    let reopen = || {
+        Arc::new(RwLock::new(
+            PartitionLog::open(dir.path(), LogConfig::default()).expect("reopen"),
+        ))
+    };
+    // What a kill -9 can leave: the state file's commit from before the last entries.
+    let mut storage = RaftStorage::open(reopen(), &[1, 2, 3]).expect("raft state");
+    storage.set_commit(0);
+    storage.persist().expect("persist");
+    drop(storage);
+    let mut spec = group_spec(
+        9,
+        reopen(),
+        Box::new(LogMachine) as Box<dyn super::super::machine::AnyMachine>,
+    );
+    spec.voters = vec![1, 2, 3];
+    spec.applied = 5;
+    spec.replay_committed = true;
+    let mut driver = Driver::for_simulation(1, Arc::new(NoPeers));
+    driver.add_erased(spec).expect("add group");
+    let raft_log = &driver.groups[&9].node.raft.raft_log;
+    assert_eq!((raft_log.applied, raft_log.committed), (5, 5));
+}

@@ -1,5 +1,6 @@
-//! The Admin service: topics (create, delete, list, describe, alter config) and the cluster
-//! (add and remove nodes, cluster info), translated to and from [`Broker`] calls.
+//! The Admin service: topics (create, delete, list, describe, alter config), the cluster
+//! (add and remove nodes, cluster info) and users and ACLs (in `security`), translated to and
+//! from [`Broker`] calls.
 
 use strata_proto::v1 as pb;
 use strata_proto::v1::admin_server::Admin;
@@ -9,6 +10,7 @@ use super::Service;
 use super::status::status;
 use crate::broker::{Broker, BrokerError, ConfigChanges};
 use crate::controller::metadata::{Topic, TopicConfig};
+use crate::security::acl::{Operation, ResourceType};
 
 #[tonic::async_trait]
 impl Admin for Service {
@@ -16,7 +18,9 @@ impl Admin for Service {
         &self,
         request: Request<pb::CreateTopicRequest>,
     ) -> Result<Response<pb::TopicDescription>, Status> {
+        let access = self.access(&request);
         let request = request.into_inner();
+        access.create_topic(&*self.broker()?, &request.name)?;
         let given = request.config.unwrap_or_default();
         let config = TopicConfig {
             retention_ms: given.retention_ms,
@@ -42,22 +46,33 @@ impl Admin for Service {
         &self,
         request: Request<pb::DeleteTopicRequest>,
     ) -> Result<Response<pb::DeleteTopicResponse>, Status> {
-        self.broker()?
-            .delete_topic(&request.into_inner().name)
-            .await
-            .map_err(status)?;
+        let access = self.access(&request);
+        let name = request.into_inner().name;
+        let broker = self.broker()?;
+        access.topic(&broker, Operation::Delete, &name)?;
+        broker.delete_topic(&name).await.map_err(status)?;
         Ok(Response::new(pb::DeleteTopicResponse {}))
     }
 
     async fn list_topics(
         &self,
-        _request: Request<pb::ListTopicsRequest>,
+        request: Request<pb::ListTopicsRequest>,
     ) -> Result<Response<pb::ListTopicsResponse>, Status> {
+        let access = self.access(&request);
         let broker = self.broker()?;
+        // Only the topics the principal may describe.
         let topics = broker
             .metadata()
             .topics
             .values()
+            .filter(|topic| {
+                access.allows(
+                    &broker,
+                    ResourceType::Topic,
+                    &topic.name,
+                    Operation::Describe,
+                )
+            })
             .map(|topic| topic_description(&broker, topic))
             .collect();
         Ok(Response::new(pb::ListTopicsResponse { topics }))
@@ -67,10 +82,11 @@ impl Admin for Service {
         &self,
         request: Request<pb::DescribeTopicRequest>,
     ) -> Result<Response<pb::TopicDescription>, Status> {
-        let topic = self
-            .broker()?
-            .topic(&request.into_inner().name)
-            .map_err(status)?;
+        let access = self.access(&request);
+        let name = request.into_inner().name;
+        let broker = self.broker()?;
+        access.topic(&broker, Operation::Describe, &name)?;
+        let topic = broker.topic(&name).map_err(status)?;
         Ok(Response::new(topic_description(&*self.broker()?, &topic)))
     }
 
@@ -78,7 +94,9 @@ impl Admin for Service {
         &self,
         request: Request<pb::AlterTopicConfigRequest>,
     ) -> Result<Response<pb::TopicDescription>, Status> {
+        let access = self.access(&request);
         let request = request.into_inner();
+        access.topic(&*self.broker()?, Operation::AlterConfigs, &request.name)?;
         let config = request.config.unwrap_or_default();
         let changes = ConfigChanges {
             retention_ms: config.retention_ms,
@@ -164,6 +182,67 @@ impl Admin for Service {
             topics,
             controller_high_watermark: broker.controller_high_watermark(),
         }))
+    }
+
+    // Users and ACLs: see `security`.
+
+    async fn create_user(
+        &self,
+        request: Request<pb::CreateUserRequest>,
+    ) -> Result<Response<pb::CreateUserResponse>, Status> {
+        Ok(Response::new(
+            self.create_user_reply(request.into_inner()).await?,
+        ))
+    }
+
+    async fn set_password(
+        &self,
+        request: Request<pb::SetPasswordRequest>,
+    ) -> Result<Response<pb::SetPasswordResponse>, Status> {
+        Ok(Response::new(
+            self.set_password_reply(request.into_inner()).await?,
+        ))
+    }
+
+    async fn delete_user(
+        &self,
+        request: Request<pb::DeleteUserRequest>,
+    ) -> Result<Response<pb::DeleteUserResponse>, Status> {
+        Ok(Response::new(
+            self.delete_user_reply(request.into_inner()).await?,
+        ))
+    }
+
+    async fn list_users(
+        &self,
+        _request: Request<pb::ListUsersRequest>,
+    ) -> Result<Response<pb::ListUsersResponse>, Status> {
+        Ok(Response::new(self.list_users_reply()?))
+    }
+
+    async fn create_acls(
+        &self,
+        request: Request<pb::CreateAclsRequest>,
+    ) -> Result<Response<pb::CreateAclsResponse>, Status> {
+        Ok(Response::new(
+            self.create_acls_reply(request.into_inner()).await?,
+        ))
+    }
+
+    async fn delete_acls(
+        &self,
+        request: Request<pb::DeleteAclsRequest>,
+    ) -> Result<Response<pb::DeleteAclsResponse>, Status> {
+        Ok(Response::new(
+            self.delete_acls_reply(request.into_inner()).await?,
+        ))
+    }
+
+    async fn list_acls(
+        &self,
+        request: Request<pb::ListAclsRequest>,
+    ) -> Result<Response<pb::ListAclsResponse>, Status> {
+        Ok(Response::new(self.list_acls_reply(request.into_inner())?))
     }
 }
 

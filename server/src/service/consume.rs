@@ -9,12 +9,14 @@ use tokio_stream::StreamExt;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Status, Streaming};
 
+use super::access::Access;
 use super::status::{invalid, status};
 use super::{BoxStream, Service};
 use crate::broker::BrokerError;
 use crate::broker::fetch::FetchLimits;
 use crate::broker::records::{ReplyRecord, decode_records};
 use crate::partition::StartFrom;
+use crate::security::acl::Operation;
 use crate::storage::batch;
 
 /// Decoded records as the gRPC replies carry them.
@@ -59,8 +61,10 @@ fn position(start: Option<pb::StartPosition>) -> StartFrom {
 impl Service {
     pub(super) async fn fetch_reply(
         &self,
+        access: &Access,
         request: pb::FetchRequest,
     ) -> Result<pb::FetchResponse, Status> {
+        access.topic(&*self.broker()?, Operation::Read, &request.topic)?;
         let limits = FetchLimits::new(request.max_wait_ms, request.min_bytes, request.max_bytes)
             .map_err(status)?;
         let (offset, fetched) = self
@@ -94,6 +98,7 @@ impl Service {
 
     pub(super) async fn subscribe_stream(
         &self,
+        access: &Access,
         mut inbound: Streaming<pb::SubscribeRequest>,
     ) -> Result<BoxStream<pb::SubscribeResponse>, Status> {
         use pb::subscribe_request::Request as R;
@@ -104,6 +109,8 @@ impl Service {
             Some(Err(error)) => return Err(error),
             _ => return Err(invalid("the first message of a subscription must be start")),
         };
+        // One topic per subscription: authorized once, at its start.
+        access.topic(&*self.broker()?, Operation::Read, &start.topic)?;
         // After start, only credit; a broken inbound stream counts as its end.
         let credits = inbound.map_while(|message| match message {
             Ok(pb::SubscribeRequest {
@@ -139,8 +146,10 @@ impl Service {
 
     pub(super) fn list_offsets_reply(
         &self,
+        access: &Access,
         request: pb::ListOffsetsRequest,
     ) -> Result<pb::ListOffsetsResponse, Status> {
+        access.topic(&*self.broker()?, Operation::Describe, &request.topic)?;
         let listed = self
             .broker()?
             .list_offsets(

@@ -15,6 +15,7 @@ use super::status::{invalid, status};
 use crate::controller::metadata::{CommittedOffset, OffsetEntry};
 use crate::groups::coordinator::{Heartbeat, Join, MemberAssignment, Tp};
 use crate::groups::offsets::{PARTITIONS_PER_REQUEST_MAX, ResetTo};
+use crate::security::acl::{Operation, ResourceType};
 
 fn topic_partitions(partitions: Vec<pb::TopicPartition>) -> Result<Vec<Tp>, Status> {
     if partitions.len() > PARTITIONS_PER_REQUEST_MAX {
@@ -77,7 +78,9 @@ impl Groups for Service {
         &self,
         request: Request<pb::JoinGroupRequest>,
     ) -> Result<Response<pb::MemberAssignment>, Status> {
+        let access = self.access(&request);
         let request = request.into_inner();
+        access.group(&*self.broker()?, Operation::Read, &request.group_id)?;
         let join = Join {
             group: request.group_id,
             member_id: request.member_id,
@@ -93,7 +96,9 @@ impl Groups for Service {
         &self,
         request: Request<pb::HeartbeatRequest>,
     ) -> Result<Response<pb::MemberAssignment>, Status> {
+        let access = self.access(&request);
         let request = request.into_inner();
+        access.group(&*self.broker()?, Operation::Read, &request.group_id)?;
         let owned: BTreeSet<Tp> = topic_partitions(request.owned)?.into_iter().collect();
         let (reply, generation) = self
             .broker()?
@@ -112,7 +117,9 @@ impl Groups for Service {
         &self,
         request: Request<pb::LeaveGroupRequest>,
     ) -> Result<Response<pb::LeaveGroupResponse>, Status> {
+        let access = self.access(&request);
         let request = request.into_inner();
+        access.group(&*self.broker()?, Operation::Read, &request.group_id)?;
         self.broker()?
             .groups()
             .leave_group(&request.group_id, &request.member_id)
@@ -124,7 +131,9 @@ impl Groups for Service {
         &self,
         request: Request<pb::CommitOffsetsRequest>,
     ) -> Result<Response<pb::CommitOffsetsResponse>, Status> {
+        let access = self.access(&request);
         let request = request.into_inner();
+        access.group(&*self.broker()?, Operation::Read, &request.group_id)?;
         let offsets = request
             .offsets
             .into_iter()
@@ -155,7 +164,9 @@ impl Groups for Service {
         &self,
         request: Request<pb::FetchCommittedOffsetsRequest>,
     ) -> Result<Response<pb::FetchCommittedOffsetsResponse>, Status> {
+        let access = self.access(&request);
         let request = request.into_inner();
+        access.group(&*self.broker()?, Operation::Describe, &request.group_id)?;
         let partitions = topic_partitions(request.partitions)?;
         let (offsets, generation) = self
             .broker()?
@@ -173,12 +184,23 @@ impl Groups for Service {
 
     async fn list_groups(
         &self,
-        _request: Request<pb::ListGroupsRequest>,
+        request: Request<pb::ListGroupsRequest>,
     ) -> Result<Response<pb::ListGroupsResponse>, Status> {
-        let groups = self.broker()?.groups().list_groups().map_err(status)?;
+        let access = self.access(&request);
+        let broker = self.broker()?;
+        let groups = broker.groups().list_groups().map_err(status)?;
         Ok(Response::new(pb::ListGroupsResponse {
+            // Only the groups the principal may describe.
             groups: groups
                 .into_iter()
+                .filter(|g| {
+                    access.allows(
+                        &broker,
+                        ResourceType::Group,
+                        &g.group_id,
+                        Operation::Describe,
+                    )
+                })
                 .map(|g| pb::GroupListing {
                     group_id: g.group_id,
                     state: g.state.to_string(),
@@ -193,7 +215,9 @@ impl Groups for Service {
         &self,
         request: Request<pb::DescribeGroupRequest>,
     ) -> Result<Response<pb::DescribeGroupResponse>, Status> {
+        let access = self.access(&request);
         let request = request.into_inner();
+        access.group(&*self.broker()?, Operation::Describe, &request.group_id)?;
         let described = self
             .broker()?
             .groups()
@@ -243,7 +267,9 @@ impl Groups for Service {
         &self,
         request: Request<pb::DeleteGroupRequest>,
     ) -> Result<Response<pb::DeleteGroupResponse>, Status> {
+        let access = self.access(&request);
         let request = request.into_inner();
+        access.group(&*self.broker()?, Operation::Delete, &request.group_id)?;
         self.broker()?
             .groups()
             .delete_group(&request.group_id)
@@ -257,7 +283,9 @@ impl Groups for Service {
         request: Request<pb::ResetOffsetsRequest>,
     ) -> Result<Response<pb::ResetOffsetsResponse>, Status> {
         use pb::reset_offsets_request::To;
+        let access = self.access(&request);
         let request = request.into_inner();
+        access.group(&*self.broker()?, Operation::Read, &request.group_id)?;
         let to = match request.to {
             Some(To::Earliest(_)) => ResetTo::Earliest,
             Some(To::Latest(_)) => ResetTo::Latest,

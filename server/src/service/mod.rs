@@ -12,16 +12,25 @@
 //! - `consume`: Fetch, Subscribe and ListOffsets.
 //! - `admin`: the Admin service (topics and cluster).
 //! - `groups`: the Groups service (consumer groups).
-//! - `remote`: calls to other nodes that the broker is handed as functions.
+//! - `security`: the Admin service's users and ACLs calls and the ACL enums' translation.
+//! - `remote`: calls to other nodes that the broker is handed as functions (the bootstrap
+//!   user's request to the controller's leader among them).
 //! - [`request_limit`]: the produce request size limit, answered with Strata's error code
 //!   instead of tonic's own refusal.
+//! - [`access`]: the method table (what each gRPC method requires) and the handlers' topic
+//!   and group checks.
+//! - [`authenticate`]: the layer that finds every request's principal and checks cluster
+//!   rules.
 
+pub mod access;
 mod admin;
+pub mod authenticate;
 mod consume;
 mod groups;
 mod produce;
 mod remote;
 pub mod request_limit;
+mod security;
 pub mod status;
 
 use std::pin::Pin;
@@ -34,10 +43,13 @@ use tokio::sync::watch;
 use tonic::{Request, Response, Status, Streaming};
 
 pub use produce::STREAM_IN_FLIGHT_MAX;
-pub use remote::controller_high_watermark_at;
+pub use remote::{bootstrap_user_at, controller_high_watermark_at};
+pub use security::bootstrap_user_reply;
 pub use status::status;
 
 use crate::broker::{Broker, BrokerError};
+use crate::security::acl::Policy;
+use access::Access;
 
 /// Whether a node is alive (heard from recently); the peer transport knows.
 pub type Liveness = Arc<dyn Fn(u64) -> bool + Send + Sync>;
@@ -51,21 +63,37 @@ pub struct Service {
     alive: Liveness,
     /// The node's TLS, which calls to other nodes dial with (see `remote`).
     peer_tls: Option<Arc<crate::security::tls::Tls>>,
+    /// Authorization: whether ACLs are enforced, and the superusers.
+    policy: Arc<Policy>,
 }
 
 impl Service {
+    /// The services with authorization off (see [`Service::with_policy`]).
     pub fn new(broker: watch::Receiver<Option<Arc<Broker>>>, alive: Liveness) -> Self {
         Self {
             broker,
             alive,
             peer_tls: None,
+            policy: Arc::new(Policy::default()),
         }
+    }
+
+    /// The services enforcing `policy` on topic and group rules (the authentication layer
+    /// enforces the cluster rules with the same policy).
+    pub fn with_policy(mut self, policy: Arc<Policy>) -> Self {
+        self.policy = policy;
+        self
     }
 
     /// Dials other nodes with `tls` (node-to-node TLS, when it has it).
     pub fn with_peer_tls(mut self, tls: Option<Arc<crate::security::tls::Tls>>) -> Self {
         self.peer_tls = tls;
         self
+    }
+
+    /// Who `request` is from, with this node's policy.
+    fn access<T>(&self, request: &Request<T>) -> Access {
+        Access::of(request, &self.policy)
     }
 
     fn broker(&self) -> Result<Arc<Broker>, Status> {
@@ -88,8 +116,9 @@ impl BrokerService for Service {
         &self,
         request: Request<pb::ProduceRequest>,
     ) -> Result<Response<pb::ProduceResponse>, Status> {
+        let access = self.access(&request);
         Ok(Response::new(
-            self.produce_reply(request.into_inner()).await?,
+            self.produce_reply(&access, request.into_inner()).await?,
         ))
     }
 
@@ -99,14 +128,20 @@ impl BrokerService for Service {
         &self,
         request: Request<Streaming<pb::ProduceRequest>>,
     ) -> Result<Response<Self::ProduceStreamStream>, Status> {
-        Ok(Response::new(self.produce_replies(request.into_inner())?))
+        let access = self.access(&request);
+        Ok(Response::new(
+            self.produce_replies(access, request.into_inner())?,
+        ))
     }
 
     async fn fetch(
         &self,
         request: Request<pb::FetchRequest>,
     ) -> Result<Response<pb::FetchResponse>, Status> {
-        Ok(Response::new(self.fetch_reply(request.into_inner()).await?))
+        let access = self.access(&request);
+        Ok(Response::new(
+            self.fetch_reply(&access, request.into_inner()).await?,
+        ))
     }
 
     type SubscribeStream = BoxStream<pb::SubscribeResponse>;
@@ -115,8 +150,9 @@ impl BrokerService for Service {
         &self,
         request: Request<Streaming<pb::SubscribeRequest>>,
     ) -> Result<Response<Self::SubscribeStream>, Status> {
+        let access = self.access(&request);
         Ok(Response::new(
-            self.subscribe_stream(request.into_inner()).await?,
+            self.subscribe_stream(&access, request.into_inner()).await?,
         ))
     }
 
@@ -124,8 +160,9 @@ impl BrokerService for Service {
         &self,
         request: Request<pb::ListOffsetsRequest>,
     ) -> Result<Response<pb::ListOffsetsResponse>, Status> {
+        let access = self.access(&request);
         Ok(Response::new(
-            self.list_offsets_reply(request.into_inner())?,
+            self.list_offsets_reply(&access, request.into_inner())?,
         ))
     }
 
@@ -133,6 +170,7 @@ impl BrokerService for Service {
         &self,
         _request: Request<pb::InitProducerIdRequest>,
     ) -> Result<Response<pb::InitProducerIdResponse>, Status> {
+        // Authorized by the layer (`Rule::IdempotentWrite`): the request names no resource.
         let producer_id = self.broker()?.init_producer_id().await.map_err(status)?;
         Ok(Response::new(pb::InitProducerIdResponse {
             producer_id,

@@ -3,6 +3,7 @@
 //! ([`broker::records`](crate::broker::records)); this module owns only the stream's flow
 //! control: how many requests one stream may have in flight, and its replies' queue.
 
+use std::collections::HashSet;
 use std::sync::Arc;
 
 use futures::StreamExt;
@@ -11,11 +12,13 @@ use tokio::sync::{Semaphore, mpsc};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Status, Streaming};
 
+use super::access::Access;
 use super::request_limit;
 use super::status::{error_detail, status};
 use super::{BoxStream, Service};
 use crate::broker::records::{Payload, ProduceInput, Record};
 use crate::broker::{Broker, BrokerError, Produced, Target};
+use crate::security::acl::{Operation, ResourceType};
 use crate::storage::batch;
 
 /// Produce requests one stream may have in flight; the stream stops reading beyond this (and
@@ -23,6 +26,9 @@ use crate::storage::batch;
 pub const STREAM_IN_FLIGHT_MAX: usize = 1024;
 /// Replies waiting to be written on one stream.
 const STREAM_REPLIES_MAX: usize = 1024;
+/// Topics one stream remembers as authorized for write; beyond it each further topic is
+/// checked on every request.
+const STREAM_AUTHORIZED_TOPICS_MAX: usize = 1024;
 
 /// Turns a produce request into the broker's validated input.
 /// `now_ms` stamps records sent without a time.
@@ -75,9 +81,11 @@ fn produce_response(request_id: u64, produced: Produced) -> pb::ProduceResponse 
 impl Service {
     pub(super) async fn produce_reply(
         &self,
+        access: &Access,
         request: pb::ProduceRequest,
     ) -> Result<pb::ProduceResponse, Status> {
         let broker = self.broker()?;
+        access.topic(&broker, Operation::Write, &request.topic)?;
         let request_id = request.request_id;
         let input = produce_input(request, broker.clock.now_ms()).map_err(status)?;
         let produced = broker
@@ -89,23 +97,27 @@ impl Service {
 
     pub(super) fn produce_replies(
         &self,
+        access: Access,
         inbound: Streaming<pb::ProduceRequest>,
     ) -> Result<BoxStream<pb::ProduceResponse>, Status> {
         let (replies, outbound) = mpsc::channel(STREAM_REPLIES_MAX);
-        tokio::spawn(serve_stream(self.broker()?, inbound, replies));
+        tokio::spawn(serve_stream(self.broker()?, access, inbound, replies));
         Ok(Box::pin(ReceiverStream::new(outbound)))
     }
 }
 
 /// Serves one ProduceStream: submits each request in stream order and answers each as its
 /// batch commits (replies may overtake each other across partitions); a failed request gets
-/// an error reply and the stream goes on. Ends with the inbound stream.
+/// an error reply and the stream goes on (a topic the principal may not write to too: each
+/// topic is authorized once per stream). Ends with the inbound stream.
 async fn serve_stream(
     broker: Arc<Broker>,
+    access: Access,
     mut inbound: Streaming<pb::ProduceRequest>,
     replies: mpsc::Sender<Result<pb::ProduceResponse, Status>>,
 ) {
     let in_flight = Arc::new(Semaphore::new(STREAM_IN_FLIGHT_MAX));
+    let mut authorized: HashSet<String> = HashSet::new();
     while let Some(message) = inbound.next().await {
         let request = match message {
             Ok(request) => request,
@@ -124,7 +136,21 @@ async fn serve_stream(
         // Validation and submission happen here, in stream order, so batches for one
         // partition keep their order; only the wait for the commit runs concurrently.
         let request_id = request.request_id;
-        let submitted = match produce_input(request, broker.clock.now_ms()) {
+        let allowed = if authorized.contains(&request.topic) {
+            Ok(())
+        } else {
+            let checked = access.check(
+                &broker,
+                ResourceType::Topic,
+                &request.topic,
+                Operation::Write,
+            );
+            if checked.is_ok() && authorized.len() < STREAM_AUTHORIZED_TOPICS_MAX {
+                authorized.insert(request.topic.clone());
+            }
+            checked
+        };
+        let submitted = match allowed.and_then(|()| produce_input(request, broker.clock.now_ms())) {
             Ok(input) => broker.submit_produce(input).await,
             Err(error) => Err(error),
         };

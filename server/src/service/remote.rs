@@ -10,9 +10,13 @@ use strata_proto::v1 as pb;
 use strata_proto::v1::admin_client::AdminClient;
 use tonic::transport::Channel;
 
+use crate::broker::security::BootstrapOutcome;
 use crate::groups::offsets::{COMMIT_CHECK_TIMEOUT, ReplicaOffsets};
+use crate::security::scram::ScramCredential;
 use crate::security::tls::{Tls, peer_endpoint};
 
+/// How long the controller's leader may take to create another node's bootstrap user.
+const BOOTSTRAP_ASK_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long a starting node's question about the controller's progress may take.
 const CONTROLLER_ASK_TIMEOUT: Duration = Duration::from_secs(2);
 
@@ -74,4 +78,37 @@ pub(super) async fn replica_offsets_at(
             leader_node_id: p.leader_node_id,
         })
         .collect())
+}
+
+/// Asks node `node` at `address` (the controller's leader) to create the bootstrap user `name`
+/// with `credential` (its peer service's `BootstrapUser`), for
+/// [`Broker::bootstrap_user`](crate::broker::Broker::bootstrap_user).
+///
+/// # Errors
+/// Connection and call failures (that node no longer leads, for one), as text.
+pub async fn bootstrap_user_at(
+    tls: Option<Arc<Tls>>,
+    node: u64,
+    address: String,
+    name: String,
+    credential: ScramCredential,
+) -> Result<BootstrapOutcome, String> {
+    let endpoint = peer_endpoint(tls.as_deref(), node, &address)?.timeout(BOOTSTRAP_ASK_TIMEOUT);
+    let channel = endpoint.connect().await.map_err(|e| e.to_string())?;
+    let reply = strata_proto::v1::peer_client::PeerClient::new(channel)
+        .bootstrap_user(pb::BootstrapUserRequest {
+            name,
+            salt: credential.salt.into(),
+            iterations: credential.iterations,
+            stored_key: credential.stored_key.into(),
+            server_key: credential.server_key.into(),
+        })
+        .await
+        .map_err(|e| e.message().to_string())?
+        .into_inner();
+    Ok(if reply.created {
+        BootstrapOutcome::Created
+    } else {
+        BootstrapOutcome::UsersExist
+    })
 }

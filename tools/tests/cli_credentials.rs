@@ -1,0 +1,179 @@
+//! The CLI's credentials against a real `strata-server` with `--authentication password`: the
+//! password from the first line of stdin (`--password-stdin`, the rest left for `produce`) or
+//! from `STRATA_PASSWORD`; no credentials is AUTHENTICATION_FAILED; `--user` without a
+//! password source is a usage error before anything is sent.
+
+mod common;
+
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{COMMAND_DEADLINE, Output, STARTUP_DEADLINE};
+
+const PASSWORD: &str = "admin-password";
+
+/// A server with password authentication and ACLs, whose bootstrap superuser is `admin`;
+/// killed on drop.
+struct SecureServer {
+    child: std::process::Child,
+    address: String,
+    _data: tempfile::TempDir,
+}
+
+impl Drop for SecureServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn start() -> SecureServer {
+    let data = tempfile::tempdir().expect("data dir");
+    let address = format!("127.0.0.1:{}", common::free_port());
+    let child = Command::new(common::server_binary())
+        .args(["--node-id", "1", "--listen", &address, "--data-dir"])
+        .arg(data.path())
+        .args([
+            "--authentication",
+            "password",
+            "--authorization",
+            "on",
+            "--superusers",
+            "User:admin",
+        ])
+        .env("STRATA_BOOTSTRAP_USER", format!("admin:{PASSWORD}"))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start strata-server");
+    SecureServer {
+        child,
+        address,
+        _data: data,
+    }
+}
+
+fn strata(server: &SecureServer, args: &[&str], stdin: &[u8]) -> Output {
+    let mut all = vec!["--brokers", server.address.as_str()];
+    all.extend_from_slice(args);
+    common::strata(&all, stdin, COMMAND_DEADLINE)
+}
+
+/// Runs `strata ARGS` with `STRATA_PASSWORD` set to `password` (or removed), stdin empty,
+/// killed at the deadline; returns its exit code, stdout and stderr.
+fn strata_with_env(args: &[&str], password: Option<&str>) -> (Option<i32>, String, String) {
+    let out = tempfile::tempdir().expect("output dir");
+    let file = |name: &str| std::fs::File::create(out.path().join(name)).expect("output file");
+    let mut command = Command::new(env!("CARGO_BIN_EXE_strata"));
+    command
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(file("stdout"))
+        .stderr(file("stderr"));
+    match password {
+        Some(password) => command.env("STRATA_PASSWORD", password),
+        None => command.env_remove("STRATA_PASSWORD"),
+    };
+    let mut child = command.spawn().expect("run strata");
+    let deadline = Instant::now() + COMMAND_DEADLINE;
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait for strata") {
+            break status;
+        }
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            panic!("strata {args:?} did not finish within {COMMAND_DEADLINE:?}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let read = |name: &str| std::fs::read_to_string(out.path().join(name)).expect("read output");
+    (status.code(), read("stdout"), read("stderr"))
+}
+
+#[test]
+fn the_password_comes_from_stdin_or_the_environment() {
+    let server = start();
+    let with_password = |rest: &str| format!("{PASSWORD}\n{rest}").into_bytes();
+    // Until the server serves and has its bootstrap user.
+    let started = Instant::now();
+    loop {
+        let created = strata(
+            &server,
+            &[
+                "--user",
+                "admin",
+                "--password-stdin",
+                "--timeout",
+                "2s",
+                "topic",
+                "create",
+                "orders",
+                "--partitions",
+                "1",
+            ],
+            &with_password(""),
+        );
+        if created.success {
+            break;
+        }
+        assert!(
+            started.elapsed() < STARTUP_DEADLINE,
+            "admin could not create a topic within {STARTUP_DEADLINE:?}: {}",
+            created.stderr
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let produced = strata(
+        &server,
+        &["--user", "admin", "--password-stdin", "produce", "orders"],
+        &with_password("first\nsecond\n"),
+    );
+    assert!(produced.success, "{}", produced.stderr);
+
+    // STRATA_PASSWORD instead of stdin.
+    let (code, stdout, stderr) = strata_with_env(
+        &[
+            "--brokers",
+            &server.address,
+            "--user",
+            "admin",
+            "consume",
+            "orders",
+            "--from",
+            "earliest",
+            "--count",
+            "2",
+        ],
+        Some(PASSWORD),
+    );
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(
+        stdout.contains("first") && stdout.contains("second") && !stdout.contains(PASSWORD),
+        "the records, and not the password line: {stdout}"
+    );
+
+    let anonymous = strata(&server, &["topic", "list"], b"");
+    assert_eq!(anonymous.code, Some(1), "{}", anonymous.stderr);
+    assert!(
+        anonymous.stderr.contains("AUTHENTICATION_FAILED"),
+        "{}",
+        anonymous.stderr
+    );
+    let (code, _, stderr) = strata_with_env(
+        &[
+            "--brokers",
+            &server.address,
+            "--user",
+            "admin",
+            "topic",
+            "list",
+        ],
+        None,
+    );
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(
+        stderr.contains("STRATA_PASSWORD") && stderr.contains("--password-stdin"),
+        "{stderr}"
+    );
+}
