@@ -21,11 +21,12 @@
 //! With node-to-node TLS (`--peer-tls-cert`, see `security::tls`) a node dials each peer with
 //! its peer certificate and checks that the peer's certificate names the node dialed
 //! (`node-<id>.strata`), and the claim is the certificate's, not the batch's:
-//! - a `Peer/Raft` or `Peer/GroupVoters` call from a connection whose certificate is not a
-//!   node's (a client certificate, or none) is refused with PERMISSION_DENIED;
+//! - a `Peer/Raft`, `Peer/GroupVoters` or `Peer/BootstrapUser` call from a connection whose
+//!   certificate is not a node's (a client certificate, or none) is refused with
+//!   PERMISSION_DENIED;
 //! - a raft stream is bound to the node its certificate names, and ends (PERMISSION_DENIED)
 //!   when a batch names another;
-//! - `GroupVoters` answers current members only (the initial cluster and the metadata's
+//! - `GroupVoters` and `BootstrapUser` answer current members only (the initial cluster and the metadata's
 //!   nodes); a raft stream from a node that is not one yet stays open, so the node counts as
 //!   alive (an `AddNode` needs that), but every message it sends is dropped until the node is
 //!   a member. Refusals are counted ([`Transport::rejected`]) and logged with the address.
@@ -158,6 +159,29 @@ impl Transport {
                     }
                 )))
             }
+        }
+    }
+
+    /// Like [`Self::certified_node`], and the node must be a current member.
+    ///
+    /// # Errors
+    /// PERMISSION_DENIED (counted and logged with the address) when TLS is on and the
+    /// connection's certificate is not that of a member.
+    fn certified_member<T>(&self, request: &Request<T>, what: &str) -> Result<(), Status> {
+        match self.certified_node(request, what)? {
+            Some(node) if !self.is_member(node) => {
+                let total = self.reject();
+                tracing::warn!(
+                    remote = ?crate::security::listener::remote_of(request),
+                    node,
+                    rejected_total = total,
+                    "refused {what} from a node that is not a member"
+                );
+                Err(Status::permission_denied(format!(
+                    "node {node} is not a member of this cluster"
+                )))
+            }
+            _ => Ok(()),
         }
     }
 
@@ -433,6 +457,9 @@ impl Peer for PeerService {
         &self,
         request: Request<strata_proto::v1::BootstrapUserRequest>,
     ) -> Result<Response<strata_proto::v1::BootstrapUserResponse>, Status> {
+        // A stranger must not pick the cluster's first user (a superuser, typically).
+        self.transport
+            .certified_member(&request, "Peer/BootstrapUser")?;
         let now_ms = self.transport.clock.now_ms();
         crate::service::bootstrap_user_reply(&self.driver, now_ms, request.into_inner())
             .await
@@ -443,22 +470,8 @@ impl Peer for PeerService {
         &self,
         request: Request<strata_proto::v1::GroupVotersRequest>,
     ) -> Result<Response<strata_proto::v1::GroupVotersResponse>, Status> {
-        if let Some(node) = self
-            .transport
-            .certified_node(&request, "Peer/GroupVoters")?
-            && !self.transport.is_member(node)
-        {
-            let total = self.transport.reject();
-            tracing::warn!(
-                remote = ?crate::security::listener::remote_of(&request),
-                node,
-                rejected_total = total,
-                "refused Peer/GroupVoters from a node that is not a member"
-            );
-            return Err(Status::permission_denied(format!(
-                "node {node} is not a member of this cluster"
-            )));
-        }
+        self.transport
+            .certified_member(&request, "Peer/GroupVoters")?;
         let mut groups = Vec::new();
         for group in request.into_inner().groups.into_iter().take(100_000) {
             let voters = self.driver.voters(group).await;

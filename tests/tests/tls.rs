@@ -268,6 +268,23 @@ async fn group_voters(address: &str, tls: ClientTlsConfig) -> Result<(), tonic::
         .map(|_| ())
 }
 
+/// `Peer/BootstrapUser` over `tls`: a stranger naming the cluster's first user.
+async fn bootstrap_user(address: &str, tls: ClientTlsConfig) -> Result<(), tonic::Status> {
+    let channel = channel(address, Some(tls)).await.expect("TLS connection");
+    let mut peer = PeerClient::new(channel);
+    let call = peer.bootstrap_user(pb::BootstrapUserRequest {
+        name: "admin".to_string(),
+        salt: vec![1; 16].into(),
+        iterations: 4096,
+        stored_key: vec![2; 32].into(),
+        server_key: vec![3; 32].into(),
+    });
+    tokio::time::timeout(CALL_TIMEOUT, call)
+        .await
+        .expect("the call ends in time")
+        .map(|_| ())
+}
+
 // ---------------------------------------------------------------------------------------------
 // Tests
 
@@ -275,7 +292,7 @@ async fn group_voters(address: &str, tls: ClientTlsConfig) -> Result<(), tonic::
 /// plaintext client, a client that does not trust the server's CA, one without a certificate,
 /// one with a certificate from another CA and one with an expired certificate are all refused;
 /// a valid client certificate works (gRPC and the Rust client: create, produce, consume) but
-/// cannot open `Peer/Raft` or `Peer/GroupVoters`.
+/// cannot open `Peer/Raft`, `Peer/GroupVoters` or `Peer/BootstrapUser`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_listener_refuses_what_it_must_and_serves_valid_clients() {
     tokio::time::timeout(TEST_TIMEOUT, async {
@@ -363,6 +380,10 @@ async fn the_listener_refuses_what_it_must_and_serves_valid_clients() {
         let status = group_voters(&address, as_alice.clone())
             .await
             .expect_err("GroupVoters with a client certificate");
+        assert_eq!(status.code(), tonic::Code::PermissionDenied, "{status:?}");
+        let status = bootstrap_user(&address, as_alice.clone())
+            .await
+            .expect_err("BootstrapUser with a client certificate");
         assert_eq!(status.code(), tonic::Code::PermissionDenied, "{status:?}");
         let status = raft_stream(&address, as_alice, vec![raft_batch(2, vec![])])
             .await
