@@ -7,6 +7,7 @@ use strata_proto::v1::admin_server::Admin;
 use tonic::{Request, Response, Status};
 
 use super::Service;
+use super::security::password_transport_is_safe;
 use super::status::status;
 use crate::broker::{Broker, BrokerError, ConfigChanges};
 use crate::controller::metadata::{Topic, TopicConfig};
@@ -190,6 +191,7 @@ impl Admin for Service {
         &self,
         request: Request<pb::CreateUserRequest>,
     ) -> Result<Response<pb::CreateUserResponse>, Status> {
+        password_transport_is_safe(&request)?;
         Ok(Response::new(
             self.create_user_reply(request.into_inner()).await?,
         ))
@@ -199,6 +201,7 @@ impl Admin for Service {
         &self,
         request: Request<pb::SetPasswordRequest>,
     ) -> Result<Response<pb::SetPasswordResponse>, Status> {
+        password_transport_is_safe(&request)?;
         Ok(Response::new(
             self.set_password_reply(request.into_inner()).await?,
         ))

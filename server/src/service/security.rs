@@ -9,10 +9,32 @@ use super::Service;
 use super::status::status;
 use crate::broker::BrokerError;
 use crate::broker::security::{AclFilter, PatternFilter, UserInfo};
+use crate::security::ConnectionInfo;
 use crate::security::acl::{Acl, Operation, PatternType, Permission, ResourceType};
 
 /// How every password is kept, as ListUsers names it.
 const MECHANISM: &str = "SCRAM-SHA-256";
+
+/// A request carrying a new password must come over TLS, or from this machine (loopback):
+/// anywhere else a plaintext connection would show it to the network.
+///
+/// # Errors
+/// INVALID_ARGUMENT saying how to send it safely.
+pub(super) fn password_transport_is_safe<T>(request: &tonic::Request<T>) -> Result<(), Status> {
+    let info = request.extensions().get::<ConnectionInfo>();
+    let tls = info.is_some_and(|info| info.tls);
+    let local = info
+        .and_then(|info| info.remote)
+        .is_some_and(|remote| remote.ip().is_loopback());
+    if tls || local {
+        return Ok(());
+    }
+    Err(status(BrokerError::InvalidArgument(
+        "a password is accepted only over TLS (or from the node's own machine): start the \
+         node with --tls-cert and --tls-key and connect with --tls-ca"
+            .to_string(),
+    )))
+}
 
 impl Service {
     pub(super) async fn create_user_reply(
@@ -325,6 +347,32 @@ pub(super) fn filter_from_proto(filter: pb::AclFilter) -> Result<AclFilter, Stri
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn passwords_travel_over_tls_or_loopback_only() {
+        let request = |info: Option<ConnectionInfo>| {
+            let mut request = tonic::Request::new(());
+            if let Some(info) = info {
+                request.extensions_mut().insert(info);
+            }
+            request
+        };
+        let from = |address: &str, tls: bool| {
+            Some(ConnectionInfo {
+                remote: Some(address.parse().expect("address")),
+                tls,
+                certificate: None,
+            })
+        };
+        assert!(password_transport_is_safe(&request(from("10.0.0.7:5000", true))).is_ok());
+        assert!(password_transport_is_safe(&request(from("127.0.0.1:5000", false))).is_ok());
+        assert!(password_transport_is_safe(&request(from("[::1]:5000", false))).is_ok());
+        let refused = password_transport_is_safe(&request(from("10.0.0.7:5000", false)))
+            .expect_err("plaintext from the network");
+        assert_eq!(refused.code(), tonic::Code::InvalidArgument);
+        assert!(refused.message().contains("--tls-cert"), "{refused:?}");
+        assert!(password_transport_is_safe(&request(None)).is_err());
+    }
 
     fn entry() -> pb::AclEntry {
         pb::AclEntry {
