@@ -31,6 +31,7 @@
 //!
 //! `src/bin/group-member.rs` is a group member process for `group_consumer.rs`.
 
+pub mod certs;
 pub mod cluster;
 pub mod proxy;
 pub mod server;

@@ -18,6 +18,7 @@ use futures::future::join_all;
 use strata_proto::v1 as pb;
 use strata_server::security::acl::{Operation, ResourceType};
 use strata_server::service::access::{self, Rule};
+use strata_tests::certs::{node_flags, tls_init, trusting_client};
 use strata_tests::cluster::Cluster;
 use strata_tests::error_code;
 use strata_tests::server::{Clients, ServerProcess};
@@ -32,7 +33,8 @@ const PROPAGATION: Duration = Duration::from_secs(1);
 /// How long a node may take to have its bootstrap user.
 const BOOTSTRAP_WAIT: Duration = Duration::from_secs(30);
 
-/// The flags every server of these tests starts with (the lead adds TLS here).
+/// The security flags every server of these tests starts with, after its TLS flags
+/// (`strata_tests::certs::node_flags`).
 fn secure_args() -> Vec<&'static str> {
     vec![
         "--authentication",
@@ -522,12 +524,7 @@ where
 /// Waits (bounded) until the bootstrap superuser is known on this node. Health first (open,
 /// and serving once the node has its metadata): each failed password before the user exists
 /// would slow this address down further.
-async fn wait_for_admin(clients: &Clients, endpoint: &str) {
-    let channel = tonic::transport::Channel::from_shared(endpoint.to_string())
-        .expect("endpoint")
-        .connect()
-        .await
-        .expect("connect");
+async fn wait_for_admin(clients: &Clients, channel: tonic::transport::Channel) {
     let health = tonic_health::pb::health_client::HealthClient::new(channel);
     let serving = eventually(BOOTSTRAP_WAIT, || {
         let mut health = health.clone();
@@ -570,13 +567,52 @@ fn assert_code(result: &Result<(), Status>, code: Code, error: &str, what: &str)
     }
 }
 
-fn start_node() -> (tempfile::TempDir, ServerProcess) {
+/// One node with TLS (passwords travel only over TLS) and [`secure_args`], and the
+/// certificates its clients trust.
+struct SecureNode {
+    node: ServerProcess,
+    certs: std::path::PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl SecureNode {
+    fn tls(&self) -> tonic::transport::ClientTlsConfig {
+        trusting_client(&self.certs)
+    }
+
+    /// A TLS channel to the node.
+    async fn channel(&self) -> tonic::transport::Channel {
+        tonic::transport::Channel::from_shared(format!("https://{}", self.node.address))
+            .expect("endpoint")
+            .tls_config(self.tls())
+            .expect("TLS config")
+            .connect()
+            .await
+            .expect("connect")
+    }
+
+    async fn clients(&self) -> Clients {
+        strata_tests::cluster::connect_with(&self.node.address, Some(self.tls()))
+            .await
+            .expect("connect")
+    }
+}
+
+fn start_node() -> SecureNode {
     bootstrap_env();
     let dir = tempfile::tempdir().expect("tempdir");
-    let args: Vec<String> = secure_args().iter().map(|a| a.to_string()).collect();
-    let mut node = ServerProcess::launch_with(dir.path(), 1, "127.0.0.1:0", None, &args);
+    let certs = dir.path().join("certs");
+    tls_init(&certs, 1, "127.0.0.1");
+    let mut args = node_flags(&certs, 1, false);
+    args.extend(secure_args().iter().map(|a| a.to_string()));
+    let mut node =
+        ServerProcess::launch_with(&dir.path().join("data"), 1, "127.0.0.1:0", None, &args);
     node.wait_ready();
-    (dir, node)
+    SecureNode {
+        node,
+        certs,
+        _dir: dir,
+    }
 }
 
 /// Admin (the bootstrap superuser) creates alice, the topics and the group's data.
@@ -617,9 +653,9 @@ async fn set_up(clients: &Clients) {
 /// empty), and served to a user with the ACLs the table asks for.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn every_method_requires_credentials_and_its_acl() {
-    let (_dir, node) = start_node();
+    let node = start_node();
     let clients = node.clients().await;
-    wait_for_admin(&clients, &node.endpoint()).await;
+    wait_for_admin(&clients, node.channel().await).await;
     set_up(&clients).await;
     let methods = client_methods();
     assert!(methods.len() >= 30, "{methods:?}");
@@ -723,9 +759,9 @@ async fn every_method_requires_credentials_and_its_acl() {
 /// credentials.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn deny_wins_prefixes_match_lists_filter_health_open() {
-    let (_dir, node) = start_node();
+    let node = start_node();
     let clients = node.clients().await;
-    wait_for_admin(&clients, &node.endpoint()).await;
+    wait_for_admin(&clients, node.channel().await).await;
     set_up(&clients).await;
     let admin = Auth::Password(ADMIN.0, ADMIN.1);
     let alice = Auth::Password(ALICE.0, ALICE.1);
@@ -874,11 +910,7 @@ async fn deny_wins_prefixes_match_lists_filter_health_open() {
     assert_eq!(all, 2, "the superuser sees every group");
 
     // Health answers anyone; reflection needs credentials.
-    let channel = tonic::transport::Channel::from_shared(node.endpoint())
-        .expect("endpoint")
-        .connect()
-        .await
-        .expect("connect");
+    let channel = node.channel().await;
     let mut health = tonic_health::pb::health_client::HealthClient::new(channel.clone());
     let serving = health
         .check(tonic_health::pb::HealthCheckRequest::default())
@@ -993,19 +1025,23 @@ async fn deny_wins_prefixes_match_lists_filter_health_open() {
 /// On a 3-node cluster: an ACL granted through one node applies on every node; deleting it,
 /// and then deleting the user, takes effect on every node within a second.
 ///
-/// Needs node-to-node TLS: nodes call each other's Admin service (the controller's progress
-/// at start, replica offsets for commits), and without a node certificate those calls have
-/// no principal, so a cluster with authentication cannot start (`Config::check_security`
-/// refuses it). With the `tls` branch merged: start the cluster with `Cluster::start_tls(3, 65,
-/// node_args, client_tls)`, where `node_args(id)` is `--tls-cert/--tls-key/--peer-tls-cert/
-/// --peer-tls-key node-<id>.pem/.key --peer-ca ca.pem` from `strata tls init DIR --nodes 3
-/// --hosts 127.0.65.1` followed by `secure_args()`, and `client_tls` trusts `ca.pem` (checked
-/// in a trial merge of authn, acl and tls: passes in about 40 s).
+/// With node-to-node TLS (certificates from `strata tls init`): nodes call each other's Admin
+/// service with their node certificates, which authentication needs.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-#[ignore = "needs the node-to-node TLS flags in secure_args (branch tls)"]
 async fn deleting_an_acl_or_a_user_reaches_every_node_within_a_second() {
     bootstrap_env();
-    let cluster = Cluster::start_with(3, 65, &secure_args());
+    let certs = tempfile::tempdir().expect("tempdir");
+    tls_init(certs.path(), 3, "127.0.65.1");
+    let cluster = Cluster::start_tls(
+        3,
+        65,
+        |id| {
+            let mut args = node_flags(certs.path(), id, false);
+            args.extend(secure_args().iter().map(|a| a.to_string()));
+            args
+        },
+        trusting_client(certs.path()),
+    );
     let mut nodes = Vec::new();
     for id in 1..=3 {
         nodes.push(cluster.clients(id).await);
@@ -1167,9 +1203,9 @@ async fn deleting_an_acl_or_a_user_reaches_every_node_within_a_second() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn the_rust_client_authenticates_with_its_credentials() {
     use strata_client::{Client, ClientConfig, Credentials};
-    let (_dir, node) = start_node();
+    let node = start_node();
     let clients = node.clients().await;
-    wait_for_admin(&clients, &node.endpoint()).await;
+    wait_for_admin(&clients, node.channel().await).await;
     set_up(&clients).await;
     let connect = |user: &str, password: &str| {
         let config = ClientConfig {
@@ -1178,9 +1214,14 @@ async fn the_rust_client_authenticates_with_its_credentials() {
                 password: password.to_string(),
             }),
             routing_retries: 0,
+            tls: Some(strata_client::ClientTls {
+                ca_pem: std::fs::read(node.certs.join("ca.pem")).expect("ca.pem"),
+                identity: None,
+                server_name: None,
+            }),
             ..ClientConfig::default()
         };
-        let address = node.address.clone();
+        let address = node.node.address.clone();
         async move {
             Client::connect_with(&address, config)
                 .await

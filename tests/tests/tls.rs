@@ -7,9 +7,8 @@
 //!
 //! Certificates are made here (rcgen) or by `strata tls init`; nothing is committed.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
-use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -23,6 +22,7 @@ use strata_client::{
 };
 use strata_proto::v1 as pb;
 use strata_proto::v1::peer_client::PeerClient;
+use strata_tests::certs::{node_flags, strata_binary, tls_init};
 use strata_tests::cluster::Cluster;
 use strata_tests::server::ServerProcess;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
@@ -140,62 +140,6 @@ async fn cluster_info(address: &str, tls: Option<ClientTlsConfig>) -> Result<(),
     .map_err(|_| "call timed out".to_string())?
     .map(|_| ())
     .map_err(|status| format!("call: {status:?}"))
-}
-
-/// The `strata` CLI of this build profile, built once per test process.
-fn strata_binary() -> PathBuf {
-    static BINARY: OnceLock<PathBuf> = OnceLock::new();
-    BINARY
-        .get_or_init(|| {
-            let server = strata_tests::server::server_binary();
-            let profile_dir = server.parent().expect("target/<profile>").to_path_buf();
-            let mut build = Command::new(env!("CARGO"));
-            build.args(["build", "-q", "-p", "strata-tools", "--bin", "strata"]);
-            if profile_dir.file_name().is_some_and(|n| n == "release") {
-                build.arg("--release");
-            }
-            assert!(
-                build.status().expect("running cargo build").success(),
-                "building strata failed"
-            );
-            profile_dir.join("strata")
-        })
-        .clone()
-}
-
-/// `strata tls init DIR --nodes 3 --hosts HOST`, checked.
-fn tls_init(dir: &Path, host: &str) {
-    let output = Command::new(strata_binary())
-        .args(["tls", "init"])
-        .arg(dir)
-        .args(["--nodes", "3", "--hosts", host])
-        .output()
-        .expect("running strata tls init");
-    assert!(
-        output.status.success(),
-        "strata tls init failed: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-}
-
-/// The flags of node `id` with the files `strata tls init` wrote to `dir`: TLS on the
-/// listener with client certificates required, and between nodes.
-fn node_flags(dir: &Path, id: u64) -> Vec<String> {
-    let file = |name: String| dir.join(name).to_str().expect("utf8").to_string();
-    vec![
-        "--tls-cert".into(),
-        file(format!("node-{id}.pem")),
-        "--tls-key".into(),
-        file(format!("node-{id}.key")),
-        "--tls-client-ca".into(),
-        file("ca.pem".into()),
-        "--peer-tls-cert".into(),
-        file(format!("node-{id}.pem")),
-        "--peer-tls-key".into(),
-        file(format!("node-{id}.key")),
-        "--peer-ca".into(),
-        file("ca.pem".into()),
-    ]
 }
 
 /// The Rust client's TLS settings with the admin certificate of `dir`.
@@ -632,7 +576,7 @@ async fn a_tls_cluster_loses_nothing_acknowledged_when_a_leader_dies() {
         const RECORDS: usize = 600;
         let certs = tempfile::tempdir().expect("tempdir");
         let certs = certs.path().join("certs");
-        tls_init(&certs, "127.0.60.1");
+        tls_init(&certs, 3, "127.0.60.1");
         let admin = (
             read(&certs.join("admin.pem")),
             read(&certs.join("admin.key")),
@@ -640,7 +584,7 @@ async fn a_tls_cluster_loses_nothing_acknowledged_when_a_leader_dies() {
         let mut cluster = Cluster::start_tls(
             3,
             60,
-            |id| node_flags(&certs, id),
+            |id| node_flags(&certs, id, true),
             client_tls(&read(&certs.join("ca.pem")), Some(&admin)),
         );
         let brokers = cluster.brokers();
@@ -740,7 +684,7 @@ async fn forged_peer_streams_are_refused_on_a_tls_cluster() {
         let group = strata_server::partition::group_id(1, 0);
         let certs = tempfile::tempdir().expect("tempdir");
         let certs = certs.path().join("certs");
-        tls_init(&certs, "127.0.61.1");
+        tls_init(&certs, 3, "127.0.61.1");
         let admin = (
             read(&certs.join("admin.pem")),
             read(&certs.join("admin.key")),
@@ -749,7 +693,7 @@ async fn forged_peer_streams_are_refused_on_a_tls_cluster() {
         let mut cluster = Cluster::start_tls(
             3,
             61,
-            |id| node_flags(&certs, id),
+            |id| node_flags(&certs, id, true),
             client_tls(&ca_pem, Some(&admin)),
         );
         let config = ClientConfig {
