@@ -566,12 +566,14 @@ async fn sighup_reloads_the_certificates() {
     .expect("test timed out");
 }
 
-/// A 3-node cluster with the certificates of `strata tls init` on listener and peers: the
-/// Rust client produces through TLS, the leader of the partition is killed with SIGKILL while
-/// records are acknowledged, and every acknowledged record is read back once, in order, at the
-/// offset its delivery named. The CLI works with the same files (and fails without them).
+/// A 3-node cluster with the certificates of `strata tls init` on listener and peers, client
+/// certificates as the authentication (`mtls`) and ACLs enforced, the admin certificate a
+/// superuser: the Rust client produces through TLS, the leader of the partition is killed with
+/// SIGKILL while records are acknowledged, and every acknowledged record is read back once, in
+/// order, at the offset its delivery named. The CLI works with the same files (and fails
+/// without them).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_tls_cluster_loses_nothing_acknowledged_when_a_leader_dies() {
+async fn a_secure_cluster_loses_nothing_acknowledged_when_a_leader_dies() {
     tokio::time::timeout(TEST_TIMEOUT, async {
         const RECORDS: usize = 600;
         let certs = tempfile::tempdir().expect("tempdir");
@@ -584,7 +586,21 @@ async fn a_tls_cluster_loses_nothing_acknowledged_when_a_leader_dies() {
         let mut cluster = Cluster::start_tls(
             3,
             60,
-            |id| node_flags(&certs, id, true),
+            |id| {
+                let mut flags = node_flags(&certs, id, true);
+                flags.extend(
+                    [
+                        "--authentication",
+                        "mtls",
+                        "--authorization",
+                        "on",
+                        "--superusers",
+                        "User:admin",
+                    ]
+                    .map(String::from),
+                );
+                flags
+            },
             client_tls(&read(&certs.join("ca.pem")), Some(&admin)),
         );
         let brokers = cluster.brokers();
