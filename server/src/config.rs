@@ -227,6 +227,7 @@ impl Config {
             cert,
             key,
             client_ca: self.tls_client_ca.clone(),
+            client_cert_required: !self.authentication.password,
             peer,
         }))
     }

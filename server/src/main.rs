@@ -56,7 +56,7 @@ struct Args {
     #[arg(long, env = "STRATA_TLS_KEY")]
     tls_key: Option<PathBuf>,
     /// Require client certificates signed by this CA (PEM): mutual TLS; a certificate's subject
-    /// CN is its principal (`User:<CN>`).
+    /// CN is its principal (`User:<CN>`). Optional with --authentication mtls,password.
     #[arg(long, env = "STRATA_TLS_CLIENT_CA")]
     tls_client_ca: Option<PathBuf>,
     /// This node's peer certificate (PEM), with the SAN `node-<id>.strata`: node-to-node

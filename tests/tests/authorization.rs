@@ -1259,3 +1259,70 @@ async fn the_rust_client_authenticates_with_its_credentials() {
         "{error}"
     );
 }
+
+/// `--authentication mtls,password` with a client CA: a client brings a certificate or a
+/// password. The handshake takes a client without a certificate (it may have a password), and
+/// the request is then refused without credentials; the admin certificate alone, or a password
+/// alone, is served.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_certificate_or_a_password_authenticates() {
+    bootstrap_env();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let certs = dir.path().join("certs");
+    tls_init(&certs, 1, "127.0.0.1");
+    let mut args = node_flags(&certs, 1, true);
+    args.extend(
+        [
+            "--authentication",
+            "mtls,password",
+            "--authorization",
+            "on",
+            "--superusers",
+            "User:admin",
+        ]
+        .map(String::from),
+    );
+    let mut node =
+        ServerProcess::launch_with(&dir.path().join("data"), 1, "127.0.0.1:0", None, &args);
+    node.wait_ready();
+    let without_certificate =
+        strata_tests::cluster::connect_with(&node.address, Some(trusting_client(&certs)))
+            .await
+            .expect("the handshake takes a client without a certificate");
+    let read = |name: &str| std::fs::read(certs.join(name)).expect("certificate file");
+    let with_certificate = strata_tests::cluster::connect_with(
+        &node.address,
+        Some(
+            trusting_client(&certs).identity(tonic::transport::Identity::from_pem(
+                read("admin.pem"),
+                read("admin.key"),
+            )),
+        ),
+    )
+    .await
+    .expect("connect with the admin certificate");
+    let channel = tonic::transport::Channel::from_shared(format!("https://{}", node.address))
+        .expect("endpoint")
+        .tls_config(trusting_client(&certs))
+        .expect("TLS config")
+        .connect()
+        .await
+        .expect("connect");
+    // Polls with the admin password until the bootstrap user exists: a password alone is
+    // served.
+    wait_for_admin(&without_certificate, channel).await;
+    let refused = without_certificate
+        .admin
+        .clone()
+        .cluster_info(request(pb::ClusterInfoRequest {}, Auth::None))
+        .await
+        .expect_err("neither a certificate nor a password");
+    assert_eq!(refused.code(), Code::Unauthenticated, "{refused:?}");
+    assert!(refused.message().contains("password"), "{refused:?}");
+    with_certificate
+        .admin
+        .clone()
+        .cluster_info(request(pb::ClusterInfoRequest {}, Auth::None))
+        .await
+        .expect("the admin certificate alone is served (User:admin, a superuser)");
+}

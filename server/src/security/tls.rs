@@ -7,7 +7,8 @@
 //!   certificate (`--peer-tls-cert`), anything else (a client dialing a host name or an IP
 //!   address) the listener certificate (`--tls-cert`).
 //! - **Client certificates**: a chain signed by the client CA (`--tls-client-ca`) or by the
-//!   peer CA (`--peer-ca`) is accepted. One is mandatory when a client CA is configured;
+//!   peer CA (`--peer-ca`) is accepted. One is mandatory when a client CA is configured (unless
+//!   passwords are accepted too: `--authentication mtls,password`);
 //!   otherwise a certificate is optional (peers present theirs, clients need none).
 //! - **Identity** ([`Tls::accept`]), computed once per connection after the handshake:
 //!   a chain that the peer CA verifies and whose certificate carries exactly one SAN DNS name
@@ -58,8 +59,12 @@ pub struct TlsPaths {
     pub cert: PathBuf,
     /// Its private key (PEM).
     pub key: PathBuf,
-    /// The CA client certificates must be signed by; with it, a client certificate is required.
+    /// The CA client certificates must be signed by.
     pub client_ca: Option<PathBuf>,
+    /// Whether the handshake refuses a client without a certificate when there is a client CA.
+    /// Not when passwords are accepted too (`--authentication mtls,password`): then a client
+    /// may bring either, and the authentication layer refuses a request with neither.
+    pub client_cert_required: bool,
     /// Node-to-node mutual TLS, when configured.
     pub peer: Option<PeerTlsPaths>,
 }
@@ -279,7 +284,7 @@ fn load(node_id: u64, paths: &TlsPaths) -> Result<Loaded, TlsError> {
     for store in [&client_roots, &peer_roots].into_iter().flatten() {
         either.roots.extend(store.roots.iter().cloned());
     }
-    let mandatory = client_roots.is_some();
+    let mandatory = client_roots.is_some() && paths.client_cert_required;
     let handshake_verifier = if either.is_empty() {
         WebPkiClientVerifier::no_client_auth()
     } else {
@@ -640,6 +645,7 @@ mod tests {
             cert: files.put("listener.pem", &cert),
             key: files.put("listener.key", &key),
             client_ca: Some(files.put("client-ca.pem", &client_ca.pem)),
+            client_cert_required: true,
             peer: Some(PeerTlsPaths {
                 cert: files.put("peer.pem", &peer_cert),
                 key: files.put("peer.key", &peer_key),
