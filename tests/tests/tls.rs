@@ -876,4 +876,26 @@ fn a_secure_playground_runs_the_demo() {
         !log.contains("ERROR"),
         "node 1 logged errors with TLS on: {log}"
     );
+    // Authentication and ACLs are on, with `admin` as the first user: created once, by one
+    // node, and its password (kept beside the certificates, for the owner only) in no log.
+    let password_file = data.path().join("certs/admin.password");
+    let password = std::fs::read_to_string(&password_file).expect("admin.password");
+    let mode = std::os::unix::fs::PermissionsExt::mode(
+        &std::fs::metadata(&password_file)
+            .expect("metadata")
+            .permissions(),
+    );
+    assert_eq!(mode & 0o777, 0o600, "admin.password is the owner's only");
+    let logs: Vec<String> = (1..=3)
+        .map(|id| std::fs::read_to_string(data.path().join(format!("node-{id}.log"))).expect("log"))
+        .collect();
+    let created = logs
+        .iter()
+        .filter(|log| log.contains("bootstrap user admin created"))
+        .count();
+    assert_eq!(created, 1, "one node creates the admin user: {logs:?}");
+    assert!(
+        logs.iter().all(|log| !log.contains(password.trim())),
+        "a log holds the admin password"
+    );
 }

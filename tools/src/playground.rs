@@ -6,8 +6,9 @@
 //! and stops the servers with SIGTERM (SIGKILL after [`STOP_TIMEOUT`]). With `--run-demo` it
 //! creates a replicated topic, produces and consumes a few records, and stops. With `--secure`
 //! it first writes certificates (`strata tls init` into `DATA_DIR/certs`) and starts every node
-//! with TLS on its listener (client certificates required) and between nodes, and prints the
-//! client settings (the admin certificate).
+//! with TLS on its listener and between nodes, authentication by client certificate or password
+//! and ACLs on, the user `admin` (its password in `DATA_DIR/certs/admin.password`) as the first
+//! user and a superuser, and prints the client settings (the admin certificate).
 //!
 //! Exit codes: 0 after a clean stop or demo; 2 when the servers do not become healthy within
 //! `--startup-timeout` (their log tails are printed), cannot be started, or the demo fails.
@@ -62,8 +63,9 @@ pub struct PlaygroundArgs {
     /// Once healthy: create a topic, produce and consume a few records, then stop.
     #[arg(long)]
     run_demo: bool,
-    /// TLS everywhere: certificates in DATA_DIR/certs (as `strata tls init`), mutual TLS for
-    /// clients (the admin certificate) and between nodes.
+    /// TLS everywhere (certificates in DATA_DIR/certs, as `strata tls init`), authentication by
+    /// client certificate or password, ACLs on; the admin certificate and the user `admin`
+    /// (password in DATA_DIR/certs/admin.password) are superusers.
     #[arg(long)]
     secure: bool,
 }
@@ -147,7 +149,10 @@ async fn serve(
             let d = certs.display();
             format!(
                 "\x20 export STRATA_TLS_CA={d}/ca.pem STRATA_TLS_CERT={d}/admin.pem \
-                 STRATA_TLS_KEY={d}/admin.key\n"
+                 STRATA_TLS_KEY={d}/admin.key\n\
+                 \x20 # (the admin certificate is User:admin, a superuser; or, without \
+                 STRATA_TLS_CERT/KEY, a password:\n\
+                 \x20 #  export STRATA_USER=admin STRATA_PASSWORD=$(cat {d}/{ADMIN_PASSWORD_FILE}))\n"
             )
         }
         None => String::new(),
@@ -211,8 +216,49 @@ fn initial_cluster(addresses: &[String]) -> String {
         .join(",")
 }
 
+/// How `--secure` nodes authenticate and authorize: a client certificate (the admin one is
+/// `User:admin`) or a password, ACLs on, `admin` a superuser.
+const SECURE_AUTH_FLAGS: [&str; 6] = [
+    "--authentication",
+    "mtls,password",
+    "--authorization",
+    "on",
+    "--superusers",
+    "User:admin",
+];
+/// The server's variable for the cluster's first user.
+const BOOTSTRAP_USER_ENV: &str = "STRATA_BOOTSTRAP_USER";
+/// The admin's password, beside the certificates (mode 0600).
+const ADMIN_PASSWORD_FILE: &str = "admin.password";
+
+/// The password of `admin` for a `--secure` playground: read from `certs/admin.password`,
+/// which is written with a random password the first time.
+fn admin_password(certs: &Path) -> Result<String> {
+    use base64::Engine as _;
+    use std::io::Write as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let path = certs.join(ADMIN_PASSWORD_FILE);
+    if let Ok(password) = std::fs::read_to_string(&path) {
+        return Ok(password.trim().to_owned());
+    }
+    let mut random = [0u8; 18];
+    File::open("/dev/urandom")
+        .and_then(|mut source| source.read_exact(&mut random))
+        .context("reading /dev/urandom for the admin password")?;
+    let password = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(random);
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&path)
+        .and_then(|mut file| writeln!(file, "{password}"))
+        .with_context(|| format!("writing {}", path.display()))?;
+    Ok(password)
+}
+
 /// Starts `count` nodes; with `certs` (as `strata tls init` writes them) each runs with TLS on
-/// its listener, client certificates required, and between nodes.
+/// its listener and between nodes, authentication by client certificate or password, ACLs on,
+/// and `admin` (password in `certs/admin.password`) as its first user and a superuser.
 fn start_nodes(
     server_bin: &Path,
     data_dir: &Path,
@@ -262,7 +308,12 @@ fn start_nodes(
                 .arg("--peer-tls-key")
                 .arg(&key)
                 .arg("--peer-ca")
-                .arg(&ca);
+                .arg(&ca)
+                .args(SECURE_AUTH_FLAGS)
+                .env(
+                    BOOTSTRAP_USER_ENV,
+                    format!("admin:{}", admin_password(certs)?),
+                );
         }
         let child = match command.spawn() {
             Ok(child) => child,
@@ -320,7 +371,13 @@ async fn wait_healthy(
         }
         if let Some(client) = &client {
             match health(client, nodes).await {
-                Ok(()) => return Ok(()),
+                // A secure playground is ready once its first user exists too.
+                Ok(()) if config.tls.is_none() => return Ok(()),
+                Ok(()) => match client.admin().list_users().await {
+                    Ok(users) if users.iter().any(|user| user.name == "admin") => return Ok(()),
+                    Ok(_) => last = "the user admin is not created yet".to_string(),
+                    Err(error) => last = format!("listing users: {error}"),
+                },
                 Err(reason) => last = reason,
             }
         }
