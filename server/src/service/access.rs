@@ -45,7 +45,8 @@ pub enum Rule {
     /// InitProducerId: cluster idempotent-write, or write on any existing topic (Kafka ≥ 3.0:
     /// a producer that may write somewhere may be idempotent).
     IdempotentWrite,
-    /// ListTopics: any authenticated principal; the reply lists the topics it may describe.
+    /// ListTopics and ClusterInfo: any authenticated principal; the reply lists the topics it
+    /// may describe.
     ListTopics,
     /// ListGroups: any authenticated principal; the reply lists the groups it may describe.
     ListGroups,
@@ -96,7 +97,9 @@ pub const METHODS: &[(&str, Rule)] = {
         ("/strata.v1.Admin/ListTopics", ListTopics),
         ("/strata.v1.Admin/DescribeTopic", Topic(Describe)),
         ("/strata.v1.Admin/AlterTopicConfig", Topic(AlterConfigs)),
-        ("/strata.v1.Admin/ClusterInfo", Cluster(Describe)),
+        // The cluster's nodes for anyone authenticated, as Kafka's Metadata: every client
+        // (the Rust client's routing, the CLI) reads them.
+        ("/strata.v1.Admin/ClusterInfo", ListTopics),
         ("/strata.v1.Admin/AddNode", Cluster(Alter)),
         ("/strata.v1.Admin/RemoveNode", Cluster(Alter)),
         ("/strata.v1.Admin/CreateUser", Cluster(Alter)),

@@ -7,6 +7,7 @@ use strata_proto::v1::admin_server::Admin;
 use tonic::{Request, Response, Status};
 
 use super::Service;
+use super::access::Access;
 use super::security::password_transport_is_safe;
 use super::status::status;
 use crate::broker::{Broker, BrokerError, ConfigChanges};
@@ -61,21 +62,7 @@ impl Admin for Service {
     ) -> Result<Response<pb::ListTopicsResponse>, Status> {
         let access = self.access(&request);
         let broker = self.broker()?;
-        // Only the topics the principal may describe.
-        let topics = broker
-            .metadata()
-            .topics
-            .values()
-            .filter(|topic| {
-                access.allows(
-                    &broker,
-                    ResourceType::Topic,
-                    &topic.name,
-                    Operation::Describe,
-                )
-            })
-            .map(|topic| topic_description(&broker, topic))
-            .collect();
+        let topics = describable_topics(&access, &broker, &broker.metadata());
         Ok(Response::new(pb::ListTopicsResponse { topics }))
     }
 
@@ -159,8 +146,9 @@ impl Admin for Service {
 
     async fn cluster_info(
         &self,
-        _request: Request<pb::ClusterInfoRequest>,
+        request: Request<pb::ClusterInfoRequest>,
     ) -> Result<Response<pb::ClusterInfoResponse>, Status> {
+        let access = self.access(&request);
         let broker = self.broker()?;
         let metadata = broker.metadata();
         let nodes = metadata
@@ -172,11 +160,7 @@ impl Admin for Service {
                 alive: (self.alive)(node.id),
             })
             .collect();
-        let topics = metadata
-            .topics
-            .values()
-            .map(|topic| topic_description(&broker, topic))
-            .collect();
+        let topics = describable_topics(&access, &broker, &metadata);
         Ok(Response::new(pb::ClusterInfoResponse {
             nodes,
             controller_leader_node_id: broker.controller_leader(),
@@ -277,4 +261,25 @@ fn config_to_proto(config: &TopicConfig) -> pb::TopicConfig {
         retention_bytes: config.retention_bytes,
         segment_bytes: Some(config.segment_bytes),
     }
+}
+
+/// The descriptions of the topics of `metadata` that `access`'s principal may describe.
+fn describable_topics(
+    access: &Access,
+    broker: &Broker,
+    metadata: &crate::controller::metadata::Metadata,
+) -> Vec<pb::TopicDescription> {
+    metadata
+        .topics
+        .values()
+        .filter(|topic| {
+            access.allows(
+                broker,
+                ResourceType::Topic,
+                &topic.name,
+                Operation::Describe,
+            )
+        })
+        .map(|topic| topic_description(broker, topic))
+        .collect()
 }
