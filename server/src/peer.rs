@@ -461,7 +461,7 @@ impl Peer for PeerService {
         self.transport
             .certified_member(&request, "Peer/BootstrapUser")?;
         let now_ms = self.transport.clock.now_ms();
-        crate::service::bootstrap_user_reply(&self.driver, now_ms, request.into_inner())
+        bootstrap_user_reply(&self.driver, now_ms, request.into_inner())
             .await
             .map(Response::new)
     }
@@ -575,5 +575,53 @@ impl Peer for PeerService {
             self.driver.step(messages, peer.clone());
         }
         Ok(Response::new(RaftStreamClosed {}))
+    }
+}
+
+/// Proposes the bootstrap user another node sends (its salted credential, never a password)
+/// to the controller, which this node must lead; `created: false` when users exist already.
+///
+/// # Errors
+/// INVALID_ARGUMENT for a bad name or credential, FAILED_PRECONDITION when this node does not
+/// lead the controller, UNAVAILABLE when the proposal fails.
+async fn bootstrap_user_reply(
+    driver: &DriverHandle,
+    now_ms: i64,
+    request: strata_proto::v1::BootstrapUserRequest,
+) -> Result<strata_proto::v1::BootstrapUserResponse, Status> {
+    use crate::controller::machine::Controller;
+    use crate::controller::metadata::{Command, CommandRefusal, PutUserMode};
+    use crate::replication::{CONTROLLER, ProposeError};
+    crate::controller::security::validate_user_name(&request.name)
+        .map_err(Status::invalid_argument)?;
+    let credential = crate::security::scram::ScramCredential {
+        salt: request.salt.to_vec(),
+        iterations: request.iterations,
+        stored_key: request.stored_key.to_vec(),
+        server_key: request.server_key.to_vec(),
+    };
+    credential
+        .validate()
+        .map_err(|e| Status::invalid_argument(e.to_string()))?;
+    let command = Command::PutUser {
+        name: request.name,
+        credential,
+        mode: PutUserMode::Bootstrap,
+    };
+    let committed = driver
+        .propose::<Controller>(CONTROLLER, command.to_batch(now_ms))
+        .await
+        .map_err(|error| match error {
+            ProposeError::NotLeader { leader_id } => Status::failed_precondition(format!(
+                "this node does not lead the controller (its leader is node {leader_id})"
+            )),
+            other => Status::unavailable(other.to_string()),
+        })?;
+    match committed.outcome {
+        Ok(()) => Ok(strata_proto::v1::BootstrapUserResponse { created: true }),
+        Err(CommandRefusal::UsersExist) => {
+            Ok(strata_proto::v1::BootstrapUserResponse { created: false })
+        }
+        Err(refusal) => Err(Status::invalid_argument(refusal.to_string())),
     }
 }

@@ -10,8 +10,9 @@ use std::future::Future;
 use std::time::{Duration, Instant};
 
 use super::{Broker, BrokerError};
+use crate::controller::metadata::PutUserMode;
 use crate::controller::metadata::{Command, CommandRefusal};
-use crate::controller::security::{PutUserMode, validate_user_name};
+use crate::controller::security::validate_user_name;
 use crate::security::acl::{Acl, Operation, PatternType, Permission, ResourceType};
 use crate::security::scram::{CredentialError, ITERATIONS_DEFAULT, ScramCredential};
 

@@ -188,12 +188,11 @@ pub enum Command {
         node: u64,
         first: u64,
     },
-    /// Creates or replaces a user's credential, as `mode` says (see
-    /// [`PutUserMode`](super::security::PutUserMode)).
+    /// Creates or replaces a user's credential, as `mode` says.
     PutUser {
         name: String,
         credential: ScramCredential,
-        mode: super::security::PutUserMode,
+        mode: PutUserMode,
     },
     DeleteUser {
         name: String,
@@ -216,6 +215,19 @@ impl Command {
         builder.push(now_ms, None, Some(&json), &[]);
         builder.finish().to_vec()
     }
+}
+
+/// How a [`PutUser`](Command::PutUser) treats an existing user.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum PutUserMode {
+    /// A new user; refused if the name exists.
+    Create,
+    /// A new password for an existing user; refused if the name is unknown.
+    SetPassword,
+    /// The first user of a cluster (`STRATA_BOOTSTRAP_USER`); refused once any user exists, so
+    /// every node may propose it at start and only the first one counts.
+    Bootstrap,
 }
 
 /// Why the controller refused a command when it applied it: the outcome its proposer gets

@@ -2,9 +2,7 @@
 //! that keep them bounded. Values arrive from the controller's log, so they are checked again
 //! here (the proposer checked them first, with clearer errors).
 
-use serde::{Deserialize, Serialize};
-
-use super::metadata::{CommandRefusal, Metadata};
+use super::metadata::{CommandRefusal, Metadata, PutUserMode};
 use crate::security::acl::Acl;
 use crate::security::scram::ScramCredential;
 
@@ -14,19 +12,6 @@ pub const USERS_MAX: usize = 10_000;
 pub const ACLS_MAX: usize = 10_000;
 /// Longest user name.
 pub const USER_NAME_BYTES_MAX: usize = 255;
-
-/// How a [`PutUser`](super::metadata::Command::PutUser) treats an existing user.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum PutUserMode {
-    /// A new user; refused if the name exists.
-    Create,
-    /// A new password for an existing user; refused if the name is unknown.
-    SetPassword,
-    /// The first user of a cluster (`STRATA_BOOTSTRAP_USER`); refused once any user exists, so
-    /// every node may propose it at start and only the first one counts.
-    Bootstrap,
-}
 
 /// Checks a user name: 1 to 255 characters of `[a-zA-Z0-9._@-]` (no `:`, which separates the
 /// name from the password in a `Basic` authorization header, and nothing a principal's

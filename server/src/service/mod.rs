@@ -44,7 +44,6 @@ use tonic::{Request, Response, Status, Streaming};
 
 pub use produce::STREAM_IN_FLIGHT_MAX;
 pub use remote::{bootstrap_user_at, controller_high_watermark_at};
-pub use security::bootstrap_user_reply;
 pub use status::status;
 
 use crate::broker::{Broker, BrokerError};

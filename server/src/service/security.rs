@@ -123,49 +123,6 @@ impl Service {
     }
 }
 
-/// The peer service's `BootstrapUser`: proposes another node's bootstrap user through this
-/// node's controller group (it must lead it). Only the credential travels; it is checked
-/// again here, and the controller creates the user only while there is none.
-///
-/// # Errors
-/// INVALID_ARGUMENT for a bad name or credential, FAILED_PRECONDITION when this node does not
-/// lead the controller, UNAVAILABLE for other proposal failures.
-pub async fn bootstrap_user_reply(
-    driver: &crate::replication::DriverHandle,
-    now_ms: i64,
-    request: pb::BootstrapUserRequest,
-) -> Result<pb::BootstrapUserResponse, Status> {
-    use crate::controller::machine::Controller;
-    use crate::controller::metadata::CommandRefusal;
-    use crate::replication::{CONTROLLER, ProposeError};
-    crate::controller::security::validate_user_name(&request.name)
-        .map_err(|reason| status(BrokerError::InvalidArgument(reason)))?;
-    let credential = crate::security::scram::ScramCredential {
-        salt: request.salt.to_vec(),
-        iterations: request.iterations,
-        stored_key: request.stored_key.to_vec(),
-        server_key: request.server_key.to_vec(),
-    };
-    credential
-        .validate()
-        .map_err(|e| status(BrokerError::InvalidArgument(e.to_string())))?;
-    let command = crate::broker::security::bootstrap_command(request.name, credential);
-    let committed = driver
-        .propose::<Controller>(CONTROLLER, command.to_batch(now_ms))
-        .await
-        .map_err(|error| match error {
-            ProposeError::NotLeader { leader_id } => Status::failed_precondition(format!(
-                "this node does not lead the controller (its leader is node {leader_id})"
-            )),
-            other => Status::unavailable(other.to_string()),
-        })?;
-    match committed.outcome {
-        Ok(()) => Ok(pb::BootstrapUserResponse { created: true }),
-        Err(CommandRefusal::UsersExist) => Ok(pb::BootstrapUserResponse { created: false }),
-        Err(refusal) => Err(status(BrokerError::InvalidArgument(refusal.to_string()))),
-    }
-}
-
 fn user_to_proto(user: UserInfo) -> pb::UserInfo {
     pb::UserInfo {
         name: user.name,
