@@ -440,6 +440,42 @@ fn start_up_fails_naming_the_unusable_file() {
     }
 }
 
+/// A node serving a certificate of an "old CA" from files in `files`, and a "new CA" to
+/// rotate to: what the rotation tests start from.
+struct Rotatable {
+    old_ca: Ca,
+    new_ca: Ca,
+    cert_file: String,
+    key_file: String,
+    server: ServerProcess,
+    address: String,
+}
+
+fn start_rotatable(files: &Path) -> Rotatable {
+    let (old_ca, new_ca) = (ca("old CA"), ca("new CA"));
+    let (cert, key) = leaf(&old_ca, &["127.0.0.1"], "node-1", false);
+    let cert_file = put(files, "node.pem", &cert);
+    let key_file = put(files, "node.key", &key);
+    let flags = vec![
+        "--tls-cert".to_string(),
+        cert_file.clone(),
+        "--tls-key".to_string(),
+        key_file.clone(),
+    ];
+    let mut server =
+        ServerProcess::launch_with(&files.join("data"), 1, "127.0.0.1:0", None, &flags);
+    server.wait_ready();
+    let address = server.address.clone();
+    Rotatable {
+        old_ca,
+        new_ca,
+        cert_file,
+        key_file,
+        server,
+        address,
+    }
+}
+
 /// The node's certificate and key are replaced, by a pair from a new CA, while it runs: a new
 /// connection that trusts the new CA is served within a bounded wait, and one that trusts only
 /// the old CA is no longer.
@@ -448,20 +484,14 @@ async fn certificates_rotate_without_a_restart() {
     tokio::time::timeout(TEST_TIMEOUT, async {
         let dir = tempfile::tempdir().expect("tempdir");
         let files = dir.path();
-        let (old_ca, new_ca) = (ca("old CA"), ca("new CA"));
-        let (cert, key) = leaf(&old_ca, &["127.0.0.1"], "node-1", false);
-        let cert_file = put(files, "node.pem", &cert);
-        let key_file = put(files, "node.key", &key);
-        let flags = vec![
-            "--tls-cert".to_string(),
-            cert_file.clone(),
-            "--tls-key".to_string(),
-            key_file.clone(),
-        ];
-        let mut server =
-            ServerProcess::launch_with(&files.join("data"), 1, "127.0.0.1:0", None, &flags);
-        server.wait_ready();
-        let address = server.address.clone();
+        let Rotatable {
+            old_ca,
+            new_ca,
+            cert_file,
+            key_file,
+            mut server,
+            address,
+        } = start_rotatable(files);
         cluster_info(&address, Some(client_tls(&old_ca.pem, None)))
             .await
             .expect("served under the old CA");
@@ -515,20 +545,14 @@ async fn sighup_reloads_the_certificates() {
     tokio::time::timeout(TEST_TIMEOUT, async {
         let dir = tempfile::tempdir().expect("tempdir");
         let files = dir.path();
-        let (old_ca, new_ca) = (ca("old CA"), ca("new CA"));
-        let (cert, key) = leaf(&old_ca, &["127.0.0.1"], "node-1", false);
-        let cert_file = put(files, "node.pem", &cert);
-        let key_file = put(files, "node.key", &key);
-        let flags = vec![
-            "--tls-cert".to_string(),
-            cert_file.clone(),
-            "--tls-key".to_string(),
-            key_file.clone(),
-        ];
-        let mut server =
-            ServerProcess::launch_with(&files.join("data"), 1, "127.0.0.1:0", None, &flags);
-        server.wait_ready();
-        let address = server.address.clone();
+        let Rotatable {
+            old_ca,
+            new_ca,
+            cert_file,
+            key_file,
+            mut server,
+            address,
+        } = start_rotatable(files);
         let modified = |path: &str| {
             std::fs::metadata(path)
                 .and_then(|m| m.modified())
