@@ -22,9 +22,12 @@
 //! Authentication and authorization:
 //! - [`acl`]: ACLs and the authorization decision ([`acl::Policy::allows`]).
 //! - [`scram`]: SCRAM-SHA-256 credentials, the only form a password is kept in.
+//! - [`password`]: what every frontend shares to check passwords: `Basic` credentials, the
+//!   slowdown of failed attempts per source, the cache of verified passwords.
 
 pub mod acl;
 pub mod listener;
+pub mod password;
 pub mod scram;
 pub mod tls;
 
