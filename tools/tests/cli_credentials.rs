@@ -1,7 +1,8 @@
-//! The CLI's credentials against a real `strata-server` with `--authentication password`: the
-//! password from the first line of stdin (`--password-stdin`, the rest left for `produce`) or
-//! from `STRATA_PASSWORD`; no credentials is AUTHENTICATION_FAILED; `--user` without a
-//! password source is a usage error before anything is sent.
+//! The CLI's credentials against a real `strata-server` with TLS and `--authentication
+//! password` (certificates from `strata tls init`): the password from the first line of stdin
+//! (`--password-stdin`, the rest left for `produce`) or from `STRATA_PASSWORD`; no credentials
+//! is AUTHENTICATION_FAILED; `--user` without a password source is a usage error before
+//! anything is sent.
 
 mod common;
 
@@ -17,6 +18,8 @@ const PASSWORD: &str = "admin-password";
 struct SecureServer {
     child: std::process::Child,
     address: String,
+    /// The CA of the server's certificate (passwords travel only over TLS).
+    tls_ca: String,
     _data: tempfile::TempDir,
 }
 
@@ -29,10 +32,22 @@ impl Drop for SecureServer {
 
 fn start() -> SecureServer {
     let data = tempfile::tempdir().expect("data dir");
+    let certs = data.path().join("certs");
+    let init = Command::new(env!("CARGO_BIN_EXE_strata"))
+        .args(["tls", "init"])
+        .arg(&certs)
+        .args(["--nodes", "1", "--hosts", "127.0.0.1"])
+        .output()
+        .expect("strata tls init");
+    assert!(init.status.success(), "{init:?}");
     let address = format!("127.0.0.1:{}", common::free_port());
     let child = Command::new(common::server_binary())
         .args(["--node-id", "1", "--listen", &address, "--data-dir"])
-        .arg(data.path())
+        .arg(data.path().join("data"))
+        .arg("--tls-cert")
+        .arg(certs.join("node-1.pem"))
+        .arg("--tls-key")
+        .arg(certs.join("node-1.key"))
         .args([
             "--authentication",
             "password",
@@ -50,12 +65,18 @@ fn start() -> SecureServer {
     SecureServer {
         child,
         address,
+        tls_ca: certs.join("ca.pem").to_str().expect("utf8").to_string(),
         _data: data,
     }
 }
 
 fn strata(server: &SecureServer, args: &[&str], stdin: &[u8]) -> Output {
-    let mut all = vec!["--brokers", server.address.as_str()];
+    let mut all = vec![
+        "--brokers",
+        server.address.as_str(),
+        "--tls-ca",
+        server.tls_ca.as_str(),
+    ];
     all.extend_from_slice(args);
     common::strata(&all, stdin, COMMAND_DEADLINE)
 }
@@ -136,6 +157,8 @@ fn the_password_comes_from_stdin_or_the_environment() {
         &[
             "--brokers",
             &server.address,
+            "--tls-ca",
+            &server.tls_ca,
             "--user",
             "admin",
             "consume",
@@ -164,6 +187,8 @@ fn the_password_comes_from_stdin_or_the_environment() {
         &[
             "--brokers",
             &server.address,
+            "--tls-ca",
+            &server.tls_ca,
             "--user",
             "admin",
             "topic",
