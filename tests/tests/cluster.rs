@@ -135,9 +135,19 @@ impl Producing {
 }
 
 /// Every record still stored in partition 0, read from `node` (followers serve committed data
-/// too).
+/// too). Retention (1 s in some tests here) may remove the next page while the read goes on
+/// (OFFSET_OUT_OF_RANGE, as a Kafka consumer would see): then it reads again from the new log
+/// start, for at most 30 s.
 async fn read_all(cluster: &Cluster, node: u64, topic: &str) -> Vec<(u64, String)> {
-    cluster.clients(node).await.read_values(topic, 0).await
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        match cluster.clients(node).await.try_read_values(topic, 0).await {
+            Ok(records) => return records,
+            Err(status)
+                if status.code() == tonic::Code::OutOfRange && Instant::now() < deadline => {}
+            Err(status) => panic!("reading {topic} from node {node}: {status:?}"),
+        }
+    }
 }
 
 /// Every acknowledged batch is in the log exactly once, in order, at its acknowledged offset,
