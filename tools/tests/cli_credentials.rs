@@ -81,35 +81,16 @@ fn strata(server: &SecureServer, args: &[&str], stdin: &[u8]) -> Output {
     common::strata(&all, stdin, COMMAND_DEADLINE)
 }
 
-/// Runs `strata ARGS` with `STRATA_PASSWORD` set to `password` (or removed), stdin empty,
-/// killed at the deadline; returns its exit code, stdout and stderr.
+/// Runs `strata ARGS` with `STRATA_PASSWORD` set to `password` (or removed), stdin empty;
+/// returns its exit code, stdout and stderr.
 fn strata_with_env(args: &[&str], password: Option<&str>) -> (Option<i32>, String, String) {
-    let out = tempfile::tempdir().expect("output dir");
-    let file = |name: &str| std::fs::File::create(out.path().join(name)).expect("output file");
-    let mut command = Command::new(env!("CARGO_BIN_EXE_strata"));
-    command
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(file("stdout"))
-        .stderr(file("stderr"));
-    match password {
-        Some(password) => command.env("STRATA_PASSWORD", password),
-        None => command.env_remove("STRATA_PASSWORD"),
-    };
-    let mut child = command.spawn().expect("run strata");
-    let deadline = Instant::now() + COMMAND_DEADLINE;
-    let status = loop {
-        if let Some(status) = child.try_wait().expect("wait for strata") {
-            break status;
-        }
-        if Instant::now() >= deadline {
-            let _ = child.kill();
-            panic!("strata {args:?} did not finish within {COMMAND_DEADLINE:?}");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    let read = |name: &str| std::fs::read_to_string(out.path().join(name)).expect("read output");
-    (status.code(), read("stdout"), read("stderr"))
+    let output = common::strata_with_env(
+        &[("STRATA_PASSWORD", password)],
+        args,
+        b"",
+        COMMAND_DEADLINE,
+    );
+    (output.code, output.stdout, output.stderr)
 }
 
 #[test]

@@ -58,7 +58,14 @@ pub struct Authenticator {
     // std Mutexes: never held across `.await`.
     cache: Mutex<CredentialCache>,
     slowdown: Mutex<Slowdown>,
+    /// Permits for PBKDF2 checks (see [`PASSWORD_CHECKS_MAX`]).
+    password_checks: tokio::sync::Semaphore,
 }
+
+/// Most password checks (PBKDF2, a few ms of CPU each) running at once; more wait their turn.
+/// The slowdown delays a failed answer but not its work, so without this a flood of wrong
+/// passwords over many streams would keep every core (and blocking thread) busy.
+pub const PASSWORD_CHECKS_MAX: usize = 2;
 
 /// What the layer learnt of a request before letting it through.
 struct Admitted {
@@ -79,6 +86,7 @@ impl Authenticator {
             broker,
             cache: Mutex::new(CredentialCache::new()?),
             slowdown: Mutex::new(Slowdown::default()),
+            password_checks: tokio::sync::Semaphore::new(PASSWORD_CHECKS_MAX),
         })
     }
 
@@ -226,6 +234,10 @@ impl Authenticator {
             .or_else(|| unknown_user_credential().cloned());
         let matched = match checked {
             Some(checked) => {
+                // Never closed: an error would only mean no permit, and then no check.
+                let Ok(_permit) = self.password_checks.acquire().await else {
+                    return Err(self.unauthenticated("the node is stopping"));
+                };
                 let password = password.to_string();
                 tokio::task::spawn_blocking(move || checked.verify(&password))
                     .await

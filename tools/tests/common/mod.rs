@@ -132,7 +132,24 @@ pub struct Output {
 
 /// Runs `strata ARGS` with `stdin`, killing it at the deadline.
 pub fn strata(args: &[&str], stdin: &[u8], deadline: Duration) -> Output {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_strata"))
+    strata_with_env(&[], args, stdin, deadline)
+}
+
+/// [`strata`] with environment variables set (`Some`) or removed (`None`).
+pub fn strata_with_env(
+    env: &[(&str, Option<&str>)],
+    args: &[&str],
+    stdin: &[u8],
+    deadline: Duration,
+) -> Output {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_strata"));
+    for (name, value) in env {
+        match value {
+            Some(value) => command.env(name, value),
+            None => command.env_remove(name),
+        };
+    }
+    let mut child = command
         .args(args)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
