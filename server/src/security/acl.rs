@@ -195,14 +195,10 @@ impl Acl {
         Ok(())
     }
 
-    fn matches_principal(&self, principal: &Principal) -> bool {
-        match principal {
-            // Nodes are never subject to ACLs (see `Policy::allows`).
-            Principal::Node(_) => false,
-            Principal::User(_) | Principal::Anonymous => {
-                self.principal == "User:*" || self.principal == principal.to_string()
-            }
-        }
+    /// Whether the ACL names `principal`, written `User:<name>` (nodes are never subject to
+    /// ACLs, see `Policy::allows`).
+    fn matches_principal(&self, principal: &str) -> bool {
+        self.principal == "User:*" || self.principal == principal
     }
 
     fn matches_resource(&self, resource_type: ResourceType, name: &str) -> bool {
@@ -234,15 +230,17 @@ impl Policy {
         name: &str,
         operation: Operation,
     ) -> bool {
-        if !self.enabled
-            || matches!(principal, Principal::Node(_))
-            || self.superusers.contains(&principal.to_string())
-        {
+        if !self.enabled || matches!(principal, Principal::Node(_)) {
+            return true;
+        }
+        // Written once, not per ACL.
+        let principal = principal.to_string();
+        if self.superusers.contains(&principal) {
             return true;
         }
         let mut allowed = false;
         for acl in acls {
-            if !acl.matches_principal(principal) || !acl.matches_resource(resource_type, name) {
+            if !acl.matches_principal(&principal) || !acl.matches_resource(resource_type, name) {
                 continue;
             }
             match acl.permission {
