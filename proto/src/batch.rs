@@ -67,7 +67,7 @@ mod decode;
 pub use build::{BatchBuilder, control_batch};
 pub use decode::{
     DECOMPRESSED_BYTES_MAX, DecodedBatch, Header, Record, ValidatedBatch, decode_batch,
-    decode_records, timestamp_at, validate_batch,
+    decode_records, timestamp_at, validate_batch, validate_records,
 };
 
 /// Size of the fixed batch header, up to the first record.
@@ -308,6 +308,20 @@ impl BatchHeader {
     /// # Errors
     /// The first violation found, as a [`BatchError`].
     pub fn validate(buf: &[u8]) -> Result<Self, BatchError> {
+        Self::check(buf, true)
+    }
+
+    /// [`BatchHeader::validate`] without the CRC: for a batch whose CRC the caller knows was
+    /// checked once already (a log appending what a producer's admission or a follower's
+    /// message check accepted), so that a batch's bytes are checksummed once on its way in.
+    ///
+    /// # Errors
+    /// As [`BatchHeader::validate`], but never [`BatchError::CrcMismatch`].
+    pub fn validate_framing(buf: &[u8]) -> Result<Self, BatchError> {
+        Self::check(buf, false)
+    }
+
+    fn check(buf: &[u8], crc: bool) -> Result<Self, BatchError> {
         let header = Self::parse(buf)?;
         if header.total_bytes() != buf.len() {
             return Err(BatchError::LengthMismatch {
@@ -315,7 +329,9 @@ impl BatchHeader {
                 actual: buf.len(),
             });
         }
-        header.check_crc(buf)?;
+        if crc {
+            header.check_crc(buf)?;
+        }
         header.compression()?;
         if header.record_count < 1 {
             return Err(BatchError::InvalidRecordCount {

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use strata_server::storage::batch::{BatchHeader, ControlType, decode_records, split_batches};
 use strata_server::storage::fault::Faults;
-use strata_server::storage::{Error, LogConfig, PartitionLog};
+use strata_server::storage::{EntryBytes, Error, LogConfig, PartitionLog};
 use strata_tests::{Seed, data_batch, read_values};
 
 fn config() -> LogConfig {
@@ -54,7 +54,12 @@ fn build_log(dir: &Path, seed: &mut Seed) -> (Vec<String>, Vec<Expected>, PathBu
         last_raft_index: last.base_raft_index - 1,
     };
     let entries = log
-        .raft_entries(last.base_raft_index, log.last_raft_index() + 1, usize::MAX)
+        .raft_entries(
+            last.base_raft_index,
+            log.last_raft_index() + 1,
+            usize::MAX,
+            EntryBytes::Whole,
+        )
         .expect("entries");
     let mut expected = Vec::new();
     for entry in entries {
@@ -259,8 +264,9 @@ fn read_checked(log: &PartitionLog) -> Result<usize, String> {
             log.first_raft_index(),
             log.last_raft_index() + 1,
             usize::MAX,
+            EntryBytes::Whole,
         )
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| e.to_string(), EntryBytes::Whole)?;
     for entry in entries {
         BatchHeader::validate(&entry.batch).map_err(|e| e.to_string())?;
     }

@@ -113,7 +113,23 @@ pub fn validate_batch(
     records_bytes_max: usize,
 ) -> Result<ValidatedBatch, BatchError> {
     let header = BatchHeader::validate(batch)?;
-    let records = &batch[HEADER_BYTES..];
+    validate_records(header, batch, records_bytes_max)
+}
+
+/// The records half of [`validate_batch`], for a caller that has validated the header already
+/// ([`BatchHeader::validate`] on this very `batch`), so that the CRC runs once.
+///
+/// # Errors
+/// As [`validate_batch`], from the records on.
+pub fn validate_records(
+    header: BatchHeader,
+    batch: &[u8],
+    records_bytes_max: usize,
+) -> Result<ValidatedBatch, BatchError> {
+    let records = batch.get(HEADER_BYTES..).ok_or(BatchError::Truncated {
+        needed: HEADER_BYTES,
+        available: batch.len(),
+    })?;
     let records_bytes = match header.compression()? {
         Compression::None => {
             if records.len() > records_bytes_max {

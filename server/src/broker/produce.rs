@@ -9,6 +9,8 @@ use super::{
     Broker, BrokerError, PRODUCE_BYTES_IN_FLIGHT_MAX, PRODUCE_TIMEOUT, Produced, Target,
     propose_error,
 };
+use bytes::Bytes;
+
 use crate::partition::PartitionMachine;
 use crate::storage::batch::BatchHeader;
 
@@ -19,7 +21,7 @@ impl Broker {
         &self,
         topic: &str,
         target: Target,
-        batch: Vec<u8>,
+        batch: Bytes,
     ) -> Result<Produced, BrokerError> {
         let permit = self.produce_permit(batch.len()).await?;
         self.start_produce(topic, target, batch, permit)?.await
@@ -47,7 +49,7 @@ impl Broker {
         &self,
         topic: &str,
         target: Target,
-        batch: Vec<u8>,
+        batch: Bytes,
         permit: tokio::sync::OwnedSemaphorePermit,
     ) -> Result<impl Future<Output = Result<Produced, BrokerError>> + Send + use<>, BrokerError>
     {

@@ -90,7 +90,7 @@ impl Broker {
     ) -> Result<impl Future<Output = Result<Produced, BrokerError>> + Send + use<>, BrokerError>
     {
         let room = self.produce_permit(input.batch.len()).await?;
-        self.start_produce(&input.topic, input.target, input.batch.to_vec(), room)
+        self.start_produce(&input.topic, input.target, input.batch, room)
     }
 }
 

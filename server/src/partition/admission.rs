@@ -4,7 +4,7 @@
 use bytes::Bytes;
 
 use super::PartitionError;
-use crate::storage::batch::{BatchHeader, DECOMPRESSED_BYTES_MAX, validate_batch};
+use crate::storage::batch::{BatchHeader, DECOMPRESSED_BYTES_MAX, validate_records};
 
 /// Largest batch a producer may send (bytes).
 pub const BATCH_BYTES_MAX: usize = 1 << 20;
@@ -40,7 +40,8 @@ pub fn validate_producer_batch(batch: &Bytes) -> Result<(), PartitionError> {
     }
     // Every record is checked once, here, so nothing stored fails to decode: uncompressed
     // records in place, LZ4 ones streamed through a bounded buffer (as Kafka's broker does),
-    // refused once they decompress past the cap every reader applies.
-    validate_batch(batch, DECOMPRESSED_BYTES_MAX)?;
+    // refused once they decompress past the cap every reader applies. This is the one CRC-32C
+    // pass over the batch on the leader: the log's append checks framing only.
+    validate_records(header, batch, DECOMPRESSED_BYTES_MAX)?;
     Ok(())
 }

@@ -47,6 +47,9 @@ impl StateMachine for PartitionMachine {
     /// A producer's batch out of sequence, or of a fenced epoch.
     type Refusal = SequenceError;
 
+    /// The producer table needs a batch's header only; its records stay in the log.
+    const APPLIES_HEADER_ONLY: bool = true;
+
     fn apply(&mut self, entry: &Entry, next_offset: u64) {
         if let Ok(header) = BatchHeader::parse(&entry.data) {
             self.producers.stored(&header, next_offset, 0);

@@ -23,7 +23,7 @@ use std::path::Path;
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 
 use crate::storage::batch::{BatchHeader, split_batches};
-use crate::storage::{Error, PartitionLog, Result};
+use crate::storage::{EntryBytes, Error, PartitionLog, Result};
 
 /// Batches remembered per producer, as in Kafka: a producer keeps at most this many in flight
 /// per partition, so any retry is of one of them.
@@ -409,7 +409,12 @@ impl ProducerTable {
         let mut index = committed + 1;
         let last = log.last_raft_index();
         while index <= last {
-            let entries = log.raft_entries(index, last + 1, SCAN_CHUNK_BYTES)?;
+            let entries = log.raft_entries(
+                index,
+                last + 1,
+                SCAN_CHUNK_BYTES,
+                EntryBytes::DataHeaderOnly,
+            )?;
             let Some(newest) = entries.last().map(|e| e.raft_index) else {
                 break;
             };

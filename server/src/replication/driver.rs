@@ -18,7 +18,8 @@ use std::sync::Arc;
 use std::sync::mpsc::{Receiver, RecvTimeoutError, sync_channel};
 use std::time::{Duration, Instant};
 
-use raft::prelude::{ConfChange, Message, MessageType};
+use bytes::Bytes;
+use raft::prelude::{ConfChange, Entry, Message, MessageType};
 use raft::{RawNode, StateRole, Storage};
 use tokio::sync::oneshot;
 
@@ -326,6 +327,7 @@ impl Driver {
         }
         let mut storage =
             RaftStorage::open(spec.log.clone(), &spec.voters).map_err(|e| e.to_string())?;
+        storage.set_apply_reads_header_only(spec.machine.applies_header_only());
         let first = storage.first_index().map_err(|e| e.to_string())?;
         let last = storage.last_index().map_err(|e| e.to_string())?;
         // In a group this node alone votes in, every entry in its (opened, hence fsynced) log is
@@ -442,7 +444,7 @@ impl Driver {
 
     /// Admits `data` through the group's machine and hands it to raft, or answers a retry as
     /// its original, or answers the machine's refusal.
-    pub(super) fn propose(&mut self, id: RaftGroupId, data: Vec<u8>, reply: Reply) {
+    pub(super) fn propose(&mut self, id: RaftGroupId, data: Bytes, reply: Reply) {
         // An empty entry is what a new leader appends to commit its term: the driver applies
         // it as nothing, so a proposal of nothing would have no outcome to answer with.
         if data.is_empty() {
@@ -500,7 +502,10 @@ impl Driver {
                 return;
             }
         }
-        let proposed = group.node.propose(proposal.to_be_bytes().to_vec(), data);
+        let proposed = group
+            .node
+            .raft
+            .step(proposal_message(group.node.raft.id, proposal, data));
         if proposed.is_err() {
             group.machine.dropped(proposal);
         }
@@ -600,6 +605,25 @@ impl Driver {
         }
         self.groups.clear();
     }
+}
+
+/// The message `RawNode::propose` builds, but over `data` as it is: `RawNode::propose` takes a
+/// `Vec<u8>`, and a produced batch arrives as a slice of its gRPC frame (`Bytes`), which would
+/// have to be copied into a `Vec` first. raft-rs's `Entry.data` is itself `Bytes`, so the batch
+/// reaches the log's `pwrite` without a copy.
+fn proposal_message(from: u64, proposal: u64, data: Bytes) -> Message {
+    let entry = Entry {
+        data,
+        context: Bytes::copy_from_slice(&proposal.to_be_bytes()),
+        ..Entry::default()
+    };
+    let mut message = Message {
+        from,
+        ..Message::default()
+    };
+    message.set_msg_type(MessageType::MsgPropose);
+    message.set_entries(vec![entry].into());
+    message
 }
 
 /// Runs the group's retention policy, if its machine has one, up to what raft applied, with

@@ -68,7 +68,7 @@ fn group_spec<M>(id: RaftGroupId, log: Arc<RwLock<PartitionLog>>, machine: M) ->
 /// Proposes a batch to `id` and runs Ready rounds until it is answered.
 fn commit(driver: &mut Driver, id: RaftGroupId) -> ErasedResult {
     let (reply, mut receiver) = oneshot::channel();
-    driver.propose(id, batch(), reply);
+    driver.propose(id, batch().into(), reply);
     for _ in 0..10 {
         driver.process_ready();
         if let Ok(answer) = receiver.try_recv() {
@@ -388,7 +388,7 @@ fn a_new_leader_admits_only_after_its_machine_took_over() {
     let (reply, _answer) = oneshot::channel();
     driver.handle(Command::Propose {
         group: 9,
-        data: batch(),
+        data: batch().into(),
         reply,
     });
     assert_eq!(*admitted.lock().expect("admitted"), [true]);
@@ -464,7 +464,7 @@ fn judged(dir: &std::path::Path) -> Driver {
 /// Proposes `data` to group 9 and runs Ready rounds until it is answered, typed as a Judge's.
 fn judge(driver: &mut Driver, data: Vec<u8>) -> Result<Committed<usize>, ProposeError<String>> {
     let (reply, mut receiver) = oneshot::channel();
-    driver.propose(9, data, reply);
+    driver.propose(9, data.into(), reply);
     for _ in 0..10 {
         if let Ok(answer) = receiver.try_recv() {
             return super::super::handle::typed(answer);
@@ -509,7 +509,7 @@ fn an_idle_group_goes_quiet_and_a_proposal_wakes_it() {
     }
     assert!(is_quiet(&driver), "{}", driver.describe(9));
     let (reply, _answer) = oneshot::channel();
-    driver.propose(9, batch(), reply);
+    driver.propose(9, batch().into(), reply);
     assert!(!is_quiet(&driver), "a proposal in flight");
 }
 
@@ -578,7 +578,7 @@ fn retention_expires_segments_when_the_clock_passes_their_age() {
             &[],
         );
         let (reply, mut answer) = oneshot::channel();
-        driver.propose(1, builder.finish().to_vec(), reply);
+        driver.propose(1, builder.finish().freeze(), reply);
         while answer.try_recv().is_err() {
             driver.process_ready();
         }

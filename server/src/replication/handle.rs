@@ -10,6 +10,7 @@ use std::sync::mpsc::{SyncSender, TrySendError};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
 use raft::prelude::{ConfChange, Message};
 use tokio::sync::{oneshot, watch};
 
@@ -198,7 +199,8 @@ pub(crate) enum Command {
     RemoveGroup(RaftGroupId, oneshot::Sender<()>),
     Propose {
         group: RaftGroupId,
-        data: Vec<u8>,
+        /// The entry's data, handed to raft as it is: no copy on the way to the log.
+        data: Bytes,
         reply: Reply,
     },
     /// A raft membership change, answered once committed and applied (its outcome a
@@ -248,8 +250,12 @@ impl DriverHandle {
     ///
     /// # Errors
     /// See [`ProposeError`]; a group of another machine type is [`ProposeError::UnknownGroup`].
-    pub async fn propose<M: StateMachine>(&self, group: RaftGroupId, data: Vec<u8>) -> Proposed<M> {
-        self.submit::<M>(group, data)?.await
+    pub async fn propose<M: StateMachine>(
+        &self,
+        group: RaftGroupId,
+        data: impl Into<Bytes>,
+    ) -> Proposed<M> {
+        self.submit::<M>(group, data.into())?.await
     }
 
     /// Queues a proposal now and returns a future of its commit. Proposals submitted one after
@@ -261,7 +267,7 @@ impl DriverHandle {
     pub fn submit<M: StateMachine>(
         &self,
         group: RaftGroupId,
-        data: Vec<u8>,
+        data: Bytes,
     ) -> Result<impl Future<Output = Proposed<M>> + Send + use<M>, ProposeError<M::Refusal>> {
         let (reply, receiver) = oneshot::channel();
         self.send(Command::Propose { group, data, reply })?;

@@ -50,6 +50,13 @@ pub trait StateMachine: Send + 'static {
     /// Deterministic: every replica applies the same entries to the same effect.
     fn apply(&mut self, entry: &Entry, next_offset: u64) -> Self::Outcome;
 
+    /// Whether [`StateMachine::apply`] reads nothing of a normal entry's data but its batch
+    /// header (the first [`HEADER_BYTES`](crate::storage::batch::HEADER_BYTES)). Then the log
+    /// hands committed entries to apply as their headers only: a committed batch is not read
+    /// back and copied out of the log to be applied (conf changes and control entries still
+    /// come whole).
+    const APPLIES_HEADER_ONLY: bool = false;
+
     /// Replaces the state with the one a leader's snapshot carries (`data` is the owner's part).
     /// By default there is nothing to replace: the state is the log, which the snapshot has
     /// already reset.
@@ -107,6 +114,7 @@ pub type Erased = Arc<dyn Any + Send + Sync>;
 /// different types side by side. Implemented for every machine; see [`typed`] for the way back.
 pub(crate) trait AnyMachine: Send {
     fn apply(&mut self, entry: &Entry, next_offset: u64) -> Erased;
+    fn applies_header_only(&self) -> bool;
     fn restore(&mut self, data: &Bytes) -> Result<(), String>;
     fn retention(&self) -> Option<(RetentionPolicy, u64)>;
     fn snapshot(&mut self) -> Option<Bytes>;
@@ -118,6 +126,10 @@ pub(crate) trait AnyMachine: Send {
 impl<M: StateMachine> AnyMachine for M {
     fn apply(&mut self, entry: &Entry, next_offset: u64) -> Erased {
         Arc::new(StateMachine::apply(self, entry, next_offset))
+    }
+
+    fn applies_header_only(&self) -> bool {
+        M::APPLIES_HEADER_ONLY
     }
 
     fn restore(&mut self, data: &Bytes) -> Result<(), String> {

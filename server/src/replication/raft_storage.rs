@@ -126,6 +126,9 @@ pub struct RaftStorage {
     /// Extra snapshot data supplied by the group's owner (the controller's metadata), with the
     /// raft index and term it was taken at.
     owner_snapshot: Option<(u64, u64, Bytes)>,
+    /// Entries read for raft's own use (to apply, or to count pending conf changes) carry a
+    /// data batch's header only; see [`StateMachine::APPLIES_HEADER_ONLY`](super::StateMachine::APPLIES_HEADER_ONLY).
+    apply_reads_header_only: bool,
 }
 
 impl RaftStorage {
@@ -153,7 +156,15 @@ impl RaftStorage {
             written: state.clone(),
             state,
             owner_snapshot: None,
+            apply_reads_header_only: false,
         })
+    }
+
+    /// Hands entries read for raft's own use (not for a follower) over as their batch header
+    /// only, for a machine that applies from the header (see
+    /// [`StateMachine::APPLIES_HEADER_ONLY`](super::StateMachine::APPLIES_HEADER_ONLY)).
+    pub fn set_apply_reads_header_only(&mut self, header_only: bool) {
+        self.apply_reads_header_only = header_only;
     }
 
     pub fn log(&self) -> &Arc<RwLock<PartitionLog>> {
@@ -337,11 +348,23 @@ impl raft::Storage for RaftStorage {
         low: u64,
         high: u64,
         max_size: impl Into<Option<u64>>,
-        _context: GetEntriesContext,
+        context: GetEntriesContext,
     ) -> raft::Result<Vec<Entry>> {
         let max_bytes = max_size.into().unwrap_or(u64::MAX).min(usize::MAX as u64) as usize;
+        // raft reads entries for a follower (`can_async`), or for itself: to hand committed
+        // entries to apply, or to count conf changes not yet applied. For itself, a data
+        // batch's header is all anyone reads (when the machine says so), and reading only that
+        // spares a copy of every committed batch out of the log. Control batches (conf
+        // changes) are small and always come whole.
+        let bytes = if self.apply_reads_header_only && !context.can_async() {
+            storage::EntryBytes::DataHeaderOnly
+        } else {
+            storage::EntryBytes::Whole
+        };
         let log = self.log.read().expect("log lock poisoned");
-        let stored = log.raft_entries(low, high, max_bytes).map_err(map_error)?;
+        let stored = log
+            .raft_entries(low, high, max_bytes, bytes)
+            .map_err(map_error)?;
         stored
             .into_iter()
             .map(|stored| {
@@ -498,5 +521,25 @@ mod tests {
         let snapshot = store.snapshot(0, 0).expect("snapshot");
         assert_eq!(snapshot.get_metadata().index, 0);
         assert_eq!(snapshot_start_offset(&snapshot.data).expect("offset"), 0);
+
+        // For a machine that applies from headers: raft's own reads get a data batch's header
+        // (with its stamped offset), a follower's get it whole; conf changes always come whole.
+        store.set_apply_reads_header_only(true);
+        let own = store
+            .entries(1, 4, None, GetEntriesContext::empty(false))
+            .expect("entries");
+        assert!(own[0].data.is_empty());
+        assert_eq!(own[1].data.len(), batch::HEADER_BYTES);
+        let header = BatchHeader::parse(&own[1].data).expect("header");
+        assert_eq!((header.base_offset, header.record_count), (0, 1));
+        assert_eq!(&own[2].data[..], b"change");
+        let for_follower = store
+            .entries(1, 4, None, GetEntriesContext::empty(true))
+            .expect("entries");
+        assert_eq!(for_follower[1].data.len(), data.len());
+        assert_eq!(
+            &for_follower[1].data[batch::HEADER_BYTES..],
+            &data[batch::HEADER_BYTES..]
+        );
     }
 }

@@ -89,7 +89,7 @@ impl Service {
         let request_id = request.request_id;
         let input = produce_input(request, broker.clock.now_ms()).map_err(status)?;
         let produced = broker
-            .produce(&input.topic, input.target, input.batch.to_vec())
+            .produce(&input.topic, input.target, input.batch)
             .await
             .map_err(status)?;
         Ok(produce_response(request_id, produced))

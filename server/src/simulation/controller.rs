@@ -176,7 +176,7 @@ impl Simulation {
         let (reply, receiver) = oneshot::channel();
         driver.handle(Command::Propose {
             group: CONTROLLER,
-            data: command.to_batch(0),
+            data: command.to_batch(0).into(),
             reply,
         });
         self.controller.proposals.push((receiver, sent));

@@ -320,7 +320,7 @@ impl Simulation {
             }
             driver.handle(Command::Propose {
                 group: GROUP,
-                data: builder.finish().to_vec(),
+                data: builder.finish().freeze(),
                 reply,
             });
         }
@@ -445,7 +445,7 @@ impl Simulation {
         if let Some(driver) = self.node(id).driver.as_mut() {
             driver.handle(Command::Propose {
                 group: GROUP,
-                data,
+                data: data.into(),
                 reply,
             });
         }

@@ -89,7 +89,7 @@ impl Simulation {
         let (reply, receiver) = oneshot::channel();
         driver.handle(Command::Propose {
             group: GROUP,
-            data,
+            data: data.into(),
             reply,
         });
         self.proposals.push((receiver, sent));

@@ -243,8 +243,9 @@ impl PartitionLog {
         self.segments.iter().map(Segment::info).collect()
     }
 
-    /// Appends a batch as the next raft entry, written by a leader of `term`. The batch is
-    /// validated (framing, CRC-32C, record count), then stored with its base offset and leader
+    /// Appends a batch as the next raft entry, written by a leader of `term`. The batch's framing
+    /// is checked (lengths, record count; not the CRC-32C, which the caller has checked), then
+    /// it is stored with its base offset and leader
     /// epoch stamped: the stamp goes into a copy of the header only, and the rest is written
     /// from `batch` as it is (no copy of the records). Rolls to a new segment first when the
     /// active one is full or old. Durable only after [`PartitionLog::sync`].
@@ -260,7 +261,10 @@ impl PartitionLog {
                 limit_bytes: self.config.batch_bytes_max,
             });
         }
-        let mut header = BatchHeader::validate(batch)?;
+        // Framing only: the CRC was checked once where the batch entered the node (a producer's
+        // admission, a follower's check of the leader's message, recovery of what is on disk),
+        // and checking it again here would read every byte a second time on the hot path.
+        let mut header = BatchHeader::validate_framing(batch)?;
         let epoch = i32::try_from(term).map_err(|_| Error::InvalidTerm {
             term,
             reason: "the batch format's leader epoch holds at most 2^31 - 1",

@@ -39,4 +39,4 @@ pub use checkpoint::LogStart;
 pub use error::{Error, Result};
 pub use log::{AppendInfo, LogConfig, PartitionLog, PendingSync, RetentionOutcome};
 pub use retention::RetentionPolicy;
-pub use segment::{RaftEntry, SegmentInfo};
+pub use segment::{EntryBytes, RaftEntry, SegmentInfo};

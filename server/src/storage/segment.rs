@@ -82,8 +82,19 @@ pub struct SegmentInfo {
 pub struct RaftEntry {
     pub raft_index: u64,
     pub term: u64,
-    /// The whole stored batch.
+    /// The stored batch: whole, or its header only (see [`EntryBytes`]).
     pub batch: Bytes,
+}
+
+/// How much of each batch a read of raft entries copies out of the log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EntryBytes {
+    /// The whole batch (for a follower, or a state machine that reads the records).
+    Whole,
+    /// A data batch's header only ([`HEADER_BYTES`](batch::HEADER_BYTES)); control batches
+    /// whole. For readers of headers (applying a partition's entries, rebuilding its producer
+    /// table): a committed batch is not copied to be looked at.
+    DataHeaderOnly,
 }
 
 /// Where the walk of a segment stands: everything known about the batches before `position`.

@@ -2,6 +2,7 @@
 //! allocated ahead of the active one.
 
 use super::*;
+use crate::storage::EntryBytes;
 use crate::storage::batch;
 
 #[test]
@@ -80,7 +81,9 @@ fn sealed_segments_hold_no_file_descriptors() {
     drop(log);
     let mut log = small_log(dir.path());
     check(&log);
-    let entries = log.raft_entries(1, 31, 1 << 20).expect("entries");
+    let entries = log
+        .raft_entries(1, 31, 1 << 20, EntryBytes::Whole)
+        .expect("entries");
     assert_eq!(entries.len(), 30);
     // Back into the first segment: it becomes active again, with its files reopened.
     log.truncate_from_raft_index(3).expect("truncate");

@@ -8,17 +8,23 @@ use super::PartitionLog;
 use crate::storage::batch::BatchHeader;
 use crate::storage::error::{Error, Result};
 use crate::storage::files;
-use crate::storage::segment::RaftEntry;
+use crate::storage::segment::{EntryBytes, RaftEntry};
 
 impl PartitionLog {
-    /// Stored batches with raft indexes `from..to`, each with its term: at least one when the
-    /// range is not empty, then more while the total stays within `max_bytes` (raft-rs's
-    /// `Storage::entries` contract).
+    /// Stored batches with raft indexes `from..to`, each with its term, whole or as headers
+    /// (`bytes`): at least one when the range is not empty, then more while the total of what
+    /// is returned stays within `max_bytes` (raft-rs's `Storage::entries` contract).
     ///
     /// # Errors
     /// [`Error::RaftIndexCompacted`] below [`PartitionLog::first_raft_index`],
     /// [`Error::RaftIndexUnavailable`] when `to` passes the end.
-    pub fn raft_entries(&self, from: u64, to: u64, max_bytes: usize) -> Result<Vec<RaftEntry>> {
+    pub fn raft_entries(
+        &self,
+        from: u64,
+        to: u64,
+        max_bytes: usize,
+        bytes: EntryBytes,
+    ) -> Result<Vec<RaftEntry>> {
         self.check_usable()?;
         let first = self.first_raft_index();
         let last = self.last_raft_index();
@@ -41,7 +47,7 @@ impl PartitionLog {
             if next >= to {
                 break;
             }
-            let part = segment.raft_entries(next, to, max_bytes, taken_bytes)?;
+            let part = segment.raft_entries(next, to, max_bytes, taken_bytes, bytes)?;
             let complete = next + part.len() as u64 == segment.next_raft_index().min(to);
             next += part.len() as u64;
             taken_bytes += part.iter().map(|entry| entry.batch.len()).sum::<usize>();
@@ -98,7 +104,8 @@ impl PartitionLog {
         if raft_index == self.last_raft_index() {
             return Ok(self.next_offset());
         }
-        let entries = self.raft_entries(raft_index, raft_index + 1, 0)?;
+        let entries =
+            self.raft_entries(raft_index, raft_index + 1, 0, EntryBytes::DataHeaderOnly)?;
         let entry = entries.first().ok_or(Error::RaftIndexUnavailable {
             requested: raft_index,
             last: self.last_raft_index(),

@@ -7,7 +7,7 @@ use bytes::Bytes;
 use crate::storage::batch;
 use crate::storage::error::Result;
 
-use super::{RaftEntry, Segment};
+use super::{EntryBytes, RaftEntry, Segment};
 
 impl Segment {
     /// Data batches from the one holding `offset` on and starting below `end_offset`, as
@@ -92,6 +92,7 @@ impl Segment {
         to: u64,
         max_bytes: usize,
         taken_bytes: usize,
+        bytes: EntryBytes,
     ) -> Result<Vec<RaftEntry>> {
         let to = to.min(self.next_raft_index());
         let mut position = self.position_of_raft_index(from)?;
@@ -100,19 +101,23 @@ impl Segment {
         for raft_index in from..to {
             let header = self.header_at(position)?;
             let size = header.total_bytes();
-            if total > 0 && total + size > max_bytes {
+            let taken = match bytes {
+                EntryBytes::DataHeaderOnly if !header.is_control() => batch::HEADER_BYTES,
+                _ => size,
+            };
+            if total > 0 && total + taken > max_bytes {
                 break;
             }
             // A copy, unlike consumer reads: raft reads entries that are not committed yet and
             // may be truncated while a message carrying them still waits to be sent, which must
             // neither fault on a truncated page nor see a later entry's bytes.
-            let stored = self.log.view(position as usize..position as usize + size);
+            let stored = self.log.view(position as usize..position as usize + taken);
             entries.push(RaftEntry {
                 raft_index,
                 term: header.partition_leader_epoch as u64,
                 batch: Bytes::copy_from_slice(stored),
             });
-            total += size;
+            total += taken;
             position += size as u64;
         }
         Ok(entries)
