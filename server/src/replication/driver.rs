@@ -23,6 +23,7 @@ use raft::prelude::{ConfChange, Entry, Message, MessageType};
 use raft::{RawNode, StateRole, Storage};
 use tokio::sync::oneshot;
 
+use super::fsync::SyncPool;
 use super::group::{Group, alone, fail_pending, sync_leadership, track};
 use super::handle::{
     COMMAND_QUEUE_MAX, CONTROLLER, Command, Committed, DriverHandle, ErasedSpec, Outbox,
@@ -89,6 +90,8 @@ pub(crate) struct Driver {
     /// The time of day: control batches and segment rolls are stamped with it, and retention
     /// measures age by it.
     pub(super) clock: SharedClock,
+    /// Runs the fsyncs of a round that wrote several logs.
+    pub(super) fsyncs: SyncPool,
     /// Every election timeout is the same (the simulation's replays then take the same path:
     /// raft-rs draws randomized timeouts from a generator of its own).
     fixed_election_timeout: bool,
@@ -116,6 +119,7 @@ impl Driver {
             retention_every_ticks,
             rejected_messages: 0,
             clock,
+            fsyncs: SyncPool::start(),
             fixed_election_timeout,
         }
     }

@@ -9,6 +9,7 @@
 //! - `group`: one group as the driver holds it: raft node, machine, proposals in flight.
 //! - [`driver`]: the thread that owns and drives every local group: ticks, commands,
 //!   admission of proposals, proposals matched to replies by id.
+//! - `fsync`: the threads that fsync the logs of a round in parallel with the driver's own.
 //! - `ready`: the Ready round with group-commit fsync; committed entries applied through the
 //!   machines, invariants asserted.
 //! - `membership`: voters moved toward the metadata's replicas; leadership hand-over.
@@ -17,12 +18,13 @@
 //! - [`validate`]: what a peer's raft message must satisfy before a group steps it.
 //!
 //! Imports point one way: `machine <- handle <- group <- {membership, quiescence, lost_log}
-//! <- driver <- ready` (ready adds the Ready round to the driver), and `validate <- driver`.
+//! <- driver <- ready` (ready adds the Ready round to the driver), and `validate <- driver`, `fsync <- driver`.
 //!
 //! This layer knows nothing of gRPC, topics or producers: a group is an id, a log and a state
 //! machine whose outcomes it carries typed.
 
 pub mod driver;
+mod fsync;
 mod group;
 pub mod handle;
 mod lost_log;

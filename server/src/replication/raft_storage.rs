@@ -248,20 +248,33 @@ impl RaftStorage {
     /// Makes every append durable (one fsync of the active segment). The fsync runs without
     /// the log's lock, so readers are not held up by it.
     pub fn sync(&self) -> Result<(), raft::Error> {
-        let pending = self
-            .log
-            .write()
-            .expect("log lock poisoned")
-            .begin_sync()
-            .map_err(map_error)?;
+        let pending = self.begin_sync()?;
         if let Err(error) = pending.complete() {
-            self.log
-                .write()
-                .expect("log lock poisoned")
-                .fail_sync(&error);
+            self.fail_sync(&error);
             return Err(map_error(error));
         }
         Ok(())
+    }
+
+    /// The first half of [`RaftStorage::sync`] (see [`PartitionLog::begin_sync`]): what to
+    /// fsync, to complete on any thread.
+    ///
+    /// # Errors
+    /// The log failed.
+    pub fn begin_sync(&self) -> Result<storage::PendingSync, raft::Error> {
+        self.log
+            .write()
+            .expect("log lock poisoned")
+            .begin_sync()
+            .map_err(map_error)
+    }
+
+    /// Records that a sync from [`RaftStorage::begin_sync`] failed: the log is failed.
+    pub fn fail_sync(&self, error: &storage::Error) {
+        self.log
+            .write()
+            .expect("log lock poisoned")
+            .fail_sync(error);
     }
 
     /// Installs a snapshot sent by the leader: the log restarts after it.

@@ -67,44 +67,32 @@ impl Driver {
         }
     }
 
-    /// Fsyncs every log written this round, in parallel: one fsync covers every batch appended
-    /// to that log since the last one. Returns the groups whose fsync failed, with the error:
-    /// after a failed fsync the page cache may have dropped the data, so no promise of
-    /// durability can be kept for them.
+    /// Fsyncs every log written this round, in parallel (see [`super::fsync`]): one fsync
+    /// covers every batch appended to that log since the last one. Returns the groups whose
+    /// fsync failed, with the error: after a failed fsync the page cache may have dropped the
+    /// data, so no promise of durability can be kept for them.
     pub(super) fn sync_dirty_logs(&mut self) -> Vec<(RaftGroupId, String)> {
-        let dirty: Vec<(RaftGroupId, &mut Group)> = self
-            .groups
-            .iter_mut()
-            .filter(|(_, group)| group.dirty)
-            .map(|(id, group)| (*id, group))
-            .collect();
-        if dirty.is_empty() {
-            return Vec::new();
+        let mut failed = Vec::new();
+        let mut pending = Vec::new();
+        for (id, group) in &mut self.groups {
+            if !group.dirty {
+                continue;
+            }
+            group.dirty = false;
+            match group.node.store().begin_sync() {
+                Ok(sync) => pending.push((*id, sync)),
+                Err(error) => failed.push((*id, format!("fsync failed: {error}"))),
+            }
         }
-        std::thread::scope(|scope| {
-            let mut handles = Vec::new();
-            for (id, group) in dirty {
-                group.dirty = false;
-                let store = group.node.store();
-                if handles.is_empty() {
-                    // The first fsync runs here; the others on helper threads.
-                    handles.push((id, None, store.sync()));
-                } else {
-                    handles.push((id, Some(scope.spawn(move || store.sync())), Ok(())));
+        for (id, result) in self.fsyncs.complete_all(pending) {
+            if let Err(error) = result {
+                if let Some(group) = self.groups.get(&id) {
+                    group.node.store().fail_sync(&error);
                 }
+                failed.push((id, format!("fsync failed: {error}")));
             }
-            let mut failed = Vec::new();
-            for (id, handle, result) in handles {
-                let result = match handle {
-                    Some(handle) => handle.join().expect("fsync thread panicked"),
-                    None => result,
-                };
-                if let Err(error) = result {
-                    failed.push((id, format!("fsync failed: {error}")));
-                }
-            }
-            failed
-        })
+        }
+        failed
     }
 }
 
