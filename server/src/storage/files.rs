@@ -131,8 +131,16 @@ impl MappedFile {
     /// Writes `bytes` at `position`. On failure some prefix may have reached the file: the
     /// caller truncates back with [`MappedFile::set_length`].
     pub(crate) fn write_at(&mut self, bytes: &[u8], position: u64) -> Result<()> {
+        self.write_parts_at(&[bytes], position)
+    }
+
+    /// Writes `parts`, one after another, at `position`, in one `pwritev` (a batch's stamped
+    /// header and its records, which stay where the producer's request put them). On failure
+    /// some prefix may have reached the file, as with [`MappedFile::write_at`].
+    pub(crate) fn write_parts_at(&mut self, parts: &[&[u8]], position: u64) -> Result<()> {
         let file = self.open_file()?;
-        let end = position as usize + bytes.len();
+        let length: usize = parts.iter().map(|part| part.len()).sum();
+        let end = position as usize + length;
         if end > self.capacity_bytes {
             // Grow the mapping first; earlier slices keep the old mapping alive.
             let capacity_bytes = end.max(self.capacity_bytes.saturating_mul(2));
@@ -140,13 +148,13 @@ impl MappedFile {
             self.capacity_bytes = capacity_bytes;
         }
         if self.faults.as_ref().is_some_and(|f| f.write_fails()) {
+            let bytes = parts.concat();
             let half = bytes.len() / 2;
             file.write_all_at(&bytes[..half], position)
                 .context("write", &self.path)?;
             return Err(fault::enospc()).context("write", &self.path);
         }
-        file.write_all_at(bytes, position)
-            .context("write", &self.path)
+        write_all_vectored_at(&file, parts, position).context("write", &self.path)
     }
 
     /// Allocates disk blocks for `length_bytes` from `position` without changing the file's
@@ -218,6 +226,45 @@ impl SyncHandle {
         }
         self.file.sync_data().context("fsync", &self.path)
     }
+}
+
+/// `pwritev` of every byte of `parts` at `position`, resumed after a short write.
+fn write_all_vectored_at(file: &File, parts: &[&[u8]], position: u64) -> std::io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let length: usize = parts.iter().map(|part| part.len()).sum();
+    let mut written = 0;
+    while written < length {
+        let mut skip = written;
+        let mut vectors = Vec::with_capacity(parts.len());
+        for part in parts {
+            if skip >= part.len() {
+                skip -= part.len();
+                continue;
+            }
+            let rest = &part[skip..];
+            skip = 0;
+            vectors.push(libc::iovec {
+                iov_base: rest.as_ptr() as *mut libc::c_void,
+                iov_len: rest.len(),
+            });
+        }
+        let count = libc::c_int::try_from(vectors.len()).map_err(std::io::Error::other)?;
+        let at = libc::off_t::try_from(position + written as u64).map_err(std::io::Error::other)?;
+        // SAFETY: every iovec points into a slice of `parts`, borrowed for the call; the
+        // descriptor belongs to `file`, open for the call.
+        let result = unsafe { libc::pwritev(file.as_raw_fd(), vectors.as_ptr(), count, at) };
+        match result {
+            -1 => {
+                let error = std::io::Error::last_os_error();
+                if error.kind() != std::io::ErrorKind::Interrupted {
+                    return Err(error);
+                }
+            }
+            0 => return Err(std::io::ErrorKind::WriteZero.into()),
+            bytes => written += bytes as usize,
+        }
+    }
+    Ok(())
 }
 
 fn map_file(file: &File, path: &Path, capacity_bytes: usize) -> Result<Bytes> {
