@@ -1,15 +1,15 @@
 //! Produce on the Broker service: unary Produce and the pipelined ProduceStream, translated
 //! to [`ProduceInput`] and [`Broker`] calls. Building and checking the batch is the broker's
 //! ([`broker::records`](crate::broker::records)); this module owns only the stream's flow
-//! control: how many requests one stream may have in flight, and its replies' queue.
+//! control: how many requests one stream may have in flight.
 
 use std::collections::HashSet;
 use std::sync::Arc;
 
 use futures::StreamExt;
+use futures::future::BoxFuture;
+use futures::stream::FuturesUnordered;
 use strata_proto::v1 as pb;
-use tokio::sync::{Semaphore, mpsc};
-use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Status, Streaming};
 
 use super::access::Access;
@@ -24,8 +24,6 @@ use crate::storage::batch;
 /// Produce requests one stream may have in flight; the stream stops reading beyond this (and
 /// every stream waits for the node-wide byte budget, `PRODUCE_BYTES_IN_FLIGHT_MAX`).
 pub const STREAM_IN_FLIGHT_MAX: usize = 1024;
-/// Replies waiting to be written on one stream.
-const STREAM_REPLIES_MAX: usize = 1024;
 /// Topics one stream remembers as authorized for write; beyond it each further topic is
 /// checked on every request.
 const STREAM_AUTHORIZED_TOPICS_MAX: usize = 1024;
@@ -100,76 +98,126 @@ impl Service {
         access: Access,
         inbound: Streaming<pb::ProduceRequest>,
     ) -> Result<BoxStream<pb::ProduceResponse>, Status> {
-        let (replies, outbound) = mpsc::channel(STREAM_REPLIES_MAX);
-        tokio::spawn(serve_stream(self.broker()?, access, inbound, replies));
-        Ok(Box::pin(ReceiverStream::new(outbound)))
+        let state = StreamState {
+            broker: self.broker()?,
+            access,
+            inbound,
+            reading: true,
+            authorized: HashSet::new(),
+            admitting: None,
+            committing: FuturesUnordered::new(),
+        };
+        Ok(Box::pin(futures::stream::unfold(
+            state,
+            StreamState::next_reply,
+        )))
     }
 }
 
-/// Serves one ProduceStream: submits each request in stream order and answers each as its
-/// batch commits (replies may overtake each other across partitions); a failed request gets
-/// an error reply and the stream goes on (a topic the principal may not write to too: each
-/// topic is authorized once per stream). Ends with the inbound stream.
-async fn serve_stream(
+/// A request's answer, once its batch committed or failed.
+type Reply = BoxFuture<'static, pb::ProduceResponse>;
+
+/// One ProduceStream, served by the reply stream itself: polling it for the next reply reads
+/// requests, submits each in stream order (so batches for one partition keep their order) and
+/// answers each as its batch commits (replies may overtake each other across partitions). A
+/// failed request gets an error reply and the stream goes on (a topic the principal may not
+/// write to too: each topic is authorized once per stream). It ends with the inbound stream,
+/// once every reply is out.
+///
+/// No task of its own: the commit wakes the task that writes the reply (tonic's), one hand-off
+/// fewer than a task per request that passes its reply on through a channel.
+struct StreamState {
     broker: Arc<Broker>,
     access: Access,
-    mut inbound: Streaming<pb::ProduceRequest>,
-    replies: mpsc::Sender<Result<pb::ProduceResponse, Status>>,
-) {
-    let in_flight = Arc::new(Semaphore::new(STREAM_IN_FLIGHT_MAX));
-    let mut authorized: HashSet<String> = HashSet::new();
-    while let Some(message) = inbound.next().await {
-        let request = match message {
-            Ok(request) => request,
-            Err(error) => {
-                // A message above the decoding limit ends the stream (tonic cannot skip it):
-                // with RECORD_TOO_LARGE, not tonic's bare status.
-                let error = request_limit::oversized_request(&error).map_or(error, status);
-                let _ = replies.send(Err(error)).await;
-                break;
+    inbound: Streaming<pb::ProduceRequest>,
+    /// False once the inbound stream ended or failed.
+    reading: bool,
+    authorized: HashSet<String>,
+    /// The request being submitted (waiting for room in the node's produce budget): the next
+    /// one is read only once it is in, so submissions keep the stream's order. Its output is
+    /// the commit to wait for, or the reply of a request that failed before it.
+    admitting: Option<BoxFuture<'static, Result<Reply, pb::ProduceResponse>>>,
+    /// Submitted requests waiting for their commit; at most [`STREAM_IN_FLIGHT_MAX`] (the
+    /// stream stops reading beyond that).
+    committing: FuturesUnordered<Reply>,
+}
+
+impl StreamState {
+    async fn next_reply(mut self) -> Option<(Result<pb::ProduceResponse, Status>, StreamState)> {
+        loop {
+            if !self.reading && self.admitting.is_none() && self.committing.is_empty() {
+                return None;
             }
-        };
-        // Back-pressure: stop reading the stream while the in-flight limit is reached.
-        let Ok(permit) = in_flight.clone().acquire_owned().await else {
-            break;
-        };
-        // Validation and submission happen here, in stream order, so batches for one
-        // partition keep their order; only the wait for the commit runs concurrently.
+            let room = self.committing.len() < STREAM_IN_FLIGHT_MAX;
+            tokio::select! {
+                biased;
+                Some(reply) = self.committing.next(), if !self.committing.is_empty() => {
+                    return Some((Ok(reply), self));
+                }
+                admitted = async { self.admitting.as_mut()?.await.into() }, if self.admitting.is_some() => {
+                    self.admitting = None;
+                    match admitted {
+                        Some(Ok(commit)) => self.committing.push(commit),
+                        Some(Err(reply)) => return Some((Ok(reply), self)),
+                        None => {}
+                    }
+                }
+                message = self.inbound.next(), if self.reading && self.admitting.is_none() && room => {
+                    match message {
+                        Some(Ok(request)) => self.admitting = Some(self.admit(request)),
+                        Some(Err(error)) => {
+                            // A message above the decoding limit ends the stream (tonic cannot
+                            // skip it): with RECORD_TOO_LARGE, not tonic's bare status.
+                            self.reading = false;
+                            self.committing.clear();
+                            let error = request_limit::oversized_request(&error).map_or(error, status);
+                            return Some((Err(error), self));
+                        }
+                        None => self.reading = false,
+                    }
+                }
+            }
+        }
+    }
+
+    /// Checks a request (authorization, validation) now, and returns its submission: room in
+    /// the produce budget, then the batch queued for its partition.
+    fn admit(
+        &mut self,
+        request: pb::ProduceRequest,
+    ) -> BoxFuture<'static, Result<Reply, pb::ProduceResponse>> {
         let request_id = request.request_id;
-        let allowed = if authorized.contains(&request.topic) {
+        let failed = move |error: BrokerError| pb::ProduceResponse {
+            request_id,
+            error: Some(error_detail(&error)),
+            ..pb::ProduceResponse::default()
+        };
+        let allowed = if self.authorized.contains(&request.topic) {
             Ok(())
         } else {
-            let checked = access.check(
-                &broker,
+            let checked = self.access.check(
+                &self.broker,
                 ResourceType::Topic,
                 &request.topic,
                 Operation::Write,
             );
-            if checked.is_ok() && authorized.len() < STREAM_AUTHORIZED_TOPICS_MAX {
-                authorized.insert(request.topic.clone());
+            if checked.is_ok() && self.authorized.len() < STREAM_AUTHORIZED_TOPICS_MAX {
+                self.authorized.insert(request.topic.clone());
             }
             checked
         };
-        let submitted = match allowed.and_then(|()| produce_input(request, broker.clock.now_ms())) {
-            Ok(input) => broker.submit_produce(input).await,
-            Err(error) => Err(error),
-        };
-        let replies = replies.clone();
-        tokio::spawn(async move {
-            let outcome = match submitted {
-                Ok(committed) => committed.await,
-                Err(error) => Err(error),
-            };
-            let reply = match outcome {
-                Ok(produced) => produce_response(request_id, produced),
-                Err(error) => pb::ProduceResponse {
-                    request_id,
-                    error: Some(error_detail(&error)),
-                    ..pb::ProduceResponse::default()
-                },
-            };
-            let _ = replies.send(Ok(reply)).await;
-            drop(permit);
-        });
+        let input = allowed.and_then(|()| produce_input(request, self.broker.clock.now_ms()));
+        let broker = self.broker.clone();
+        Box::pin(async move {
+            let input = input.map_err(failed)?;
+            let commit = broker.submit_produce(input).await.map_err(failed)?;
+            let reply: Reply = Box::pin(async move {
+                match commit.await {
+                    Ok(produced) => produce_response(request_id, produced),
+                    Err(error) => failed(error),
+                }
+            });
+            Ok(reply)
+        })
     }
 }
