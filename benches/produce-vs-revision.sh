@@ -9,20 +9,25 @@
 # Prints, per side: median records/s and p99 ms, the server's CPU-seconds per GB produced (utime
 # + stime from /proc/PID/stat over the runs) and peak RSS; then the ratios new/old.
 # REV is built in a temporary git worktree with its own target directory (a clean release
-# build: a few minutes on 2 cores). Run on a quiet machine: no build running.
+# build: a few minutes on 2 cores), unless OLD_BIN names a strata-server already built from it.
+# Run on a quiet machine: no build running.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 rev=${1:?usage: benches/produce-vs-revision.sh REV}
 RUNS=${RUNS:-3}
 work=$(mktemp -d "${TMPDIR:-/tmp}/strata-vs-rev.XXXXXX")
 echo "results in $work" >&2
-git worktree add -q --detach "$work/old-tree" "$rev"
 cleanup() {
   for pid in ${servers:-}; do kill "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true; done
   git worktree remove --force "$work/old-tree" 2>/dev/null || true
 }
 trap cleanup EXIT
-(cd "$work/old-tree" && CARGO_TARGET_DIR="$work/old-target" cargo build -q --release -p strata-server)
+old_bin=${OLD_BIN:-}
+if [ -z "$old_bin" ]; then
+  git worktree add -q --detach "$work/old-tree" "$rev"
+  (cd "$work/old-tree" && CARGO_TARGET_DIR="$work/old-target" cargo build -q --release -p strata-server)
+  old_bin=$work/old-target/release/strata-server
+fi
 cargo build -q --release -p strata-server -p strata-tools
 strata=target/release/strata
 servers=""
@@ -36,7 +41,7 @@ start() { # name binary -> address
   read -r -t 60 line <&"$fd"
   echo "${line#strata-server listening on }" > "$work/$1.address"
 }
-start old "$work/old-target/release/strata-server"
+start old "$old_bin"
 start new target/release/strata-server
 cpu() { # pid -> CPU seconds so far
   awk -v hz="$(getconf CLK_TCK)" '{print ($14 + $15) / hz}' "/proc/$1/stat"
