@@ -692,3 +692,42 @@ fn a_machine_snapshot_ahead_of_the_persisted_commit_restarts() {
     let raft_log = &driver.groups[&9].node.raft.raft_log;
     assert_eq!((raft_log.applied, raft_log.committed), (5, 5));
 }
+
+/// A proposal that arrives alone is appended, fsynced, committed and answered in the Ready
+/// round that follows it: nothing waits for a tick or a batch window. Proposals to several
+/// groups that arrive together are answered by one round too (their logs fsynced in parallel).
+#[test]
+fn a_lone_proposal_is_answered_by_the_next_ready_round() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut driver = Driver::for_simulation(1, Arc::new(NoPeers));
+    for id in 1..=3 {
+        let log = PartitionLog::open(dir.path().join(id.to_string()), LogConfig::default())
+            .expect("open log");
+        let spec = group_spec(id, Arc::new(RwLock::new(log)), LogMachine);
+        driver.add_group(spec).expect("add group");
+    }
+    // The groups elect themselves when added; one round commits each leader's empty entry.
+    driver.process_ready();
+    for id in 1..=3 {
+        assert_eq!(driver.groups[&id].node.raft.state, StateRole::Leader);
+    }
+    let (reply, mut answer) = oneshot::channel();
+    driver.propose(1, batch().into(), reply);
+    driver.process_ready();
+    assert!(
+        matches!(answer.try_recv(), Ok(Ok(_))),
+        "a lone proposal is answered by the next round"
+    );
+    let answers: Vec<_> = (1..=3)
+        .map(|id| {
+            let (reply, answer) = oneshot::channel();
+            driver.propose(id, batch().into(), reply);
+            answer
+        })
+        .collect();
+    driver.process_ready();
+    for (id, mut answer) in (1..=3).zip(answers) {
+        assert!(matches!(answer.try_recv(), Ok(Ok(_))), "group {id}");
+    }
+    assert_eq!(driver.ticks, 0, "no tick was needed");
+}
