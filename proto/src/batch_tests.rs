@@ -236,6 +236,39 @@ proptest! {
         let _ = decode_records(&Bytes::from(bytes));
     }
 
+    /// The framing check is the full check less the CRC, and the records half of validation
+    /// agrees with the whole: a batch's bytes are checksummed once, with the same verdict.
+    #[test]
+    fn framing_and_records_checks_split_the_full_check(
+        flips in proptest::collection::vec((0usize..200, any::<u8>()), 0..3),
+        cut in 0usize..8,
+    ) {
+        let mut bytes = sample().to_vec();
+        for (at, mask) in flips {
+            let at = at % bytes.len();
+            bytes[at] ^= mask;
+        }
+        bytes.truncate(bytes.len() - cut);
+        let full = BatchHeader::validate(&bytes);
+        let framing = BatchHeader::validate_framing(&bytes);
+        let crc = BatchHeader::parse(&bytes).map(|h| h.check_crc(&bytes).is_ok()).unwrap_or(false);
+        match &full {
+            Ok(header) => prop_assert_eq!(framing.as_ref().ok(), Some(header)),
+            Err(BatchError::CrcMismatch { .. }) => prop_assert!(!crc),
+            Err(error) => prop_assert_eq!(framing.as_ref().err(), Some(error)),
+        }
+        if framing.is_ok() && crc {
+            prop_assert!(full.is_ok());
+        }
+        let whole = validate_batch(&bytes, DECOMPRESSED_BYTES_MAX);
+        if let Ok(header) = full {
+            let halves = validate_records(header, &bytes, DECOMPRESSED_BYTES_MAX);
+            prop_assert_eq!(whole.map(|v| v.records_bytes), halves.map(|v| v.records_bytes));
+        } else {
+            prop_assert!(whole.is_err());
+        }
+    }
+
     /// Encode then decode gives back every field.
     #[test]
     fn encode_decode_round_trip(
