@@ -498,6 +498,9 @@ pub(crate) fn broker_client(channel: Channel) -> BrokerClient<Channel> {
         .max_encoding_message_size(MESSAGE_BYTES_MAX)
 }
 
+/// Largest HTTP/2 frame the client accepts from a broker.
+const HTTP2_FRAME_BYTES_MAX: u32 = 256 * 1024;
+
 fn endpoint(address: &str, config: &ClientConfig) -> Result<Endpoint> {
     let scheme = if config.tls.is_some() {
         "https"
@@ -507,7 +510,10 @@ fn endpoint(address: &str, config: &ClientConfig) -> Result<Endpoint> {
     let endpoint = Endpoint::from_shared(format!("{scheme}://{address}"))
         .map_err(|error| Error::InvalidArgument(format!("broker address {address}: {error}")))?
         .connect_timeout(config.connect_timeout)
-        .tcp_nodelay(true);
+        .tcp_nodelay(true)
+        // Replies (a replay's batches) may come in HTTP/2 frames of up to 256 KiB instead of
+        // h2's default 16 KiB: one frame to parse, queue and copy per 256 KiB, not 16.
+        .max_frame_size(HTTP2_FRAME_BYTES_MAX);
     let Some(tls) = &config.tls else {
         return Ok(endpoint);
     };
