@@ -266,7 +266,7 @@ fn read_checked(log: &PartitionLog) -> Result<usize, String> {
             usize::MAX,
             EntryBytes::Whole,
         )
-        .map_err(|e| e.to_string(), EntryBytes::Whole)?;
+        .map_err(|e| e.to_string())?;
     for entry in entries {
         BatchHeader::validate(&entry.batch).map_err(|e| e.to_string())?;
     }
