@@ -9,7 +9,9 @@ use proptest::prelude::*;
 use strata_server::storage::batch::{
     BatchBuilder, BatchHeader, ControlType, decode_records, split_batches,
 };
-use strata_server::storage::{Error, LogConfig, LogStart, PartitionLog, RetentionPolicy};
+use strata_server::storage::{
+    EntryBytes, Error, LogConfig, LogStart, PartitionLog, RetentionPolicy,
+};
 
 #[derive(Debug, Clone)]
 enum Op {
@@ -168,6 +170,7 @@ fn check(log: &PartitionLog, model: &Model) -> Result<(), TestCaseError> {
             log.first_raft_index(),
             log.last_raft_index() + 1,
             usize::MAX,
+            EntryBytes::Whole,
         )
         .expect("entries");
     prop_assert_eq!(all.len(), model.entries.len());
