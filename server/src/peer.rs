@@ -3,7 +3,9 @@
 //! Each node keeps one long-lived gRPC stream (`strata.v1.Peer/Raft`) open to each other node
 //! and sends on it the raft messages of every group they share, batched: one [`RaftBatch`]
 //! carries whatever queued up since the last one (up to [`BATCH_MESSAGES_MAX`]). Messages are
-//! encoded raft-rs `eraftpb.Message`s, parsed only on the receiving node.
+//! encoded raft-rs `eraftpb.Message`s, parsed only on the receiving node. The driver queues
+//! raft's `Message` itself; it is encoded once, straight into the gRPC frame, and parsed into
+//! entries that are slices of the received frame (see [`codec`]).
 //!
 //! Queues are bounded ([`QUEUE_MESSAGES_MAX`] per peer): the raft driver never waits on the
 //! network, and a message that finds its queue full is dropped (raft sends again: appends are
@@ -39,17 +41,20 @@ use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
-use protobuf::Message as _;
 use raft::prelude::Message;
 use strata_proto::v1::peer_client::PeerClient;
 use strata_proto::v1::peer_server::Peer;
-use strata_proto::v1::{RaftBatch, RaftEnvelope, RaftStreamClosed};
+use strata_proto::v1::{RaftBatch, RaftStreamClosed};
 use tokio::sync::mpsc;
 use tonic::{Request, Response, Status, Streaming};
+
+use self::codec::{OutgoingBatch, RaftStreamCodec, parse_message};
 
 use crate::replication::{DriverHandle, Outbox, RaftGroupId};
 use crate::security::tls::{Tls, peer_endpoint};
 use crate::security::{CertIdentity, ConnectionInfo};
+
+mod codec;
 
 /// Messages waiting for one peer; beyond this, new ones are dropped.
 pub const QUEUE_MESSAGES_MAX: usize = 8192;
@@ -65,8 +70,11 @@ const RECONNECT_BACKOFF_MAX: Duration = Duration::from_secs(1);
 /// Largest raft batch accepted from a peer (raft messages carry up to 1 MiB of entries each).
 const PEER_MESSAGE_BYTES_MAX: usize = 64 << 20;
 
+/// A raft message for a peer, as the driver produced it: encoded only by the stream's codec.
+type Queued = (RaftGroupId, Message);
+
 struct Link {
-    queue: mpsc::Sender<RaftEnvelope>,
+    queue: mpsc::Sender<Queued>,
 }
 
 /// Where each peer is, who was heard from when, and the queues to them.
@@ -265,7 +273,7 @@ impl Transport {
     }
 
     /// The queue to `to`, starting its sender task the first time.
-    fn link(self: &Arc<Self>, to: u64) -> mpsc::Sender<RaftEnvelope> {
+    fn link(self: &Arc<Self>, to: u64) -> mpsc::Sender<Queued> {
         if let Some(link) = self.links.read().expect("links lock poisoned").get(&to) {
             return link.queue.clone();
         }
@@ -292,18 +300,8 @@ impl Outbox for TransportOutbox {
     }
 
     fn send(&self, to: u64, group: RaftGroupId, message: Message) {
-        let bytes = match message.write_to_bytes() {
-            Ok(bytes) => bytes,
-            Err(error) => {
-                tracing::error!(%error, "encoding a raft message failed");
-                return;
-            }
-        };
-        let envelope = RaftEnvelope {
-            group,
-            message: bytes.into(),
-        };
-        if self.0.link(to).try_send(envelope).is_err() {
+        // Not encoded here, on the driver thread: the stream's codec writes it into the frame.
+        if self.0.link(to).try_send((group, message)).is_err() {
             tracing::trace!(to, group, "peer queue full; raft message dropped");
         }
     }
@@ -313,7 +311,7 @@ impl Outbox for TransportOutbox {
 async fn send_to_peer(
     transport: std::sync::Weak<Transport>,
     to: u64,
-    mut queue: mpsc::Receiver<RaftEnvelope>,
+    mut queue: mpsc::Receiver<Queued>,
 ) {
     let mut backoff = RECONNECT_BACKOFF_MIN;
     loop {
@@ -353,18 +351,29 @@ async fn stream_to(
     to: u64,
     address: &str,
     from: u64,
-    queue: &mut mpsc::Receiver<RaftEnvelope>,
+    queue: &mut mpsc::Receiver<Queued>,
 ) -> Result<(), String> {
     let endpoint = peer_endpoint(tls, to, address)?
         .tcp_nodelay(true)
         .http2_keep_alive_interval(Duration::from_secs(1))
         .keep_alive_timeout(Duration::from_secs(2));
     let channel = endpoint.connect().await.map_err(|e| e.to_string())?;
-    let mut client = PeerClient::new(channel).max_decoding_message_size(PEER_MESSAGE_BYTES_MAX);
-    let (batches, outgoing) = mpsc::channel::<RaftBatch>(4);
+    // The generated client would encode prost's `RaftBatch`; this one writes raft's messages
+    // into the frame directly (same bytes on the wire, see `codec`).
+    let mut client = tonic::client::Grpc::new(channel);
+    let (batches, outgoing) = mpsc::channel::<OutgoingBatch>(4);
     let call = tokio::spawn(async move {
         client
-            .raft(tokio_stream::wrappers::ReceiverStream::new(outgoing))
+            .ready()
+            .await
+            .map_err(|error| Status::unavailable(format!("peer not ready: {error}")))?;
+        let mut request = Request::new(tokio_stream::wrappers::ReceiverStream::new(outgoing));
+        request
+            .extensions_mut()
+            .insert(tonic::GrpcMethod::new("strata.v1.Peer", "Raft"));
+        let path = tonic::codegen::http::uri::PathAndQuery::from_static(codec::RAFT_PATH);
+        client
+            .client_streaming(request, path, RaftStreamCodec)
             .await
     });
     loop {
@@ -375,18 +384,18 @@ async fn stream_to(
             Ok(None) => return Ok(()),
             Err(_) => None,
         };
-        let mut messages: Vec<RaftEnvelope> = first.into_iter().collect();
+        let mut messages: Vec<Queued> = first.into_iter().collect();
         while !messages.is_empty() && messages.len() < BATCH_MESSAGES_MAX {
             match queue.try_recv() {
                 Ok(message) => messages.push(message),
                 Err(_) => break,
             }
         }
-        let batch = RaftBatch {
-            from_node: from,
-            messages,
-        };
-        if batches.send(batch).await.is_err() {
+        if batches
+            .send(OutgoingBatch::new(from, messages))
+            .await
+            .is_err()
+        {
             let outcome = call.await.map_err(|e| e.to_string())?;
             return Err(match outcome {
                 Ok(_) => "the peer closed the stream".to_string(),
@@ -545,7 +554,8 @@ impl Peer for PeerService {
             }
             let mut messages = Vec::with_capacity(batch.messages.len());
             for envelope in batch.messages {
-                let message = match Message::parse_from_bytes(&envelope.message) {
+                // Entries' data are slices of the received frame (see `codec`).
+                let message = match parse_message(&envelope.message) {
                     Ok(message) => message,
                     Err(error) => {
                         let total = self.transport.reject();
