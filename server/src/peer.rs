@@ -38,7 +38,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicI64, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use raft::prelude::Message;
@@ -311,8 +311,15 @@ impl Outbox for TransportOutbox {
 async fn send_to_peer(
     transport: std::sync::Weak<Transport>,
     to: u64,
-    mut queue: mpsc::Receiver<Queued>,
+    queue: mpsc::Receiver<Queued>,
 ) {
+    // Shared with each connection's stream, which takes the messages straight from it; the
+    // lock is only ever held for a poll (one stream at a time uses it).
+    let queue = Arc::new(Mutex::new(queue));
+    let drain = |queue: &Mutex<mpsc::Receiver<Queued>>| {
+        let mut queue = queue.lock().expect("peer queue lock poisoned");
+        while queue.try_recv().is_ok() {}
+    };
     let mut backoff = RECONNECT_BACKOFF_MIN;
     loop {
         let Some(strong) = transport.upgrade() else {
@@ -324,18 +331,18 @@ async fn send_to_peer(
             drop(strong);
             // Unknown so far: drop what is queued (it is stale by the time we learn the
             // address) and look again.
-            while queue.try_recv().is_ok() {}
+            drain(&queue);
             tokio::time::sleep(RECONNECT_BACKOFF_MAX).await;
             continue;
         };
         let tls = strong.tls.clone();
         drop(strong);
-        match stream_to(tls.as_deref(), to, &address, from, &mut queue).await {
+        match stream_to(tls.as_deref(), to, &address, from, &queue).await {
             Ok(()) => return, // the queue closed: the transport is gone.
             Err(error) => {
                 tracing::debug!(to, %address, %error, "raft stream to peer failed; reconnecting");
                 // Messages queued while disconnected are mostly stale; raft resends.
-                while queue.try_recv().is_ok() {}
+                drain(&queue);
                 tokio::time::sleep(backoff).await;
                 backoff = (backoff * 2).min(RECONNECT_BACKOFF_MAX);
             }
@@ -351,7 +358,7 @@ async fn stream_to(
     to: u64,
     address: &str,
     from: u64,
-    queue: &mut mpsc::Receiver<Queued>,
+    queue: &Arc<Mutex<mpsc::Receiver<Queued>>>,
 ) -> Result<(), String> {
     let endpoint = peer_endpoint(tls, to, address)?
         .tcp_nodelay(true)
@@ -361,46 +368,96 @@ async fn stream_to(
     // The generated client would encode prost's `RaftBatch`; this one writes raft's messages
     // into the frame directly (same bytes on the wire, see `codec`).
     let mut client = tonic::client::Grpc::new(channel);
-    let (batches, outgoing) = mpsc::channel::<OutgoingBatch>(4);
-    let call = tokio::spawn(async move {
-        client
-            .ready()
-            .await
-            .map_err(|error| Status::unavailable(format!("peer not ready: {error}")))?;
-        let mut request = Request::new(tokio_stream::wrappers::ReceiverStream::new(outgoing));
-        request
-            .extensions_mut()
-            .insert(tonic::GrpcMethod::new("strata.v1.Peer", "Raft"));
-        let path = tonic::codegen::http::uri::PathAndQuery::from_static(codec::RAFT_PATH);
-        client
-            .client_streaming(request, path, RaftStreamCodec)
-            .await
-    });
-    loop {
-        // An empty batch when there is nothing to say for a while: the peer keeps hearing
-        // from us (liveness), also while all our groups are quiet.
-        let first = match tokio::time::timeout(KEEPALIVE_INTERVAL, queue.recv()).await {
-            Ok(Some(first)) => Some(first),
-            Ok(None) => return Ok(()),
-            Err(_) => None,
-        };
-        let mut messages: Vec<Queued> = first.into_iter().collect();
-        while !messages.is_empty() && messages.len() < BATCH_MESSAGES_MAX {
-            match queue.try_recv() {
-                Ok(message) => messages.push(message),
-                Err(_) => break,
-            }
+    client
+        .ready()
+        .await
+        .map_err(|error| format!("peer not ready: {error}"))?;
+    let mut request = Request::new(Outgoing::new(from, queue.clone()));
+    request
+        .extensions_mut()
+        .insert(tonic::GrpcMethod::new("strata.v1.Peer", "Raft"));
+    let path = tonic::codegen::http::uri::PathAndQuery::from_static(codec::RAFT_PATH);
+    let outcome = client
+        .client_streaming(request, path, RaftStreamCodec)
+        .await;
+    if queue.lock().expect("peer queue lock poisoned").is_closed() {
+        return Ok(());
+    }
+    Err(match outcome {
+        Ok(_) => "the peer closed the stream".to_string(),
+        Err(status) => status.to_string(),
+    })
+}
+
+/// The body of one raft stream. Each poll takes whatever the driver queued (up to
+/// [`BATCH_MESSAGES_MAX`]) as one batch, straight from the queue: no task in between, hyper's
+/// body task polls it whenever the connection can take more, and the codec encodes it at once.
+/// After [`KEEPALIVE_INTERVAL`] with nothing to carry it yields an empty batch, so the peer
+/// keeps hearing from this node (liveness) while all their groups are quiet. It ends when the
+/// queue closes (the transport is gone).
+struct Outgoing {
+    from: u64,
+    queue: Arc<Mutex<mpsc::Receiver<Queued>>>,
+    keepalive: std::pin::Pin<Box<tokio::time::Sleep>>,
+    /// When the last batch went out: the keepalive is due [`KEEPALIVE_INTERVAL`] after it.
+    /// (Moving the timer at every batch would cost a timer-wheel update each.)
+    last_sent: tokio::time::Instant,
+}
+
+impl Outgoing {
+    fn new(from: u64, queue: Arc<Mutex<mpsc::Receiver<Queued>>>) -> Self {
+        let now = tokio::time::Instant::now();
+        Self {
+            from,
+            queue,
+            keepalive: Box::pin(tokio::time::sleep_until(now + KEEPALIVE_INTERVAL)),
+            last_sent: now,
         }
-        if batches
-            .send(OutgoingBatch::new(from, messages))
-            .await
-            .is_err()
-        {
-            let outcome = call.await.map_err(|e| e.to_string())?;
-            return Err(match outcome {
-                Ok(_) => "the peer closed the stream".to_string(),
-                Err(status) => status.to_string(),
-            });
+    }
+}
+
+impl futures::Stream for Outgoing {
+    type Item = OutgoingBatch;
+
+    fn poll_next(
+        mut self: std::pin::Pin<&mut Self>,
+        context: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<OutgoingBatch>> {
+        use std::future::Future;
+        use std::task::Poll;
+        let this = &mut *self;
+        let mut queue = this.queue.lock().expect("peer queue lock poisoned");
+        match queue.poll_recv(context) {
+            Poll::Ready(Some(first)) => {
+                let mut messages = vec![first];
+                while messages.len() < BATCH_MESSAGES_MAX {
+                    match queue.try_recv() {
+                        Ok(message) => messages.push(message),
+                        Err(_) => break,
+                    }
+                }
+                this.last_sent = tokio::time::Instant::now();
+                Poll::Ready(Some(OutgoingBatch::new(this.from, messages)))
+            }
+            Poll::Ready(None) => Poll::Ready(None),
+            Poll::Pending => {
+                drop(queue);
+                loop {
+                    if this.keepalive.as_mut().poll(context).is_pending() {
+                        return Poll::Pending;
+                    }
+                    let due = this.last_sent + KEEPALIVE_INTERVAL;
+                    let now = tokio::time::Instant::now();
+                    if due > now {
+                        // Batches went out since the timer was set: wait for the rest.
+                        this.keepalive.as_mut().reset(due);
+                        continue;
+                    }
+                    this.keepalive.as_mut().reset(now + KEEPALIVE_INTERVAL);
+                    this.last_sent = now;
+                    return Poll::Ready(Some(OutgoingBatch::new(this.from, Vec::new())));
+                }
+            }
         }
     }
 }
