@@ -692,3 +692,51 @@ async fn bootstrap_user_reply(
         Err(refusal) => Err(Status::invalid_argument(refusal.to_string())),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use futures::StreamExt;
+
+    use super::*;
+
+    fn heartbeat() -> Queued {
+        let message = Message {
+            msg_type: raft::prelude::MessageType::MsgHeartbeat,
+            from: 1,
+            to: 2,
+            term: 1,
+            ..Message::default()
+        };
+        (7, message)
+    }
+
+    /// The stream's body takes what is queued, at most [`BATCH_MESSAGES_MAX`] a batch; with
+    /// nothing queued it yields an empty batch (a keepalive), never before
+    /// [`KEEPALIVE_INTERVAL`]; it ends when the queue closes.
+    #[tokio::test]
+    async fn outgoing_batches_what_is_queued_then_keeps_alive_then_ends() {
+        let (sender, receiver) = mpsc::channel(QUEUE_MESSAGES_MAX);
+        for _ in 0..BATCH_MESSAGES_MAX + 88 {
+            sender.try_send(heartbeat()).expect("room in the queue");
+        }
+        let mut outgoing = Outgoing::new(1, Arc::new(Mutex::new(receiver)));
+        let limit = KEEPALIVE_INTERVAL * 20;
+        let mut next = async || {
+            tokio::time::timeout(limit, outgoing.next())
+                .await
+                .expect("the stream yields within its limit")
+        };
+        assert_eq!(
+            next().await.map(|batch| batch.len()),
+            Some(BATCH_MESSAGES_MAX)
+        );
+        assert_eq!(next().await.map(|batch| batch.len()), Some(88));
+        let quiet_since = tokio::time::Instant::now();
+        assert_eq!(next().await.map(|batch| batch.len()), Some(0));
+        assert!(quiet_since.elapsed() >= KEEPALIVE_INTERVAL - Duration::from_millis(1));
+        sender.try_send(heartbeat()).expect("room in the queue");
+        assert_eq!(next().await.map(|batch| batch.len()), Some(1));
+        drop(sender);
+        assert!(next().await.is_none(), "the queue closed: the stream ends");
+    }
+}

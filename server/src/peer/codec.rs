@@ -64,6 +64,12 @@ impl OutgoingBatch {
             messages: Mutex::new(messages),
         }
     }
+
+    /// How many messages the batch carries.
+    #[cfg(test)]
+    pub fn len(&self) -> usize {
+        self.messages.lock().map_or(0, |messages| messages.len())
+    }
 }
 
 /// Encodes a `RaftBatch` of `messages` from `from_node` into `dst`, each message once, with
