@@ -3,7 +3,9 @@
 //! Each node keeps one long-lived gRPC stream (`strata.v1.Peer/Raft`) open to each other node
 //! and sends on it the raft messages of every group they share, batched: one [`RaftBatch`]
 //! carries whatever queued up since the last one (up to [`BATCH_MESSAGES_MAX`]). Messages are
-//! encoded raft-rs `eraftpb.Message`s, parsed only on the receiving node.
+//! encoded raft-rs `eraftpb.Message`s, parsed only on the receiving node. The driver queues
+//! raft's `Message` itself; it is encoded once, straight into the gRPC frame, and parsed into
+//! entries that are slices of the received frame (see [`codec`]).
 //!
 //! Queues are bounded ([`QUEUE_MESSAGES_MAX`] per peer): the raft driver never waits on the
 //! network, and a message that finds its queue full is dropped (raft sends again: appends are
@@ -36,20 +38,23 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicI64, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
-use protobuf::Message as _;
 use raft::prelude::Message;
 use strata_proto::v1::peer_client::PeerClient;
 use strata_proto::v1::peer_server::Peer;
-use strata_proto::v1::{RaftBatch, RaftEnvelope, RaftStreamClosed};
+use strata_proto::v1::{RaftBatch, RaftStreamClosed};
 use tokio::sync::mpsc;
 use tonic::{Request, Response, Status, Streaming};
+
+use self::codec::{OutgoingBatch, RaftStreamCodec, parse_message};
 
 use crate::replication::{DriverHandle, Outbox, RaftGroupId};
 use crate::security::tls::{Tls, peer_endpoint};
 use crate::security::{CertIdentity, ConnectionInfo};
+
+mod codec;
 
 /// Messages waiting for one peer; beyond this, new ones are dropped.
 pub const QUEUE_MESSAGES_MAX: usize = 8192;
@@ -65,8 +70,11 @@ const RECONNECT_BACKOFF_MAX: Duration = Duration::from_secs(1);
 /// Largest raft batch accepted from a peer (raft messages carry up to 1 MiB of entries each).
 const PEER_MESSAGE_BYTES_MAX: usize = 64 << 20;
 
+/// A raft message for a peer, as the driver produced it: encoded only by the stream's codec.
+type Queued = (RaftGroupId, Message);
+
 struct Link {
-    queue: mpsc::Sender<RaftEnvelope>,
+    queue: mpsc::Sender<Queued>,
 }
 
 /// Where each peer is, who was heard from when, and the queues to them.
@@ -265,7 +273,7 @@ impl Transport {
     }
 
     /// The queue to `to`, starting its sender task the first time.
-    fn link(self: &Arc<Self>, to: u64) -> mpsc::Sender<RaftEnvelope> {
+    fn link(self: &Arc<Self>, to: u64) -> mpsc::Sender<Queued> {
         if let Some(link) = self.links.read().expect("links lock poisoned").get(&to) {
             return link.queue.clone();
         }
@@ -292,18 +300,8 @@ impl Outbox for TransportOutbox {
     }
 
     fn send(&self, to: u64, group: RaftGroupId, message: Message) {
-        let bytes = match message.write_to_bytes() {
-            Ok(bytes) => bytes,
-            Err(error) => {
-                tracing::error!(%error, "encoding a raft message failed");
-                return;
-            }
-        };
-        let envelope = RaftEnvelope {
-            group,
-            message: bytes.into(),
-        };
-        if self.0.link(to).try_send(envelope).is_err() {
+        // Not encoded here, on the driver thread: the stream's codec writes it into the frame.
+        if self.0.link(to).try_send((group, message)).is_err() {
             tracing::trace!(to, group, "peer queue full; raft message dropped");
         }
     }
@@ -313,8 +311,15 @@ impl Outbox for TransportOutbox {
 async fn send_to_peer(
     transport: std::sync::Weak<Transport>,
     to: u64,
-    mut queue: mpsc::Receiver<RaftEnvelope>,
+    queue: mpsc::Receiver<Queued>,
 ) {
+    // Shared with each connection's stream, which takes the messages straight from it; the
+    // lock is only ever held for a poll (one stream at a time uses it).
+    let queue = Arc::new(Mutex::new(queue));
+    let drain = |queue: &Mutex<mpsc::Receiver<Queued>>| {
+        let mut queue = queue.lock().expect("peer queue lock poisoned");
+        while queue.try_recv().is_ok() {}
+    };
     let mut backoff = RECONNECT_BACKOFF_MIN;
     loop {
         let Some(strong) = transport.upgrade() else {
@@ -326,18 +331,18 @@ async fn send_to_peer(
             drop(strong);
             // Unknown so far: drop what is queued (it is stale by the time we learn the
             // address) and look again.
-            while queue.try_recv().is_ok() {}
+            drain(&queue);
             tokio::time::sleep(RECONNECT_BACKOFF_MAX).await;
             continue;
         };
         let tls = strong.tls.clone();
         drop(strong);
-        match stream_to(tls.as_deref(), to, &address, from, &mut queue).await {
+        match stream_to(tls.as_deref(), to, &address, from, &queue).await {
             Ok(()) => return, // the queue closed: the transport is gone.
             Err(error) => {
                 tracing::debug!(to, %address, %error, "raft stream to peer failed; reconnecting");
                 // Messages queued while disconnected are mostly stale; raft resends.
-                while queue.try_recv().is_ok() {}
+                drain(&queue);
                 tokio::time::sleep(backoff).await;
                 backoff = (backoff * 2).min(RECONNECT_BACKOFF_MAX);
             }
@@ -353,45 +358,106 @@ async fn stream_to(
     to: u64,
     address: &str,
     from: u64,
-    queue: &mut mpsc::Receiver<RaftEnvelope>,
+    queue: &Arc<Mutex<mpsc::Receiver<Queued>>>,
 ) -> Result<(), String> {
     let endpoint = peer_endpoint(tls, to, address)?
         .tcp_nodelay(true)
         .http2_keep_alive_interval(Duration::from_secs(1))
         .keep_alive_timeout(Duration::from_secs(2));
     let channel = endpoint.connect().await.map_err(|e| e.to_string())?;
-    let mut client = PeerClient::new(channel).max_decoding_message_size(PEER_MESSAGE_BYTES_MAX);
-    let (batches, outgoing) = mpsc::channel::<RaftBatch>(4);
-    let call = tokio::spawn(async move {
-        client
-            .raft(tokio_stream::wrappers::ReceiverStream::new(outgoing))
-            .await
-    });
-    loop {
-        // An empty batch when there is nothing to say for a while: the peer keeps hearing
-        // from us (liveness), also while all our groups are quiet.
-        let first = match tokio::time::timeout(KEEPALIVE_INTERVAL, queue.recv()).await {
-            Ok(Some(first)) => Some(first),
-            Ok(None) => return Ok(()),
-            Err(_) => None,
-        };
-        let mut messages: Vec<RaftEnvelope> = first.into_iter().collect();
-        while !messages.is_empty() && messages.len() < BATCH_MESSAGES_MAX {
-            match queue.try_recv() {
-                Ok(message) => messages.push(message),
-                Err(_) => break,
-            }
+    // The generated client would encode prost's `RaftBatch`; this one writes raft's messages
+    // into the frame directly (same bytes on the wire, see `codec`).
+    let mut client = tonic::client::Grpc::new(channel);
+    client
+        .ready()
+        .await
+        .map_err(|error| format!("peer not ready: {error}"))?;
+    let mut request = Request::new(Outgoing::new(from, queue.clone()));
+    request
+        .extensions_mut()
+        .insert(tonic::GrpcMethod::new("strata.v1.Peer", "Raft"));
+    let path = tonic::codegen::http::uri::PathAndQuery::from_static(codec::RAFT_PATH);
+    let outcome = client
+        .client_streaming(request, path, RaftStreamCodec)
+        .await;
+    if queue.lock().expect("peer queue lock poisoned").is_closed() {
+        return Ok(());
+    }
+    Err(match outcome {
+        Ok(_) => "the peer closed the stream".to_string(),
+        Err(status) => status.to_string(),
+    })
+}
+
+/// The body of one raft stream. Each poll takes whatever the driver queued (up to
+/// [`BATCH_MESSAGES_MAX`]) as one batch, straight from the queue: no task in between, hyper's
+/// body task polls it whenever the connection can take more, and the codec encodes it at once.
+/// After [`KEEPALIVE_INTERVAL`] with nothing to carry it yields an empty batch, so the peer
+/// keeps hearing from this node (liveness) while all their groups are quiet. It ends when the
+/// queue closes (the transport is gone).
+struct Outgoing {
+    from: u64,
+    queue: Arc<Mutex<mpsc::Receiver<Queued>>>,
+    keepalive: std::pin::Pin<Box<tokio::time::Sleep>>,
+    /// When the last batch went out: the keepalive is due [`KEEPALIVE_INTERVAL`] after it.
+    /// (Moving the timer at every batch would cost a timer-wheel update each.)
+    last_sent: tokio::time::Instant,
+}
+
+impl Outgoing {
+    fn new(from: u64, queue: Arc<Mutex<mpsc::Receiver<Queued>>>) -> Self {
+        let now = tokio::time::Instant::now();
+        Self {
+            from,
+            queue,
+            keepalive: Box::pin(tokio::time::sleep_until(now + KEEPALIVE_INTERVAL)),
+            last_sent: now,
         }
-        let batch = RaftBatch {
-            from_node: from,
-            messages,
-        };
-        if batches.send(batch).await.is_err() {
-            let outcome = call.await.map_err(|e| e.to_string())?;
-            return Err(match outcome {
-                Ok(_) => "the peer closed the stream".to_string(),
-                Err(status) => status.to_string(),
-            });
+    }
+}
+
+impl futures::Stream for Outgoing {
+    type Item = OutgoingBatch;
+
+    fn poll_next(
+        mut self: std::pin::Pin<&mut Self>,
+        context: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<OutgoingBatch>> {
+        use std::future::Future;
+        use std::task::Poll;
+        let this = &mut *self;
+        let mut queue = this.queue.lock().expect("peer queue lock poisoned");
+        match queue.poll_recv(context) {
+            Poll::Ready(Some(first)) => {
+                let mut messages = vec![first];
+                while messages.len() < BATCH_MESSAGES_MAX {
+                    match queue.try_recv() {
+                        Ok(message) => messages.push(message),
+                        Err(_) => break,
+                    }
+                }
+                this.last_sent = tokio::time::Instant::now();
+                Poll::Ready(Some(OutgoingBatch::new(this.from, messages)))
+            }
+            Poll::Ready(None) => Poll::Ready(None),
+            Poll::Pending => {
+                drop(queue);
+                loop {
+                    if this.keepalive.as_mut().poll(context).is_pending() {
+                        return Poll::Pending;
+                    }
+                    let due = this.last_sent + KEEPALIVE_INTERVAL;
+                    let now = tokio::time::Instant::now();
+                    if due > now {
+                        // Batches went out since the timer was set: wait for the rest.
+                        this.keepalive.as_mut().reset(due);
+                        continue;
+                    }
+                    this.keepalive.as_mut().reset(now + KEEPALIVE_INTERVAL);
+                    this.last_sent = now;
+                    return Poll::Ready(Some(OutgoingBatch::new(this.from, Vec::new())));
+                }
+            }
         }
     }
 }
@@ -545,7 +611,8 @@ impl Peer for PeerService {
             }
             let mut messages = Vec::with_capacity(batch.messages.len());
             for envelope in batch.messages {
-                let message = match Message::parse_from_bytes(&envelope.message) {
+                // Entries' data are slices of the received frame (see `codec`).
+                let message = match parse_message(&envelope.message) {
                     Ok(message) => message,
                     Err(error) => {
                         let total = self.transport.reject();
@@ -623,5 +690,53 @@ async fn bootstrap_user_reply(
             Ok(strata_proto::v1::BootstrapUserResponse { created: false })
         }
         Err(refusal) => Err(Status::invalid_argument(refusal.to_string())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use futures::StreamExt;
+
+    use super::*;
+
+    fn heartbeat() -> Queued {
+        let message = Message {
+            msg_type: raft::prelude::MessageType::MsgHeartbeat,
+            from: 1,
+            to: 2,
+            term: 1,
+            ..Message::default()
+        };
+        (7, message)
+    }
+
+    /// The stream's body takes what is queued, at most [`BATCH_MESSAGES_MAX`] a batch; with
+    /// nothing queued it yields an empty batch (a keepalive), never before
+    /// [`KEEPALIVE_INTERVAL`]; it ends when the queue closes.
+    #[tokio::test]
+    async fn outgoing_batches_what_is_queued_then_keeps_alive_then_ends() {
+        let (sender, receiver) = mpsc::channel(QUEUE_MESSAGES_MAX);
+        for _ in 0..BATCH_MESSAGES_MAX + 88 {
+            sender.try_send(heartbeat()).expect("room in the queue");
+        }
+        let mut outgoing = Outgoing::new(1, Arc::new(Mutex::new(receiver)));
+        let limit = KEEPALIVE_INTERVAL * 20;
+        let mut next = async || {
+            tokio::time::timeout(limit, outgoing.next())
+                .await
+                .expect("the stream yields within its limit")
+        };
+        assert_eq!(
+            next().await.map(|batch| batch.len()),
+            Some(BATCH_MESSAGES_MAX)
+        );
+        assert_eq!(next().await.map(|batch| batch.len()), Some(88));
+        let quiet_since = tokio::time::Instant::now();
+        assert_eq!(next().await.map(|batch| batch.len()), Some(0));
+        assert!(quiet_since.elapsed() >= KEEPALIVE_INTERVAL - Duration::from_millis(1));
+        sender.try_send(heartbeat()).expect("room in the queue");
+        assert_eq!(next().await.map(|batch| batch.len()), Some(1));
+        drop(sender);
+        assert!(next().await.is_none(), "the queue closed: the stream ends");
     }
 }

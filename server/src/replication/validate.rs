@@ -333,4 +333,156 @@ mod tests {
             Err(Rejection::MalformedEntry { index: 1, .. })
         ));
     }
+
+    /// A batch of three records, as a producer would send it.
+    fn three_records() -> Bytes {
+        let mut builder = BatchBuilder::new();
+        for value in [&b"one"[..], b"two", b"three"] {
+            builder.push(1, Some(b"key"), Some(value), &[]);
+        }
+        builder.finish().freeze()
+    }
+
+    /// An append from node 2, leader of term 5, of `entries` at raft indexes 1, 2, ...
+    fn append_of(entries: Vec<Bytes>, commit: u64) -> Message {
+        let mut append = message(2, MessageType::MsgAppend, 5);
+        append.commit = commit;
+        append.set_entries(
+            (1..)
+                .zip(entries)
+                .map(|(index, data)| Entry {
+                    index,
+                    term: 5,
+                    data,
+                    ..Entry::default()
+                })
+                .collect::<Vec<_>>()
+                .into(),
+        );
+        append
+    }
+
+    /// This is the only check of a replicated batch before the follower's log takes it (the
+    /// log no longer checks CRCs on append): a bit flipped in any byte the CRC or the framing
+    /// covers, anywhere in a message of several entries, refuses the whole message. Only the
+    /// base offset (bytes 0..8) and the leader epoch (12..16) are free: the broker stamps
+    /// them at append, outside the CRC.
+    #[test]
+    fn any_corrupted_byte_of_any_entry_refuses_the_append() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let node = follower(dir.path());
+        let good = three_records();
+        assert_eq!(
+            check(
+                GROUP,
+                &node,
+                None,
+                1 << 20,
+                &append_of(vec![good.clone(); 3], 0)
+            ),
+            Ok(())
+        );
+        let stamped = |at: usize| (0..8).contains(&at) || (12..16).contains(&at);
+        for at in 0..good.len() {
+            for bit in [0x01u8, 0x80] {
+                let mut bad = BytesMut::from(&good[..]);
+                bad[at] ^= bit;
+                let append = append_of(vec![good.clone(), bad.freeze(), good.clone()], 0);
+                let checked = check(GROUP, &node, None, 1 << 20, &append);
+                if stamped(at) {
+                    assert_eq!(checked, Ok(()), "byte {at} is the broker's to stamp");
+                } else {
+                    assert!(
+                        matches!(checked, Err(Rejection::MalformedEntry { index: 2, .. })),
+                        "bit {bit:#x} of byte {at} flipped: {checked:?}"
+                    );
+                }
+            }
+        }
+        // Framing: a batch cut short, or with bytes after its end. (Cut to nothing it is a
+        // leader's empty entry, which raft appends to commit its term: allowed.)
+        for cut in [1, 20, 60, good.len() - 1] {
+            let append = append_of(vec![good.slice(..cut)], 0);
+            assert!(
+                matches!(
+                    check(GROUP, &node, None, 1 << 20, &append),
+                    Err(Rejection::MalformedEntry { index: 1, .. })
+                ),
+                "cut at {cut}"
+            );
+        }
+        let mut longer = BytesMut::from(&good[..]);
+        longer.put_u8(0);
+        assert!(matches!(
+            check(
+                GROUP,
+                &node,
+                None,
+                1 << 20,
+                &append_of(vec![longer.freeze()], 0)
+            ),
+            Err(Rejection::MalformedEntry { index: 1, .. })
+        ));
+    }
+
+    /// Through the driver: an append with a corrupted entry is dropped whole and counted, the
+    /// follower's log stays as it was, and the same append without the damage is taken.
+    #[test]
+    fn the_driver_drops_an_append_with_a_corrupted_entry() {
+        use crate::replication::GroupSpec;
+        use crate::replication::driver::Driver;
+        use crate::replication::handle::Command;
+        use raft::Storage as _;
+        use tokio::sync::watch;
+
+        let dir = tempfile::tempdir().expect("tempdir");
+        let log = PartitionLog::open(dir.path(), LogConfig::default()).expect("open");
+        let log = Arc::new(RwLock::new(log));
+        let mut driver = Driver::for_simulation(1, Arc::new(crate::replication::NoPeers));
+        driver
+            .add_group(GroupSpec {
+                id: GROUP,
+                log: log.clone(),
+                voters: vec![1, 2, 3],
+                machine: crate::simulation::LogMachine,
+                applied: 0,
+                replay_committed: false,
+                high_watermark: watch::channel(0).0,
+                leader: watch::channel(0).0,
+                in_sync: watch::channel(Vec::new()).0,
+                preferred_leader: None,
+                stopped: None,
+            })
+            .expect("add group");
+        let mut step = |message: Message| {
+            driver.handle(Command::Step(vec![(GROUP, message)], Arc::from("test")));
+            driver.process_ready();
+            driver.process_ready();
+            let last = driver.groups[&GROUP]
+                .node
+                .store()
+                .last_index()
+                .expect("last index");
+            (last, driver.rejected_messages())
+        };
+        let mut heartbeat = message(2, MessageType::MsgHeartbeat, 5);
+        heartbeat.commit = 0;
+        assert_eq!(step(heartbeat), (0, 0));
+
+        let good = three_records();
+        let mut bad = BytesMut::from(&good[..]);
+        let last = bad.len() - 1;
+        bad[last] ^= 1;
+        let corrupted = append_of(vec![good.clone(), bad.freeze(), good.clone()], 3);
+        assert_eq!(
+            step(corrupted),
+            (0, 1),
+            "the corrupted append was refused whole"
+        );
+        assert_eq!(log.read().expect("log").next_offset(), 0);
+
+        let intact = append_of(vec![good.clone(); 3], 3);
+        assert_eq!(step(intact), (3, 1), "the intact append was taken");
+        assert_eq!(log.read().expect("log").next_offset(), 9);
+    }
 }
