@@ -223,8 +223,13 @@ pub async fn run(
                 service.clone(),
             ))
             .add_service(service::request_limit::ProduceLimit(
-                strata_proto::v1::broker_server::BrokerServer::new(service)
-                    .max_decoding_message_size(service::request_limit::PRODUCE_REQUEST_BYTES_MAX),
+                service::subscribe_route::SubscribeRoute::new(
+                    strata_proto::v1::broker_server::BrokerServer::new(service.clone())
+                        .max_decoding_message_size(
+                            service::request_limit::PRODUCE_REQUEST_BYTES_MAX,
+                        ),
+                    service,
+                ),
             ))
             .serve_with_incoming_shutdown(
                 security::listener::incoming(

@@ -27,7 +27,9 @@
 //! `users_acls.rs` (users and ACLs replicated to every node, kept across a controller snapshot
 //! and a leader kill; the bootstrap user created once), `authorization.rs` (every method without
 //! credentials, with a wrong password, without and with its ACL; deny wins, prefixes, filtered
-//! lists, user and ACL deletion on every node).
+//! lists, user and ACL deletion on every node), `scale_memory.rs` (the server's anonymous memory
+//! per idle subscription: at the end of a partition, on shared or own connections, after a
+//! replay).
 //!
 //! `src/bin/group-member.rs` is a group member process for `group_consumer.rs`.
 

@@ -5,6 +5,7 @@
 
 use prost::Message as _;
 use strata_proto::v1 as pb;
+use tokio::sync::mpsc;
 use tokio_stream::StreamExt;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Status, Streaming};
@@ -15,6 +16,7 @@ use super::{BoxStream, Service};
 use crate::broker::BrokerError;
 use crate::broker::fetch::FetchLimits;
 use crate::broker::records::{ReplyRecord, decode_records};
+use crate::broker::subscribe::ChunkResult;
 use crate::partition::StartFrom;
 use crate::security::acl::Operation;
 use crate::storage::batch;
@@ -96,11 +98,40 @@ impl Service {
         })
     }
 
+    /// The Subscribe method through tonic's encoder, which the generated service trait
+    /// requires. The node's router serves Subscribe with [`subscribe_route`](super::subscribe_route)
+    /// instead, which sends stored batches without copying them; both start the subscription
+    /// with [`Service::subscribe_chunks`].
     pub(super) async fn subscribe_stream(
         &self,
         access: &Access,
-        mut inbound: Streaming<pb::SubscribeRequest>,
+        inbound: Streaming<pb::SubscribeRequest>,
     ) -> Result<BoxStream<pb::SubscribeResponse>, Status> {
+        let chunks = self.subscribe_chunks(access, inbound).await?;
+        let replies = ReceiverStream::new(chunks).map(|chunk| {
+            chunk
+                .map(|chunk| pb::SubscribeResponse {
+                    batches: chunk.batches,
+                    records: chunk.records,
+                    next_offset: chunk.next_offset,
+                    high_watermark: chunk.high_watermark,
+                })
+                .map_err(status)
+        });
+        Ok(Box::pin(replies))
+    }
+
+    /// Starts a subscription from its inbound messages (start, then credit) and returns its
+    /// chunks, once the start is authorized and resolved.
+    ///
+    /// # Errors
+    /// A first message that is not a start, the start's refusal (ACL, unknown topic or
+    /// partition, offset out of range), a node still starting.
+    pub(super) async fn subscribe_chunks(
+        &self,
+        access: &Access,
+        mut inbound: Streaming<pb::SubscribeRequest>,
+    ) -> Result<mpsc::Receiver<ChunkResult<pb::Record>>, Status> {
         use pb::subscribe_request::Request as R;
         let start = match inbound.next().await {
             Some(Ok(pb::SubscribeRequest {
@@ -121,8 +152,7 @@ impl Service {
             ))),
             Err(_) => None,
         });
-        let chunks = self
-            .broker()?
+        self.broker()?
             .subscribe::<GrpcRecords, _>(
                 &start.topic,
                 start.partition,
@@ -130,18 +160,7 @@ impl Service {
                 start.decode,
                 Box::pin(credits),
             )
-            .map_err(status)?;
-        let replies = ReceiverStream::new(chunks).map(|chunk| {
-            chunk
-                .map(|chunk| pb::SubscribeResponse {
-                    batches: chunk.batches,
-                    records: chunk.records,
-                    next_offset: chunk.next_offset,
-                    high_watermark: chunk.high_watermark,
-                })
-                .map_err(status)
-        });
-        Ok(Box::pin(replies))
+            .map_err(status)
     }
 
     pub(super) fn list_offsets_reply(

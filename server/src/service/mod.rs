@@ -15,6 +15,8 @@
 //! - `security`: the Admin service's users and ACLs calls and the ACL enums' translation.
 //! - `remote`: calls to other nodes that the broker is handed as functions (the bootstrap
 //!   user's request to the controller's leader among them).
+//! - [`subscribe_route`]: Subscribe served with hand-framed replies, so stored batches are
+//!   sent without a copy and an idle subscription keeps no encode buffer.
 //! - [`request_limit`]: the produce request size limit, answered with Strata's error code
 //!   instead of tonic's own refusal.
 //! - [`access`]: the method table (what each gRPC method requires) and the handlers' topic
@@ -32,6 +34,7 @@ mod remote;
 pub mod request_limit;
 mod security;
 pub mod status;
+pub mod subscribe_route;
 
 use std::pin::Pin;
 use std::sync::Arc;
