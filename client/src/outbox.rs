@@ -131,6 +131,11 @@ impl Outbox {
     /// Fails, with `error`, the batches queued or waiting for a retry whose delivery
     /// deadline passed.
     pub(crate) fn fail_expired(&mut self, now: Instant, error: &Error) {
+        // Called at every wake-up of the sender: look before rebuilding the queue.
+        let expired = |batch: &Batch| batch.deadline <= now;
+        if !self.queue.iter().any(expired) && !self.retries.values().any(expired) {
+            return;
+        }
         let (expired, kept): (VecDeque<Batch>, VecDeque<Batch>) = std::mem::take(&mut self.queue)
             .into_iter()
             .partition(|batch| batch.deadline <= now);

@@ -51,11 +51,15 @@ impl Partitioner {
             }
             Target::Key(key) => partition_for_key(key, partitions),
             Target::Any => {
-                let seed = self.seed;
+                // Looked up by `&str` first: `entry` would allocate the topic's name for
+                // every record.
+                if !self.sticky.contains_key(topic) {
+                    self.sticky.insert(topic.to_owned(), self.seed % partitions);
+                }
                 let sticky = self
                     .sticky
-                    .entry(topic.to_owned())
-                    .or_insert(seed % partitions);
+                    .get_mut(topic)
+                    .expect("inserted just above when missing");
                 // The count is only known per call: a cached sticky partition from a larger
                 // count must still land in range.
                 *sticky %= partitions;

@@ -107,6 +107,7 @@ impl Sender {
             batch_bytes_max: config.batch_bytes_max,
             linger: config.linger,
             compression: config.compression,
+            stamped_on_send: config.idempotent,
         };
         let seed = (random_jitter() * f64::from(u32::MAX)) as u32;
         let outbox = Outbox::new(config.backoff, config.retries, config.idempotent);
@@ -146,10 +147,13 @@ impl Sender {
             tokio::select! {
                 command = commands.recv(), if accepting => match command {
                     Some(command) => {
-                        self.handle(command);
+                        // One clock read per wake-up, not per record: the records handled
+                        // together arrived together.
+                        let now = Instant::now().into_std();
+                        self.handle(command, now);
                         for _ in 1..COMMANDS_PER_WAKE_MAX {
                             match commands.try_recv() {
-                                Ok(command) => self.handle(command),
+                                Ok(command) => self.handle(command, now),
                                 Err(_) => break,
                             }
                         }
@@ -169,18 +173,17 @@ impl Sender {
         }
     }
 
-    fn handle(&mut self, command: Command) {
+    fn handle(&mut self, command: Command, now: std::time::Instant) {
         match command {
             Command::Record {
                 record,
                 partitions,
                 delivery,
             } => {
-                self.accumulator
-                    .append(&record, partitions, delivery, Instant::now().into_std());
+                self.accumulator.append(&record, partitions, delivery, now);
             }
             Command::Flush(done) => {
-                self.accumulator.close_all(Instant::now().into_std());
+                self.accumulator.close_all(now);
                 self.outbox
                     .flushes
                     .push((self.accumulator.next_batch_id(), done));
@@ -532,6 +535,7 @@ impl Sender {
                 offset: response.base_offset + delta as u64,
             }));
         }
+        self.accumulator.recycle(batch.closed.batch);
     }
 
     /// A stream failed: every batch in flight on it is retried (or failed), its broker waits

@@ -10,20 +10,10 @@
 use std::collections::HashMap;
 
 use bytes::{Bytes, BytesMut};
-use strata_proto::batch::HEADER_BYTES;
+use strata_proto::batch::{HEADER_BYTES, seal_producer};
 
 /// Sequences wrap to 0 here.
 const SEQUENCE_MODULUS: i64 = 1 << 31;
-
-// Offsets of the fields `stamp` writes, from Kafka's RecordBatch v2 layout: base offset (8),
-// batch length (4), leader epoch (4), magic (1), CRC (4), then the CRC-covered part: attributes
-// (2), last offset delta (4), first and max timestamps (8 each), producer id (8), producer
-// epoch (2), base sequence (4), record count (4).
-const CRC_AT: usize = 17;
-const ATTRIBUTES_AT: usize = 21;
-const PRODUCER_ID_AT: usize = 43;
-const PRODUCER_EPOCH_AT: usize = 51;
-const BASE_SEQUENCE_AT: usize = 53;
 
 /// A producer id and epoch from `InitProducerId`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -127,8 +117,10 @@ impl Sequencer {
     }
 }
 
-/// Writes `stamp` into an encoded batch and recomputes its CRC. Reuses the buffer when
-/// nothing else holds it, copies it otherwise.
+/// Writes `stamp` into an encoded batch (sealed or not: an idempotent producer's batches are
+/// closed without their CRC) and computes its CRC, the one pass over the records after they
+/// were written. Reuses the buffer when nothing else holds it, copies it otherwise (a batch
+/// stamped again after it was sent under an older epoch).
 ///
 /// # Panics
 /// When `batch` is shorter than a batch header.
@@ -138,13 +130,12 @@ pub(crate) fn stamp_batch(batch: Bytes, stamp: Stamp) -> Bytes {
         .try_into_mut()
         .unwrap_or_else(|shared| BytesMut::from(&shared[..]));
     let identity = stamp.identity;
-    batch[PRODUCER_ID_AT..PRODUCER_ID_AT + 8].copy_from_slice(&identity.producer_id.to_be_bytes());
-    batch[PRODUCER_EPOCH_AT..PRODUCER_EPOCH_AT + 2]
-        .copy_from_slice(&identity.producer_epoch.to_be_bytes());
-    batch[BASE_SEQUENCE_AT..BASE_SEQUENCE_AT + 4]
-        .copy_from_slice(&stamp.base_sequence.to_be_bytes());
-    let crc = crc32c::crc32c(&batch[ATTRIBUTES_AT..]);
-    batch[CRC_AT..CRC_AT + 4].copy_from_slice(&crc.to_be_bytes());
+    seal_producer(
+        &mut batch,
+        identity.producer_id,
+        identity.producer_epoch,
+        stamp.base_sequence,
+    );
     batch.freeze()
 }
 
@@ -233,20 +224,26 @@ mod tests {
         assert_eq!(sequencer.identity(), None);
     }
 
-    /// Stamping writes the three fields and a valid CRC, plain and compressed, shared or not,
-    /// and leaves the records alone.
+    /// Stamping an unsealed batch writes the three fields and a valid CRC, plain and
+    /// compressed, shared or not, and leaves the records alone; stamping it again (a new
+    /// epoch) does too.
     #[test]
     fn stamp_writes_a_valid_header() {
         for compression in [Compression::None, Compression::Lz4] {
-            let mut builder = BatchBuilder::new().compression(compression);
-            builder.push(1_000, Some(b"k"), Some(b"v"), &[("h", None)]);
-            builder.push(1_001, None, Some(b"w"), &[]);
-            let batch = builder.finish().freeze();
+            let builder = || {
+                let mut builder = BatchBuilder::new().compression(compression);
+                builder.push(1_000, Some(b"k"), Some(b"v"), &[("h", None)]);
+                builder.push(1_001, None, Some(b"w"), &[]);
+                builder
+            };
+            let batch = builder().finish_unsealed().freeze();
             let stamp = Stamp {
                 identity: IDENTITY,
                 base_sequence: 42,
             };
-            let kept = batch.clone();
+            // Shared, so the stamp copies it.
+            let _kept = batch.clone();
+            let sealed = builder().finish().freeze();
             let stamped = stamp_batch(batch, stamp);
             let header = BatchHeader::validate(&stamped).expect("valid after stamping");
             assert_eq!(header.producer_id, 7);
@@ -255,7 +252,7 @@ mod tests {
             assert_eq!(header.record_count, 2);
             assert_eq!(
                 decode_records(&stamped).expect("decodes"),
-                decode_records(&kept).expect("decodes")
+                decode_records(&sealed).expect("decodes")
             );
             let restamped = stamp_batch(
                 stamped,

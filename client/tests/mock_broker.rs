@@ -52,6 +52,11 @@ struct Faults {
     /// Refuse the first produce request of each partition with NOT_LEADER, as a node does
     /// just before it becomes leader, and serve the requests pipelined behind it.
     not_leader_first: bool,
+    /// Read this many produce requests of a stream (or what arrived when none came for
+    /// 100 ms) before answering any of them, so a client that pipelines has that many in
+    /// flight; the third of each of the first three such groups is refused with NOT_LEADER
+    /// (retriable), in the middle of the pipeline. 0 for no grouping.
+    pipeline_groups_of: usize,
 }
 
 /// What the fake remembers of an idempotent producer on one partition.
@@ -83,6 +88,11 @@ struct State {
     /// The most credit a subscriber ever had outstanding (granted and not yet used): a
     /// client that grants only what it consumed keeps this at its window.
     credit_outstanding_max: AtomicU64,
+    /// With `pipeline_groups_of`: the most requests of one partition read in one group, all
+    /// sent before any was answered.
+    pipelined_per_partition_max: AtomicU64,
+    /// With `pipeline_groups_of`: requests refused in the middle of a group.
+    refused_mid_pipeline: AtomicU64,
 }
 
 /// What one node of a pair keeps to itself.
@@ -263,6 +273,71 @@ impl Fake {
         }
     }
 
+    /// Answers a produce stream in groups of `size` requests (see
+    /// [`Faults::pipeline_groups_of`]).
+    async fn answer_in_groups(
+        self,
+        mut inbound: Streaming<ProduceRequest>,
+        replies: mpsc::Sender<Result<ProduceResponse, Status>>,
+        size: usize,
+    ) {
+        let mut open = true;
+        while open {
+            let mut group = Vec::new();
+            while group.len() < size {
+                match tokio::time::timeout(Duration::from_millis(100), inbound.message()).await {
+                    Ok(Ok(Some(request))) => group.push(request),
+                    Ok(_) => {
+                        open = false;
+                        break;
+                    }
+                    Err(_) if group.is_empty() => {}
+                    Err(_) => break,
+                }
+            }
+            let mut per_partition: HashMap<u32, u64> = HashMap::new();
+            for request in &group {
+                if let Some(Target::Partition(partition)) = request.target {
+                    *per_partition.entry(partition).or_default() += 1;
+                }
+            }
+            let refuse_third = {
+                let state = self.0.lock().expect("lock");
+                let deepest = per_partition.values().copied().max().unwrap_or(0);
+                state
+                    .pipelined_per_partition_max
+                    .fetch_max(deepest, Ordering::SeqCst);
+                let refuse =
+                    group.len() == size && state.refused_mid_pipeline.load(Ordering::SeqCst) < 3;
+                if refuse {
+                    state.refused_mid_pipeline.fetch_add(1, Ordering::SeqCst);
+                }
+                refuse
+            };
+            for (i, request) in group.into_iter().enumerate() {
+                let reply = if refuse_third && i == 2 {
+                    ProduceResponse {
+                        request_id: request.request_id,
+                        error: Some(
+                            refusal(
+                                ErrorCode::NotLeader,
+                                tonic::Code::Unknown,
+                                "refused mid-pipeline",
+                            )
+                            .0,
+                        ),
+                        ..ProduceResponse::default()
+                    }
+                } else {
+                    self.produce(request)
+                };
+                if replies.send(Ok(reply)).await.is_err() {
+                    return;
+                }
+            }
+        }
+    }
+
     /// The stored batches from the one holding `offset` on.
     fn batches_from(&self, topic: &str, partition: u32, offset: u64) -> (Vec<Bytes>, u64) {
         let state = self.0.lock().expect("lock");
@@ -367,6 +442,10 @@ impl Broker for Fake {
         let fake = self.clone();
         let faults = fake.0.lock().expect("lock").faults;
         let swap = faults.swap_replies;
+        if faults.pipeline_groups_of > 0 {
+            tokio::spawn(fake.answer_in_groups(inbound, replies, faults.pipeline_groups_of));
+            return Ok(Response::new(ReceiverStream::new(receiver)));
+        }
         tokio::spawn(async move {
             let mut held: Option<ProduceResponse> = None;
             let mut received = 0u64;
@@ -547,6 +626,8 @@ fn state(faults: Faults, partitions: u32) -> Arc<Mutex<State>> {
         produce_requests: AtomicU64::new(0),
         next_producer_id: AtomicU64::new(1),
         credit_outstanding_max: AtomicU64::new(0),
+        pipelined_per_partition_max: AtomicU64::new(0),
+        refused_mid_pipeline: AtomicU64::new(0),
     }))
 }
 
@@ -870,6 +951,48 @@ async fn a_refused_first_batch_is_not_overtaken() {
     }
     producer.close().await.expect("close");
     assert_stored_once_in_order(&fake, 200);
+}
+
+/// The producer keeps several batches of a partition in flight by default (the fake answers
+/// nothing until it has read 8 requests, and sees at least 3 of one partition among them), and
+/// a batch refused in the middle of the pipeline (NOT_LEADER, retriable; the broker then
+/// refuses the batches behind it as out of order) is retried without reordering or duplicating
+/// anything: every record is stored once, in send order, at the offset its delivery names.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_refused_mid_pipeline_keeps_order() {
+    let faults = Faults {
+        pipeline_groups_of: 8,
+        ..Faults::default()
+    };
+    let (fake, client) = start_client(faults, 2).await;
+    let defaults = ProducerConfig::default();
+    let config = ProducerConfig {
+        // Small batches, so the pipeline fills; in flight as by default.
+        batch_bytes_max: 256,
+        max_in_flight: defaults.max_in_flight,
+        idempotent: defaults.idempotent,
+        ..fast_retries()
+    };
+    let producer = client.producer(config).expect("producer");
+    let mut deliveries = Vec::new();
+    for i in 0..1000u32 {
+        let record = ProducerRecord::new("t", format!("{i}")).partition(i % 2);
+        deliveries.push((i, producer.send(record).await.expect("accepted")));
+    }
+    producer.flush().await.expect("flush");
+    for (i, delivery) in deliveries {
+        let stored = delivered(delivery).await;
+        assert_eq!(stored.partition, i % 2);
+        assert_eq!(stored.offset, u64::from(i / 2), "record {i}");
+    }
+    producer.close().await.expect("close");
+    assert_stored_once_in_order(&fake, 500);
+    let state = fake.0.lock().expect("lock");
+    assert!(
+        state.pipelined_per_partition_max.load(Ordering::SeqCst) >= 3,
+        "several batches of a partition in flight at once"
+    );
+    assert_eq!(state.refused_mid_pipeline.load(Ordering::SeqCst), 3);
 }
 
 /// The outcome of a delivery, which must resolve within 10 s (the tests flush first).

@@ -64,7 +64,7 @@ use bytes::Bytes;
 mod build;
 mod decode;
 
-pub use build::{BatchBuilder, control_batch};
+pub use build::{BatchBuilder, control_batch, seal_producer};
 pub use decode::{
     DECOMPRESSED_BYTES_MAX, DecodedBatch, Header, Record, ValidatedBatch, decode_batch,
     decode_records, timestamp_at, validate_batch, validate_records,

@@ -1,13 +1,23 @@
 //! `strata bench produce|consume`: throughput and latency against a running cluster.
 //!
-//! - `produce` sends records of a fixed size (random bytes, so compression has nothing to
-//!   gain) as fast as the producer accepts them, or at `--rate` records/s. Latency runs from
-//!   the `send` call to the acknowledgement (peerbench's send→ack), so time a record waits in
-//!   the producer behind earlier ones counts, but the load generator's own timer slack (tokio
-//!   timers fire up to a millisecond late) does not.
+//! - `produce` (`--mode pipelined`, the default) sends records of a fixed size (random bytes,
+//!   so compression has nothing to gain) as fast as the producer accepts them, or at `--rate`
+//!   records/s. Latency runs from the `send` call to the acknowledgement (peerbench's
+//!   send→ack), so time a record waits in the producer behind earlier ones counts, but the load
+//!   generator's own timer slack (tokio timers fire up to a millisecond late) does not.
+//! - `produce --mode closed-loop` measures what `../shared/peerbench` measures in its latency
+//!   phase, so the two compare like for like: after a warm-up, one record at a time, each sent
+//!   at its place on the `--rate` schedule (or as soon as the previous one is acknowledged,
+//!   when that is later) and awaited before the next. It reports the service time (send→ack
+//!   of each record) and the schedule-corrected time (intended send time→ack, so a slow
+//!   acknowledgement that delays the records behind it counts for each of them), and the rate
+//!   achieved against the rate asked for.
 //! - `consume` reads every partition merged and measures end-to-end latency: arrival time
 //!   minus the record's timestamp (meaningful when `bench produce` runs at the same time and
 //!   the consumer starts `--from latest`; clocks are the same machine's).
+//!
+//! Every report includes the bench process's own CPU time (user + system, from `getrusage`)
+//! per GB of record bytes, so the client's cost is measured beside the server's.
 //!
 //! Progress prints on stderr once a second; the result prints on stdout, as text or, with
 //! `--format json`, as one JSON object.
@@ -24,7 +34,7 @@ use futures_util::stream::FuturesUnordered;
 use hdrhistogram::Histogram;
 use serde_json::{Value, json};
 use strata_client::proto::v1::TopicConfig;
-use strata_client::{Client, DeliveryFuture, ProducerConfig, ProducerRecord, StartFrom};
+use strata_client::{Client, DeliveryFuture, Producer, ProducerConfig, ProducerRecord, StartFrom};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
@@ -38,6 +48,13 @@ const DELIVERIES_QUEUED_MAX: usize = 1 << 16;
 const LATENCY_US_MAX: u64 = 60_000_000;
 /// Records when neither `--count` nor `--duration` is given.
 const COUNT_DEFAULT: u64 = 100_000;
+/// Schedule-corrected latencies are kept up to this (a run that falls behind its schedule
+/// for minutes still reports).
+const CORRECTED_LATENCY_US_MAX: u64 = 600_000_000;
+/// The linger of a pipelined run when `--linger-ms` is not given: the producer's default.
+const LINGER_MS_DEFAULT: u64 = 5;
+/// A closed-loop run counts as holding its rate when it achieved at least this share of it.
+const RATE_HELD_SHARE_MIN: f64 = 0.99;
 
 #[derive(Subcommand)]
 pub enum BenchCommand {
@@ -68,14 +85,24 @@ pub struct ProduceBench {
     /// Records per second to aim at (default: as fast as possible). Use it for latency runs.
     #[arg(long)]
     rate: Option<u64>,
+    /// `pipelined`: as many records in flight as the producer allows. `closed-loop`: one
+    /// record at a time, each awaited before the next is sent on the `--rate` schedule
+    /// (peerbench's latency phase); reports service and schedule-corrected latency.
+    #[arg(long, value_enum, default_value_t = Mode::Pipelined)]
+    mode: Mode,
+    /// Closed-loop only: records sent and awaited before measuring (not counted), as
+    /// peerbench does.
+    #[arg(long, default_value_t = 200)]
+    warmup: u64,
     /// Batches in flight at once.
     #[arg(long, default_value_t = 16)]
     in_flight: usize,
     #[arg(long, value_enum, default_value_t = CompressionArg::None)]
     compression: CompressionArg,
-    /// How long a batch waits for more records, in milliseconds.
-    #[arg(long, default_value_t = 5)]
-    linger_ms: u64,
+    /// How long a batch waits for more records, in milliseconds (default: 5, and 0 in
+    /// closed-loop mode).
+    #[arg(long)]
+    linger_ms: Option<u64>,
     /// The largest batch in bytes (default: the producer's).
     #[arg(long)]
     batch_bytes: Option<usize>,
@@ -83,6 +110,22 @@ pub struct ProduceBench {
     /// what it costs.
     #[arg(long, value_enum, default_value_t = OnOff::On)]
     idempotence: OnOff,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum Mode {
+    Pipelined,
+    ClosedLoop,
+}
+
+impl Mode {
+    /// The name the flag takes.
+    fn name(self) -> &'static str {
+        match self {
+            Mode::Pipelined => "pipelined",
+            Mode::ClosedLoop => "closed-loop",
+        }
+    }
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -125,8 +168,13 @@ async fn produce(client: &Client, args: ProduceBench, format: Format) -> Result<
         bail!("--rate must be at least 1 record/s");
     }
     let partitions = ensure_topic(client, &args).await?;
+    // One record at a time must not wait for a linger before it is sent.
+    let linger_ms = args.linger_ms.unwrap_or(match args.mode {
+        Mode::Pipelined => LINGER_MS_DEFAULT,
+        Mode::ClosedLoop => 0,
+    });
     let mut config = ProducerConfig {
-        linger: Duration::from_millis(args.linger_ms),
+        linger: Duration::from_millis(linger_ms),
         max_in_flight: args.in_flight,
         compression: args.compression.codec(),
         request_timeout: client.config().request_timeout,
@@ -143,15 +191,81 @@ async fn produce(client: &Client, args: ProduceBench, format: Format) -> Result<
         (None, Some(_)) => u64::MAX,
         (None, None) => COUNT_DEFAULT,
     };
-
+    let record = ProducerRecord::new(args.topic.clone(), value);
     let progress = Arc::new(Progress::default());
+    let measured = match args.mode {
+        Mode::Pipelined => pipelined(&producer, &record, &args, count, &progress).await?,
+        Mode::ClosedLoop => {
+            for _ in 0..args.warmup {
+                send_one(&producer, &record, &args.topic).await?;
+            }
+            closed_loop(&producer, &record, &args, count, &progress).await?
+        }
+    };
+    producer.close().await?;
+    let cpu_s = process_cpu_s()? - measured.cpu_s_before;
+    let records = progress.records.load(Ordering::Relaxed);
+    let bytes = progress.bytes.load(Ordering::Relaxed);
+    let config = json!({
+        "mode": args.mode.name(),
+        "record_size": args.record_size,
+        "partitions": partitions,
+        "rate": args.rate,
+        "warmup": (args.mode == Mode::ClosedLoop).then_some(args.warmup),
+        "in_flight": args.in_flight,
+        "compression": format!("{:?}", args.compression).to_lowercase(),
+        "linger_ms": linger_ms,
+        "batch_bytes": args.batch_bytes,
+    });
+    let report = Report {
+        bench: "produce",
+        topic: &args.topic,
+        records,
+        bytes,
+        elapsed_s: measured.elapsed_s,
+        latency: &measured.latency,
+        closed_loop: measured.closed_loop.as_ref(),
+        cpu_s,
+        config,
+    };
+    report.print(format);
+    Ok(())
+}
+
+/// What a produce run measured.
+struct Measured {
+    elapsed_s: f64,
+    /// Send→ack of every record, in microseconds.
+    latency: Histogram<u64>,
+    closed_loop: Option<ClosedLoop>,
+    /// The process's CPU seconds when sending started.
+    cpu_s_before: f64,
+}
+
+/// What only a closed-loop run measures.
+struct ClosedLoop {
+    /// Intended send time→ack of every record, in microseconds.
+    corrected: Histogram<u64>,
+    /// Records/s asked for; `None` sends each record when the previous one is acknowledged.
+    rate_target: Option<u64>,
+}
+
+/// Sends records as fast as the producer accepts them (or at `--rate`), many in flight.
+async fn pipelined(
+    producer: &Producer,
+    record: &ProducerRecord,
+    args: &ProduceBench,
+    count: u64,
+    progress: &Arc<Progress>,
+) -> Result<Measured> {
     let (deliveries, queued) = mpsc::channel(DELIVERIES_QUEUED_MAX);
     let timer = tokio::spawn(time_deliveries(
         queued,
-        Arc::clone(&progress),
+        Arc::clone(progress),
         args.record_size as u64,
     ));
-    let reporter = spawn_progress(Arc::clone(&progress), "acknowledged");
+    let reporter = spawn_progress(Arc::clone(progress), "acknowledged");
+    let cpu_s_before = process_cpu_s()?;
     let started = Instant::now();
     let stop_at = args.duration.map(|duration| started + duration);
     let mut sent = 0u64;
@@ -168,7 +282,7 @@ async fn produce(client: &Client, args: ProduceBench, format: Format) -> Result<
         }
         let sent_at = Instant::now();
         let delivery = producer
-            .send(ProducerRecord::new(args.topic.clone(), value.clone()))
+            .send(record.clone())
             .await
             .with_context(|| format!("produce to {}", args.topic))?;
         if deliveries.send((delivery, sent_at)).await.is_err() {
@@ -177,32 +291,81 @@ async fn produce(client: &Client, args: ProduceBench, format: Format) -> Result<
         sent += 1;
     }
     drop(deliveries);
-    let histogram = timer.await.context("timer task")?;
+    let latency = timer.await.context("timer task")?;
     let elapsed_s = started.elapsed().as_secs_f64();
     reporter.abort();
-    producer.close().await?;
-    let histogram = histogram?;
-    let records = progress.records.load(Ordering::Relaxed);
-    let bytes = progress.bytes.load(Ordering::Relaxed);
-    let config = json!({
-        "record_size": args.record_size,
-        "partitions": partitions,
-        "rate": args.rate,
-        "in_flight": args.in_flight,
-        "compression": format!("{:?}", args.compression).to_lowercase(),
-        "linger_ms": args.linger_ms,
-        "batch_bytes": args.batch_bytes,
-    });
-    report(
-        "produce",
-        &args.topic,
-        records,
-        bytes,
+    Ok(Measured {
         elapsed_s,
-        &histogram,
-        config,
-        format,
-    );
+        latency: latency?,
+        closed_loop: None,
+        cpu_s_before,
+    })
+}
+
+/// Sends one record at a time on the `--rate` schedule, each awaited before the next, as
+/// peerbench's latency phase does.
+async fn closed_loop(
+    producer: &Producer,
+    record: &ProducerRecord,
+    args: &ProduceBench,
+    count: u64,
+    progress: &Arc<Progress>,
+) -> Result<Measured> {
+    let mut latency = latency_histogram()?;
+    let mut corrected =
+        Histogram::new_with_bounds(1, CORRECTED_LATENCY_US_MAX, 3).context("latency histogram")?;
+    let reporter = spawn_progress(Arc::clone(progress), "acknowledged");
+    let cpu_s_before = process_cpu_s()?;
+    let started = Instant::now();
+    let stop_at = args.duration.map(|duration| started + duration);
+    let mut sent = 0u64;
+    while sent < count {
+        let now = Instant::now();
+        let intended = match args.rate {
+            Some(rate) => started + Duration::from_secs_f64(sent as f64 / rate as f64),
+            None => now,
+        };
+        if intended > now {
+            // A thread sleep, as peerbench's: tokio's timer wheel fires up to a millisecond
+            // late, which would show as schedule lag. `block_in_place` keeps the runtime's
+            // other tasks (the producer's sender) running meanwhile.
+            tokio::task::block_in_place(|| std::thread::sleep(intended - now));
+        }
+        if stop_at.is_some_and(|stop_at| Instant::now() >= stop_at) {
+            break;
+        }
+        let sent_at = Instant::now();
+        send_one(producer, record, &args.topic).await?;
+        let acked_at = Instant::now();
+        latency.saturating_record((acked_at - sent_at).as_micros().max(1) as u64);
+        corrected.saturating_record((acked_at - intended).as_micros().max(1) as u64);
+        sent += 1;
+        progress.records.store(sent, Ordering::Relaxed);
+        progress
+            .bytes
+            .fetch_add(args.record_size as u64, Ordering::Relaxed);
+    }
+    let elapsed_s = started.elapsed().as_secs_f64();
+    reporter.abort();
+    Ok(Measured {
+        elapsed_s,
+        latency,
+        closed_loop: Some(ClosedLoop {
+            corrected,
+            rate_target: args.rate,
+        }),
+        cpu_s_before,
+    })
+}
+
+/// Sends `record` and waits for its acknowledgement.
+async fn send_one(producer: &Producer, record: &ProducerRecord, topic: &str) -> Result<()> {
+    producer
+        .send(record.clone())
+        .await
+        .with_context(|| format!("produce to {topic}"))?
+        .await
+        .with_context(|| format!("delivery to {topic}"))?;
     Ok(())
 }
 
@@ -269,6 +432,7 @@ async fn consume(client: &Client, args: ConsumeBench, format: Format) -> Result<
     let mut histogram = latency_histogram()?;
     let progress = Arc::new(Progress::default());
     let reporter = spawn_progress(Arc::clone(&progress), "consumed");
+    let cpu_s_before = process_cpu_s()?;
     let started = Instant::now();
     let stop_at = args.duration.map(|duration| started + duration);
     let mut records = 0u64;
@@ -295,18 +459,21 @@ async fn consume(client: &Client, args: ConsumeBench, format: Format) -> Result<
         progress.bytes.store(bytes, Ordering::Relaxed);
     }
     let elapsed_s = started.elapsed().as_secs_f64();
+    let cpu_s = process_cpu_s()? - cpu_s_before;
     reporter.abort();
     let config = json!({ "from": format!("{:?}", args.from), "partitions": plans.len() });
-    report(
-        "consume",
-        &args.topic,
+    let report = Report {
+        bench: "consume",
+        topic: &args.topic,
         records,
         bytes,
         elapsed_s,
-        &histogram,
+        latency: &histogram,
+        closed_loop: None,
+        cpu_s,
         config,
-        format,
-    );
+    };
+    report.print(format);
     Ok(())
 }
 
@@ -336,57 +503,153 @@ fn spawn_progress(progress: Arc<Progress>, verb: &'static str) -> JoinHandle<()>
     })
 }
 
-/// Prints the result: throughput, and latency percentiles in milliseconds.
-#[allow(clippy::too_many_arguments)]
-fn report(
-    bench: &str,
-    topic: &str,
+/// A bench's result.
+struct Report<'a> {
+    bench: &'static str,
+    topic: &'a str,
     records: u64,
+    /// Record bytes (keys and values).
     bytes: u64,
     elapsed_s: f64,
-    histogram: &Histogram<u64>,
+    /// In microseconds: send→ack for produce, timestamp→arrival for consume.
+    latency: &'a Histogram<u64>,
+    closed_loop: Option<&'a ClosedLoop>,
+    /// CPU seconds (user + system) the bench process spent while measuring.
+    cpu_s: f64,
     config: Value,
-    format: Format,
-) {
-    let per_s = |amount: f64| {
-        if elapsed_s > 0.0 {
-            amount / elapsed_s
+}
+
+impl Report<'_> {
+    /// Prints throughput, latency percentiles in milliseconds and the client's CPU per GB, as
+    /// text or as one JSON object.
+    fn print(&self, format: Format) {
+        let per_s = |amount: f64| {
+            if self.elapsed_s > 0.0 {
+                amount / self.elapsed_s
+            } else {
+                0.0
+            }
+        };
+        let records_per_s = per_s(self.records as f64);
+        let mb_per_s = per_s(self.bytes as f64 / 1e6);
+        let cpu_s_per_gb = if self.bytes > 0 {
+            self.cpu_s / (self.bytes as f64 / 1e9)
         } else {
             0.0
-        }
-    };
-    let records_per_s = per_s(records as f64);
-    let mb_per_s = per_s(bytes as f64 / 1e6);
-    let ms = |quantile: f64| histogram.value_at_quantile(quantile) as f64 / 1000.0;
-    let (p50, p99, p999, max) = (
-        ms(0.5),
-        ms(0.99),
-        ms(0.999),
-        histogram.max() as f64 / 1000.0,
-    );
-    match format {
-        Format::Json => println!(
-            "{}",
-            json!({
-                "bench": bench,
-                "topic": topic,
-                "records": records,
-                "bytes": bytes,
-                "elapsed_s": elapsed_s,
-                "records_per_s": records_per_s,
-                "mb_per_s": mb_per_s,
-                "latency_ms": { "p50": p50, "p99": p99, "p999": p999, "max": max },
-                "config": config,
-            })
-        ),
-        Format::Text => {
-            println!(
-                "{bench}: {records} records ({:.1} MB) in {elapsed_s:.2} s: {records_per_s:.0} records/s, {mb_per_s:.1} MB/s",
-                bytes as f64 / 1e6
-            );
-            println!("latency ms: p50 {p50:.3}  p99 {p99:.3}  p999 {p999:.3}  max {max:.3}");
+        };
+        let rate = self.closed_loop.map(|closed_loop| {
+            let held = closed_loop
+                .rate_target
+                .map(|target| records_per_s >= target as f64 * RATE_HELD_SHARE_MIN);
+            (closed_loop.rate_target, held)
+        });
+        let (bench, topic, records, bytes, elapsed_s) = (
+            self.bench,
+            self.topic,
+            self.records,
+            self.bytes,
+            self.elapsed_s,
+        );
+        match format {
+            Format::Json => {
+                let mut report = json!({
+                    "bench": bench,
+                    "topic": topic,
+                    "records": records,
+                    "bytes": bytes,
+                    "elapsed_s": elapsed_s,
+                    "records_per_s": records_per_s,
+                    "mb_per_s": mb_per_s,
+                    "latency_ms": percentiles_ms(self.latency),
+                });
+                if let Some(closed_loop) = self.closed_loop {
+                    let (target, held) = rate.unwrap_or_default();
+                    report["schedule_corrected_latency_ms"] =
+                        percentiles_ms(&closed_loop.corrected);
+                    report["rate"] = json!({
+                        "target_per_s": target,
+                        "achieved_per_s": records_per_s,
+                        "held": held,
+                    });
+                }
+                report["client_cpu"] = json!({
+                    "cpu_s": self.cpu_s,
+                    "cpu_s_per_gb": cpu_s_per_gb,
+                });
+                report["config"] = self.config.clone();
+                println!("{report}");
+            }
+            Format::Text => {
+                println!(
+                    "{bench}: {records} records ({:.1} MB) in {elapsed_s:.2} s: {records_per_s:.0} records/s, {mb_per_s:.1} MB/s",
+                    bytes as f64 / 1e6
+                );
+                match self.closed_loop {
+                    None => println!("latency ms: {}", percentiles_text(self.latency)),
+                    Some(closed_loop) => {
+                        println!(
+                            "service latency ms (send→ack): {}",
+                            percentiles_text(self.latency)
+                        );
+                        println!(
+                            "schedule-corrected latency ms (intended send→ack): {}",
+                            percentiles_text(&closed_loop.corrected)
+                        );
+                        match rate {
+                            Some((Some(target), Some(held))) => println!(
+                                "rate: {records_per_s:.0} records/s achieved of {target} asked ({})",
+                                if held { "held" } else { "NOT held" }
+                            ),
+                            _ => println!(
+                                "rate: {records_per_s:.0} records/s achieved (no --rate: each record sent at the previous one's acknowledgement)"
+                            ),
+                        }
+                    }
+                }
+                println!(
+                    "client CPU: {:.2} s, {cpu_s_per_gb:.2} CPU-s/GB",
+                    self.cpu_s
+                );
+            }
         }
     }
+}
+
+const QUANTILES: [(&str, f64); 4] = [("p50", 0.5), ("p90", 0.9), ("p99", 0.99), ("p999", 0.999)];
+
+/// The percentiles and maximum of a histogram of microseconds, in milliseconds.
+fn percentiles_ms(histogram: &Histogram<u64>) -> Value {
+    let mut percentiles = serde_json::Map::new();
+    for (name, quantile) in QUANTILES {
+        let ms = histogram.value_at_quantile(quantile) as f64 / 1000.0;
+        percentiles.insert(name.to_owned(), json!(ms));
+    }
+    percentiles.insert("max".to_owned(), json!(histogram.max() as f64 / 1000.0));
+    Value::Object(percentiles)
+}
+
+fn percentiles_text(histogram: &Histogram<u64>) -> String {
+    let mut text = String::new();
+    for (name, quantile) in QUANTILES {
+        let ms = histogram.value_at_quantile(quantile) as f64 / 1000.0;
+        text.push_str(&format!("{name} {ms:.3}  "));
+    }
+    text.push_str(&format!("max {:.3}", histogram.max() as f64 / 1000.0));
+    text
+}
+
+/// CPU seconds (user + system) this process has used so far, all threads.
+fn process_cpu_s() -> Result<f64> {
+    let mut usage = std::mem::MaybeUninit::<libc::rusage>::zeroed();
+    // SAFETY: getrusage writes a whole `rusage` through the pointer, which points at one.
+    let status = unsafe { libc::getrusage(libc::RUSAGE_SELF, usage.as_mut_ptr()) };
+    if status != 0 {
+        return Err(std::io::Error::last_os_error()).context("getrusage");
+    }
+    // SAFETY: zeroed is a valid `rusage` (plain integers), and getrusage filled it.
+    let usage = unsafe { usage.assume_init() };
+    let seconds = |time: libc::timeval| time.tv_sec as f64 + time.tv_usec as f64 / 1e6;
+    Ok(seconds(usage.ru_utime) + seconds(usage.ru_stime))
 }
 
 /// Bytes that do not compress, the same every run (xorshift from a fixed seed).

@@ -1,5 +1,13 @@
 //! Writing batches: [`BatchBuilder`] for data batches, [`control_batch`] for Strata's control
-//! batches, and the varint writers they share.
+//! batches, [`seal_producer`] for an idempotent producer that stamps its id and sequence into
+//! a batch when it sends it, and the varint writers they share.
+//!
+//! A batch is encoded once: each record is framed straight into the batch buffer as it is
+//! pushed (no record objects, no per-record allocation), and the CRC-32C is computed once, by
+//! whoever writes the last field it covers: [`BatchBuilder::finish`], or [`seal_producer`] after
+//! [`BatchBuilder::finish_unsealed`]. (Keeping the records' CRC and combining it with a new
+//! header's was measured instead: `crc32c_combine` over a 256 KiB batch cost about as much as
+//! the CRC pass it saved.)
 
 use bytes::{BufMut, BytesMut};
 
@@ -25,9 +33,25 @@ impl Default for BatchBuilder {
     }
 }
 
+/// The capacity of a builder made with [`BatchBuilder::new`]: a header and a few small records.
+const CAPACITY_BYTES_DEFAULT: usize = HEADER_BYTES + 256;
+
 impl BatchBuilder {
     pub fn new() -> Self {
-        let mut buf = BytesMut::with_capacity(HEADER_BYTES + 256);
+        Self::with_capacity(CAPACITY_BYTES_DEFAULT)
+    }
+
+    /// A builder whose buffer holds `capacity_bytes` (at least a header) before it grows: a
+    /// producer that knows about how large its batches get saves the copies of growing.
+    pub fn with_capacity(capacity_bytes: usize) -> Self {
+        Self::with_buffer(BytesMut::with_capacity(capacity_bytes.max(HEADER_BYTES)))
+    }
+
+    /// A builder writing into `buf`, cleared first: a producer that reuses the buffers of
+    /// batches already acknowledged saves an allocation and the page faults of fresh memory
+    /// for every batch.
+    pub fn with_buffer(mut buf: BytesMut) -> Self {
+        buf.clear();
         buf.resize(HEADER_BYTES, 0);
         Self {
             buf,
@@ -119,6 +143,18 @@ impl BatchBuilder {
     /// # Panics
     /// When no record was pushed: an empty batch is not valid.
     pub fn finish(self) -> BytesMut {
+        let mut batch = self.finish_unsealed();
+        seal(&mut batch);
+        batch
+    }
+
+    /// Writes the header but not the CRC (left 0), for a producer that stamps its id and
+    /// sequence when it sends the batch: [`seal_producer`] then writes them and the CRC, so
+    /// the records are read once. Not a valid batch until sealed.
+    ///
+    /// # Panics
+    /// When no record was pushed: an empty batch is not valid.
+    pub fn finish_unsealed(self) -> BytesMut {
         assert!(self.record_count > 0, "a batch needs at least one record");
         let mut buf = self.buf;
         if self.attributes & COMPRESSION_MASK == 3 {
@@ -147,10 +183,28 @@ impl BatchBuilder {
             .copy_from_slice(&self.base_sequence.to_be_bytes());
         header[RECORD_COUNT_AT..RECORD_COUNT_AT + 4]
             .copy_from_slice(&self.record_count.to_be_bytes());
-        let crc = crc32c::crc32c(&buf[ATTRIBUTES_AT..]);
-        buf[CRC_AT..CRC_AT + 4].copy_from_slice(&crc.to_be_bytes());
         buf
     }
+}
+
+/// Writes an idempotent producer's id, epoch and base sequence into a batch from
+/// [`BatchBuilder::finish_unsealed`] (or a finished one, to stamp it again under a new epoch)
+/// and computes its CRC.
+///
+/// # Panics
+/// When `batch` is shorter than a header.
+pub fn seal_producer(batch: &mut [u8], producer_id: i64, producer_epoch: i16, base_sequence: i32) {
+    assert!(batch.len() >= HEADER_BYTES);
+    batch[PRODUCER_ID_AT..PRODUCER_ID_AT + 8].copy_from_slice(&producer_id.to_be_bytes());
+    batch[PRODUCER_EPOCH_AT..PRODUCER_EPOCH_AT + 2].copy_from_slice(&producer_epoch.to_be_bytes());
+    batch[BASE_SEQUENCE_AT..BASE_SEQUENCE_AT + 4].copy_from_slice(&base_sequence.to_be_bytes());
+    seal(batch);
+}
+
+/// Writes the batch CRC: CRC-32C from the attributes to the end.
+fn seal(batch: &mut [u8]) {
+    let crc = crc32c::crc32c(&batch[ATTRIBUTES_AT..]);
+    batch[CRC_AT..CRC_AT + 4].copy_from_slice(&crc.to_be_bytes());
 }
 
 /// Builds a control batch of the given kind with `payload` as its record's value.
@@ -204,5 +258,65 @@ fn put_nullable(buf: &mut BytesMut, bytes: Option<&[u8]>) {
             put_varint(buf, bytes.len() as i32);
             buf.put_slice(bytes);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn builder(capacity_bytes: usize, codec: Compression) -> BatchBuilder {
+        let mut builder = BatchBuilder::with_capacity(capacity_bytes).compression(codec);
+        for i in 0..50u8 {
+            let value = vec![i; usize::from(i) * 7];
+            builder.push(
+                1_000 + i64::from(i),
+                Some(&[i]),
+                Some(&value),
+                &[("h", None)],
+            );
+        }
+        builder
+    }
+
+    /// Sealing an unsealed batch with a producer gives the bytes a builder stamped from the
+    /// start gives, CRC included, for plain and LZ4 batches, whatever the starting capacity;
+    /// sealing a sealed batch again (a new epoch) gives a valid batch too.
+    #[test]
+    fn seal_producer_matches_a_batch_built_stamped() {
+        for codec in [Compression::None, Compression::Lz4] {
+            for capacity_bytes in [0, HEADER_BYTES, 100_000] {
+                let expected = builder(0, codec).producer(42, 3, 1_000).finish();
+                let mut batch = builder(capacity_bytes, codec).finish_unsealed();
+                assert!(BatchHeader::validate(&batch).is_err(), "not sealed yet");
+                seal_producer(&mut batch, 42, 3, 1_000);
+                assert_eq!(batch, expected, "{codec:?}, capacity {capacity_bytes}");
+                seal_producer(&mut batch, 42, 4, 0);
+                let header = BatchHeader::validate(&batch).expect("a valid batch");
+                assert_eq!(header.producer_id, 42);
+                assert_eq!(header.producer_epoch, 4);
+                assert_eq!(header.base_sequence, 0);
+            }
+        }
+    }
+
+    /// A builder given the capacity its batch needs never moves its buffer: the records are
+    /// written once, where the batch is sent from.
+    #[test]
+    fn enough_capacity_means_no_growth() {
+        fn push_records(builder: &mut BatchBuilder) {
+            for i in 0..50u8 {
+                builder.push(i64::from(i), None, Some(&[i; 300]), &[]);
+            }
+        }
+        let mut probe = BatchBuilder::new();
+        push_records(&mut probe);
+        let size_bytes = probe.size_bytes();
+        let mut sized = BatchBuilder::with_capacity(size_bytes);
+        let start = sized.buf.as_ptr();
+        push_records(&mut sized);
+        let batch = sized.finish();
+        assert_eq!(batch.len(), size_bytes);
+        assert_eq!(batch.as_ptr(), start, "the buffer never moved");
     }
 }
