@@ -29,7 +29,7 @@ read -r -t 60 line <&3
 address=${line#strata-server listening on }
 bench() {
   $strata --brokers "$address" bench produce --topic profile --partitions 1 --count "$1" \
-      --record-size 1024 --batch-bytes 266941 --in-flight 1 2>/dev/null
+      --record-size 1024 --batch-bytes 265000 --in-flight 1 2>/dev/null
 }
 bench 20000 > /dev/null # warm up: topic created, files open
 perf record -e cpu-clock -F 1999 -g -p "$server" -o "$work/perf.data" 2> "$work/perf.err" &
