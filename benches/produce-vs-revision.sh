@@ -2,9 +2,13 @@
 # What a change costs on the produce path: the same `strata bench produce` workload against a
 # one-node `strata-server` built from REV and one built from the working tree, alternating in
 # the same run, same client (this tree's). Workload as benches/idempotence-cost.sh: 3
-# partitions, 1 KiB records, 300 000 records per run, 5 batches in flight, idempotent.
+# partitions, 1 KiB records, 300 000 records per run, 5 batches in flight, idempotent; or
+# another shape through PARTITIONS, COUNT, IN_FLIGHT and BATCH_BYTES (the producer's batch
+# limit; unset: its default).
 #
 #   benches/produce-vs-revision.sh REV        (RUNS=3 by default)
+#   PARTITIONS=1 COUNT=200000 IN_FLIGHT=1 BATCH_BYTES=265000 benches/produce-vs-revision.sh REV
+#                                             (broker-vs-peers.sh's produce: 256 records, 1 in flight)
 #
 # Prints, per side: median records/s and p99 ms, the server's CPU-seconds per GB produced (utime
 # + stime from /proc/PID/stat over the runs) and peak RSS; then the ratios new/old.
@@ -15,6 +19,11 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 rev=${1:?usage: benches/produce-vs-revision.sh REV}
 RUNS=${RUNS:-3}
+PARTITIONS=${PARTITIONS:-3}
+COUNT=${COUNT:-300000}
+IN_FLIGHT=${IN_FLIGHT:-5}
+batch_bytes=()
+[ -n "${BATCH_BYTES:-}" ] && batch_bytes=(--batch-bytes "$BATCH_BYTES")
 work=$(mktemp -d "${TMPDIR:-/tmp}/strata-vs-rev.XXXXXX")
 echo "results in $work" >&2
 cleanup() {
@@ -52,8 +61,8 @@ for run in $(seq "$RUNS"); do
     pid=$(cat "$work/$side.pid")
     before=$(cpu "$pid")
     $strata --brokers "$(cat "$work/$side.address")" --format json bench produce \
-        --topic "t-$run" --partitions 3 --count 300000 --record-size 1024 --in-flight 5 \
-        2>/dev/null > "$work/$side-$run.json"
+        --topic "t-$run" --partitions "$PARTITIONS" --count "$COUNT" --record-size 1024 \
+        --in-flight "$IN_FLIGHT" "${batch_bytes[@]}" 2>/dev/null > "$work/$side-$run.json"
     after=$(cpu "$pid")
     python3 -c "import sys; print(float(open(sys.argv[1]).read()) + $after - $before)" \
         "$work/$side.cpu" > "$work/$side.cpu.next"
@@ -63,15 +72,15 @@ done
 for side in old new; do
   grep VmHWM "/proc/$(cat "$work/$side.pid")/status" | awk '{print $2}' > "$work/$side.rss"
 done
-python3 - "$work" "$RUNS" "$rev" <<'PY'
+python3 - "$work" "$RUNS" "$rev" "$COUNT" <<'PY'
 import json, statistics, sys
-work, runs, rev = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+work, runs, rev, count = sys.argv[1], int(sys.argv[2]), sys.argv[3], int(sys.argv[4])
 med = statistics.median
 out = {}
 for side in ("old", "new"):
     rows = [json.load(open(f"{work}/{side}-{r}.json")) for r in range(1, runs + 1)]
     cpu = float(open(f"{work}/{side}.cpu").read())
-    gb = runs * 300000 * 1024 / 1e9
+    gb = runs * count * 1024 / 1e9
     rss = int(open(f"{work}/{side}.rss").read()) / 1024
     out[side] = (med(r["records_per_s"] for r in rows), med(r["latency_ms"]["p99"] for r in rows), cpu / gb)
     label = rev if side == "old" else "working tree"
