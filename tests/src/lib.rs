@@ -129,3 +129,18 @@ pub fn read_values(log: &PartitionLog) -> Vec<String> {
     }
     values
 }
+
+/// A field of a server's `/proc/PID/status` in bytes (`VmRSS`, `VmHWM`, `RssAnon`).
+pub fn proc_status_bytes(pid: u32, field: &str) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("proc status");
+    let line = status
+        .lines()
+        .find(|line| line.starts_with(field))
+        .unwrap_or_else(|| panic!("{field} in /proc/{pid}/status"));
+    let kib: u64 = line
+        .split_whitespace()
+        .nth(1)
+        .and_then(|value| value.parse().ok())
+        .unwrap_or_else(|| panic!("a number in {line:?}"));
+    kib * 1024
+}

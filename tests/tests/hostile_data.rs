@@ -16,8 +16,8 @@
 use bytes::Bytes;
 use strata_proto::batch::{BatchBuilder, Compression, DECOMPRESSED_BYTES_MAX, decode_records};
 use strata_proto::v1 as pb;
-use strata_tests::error_code;
 use strata_tests::server::{Clients, ServerProcess};
+use strata_tests::{error_code, proc_status_bytes};
 use tonic::transport::Channel;
 
 /// Growth of the server's peak RSS allowed while it refuses 16 bombs of 60 MB each: the
@@ -33,21 +33,6 @@ const FETCH_RSS_GROWTH_BYTES_MAX: u64 = 200 << 20;
 const UNDER_CAP_BATCHES: usize = 12;
 /// Largest reply the test's client accepts: 64 MiB of records and framing.
 const REPLY_BYTES_MAX: usize = 80 << 20;
-
-/// A field of `/proc/PID/status` in bytes (`VmRSS`, `VmHWM`).
-fn proc_status_bytes(pid: u32, field: &str) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("proc status");
-    let line = status
-        .lines()
-        .find(|line| line.starts_with(field))
-        .unwrap_or_else(|| panic!("{field} in /proc/{pid}/status"));
-    let kib: u64 = line
-        .split_whitespace()
-        .nth(1)
-        .and_then(|value| value.parse().ok())
-        .unwrap_or_else(|| panic!("a number in {line:?}"));
-    kib * 1024
-}
 
 fn produce_request(topic: &str, batch: Bytes) -> pb::ProduceRequest {
     pb::ProduceRequest {

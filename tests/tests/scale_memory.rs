@@ -27,6 +27,7 @@ use strata_proto::v1 as pb;
 use strata_proto::v1::broker_client::BrokerClient;
 use strata_proto::v1::start_position::Position;
 use strata_server::storage::batch::BatchBuilder;
+use strata_tests::proc_status_bytes;
 use strata_tests::server::{Clients, ServerProcess};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
@@ -63,21 +64,6 @@ fn subscriptions() -> usize {
         .ok()
         .and_then(|n| n.parse().ok())
         .unwrap_or(SUBSCRIPTIONS_DEFAULT)
-}
-
-/// A field of `/proc/PID/status` in bytes (`RssAnon`).
-fn proc_status_bytes(pid: u32, field: &str) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("proc status");
-    let line = status
-        .lines()
-        .find(|line| line.starts_with(field))
-        .unwrap_or_else(|| panic!("{field} in /proc/{pid}/status"));
-    let kib: u64 = line
-        .split_whitespace()
-        .nth(1)
-        .and_then(|value| value.parse().ok())
-        .unwrap_or_else(|| panic!("a number in {line:?}"));
-    kib * 1024
 }
 
 fn rss_anon(server: &ServerProcess) -> u64 {
