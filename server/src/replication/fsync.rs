@@ -54,7 +54,8 @@ impl SyncPool {
     }
 
     /// Completes every sync in `pending`: the first on this thread, the others on the pool's,
-    /// all at once. Returns each group's result, once all are done.
+    /// all at once. Returns each group's result, once all are done; a group missing from them
+    /// (its thread died) is an fsync not known to have happened.
     pub(super) fn complete_all(&self, pending: Vec<(RaftGroupId, PendingSync)>) -> Vec<Done> {
         let mut pending = pending.into_iter();
         let Some((first_id, first)) = pending.next() else {
@@ -77,6 +78,8 @@ impl SyncPool {
         }
         results.push((first_id, first.complete()));
         drop(done);
+        // A thread that died with a job (it never should) drops its sender unanswered: the
+        // iterator then ends early, and that group is missing from the results.
         results.extend(finished.iter().take(handed_out));
         results
     }

@@ -7,6 +7,8 @@
 //! the process, see `driver::start`): entries apply one after another by raft index, never
 //! past the commit index; the appended entries awaiting apply stay in raft-index order.
 
+use std::collections::HashSet;
+
 use bytes::Bytes;
 use raft::prelude::{ConfChange, ConfChangeV2, Entry, EntryType, Message, MessageType};
 use raft::{Ready, SnapshotStatus, StateRole, Storage};
@@ -84,13 +86,23 @@ impl Driver {
                 Err(error) => failed.push((*id, format!("fsync failed: {error}"))),
             }
         }
+        let mut unanswered: HashSet<RaftGroupId> = pending.iter().map(|(id, _)| *id).collect();
         for (id, result) in self.fsyncs.complete_all(pending) {
+            unanswered.remove(&id);
             if let Err(error) = result {
                 if let Some(group) = self.groups.get(&id) {
                     group.node.store().fail_sync(&error);
                 }
                 failed.push((id, format!("fsync failed: {error}")));
             }
+        }
+        // Not known to be durable: such a group must not promise persistence. Stopping it
+        // (the caller does, for every failed group) reopens its log from the disk.
+        for id in unanswered {
+            failed.push((
+                id,
+                "fsync failed: its fsync thread ended without an answer".into(),
+            ));
         }
         failed
     }

@@ -154,7 +154,7 @@ impl StreamState {
                 Some(reply) = self.committing.next(), if !self.committing.is_empty() => {
                     return Some((Ok(reply), self));
                 }
-                admitted = async { self.admitting.as_mut()?.await.into() }, if self.admitting.is_some() => {
+                admitted = async { Some(self.admitting.as_mut()?.await) }, if self.admitting.is_some() => {
                     self.admitting = None;
                     match admitted {
                         Some(Ok(commit)) => self.committing.push(commit),

@@ -131,13 +131,17 @@ impl MappedFile {
     /// Writes `bytes` at `position`. On failure some prefix may have reached the file: the
     /// caller truncates back with [`MappedFile::set_length`].
     pub(crate) fn write_at(&mut self, bytes: &[u8], position: u64) -> Result<()> {
-        self.write_parts_at(&[bytes], position)
+        self.write_parts_at([bytes], position)
     }
 
     /// Writes `parts`, one after another, at `position`, in one `pwritev` (a batch's stamped
     /// header and its records, which stay where the producer's request put them). On failure
     /// some prefix may have reached the file, as with [`MappedFile::write_at`].
-    pub(crate) fn write_parts_at(&mut self, parts: &[&[u8]], position: u64) -> Result<()> {
+    pub(crate) fn write_parts_at<const N: usize>(
+        &mut self,
+        parts: [&[u8]; N],
+        position: u64,
+    ) -> Result<()> {
         let file = self.open_file()?;
         let length: usize = parts.iter().map(|part| part.len()).sum();
         let end = position as usize + length;
@@ -229,13 +233,23 @@ impl SyncHandle {
 }
 
 /// `pwritev` of every byte of `parts` at `position`, resumed after a short write.
-fn write_all_vectored_at(file: &File, parts: &[&[u8]], position: u64) -> std::io::Result<()> {
+fn write_all_vectored_at<const N: usize>(
+    file: &File,
+    parts: [&[u8]; N],
+    position: u64,
+) -> std::io::Result<()> {
     use std::os::fd::AsRawFd;
     let length: usize = parts.iter().map(|part| part.len()).sum();
     let mut written = 0;
     while written < length {
+        // The parts not yet written, the first one cut where the last short write stopped; on
+        // the stack (no allocation per batch).
+        let mut vectors = [libc::iovec {
+            iov_base: std::ptr::null_mut(),
+            iov_len: 0,
+        }; N];
+        let mut used = 0;
         let mut skip = written;
-        let mut vectors = Vec::with_capacity(parts.len());
         for part in parts {
             if skip >= part.len() {
                 skip -= part.len();
@@ -243,12 +257,13 @@ fn write_all_vectored_at(file: &File, parts: &[&[u8]], position: u64) -> std::io
             }
             let rest = &part[skip..];
             skip = 0;
-            vectors.push(libc::iovec {
+            vectors[used] = libc::iovec {
                 iov_base: rest.as_ptr() as *mut libc::c_void,
                 iov_len: rest.len(),
-            });
+            };
+            used += 1;
         }
-        let count = libc::c_int::try_from(vectors.len()).map_err(std::io::Error::other)?;
+        let count = libc::c_int::try_from(used).map_err(std::io::Error::other)?;
         let at = libc::off_t::try_from(position + written as u64).map_err(std::io::Error::other)?;
         // SAFETY: every iovec points into a slice of `parts`, borrowed for the call; the
         // descriptor belongs to `file`, open for the call.

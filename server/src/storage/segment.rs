@@ -290,7 +290,7 @@ impl Segment {
         );
         let position = self.tail.position;
         let entry = self.index_entry_due(&self.tail);
-        let written = self.log.write_parts_at(&[head, tail], position);
+        let written = self.log.write_parts_at([head, tail], position);
         if let Err(error) = written {
             let consistent = self.log.set_length(position).is_ok();
             return Err((error, consistent));
