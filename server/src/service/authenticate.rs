@@ -45,6 +45,7 @@ use super::access::{Access, Rule, rule};
 use super::status::status;
 use crate::broker::{Broker, BrokerError};
 use crate::config::Authentication;
+use crate::controller::security::validate_user_name;
 use crate::security::acl::{CLUSTER_RESOURCE_NAME, Policy, ResourceType};
 use crate::security::password::{CredentialCache, Slowdown, parse_basic};
 use crate::security::scram::{self, ScramCredential};
@@ -189,7 +190,10 @@ impl Authenticator {
         if self.methods.password
             && let Some(value) = authorization
         {
-            let (user, password) = match parse_basic(&value) {
+            // A name no user can have is refused before it is looked up or logged.
+            let parsed = parse_basic(&value)
+                .and_then(|(user, password)| validate_user_name(&user).map(|()| (user, password)));
+            let (user, password) = match parsed {
                 Ok(parsed) => parsed,
                 Err(why) => {
                     return Err(self
@@ -234,8 +238,7 @@ impl Authenticator {
             .or_else(|| unknown_user_credential().cloned());
         let matched = match checked {
             Some(checked) => {
-                // Never closed: an error would only mean no permit, and then no check.
-                let Ok(_permit) = self.password_checks.acquire().await else {
+                let Some(_permit) = self.password_check_slot(connection.remote).await else {
                     return Err(self.unauthenticated("the node is stopping"));
                 };
                 let password = password.to_string();
@@ -261,6 +264,38 @@ impl Authenticator {
         }
     }
 
+    /// One of the node's few password-check slots, taken only once `remote` has waited out the
+    /// backoff its failures earned (checked again after the wait for a slot, since failures
+    /// may have come in meanwhile): a source sending wrong passwords gets at most about one
+    /// check per delay, not every slot. `None` when the node is stopping.
+    async fn password_check_slot(
+        &self,
+        remote: Option<SocketAddr>,
+    ) -> Option<tokio::sync::SemaphorePermit<'_>> {
+        let source = remote.map(|address| address.ip());
+        loop {
+            let backoff = self
+                .slowdown
+                .lock()
+                .expect("no panic while holding the lock")
+                .backoff(source, Instant::now());
+            if !backoff.is_zero() {
+                tokio::time::sleep(backoff).await;
+                continue;
+            }
+            // Never closed: an error would only mean no permit, and then no check.
+            let permit = self.password_checks.acquire().await.ok()?;
+            let backoff = self
+                .slowdown
+                .lock()
+                .expect("no panic while holding the lock")
+                .backoff(source, Instant::now());
+            if backoff.is_zero() {
+                return Some(permit);
+            }
+        }
+    }
+
     /// Logs a failed attempt and waits the source's delay before it is answered.
     async fn failed(
         &self,
@@ -275,7 +310,7 @@ impl Authenticator {
             .record_failure(remote.map(|address| address.ip()), Instant::now());
         tracing::warn!(
             remote = ?remote,
-            user = user.unwrap_or("(unreadable credentials)"),
+            user = ?user.unwrap_or("(unreadable credentials)"),
             delay_ms = delay.as_millis() as u64,
             "authentication failed"
         );
