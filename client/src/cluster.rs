@@ -184,7 +184,15 @@ pub(crate) type Channel = InterceptedService<tonic::transport::Channel, CallCred
 pub(crate) struct CallCredentials(Option<MetadataValue<Ascii>>);
 
 impl CallCredentials {
+    /// # Errors
+    /// Credentials without TLS: a password is never sent in clear (brokers refuse password
+    /// authentication without TLS anyway, but only once they have read it).
     fn new(config: &ClientConfig) -> Result<Self> {
+        if config.credentials.is_some() && config.tls.is_none() {
+            return Err(Error::InvalidArgument(
+                "credentials are sent only over TLS: set the brokers' CA (tls) as well".to_string(),
+            ));
+        }
         Ok(Self(
             config
                 .credentials
@@ -498,9 +506,6 @@ pub(crate) fn broker_client(channel: Channel) -> BrokerClient<Channel> {
         .max_encoding_message_size(MESSAGE_BYTES_MAX)
 }
 
-/// Largest HTTP/2 frame the client accepts from a broker.
-const HTTP2_FRAME_BYTES_MAX: u32 = 256 * 1024;
-
 fn endpoint(address: &str, config: &ClientConfig) -> Result<Endpoint> {
     let scheme = if config.tls.is_some() {
         "https"
@@ -511,9 +516,7 @@ fn endpoint(address: &str, config: &ClientConfig) -> Result<Endpoint> {
         .map_err(|error| Error::InvalidArgument(format!("broker address {address}: {error}")))?
         .connect_timeout(config.connect_timeout)
         .tcp_nodelay(true)
-        // Replies (a replay's batches) may come in HTTP/2 frames of up to 256 KiB instead of
-        // h2's default 16 KiB: one frame to parse, queue and copy per 256 KiB, not 16.
-        .max_frame_size(HTTP2_FRAME_BYTES_MAX);
+        .max_frame_size(strata_proto::HTTP2_FRAME_BYTES_MAX);
     let Some(tls) = &config.tls else {
         return Ok(endpoint);
     };
@@ -590,8 +593,24 @@ mod tests {
         // base64("alice:s3cret:x")
         assert_eq!(value.to_str().expect("ascii"), "Basic YWxpY2U6czNjcmV0Ong=");
         assert!(value.is_sensitive());
+        let plaintext = ClientConfig {
+            credentials: Some(credentials.clone()),
+            ..ClientConfig::default()
+        };
+        assert!(
+            matches!(
+                CallCredentials::new(&plaintext),
+                Err(Error::InvalidArgument(_))
+            ),
+            "a password never goes out without TLS"
+        );
         let config = ClientConfig {
             credentials: Some(credentials),
+            tls: Some(ClientTls {
+                ca_pem: Vec::new(),
+                identity: None,
+                server_name: None,
+            }),
             ..ClientConfig::default()
         };
         let mut call = CallCredentials::new(&config).expect("valid");

@@ -51,19 +51,20 @@ impl Partitioner {
             }
             Target::Key(key) => partition_for_key(key, partitions),
             Target::Any => {
-                // Looked up by `&str` first: `entry` would allocate the topic's name for
-                // every record.
-                if !self.sticky.contains_key(topic) {
-                    self.sticky.insert(topic.to_owned(), self.seed % partitions);
+                // Looked up by `&str`: `entry` would allocate the topic's name for every
+                // record. The count is only known per call: a cached sticky partition from a
+                // larger count must still land in range.
+                match self.sticky.get_mut(topic) {
+                    Some(sticky) => {
+                        *sticky %= partitions;
+                        *sticky
+                    }
+                    None => {
+                        let sticky = self.seed % partitions;
+                        self.sticky.insert(topic.to_owned(), sticky);
+                        sticky
+                    }
                 }
-                let sticky = self
-                    .sticky
-                    .get_mut(topic)
-                    .expect("inserted just above when missing");
-                // The count is only known per call: a cached sticky partition from a larger
-                // count must still land in range.
-                *sticky %= partitions;
-                *sticky
             }
         }
     }

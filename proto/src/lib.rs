@@ -15,6 +15,12 @@
 pub mod batch;
 pub mod partitioner;
 
+/// Largest HTTP/2 frame brokers and clients accept from each other (h2's default is 16 KiB): a
+/// 256 KiB produced batch, or a replay's batches, travel in one DATA frame instead of 16, each
+/// of which is parsed, queued and copied on its own. A connection's read buffer holds at most
+/// one frame, so this is also what a connection costs while one arrives.
+pub const HTTP2_FRAME_BYTES_MAX: u32 = 256 * 1024;
+
 /// Generated messages, enums and services of package `strata.v1`.
 pub mod v1 {
     tonic::include_proto!("strata.v1");

@@ -82,8 +82,6 @@ pub use config::Config;
 
 /// How long a stopping node lets open requests and streams finish.
 const SHUTDOWN_DRAIN: std::time::Duration = std::time::Duration::from_secs(5);
-/// Largest HTTP/2 frame a client may send (see where the server is built).
-pub const HTTP2_FRAME_BYTES_MAX: u32 = 256 * 1024;
 
 /// Why a node could not run.
 #[derive(Debug, thiserror::Error)]
@@ -203,11 +201,7 @@ pub async fn run(
     let (stop_peers, stopping_peers) = watch::channel(false);
     let server = tokio::spawn(
         tonic::transport::Server::builder()
-            // Clients may send HTTP/2 frames of up to 256 KiB (h2's default is 16 KiB): a
-            // produced batch of 256 KiB arrives as one DATA frame instead of 17, each one
-            // parsed, queued and copied on its own. A connection's read buffer holds at most one
-            // frame, so this is also what a connection can cost while one arrives.
-            .max_frame_size(HTTP2_FRAME_BYTES_MAX)
+            .max_frame_size(strata_proto::HTTP2_FRAME_BYTES_MAX)
             // Every request, whatever its service, passes authentication (the method table
             // says which need none).
             .layer(service::authenticate::AuthenticateLayer::new(authenticator))

@@ -227,6 +227,9 @@ fn client_tls(
     Ok(Some(strata_client::ClientTls::from_files(ca, identity)?))
 }
 
+/// Longest password line read from standard input.
+const PASSWORD_LINE_BYTES_MAX: u64 = 64 << 10;
+
 /// The environment variable the password of `--user` is read from.
 const PASSWORD_ENV: &str = "STRATA_PASSWORD";
 
@@ -249,7 +252,8 @@ fn credentials(
     };
     let password = if password_stdin {
         let mut line = String::new();
-        stdin.read_line(&mut line)?;
+        // Bounded: a first line without its newline is not read whole into memory.
+        std::io::Read::take(&mut *stdin, PASSWORD_LINE_BYTES_MAX).read_line(&mut line)?;
         let password = line.trim_end_matches(['\n', '\r']).to_string();
         if password.is_empty() {
             bail!(

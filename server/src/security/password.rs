@@ -110,20 +110,6 @@ impl Slowdown {
         Self::delay(count)
     }
 
-    /// How long `source` must still wait, at `now`, before its next password is checked: the
-    /// delay its last failure earned, less the time since. Zero for a source without recent
-    /// failures. Checked before a password check takes one of the node's few slots, so that a
-    /// source sending wrong passwords cannot keep them all busy.
-    pub fn backoff(&self, source: Option<IpAddr>, now: Instant) -> Duration {
-        match self.sources.get(&source) {
-            Some(failures) if now.saturating_duration_since(failures.last) < FAILURE_QUIET => {
-                Self::delay(failures.count)
-                    .saturating_sub(now.saturating_duration_since(failures.last))
-            }
-            _ => Duration::ZERO,
-        }
-    }
-
     /// The delay of the `count`-th failure in a row (from 1).
     fn delay(count: u32) -> Duration {
         let doublings = count.saturating_sub(1).min(16);
@@ -282,28 +268,6 @@ mod tests {
         assert_eq!(
             slowdown.record_failure(a, later + Duration::from_secs(1)),
             FAILURE_DELAY_MIN * 2
-        );
-    }
-
-    #[test]
-    fn a_failing_source_backs_off_before_its_next_check() {
-        let mut slowdown = Slowdown::default();
-        let start = Instant::now();
-        let (a, b) = (
-            Some(IpAddr::from([10, 0, 0, 1])),
-            Some(IpAddr::from([10, 0, 0, 2])),
-        );
-        assert_eq!(slowdown.backoff(a, start), Duration::ZERO);
-        slowdown.record_failure(a, start);
-        let second = slowdown.record_failure(a, start);
-        assert_eq!(slowdown.backoff(a, start), second);
-        let half = second / 2;
-        assert_eq!(slowdown.backoff(a, start + half), second - half);
-        assert_eq!(slowdown.backoff(a, start + second), Duration::ZERO);
-        assert_eq!(
-            slowdown.backoff(b, start),
-            Duration::ZERO,
-            "other sources wait not"
         );
     }
 

@@ -238,7 +238,8 @@ impl Authenticator {
             .or_else(|| unknown_user_credential().cloned());
         let matched = match checked {
             Some(checked) => {
-                let Some(_permit) = self.password_check_slot(connection.remote).await else {
+                // Never closed: an error would only mean no permit, and then no check.
+                let Ok(_permit) = self.password_checks.acquire().await else {
                     return Err(self.unauthenticated("the node is stopping"));
                 };
                 let password = password.to_string();
@@ -260,38 +261,6 @@ impl Authenticator {
                 let refusal =
                     self.unauthenticated(&format!("wrong user name or password (user {user:?})"));
                 Err(self.failed(connection.remote, Some(user), refusal).await)
-            }
-        }
-    }
-
-    /// One of the node's few password-check slots, taken only once `remote` has waited out the
-    /// backoff its failures earned (checked again after the wait for a slot, since failures
-    /// may have come in meanwhile): a source sending wrong passwords gets at most about one
-    /// check per delay, not every slot. `None` when the node is stopping.
-    async fn password_check_slot(
-        &self,
-        remote: Option<SocketAddr>,
-    ) -> Option<tokio::sync::SemaphorePermit<'_>> {
-        let source = remote.map(|address| address.ip());
-        loop {
-            let backoff = self
-                .slowdown
-                .lock()
-                .expect("no panic while holding the lock")
-                .backoff(source, Instant::now());
-            if !backoff.is_zero() {
-                tokio::time::sleep(backoff).await;
-                continue;
-            }
-            // Never closed: an error would only mean no permit, and then no check.
-            let permit = self.password_checks.acquire().await.ok()?;
-            let backoff = self
-                .slowdown
-                .lock()
-                .expect("no panic while holding the lock")
-                .backoff(source, Instant::now());
-            if backoff.is_zero() {
-                return Some(permit);
             }
         }
     }

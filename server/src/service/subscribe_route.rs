@@ -236,13 +236,13 @@ fn frames(chunk: Chunk<pb::Record>) -> Result<VecDeque<Bytes>, Status> {
             next_offset: chunk.next_offset,
             high_watermark: chunk.high_watermark,
         };
-        let length = message_length(message.encoded_len())?;
-        let mut buffer = BytesMut::with_capacity(GRPC_PREFIX_BYTES + message.encoded_len());
+        // One walk over the records for the length; `encode_raw` writes without another.
+        let encoded_len = message.encoded_len();
+        let length = message_length(encoded_len)?;
+        let mut buffer = BytesMut::with_capacity(GRPC_PREFIX_BYTES + encoded_len);
         buffer.put_u8(0);
         buffer.put_u32(length);
-        message
-            .encode(&mut buffer)
-            .map_err(|error| Status::internal(format!("encoding a subscription reply: {error}")))?;
+        message.encode_raw(&mut buffer);
         frames.push_back(buffer.freeze());
         return Ok(frames);
     }
