@@ -657,7 +657,7 @@ async fn bootstrap_user_reply(
     request: strata_proto::v1::BootstrapUserRequest,
 ) -> Result<strata_proto::v1::BootstrapUserResponse, Status> {
     use crate::controller::machine::Controller;
-    use crate::controller::metadata::{Command, CommandRefusal, PutUserMode};
+    use crate::controller::metadata::CommandRefusal;
     use crate::replication::{CONTROLLER, ProposeError};
     crate::controller::security::validate_user_name(&request.name)
         .map_err(Status::invalid_argument)?;
@@ -670,11 +670,7 @@ async fn bootstrap_user_reply(
     credential
         .validate()
         .map_err(|e| Status::invalid_argument(e.to_string()))?;
-    let command = Command::PutUser {
-        name: request.name,
-        credential,
-        mode: PutUserMode::Bootstrap,
-    };
+    let command = crate::broker::security::bootstrap_command(request.name, credential);
     let committed = driver
         .propose::<Controller>(CONTROLLER, command.to_batch(now_ms))
         .await
