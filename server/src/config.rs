@@ -64,7 +64,22 @@ pub struct Config {
     /// runs if the cluster has no user yet. From the environment only, never a file.
     #[serde(skip)]
     pub bootstrap_user: Option<BootstrapUser>,
+    /// Address the Kafka listener binds (`--kafka-listen`); `None` (the default): no Kafka
+    /// listener. Port 0 picks a free port (printed at start).
+    pub kafka_listen: Option<SocketAddr>,
+    /// The Kafka address clients are told to reach this node at (Metadata); defaults to the
+    /// bound Kafka address.
+    pub kafka_advertised: Option<String>,
+    /// Whether Kafka Metadata requests create the topics they name and the cluster lacks (as
+    /// Kafka's `auto.create.topics.enable`; default off).
+    pub kafka_auto_create_topics: bool,
+    /// Largest Kafka request frame accepted, in bytes (Kafka's `socket.request.max.bytes`);
+    /// a larger one closes its connection.
+    pub kafka_request_bytes_max: usize,
 }
+
+/// Default of [`Config::kafka_request_bytes_max`]: Kafka's own default (100 MiB).
+pub const KAFKA_REQUEST_BYTES_MAX_DEFAULT: usize = 100 << 20;
 
 /// The bootstrap user's name and password. Its `Debug` shows the name only, so the password
 /// never reaches a log.
@@ -129,6 +144,10 @@ impl Default for Config {
             authorization: Authorization::default(),
             superusers: Superusers::default(),
             bootstrap_user: None,
+            kafka_listen: None,
+            kafka_advertised: None,
+            kafka_auto_create_topics: false,
+            kafka_request_bytes_max: KAFKA_REQUEST_BYTES_MAX_DEFAULT,
         }
     }
 }
@@ -159,6 +178,19 @@ impl Config {
         }
         if self.max_connections == Some(0) {
             return Err("max_connections must be at least 1".to_string());
+        }
+        // A Kafka request header and the smallest body fit in 64 bytes; above 1 GiB a single
+        // request could take the node's memory.
+        if !(64..=1 << 30).contains(&self.kafka_request_bytes_max) {
+            return Err(format!(
+                "kafka_request_bytes_max must be between 64 and 1073741824, got {}",
+                self.kafka_request_bytes_max
+            ));
+        }
+        if self.kafka_advertised.is_some() && self.kafka_listen.is_none() {
+            return Err(
+                "kafka_advertised needs kafka_listen (the Kafka listener is off)".to_string(),
+            );
         }
         let tls = self.tls_paths()?;
         self.check_security(

@@ -12,6 +12,8 @@
 //! - [`service`]: the `strata.v1` gRPC frontend; it only translates (protobuf <-> broker values,
 //!   `BrokerError` -> `tonic::Status` in `service::status`) and is the only module that knows
 //!   `tonic::Status`.
+//! - [`kafka`]: the Kafka wire protocol frontend (`--kafka-listen`); it translates Kafka
+//!   requests into the same broker calls, under the same principals and ACLs.
 //! - [`broker`]: the [`Broker`](broker::Broker): topics, cluster membership, reconciling local
 //!   partitions with the controller's metadata, routing a request to a partition replica, the
 //!   produce path and producer ids, users and ACLs, and what any frontend shares (building
@@ -57,6 +59,7 @@ pub mod clock;
 pub mod config;
 pub mod controller;
 pub mod groups;
+pub mod kafka;
 pub mod partition;
 pub mod peer;
 pub mod replication;
@@ -100,17 +103,25 @@ pub enum RunError {
     Tls(#[from] security::tls::TlsError),
 }
 
+/// The addresses a node serves on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Listening {
+    pub grpc: std::net::SocketAddr,
+    /// The Kafka listener's, when it runs.
+    pub kafka: Option<std::net::SocketAddr>,
+}
+
 /// Runs a node: opens (or creates) its data, starts its raft groups, serves gRPC on
-/// `config.listen` until `shutdown` completes, then stops accepting, lets in-flight requests
-/// finish, syncs every log and returns. `on_listening` is called with the bound address once the
-/// node serves (the binary prints it).
+/// `config.listen` (and Kafka on `config.kafka_listen`) until `shutdown` completes, then stops
+/// accepting, lets in-flight requests finish, syncs every log and returns. `on_listening` is
+/// called with the bound addresses once the node serves (the binary prints them).
 ///
 /// # Errors
 /// See [`RunError`].
 pub async fn run(
     config: Config,
     shutdown: impl Future<Output = ()> + Send + 'static,
-    on_listening: impl FnOnce(std::net::SocketAddr),
+    on_listening: impl FnOnce(Listening),
 ) -> Result<(), RunError> {
     config.validate().map_err(RunError::Config)?;
     // Before anything else: a certificate that cannot be used fails the start, naming it.
@@ -133,6 +144,9 @@ pub async fn run(
         return Err(RunError::DataDirInUse(data_dir.display().to_string()));
     }
     let resources = Arc::new(node_resources(&config)?);
+    // Per listener (see `node_resources`).
+    let max_connections =
+        (resources.fds.max_connections / (1 + u64::from(config.kafka_listen.is_some()))) as usize;
     let listener = TcpListener::bind(config.listen)
         .await
         .map_err(|e| RunError::Io(format!("binding {}", config.listen), e))?;
@@ -143,6 +157,21 @@ pub async fn run(
         .advertised_address
         .clone()
         .unwrap_or_else(|| local.to_string());
+    let kafka_listener =
+        match config.kafka_listen {
+            Some(kafka_listen) => Some(TcpListener::bind(kafka_listen).await.map_err(|e| {
+                RunError::Io(format!("binding the Kafka listener {kafka_listen}"), e)
+            })?),
+            None => None,
+        };
+    let kafka_local = match &kafka_listener {
+        Some(listener) => Some(listener.local_addr().map_err(|e| {
+            RunError::Io("reading the Kafka listener's bound address".to_string(), e)
+        })?),
+        None => None,
+    };
+    let kafka_address =
+        kafka_local.map(|local| kafka::advertised(local, config.kafka_advertised.as_deref()));
 
     let mut cluster = config.initial_cluster().map_err(RunError::Config)?;
     cluster.insert(config.node_id, Some(address.clone()));
@@ -189,6 +218,13 @@ pub async fn run(
         broker_ready.clone(),
     )
     .map_err(RunError::Config)?;
+    let kafka_frontend = Arc::new(kafka::Frontend::new(
+        broker_ready.clone(),
+        policy.clone(),
+        config.authentication,
+        config.kafka_auto_create_topics,
+        config.kafka_request_bytes_max,
+    ));
     let service = service::Service::new(broker_ready, alive)
         .with_policy(policy)
         .with_peer_tls(tls.clone());
@@ -208,7 +244,8 @@ pub async fn run(
             .add_service(health_service)
             .add_service(reflection)
             .add_service(
-                peer::PeerService::new(transport.clone(), driver.clone(), stopping_peers).server(),
+                peer::PeerService::new(transport.clone(), driver.clone(), stopping_peers.clone())
+                    .server(),
             )
             .add_service(strata_proto::v1::admin_server::AdminServer::new(
                 service.clone(),
@@ -227,10 +264,7 @@ pub async fn run(
             ))
             .serve_with_incoming_shutdown(
                 security::listener::incoming(
-                    resources::limit_connections(
-                        incoming(listener),
-                        resources.fds.max_connections as usize,
-                    ),
+                    resources::limit_connections(nodelay_incoming(listener), max_connections),
                     tls.clone(),
                 ),
                 async move {
@@ -243,6 +277,7 @@ pub async fn run(
             broker::Start {
                 node_id: config.node_id,
                 address,
+                kafka_address,
                 data_dir,
                 cluster,
                 force_new_cluster: config.force_new_cluster,
@@ -294,8 +329,21 @@ pub async fn run(
     health
         .set_serving::<strata_proto::v1::admin_server::AdminServer<service::Service>>()
         .await;
-    tracing::info!(node_id = config.node_id, %local, "serving");
-    on_listening(local);
+    // Kafka clients are let in once the broker is up: their first request needs the metadata.
+    let kafka_server = kafka_listener.map(|listener| {
+        tokio::spawn(kafka::serve(
+            listener,
+            kafka_frontend,
+            tls.clone(),
+            max_connections,
+            stopping_peers.clone(),
+        ))
+    });
+    tracing::info!(node_id = config.node_id, %local, kafka = ?kafka_local, "serving");
+    on_listening(Listening {
+        grpc: local,
+        kafka: kafka_local,
+    });
     shutdown.await;
     // Leadership first, while peers still hear us: a rolling restart then costs no election.
     tracing::info!("handing over leadership");
@@ -304,6 +352,9 @@ pub async fn run(
         .await;
     let _ = stop.send(());
     stop_peers.send_replace(true);
+    if let Some(kafka_server) = kafka_server {
+        let _ = kafka_server.await;
+    }
     // In-flight requests finish; long-lived client streams (subscriptions) get a bounded
     // while to end before their connections are dropped.
     let served = match tokio::time::timeout(SHUTDOWN_DRAIN, server).await {
@@ -343,9 +394,11 @@ fn node_resources(config: &Config) -> Result<resources::Resources, RunError> {
             resources::default_disk_reserve_bytes(total)
         }
     };
+    // The Kafka listener has a connection limit of its own, of the same size.
+    let listeners = 1 + u64::from(config.kafka_listen.is_some());
     let fds = resources::FdBudget {
         fd_limit,
-        max_connections: max_connections as u64,
+        max_connections: max_connections as u64 * listeners,
     };
     tracing::info!(
         fd_limit,
@@ -413,7 +466,9 @@ async fn follow_node_addresses(
 
 /// Accepted connections with Nagle's algorithm off: replies are small and must not wait for the
 /// client's delayed ACK (40 ms on Linux). tonic sets this only for listeners it binds itself.
-fn incoming(listener: TcpListener) -> impl Stream<Item = std::io::Result<TcpStream>> {
+pub(crate) fn nodelay_incoming(
+    listener: TcpListener,
+) -> impl Stream<Item = std::io::Result<TcpStream>> {
     TcpListenerStream::new(listener).map(|accepted| {
         let stream = accepted?;
         stream.set_nodelay(true)?;

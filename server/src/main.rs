@@ -81,10 +81,28 @@ struct Args {
     /// Principals allowed everything when authorization is on: User:admin,User:ops.
     #[arg(long, env = "STRATA_SUPERUSERS")]
     superusers: Option<Superusers>,
+    /// Address the Kafka wire protocol listener binds (off when absent); port 0 picks a free
+    /// port. It shares the TLS, authentication (SASL PLAIN and SCRAM-SHA-256 for passwords)
+    /// and authorization settings.
+    #[arg(long, env = "STRATA_KAFKA_LISTEN")]
+    kafka_listen: Option<SocketAddr>,
+    /// The Kafka address Metadata gives clients for this node [default: the bound Kafka
+    /// address].
+    #[arg(long, env = "STRATA_KAFKA_ADVERTISED")]
+    kafka_advertised: Option<String>,
+    /// Create a topic a Kafka Metadata request names when the cluster lacks it, as Kafka's
+    /// auto.create.topics.enable: true or false [default: false].
+    #[arg(long, env = "STRATA_KAFKA_AUTO_CREATE_TOPICS")]
+    kafka_auto_create_topics: Option<bool>,
+    /// Largest Kafka request accepted, in bytes; a larger one closes its connection [default:
+    /// 104857600].
+    #[arg(long, env = "STRATA_KAFKA_REQUEST_BYTES_MAX")]
+    kafka_request_bytes_max: Option<usize>,
     /// TOML file with any of: node_id, listen, data_dir, advertised_address,
     /// retention_check_interval_ms, initial_cluster, max_connections, disk_reserve_bytes,
     /// tls_cert, tls_key, tls_client_ca, peer_tls_cert, peer_tls_key, peer_ca, authentication,
-    /// authorization, superusers.
+    /// authorization, superusers, kafka_listen, kafka_advertised, kafka_auto_create_topics,
+    /// kafka_request_bytes_max.
     #[arg(long, env = "STRATA_CONFIG")]
     config: Option<PathBuf>,
 }
@@ -147,6 +165,18 @@ fn config(args: Args) -> Result<Config, String> {
     if let Some(superusers) = args.superusers {
         config.superusers = superusers;
     }
+    if args.kafka_listen.is_some() {
+        config.kafka_listen = args.kafka_listen;
+    }
+    if args.kafka_advertised.is_some() {
+        config.kafka_advertised = args.kafka_advertised;
+    }
+    if let Some(auto_create) = args.kafka_auto_create_topics {
+        config.kafka_auto_create_topics = auto_create;
+    }
+    if let Some(bytes) = args.kafka_request_bytes_max {
+        config.kafka_request_bytes_max = bytes;
+    }
     // From the environment only (not a flag, which `ps` would show).
     if let Some(value) = std::env::var_os(BOOTSTRAP_USER_ENV) {
         let value = value
@@ -184,9 +214,12 @@ fn main() -> ExitCode {
         }
     };
     let runtime = tokio::runtime::Runtime::new().expect("starting the async runtime");
-    let result = runtime.block_on(strata_server::run(config, shutdown_signal(), |address| {
-        // Tests and scripts read this line to find the port.
-        println!("strata-server listening on {address}");
+    let result = runtime.block_on(strata_server::run(config, shutdown_signal(), |listening| {
+        // Tests and scripts read these lines to find the ports (gRPC's first).
+        println!("strata-server listening on {}", listening.grpc);
+        if let Some(kafka) = listening.kafka {
+            println!("strata-server kafka listening on {kafka}");
+        }
     }));
     match result {
         Ok(()) => ExitCode::SUCCESS,

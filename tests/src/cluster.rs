@@ -36,7 +36,40 @@ impl Cluster {
         let addresses = node_addresses(size, slot);
         let initial = initial_cluster(&addresses);
         let extra: Vec<String> = extra_args.iter().map(|a| a.to_string()).collect();
-        Self::launch_all(&addresses, |_| initial.clone(), BTreeMap::new(), &extra)
+        Self::launch_all(
+            &addresses,
+            |_| initial.clone(),
+            BTreeMap::new(),
+            |_| extra.clone(),
+        )
+    }
+
+    /// [`Cluster::start_with`], every node also serving Kafka on `127.0.<slot>.1` at a port of
+    /// its own (fixed, so a restarted node keeps it); see [`Cluster::kafka_bootstrap`].
+    pub fn start_kafka(size: u64, slot: u8, extra_args: &[&str]) -> Self {
+        let addresses = node_addresses(size, slot);
+        let initial = initial_cluster(&addresses);
+        Self::launch_all(
+            &addresses,
+            |_| initial.clone(),
+            BTreeMap::new(),
+            |id| {
+                let mut args = vec!["--kafka-listen".to_string(), kafka_address(slot, id)];
+                args.extend(extra_args.iter().map(|a| a.to_string()));
+                args
+            },
+        )
+    }
+
+    /// The Kafka addresses of the running nodes, comma-separated (a client's bootstrap list).
+    pub fn kafka_bootstrap(&mut self) -> String {
+        let running = self.running();
+        self.nodes
+            .iter()
+            .filter(|node| running.contains(&node.node_id()))
+            .filter_map(|node| node.kafka_address.clone())
+            .collect::<Vec<_>>()
+            .join(",")
     }
 
     /// [`Cluster::start`] with flags of each node's own (`node_args(id)`, e.g. its
@@ -96,14 +129,19 @@ impl Cluster {
                 initial_cluster(&seen)
             })
             .collect();
-        Self::launch_all(&addresses, |id| views[id as usize - 1].clone(), links, &[])
+        Self::launch_all(
+            &addresses,
+            |id| views[id as usize - 1].clone(),
+            links,
+            |_| Vec::new(),
+        )
     }
 
     fn launch_all(
         addresses: &[String],
         initial: impl Fn(u64) -> String,
         links: BTreeMap<(u64, u64), Proxy>,
-        extra_args: &[String],
+        node_args: impl Fn(u64) -> Vec<String>,
     ) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
         let mut nodes: Vec<ServerProcess> = addresses
@@ -112,7 +150,7 @@ impl Cluster {
             .map(|(i, address)| {
                 let id = i as u64 + 1;
                 let data = dir.path().join(format!("node-{id}"));
-                ServerProcess::launch_with(&data, id, address, Some(&initial(id)), extra_args)
+                ServerProcess::launch_with(&data, id, address, Some(&initial(id)), &node_args(id))
             })
             .collect();
         for node in &mut nodes {
@@ -395,6 +433,12 @@ const NODE_PORT_BASE: u16 = 21_000;
 /// Node `id`'s address on `127.0.<slot>.1`.
 fn node_address(slot: u8, id: u64) -> String {
     let port = NODE_PORT_BASE + u16::try_from(id).expect("a test cluster has few nodes");
+    format!("127.0.{slot}.1:{port}")
+}
+
+/// Node `id`'s Kafka listener address in slot `slot`.
+fn kafka_address(slot: u8, id: u64) -> String {
+    let port = NODE_PORT_BASE + 100 + u16::try_from(id).expect("a test cluster has few nodes");
     format!("127.0.{slot}.1:{port}")
 }
 

@@ -8,6 +8,8 @@
 //! - [`server`]: real `strata-server` processes on loopback.
 //! - [`cluster`]: a cluster of them on a loopback address of its own, with leader discovery.
 //! - [`proxy`]: a TCP proxy a test cuts and heals (network partitions without privileges).
+//! - [`kafka`]: Kafka clients nobody here wrote (Python, kcat, kafkajs), installed on first use,
+//!   and running them with a deadline.
 //!
 //! Tests live in `tests/`: `storage_crash.rs` (torn writes, index damage, I/O faults),
 //! `broker.rs` (produce, consume, replay, errors and crashes against real servers),
@@ -29,12 +31,14 @@
 //! credentials, with a wrong password, without and with its ACL; deny wins, prefixes, filtered
 //! lists, user and ACL deletion on every node), `scale_memory.rs` (the server's anonymous memory
 //! per idle subscription: at the end of a partition, on shared or own connections, after a
-//! replay).
+//! replay), `kafka_listener.rs` (the Kafka listener's framing, ApiVersions and Metadata, by
+//! hand and with kcat; a broken connection never affects another).
 //!
 //! `src/bin/group-member.rs` is a group member process for `group_consumer.rs`.
 
 pub mod certs;
 pub mod cluster;
+pub mod kafka;
 pub mod proxy;
 pub mod server;
 

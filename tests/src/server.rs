@@ -153,10 +153,23 @@ pub fn listening_address(lines: &mpsc::Receiver<String>) -> String {
         .to_string()
 }
 
+/// Waits (bounded) for the line after [`listening_address`]'s of a server started with
+/// `--kafka-listen`, and returns the Kafka address it names.
+pub fn kafka_listening_address(lines: &mpsc::Receiver<String>) -> String {
+    let line = lines
+        .recv_timeout(START_TIMEOUT)
+        .unwrap_or_else(|_| panic!("strata-server did not start within {START_TIMEOUT:?}"));
+    line.strip_prefix("strata-server kafka listening on ")
+        .unwrap_or_else(|| panic!("expected the Kafka listener's line, got: {line}"))
+        .to_string()
+}
+
 /// A running server process.
 pub struct ServerProcess {
     child: Child,
     pub address: String,
+    /// The Kafka listener's address, when started with `--kafka-listen`.
+    pub kafka_address: Option<String>,
     pub data_dir: PathBuf,
     node_id: u64,
     initial_cluster: Option<String>,
@@ -216,6 +229,7 @@ impl ServerProcess {
         Self {
             child,
             address: listen.to_string(),
+            kafka_address: None,
             data_dir: data_dir.to_path_buf(),
             node_id,
             initial_cluster: initial_cluster.map(str::to_string),
@@ -230,6 +244,9 @@ impl ServerProcess {
             return;
         };
         self.address = listening_address(&lines);
+        if self.extra_args.iter().any(|arg| arg == "--kafka-listen") {
+            self.kafka_address = Some(kafka_listening_address(&lines));
+        }
     }
 
     pub fn node_id(&self) -> u64 {

@@ -119,8 +119,24 @@ impl Broker {
         self.propose_metadata(Command::RegisterNode(Node {
             id: self.node_id,
             address: self.address.clone(),
+            kafka_address: None,
         }))
-        .await
+        .await?;
+        let known = self
+            .metadata
+            .read()
+            .expect("metadata lock poisoned")
+            .nodes
+            .get(&self.node_id)
+            .and_then(|node| node.kafka_address.clone());
+        if known != self.kafka_address {
+            self.propose_metadata(Command::SetKafkaAddress {
+                node: self.node_id,
+                kafka_address: self.kafka_address.clone(),
+            })
+            .await?;
+        }
+        Ok(())
     }
 
     pub(crate) async fn propose_metadata(&self, command: Command) -> Result<(), BrokerError> {
@@ -186,7 +202,9 @@ fn command_subject(command: &Command) -> String {
         | Command::DeleteGroup { group } => group.clone(),
         Command::RegisterNode(node) => format!("node {}", node.id),
         Command::ReassignReplicas { name, .. } => name.clone(),
-        Command::DeregisterNode { node } => format!("node {node}"),
+        Command::DeregisterNode { node } | Command::SetKafkaAddress { node, .. } => {
+            format!("node {node}")
+        }
         Command::AllocateProducerIds { node, .. } => format!("node {node}"),
         Command::PutUser { name, .. } | Command::DeleteUser { name } => name.clone(),
         Command::CreateAcls { acls } | Command::DeleteAcls { acls } => {

@@ -61,6 +61,7 @@ impl Broker {
                     .map(|(id, address)| Node {
                         id: *id,
                         address: address.clone(),
+                        kafka_address: None,
                     })
                     .collect()
             };
@@ -102,6 +103,7 @@ impl Broker {
         self.propose_metadata(Command::RegisterNode(Node {
             id: node_id,
             address: address.to_string(),
+            kafka_address: None,
         }))
         .await?;
         // A learner first: it receives the log but does not count toward the quorum, so a node

@@ -77,6 +77,8 @@ pub struct Start {
     pub node_id: u64,
     /// The address other nodes and clients reach this node at.
     pub address: String,
+    /// The address Kafka clients reach this node at, when it runs a Kafka listener.
+    pub kafka_address: Option<String>,
     pub data_dir: PathBuf,
     /// The nodes of a new cluster (this one included), by id.
     pub cluster: BTreeMap<u64, String>,
@@ -107,6 +109,8 @@ pub enum Target {
 pub struct Broker {
     pub(crate) node_id: u64,
     address: String,
+    /// See [`Start::kafka_address`].
+    kafka_address: Option<String>,
     data_dir: PathBuf,
     driver: DriverHandle,
     pub(crate) metadata: Arc<RwLock<Metadata>>,
@@ -165,6 +169,7 @@ impl Broker {
         let Start {
             node_id,
             address,
+            kafka_address,
             data_dir,
             cluster,
             force_new_cluster,
@@ -221,6 +226,7 @@ impl Broker {
         let broker = Arc::new(Self {
             node_id,
             address,
+            kafka_address,
             data_dir,
             driver,
             metadata,

@@ -80,6 +80,10 @@ impl Topic {
 pub struct Node {
     pub id: u64,
     pub address: String,
+    /// Where Kafka clients reach the node (`--kafka-advertised`), when it runs a Kafka
+    /// listener; set only by the node itself ([`Command::SetKafkaAddress`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kafka_address: Option<String>,
 }
 
 /// A consumer group's committed offset of one partition.
@@ -178,6 +182,12 @@ pub enum Command {
         partition: u32,
         replicas: Vec<u64>,
     },
+    /// A registered node's Kafka address (`None`: it runs no Kafka listener). Proposed by the
+    /// node itself at start; [`Command::RegisterNode`] leaves it as it is.
+    SetKafkaAddress {
+        node: u64,
+        kafka_address: Option<String>,
+    },
     /// Forgets a node that has left (after its replicas moved and it left the controller).
     DeregisterNode {
         node: u64,
@@ -263,8 +273,25 @@ impl Metadata {
     /// Applies `command`; deterministic.
     pub fn apply(&mut self, command: Command) -> Result<(), CommandRefusal> {
         match command {
-            Command::RegisterNode(node) => {
+            Command::RegisterNode(mut node) => {
+                // The leader registers nodes too (from the cluster it was started with), and
+                // knows nothing of their Kafka listeners: keep what the node said.
+                if let Some(known) = self.nodes.get(&node.id) {
+                    node.kafka_address = known.kafka_address.clone();
+                }
                 self.nodes.insert(node.id, node);
+                Ok(())
+            }
+            Command::SetKafkaAddress {
+                node,
+                kafka_address,
+            } => {
+                let Some(known) = self.nodes.get_mut(&node) else {
+                    return Err(CommandRefusal::Invalid(format!(
+                        "node {node} is not registered"
+                    )));
+                };
+                known.kafka_address = kafka_address;
                 Ok(())
             }
             Command::CreateTopic {

@@ -1,0 +1,132 @@
+//! # Kafka: the Kafka wire protocol frontend
+//!
+//! A listener beside the gRPC one (`--kafka-listen`) that speaks Kafka's binary protocol, so
+//! Kafka's clients and tools produce and consume on Strata. It only translates: every request
+//! becomes the same [`Broker`] calls the gRPC service makes (one produce path, one group store),
+//! under the same principals, ACLs and TLS. Strata stores Kafka's RecordBatch v2, so a batch a
+//! Kafka client sends is validated and stored byte for byte, and fetched batches go back as
+//! stored.
+//!
+//! Message bodies are decoded and encoded by the `kafka-protocol` crate (generated from Kafka's
+//! message specs; carried with a fix in `third_party/`, see its README). Only the 61-byte batch
+//! header is Strata's own to parse.
+//!
+//! - this module: [`Frontend`] (what every connection shares) and [`serve`] (the accept loop).
+//! - [`frame`]: size-prefixed frames, request headers, response framing.
+//! - `connection`: one task per connection: requests read ahead (pipelined), handled
+//!   concurrently, answered in request order; the connection's SASL state.
+//! - [`apis`]: the served APIs and versions (what ApiVersions advertises) and the dispatch of a
+//!   decoded request to its handler.
+//! - [`error`]: [`BrokerError`](crate::broker::BrokerError)s as Kafka error codes.
+//! - `leaders`: who leads each partition, cluster-wide, for Metadata.
+//! - `api_versions`, `metadata`: the handlers of those APIs (one module per API family).
+
+mod api_versions;
+pub mod apis;
+mod connection;
+pub mod error;
+pub mod frame;
+mod leaders;
+mod metadata;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use futures::StreamExt;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+use crate::broker::{Broker, BrokerError};
+use crate::config::Authentication;
+use crate::security::acl::Policy;
+use crate::security::tls::Tls;
+
+/// What every Kafka connection of a node shares.
+pub struct Frontend {
+    /// `None` while the node starts: requests needing the broker are answered with a retriable
+    /// error meanwhile (see [`Frontend::broker`]).
+    broker: watch::Receiver<Option<Arc<Broker>>>,
+    /// Authorization: whether ACLs are enforced, and the superusers.
+    pub(crate) policy: Arc<Policy>,
+    /// How clients must authenticate (`--authentication`): with `password`, a connection
+    /// must pass SASL before anything but ApiVersions and the SASL requests.
+    pub(crate) authentication: Authentication,
+    /// Whether Metadata creates the topics it names that do not exist.
+    pub(crate) auto_create_topics: bool,
+    /// Largest request frame, in bytes; a larger one closes its connection.
+    pub(crate) request_bytes_max: usize,
+}
+
+impl Frontend {
+    pub fn new(
+        broker: watch::Receiver<Option<Arc<Broker>>>,
+        policy: Arc<Policy>,
+        authentication: Authentication,
+        auto_create_topics: bool,
+        request_bytes_max: usize,
+    ) -> Self {
+        Self {
+            broker,
+            policy,
+            authentication,
+            auto_create_topics,
+            request_bytes_max,
+        }
+    }
+
+    /// Who leads each partition, as Metadata reports it.
+    pub(crate) async fn leaders(&self, broker: &Broker) -> Arc<leaders::Leaders> {
+        leaders::local(broker)
+    }
+
+    /// The broker, once the node serves.
+    ///
+    /// # Errors
+    /// [`BrokerError::Unavailable`] while the node starts.
+    pub(crate) fn broker(&self) -> Result<Arc<Broker>, BrokerError> {
+        self.broker.borrow().clone().ok_or_else(|| {
+            BrokerError::Unavailable(
+                "the node is starting: metadata not loaded yet: retry shortly".to_string(),
+            )
+        })
+    }
+}
+
+/// Serves Kafka connections accepted on `listener` (at most `max_connections` open at once;
+/// TLS-terminated by `tls` when given) until `stop` turns true; then stops accepting and
+/// closes every connection after its current request.
+pub async fn serve(
+    listener: TcpListener,
+    frontend: Arc<Frontend>,
+    tls: Option<Arc<Tls>>,
+    max_connections: usize,
+    mut stop: watch::Receiver<bool>,
+) {
+    let accepted =
+        crate::resources::limit_connections(crate::nodelay_incoming(listener), max_connections);
+    let mut connections = std::pin::pin!(crate::security::listener::incoming(accepted, tls));
+    loop {
+        let next = tokio::select! {
+            next = connections.next() => next,
+            () = stopped(&mut stop) => return,
+        };
+        match next {
+            None => return,
+            // Counted and logged (rate-limited) by the connection limit.
+            Some(Err(_)) => {}
+            Some(Ok(connection)) => {
+                tokio::spawn(connection::run(frontend.clone(), connection, stop.clone()));
+            }
+        }
+    }
+}
+
+/// Completes once `stop` is true (or its sender is gone).
+pub(crate) async fn stopped(stop: &mut watch::Receiver<bool>) {
+    let _ = stop.wait_for(|stop| *stop).await;
+}
+
+/// The address a Kafka listener bound to `local` tells clients, given `--kafka-advertised`.
+pub fn advertised(local: SocketAddr, configured: Option<&str>) -> String {
+    configured.map_or_else(|| local.to_string(), str::to_string)
+}

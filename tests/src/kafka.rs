@@ -1,0 +1,224 @@
+//! Kafka clients nobody here wrote, for the Kafka listener's interoperability tests, installed
+//! on first use so that `cargo test --workspace` needs nothing installed by hand:
+//! - Python (confluent-kafka, which bundles librdkafka; kafka-python; aiokafka): the system's
+//!   when all import, else the pinned `tests/kafka/requirements.txt` installed from PyPI into
+//!   `target/kafka-python-deps`;
+//! - kcat (librdkafka's CLI): the system's, else Debian's package (`apt-get install kcat`, as
+//!   root, which CI is);
+//! - kafkajs: `tests/kafka/package.json` installed from npm into `target/kafka-node-deps`.
+//!
+//! Installs run once per test process, and across test processes under a lock file, so
+//! parallel tests never install twice at once. A client that cannot be installed fails the
+//! test with the installer's output: interoperability is never skipped silently.
+//!
+//! [`run`] runs a client program with a deadline and returns its output, failing the test
+//! with everything it printed when it fails or hangs.
+
+use std::fs::File;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+/// The workspace root.
+pub fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("workspace root")
+        .to_path_buf()
+}
+
+/// Holds an exclusive lock on `target/kafka-clients.lock` while installing.
+fn install_lock() -> File {
+    let target = repo().join("target");
+    std::fs::create_dir_all(&target).expect("creating target/");
+    let file = File::create(target.join("kafka-clients.lock")).expect("creating the lock file");
+    file.lock().expect("locking target/kafka-clients.lock");
+    file
+}
+
+fn run_installer(mut command: Command, what: &str) {
+    let output = command
+        .stdin(Stdio::null())
+        .output()
+        .unwrap_or_else(|e| panic!("{what}: cannot run the installer: {e}"));
+    assert!(
+        output.status.success(),
+        "{what} failed ({}):\n{}\n{}",
+        output.status,
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+/// The `PYTHONPATH` entry the Python Kafka clients import from (`None`: the system's).
+fn python_deps() -> Option<PathBuf> {
+    static DEPS: OnceLock<Option<PathBuf>> = OnceLock::new();
+    DEPS.get_or_init(|| {
+        let importable = |path: Option<&Path>| {
+            let mut check = Command::new("python3");
+            check.args(["-c", "import confluent_kafka, kafka, aiokafka"]);
+            if let Some(path) = path {
+                check.env("PYTHONPATH", path);
+            }
+            check.output().is_ok_and(|output| output.status.success())
+        };
+        if importable(None) {
+            return None;
+        }
+        let deps = repo().join("target/kafka-python-deps");
+        let _lock = install_lock();
+        if !importable(Some(&deps)) {
+            let mut pip = Command::new("python3");
+            pip.args([
+                "-m",
+                "pip",
+                "install",
+                "-q",
+                "--disable-pip-version-check",
+                "--target",
+            ])
+            .arg(&deps)
+            .arg("-r")
+            .arg(repo().join("tests/kafka/requirements.txt"));
+            run_installer(pip, "installing tests/kafka/requirements.txt");
+        }
+        Some(deps)
+    })
+    .clone()
+}
+
+/// `python3` with the Kafka clients importable, running `tests/kafka/<script>`.
+pub fn python(script: &str) -> Command {
+    let mut command = Command::new("python3");
+    command
+        .arg("-u")
+        .arg(repo().join("tests/kafka").join(script));
+    if let Some(deps) = python_deps() {
+        command.env("PYTHONPATH", deps);
+    }
+    command
+}
+
+/// kcat's path, installed from Debian's packages when missing.
+pub fn kcat() -> PathBuf {
+    static KCAT: OnceLock<PathBuf> = OnceLock::new();
+    KCAT.get_or_init(|| {
+        let found = || {
+            Command::new("sh")
+                .args(["-c", "command -v kcat"])
+                .output()
+                .ok()
+                .filter(|output| output.status.success())
+                .map(|output| PathBuf::from(String::from_utf8_lossy(&output.stdout).trim()))
+        };
+        if let Some(path) = found() {
+            return path;
+        }
+        let _lock = install_lock();
+        if let Some(path) = found() {
+            return path;
+        }
+        let mut update = Command::new("apt-get");
+        update.args(["update", "-qq"]);
+        run_installer(update, "apt-get update (for kcat; needs root)");
+        let mut install = Command::new("apt-get");
+        install
+            .args(["install", "-y", "-qq", "kcat"])
+            .env("DEBIAN_FRONTEND", "noninteractive");
+        run_installer(install, "apt-get install kcat (needs root)");
+        found().expect("kcat installed but not on PATH")
+    })
+    .clone()
+}
+
+/// `node` with kafkajs resolvable, running `tests/kafka/<script>`.
+pub fn node(script: &str) -> Command {
+    static DEPS: OnceLock<PathBuf> = OnceLock::new();
+    let deps = DEPS.get_or_init(|| {
+        let deps = repo().join("target/kafka-node-deps");
+        let installed = || deps.join("node_modules/kafkajs/package.json").exists();
+        if !installed() {
+            let _lock = install_lock();
+            if !installed() {
+                std::fs::create_dir_all(&deps).expect("creating target/kafka-node-deps");
+                std::fs::copy(
+                    repo().join("tests/kafka/package.json"),
+                    deps.join("package.json"),
+                )
+                .expect("copying tests/kafka/package.json");
+                let mut npm = Command::new("npm");
+                npm.args(["install", "--no-audit", "--no-fund", "--silent", "--prefix"])
+                    .arg(&deps);
+                run_installer(npm, "npm install kafkajs");
+            }
+        }
+        deps.join("node_modules")
+    });
+    let mut command = Command::new("node");
+    command
+        .arg(repo().join("tests/kafka").join(script))
+        .env("NODE_PATH", deps);
+    command
+}
+
+/// Runs `command` to completion within `timeout` and returns its output; fails the test with
+/// everything the program printed when it exits unsuccessfully or runs out of time (then it
+/// is killed).
+pub fn run(mut command: Command, timeout: Duration) -> Output {
+    let described = format!("{command:?}");
+    let mut child = command
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot start {described}: {e}"));
+    let mut stdout = child.stdout.take().expect("piped stdout");
+    let mut stderr = child.stderr.take().expect("piped stderr");
+    let out = std::thread::spawn(move || {
+        let mut bytes = Vec::new();
+        let _ = stdout.read_to_end(&mut bytes);
+        bytes
+    });
+    let err = std::thread::spawn(move || {
+        let mut bytes = Vec::new();
+        let _ = stderr.read_to_end(&mut bytes);
+        bytes
+    });
+    let deadline = Instant::now() + timeout;
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("waiting for the client") {
+            break Some(status);
+        }
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let stdout = out.join().expect("stdout reader");
+    let stderr = err.join().expect("stderr reader");
+    let printed = || {
+        format!(
+            "--- stdout\n{}\n--- stderr\n{}",
+            String::from_utf8_lossy(&stdout),
+            String::from_utf8_lossy(&stderr)
+        )
+    };
+    match status {
+        None => panic!(
+            "{described} did not finish within {timeout:?}\n{}",
+            printed()
+        ),
+        Some(status) if !status.success() => {
+            panic!("{described} failed ({status})\n{}", printed())
+        }
+        Some(status) => Output {
+            status,
+            stdout,
+            stderr,
+        },
+    }
+}
