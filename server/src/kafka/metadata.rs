@@ -84,7 +84,9 @@ pub async fn handle(context: &Context, version: i16, request: MetadataRequest) -
         }
     }
     let mut response = MetadataResponse::default()
-        .with_brokers(brokers(&metadata))
+        .with_brokers(brokers(&metadata, |node| {
+            context.frontend.alive(&broker, node)
+        }))
         .with_topics(topics);
     if version >= 1 {
         let controller = broker.controller_leader();
@@ -110,11 +112,12 @@ fn starting(request: &MetadataRequest, error: &BrokerError) -> MetadataResponse 
     MetadataResponse::default().with_topics(topics)
 }
 
-/// Every node with a Kafka listener, at its advertised Kafka address.
-fn brokers(metadata: &Metadata) -> Vec<MetadataResponseBroker> {
+/// Every live node with a Kafka listener, at its advertised Kafka address.
+fn brokers(metadata: &Metadata, alive: impl Fn(u64) -> bool) -> Vec<MetadataResponseBroker> {
     metadata
         .nodes
         .values()
+        .filter(|node| alive(node.id))
         .filter_map(|node| {
             let address = node.kafka_address.as_deref()?;
             let (host, port) = split_host_port(address)?;
