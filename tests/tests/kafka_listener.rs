@@ -244,10 +244,12 @@ fn kcat_lists_the_cluster() {
 
 /// Metadata on every node of a 3-node cluster names every node's Kafka address and the same
 /// leader for each partition; after the leader of a partition is killed, every surviving node
-/// names a new leader in a higher epoch, and no longer lists the dead node.
+/// names a new leader in a higher epoch, and no longer lists the dead node. A node that does not
+/// lead the controller auto-creates a topic a Metadata request names (through the leader).
 #[tokio::test]
 async fn every_node_names_the_cluster_wide_leaders() {
-    let mut cluster = strata_tests::cluster::Cluster::start_kafka(3, 96, &[]);
+    let mut cluster =
+        strata_tests::cluster::Cluster::start_kafka(3, 96, &["--kafka-auto-create-topics", "true"]);
     cluster.create_topic("spread", 4, 3).await;
     let kafka_addresses: Vec<String> = (1..=3)
         .map(|id| {
@@ -297,6 +299,40 @@ async fn every_node_names_the_cluster_wide_leaders() {
     let mut expected = kafka_addresses.clone();
     expected.sort();
     assert_eq!(agreed.0, expected);
+    // Auto-creation, asked of a node that does not lead the controller; v4+ clients may say no.
+    let controller = cluster.controller_leader().await;
+    let other = (1..=3).find(|id| *id != controller).expect("another node");
+    let address = cluster.node(other).kafka_address.clone().expect("address");
+    let mut stream = TcpStream::connect(&address).expect("connect");
+    stream.set_read_timeout(Some(IO_TIMEOUT)).expect("timeout");
+    let mut declined = MetadataRequest::default().with_topics(Some(vec![
+        MetadataRequestTopic::default()
+            .with_name(Some(TopicName(StrBytes::from_static_str("declined")))),
+    ]));
+    declined.allow_auto_topic_creation = false;
+    let mut body = call(&mut stream, ApiKey::Metadata, 7, 3, &declined);
+    let answer = MetadataResponse::decode(&mut body, 7).expect("metadata");
+    assert_eq!(answer.topics[0].error_code, 3, "not created: {answer:?}");
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let answer = metadata(&mut stream, 7, Some(&["auto"]));
+        let topic = &answer.topics[0];
+        if topic.error_code == 0 && topic.partitions.iter().all(|p| p.leader_id.0 > 0) {
+            assert_eq!(topic.partitions.len(), 1);
+            assert_eq!(topic.partitions[0].replica_nodes.len(), 3);
+            break;
+        }
+        assert!(
+            [0, 5].contains(&topic.error_code),
+            "LEADER_NOT_AVAILABLE while it is created, then served: {answer:?}"
+        );
+        assert!(
+            std::time::Instant::now() < deadline,
+            "never created: {answer:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
     let (old_leader, old_epoch) = agreed.1[0];
     cluster.node(old_leader as u64).kill9();
     let survivors: Vec<u64> = (1..=3).filter(|id| *id != old_leader as u64).collect();

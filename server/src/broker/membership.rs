@@ -21,7 +21,7 @@ const ADD_NODE_POLL_INTERVAL: Duration = Duration::from_millis(50);
 impl Broker {
     /// A node's address: from the metadata, else from the initial cluster; `None` for node 0
     /// (no leader) or a node known nowhere.
-    pub(super) fn node_address(&self, node: u64) -> Option<String> {
+    pub(crate) fn node_address(&self, node: u64) -> Option<String> {
         if node == 0 {
             return None;
         }

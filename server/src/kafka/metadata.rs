@@ -215,15 +215,41 @@ async fn auto_create(context: &Context, broker: &Broker, name: &str) -> Metadata
     if !allowed {
         return refused(name, ResponseError::TopicAuthorizationFailed);
     }
+    if let Err(why) = crate::controller::metadata::validate_topic_name(name) {
+        return refused(name, code(&BrokerError::InvalidTopicName(why)));
+    }
     let replicas = broker
         .metadata()
         .nodes
         .len()
         .clamp(1, AUTO_CREATE_REPLICAS_MAX) as u32;
-    match broker
-        .create_topic(name, 1, replicas, TopicConfig::default())
-        .await
-    {
+    // Only the controller's leader creates topics: another node asks it, as itself (the
+    // client's right to create was checked above).
+    let leader = broker.controller_leader();
+    let created = if leader == broker.node_id() {
+        broker
+            .create_topic(name, 1, replicas, TopicConfig::default())
+            .await
+            .map(|_| ())
+    } else {
+        match broker.node_address(leader) {
+            Some(address) => {
+                crate::service::create_topic_at(
+                    context.frontend.peer_tls.clone(),
+                    leader,
+                    address,
+                    name.to_string(),
+                    1,
+                    replicas,
+                )
+                .await
+            }
+            None => Err(BrokerError::Unavailable(
+                "the controller has no leader: the topic cannot be created now".to_string(),
+            )),
+        }
+    };
+    match created {
         Ok(_) | Err(BrokerError::TopicExists(_)) => {
             refused(name, ResponseError::LeaderNotAvailable)
         }

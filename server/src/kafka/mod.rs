@@ -58,6 +58,8 @@ pub struct Frontend {
     pub(crate) request_bytes_max: usize,
     /// Who leads each partition, cluster-wide.
     leaders: leaders::LeaderView,
+    /// How this node dials others (node-to-node TLS, when on).
+    pub(crate) peer_tls: Option<Arc<Tls>>,
 }
 
 impl Frontend {
@@ -78,7 +80,8 @@ impl Frontend {
             authentication,
             auto_create_topics,
             request_bytes_max,
-            leaders: leaders::LeaderView::new(peer_tls, alive),
+            leaders: leaders::LeaderView::new(peer_tls.clone(), alive),
+            peer_tls,
         }
     }
 

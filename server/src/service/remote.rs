@@ -179,3 +179,47 @@ pub async fn set_kafka_address_at(
         .map_err(|e| e.message().to_string())?;
     Ok(())
 }
+
+/// How long a topic create asked of the controller's leader may take.
+const CREATE_ASK_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Asks node `node` at `address` (the controller's leader) to create a topic with the default
+/// config, as this node (a frontend that already authorized its client's request, such as
+/// Kafka's Metadata with auto-creation on).
+///
+/// # Errors
+/// Connection and call failures, as the broker's error where the answer carries one.
+pub async fn create_topic_at(
+    tls: Option<Arc<Tls>>,
+    node: u64,
+    address: String,
+    name: String,
+    partitions: u32,
+    replication_factor: u32,
+) -> Result<(), crate::broker::BrokerError> {
+    use crate::broker::BrokerError;
+    let mut admin = admin_client(tls.as_deref(), node, &address, CREATE_ASK_TIMEOUT)
+        .await
+        .map_err(BrokerError::Unavailable)?;
+    match admin
+        .create_topic(pb::CreateTopicRequest {
+            name: name.clone(),
+            partitions,
+            replication_factor,
+            config: None,
+        })
+        .await
+    {
+        Ok(_) => Ok(()),
+        Err(status) if status.code() == tonic::Code::AlreadyExists => {
+            Err(BrokerError::TopicExists(name))
+        }
+        Err(status) if status.code() == tonic::Code::InvalidArgument => {
+            Err(BrokerError::InvalidArgument(status.message().to_string()))
+        }
+        Err(status) => Err(BrokerError::Unavailable(format!(
+            "the controller's leader (node {node}) did not create {name:?}: {}",
+            status.message()
+        ))),
+    }
+}
