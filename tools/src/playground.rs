@@ -78,6 +78,8 @@ struct Node {
     child: Child,
     /// Set once its exit was seen.
     exited: bool,
+    /// Its Kafka listener's address.
+    kafka_address: String,
 }
 
 /// Starts the playground on its own runtime and runs it to the end.
@@ -137,6 +139,12 @@ async fn serve(
         return Ok(ExitCode::from(2));
     }
     println!("{} nodes up: {brokers}", nodes.len());
+    let kafka: Vec<&str> = nodes
+        .iter()
+        .map(|node| node.kafka_address.as_str())
+        .collect();
+    let kafka = kafka.join(",");
+    println!("Kafka bootstrap servers: {kafka}");
     if args.run_demo {
         let replication_factor = nodes.len().min(3) as u32;
         demo(&brokers, replication_factor, tls).await?;
@@ -157,6 +165,14 @@ async fn serve(
         }
         None => String::new(),
     };
+    // With --secure, Kafka clients need TLS and SASL settings (see the README).
+    let kafka_hint = if certs.is_none() {
+        format!(
+            "\x20 kcat -b {kafka} -C -t orders -e    # or any Kafka client, at the Kafka listeners\n"
+        )
+    } else {
+        String::new()
+    };
     println!(
         "\nTry it (in another shell):\n\
          \x20 export STRATA_BROKERS={brokers}\n\
@@ -165,6 +181,7 @@ async fn serve(
          \x20 seq 1 100 | strata produce orders\n\
          \x20 strata consume orders --from earliest --count 100\n\
          \x20 strata cluster info\n\
+         {kafka_hint}\
          Kill a node's process (kill -9) to watch leadership move. Ctrl-C stops the cluster."
     );
     wait_for_stop(nodes).await
@@ -265,8 +282,13 @@ fn start_nodes(
     count: u32,
     certs: Option<&Path>,
 ) -> Result<Vec<Node>> {
-    let addresses: Vec<String> = free_ports(count)?
-        .into_iter()
+    let ports = free_ports(count * 2)?;
+    let addresses: Vec<String> = ports[..count as usize]
+        .iter()
+        .map(|port| format!("127.0.0.1:{port}"))
+        .collect();
+    let kafka_addresses: Vec<String> = ports[count as usize..]
+        .iter()
         .map(|port| format!("127.0.0.1:{port}"))
         .collect();
     let cluster = initial_cluster(&addresses);
@@ -286,6 +308,8 @@ fn start_nodes(
             .arg(address)
             .arg("--data-dir")
             .arg(&node_dir)
+            .arg("--kafka-listen")
+            .arg(&kafka_addresses[index])
             .stdin(Stdio::null())
             .stdout(output.try_clone()?)
             .stderr(output);
@@ -327,10 +351,15 @@ fn start_nodes(
                 });
             }
         };
-        println!("node {id}: {address}, pid {}", child.id());
+        println!(
+            "node {id}: {address} (Kafka {}), pid {}",
+            kafka_addresses[index],
+            child.id()
+        );
         nodes.push(Node {
             id,
             address: address.clone(),
+            kafka_address: kafka_addresses[index].clone(),
             log,
             child,
             exited: false,
