@@ -352,7 +352,7 @@ fn start_nodes(
             }
         };
         println!(
-            "node {id}: {address} (Kafka {}), pid {}",
+            "node {id}: {address}, Kafka {}, pid {}",
             kafka_addresses[index],
             child.id()
         );
