@@ -29,7 +29,8 @@
 //! credentials, with a wrong password, without and with its ACL; deny wins, prefixes, filtered
 //! lists, user and ACL deletion on every node), `scale_memory.rs` (the server's anonymous memory
 //! per idle subscription: at the end of a partition, on shared or own connections, after a
-//! replay).
+//! replay), `codecs.rs` (all five Kafka codecs stored as sent and read back, through the raw
+//! Produce and the Rust client; a bomb in each refused in bounded memory).
 //!
 //! `src/bin/group-member.rs` is a group member process for `group_consumer.rs`.
 
