@@ -257,6 +257,28 @@ fn zstd_window_past_the_bound_is_refused_before_allocating() {
     }
 }
 
+/// A zstd frame whose window is the bound exactly (16 MiB) decodes; the next window size
+/// zstd can declare (18 MiB) is refused. Each frame holds the records as one raw block.
+#[test]
+fn zstd_window_at_the_bound_is_accepted() {
+    let frame = |window_descriptor: u8| {
+        let mut frame = vec![0x28, 0xb5, 0x2f, 0xfd, 0x00, window_descriptor];
+        // Block header: last block, raw, its size; 3 bytes little-endian.
+        let block_header = ((RECORDS.len() as u32) << 3) | 1;
+        frame.extend_from_slice(&block_header.to_le_bytes()[..3]);
+        frame.extend_from_slice(RECORDS);
+        batch_with_stored(&frame, 3, Compression::Zstd)
+    };
+    assert_eq!(ZSTD_WINDOW_BYTES_MAX, 16 << 20);
+    // Exponent 14, mantissa 0: 2^(10 + 14) bytes.
+    let expected = values_of(&batch_with_stored(RECORDS, 3, Compression::None));
+    assert_eq!(values_of(&frame(14 << 3)), expected);
+    // Mantissa 1: 2^24 + 2^24 / 8 bytes.
+    let error =
+        validate_batch(&frame((14 << 3) | 1), DECOMPRESSED_BYTES_MAX).expect_err("past the bound");
+    assert!(error.to_string().contains("window"), "{error}");
+}
+
 /// Snappy records decode both as Java clients frame them (xerial: magic, versions, blocks,
 /// including an empty block) and as librdkafka may send them (one raw block), to the same
 /// records.
@@ -314,6 +336,25 @@ fn snappy_xerial_damage_is_refused() {
         );
         assert!(decode_batch(&Bytes::from(batch)).is_err(), "{what}");
     }
+}
+
+/// A raw snappy block that claims no bytes but carries some is refused, not read as empty.
+#[test]
+fn snappy_block_claiming_nothing_with_bytes_is_refused() {
+    // Varint 0, then a literal of one byte that the claim has no room for.
+    let stored: &[u8] = &[0x00, 0x00, b'x'];
+    let batch = batch_with_stored(stored, 1, Compression::Snappy);
+    let error = validate_batch(&batch, DECOMPRESSED_BYTES_MAX).expect_err("bytes past the claim");
+    assert!(
+        matches!(
+            error,
+            BatchError::Decompression {
+                codec: Compression::Snappy,
+                ..
+            }
+        ),
+        "{error}"
+    );
 }
 
 /// A raw snappy block whose header claims more than the bound (4 GiB) is refused from its

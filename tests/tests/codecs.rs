@@ -30,7 +30,8 @@ const LISTEN: &str = "127.0.95.1:0";
 /// the server binary first (see `server_binary`), which takes a minute on a busy machine.
 const TEST_TIMEOUT: Duration = Duration::from_secs(300);
 /// Growth of the server's peak RSS allowed while it refuses the bombs: the streaming check
-/// holds a 64 KiB chunk and a codec's own state (at most an 8 MiB zstd window), never a record.
+/// holds a 64 KiB chunk and a codec's own state (the bombs' zstd window is small), never a
+/// record.
 const REFUSE_RSS_GROWTH_BYTES_MAX: u64 = 64 << 20;
 /// Bytes that start every batch and that the broker writes: base offset (0..8) and, after
 /// `batch_length`, the partition leader epoch (12..16).

@@ -23,20 +23,22 @@
 //! gzip keeps inflate's 32 KiB window; snappy one block, whose decompressed length is checked
 //! against the caller's remaining bound before it is decompressed (Java sends 32 KiB blocks);
 //! LZ4 one frame block (at most 4 MiB, twice); zstd its frame's window, which is refused past
-//! [`ZSTD_WINDOW_BYTES_MAX`] before anything is allocated for it. The caller bounds the output
+//! [`ZSTD_WINDOW_BYTES_MAX`] (the decompressed bound) before anything is allocated for it. The caller bounds the output
 //! (`DecompressStream` in `decode`, `take` for a whole decompression).
 
 use std::io::{self, Read};
 
 use super::{BatchError, Compression};
 
-/// Largest zstd window accepted, in bytes. ruzstd reserves the window a frame declares before
-/// it decodes a byte, so this bounds what a crafted frame header can make a reader allocate.
-/// 8 MiB is zstd's window up to level 19 with the source size unknown (Java's streaming
-/// producer) and covers every frame whose declared size fits it (librdkafka writes the size);
-/// only Java producers at zstd's "ultra" levels 20 to 22 use more, and they are refused with
-/// a message saying so.
-pub const ZSTD_WINDOW_BYTES_MAX: u64 = 8 << 20;
+/// Largest zstd window accepted, in bytes: the most any reader expands one batch to
+/// ([`DECOMPRESSED_BYTES_MAX`](super::DECOMPRESSED_BYTES_MAX)). ruzstd reserves the window a frame declares
+/// before it decodes a byte, so this bounds what a crafted frame header can make a reader
+/// allocate. It takes every frame Kafka's producers write at zstd levels up to 19: Java's
+/// streaming producer declares the level's window (2 MiB at the default level 3, 8 MiB at
+/// 19), librdkafka a single-segment frame whose window is its content, up to the bound. Only
+/// Java producers at zstd's "ultra" levels 20 to 22 declare more (32 to 128 MiB), and they are
+/// refused with a message saying so.
+pub const ZSTD_WINDOW_BYTES_MAX: u64 = super::DECOMPRESSED_BYTES_MAX as u64;
 
 /// The magic that opens xerial's snappy framing.
 const XERIAL_MAGIC: [u8; 8] = [0x82, b'S', b'N', b'A', b'P', b'P', b'Y', 0];
@@ -297,10 +299,12 @@ impl<'a> SnappyBlocks<'a> {
             let Some(compressed) = self.next_block()? else {
                 return Ok(false);
             };
-            let length = snap::raw::decompress_len(compressed).map_err(io::Error::other)?;
-            if length == 0 {
+            // An empty xerial block holds nothing. Any other block is decompressed, even one
+            // that claims no bytes, so that bytes after its claim are refused, not ignored.
+            if compressed.is_empty() {
                 continue;
             }
+            let length = snap::raw::decompress_len(compressed).map_err(io::Error::other)?;
             // Checked before anything is allocated: a block never takes more memory than the
             // bound has left, whatever its header claims.
             if length > self.limit_bytes.saturating_sub(self.decompressed) {
@@ -411,7 +415,7 @@ impl<'a> ZstdFrames<'a> {
                             max,
                         } => format!(
                             "zstd frame needs a window of {requested} bytes, more than the \
-                             {max} Strata accepts (zstd levels up to 19 fit it)"
+                             {max} Strata accepts (zstd levels up to 19 fit)"
                         ),
                         other => other.to_string(),
                     })

@@ -38,7 +38,8 @@ pub struct Record {
 pub const DECOMPRESSED_BYTES_MAX: usize = 16 << 20;
 
 /// Bytes of decompressed records the streaming walk holds at once. Each codec's decoder adds
-/// its own buffers, bounded by its format (see `codec`): at most an 8 MiB zstd window.
+/// its own buffers, bounded by its format (see `codec`): at most a zstd window of
+/// [`ZSTD_WINDOW_BYTES_MAX`] bytes, which only a frame that declares it takes.
 pub(super) const STREAM_CHUNK_BYTES: usize = 64 << 10;
 
 /// A decoded batch: its header, its records, and the size of its records section once
