@@ -13,6 +13,7 @@ use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
 
 use bytes::Bytes;
+use proptest::prelude::*;
 
 use super::tests::{COMPRESSED, batch_with_section, batch_with_stored, fix_crc, section_of};
 use super::*;
@@ -502,5 +503,47 @@ fn decompression_bombs_are_refused_with_bounded_memory() {
             validate_batch(&bomb, 2 * DECOMPRESSED_BYTES_MAX).is_ok(),
             "{codec}"
         );
+    }
+}
+
+fn compressed_codec() -> impl Strategy<Value = Compression> {
+    proptest::sample::select(COMPRESSED.to_vec())
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 32, ..ProptestConfig::default() })]
+
+    /// Bombs of any shape (one or two records of one repeated byte, up to 3 MiB each, in any
+    /// codec) against a random limit: the validation refuses exactly those whose records
+    /// expand past the limit, naming it, accepts the rest with their true size, and its peak
+    /// memory stays under 1 MiB whatever the records expand to.
+    #[test]
+    fn bombs_are_refused_past_the_limit_in_bounded_memory(
+        codec in compressed_codec(),
+        value_bytes in proptest::collection::vec(0usize..(3 << 20), 1..3),
+        fill in any::<u8>(),
+        limit_bytes in (64usize << 10)..(2 << 20),
+    ) {
+        let mut plain = BatchBuilder::new();
+        let mut compressed = BatchBuilder::new().compression(codec);
+        for size in &value_bytes {
+            let value = vec![fill; *size];
+            plain.push(0, None, Some(&value), &[]);
+            compressed.push(0, None, Some(&value), &[]);
+        }
+        let section_bytes = plain.size_bytes() - HEADER_BYTES;
+        let bomb = compressed.finish().freeze();
+        let (result, peak) = peak_bytes(|| validate_batch(&bomb, limit_bytes));
+        if section_bytes > limit_bytes {
+            let refused = matches!(
+                result,
+                Err(BatchError::RecordsTooLarge { limit_bytes: named, at_least_bytes })
+                    if named == limit_bytes && at_least_bytes > limit_bytes
+            );
+            prop_assert!(refused, "{} of {} bytes: {:?}", codec, section_bytes, result);
+        } else {
+            prop_assert_eq!(result.map(|validated| validated.records_bytes), Ok(section_bytes));
+        }
+        prop_assert!(peak < 1 << 20, "{} of {} bytes: peak {} bytes", codec, section_bytes, peak);
     }
 }
