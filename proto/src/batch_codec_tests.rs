@@ -339,6 +339,48 @@ fn snappy_xerial_damage_is_refused() {
     }
 }
 
+/// LZ4 frames Kafka's Java reader refuses are refused: dependent (linked) blocks, a
+/// dictionary, a reserved bit, another version, another frame after the first.
+#[test]
+fn lz4_frames_kafka_refuses_are_refused() {
+    let section = section_of(&[b"one", b"two"], &[]);
+    let frame = super::codec::compress(Compression::Lz4, &section).expect("compressed");
+    // The FLG byte follows the 4-byte magic: version 01, independent blocks (bit 5).
+    assert_eq!(frame[4] & 0xE0, 0x60);
+    let mut linked = frame.clone();
+    linked[4] &= !0x20;
+    let mut dictionary = frame.clone();
+    dictionary[4] |= 0x01;
+    let mut reserved = frame.clone();
+    reserved[5] |= 0x01;
+    let mut version = frame.clone();
+    version[4] ^= 0xC0;
+    let mut two_frames = frame.clone();
+    two_frames.extend_from_slice(&frame);
+    for (stored, what, says) in [
+        (linked, "linked blocks", "independent"),
+        (dictionary, "dictionary", "dictionary"),
+        (reserved, "reserved bit", "reserved"),
+        (version, "version", "version"),
+        (two_frames, "two frames", "follow the LZ4 frame"),
+    ] {
+        let batch = batch_with_stored(&stored, 2, Compression::Lz4);
+        let error = validate_batch(&batch, DECOMPRESSED_BYTES_MAX).expect_err(what);
+        assert!(
+            matches!(
+                error,
+                BatchError::Decompression {
+                    codec: Compression::Lz4,
+                    ..
+                }
+            ),
+            "{what}: {error}"
+        );
+        assert!(error.to_string().contains(says), "{what}: {error}");
+        assert!(decode_batch(&Bytes::from(batch)).is_err(), "{what}");
+    }
+}
+
 /// A raw snappy block that claims no bytes but carries some is refused, not read as empty.
 #[test]
 fn snappy_block_claiming_nothing_with_bytes_is_refused() {

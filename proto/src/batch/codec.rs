@@ -11,10 +11,11 @@
 //!   may send instead; Kafka's readers (snappy-java, librdkafka, kafka-python) tell them apart
 //!   by the magic, and so does this one.
 //! - **lz4**: one standard LZ4 frame (the v2 format fixed Kafka's old frame-checksum quirk),
-//!   ending with its end mark (and content checksum, when flagged) and nothing after it:
-//!   Kafka's Java reader stops at the first end mark and fails on a frame without one, so the
-//!   frame's structure is walked before it is decompressed (lz4_flex alone takes a frame cut
-//!   at a block boundary as whole, and reads on into further frames).
+//!   as Kafka's Java reader takes it: version 1, independent blocks, no dictionary, ending
+//!   with its end mark (and content checksum, when flagged) and nothing after it. The Java
+//!   reader refuses the rest, stops at the first end mark and fails on a frame without one, so
+//!   the frame's structure is walked before it is decompressed (lz4_flex alone takes a frame
+//!   cut at a block boundary as whole, linked blocks, and reads on into further frames).
 //! - **zstd**: one zstd frame, or several; skippable frames are skipped and a frame's content
 //!   checksum and declared content size are checked, as libzstd does for Java's and
 //!   librdkafka's consumers.
@@ -180,14 +181,30 @@ fn lz4_structure(compressed: &[u8]) -> Result<(), String> {
     }
     let descriptor = take(2, "frame descriptor")?;
     let (flags, block_descriptor) = (descriptor[0], descriptor[1]);
+    // What Kafka's own reader (Java's Lz4BlockInputStream, on its brokers and clients) takes:
+    // version 1, independent blocks, no dictionary, reserved bits clear.
+    if flags >> 6 != 1 {
+        return Err(format!("LZ4 frame version {} is not 1", flags >> 6));
+    }
+    if flags & 0x20 == 0 {
+        return Err(
+            "LZ4 frame has dependent blocks: Kafka's readers take independent \
+                    blocks only"
+                .to_string(),
+        );
+    }
+    if flags & 0x03 != 0 || block_descriptor & 0x8F != 0 {
+        return Err(
+            "LZ4 frame sets a dictionary or a reserved bit, which Kafka's readers \
+                    refuse"
+                .to_string(),
+        );
+    }
     let block_checksum = flags & 0x10 != 0;
     let content_size = flags & 0x08 != 0;
     let content_checksum = flags & 0x04 != 0;
-    let dictionary = flags & 0x01 != 0;
-    take(
-        usize::from(content_size) * 8 + usize::from(dictionary) * 4 + 1,
-        "frame header",
-    )?;
+    // The content size, then the header checksum (which lz4_flex checks).
+    take(usize::from(content_size) * 8 + 1, "frame header")?;
     let block_bytes_max: usize = match (block_descriptor >> 4) & 0x07 {
         4 => 64 << 10,
         5 => 256 << 10,
