@@ -443,31 +443,38 @@ mod tests {
         assert!(acc.is_empty());
     }
 
-    /// LZ4 batches carry the codec and decode back to the records.
+    /// Compressed batches, in every codec, carry the codec and decode back to the records.
     #[test]
-    fn lz4_batches_decode() {
-        let mut acc = Accumulator::new(
-            BatchLimits {
-                batch_bytes_max: 1 << 20,
-                linger: LINGER,
-                compression: Compression::Lz4,
-                stamped_on_send: false,
-            },
-            Partitioner::new(0),
-        );
-        let now = Instant::now();
-        for i in 0..100 {
-            acc.append(&record(&"z".repeat(200)).partition(0), 1, i, now);
+    fn compressed_batches_decode() {
+        for compression in [
+            Compression::Gzip,
+            Compression::Snappy,
+            Compression::Lz4,
+            Compression::Zstd,
+        ] {
+            let mut acc = Accumulator::new(
+                BatchLimits {
+                    batch_bytes_max: 1 << 20,
+                    linger: LINGER,
+                    compression,
+                    stamped_on_send: false,
+                },
+                Partitioner::new(0),
+            );
+            let now = Instant::now();
+            for i in 0..100 {
+                acc.append(&record(&"z".repeat(200)).partition(0), 1, i, now);
+            }
+            acc.close_all(now);
+            let batch = acc.pop_ready().expect("one batch");
+            assert!(
+                batch.batch.len() < 100 * 200 / 4,
+                "{compression}: compressible values compress"
+            );
+            let header = strata_proto::batch::BatchHeader::parse(&batch.batch).expect("header");
+            assert_eq!(header.compression().expect("codec"), compression);
+            assert_eq!(decode_records(&batch.batch).expect("decodes").len(), 100);
         }
-        acc.close_all(now);
-        let batch = acc.pop_ready().expect("one batch");
-        assert!(
-            batch.batch.len() < 100 * 200 / 4,
-            "compressible values compress"
-        );
-        let header = strata_proto::batch::BatchHeader::parse(&batch.batch).expect("header");
-        assert_eq!(header.compression().expect("codec"), Compression::Lz4);
-        assert_eq!(decode_records(&batch.batch).expect("decodes").len(), 100);
     }
 
     /// A producer that stamps batches when it sends them gets them unsealed (no CRC yet),

@@ -224,12 +224,12 @@ mod tests {
         assert_eq!(sequencer.identity(), None);
     }
 
-    /// Stamping an unsealed batch writes the three fields and a valid CRC, plain and
-    /// compressed, shared or not, and leaves the records alone; stamping it again (a new
+    /// Stamping an unsealed batch writes the three fields and a valid CRC, plain and in
+    /// every codec, shared or not, and leaves the records alone; stamping it again (a new
     /// epoch) does too.
     #[test]
     fn stamp_writes_a_valid_header() {
-        for compression in [Compression::None, Compression::Lz4] {
+        for compression in Compression::ALL {
             let builder = || {
                 let mut builder = BatchBuilder::new().compression(compression);
                 builder.push(1_000, Some(b"k"), Some(b"v"), &[("h", None)]);

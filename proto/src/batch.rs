@@ -48,23 +48,27 @@
 //! Decoding never panics: any byte string gives a batch or a [`BatchError`] that says what was
 //! wrong and where.
 //!
-//! Records are read three ways, all through one record parser, and none expands one batch
-//! beyond [`DECOMPRESSED_BYTES_MAX`]: [`decode_batch`] keeps every record (an LZ4 section is
-//! decompressed whole, and keys and values share it); [`validate_batch`] checks every record
-//! and keeps none (uncompressed records in place, LZ4 ones streamed through a 64 KiB buffer),
-//! which is how the broker checks a produced batch; [`timestamp_at`] streams the same way and
-//! stops at the record it looks for.
+//! Records may be compressed with any of Kafka's five codecs (none, gzip, snappy, LZ4, zstd),
+//! in Kafka's framings (see the child module `codec`). They are read three ways, all through
+//! one record parser, and none expands one batch beyond [`DECOMPRESSED_BYTES_MAX`]:
+//! [`decode_batch`] keeps every record (a compressed section is decompressed whole, and keys
+//! and values share it); [`validate_batch`] checks every record and keeps none (uncompressed
+//! records in place, compressed ones streamed through a 64 KiB buffer), which is how the
+//! broker checks a produced batch; [`timestamp_at`] streams the same way and stops at the
+//! record it looks for.
 //!
 //! This file holds the header (offsets, [`BatchHeader`], [`stamp`]), the errors, control
-//! batches and [`split_batches`]; reading records lives in the child module `decode`, writing
-//! batches in `build`, and everything public is re-exported here.
+//! batches and [`split_batches`]; reading records lives in the child module `decode`, the
+//! codecs in `codec`, writing batches in `build`, and everything public is re-exported here.
 
 use bytes::Bytes;
 
 mod build;
+mod codec;
 mod decode;
 
 pub use build::{BatchBuilder, control_batch, seal_producer};
+pub use codec::ZSTD_WINDOW_BYTES_MAX;
 pub use decode::{
     DECOMPRESSED_BYTES_MAX, DecodedBatch, Header, Record, ValidatedBatch, decode_batch,
     decode_records, timestamp_at, validate_batch, validate_records,
@@ -116,8 +120,6 @@ pub enum BatchError {
     },
     #[error("unknown compression codec {codec}: valid codecs are 0 (none) to 4 (zstd)")]
     UnknownCompression { codec: i16 },
-    #[error("records compressed with {codec:?} cannot be decoded here")]
-    CompressedRecords { codec: Compression },
     #[error("record {record} is malformed at byte {position} of the records: {reason}")]
     MalformedRecord {
         record: usize,
@@ -132,8 +134,8 @@ pub enum BatchError {
         found: i32,
         expected: i32,
     },
-    #[error("LZ4 records do not decompress: {reason}")]
-    Decompression { reason: String },
+    #[error("{codec} records do not decompress: {reason}")]
+    Decompression { codec: Compression, reason: String },
     #[error(
         "records decompress to at least {at_least_bytes} bytes, more than the limit of \
          {limit_bytes} bytes for one batch"
@@ -146,7 +148,8 @@ pub enum BatchError {
     MalformedControl { reason: &'static str },
 }
 
-/// The compression codec of a batch (attribute bits 0-2).
+/// The compression codec of a batch (attribute bits 0-2). Displayed by its Kafka name
+/// (`none`, `gzip`, `snappy`, `lz4`, `zstd`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Compression {
     None,
@@ -156,7 +159,27 @@ pub enum Compression {
     Zstd,
 }
 
+impl std::fmt::Display for Compression {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
 impl Compression {
+    /// Every codec, in attribute order.
+    pub const ALL: [Self; 5] = [Self::None, Self::Gzip, Self::Snappy, Self::Lz4, Self::Zstd];
+
+    /// The codec's name as Kafka's `compression.type` spells it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::None => "none",
+            Self::Gzip => "gzip",
+            Self::Snappy => "snappy",
+            Self::Lz4 => "lz4",
+            Self::Zstd => "zstd",
+        }
+    }
+
     fn from_attributes(attributes: i16) -> Result<Self, BatchError> {
         match attributes & COMPRESSION_MASK {
             0 => Ok(Self::None),
@@ -472,3 +495,7 @@ fn read_i64(buf: &[u8], at: usize) -> i64 {
 #[cfg(test)]
 #[path = "batch_tests.rs"]
 mod tests;
+
+#[cfg(test)]
+#[path = "batch_codec_tests.rs"]
+mod codec_tests;

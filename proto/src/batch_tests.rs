@@ -5,8 +5,21 @@ use bytes::BytesMut;
 use proptest::prelude::*;
 
 use super::build::{put_varlong, varlong_len};
+use super::codec;
 use super::decode::{STREAM_CHUNK_BYTES, Utf8Check};
 use super::*;
+
+/// The codecs that compress.
+pub(super) const COMPRESSED: [Compression; 4] = [
+    Compression::Gzip,
+    Compression::Snappy,
+    Compression::Lz4,
+    Compression::Zstd,
+];
+
+fn codec() -> impl Strategy<Value = Compression> {
+    proptest::sample::select(Compression::ALL.to_vec())
+}
 
 fn sample() -> BytesMut {
     let mut builder = BatchBuilder::new().producer(7, 2, 100);
@@ -311,29 +324,30 @@ fn claim_records(bytes: &mut [u8], count: i32) {
     fix_crc(bytes);
 }
 
-fn fix_crc(bytes: &mut [u8]) {
+pub(super) fn fix_crc(bytes: &mut [u8]) {
     let crc = crc32c::crc32c(&bytes[ATTRIBUTES_AT..]);
     bytes[CRC_AT..CRC_AT + 4].copy_from_slice(&crc.to_be_bytes());
 }
 
-/// A batch with `section` as its records: LZ4-compressed when `lz4`, header fields claiming
+/// A batch with `section` as its records, compressed with `codec`, header fields claiming
 /// `count` records, length and CRC made to match. The record layer is whatever `section`
 /// holds.
-fn batch_with_section(section: &[u8], count: i32, lz4: bool) -> Vec<u8> {
-    let mut builder = BatchBuilder::new();
-    if lz4 {
-        builder = builder.compression(Compression::Lz4);
-    }
+pub(super) fn batch_with_section(section: &[u8], count: i32, codec: Compression) -> Vec<u8> {
+    batch_with_stored(
+        &codec::compress(codec, section).unwrap_or_else(|| section.to_vec()),
+        count,
+        codec,
+    )
+}
+
+/// A batch whose records section is `stored` as it is (already compressed with `codec`, or
+/// not), header fields claiming `count` records, length and CRC made to match.
+pub(super) fn batch_with_stored(stored: &[u8], count: i32, codec: Compression) -> Vec<u8> {
+    let mut builder = BatchBuilder::new().compression(codec);
     builder.push(0, None, None, &[]);
     let mut bytes = builder.finish().to_vec();
     bytes.truncate(HEADER_BYTES);
-    if lz4 {
-        let mut encoder = lz4_flex::frame::FrameEncoder::new(Vec::new());
-        std::io::Write::write_all(&mut encoder, section).expect("to a Vec");
-        bytes.extend_from_slice(&encoder.finish().expect("to a Vec"));
-    } else {
-        bytes.extend_from_slice(section);
-    }
+    bytes.extend_from_slice(stored);
     let length = (bytes.len() - LOG_OVERHEAD_BYTES) as i32;
     bytes[BATCH_LENGTH_AT..BATCH_LENGTH_AT + 4].copy_from_slice(&length.to_be_bytes());
     claim_records(&mut bytes, count);
@@ -341,7 +355,7 @@ fn batch_with_section(section: &[u8], count: i32, lz4: bool) -> Vec<u8> {
 }
 
 /// The records section of an uncompressed batch built from `records` values.
-fn section_of(values: &[&[u8]], headers: &[(&str, Option<&[u8]>)]) -> Vec<u8> {
+pub(super) fn section_of(values: &[&[u8]], headers: &[(&str, Option<&[u8]>)]) -> Vec<u8> {
     let mut builder = BatchBuilder::new();
     for value in values {
         builder.push(5, Some(b"k"), Some(value), headers);
@@ -349,15 +363,15 @@ fn section_of(values: &[&[u8]], headers: &[(&str, Option<&[u8]>)]) -> Vec<u8> {
     builder.finish()[HEADER_BYTES..].to_vec()
 }
 
-/// Valid batches, plain and LZ4, pass the streaming validation with the size of their
+/// Valid batches, in every codec, pass the streaming validation with the size of their
 /// records, and the decoder reports the same size.
 #[test]
 fn valid_batches_validate_with_their_size() {
     let section = section_of(&[b"one", b"two", b""], &[("h", Some(b"x"))]);
-    for lz4 in [false, true] {
-        let bytes = Bytes::from(batch_with_section(&section, 3, lz4));
+    for codec in Compression::ALL {
+        let bytes = Bytes::from(batch_with_section(&section, 3, codec));
         let validated = validate_batch(&bytes, DECOMPRESSED_BYTES_MAX).expect("valid");
-        assert_eq!(validated.records_bytes, section.len(), "lz4 {lz4}");
+        assert_eq!(validated.records_bytes, section.len(), "{codec}");
         assert_eq!(validated.header.record_count, 3);
         let decoded = decode_batch(&bytes).expect("decodes");
         assert_eq!(decoded.records.len(), 3);
@@ -365,14 +379,14 @@ fn valid_batches_validate_with_their_size() {
     }
 }
 
-/// A header that claims more (or fewer) records than the batch holds is refused, plain
-/// or LZ4, by both the validator and the decoder.
+/// A header that claims more (or fewer) records than the batch holds is refused, in every
+/// codec, by both the validator and the decoder.
 #[test]
 fn record_count_must_match_the_records() {
     let section = section_of(&[b"a", b"b"], &[]);
-    for lz4 in [false, true] {
+    for codec in Compression::ALL {
         for claimed in [1, 3, i32::MAX] {
-            let bytes = Bytes::from(batch_with_section(&section, claimed, lz4));
+            let bytes = Bytes::from(batch_with_section(&section, claimed, codec));
             let expected = BatchError::RecordCountMismatch {
                 declared: claimed,
                 found: 2,
@@ -380,25 +394,30 @@ fn record_count_must_match_the_records() {
             assert_eq!(
                 validate_batch(&bytes, DECOMPRESSED_BYTES_MAX),
                 Err(expected.clone()),
-                "lz4 {lz4}, claimed {claimed}"
+                "{codec}, claimed {claimed}"
             );
             assert_eq!(decode_batch(&bytes), Err(expected));
         }
     }
 }
 
-/// LZ4-flagged bytes that are not an LZ4 frame, with a valid CRC, are refused.
+/// Bytes flagged with a codec that are not that codec's framing, with a valid CRC, are
+/// refused as not decompressing, naming the codec.
 #[test]
-fn lz4_garbage_with_valid_crc_is_refused() {
-    let mut bytes = batch_with_section(&section_of(&[b"x"], &[]), 1, true);
-    for (index, byte) in bytes[HEADER_BYTES..].iter_mut().enumerate() {
-        *byte = (index as u8).wrapping_mul(37) ^ 0x5a;
+fn compressed_garbage_with_valid_crc_is_refused() {
+    for codec in COMPRESSED {
+        let mut bytes = batch_with_section(&section_of(&[b"x"], &[]), 1, codec);
+        for (index, byte) in bytes[HEADER_BYTES..].iter_mut().enumerate() {
+            *byte = (index as u8).wrapping_mul(37) ^ 0x5a;
+        }
+        fix_crc(&mut bytes);
+        let expected = |error: &BatchError| matches!(error, BatchError::Decompression { codec: named, .. } if *named == codec);
+        let error = validate_batch(&bytes, DECOMPRESSED_BYTES_MAX).expect_err("garbage");
+        assert!(expected(&error), "{codec}: {error}");
+        assert!(error.to_string().starts_with(codec.name()), "{error}");
+        let error = decode_batch(&Bytes::from(bytes)).expect_err("garbage");
+        assert!(expected(&error), "{codec}: {error}");
     }
-    fix_crc(&mut bytes);
-    let error = validate_batch(&bytes, DECOMPRESSED_BYTES_MAX).expect_err("garbage");
-    assert!(matches!(error, BatchError::Decompression { .. }), "{error}");
-    let error = decode_batch(&Bytes::from(bytes)).expect_err("garbage");
-    assert!(matches!(error, BatchError::Decompression { .. }), "{error}");
 }
 
 /// A record of zeros that decompresses past the limit is refused by the validator (which
@@ -450,11 +469,11 @@ fn header_keys_are_utf8_across_chunks() {
     // Starts one byte off so some character is cut by the chunk boundary.
     let key = format!("a{}", "é".repeat(STREAM_CHUNK_BYTES));
     let section = section_of(&[b"v"], &[(&key, None)]);
-    for lz4 in [false, true] {
-        let bytes = Bytes::from(batch_with_section(&section, 1, lz4));
+    for codec in Compression::ALL {
+        let bytes = Bytes::from(batch_with_section(&section, 1, codec));
         assert!(
             validate_batch(&bytes, DECOMPRESSED_BYTES_MAX).is_ok(),
-            "lz4 {lz4}"
+            "{codec}"
         );
         assert_eq!(
             decode_batch(&bytes).expect("decodes").records[0].headers[0].key,
@@ -467,13 +486,13 @@ fn header_keys_are_utf8_across_chunks() {
         .expect("a two-byte character");
     let mut broken = section.clone();
     broken[at + 1] = b'x';
-    for lz4 in [false, true] {
-        let bytes = Bytes::from(batch_with_section(&broken, 1, lz4));
+    for codec in Compression::ALL {
+        let bytes = Bytes::from(batch_with_section(&broken, 1, codec));
         let expected = |error: &BatchError| matches!(error, BatchError::MalformedRecord { reason, .. } if *reason == "header key is not UTF-8");
         let error = validate_batch(&bytes, DECOMPRESSED_BYTES_MAX).expect_err("broken");
-        assert!(expected(&error), "lz4 {lz4}: {error}");
+        assert!(expected(&error), "{codec}: {error}");
         let error = decode_batch(&bytes).expect_err("broken");
-        assert!(expected(&error), "lz4 {lz4}: {error}");
+        assert!(expected(&error), "{codec}: {error}");
     }
 }
 
@@ -500,20 +519,18 @@ fn utf8_check_over_pieces() {
     }
 }
 
-/// The lag computation's lookup finds the first record at or after an offset, plain or LZ4.
+/// The lag computation's lookup finds the first record at or after an offset, in every
+/// codec.
 #[test]
 fn timestamp_at_finds_the_first_record_at_an_offset() {
-    for lz4 in [false, true] {
-        let mut builder = BatchBuilder::new();
-        if lz4 {
-            builder = builder.compression(Compression::Lz4);
-        }
+    for codec in Compression::ALL {
+        let mut builder = BatchBuilder::new().compression(codec);
         for timestamp in [100, 200, 300] {
             builder.push(timestamp, None, Some(b"v"), &[]);
         }
         let mut batch = builder.finish();
         stamp(&mut batch, 10, 1);
-        assert_eq!(timestamp_at(&batch, 0), Ok(Some(100)), "lz4 {lz4}");
+        assert_eq!(timestamp_at(&batch, 0), Ok(Some(100)), "{codec}");
         assert_eq!(timestamp_at(&batch, 11), Ok(Some(200)));
         assert_eq!(timestamp_at(&batch, 12), Ok(Some(300)));
         assert_eq!(timestamp_at(&batch, 13), Ok(None));
@@ -558,9 +575,9 @@ fn apply(bytes: &mut Vec<u8>, mutation: &Mutation) {
 /// Where a mutation lands.
 #[derive(Debug, Clone, Copy)]
 enum Layer {
-    /// The records before compression (the mutation survives LZ4 and the CRC).
+    /// The records before compression (the mutation survives the codec and the CRC).
     Records,
-    /// The stored bytes after the header (the compressed frame, for LZ4).
+    /// The stored bytes after the header (the compressed framing, for a codec).
     Stored,
     /// The header claims a different record count.
     Count(i32),
@@ -575,14 +592,14 @@ fn layer() -> impl Strategy<Value = Layer> {
 }
 
 proptest! {
-    /// Random mutations of valid batches, plain and LZ4, with the CRC recomputed so each
+    /// Random mutations of valid batches, in every codec, with the CRC recomputed so each
     /// reaches the record layer: the validator never panics, agrees with the decoder, and
     /// whatever it accepts decodes to exactly the header's record count.
     #[test]
     fn mutated_batches_never_panic_and_accepted_ones_decode(
         values in proptest::collection::vec(proptest::collection::vec(any::<u8>(), 0..40), 1..6),
         header_value in proptest::option::of(proptest::collection::vec(any::<u8>(), 0..8)),
-        lz4 in any::<bool>(),
+        codec in codec(),
         layer in layer(),
         mutations in proptest::collection::vec(mutation(), 1..4),
     ) {
@@ -594,7 +611,7 @@ proptest! {
             Layer::Count(delta) => count = count.saturating_add(delta),
             Layer::Stored => {}
         }
-        let mut bytes = batch_with_section(&section, count, lz4);
+        let mut bytes = batch_with_section(&section, count, codec);
         if let Layer::Stored = layer {
             let mut stored = bytes.split_off(HEADER_BYTES);
             mutations.iter().for_each(|m| apply(&mut stored, m));
@@ -615,7 +632,7 @@ proptest! {
                 }
             }
             // Both refuse. The faults may differ: the stream meets a bad record before the
-            // bad LZ4 block behind it, which the whole decompression meets first.
+            // bad compressed block behind it, which the whole decompression meets first.
             (Err(_), Err(_)) => {}
             _ => prop_assert!(false, "validator {:?} but decoder {:?}", validated, decoded),
         }

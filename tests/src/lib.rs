@@ -20,7 +20,9 @@
 //! kill, isolation, wiped disks, rolling restart, quiet partitions, the client following
 //! leaders), `hostile_peers.rs` (forged and misaddressed raft messages on the node-to-node
 //! stream), `hostile_data.rs` (decompression bombs, LZ4 garbage and lying record counts
-//! refused; decoded fetches in bounded server memory), `exhaustion.rs` (a low descriptor
+//! refused; decoded fetches in bounded server memory), `codecs.rs` (all five Kafka codecs
+//! stored as sent and read back, through the raw Produce and the Rust client; a bomb in each
+//! refused in bounded memory), `exhaustion.rs` (a low descriptor
 //! limit, a connection flood and a full disk: refused with RESOURCE_EXHAUSTED, nothing
 //! acknowledged lost), `python_client.rs` and `checks_and_errors.rs` (commits past the high
 //! watermark, oversized produces, produces while a restarted node loads its metadata,

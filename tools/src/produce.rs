@@ -41,18 +41,24 @@ pub struct ProduceArgs {
     compression: CompressionArg,
 }
 
-/// The `--compression` flag.
+/// The `--compression` flag: Kafka's codec names.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum CompressionArg {
     None,
+    Gzip,
+    Snappy,
     Lz4,
+    Zstd,
 }
 
 impl CompressionArg {
     pub fn codec(self) -> Compression {
         match self {
             CompressionArg::None => Compression::None,
+            CompressionArg::Gzip => Compression::Gzip,
+            CompressionArg::Snappy => Compression::Snappy,
             CompressionArg::Lz4 => Compression::Lz4,
+            CompressionArg::Zstd => Compression::Zstd,
         }
     }
 }
@@ -242,6 +248,17 @@ fn print_summary(topic: &str, summary: &Summary, elapsed_s: f64, format: Format)
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// `--compression` takes each of Kafka's codec names and maps it to that codec.
+    #[test]
+    fn compression_names() {
+        for codec in Compression::ALL {
+            let arg = CompressionArg::from_str(codec.name(), false)
+                .unwrap_or_else(|error| panic!("{}: {error}", codec.name()));
+            assert_eq!(arg.codec(), codec);
+        }
+        assert!(CompressionArg::from_str("brotli", false).is_err());
+    }
 
     /// Headers split at the first `=`; the key must not be empty.
     #[test]

@@ -13,7 +13,7 @@ use bytes::{BufMut, BytesMut};
 
 use super::*;
 
-/// Builds an uncompressed batch. The broker stamps the base offset and leader epoch later;
+/// Builds a batch, uncompressed or compressed with any codec. The broker stamps the base offset and leader epoch later;
 /// the builder leaves both 0.
 #[derive(Debug)]
 pub struct BatchBuilder {
@@ -73,17 +73,17 @@ impl BatchBuilder {
         self
     }
 
-    /// Compresses the records with `codec` when the batch is finished. LZ4 (Kafka's LZ4 frame
-    /// format) is the one codec this build writes; the broker stores compressed batches as they
-    /// are, decompressing them only in a streaming pass to check them and for decoded fetches.
-    ///
-    /// # Panics
-    /// For a codec other than `None` and `Lz4`.
+    /// Compresses the records with `codec` when the batch is finished, in the framing Kafka's
+    /// Java producer writes (gzip level 6, xerial-framed snappy, the LZ4 frame, zstd at ruzstd's
+    /// fastest level, about zstd's level 1). The broker stores compressed batches as they are,
+    /// decompressing them only in a streaming pass to check them and for decoded fetches.
     pub fn compression(mut self, codec: Compression) -> Self {
         let bits = match codec {
             Compression::None => 0,
+            Compression::Gzip => 1,
+            Compression::Snappy => 2,
             Compression::Lz4 => 3,
-            other => panic!("{other:?} compression is not supported for writing"),
+            Compression::Zstd => 4,
         };
         self.attributes = (self.attributes & !COMPRESSION_MASK) | bits;
         self
@@ -157,11 +157,9 @@ impl BatchBuilder {
     pub fn finish_unsealed(self) -> BytesMut {
         assert!(self.record_count > 0, "a batch needs at least one record");
         let mut buf = self.buf;
-        if self.attributes & COMPRESSION_MASK == 3 {
-            let mut encoder = lz4_flex::frame::FrameEncoder::new(Vec::with_capacity(buf.len() / 2));
-            std::io::Write::write_all(&mut encoder, &buf[HEADER_BYTES..])
-                .expect("writing to a Vec cannot fail");
-            let compressed = encoder.finish().expect("writing to a Vec cannot fail");
+        let codec = Compression::from_attributes(self.attributes)
+            .expect("compression() sets only the bits of a known codec");
+        if let Some(compressed) = super::codec::compress(codec, &buf[HEADER_BYTES..]) {
             buf.truncate(HEADER_BYTES);
             buf.extend_from_slice(&compressed);
         }

@@ -1,11 +1,14 @@
 //! Reading a batch's records: the public decoders ([`decode_batch`], [`validate_batch`],
 //! [`timestamp_at`]) and the one record walker under them, which reads a records section held
-//! in memory, checked in place, or streamed out of LZ4 through a bounded buffer.
+//! in memory, checked in place, or streamed out of any codec's decompressor through a bounded
+//! buffer ([`DecompressStream`]).
 
+use std::io::Read;
 use std::ops::ControlFlow;
 
 use bytes::Bytes;
 
+use super::codec::{Decompressor, batch_error};
 use super::*;
 
 /// One header of a decoded record.
@@ -30,12 +33,13 @@ pub struct Record {
 /// Largest decompressed size of one batch's records, in bytes: a produced batch whose records
 /// decompress beyond it is refused, and no decoder (broker fetch, client, tools) expands one
 /// batch beyond it. 16 times the 1 MiB a batch may take on the wire: well above what real
-/// data compresses by, far below what a crafted batch (LZ4 expands zeros about 250 times) would
-/// make a reader allocate.
+/// data compresses by, far below what a crafted batch (LZ4 expands zeros about 250 times, gzip
+/// about 1000 times, zstd far more) would make a reader allocate.
 pub const DECOMPRESSED_BYTES_MAX: usize = 16 << 20;
 
-/// Bytes of decompressed records the streaming walk holds at once. The LZ4 decoder adds its
-/// own buffers, bounded by the frame's block size (at most 4 MiB, twice).
+/// Bytes of decompressed records the streaming walk holds at once. Each codec's decoder adds
+/// its own buffers, bounded by its format (see `codec`): at most a zstd window of
+/// [`ZSTD_WINDOW_BYTES_MAX`] bytes, which only a frame that declares it takes.
 pub(super) const STREAM_CHUNK_BYTES: usize = 64 << 10;
 
 /// A decoded batch: its header, its records, and the size of its records section once
@@ -55,8 +59,8 @@ pub struct ValidatedBatch {
     pub records_bytes: usize,
 }
 
-/// Decodes every record of a batch, which must be whole and CRC-valid. Uncompressed and LZ4
-/// batches decode; keys and values share the batch's buffer (or the decompressed one).
+/// Decodes every record of a batch, which must be whole and CRC-valid, whatever its codec;
+/// keys and values share the batch's buffer (or the decompressed one).
 ///
 /// # Errors
 /// As [`decode_batch`].
@@ -65,20 +69,20 @@ pub fn decode_records(batch: &Bytes) -> Result<Vec<Record>, BatchError> {
 }
 
 /// Decodes every record of a batch, which must be whole and CRC-valid, and reports the size of
-/// its decompressed records. An LZ4 batch is decompressed whole, at most
-/// [`DECOMPRESSED_BYTES_MAX`] bytes of it.
+/// its decompressed records. A compressed batch (gzip, snappy, LZ4, zstd) is decompressed
+/// whole, at most [`DECOMPRESSED_BYTES_MAX`] bytes of it.
 ///
 /// # Errors
-/// Any [`BatchError`] from [`BatchHeader::validate`], [`BatchError::CompressedRecords`] for a
-/// codec this build does not decode (gzip, snappy, zstd), [`BatchError::Decompression`],
+/// Any [`BatchError`] from [`BatchHeader::validate`], [`BatchError::Decompression`],
 /// [`BatchError::RecordsTooLarge`], and the record-level errors: a malformed record, a count
 /// that does not match, or an offset delta out of sequence.
 pub fn decode_batch(batch: &Bytes) -> Result<DecodedBatch, BatchError> {
     let header = BatchHeader::validate(batch)?;
-    let section = match header.compression()? {
-        Compression::None => batch.slice(HEADER_BYTES..),
-        Compression::Lz4 => decompress_lz4(&batch[HEADER_BYTES..])?,
-        codec => return Err(BatchError::CompressedRecords { codec }),
+    let compressed = &batch[HEADER_BYTES..];
+    let section = match Decompressor::new(header.compression()?, compressed, DECOMPRESSED_BYTES_MAX)
+    {
+        None => batch.slice(HEADER_BYTES..),
+        Some(decompressor) => decompress(decompressor)?,
     };
     let mut records = Vec::with_capacity(header.record_count.clamp(0, 4096) as usize);
     let records_bytes = walk_records(&header, InMemory::new(&section), |record| {
@@ -101,8 +105,9 @@ pub fn decode_batch(batch: &Bytes) -> Result<DecodedBatch, BatchError> {
 /// Validates a batch fully without keeping its records: everything
 /// [`BatchHeader::validate`] checks, then every record's framing in one pass (lengths, varints,
 /// offset deltas in sequence, UTF-8 header keys) and that the records number exactly
-/// `record_count`. Uncompressed records are checked in place; LZ4 records are decompressed
-/// through a bounded buffer, never whole, and refused once they pass `records_bytes_max`.
+/// `record_count`. Uncompressed records are checked in place; compressed records (any codec)
+/// are decompressed through a bounded buffer, never whole, and refused once they pass
+/// `records_bytes_max`.
 /// Whatever this accepts, [`decode_batch`] decodes (when `records_bytes_max` is at most
 /// [`DECOMPRESSED_BYTES_MAX`]) to exactly `record_count` records.
 ///
@@ -130,8 +135,8 @@ pub fn validate_records(
         needed: HEADER_BYTES,
         available: batch.len(),
     })?;
-    let records_bytes = match header.compression()? {
-        Compression::None => {
+    let records_bytes = match Decompressor::new(header.compression()?, records, records_bytes_max) {
+        None => {
             if records.len() > records_bytes_max {
                 return Err(BatchError::RecordsTooLarge {
                     at_least_bytes: records.len(),
@@ -144,12 +149,11 @@ pub fn validate_records(
                 |_| ControlFlow::Continue(()),
             )?
         }
-        Compression::Lz4 => {
-            walk_records(&header, Lz4Stream::new(records, records_bytes_max), |_| {
-                ControlFlow::Continue(())
-            })?
-        }
-        codec => return Err(BatchError::CompressedRecords { codec }),
+        Some(decompressor) => walk_records(
+            &header,
+            DecompressStream::new(decompressor, records_bytes_max),
+            |_| ControlFlow::Continue(()),
+        )?,
     };
     Ok(ValidatedBatch {
         header,
@@ -158,8 +162,8 @@ pub fn validate_records(
 }
 
 /// The timestamp of the first record of `batch` at or after `offset`, found in one streaming
-/// pass that stops there (LZ4 through a bounded buffer, at most [`DECOMPRESSED_BYTES_MAX`]
-/// bytes). `None` when every record is before `offset`.
+/// pass that stops there (compressed records through a bounded buffer, at most
+/// [`DECOMPRESSED_BYTES_MAX`] bytes). `None` when every record is before `offset`.
 ///
 /// # Errors
 /// As [`validate_batch`], for the part of the batch read.
@@ -175,34 +179,54 @@ pub fn timestamp_at(batch: &[u8], offset: u64) -> Result<Option<i64>, BatchError
         }
     };
     let records = &batch[HEADER_BYTES..];
-    match header.compression()? {
-        Compression::None => walk_records(&header, InPlace::new(records), &mut visit)?,
-        Compression::Lz4 => walk_records(
+    match Decompressor::new(header.compression()?, records, DECOMPRESSED_BYTES_MAX) {
+        None => walk_records(&header, InPlace::new(records), &mut visit)?,
+        Some(decompressor) => walk_records(
             &header,
-            Lz4Stream::new(records, DECOMPRESSED_BYTES_MAX),
+            DecompressStream::new(decompressor, DECOMPRESSED_BYTES_MAX),
             &mut visit,
         )?,
-        codec => return Err(BatchError::CompressedRecords { codec }),
     };
     Ok(found)
 }
 
-fn decompress_lz4(compressed: &[u8]) -> Result<Bytes, BatchError> {
-    use std::io::Read;
-    let mut decoder =
-        lz4_flex::frame::FrameDecoder::new(compressed).take(DECOMPRESSED_BYTES_MAX as u64 + 1);
+/// Decompresses a whole records section, at most [`DECOMPRESSED_BYTES_MAX`] bytes of it. The
+/// buffer doubles from a chunk up to one byte past the bound and no further, so a section past
+/// the bound costs the bound (and, while the last doubling copies, half of it again).
+fn decompress(mut decompressor: Decompressor<'_>) -> Result<Bytes, BatchError> {
+    // One byte past the bound tells a section past it from one that fills it exactly.
+    let capacity_max = DECOMPRESSED_BYTES_MAX + 1;
     let mut out = Vec::new();
-    decoder
-        .read_to_end(&mut out)
-        .map_err(|error| BatchError::Decompression {
-            reason: error.to_string(),
-        })?;
-    if out.len() > DECOMPRESSED_BYTES_MAX {
+    let mut filled = 0;
+    loop {
+        if filled == out.len() {
+            if filled == capacity_max {
+                break;
+            }
+            // The doubling that would reach the bound takes one byte past it at once, so
+            // the buffer is copied at most once at that size.
+            let grown = if out.len() * 2 >= DECOMPRESSED_BYTES_MAX {
+                capacity_max
+            } else {
+                (out.len() * 2).max(STREAM_CHUNK_BYTES)
+            };
+            out.reserve_exact(grown - out.len());
+            out.resize(grown, 0);
+        }
+        match decompressor.read(&mut out[filled..]) {
+            Ok(0) => break,
+            Ok(read) => filled += read,
+            Err(error) if error.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(error) => return Err(batch_error(decompressor.codec(), error)),
+        }
+    }
+    if filled > DECOMPRESSED_BYTES_MAX {
         return Err(BatchError::RecordsTooLarge {
-            at_least_bytes: out.len(),
+            at_least_bytes: filled,
             limit_bytes: DECOMPRESSED_BYTES_MAX,
         });
     }
+    out.truncate(filled);
     // The records keep this buffer alive: give back what doubling left unused (up to half).
     out.shrink_to_fit();
     Ok(Bytes::from(out))
@@ -505,11 +529,14 @@ impl Section for InPlace<'_> {
     fn push_header((): &mut (), (): (), _: Option<()>) {}
 }
 
-/// LZ4 records decompressed through a buffer of [`STREAM_CHUNK_BYTES`]: each byte is looked at
-/// once and dropped, so a batch that expands to gigabytes costs a chunk of memory, and the
-/// stream stops with [`BatchError::RecordsTooLarge`] once it passes `limit_bytes`.
-struct Lz4Stream<'a> {
-    decoder: lz4_flex::frame::FrameDecoder<&'a [u8]>,
+/// Compressed records decompressed through a buffer of [`STREAM_CHUNK_BYTES`]: each byte is
+/// looked at once and dropped, so a batch that expands to gigabytes costs a chunk of memory
+/// (plus what the decompressor `R` holds), and the stream stops with
+/// [`BatchError::RecordsTooLarge`] once it passes `limit_bytes`.
+struct DecompressStream<R> {
+    decoder: R,
+    /// Named in decompression errors.
+    codec: Compression,
     chunk: Vec<u8>,
     /// Unconsumed bytes of `chunk`.
     start: usize,
@@ -522,10 +549,11 @@ struct Lz4Stream<'a> {
     finished: bool,
 }
 
-impl<'a> Lz4Stream<'a> {
-    fn new(compressed: &'a [u8], limit_bytes: usize) -> Self {
+impl<'a> DecompressStream<Decompressor<'a>> {
+    fn new(decoder: Decompressor<'a>, limit_bytes: usize) -> Self {
         Self {
-            decoder: lz4_flex::frame::FrameDecoder::new(compressed),
+            codec: decoder.codec(),
+            decoder,
             chunk: vec![0; STREAM_CHUNK_BYTES],
             start: 0,
             end: 0,
@@ -535,10 +563,11 @@ impl<'a> Lz4Stream<'a> {
             finished: false,
         }
     }
+}
 
+impl<R: Read> DecompressStream<R> {
     /// Makes at least one unconsumed byte available; false at the end of the records.
     fn fill(&mut self) -> Result<bool, BatchError> {
-        use std::io::Read;
         if self.start < self.end {
             return Ok(true);
         }
@@ -564,11 +593,7 @@ impl<'a> Lz4Stream<'a> {
                     return Ok(true);
                 }
                 Err(error) if error.kind() == std::io::ErrorKind::Interrupted => {}
-                Err(error) => {
-                    return Err(BatchError::Decompression {
-                        reason: error.to_string(),
-                    });
-                }
+                Err(error) => return Err(batch_error(self.codec, error)),
             }
         }
     }
@@ -590,7 +615,7 @@ impl<'a> Lz4Stream<'a> {
     }
 }
 
-impl Section for Lz4Stream<'_> {
+impl<R: Read> Section for DecompressStream<R> {
     type Field = ();
     type Text = ();
     type Headers = ();
