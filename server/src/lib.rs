@@ -218,13 +218,16 @@ pub async fn run(
         broker_ready.clone(),
     )
     .map_err(RunError::Config)?;
-    let kafka_frontend = Arc::new(kafka::Frontend::new(
-        broker_ready.clone(),
-        policy.clone(),
-        config.authentication,
-        config.kafka_auto_create_topics,
-        config.kafka_request_bytes_max,
-    ));
+    let kafka_frontend = Arc::new(
+        kafka::Frontend::new(
+            broker_ready.clone(),
+            policy.clone(),
+            config.authentication,
+            config.kafka_auto_create_topics,
+            config.kafka_request_bytes_max,
+        )
+        .with_peer_tls(tls.clone()),
+    );
     let service = service::Service::new(broker_ready, alive)
         .with_policy(policy)
         .with_peer_tls(tls.clone());
@@ -319,6 +322,7 @@ pub async fn run(
     if let Some(user) = config.bootstrap_user.clone() {
         tokio::spawn(bootstrap_user(broker.clone(), user, tls.clone()));
     }
+    tokio::spawn(register_kafka_address(Arc::downgrade(&broker), tls.clone()));
     ready.send_replace(Some(broker));
     health
         .set_serving::<strata_proto::v1::broker_server::BrokerServer<service::Service>>()
@@ -438,6 +442,39 @@ async fn bootstrap_user(
         }
         Err(error) => {
             tracing::error!(%error, "creating the bootstrap user {} failed", user.name);
+        }
+    }
+}
+
+/// Gets this node's Kafka address into the metadata (see
+/// [`Broker::register_kafka_address`](broker::Broker::register_kafka_address)); ends once it is
+/// there or the broker is gone.
+async fn register_kafka_address(
+    broker: std::sync::Weak<broker::Broker>,
+    tls: Option<Arc<security::tls::Tls>>,
+) {
+    let mut retry = tokio::time::interval(broker::KAFKA_ADDRESS_RETRY_INTERVAL);
+    retry.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut attempts: u64 = 0;
+    loop {
+        retry.tick().await;
+        let Some(broker) = broker.upgrade() else {
+            return;
+        };
+        let step = broker
+            .register_kafka_address(|node, address, me, kafka_address| {
+                service::set_kafka_address_at(tls.clone(), node, address, me, kafka_address)
+            })
+            .await;
+        match step {
+            Ok(true) => return,
+            Ok(false) => {}
+            Err(error) => {
+                attempts += 1;
+                if attempts.is_multiple_of(20) {
+                    tracing::warn!(attempts, %error, "registering this node's Kafka address keeps failing; retrying");
+                }
+            }
         }
     }
 }

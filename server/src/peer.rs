@@ -532,6 +532,29 @@ impl Peer for PeerService {
             .map(Response::new)
     }
 
+    async fn set_kafka_address(
+        &self,
+        request: Request<strata_proto::v1::SetKafkaAddressRequest>,
+    ) -> Result<Response<strata_proto::v1::SetKafkaAddressResponse>, Status> {
+        // A node sets its own address only: with peer TLS, the certificate names it.
+        let certified = self
+            .transport
+            .certified_node(&request, "Peer/SetKafkaAddress")?;
+        self.transport
+            .certified_member(&request, "Peer/SetKafkaAddress")?;
+        let request = request.into_inner();
+        if certified.is_some_and(|node| node != request.node) {
+            return Err(Status::permission_denied(format!(
+                "a node sets only its own Kafka address, not node {}'s",
+                request.node
+            )));
+        }
+        let now_ms = self.transport.clock.now_ms();
+        set_kafka_address_reply(&self.driver, now_ms, request)
+            .await
+            .map(Response::new)
+    }
+
     async fn group_voters(
         &self,
         request: Request<strata_proto::v1::GroupVotersRequest>,
@@ -687,6 +710,55 @@ async fn bootstrap_user_reply(
         }
         Err(refusal) => Err(Status::invalid_argument(refusal.to_string())),
     }
+}
+
+/// Records a node's Kafka address on the controller, which this node must lead.
+///
+/// # Errors
+/// INVALID_ARGUMENT for an address that is not `host:port` or a node not registered,
+/// FAILED_PRECONDITION when this node does not lead the controller, UNAVAILABLE when the
+/// proposal fails.
+async fn set_kafka_address_reply(
+    driver: &DriverHandle,
+    now_ms: i64,
+    request: strata_proto::v1::SetKafkaAddressRequest,
+) -> Result<strata_proto::v1::SetKafkaAddressResponse, Status> {
+    use crate::controller::machine::Controller;
+    use crate::controller::metadata::Command;
+    use crate::replication::{CONTROLLER, ProposeError};
+    /// Longest address accepted (a host name is at most 253 bytes, then `:port`).
+    const KAFKA_ADDRESS_BYTES_MAX: usize = 300;
+    let address = request.kafka_address;
+    let valid = address.len() <= KAFKA_ADDRESS_BYTES_MAX
+        && address
+            .rsplit_once(':')
+            .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok());
+    if !valid {
+        return Err(Status::invalid_argument(format!(
+            "Kafka address {:?} is not HOST:PORT (at most {KAFKA_ADDRESS_BYTES_MAX} bytes)",
+            address
+                .chars()
+                .take(KAFKA_ADDRESS_BYTES_MAX)
+                .collect::<String>()
+        )));
+    }
+    let command = Command::SetKafkaAddress {
+        node: request.node,
+        kafka_address: Some(address),
+    };
+    let committed = driver
+        .propose::<Controller>(CONTROLLER, command.to_batch(now_ms))
+        .await
+        .map_err(|error| match error {
+            ProposeError::NotLeader { leader_id } => Status::failed_precondition(format!(
+                "this node does not lead the controller (its leader is node {leader_id})"
+            )),
+            other => Status::unavailable(other.to_string()),
+        })?;
+    committed
+        .outcome
+        .map_err(|refusal| Status::invalid_argument(refusal.to_string()))?;
+    Ok(strata_proto::v1::SetKafkaAddressResponse {})
 }
 
 #[cfg(test)]

@@ -17,6 +17,8 @@ const METADATA_ASK_TIMEOUT: Duration = Duration::from_secs(2);
 /// How long a starting node waits for its metadata to reach the leader's before asking again
 /// (the leader may have changed).
 const METADATA_CATCH_UP_TIMEOUT: Duration = Duration::from_secs(10);
+/// How often a node asks again to have its Kafka address recorded.
+pub const KAFKA_ADDRESS_RETRY_INTERVAL: Duration = Duration::from_millis(250);
 
 impl Broker {
     /// Waits until the controller has a leader: at once alone, once a quorum of the cluster is
@@ -137,6 +139,54 @@ impl Broker {
             .await?;
         }
         Ok(())
+    }
+
+    /// One step of making the metadata hold this node's Kafka address (with a Kafka
+    /// listener): `Ok(true)` once it does. Only the controller's leader proposes, so a node
+    /// that does not lead it asks the leader through `ask_leader(leader, address, me,
+    /// kafka_address)` (the peer service's `SetKafkaAddress`). The caller repeats it until
+    /// done, every [`KAFKA_ADDRESS_RETRY_INTERVAL`].
+    ///
+    /// # Errors
+    /// Why this step did not get the address recorded (retry).
+    pub async fn register_kafka_address<F, Fut>(&self, ask_leader: F) -> Result<bool, String>
+    where
+        F: FnOnce(u64, String, u64, String) -> Fut,
+        Fut: Future<Output = Result<(), String>>,
+    {
+        let Some(kafka_address) = self.kafka_address.clone() else {
+            return Ok(true);
+        };
+        let known = self
+            .metadata
+            .read()
+            .expect("metadata lock poisoned")
+            .nodes
+            .get(&self.node_id)
+            .and_then(|node| node.kafka_address.clone());
+        if known.as_deref() == Some(kafka_address.as_str()) {
+            return Ok(true);
+        }
+        let leader = self.controller_leader();
+        if leader == 0 {
+            return Err("the controller has no leader".to_string());
+        }
+        if leader == self.node_id {
+            self.propose_metadata(Command::SetKafkaAddress {
+                node: self.node_id,
+                kafka_address: Some(kafka_address),
+            })
+            .await
+            .map_err(|error| error.to_string())?;
+            return Ok(false);
+        }
+        let Some(address) = self.node_address(leader) else {
+            return Err(format!(
+                "the address of node {leader} (the leader) is unknown"
+            ));
+        };
+        ask_leader(leader, address, self.node_id, kafka_address).await?;
+        Ok(false)
     }
 
     pub(crate) async fn propose_metadata(&self, command: Command) -> Result<(), BrokerError> {

@@ -55,6 +55,7 @@ use tokio::sync::watch;
 
 use crate::controller::machine::Controller;
 use crate::controller::metadata::{Metadata, TopicConfig};
+pub use controller_client::KAFKA_ADDRESS_RETRY_INTERVAL;
 pub use error::BrokerError;
 pub use topics::ConfigChanges;
 

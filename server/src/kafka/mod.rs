@@ -62,6 +62,9 @@ pub struct Frontend {
     pub(crate) auto_create_topics: bool,
     /// Largest request frame, in bytes; a larger one closes its connection.
     pub(crate) request_bytes_max: usize,
+    /// How this node reaches its peers (requests only the controller's leader serves are
+    /// passed on to it: InitProducerId).
+    pub(crate) peer_tls: Option<Arc<Tls>>,
 }
 
 impl Frontend {
@@ -78,7 +81,15 @@ impl Frontend {
             authentication,
             auto_create_topics,
             request_bytes_max,
+            peer_tls: None,
         }
+    }
+
+    /// The TLS this node uses toward its peers (none without node-to-node TLS).
+    #[must_use]
+    pub fn with_peer_tls(mut self, peer_tls: Option<Arc<Tls>>) -> Self {
+        self.peer_tls = peer_tls;
+        self
     }
 
     /// Who leads each partition, as Metadata reports it.

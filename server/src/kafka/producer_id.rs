@@ -3,9 +3,11 @@
 //! no transactions: a transactional id is refused with TRANSACTIONAL_ID_AUTHORIZATION_FAILED,
 //! which clients treat as final (a retriable code would make them retry forever).
 //!
-//! Ids are taken from the controller's raft group, which only its leader can propose to; on
-//! another node the request is answered COORDINATOR_NOT_AVAILABLE, which clients retry (on
-//! any node: they pick one, eventually the controller's leader).
+//! Ids are taken from the controller's raft group, which only its leader can propose to:
+//! another node passes the request on to the leader (its gRPC InitProducerId, under this
+//! node's identity, once the client is authorized here), because Kafka's clients ask any node
+//! and some (librdkafka) keep asking the same one. With no leader reachable the answer is
+//! COORDINATOR_NOT_AVAILABLE, which clients retry.
 
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::{InitProducerIdRequest, InitProducerIdResponse, ProducerId};
@@ -31,7 +33,9 @@ pub async fn handle(context: &Context, request: InitProducerIdRequest) -> InitPr
         Err(error) => {
             tracing::debug!(%error, "Kafka InitProducerId refused");
             refused(match error {
-                BrokerError::NotControllerLeader { .. } => ResponseError::CoordinatorNotAvailable,
+                BrokerError::NotControllerLeader { .. } | BrokerError::Unavailable(_) => {
+                    ResponseError::CoordinatorNotAvailable
+                }
                 other => code(&other),
             })
         }
@@ -41,7 +45,23 @@ pub async fn handle(context: &Context, request: InitProducerIdRequest) -> InitPr
 async fn producer_id(context: &Context) -> Result<i64, BrokerError> {
     let broker = context.frontend.broker()?;
     context.access.idempotent_write(&broker)?;
-    Broker::init_producer_id(&broker).await
+    match Broker::init_producer_id(&broker).await {
+        Err(BrokerError::NotControllerLeader {
+            leader_id,
+            address: Some(address),
+        }) if leader_id != broker.node_id() => crate::service::init_producer_id_at(
+            context.frontend.peer_tls.clone(),
+            leader_id,
+            address,
+        )
+        .await
+        .map_err(|error| {
+            BrokerError::Unavailable(format!(
+                "asking node {leader_id} (the controller's leader) for a producer id: {error}"
+            ))
+        }),
+        other => other,
+    }
 }
 
 fn refused(error: ResponseError) -> InitProducerIdResponse {

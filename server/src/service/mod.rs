@@ -46,7 +46,9 @@ use tokio::sync::watch;
 use tonic::{Request, Response, Status, Streaming};
 
 pub use produce::STREAM_IN_FLIGHT_MAX;
-pub use remote::{bootstrap_user_at, controller_high_watermark_at};
+pub use remote::{
+    bootstrap_user_at, controller_high_watermark_at, init_producer_id_at, set_kafka_address_at,
+};
 pub use status::status;
 
 use crate::broker::{Broker, BrokerError};

@@ -112,3 +112,49 @@ pub async fn bootstrap_user_at(
         BootstrapOutcome::UsersExist
     })
 }
+
+/// Asks node `node` at `address` (the controller's leader) to record `kafka_address` as node
+/// `me`'s (its peer service's `SetKafkaAddress`), for
+/// [`Broker::register_kafka_address`](crate::broker::Broker::register_kafka_address).
+///
+/// # Errors
+/// Connection and call failures (that node no longer leads, for one), as text.
+pub async fn set_kafka_address_at(
+    tls: Option<Arc<Tls>>,
+    node: u64,
+    address: String,
+    me: u64,
+    kafka_address: String,
+) -> Result<(), String> {
+    let endpoint = peer_endpoint(tls.as_deref(), node, &address)?.timeout(BOOTSTRAP_ASK_TIMEOUT);
+    let channel = endpoint.connect().await.map_err(|e| e.to_string())?;
+    strata_proto::v1::peer_client::PeerClient::new(channel)
+        .set_kafka_address(pb::SetKafkaAddressRequest {
+            node: me,
+            kafka_address,
+        })
+        .await
+        .map_err(|e| e.message().to_string())?;
+    Ok(())
+}
+
+/// Asks node `node` at `address` (the controller's leader) for a fresh producer id (its
+/// `InitProducerId`, under this node's identity: the Kafka listener authorized the client
+/// first), for a Kafka client that asked a node not leading the controller.
+///
+/// # Errors
+/// Connection and call failures (that node no longer leads, for one), as text.
+pub async fn init_producer_id_at(
+    tls: Option<Arc<Tls>>,
+    node: u64,
+    address: String,
+) -> Result<i64, String> {
+    let endpoint = peer_endpoint(tls.as_deref(), node, &address)?.timeout(BOOTSTRAP_ASK_TIMEOUT);
+    let channel = endpoint.connect().await.map_err(|e| e.to_string())?;
+    let reply = strata_proto::v1::broker_client::BrokerClient::new(channel)
+        .init_producer_id(pb::InitProducerIdRequest {})
+        .await
+        .map_err(|e| e.message().to_string())?
+        .into_inner();
+    Ok(reply.producer_id)
+}
