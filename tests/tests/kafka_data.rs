@@ -9,10 +9,14 @@ use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
+use kafka_protocol::messages::create_topics_request::CreatableTopic;
 use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
+use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
 use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
 use kafka_protocol::messages::{
-    ApiKey, FetchRequest, FetchResponse, ProduceRequest, ProduceResponse, RequestHeader, TopicName,
+    ApiKey, CreateTopicsRequest, CreateTopicsResponse, FetchRequest, FetchResponse,
+    InitProducerIdRequest, InitProducerIdResponse, ListOffsetsRequest, ListOffsetsResponse,
+    ProduceRequest, ProduceResponse, RequestHeader, TopicName,
 };
 use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
 use serde_json::Value;
@@ -515,6 +519,104 @@ async fn fetch_long_polls_and_refuses_sessions_and_bad_offsets() {
         response.responses[0].partitions[0].error_code, 1,
         "OFFSET_OUT_OF_RANGE"
     );
+}
+
+/// With ACLs enforced and none granted, the anonymous principal is refused each API with
+/// Kafka's authorization codes, per topic or partition (the request itself is answered):
+/// TOPIC_AUTHORIZATION_FAILED for produce, fetch, list offsets and create, and
+/// CLUSTER_AUTHORIZATION_FAILED for a producer id; a transactional id is refused as
+/// TRANSACTIONAL_ID_AUTHORIZATION_FAILED.
+#[tokio::test(flavor = "multi_thread")]
+async fn refused_principals_get_kafka_authorization_codes() {
+    const TOPIC_AUTHORIZATION_FAILED: i16 = 29;
+    const CLUSTER_AUTHORIZATION_FAILED: i16 = 31;
+    let data = tempfile::tempdir().expect("tempdir");
+    let mut server = ServerProcess::launch_with(
+        data.path(),
+        1,
+        "127.0.0.1:0",
+        None,
+        &[
+            "--kafka-listen".to_string(),
+            "127.0.0.1:0".to_string(),
+            "--authorization".to_string(),
+            "on".to_string(),
+        ],
+    );
+    server.wait_ready();
+    let mut stream = connect(&server);
+    let batch = strata_tests::data_batch("x", 1, 1_000).freeze();
+
+    send(
+        &mut stream,
+        ApiKey::Produce,
+        7,
+        1,
+        &produce_request("secret", batch, -1),
+    );
+    let mut body = receive(&mut stream, 1);
+    let produced = ProduceResponse::decode(&mut body, 7).expect("produce response");
+    assert_eq!(
+        produced.responses[0].partition_responses[0].error_code,
+        TOPIC_AUTHORIZATION_FAILED
+    );
+
+    let fetched = fetch(&mut stream, &fetch_request("secret", 0, 0), 2);
+    assert_eq!(
+        fetched.responses[0].partitions[0].error_code,
+        TOPIC_AUTHORIZATION_FAILED
+    );
+
+    let list = ListOffsetsRequest::default()
+        .with_replica_id(kafka_protocol::messages::BrokerId(-1))
+        .with_topics(vec![
+            ListOffsetsTopic::default()
+                .with_name(topic_name("secret"))
+                .with_partitions(vec![
+                    ListOffsetsPartition::default()
+                        .with_partition_index(0)
+                        .with_timestamp(-1),
+                ]),
+        ]);
+    send(&mut stream, ApiKey::ListOffsets, 4, 3, &list);
+    let mut body = receive(&mut stream, 3);
+    let listed = ListOffsetsResponse::decode(&mut body, 4).expect("list offsets response");
+    assert_eq!(
+        listed.topics[0].partitions[0].error_code,
+        TOPIC_AUTHORIZATION_FAILED
+    );
+
+    let create = CreateTopicsRequest::default().with_topics(vec![
+        CreatableTopic::default()
+            .with_name(topic_name("secret"))
+            .with_num_partitions(1)
+            .with_replication_factor(1),
+    ]);
+    send(&mut stream, ApiKey::CreateTopics, 3, 4, &create);
+    let mut body = receive(&mut stream, 4);
+    let created = CreateTopicsResponse::decode(&mut body, 3).expect("create topics response");
+    assert_eq!(created.topics[0].error_code, TOPIC_AUTHORIZATION_FAILED);
+    let message = created.topics[0]
+        .error_message
+        .as_deref()
+        .unwrap_or_default();
+    assert!(message.contains("secret"), "{message}");
+
+    let idempotent = InitProducerIdRequest::default().with_transactional_id(None);
+    send(&mut stream, ApiKey::InitProducerId, 1, 5, &idempotent);
+    let mut body = receive(&mut stream, 5);
+    let id = InitProducerIdResponse::decode(&mut body, 1).expect("init producer id response");
+    assert_eq!(id.error_code, CLUSTER_AUTHORIZATION_FAILED);
+    assert_eq!(id.producer_id.0, -1);
+
+    // Transactions do not exist: refused whoever asks.
+    let transactional = InitProducerIdRequest::default().with_transactional_id(Some(
+        kafka_protocol::messages::TransactionalId(StrBytes::from_static_str("tx")),
+    ));
+    send(&mut stream, ApiKey::InitProducerId, 1, 6, &transactional);
+    let mut body = receive(&mut stream, 6);
+    let id = InitProducerIdResponse::decode(&mut body, 1).expect("init producer id response");
+    assert_eq!(id.error_code, 53, "TRANSACTIONAL_ID_AUTHORIZATION_FAILED");
 }
 
 /// An idempotent confluent-kafka producer sends records while the partition's leader is
