@@ -299,7 +299,8 @@ fn fetch(stream: &mut TcpStream, request: &FetchRequest, correlation_id: i32) ->
 
 /// Two batches in one partition's records (split by their length fields) are stored byte for
 /// byte as sent (but for the base offset and leader epoch the broker stamps) and come back
-/// over gRPC and Kafka Fetch unchanged; Produce v2 is answered UNSUPPORTED_FOR_MESSAGE_FORMAT;
+/// over gRPC and Kafka Fetch unchanged, one whole batch even when the fetch limits are
+/// smaller; Produce v2 is answered UNSUPPORTED_FOR_MESSAGE_FORMAT;
 /// records produced over gRPC reach kcat with key, value, headers and offset.
 #[tokio::test(flavor = "multi_thread")]
 async fn batches_are_stored_as_sent_and_grpc_records_reach_kcat() {
@@ -369,6 +370,14 @@ async fn batches_are_stored_as_sent_and_grpc_records_reach_kcat() {
     assert_eq!(response.session_id, 0);
     assert_eq!(answer.records.as_deref(), Some(&stored[..]));
     assert_eq!(answer.high_watermark, answer.last_stable_offset);
+
+    // Limits below one batch still get one whole batch (Kafka's rule since 2.x), and no more.
+    let mut tiny = fetch_request("exact", base_offset as i64, 0).with_max_bytes(1);
+    tiny.topics[0].partitions[0].partition_max_bytes = 1;
+    let response = fetch(&mut stream, &tiny, 10);
+    let answer = &response.responses[0].partitions[0];
+    assert_eq!(answer.error_code, 0, "{response:?}");
+    assert_eq!(answer.records.as_deref(), Some(&stored[..first.len()]));
 
     // Produce v2: acks, timeout, one topic "exact" with partition 0 and a 3-byte record set.
     let mut old = BytesMut::new();
