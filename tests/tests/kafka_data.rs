@@ -659,6 +659,10 @@ async fn idempotent_kafka_producer_survives_a_leader_kill() {
             .expect("list offsets")
             .into_inner();
         if listed.offset as usize >= RECORDS / 6 {
+            eprintln!(
+                "killing node {leader} (the leader) at high watermark {}",
+                listed.offset
+            );
             break;
         }
         if producer.is_finished() {
