@@ -549,13 +549,20 @@ impl Peer for PeerService {
                 request.node_id
             )));
         }
-        if let Some(address) = &request.kafka_address
-            && (address.is_empty() || address.len() > KAFKA_ADDRESS_BYTES_MAX)
-        {
-            return Err(Status::invalid_argument(format!(
-                "a Kafka address is 1 to {KAFKA_ADDRESS_BYTES_MAX} bytes, got {}",
-                address.len()
-            )));
+        if let Some(address) = &request.kafka_address {
+            let valid = address.len() <= KAFKA_ADDRESS_BYTES_MAX
+                && address
+                    .rsplit_once(':')
+                    .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok());
+            if !valid {
+                return Err(Status::invalid_argument(format!(
+                    "Kafka address {:?} is not HOST:PORT (at most {KAFKA_ADDRESS_BYTES_MAX} bytes)",
+                    address
+                        .chars()
+                        .take(KAFKA_ADDRESS_BYTES_MAX)
+                        .collect::<String>()
+                )));
+            }
         }
         let now_ms = self.transport.clock.now_ms();
         let command = crate::controller::metadata::Command::SetKafkaAddress {

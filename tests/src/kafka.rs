@@ -58,7 +58,10 @@ fn python_deps() -> Option<PathBuf> {
     DEPS.get_or_init(|| {
         let importable = |path: Option<&Path>| {
             let mut check = Command::new("python3");
-            check.args(["-c", "import confluent_kafka, kafka, aiokafka"]);
+            check.args([
+                "-c",
+                "import confluent_kafka, kafka, aiokafka, snappy, lz4.frame, zstandard",
+            ]);
             if let Some(path) = path {
                 check.env("PYTHONPATH", path);
             }

@@ -34,7 +34,9 @@
 //! lists, user and ACL deletion on every node), `scale_memory.rs` (the server's anonymous memory
 //! per idle subscription: at the end of a partition, on shared or own connections, after a
 //! replay), `kafka_listener.rs` (the Kafka listener's framing, ApiVersions and Metadata, by
-//! hand and with kcat; a broken connection never affects another).
+//! hand and with kcat; a broken connection never affects another), `kafka_data.rs` (the Kafka
+//! data path with confluent-kafka, kafka-python and kcat: codecs, acks, offsets by time, topic
+//! admin, batches stored as sent, long-poll fetch, an idempotent producer across a leader kill).
 //!
 //! `src/bin/group-member.rs` is a group member process for `group_consumer.rs`.
 

@@ -41,7 +41,7 @@ pub mod records;
 mod restart;
 pub mod security;
 pub mod subscribe;
-mod topics;
+pub(crate) mod topics;
 
 use std::collections::{BTreeMap, HashMap};
 use std::future::Future;

@@ -188,7 +188,8 @@ pub struct ConfigChanges {
     pub segment_bytes: Option<u64>,
 }
 
-fn validate_config(config: &TopicConfig) -> Result<(), BrokerError> {
+/// Checks a topic config against the node's limits (also used by a validate-only create).
+pub(crate) fn validate_config(config: &TopicConfig) -> Result<(), BrokerError> {
     if config.segment_bytes < 1024 || config.segment_bytes > storage::log::SEGMENT_BYTES_LIMIT {
         return Err(BrokerError::InvalidConfig(format!(
             "segment_bytes must be 1024 to {}, got {}",

@@ -14,7 +14,7 @@ use kafka_protocol::messages::ApiKey;
 use kafka_protocol::protocol::Decodable;
 
 use super::frame::{self, FrameError, Request};
-use super::{Frontend, api_versions, metadata};
+use super::{Frontend, admin, api_versions, fetch, metadata, offsets, produce, producer_id};
 use crate::security::ConnectionInfo;
 use crate::service::access::Access;
 
@@ -29,6 +29,22 @@ pub struct Served {
 
 /// Every API served, in API key order.
 pub const SERVED: &[Served] = &[
+    // v0–2 answered UNSUPPORTED_FOR_MESSAGE_FORMAT (see `produce`).
+    Served {
+        api_key: ApiKey::Produce,
+        min: 0,
+        max: 7,
+    },
+    Served {
+        api_key: ApiKey::Fetch,
+        min: 4,
+        max: 10,
+    },
+    Served {
+        api_key: ApiKey::ListOffsets,
+        min: 1,
+        max: 4,
+    },
     Served {
         api_key: ApiKey::Metadata,
         min: 0,
@@ -38,6 +54,26 @@ pub const SERVED: &[Served] = &[
         api_key: ApiKey::ApiVersions,
         min: 0,
         max: 3,
+    },
+    Served {
+        api_key: ApiKey::CreateTopics,
+        min: 2,
+        max: 3,
+    },
+    Served {
+        api_key: ApiKey::DeleteTopics,
+        min: 1,
+        max: 3,
+    },
+    Served {
+        api_key: ApiKey::InitProducerId,
+        min: 0,
+        max: 1,
+    },
+    Served {
+        api_key: ApiKey::DescribeConfigs,
+        min: 1,
+        max: 2,
     },
 ];
 
@@ -106,6 +142,46 @@ pub async fn handle(context: &Context, request: Request) -> Result<Option<Bytes>
         ApiKey::Metadata => {
             let request = decode(api_key, version, body)?;
             let response = metadata::handle(context, version, request).await;
+            frame::response(api_key, version, correlation_id, &response)?
+        }
+        ApiKey::Produce if version < produce::FIRST_SERVED_VERSION => {
+            return Ok(produce::answer_old_version(version, correlation_id, body)?);
+        }
+        ApiKey::Produce => {
+            let request = decode(api_key, version, body)?;
+            let Some(response) = produce::handle(context, request).await else {
+                return Ok(None);
+            };
+            frame::response(api_key, version, correlation_id, &response)?
+        }
+        ApiKey::Fetch => {
+            let request = decode(api_key, version, body)?;
+            let response = fetch::handle(context, request).await;
+            frame::response(api_key, version, correlation_id, &response)?
+        }
+        ApiKey::ListOffsets => {
+            let request = decode(api_key, version, body)?;
+            let response = offsets::handle(context, request).await;
+            frame::response(api_key, version, correlation_id, &response)?
+        }
+        ApiKey::CreateTopics => {
+            let request = decode(api_key, version, body)?;
+            let response = admin::create_topics(context, request).await;
+            frame::response(api_key, version, correlation_id, &response)?
+        }
+        ApiKey::DeleteTopics => {
+            let request = decode(api_key, version, body)?;
+            let response = admin::delete_topics(context, request).await;
+            frame::response(api_key, version, correlation_id, &response)?
+        }
+        ApiKey::InitProducerId => {
+            let request = decode(api_key, version, body)?;
+            let response = producer_id::handle(context, request).await;
+            frame::response(api_key, version, correlation_id, &response)?
+        }
+        ApiKey::DescribeConfigs => {
+            let request = decode(api_key, version, body)?;
+            let response = admin::describe_configs(context, request).await;
             frame::response(api_key, version, correlation_id, &response)?
         }
         other => {

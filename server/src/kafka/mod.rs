@@ -20,14 +20,21 @@
 //! - [`error`]: [`BrokerError`](crate::broker::BrokerError)s as Kafka error codes.
 //! - `leaders`: who leads each partition, cluster-wide, for Metadata.
 //! - `api_versions`, `metadata`: the handlers of those APIs (one module per API family).
+//! - `produce`, `fetch`, `offsets` (ListOffsets), `producer_id` (InitProducerId), `admin`
+//!   (CreateTopics, DeleteTopics, DescribeConfigs): the data path and topic admin.
 
+mod admin;
 mod api_versions;
 pub mod apis;
 mod connection;
 pub mod error;
+mod fetch;
 pub mod frame;
 mod leaders;
 mod metadata;
+mod offsets;
+mod produce;
+mod producer_id;
 
 use std::net::SocketAddr;
 use std::sync::Arc;

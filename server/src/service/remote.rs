@@ -223,3 +223,24 @@ pub async fn create_topic_at(
         ))),
     }
 }
+
+/// Asks node `node` at `address` (the controller's leader) for a fresh producer id (its
+/// `InitProducerId`, under this node's identity: the Kafka listener authorized the client
+/// first), for a Kafka client that asked a node not leading the controller.
+///
+/// # Errors
+/// Connection and call failures (that node no longer leads, for one), as text.
+pub async fn init_producer_id_at(
+    tls: Option<Arc<Tls>>,
+    node: u64,
+    address: String,
+) -> Result<i64, String> {
+    let endpoint = peer_endpoint(tls.as_deref(), node, &address)?.timeout(BOOTSTRAP_ASK_TIMEOUT);
+    let channel = endpoint.connect().await.map_err(|e| e.to_string())?;
+    let reply = strata_proto::v1::broker_client::BrokerClient::new(channel)
+        .init_producer_id(pb::InitProducerIdRequest {})
+        .await
+        .map_err(|e| e.message().to_string())?
+        .into_inner();
+    Ok(reply.producer_id)
+}

@@ -1,0 +1,399 @@
+"""The Kafka data path against Strata with clients nobody at Strata wrote: confluent-kafka
+(librdkafka) and kafka-python. Driven by tests/tests/kafka_data.rs, one subcommand per
+scenario; each prints JSON lines the Rust test checks (against what it reads over gRPC) and
+exits non-zero with a message when a client sees something wrong.
+
+    data.py codecs BOOTSTRAP TOPIC CODEC...   produce keyed records with headers in each codec
+                                              with both clients, consume them back from earliest
+    data.py acks BOOTSTRAP TOPIC              acks 0, 1 and all with both clients
+    data.py timestamps BOOTSTRAP TOPIC        offsets_for_times, earliest and latest offsets
+    data.py consume BOOTSTRAP TOPIC COUNT     print COUNT records from earliest (confluent-kafka)
+    data.py admin BOOTSTRAP TOPIC             topic admin with kafka-python's admin client
+    data.py idempotent BOOTSTRAP TOPIC COUNT  an idempotent producer (enable.idempotence) sending
+                                              COUNT records, printing each acknowledged one
+"""
+
+import json
+import sys
+import time
+
+from confluent_kafka import Consumer, Producer, TopicPartition
+from kafka import KafkaConsumer, KafkaProducer
+from kafka.structs import TopicPartition as KTopicPartition
+
+# Every wait on the server is bounded.
+DEADLINE_S = 60
+RECORDS_PER_CODEC = 20
+
+
+def fail(message):
+    print(f"FAILED: {message}", file=sys.stderr, flush=True)
+    sys.exit(1)
+
+
+def emit(kind, **fields):
+    print(json.dumps({"kind": kind, **fields}), flush=True)
+
+
+def confluent_producer(bootstrap, **config):
+    return Producer({"bootstrap.servers": bootstrap, "linger.ms": 5, **config})
+
+
+def confluent_produce(producer, topic, records):
+    """Produces (key, value, headers, timestamp) records to partition 0; returns the delivery
+    reports' offsets, failing on any error."""
+    reports = []
+
+    def delivered(error, message):
+        if error is not None:
+            reports.append(("error", str(error)))
+        else:
+            reports.append(("ok", message.offset()))
+
+    for key, value, headers, timestamp in records:
+        extra = {"timestamp": timestamp} if timestamp else {}
+        producer.produce(
+            topic, value=value, key=key, headers=headers, partition=0, on_delivery=delivered, **extra
+        )
+        producer.poll(0)
+    remaining = producer.flush(DEADLINE_S)
+    if remaining:
+        fail(f"{remaining} records not delivered within {DEADLINE_S}s")
+    errors = [r for r in reports if r[0] == "error"]
+    if errors:
+        fail(f"delivery errors: {errors}")
+    return [offset for _, offset in reports]
+
+
+def records_for(tag, count):
+    return [
+        (
+            f"k-{tag}-{i}".encode(),
+            f"v-{tag}-{i}".encode() * (1 + i % 7),
+            [("h", tag.encode()), ("i", str(i).encode())],
+            None,
+        )
+        for i in range(count)
+    ]
+
+
+def confluent_consume(bootstrap, topic, count, start=-2):
+    """Reads `count` records of partition 0 from `start` (-2: earliest) with a consumer that
+    assigns the partition itself (no group)."""
+    consumer = Consumer(
+        {
+            "bootstrap.servers": bootstrap,
+            "group.id": "strata-data-test-unused",
+            "enable.auto.commit": False,
+            "auto.offset.reset": "earliest",
+        }
+    )
+    consumer.assign([TopicPartition(topic, 0, start)])
+    seen = []
+    deadline = time.monotonic() + DEADLINE_S
+    while len(seen) < count and time.monotonic() < deadline:
+        message = consumer.poll(1.0)
+        if message is None:
+            continue
+        if message.error():
+            fail(f"confluent consumer error: {message.error()}")
+        seen.append(
+            {
+                "offset": message.offset(),
+                "key": (message.key() or b"").decode(),
+                "value": (message.value() or b"").decode(),
+                "headers": [[k, (v or b"").decode()] for k, v in (message.headers() or [])],
+                "timestamp": message.timestamp()[1],
+            }
+        )
+    consumer.close()
+    if len(seen) < count:
+        fail(f"confluent consumer read {len(seen)} of {count} records within {DEADLINE_S}s")
+    return seen
+
+
+def kafka_python_consume(bootstrap, topic, count):
+    consumer = KafkaConsumer(
+        bootstrap_servers=bootstrap, enable_auto_commit=False, group_id=None,
+        consumer_timeout_ms=DEADLINE_S * 1000,
+    )
+    partition = KTopicPartition(topic, 0)
+    consumer.assign([partition])
+    consumer.seek_to_beginning(partition)
+    seen = []
+    for message in consumer:
+        seen.append(
+            {
+                "offset": message.offset,
+                "key": (message.key or b"").decode(),
+                "value": (message.value or b"").decode(),
+                "headers": [[k, (v or b"").decode()] for k, v in message.headers],
+                "timestamp": message.timestamp,
+            }
+        )
+        if len(seen) >= count:
+            break
+    consumer.close()
+    if len(seen) < count:
+        fail(f"kafka-python consumer read {len(seen)} of {count} records")
+    return seen
+
+
+def expected(records):
+    return [
+        {"key": k.decode(), "value": v.decode(), "headers": [[hk, hv.decode()] for hk, hv in h]}
+        for k, v, h, _ in records
+    ]
+
+
+def strip(seen):
+    return [{"key": r["key"], "value": r["value"], "headers": r["headers"]} for r in seen]
+
+
+def codecs(bootstrap, topic, codec_names):
+    """Each codec with each client: confluent-kafka, then kafka-python; then both consumers
+    read everything back and must agree with what was sent."""
+    sent = []
+    for codec in codec_names:
+        records = records_for(f"confluent-{codec}", RECORDS_PER_CODEC)
+        producer = confluent_producer(bootstrap, **{"compression.type": codec, "acks": "all"})
+        offsets = confluent_produce(producer, topic, records)
+        emit("produced", client="confluent-kafka", codec=codec, offsets=offsets)
+        sent.extend(records)
+
+        records = records_for(f"kafka-python-{codec}", RECORDS_PER_CODEC)
+        producer = KafkaProducer(
+            bootstrap_servers=bootstrap,
+            compression_type=None if codec == "none" else codec,
+            acks="all",
+            linger_ms=5,
+        )
+        futures = [
+            producer.send(topic, key=k, value=v, headers=h, partition=0) for k, v, h, _ in records
+        ]
+        producer.flush(DEADLINE_S)
+        offsets = [future.get(timeout=DEADLINE_S).offset for future in futures]
+        producer.close()
+        emit("produced", client="kafka-python", codec=codec, offsets=offsets)
+        sent.extend(records)
+
+    want = expected(sent)
+    for name, seen in [
+        ("confluent-kafka", confluent_consume(bootstrap, topic, len(sent))),
+        ("kafka-python", kafka_python_consume(bootstrap, topic, len(sent))),
+    ]:
+        if strip(seen) != want:
+            fail(f"{name} read back something else than was sent:\n{seen}\nwant\n{want}")
+        offsets = [r["offset"] for r in seen]
+        if offsets != sorted(set(offsets)):
+            fail(f"{name} read offsets out of order or twice: {offsets}")
+    for record in confluent_consume(bootstrap, topic, len(sent)):
+        emit("record", **record)
+
+
+def acks(bootstrap, topic):
+    sent = []
+    for setting in ["0", "1", "all"]:
+        records = records_for(f"confluent-acks-{setting}", 5)
+        producer = confluent_producer(bootstrap, acks=setting)
+        offsets = confluent_produce(producer, topic, records)
+        # acks 0: the client learns no offset (-1); the records must still arrive.
+        if setting != "0" and any(offset < 0 for offset in offsets):
+            fail(f"acks {setting}: offsets {offsets}")
+        sent.extend(records)
+        records = records_for(f"kafka-python-acks-{setting}", 5)
+        producer = KafkaProducer(
+            bootstrap_servers=bootstrap, acks=int(setting) if setting != "all" else "all"
+        )
+        futures = [producer.send(topic, key=k, value=v, headers=h, partition=0) for k, v, h, _ in records]
+        producer.flush(DEADLINE_S)
+        for future in futures:
+            future.get(timeout=DEADLINE_S)
+        producer.close()
+        sent.extend(records)
+    # Order across producers is the order they were flushed in.
+    seen = strip(confluent_consume(bootstrap, topic, len(sent)))
+    if seen != expected(sent):
+        fail(f"acks: read back\n{seen}\nwant\n{expected(sent)}")
+    emit("acks", records=len(seen))
+
+
+def timestamps(bootstrap, topic):
+    base = 1_700_000_000_000
+    records = [
+        (f"k{i}".encode(), f"t-{i}".encode(), [], base + 1000 * i) for i in range(10)
+    ]
+    offsets = confluent_produce(confluent_producer(bootstrap, acks="all"), topic, records)
+    first = offsets[0]
+
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "strata-data-test-unused"})
+    low, high = consumer.get_watermark_offsets(TopicPartition(topic, 0), timeout=DEADLINE_S)
+    if (low, high) != (0, offsets[-1] + 1):
+        fail(f"watermarks {(low, high)}, want (0, {offsets[-1] + 1})")
+    for i, time_ms in [(0, base), (3, base + 3000), (4, base + 3500), (9, base + 9000)]:
+        found = consumer.offsets_for_times([TopicPartition(topic, 0, time_ms)], timeout=DEADLINE_S)
+        if found[0].error or found[0].offset != first + i:
+            fail(f"confluent offsets_for_times({time_ms}) = {found[0]}, want {first + i}")
+    after = consumer.offsets_for_times([TopicPartition(topic, 0, base + 99_000)], timeout=DEADLINE_S)
+    # After every record: Kafka answers -1, which librdkafka reports as the end (-1).
+    if after[0].offset != -1:
+        fail(f"offsets_for_times after every record = {after[0]}, want -1")
+    # Consuming from a time: from offset first + 5 on.
+    consumer.assign([TopicPartition(topic, 0, first + 5)])
+    values = []
+    deadline = time.monotonic() + DEADLINE_S
+    while len(values) < 5 and time.monotonic() < deadline:
+        message = consumer.poll(1.0)
+        if message is None:
+            continue
+        if message.error():
+            fail(f"consumer error {message.error()}")
+        values.append((message.value().decode(), message.timestamp()[1]))
+    consumer.close()
+    want = [(f"t-{i}", base + 1000 * i) for i in range(5, 10)]
+    if values != want:
+        fail(f"from a time: {values}, want {want}")
+
+    k = KafkaConsumer(bootstrap_servers=bootstrap, group_id=None)
+    partition = KTopicPartition(topic, 0)
+    found = k.offsets_for_times({partition: base + 2500})
+    if found[partition] is None or found[partition].offset != first + 3 or found[partition].timestamp != base + 3000:
+        fail(f"kafka-python offsets_for_times = {found}, want offset {first + 3}")
+    if k.beginning_offsets([partition])[partition] != 0:
+        fail(f"kafka-python beginning_offsets {k.beginning_offsets([partition])}")
+    if k.end_offsets([partition])[partition] != offsets[-1] + 1:
+        fail(f"kafka-python end_offsets {k.end_offsets([partition])}")
+    k.close()
+    emit("timestamps", first=first)
+
+
+def consume(bootstrap, topic, count):
+    for record in confluent_consume(bootstrap, topic, count):
+        emit("record", **record)
+
+
+def idempotent(bootstrap, topic, count):
+    """Sends `count` records ("0", "1", ...) paced over a few seconds, so a leader can be
+    killed mid-stream, and prints each acknowledged value."""
+    producer = Producer(
+        {
+            "bootstrap.servers": bootstrap,
+            "enable.idempotence": True,
+            "linger.ms": 2,
+            "message.timeout.ms": 120_000,
+            "retry.backoff.ms": 100,
+            "topic.metadata.refresh.interval.ms": 1000,
+        }
+    )
+    acked = []
+    errors = []
+
+    def delivered(error, message):
+        if error is not None:
+            errors.append(str(error))
+        else:
+            acked.append((int(message.value().decode()), message.offset()))
+
+    for i in range(count):
+        producer.produce(topic, value=str(i).encode(), partition=0, on_delivery=delivered)
+        producer.poll(0)
+        # Paced: the stream must still be running when the test kills the leader.
+        time.sleep(0.003)
+    remaining = producer.flush(150)
+    for value, offset in acked:
+        emit("acked", value=value, offset=offset)
+    emit("summary", acked=len(acked), errors=errors, undelivered=remaining)
+    if remaining:
+        fail(f"{remaining} records neither delivered nor failed")
+    values = [value for value, _ in acked]
+    if values != sorted(values):
+        fail("an idempotent producer's acknowledgements came out of order")
+
+
+def find_configs(described):
+    """The {key: data} dict of one resource inside kafka-python's nested answer."""
+    if isinstance(described, dict):
+        if "retention.ms" in described:
+            return described
+        for value in described.values():
+            found = find_configs(value)
+            if found is not None:
+                return found
+    return None
+
+
+def config_value(data):
+    return data.get("value") if isinstance(data, dict) else data
+
+
+def admin(bootstrap, topic):
+    """kafka-python's admin client: create with configs, validate only, refusals, describe
+    configs, delete."""
+    from kafka import errors
+    from kafka.admin import ConfigResource, ConfigResourceType, KafkaAdminClient
+
+    client = KafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=DEADLINE_S * 1000)
+    client.create_topics(
+        {
+            topic: {
+                "num_partitions": 2,
+                "replication_factor": 1,
+                "configs": {"retention.ms": "60000", "segment.bytes": "1048576"},
+            }
+        }
+    )
+    client.create_topics({topic + "-v": {"num_partitions": 1, "replication_factor": 1}}, validate_only=True)
+    try:
+        client.create_topics(
+            {topic + "-bad": {"num_partitions": 1, "replication_factor": 1, "configs": {"cleanup.policy": "compact"}}}
+        )
+        fail("an unsupported config was accepted")
+    except errors.InvalidConfigurationError as error:
+        if "cleanup.policy" not in str(error):
+            fail(f"the refusal does not name the config: {error}")
+    try:
+        client.create_topics({topic: {"num_partitions": 1, "replication_factor": 1}})
+        fail("a topic was created twice")
+    except errors.TopicAlreadyExistsError:
+        pass
+    described = client.describe_configs([ConfigResource(ConfigResourceType.TOPIC, topic)], config_filter="all")
+    configs = find_configs(described)
+    if configs is None:
+        fail(f"no configs described: {described}")
+    want = {"retention.ms": "60000", "segment.bytes": "1048576", "cleanup.policy": "delete", "retention.bytes": "-1"}
+    got = {key: config_value(configs.get(key)) for key in want}
+    if got != want:
+        fail(f"described configs {got}, want {want} (all: {described})")
+    listed = client.list_topics()
+    if topic not in listed or topic + "-v" in listed or topic + "-bad" in listed:
+        fail(f"topics after creating: {listed}")
+    client.delete_topics([topic])
+    deadline = time.monotonic() + DEADLINE_S
+    while topic in client.list_topics():
+        if time.monotonic() > deadline:
+            fail(f"{topic} still listed {DEADLINE_S}s after its deletion")
+        time.sleep(0.1)
+    client.close()
+    emit("admin", configs=got)
+
+
+def main():
+    command, bootstrap, topic, *rest = sys.argv[1:]
+    if command == "codecs":
+        codecs(bootstrap, topic, rest)
+    elif command == "acks":
+        acks(bootstrap, topic)
+    elif command == "timestamps":
+        timestamps(bootstrap, topic)
+    elif command == "consume":
+        consume(bootstrap, topic, int(rest[0]))
+    elif command == "admin":
+        admin(bootstrap, topic)
+    elif command == "idempotent":
+        idempotent(bootstrap, topic, int(rest[0]))
+    else:
+        fail(f"unknown command {command}")
+
+
+if __name__ == "__main__":
+    main()
