@@ -354,3 +354,37 @@ async fn every_node_names_the_cluster_wide_leaders() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+/// ListOffsets at every served version (kcat asks v2, Java clients v4+): each answer decodes
+/// at its version, with the leader epoch only where the version has it.
+#[tokio::test]
+async fn list_offsets_answers_every_version() {
+    use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
+    use kafka_protocol::messages::{ListOffsetsRequest, ListOffsetsResponse};
+    let (_data, server) = start();
+    create_topic(&server, "offsets", 1).await;
+    let mut stream = connect(&server);
+    for version in 1..=4 {
+        for (timestamp, expected) in [(-2i64, 0i64), (-1, 0)] {
+            let request = ListOffsetsRequest::default()
+                .with_replica_id(kafka_protocol::messages::BrokerId(-1))
+                .with_topics(vec![
+                    ListOffsetsTopic::default()
+                        .with_name(TopicName(StrBytes::from_static_str("offsets")))
+                        .with_partitions(vec![
+                            ListOffsetsPartition::default()
+                                .with_partition_index(0)
+                                .with_timestamp(timestamp),
+                        ]),
+                ]);
+            let mut body = call(&mut stream, ApiKey::ListOffsets, version, 9, &request);
+            let answer = ListOffsetsResponse::decode(&mut body, version).expect("decodes");
+            let partition = &answer.topics[0].partitions[0];
+            assert_eq!(partition.error_code, 0, "v{version}: {answer:?}");
+            assert_eq!(partition.offset, expected, "v{version}");
+            if version >= 4 {
+                assert!(partition.leader_epoch >= 1, "v{version}: {answer:?}");
+            }
+        }
+    }
+}

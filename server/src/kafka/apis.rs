@@ -161,7 +161,7 @@ pub async fn handle(context: &Context, request: Request) -> Result<Option<Bytes>
         }
         ApiKey::ListOffsets => {
             let request = decode(api_key, version, body)?;
-            let response = offsets::handle(context, request).await;
+            let response = offsets::handle(context, version, request).await;
             frame::response(api_key, version, correlation_id, &response)?
         }
         ApiKey::CreateTopics => {

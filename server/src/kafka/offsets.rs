@@ -23,7 +23,11 @@ const EARLIEST_TIMESTAMP: i64 = -2;
 
 /// Answers a ListOffsets request. The leader epoch (v4) is -1, "unknown", which clients
 /// accept: the epoch check it enables is optional.
-pub async fn handle(context: &Context, request: ListOffsetsRequest) -> ListOffsetsResponse {
+pub async fn handle(
+    context: &Context,
+    version: i16,
+    request: ListOffsetsRequest,
+) -> ListOffsetsResponse {
     let broker = context.frontend.broker();
     let topics = request
         .topics
@@ -50,7 +54,8 @@ pub async fn handle(context: &Context, request: ListOffsetsRequest) -> ListOffse
                             .with_partition_index(partition.partition_index)
                             .with_offset(offset)
                             .with_timestamp(timestamp)
-                            .with_leader_epoch(epoch),
+                            // Only v4+ carries it (-1 is its absent value).
+                            .with_leader_epoch(if version >= 4 { epoch } else { -1 }),
                         Err(error) => {
                             tracing::debug!(topic = name, partition = partition.partition_index, %error, "Kafka list offsets refused");
                             ListOffsetsPartitionResponse::default()
