@@ -569,7 +569,9 @@ impl Peer for PeerService {
             node: request.node_id,
             kafka_address: request.kafka_address,
         };
-        propose_controller_command(&self.driver, now_ms, &command).await?;
+        propose_controller_command(&self.driver, now_ms, &command)
+            .await?
+            .map_err(|refusal| Status::invalid_argument(refusal.to_string()))?;
         Ok(Response::new(strata_proto::v1::SetKafkaAddressResponse {}))
     }
 
@@ -695,13 +697,14 @@ impl Peer for PeerService {
 /// Longest Kafka address a node may record (a host name and a port).
 const KAFKA_ADDRESS_BYTES_MAX: usize = 300;
 
-/// Proposes `command` to the controller through this node (its leader); a refusal is
-/// INVALID_ARGUMENT, another node leading FAILED_PRECONDITION.
+/// Proposes `command` to the controller through this node (its leader) and returns the
+/// machine's outcome; another node leading is FAILED_PRECONDITION, a failed proposal
+/// UNAVAILABLE.
 async fn propose_controller_command(
     driver: &DriverHandle,
     now_ms: i64,
     command: &crate::controller::metadata::Command,
-) -> Result<(), Status> {
+) -> Result<Result<(), crate::controller::metadata::CommandRefusal>, Status> {
     use crate::controller::machine::Controller;
     use crate::replication::{CONTROLLER, ProposeError};
     let committed = driver
@@ -713,9 +716,7 @@ async fn propose_controller_command(
             )),
             other => Status::unavailable(other.to_string()),
         })?;
-    committed
-        .outcome
-        .map_err(|refusal| Status::invalid_argument(refusal.to_string()))
+    Ok(committed.outcome)
 }
 
 async fn bootstrap_user_reply(
@@ -723,9 +724,7 @@ async fn bootstrap_user_reply(
     now_ms: i64,
     request: strata_proto::v1::BootstrapUserRequest,
 ) -> Result<strata_proto::v1::BootstrapUserResponse, Status> {
-    use crate::controller::machine::Controller;
     use crate::controller::metadata::CommandRefusal;
-    use crate::replication::{CONTROLLER, ProposeError};
     crate::controller::security::validate_user_name(&request.name)
         .map_err(Status::invalid_argument)?;
     let credential = crate::security::scram::ScramCredential {
@@ -738,16 +737,7 @@ async fn bootstrap_user_reply(
         .validate()
         .map_err(|e| Status::invalid_argument(e.to_string()))?;
     let command = crate::broker::security::bootstrap_command(request.name, credential);
-    let committed = driver
-        .propose::<Controller>(CONTROLLER, command.to_batch(now_ms))
-        .await
-        .map_err(|error| match error {
-            ProposeError::NotLeader { leader_id } => Status::failed_precondition(format!(
-                "this node does not lead the controller (its leader is node {leader_id})"
-            )),
-            other => Status::unavailable(other.to_string()),
-        })?;
-    match committed.outcome {
+    match propose_controller_command(driver, now_ms, &command).await? {
         Ok(()) => Ok(strata_proto::v1::BootstrapUserResponse { created: true }),
         Err(CommandRefusal::UsersExist) => {
             Ok(strata_proto::v1::BootstrapUserResponse { created: false })
