@@ -34,10 +34,21 @@ pub const SERVED: &[Served] = &[
         min: 0,
         max: 7,
     },
+    // v0 (raw SASL tokens after the handshake) is not served: clients use v1 when offered.
+    Served {
+        api_key: ApiKey::SaslHandshake,
+        min: 1,
+        max: 1,
+    },
     Served {
         api_key: ApiKey::ApiVersions,
         min: 0,
         max: 3,
+    },
+    Served {
+        api_key: ApiKey::SaslAuthenticate,
+        min: 0,
+        max: 1,
     },
 ];
 

@@ -19,6 +19,8 @@
 //!   decoded request to its handler.
 //! - [`error`]: [`BrokerError`](crate::broker::BrokerError)s as Kafka error codes.
 //! - `leaders`: who leads each partition, cluster-wide, for Metadata.
+//! - [`sasl`]: SaslHandshake and SaslAuthenticate (PLAIN, SCRAM-SHA-256): the connection's
+//!   principal when passwords authenticate it.
 //! - `api_versions`, `metadata`: the handlers of those APIs (one module per API family).
 
 mod api_versions;
@@ -28,6 +30,7 @@ pub mod error;
 pub mod frame;
 mod leaders;
 mod metadata;
+pub mod sasl;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -40,6 +43,7 @@ use crate::broker::{Broker, BrokerError};
 use crate::config::Authentication;
 use crate::security::acl::Policy;
 use crate::security::tls::Tls;
+use crate::service::authenticate::Authenticator;
 
 /// What every Kafka connection of a node shares.
 pub struct Frontend {
@@ -55,6 +59,10 @@ pub struct Frontend {
     pub(crate) auto_create_topics: bool,
     /// Largest request frame, in bytes; a larger one closes its connection.
     pub(crate) request_bytes_max: usize,
+    /// Checks SASL passwords (shared with gRPC: one cache, slowdown and set of PBKDF2
+    /// permits per node). `None`: SASL offers no mechanism, so with `password`
+    /// authentication no connection without a certificate gets in.
+    authenticator: Option<Arc<Authenticator>>,
 }
 
 impl Frontend {
@@ -71,7 +79,19 @@ impl Frontend {
             authentication,
             auto_create_topics,
             request_bytes_max,
+            authenticator: None,
         }
+    }
+
+    /// Checks SASL passwords with `authenticator` (the node's, shared with gRPC).
+    pub fn with_authenticator(mut self, authenticator: Arc<Authenticator>) -> Self {
+        self.authenticator = Some(authenticator);
+        self
+    }
+
+    /// The password checker SASL uses, when set.
+    pub(crate) fn authenticator(&self) -> Option<&Authenticator> {
+        self.authenticator.as_deref()
     }
 
     /// Who leads each partition, as Metadata reports it.
