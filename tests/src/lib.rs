@@ -32,7 +32,10 @@
 //! lists, user and ACL deletion on every node), `scale_memory.rs` (the server's anonymous memory
 //! per idle subscription: at the end of a partition, on shared or own connections, after a
 //! replay), `kafka_listener.rs` (the Kafka listener's framing, ApiVersions and Metadata, by
-//! hand and with kcat; a broken connection never affects another).
+//! hand and with kcat; a broken connection never affects another), `kafka_security.rs` (SASL
+//! SCRAM-SHA-256 and PLAIN over TLS with confluent-kafka, kcat and by hand; ACLs on Kafka
+//! produce, consume and Metadata; a client certificate as the principal), `kafka_fuzz.rs`
+//! (random and mutated frames of every served API, in process and against a real server).
 //!
 //! `src/bin/group-member.rs` is a group member process for `group_consumer.rs`.
 

@@ -34,10 +34,12 @@ pub const SERVED: &[Served] = &[
         min: 0,
         max: 7,
     },
-    // v0 (raw SASL tokens after the handshake) is not served: clients use v1 when offered.
+    // v0 is advertised because librdkafka (kcat) enables SASL only when it is, as Kafka
+    // does; a v0 request (raw SASL tokens after it, not SaslAuthenticate) is refused in
+    // `sasl`: clients that know v1 send v1.
     Served {
         api_key: ApiKey::SaslHandshake,
-        min: 1,
+        min: 0,
         max: 1,
     },
     Served {

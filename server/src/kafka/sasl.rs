@@ -3,7 +3,8 @@
 //! With `--authentication password`, a Kafka connection without a client certificate that
 //! names it must authenticate with SASL before anything but ApiVersions (Kafka's
 //! `SASL_SSL`): SaslHandshake v1 picks the mechanism, then SaslAuthenticate (v0–1) carries
-//! its messages. Mechanisms ([`MECHANISMS`]):
+//! its messages (SaslHandshake v0 is advertised, as librdkafka requires, but refused with
+//! UNSUPPORTED_VERSION: its raw SASL frames are not served). Mechanisms ([`MECHANISMS`]):
 //! - `PLAIN` (RFC 4616): one message `authzid\0user\0password`, checked by the node's
 //!   [`Authenticator`] exactly as gRPC's Basic credentials are (the cache of verified
 //!   passwords, the per-source slowdown of failures, the node's PBKDF2 permits).
@@ -163,7 +164,18 @@ impl Sasl {
         if request.api_key == ApiKey::SaslHandshake as i16 {
             let body: SaslHandshakeRequest =
                 decode(ApiKey::SaslHandshake, version, request.body)?;
-            let (body, outcome) = self.handshake(frontend, connection, body.mechanism.as_str());
+            let (body, outcome) = if version == 0 {
+                // v0 would carry the mechanism's messages as raw frames, not SaslAuthenticate.
+                (
+                    SaslHandshakeResponse::default()
+                        .with_error_code(ResponseError::UnsupportedVersion.code()),
+                    Outcome::Close(
+                        "SaslHandshake v0 (raw SASL tokens) is not served: use v1".to_string(),
+                    ),
+                )
+            } else {
+                self.handshake(frontend, connection, body.mechanism.as_str())
+            };
             let response = frame::response(ApiKey::SaslHandshake, version, correlation_id, &body)?;
             return Ok(Answer { response, outcome });
         }
@@ -615,7 +627,10 @@ impl ScramServer {
             .next()
             .and_then(|attribute| attribute.strip_prefix("r="))
             .ok_or_else(|| format!("{WHAT} must carry the nonce after the channel binding"))?;
-        if nonce != self.nonce {
+        // Kafka's rule: the nonce must end with this exchange's (client's + server's), not
+        // equal it, because librdkafka (2.0, Debian's kcat) sends its own nonce once more in
+        // front. The server's random part is still there, so the proof is still fresh.
+        if !nonce.ends_with(&self.nonce) {
             return Err(format!("{WHAT}'s nonce is not this exchange's"));
         }
         let proof = STANDARD
@@ -688,8 +703,9 @@ mod tests {
         let refused = [
             // Another proof.
             client_final.replace("p=dHzb", "p=dHzc"),
-            // Another nonce.
+            // Another nonce; the server's nonce missing.
             client_final.replace("k0,p=", "k1,p="),
+            client_final.replace("%hvYDpWUa2RaTCAfuxFIlj)hNlF$k0", ""),
             // Another channel binding (`y,,`).
             client_final.replace("c=biws", "c=eSws"),
             // No proof; a truncated proof.
@@ -703,6 +719,45 @@ mod tests {
         let unknown = ScramServer::new(first, credential, false, "%hvYDpWUa2RaTCAfuxFIlj)hNlF$k0");
         let error = unknown.finish(client_final.as_bytes()).expect_err("unknown");
         assert!(error.contains("invalid credentials"), "{error}");
+    }
+
+    /// The client's side of SCRAM-SHA-256: the proof of `password` over `auth_message`.
+    fn client_proof(password: &str, credential: &ScramCredential, auth_message: &str) -> String {
+        let mut salted = [0u8; 32];
+        ring::pbkdf2::derive(
+            ring::pbkdf2::PBKDF2_HMAC_SHA256,
+            std::num::NonZeroU32::new(credential.iterations).expect("iterations"),
+            &credential.salt,
+            password.as_bytes(),
+            &mut salted,
+        );
+        let client_key = hmac_sha256(&salted, b"Client Key");
+        let stored_key = digest::digest(&digest::SHA256, &client_key);
+        let signature = hmac_sha256(stored_key.as_ref(), auth_message.as_bytes());
+        let proof: Vec<u8> = client_key.iter().zip(&signature).map(|(k, s)| k ^ s).collect();
+        STANDARD.encode(proof)
+    }
+
+    /// librdkafka 2.0 (Debian's kcat) sends its client nonce again in front of the combined
+    /// nonce; Kafka accepts a nonce that ends with the exchange's, and so does this listener.
+    /// A wrong password in that form is still refused.
+    #[test]
+    fn scram_accepts_librdkafkas_repeated_client_nonce() {
+        let credential = ScramCredential::new("s3cret", 4096).expect("credential");
+        let first = ClientFirst::parse(b"n,,n=alice,r=client").expect("first");
+        let server = ScramServer::new(first, credential.clone(), true, "server");
+        let without_proof = "c=biws,r=clientclientserver";
+        let auth_message = format!("n=alice,r=client,{},{without_proof}", server.server_first);
+        let right = format!(
+            "{without_proof},p={}",
+            client_proof("s3cret", &credential, &auth_message)
+        );
+        assert!(server.finish(right.as_bytes()).is_ok());
+        let wrong = format!(
+            "{without_proof},p={}",
+            client_proof("s3cret!", &credential, &auth_message)
+        );
+        assert!(server.finish(wrong.as_bytes()).is_err());
     }
 
     #[test]
