@@ -34,10 +34,10 @@ use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProdu
 use kafka_protocol::messages::*;
 use kafka_protocol::protocol::{Encodable, StrBytes};
 use strata_proto::v1 as pb;
+use strata_server::kafka::Frontend;
 use strata_server::kafka::apis::{self, Context, SERVED};
 use strata_server::kafka::frame::{self, Request};
 use strata_server::kafka::sasl::{self, ClientFirst, Sasl};
-use strata_server::kafka::Frontend;
 use strata_server::security::acl::Policy;
 use strata_server::security::{ConnectionInfo, Principal};
 use strata_server::service::access::Access;
@@ -79,8 +79,9 @@ fn sample(api_key: ApiKey, version: i16, tag: u64) -> Option<Vec<u8>> {
     Some(match api_key {
         ApiKey::Produce => {
             let batch = data_batch(&format!("fuzz{tag}"), 1, 1_700_000_000_000).freeze();
-            body(version, &
-                ProduceRequest::default()
+            body(
+                version,
+                &ProduceRequest::default()
                     .with_acks(-1)
                     .with_timeout_ms(5_000)
                     .with_topic_data(vec![
@@ -94,31 +95,38 @@ fn sample(api_key: ApiKey, version: i16, tag: u64) -> Option<Vec<u8>> {
                     ]),
             )
         }
-        ApiKey::Fetch => body(version, &
-            FetchRequest::default()
+        ApiKey::Fetch => body(
+            version,
+            &FetchRequest::default()
                 .with_max_wait_ms(10)
                 .with_max_bytes(1 << 20)
                 .with_topics(vec![
-                    FetchTopic::default().with_topic(topic()).with_partitions(vec![
-                        FetchPartition::default()
-                            .with_partition(0)
-                            .with_partition_max_bytes(1 << 20),
-                    ]),
+                    FetchTopic::default()
+                        .with_topic(topic())
+                        .with_partitions(vec![
+                            FetchPartition::default()
+                                .with_partition(0)
+                                .with_partition_max_bytes(1 << 20),
+                        ]),
                 ]),
         ),
-        ApiKey::ListOffsets => body(version, &
-            ListOffsetsRequest::default().with_topics(vec![
+        ApiKey::ListOffsets => body(
+            version,
+            &ListOffsetsRequest::default().with_topics(vec![
                 ListOffsetsTopic::default()
                     .with_name(topic())
                     .with_partitions(vec![ListOffsetsPartition::default().with_timestamp(-2)]),
             ]),
         ),
-        ApiKey::Metadata => body(version, &
-            MetadataRequest::default()
-                .with_topics(Some(vec![MetadataRequestTopic::default().with_name(Some(topic()))])),
+        ApiKey::Metadata => body(
+            version,
+            &MetadataRequest::default().with_topics(Some(vec![
+                MetadataRequestTopic::default().with_name(Some(topic())),
+            ])),
         ),
-        ApiKey::OffsetCommit => body(version, &
-            OffsetCommitRequest::default()
+        ApiKey::OffsetCommit => body(
+            version,
+            &OffsetCommitRequest::default()
                 .with_group_id(group())
                 .with_generation_id_or_member_epoch(1)
                 .with_member_id(name("member"))
@@ -130,8 +138,9 @@ fn sample(api_key: ApiKey, version: i16, tag: u64) -> Option<Vec<u8>> {
                         ]),
                 ]),
         ),
-        ApiKey::OffsetFetch => body(version, &
-            OffsetFetchRequest::default()
+        ApiKey::OffsetFetch => body(
+            version,
+            &OffsetFetchRequest::default()
                 .with_group_id(group())
                 .with_topics(Some(vec![
                     OffsetFetchRequestTopic::default()
@@ -139,11 +148,13 @@ fn sample(api_key: ApiKey, version: i16, tag: u64) -> Option<Vec<u8>> {
                         .with_partition_indexes(vec![0]),
                 ])),
         ),
-        ApiKey::FindCoordinator => {
-            body(version, &FindCoordinatorRequest::default().with_key(name("fuzz-group")))
-        }
-        ApiKey::JoinGroup => body(version, &
-            JoinGroupRequest::default()
+        ApiKey::FindCoordinator => body(
+            version,
+            &FindCoordinatorRequest::default().with_key(name("fuzz-group")),
+        ),
+        ApiKey::JoinGroup => body(
+            version,
+            &JoinGroupRequest::default()
                 .with_group_id(group())
                 .with_session_timeout_ms(10_000)
                 .with_rebalance_timeout_ms(10_000)
@@ -151,33 +162,40 @@ fn sample(api_key: ApiKey, version: i16, tag: u64) -> Option<Vec<u8>> {
                 .with_protocols(vec![
                     JoinGroupRequestProtocol::default()
                         .with_name(name("range"))
-                        .with_metadata(Bytes::from_static(&[0, 1, 0, 0, 0, 1, 0, 4, b'f', b'u', b'z', b'z'])),
+                        .with_metadata(Bytes::from_static(&[
+                            0, 1, 0, 0, 0, 1, 0, 4, b'f', b'u', b'z', b'z',
+                        ])),
                 ]),
         ),
-        ApiKey::Heartbeat => body(version, &
-            HeartbeatRequest::default()
+        ApiKey::Heartbeat => body(
+            version,
+            &HeartbeatRequest::default()
                 .with_group_id(group())
                 .with_generation_id(1)
                 .with_member_id(name("member")),
         ),
-        ApiKey::LeaveGroup => body(version, &
-            LeaveGroupRequest::default()
+        ApiKey::LeaveGroup => body(
+            version,
+            &LeaveGroupRequest::default()
                 .with_group_id(group())
                 .with_member_id(name("member")),
         ),
-        ApiKey::SyncGroup => body(version, &
-            SyncGroupRequest::default()
+        ApiKey::SyncGroup => body(
+            version,
+            &SyncGroupRequest::default()
                 .with_group_id(group())
                 .with_generation_id(1)
                 .with_member_id(name("member")),
         ),
-        ApiKey::DescribeGroups => {
-            body(version, &DescribeGroupsRequest::default().with_groups(vec![group()]))
-        }
+        ApiKey::DescribeGroups => body(
+            version,
+            &DescribeGroupsRequest::default().with_groups(vec![group()]),
+        ),
         ApiKey::ListGroups => body(version, &ListGroupsRequest::default()),
-        ApiKey::SaslHandshake => {
-            body(version, &SaslHandshakeRequest::default().with_mechanism(name("PLAIN")))
-        }
+        ApiKey::SaslHandshake => body(
+            version,
+            &SaslHandshakeRequest::default().with_mechanism(name("PLAIN")),
+        ),
         // The client's software name and version exist from v3 on.
         ApiKey::ApiVersions if version >= 3 => body(
             version,
@@ -186,8 +204,9 @@ fn sample(api_key: ApiKey, version: i16, tag: u64) -> Option<Vec<u8>> {
                 .with_client_software_version(name("1")),
         ),
         ApiKey::ApiVersions => body(version, &ApiVersionsRequest::default()),
-        ApiKey::CreateTopics => body(version, &
-            CreateTopicsRequest::default()
+        ApiKey::CreateTopics => body(
+            version,
+            &CreateTopicsRequest::default()
                 .with_timeout_ms(5_000)
                 .with_topics(vec![
                     CreatableTopic::default()
@@ -196,23 +215,27 @@ fn sample(api_key: ApiKey, version: i16, tag: u64) -> Option<Vec<u8>> {
                         .with_replication_factor(1),
                 ]),
         ),
-        ApiKey::DeleteTopics => body(version, &
-            DeleteTopicsRequest::default()
+        ApiKey::DeleteTopics => body(
+            version,
+            &DeleteTopicsRequest::default()
                 .with_timeout_ms(5_000)
                 .with_topic_names(vec![TopicName(name("fuzz-created"))]),
         ),
-        ApiKey::InitProducerId => body(version, &
-            InitProducerIdRequest::default().with_transaction_timeout_ms(60_000),
+        ApiKey::InitProducerId => body(
+            version,
+            &InitProducerIdRequest::default().with_transaction_timeout_ms(60_000),
         ),
-        ApiKey::DescribeConfigs => body(version, &
-            DescribeConfigsRequest::default().with_resources(vec![
+        ApiKey::DescribeConfigs => body(
+            version,
+            &DescribeConfigsRequest::default().with_resources(vec![
                 DescribeConfigsResource::default()
                     .with_resource_type(2)
                     .with_resource_name(name(TOPIC)),
             ]),
         ),
-        ApiKey::SaslAuthenticate => body(version, &
-            SaslAuthenticateRequest::default()
+        ApiKey::SaslAuthenticate => body(
+            version,
+            &SaslAuthenticateRequest::default()
                 .with_auth_bytes(Bytes::from_static(b"n,,n=alice,r=fuzznonce")),
         ),
         _ => return None,
@@ -262,7 +285,11 @@ fn case(seed: &mut Seed, served: &[(ApiKey, i16)], tag: u64) -> (Vec<u8>, String
     let mut frame = encode(api_key, version, tag as i32, &request);
     let mut what = format!("{api_key:?} v{version}");
     // A quarter stay valid: the server must keep serving those too.
-    let mutations = if seed.below(4) == 0 { 0 } else { 1 + seed.below(3) };
+    let mutations = if seed.below(4) == 0 {
+        0
+    } else {
+        1 + seed.below(3)
+    };
     for _ in 0..mutations {
         what.push_str(&format!(", {}", mutate(seed, &mut frame)));
     }
@@ -331,7 +358,8 @@ fn frontend() -> Arc<Frontend> {
         superusers: Default::default(),
     });
     let methods = "password".parse().expect("methods");
-    let authenticator = Authenticator::new(methods, policy.clone(), broker.clone()).expect("random");
+    let authenticator =
+        Authenticator::new(methods, policy.clone(), broker.clone()).expect("random");
     Arc::new(
         Frontend::new(broker, policy, methods, false, FRAME_BYTES_MAX)
             .with_authenticator(Arc::new(authenticator)),
@@ -363,8 +391,9 @@ async fn handle_in_process(frontend: &Arc<Frontend>, bytes: &[u8]) {
                     ApiKey::SaslHandshake,
                     1,
                     1,
-                    &body(1, &
-                        SaslHandshakeRequest::default().with_mechanism(name(mechanism)),
+                    &body(
+                        1,
+                        &SaslHandshakeRequest::default().with_mechanism(name(mechanism)),
                     ),
                 );
                 let mut handshake = Bytes::from(handshake);

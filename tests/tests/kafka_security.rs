@@ -310,7 +310,10 @@ async fn kcat_logs_in_with_scram_over_tls() {
     let output = tokio::task::spawn_blocking(move || run_failing(wrong, CLIENT_TIMEOUT))
         .await
         .expect("join");
-    assert!(!output.status.success(), "kcat listed with a wrong password");
+    assert!(
+        !output.status.success(),
+        "kcat listed with a wrong password"
+    );
     let printed = String::from_utf8_lossy(&output.stderr);
     assert!(
         printed.contains("Authentication failed") || printed.contains("SASL authentication"),
@@ -372,7 +375,11 @@ async fn produce_and_consume_need_the_topics_write_and_read_acls() {
         .await;
     let report = consume();
     assert_eq!(report["ok"], true, "{report}");
-    assert_eq!(report["values"], serde_json::json!(["accepted"]), "{report}");
+    assert_eq!(
+        report["values"],
+        serde_json::json!(["accepted"]),
+        "{report}"
+    );
 
     // Over gRPC, exactly the accepted record is stored.
     let mut broker = node.clients.broker.clone();
@@ -412,7 +419,10 @@ async fn a_client_certificate_is_the_principal_over_ssl() {
         if certificate {
             kcat.args([
                 "-X",
-                &format!("ssl.certificate.location={}", path(&node.certs.join("admin.pem"))),
+                &format!(
+                    "ssl.certificate.location={}",
+                    path(&node.certs.join("admin.pem"))
+                ),
                 "-X",
                 &format!("ssl.key.location={}", path(&node.certs.join("admin.key"))),
             ]);

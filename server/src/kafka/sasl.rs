@@ -162,8 +162,7 @@ impl Sasl {
         let version = request.api_version;
         let correlation_id = request.correlation_id;
         if request.api_key == ApiKey::SaslHandshake as i16 {
-            let body: SaslHandshakeRequest =
-                decode(ApiKey::SaslHandshake, version, request.body)?;
+            let body: SaslHandshakeRequest = decode(ApiKey::SaslHandshake, version, request.body)?;
             let (body, outcome) = if version == 0 {
                 // v0 would carry the mechanism's messages as raw frames, not SaslAuthenticate.
                 (
@@ -181,25 +180,26 @@ impl Sasl {
         }
         let body: SaslAuthenticateRequest =
             decode(ApiKey::SaslAuthenticate, version, request.body)?;
-        let (error, message, auth_bytes, outcome) =
-            match self.authenticate(frontend, connection, &body.auth_bytes).await {
-                Ok(Step::Continue(bytes)) => (None, None, bytes, Outcome::Continue),
-                Ok(Step::Authenticated(principal, bytes)) => {
-                    (None, None, bytes, Outcome::Authenticated(principal))
-                }
-                Err(Failure { code, message }) => (
-                    Some(code),
-                    Some(message.clone()),
-                    Vec::new(),
-                    if code == ResponseError::IllegalSaslState && matches!(self.state, State::Done)
-                    {
-                        // Out of place after authentication: answered, the session goes on.
-                        Outcome::Continue
-                    } else {
-                        Outcome::Close(message)
-                    },
-                ),
-            };
+        let (error, message, auth_bytes, outcome) = match self
+            .authenticate(frontend, connection, &body.auth_bytes)
+            .await
+        {
+            Ok(Step::Continue(bytes)) => (None, None, bytes, Outcome::Continue),
+            Ok(Step::Authenticated(principal, bytes)) => {
+                (None, None, bytes, Outcome::Authenticated(principal))
+            }
+            Err(Failure { code, message }) => (
+                Some(code),
+                Some(message.clone()),
+                Vec::new(),
+                if code == ResponseError::IllegalSaslState && matches!(self.state, State::Done) {
+                    // Out of place after authentication: answered, the session goes on.
+                    Outcome::Continue
+                } else {
+                    Outcome::Close(message)
+                },
+            ),
+        };
         let body = SaslAuthenticateResponse::default()
             .with_error_code(error.map_or(0, |error| error.code()))
             .with_error_message(message.map(StrBytes::from_string))
@@ -216,15 +216,14 @@ impl Sasl {
         connection: &ConnectionInfo,
         requested: &str,
     ) -> (SaslHandshakeResponse, Outcome) {
-        let offered: Vec<&str> =
-            if frontend.authentication.password
-                && connection.tls
-                && frontend.authenticator().is_some()
-            {
-                MECHANISMS.to_vec()
-            } else {
-                Vec::new()
-            };
+        let offered: Vec<&str> = if frontend.authentication.password
+            && connection.tls
+            && frontend.authenticator().is_some()
+        {
+            MECHANISMS.to_vec()
+        } else {
+            Vec::new()
+        };
         let response = |error: Option<ResponseError>| {
             SaslHandshakeResponse::default()
                 .with_error_code(error.map_or(0, |error| error.code()))
@@ -352,10 +351,11 @@ impl Sasl {
                     Ok(found) => found,
                     Err(error) => return Err(Failure::unavailable(&error)),
                 };
-                let server_nonce = server_nonce()
-                    .map_err(|()| Failure::unavailable(&BrokerError::Unavailable(
+                let server_nonce = server_nonce().map_err(|()| {
+                    Failure::unavailable(&BrokerError::Unavailable(
                         "the system random source failed".to_string(),
-                    )))?;
+                    ))
+                })?;
                 let server = ScramServer::new(first, credential, known, &server_nonce);
                 let server_first = server.server_first.clone().into_bytes();
                 self.state = State::Scram(Box::new(server));
@@ -442,8 +442,7 @@ pub fn parse_plain(message: &[u8]) -> Result<(String, String), String> {
         (parts.next(), parts.next(), parts.next(), parts.next())
     else {
         return Err(
-            "the SASL/PLAIN message must be `authzid NUL user NUL password` (RFC 4616)"
-                .to_string(),
+            "the SASL/PLAIN message must be `authzid NUL user NUL password` (RFC 4616)".to_string(),
         );
     };
     if user.is_empty() || password.is_empty() {
@@ -491,7 +490,11 @@ impl ClientFirst {
                      send `n,,`"
                 ));
             }
-            _ => return Err(format!("{WHAT} has an invalid GS2 flag: valid are `n` and `y`")),
+            _ => {
+                return Err(format!(
+                    "{WHAT} has an invalid GS2 flag: valid are `n` and `y`"
+                ));
+            }
         }
         let (authzid, bare) = rest
             .split_once(',')
@@ -511,7 +514,9 @@ impl ClientFirst {
             .next()
             .and_then(|attribute| attribute.strip_prefix("n="))
             .ok_or_else(|| {
-                format!("{WHAT} must name the user first (`n=user`; `m=` extensions are not supported)")
+                format!(
+                    "{WHAT} must name the user first (`n=user`; `m=` extensions are not supported)"
+                )
             })?;
         let user = decode_sasl_name(user)?;
         validate_user_name(&user)?;
@@ -519,7 +524,9 @@ impl ClientFirst {
             .next()
             .and_then(|attribute| attribute.strip_prefix("r="))
             .filter(|nonce| !nonce.is_empty() && nonce.bytes().all(|b| (0x21..=0x7e).contains(&b)))
-            .ok_or_else(|| format!("{WHAT} must carry a printable nonce after the user (`r=...`)"))?;
+            .ok_or_else(|| {
+                format!("{WHAT} must carry a printable nonce after the user (`r=...`)")
+            })?;
         if let Some(authzid) = authzid
             && authzid != user
         {
@@ -709,7 +716,11 @@ mod tests {
             // Another channel binding (`y,,`).
             client_final.replace("c=biws", "c=eSws"),
             // No proof; a truncated proof.
-            client_final.split(",p=").next().expect("prefix").to_string(),
+            client_final
+                .split(",p=")
+                .next()
+                .expect("prefix")
+                .to_string(),
             client_final.replace("AndVQ=", ""),
             String::new(),
         ];
@@ -717,7 +728,9 @@ mod tests {
             assert!(server.finish(message.as_bytes()).is_err(), "{message}");
         }
         let unknown = ScramServer::new(first, credential, false, "%hvYDpWUa2RaTCAfuxFIlj)hNlF$k0");
-        let error = unknown.finish(client_final.as_bytes()).expect_err("unknown");
+        let error = unknown
+            .finish(client_final.as_bytes())
+            .expect_err("unknown");
         assert!(error.contains("invalid credentials"), "{error}");
     }
 
@@ -734,7 +747,11 @@ mod tests {
         let client_key = hmac_sha256(&salted, b"Client Key");
         let stored_key = digest::digest(&digest::SHA256, &client_key);
         let signature = hmac_sha256(stored_key.as_ref(), auth_message.as_bytes());
-        let proof: Vec<u8> = client_key.iter().zip(&signature).map(|(k, s)| k ^ s).collect();
+        let proof: Vec<u8> = client_key
+            .iter()
+            .zip(&signature)
+            .map(|(k, s)| k ^ s)
+            .collect();
         STANDARD.encode(proof)
     }
 
@@ -764,7 +781,11 @@ mod tests {
     fn client_first_messages_parse_or_say_what_is_wrong() {
         let first = ClientFirst::parse(b"n,,n=alice,r=abc,ext=1").expect("extensions ignored");
         assert_eq!(
-            (first.user.as_str(), first.client_nonce.as_str(), first.gs2_header.as_str()),
+            (
+                first.user.as_str(),
+                first.client_nonce.as_str(),
+                first.gs2_header.as_str()
+            ),
             ("alice", "abc", "n,,")
         );
         let with_authzid = ClientFirst::parse(b"n,a=alice,n=alice,r=abc").expect("same user");
@@ -797,8 +818,10 @@ mod tests {
         );
         assert_eq!(
             parse_plain(b"alice\0alice\0pw\0ord").map(|_| ()),
-            Err("the SASL/PLAIN message must be `authzid NUL user NUL password` (RFC 4616)"
-                .to_string())
+            Err(
+                "the SASL/PLAIN message must be `authzid NUL user NUL password` (RFC 4616)"
+                    .to_string()
+            )
         );
         for (message, expected) in [
             (&b"alice\0s3cret"[..], "authzid NUL user"),
@@ -810,7 +833,10 @@ mod tests {
         ] {
             let error = parse_plain(message).expect_err("refused");
             assert!(error.contains(expected), "{message:?}: {error}");
-            assert!(!error.contains("s3cret"), "never repeats the password: {error}");
+            assert!(
+                !error.contains("s3cret"),
+                "never repeats the password: {error}"
+            );
         }
     }
 }

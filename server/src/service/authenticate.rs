@@ -234,9 +234,9 @@ impl Authenticator {
     ) -> Result<Principal, Status> {
         match self.check_password(user, password, connection.remote).await {
             Ok(Some(principal)) => Ok(principal),
-            Ok(None) => Err(
-                self.unauthenticated(&format!("wrong user name or password (user {user:?})"))
-            ),
+            Ok(None) => {
+                Err(self.unauthenticated(&format!("wrong user name or password (user {user:?})")))
+            }
             Err(error) => Err(status(error)),
         }
     }
@@ -314,9 +314,12 @@ impl Authenticator {
             return Ok((credential, true));
         }
         let derive = |label: &str| {
-            ring::hmac::sign(&self.unknown_user_key, format!("{label}\0{user}").as_bytes())
-                .as_ref()
-                .to_vec()
+            ring::hmac::sign(
+                &self.unknown_user_key,
+                format!("{label}\0{user}").as_bytes(),
+            )
+            .as_ref()
+            .to_vec()
         };
         let mut salt = derive("salt");
         salt.truncate(16);
