@@ -455,6 +455,7 @@ mod tests {
             log_start_offset: 0,
             high_watermark: leader * 10,
             in_sync_node_ids: in_sync.to_vec(),
+            leader_term: 1,
         }
     }
 

@@ -229,6 +229,8 @@ pub async fn run(
             config.authentication,
             config.kafka_auto_create_topics,
             config.kafka_request_bytes_max,
+            tls.clone(),
+            alive.clone(),
         )
         .with_authenticator(authenticator.clone()),
     );
@@ -322,6 +324,15 @@ pub async fn run(
     tokio::spawn(follow_node_addresses(
         Arc::downgrade(&broker),
         transport.clone(),
+    ));
+    tokio::spawn(broker::Broker::publish_kafka_address(
+        Arc::downgrade(&broker),
+        {
+            let tls = tls.clone();
+            move |node, address, from, kafka_address| {
+                service::set_kafka_address_at(tls.clone(), node, address, from, kafka_address)
+            }
+        },
     ));
     if let Some(user) = config.bootstrap_user.clone() {
         tokio::spawn(bootstrap_user(broker.clone(), user, tls.clone()));

@@ -532,6 +532,40 @@ impl Peer for PeerService {
             .map(Response::new)
     }
 
+    async fn set_kafka_address(
+        &self,
+        request: Request<strata_proto::v1::SetKafkaAddressRequest>,
+    ) -> Result<Response<strata_proto::v1::SetKafkaAddressResponse>, Status> {
+        self.transport
+            .certified_member(&request, "Peer/SetKafkaAddress")?;
+        let certified = self
+            .transport
+            .certified_node(&request, "Peer/SetKafkaAddress")?;
+        let request = request.into_inner();
+        // With node certificates, a node speaks for itself only.
+        if certified.is_some_and(|node| node != request.node_id) {
+            return Err(Status::permission_denied(format!(
+                "a node may set only its own Kafka address, not node {}'s",
+                request.node_id
+            )));
+        }
+        if let Some(address) = &request.kafka_address
+            && (address.is_empty() || address.len() > KAFKA_ADDRESS_BYTES_MAX)
+        {
+            return Err(Status::invalid_argument(format!(
+                "a Kafka address is 1 to {KAFKA_ADDRESS_BYTES_MAX} bytes, got {}",
+                address.len()
+            )));
+        }
+        let now_ms = self.transport.clock.now_ms();
+        let command = crate::controller::metadata::Command::SetKafkaAddress {
+            node: request.node_id,
+            kafka_address: request.kafka_address,
+        };
+        propose_controller_command(&self.driver, now_ms, &command).await?;
+        Ok(Response::new(strata_proto::v1::SetKafkaAddressResponse {}))
+    }
+
     async fn group_voters(
         &self,
         request: Request<strata_proto::v1::GroupVotersRequest>,
@@ -651,6 +685,32 @@ impl Peer for PeerService {
 /// # Errors
 /// INVALID_ARGUMENT for a bad name or credential, FAILED_PRECONDITION when this node does not
 /// lead the controller, UNAVAILABLE when the proposal fails.
+/// Longest Kafka address a node may record (a host name and a port).
+const KAFKA_ADDRESS_BYTES_MAX: usize = 300;
+
+/// Proposes `command` to the controller through this node (its leader); a refusal is
+/// INVALID_ARGUMENT, another node leading FAILED_PRECONDITION.
+async fn propose_controller_command(
+    driver: &DriverHandle,
+    now_ms: i64,
+    command: &crate::controller::metadata::Command,
+) -> Result<(), Status> {
+    use crate::controller::machine::Controller;
+    use crate::replication::{CONTROLLER, ProposeError};
+    let committed = driver
+        .propose::<Controller>(CONTROLLER, command.to_batch(now_ms))
+        .await
+        .map_err(|error| match error {
+            ProposeError::NotLeader { leader_id } => Status::failed_precondition(format!(
+                "this node does not lead the controller (its leader is node {leader_id})"
+            )),
+            other => Status::unavailable(other.to_string()),
+        })?;
+    committed
+        .outcome
+        .map_err(|refusal| Status::invalid_argument(refusal.to_string()))
+}
+
 async fn bootstrap_user_reply(
     driver: &DriverHandle,
     now_ms: i64,

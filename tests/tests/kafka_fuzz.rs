@@ -361,8 +361,17 @@ fn frontend() -> Arc<Frontend> {
     let authenticator =
         Authenticator::new(methods, policy.clone(), broker.clone()).expect("random");
     Arc::new(
-        Frontend::new(broker, policy, methods, false, FRAME_BYTES_MAX)
-            .with_authenticator(Arc::new(authenticator)),
+        // No peers: every other node counts as dead.
+        Frontend::new(
+            broker,
+            policy,
+            methods,
+            false,
+            FRAME_BYTES_MAX,
+            None,
+            Arc::new(|_| false),
+        )
+        .with_authenticator(Arc::new(authenticator)),
     )
 }
 

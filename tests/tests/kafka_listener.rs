@@ -241,3 +241,116 @@ fn kcat_lists_the_cluster() {
     );
     assert_eq!(events["partitions"][0]["leader"], 1);
 }
+
+/// Metadata on every node of a 3-node cluster names every node's Kafka address and the same
+/// leader for each partition; after the leader of a partition is killed, every surviving node
+/// names a new leader in a higher epoch, and no longer lists the dead node. A node that does not
+/// lead the controller auto-creates a topic a Metadata request names (through the leader).
+#[tokio::test]
+async fn every_node_names_the_cluster_wide_leaders() {
+    let mut cluster =
+        strata_tests::cluster::Cluster::start_kafka(3, 96, &["--kafka-auto-create-topics", "true"]);
+    cluster.create_topic("spread", 4, 3).await;
+    let kafka_addresses: Vec<String> = (1..=3)
+        .map(|id| {
+            cluster
+                .node(id)
+                .kafka_address
+                .clone()
+                .expect("kafka address")
+        })
+        .collect();
+    // Each node's view: partition -> (leader, epoch), once every partition has a leader.
+    let views = |ids: &[u64], cluster: &mut strata_tests::cluster::Cluster| {
+        ids.iter()
+            .map(|id| {
+                let address = cluster.node(*id).kafka_address.clone().expect("address");
+                let mut stream = TcpStream::connect(&address).expect("connect");
+                stream.set_read_timeout(Some(IO_TIMEOUT)).expect("timeout");
+                let answer = metadata(&mut stream, 7, Some(&["spread"]));
+                let mut brokers: Vec<String> = answer
+                    .brokers
+                    .iter()
+                    .map(|b| format!("{}:{}", b.host.as_str(), b.port))
+                    .collect();
+                brokers.sort();
+                let leaders: Vec<(i32, i32)> = answer.topics[0]
+                    .partitions
+                    .iter()
+                    .map(|p| (p.leader_id.0, p.leader_epoch))
+                    .collect();
+                (brokers, leaders)
+            })
+            .collect::<Vec<_>>()
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let agreed = loop {
+        let seen = views(&[1, 2, 3], &mut cluster);
+        let all_led = seen[0].1.len() == 4 && seen[0].1.iter().all(|(leader, _)| *leader > 0);
+        if all_led && seen.iter().all(|view| view == &seen[0]) {
+            break seen[0].clone();
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the nodes never agreed on the leaders: {seen:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let mut expected = kafka_addresses.clone();
+    expected.sort();
+    assert_eq!(agreed.0, expected);
+    // Auto-creation, asked of a node that does not lead the controller; v4+ clients may say no.
+    let controller = cluster.controller_leader().await;
+    let other = (1..=3).find(|id| *id != controller).expect("another node");
+    let address = cluster.node(other).kafka_address.clone().expect("address");
+    let mut stream = TcpStream::connect(&address).expect("connect");
+    stream.set_read_timeout(Some(IO_TIMEOUT)).expect("timeout");
+    let mut declined = MetadataRequest::default().with_topics(Some(vec![
+        MetadataRequestTopic::default()
+            .with_name(Some(TopicName(StrBytes::from_static_str("declined")))),
+    ]));
+    declined.allow_auto_topic_creation = false;
+    let mut body = call(&mut stream, ApiKey::Metadata, 7, 3, &declined);
+    let answer = MetadataResponse::decode(&mut body, 7).expect("metadata");
+    assert_eq!(answer.topics[0].error_code, 3, "not created: {answer:?}");
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let answer = metadata(&mut stream, 7, Some(&["auto"]));
+        let topic = &answer.topics[0];
+        if topic.error_code == 0 && topic.partitions.iter().all(|p| p.leader_id.0 > 0) {
+            assert_eq!(topic.partitions.len(), 1);
+            assert_eq!(topic.partitions[0].replica_nodes.len(), 3);
+            break;
+        }
+        assert!(
+            [0, 5].contains(&topic.error_code),
+            "LEADER_NOT_AVAILABLE while it is created, then served: {answer:?}"
+        );
+        assert!(
+            std::time::Instant::now() < deadline,
+            "never created: {answer:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    let (old_leader, old_epoch) = agreed.1[0];
+    cluster.node(old_leader as u64).kill9();
+    let survivors: Vec<u64> = (1..=3).filter(|id| *id != old_leader as u64).collect();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let seen = views(&survivors, &mut cluster);
+        let moved = seen.iter().all(|(_, leaders)| {
+            let (leader, epoch) = leaders[0];
+            leader > 0 && leader != old_leader && epoch > old_epoch
+        });
+        let listed_alive = seen.iter().all(|(brokers, _)| brokers.len() == 2);
+        if moved && listed_alive && seen[0] == seen[1] {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "partition 0 never moved off node {old_leader} in every view: {seen:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}

@@ -121,22 +121,7 @@ impl Broker {
             address: self.address.clone(),
             kafka_address: None,
         }))
-        .await?;
-        let known = self
-            .metadata
-            .read()
-            .expect("metadata lock poisoned")
-            .nodes
-            .get(&self.node_id)
-            .and_then(|node| node.kafka_address.clone());
-        if known != self.kafka_address {
-            self.propose_metadata(Command::SetKafkaAddress {
-                node: self.node_id,
-                kafka_address: self.kafka_address.clone(),
-            })
-            .await?;
-        }
-        Ok(())
+        .await
     }
 
     pub(crate) async fn propose_metadata(&self, command: Command) -> Result<(), BrokerError> {

@@ -13,6 +13,8 @@ pub struct PartitionState {
     pub replica_node_ids: Vec<u64>,
     /// 0 when no leader is known or this node holds no replica.
     pub leader_node_id: u64,
+    /// The raft term this node last knew (Kafka's leader epoch); 0 when it holds no replica.
+    pub leader_term: u64,
     /// 0 when this node holds no replica.
     pub log_start_offset: u64,
     /// 0 when this node holds no replica.
@@ -38,6 +40,7 @@ impl Broker {
                 };
                 if let Ok(replica) = self.replica(&topic.name, partition) {
                     state.leader_node_id = *replica.leader.borrow();
+                    state.leader_term = replica.term.load(std::sync::atomic::Ordering::Relaxed);
                     state.high_watermark = replica.high_watermark();
                     state.log_start_offset = replica.log_start_offset();
                     if state.leader_node_id == self.node_id() {

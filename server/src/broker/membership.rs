@@ -21,7 +21,7 @@ const ADD_NODE_POLL_INTERVAL: Duration = Duration::from_millis(50);
 impl Broker {
     /// A node's address: from the metadata, else from the initial cluster; `None` for node 0
     /// (no leader) or a node known nowhere.
-    pub(super) fn node_address(&self, node: u64) -> Option<String> {
+    pub(crate) fn node_address(&self, node: u64) -> Option<String> {
         if node == 0 {
             return None;
         }
@@ -69,6 +69,60 @@ impl Broker {
                 if let Err(error) = broker.propose_metadata(Command::RegisterNode(node)).await {
                     tracing::debug!(%error, "registering a node failed; will retry");
                 }
+            }
+        }
+    }
+
+    /// Keeps this node's Kafka listener address in the metadata (where every node's Metadata
+    /// answers find it): checks every second and, when the metadata lacks it or has another,
+    /// proposes [`Command::SetKafkaAddress`] on the controller's leader, itself or through
+    /// `set_at` (node id, address, this node's id, its Kafka address), which asks the leader
+    /// (only the leader proposes). Ends when the broker is dropped.
+    pub async fn publish_kafka_address<F, Fut>(broker: std::sync::Weak<Self>, set_at: F)
+    where
+        F: Fn(u64, String, u64, Option<String>) -> Fut,
+        Fut: std::future::Future<Output = Result<(), String>>,
+    {
+        let mut interval = tokio::time::interval(Duration::from_secs(1));
+        interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            interval.tick().await;
+            let Some(broker) = broker.upgrade() else {
+                return;
+            };
+            let (known, registered) = {
+                let metadata = broker.metadata.read().expect("metadata lock poisoned");
+                let node = metadata.nodes.get(&broker.node_id);
+                (
+                    node.and_then(|node| node.kafka_address.clone()),
+                    node.is_some(),
+                )
+            };
+            if !registered || known == broker.kafka_address {
+                continue;
+            }
+            let leader = *broker.controller_leader.borrow();
+            let outcome = if leader == broker.node_id {
+                broker
+                    .propose_metadata(Command::SetKafkaAddress {
+                        node: broker.node_id,
+                        kafka_address: broker.kafka_address.clone(),
+                    })
+                    .await
+                    .map_err(|e| e.to_string())
+            } else if let Some(address) = broker.node_address(leader) {
+                set_at(
+                    leader,
+                    address,
+                    broker.node_id,
+                    broker.kafka_address.clone(),
+                )
+                .await
+            } else {
+                continue;
+            };
+            if let Err(error) = outcome {
+                tracing::debug!(%error, "recording this node's Kafka address failed; will retry");
             }
         }
     }

@@ -215,6 +215,7 @@ impl Broker {
                 replay_committed: true,
                 high_watermark,
                 leader,
+                term: Default::default(),
                 in_sync,
                 preferred_leader: None,
                 // The controller's state lives in memory beside its log: reopening it means

@@ -170,6 +170,7 @@ impl Broker {
         let log = Arc::new(RwLock::new(log));
         let (high_watermark_tx, high_watermark) = watch::channel(0);
         let (leader_tx, leader) = watch::channel(0);
+        let term = Arc::new(std::sync::atomic::AtomicU64::new(0));
         let (in_sync_tx, in_sync) = watch::channel(Vec::new());
         let group = group_id(topic.id, partition);
         // A replica a move adds joins a group whose voters are the previous replicas; its
@@ -192,6 +193,7 @@ impl Broker {
                 replay_committed: false,
                 high_watermark: high_watermark_tx,
                 leader: leader_tx,
+                term: term.clone(),
                 in_sync: in_sync_tx,
                 // The first replica leads when it can: placement spreads first replicas evenly.
                 preferred_leader: (replicas.len() > 1).then(|| replicas[0]),
@@ -206,6 +208,7 @@ impl Broker {
             log,
             high_watermark,
             leader,
+            term,
             in_sync,
         };
         self.replicas

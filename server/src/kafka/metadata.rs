@@ -84,7 +84,9 @@ pub async fn handle(context: &Context, version: i16, request: MetadataRequest) -
         }
     }
     let mut response = MetadataResponse::default()
-        .with_brokers(brokers(&metadata))
+        .with_brokers(brokers(&metadata, |node| {
+            context.frontend.alive(&broker, node)
+        }))
         .with_topics(topics);
     if version >= 1 {
         let controller = broker.controller_leader();
@@ -110,11 +112,12 @@ fn starting(request: &MetadataRequest, error: &BrokerError) -> MetadataResponse 
     MetadataResponse::default().with_topics(topics)
 }
 
-/// Every node with a Kafka listener, at its advertised Kafka address.
-fn brokers(metadata: &Metadata) -> Vec<MetadataResponseBroker> {
+/// Every live node with a Kafka listener, at its advertised Kafka address.
+fn brokers(metadata: &Metadata, alive: impl Fn(u64) -> bool) -> Vec<MetadataResponseBroker> {
     metadata
         .nodes
         .values()
+        .filter(|node| alive(node.id))
         .filter_map(|node| {
             let address = node.kafka_address.as_deref()?;
             let (host, port) = split_host_port(address)?;
@@ -212,15 +215,41 @@ async fn auto_create(context: &Context, broker: &Broker, name: &str) -> Metadata
     if !allowed {
         return refused(name, ResponseError::TopicAuthorizationFailed);
     }
+    if let Err(why) = crate::controller::metadata::validate_topic_name(name) {
+        return refused(name, code(&BrokerError::InvalidTopicName(why)));
+    }
     let replicas = broker
         .metadata()
         .nodes
         .len()
         .clamp(1, AUTO_CREATE_REPLICAS_MAX) as u32;
-    match broker
-        .create_topic(name, 1, replicas, TopicConfig::default())
-        .await
-    {
+    // Only the controller's leader creates topics: another node asks it, as itself (the
+    // client's right to create was checked above).
+    let leader = broker.controller_leader();
+    let created = if leader == broker.node_id() {
+        broker
+            .create_topic(name, 1, replicas, TopicConfig::default())
+            .await
+            .map(|_| ())
+    } else {
+        match broker.node_address(leader) {
+            Some(address) => {
+                crate::service::create_topic_at(
+                    context.frontend.peer_tls.clone(),
+                    leader,
+                    address,
+                    name.to_string(),
+                    1,
+                    replicas,
+                )
+                .await
+            }
+            None => Err(BrokerError::Unavailable(
+                "the controller has no leader: the topic cannot be created now".to_string(),
+            )),
+        }
+    };
+    match created {
         Ok(_) | Err(BrokerError::TopicExists(_)) => {
             refused(name, ResponseError::LeaderNotAvailable)
         }

@@ -43,6 +43,7 @@ use crate::broker::{Broker, BrokerError};
 use crate::config::Authentication;
 use crate::security::acl::Policy;
 use crate::security::tls::Tls;
+use crate::service::Liveness;
 use crate::service::authenticate::Authenticator;
 
 /// What every Kafka connection of a node shares.
@@ -59,6 +60,10 @@ pub struct Frontend {
     pub(crate) auto_create_topics: bool,
     /// Largest request frame, in bytes; a larger one closes its connection.
     pub(crate) request_bytes_max: usize,
+    /// Who leads each partition, cluster-wide.
+    leaders: leaders::LeaderView,
+    /// How this node dials others (node-to-node TLS, when on).
+    pub(crate) peer_tls: Option<Arc<Tls>>,
     /// Checks SASL passwords (shared with gRPC: one cache, slowdown and set of PBKDF2
     /// permits per node). `None`: SASL offers no mechanism, so with `password`
     /// authentication no connection without a certificate gets in.
@@ -66,12 +71,16 @@ pub struct Frontend {
 }
 
 impl Frontend {
+    /// The frontend of a node; `peer_tls` (node-to-node TLS, when on) and `alive` are how it
+    /// asks other nodes about their partitions (see `leaders`).
     pub fn new(
         broker: watch::Receiver<Option<Arc<Broker>>>,
         policy: Arc<Policy>,
         authentication: Authentication,
         auto_create_topics: bool,
         request_bytes_max: usize,
+        peer_tls: Option<Arc<Tls>>,
+        alive: Liveness,
     ) -> Self {
         Self {
             broker,
@@ -79,6 +88,8 @@ impl Frontend {
             authentication,
             auto_create_topics,
             request_bytes_max,
+            leaders: leaders::LeaderView::new(peer_tls.clone(), alive),
+            peer_tls,
             authenticator: None,
         }
     }
@@ -96,7 +107,13 @@ impl Frontend {
 
     /// Who leads each partition, as Metadata reports it.
     pub(crate) async fn leaders(&self, broker: &Broker) -> Arc<leaders::Leaders> {
-        leaders::local(broker)
+        self.leaders.get(broker).await
+    }
+
+    /// Whether node `node` is heard from (this node always is): Metadata lists live nodes only,
+    /// as Kafka does.
+    pub(crate) fn alive(&self, broker: &Broker, node: u64) -> bool {
+        self.leaders.alive(broker, node)
     }
 
     /// The broker, once the node serves.

@@ -56,6 +56,8 @@ pub struct PartitionReplica {
     /// The offset after the last committed entry: readers see offsets below it.
     pub high_watermark: watch::Receiver<u64>,
     pub leader: watch::Receiver<u64>,
+    /// The raft term this node last knew of the partition's group (Kafka's leader epoch).
+    pub term: Arc<std::sync::atomic::AtomicU64>,
     /// While this node leads it: the replicas that have everything committed.
     pub in_sync: watch::Receiver<Vec<u64>>,
 }

@@ -35,6 +35,7 @@ fn replica(
         log: Arc::new(RwLock::new(log)),
         high_watermark,
         leader,
+        term: Default::default(),
         in_sync,
     };
     (replica, committer)

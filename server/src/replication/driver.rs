@@ -401,6 +401,7 @@ impl Driver {
                 applied,
                 high_watermark: spec.high_watermark,
                 leader: spec.leader,
+                term: spec.term,
                 in_sync: spec.in_sync,
                 preferred_leader: spec.preferred_leader,
                 stopped: spec.stopped,

@@ -59,6 +59,7 @@ fn group_spec<M>(id: RaftGroupId, log: Arc<RwLock<PartitionLog>>, machine: M) ->
         replay_committed: false,
         high_watermark: watch::channel(0).0,
         leader: watch::channel(0).0,
+        term: Default::default(),
         in_sync: watch::channel(Vec::new()).0,
         preferred_leader: None,
         stopped: None,

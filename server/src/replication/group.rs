@@ -47,6 +47,7 @@ pub(super) struct Group {
     pub(super) applied: u64,
     pub(super) high_watermark: watch::Sender<u64>,
     pub(super) leader: watch::Sender<u64>,
+    pub(super) term: std::sync::Arc<std::sync::atomic::AtomicU64>,
     pub(super) in_sync: watch::Sender<Vec<u64>>,
     pub(super) preferred_leader: Option<u64>,
     pub(super) stopped: Option<tokio::sync::mpsc::UnboundedSender<(RaftGroupId, String)>>,

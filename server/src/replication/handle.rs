@@ -6,6 +6,7 @@
 //! the driver: raft messages for other nodes.
 
 use std::convert::Infallible;
+use std::sync::atomic::AtomicU64;
 use std::sync::mpsc::{SyncSender, TrySendError};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
@@ -130,6 +131,9 @@ pub struct GroupSpec<M> {
     pub high_watermark: watch::Sender<u64>,
     /// Leader updates (0: unknown).
     pub leader: watch::Sender<u64>,
+    /// The group's raft term as this node last knew it (Kafka's leader epoch); written by the
+    /// driver, read by anyone.
+    pub term: Arc<AtomicU64>,
     /// While this node leads: the voters whose log holds everything committed.
     pub in_sync: watch::Sender<Vec<u64>>,
     /// The node that should lead when it is caught up (leaders spread evenly); `None` to let
@@ -155,6 +159,7 @@ impl<M: StateMachine> GroupSpec<M> {
             replay_committed: self.replay_committed,
             high_watermark: self.high_watermark,
             leader: self.leader,
+            term: self.term,
             in_sync: self.in_sync,
             preferred_leader: self.preferred_leader,
             stopped: self.stopped,

@@ -128,6 +128,11 @@ fn persist_ready(
     {
         group.idle_ticks = 0;
     }
+    if ready.ss().is_some() || ready.hs().is_some() {
+        group
+            .term
+            .store(group.node.raft.term, std::sync::atomic::Ordering::Relaxed);
+    }
     if let Some(soft) = ready.ss() {
         tracing::debug!(group = id, leader = soft.leader_id, role = ?soft.raft_state, "soft state");
         group.leader.send_replace(soft.leader_id);

@@ -244,6 +244,7 @@ fn topic_description(broker: &Broker, topic: &Topic) -> pb::TopicDescription {
             log_start_offset: state.log_start_offset,
             high_watermark: state.high_watermark,
             in_sync_node_ids: state.in_sync_node_ids,
+            leader_term: state.leader_term,
         })
         .collect();
     pb::TopicDescription {

@@ -46,7 +46,10 @@ use tokio::sync::watch;
 use tonic::{Request, Response, Status, Streaming};
 
 pub use produce::STREAM_IN_FLIGHT_MAX;
-pub use remote::{bootstrap_user_at, controller_high_watermark_at};
+pub use remote::{
+    bootstrap_user_at, controller_high_watermark_at, create_topic_at, partition_states_at,
+    set_kafka_address_at,
+};
 pub use status::status;
 
 use crate::broker::{Broker, BrokerError};

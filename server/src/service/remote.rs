@@ -10,6 +10,7 @@ use strata_proto::v1 as pb;
 use strata_proto::v1::admin_client::AdminClient;
 use tonic::transport::Channel;
 
+use crate::broker::describe::PartitionState;
 use crate::broker::security::BootstrapOutcome;
 use crate::groups::offsets::{COMMIT_CHECK_TIMEOUT, ReplicaOffsets};
 use crate::security::scram::ScramCredential;
@@ -111,4 +112,114 @@ pub async fn bootstrap_user_at(
     } else {
         BootstrapOutcome::UsersExist
     })
+}
+
+/// How long a question about another node's replicas may take (Kafka's Metadata waits on it).
+const REPLICAS_ASK_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// Asks node `node` at `address` how it sees its partition replicas (its `ClusterInfo`): by
+/// topic, each partition's state as that node knows it, for a cluster-wide view of leaders.
+///
+/// # Errors
+/// Connection and call failures, as text.
+pub async fn partition_states_at(
+    tls: Option<Arc<Tls>>,
+    node: u64,
+    address: String,
+) -> Result<Vec<(String, PartitionState)>, String> {
+    let info = admin_client(tls.as_deref(), node, &address, REPLICAS_ASK_TIMEOUT)
+        .await?
+        .cluster_info(pb::ClusterInfoRequest {})
+        .await
+        .map_err(|e| e.to_string())?
+        .into_inner();
+    Ok(info
+        .topics
+        .into_iter()
+        .flat_map(|topic| {
+            let name = topic.name;
+            topic.partition_info.into_iter().map(move |p| {
+                (
+                    name.clone(),
+                    PartitionState {
+                        partition: p.partition,
+                        replica_node_ids: p.replica_node_ids,
+                        leader_node_id: p.leader_node_id,
+                        leader_term: p.leader_term,
+                        log_start_offset: p.log_start_offset,
+                        high_watermark: p.high_watermark,
+                        in_sync_node_ids: p.in_sync_node_ids,
+                    },
+                )
+            })
+        })
+        .collect())
+}
+
+/// Asks node `node` at `address` (the controller's leader) to record node `from`'s Kafka
+/// address (see [`Broker::publish_kafka_address`](crate::broker::Broker::publish_kafka_address)).
+///
+/// # Errors
+/// Connection and call failures, as text.
+pub async fn set_kafka_address_at(
+    tls: Option<Arc<Tls>>,
+    node: u64,
+    address: String,
+    from: u64,
+    kafka_address: Option<String>,
+) -> Result<(), String> {
+    let endpoint = peer_endpoint(tls.as_deref(), node, &address)?.timeout(CONTROLLER_ASK_TIMEOUT);
+    let channel = endpoint.connect().await.map_err(|e| e.to_string())?;
+    strata_proto::v1::peer_client::PeerClient::new(channel)
+        .set_kafka_address(pb::SetKafkaAddressRequest {
+            node_id: from,
+            kafka_address,
+        })
+        .await
+        .map_err(|e| e.message().to_string())?;
+    Ok(())
+}
+
+/// How long a topic create asked of the controller's leader may take.
+const CREATE_ASK_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Asks node `node` at `address` (the controller's leader) to create a topic with the default
+/// config, as this node (a frontend that already authorized its client's request, such as
+/// Kafka's Metadata with auto-creation on).
+///
+/// # Errors
+/// Connection and call failures, as the broker's error where the answer carries one.
+pub async fn create_topic_at(
+    tls: Option<Arc<Tls>>,
+    node: u64,
+    address: String,
+    name: String,
+    partitions: u32,
+    replication_factor: u32,
+) -> Result<(), crate::broker::BrokerError> {
+    use crate::broker::BrokerError;
+    let mut admin = admin_client(tls.as_deref(), node, &address, CREATE_ASK_TIMEOUT)
+        .await
+        .map_err(BrokerError::Unavailable)?;
+    match admin
+        .create_topic(pb::CreateTopicRequest {
+            name: name.clone(),
+            partitions,
+            replication_factor,
+            config: None,
+        })
+        .await
+    {
+        Ok(_) => Ok(()),
+        Err(status) if status.code() == tonic::Code::AlreadyExists => {
+            Err(BrokerError::TopicExists(name))
+        }
+        Err(status) if status.code() == tonic::Code::InvalidArgument => {
+            Err(BrokerError::InvalidArgument(status.message().to_string()))
+        }
+        Err(status) => Err(BrokerError::Unavailable(format!(
+            "the controller's leader (node {node}) did not create {name:?}: {}",
+            status.message()
+        ))),
+    }
 }

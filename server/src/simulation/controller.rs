@@ -68,6 +68,7 @@ impl NodeController {
                 replay_committed: true,
                 high_watermark: watch::channel(0).0,
                 leader: watch::channel(0).0,
+                term: Default::default(),
                 in_sync: watch::channel(Vec::new()).0,
                 preferred_leader: None,
                 stopped: None,

@@ -72,6 +72,7 @@ impl Node {
                 replay_committed: false,
                 high_watermark,
                 leader,
+                term: Default::default(),
                 in_sync,
                 preferred_leader: None,
                 stopped: None,
