@@ -22,6 +22,11 @@
 //! The layer also checks the rules that need no request body: [`Rule::Cluster`] and
 //! [`Rule::IdempotentWrite`]; handlers check topic and group rules ([`super::access`]).
 //!
+//! The [`Authenticator`] is the node's one password checker: the Kafka listener's SASL uses
+//! the same instance ([`Authenticator::check_password`] for PLAIN,
+//! [`Authenticator::scram_credential`] for SCRAM-SHA-256, [`Authenticator::record_failure`]),
+//! so the cache, the slowdown and the PBKDF2 permits are shared by both frontends.
+//!
 //! The connection's facts come from the listener's [`ConnectionInfo`]; a connection without
 //! one (a plain TCP listener) has no certificate, and its address comes from tonic's
 //! `TcpConnectInfo` when present.
