@@ -241,6 +241,17 @@ def probe(args):
     assert metadata_v1(wire) is None, "Metadata answered before authentication"
     checks.append("metadata before authentication closes the connection")
 
+    # Before authentication a frame is read up to 512 KiB only: a larger one closes the
+    # connection (ApiVersions v0 with padding, which its decoder leaves unread).
+    padded = b"\0" * (600 << 10)
+    wire = Wire(args)
+    try:
+        wire.send(API_VERSIONS, 0, padded)
+    except OSError:
+        pass  # closed while sending: refused before the whole frame was read
+    assert wire.receive() is None, "a 600 KiB frame was read before authentication"
+    checks.append("a 600 KiB frame before authentication closes the connection")
+
     # An unknown mechanism: UNSUPPORTED_SASL_MECHANISM (33) with the list, then closed.
     wire = Wire(args)
     error, mechanisms = handshake(wire, "GSSAPI")
@@ -273,11 +284,14 @@ def probe(args):
         error, message, lifetime = authenticate(wire, version, credentials)
         assert error == 0, (error, message)
         assert lifetime in (None, 0), lifetime
+        # The full request limit applies from the first frame after the login's answer.
+        wire.send(API_VERSIONS, 0, padded)
+        assert wire.receive() is not None, "a 600 KiB frame refused after authentication"
         assert metadata_v1(wire) is not None, "no Metadata after authentication"
         error, _ = handshake(wire, "PLAIN")
         assert error == 34, error
         assert metadata_v1(wire) is not None, "closed after a second handshake"
-        checks.append(f"PLAIN over SaslAuthenticate v{version} then Metadata")
+        checks.append(f"PLAIN over SaslAuthenticate v{version}, then a 600 KiB frame and Metadata")
     report({"ok": True, "checks": checks})
 
 

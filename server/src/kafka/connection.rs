@@ -22,7 +22,7 @@ use bytes::Bytes;
 use futures::StreamExt;
 use futures::stream::FuturesOrdered;
 use kafka_protocol::messages::ApiKey;
-use tokio::io::{AsyncWrite, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncWrite, AsyncWriteExt, BufReader};
 use tokio::sync::{mpsc, watch};
 use tonic::transport::server::Connected;
 
@@ -84,13 +84,10 @@ pub async fn run(frontend: Arc<Frontend>, connection: Connection, mut stop: watc
                     Ok(answered) => answered,
                     Err(why) => break Err(why),
                 };
-                if let Some(response) = &response
-                    && let Err(error) = send(&mut write, response, true).await
-                {
-                    break Err(error);
-                }
-                match outcome {
-                    Outcome::Continue => {}
+                // The principal and the larger frame limit take effect before the answer
+                // goes out: the client's next frame follows the answer.
+                let close = match outcome {
+                    Outcome::Continue => None,
                     Outcome::Authenticated(principal) => {
                         tracing::debug!(?remote, %principal, "Kafka connection authenticated");
                         authenticated.store(true, Ordering::Release);
@@ -99,8 +96,17 @@ pub async fn run(frontend: Arc<Frontend>, connection: Connection, mut stop: watc
                             frontend: frontend.clone(),
                             connection: info.clone(),
                         });
+                        None
                     }
-                    Outcome::Close(why) => break Err(why),
+                    Outcome::Close(why) => Some(why),
+                };
+                if let Some(response) = &response
+                    && let Err(error) = send(&mut write, response, true).await
+                {
+                    break Err(error);
+                }
+                if let Some(why) = close {
+                    break Err(why);
                 }
                 continue;
             }
@@ -223,16 +229,23 @@ async fn in_order(
 /// sent last).
 ///
 /// Until `authenticated` turns true a frame is read up to [`UNAUTHENTICATED_REQUEST_BYTES_MAX`]
-/// (or `request_bytes_max` if smaller). The reader reads ahead, so a frame sent right behind
-/// the last SASL message, before its answer, still has the smaller limit; clients wait for
-/// that answer.
-async fn read_frames<R: tokio::io::AsyncRead + Unpin>(
+/// (or `request_bytes_max` if smaller). The limit is taken once a frame's first bytes have
+/// arrived, so the frame a client sends after its login's answer has the full limit (the
+/// loop sets `authenticated` before that answer goes out); one sent ahead of that answer
+/// still has the smaller one (clients wait for the answer).
+async fn read_frames<R: AsyncBufRead + Unpin>(
     mut reader: R,
     request_bytes_max: usize,
     authenticated: Arc<AtomicBool>,
     frames: mpsc::Sender<Result<Request, FrameError>>,
 ) {
     loop {
+        // Wait for the next frame to start (an empty buffer: the client closed, which
+        // `read_frame` then reports).
+        if let Err(error) = reader.fill_buf().await {
+            let _ = frames.send(Err(FrameError::Io(error))).await;
+            return;
+        }
         let max = if authenticated.load(Ordering::Acquire) {
             request_bytes_max
         } else {
