@@ -212,21 +212,28 @@ pub async fn run(
         enabled: config.authorization == config::Authorization::On,
         superusers: config.superusers.0.clone(),
     });
-    let authenticator = service::authenticate::Authenticator::new(
-        config.authentication,
-        policy.clone(),
-        broker_ready.clone(),
-    )
-    .map_err(RunError::Config)?;
-    let kafka_frontend = Arc::new(kafka::Frontend::new(
-        broker_ready.clone(),
-        policy.clone(),
-        config.authentication,
-        config.kafka_auto_create_topics,
-        config.kafka_request_bytes_max,
-        tls.clone(),
-        alive.clone(),
-    ));
+    // One authenticator for every frontend: a password's cache entry, a source's slowdown
+    // and the PBKDF2 permits are the node's, whichever listener the attempt came through.
+    let authenticator = Arc::new(
+        service::authenticate::Authenticator::new(
+            config.authentication,
+            policy.clone(),
+            broker_ready.clone(),
+        )
+        .map_err(RunError::Config)?,
+    );
+    let kafka_frontend = Arc::new(
+        kafka::Frontend::new(
+            broker_ready.clone(),
+            policy.clone(),
+            config.authentication,
+            config.kafka_auto_create_topics,
+            config.kafka_request_bytes_max,
+            tls.clone(),
+            alive.clone(),
+        )
+        .with_authenticator(authenticator.clone()),
+    );
     let service = service::Service::new(broker_ready, alive)
         .with_policy(policy)
         .with_peer_tls(tls.clone());

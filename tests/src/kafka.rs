@@ -7,6 +7,10 @@
 //!   root, which CI is);
 //! - kafkajs: `tests/kafka/package.json` installed from npm into `target/kafka-node-deps`.
 //!
+//! On a fresh Debian machine (CI's, as root) whatever the installers need comes from Debian's
+//! packages first: `python3-pip` when python3 has no pip, `nodejs` and `npm` when npm is
+//! missing, so no separate install script is needed.
+//!
 //! Installs run once per test process, and across test processes under a lock file, so
 //! parallel tests never install twice at once. A client that cannot be installed fails the
 //! test with the installer's output: interoperability is never skipped silently.
@@ -52,6 +56,30 @@ fn run_installer(mut command: Command, what: &str) {
     );
 }
 
+/// Whether `program args...` runs and succeeds.
+fn runs(program: &str, args: &[&str]) -> bool {
+    Command::new(program)
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .is_ok_and(|output| output.status.success())
+}
+
+/// Installs Debian packages (`apt-get`, as root, which CI is), failing the test with
+/// apt-get's output when it cannot.
+fn apt_install(packages: &[&str]) {
+    let what = packages.join(" ");
+    let mut update = Command::new("apt-get");
+    update.args(["update", "-qq"]);
+    run_installer(update, &format!("apt-get update (for {what}; needs root)"));
+    let mut install = Command::new("apt-get");
+    install
+        .args(["install", "-y", "-qq", "--no-install-recommends"])
+        .args(packages)
+        .env("DEBIAN_FRONTEND", "noninteractive");
+    run_installer(install, &format!("apt-get install {what} (needs root)"));
+}
+
 /// The `PYTHONPATH` entry the Python Kafka clients import from (`None`: the system's).
 fn python_deps() -> Option<PathBuf> {
     static DEPS: OnceLock<Option<PathBuf>> = OnceLock::new();
@@ -73,6 +101,11 @@ fn python_deps() -> Option<PathBuf> {
         let deps = repo().join("target/kafka-python-deps");
         let _lock = install_lock();
         if !importable(Some(&deps)) {
+            // A fresh Debian has python3 without pip. `pip install --target` installs beside
+            // the system's packages, not into them, so PEP 668 does not stop it.
+            if !runs("python3", &["-m", "pip", "--version"]) {
+                apt_install(&["python3-pip"]);
+            }
             let mut pip = Command::new("python3");
             pip.args([
                 "-m",
@@ -123,14 +156,7 @@ pub fn kcat() -> PathBuf {
         if let Some(path) = found() {
             return path;
         }
-        let mut update = Command::new("apt-get");
-        update.args(["update", "-qq"]);
-        run_installer(update, "apt-get update (for kcat; needs root)");
-        let mut install = Command::new("apt-get");
-        install
-            .args(["install", "-y", "-qq", "kcat"])
-            .env("DEBIAN_FRONTEND", "noninteractive");
-        run_installer(install, "apt-get install kcat (needs root)");
+        apt_install(&["kcat"]);
         found().expect("kcat installed but not on PATH")
     })
     .clone()
@@ -145,6 +171,9 @@ pub fn node(script: &str) -> Command {
         if !installed() {
             let _lock = install_lock();
             if !installed() {
+                if !runs("npm", &["--version"]) {
+                    apt_install(&["nodejs", "npm"]);
+                }
                 std::fs::create_dir_all(&deps).expect("creating target/kafka-node-deps");
                 std::fs::copy(
                     repo().join("tests/kafka/package.json"),

@@ -36,7 +36,11 @@
 //! replay), `kafka_listener.rs` (the Kafka listener's framing, ApiVersions and Metadata, by
 //! hand and with kcat; a broken connection never affects another), `kafka_data.rs` (the Kafka
 //! data path with confluent-kafka, kafka-python and kcat: codecs, acks, offsets by time, topic
-//! admin, batches stored as sent, long-poll fetch, an idempotent producer across a leader kill).
+//! admin, batches stored as sent, long-poll fetch, an idempotent producer across a leader kill),
+//! `kafka_security.rs` (SASL SCRAM-SHA-256 and PLAIN over TLS with confluent-kafka, kcat and by
+//! hand; ACLs on Kafka produce, consume and Metadata; a client certificate as the principal),
+//! `kafka_fuzz.rs` (random and mutated frames of every served API, in process and against a
+//! real server).
 //!
 //! `src/bin/group-member.rs` is a group member process for `group_consumer.rs`.
 

@@ -19,6 +19,8 @@
 //!   decoded request to its handler.
 //! - [`error`]: [`BrokerError`](crate::broker::BrokerError)s as Kafka error codes.
 //! - `leaders`: who leads each partition, cluster-wide, for Metadata.
+//! - [`sasl`]: SaslHandshake and SaslAuthenticate (PLAIN, SCRAM-SHA-256): the connection's
+//!   principal when passwords authenticate it.
 //! - `api_versions`, `metadata`: the handlers of those APIs (one module per API family).
 //! - `produce`, `fetch`, `offsets` (ListOffsets), `producer_id` (InitProducerId), `admin`
 //!   (CreateTopics, DeleteTopics, DescribeConfigs): the data path and topic admin.
@@ -35,6 +37,7 @@ mod metadata;
 mod offsets;
 mod produce;
 mod producer_id;
+pub mod sasl;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -48,6 +51,7 @@ use crate::config::Authentication;
 use crate::security::acl::Policy;
 use crate::security::tls::Tls;
 use crate::service::Liveness;
+use crate::service::authenticate::Authenticator;
 
 /// What every Kafka connection of a node shares.
 pub struct Frontend {
@@ -67,6 +71,10 @@ pub struct Frontend {
     leaders: leaders::LeaderView,
     /// How this node dials others (node-to-node TLS, when on).
     pub(crate) peer_tls: Option<Arc<Tls>>,
+    /// Checks SASL passwords (shared with gRPC: one cache, slowdown and set of PBKDF2
+    /// permits per node). `None`: SASL offers no mechanism, so with `password`
+    /// authentication no connection without a certificate gets in.
+    authenticator: Option<Arc<Authenticator>>,
 }
 
 impl Frontend {
@@ -89,7 +97,19 @@ impl Frontend {
             request_bytes_max,
             leaders: leaders::LeaderView::new(peer_tls.clone(), alive),
             peer_tls,
+            authenticator: None,
         }
+    }
+
+    /// Checks SASL passwords with `authenticator` (the node's, shared with gRPC).
+    pub fn with_authenticator(mut self, authenticator: Arc<Authenticator>) -> Self {
+        self.authenticator = Some(authenticator);
+        self
+    }
+
+    /// The password checker SASL uses, when set.
+    pub(crate) fn authenticator(&self) -> Option<&Authenticator> {
+        self.authenticator.as_deref()
     }
 
     /// Who leads each partition, as Metadata reports it.

@@ -1,5 +1,5 @@
-//! Password checks every frontend shares (gRPC now; the Kafka listener's SASL and the HTTP
-//! console later): the `Basic` credentials of an `authorization` header ([`parse_basic`]), the
+//! Password checks every frontend shares (gRPC's Basic credentials and the Kafka listener's
+//! SASL, through one `Authenticator`; the HTTP console later): the `Basic` credentials of an `authorization` header ([`parse_basic`]), the
 //! per-source slowdown of failed attempts ([`Slowdown`]) and the cache of verified passwords
 //! ([`CredentialCache`]). Passwords themselves are checked by
 //! [`ScramCredential::verify`](super::scram::ScramCredential::verify).

@@ -72,7 +72,7 @@ impl ScramCredential {
     }
 
     /// The credential for `password` with `salt` (deterministic; tests and the RFC's vectors).
-    fn with_salt(password: &str, salt: Vec<u8>, iterations: u32) -> Self {
+    pub(crate) fn with_salt(password: &str, salt: Vec<u8>, iterations: u32) -> Self {
         let salted = salted_password(password, &salt, iterations);
         Self {
             stored_key: digest::digest(&digest::SHA256, &hmac_sha256(&salted, b"Client Key"))

@@ -22,6 +22,11 @@
 //! The layer also checks the rules that need no request body: [`Rule::Cluster`] and
 //! [`Rule::IdempotentWrite`]; handlers check topic and group rules ([`super::access`]).
 //!
+//! The [`Authenticator`] is the node's one password checker: the Kafka listener's SASL uses
+//! the same instance ([`Authenticator::check_password`] for PLAIN,
+//! [`Authenticator::scram_credential`] for SCRAM-SHA-256, [`Authenticator::record_failure`]),
+//! so the cache, the slowdown and the PBKDF2 permits are shared by both frontends.
+//!
 //! The connection's facts come from the listener's [`ConnectionInfo`]; a connection without
 //! one (a plain TCP listener) has no certificate, and its address comes from tonic's
 //! `TcpConnectInfo` when present.
@@ -61,6 +66,9 @@ pub struct Authenticator {
     slowdown: Mutex<Slowdown>,
     /// Permits for PBKDF2 checks (see [`PASSWORD_CHECKS_MAX`]).
     password_checks: tokio::sync::Semaphore,
+    /// Derives the made-up SCRAM credentials of unknown users (see
+    /// [`Authenticator::scram_credential`]).
+    unknown_user_key: ring::hmac::Key,
 }
 
 /// Most password checks (PBKDF2, a few ms of CPU each) running at once; more wait their turn.
@@ -88,6 +96,11 @@ impl Authenticator {
             cache: Mutex::new(CredentialCache::new()?),
             slowdown: Mutex::new(Slowdown::default()),
             password_checks: tokio::sync::Semaphore::new(PASSWORD_CHECKS_MAX),
+            unknown_user_key: ring::hmac::Key::generate(
+                ring::hmac::HMAC_SHA256,
+                &ring::rand::SystemRandom::new(),
+            )
+            .map_err(|_| "the system random source failed".to_string())?,
         })
     }
 
@@ -116,10 +129,14 @@ impl Authenticator {
     }
 
     fn broker(&self) -> Result<Arc<Broker>, Status> {
+        self.broker_ready().map_err(status)
+    }
+
+    fn broker_ready(&self) -> Result<Arc<Broker>, BrokerError> {
         self.broker.borrow().clone().ok_or_else(|| {
-            status(BrokerError::Unavailable(
+            BrokerError::Unavailable(
                 "the node is starting: users and ACLs not loaded yet: retry shortly".to_string(),
-            ))
+            )
         })
     }
 
@@ -220,7 +237,30 @@ impl Authenticator {
         password: &str,
         connection: &ConnectionInfo,
     ) -> Result<Principal, Status> {
-        let broker = self.broker()?;
+        match self.check_password(user, password, connection.remote).await {
+            Ok(Some(principal)) => Ok(principal),
+            Ok(None) => {
+                Err(self.unauthenticated(&format!("wrong user name or password (user {user:?})")))
+            }
+            Err(error) => Err(status(error)),
+        }
+    }
+
+    /// Checks `user`'s `password` against the stored SCRAM credential, for any frontend (gRPC
+    /// Basic, the Kafka listener's SASL/PLAIN): a cached success first, else PBKDF2 under one
+    /// of the node's [`PASSWORD_CHECKS_MAX`] permits, the same work for an unknown user as
+    /// for a wrong password. `Ok(None)`: wrong user or password, already logged and delayed
+    /// by the source's slowdown.
+    ///
+    /// # Errors
+    /// [`BrokerError::Unavailable`] while the node has not loaded its users, or stops.
+    pub async fn check_password(
+        &self,
+        user: &str,
+        password: &str,
+        remote: Option<SocketAddr>,
+    ) -> Result<Option<Principal>, BrokerError> {
+        let broker = self.broker_ready()?;
         let credential = broker.user_credential(user);
         if let Some(credential) = &credential
             && self
@@ -229,7 +269,7 @@ impl Authenticator {
                 .expect("no panic while holding the lock")
                 .verified(user, password, credential)
         {
-            return Ok(Principal::User(user.to_string()));
+            return Ok(Some(Principal::User(user.to_string())));
         }
         // An unknown user costs the same PBKDF2 as a wrong password, so the time of the answer
         // does not say which names exist.
@@ -240,7 +280,7 @@ impl Authenticator {
             Some(checked) => {
                 // Never closed: an error would only mean no permit, and then no check.
                 let Ok(_permit) = self.password_checks.acquire().await else {
-                    return Err(self.unauthenticated("the node is stopping"));
+                    return Err(BrokerError::Unavailable("the node is stopping".to_string()));
                 };
                 let password = password.to_string();
                 tokio::task::spawn_blocking(move || checked.verify(&password))
@@ -255,23 +295,51 @@ impl Authenticator {
                     .lock()
                     .expect("no panic while holding the lock")
                     .insert(user, password, &credential);
-                Ok(Principal::User(user.to_string()))
+                Ok(Some(Principal::User(user.to_string())))
             }
             _ => {
-                let refusal =
-                    self.unauthenticated(&format!("wrong user name or password (user {user:?})"));
-                Err(self.failed(connection.remote, Some(user), refusal).await)
+                self.record_failure(remote, Some(user)).await;
+                Ok(None)
             }
         }
     }
 
-    /// Logs a failed attempt and waits the source's delay before it is answered.
-    async fn failed(
-        &self,
-        remote: Option<SocketAddr>,
-        user: Option<&str>,
-        refusal: Status,
-    ) -> Status {
+    /// The SCRAM-SHA-256 credential a SASL/SCRAM exchange runs against for `user`, and
+    /// whether the user exists. An unknown user gets a made-up credential whose salt is
+    /// derived from the name under a key drawn at process start (so asking twice gives the
+    /// same salt, as for a real user) with the default iteration count: the server's first
+    /// message does not say which names exist, and no proof matches it in practice (the
+    /// caller refuses an unknown user whatever the proof).
+    ///
+    /// # Errors
+    /// [`BrokerError::Unavailable`] while the node has not loaded its users.
+    pub fn scram_credential(&self, user: &str) -> Result<(ScramCredential, bool), BrokerError> {
+        let broker = self.broker_ready()?;
+        if let Some(credential) = broker.user_credential(user) {
+            return Ok((credential, true));
+        }
+        let derive = |label: &str| {
+            ring::hmac::sign(
+                &self.unknown_user_key,
+                format!("{label}\0{user}").as_bytes(),
+            )
+            .as_ref()
+            .to_vec()
+        };
+        let mut salt = derive("salt");
+        salt.truncate(16);
+        let made_up = ScramCredential {
+            salt,
+            iterations: scram::ITERATIONS_DEFAULT,
+            stored_key: derive("stored key"),
+            server_key: derive("server key"),
+        };
+        Ok((made_up, false))
+    }
+
+    /// Logs a failed authentication from `remote` (with the user name, never the secret) and
+    /// waits the source's delay ([`Slowdown`]) before returning, so the caller answers late.
+    pub async fn record_failure(&self, remote: Option<SocketAddr>, user: Option<&str>) {
         let delay = self
             .slowdown
             .lock()
@@ -284,6 +352,16 @@ impl Authenticator {
             "authentication failed"
         );
         tokio::time::sleep(delay).await;
+    }
+
+    /// Logs a failed attempt and waits the source's delay before it is answered.
+    async fn failed(
+        &self,
+        remote: Option<SocketAddr>,
+        user: Option<&str>,
+        refusal: Status,
+    ) -> Status {
+        self.record_failure(remote, user).await;
         refusal
     }
 }
@@ -306,8 +384,10 @@ fn unknown_user_credential() -> Option<&'static ScramCredential> {
 pub struct AuthenticateLayer(Arc<Authenticator>);
 
 impl AuthenticateLayer {
-    pub fn new(authenticator: Authenticator) -> Self {
-        Self(Arc::new(authenticator))
+    /// `authenticator` is shared with the node's other frontends (the Kafka listener's SASL),
+    /// so the cache, the slowdown and the PBKDF2 permits are the node's, not one listener's.
+    pub fn new(authenticator: Arc<Authenticator>) -> Self {
+        Self(authenticator)
     }
 }
 
