@@ -218,13 +218,16 @@ pub async fn run(
         broker_ready.clone(),
     )
     .map_err(RunError::Config)?;
-    let kafka_frontend = Arc::new(kafka::Frontend::new(
-        broker_ready.clone(),
-        policy.clone(),
-        config.authentication,
-        config.kafka_auto_create_topics,
-        config.kafka_request_bytes_max,
-    ));
+    let kafka_frontend = Arc::new(
+        kafka::Frontend::new(
+            broker_ready.clone(),
+            policy.clone(),
+            config.authentication,
+            config.kafka_auto_create_topics,
+            config.kafka_request_bytes_max,
+        )
+        .with_peer_tls(tls.clone()),
+    );
     let service = service::Service::new(broker_ready, alive)
         .with_policy(policy)
         .with_peer_tls(tls.clone());

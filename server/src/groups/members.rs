@@ -84,8 +84,10 @@ impl<P: ControllerPort> GroupRequests<'_, P> {
         let mut coordinator = self.groups.coordinator();
         if leading {
             coordinator.expire(Instant::now(), &counts);
+            self.groups.classic().tick(Instant::now());
         } else {
             coordinator.clear();
+            self.groups.classic().clear();
         }
         leading
     }
@@ -108,7 +110,9 @@ impl<P: ControllerPort> GroupRequests<'_, P> {
                         .map(|c| c.commit_ms)
                         .max()
                         .unwrap_or(i64::MIN);
-                    newest < horizon && !coordinator.has_members(id)
+                    newest < horizon
+                        && !coordinator.has_members(id)
+                        && !self.groups.classic().has_members(id)
                 })
                 .map(|(id, _)| id.clone())
                 .collect()
@@ -145,7 +149,16 @@ impl<P: ControllerPort> GroupRequests<'_, P> {
         let generation = metadata.groups.get(&join.group).map_or(0, |g| g.generation);
         let counts = |topic: &str| metadata.topics.get(topic).map(|t| t.partitions());
         let seed = self.port.clock().now_ms().max(0) as u64;
-        let reply = self.groups.coordinator().join(
+        let mut coordinator = self.groups.coordinator();
+        if self.groups.classic().has_members(&join.group) {
+            return Err(GroupError::InvalidArgument(format!(
+                "group {:?} is a Kafka consumer group with members (classic protocol): a Strata \
+                 member may join once they have left, or use another group id",
+                join.group
+            ))
+            .into());
+        }
+        let reply = coordinator.join(
             join,
             Instant::now(),
             seed,
@@ -184,7 +197,8 @@ impl<P: ControllerPort> GroupRequests<'_, P> {
     pub async fn delete_group(&self, group: &str) -> Result<(), P::Error> {
         super::validate_group_id(group)?;
         self.ensure_coordinator()?;
-        if self.groups.coordinator().has_members(group) {
+        if self.groups.coordinator().has_members(group) || self.groups.classic().has_members(group)
+        {
             return Err(GroupError::GroupNotEmpty(group.to_string()).into());
         }
         self.port
@@ -300,7 +314,7 @@ impl<P: ControllerPort> GroupRequests<'_, P> {
 
 /// A member id: 16 random hex digits (std's randomly keyed hasher, fed a counter: the key is
 /// drawn anew for each id, and the counter keeps two ids of one process apart).
-fn new_member_id() -> String {
+pub(super) fn new_member_id() -> String {
     use std::hash::{BuildHasher, Hasher};
     use std::sync::atomic::{AtomicU64, Ordering};
     static COUNTER: AtomicU64 = AtomicU64::new(0);

@@ -20,12 +20,16 @@
 //! - [`error`]: [`BrokerError`](crate::broker::BrokerError)s as Kafka error codes.
 //! - `leaders`: who leads each partition, cluster-wide, for Metadata.
 //! - `api_versions`, `metadata`: the handlers of those APIs (one module per API family).
+//! - `groups`, `group_offsets`: consumer groups (FindCoordinator, the classic rebalance
+//!   protocol, ListGroups, DescribeGroups) and their committed offsets.
 
 mod api_versions;
 pub mod apis;
 mod connection;
 pub mod error;
 pub mod frame;
+mod group_offsets;
+mod groups;
 mod leaders;
 mod metadata;
 
@@ -55,6 +59,9 @@ pub struct Frontend {
     pub(crate) auto_create_topics: bool,
     /// Largest request frame, in bytes; a larger one closes its connection.
     pub(crate) request_bytes_max: usize,
+    /// TLS to other nodes (`None`: plain), for the questions a request asks them (a commit's
+    /// high-watermark check).
+    pub(crate) peer_tls: Option<Arc<Tls>>,
 }
 
 impl Frontend {
@@ -71,7 +78,15 @@ impl Frontend {
             authentication,
             auto_create_topics,
             request_bytes_max,
+            peer_tls: None,
         }
+    }
+
+    /// Talk to other nodes over TLS with `tls` (the node's own certificate).
+    #[must_use]
+    pub fn with_peer_tls(mut self, tls: Option<Arc<Tls>>) -> Self {
+        self.peer_tls = tls;
+        self
     }
 
     /// Who leads each partition, as Metadata reports it.

@@ -46,7 +46,7 @@ use tokio::sync::watch;
 use tonic::{Request, Response, Status, Streaming};
 
 pub use produce::STREAM_IN_FLIGHT_MAX;
-pub use remote::{bootstrap_user_at, controller_high_watermark_at};
+pub use remote::{bootstrap_user_at, controller_high_watermark_at, replica_offsets_at};
 pub use status::status;
 
 use crate::broker::{Broker, BrokerError};
