@@ -196,10 +196,18 @@ def produce(args, first, count):
         from confluent_kafka import Producer
 
         producer = Producer({"bootstrap.servers": args.bootstrap})
+        errors = []
+
+        def delivered(error, _message):
+            if error is not None:
+                errors.append(str(error))
+
         for value in values:
-            producer.produce(args.topic, key=f"k{value}".encode(), value=value.encode())
-        if producer.flush(PHASE_TIMEOUT_S) != 0:
-            fail("confluent producer did not deliver everything")
+            producer.produce(args.topic, key=f"k{value}".encode(), value=value.encode(),
+                             on_delivery=delivered)
+        left = producer.flush(PHASE_TIMEOUT_S)
+        if left != 0 or errors:
+            fail(f"confluent producer: {left} records undelivered, errors {errors[:5]}")
     elif args.client == "kafka-python":
         from kafka import KafkaProducer
 

@@ -643,13 +643,137 @@ async fn kafkajs_group() {
     single_node_run("kafkajs").await;
 }
 
-/// A 3-node cluster, the clients bootstrapped from a node that is not the coordinator: a
-/// group request there answers NOT_COORDINATOR, FindCoordinator names the controller's
-/// leader, and a confluent-kafka group runs through it.
+/// Produces `records` records to `partition` of TOPIC at its leader, over gRPC.
+async fn produce_at_leader(cluster: &mut Cluster, partition: u32, records: usize) {
+    let leader = cluster.leader_of(TOPIC, partition).await;
+    let mut clients = cluster.clients(leader).await;
+    let records = (0..records)
+        .map(|i| pb::Record {
+            value: Some(Bytes::from(format!("p{partition}-{i}"))),
+            ..pb::Record::default()
+        })
+        .collect();
+    clients
+        .broker
+        .produce(pb::ProduceRequest {
+            topic: TOPIC.to_string(),
+            target: Some(pb::produce_request::Target::Partition(partition)),
+            payload: Some(pb::produce_request::Payload::Records(pb::RecordList {
+                records,
+            })),
+            ..pb::ProduceRequest::default()
+        })
+        .await
+        .expect("produce");
+}
+
+/// A 3-node cluster, by hand: any node names the controller's leader as the coordinator;
+/// group requests elsewhere answer NOT_COORDINATOR; at the coordinator a member joins and
+/// commits offsets of partitions held by other nodes only (replication factor 1), checked
+/// against those nodes' high watermarks over the node-to-node API.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_group_on_a_cluster_finds_its_coordinator() {
+async fn the_coordinator_of_a_cluster_by_hand() {
     let mut cluster = Cluster::start_kafka(3, 105, &[]);
+    cluster.create_topic(TOPIC, PARTITIONS, 1).await;
+    for partition in 0..PARTITIONS {
+        produce_at_leader(&mut cluster, partition, 4).await;
+    }
+    let leader = cluster.controller_leader().await;
+    let mut elsewhere_partitions = Vec::new();
+    for partition in 0..PARTITIONS {
+        if cluster.leader_of(TOPIC, partition).await != leader {
+            elsewhere_partitions.push(partition as i32);
+        }
+    }
+    assert!(
+        !elsewhere_partitions.is_empty(),
+        "replicas are spread over the nodes"
+    );
+    let other = cluster
+        .running()
+        .into_iter()
+        .find(|id| *id != leader)
+        .expect("a node that does not lead the controller");
+    let other_address = cluster
+        .node(other)
+        .kafka_address
+        .clone()
+        .expect("kafka address");
+    let coordinator_address = cluster
+        .node(leader)
+        .kafka_address
+        .clone()
+        .expect("kafka address");
+    let group = "cluster-group";
+    let mut stream = connect(&other_address);
+    let found = find_coordinator(&mut stream, group, 0);
+    assert_eq!(found.error_code, 0, "{found:?}");
+    assert_eq!(found.node_id.0 as u64, leader);
+    assert_eq!(
+        format!("{}:{}", found.host.as_str(), found.port),
+        coordinator_address
+    );
+    assert_eq!(
+        join(&mut stream, group, "", "meta").error_code,
+        ResponseError::NotCoordinator.code()
+    );
+    let (error, _) = fetch_offsets(&mut stream, group, Some(&[0]));
+    assert_eq!(error, ResponseError::NotCoordinator.code());
+    assert_eq!(
+        commit(&mut stream, group, -1, "", &[(TOPIC, 0, 1)]),
+        vec![ResponseError::NotCoordinator.code()]
+    );
+
+    let mut coordinator = connect(&coordinator_address);
+    let joined = join(&mut coordinator, group, "", "meta");
+    assert_eq!(joined.error_code, 0, "{joined:?}");
+    let member = joined.member_id.to_string();
+    let synced = sync(
+        &mut coordinator,
+        group,
+        1,
+        &member,
+        &[(member.as_str(), "all")],
+    );
+    assert_eq!(synced.error_code, 0);
+    let offsets: Vec<(&str, i32, i64)> = elsewhere_partitions
+        .iter()
+        .map(|partition| (TOPIC, *partition, 4))
+        .collect();
+    assert_eq!(
+        commit(&mut coordinator, group, 1, &member, &offsets),
+        vec![0; offsets.len()],
+        "offsets at other nodes' high watermarks"
+    );
+    assert_eq!(
+        commit(
+            &mut coordinator,
+            group,
+            1,
+            &member,
+            &[(TOPIC, elsewhere_partitions[0], 5)]
+        ),
+        vec![ResponseError::OffsetOutOfRange.code()],
+        "above another node's high watermark"
+    );
+    let (error, fetched) = fetch_offsets(&mut coordinator, group, Some(&elsewhere_partitions));
+    assert_eq!(error, 0);
+    assert!(
+        fetched.iter().all(|(_, _, offset)| *offset == 4),
+        "{fetched:?}"
+    );
+    assert_eq!(leave(&mut coordinator, group, &member), 0);
+}
+
+/// A 3-node cluster, the clients bootstrapped from a node that is not the coordinator: a
+/// confluent-kafka group finds its coordinator and runs through it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_confluent_group_on_a_cluster() {
+    let mut cluster = Cluster::start_kafka(3, 106, &[]);
     cluster.create_topic(TOPIC, PARTITIONS, 3).await;
+    for partition in 0..PARTITIONS {
+        cluster.leader_of(TOPIC, partition).await;
+    }
     let leader = cluster.controller_leader().await;
     let other = cluster
         .running()
@@ -661,21 +785,6 @@ async fn a_group_on_a_cluster_finds_its_coordinator() {
         .kafka_address
         .clone()
         .expect("kafka address");
-    let coordinator_address = cluster
-        .node(leader)
-        .kafka_address
-        .clone()
-        .expect("kafka address");
-    let mut stream = connect(&bootstrap);
-    let found = find_coordinator(&mut stream, "cluster-group", 0);
-    assert_eq!(found.error_code, 0, "{found:?}");
-    assert_eq!(found.node_id.0 as u64, leader);
-    assert_eq!(
-        format!("{}:{}", found.host.as_str(), found.port),
-        coordinator_address
-    );
-    let elsewhere = join(&mut stream, "cluster-group", "", "meta");
-    assert_eq!(elsewhere.error_code, ResponseError::NotCoordinator.code());
     let mut clients = cluster.clients(leader).await;
     client_run("confluent-range", &bootstrap, &mut clients).await;
 }
