@@ -470,6 +470,23 @@ async fn the_classic_protocol_by_hand() {
         "{listed:?}"
     );
 
+    // gRPC lists the Kafka group with Kafka's state name.
+    let listed = clients
+        .groups
+        .list_groups(pb::ListGroupsRequest {})
+        .await
+        .expect("ListGroups")
+        .into_inner();
+    let ours = listed
+        .groups
+        .iter()
+        .find(|g| g.group_id == group)
+        .expect("the Kafka group listed over gRPC");
+    assert_eq!(
+        (ours.state.as_str(), ours.members, ours.group_epoch),
+        ("Stable", 2, 2)
+    );
+
     // A Strata member may not join the group while Kafka members run.
     let refused = clients
         .groups

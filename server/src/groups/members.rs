@@ -214,6 +214,8 @@ impl<P: ControllerPort> GroupRequests<'_, P> {
         let mut ids: BTreeSet<String> = self.port.read_metadata().groups.keys().cloned().collect();
         let coordinator = self.groups.coordinator();
         ids.extend(coordinator.group_ids());
+        let classic = self.groups.classic();
+        ids.extend(classic.group_ids());
         Ok(ids
             .into_iter()
             .map(|group_id| match coordinator.view(&group_id, now) {
@@ -223,11 +225,20 @@ impl<P: ControllerPort> GroupRequests<'_, P> {
                     members: view.members.len() as u32,
                     group_epoch: view.group_epoch,
                 },
-                None => GroupListing {
-                    group_id,
-                    state: "empty",
-                    members: 0,
-                    group_epoch: 0,
+                // Kafka clients' groups show Kafka's state names and their generation.
+                None => match classic.view(&group_id) {
+                    Some(view) => GroupListing {
+                        group_id,
+                        state: view.state.name(),
+                        members: view.members.len() as u32,
+                        group_epoch: u64::try_from(view.generation).unwrap_or(0),
+                    },
+                    None => GroupListing {
+                        group_id,
+                        state: "empty",
+                        members: 0,
+                        group_epoch: 0,
+                    },
                 },
             })
             .collect())
@@ -248,7 +259,10 @@ impl<P: ControllerPort> GroupRequests<'_, P> {
                 .collect();
             (stored, counts)
         };
-        if view.is_none() && stored.is_none() {
+        // A Kafka client's group: its members' subscriptions are opaque to the coordinator,
+        // so only committed topics are described.
+        let classic = self.groups.classic().view(group);
+        if view.is_none() && stored.is_none() && classic.is_none() {
             return Err(GroupError::UnknownGroup(group.to_string()).into());
         }
         let mut topics: BTreeSet<String> =
@@ -303,8 +317,18 @@ impl<P: ControllerPort> GroupRequests<'_, P> {
             }
         }
         Ok(GroupDescription {
-            state: view.as_ref().map_or("empty", |v| v.state),
-            group_epoch: view.as_ref().map_or(0, |v| v.group_epoch),
+            state: view.as_ref().map_or_else(
+                || classic.as_ref().map_or("empty", |c| c.state.name()),
+                |v| v.state,
+            ),
+            group_epoch: view.as_ref().map_or_else(
+                || {
+                    classic
+                        .as_ref()
+                        .map_or(0, |c| u64::try_from(c.generation).unwrap_or(0))
+                },
+                |v| v.group_epoch,
+            ),
             offsets_generation: stored.as_ref().map_or(0, |s| s.generation),
             view,
             partitions,

@@ -29,11 +29,13 @@ use crate::groups::coordinator::Tp;
 use crate::groups::offsets::{OFFSET_METADATA_BYTES_MAX, PARTITIONS_PER_REQUEST_MAX};
 use crate::security::acl::{Operation, ResourceType};
 
+/// Each topic's answers for its partitions, in request order: (partition, error; `None` for
+/// committed).
+type Answers = Vec<(TopicName, Vec<(i32, Option<ResponseError>)>)>;
+
 /// Answers an OffsetCommit.
 pub async fn commit(context: &Context, request: OffsetCommitRequest) -> OffsetCommitResponse {
-    let group = request.group_id.0.to_string();
-    // Every partition's answer, in request order; `None` until decided.
-    let mut answers: Vec<(TopicName, Vec<(i32, Option<ResponseError>)>)> = request
+    let mut answers: Answers = request
         .topics
         .iter()
         .map(|topic| {
@@ -47,95 +49,9 @@ pub async fn commit(context: &Context, request: OffsetCommitRequest) -> OffsetCo
             )
         })
         .collect();
-    let partitions_total: usize = request.topics.iter().map(|t| t.partitions.len()).sum();
-    let whole: Option<ResponseError> = if partitions_total > PARTITIONS_PER_REQUEST_MAX {
-        Some(ResponseError::InvalidRequest)
-    } else {
-        match group_access(context, &group, Operation::Read) {
-            Err(failure) => Some(classic_code(&failure)),
-            Ok(broker) => {
-                let requests = broker.groups();
-                match requests.check_coordinator() {
-                    Err(error) => Some(group_code(&error)),
-                    Ok(()) => {
-                        let mut valid = Vec::new();
-                        let mut slots = Vec::new();
-                        for (t, topic) in request.topics.iter().enumerate() {
-                            let name = topic.name.0.to_string();
-                            let readable = context.access.allows(
-                                &broker,
-                                ResourceType::Topic,
-                                &name,
-                                Operation::Read,
-                            );
-                            for (p, partition) in topic.partitions.iter().enumerate() {
-                                let metadata = partition
-                                    .committed_metadata
-                                    .as_ref()
-                                    .map(|m| m.to_string())
-                                    .unwrap_or_default();
-                                let refusal = if !readable {
-                                    Some(ResponseError::TopicAuthorizationFailed)
-                                } else if partition.partition_index < 0 {
-                                    Some(ResponseError::UnknownTopicOrPartition)
-                                } else if partition.committed_offset < 0 {
-                                    Some(ResponseError::OffsetOutOfRange)
-                                } else if metadata.len() > OFFSET_METADATA_BYTES_MAX {
-                                    Some(ResponseError::OffsetMetadataTooLarge)
-                                } else {
-                                    None
-                                };
-                                if let Some(refusal) = refusal {
-                                    answers[t].1[p].1 = Some(refusal);
-                                    continue;
-                                }
-                                let entry = OffsetEntry {
-                                    topic: name.clone(),
-                                    partition: partition.partition_index as u32,
-                                    offset: partition.committed_offset as u64,
-                                    metadata,
-                                };
-                                if let Err(error) = requests.check_kafka_commit_entries(&entry) {
-                                    answers[t].1[p].1 = Some(code(&error));
-                                    continue;
-                                }
-                                valid.push(entry);
-                                slots.push((t, p));
-                            }
-                        }
-                        let peer_tls = context.frontend.peer_tls.clone();
-                        let outcome = requests
-                            .classic_commit(
-                                &group,
-                                request.generation_id_or_member_epoch,
-                                &request.member_id,
-                                valid,
-                                |node, address, topic| {
-                                    crate::service::replica_offsets_at(
-                                        peer_tls.clone(),
-                                        node,
-                                        address,
-                                        topic,
-                                    )
-                                },
-                            )
-                            .await;
-                        // The commit stands or falls as a whole for the partitions checked.
-                        let verdict = outcome.err().map(|failure| {
-                            if let ClassicFailure::Node(error) = &failure {
-                                tracing::debug!(%group, %error, "Kafka offset commit failed");
-                            }
-                            classic_code(&failure)
-                        });
-                        for (t, p) in slots {
-                            answers[t].1[p].1 = verdict;
-                        }
-                        None
-                    }
-                }
-            }
-        }
-    };
+    let whole = commit_partitions(context, &request, &mut answers)
+        .await
+        .err();
     let topics = answers
         .into_iter()
         .map(|(name, partitions)| {
@@ -155,6 +71,96 @@ pub async fn commit(context: &Context, request: OffsetCommitRequest) -> OffsetCo
         })
         .collect();
     OffsetCommitResponse::default().with_topics(topics)
+}
+
+/// Commits the partitions that pass their checks, writing each partition's refusal into
+/// `answers`.
+///
+/// # Errors
+/// The error of every partition when the whole request is refused (group access, not the
+/// coordinator, too many partitions).
+async fn commit_partitions(
+    context: &Context,
+    request: &OffsetCommitRequest,
+    answers: &mut Answers,
+) -> Result<(), ResponseError> {
+    let group = request.group_id.0.to_string();
+    let partitions_total: usize = request.topics.iter().map(|t| t.partitions.len()).sum();
+    if partitions_total > PARTITIONS_PER_REQUEST_MAX {
+        return Err(ResponseError::InvalidRequest);
+    }
+    let broker =
+        group_access(context, &group, Operation::Read).map_err(|failure| classic_code(&failure))?;
+    let requests = broker.groups();
+    requests
+        .check_coordinator()
+        .map_err(|error| group_code(&error))?;
+    let mut valid = Vec::new();
+    let mut slots = Vec::new();
+    for (t, topic) in request.topics.iter().enumerate() {
+        let name = topic.name.0.to_string();
+        let readable = context
+            .access
+            .allows(&broker, ResourceType::Topic, &name, Operation::Read);
+        for (p, partition) in topic.partitions.iter().enumerate() {
+            let metadata = partition
+                .committed_metadata
+                .as_ref()
+                .map(|m| m.to_string())
+                .unwrap_or_default();
+            let refusal = if !readable {
+                Some(ResponseError::TopicAuthorizationFailed)
+            } else if partition.partition_index < 0 {
+                Some(ResponseError::UnknownTopicOrPartition)
+            } else if partition.committed_offset < 0 {
+                Some(ResponseError::OffsetOutOfRange)
+            } else if metadata.len() > OFFSET_METADATA_BYTES_MAX {
+                Some(ResponseError::OffsetMetadataTooLarge)
+            } else {
+                None
+            };
+            if let Some(refusal) = refusal {
+                answers[t].1[p].1 = Some(refusal);
+                continue;
+            }
+            let entry = OffsetEntry {
+                topic: name.clone(),
+                partition: partition.partition_index as u32,
+                offset: partition.committed_offset as u64,
+                metadata,
+            };
+            if let Err(error) = requests.check_kafka_commit_entries(&entry) {
+                answers[t].1[p].1 = Some(code(&error));
+                continue;
+            }
+            valid.push(entry);
+            slots.push((t, p));
+        }
+    }
+    let peer_tls = context.frontend.peer_tls.clone();
+    let outcome = requests
+        .classic_commit(
+            &group,
+            request.generation_id_or_member_epoch,
+            &request.member_id,
+            valid,
+            |node, address, topic| {
+                crate::service::replica_offsets_at(peer_tls.clone(), node, address, topic)
+            },
+        )
+        .await;
+    // The commit stands or falls as a whole for the partitions that passed their checks (it
+    // is one replicated change).
+    let verdict = outcome.err().map(|failure| {
+        if let ClassicFailure::Node(error) = &failure {
+            tracing::debug!(%group, %error, "Kafka offset commit failed");
+        }
+        classic_code(&failure)
+    });
+    for (t, p) in slots {
+        answers[t].1[p].1 = verdict;
+    }
+    Ok(())
 }
 
 /// Answers an OffsetFetch: -1 for partitions without a commit; topics null (v2+) = every
