@@ -32,11 +32,13 @@
 //! lists, user and ACL deletion on every node), `scale_memory.rs` (the server's anonymous memory
 //! per idle subscription: at the end of a partition, on shared or own connections, after a
 //! replay), `kafka_listener.rs` (the Kafka listener's framing, ApiVersions and Metadata, by
-//! hand and with kcat; a broken connection never affects another), `kafka_groups.rs` (Kafka
-//! consumer groups: the classic protocol by hand, and groups of confluent-kafka, kafka-python,
-//! aiokafka and kafkajs members with one leaving and one joining, on a node and a cluster).
+//! hand and with kcat; a broken connection never affects another).
 //!
 //! `src/bin/group-member.rs` is a group member process for `group_consumer.rs`.
+//!
+//! `kafka_groups.rs`: Kafka consumer groups, the classic protocol by hand, and groups of
+//! confluent-kafka, kafka-python, aiokafka and kafkajs members with one leaving and one joining,
+//! on a node and on a cluster.
 
 pub mod certs;
 pub mod cluster;

@@ -18,10 +18,10 @@
 //! - [`apis`]: the served APIs and versions (what ApiVersions advertises) and the dispatch of a
 //!   decoded request to its handler.
 //! - [`error`]: [`BrokerError`](crate::broker::BrokerError)s as Kafka error codes.
-//! - `leaders`: who leads each partition, cluster-wide, for Metadata.
-//! - `api_versions`, `metadata`: the handlers of those APIs (one module per API family).
 //! - `groups`, `group_offsets`: consumer groups (FindCoordinator, the classic rebalance
 //!   protocol, ListGroups, DescribeGroups) and their committed offsets.
+//! - `leaders`: who leads each partition, cluster-wide, for Metadata.
+//! - `api_versions`, `metadata`: the handlers of those APIs (one module per API family).
 
 mod api_versions;
 pub mod apis;
@@ -59,8 +59,8 @@ pub struct Frontend {
     pub(crate) auto_create_topics: bool,
     /// Largest request frame, in bytes; a larger one closes its connection.
     pub(crate) request_bytes_max: usize,
-    /// TLS to other nodes (`None`: plain), for the questions a request asks them (a commit's
-    /// high-watermark check).
+    /// How this node reaches its peers (requests only the controller's leader serves are
+    /// passed on to it: InitProducerId).
     pub(crate) peer_tls: Option<Arc<Tls>>,
 }
 
@@ -82,10 +82,10 @@ impl Frontend {
         }
     }
 
-    /// Talk to other nodes over TLS with `tls` (the node's own certificate).
+    /// The TLS this node uses toward its peers (none without node-to-node TLS).
     #[must_use]
-    pub fn with_peer_tls(mut self, tls: Option<Arc<Tls>>) -> Self {
-        self.peer_tls = tls;
+    pub fn with_peer_tls(mut self, peer_tls: Option<Arc<Tls>>) -> Self {
+        self.peer_tls = peer_tls;
         self
     }
 

@@ -46,12 +46,15 @@ use tokio::sync::watch;
 use tonic::{Request, Response, Status, Streaming};
 
 pub use produce::STREAM_IN_FLIGHT_MAX;
-pub use remote::{bootstrap_user_at, controller_high_watermark_at, replica_offsets_at};
+pub use remote::{bootstrap_user_at, controller_high_watermark_at};
 pub use status::status;
 
 use crate::broker::{Broker, BrokerError};
 use crate::security::acl::Policy;
 use access::Access;
+
+/// For the Kafka listener's commits, checked against other nodes' high watermarks.
+pub use remote::replica_offsets_at;
 
 /// Whether a node is alive (heard from recently); the peer transport knows.
 pub type Liveness = Arc<dyn Fn(u64) -> bool + Send + Sync>;
