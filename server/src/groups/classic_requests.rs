@@ -30,6 +30,15 @@ pub enum ClassicFailure<E> {
     Group(ClassicError),
 }
 
+impl<E: std::fmt::Display> std::fmt::Display for ClassicFailure<E> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Node(error) => error.fmt(f),
+            Self::Group(error) => error.fmt(f),
+        }
+    }
+}
+
 impl<E> From<ClassicError> for ClassicFailure<E> {
     fn from(error: ClassicError) -> Self {
         Self::Group(error)

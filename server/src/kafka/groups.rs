@@ -120,14 +120,7 @@ pub(super) fn classic_code(failure: &ClassicFailure<BrokerError>) -> ResponseErr
 }
 
 fn log_failure(api: &str, group: &str, failure: &ClassicFailure<BrokerError>) {
-    match failure {
-        ClassicFailure::Node(error) => {
-            tracing::debug!(api, group, %error, "Kafka group request failed")
-        }
-        ClassicFailure::Group(error) => {
-            tracing::debug!(api, group, %error, "Kafka group request refused")
-        }
-    }
+    tracing::debug!(api, group, %failure, "Kafka group request refused");
 }
 
 /// The broker, the group allowed `operation` to this principal.
@@ -191,7 +184,7 @@ fn find_coordinator(
     let group = request.key.to_string();
     let broker = match group_access(context, &group, Operation::Describe) {
         Ok(broker) => broker,
-        Err(failure) => return refused(classic_code(&failure), format!("{failure:?}")),
+        Err(failure) => return refused(classic_code(&failure), failure.to_string()),
     };
     let leader = broker.controller_leader();
     if leader == 0 {
