@@ -43,6 +43,10 @@
 //! real server).
 //!
 //! `src/bin/group-member.rs` is a group member process for `group_consumer.rs`.
+//!
+//! `kafka_groups.rs`: Kafka consumer groups, the classic protocol by hand, and groups of
+//! confluent-kafka, kafka-python, aiokafka and kafkajs members with one leaving and one joining,
+//! on a node and on a cluster.
 
 pub mod certs;
 pub mod cluster;

@@ -84,8 +84,10 @@ impl<P: ControllerPort> GroupRequests<'_, P> {
         let mut coordinator = self.groups.coordinator();
         if leading {
             coordinator.expire(Instant::now(), &counts);
+            self.groups.classic().tick(Instant::now());
         } else {
             coordinator.clear();
+            self.groups.classic().clear();
         }
         leading
     }
@@ -108,7 +110,9 @@ impl<P: ControllerPort> GroupRequests<'_, P> {
                         .map(|c| c.commit_ms)
                         .max()
                         .unwrap_or(i64::MIN);
-                    newest < horizon && !coordinator.has_members(id)
+                    newest < horizon
+                        && !coordinator.has_members(id)
+                        && !self.groups.classic().has_members(id)
                 })
                 .map(|(id, _)| id.clone())
                 .collect()
@@ -145,7 +149,16 @@ impl<P: ControllerPort> GroupRequests<'_, P> {
         let generation = metadata.groups.get(&join.group).map_or(0, |g| g.generation);
         let counts = |topic: &str| metadata.topics.get(topic).map(|t| t.partitions());
         let seed = self.port.clock().now_ms().max(0) as u64;
-        let reply = self.groups.coordinator().join(
+        let mut coordinator = self.groups.coordinator();
+        if self.groups.classic().has_members(&join.group) {
+            return Err(GroupError::InvalidArgument(format!(
+                "group {:?} is a Kafka consumer group with members (classic protocol): a Strata \
+                 member may join once they have left, or use another group id",
+                join.group
+            ))
+            .into());
+        }
+        let reply = coordinator.join(
             join,
             Instant::now(),
             seed,
@@ -184,7 +197,8 @@ impl<P: ControllerPort> GroupRequests<'_, P> {
     pub async fn delete_group(&self, group: &str) -> Result<(), P::Error> {
         super::validate_group_id(group)?;
         self.ensure_coordinator()?;
-        if self.groups.coordinator().has_members(group) {
+        if self.groups.coordinator().has_members(group) || self.groups.classic().has_members(group)
+        {
             return Err(GroupError::GroupNotEmpty(group.to_string()).into());
         }
         self.port
@@ -200,6 +214,8 @@ impl<P: ControllerPort> GroupRequests<'_, P> {
         let mut ids: BTreeSet<String> = self.port.read_metadata().groups.keys().cloned().collect();
         let coordinator = self.groups.coordinator();
         ids.extend(coordinator.group_ids());
+        let classic = self.groups.classic();
+        ids.extend(classic.group_ids());
         Ok(ids
             .into_iter()
             .map(|group_id| match coordinator.view(&group_id, now) {
@@ -209,11 +225,20 @@ impl<P: ControllerPort> GroupRequests<'_, P> {
                     members: view.members.len() as u32,
                     group_epoch: view.group_epoch,
                 },
-                None => GroupListing {
-                    group_id,
-                    state: "empty",
-                    members: 0,
-                    group_epoch: 0,
+                // Kafka clients' groups show Kafka's state names and their generation.
+                None => match classic.view(&group_id) {
+                    Some(view) => GroupListing {
+                        group_id,
+                        state: view.state.name(),
+                        members: view.members.len() as u32,
+                        group_epoch: u64::try_from(view.generation).unwrap_or(0),
+                    },
+                    None => GroupListing {
+                        group_id,
+                        state: "empty",
+                        members: 0,
+                        group_epoch: 0,
+                    },
                 },
             })
             .collect())
@@ -234,7 +259,10 @@ impl<P: ControllerPort> GroupRequests<'_, P> {
                 .collect();
             (stored, counts)
         };
-        if view.is_none() && stored.is_none() {
+        // A Kafka client's group: its members' subscriptions are opaque to the coordinator,
+        // so only committed topics are described.
+        let classic = self.groups.classic().view(group);
+        if view.is_none() && stored.is_none() && classic.is_none() {
             return Err(GroupError::UnknownGroup(group.to_string()).into());
         }
         let mut topics: BTreeSet<String> =
@@ -289,8 +317,18 @@ impl<P: ControllerPort> GroupRequests<'_, P> {
             }
         }
         Ok(GroupDescription {
-            state: view.as_ref().map_or("empty", |v| v.state),
-            group_epoch: view.as_ref().map_or(0, |v| v.group_epoch),
+            state: view.as_ref().map_or_else(
+                || classic.as_ref().map_or("empty", |c| c.state.name()),
+                |v| v.state,
+            ),
+            group_epoch: view.as_ref().map_or_else(
+                || {
+                    classic
+                        .as_ref()
+                        .map_or(0, |c| u64::try_from(c.generation).unwrap_or(0))
+                },
+                |v| v.group_epoch,
+            ),
             offsets_generation: stored.as_ref().map_or(0, |s| s.generation),
             view,
             partitions,
@@ -300,7 +338,7 @@ impl<P: ControllerPort> GroupRequests<'_, P> {
 
 /// A member id: 16 random hex digits (std's randomly keyed hasher, fed a counter: the key is
 /// drawn anew for each id, and the counter keeps two ids of one process apart).
-fn new_member_id() -> String {
+pub(super) fn new_member_id() -> String {
     use std::hash::{BuildHasher, Hasher};
     use std::sync::atomic::{AtomicU64, Ordering};
     static COUNTER: AtomicU64 = AtomicU64::new(0);

@@ -18,7 +18,13 @@
 //!   committed offsets. Committed offsets are replicated through the controller
 //!   ([`controller::metadata`](crate::controller::metadata)).
 //! - [`error`]: [`GroupError`], the refusals the groups decide themselves.
+//! - [`classic`]: Kafka's classic rebalance protocol (join, sync, heartbeat, leave), pure, with
+//!   time passed in; [`classic_requests`] serves it (waits with deadlines, commits checked
+//!   against its generations). A Kafka group and a Strata group of one name share committed
+//!   offsets; while one kind has members, the other kind's joins are refused.
 
+pub mod classic;
+pub mod classic_requests;
 pub mod coordinator;
 pub mod error;
 pub mod members;
@@ -38,6 +44,9 @@ use coordinator::Coordinator;
 #[derive(Debug, Default)]
 pub struct Groups {
     coordinator: Mutex<Coordinator>,
+    /// Kafka clients' groups. Lock order: `coordinator` before `classic` (a join of either
+    /// kind holds both to check the other kind has no members).
+    classic: Mutex<classic::Classic>,
 }
 
 impl Groups {
@@ -48,6 +57,11 @@ impl Groups {
 
     fn coordinator(&self) -> std::sync::MutexGuard<'_, Coordinator> {
         self.coordinator.lock().expect("coordinator lock poisoned")
+    }
+
+    // std Mutex: never held across .await.
+    fn classic(&self) -> std::sync::MutexGuard<'_, classic::Classic> {
+        self.classic.lock().expect("classic groups lock poisoned")
     }
 }
 

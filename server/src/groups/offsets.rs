@@ -7,7 +7,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
 use std::time::Duration;
 
-use super::coordinator::Tp;
+use super::coordinator::{CoordinatorError, Tp};
 use super::{ControllerPort, GroupError, GroupRequests};
 use crate::controller::metadata::{Command, CommittedOffset, OffsetEntry};
 use crate::partition::StartFrom;
@@ -116,26 +116,15 @@ impl<P: ControllerPort> GroupRequests<'_, P> {
     {
         super::validate_group_id(group)?;
         self.ensure_coordinator()?;
-        if offsets.len() > PARTITIONS_PER_REQUEST_MAX {
-            return Err(GroupError::InvalidArgument(format!(
-                "a commit names at most {PARTITIONS_PER_REQUEST_MAX} partitions, got {}",
-                offsets.len()
-            ))
-            .into());
-        }
-        for entry in &offsets {
-            if entry.metadata.len() > OFFSET_METADATA_BYTES_MAX {
-                return Err(GroupError::InvalidArgument(format!(
-                    "offset metadata is at most {OFFSET_METADATA_BYTES_MAX} bytes, got {} for {}/{}",
-                    entry.metadata.len(),
-                    entry.topic,
-                    entry.partition
-                )).into());
-            }
-            self.port.check_partition(&entry.topic, entry.partition)?;
-        }
+        self.check_commit_entries(&offsets)?;
         if offsets.is_empty() {
             return Ok(());
+        }
+        if member_id.is_empty() && self.groups.classic().has_members(group) {
+            return Err(CoordinatorError::UnknownMember(format!(
+                "group {group:?} is a Kafka consumer group with members: only they may commit"
+            ))
+            .into());
         }
         let generation = {
             let checked = self.groups.coordinator().check_commit(
@@ -147,6 +136,46 @@ impl<P: ControllerPort> GroupRequests<'_, P> {
             checked.unwrap_or_else(|| self.group_generation(group))
         };
         // After the member checks: a fenced member hears that first, whatever it commits.
+        self.store_commit(group, generation, offsets, offsets_at)
+            .await
+    }
+
+    /// Checks a commit's size, its entries' metadata and that their partitions exist.
+    pub(super) fn check_commit_entries(&self, offsets: &[OffsetEntry]) -> Result<(), P::Error> {
+        if offsets.len() > PARTITIONS_PER_REQUEST_MAX {
+            return Err(GroupError::InvalidArgument(format!(
+                "a commit names at most {PARTITIONS_PER_REQUEST_MAX} partitions, got {}",
+                offsets.len()
+            ))
+            .into());
+        }
+        for entry in offsets {
+            if entry.metadata.len() > OFFSET_METADATA_BYTES_MAX {
+                return Err(GroupError::InvalidArgument(format!(
+                    "offset metadata is at most {OFFSET_METADATA_BYTES_MAX} bytes, got {} for {}/{}",
+                    entry.metadata.len(),
+                    entry.topic,
+                    entry.partition
+                )).into());
+            }
+            self.port.check_partition(&entry.topic, entry.partition)?;
+        }
+        Ok(())
+    }
+
+    /// Stores checked offsets for the offsets generation `generation`: each at or below its
+    /// partition's high watermark (see `check_commit_range`), replicated before it returns.
+    pub(super) async fn store_commit<F, Fut>(
+        &self,
+        group: &str,
+        generation: u64,
+        offsets: Vec<OffsetEntry>,
+        offsets_at: F,
+    ) -> Result<(), P::Error>
+    where
+        F: Fn(u64, String, String) -> Fut,
+        Fut: Future<Output = Result<Vec<ReplicaOffsets>, String>>,
+    {
         self.check_commit_range(&offsets, offsets_at).await?;
         // Large commits go as several controller changes (each partition's offset stands on
         // its own, as in Kafka), each checked against the same generation.

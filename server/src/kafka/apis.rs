@@ -14,7 +14,9 @@ use kafka_protocol::messages::ApiKey;
 use kafka_protocol::protocol::Decodable;
 
 use super::frame::{self, FrameError, Request};
-use super::{Frontend, admin, api_versions, fetch, metadata, offsets, produce, producer_id};
+use super::{
+    Frontend, admin, api_versions, fetch, groups, metadata, offsets, produce, producer_id,
+};
 use crate::security::ConnectionInfo;
 use crate::service::access::Access;
 
@@ -57,6 +59,51 @@ pub const SERVED: &[Served] = &[
         api_key: ApiKey::SaslHandshake,
         min: 0,
         max: 1,
+    },
+    Served {
+        api_key: ApiKey::OffsetCommit,
+        min: 2,
+        max: 6,
+    },
+    Served {
+        api_key: ApiKey::OffsetFetch,
+        min: 1,
+        max: 5,
+    },
+    Served {
+        api_key: ApiKey::FindCoordinator,
+        min: 0,
+        max: 2,
+    },
+    Served {
+        api_key: ApiKey::JoinGroup,
+        min: 0,
+        max: 3,
+    },
+    Served {
+        api_key: ApiKey::Heartbeat,
+        min: 0,
+        max: 2,
+    },
+    Served {
+        api_key: ApiKey::LeaveGroup,
+        min: 0,
+        max: 2,
+    },
+    Served {
+        api_key: ApiKey::SyncGroup,
+        min: 0,
+        max: 2,
+    },
+    Served {
+        api_key: ApiKey::DescribeGroups,
+        min: 0,
+        max: 2,
+    },
+    Served {
+        api_key: ApiKey::ListGroups,
+        min: 0,
+        max: 2,
     },
     Served {
         api_key: ApiKey::ApiVersions,
@@ -196,6 +243,25 @@ pub async fn handle(context: &Context, request: Request) -> Result<Option<Bytes>
             let request = decode(api_key, version, body)?;
             let response = admin::describe_configs(context, request).await;
             frame::response(api_key, version, correlation_id, &response)?
+        }
+        ApiKey::FindCoordinator
+        | ApiKey::JoinGroup
+        | ApiKey::SyncGroup
+        | ApiKey::Heartbeat
+        | ApiKey::LeaveGroup
+        | ApiKey::ListGroups
+        | ApiKey::DescribeGroups
+        | ApiKey::OffsetCommit
+        | ApiKey::OffsetFetch => {
+            groups::handle(
+                context,
+                api_key,
+                version,
+                correlation_id,
+                request.client_id,
+                body,
+            )
+            .await?
         }
         other => {
             // In the table but not handled here: refused like an unknown API rather than

@@ -132,7 +132,7 @@ fn brokers(metadata: &Metadata, alive: impl Fn(u64) -> bool) -> Vec<MetadataResp
 }
 
 /// `host:port` or `[v6]:port`, as Kafka's clients take them apart.
-fn split_host_port(address: &str) -> Option<(&str, i32)> {
+pub(super) fn split_host_port(address: &str) -> Option<(&str, i32)> {
     let (host, port) = address.rsplit_once(':')?;
     let host = host
         .strip_prefix('[')

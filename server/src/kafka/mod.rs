@@ -18,6 +18,8 @@
 //! - [`apis`]: the served APIs and versions (what ApiVersions advertises) and the dispatch of a
 //!   decoded request to its handler.
 //! - [`error`]: [`BrokerError`](crate::broker::BrokerError)s as Kafka error codes.
+//! - `groups`, `group_offsets`: consumer groups (FindCoordinator, the classic rebalance
+//!   protocol, ListGroups, DescribeGroups) and their committed offsets.
 //! - `leaders`: who leads each partition, cluster-wide, for Metadata.
 //! - [`sasl`]: SaslHandshake and SaslAuthenticate (PLAIN, SCRAM-SHA-256): the connection's
 //!   principal when passwords authenticate it.
@@ -32,6 +34,8 @@ mod connection;
 pub mod error;
 mod fetch;
 pub mod frame;
+mod group_offsets;
+mod groups;
 mod leaders;
 mod metadata;
 mod offsets;

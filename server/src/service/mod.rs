@@ -56,6 +56,9 @@ use crate::broker::{Broker, BrokerError};
 use crate::security::acl::Policy;
 use access::Access;
 
+/// For the Kafka listener's commits, checked against other nodes' high watermarks.
+pub use remote::replica_offsets_at;
+
 /// Whether a node is alive (heard from recently); the peer transport knows.
 pub type Liveness = Arc<dyn Fn(u64) -> bool + Send + Sync>;
 

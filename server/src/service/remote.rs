@@ -57,7 +57,7 @@ pub async fn controller_high_watermark_at(
 ///
 /// # Errors
 /// Connection and call failures, as text.
-pub(super) async fn replica_offsets_at(
+pub async fn replica_offsets_at(
     tls: Option<Arc<Tls>>,
     node: u64,
     address: String,
