@@ -148,14 +148,25 @@ impl SecureNode {
 
     /// Allows `operation` on topic `topic` to `principal`.
     async fn allow(&self, principal: &str, topic: &str, operation: pb::AclOperation) {
+        self.allow_on(principal, pb::ResourceType::Topic, topic, operation)
+            .await;
+    }
+
+    async fn allow_on(
+        &self,
+        principal: &str,
+        resource_type: pb::ResourceType,
+        name: &str,
+        operation: pb::AclOperation,
+    ) {
         let mut admin = self.clients.admin.clone();
         admin
             .create_acls(as_admin(pb::CreateAclsRequest {
                 acls: vec![pb::AclEntry {
                     principal: principal.to_string(),
-                    resource_type: pb::ResourceType::Topic as i32,
+                    resource_type: resource_type as i32,
                     pattern_type: pb::PatternType::Literal as i32,
-                    resource_name: topic.to_string(),
+                    resource_name: name.to_string(),
                     operation: operation as i32,
                     permission: pb::AclPermission::Allow as i32,
                 }],
@@ -340,7 +351,6 @@ async fn metadata_hides_topics_the_user_may_not_describe() {
 
 /// Produce needs Write on the topic and consume needs Read: without them confluent-kafka gets
 /// TOPIC_AUTHORIZATION_FAILED, with them the record is stored and read back (also over gRPC).
-/// Needs the Kafka Produce, Fetch and ListOffsets handlers.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn produce_and_consume_need_the_topics_write_and_read_acls() {
     let node = SecureNode::start("password").await;
@@ -362,6 +372,14 @@ async fn produce_and_consume_need_the_topics_write_and_read_acls() {
     let report = produce("accepted");
     assert_eq!(report["ok"], true, "{report}");
 
+    // The consumer names a group (as most do), which needs group Read, as on Kafka.
+    node.allow_on(
+        "User:alice",
+        pb::ResourceType::Group,
+        "kafka-security-test",
+        pb::AclOperation::Read,
+    )
+    .await;
     let consume = || {
         node.python(
             "consume",
