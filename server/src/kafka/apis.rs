@@ -52,14 +52,6 @@ pub const SERVED: &[Served] = &[
         min: 0,
         max: 7,
     },
-    // v0 is advertised because librdkafka (kcat) enables SASL only when it is, as Kafka
-    // does; a v0 request (raw SASL tokens after it, not SaslAuthenticate) is refused in
-    // `sasl`: clients that know v1 send v1.
-    Served {
-        api_key: ApiKey::SaslHandshake,
-        min: 0,
-        max: 1,
-    },
     Served {
         api_key: ApiKey::OffsetCommit,
         min: 2,
@@ -104,6 +96,14 @@ pub const SERVED: &[Served] = &[
         api_key: ApiKey::ListGroups,
         min: 0,
         max: 2,
+    },
+    // v0 is advertised because librdkafka (kcat) enables SASL only when it is, as Kafka
+    // does; a v0 request (raw SASL tokens after it, not SaslAuthenticate) is refused in
+    // `sasl`: clients that know v1 send v1.
+    Served {
+        api_key: ApiKey::SaslHandshake,
+        min: 0,
+        max: 1,
     },
     Served {
         api_key: ApiKey::ApiVersions,
