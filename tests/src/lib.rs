@@ -37,6 +37,8 @@
 //! hand and with kcat; a broken connection never affects another), `kafka_data.rs` (the Kafka
 //! data path with confluent-kafka, kafka-python and kcat: codecs, acks, offsets by time, topic
 //! admin, batches stored as sent, long-poll fetch, an idempotent producer across a leader kill).
+//! `kafka_clients.rs` (aiokafka, kafkajs and kcat: metadata, every codec, offsets by time, read
+//! back over gRPC; every client's idempotent producer across a leader kill).
 //!
 //! `src/bin/group-member.rs` is a group member process for `group_consumer.rs`.
 
