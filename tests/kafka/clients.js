@@ -90,24 +90,26 @@ async function data(bootstrap, topic, codecs) {
     );
   }
 
-  // Offsets by time: records stamped by the client, a second apart.
+  // Offsets by time: records stamped by the client, a second apart, in 2023, on partition 1
+  // (partition 0's records are stamped now, later than these: the earliest offset at or after
+  // any of these times would be partition 0's first).
   const base = 1_700_000_000_000;
   const timed = [];
   for (let i = 0; i < 10; i++) {
-    timed.push({ key: `tk${i}`, value: `t-${i}`, timestamp: String(base + 1000 * i), partition: 0 });
+    timed.push({ key: `tk${i}`, value: `t-${i}`, timestamp: String(base + 1000 * i), partition: 1 });
   }
   const [answer] = await producer.send({ topic, acks: -1, messages: timed });
   const first = Number(answer.baseOffset);
   timed.forEach((r, i) =>
-    emit("sent", { offset: first + i, key: r.key, value: r.value, headers: [], timestamp: base + 1000 * i }),
+    emit("sent", { partition: 1, offset: first + i, key: r.key, value: r.value, headers: [], timestamp: base + 1000 * i }),
   );
   const found = await admin.fetchTopicOffsetsByTimestamp(topic, base + 3500);
-  const partition = found.find((p) => p.partition === 0);
+  const partition = found.find((p) => p.partition === 1);
   if (!partition || Number(partition.offset) !== first + 4) {
     fail(`fetchTopicOffsetsByTimestamp(${base + 3500}) = ${JSON.stringify(found)}, want ${first + 4}`);
   }
   const ends = await admin.fetchTopicOffsets(topic);
-  const end = ends.find((p) => p.partition === 0);
+  const end = ends.find((p) => p.partition === 1);
   if (Number(end.high) !== first + 10 || Number(end.low) !== 0) {
     fail(`fetchTopicOffsets = ${JSON.stringify(ends)}, want low 0, high ${first + 10}`);
   }

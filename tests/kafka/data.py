@@ -403,12 +403,10 @@ async def aiokafka_data(bootstrap, topic, before, codec_names):
         request_timeout_ms=DEADLINE_S * 1000,
     )
     await consumer.start()
-    # topics() asks the cluster; partitions_for_topic() then answers from that metadata.
-    topics = await asyncio.wait_for(consumer.topics(), DEADLINE_S)
-    if topic not in topics:
-        fail(f"aiokafka's metadata lists {topics}, not {topic}")
-    partitions = consumer.partitions_for_topic(topic)
-    leader = consumer._client.cluster.leader_for_partition(ATopicPartition(topic, 0))
+    # aiokafka's public partitions_for_topic() answers only for topics the consumer follows.
+    cluster = await asyncio.wait_for(consumer._client.fetch_all_metadata(), DEADLINE_S)
+    partitions = cluster.partitions_for_topic(topic)
+    leader = cluster.leader_for_partition(ATopicPartition(topic, 0))
     emit("metadata", partitions=sorted(partitions or []), leader=leader)
 
     sent = []
@@ -429,19 +427,20 @@ async def aiokafka_data(bootstrap, topic, before, codec_names):
         emit("produced", client="aiokafka", codec=codec, offsets=[r.offset for r in results])
         sent.extend(records)
 
-    # Offsets by time: records stamped by the client, a second apart.
+    # Offsets by time: records stamped by the client, a second apart, in 2023, on partition 1
+    # (partition 0's records are stamped now, later than these: the earliest offset at or
+    # after any of these times would be partition 0's first).
     base = 1_700_000_000_000
     timed = [(f"tk{i}".encode(), f"t-{i}".encode(), [("t", b"1")], base + 1000 * i) for i in range(10)]
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all")
     await producer.start()
     futures = [
-        await producer.send(topic, key=k, value=v, headers=h, partition=0, timestamp_ms=t)
+        await producer.send(topic, key=k, value=v, headers=h, partition=1, timestamp_ms=t)
         for k, v, h, t in timed
     ]
     first = (await asyncio.wait_for(asyncio.gather(*futures), DEADLINE_S))[0].offset
     await producer.stop()
-    sent.extend(timed)
-    partition = ATopicPartition(topic, 0)
+    partition = ATopicPartition(topic, 1)
     found = await consumer.offsets_for_times({partition: base + 3500})
     if found[partition] is None or (found[partition].offset, found[partition].timestamp) != (first + 4, base + 4000):
         fail(f"aiokafka offsets_for_times({base + 3500}) = {found}, want offset {first + 4}")
@@ -454,14 +453,22 @@ async def aiokafka_data(bootstrap, topic, before, codec_names):
     want = [(f"t-{i}", base + 1000 * i) for i in range(4, 10)]
     if [(r["value"], r["timestamp"]) for r in from_time] != want:
         fail(f"aiokafka from a time: {from_time}, want {want}")
+    await consumer.seek_to_beginning(partition)
+    seen = await consume_aiokafka(consumer, partition, len(timed))
+    if strip(seen) != expected(timed):
+        fail(f"aiokafka read back something else than was sent:\n{seen}\nwant\n{expected(timed)}")
+    for record in seen:
+        emit("record", partition=1, **record)
 
+    partition = ATopicPartition(topic, 0)
+    consumer.assign([partition])
     await consumer.seek_to_beginning(partition)
     seen = await consume_aiokafka(consumer, partition, before + len(sent))
     await consumer.stop()
     if strip(seen[before:]) != expected(sent):
         fail(f"aiokafka read back something else than was sent:\n{seen[before:]}\nwant\n{expected(sent)}")
     for record in seen:
-        emit("record", **record)
+        emit("record", partition=0, **record)
 
 
 async def consume_aiokafka(consumer, partition, count):

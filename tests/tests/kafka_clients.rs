@@ -197,8 +197,9 @@ fn assert_metadata(lines: &[Value], partitions: &[u64], leader: u64) {
 }
 
 /// aiokafka: metadata (two partitions, node 1 leading), keyed records with headers in all five
-/// codecs, offsets_for_times and consuming from a time, then a consumer from earliest reads
-/// three gRPC-produced records and everything aiokafka sent exactly as gRPC decodes them.
+/// codecs to partition 0, client-stamped records to partition 1 found by offsets_for_times and
+/// consumed from a time; then a consumer from earliest reads three gRPC-produced records and
+/// everything aiokafka sent, in both partitions, exactly as gRPC decodes them.
 #[tokio::test(flavor = "multi_thread")]
 async fn aiokafka_reads_metadata_produces_every_codec_and_consumes_by_time() {
     let (_data, server) = start();
@@ -215,15 +216,24 @@ async fn aiokafka_reads_metadata_produces_every_codec_and_consumes_by_time() {
     assert_metadata(&lines, &[0, 1], server.node_id());
     let produced = lines.iter().filter(|l| l["kind"] == "produced").count();
     assert_eq!(produced, ALL_CODECS.len(), "{lines:?}");
-    let consumed: Vec<&Value> = lines.iter().filter(|l| l["kind"] == "record").collect();
-    assert_eq!(consumed.len(), 3 + ALL_CODECS.len() * 20 + 10);
-    assert_eq!(consumed[0]["headers"], serde_json::json!([["via", "grpc"]]));
-    let stored = grpc_records(&mut clients, "aio", 0).await;
-    assert_same_records(&consumed, &stored);
+    let consumed = |partition: u64| -> Vec<&Value> {
+        lines
+            .iter()
+            .filter(|l| l["kind"] == "record" && l["partition"] == partition)
+            .collect()
+    };
+    assert_eq!(consumed(0).len(), 3 + ALL_CODECS.len() * 20);
+    assert_eq!(consumed(0)[0]["headers"], serde_json::json!([["via", "grpc"]]));
+    assert_eq!(consumed(1).len(), 10);
+    for partition in [0, 1] {
+        let stored = grpc_records(&mut clients, "aio", partition).await;
+        assert_same_records(&consumed(partition.into()), &stored);
+    }
 }
 
 /// kafkajs: metadata, keyed records with headers uncompressed and in gzip (its only built-in
-/// codec), client timestamps found by fetchTopicOffsetsByTimestamp; gRPC reads back exactly
+/// codec), client-stamped records (partition 1) found by fetchTopicOffsetsByTimestamp; gRPC
+/// reads back exactly
 /// what kafkajs says it stored at each offset, and kcat consumes the same.
 #[tokio::test(flavor = "multi_thread")]
 async fn kafkajs_reads_metadata_produces_gzip_and_finds_offsets_by_time() {
@@ -233,10 +243,17 @@ async fn kafkajs_reads_metadata_produces_gzip_and_finds_offsets_by_time() {
     let lines = clients_js(&["data", &bootstrap(&server), "js", "none", "gzip"]);
     assert_metadata(&lines, &[0, 1], server.node_id());
     assert!(lines.iter().any(|l| l["kind"] == "timestamps"), "{lines:?}");
-    let sent: Vec<&Value> = lines.iter().filter(|l| l["kind"] == "sent").collect();
-    assert_eq!(sent.len(), 2 * 20 + 10, "{lines:?}");
+    let sent = |partition: u64| -> Vec<&Value> {
+        lines
+            .iter()
+            .filter(|l| l["kind"] == "sent" && l["partition"].as_u64().unwrap_or(0) == partition)
+            .collect()
+    };
+    assert_eq!(sent(0).len(), 2 * 20, "{lines:?}");
+    assert_eq!(sent(1).len(), 10, "{lines:?}");
+    assert_same_records(&sent(1), &grpc_records(&mut clients, "js", 1).await);
     let stored = grpc_records(&mut clients, "js", 0).await;
-    assert_same_records(&sent, &stored);
+    assert_same_records(&sent(0), &stored);
 
     let printed = kcat(&[
         "-b",
