@@ -223,7 +223,10 @@ async fn aiokafka_reads_metadata_produces_every_codec_and_consumes_by_time() {
             .collect()
     };
     assert_eq!(consumed(0).len(), 3 + ALL_CODECS.len() * 20);
-    assert_eq!(consumed(0)[0]["headers"], serde_json::json!([["via", "grpc"]]));
+    assert_eq!(
+        consumed(0)[0]["headers"],
+        serde_json::json!([["via", "grpc"]])
+    );
     assert_eq!(consumed(1).len(), 10);
     for partition in [0, 1] {
         let stored = grpc_records(&mut clients, "aio", partition).await;
@@ -405,9 +408,7 @@ const IDEMPOTENT_RECORDS: usize = 3000;
 fn idempotent_producer(client: &'static str, bootstrap: String, topic: String) -> Vec<Value> {
     let count = IDEMPOTENT_RECORDS.to_string();
     match client {
-        "kafka-python" | "aiokafka" => {
-            data_py(&["idempotent", &bootstrap, &topic, &count, client])
-        }
+        "kafka-python" | "aiokafka" => data_py(&["idempotent", &bootstrap, &topic, &count, client]),
         "kafkajs" => clients_js(&["idempotent", &bootstrap, &topic, &count]),
         "kcat" => {
             // kcat reads records from stdin: a paced writer keeps the stream running while the
@@ -515,7 +516,10 @@ async fn survive_leader_kill(cluster: &mut Cluster, client: &'static str) {
         let every: Vec<u64> = (0..IDEMPOTENT_RECORDS as u64).collect();
         assert_eq!(values, every, "{client}: not every record stored once");
     } else {
-        assert!(!acked.is_empty(), "{client}: nothing acknowledged: {summary:?}");
+        assert!(
+            !acked.is_empty(),
+            "{client}: nothing acknowledged: {summary:?}"
+        );
         let at: HashMap<u64, u64> = stored
             .iter()
             .map(|(offset, value)| (value.parse().expect("a number"), *offset))
