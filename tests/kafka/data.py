@@ -1,5 +1,5 @@
 """The Kafka data path against Strata with clients nobody at Strata wrote: confluent-kafka
-(librdkafka) and kafka-python. Driven by tests/tests/kafka_data.rs, one subcommand per
+(librdkafka), kafka-python and aiokafka. Driven by tests/tests/kafka_data.rs, one subcommand per
 scenario; each prints JSON lines the Rust test checks (against what it reads over gRPC) and
 exits non-zero with a message when a client sees something wrong.
 
@@ -9,9 +9,18 @@ exits non-zero with a message when a client sees something wrong.
     data.py timestamps BOOTSTRAP TOPIC        offsets_for_times, earliest and latest offsets
     data.py consume BOOTSTRAP TOPIC COUNT     print COUNT records from earliest (confluent-kafka)
     data.py admin BOOTSTRAP TOPIC             topic admin with kafka-python's admin client
-    data.py idempotent BOOTSTRAP TOPIC COUNT  an idempotent producer (enable.idempotence) sending
-                                              COUNT records, printing each acknowledged one
+    data.py idempotent BOOTSTRAP TOPIC COUNT [CLIENT]
+                                              an idempotent producer sending COUNT records,
+                                              printing each acknowledged one; CLIENT is
+                                              confluent (the default), kafka-python or aiokafka
+    data.py aiokafka BOOTSTRAP TOPIC BEFORE CODEC...
+                                              aiokafka: metadata, keyed records with headers in
+                                              each codec, offsets by time, and everything
+                                              (BEFORE records already there first) read back
+                                              from earliest
 """
+
+import asyncio
 
 import json
 import sys
@@ -272,9 +281,15 @@ def consume(bootstrap, topic, count):
         emit("record", **record)
 
 
-def idempotent(bootstrap, topic, count):
+def idempotent(bootstrap, topic, count, client="confluent"):
     """Sends `count` records ("0", "1", ...) paced over a few seconds, so a leader can be
     killed mid-stream, and prints each acknowledged value."""
+    if client == "kafka-python":
+        return idempotent_kafka_python(bootstrap, topic, count)
+    if client == "aiokafka":
+        return asyncio.run(idempotent_aiokafka(bootstrap, topic, count))
+    if client != "confluent":
+        fail(f"unknown idempotent client {client}")
     producer = Producer(
         {
             "bootstrap.servers": bootstrap,
@@ -300,6 +315,12 @@ def idempotent(bootstrap, topic, count):
         # Paced: the stream must still be running when the test kills the leader.
         time.sleep(0.003)
     remaining = producer.flush(150)
+    report_idempotent(acked, errors, remaining)
+
+
+def report_idempotent(acked, errors, remaining):
+    """Prints each acknowledged (value, offset) and a summary; fails when records were left
+    neither delivered nor failed, or acknowledged out of order."""
     for value, offset in acked:
         emit("acked", value=value, offset=offset)
     emit("summary", acked=len(acked), errors=errors, undelivered=remaining)
@@ -308,6 +329,166 @@ def idempotent(bootstrap, topic, count):
     values = [value for value, _ in acked]
     if values != sorted(values):
         fail("an idempotent producer's acknowledgements came out of order")
+
+
+def idempotent_kafka_python(bootstrap, topic, count):
+    producer = KafkaProducer(
+        bootstrap_servers=bootstrap,
+        enable_idempotence=True,
+        acks="all",
+        linger_ms=2,
+        retry_backoff_ms=100,
+        delivery_timeout_ms=120_000,
+        request_timeout_ms=10_000,
+        metadata_max_age_ms=1000,
+    )
+    acked = []
+    errors = []
+    futures = []
+    for i in range(count):
+        future = producer.send(topic, value=str(i).encode(), partition=0)
+        futures.append((i, future))
+        time.sleep(0.003)
+    producer.flush(150)
+    remaining = 0
+    for i, future in futures:
+        if not future.is_done:
+            remaining += 1
+        elif future.failed():
+            errors.append(f"{i}: {future.exception!r}")
+        else:
+            acked.append((i, future.value.offset))
+    producer.close(5)
+    report_idempotent(acked, errors, remaining)
+
+
+async def idempotent_aiokafka(bootstrap, topic, count):
+    from aiokafka import AIOKafkaProducer
+
+    producer = AIOKafkaProducer(
+        bootstrap_servers=bootstrap,
+        enable_idempotence=True,
+        linger_ms=2,
+        retry_backoff_ms=100,
+        request_timeout_ms=10_000,
+        metadata_max_age_ms=1000,
+    )
+    await producer.start()
+    futures = []
+    for i in range(count):
+        futures.append(await producer.send(topic, value=str(i).encode(), partition=0))
+        await asyncio.sleep(0.003)
+    done, pending = await asyncio.wait(futures, timeout=150)
+    acked = []
+    errors = []
+    for i, future in enumerate(futures):
+        if future in done:
+            if future.exception() is not None:
+                errors.append(f"{i}: {future.exception()!r}")
+            else:
+                acked.append((i, future.result().offset))
+    await producer.stop()
+    report_idempotent(acked, errors, len(pending))
+
+
+async def aiokafka_data(bootstrap, topic, before, codec_names):
+    """aiokafka end to end on partition 0 of `topic` (which holds `before` records already):
+    metadata, keyed records with headers in each codec, offsets by time, then every record of
+    the partition from earliest, printed for the Rust test to compare with gRPC."""
+    from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+    from aiokafka.structs import TopicPartition as ATopicPartition
+
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False,
+        request_timeout_ms=DEADLINE_S * 1000,
+    )
+    await consumer.start()
+    # aiokafka's public partitions_for_topic() answers only for topics the consumer follows.
+    cluster = await asyncio.wait_for(consumer._client.fetch_all_metadata(), DEADLINE_S)
+    partitions = cluster.partitions_for_topic(topic)
+    leader = cluster.leader_for_partition(ATopicPartition(topic, 0))
+    emit("metadata", partitions=sorted(partitions or []), leader=leader)
+
+    sent = []
+    for codec in codec_names:
+        producer = AIOKafkaProducer(
+            bootstrap_servers=bootstrap,
+            compression_type=None if codec == "none" else codec,
+            acks="all",
+            linger_ms=5,
+        )
+        await producer.start()
+        records = records_for(f"aiokafka-{codec}", RECORDS_PER_CODEC)
+        futures = [
+            await producer.send(topic, key=k, value=v, headers=h, partition=0) for k, v, h, _ in records
+        ]
+        results = await asyncio.wait_for(asyncio.gather(*futures), DEADLINE_S)
+        await producer.stop()
+        emit("produced", client="aiokafka", codec=codec, offsets=[r.offset for r in results])
+        sent.extend(records)
+
+    # Offsets by time: records stamped by the client, a second apart, in 2023, on partition 1
+    # (partition 0's records are stamped now, later than these: the earliest offset at or
+    # after any of these times would be partition 0's first).
+    base = 1_700_000_000_000
+    timed = [(f"tk{i}".encode(), f"t-{i}".encode(), [("t", b"1")], base + 1000 * i) for i in range(10)]
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all")
+    await producer.start()
+    futures = [
+        await producer.send(topic, key=k, value=v, headers=h, partition=1, timestamp_ms=t)
+        for k, v, h, t in timed
+    ]
+    first = (await asyncio.wait_for(asyncio.gather(*futures), DEADLINE_S))[0].offset
+    await producer.stop()
+    partition = ATopicPartition(topic, 1)
+    found = await consumer.offsets_for_times({partition: base + 3500})
+    if found[partition] is None or (found[partition].offset, found[partition].timestamp) != (first + 4, base + 4000):
+        fail(f"aiokafka offsets_for_times({base + 3500}) = {found}, want offset {first + 4}")
+    after = await consumer.offsets_for_times({partition: base + 99_000})
+    if after[partition] is not None:
+        fail(f"aiokafka offsets_for_times after every record = {after}, want None")
+    consumer.assign([partition])
+    consumer.seek(partition, found[partition].offset)
+    from_time = await consume_aiokafka(consumer, partition, 6)
+    want = [(f"t-{i}", base + 1000 * i) for i in range(4, 10)]
+    if [(r["value"], r["timestamp"]) for r in from_time] != want:
+        fail(f"aiokafka from a time: {from_time}, want {want}")
+    await consumer.seek_to_beginning(partition)
+    seen = await consume_aiokafka(consumer, partition, len(timed))
+    if strip(seen) != expected(timed):
+        fail(f"aiokafka read back something else than was sent:\n{seen}\nwant\n{expected(timed)}")
+    for record in seen:
+        emit("record", partition=1, **record)
+
+    partition = ATopicPartition(topic, 0)
+    consumer.assign([partition])
+    await consumer.seek_to_beginning(partition)
+    seen = await consume_aiokafka(consumer, partition, before + len(sent))
+    await consumer.stop()
+    if strip(seen[before:]) != expected(sent):
+        fail(f"aiokafka read back something else than was sent:\n{seen[before:]}\nwant\n{expected(sent)}")
+    for record in seen:
+        emit("record", partition=0, **record)
+
+
+async def consume_aiokafka(consumer, partition, count):
+    seen = []
+    deadline = time.monotonic() + DEADLINE_S
+    while len(seen) < count and time.monotonic() < deadline:
+        batches = await consumer.getmany(partition, timeout_ms=1000, max_records=count - len(seen))
+        for message in batches.get(partition, []):
+            seen.append(
+                {
+                    "offset": message.offset,
+                    "key": (message.key or b"").decode(),
+                    "value": (message.value or b"").decode(),
+                    "headers": [[k, (v or b"").decode()] for k, v in message.headers],
+                    "timestamp": message.timestamp,
+                }
+            )
+    if len(seen) < count:
+        fail(f"aiokafka consumer read {len(seen)} of {count} records within {DEADLINE_S}s")
+    return seen
 
 
 def find_configs(described):
@@ -390,7 +571,9 @@ def main():
     elif command == "admin":
         admin(bootstrap, topic)
     elif command == "idempotent":
-        idempotent(bootstrap, topic, int(rest[0]))
+        idempotent(bootstrap, topic, int(rest[0]), *rest[1:])
+    elif command == "aiokafka":
+        asyncio.run(aiokafka_data(bootstrap, topic, int(rest[0]), rest[1:]))
     else:
         fail(f"unknown command {command}")
 

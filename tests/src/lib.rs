@@ -40,7 +40,8 @@
 //! `kafka_security.rs` (SASL SCRAM-SHA-256 and PLAIN over TLS with confluent-kafka, kcat and by
 //! hand; ACLs on Kafka produce, consume and Metadata; a client certificate as the principal),
 //! `kafka_fuzz.rs` (random and mutated frames of every served API, in process and against a
-//! real server).
+//! real server), `kafka_clients.rs` (aiokafka, kafkajs and kcat: metadata, every codec, offsets
+//! by time, read back over gRPC; every client's idempotent producer across a leader kill).
 //!
 //! `src/bin/group-member.rs` is a group member process for `group_consumer.rs`.
 //!
