@@ -6,7 +6,8 @@
 #   - Kafka: kcat (librdkafka's CLI, `-P -l` from a file of 1 KiB lines, `-C -e`), and
 #     confluent-kafka from Python (benches/kafka-client-bench.py; librdkafka underneath).
 # Beside each: the server's CPU-seconds per GB of record bytes (utime + stime from
-# /proc/PID/stat around the phase) and its peak RSS at the end. The clients differ, so the
+# /proc/PID/stat around the phase); at the end its peak RSS and its anonymous memory (the peak
+# is mostly the mapped segments' pages that the replays touched). The clients differ, so the
 # server's CPU per GB is the fairest comparison of the two paths; throughput is what a user of
 # each client sees.
 #
@@ -68,6 +69,7 @@ for run in $(seq "$RUNS"); do
   phase confluent-produce python3 benches/kafka-client-bench.py produce "$kafka" confluent "$COUNT" 1023
   phase confluent-replay python3 benches/kafka-client-bench.py consume "$kafka" confluent "$COUNT" 1023
   grep VmHWM "/proc/$server/status" | awk '{print $2}' > "$work/rss-$run.kib"
+  grep RssAnon "/proc/$server/status" | awk '{print $2}' > "$work/anon-$run.kib"
   kill -TERM "$server"
   wait "$server" || true
   exec 3<&-
@@ -100,5 +102,7 @@ for kind in ["produce", "replay"]:
         rate, cpu = figures[(path, kind)]
         print(f"{kind}: {path}/grpc throughput {rate / grpc_rate:.2f}x, server CPU per GB "
               f"{cpu / grpc_cpu:.2f}x")
-print(f"server peak RSS {rss / 1024:.1f} MiB (median of runs)")
+anon = med(int(open(f"{work}/anon-{r}.kib").read()) for r in range(1, runs + 1))
+print(f"server peak RSS {rss / 1024:.1f} MiB, of which anonymous at the end {anon / 1024:.1f} MiB "
+      "(the rest: pages of the segments mapped for reads, page cache the kernel reclaims)")
 PY

@@ -51,8 +51,15 @@ pub async fn read_frame<R: AsyncRead + Unpin>(
     if size > max {
         return Err(FrameError::TooLarge { size, max });
     }
-    let mut frame = BytesMut::zeroed(size);
-    reader.read_exact(&mut frame).await?;
+    // Read into spare capacity: zeroing the buffer first would touch every byte once more.
+    let mut frame = BytesMut::with_capacity(size);
+    while frame.len() < size {
+        let missing = size - frame.len();
+        let mut rest = (&mut frame).limit(missing);
+        if reader.read_buf(&mut rest).await? == 0 {
+            return Err(FrameError::Io(std::io::ErrorKind::UnexpectedEof.into()));
+        }
+    }
     Ok(Some(frame.freeze()))
 }
 
