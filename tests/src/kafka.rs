@@ -254,3 +254,86 @@ pub fn run(mut command: Command, timeout: Duration) -> Output {
         },
     }
 }
+
+/// A one-node server with a Kafka listener on a free loopback port, and its data directory.
+pub fn start_server() -> (tempfile::TempDir, crate::server::ServerProcess) {
+    let data = tempfile::tempdir().expect("tempdir");
+    let mut server = crate::server::ServerProcess::launch_with(
+        data.path(),
+        1,
+        "127.0.0.1:0",
+        None,
+        &["--kafka-listen".to_string(), "127.0.0.1:0".to_string()],
+    );
+    server.wait_ready();
+    (data, server)
+}
+
+/// The Kafka address of a server started with `--kafka-listen`.
+pub fn bootstrap(server: &crate::server::ServerProcess) -> String {
+    server.kafka_address.clone().expect("kafka address")
+}
+
+/// A TCP connection to a Kafka listener whose reads give up after `timeout`.
+pub fn connect(address: &str, timeout: Duration) -> std::net::TcpStream {
+    let stream = std::net::TcpStream::connect(address).expect("connecting to the Kafka listener");
+    stream.set_read_timeout(Some(timeout)).expect("timeout");
+    stream
+}
+
+/// Creates a topic of `partitions` partitions, one replica each, over gRPC.
+pub async fn create_topic(clients: &mut crate::server::Clients, name: &str, partitions: u32) {
+    clients
+        .admin
+        .create_topic(strata_proto::v1::CreateTopicRequest {
+            name: name.to_string(),
+            partitions,
+            replication_factor: 1,
+            ..Default::default()
+        })
+        .await
+        .expect("create topic");
+}
+
+/// Runs a client program (see [`run`]) and returns the JSON lines it printed.
+pub fn json_lines(command: Command, timeout: Duration) -> Vec<serde_json::Value> {
+    let output = run(command, timeout);
+    String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .filter(|line| line.starts_with('{'))
+        .map(|line| serde_json::from_str(line).expect("the client program prints JSON lines"))
+        .collect()
+}
+
+/// Every record of a partition, decoded by the server (gRPC Fetch, decode on).
+pub async fn grpc_records(
+    clients: &mut crate::server::Clients,
+    topic: &str,
+    partition: u32,
+) -> Vec<strata_proto::v1::Record> {
+    use strata_proto::v1 as pb;
+    let mut records = Vec::new();
+    let mut start = pb::start_position::Position::Earliest(true);
+    loop {
+        let fetched = clients
+            .broker
+            .fetch(pb::FetchRequest {
+                topic: topic.to_string(),
+                partition,
+                start: Some(pb::StartPosition {
+                    position: Some(start),
+                }),
+                max_bytes: 4 << 20,
+                decode: true,
+                ..Default::default()
+            })
+            .await
+            .expect("gRPC fetch")
+            .into_inner();
+        records.extend(fetched.records);
+        if fetched.next_offset >= fetched.high_watermark {
+            return records;
+        }
+        start = pb::start_position::Position::Offset(fetched.next_offset);
+    }
+}

@@ -21,63 +21,23 @@ use serde_json::Value;
 use strata_proto::v1 as pb;
 use strata_tests::cluster::Cluster;
 use strata_tests::kafka;
-use strata_tests::server::{Clients, ServerProcess};
+use strata_tests::server::Clients;
 
 /// Longest a client program may run (they bound their own waits well below this).
 const SCRIPT_TIMEOUT: Duration = Duration::from_secs(240);
 /// Every codec of Kafka's record batches ("none" included).
 const ALL_CODECS: [&str; 5] = ["none", "gzip", "snappy", "lz4", "zstd"];
 
-fn start() -> (tempfile::TempDir, ServerProcess) {
-    let data = tempfile::tempdir().expect("tempdir");
-    let mut server = ServerProcess::launch_with(
-        data.path(),
-        1,
-        "127.0.0.1:0",
-        None,
-        &["--kafka-listen".to_string(), "127.0.0.1:0".to_string()],
-    );
-    server.wait_ready();
-    (data, server)
-}
-
-fn bootstrap(server: &ServerProcess) -> String {
-    server.kafka_address.clone().expect("kafka address")
-}
-
-async fn create_topic(clients: &mut Clients, name: &str, partitions: u32) {
-    clients
-        .admin
-        .create_topic(pb::CreateTopicRequest {
-            name: name.to_string(),
-            partitions,
-            replication_factor: 1,
-            ..Default::default()
-        })
-        .await
-        .expect("create topic");
-}
-
-/// Runs a client program and returns the JSON lines it printed.
-fn json_lines(command: Command) -> Vec<Value> {
-    let output = kafka::run(command, SCRIPT_TIMEOUT);
-    String::from_utf8_lossy(&output.stdout)
-        .lines()
-        .filter(|line| line.starts_with('{'))
-        .map(|line| serde_json::from_str(line).expect("the client program prints JSON lines"))
-        .collect()
-}
-
 fn data_py(args: &[&str]) -> Vec<Value> {
     let mut command = kafka::python("data.py");
     command.args(args);
-    json_lines(command)
+    kafka::json_lines(command, SCRIPT_TIMEOUT)
 }
 
 fn clients_js(args: &[&str]) -> Vec<Value> {
     let mut command = kafka::node("clients.js");
     command.args(args);
-    json_lines(command)
+    kafka::json_lines(command, SCRIPT_TIMEOUT)
 }
 
 /// kcat with `args`, returning what it printed on stdout.
@@ -86,34 +46,6 @@ fn kcat(args: &[&str]) -> String {
     command.args(args);
     let output = kafka::run(command, Duration::from_secs(60));
     String::from_utf8_lossy(&output.stdout).to_string()
-}
-
-/// Every record of a partition, decoded by the server (gRPC Fetch, decode on).
-async fn grpc_records(clients: &mut Clients, topic: &str, partition: u32) -> Vec<pb::Record> {
-    let mut records = Vec::new();
-    let mut start = pb::start_position::Position::Earliest(true);
-    loop {
-        let fetched = clients
-            .broker
-            .fetch(pb::FetchRequest {
-                topic: topic.to_string(),
-                partition,
-                start: Some(pb::StartPosition {
-                    position: Some(start),
-                }),
-                max_bytes: 4 << 20,
-                decode: true,
-                ..Default::default()
-            })
-            .await
-            .expect("gRPC fetch")
-            .into_inner();
-        records.extend(fetched.records);
-        if fetched.next_offset >= fetched.high_watermark {
-            return records;
-        }
-        start = pb::start_position::Position::Offset(fetched.next_offset);
-    }
 }
 
 fn text(bytes: &Option<Bytes>) -> String {
@@ -202,11 +134,11 @@ fn assert_metadata(lines: &[Value], partitions: &[u64], leader: u64) {
 /// everything aiokafka sent, in both partitions, exactly as gRPC decodes them.
 #[tokio::test(flavor = "multi_thread")]
 async fn aiokafka_reads_metadata_produces_every_codec_and_consumes_by_time() {
-    let (_data, server) = start();
+    let (_data, server) = kafka::start_server();
     let mut clients = server.clients().await;
-    create_topic(&mut clients, "aio", 2).await;
+    kafka::create_topic(&mut clients, "aio", 2).await;
     grpc_produce(&mut clients, "aio", 3).await;
-    let mut args = vec!["aiokafka", &bootstrap(&server), "aio", "3"]
+    let mut args = vec!["aiokafka", &kafka::bootstrap(&server), "aio", "3"]
         .into_iter()
         .map(str::to_string)
         .collect::<Vec<_>>();
@@ -229,7 +161,7 @@ async fn aiokafka_reads_metadata_produces_every_codec_and_consumes_by_time() {
     );
     assert_eq!(consumed(1).len(), 10);
     for partition in [0, 1] {
-        let stored = grpc_records(&mut clients, "aio", partition).await;
+        let stored = kafka::grpc_records(&mut clients, "aio", partition).await;
         assert_same_records(&consumed(partition.into()), &stored);
     }
 }
@@ -240,10 +172,10 @@ async fn aiokafka_reads_metadata_produces_every_codec_and_consumes_by_time() {
 /// what kafkajs says it stored at each offset, and kcat consumes the same.
 #[tokio::test(flavor = "multi_thread")]
 async fn kafkajs_reads_metadata_produces_gzip_and_finds_offsets_by_time() {
-    let (_data, server) = start();
+    let (_data, server) = kafka::start_server();
     let mut clients = server.clients().await;
-    create_topic(&mut clients, "js", 2).await;
-    let lines = clients_js(&["data", &bootstrap(&server), "js", "none", "gzip"]);
+    kafka::create_topic(&mut clients, "js", 2).await;
+    let lines = clients_js(&["data", &kafka::bootstrap(&server), "js", "none", "gzip"]);
     assert_metadata(&lines, &[0, 1], server.node_id());
     assert!(lines.iter().any(|l| l["kind"] == "timestamps"), "{lines:?}");
     let sent = |partition: u64| -> Vec<&Value> {
@@ -254,13 +186,13 @@ async fn kafkajs_reads_metadata_produces_gzip_and_finds_offsets_by_time() {
     };
     assert_eq!(sent(0).len(), 2 * 20, "{lines:?}");
     assert_eq!(sent(1).len(), 10, "{lines:?}");
-    assert_same_records(&sent(1), &grpc_records(&mut clients, "js", 1).await);
-    let stored = grpc_records(&mut clients, "js", 0).await;
+    assert_same_records(&sent(1), &kafka::grpc_records(&mut clients, "js", 1).await);
+    let stored = kafka::grpc_records(&mut clients, "js", 0).await;
     assert_same_records(&sent(0), &stored);
 
     let printed = kcat(&[
         "-b",
-        &bootstrap(&server),
+        &kafka::bootstrap(&server),
         "-C",
         "-t",
         "js",
@@ -285,11 +217,11 @@ async fn kafkajs_reads_metadata_produces_gzip_and_finds_offsets_by_time() {
 /// decodes, three gRPC-produced records included.
 #[tokio::test(flavor = "multi_thread")]
 async fn kcat_reads_metadata_produces_every_codec_and_consumes_by_time() {
-    let (data, server) = start();
+    let (data, server) = kafka::start_server();
     let mut clients = server.clients().await;
-    create_topic(&mut clients, "kc", 2).await;
+    kafka::create_topic(&mut clients, "kc", 2).await;
     grpc_produce(&mut clients, "kc", 3).await;
-    let bootstrap = bootstrap(&server);
+    let bootstrap = kafka::bootstrap(&server);
 
     let listed: Value = serde_json::from_str(&kcat(&["-b", &bootstrap, "-L", "-J", "-t", "kc"]))
         .expect("kcat -J prints JSON");
@@ -350,7 +282,7 @@ async fn kcat_reads_metadata_produces_every_codec_and_consumes_by_time() {
             )
         }));
     }
-    let stored = grpc_records(&mut clients, "kc", 0).await;
+    let stored = kafka::grpc_records(&mut clients, "kc", 0).await;
     assert_eq!(stored.len(), 3 + want.len());
     for (grpc, (key, value, headers)) in stored[3..].iter().zip(&want) {
         assert_eq!(text(&grpc.key), *key);

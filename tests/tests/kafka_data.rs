@@ -23,80 +23,17 @@ use serde_json::Value;
 use strata_proto::v1 as pb;
 use strata_tests::cluster::Cluster;
 use strata_tests::kafka;
-use strata_tests::server::{Clients, ServerProcess};
+use strata_tests::server::ServerProcess;
 
 const IO_TIMEOUT: Duration = Duration::from_secs(20);
 /// Longest a client script may run (they bound their own waits well below this).
 const SCRIPT_TIMEOUT: Duration = Duration::from_secs(240);
 
-fn start() -> (tempfile::TempDir, ServerProcess) {
-    let data = tempfile::tempdir().expect("tempdir");
-    let mut server = ServerProcess::launch_with(
-        data.path(),
-        1,
-        "127.0.0.1:0",
-        None,
-        &["--kafka-listen".to_string(), "127.0.0.1:0".to_string()],
-    );
-    server.wait_ready();
-    (data, server)
-}
-
-fn bootstrap(server: &ServerProcess) -> String {
-    server.kafka_address.clone().expect("kafka address")
-}
-
-async fn create_topic(clients: &mut Clients, name: &str, partitions: u32) {
-    clients
-        .admin
-        .create_topic(pb::CreateTopicRequest {
-            name: name.to_string(),
-            partitions,
-            replication_factor: 1,
-            ..Default::default()
-        })
-        .await
-        .expect("create topic");
-}
-
 /// Runs `data.py ARGS` and returns its JSON lines.
 fn data_py(args: &[&str]) -> Vec<Value> {
     let mut command = kafka::python("data.py");
     command.args(args);
-    let output = kafka::run(command, SCRIPT_TIMEOUT);
-    String::from_utf8_lossy(&output.stdout)
-        .lines()
-        .filter(|line| line.starts_with('{'))
-        .map(|line| serde_json::from_str(line).expect("data.py prints JSON lines"))
-        .collect()
-}
-
-/// Every record of a partition, decoded by the server (gRPC Fetch, decode on).
-async fn grpc_records(clients: &mut Clients, topic: &str, partition: u32) -> Vec<pb::Record> {
-    let mut records = Vec::new();
-    let mut start = pb::start_position::Position::Earliest(true);
-    loop {
-        let fetched = clients
-            .broker
-            .fetch(pb::FetchRequest {
-                topic: topic.to_string(),
-                partition,
-                start: Some(pb::StartPosition {
-                    position: Some(start),
-                }),
-                max_bytes: 4 << 20,
-                decode: true,
-                ..Default::default()
-            })
-            .await
-            .expect("gRPC fetch")
-            .into_inner();
-        records.extend(fetched.records);
-        if fetched.next_offset >= fetched.high_watermark {
-            return records;
-        }
-        start = pb::start_position::Position::Offset(fetched.next_offset);
-    }
+    kafka::json_lines(command, SCRIPT_TIMEOUT)
 }
 
 fn text(bytes: &Option<Bytes>) -> String {
@@ -136,10 +73,10 @@ fn assert_same_records(consumed: &[&Value], stored: &[pb::Record]) {
 /// Produces with both Python clients in `codecs`, consumes back with both, and checks what a
 /// Kafka consumer read equals what gRPC reads.
 async fn produce_in_codecs(codecs: &[&str]) {
-    let (_data, server) = start();
+    let (_data, server) = kafka::start_server();
     let mut clients = server.clients().await;
-    create_topic(&mut clients, "codecs", 1).await;
-    let mut args = vec!["codecs", &bootstrap(&server), "codecs"]
+    kafka::create_topic(&mut clients, "codecs", 1).await;
+    let mut args = vec!["codecs", &kafka::bootstrap(&server), "codecs"]
         .into_iter()
         .map(str::to_string)
         .collect::<Vec<_>>();
@@ -150,7 +87,7 @@ async fn produce_in_codecs(codecs: &[&str]) {
     assert_eq!(produced, 2 * codecs.len(), "{lines:?}");
     let consumed: Vec<&Value> = lines.iter().filter(|l| l["kind"] == "record").collect();
     assert_eq!(consumed.len(), 2 * codecs.len() * 20);
-    let stored = grpc_records(&mut clients, "codecs", 0).await;
+    let stored = kafka::grpc_records(&mut clients, "codecs", 0).await;
     assert_same_records(&consumed, &stored);
 }
 
@@ -174,19 +111,19 @@ async fn kafka_clients_produce_and_consume_gzip_snappy_and_zstd() {
 /// and the earliest and latest offsets.
 #[tokio::test(flavor = "multi_thread")]
 async fn kafka_clients_acks_and_offsets_by_time() {
-    let (_data, server) = start();
+    let (_data, server) = kafka::start_server();
     let mut clients = server.clients().await;
-    create_topic(&mut clients, "acks", 1).await;
-    create_topic(&mut clients, "times", 1).await;
-    let lines = data_py(&["acks", &bootstrap(&server), "acks"]);
+    kafka::create_topic(&mut clients, "acks", 1).await;
+    kafka::create_topic(&mut clients, "times", 1).await;
+    let lines = data_py(&["acks", &kafka::bootstrap(&server), "acks"]);
     assert!(
         lines
             .iter()
             .any(|l| l["kind"] == "acks" && l["records"] == 30),
         "{lines:?}"
     );
-    assert_eq!(grpc_records(&mut clients, "acks", 0).await.len(), 30);
-    let lines = data_py(&["timestamps", &bootstrap(&server), "times"]);
+    assert_eq!(kafka::grpc_records(&mut clients, "acks", 0).await.len(), 30);
+    let lines = data_py(&["timestamps", &kafka::bootstrap(&server), "times"]);
     assert!(lines.iter().any(|l| l["kind"] == "timestamps"), "{lines:?}");
 }
 
@@ -194,9 +131,9 @@ async fn kafka_clients_acks_and_offsets_by_time() {
 /// it, is refused an unknown config naming it, describes configs and deletes the topic.
 #[tokio::test(flavor = "multi_thread")]
 async fn kafka_admin_creates_describes_and_deletes_topics() {
-    let (_data, server) = start();
+    let (_data, server) = kafka::start_server();
     let mut clients = server.clients().await;
-    let lines = data_py(&["admin", &bootstrap(&server), "admin-topic"]);
+    let lines = data_py(&["admin", &kafka::bootstrap(&server), "admin-topic"]);
     assert!(lines.iter().any(|l| l["kind"] == "admin"), "{lines:?}");
     let listed = clients
         .admin
@@ -210,9 +147,7 @@ async fn kafka_admin_creates_describes_and_deletes_topics() {
 // ---- By hand: the exact bytes -------------------------------------------------------------
 
 fn connect(server: &ServerProcess) -> TcpStream {
-    let stream = TcpStream::connect(bootstrap(server)).expect("connecting to the Kafka listener");
-    stream.set_read_timeout(Some(IO_TIMEOUT)).expect("timeout");
-    stream
+    kafka::connect(&kafka::bootstrap(server), IO_TIMEOUT)
 }
 
 fn send<T: Encodable>(
@@ -303,9 +238,9 @@ fn fetch(stream: &mut TcpStream, request: &FetchRequest, correlation_id: i32) ->
 /// records produced over gRPC reach kcat with key, value, headers and offset.
 #[tokio::test(flavor = "multi_thread")]
 async fn batches_are_stored_as_sent_and_grpc_records_reach_kcat() {
-    let (_data, server) = start();
+    let (_data, server) = kafka::start_server();
     let mut clients = server.clients().await;
-    create_topic(&mut clients, "exact", 1).await;
+    kafka::create_topic(&mut clients, "exact", 1).await;
     let first = strata_tests::data_batch("a", 3, 1_000).freeze();
     let second = strata_tests::data_batch("b", 2, 2_000).freeze();
     let mut both = BytesMut::new();
@@ -429,7 +364,7 @@ async fn batches_are_stored_as_sent_and_grpc_records_reach_kcat() {
     let mut kcat = std::process::Command::new(kafka::kcat());
     kcat.args([
         "-b",
-        &bootstrap(&server),
+        &kafka::bootstrap(&server),
         "-C",
         "-t",
         "exact",
@@ -455,9 +390,9 @@ async fn batches_are_stored_as_sent_and_grpc_records_reach_kcat() {
 /// gets FETCH_SESSION_ID_NOT_FOUND; a fetch past the high watermark OFFSET_OUT_OF_RANGE.
 #[tokio::test(flavor = "multi_thread")]
 async fn fetch_long_polls_and_refuses_sessions_and_bad_offsets() {
-    let (_data, server) = start();
+    let (_data, server) = kafka::start_server();
     let mut clients = server.clients().await;
-    create_topic(&mut clients, "poll", 1).await;
+    kafka::create_topic(&mut clients, "poll", 1).await;
     let mut stream = connect(&server);
 
     let latest = |response: &FetchResponse| response.responses[0].partitions[0].high_watermark;

@@ -32,7 +32,7 @@ use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
 use strata_proto::v1 as pb;
 use strata_tests::cluster::Cluster;
 use strata_tests::kafka;
-use strata_tests::server::{Clients, ServerProcess};
+use strata_tests::server::Clients;
 
 const IO_TIMEOUT: Duration = Duration::from_secs(30);
 /// A client run (three phases of produce, rebalance and consume) ends within this.
@@ -40,23 +40,8 @@ const CLIENT_RUN_TIMEOUT: Duration = Duration::from_secs(240);
 const TOPIC: &str = "events";
 const PARTITIONS: u32 = 6;
 
-fn start() -> (tempfile::TempDir, ServerProcess) {
-    let data = tempfile::tempdir().expect("tempdir");
-    let mut server = ServerProcess::launch_with(
-        data.path(),
-        1,
-        "127.0.0.1:0",
-        None,
-        &["--kafka-listen".to_string(), "127.0.0.1:0".to_string()],
-    );
-    server.wait_ready();
-    (data, server)
-}
-
 fn connect(address: &str) -> TcpStream {
-    let stream = TcpStream::connect(address).expect("connecting to the Kafka listener");
-    stream.set_read_timeout(Some(IO_TIMEOUT)).expect("timeout");
-    stream
+    kafka::connect(address, IO_TIMEOUT)
 }
 
 fn str_bytes(value: &str) -> StrBytes {
@@ -289,7 +274,7 @@ async fn grpc_committed(clients: &mut Clients, group: &str) -> Vec<(u32, Option<
 /// simple commits once the group is empty, and the two kinds of groups kept apart.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_classic_protocol_by_hand() {
-    let (_data, server) = start();
+    let (_data, server) = kafka::start_server();
     let mut clients = server.clients().await;
     topic_with_records(&mut clients, 5).await;
     let address = server.kafka_address.clone().expect("kafka address");
@@ -622,7 +607,7 @@ async fn client_run(client: &str, bootstrap: &str, clients: &mut Clients) {
 }
 
 async fn single_node_run(client: &str) {
-    let (_data, server) = start();
+    let (_data, server) = kafka::start_server();
     let mut clients = server.clients().await;
     clients.create_topic(TOPIC, PARTITIONS).await;
     let bootstrap = server.kafka_address.clone().expect("kafka address");

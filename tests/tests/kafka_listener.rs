@@ -19,24 +19,8 @@ use strata_tests::server::ServerProcess;
 
 const IO_TIMEOUT: Duration = Duration::from_secs(10);
 
-fn start() -> (tempfile::TempDir, ServerProcess) {
-    let data = tempfile::tempdir().expect("tempdir");
-    let mut server = ServerProcess::launch_with(
-        data.path(),
-        1,
-        "127.0.0.1:0",
-        None,
-        &["--kafka-listen".to_string(), "127.0.0.1:0".to_string()],
-    );
-    server.wait_ready();
-    (data, server)
-}
-
 fn connect(server: &ServerProcess) -> TcpStream {
-    let stream = TcpStream::connect(server.kafka_address.as_deref().expect("kafka address"))
-        .expect("connecting to the Kafka listener");
-    stream.set_read_timeout(Some(IO_TIMEOUT)).expect("timeout");
-    stream
+    kafka::connect(&kafka::bootstrap(server), IO_TIMEOUT)
 }
 
 /// Sends one request and returns the response body (after the correlation id, and the
@@ -116,7 +100,7 @@ async fn create_topic(server: &ServerProcess, name: &str, partitions: u32) {
 
 #[tokio::test]
 async fn api_versions_and_metadata_by_hand() {
-    let (_data, server) = start();
+    let (_data, server) = kafka::start_server();
     create_topic(&server, "orders", 3).await;
     let mut stream = connect(&server);
 
@@ -182,7 +166,7 @@ async fn api_versions_and_metadata_by_hand() {
 
 #[test]
 fn a_broken_connection_is_closed_and_others_carry_on() {
-    let (_data, server) = start();
+    let (_data, server) = kafka::start_server();
     let mut healthy = connect(&server);
     let cases: Vec<(&str, Vec<u8>)> = vec![
         ("an unknown API key", {
@@ -218,7 +202,7 @@ fn a_broken_connection_is_closed_and_others_carry_on() {
 
 #[test]
 fn kcat_lists_the_cluster() {
-    let (_data, server) = start();
+    let (_data, server) = kafka::start_server();
     let address = server.kafka_address.clone().expect("kafka address");
     let runtime = tokio::runtime::Runtime::new().expect("runtime");
     runtime.block_on(create_topic(&server, "events", 2));
@@ -287,7 +271,8 @@ async fn every_node_names_the_cluster_wide_leaders() {
     let agreed = loop {
         let seen = views(&[1, 2, 3], &mut cluster);
         let all_led = seen[0].1.len() == 4 && seen[0].1.iter().all(|(leader, _)| *leader > 0);
-        if all_led && seen.iter().all(|view| view == &seen[0]) {
+        let all_listed = seen[0].0.len() == 3;
+        if all_led && all_listed && seen.iter().all(|view| view == &seen[0]) {
             break seen[0].clone();
         }
         assert!(
@@ -361,7 +346,7 @@ async fn every_node_names_the_cluster_wide_leaders() {
 async fn list_offsets_answers_every_version() {
     use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
     use kafka_protocol::messages::{ListOffsetsRequest, ListOffsetsResponse};
-    let (_data, server) = start();
+    let (_data, server) = kafka::start_server();
     create_topic(&server, "offsets", 1).await;
     let mut stream = connect(&server);
     for version in 1..=4 {

@@ -277,6 +277,11 @@ impl Broker {
         self.node_id
     }
 
+    /// The address Kafka clients reach this node at, when it runs a Kafka listener.
+    pub fn kafka_address(&self) -> Option<&str> {
+        self.kafka_address.as_deref()
+    }
+
     /// Consumer groups' requests (join, heartbeat, offsets, ...), served by this node's
     /// [`Groups`] with the broker as their [`ControllerPort`](crate::groups::ControllerPort).
     pub fn groups(&self) -> GroupRequests<'_, Self> {

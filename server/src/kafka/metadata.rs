@@ -84,7 +84,7 @@ pub async fn handle(context: &Context, version: i16, request: MetadataRequest) -
         }
     }
     let mut response = MetadataResponse::default()
-        .with_brokers(brokers(&metadata, |node| {
+        .with_brokers(brokers(&broker, &metadata, |node| {
             context.frontend.alive(&broker, node)
         }))
         .with_topics(topics);
@@ -113,13 +113,23 @@ fn starting(request: &MetadataRequest, error: &BrokerError) -> MetadataResponse 
 }
 
 /// Every live node with a Kafka listener, at its advertised Kafka address.
-fn brokers(metadata: &Metadata, alive: impl Fn(u64) -> bool) -> Vec<MetadataResponseBroker> {
+/// This node is listed at its own address even before the metadata has it (the address is
+/// recorded through the controller moments after the node starts serving).
+fn brokers(
+    broker: &Broker,
+    metadata: &Metadata,
+    alive: impl Fn(u64) -> bool,
+) -> Vec<MetadataResponseBroker> {
     metadata
         .nodes
         .values()
         .filter(|node| alive(node.id))
         .filter_map(|node| {
-            let address = node.kafka_address.as_deref()?;
+            let address = if node.id == broker.node_id() {
+                broker.kafka_address()
+            } else {
+                node.kafka_address.as_deref()
+            }?;
             let (host, port) = split_host_port(address)?;
             Some(
                 MetadataResponseBroker::default()
