@@ -168,7 +168,8 @@ async fn bad_inputs_get_clear_errors_and_change_nothing() {
     let control =
         strata_proto::batch::control_batch(strata_proto::batch::ControlType::LeaderNoop, 1, b"")
             .to_vec();
-    // A gzip batch (codec 1): the attribute bit flipped and the CRC fixed up.
+    // A batch claiming gzip (codec 1) whose records are not gzip: the attribute bit flipped and
+    // the CRC fixed up.
     let mut gzip = valid_batch();
     gzip[22] |= 1;
     let crc = crc32c::crc32c(&gzip[21..]);
@@ -317,10 +318,10 @@ async fn bad_inputs_get_clear_errors_and_change_nothing() {
             E::InvalidArgument,
         ),
         (
-            "produce gzip batch",
+            "produce gzip batch whose records are not gzip",
             Call::Produce(produce("good", 0, batch(gzip))),
             Code::InvalidArgument,
-            E::InvalidArgument,
+            E::CorruptBatch,
         ),
         (
             "produce batch too large",
