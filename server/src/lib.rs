@@ -77,9 +77,7 @@ use std::sync::Arc;
 
 use tokio::sync::watch;
 
-use futures::{Stream, StreamExt};
-use tokio::net::{TcpListener, TcpStream};
-use tokio_stream::wrappers::TcpListenerStream;
+use tokio::net::TcpListener;
 
 pub use config::Config;
 
@@ -273,7 +271,10 @@ pub async fn run(
             ))
             .serve_with_incoming_shutdown(
                 security::listener::incoming(
-                    resources::limit_connections(nodelay_incoming(listener), max_connections),
+                    resources::limit_connections(
+                        resources::nodelay_incoming(listener),
+                        max_connections,
+                    ),
                     tls.clone(),
                 ),
                 async move {
@@ -480,16 +481,4 @@ async fn follow_node_addresses(
             return;
         }
     }
-}
-
-/// Accepted connections with Nagle's algorithm off: replies are small and must not wait for the
-/// client's delayed ACK (40 ms on Linux). tonic sets this only for listeners it binds itself.
-pub(crate) fn nodelay_incoming(
-    listener: TcpListener,
-) -> impl Stream<Item = std::io::Result<TcpStream>> {
-    TcpListenerStream::new(listener).map(|accepted| {
-        let stream = accepted?;
-        stream.set_nodelay(true)?;
-        Ok(stream)
-    })
 }

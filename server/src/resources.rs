@@ -20,7 +20,8 @@ use std::time::{Duration, Instant};
 
 use futures::{Stream, StreamExt};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::net::TcpStream;
+use tokio::net::{TcpListener, TcpStream};
+use tokio_stream::wrappers::TcpListenerStream;
 
 /// A request refused for want of a node resource; retriable once the resource is freed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -412,6 +413,16 @@ impl AsyncWrite for CountedConnection {
     fn is_write_vectored(&self) -> bool {
         self.stream.is_write_vectored()
     }
+}
+
+/// Accepted connections with Nagle's algorithm off: replies are small and must not wait for the
+/// client's delayed ACK (40 ms on Linux). tonic sets this only for listeners it binds itself.
+pub fn nodelay_incoming(listener: TcpListener) -> impl Stream<Item = std::io::Result<TcpStream>> {
+    TcpListenerStream::new(listener).map(|accepted| {
+        let stream = accepted?;
+        stream.set_nodelay(true)?;
+        Ok(stream)
+    })
 }
 
 #[cfg(test)]

@@ -24,7 +24,7 @@ use kafka_protocol::messages::{
 };
 use kafka_protocol::protocol::StrBytes;
 
-use super::apis::Context;
+use super::context::Context;
 use super::error::code;
 use crate::broker::topics::validate_config;
 use crate::broker::{Broker, BrokerError};

@@ -1,12 +1,12 @@
-//! ApiVersions: what this listener serves, from [`SERVED`](super::apis::SERVED).
+//! ApiVersions: what this listener serves, from [`SERVED`](super::versions::SERVED).
 
 use bytes::Bytes;
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::api_versions_response::ApiVersion;
 use kafka_protocol::messages::{ApiKey, ApiVersionsResponse};
 
-use super::apis::SERVED;
 use super::frame::{self, FrameError};
+use super::versions::SERVED;
 
 /// The answer to a served ApiVersions request.
 pub fn response() -> ApiVersionsResponse {

@@ -5,6 +5,8 @@
 use kafka_protocol::error::ResponseError;
 
 use crate::broker::BrokerError;
+use crate::groups::classic::ClassicError;
+use crate::groups::classic_requests::ClassicFailure;
 
 /// The Kafka error of `error` on a partition request (produce, fetch, list offsets).
 pub fn code(error: &BrokerError) -> ResponseError {
@@ -65,6 +67,22 @@ pub fn group_code(error: &BrokerError) -> ResponseError {
             ResponseError::CoordinatorNotAvailable
         }
         other => code(other),
+    }
+}
+
+/// The Kafka error of a classic request's failure.
+pub fn classic_code(failure: &ClassicFailure<BrokerError>) -> ResponseError {
+    match failure {
+        ClassicFailure::Node(error) => group_code(error),
+        ClassicFailure::Group(error) => match error {
+            ClassicError::UnknownMember(_) => ResponseError::UnknownMemberId,
+            ClassicError::IllegalGeneration(_) => ResponseError::IllegalGeneration,
+            ClassicError::RebalanceInProgress => ResponseError::RebalanceInProgress,
+            ClassicError::InconsistentGroupProtocol(_) => ResponseError::InconsistentGroupProtocol,
+            ClassicError::InvalidSessionTimeout(_) => ResponseError::InvalidSessionTimeout,
+            ClassicError::InvalidArgument(_) => ResponseError::InvalidRequest,
+            ClassicError::GroupFull(_) => ResponseError::GroupMaxSizeReached,
+        },
     }
 }
 

@@ -26,7 +26,7 @@ use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, Partition
 use kafka_protocol::messages::{FetchRequest, FetchResponse};
 use tokio::sync::watch;
 
-use super::apis::Context;
+use super::context::Context;
 use super::error::code;
 use crate::broker::{Broker, BrokerError};
 use crate::partition::{FETCH_BYTES_MAX, FETCH_WAIT_MS_MAX, PartitionReplica};

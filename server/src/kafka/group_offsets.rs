@@ -20,9 +20,8 @@ use kafka_protocol::messages::{
 };
 use kafka_protocol::protocol::StrBytes;
 
-use super::apis::Context;
-use super::error::{code, group_code};
-use super::groups::{classic_code, group_access};
+use super::context::Context;
+use super::error::{classic_code, code, group_code};
 use crate::controller::metadata::OffsetEntry;
 use crate::groups::classic_requests::ClassicFailure;
 use crate::groups::coordinator::Tp;
@@ -89,8 +88,9 @@ async fn commit_partitions(
     if partitions_total > PARTITIONS_PER_REQUEST_MAX {
         return Err(ResponseError::InvalidRequest);
     }
-    let broker =
-        group_access(context, &group, Operation::Read).map_err(|failure| classic_code(&failure))?;
+    let broker = context
+        .group_access(&group, Operation::Read)
+        .map_err(|failure| classic_code(&failure))?;
     let requests = broker.groups();
     requests
         .check_coordinator()
@@ -203,7 +203,7 @@ pub fn fetch(context: &Context, version: i16, request: OffsetFetchRequest) -> Of
             .collect();
         OffsetFetchResponse::default().with_topics(topics)
     };
-    let broker = match group_access(context, &group, Operation::Describe) {
+    let broker = match context.group_access(&group, Operation::Describe) {
         Ok(broker) => broker,
         Err(failure) => return refuse_all(classic_code(&failure)),
     };

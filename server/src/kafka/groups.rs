@@ -26,12 +26,12 @@ use kafka_protocol::messages::{
 };
 use kafka_protocol::protocol::{Encodable, StrBytes};
 
-use super::apis::{Context, Refusal, decode};
-use super::error::group_code;
+use super::context::{Context, Refusal, decode};
+use super::error::{classic_code, group_code};
 use super::frame;
 use super::metadata::node_id;
-use crate::broker::{Broker, BrokerError};
-use crate::groups::classic::{self, ClassicError, JoinRequest};
+use crate::broker::BrokerError;
+use crate::groups::classic::{self, JoinRequest};
 use crate::groups::classic_requests::ClassicFailure;
 use crate::security::acl::{Operation, ResourceType};
 
@@ -103,38 +103,8 @@ pub async fn handle(
     Ok(encoded)
 }
 
-/// The Kafka error of a classic request's failure.
-pub(super) fn classic_code(failure: &ClassicFailure<BrokerError>) -> ResponseError {
-    match failure {
-        ClassicFailure::Node(error) => group_code(error),
-        ClassicFailure::Group(error) => match error {
-            ClassicError::UnknownMember(_) => ResponseError::UnknownMemberId,
-            ClassicError::IllegalGeneration(_) => ResponseError::IllegalGeneration,
-            ClassicError::RebalanceInProgress => ResponseError::RebalanceInProgress,
-            ClassicError::InconsistentGroupProtocol(_) => ResponseError::InconsistentGroupProtocol,
-            ClassicError::InvalidSessionTimeout(_) => ResponseError::InvalidSessionTimeout,
-            ClassicError::InvalidArgument(_) => ResponseError::InvalidRequest,
-            ClassicError::GroupFull(_) => ResponseError::GroupMaxSizeReached,
-        },
-    }
-}
-
 fn log_failure(api: &str, group: &str, failure: &ClassicFailure<BrokerError>) {
     tracing::debug!(api, group, %failure, "Kafka group request refused");
-}
-
-/// The broker, the group allowed `operation` to this principal.
-pub(super) fn group_access(
-    context: &Context,
-    group: &str,
-    operation: Operation,
-) -> Result<std::sync::Arc<Broker>, ClassicFailure<BrokerError>> {
-    let broker = context.frontend.broker().map_err(ClassicFailure::Node)?;
-    context
-        .access
-        .check(&broker, ResourceType::Group, group, operation)
-        .map_err(ClassicFailure::Node)?;
-    Ok(broker)
 }
 
 fn str_bytes(value: impl Into<String>) -> StrBytes {
@@ -182,7 +152,7 @@ fn find_coordinator(
         );
     }
     let group = request.key.to_string();
-    let broker = match group_access(context, &group, Operation::Describe) {
+    let broker = match context.group_access(&group, Operation::Describe) {
         Ok(broker) => broker,
         Err(failure) => return refused(classic_code(&failure), failure.to_string()),
     };
@@ -228,7 +198,7 @@ async fn join(
             .with_leader(StrBytes::default())
             .with_member_id(request.member_id.clone())
     };
-    let broker = match group_access(context, &group, Operation::Read) {
+    let broker = match context.group_access(&group, Operation::Read) {
         Ok(broker) => broker,
         Err(failure) => return failed(&failure),
     };
@@ -280,7 +250,7 @@ async fn sync(context: &Context, request: SyncGroupRequest) -> SyncGroupResponse
         log_failure("SyncGroup", &group, failure);
         SyncGroupResponse::default().with_error_code(classic_code(failure).code())
     };
-    let broker = match group_access(context, &group, Operation::Read) {
+    let broker = match context.group_access(&group, Operation::Read) {
         Ok(broker) => broker,
         Err(failure) => return failed(&failure),
     };
@@ -306,11 +276,13 @@ async fn sync(context: &Context, request: SyncGroupRequest) -> SyncGroupResponse
 
 fn heartbeat(context: &Context, request: HeartbeatRequest) -> HeartbeatResponse {
     let group = request.group_id.0.to_string();
-    let outcome = group_access(context, &group, Operation::Read).and_then(|broker| {
-        broker
-            .groups()
-            .classic_heartbeat(&group, request.generation_id, &request.member_id)
-    });
+    let outcome = context
+        .group_access(&group, Operation::Read)
+        .and_then(|broker| {
+            broker
+                .groups()
+                .classic_heartbeat(&group, request.generation_id, &request.member_id)
+        });
     match outcome {
         Ok(()) => HeartbeatResponse::default(),
         Err(failure) => {
@@ -322,7 +294,8 @@ fn heartbeat(context: &Context, request: HeartbeatRequest) -> HeartbeatResponse 
 
 fn leave(context: &Context, request: LeaveGroupRequest) -> LeaveGroupResponse {
     let group = request.group_id.0.to_string();
-    let outcome = group_access(context, &group, Operation::Read)
+    let outcome = context
+        .group_access(&group, Operation::Read)
         .and_then(|broker| broker.groups().classic_leave(&group, &request.member_id));
     match outcome {
         Ok(()) => LeaveGroupResponse::default(),
@@ -390,7 +363,7 @@ fn describe_one(context: &Context, group: String) -> DescribedGroup {
         .with_group_state(StrBytes::default())
         .with_protocol_type(StrBytes::default())
         .with_protocol_data(StrBytes::default());
-    let broker = match group_access(context, &group, Operation::Describe) {
+    let broker = match context.group_access(&group, Operation::Describe) {
         Ok(broker) => broker,
         Err(failure) => return answer.with_error_code(classic_code(&failure).code()),
     };

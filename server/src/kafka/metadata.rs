@@ -18,7 +18,7 @@ use kafka_protocol::messages::metadata_response::{
 use kafka_protocol::messages::{BrokerId, MetadataRequest, MetadataResponse, TopicName};
 use kafka_protocol::protocol::StrBytes;
 
-use super::apis::Context;
+use super::context::Context;
 use super::error::code;
 use super::leaders::PartitionLeader;
 use crate::broker::{Broker, BrokerError};

@@ -15,8 +15,9 @@
 //! - [`frame`]: size-prefixed frames, request headers, response framing.
 //! - `connection`: one task per connection: requests read ahead (pipelined), handled
 //!   concurrently, answered in request order; the connection's SASL state.
-//! - [`apis`]: the served APIs and versions (what ApiVersions advertises) and the dispatch of a
-//!   decoded request to its handler.
+//! - [`versions`]: the served APIs and versions (what ApiVersions advertises).
+//! - [`apis`]: the dispatch of a request to its handler.
+//! - [`context`]: what handlers share (the request's context, decoding, refusals).
 //! - [`error`]: [`BrokerError`](crate::broker::BrokerError)s as Kafka error codes.
 //! - `groups`, `group_offsets`: consumer groups (FindCoordinator, the classic rebalance
 //!   protocol, ListGroups, DescribeGroups) and their committed offsets.
@@ -31,6 +32,7 @@ mod admin;
 mod api_versions;
 pub mod apis;
 mod connection;
+pub mod context;
 pub mod error;
 mod fetch;
 pub mod frame;
@@ -42,6 +44,7 @@ mod offsets;
 mod produce;
 mod producer_id;
 pub mod sasl;
+pub mod versions;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -150,8 +153,10 @@ pub async fn serve(
     max_connections: usize,
     mut stop: watch::Receiver<bool>,
 ) {
-    let accepted =
-        crate::resources::limit_connections(crate::nodelay_incoming(listener), max_connections);
+    let accepted = crate::resources::limit_connections(
+        crate::resources::nodelay_incoming(listener),
+        max_connections,
+    );
     let mut connections = std::pin::pin!(crate::security::listener::incoming(accepted, tls));
     loop {
         let next = tokio::select! {

@@ -9,7 +9,7 @@ use kafka_protocol::messages::list_offsets_response::{
 };
 use kafka_protocol::messages::{ListOffsetsRequest, ListOffsetsResponse};
 
-use super::apis::Context;
+use super::context::Context;
 use super::error::code;
 use super::fetch::leader_replica;
 use crate::broker::{Broker, BrokerError};

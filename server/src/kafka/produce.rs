@@ -22,7 +22,7 @@ use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
 use kafka_protocol::messages::{ProduceRequest, ProduceResponse};
 
-use super::apis::Context;
+use super::context::Context;
 use super::error::code;
 use super::frame::FrameError;
 use crate::broker::{Broker, BrokerError, Produced, Target};

@@ -12,7 +12,7 @@
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::{InitProducerIdRequest, InitProducerIdResponse, ProducerId};
 
-use super::apis::Context;
+use super::context::Context;
 use super::error::code;
 use crate::broker::{Broker, BrokerError};
 

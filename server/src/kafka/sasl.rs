@@ -44,7 +44,7 @@ use kafka_protocol::protocol::StrBytes;
 use ring::digest;
 
 use super::Frontend;
-use super::apis::{Refusal, decode};
+use super::context::{Refusal, decode};
 use super::frame::{self, Request};
 use crate::broker::BrokerError;
 use crate::controller::security::validate_user_name;
