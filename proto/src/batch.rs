@@ -66,6 +66,7 @@ use bytes::Bytes;
 mod build;
 mod codec;
 mod decode;
+mod utf8;
 
 pub use build::{BatchBuilder, control_batch, seal_producer};
 pub use codec::ZSTD_WINDOW_BYTES_MAX;

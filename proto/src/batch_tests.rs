@@ -6,7 +6,8 @@ use proptest::prelude::*;
 
 use super::build::{put_varlong, varlong_len};
 use super::codec;
-use super::decode::{STREAM_CHUNK_BYTES, Utf8Check};
+use super::decode::STREAM_CHUNK_BYTES;
+use super::utf8::Utf8Check;
 use super::*;
 
 /// The codecs that compress.

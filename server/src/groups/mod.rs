@@ -25,6 +25,7 @@
 
 pub mod classic;
 pub mod classic_requests;
+pub mod classic_types;
 pub mod coordinator;
 pub mod error;
 pub mod members;
