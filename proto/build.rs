@@ -10,8 +10,14 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         std::path::PathBuf::from(std::env::var("OUT_DIR")?).join("strata_descriptor.bin");
     tonic_prost_build::configure()
         .bytes(".strata.v1")
-        .file_descriptor_set_path(descriptor)
+        .file_descriptor_set_path(&descriptor)
         .compile_protos(&["proto/strata/v1/strata.proto"], &["proto"])?;
+    // The proto3 JSON mapping (included with the `json` feature; generating it is cheap, so it
+    // is always generated and the feature decides whether it compiles).
+    let descriptor_set = std::fs::read(&descriptor)?;
+    pbjson_build::Builder::new()
+        .register_descriptors(&descriptor_set)?
+        .build(&[".strata.v1"])?;
     println!("cargo:rerun-if-changed=proto");
     Ok(())
 }

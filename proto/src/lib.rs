@@ -6,6 +6,8 @@
 //!   stored batches reach the wire without a copy.
 //! - [`batch`]: the record batch format (Kafka's RecordBatch v2) that travels inside those
 //!   messages as bytes, with its encoder and decoder.
+//!   With the `json` feature every message also has serde's traits in the proto3 JSON mapping
+//!   (lowerCamelCase names, bytes as base64, 64-bit integers as strings).
 //! - [`partitioner`]: the key hash that picks a partition, the same on both sides.
 //!
 //! The batch format and the partitioner live here rather than in the broker because they are
@@ -24,6 +26,8 @@ pub const HTTP2_FRAME_BYTES_MAX: u32 = 256 * 1024;
 /// Generated messages, enums and services of package `strata.v1`.
 pub mod v1 {
     tonic::include_proto!("strata.v1");
+    #[cfg(feature = "json")]
+    include!(concat!(env!("OUT_DIR"), "/strata.v1.serde.rs"));
 
     /// The encoded file descriptor set of `strata.v1`, for gRPC server reflection.
     pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("strata_descriptor");

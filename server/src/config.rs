@@ -76,6 +76,35 @@ pub struct Config {
     /// Largest Kafka request frame accepted, in bytes (Kafka's `socket.request.max.bytes`);
     /// a larger one closes its connection.
     pub kafka_request_bytes_max: usize,
+    /// Address the HTTP listener binds (`--http-listen`): `/healthz`, `/readyz`, `/metrics`,
+    /// the JSON API and the console (`/ui`). `None` (the default): no HTTP listener.
+    pub http_listen: Option<SocketAddr>,
+    /// Whether `/metrics` needs the same authentication as the rest (`--metrics-auth`,
+    /// default `on`); `off` lets a scraper in without credentials.
+    pub metrics_auth: MetricsAuth,
+}
+
+/// Whether `/metrics` asks for credentials (`--metrics-auth on|off`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MetricsAuth {
+    /// As every other path: the node's authentication applies.
+    #[default]
+    On,
+    /// Open to anyone who reaches the listener (Prometheus scrapers often send no credentials).
+    Off,
+}
+
+impl FromStr for MetricsAuth {
+    type Err = String;
+
+    fn from_str(value: &str) -> Result<Self, String> {
+        match value {
+            "on" => Ok(Self::On),
+            "off" => Ok(Self::Off),
+            other => Err(format!("metrics_auth must be on or off, got {other:?}")),
+        }
+    }
 }
 
 /// Default of [`Config::kafka_request_bytes_max`]: Kafka's own default (100 MiB).
@@ -148,6 +177,8 @@ impl Default for Config {
             kafka_advertised: None,
             kafka_auto_create_topics: false,
             kafka_request_bytes_max: KAFKA_REQUEST_BYTES_MAX_DEFAULT,
+            http_listen: None,
+            metrics_auth: MetricsAuth::default(),
         }
     }
 }

@@ -59,7 +59,9 @@ pub mod clock;
 pub mod config;
 pub mod controller;
 pub mod groups;
+pub mod http;
 pub mod kafka;
+pub mod metrics;
 pub mod partition;
 pub mod peer;
 pub mod replication;
@@ -107,6 +109,8 @@ pub struct Listening {
     pub grpc: std::net::SocketAddr,
     /// The Kafka listener's, when it runs.
     pub kafka: Option<std::net::SocketAddr>,
+    /// The HTTP listener's (health, metrics, JSON API, console), when it runs.
+    pub http: Option<std::net::SocketAddr>,
 }
 
 /// Runs a node: opens (or creates) its data, starts its raft groups, serves gRPC on
@@ -143,8 +147,7 @@ pub async fn run(
     }
     let resources = Arc::new(node_resources(&config)?);
     // Per listener (see `node_resources`).
-    let max_connections =
-        (resources.fds.max_connections / (1 + u64::from(config.kafka_listen.is_some()))) as usize;
+    let max_connections = (resources.fds.max_connections / listeners(&config)) as usize;
     let listener = TcpListener::bind(config.listen)
         .await
         .map_err(|e| RunError::Io(format!("binding {}", config.listen), e))?;
@@ -170,6 +173,19 @@ pub async fn run(
     };
     let kafka_address =
         kafka_local.map(|local| kafka::advertised(local, config.kafka_advertised.as_deref()));
+    let http_listener =
+        match config.http_listen {
+            Some(http_listen) => Some(TcpListener::bind(http_listen).await.map_err(|e| {
+                RunError::Io(format!("binding the HTTP listener {http_listen}"), e)
+            })?),
+            None => None,
+        };
+    let http_local = match &http_listener {
+        Some(listener) => Some(listener.local_addr().map_err(|e| {
+            RunError::Io("reading the HTTP listener's bound address".to_string(), e)
+        })?),
+        None => None,
+    };
 
     let mut cluster = config.initial_cluster().map_err(RunError::Config)?;
     cluster.insert(config.node_id, Some(address.clone()));
@@ -192,16 +208,20 @@ pub async fn run(
     );
 
     let retention_interval = std::time::Duration::from_millis(config.retention_check_interval_ms);
+    let metrics = metrics::Metrics::new();
     let driver = replication::driver::start(
         config.node_id,
         retention_interval,
         Arc::new(peer::TransportOutbox(transport.clone())),
         clock.clone(),
+        metrics.clone(),
     );
     // Serve first: peers need this node's raft traffic before its controller can elect a
     // leader. Client requests are answered UNAVAILABLE until the broker is up, which includes
     // its metadata having caught up with the controller's leader.
     let (ready, broker_ready) = watch::channel(None);
+    // Stops the peer service's streams and the Kafka and HTTP listeners.
+    let (stop_peers, stopping_peers) = watch::channel(false);
     let alive = {
         let transport = transport.clone();
         Arc::new(move |node| transport.alive(node))
@@ -232,16 +252,31 @@ pub async fn run(
         )
         .with_authenticator(authenticator.clone()),
     );
-    let service = service::Service::new(broker_ready, alive)
+    let service = service::Service::new(broker_ready.clone(), alive)
         .with_policy(policy)
         .with_peer_tls(tls.clone());
+    // Serves from the start: /healthz and /readyz answer while the node starts.
+    let http_server = http_listener.map(|listener| {
+        tokio::spawn(http::serve(
+            listener,
+            Arc::new(http::HttpFrontend::new(
+                broker_ready,
+                authenticator.clone(),
+                metrics.clone(),
+                config.metrics_auth,
+                service.clone(),
+            )),
+            tls.clone(),
+            max_connections,
+            stopping_peers.clone(),
+        ))
+    });
     let (health, health_service) = tonic_health::server::health_reporter();
     let reflection = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(strata_proto::v1::FILE_DESCRIPTOR_SET)
         .build_v1()
         .map_err(|e| RunError::Config(format!("reflection: {e}")))?;
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let (stop_peers, stopping_peers) = watch::channel(false);
     let server = tokio::spawn(
         tonic::transport::Server::builder()
             .max_frame_size(strata_proto::HTTP2_FRAME_BYTES_MAX)
@@ -293,6 +328,7 @@ pub async fn run(
                 force_new_cluster: config.force_new_cluster,
                 resources: resources.clone(),
                 clock: clock.clone(),
+                metrics: metrics.clone(),
             },
             driver.clone(),
             {
@@ -362,6 +398,7 @@ pub async fn run(
     on_listening(Listening {
         grpc: local,
         kafka: kafka_local,
+        http: http_local,
     });
     shutdown.await;
     // Leadership first, while peers still hear us: a rolling restart then costs no election.
@@ -373,6 +410,9 @@ pub async fn run(
     stop_peers.send_replace(true);
     if let Some(kafka_server) = kafka_server {
         let _ = kafka_server.await;
+    }
+    if let Some(http_server) = http_server {
+        let _ = http_server.await;
     }
     // In-flight requests finish; long-lived client streams (subscriptions) get a bounded
     // while to end before their connections are dropped.
@@ -413,11 +453,10 @@ fn node_resources(config: &Config) -> Result<resources::Resources, RunError> {
             resources::default_disk_reserve_bytes(total)
         }
     };
-    // The Kafka listener has a connection limit of its own, of the same size.
-    let listeners = 1 + u64::from(config.kafka_listen.is_some());
+    // The Kafka and HTTP listeners have a connection limit of their own, of the same size.
     let fds = resources::FdBudget {
         fd_limit,
-        max_connections: max_connections as u64 * listeners,
+        max_connections: max_connections as u64 * listeners(config),
     };
     tracing::info!(
         fd_limit,
@@ -430,6 +469,12 @@ fn node_resources(config: &Config) -> Result<resources::Resources, RunError> {
         fds,
         disk: resources::DiskReserve::new(config.data_dir.clone(), disk_reserve_bytes),
     })
+}
+
+/// How many client listeners the node runs (gRPC, and Kafka and HTTP when on): the
+/// connection limit is per listener, and the descriptor budget counts them all.
+fn listeners(config: &Config) -> u64 {
+    1 + u64::from(config.kafka_listen.is_some()) + u64::from(config.http_listen.is_some())
 }
 
 /// Creates the bootstrap user (`STRATA_BOOTSTRAP_USER`) if the cluster has none yet, and logs

@@ -98,11 +98,19 @@ struct Args {
     /// 104857600].
     #[arg(long, env = "STRATA_KAFKA_REQUEST_BYTES_MAX")]
     kafka_request_bytes_max: Option<usize>,
+    /// Address the HTTP listener binds (off when absent): /healthz, /readyz, /metrics, the
+    /// JSON API (/api/v1) and the web console (/ui). It shares the TLS, authentication and
+    /// authorization settings.
+    #[arg(long, env = "STRATA_HTTP_LISTEN")]
+    http_listen: Option<SocketAddr>,
+    /// Whether /metrics asks for credentials like every other path: on or off [default: on].
+    #[arg(long, env = "STRATA_METRICS_AUTH")]
+    metrics_auth: Option<strata_server::config::MetricsAuth>,
     /// TOML file with any of: node_id, listen, data_dir, advertised_address,
     /// retention_check_interval_ms, initial_cluster, max_connections, disk_reserve_bytes,
     /// tls_cert, tls_key, tls_client_ca, peer_tls_cert, peer_tls_key, peer_ca, authentication,
     /// authorization, superusers, kafka_listen, kafka_advertised, kafka_auto_create_topics,
-    /// kafka_request_bytes_max.
+    /// kafka_request_bytes_max, http_listen, metrics_auth.
     #[arg(long, env = "STRATA_CONFIG")]
     config: Option<PathBuf>,
 }
@@ -177,6 +185,12 @@ fn config(args: Args) -> Result<Config, String> {
     if let Some(bytes) = args.kafka_request_bytes_max {
         config.kafka_request_bytes_max = bytes;
     }
+    if args.http_listen.is_some() {
+        config.http_listen = args.http_listen;
+    }
+    if let Some(metrics_auth) = args.metrics_auth {
+        config.metrics_auth = metrics_auth;
+    }
     // From the environment only (not a flag, which `ps` would show).
     if let Some(value) = std::env::var_os(BOOTSTRAP_USER_ENV) {
         let value = value
@@ -219,6 +233,9 @@ fn main() -> ExitCode {
         println!("strata-server listening on {}", listening.grpc);
         if let Some(kafka) = listening.kafka {
             println!("strata-server kafka listening on {kafka}");
+        }
+        if let Some(http) = listening.http {
+            println!("strata-server http listening on {http}");
         }
     }));
     match result {

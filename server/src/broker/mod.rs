@@ -36,6 +36,7 @@ mod groups_port;
 mod membership;
 mod produce;
 mod producer_ids;
+pub mod readiness;
 mod reconcile;
 pub mod records;
 mod restart;
@@ -88,6 +89,8 @@ pub struct Start {
     pub resources: Arc<crate::resources::Resources>,
     /// Where the node reads the time of day.
     pub clock: SharedClock,
+    /// The node's metrics.
+    pub metrics: Arc<crate::metrics::Metrics>,
 }
 
 /// The result of a produce.
@@ -143,6 +146,9 @@ pub struct Broker {
     resources: Arc<crate::resources::Resources>,
     /// The time of day, for stamping commands and batches and for group expiry.
     pub(crate) clock: SharedClock,
+    /// The node's metrics (see [`crate::metrics`]).
+    #[allow(dead_code)] // counted by the produce and read paths (issue 14, in progress)
+    pub(crate) metrics: Arc<crate::metrics::Metrics>,
 }
 
 impl Broker {
@@ -175,6 +181,7 @@ impl Broker {
             force_new_cluster,
             resources,
             clock,
+            metrics,
         } = start;
         let controller_dir = data_dir.join("controller");
         let log_config = LogConfig {
@@ -248,6 +255,7 @@ impl Broker {
             cluster,
             resources,
             clock,
+            metrics,
         });
         broker.wait_for_controller().await?;
         tracing::debug!("controller has a leader");

@@ -44,6 +44,7 @@ pub fn start(
     retention_interval: Duration,
     outbox: Arc<dyn Outbox>,
     clock: SharedClock,
+    metrics: Arc<crate::metrics::Metrics>,
 ) -> DriverHandle {
     let retention_every_ticks =
         (retention_interval.as_millis() / TICK_INTERVAL.as_millis()).max(1) as u64;
@@ -58,6 +59,7 @@ pub fn start(
                 retention_every_ticks,
                 clock,
                 false,
+                metrics,
             );
             // A storage failure stops only its group (see `Driver::stop_group`). What is left
             // to panic is a broken invariant, a bug: stop the whole process rather than leave a
@@ -95,6 +97,9 @@ pub(crate) struct Driver {
     /// Every election timeout is the same (the simulation's replays then take the same path:
     /// raft-rs draws randomized timeouts from a generator of its own).
     fixed_election_timeout: bool,
+    /// The node's metrics (raft and fsync series are counted here).
+    #[allow(dead_code)]
+    pub(super) metrics: Arc<crate::metrics::Metrics>,
 }
 
 impl Driver {
@@ -105,6 +110,7 @@ impl Driver {
         retention_every_ticks: u64,
         clock: SharedClock,
         fixed_election_timeout: bool,
+        metrics: Arc<crate::metrics::Metrics>,
     ) -> Self {
         Self {
             node_id,
@@ -121,6 +127,7 @@ impl Driver {
             clock,
             fsyncs: SyncPool::start(),
             fixed_election_timeout,
+            metrics,
         }
     }
 
@@ -136,6 +143,7 @@ impl Driver {
             u64::MAX,
             crate::clock::system(),
             true,
+            crate::metrics::Metrics::new(),
         )
     }
 

@@ -558,7 +558,15 @@ fn retention_expires_segments_when_the_clock_passes_their_age() {
     let dir = tempfile::tempdir().expect("tempdir");
     let clock = crate::clock::ManualClock::new(1_700_000_000_000);
     let (_, commands) = sync_channel(1);
-    let mut driver = Driver::new(1, Arc::new(NoPeers), commands, 1, clock.clone(), true);
+    let mut driver = Driver::new(
+        1,
+        Arc::new(NoPeers),
+        commands,
+        1,
+        clock.clone(),
+        true,
+        crate::metrics::Metrics::new(),
+    );
     let config = LogConfig {
         segment_bytes_max: 1024,
         ..LogConfig::default()

@@ -195,6 +195,36 @@ impl Authenticator {
         })
     }
 
+    /// For another frontend speaking for a `strata.v1` method (the HTTP JSON API): the
+    /// principal of a call to `path` with `authorization` (an `Authorization` header's value)
+    /// on `connection`, after the same checks as the layer's; `None` for an open method.
+    ///
+    /// # Errors
+    /// The status the gRPC layer would answer.
+    pub(crate) async fn admit_path(
+        &self,
+        path: &str,
+        authorization: Option<Vec<u8>>,
+        connection: &ConnectionInfo,
+    ) -> Result<Option<Principal>, Status> {
+        self.admit(path, authorization, connection)
+            .await
+            .map(|admitted| admitted.principal)
+    }
+
+    /// The principal of a request that names no method (the HTTP `/metrics`): found as for any
+    /// authenticated method.
+    ///
+    /// # Errors
+    /// UNAUTHENTICATED, as the layer answers it.
+    pub(crate) async fn principal_of(
+        &self,
+        authorization: Option<Vec<u8>>,
+        connection: &ConnectionInfo,
+    ) -> Result<Principal, Status> {
+        self.principal(authorization, connection).await
+    }
+
     /// The principal of a request (see the module doc for the order).
     async fn principal(
         &self,

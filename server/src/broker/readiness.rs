@@ -1,0 +1,70 @@
+//! Whether this node is ready to serve (`/readyz`): what a load balancer or an orchestrator
+//! asks before sending it traffic, or before restarting the next node of a rolling restart.
+
+use super::Broker;
+
+/// At most this many reasons are listed; the count says how many there were.
+const REASONS_LISTED_MAX: usize = 10;
+
+/// Why a node is not ready.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct NotReady {
+    /// How many things are not ready.
+    pub count: usize,
+    /// The first [`REASONS_LISTED_MAX`] of them, in words.
+    pub reasons: Vec<String>,
+}
+
+impl NotReady {
+    fn add(&mut self, reason: impl FnOnce() -> String) {
+        self.count += 1;
+        if self.reasons.len() < REASONS_LISTED_MAX {
+            self.reasons.push(reason());
+        }
+    }
+}
+
+impl Broker {
+    /// Ready when the controller has a leader and every partition the metadata places on this
+    /// node is open here, knows its leader and has caught up with it.
+    ///
+    /// # Errors
+    /// What is not ready.
+    pub fn readiness(&self) -> Result<(), NotReady> {
+        let mut not_ready = NotReady::default();
+        if self.controller_leader() == 0 {
+            not_ready.add(|| "the controller has no leader (an election is running)".to_string());
+        }
+        let node = self.node_id();
+        let placed: Vec<(String, u32)> = {
+            let metadata = self.metadata.read().expect("lock");
+            metadata
+                .topics
+                .values()
+                .flat_map(|topic| {
+                    topic
+                        .replicas
+                        .iter()
+                        .enumerate()
+                        .filter(|(_, replicas)| replicas.contains(&node))
+                        .map(|(partition, _)| (topic.name.clone(), partition as u32))
+                })
+                .collect()
+        };
+        let replicas = self.replicas.read().expect("lock");
+        for (topic, partition) in placed {
+            let Some(replica) = replicas.get(&(topic.clone(), partition)) else {
+                not_ready.add(|| format!("partition {topic}/{partition} is not open here yet"));
+                continue;
+            };
+            if *replica.leader.borrow() == 0 {
+                not_ready.add(|| format!("partition {topic}/{partition} has no leader known here"));
+            }
+        }
+        if not_ready.count == 0 {
+            Ok(())
+        } else {
+            Err(not_ready)
+        }
+    }
+}

@@ -1,0 +1,211 @@
+//! # HTTP: health, metrics, the JSON API and the console
+//!
+//! A listener beside the gRPC and Kafka ones (`--http-listen`), for load balancers,
+//! Prometheus and people. Like the other frontends it only translates: the JSON API calls the
+//! same `strata.v1` handlers the gRPC listener runs, under the same principals and ACLs, and
+//! the console is a set of static pages (embedded in the binary) that call the JSON API.
+//!
+//! Paths:
+//! - `/healthz`: the process serves HTTP (always 200 while it runs).
+//! - `/readyz`: 200 once the node has a controller leader, has caught up and serves its
+//!   partitions; 503 with the reason otherwise ([`health`]).
+//! - `/metrics`: the Prometheus exposition ([`crate::metrics`]); authenticated like the rest
+//!   unless `--metrics-auth off`.
+//! - `/api/v1/{Service}/{Method}`: the JSON API ([`api`]): POST a `strata.v1` request in the
+//!   proto3 JSON mapping, get the reply (or an error) back as JSON.
+//! - `/ui`: the console ([`ui`]).
+//!
+//! Connections come through the node's own listener stack ([`crate::security::listener`]):
+//! the same connection limit, the same TLS (so a client certificate names a principal here
+//! too) and HTTP/1.1 or h2 on each connection.
+
+pub mod api;
+pub mod health;
+pub mod ui;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::{Query, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use futures::StreamExt;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+use crate::broker::Broker;
+use crate::config::MetricsAuth;
+use crate::metrics::{Metrics, ScrapeOptions};
+use crate::security::ConnectionInfo;
+use crate::security::tls::Tls;
+use crate::service::Service;
+use crate::service::authenticate::Authenticator;
+
+/// How long a stopping node lets an HTTP connection finish its requests.
+const CONNECTION_DRAIN: Duration = Duration::from_secs(5);
+
+/// What every HTTP connection of a node shares.
+pub struct HttpFrontend {
+    broker: watch::Receiver<Option<Arc<Broker>>>,
+    authenticator: Arc<Authenticator>,
+    metrics: Arc<Metrics>,
+    metrics_auth: MetricsAuth,
+    /// The `strata.v1` handlers the JSON API calls.
+    service: Service,
+}
+
+impl HttpFrontend {
+    pub fn new(
+        broker: watch::Receiver<Option<Arc<Broker>>>,
+        authenticator: Arc<Authenticator>,
+        metrics: Arc<Metrics>,
+        metrics_auth: MetricsAuth,
+        service: Service,
+    ) -> Self {
+        Self {
+            broker,
+            authenticator,
+            metrics,
+            metrics_auth,
+            service,
+        }
+    }
+
+    /// The broker, once the node serves.
+    fn broker(&self) -> Option<Arc<Broker>> {
+        self.broker.borrow().clone()
+    }
+
+    /// The routes, over this frontend.
+    pub fn router(self: Arc<Self>) -> Router {
+        Router::new()
+            .route("/healthz", get(health::healthz))
+            .route("/readyz", get(health::readyz))
+            .route("/metrics", get(metrics))
+            .route("/api/v1/{service}/{method}", post(api::call))
+            .merge(ui::routes())
+            .layer(axum::extract::DefaultBodyLimit::max(api::REQUEST_BYTES_MAX))
+            .with_state(self)
+    }
+}
+
+/// The request's connection facts (put in its extensions by [`serve`]).
+fn connection_of(extensions: &axum::http::Extensions) -> ConnectionInfo {
+    extensions
+        .get::<ConnectionInfo>()
+        .cloned()
+        .unwrap_or(ConnectionInfo {
+            remote: None,
+            tls: false,
+            certificate: None,
+        })
+}
+
+/// The `Authorization` header's value, for the authenticator.
+fn authorization(headers: &HeaderMap) -> Option<Vec<u8>> {
+    headers
+        .get(header::AUTHORIZATION)
+        .map(|value| value.as_bytes().to_vec())
+}
+
+#[derive(Debug, serde::Deserialize, Default)]
+struct MetricsQuery {
+    /// Consumer lag per partition too.
+    #[serde(default)]
+    partitions: bool,
+}
+
+/// `/metrics`: the exposition, after authentication unless `--metrics-auth off`.
+async fn metrics(
+    State(frontend): State<Arc<HttpFrontend>>,
+    Query(query): Query<MetricsQuery>,
+    request: axum::extract::Request,
+) -> Response {
+    if frontend.metrics_auth == MetricsAuth::On {
+        let connection = connection_of(request.extensions());
+        if let Err(status) = frontend
+            .authenticator
+            .principal_of(authorization(request.headers()), &connection)
+            .await
+        {
+            return api::status_response(&status);
+        }
+    }
+    let broker = frontend.broker();
+    let options = ScrapeOptions {
+        partition_lag: query.partitions,
+    };
+    match frontend.metrics.encode(broker.as_deref(), options) {
+        Ok(text) => (
+            [(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static(crate::metrics::CONTENT_TYPE),
+            )],
+            text,
+        )
+            .into_response(),
+        Err(_) => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "encoding the metrics failed",
+        )
+            .into_response(),
+    }
+}
+
+/// Serves HTTP connections accepted on `listener` (at most `max_connections` open at once;
+/// TLS-terminated by `tls` when given) until `stop` turns true; then stops accepting and lets
+/// each connection finish its requests for a bounded while.
+pub async fn serve(
+    listener: TcpListener,
+    frontend: Arc<HttpFrontend>,
+    tls: Option<Arc<Tls>>,
+    max_connections: usize,
+    mut stop: watch::Receiver<bool>,
+) {
+    let router = frontend.router();
+    let accepted = crate::resources::limit_connections(
+        crate::resources::nodelay_incoming(listener),
+        max_connections,
+    );
+    let mut connections = std::pin::pin!(crate::security::listener::incoming(accepted, tls));
+    loop {
+        let next = tokio::select! {
+            next = connections.next() => next,
+            () = crate::kafka::stopped(&mut stop) => return,
+        };
+        match next {
+            None => return,
+            // Counted and logged (rate-limited) by the connection limit.
+            Some(Err(_)) => {}
+            Some(Ok(connection)) => {
+                let info = tonic::transport::server::Connected::connect_info(&connection);
+                let router = router.clone();
+                let mut stop = stop.clone();
+                tokio::spawn(async move {
+                    let service = hyper::service::service_fn(move |mut request| {
+                        request.extensions_mut().insert(info.clone());
+                        tower::ServiceExt::oneshot(router.clone(), request)
+                    });
+                    let builder = auto::Builder::new(TokioExecutor::new());
+                    let served = builder.serve_connection(TokioIo::new(connection), service);
+                    let mut served = std::pin::pin!(served);
+                    tokio::select! {
+                        result = served.as_mut() => {
+                            if let Err(error) = result {
+                                tracing::debug!(%error, "HTTP connection ended with an error");
+                            }
+                            return;
+                        }
+                        () = crate::kafka::stopped(&mut stop) => {}
+                    }
+                    served.as_mut().graceful_shutdown();
+                    let _ = tokio::time::timeout(CONNECTION_DRAIN, served).await;
+                });
+            }
+        }
+    }
+}
