@@ -88,7 +88,7 @@ fn python_deps() -> Option<PathBuf> {
             let mut check = Command::new("python3");
             check.args([
                 "-c",
-                "import confluent_kafka, kafka, aiokafka, snappy, lz4.frame, zstandard",
+                "import confluent_kafka, kafka, aiokafka, snappy, lz4.frame, zstandard, prometheus_client",
             ]);
             if let Some(path) = path {
                 check.env("PYTHONPATH", path);
