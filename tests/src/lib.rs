@@ -8,6 +8,7 @@
 //! - [`server`]: real `strata-server` processes on loopback.
 //! - [`cluster`]: a cluster of them on a loopback address of its own, with leader discovery.
 //! - [`proxy`]: a TCP proxy a test cuts and heals (network partitions without privileges).
+//! - [`http`]: a small blocking HTTP/1.1 client (plain or TLS) for the HTTP listener's tests.
 //! - [`kafka`]: Kafka clients nobody here wrote (Python, kcat, kafkajs), installed on first use,
 //!   and running them with a deadline.
 //!
@@ -33,7 +34,9 @@
 //! credentials, with a wrong password, without and with its ACL; deny wins, prefixes, filtered
 //! lists, user and ACL deletion on every node), `scale_memory.rs` (the server's anonymous memory
 //! per idle subscription: at the end of a partition, on shared or own connections, after a
-//! replay), `kafka_listener.rs` (the Kafka listener's framing, ApiVersions and Metadata, by
+//! replay), `http_listener.rs` (the HTTP listener: health, readiness while starting, the JSON API's round
+//! trip and errors, passwords, ACLs, client certificates and `--metrics-auth`),
+//! `kafka_listener.rs` (the Kafka listener's framing, ApiVersions and Metadata, by
 //! hand and with kcat; a broken connection never affects another), `kafka_data.rs` (the Kafka
 //! data path with confluent-kafka, kafka-python and kcat: codecs, acks, offsets by time, topic
 //! admin, batches stored as sent, long-poll fetch, an idempotent producer across a leader kill),
@@ -51,6 +54,7 @@
 
 pub mod certs;
 pub mod cluster;
+pub mod http;
 pub mod kafka;
 pub mod proxy;
 pub mod server;

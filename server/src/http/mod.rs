@@ -32,7 +32,7 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use futures::StreamExt;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -47,6 +47,12 @@ use crate::service::authenticate::Authenticator;
 
 /// How long a stopping node lets an HTTP connection finish its requests.
 const CONNECTION_DRAIN: Duration = Duration::from_secs(5);
+/// How long a client may take to send a request's headers.
+const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+/// Largest request head (line and headers) read; larger ones are refused (431).
+const HEADER_BYTES_MAX: usize = 64 << 10;
+/// Requests at once on one h2 connection.
+const STREAMS_PER_CONNECTION_MAX: u32 = 64;
 
 /// What every HTTP connection of a node shares.
 pub struct HttpFrontend {
@@ -190,7 +196,19 @@ pub async fn serve(
                         request.extensions_mut().insert(info.clone());
                         tower::ServiceExt::oneshot(router.clone(), request)
                     });
-                    let builder = auto::Builder::new(TokioExecutor::new());
+                    let mut builder = auto::Builder::new(TokioExecutor::new());
+                    // A client that opens a connection and sends nothing (or a header a byte
+                    // at a time) is cut off instead of holding a connection slot forever.
+                    builder
+                        .http1()
+                        .timer(TokioTimer::new())
+                        .header_read_timeout(HEADER_READ_TIMEOUT)
+                        .max_buf_size(HEADER_BYTES_MAX);
+                    builder
+                        .http2()
+                        .timer(TokioTimer::new())
+                        .max_concurrent_streams(STREAMS_PER_CONNECTION_MAX)
+                        .max_header_list_size(HEADER_BYTES_MAX as u32);
                     let served = builder.serve_connection(TokioIo::new(connection), service);
                     let mut served = std::pin::pin!(served);
                     tokio::select! {
