@@ -346,3 +346,69 @@ fn a_client_certificate_names_the_principal() {
         "a listener that requires client certificates refuses the handshake"
     );
 }
+
+/// The HTTP listener has its own connection limit: connections past it are closed at once and
+/// the node keeps serving; a connection that never sends its request is cut off after the
+/// idle timeout instead of holding its slot.
+#[test]
+fn a_connection_flood_is_refused_and_idle_connections_are_cut() {
+    use std::io::Read as _;
+    let (_data, server) = start(&["--max-connections", "3"]);
+    let address = server.http_address.clone().expect("HTTP address");
+    let http = HttpClient::plain(&address);
+    let mut idle: Vec<std::net::TcpStream> = (0..3)
+        .map(|_| std::net::TcpStream::connect(&address).expect("connect"))
+        .collect();
+    // The three slots are taken once the node has accepted them: poll until a fourth is refused.
+    let deadline = Instant::now() + DEADLINE;
+    loop {
+        match http.try_request("GET", "/healthz", None) {
+            Err(_) => break,
+            Ok(reply) => {
+                assert!(
+                    Instant::now() < deadline,
+                    "a fourth connection was still served: {}",
+                    reply.status
+                );
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+    }
+    // gRPC has its own limit: the flood on HTTP does not touch it.
+    let runtime = tokio::runtime::Runtime::new().expect("runtime");
+    runtime.block_on(async {
+        let mut clients = server.clients().await;
+        clients
+            .admin
+            .list_topics(strata_proto::v1::ListTopicsRequest::default())
+            .await
+            .expect("gRPC still serves");
+    });
+    // An idle connection is closed by the server within its idle timeout (20 s).
+    let mut first = idle.remove(0);
+    first
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .expect("timeout");
+    let mut buffer = Vec::new();
+    let cut = first.read_to_end(&mut buffer);
+    assert!(
+        cut.is_ok()
+            || cut
+                .as_ref()
+                .is_err_and(|e| e.kind() == std::io::ErrorKind::ConnectionReset),
+        "the idle connection was not cut: {cut:?}"
+    );
+    drop(idle);
+    let deadline = Instant::now() + DEADLINE;
+    loop {
+        if let Ok(reply) = http.try_request("GET", "/healthz", None) {
+            assert_eq!(reply.status, 200);
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the freed slots were never reused"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}

@@ -17,14 +17,15 @@
 //!
 //! Connections come through the node's own listener stack ([`crate::security::listener`]):
 //! the same connection limit, the same TLS (so a client certificate names a principal here
-//! too) and HTTP/1.1 or h2 on each connection.
+//! too) and HTTP/1.1 or h2 on each connection, with timeouts for slow and idle clients
+//! ([`connection`]).
 
 pub mod api;
+mod connection;
 pub mod health;
 pub mod ui;
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use axum::Router;
 use axum::extract::{Query, State};
@@ -32,8 +33,6 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use futures::StreamExt;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::conn::auto;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
@@ -44,15 +43,6 @@ use crate::security::ConnectionInfo;
 use crate::security::tls::Tls;
 use crate::service::Service;
 use crate::service::authenticate::Authenticator;
-
-/// How long a stopping node lets an HTTP connection finish its requests.
-const CONNECTION_DRAIN: Duration = Duration::from_secs(5);
-/// How long a client may take to send a request's headers.
-const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
-/// Largest request head (line and headers) read; larger ones are refused (431).
-const HEADER_BYTES_MAX: usize = 64 << 10;
-/// Requests at once on one h2 connection.
-const STREAMS_PER_CONNECTION_MAX: u32 = 64;
 
 /// What every HTTP connection of a node shares.
 pub struct HttpFrontend {
@@ -188,41 +178,7 @@ pub async fn serve(
             // Counted and logged (rate-limited) by the connection limit.
             Some(Err(_)) => {}
             Some(Ok(connection)) => {
-                let info = tonic::transport::server::Connected::connect_info(&connection);
-                let router = router.clone();
-                let mut stop = stop.clone();
-                tokio::spawn(async move {
-                    let service = hyper::service::service_fn(move |mut request| {
-                        request.extensions_mut().insert(info.clone());
-                        tower::ServiceExt::oneshot(router.clone(), request)
-                    });
-                    let mut builder = auto::Builder::new(TokioExecutor::new());
-                    // A client that opens a connection and sends nothing (or a header a byte
-                    // at a time) is cut off instead of holding a connection slot forever.
-                    builder
-                        .http1()
-                        .timer(TokioTimer::new())
-                        .header_read_timeout(HEADER_READ_TIMEOUT)
-                        .max_buf_size(HEADER_BYTES_MAX);
-                    builder
-                        .http2()
-                        .timer(TokioTimer::new())
-                        .max_concurrent_streams(STREAMS_PER_CONNECTION_MAX)
-                        .max_header_list_size(HEADER_BYTES_MAX as u32);
-                    let served = builder.serve_connection(TokioIo::new(connection), service);
-                    let mut served = std::pin::pin!(served);
-                    tokio::select! {
-                        result = served.as_mut() => {
-                            if let Err(error) = result {
-                                tracing::debug!(%error, "HTTP connection ended with an error");
-                            }
-                            return;
-                        }
-                        () = crate::kafka::stopped(&mut stop) => {}
-                    }
-                    served.as_mut().graceful_shutdown();
-                    let _ = tokio::time::timeout(CONNECTION_DRAIN, served).await;
-                });
+                tokio::spawn(connection::run(connection, router.clone(), stop.clone()));
             }
         }
     }
