@@ -173,7 +173,8 @@ mod tests {
     async fn records_split() {
         let dir = tempfile::tempdir().expect("temp dir");
         // (delimiter, input, records)
-        let table: &[(&[u8], &[u8], &[&[u8]])] = &[
+        type Case<'a> = (&'a [u8], &'a [u8], &'a [&'a [u8]]);
+        let table: &[Case] = &[
             (b"\n", b"a\nb\r\n\nc", &[b"a", b"b", b"", b"c"]),
             (b"\n", b"a\n", &[b"a"]),
             (b"\n", b"", &[]),
