@@ -32,6 +32,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, Result, bail};
 use clap::Args;
+use futures_util::future::try_join_all;
 use regex::Regex;
 use strata_client::{
     Client, ConsumerConfig, GroupConsumer, GroupConsumerConfig, OffsetReset, Record, StartFrom,
@@ -347,17 +348,25 @@ async fn read_plans(
             args.partitions.clone()
         };
         let topic: Arc<str> = Arc::from(topic.as_str());
-        for partition in partitions {
-            // A time start is resolved by the broker (its time index); every other start only
-            // needs the bounds, which each reply carries.
-            let lookup = match args.from {
-                StartSpec::Time(time) => StartFrom::Timestamp(time.resolve(now_ms)),
-                _ => StartFrom::Earliest,
-            };
-            let listed = client
-                .list_offsets(&topic, partition, lookup)
-                .await
-                .with_context(|| format!("list offsets of {topic}/{partition}"))?;
+        // A time start is resolved by the broker (its time index); every other start only
+        // needs the bounds, which each reply carries. The lookups run at once: a pattern may
+        // name many partitions.
+        let lookup = match args.from {
+            StartSpec::Time(time) => StartFrom::Timestamp(time.resolve(now_ms)),
+            _ => StartFrom::Earliest,
+        };
+        let listed = try_join_all(partitions.iter().map(|&partition| {
+            let topic = topic.clone();
+            async move {
+                client
+                    .list_offsets(&topic, partition, lookup)
+                    .await
+                    .with_context(|| format!("list offsets of {topic}/{partition}"))
+                    .map(|listed| (partition, listed))
+            }
+        }))
+        .await?;
+        for (partition, listed) in listed {
             let bounds = Bounds {
                 log_start: listed.log_start_offset,
                 high_watermark: listed.high_watermark,

@@ -10,7 +10,8 @@
 //! - `progress.rs`: progress bars on a terminal, notes on stderr, `--quiet`.
 //! - `examples.rs`: the `--help` examples of every command.
 //! - `topic.rs`: `strata topic create|list|describe|delete|alter`.
-//! - `produce.rs`: `strata produce TOPIC`, one record per stdin line.
+//! - `produce.rs`: `strata produce TOPIC [FILE]`, one record per line (or per `--delimiter`),
+//!   read as text, JSON or by a format string.
 //! - `consume.rs`: `strata consume TOPIC`, one or all partitions merged, or as a member of a
 //!   consumer group (`--group`).
 //! - `group.rs`: `strata group list|describe|reset-offsets|delete`, consumer groups and lag.
@@ -86,7 +87,7 @@ struct Cli {
     /// %T timestamp in ms, %k key, %v value, %h headers, %% a %; escapes \n \t \r \0 \\).
     #[arg(long, global = true, value_name = "text|json|FORMAT", default_value = "text", value_parser = format::parse_format_arg)]
     format: FormatArg,
-    /// No progress and no notes on stderr (errors still print).
+    /// No progress bars, notes or produce summary (errors still print).
     #[arg(long, short = 'q', global = true)]
     quiet: bool,
     /// Connect with TLS, trusting the brokers' certificates signed by this CA (PEM).

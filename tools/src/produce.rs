@@ -30,6 +30,9 @@ use crate::progress;
 /// flight, this only decouples reading stdin from counting acknowledgements.
 const DELIVERIES_QUEUED_MAX: usize = 8192;
 
+/// Records read between two progress updates.
+const PROGRESS_RECORDS_STEP: u64 = 256;
+
 #[derive(Args)]
 pub struct ProduceArgs {
     topic: String,
@@ -189,6 +192,7 @@ pub async fn run(client: &Client, args: ProduceArgs, format: Format) -> Result<(
         None => indicatif::ProgressBar::hidden(),
     };
 
+    let mut records_read = 0u64;
     while let Some(raw) = reader.next().await? {
         let input = match &args.input_format {
             InputFormat::Lines => split_line(raw, &mode)
@@ -202,11 +206,16 @@ pub async fn run(client: &Client, args: ProduceArgs, format: Format) -> Result<(
             InputFormat::Template(template) => template.read(raw),
         }
         .map_err(|reason| anyhow!("{}: {reason:#}", reader.position()))?;
-        progress.set_position(if size.is_some() {
-            reader.bytes_read()
-        } else {
-            progress.position() + 1
-        });
+        records_read += 1;
+        // Every few records: the bar redraws at most a few times a second anyway, and an
+        // update per record would cost a lock per record.
+        if records_read % PROGRESS_RECORDS_STEP == 0 {
+            progress.set_position(if size.is_some() {
+                reader.bytes_read()
+            } else {
+                records_read
+            });
+        }
         let mut record = ProducerRecord {
             topic: args.topic.clone(),
             partition: args.partition,

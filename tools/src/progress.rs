@@ -41,16 +41,17 @@ pub fn shown() -> bool {
     !quiet() && std::io::stderr().is_terminal()
 }
 
-/// A bar over `total` units of work (`bytes`: shown as sizes and a rate), labelled `what`;
+/// A bar over `total` units of work (`bytes`: shown as sizes and a rate), labelled `what`, as
+/// wide as the terminal leaves room for (a line that wraps would not redraw in place);
 /// hidden when [`shown`] is false. Finish it with `finish_and_clear`.
 pub fn bar(total: u64, what: &str, bytes: bool) -> ProgressBar {
     if !shown() {
         return ProgressBar::hidden();
     }
     let template = if bytes {
-        "{msg} [{bar:30}] {bytes}/{total_bytes} ({bytes_per_sec}, {eta} left)"
+        "{msg} [{wide_bar}] {bytes}/{total_bytes} {bytes_per_sec} {eta}"
     } else {
-        "{msg} [{bar:30}] {human_pos}/{human_len} ({per_sec}, {eta} left)"
+        "{msg} [{wide_bar}] {human_pos}/{human_len} {per_sec} {eta}"
     };
     let style = ProgressStyle::with_template(template)
         .unwrap_or_else(|_| ProgressStyle::default_bar())

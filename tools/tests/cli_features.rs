@@ -246,6 +246,44 @@ fn offset_specs_over_partitions_of_different_lengths() {
     let (got, _) = read(&["--from", "latest", "--to", "latest"]);
     assert!(got.is_empty());
 
+    // Following from offset 5: partition 0 has it, partition 1 (3 records) waits for it and
+    // prints it once produced, skipping offsets 3 and 4.
+    let follower = {
+        let address = server.address.clone();
+        std::thread::spawn(move || {
+            common::strata(
+                &[
+                    "--brokers",
+                    &address,
+                    "consume",
+                    "offs",
+                    "--format",
+                    "json",
+                    "--from",
+                    "offset:5",
+                    "--partitions",
+                    "0,1",
+                    "--follow",
+                    "--count",
+                    "6",
+                ],
+                b"",
+                COMMAND_DEADLINE,
+            )
+        })
+    };
+    ok(
+        &server,
+        &["produce", "offs", "--partition", "1"],
+        b"p1-3\np1-4\np1-5\n",
+    );
+    let followed = follower.join().expect("follower thread");
+    assert!(followed.success, "{}", followed.stderr);
+    assert_eq!(
+        positions(&followed.stdout),
+        [range(0, 5..10), range(1, 5..6)].concat()
+    );
+
     let missing = strata(&server, &["consume", "offs", "--partitions", "0,5"], b"");
     assert_eq!(missing.code, Some(2), "{}", missing.stderr);
     assert!(missing.stderr.contains("0 to 2"), "{}", missing.stderr);
