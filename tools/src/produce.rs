@@ -209,7 +209,7 @@ pub async fn run(client: &Client, args: ProduceArgs, format: Format) -> Result<(
         records_read += 1;
         // Every few records: the bar redraws at most a few times a second anyway, and an
         // update per record would cost a lock per record.
-        if records_read % PROGRESS_RECORDS_STEP == 0 {
+        if records_read.is_multiple_of(PROGRESS_RECORDS_STEP) {
             progress.set_position(if size.is_some() {
                 reader.bytes_read()
             } else {
