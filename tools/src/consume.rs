@@ -26,7 +26,7 @@
 //! string (`--format '%k %v\n'`, see [`crate::format`]) prints each record's raw bytes as it
 //! says.
 
-use std::io::{self, Write};
+use std::io::{self, IsTerminal, Write};
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -397,10 +397,12 @@ pub async fn run(client: &Client, args: ConsumeArgs, format: &RecordFormat) -> R
         return run_group(client, group, &topics, &args, format).await;
     }
     let plans = read_plans(client, &topics, &args).await?;
+    let progress = export_progress(&plans, args.count);
     let mut merged = spawn_plans(client, plans, |topic, partition, record| {
         (topic.clone(), partition, record)
     });
-    let result = print_records(&mut merged, args.count, format, topics.len() > 1).await;
+    let result = print_records(&mut merged, args.count, format, topics.len() > 1, &progress).await;
+    progress.finish_and_clear();
     match result {
         Err(error) if is_broken_pipe(&error) => Ok(()),
         other => other,
@@ -451,13 +453,42 @@ impl RecordSource for GroupConsumer {
     }
 }
 
-/// Prints records from `source` until it ends or `count` are printed; text lines start with
-/// the topic when `several_topics`.
+/// Records printed between two progress updates.
+const PROGRESS_RECORDS_STEP: u64 = 256;
+
+/// A bar over the records to read, for an export (`consume TOPIC > FILE`): only when every
+/// plan ends, and the records go somewhere else than the terminal the bar is drawn on. The
+/// total counts offsets, so it is an upper bound (control batches take offsets too).
+fn export_progress(plans: &[ReadPlan], count: Option<u64>) -> indicatif::ProgressBar {
+    let ends: Option<Vec<u64>> = plans
+        .iter()
+        .map(|plan| {
+            let end = plan.range.end?;
+            let offsets = end.saturating_sub(plan.range.print_from);
+            Some(plan.records_max.map_or(offsets, |max| offsets.min(max)))
+        })
+        .collect();
+    match ends {
+        Some(ends) if !io::stdout().is_terminal() => {
+            let total: u64 = ends.iter().sum();
+            progress::bar(
+                count.map_or(total, |count| total.min(count)),
+                "records",
+                false,
+            )
+        }
+        _ => indicatif::ProgressBar::hidden(),
+    }
+}
+
+/// Prints records from `source` until it ends or `count` are printed, advancing `progress`;
+/// text lines start with the topic when `several_topics`.
 async fn print_records(
     source: &mut impl RecordSource,
     count: Option<u64>,
     format: &RecordFormat,
     several_topics: bool,
+    progress: &indicatif::ProgressBar,
 ) -> Result<()> {
     let stdout = io::stdout();
     let mut out = io::BufWriter::new(stdout.lock());
@@ -484,6 +515,9 @@ async fn print_records(
             }
         }
         printed += 1;
+        if printed.is_multiple_of(PROGRESS_RECORDS_STEP) {
+            progress.set_position(printed);
+        }
     }
     out.flush()?;
     Ok(())
@@ -512,8 +546,16 @@ async fn run_group(
         .group_consumer(config)
         .await
         .with_context(|| format!("join group {group}"))?;
+    // A member follows: there is no end to show progress towards.
+    let no_progress = indicatif::ProgressBar::hidden();
     let printed = tokio::select! {
-        printed = print_records(&mut consumer, args.count, format, topics.len() > 1) => printed,
+        printed = print_records(
+            &mut consumer,
+            args.count,
+            format,
+            topics.len() > 1,
+            &no_progress,
+        ) => printed,
         interrupted = tokio::signal::ctrl_c() => interrupted.context("wait for Ctrl-C"),
     };
     // Commit what was printed (and flushed) before leaving, however the loop ended.

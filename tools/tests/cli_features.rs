@@ -477,6 +477,29 @@ fn progress_only_on_a_terminal() {
     );
     let quiet = run_on_terminal(" --quiet");
     assert!(!quiet.contains("producing to"), "--quiet: {quiet:?}");
+
+    // An export: records to a file, a bar over them on the terminal.
+    let export = dir.path().join("export.txt");
+    let command_line = format!(
+        "{} --brokers {} consume prog > {}",
+        env!("CARGO_BIN_EXE_strata"),
+        server.address,
+        export.display()
+    );
+    let output = Command::new("script")
+        .args(["-qec", &command_line, "/dev/null"])
+        .output()
+        .expect("run script (util-linux)");
+    assert!(output.status.success(), "{output:?}");
+    let terminal = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        terminal.contains("records ["),
+        "a bar on a terminal: {terminal:?}"
+    );
+    let exported = std::fs::read_to_string(&export).expect("read the export");
+    assert_eq!(exported.lines().count(), 60_000, "three produces of 20000");
+    let piped = ok(&server, &["consume", "prog", "--count", "10"], b"");
+    assert!(piped.stderr.is_empty(), "{:?}", piped.stderr);
 }
 
 /// `strata completion SHELL` prints a script naming the subcommands; every command's help
