@@ -262,23 +262,30 @@ mod tests {
         );
     }
 
-    /// Every example parses as the command it shows (the part after the last pipe, before a
-    /// redirection), so the examples cannot drift from the flags.
+    /// The words of the `strata` command of a shell line: the part after the last pipe,
+    /// before a redirection or comment, without environment assignments in front.
+    fn strata_words(line: &str) -> Vec<String> {
+        let command = line.rsplit(" | ").next().unwrap_or(line);
+        let command = command.split(['<', '>']).next().unwrap_or(command);
+        let command = command.split(" #").next().unwrap_or(command);
+        let mut words = words(command);
+        while words.first().is_some_and(|word| {
+            word.split_once('=').is_some_and(|(name, _)| {
+                !name.is_empty() && name.chars().all(|c| c.is_ascii_uppercase() || c == '_')
+            })
+        }) {
+            words.remove(0);
+        }
+        words
+    }
+
+    /// Every example parses as the command it shows, so the examples cannot drift from the
+    /// flags.
     #[test]
     fn every_example_parses() {
         for (path, examples) in EXAMPLES {
             for line in examples.lines() {
-                let command = line.rsplit(" | ").next().unwrap_or(line);
-                let command = command.split(['<', '>']).next().unwrap_or(command);
-                let mut words = words(command);
-                // Environment assignments before the command (`STRATA_X=... strata ...`).
-                while words.first().is_some_and(|word| {
-                    word.split_once('=').is_some_and(|(name, _)| {
-                        !name.is_empty() && name.chars().all(|c| c.is_ascii_uppercase() || c == '_')
-                    })
-                }) {
-                    words.remove(0);
-                }
+                let words = strata_words(line);
                 assert_eq!(
                     words.first().map(String::as_str),
                     Some("strata"),
@@ -293,5 +300,42 @@ mod tests {
             words(r#"a 'b c' "d \" e" f\ g"#),
             ["a", "b c", "d \" e", "f g"]
         );
+        assert_eq!(
+            strata_words("X_Y=1 strata a 'b' > f # c"),
+            ["strata", "a", "b"]
+        );
+    }
+
+    /// Every `strata` command line of the README parses too (indented blocks, continuations
+    /// joined), so the README cannot drift from the flags either.
+    #[test]
+    fn every_readme_command_parses() {
+        let readme = include_str!("../../README.md");
+        let mut line = String::new();
+        let mut checked = 0;
+        for text in readme.lines() {
+            let Some(code) = text.strip_prefix("    ") else {
+                continue;
+            };
+            if let Some(first) = code.trim_end().strip_suffix('\\') {
+                line.push_str(first);
+                continue;
+            }
+            line.push_str(code);
+            let mut words = strata_words(&line);
+            line.clear();
+            let Some(first) = words.first() else {
+                continue;
+            };
+            if !(first == "strata" || first.ends_with("/strata")) {
+                continue;
+            }
+            words[0] = "strata".to_owned();
+            if let Err(error) = crate::Cli::try_parse_from(&words) {
+                panic!("README: {words:?}: {error}");
+            }
+            checked += 1;
+        }
+        assert!(checked >= 10, "only {checked} README commands found");
     }
 }
