@@ -11,7 +11,7 @@ use std::io::IsTerminal;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressFinish, ProgressStyle};
 
 /// Set once by `main` from `--quiet`, before any command runs.
 static QUIET: AtomicBool = AtomicBool::new(false);
@@ -58,7 +58,9 @@ pub fn bar(total: u64, what: &str, bytes: bool) -> ProgressBar {
         .progress_chars("=> ");
     let bar = ProgressBar::with_draw_target(Some(total), ProgressDrawTarget::stderr())
         .with_style(style)
-        .with_message(what.to_owned());
+        .with_message(what.to_owned())
+        // Dropped on an error's early return: cleared, so the error line stands alone.
+        .with_finish(ProgressFinish::AndClear);
     bar.enable_steady_tick(SPINNER_TICK);
     bar
 }
@@ -73,7 +75,9 @@ pub fn waiting(what: &str) -> ProgressBar {
         .unwrap_or_else(|_| ProgressStyle::default_spinner());
     let spinner = ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr())
         .with_style(style)
-        .with_message(what.to_owned());
+        .with_message(what.to_owned())
+        // Dropped on an error's early return: cleared, so the error line stands alone.
+        .with_finish(ProgressFinish::AndClear);
     spinner.enable_steady_tick(SPINNER_TICK);
     spinner
 }
@@ -88,7 +92,9 @@ pub fn spinner(what: &str) -> ProgressBar {
         .unwrap_or_else(|_| ProgressStyle::default_spinner());
     let spinner = ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr())
         .with_style(style)
-        .with_message(what.to_owned());
+        .with_message(what.to_owned())
+        // Dropped on an error's early return: cleared, so the error line stands alone.
+        .with_finish(ProgressFinish::AndClear);
     spinner.enable_steady_tick(SPINNER_TICK);
     spinner
 }
