@@ -51,6 +51,11 @@
 //! `kafka_groups.rs`: Kafka consumer groups, the classic protocol by hand, and groups of
 //! confluent-kafka, kafka-python, aiokafka and kafkajs members with one leaving and one joining,
 //! on a node and on a cluster.
+//!
+//! The CLI's own tests are in `tools/tests/` (they need the `strata` binary): among them
+//! `cli_features.rs` (format strings, offset specs, several topics, produce inputs, progress,
+//! completion) and `readme_local_cluster.rs` (the README's "Run a local cluster yourself"
+//! section run as written).
 
 pub mod certs;
 pub mod cluster;

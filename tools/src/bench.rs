@@ -481,9 +481,14 @@ fn latency_histogram() -> Result<Histogram<u64>> {
     Histogram::new_with_bounds(1, LATENCY_US_MAX, 3).context("latency histogram")
 }
 
-/// Prints the counters' rate over the last second, every second, until aborted.
+/// Prints the counters' rate over the last second, every second, until aborted; only on a
+/// terminal and without `--quiet` (piped output gets the report alone).
 fn spawn_progress(progress: Arc<Progress>, verb: &'static str) -> JoinHandle<()> {
+    let shown = crate::progress::shown();
     tokio::spawn(async move {
+        if !shown {
+            return;
+        }
         let started = Instant::now();
         let mut interval = tokio::time::interval(Duration::from_secs(1));
         interval.tick().await; // The first tick is immediate.

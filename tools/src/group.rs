@@ -86,10 +86,16 @@ pub async fn run(client: &Client, command: GroupCommand, format: Format) -> Resu
             partitions,
             dry_run,
         } => {
+            // One request, which may take a while over many partitions: a spinner on a
+            // terminal says it is under way.
+            let waiting =
+                crate::progress::waiting(&format!("resetting offsets of group {group} on {topic}"));
             let reply = admin
                 .reset_offsets(&group, &topic, &partitions, to, dry_run)
                 .await
-                .with_context(|| format!("reset offsets of group {group} on {topic}"))?;
+                .with_context(|| format!("reset offsets of group {group} on {topic}"));
+            waiting.finish_and_clear();
+            let reply = reply?;
             print_reset(&group, &reply, dry_run, format);
         }
         GroupCommand::Delete { group } => {

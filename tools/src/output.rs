@@ -51,14 +51,15 @@ pub fn bytes_json(bytes: Option<&[u8]>) -> Value {
     }
 }
 
-/// A record as one JSON object.
-pub fn record_json(partition: u32, record: &Record) -> Value {
+/// A record of `topic` as one JSON object.
+pub fn record_json(topic: &str, partition: u32, record: &Record) -> Value {
     let headers: Vec<Value> = record
         .headers
         .iter()
         .map(|header| json!({ "key": header.key, "value": bytes_json(header.value.as_deref()) }))
         .collect();
     json!({
+        "topic": topic,
         "partition": partition,
         "offset": record.offset,
         "timestamp": record.timestamp,
@@ -68,22 +69,27 @@ pub fn record_json(partition: u32, record: &Record) -> Value {
     })
 }
 
-/// A record as one tab-separated line: partition, offset, time, key, value. A null key or
-/// value prints empty; bytes that are not UTF-8 print with replacement characters (use
-/// `--format json` for exact bytes and headers).
+/// A record as one tab-separated line: partition, offset, time, key, value, and the headers
+/// (`k1=v1,k2=v2`) when it has any. A null key or value prints empty; bytes that are not UTF-8
+/// print with replacement characters (use `--format json` for exact bytes).
 pub fn record_text(partition: u32, record: &Record) -> String {
     let text = |bytes: Option<&[u8]>| {
         bytes.map_or_else(String::new, |bytes| {
             String::from_utf8_lossy(bytes).into_owned()
         })
     };
-    format!(
+    let mut line = format!(
         "{partition}\t{}\t{}\t{}\t{}",
         record.offset,
         timestamp_text(record.timestamp),
         text(record.key.as_deref()),
         text(record.value.as_deref()),
-    )
+    );
+    if !record.headers.is_empty() {
+        line.push('\t');
+        line.push_str(&crate::format::headers_text(&record.headers));
+    }
+    line
 }
 
 /// Milliseconds since the epoch as RFC 3339 in UTC with exactly three fractional digits
@@ -194,15 +200,24 @@ mod tests {
             }],
         };
         assert_eq!(
-            record_json(2, &record),
+            record_json("t", 2, &record),
             json!({
-                "partition": 2, "offset": 7, "timestamp": 1_700_000_000_123i64, "key": "k",
+                "topic": "t", "partition": 2, "offset": 7, "timestamp": 1_700_000_000_123i64, "key": "k",
                 "value": { "base64": "wyg=" }, "headers": [{ "key": "h", "value": null }],
             })
         );
         assert_eq!(
             record_text(2, &record),
-            "2\t7\t2023-11-14T22:13:20.123Z\tk\t\u{fffd}("
+            "2\t7\t2023-11-14T22:13:20.123Z\tk\t\u{fffd}(\th"
+        );
+        let no_headers = Record {
+            headers: Vec::new(),
+            ..record
+        };
+        assert_eq!(
+            record_text(2, &no_headers),
+            "2\t7\t2023-11-14T22:13:20.123Z\tk\t\u{fffd}(",
+            "no headers column without headers"
         );
     }
 

@@ -1,9 +1,17 @@
-//! `strata produce TOPIC`: one record per line of standard input, then a summary.
+//! `strata produce TOPIC [FILE]`: one record per line of standard input (or of FILE), then a
+//! summary.
 //!
 //! Lines are bytes, not necessarily UTF-8; the newline (and a `\r` before it) is not part of
-//! the record. Every record is acknowledged (committed) before the summary prints.
+//! the record. `--delimiter` splits records at another byte string instead (no `\r` is
+//! dropped then). `--input-format json` reads each record as a JSON object with its own key,
+//! value, headers and timestamp; `--input-format '%k:%v'` splits it by a format string (see
+//! [`crate::format`]). Every record is acknowledged (committed) before the summary prints;
+//! `--print-acks` prints each record's partition and offset as it is acknowledged, in input
+//! order. Reading a file on a terminal shows a progress bar on stderr.
 
 use std::collections::BTreeMap;
+use std::io::{IsTerminal, Write as _};
+use std::path::PathBuf;
 use std::time::Instant;
 
 use anyhow::{Context, Result, anyhow, bail};
@@ -11,18 +19,39 @@ use bytes::Bytes;
 use clap::{Args, ValueEnum};
 use serde_json::json;
 use strata_client::{Client, Compression, DeliveryFuture, ProducerConfig, ProducerRecord};
-use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::sync::mpsc;
 
+use crate::format::{self, InputRecord};
+use crate::input::{InputFormat, RecordReader, parse_input_format};
 use crate::output::Format;
+use crate::progress;
 
 /// Deliveries awaited by the summary task; the producer's own buffer bounds the records in
 /// flight, this only decouples reading stdin from counting acknowledgements.
 const DELIVERIES_QUEUED_MAX: usize = 8192;
 
+/// Records read between two progress updates.
+const PROGRESS_RECORDS_STEP: u64 = 256;
+
 #[derive(Args)]
 pub struct ProduceArgs {
     topic: String,
+    /// Read records from this file instead of standard input ('-': standard input).
+    file: Option<PathBuf>,
+    /// How each record is read: lines (the value, or key and value with --key-separator),
+    /// json (an object {"key", "value", "headers", "timestamp"}, each optional), or a format
+    /// string such as '%k:%v' (%k key, %v value, %T timestamp in ms or RFC 3339, %h headers
+    /// k1=v1,k2=v2).
+    #[arg(long, value_name = "lines|json|FORMAT", default_value = "lines", value_parser = parse_input_format)]
+    input_format: InputFormat,
+    /// What separates records, with escapes \n \t \r \0 \\ (e.g. '\0' or ';;').
+    #[arg(long, value_name = "SEP", default_value = "\\n", value_parser = parse_delimiter)]
+    // Fully qualified: clap would read a plain `Vec<u8>` as many `u8` values.
+    delimiter: ::std::vec::Vec<u8>,
+    /// Print each record's partition and offset as it is acknowledged (record number,
+    /// partition, offset; in input order).
+    #[arg(long)]
+    print_acks: bool,
     /// The same key for every record.
     #[arg(long, conflicts_with = "key_separator")]
     key: Option<String>,
@@ -63,6 +92,15 @@ impl CompressionArg {
     }
 }
 
+/// Parses `--delimiter` (escapes as in format strings).
+fn parse_delimiter(text: &str) -> Result<Vec<u8>, String> {
+    match format::unescape(text) {
+        Ok(delimiter) if delimiter.is_empty() => Err("the delimiter is empty".to_owned()),
+        Ok(delimiter) => Ok(delimiter),
+        Err(error) => Err(error.to_string()),
+    }
+}
+
 /// Parses `--header KEY=VALUE`, splitting at the first `=` (the value may hold more).
 pub fn parse_header(text: &str) -> Result<(String, String), String> {
     match text.split_once('=') {
@@ -100,12 +138,6 @@ fn split_line<'a>(
     }
 }
 
-/// Drops the line's newline: `\n` and a `\r` before it.
-fn trim_newline(line: &[u8]) -> &[u8] {
-    let line = line.strip_suffix(b"\n").unwrap_or(line);
-    line.strip_suffix(b"\r").unwrap_or(line)
-}
-
 /// What was produced, per partition.
 #[derive(Debug, Default)]
 struct Summary {
@@ -121,6 +153,11 @@ pub async fn run(client: &Client, args: ProduceArgs, format: Format) -> Result<(
         (None, Some(separator)) => KeyMode::Separator(separator.clone().into_bytes()),
         (None, None) => KeyMode::None,
     };
+    if mode != KeyMode::None && args.input_format != InputFormat::Lines {
+        bail!(
+            "--key and --key-separator are for --input-format lines; json and format strings carry each record's key"
+        );
+    }
     // Fail before reading stdin when the topic or partition does not exist.
     let topic = client
         .admin()
@@ -141,30 +178,52 @@ pub async fn run(client: &Client, args: ProduceArgs, format: Format) -> Result<(
         request_timeout: client.config().request_timeout,
         ..ProducerConfig::default()
     };
+    let (mut reader, size) =
+        RecordReader::open(args.file.as_deref(), args.delimiter.clone()).await?;
     let producer = client.producer(config)?;
     let (deliveries, queued) = mpsc::channel(DELIVERIES_QUEUED_MAX);
-    let summary = tokio::spawn(summarize(queued));
+    let acks = args.print_acks.then_some(format);
+    let summary = tokio::spawn(summarize(queued, acks));
     let started = Instant::now();
+    // A bar over the file's bytes; over piped input a running count (unless typed by hand).
+    let progress = match size {
+        Some(size) => progress::bar(size, &format!("producing to {}", args.topic), true),
+        None if !std::io::stdin().is_terminal() => progress::spinner("records read"),
+        None => indicatif::ProgressBar::hidden(),
+    };
 
-    let mut stdin = BufReader::new(tokio::io::stdin());
-    let mut line = Vec::new();
-    let mut line_number = 0u64;
-    loop {
-        line.clear();
-        if stdin
-            .read_until(b'\n', &mut line)
-            .await
-            .context("read stdin")?
-            == 0
-        {
-            break;
+    let mut records_read = 0u64;
+    while let Some(raw) = reader.next().await? {
+        let input = match &args.input_format {
+            InputFormat::Lines => split_line(raw, &mode)
+                .map(|(key, value)| InputRecord {
+                    key,
+                    value: Some(Bytes::copy_from_slice(value)),
+                    ..InputRecord::default()
+                })
+                .map_err(anyhow::Error::msg),
+            InputFormat::Json => format::read_json_record(raw),
+            InputFormat::Template(template) => template.read(raw),
         }
-        line_number += 1;
-        let (key, value) = split_line(trim_newline(&line), &mode)
-            .map_err(|reason| anyhow!("line {line_number}: {reason}"))?;
-        let mut record = ProducerRecord::new(args.topic.clone(), Bytes::copy_from_slice(value));
-        record.key = key;
-        record.partition = args.partition;
+        .map_err(|reason| anyhow!("{}: {reason:#}", reader.position()))?;
+        records_read += 1;
+        // Every few records: the bar redraws at most a few times a second anyway, and an
+        // update per record would cost a lock per record.
+        if records_read.is_multiple_of(PROGRESS_RECORDS_STEP) {
+            progress.set_position(if size.is_some() {
+                reader.bytes_read()
+            } else {
+                records_read
+            });
+        }
+        let mut record = ProducerRecord {
+            topic: args.topic.clone(),
+            partition: args.partition,
+            key: input.key,
+            value: input.value,
+            headers: input.headers,
+            timestamp_ms: input.timestamp_ms,
+        };
         for (key, value) in &args.headers {
             record = record.header(key.clone(), value.clone());
         }
@@ -177,10 +236,14 @@ pub async fn run(client: &Client, args: ProduceArgs, format: Format) -> Result<(
             break;
         }
     }
+    progress.finish_and_clear();
     drop(deliveries);
     let summary = summary.await.context("summary task")?;
     producer.close().await?;
     let summary = summary.with_context(|| format!("produce to {}", args.topic))?;
+    if progress::quiet() {
+        return Ok(());
+    }
     print_summary(
         &args.topic,
         &summary,
@@ -190,12 +253,19 @@ pub async fn run(client: &Client, args: ProduceArgs, format: Format) -> Result<(
     Ok(())
 }
 
-/// Awaits every delivery in order; stops at the first failure.
-async fn summarize(mut queued: mpsc::Receiver<DeliveryFuture>) -> strata_client::Result<Summary> {
+/// Awaits every delivery in order; stops at the first failure. With `acks`, prints each
+/// record's number, partition and offset as it is acknowledged.
+async fn summarize(
+    mut queued: mpsc::Receiver<DeliveryFuture>,
+    acks: Option<Format>,
+) -> strata_client::Result<Summary> {
     let mut summary = Summary::default();
     while let Some(delivery) = queued.recv().await {
         let stored = delivery.await?;
         summary.records += 1;
+        if let Some(format) = acks {
+            print_ack(summary.records, stored.partition, stored.offset, format);
+        }
         let entry =
             summary
                 .partitions
@@ -206,6 +276,20 @@ async fn summarize(mut queued: mpsc::Receiver<DeliveryFuture>) -> strata_client:
         entry.2 += 1;
     }
     Ok(summary)
+}
+
+/// One `--print-acks` line: the record's number in the input, its partition and offset.
+fn print_ack(record: u64, partition: u32, offset: u64, format: Format) {
+    let mut out = std::io::stdout().lock();
+    // A closed stdout ends the acks, not the produce: the records are stored either way.
+    let _ = match format {
+        Format::Json => writeln!(
+            out,
+            "{}",
+            json!({ "record": record, "partition": partition, "offset": offset })
+        ),
+        Format::Text => writeln!(out, "{record}\t{partition}\t{offset}"),
+    };
 }
 
 fn print_summary(topic: &str, summary: &Summary, elapsed_s: f64, format: Format) {
@@ -260,6 +344,16 @@ mod tests {
         assert!(CompressionArg::from_str("brotli", false).is_err());
     }
 
+    /// `--delimiter` takes escapes and refuses an empty delimiter.
+    #[test]
+    fn delimiters() {
+        assert_eq!(parse_delimiter("\\n"), Ok(b"\n".to_vec()));
+        assert_eq!(parse_delimiter("\\0"), Ok(vec![0]));
+        assert_eq!(parse_delimiter(";;"), Ok(b";;".to_vec()));
+        assert!(parse_delimiter("").is_err());
+        assert!(parse_delimiter("\\q").is_err());
+    }
+
     /// Headers split at the first `=`; the key must not be empty.
     #[test]
     fn headers() {
@@ -293,15 +387,5 @@ mod tests {
             assert_eq!(got_value, *value, "{mode:?} {line:?}");
         }
         assert!(split_line(b"no separator", &tab).is_err());
-    }
-
-    /// The newline and a carriage return before it are dropped; nothing else is.
-    #[test]
-    fn newlines() {
-        assert_eq!(trim_newline(b"a\n"), b"a");
-        assert_eq!(trim_newline(b"a\r\n"), b"a");
-        assert_eq!(trim_newline(b"a"), b"a");
-        assert_eq!(trim_newline(b"a\r"), b"a");
-        assert_eq!(trim_newline(b" a \n"), b" a ");
     }
 }
