@@ -18,8 +18,10 @@
 //! request and its handles kept in the table, so a request costs a lookup in an immutable map
 //! (no lock), two atomic adds and the histogram's observation.
 //!
-//! Kafka answers most errors inside a successful response (per partition); those are not
-//! counted here: only a refusal that closes the connection is.
+//! What is not counted as an error: Kafka answers most errors inside a successful response
+//! (per partition), so only a refusal that closes the connection counts; a gRPC stream
+//! (Subscribe, ProduceStream) counts the error that refuses its start, not one that ends it
+//! later (that comes in its trailers, after the response was counted).
 
 use std::collections::HashMap;
 use std::convert::Infallible;
