@@ -48,6 +48,9 @@
 //! `kafka_groups.rs`: Kafka consumer groups, the classic protocol by hand, and groups of
 //! confluent-kafka, kafka-python, aiokafka and kafkajs members with one leaving and one joining,
 //! on a node and on a cluster.
+//!
+//! `metrics_data.rs`: `/metrics` after known gRPC, JSON API and Kafka traffic, parsed by
+//! Prometheus's parser (`tests/metrics/*.py`); `--metrics-auth`; the Grafana dashboard's names.
 
 pub mod certs;
 pub mod cluster;

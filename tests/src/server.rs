@@ -164,12 +164,25 @@ pub fn kafka_listening_address(lines: &mpsc::Receiver<String>) -> String {
         .to_string()
 }
 
+/// Waits (bounded) for the line of a server started with `--http-listen` that names its HTTP
+/// address (after the gRPC and Kafka listeners' lines), and returns the address.
+pub fn http_listening_address(lines: &mpsc::Receiver<String>) -> String {
+    let line = lines
+        .recv_timeout(START_TIMEOUT)
+        .unwrap_or_else(|_| panic!("strata-server did not start within {START_TIMEOUT:?}"));
+    line.strip_prefix("strata-server http listening on ")
+        .unwrap_or_else(|| panic!("expected the HTTP listener's line, got: {line}"))
+        .to_string()
+}
+
 /// A running server process.
 pub struct ServerProcess {
     child: Child,
     pub address: String,
     /// The Kafka listener's address, when started with `--kafka-listen`.
     pub kafka_address: Option<String>,
+    /// The HTTP listener's address, when started with `--http-listen`.
+    pub http_address: Option<String>,
     pub data_dir: PathBuf,
     node_id: u64,
     initial_cluster: Option<String>,
@@ -230,6 +243,7 @@ impl ServerProcess {
             child,
             address: listen.to_string(),
             kafka_address: None,
+            http_address: None,
             data_dir: data_dir.to_path_buf(),
             node_id,
             initial_cluster: initial_cluster.map(str::to_string),
@@ -246,6 +260,9 @@ impl ServerProcess {
         self.address = listening_address(&lines);
         if self.extra_args.iter().any(|arg| arg == "--kafka-listen") {
             self.kafka_address = Some(kafka_listening_address(&lines));
+        }
+        if self.extra_args.iter().any(|arg| arg == "--http-listen") {
+            self.http_address = Some(http_listening_address(&lines));
         }
     }
 

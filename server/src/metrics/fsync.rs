@@ -16,8 +16,8 @@ use prometheus_client::metrics::histogram::Histogram;
 /// Upper bounds of the fsync latency buckets, in seconds: from 50 µs (a write cache) to 5 s
 /// (a disk in trouble).
 pub const FSYNC_BUCKETS_SECONDS: [f64; 15] = [
-    0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
-    1.0, 5.0,
+    0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
+    5.0,
 ];
 
 /// Every log fsync of the process (see the module doc).

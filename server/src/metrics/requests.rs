@@ -150,12 +150,7 @@ impl MethodTable {
 
     /// The method a frontend's key names, or [`OTHER_METHOD`].
     pub fn method(&self, key: &str) -> Method {
-        Method(
-            self.index
-                .get(key)
-                .copied()
-                .unwrap_or(self.slots.len() - 1),
-        )
+        Method(self.index.get(key).copied().unwrap_or(self.slots.len() - 1))
     }
 
     fn handles(&self, method: Method) -> &MethodHandles {
@@ -378,6 +373,9 @@ mod tests {
             code,
         };
         assert_eq!(metrics.errors.get_or_create(&errors).get(), 1);
-        assert_eq!(error_label(Code::Unauthenticated, Some("bogus")), "UNAUTHENTICATED");
+        assert_eq!(
+            error_label(Code::Unauthenticated, Some("bogus")),
+            "UNAUTHENTICATED"
+        );
     }
 }
