@@ -150,7 +150,7 @@ fn record(n: usize) -> pb::Record {
     pb::Record {
         // 20 to 219 bytes, so batches are of varied, known sizes.
         value: Some(Bytes::from(vec![b'g'; 20 + (n * 53) % 200])),
-        key: (n % 2 == 0).then(|| Bytes::from(format!("key-{n}"))),
+        key: n.is_multiple_of(2).then(|| Bytes::from(format!("key-{n}"))),
         ..Default::default()
     }
 }
