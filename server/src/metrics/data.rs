@@ -4,7 +4,8 @@
 //! - `strata_topic_records_in_total{topic}`, `strata_topic_bytes_in_total{topic}`: records and
 //!   stored batch bytes produced to the topic and committed, counted by the node that took the
 //!   produce (the partition's leader), once per batch in the broker's one produce path, so
-//!   gRPC, the JSON API and Kafka clients all count. Replication to followers is not counted.
+//!   gRPC, the JSON API and Kafka clients all count. Replication to followers is not counted,
+//!   nor a batch whose producer went away before its commit (the wait for it was dropped).
 //! - `strata_topic_records_out_total{topic}`, `strata_topic_bytes_out_total{topic}`: records
 //!   and bytes sent to consumers by Fetch, Subscribe and Kafka Fetch. Bytes are the stored
 //!   bytes of the data batches sent; for a reply of decoded records (`decode` in Fetch and
