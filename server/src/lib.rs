@@ -250,7 +250,8 @@ pub async fn run(
             tls.clone(),
             alive.clone(),
         )
-        .with_authenticator(authenticator.clone()),
+        .with_authenticator(authenticator.clone())
+        .with_metrics(metrics.clone()),
     );
     let service = service::Service::new(broker_ready.clone(), alive)
         .with_policy(policy)
@@ -282,6 +283,10 @@ pub async fn run(
             .max_frame_size(strata_proto::HTTP2_FRAME_BYTES_MAX)
             // Every request, whatever its service, passes authentication (the method table
             // says which need none).
+            // Outside authentication, so refused credentials count as errors.
+            .layer(crate::metrics::requests::GrpcMetricsLayer::new(
+                &metrics.requests,
+            ))
             .layer(service::authenticate::AuthenticateLayer::new(authenticator))
             .add_service(health_service)
             .add_service(reflection)
@@ -309,6 +314,7 @@ pub async fn run(
                     resources::limit_connections(
                         resources::nodelay_incoming(listener),
                         max_connections,
+                        metrics.data.connections("grpc"),
                     ),
                     tls.clone(),
                 ),

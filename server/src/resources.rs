@@ -13,7 +13,7 @@
 
 use std::path::PathBuf;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
@@ -297,14 +297,17 @@ pub struct Resources {
 /// Accepted connections past `max_connections` open at once are closed at once (the client
 /// sees its connection reset and may retry), so a flood cannot take the descriptors that
 /// partitions and existing clients need. Refusals are logged at most once a second.
+///
+/// `open` counts the listener's open connections: the limit reads it, and it is the
+/// listener's `strata_connections` gauge (see [`crate::metrics::data`]).
 pub fn limit_connections<S>(
     accepted: S,
     max_connections: usize,
+    open: OpenConnections,
 ) -> impl Stream<Item = std::io::Result<CountedConnection>>
 where
     S: Stream<Item = std::io::Result<TcpStream>>,
 {
-    let open = Arc::new(AtomicUsize::new(0));
     let refused = Arc::new(AtomicU64::new(0));
     let mut last_log: Option<Instant> = None;
     let mut last_error_log: Option<Instant> = None;
@@ -323,7 +326,7 @@ where
             }
             Ok(stream) => {
                 // Only this stream adds to the count, so a load then an add cannot overshoot.
-                if open.load(Ordering::Acquire) >= max_connections {
+                if usize::try_from(open.get()).unwrap_or(0) >= max_connections {
                     drop(stream);
                     let total = refused.fetch_add(1, Ordering::Relaxed) + 1;
                     let now = Instant::now();
@@ -337,7 +340,7 @@ where
                     }
                     None
                 } else {
-                    open.fetch_add(1, Ordering::AcqRel);
+                    open.inc();
                     Some(Ok(CountedConnection {
                         stream,
                         open: open.clone(),
@@ -358,12 +361,16 @@ where
 #[derive(Debug)]
 pub struct CountedConnection {
     stream: TcpStream,
-    open: Arc<AtomicUsize>,
+    open: OpenConnections,
 }
+
+/// A listener's count of open connections (see [`limit_connections`]).
+pub type OpenConnections =
+    prometheus_client::metrics::gauge::Gauge<i64, std::sync::atomic::AtomicI64>;
 
 impl Drop for CountedConnection {
     fn drop(&mut self) {
-        self.open.fetch_sub(1, Ordering::AcqRel);
+        self.open.dec();
     }
 }
 

@@ -56,6 +56,8 @@
 //! `cli_features.rs` (format strings, offset specs, several topics, produce inputs, progress,
 //! completion) and `readme_local_cluster.rs` (the README's "Run a local cluster yourself"
 //! section run as written).
+//! `metrics_data.rs`: `/metrics` after known gRPC, JSON API and Kafka traffic, parsed by
+//! Prometheus's parser (`tests/metrics/*.py`); `--metrics-auth`; the Grafana dashboard's names.
 
 pub mod certs;
 pub mod cluster;

@@ -13,6 +13,7 @@
 //! - `membership`: the cluster's nodes: add (learner first) and remove (replicas moved off).
 //! - `reconcile`: local partitions follow the metadata (open, stop, configs, replica sets).
 //! - `produce`: the produce path and its node-wide byte budget.
+//! - `data_metrics`: what the data metrics read at scrape time, per-topic traffic counters.
 //! - `producer_ids`: blocks of producer ids for idempotent producers.
 //! - `groups_port`: the broker as the consumer groups'
 //!   [`ControllerPort`](crate::groups::ControllerPort).
@@ -29,6 +30,7 @@
 //! - [`describe`]: a topic's partitions as this node sees them.
 
 mod controller_client;
+mod data_metrics;
 pub mod describe;
 pub mod error;
 pub mod fetch;
@@ -147,7 +149,6 @@ pub struct Broker {
     /// The time of day, for stamping commands and batches and for group expiry.
     pub(crate) clock: SharedClock,
     /// The node's metrics (see [`crate::metrics`]).
-    #[allow(dead_code)] // counted by the produce and read paths (issue 14, in progress)
     pub(crate) metrics: Arc<crate::metrics::Metrics>,
 }
 

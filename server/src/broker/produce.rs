@@ -80,6 +80,9 @@ impl Broker {
             .disk
             .admit(self.node_id, "produce", batch.len() as u64)?;
         let count = header.offset_count();
+        let records = u64::from(header.record_count.max(0).unsigned_abs());
+        let bytes = batch.len();
+        let traffic = replica.traffic.clone();
         let committed = self
             .driver
             .submit::<PartitionMachine>(replica.group, batch)
@@ -96,6 +99,8 @@ impl Broker {
                     ))
                 })?
                 .map_err(|e| propose_error(&metadata, e))?;
+            // Counted once per batch, here, for every frontend (see `metrics::data`).
+            traffic.produced(bytes, records);
             Ok(Produced {
                 partition,
                 base_offset: committed.next_offset - count,

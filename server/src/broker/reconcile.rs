@@ -106,6 +106,7 @@ impl Broker {
                         .dir()
                         .to_path_buf();
                     drop(replica);
+                    self.forget_topic_traffic(&key.0);
                     if let Err(error) = std::fs::remove_dir_all(&dir) {
                         tracing::warn!(dir = %dir.display(), %error, "removing a deleted partition failed");
                     }
@@ -210,6 +211,7 @@ impl Broker {
             leader,
             term,
             in_sync,
+            traffic: self.topic_traffic(&topic.name),
         };
         self.replicas
             .write()

@@ -66,16 +66,22 @@ impl Broker {
         let high_watermark = replica.high_watermark.clone();
         let read = move |offset, max_bytes| broker.read(&replica, offset, max_bytes);
         let (replies, chunks) = mpsc::channel(SUBSCRIBE_CHUNKS_QUEUED_MAX);
-        tokio::spawn(run::<F, _, _>(
-            Source {
-                read,
-                high_watermark,
-            },
-            offset,
-            decode,
-            credits,
-            replies,
-        ));
+        // Counted in `strata_subscriptions` while its loop runs.
+        let open = self.metrics.data.subscription();
+        tokio::spawn(async move {
+            run::<F, _, _>(
+                Source {
+                    read,
+                    high_watermark,
+                },
+                offset,
+                decode,
+                credits,
+                replies,
+            )
+            .await;
+            drop(open);
+        });
         Ok(chunks)
     }
 }
@@ -111,6 +117,9 @@ async fn run<F, R, S>(
                     if size > 0 && size <= credit_bytes {
                         let chunk = if decode {
                             decode_records::<F>(&fetched.batches, offset, budget).map(|decoded| {
+                                fetched
+                                    .traffic
+                                    .sent_records(decoded.records.len(), decoded.decoded_bytes);
                                 credit_bytes -= (decoded.decoded_bytes as u64).min(credit_bytes);
                                 offset = decoded.stopped_at.unwrap_or(fetched.next_offset);
                                 Chunk {
@@ -121,6 +130,7 @@ async fn run<F, R, S>(
                                 }
                             })
                         } else {
+                            fetched.traffic.sent_batches(&fetched.batches);
                             credit_bytes -= size;
                             offset = fetched.next_offset;
                             Ok(Chunk {
@@ -228,6 +238,7 @@ mod tests {
                 batches,
                 high_watermark,
                 log_start_offset: 0,
+                traffic: Default::default(),
             })
         }
     }

@@ -35,6 +35,7 @@ use strata_proto::v1::groups_server::Groups;
 use tonic::{Code, Status};
 
 use super::{HttpFrontend, authorization, connection_of};
+use crate::metrics::requests::MethodTable;
 use crate::security::{ConnectionInfo, Principal};
 use crate::service::Service;
 
@@ -104,15 +105,46 @@ struct Caller {
     connection: ConnectionInfo,
 }
 
-/// `POST /api/v1/{service}/{method}`.
+/// The error label of an error response (see [`crate::metrics::requests`]), put in its
+/// extensions by `error_response` for the request metrics.
+#[derive(Debug, Clone, Copy)]
+struct ErrorLabel(&'static str);
+
+/// The JSON API's methods for the request metrics, labelled `Service/Method` as in gRPC.
+pub fn method_table(metrics: &crate::metrics::requests::RequestMetrics) -> MethodTable {
+    let methods = METHODS
+        .iter()
+        .map(|name| (name.to_string(), name.to_string()));
+    MethodTable::new(metrics, "http", methods)
+}
+
+/// `POST /api/v1/{service}/{method}`, counted in the request metrics.
 pub async fn call(
     State(frontend): State<Arc<HttpFrontend>>,
     Path((service, method)): Path<(String, String)>,
     request: Request,
 ) -> Response {
+    let started = std::time::Instant::now();
     let name = format!("{service}/{method}");
-    if !METHODS.contains(&name.as_str()) {
-        return unknown_method(&service, &method);
+    let response = call_method(&frontend, &service, &method, &name, request).await;
+    let error = response
+        .extensions()
+        .get::<ErrorLabel>()
+        .map(|label| label.0);
+    let table = &frontend.requests;
+    table.record(table.method(&name), started, error);
+    response
+}
+
+async fn call_method(
+    frontend: &HttpFrontend,
+    service: &str,
+    method: &str,
+    name: &str,
+    request: Request,
+) -> Response {
+    if !METHODS.contains(&name) {
+        return unknown_method(service, method);
     }
     let connection = connection_of(request.extensions());
     let principal = match frontend
@@ -143,7 +175,7 @@ pub async fn call(
         principal,
         connection,
     };
-    dispatch(&frontend.service, &service, &method, body, caller).await
+    dispatch(&frontend.service, service, method, body, caller).await
 }
 
 /// Decodes `body`, runs `handler` on it as `caller`, and encodes the reply or the error.
@@ -243,5 +275,8 @@ fn error_response(
     if let Some(detail) = detail {
         body["detail"] = detail;
     }
-    (http, Json(body)).into_response()
+    let label = ErrorLabel(crate::metrics::requests::error_label_of_names(code, error));
+    let mut response = (http, Json(body)).into_response();
+    response.extensions_mut().insert(label);
+    response
 }

@@ -52,6 +52,8 @@ pub struct HttpFrontend {
     metrics_auth: MetricsAuth,
     /// The `strata.v1` handlers the JSON API calls.
     service: Service,
+    /// The JSON API's request series.
+    requests: crate::metrics::requests::MethodTable,
 }
 
 impl HttpFrontend {
@@ -65,6 +67,7 @@ impl HttpFrontend {
         Self {
             broker,
             authenticator,
+            requests: api::method_table(&metrics.requests),
             metrics,
             metrics_auth,
             service,
@@ -162,10 +165,12 @@ pub async fn serve(
     max_connections: usize,
     mut stop: watch::Receiver<bool>,
 ) {
+    let connections = frontend.metrics.data.connections("http");
     let router = frontend.router();
     let accepted = crate::resources::limit_connections(
         crate::resources::nodelay_incoming(listener),
         max_connections,
+        connections,
     );
     let mut connections = std::pin::pin!(crate::security::listener::incoming(accepted, tls));
     loop {

@@ -11,10 +11,25 @@ pub use super::versions::{SERVED, Served, served};
 use super::{admin, api_versions, fetch, groups, metadata, offsets, produce, producer_id};
 
 /// Handles one request; `Ok(None)` when the request gets no response (produce with acks 0).
+/// Counted in the request metrics by API (see [`crate::metrics::requests`]).
 ///
 /// # Errors
 /// A [`Refusal`]: the connection is closed.
 pub async fn handle(context: &Context, request: Request) -> Result<Option<Bytes>, Refusal> {
+    let started = std::time::Instant::now();
+    let api_key = request.api_key;
+    let handled = handle_request(context, request).await;
+    if let Some(table) = &context.frontend.requests {
+        let error = handled.as_ref().err().map(|refusal| match refusal {
+            Refusal::Unsupported { .. } => "UNSUPPORTED_VERSION",
+            Refusal::Frame(_) => "MALFORMED_REQUEST",
+        });
+        table.record(table.method(&api_key.to_string()), started, error);
+    }
+    handled
+}
+
+async fn handle_request(context: &Context, request: Request) -> Result<Option<Bytes>, Refusal> {
     let Some(api_key) = served(request.api_key, request.api_version) else {
         if request.api_key == ApiKey::ApiVersions as i16 {
             return Ok(Some(api_versions::unsupported(request.correlation_id)?));

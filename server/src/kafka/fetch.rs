@@ -216,6 +216,7 @@ fn read_partition(
     if read.bytes > 0 && bytes > room {
         batches.clear();
     }
+    fetched.traffic.sent_batches(&batches);
     let records = concat(batches);
     read.bytes += records.len();
     let high_watermark = fetched.high_watermark as i64;

@@ -55,6 +55,8 @@ use tokio::sync::watch;
 
 use crate::broker::{Broker, BrokerError};
 use crate::config::Authentication;
+use crate::metrics::Metrics;
+use crate::metrics::requests::MethodTable;
 use crate::security::acl::Policy;
 use crate::security::tls::Tls;
 use crate::service::Liveness;
@@ -82,6 +84,10 @@ pub struct Frontend {
     /// permits per node). `None`: SASL offers no mechanism, so with `password`
     /// authentication no connection without a certificate gets in.
     authenticator: Option<Arc<Authenticator>>,
+    /// The node's metrics: connections, and requests per API ([`Frontend::with_metrics`]).
+    pub(crate) metrics: Option<Arc<Metrics>>,
+    /// The served APIs' request series (see [`crate::metrics::requests`]).
+    pub(crate) requests: Option<MethodTable>,
 }
 
 impl Frontend {
@@ -105,7 +111,22 @@ impl Frontend {
             leaders: leaders::LeaderView::new(peer_tls.clone(), alive),
             peer_tls,
             authenticator: None,
+            metrics: None,
+            requests: None,
         }
+    }
+
+    /// Counts connections and requests (per served API, by its name) in `metrics`.
+    pub fn with_metrics(mut self, metrics: Arc<Metrics>) -> Self {
+        let apis = versions::SERVED.iter().map(|served| {
+            (
+                (served.api_key as i16).to_string(),
+                format!("{:?}", served.api_key),
+            )
+        });
+        self.requests = Some(MethodTable::new(&metrics.requests, "kafka", apis));
+        self.metrics = Some(metrics);
+        self
     }
 
     /// Checks SASL passwords with `authenticator` (the node's, shared with gRPC).
@@ -156,6 +177,11 @@ pub async fn serve(
     let accepted = crate::resources::limit_connections(
         crate::resources::nodelay_incoming(listener),
         max_connections,
+        frontend
+            .metrics
+            .as_ref()
+            .map(|metrics| metrics.data.connections("kafka"))
+            .unwrap_or_default(),
     );
     let mut connections = std::pin::pin!(crate::security::listener::incoming(accepted, tls));
     loop {

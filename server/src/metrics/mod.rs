@@ -13,6 +13,35 @@
 //!
 //! Label cardinality is bounded: series per topic, per API method and per consumer group;
 //! per-partition series only where a gauge needs them (see each family's doc).
+//!
+//! ## Series
+//! | name | type | labels | module |
+//! |---|---|---|---|
+//! | `strata_topic_records_in_total`, `strata_topic_bytes_in_total` | counter | `topic` | [`data`] |
+//! | `strata_topic_records_out_total`, `strata_topic_bytes_out_total` | counter | `topic` | [`data`] |
+//! | `strata_topic_disk_bytes` | gauge (scrape) | `topic` | [`data`] |
+//! | `strata_disk_free_bytes`, `strata_disk_total_bytes` | gauge (scrape) | | [`data`] |
+//! | `strata_connections` | gauge | `listener` (`grpc`, `kafka`, `http`) | [`data`] |
+//! | `strata_subscriptions` | gauge | | [`data`] |
+//! | `strata_produce_budget_bytes_in_use` | gauge (scrape) | | [`data`] |
+//! | `strata_requests_total` | counter | `frontend`, `method` | [`requests`] |
+//! | `strata_request_errors_total` | counter | `frontend`, `method`, `code` | [`requests`] |
+//! | `strata_request_duration_seconds` | histogram | `frontend`, `method` | [`requests`] |
+//! | `strata_fsync_duration_seconds` | histogram | | [`fsync`] |
+//! | `strata_process_cpu_seconds_total` | counter (scrape) | | [`process`] |
+//! | `strata_process_resident_memory_bytes`, `strata_process_memory_maps` | gauge (scrape) | | [`process`] |
+//! | `strata_partitions_led` | gauge (scrape) | | this module |
+//!
+//! Bounds: `topic` takes the topics with a partition on this node (a topic's series go when
+//! its last local partition does); `method` the entries of each frontend's method table plus
+//! `other`; `code` the proto's error codes and gRPC's codes; `listener` three values.
+//! Histogram buckets are fixed constants ([`requests::LATENCY_BUCKETS_SECONDS`],
+//! [`fsync::FSYNC_BUCKETS_SECONDS`]), so the same series sum across nodes.
+
+pub mod data;
+pub mod fsync;
+pub mod process;
+pub mod requests;
 
 use std::fmt;
 use std::sync::Arc;
@@ -35,13 +64,28 @@ pub struct ScrapeOptions {
 /// A node's metrics (see the module doc).
 pub struct Metrics {
     registry: Registry,
+    /// Traffic per topic, subscriptions and connections ([`data`]).
+    pub data: data::DataMetrics,
+    /// Requests per frontend and method ([`requests`]).
+    pub requests: requests::RequestMetrics,
 }
 
 impl Metrics {
     /// The node's metrics, every family registered under the `strata` prefix.
     pub fn new() -> Arc<Self> {
-        let registry = Registry::with_prefix("strata");
-        Arc::new(Self { registry })
+        let mut registry = Registry::with_prefix("strata");
+        let data = data::DataMetrics::new(&mut registry);
+        let requests = requests::RequestMetrics::new(&mut registry);
+        registry.register(
+            "fsync_duration_seconds",
+            "Time an fdatasync of a log segment takes",
+            fsync::FSYNC_SECONDS.clone(),
+        );
+        Arc::new(Self {
+            registry,
+            data,
+            requests,
+        })
     }
 
     /// The exposition of every series: those counted as they happen, then those read from
@@ -56,11 +100,13 @@ impl Metrics {
     ) -> Result<String, fmt::Error> {
         let mut text = String::new();
         encode_registry(&mut text, &self.registry)?;
+        let mut scraped = Registry::with_prefix("strata");
+        process::scrape(&mut scraped);
         if let Some(broker) = broker {
-            let mut scraped = Registry::with_prefix("strata");
             broker.scrape_metrics(&mut scraped, options);
-            encode_registry(&mut text, &scraped)?;
+            data::scrape(&mut scraped, broker.data_snapshot());
         }
+        encode_registry(&mut text, &scraped)?;
         encode_eof(&mut text)?;
         Ok(text)
     }

@@ -60,6 +60,9 @@ pub struct PartitionReplica {
     pub term: Arc<std::sync::atomic::AtomicU64>,
     /// While this node leads it: the replicas that have everything committed.
     pub in_sync: watch::Receiver<Vec<u64>>,
+    /// The topic's traffic counters (shared by its partitions on this node): produce and the
+    /// reads count into them with atomic adds, no label lookup.
+    pub traffic: crate::metrics::data::TopicTraffic,
 }
 
 impl PartitionReplica {

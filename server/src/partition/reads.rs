@@ -33,6 +33,8 @@ pub struct Fetched {
     pub next_offset: u64,
     pub high_watermark: u64,
     pub log_start_offset: u64,
+    /// The counters of the topic read: the frontend counts what it sends of `batches` there.
+    pub traffic: crate::metrics::data::TopicTraffic,
 }
 
 impl PartitionReplica {
@@ -107,6 +109,7 @@ impl PartitionReplica {
             next_offset,
             high_watermark,
             log_start_offset: log_start,
+            traffic: self.traffic.clone(),
         })
     }
 

@@ -37,6 +37,7 @@ fn replica(
         leader,
         term: Default::default(),
         in_sync,
+        traffic: Default::default(),
     };
     (replica, committer)
 }

@@ -84,8 +84,12 @@ impl Service {
             let decoded = decode_records::<GrpcRecords>(&fetched.batches, offset, limits.max_bytes)
                 .map_err(status)?;
             let next_offset = decoded.stopped_at.unwrap_or(fetched.next_offset);
+            fetched
+                .traffic
+                .sent_records(decoded.records.len(), decoded.decoded_bytes);
             (Vec::new(), decoded.records, next_offset)
         } else {
+            fetched.traffic.sent_batches(&fetched.batches);
             (fetched.batches, Vec::new(), fetched.next_offset)
         };
         Ok(pb::FetchResponse {

@@ -228,7 +228,11 @@ impl SyncHandle {
         if self.faults.as_ref().is_some_and(|f| f.sync_fails()) {
             return Err(fault::eio()).context("fsync", &self.path);
         }
-        self.file.sync_data().context("fsync", &self.path)
+        let started = std::time::Instant::now();
+        let synced = self.file.sync_data().context("fsync", &self.path);
+        // Process-wide: storage knows of no node (see `metrics::fsync`).
+        crate::metrics::fsync::observe(started);
+        synced
     }
 }
 

@@ -218,6 +218,12 @@ impl PartitionLog {
         self.active().next_offset()
     }
 
+    /// Bytes of the log's segment files as written (their indexes not included), from memory:
+    /// no file is statted.
+    pub fn size_bytes(&self) -> u64 {
+        self.segments.iter().map(Segment::size_bytes).sum()
+    }
+
     /// The raft entry before the first stored batch, and the log start offset.
     pub fn log_start(&self) -> LogStart {
         self.start
