@@ -8,9 +8,11 @@ const CREDENTIALS_KEY = 'strata.credentials';
 
 /** A failed call: `status` is the HTTP status (0 when the node did not answer). */
 export class ApiError extends Error {
-  constructor(status, body) {
+  constructor(status, body, method) {
     super(body.message || `HTTP ${status}`);
     this.status = status;
+    // `Service/Method` of the call that failed.
+    this.method = method;
     // The gRPC code name ("PERMISSION_DENIED") and Strata's error code
     // ("ERROR_CODE_AUTHORIZATION_FAILED"), when the API gave one.
     this.code = body.code || 'UNKNOWN';
@@ -21,6 +23,9 @@ export class ApiError extends Error {
   get unauthenticated() { return this.status === 401; }
   get refused() { return this.status === 403; }
   get notLeader() { return this.error === 'ERROR_CODE_NOT_LEADER'; }
+  /** Admin and group calls, which only the controller's leader serves (Broker calls read and
+   * write partitions, which their replicas and leaders serve). */
+  get forController() { return !this.method.startsWith('Broker/'); }
 }
 
 /** The signed-in user's `{user, password}`, or null. */
@@ -72,7 +77,7 @@ export async function call(method, request = {}) {
       credentials: 'same-origin',
     });
   } catch (error) {
-    throw new ApiError(0, { code: 'UNAVAILABLE', message: `the node did not answer (${error.message})` });
+    throw new ApiError(0, { code: 'UNAVAILABLE', message: `the node did not answer (${error.message})` }, method);
   }
   const text = await response.text();
   let body;
@@ -82,7 +87,7 @@ export async function call(method, request = {}) {
     body = { code: 'UNKNOWN', message: text };
   }
   if (response.ok) return body;
-  const error = new ApiError(response.status, body);
+  const error = new ApiError(response.status, body, method);
   // Which credentials were refused: a reply to a request sent before the user signed in
   // again must not ask for the new ones.
   error.credentials = signedIn;

@@ -10,6 +10,7 @@
 //! - [`proxy`]: a TCP proxy a test cuts and heals (network partitions without privileges).
 //! - [`kafka`]: Kafka clients nobody here wrote (Python, kcat, kafkajs), installed on first use,
 //!   and running them with a deadline.
+//! - [`console`]: headless Chromium and Playwright for the console's browser tests.
 //!
 //! Tests live in `tests/`: `storage_crash.rs` (torn writes, index damage, I/O faults),
 //! `broker.rs` (produce, consume, replay, errors and crashes against real servers),
@@ -45,12 +46,16 @@
 //!
 //! `src/bin/group-member.rs` is a group member process for `group_consumer.rs`.
 //!
+//! `console.rs`: the web console (`/ui`) in headless Chromium driven by Playwright
+//! (`tests/console/console.py`): every page, on a 3-node cluster and with passwords and ACLs.
+//!
 //! `kafka_groups.rs`: Kafka consumer groups, the classic protocol by hand, and groups of
 //! confluent-kafka, kafka-python, aiokafka and kafkajs members with one leaving and one joining,
 //! on a node and on a cluster.
 
 pub mod certs;
 pub mod cluster;
+pub mod console;
 pub mod kafka;
 pub mod proxy;
 pub mod server;

@@ -6,7 +6,7 @@ import { h, fill, table } from '../dom.js';
 import { lineChart } from '../chart.js';
 import { num, clock, rate } from '../format.js';
 import { failure } from '../notice.js';
-import { history, onSample, rates, SAMPLE_INTERVAL_MS } from '../samples.js';
+import { history, rates, SAMPLE_INTERVAL_MS } from '../samples.js';
 
 /** Counts over the partitions this node describes. */
 function summarize(info) {
@@ -80,6 +80,9 @@ async function draw(main) {
       : null,
     h('h2', {}, 'Nodes'),
     table(['node', 'address', 'status', 'controller', 'partitions led'], rows, { id: 'nodes' }),
+    h('p', { class: 'muted small' }, 'Up: the node serving this console heard from it in the last few seconds. '
+      + 'It hears from the nodes it exchanges raft messages with: the controller\'s leader and the nodes it shares partitions with; '
+      + 'the controller\'s leader hears from every node.'),
     h('h2', {}, 'Throughput'),
     charts());
 }

@@ -87,7 +87,8 @@ export async function renderList(main) {
     createForm(main));
 }
 
-function configForm(topic) {
+/** The configuration form; `saved(description)` gets the topic as AlterTopicConfig left it. */
+function configForm(topic, saved) {
   const config = topic.config || {};
   const field = (label, key, id) => {
     const input = h('input', { name: label, id, value: config[key] ?? '', placeholder: 'unlimited' });
@@ -119,8 +120,9 @@ function configForm(topic) {
       return;
     }
     try {
-      await call('Admin/AlterTopicConfig', { name: topic.name, config: changed });
+      const altered = await call('Admin/AlterTopicConfig', { name: topic.name, config: changed });
       fill(result, done(`Saved: ${Object.keys(changed).join(', ')}.`));
+      saved(altered);
     } catch (error) {
       fill(result, failure('Alter configuration', error));
     }
@@ -193,7 +195,7 @@ export async function renderTopic(main, name) {
     summary,
     h('h2', {}, 'Partitions'),
     partitions,
-    configForm(topic),
+    configForm(topic, (altered) => fill(summary, summaryLine(altered))),
     deleteSection(topic));
   // Leaders and offsets change: the partitions are described again while the page shows
   // (the forms are left alone, so nothing typed is lost).
