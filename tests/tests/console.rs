@@ -79,7 +79,9 @@ impl Cli {
             command.arg("--tls-ca").arg(ca);
         }
         if let Some((user, password)) = self.user {
-            command.args(["--user", user]).env("STRATA_PASSWORD", password);
+            command
+                .args(["--user", user])
+                .env("STRATA_PASSWORD", password);
         }
         command.args(args);
         command
@@ -382,7 +384,15 @@ async fn console_with_passwords_and_acls() {
     admin.json_until(&["user", "list"], |_| true);
     for topic in [shared, secret] {
         admin.run(
-            &["topic", "create", topic, "--partitions", "1", "--replication-factor", "3"],
+            &[
+                "topic",
+                "create",
+                topic,
+                "--partitions",
+                "1",
+                "--replication-factor",
+                "3",
+            ],
             b"",
         );
     }
@@ -419,7 +429,9 @@ async fn console_with_passwords_and_acls() {
     // Deleting a topic is the controller leader's to refuse (another node's console sends the
     // user there first).
     let info = admin.json_until(&["cluster", "info"], |info| {
-        info["controller_leader_node_id"].as_u64().is_some_and(|id| id > 0)
+        info["controller_leader_node_id"]
+            .as_u64()
+            .is_some_and(|id| id > 0)
     });
     let controller = info["controller_leader_node_id"]
         .as_u64()

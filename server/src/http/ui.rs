@@ -83,7 +83,10 @@ mod tests {
             match part {
                 "." => {}
                 ".." => {
-                    assert!(parts.pop().is_some(), "{from} imports {specifier} outside ui/");
+                    assert!(
+                        parts.pop().is_some(),
+                        "{from} imports {specifier} outside ui/"
+                    );
                 }
                 part => parts.push(part),
             }
@@ -112,7 +115,10 @@ mod tests {
                 );
             }
         }
-        assert!(scripts >= 5, "the console's scripts are embedded ({scripts})");
+        assert!(
+            scripts >= 5,
+            "the console's scripts are embedded ({scripts})"
+        );
     }
 
     /// The CSP forbids inline scripts and styles: the page holds neither, and what it loads
@@ -127,7 +133,10 @@ mod tests {
             let tag = script.split('>').next().expect("a tag");
             assert!(tag.contains("src="), "an inline script: <script{tag}>");
             assert!(
-                script.split('>').nth(1).is_some_and(|body| body.starts_with("</script")),
+                script
+                    .split('>')
+                    .nth(1)
+                    .is_some_and(|body| body.starts_with("</script")),
                 "a script with a body"
             );
         }

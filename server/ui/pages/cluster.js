@@ -15,10 +15,16 @@ function summarize(info) {
   let leaderless = 0;
   let underReplicated = 0;
   let inSyncUnknown = 0;
+  let notHere = 0;
   for (const topic of info.topics || []) {
     for (const partition of topic.partitionInfo || []) {
       partitions += 1;
       const leader = num(partition.leaderNodeId);
+      // No term: this node holds no replica, so it cannot tell who leads (not "leaderless").
+      if (leader === 0 && num(partition.leaderTerm) === 0) {
+        notHere += 1;
+        continue;
+      }
       if (leader === 0) {
         leaderless += 1;
         continue;
@@ -31,7 +37,7 @@ function summarize(info) {
       else if (inSync < replicas) underReplicated += 1;
     }
   }
-  return { ledBy, partitions, leaderless, underReplicated, inSyncUnknown };
+  return { ledBy, partitions, leaderless, underReplicated, inSyncUnknown, notHere };
 }
 
 function card(label, value, cls, id) {
@@ -77,6 +83,10 @@ async function draw(main) {
     summary.inSyncUnknown
       ? h('p', { class: 'muted small' }, `${summary.inSyncUnknown} partition(s) are led by other nodes, which alone know their in-sync replicas; `
         + 'they are not counted as under-replicated here.')
+      : null,
+    summary.notHere
+      ? h('p', { class: 'muted small', id: 'not-here' }, `${summary.notHere} partition(s) have no replica on this node, which therefore does not know their leader; `
+        + 'they are not counted as without a leader or in partitions led.')
       : null,
     h('h2', {}, 'Nodes'),
     table(['node', 'address', 'status', 'controller', 'partitions led'], rows, { id: 'nodes' }),

@@ -127,6 +127,10 @@ export async function render(main, topicParam, partitionParam) {
   const body = h('tbody', { id: 'records' });
   const results = h('div', { id: 'results' });
 
+  const range = h('p', { class: 'muted small', id: 'range' });
+  const showRange = (logStart, end) => {
+    range.textContent = `Partition ${partitionSelect.value} holds offsets ${logStart} to ${end === 0 ? '-' : end - 1} (high watermark ${end}).`;
+  };
   let records = [];
   let order = 'newest';
   let following = null;
@@ -168,6 +172,7 @@ export async function render(main, topicParam, partitionParam) {
           if (state.stopped) return;
           const fresh = (reply.records || []).filter((r) => num(r.offset) >= next).map(decode);
           next = Math.max(next, num(reply.nextOffset));
+          showRange(num(reply.logStartOffset), num(reply.highWatermark));
           if (fresh.length) {
             records = records.concat(fresh).slice(-RECORDS_SHOWN_MAX);
             redraw();
@@ -215,7 +220,8 @@ export async function render(main, topicParam, partitionParam) {
         if (from === 'earliest') until = Math.min(end, logStart + count);
         records = await fetchRange(topic, partition, Math.max(logStart, until - count), until, count);
       }
-      fill(results, h('p', { class: 'muted small' }, `Partition ${partition} holds offsets ${logStart} to ${end === 0 ? '-' : end - 1} (high watermark ${end}).`));
+      showRange(logStart, end);
+      fill(results, range);
       redraw();
       if (followBox.checked) {
         follow(topic, partition, end);

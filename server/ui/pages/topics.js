@@ -158,11 +158,17 @@ function deleteSection(topic) {
     dialog, result);
 }
 
+/** The leader as this node knows it: without a replica here (no term) it cannot know. */
+function leaderText(partition) {
+  if (num(partition.leaderNodeId)) return String(num(partition.leaderNodeId));
+  return num(partition.leaderTerm) ? 'none' : 'not known here';
+}
+
 function partitionsTable(topic) {
   const ids = (list) => (list || []).map(num).join(', ');
   const rows = (topic.partitionInfo || []).map((p) => h('tr', { 'data-partition': num(p.partition) },
     h('td', { class: 'num' }, String(num(p.partition))),
-    h('td', { class: 'num' }, num(p.leaderNodeId) ? String(num(p.leaderNodeId)) : 'none'),
+    h('td', { class: 'num' }, leaderText(p)),
     h('td', {}, ids(p.replicaNodeIds)),
     h('td', {}, (p.inSyncNodeIds || []).length ? ids(p.inSyncNodeIds) : h('span', { class: 'muted', title: 'Only the partition\'s leader knows; open its console.' }, 'known to the leader')),
     h('td', { class: 'num' }, String(num(p.logStartOffset))),
