@@ -44,6 +44,18 @@ impl Cluster {
         )
     }
 
+    /// [`Cluster::start`] with flags of each node's own (`node_args(id)`, e.g. an HTTP
+    /// listener on an address of its own).
+    pub fn start_with_node_args(
+        size: u64,
+        slot: u8,
+        node_args: impl Fn(u64) -> Vec<String>,
+    ) -> Self {
+        let addresses = node_addresses(size, slot);
+        let initial = initial_cluster(&addresses);
+        Self::launch_all(&addresses, |_| initial.clone(), BTreeMap::new(), node_args)
+    }
+
     /// [`Cluster::start_with`], every node also serving Kafka on `127.0.<slot>.1` at a port of
     /// its own (fixed, so a restarted node keeps it); see [`Cluster::kafka_bootstrap`].
     pub fn start_kafka(size: u64, slot: u8, extra_args: &[&str]) -> Self {

@@ -34,7 +34,7 @@ pub fn repo() -> PathBuf {
 }
 
 /// Holds an exclusive lock on `target/kafka-clients.lock` while installing.
-fn install_lock() -> File {
+pub(crate) fn install_lock() -> File {
     let target = repo().join("target");
     std::fs::create_dir_all(&target).expect("creating target/");
     let file = File::create(target.join("kafka-clients.lock")).expect("creating the lock file");
@@ -42,7 +42,7 @@ fn install_lock() -> File {
     file
 }
 
-fn run_installer(mut command: Command, what: &str) {
+pub(crate) fn run_installer(mut command: Command, what: &str) {
     let output = command
         .stdin(Stdio::null())
         .output()
@@ -57,7 +57,7 @@ fn run_installer(mut command: Command, what: &str) {
 }
 
 /// Whether `program args...` runs and succeeds.
-fn runs(program: &str, args: &[&str]) -> bool {
+pub(crate) fn runs(program: &str, args: &[&str]) -> bool {
     Command::new(program)
         .args(args)
         .stdin(Stdio::null())
@@ -67,7 +67,7 @@ fn runs(program: &str, args: &[&str]) -> bool {
 
 /// Installs Debian packages (`apt-get`, as root, which CI is), failing the test with
 /// apt-get's output when it cannot.
-fn apt_install(packages: &[&str]) {
+pub(crate) fn apt_install(packages: &[&str]) {
     let what = packages.join(" ");
     let mut update = Command::new("apt-get");
     update.args(["update", "-qq"]);

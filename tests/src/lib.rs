@@ -11,6 +11,7 @@
 //! - [`http`]: a small blocking HTTP/1.1 client (plain or TLS) for the HTTP listener's tests.
 //! - [`kafka`]: Kafka clients nobody here wrote (Python, kcat, kafkajs), installed on first use,
 //!   and running them with a deadline.
+//! - [`console`]: headless Chromium and Playwright for the console's browser tests.
 //!
 //! Tests live in `tests/`: `storage_crash.rs` (torn writes, index damage, I/O faults),
 //! `broker.rs` (produce, consume, replay, errors and crashes against real servers),
@@ -48,6 +49,9 @@
 //!
 //! `src/bin/group-member.rs` is a group member process for `group_consumer.rs`.
 //!
+//! `console.rs`: the web console (`/ui`) in headless Chromium driven by Playwright
+//! (`tests/console/console.py`): every page, on a 3-node cluster and with passwords and ACLs.
+//!
 //! `kafka_groups.rs`: Kafka consumer groups, the classic protocol by hand, and groups of
 //! confluent-kafka, kafka-python, aiokafka and kafkajs members with one leaving and one joining,
 //! on a node and on a cluster.
@@ -61,6 +65,7 @@
 
 pub mod certs;
 pub mod cluster;
+pub mod console;
 pub mod http;
 pub mod kafka;
 pub mod proxy;

@@ -70,3 +70,101 @@ fn asset(file: &str) -> Response {
     )
         .into_response()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The path `specifier` (`./x.js`, `../x.js`) names from the file `from`, inside `ui/`.
+    fn resolve(from: &str, specifier: &str) -> String {
+        let mut parts: Vec<&str> = from.split('/').collect();
+        parts.pop();
+        for part in specifier.split('/') {
+            match part {
+                "." => {}
+                ".." => {
+                    assert!(
+                        parts.pop().is_some(),
+                        "{from} imports {specifier} outside ui/"
+                    );
+                }
+                part => parts.push(part),
+            }
+        }
+        parts.join("/")
+    }
+
+    /// Every module a script imports is a file the console serves: a page cannot fail to load
+    /// over a renamed file.
+    #[test]
+    fn every_import_resolves_to_a_served_file() {
+        let mut scripts = 0;
+        for file in Assets::iter().filter(|file| file.ends_with(".js")) {
+            scripts += 1;
+            let content = Assets::get(&file).expect("listed");
+            let text = std::str::from_utf8(&content.data).expect("scripts are UTF-8");
+            for line in text.lines().filter(|line| line.starts_with("import ")) {
+                let specifier = line
+                    .split(['\'', '"'])
+                    .nth(1)
+                    .unwrap_or_else(|| panic!("{file}: cannot read the import {line:?}"));
+                let target = resolve(&file, specifier);
+                assert!(
+                    Assets::get(&target).is_some(),
+                    "{file} imports {specifier}, but the console has no {target}"
+                );
+            }
+        }
+        assert!(
+            scripts >= 5,
+            "the console's scripts are embedded ({scripts})"
+        );
+    }
+
+    /// The CSP forbids inline scripts and styles: the page holds neither, and what it loads
+    /// exists.
+    #[test]
+    fn the_page_has_no_inline_script_or_style() {
+        let content = Assets::get("index.html").expect("index.html");
+        let html = std::str::from_utf8(&content.data).expect("UTF-8");
+        assert!(!html.contains("style="), "an inline style attribute");
+        assert!(!html.contains("<style"), "an inline style element");
+        for script in html.split("<script").skip(1) {
+            let tag = script.split('>').next().expect("a tag");
+            assert!(tag.contains("src="), "an inline script: <script{tag}>");
+            assert!(
+                script
+                    .split('>')
+                    .nth(1)
+                    .is_some_and(|body| body.starts_with("</script")),
+                "a script with a body"
+            );
+        }
+        for reference in ["/ui/app.js", "/ui/style.css", "/ui/favicon.svg"] {
+            assert!(html.contains(reference), "index.html loads {reference}");
+            let file = reference.trim_start_matches("/ui/");
+            assert!(Assets::get(file).is_some(), "{file} is embedded");
+        }
+    }
+
+    /// Files are served with their type and the CSP; an unknown file is a 404 naming it.
+    #[tokio::test]
+    async fn assets_carry_their_type_and_the_policy() {
+        let response = asset("app.js");
+        assert_eq!(response.status(), StatusCode::OK);
+        assert_eq!(
+            response.headers()[header::CONTENT_TYPE],
+            "text/javascript; charset=utf-8"
+        );
+        let policy = response.headers()[header::CONTENT_SECURITY_POLICY]
+            .to_str()
+            .expect("ASCII");
+        assert!(policy.contains("script-src 'self'"), "{policy}");
+        let missing = asset("nothing-here.js");
+        assert_eq!(missing.status(), StatusCode::NOT_FOUND);
+        let body = axum::body::to_bytes(missing.into_body(), 1024)
+            .await
+            .expect("body");
+        assert!(String::from_utf8_lossy(&body).contains("nothing-here.js"));
+    }
+}
