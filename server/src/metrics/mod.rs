@@ -22,6 +22,9 @@ use prometheus_client::registry::Registry;
 
 use crate::broker::Broker;
 
+pub mod lag;
+pub mod raft;
+
 /// The content type of [`Metrics::encode`]'s text (OpenMetrics 1.0, which Prometheus scrapes).
 pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
@@ -35,13 +38,16 @@ pub struct ScrapeOptions {
 /// A node's metrics (see the module doc).
 pub struct Metrics {
     registry: Registry,
+    /// Raft series, counted by the driver (see [`raft`]).
+    pub raft: raft::RaftMetrics,
 }
 
 impl Metrics {
     /// The node's metrics, every family registered under the `strata` prefix.
     pub fn new() -> Arc<Self> {
-        let registry = Registry::with_prefix("strata");
-        Arc::new(Self { registry })
+        let mut registry = Registry::with_prefix("strata");
+        let raft = raft::RaftMetrics::register(&mut registry);
+        Arc::new(Self { registry, raft })
     }
 
     /// The exposition of every series: those counted as they happen, then those read from
@@ -69,7 +75,7 @@ impl Metrics {
 impl Broker {
     /// Registers the series read at scrape time (see the module doc) in `registry`, with
     /// their values now.
-    pub fn scrape_metrics(&self, registry: &mut Registry, _options: ScrapeOptions) {
+    pub fn scrape_metrics(&self, registry: &mut Registry, options: ScrapeOptions) {
         use prometheus_client::metrics::gauge::Gauge;
         let led: Gauge = Gauge::default();
         let node = self.node_id();
@@ -86,5 +92,7 @@ impl Broker {
             "Partitions whose raft leader is this node",
             led,
         );
+        raft::scrape_partitions(self, registry);
+        lag::scrape_lag(self, registry, options);
     }
 }
