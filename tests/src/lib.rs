@@ -48,6 +48,10 @@
 //! `kafka_groups.rs`: Kafka consumer groups, the classic protocol by hand, and groups of
 //! confluent-kafka, kafka-python, aiokafka and kafkajs members with one leaving and one joining,
 //! on a node and on a cluster.
+//!
+//! `metrics_cluster.rs`: raft, partition-health and consumer-lag series of `/metrics` on a
+//! 3-node cluster (leader kill, a node down, lag summed over nodes, per-partition series), and
+//! `/readyz` while a wiped node catches up.
 
 pub mod certs;
 pub mod cluster;

@@ -3,15 +3,16 @@
 //! The signal is the leader's commit index as the follower hears it. A leader puts its commit
 //! index in every append (`MsgAppend.commit`), and in a heartbeat the smaller of it and what it
 //! believes the follower holds (`MsgHeartbeat.commit`): both are lower bounds of the leader's
-//! commit index. The driver records the largest it heard from the current leader in the
-//! current term (see [`heard_from_leader`]); a follower whose own commit index is more than
-//! [`CATCH_UP_SLACK_ENTRIES`] below it is catching up. A follower that keeps up commits what
+//! commit index. The driver records the largest it heard (see [`heard_from_leader`]); a
+//! replica not leading whose own commit index is more than [`CATCH_UP_SLACK_ENTRIES`] below
+//! it is catching up. A follower that keeps up commits what
 //! each append names as soon as it takes the append (see the constant); one whose disk was
 //! wiped, or that was down while the others went on, is behind by everything it missed until
 //! appends of at most 1 MiB each (`max_size_per_msg`) bring it back.
 //!
-//! The driver publishes the groups that are behind once per tick in a [`CatchUp`] board, read
-//! by the broker (`Broker::readiness`) without a round trip to the driver thread.
+//! The driver publishes the groups that are behind in a [`CatchUp`] board, read by the broker
+//! (`Broker::readiness`) without a round trip to the driver thread: at once when a step makes
+//! a group fall behind or catch up, and every tick with fresh figures.
 
 use std::collections::BTreeMap;
 use std::sync::RwLock;
@@ -54,50 +55,57 @@ impl CatchUp {
             .copied()
     }
 
-    /// Replaces the board (a write only when something changed: usually nothing is behind).
+    /// Sets whether one group is behind, at once: the driver calls it when a step changes
+    /// that, so that `/readyz` never sees a replica's new leader before it sees the replica
+    /// behind it (the leader becomes known in the same step).
+    pub(super) fn set(&self, group: RaftGroupId, behind: Option<Behind>) {
+        let mut board = self.behind.write().expect("catch-up lock poisoned");
+        match behind {
+            Some(behind) => board.insert(group, behind),
+            None => board.remove(&group),
+        };
+    }
+
+    /// Replaces the board, each tick (a write only when something changed: usually nothing is
+    /// behind): the figures of groups still catching up, and groups that left.
     pub(super) fn publish(&self, behind: BTreeMap<RaftGroupId, Behind>) {
         if *self.behind.read().expect("catch-up lock poisoned") != behind {
+            tracing::debug!(?behind, "followers behind their leader");
             *self.behind.write().expect("catch-up lock poisoned") = behind;
         }
     }
 }
 
-/// The leader's commit index a group heard in a term: (term, commit).
-pub(super) type LeaderCommit = (u64, u64);
-
-/// What a message tells of its leader's commit index, read before the group steps it (the
-/// lost-log patch may lower a heartbeat's commit): `Some((term, from, commit))` for appends and
-/// heartbeats.
-pub(super) fn leader_commit_in(message: &Message) -> Option<(u64, u64, u64)> {
+/// What a message tells of the group's commit index, read before the group steps it (the
+/// lost-log patch may lower a heartbeat's commit): the commit of appends and heartbeats.
+pub(super) fn leader_commit_in(message: &Message) -> Option<u64> {
     matches!(
         message.msg_type,
         MessageType::MsgAppend | MessageType::MsgHeartbeat
     )
-    .then_some((message.term, message.from, message.commit))
+    .then_some(message.commit)
 }
 
-/// Records `heard` (from [`leader_commit_in`]) once the group stepped the message, if it came
-/// from the group's leader in its current term.
-pub(super) fn heard_from_leader(group: &mut Group, heard: (u64, u64, u64)) {
-    let (term, from, commit) = heard;
-    let raft = &group.node.raft;
-    if raft.term != term || raft.leader_id != from || raft.state != StateRole::Follower {
-        return;
-    }
-    group.leader_commit = match group.leader_commit {
-        (known_term, known) if known_term == term => (term, known.max(commit)),
-        _ => (term, commit),
-    };
+/// Records a commit index a leader named (from [`leader_commit_in`]), once the group stepped
+/// its message (so it passed `validate::check`: it came from a voter of the group).
+///
+/// The largest ever heard is kept, whatever the term and whoever led: an index a leader
+/// called committed stays committed, so it is a lower bound of the group's commit index
+/// across elections. Forgetting it when the leader or the term changes would let a follower
+/// still far behind look caught up until the new leader's first append.
+pub(super) fn heard_from_leader(group: &mut Group, commit: u64) {
+    group.leader_commit = group.leader_commit.max(commit);
 }
 
-/// Whether the group's replica here is a follower behind its leader (see the module doc).
+/// Whether the group's replica here is behind the commit index its leaders named (see the
+/// module doc). A leader is never behind: it holds everything committed.
 pub(super) fn behind(group: &Group) -> Option<Behind> {
     let raft = &group.node.raft;
-    let (term, leader_commit) = group.leader_commit;
-    if raft.state != StateRole::Follower || raft.leader_id == 0 || term != raft.term {
+    if raft.state == StateRole::Leader {
         return None;
     }
     let committed = raft.raft_log.committed;
+    let leader_commit = group.leader_commit;
     (leader_commit > committed.saturating_add(CATCH_UP_SLACK_ENTRIES)).then_some(Behind {
         committed,
         leader_commit,

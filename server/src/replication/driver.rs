@@ -327,7 +327,12 @@ impl Driver {
                 tracing::debug!(group = id, %error, "raft refused a message");
             }
             if let Some(heard) = leader_commit {
+                let was_behind = catch_up::behind(group).is_some();
                 catch_up::heard_from_leader(group, heard);
+                let behind = catch_up::behind(group);
+                if behind.is_some() != was_behind {
+                    self.catch_up.set(id, behind);
+                }
             }
             // A leader handing its leadership over tells this node to campaign at once.
             if kind == MessageType::MsgTimeoutNow && role != group.node.raft.state {
@@ -439,7 +444,7 @@ impl Driver {
                 machine_leads: false,
                 metrics,
                 last_leader: 0,
-                leader_commit: (0, 0),
+                leader_commit: 0,
             },
         );
         Ok(())

@@ -10,7 +10,6 @@ use raft::prelude::Entry;
 use raft::{RawNode, StateRole};
 use tokio::sync::watch;
 
-use super::catch_up::LeaderCommit;
 use super::handle::{Committed, ErasedResult, ProposeError, RaftGroupId, Reply};
 use super::machine::{AnyMachine, Erased};
 use super::raft_storage::RaftStorage;
@@ -68,8 +67,8 @@ pub(super) struct Group {
     pub(super) metrics: crate::metrics::raft::GroupRaftMetrics,
     /// The last leader this node knew of (0: none yet), to count leader changes.
     pub(super) last_leader: u64,
-    /// The leader's commit index as last heard in a term (see `catch_up`).
-    pub(super) leader_commit: LeaderCommit,
+    /// The largest commit index a leader named to this replica (see `catch_up`).
+    pub(super) leader_commit: u64,
 }
 
 /// The voters of a group's applied configuration, sorted.
