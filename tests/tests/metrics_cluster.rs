@@ -82,8 +82,12 @@ fn start_cluster(slot: u8) -> Cluster {
 fn http_get_blocking(address: &str, path: &str) -> Option<(u16, String)> {
     let socket = address.parse().expect("a socket address");
     let mut stream = TcpStream::connect_timeout(&socket, Duration::from_secs(2)).ok()?;
-    stream.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
-    stream.set_write_timeout(Some(Duration::from_secs(10))).ok()?;
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .ok()?;
+    stream
+        .set_write_timeout(Some(Duration::from_secs(10)))
+        .ok()?;
     write!(
         stream,
         "GET {path} HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n\r\n"
@@ -98,7 +102,11 @@ fn http_get_blocking(address: &str, path: &str) -> Option<(u16, String)> {
     let chunked = head
         .lines()
         .any(|line| line.eq_ignore_ascii_case("transfer-encoding: chunked"));
-    let body = if chunked { dechunk(body)? } else { body.to_vec() };
+    let body = if chunked {
+        dechunk(body)?
+    } else {
+        body.to_vec()
+    };
     Some((status, String::from_utf8(body).expect("a UTF-8 body")))
 }
 
@@ -147,7 +155,9 @@ fn parse_exposition(text: &str) -> Scrape {
         if line.is_empty() || line.starts_with('#') {
             continue;
         }
-        let name_end = line.find(['{', ' ']).unwrap_or_else(|| panic!("bad line {line:?}"));
+        let name_end = line
+            .find(['{', ' '])
+            .unwrap_or_else(|| panic!("bad line {line:?}"));
         let name = line[..name_end].to_string();
         let mut labels = BTreeMap::new();
         let mut rest = &line[name_end..];
@@ -155,7 +165,9 @@ fn parse_exposition(text: &str) -> Scrape {
             let mut chars = inner.char_indices();
             let mut key = String::new();
             let consumed = loop {
-                let (at, c) = chars.next().unwrap_or_else(|| panic!("bad labels {line:?}"));
+                let (at, c) = chars
+                    .next()
+                    .unwrap_or_else(|| panic!("bad labels {line:?}"));
                 match c {
                     '}' => break at + 1,
                     ',' | ' ' => {}
@@ -371,7 +383,8 @@ async fn raft_series_follow_a_leader_kill_and_a_node_down() {
             after.push(scrape(slot, id).await);
         }
         let delta = |name: &str, labels: &[(&str, &str)]| -> f64 {
-            let total = |scrapes: &[Scrape]| scrapes.iter().map(|s| s.sum(name, labels)).sum::<f64>();
+            let total =
+                |scrapes: &[Scrape]| scrapes.iter().map(|s| s.sum(name, labels)).sum::<f64>();
             total(&after) - total(&before)
         };
         assert_eq!(
@@ -410,8 +423,7 @@ async fn raft_series_follow_a_leader_kill_and_a_node_down() {
             &["strata_raft", "strata_partition"],
             |scrapes| {
                 let elected: f64 = scrapes.iter().map(|s| s.sum(elections, &PARTITION)).sum();
-                let elected_before: f64 =
-                    before.iter().map(|s| s.sum(elections, &PARTITION)).sum();
+                let elected_before: f64 = before.iter().map(|s| s.sum(elections, &PARTITION)).sum();
                 elected > elected_before
                     && scrapes.iter().zip(&before).all(|(now, then)| {
                         now.sum(changes, &PARTITION) > then.sum(changes, &PARTITION)
@@ -634,7 +646,9 @@ async fn group_lag_is_produced_minus_committed() {
         let ours: BTreeSet<String> = parse_exposition(&text)
             .samples
             .iter()
-            .filter(|s| s.name.starts_with("strata_group") || s.name.starts_with("strata_partition"))
+            .filter(|s| {
+                s.name.starts_with("strata_group") || s.name.starts_with("strata_partition")
+            })
             .map(|s| {
                 serde_json::json!({"name": s.name, "labels": s.labels, "value": s.value})
                     .to_string()
@@ -699,9 +713,9 @@ async fn group_lag_is_produced_minus_committed() {
             |scrapes| {
                 scrapes.iter().all(|s| {
                     !s.samples.is_empty()
-                        && s.samples
-                            .iter()
-                            .all(|sample| sample.labels.get("topic").map(String::as_str) != Some("orders"))
+                        && s.samples.iter().all(|sample| {
+                            sample.labels.get("topic").map(String::as_str) != Some("orders")
+                        })
                 })
             },
         )
@@ -860,7 +874,10 @@ async fn readyz_is_503_while_a_wiped_node_catches_up() {
         loop {
             let (served, victim_high_watermark) = raw_batches(&cluster, victim, "bulk").await;
             if victim_high_watermark == high_watermark {
-                assert!(served == expected, "node {victim} serves other batches than the leader");
+                assert!(
+                    served == expected,
+                    "node {victim} serves other batches than the leader"
+                );
                 break;
             }
             assert!(

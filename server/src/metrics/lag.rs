@@ -159,7 +159,9 @@ pub fn scrape_lag(broker: &Broker, registry: &mut Registry, options: ScrapeOptio
         records
             .get_or_create(&labels)
             .set(i64::try_from(lag.records).unwrap_or(i64::MAX));
-        seconds.get_or_create(&labels).set(lag.lag_ms as f64 / 1000.0);
+        seconds
+            .get_or_create(&labels)
+            .set(lag.lag_ms as f64 / 1000.0);
     }
     registry.register(
         "group_partition_lag_records",

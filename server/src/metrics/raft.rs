@@ -55,7 +55,9 @@ impl RaftMetrics {
             leader_changes: Family::default(),
             elections: Family::default(),
             proposals: Family::default(),
-            commit_latency: Family::new_with_constructor(commit_latency_histogram as fn() -> Histogram),
+            commit_latency: Family::new_with_constructor(
+                commit_latency_histogram as fn() -> Histogram,
+            ),
         };
         // Both kinds are created now, so each series reads 0 before its first event instead
         // of being absent (a rate over an absent series is no rate at all).
@@ -197,7 +199,10 @@ pub fn scrape_partitions(broker: &Broker, registry: &mut Registry) {
         let family: Family<[(&'static str, String); 2], Gauge> = Family::default();
         for (topic, partition) in partitions {
             family
-                .get_or_create(&[("topic", topic.clone()), ("partition", partition.to_string())])
+                .get_or_create(&[
+                    ("topic", topic.clone()),
+                    ("partition", partition.to_string()),
+                ])
                 .set(1);
         }
         family

@@ -23,6 +23,7 @@ use raft::prelude::{ConfChange, Entry, Message, MessageType};
 use raft::{RawNode, StateRole, Storage};
 use tokio::sync::oneshot;
 
+use super::catch_up::{self, CatchUp};
 use super::fsync::SyncPool;
 use super::group::{Group, alone, fail_pending, sync_leadership, track};
 use super::handle::{
@@ -31,7 +32,6 @@ use super::handle::{
 };
 use super::machine::Admission;
 use super::raft_storage::RaftStorage;
-use super::catch_up::{self, CatchUp};
 use super::{lost_log, membership, quiescence};
 use crate::clock::SharedClock;
 
@@ -323,11 +323,11 @@ impl Driver {
                 group.idle_ticks = 0;
             }
             let role = group.node.raft.state;
+            let was_behind = catch_up::behind(group).is_some();
             if let Err(error) = group.node.step(message) {
                 tracing::debug!(group = id, %error, "raft refused a message");
             }
             if let Some(heard) = leader_commit {
-                let was_behind = catch_up::behind(group).is_some();
                 catch_up::heard_from_leader(group, heard);
                 let behind = catch_up::behind(group);
                 if behind.is_some() != was_behind {
