@@ -28,6 +28,8 @@ use strata_tests::server::ServerProcess;
 const TEST_TIMEOUT: Duration = Duration::from_secs(300);
 /// The longest any awaited state (an election, a node heard from again) may take.
 const WAIT: Duration = Duration::from_secs(60);
+/// The longest a wiped node may take to be ready again.
+const CATCH_UP_WAIT: Duration = Duration::from_secs(150);
 /// The nodes' gRPC ports: `cluster.rs`'s `NODE_PORT_BASE + id` on the test's own address.
 const NODE_PORT_BASE: u16 = 21_000;
 /// The nodes' HTTP ports, fixed so a restarted node keeps its own (below the ephemeral range,
@@ -771,9 +773,11 @@ async fn readyz_is_503_while_a_wiped_node_catches_up() {
         cluster.create_topic("bulk", 1, 3).await;
         wait_for_preferred_leaders(&mut cluster, "bulk", 1).await;
         let leader = cluster.leader_of("bulk", 0).await;
-        // Enough entries that re-replicating them takes many appends of at most 1 MiB each:
-        // 600 batches of 256 KiB (150 MiB).
-        const BATCHES: i32 = 600;
+        // Enough entries that re-replicating them takes many appends of at most 1 MiB each,
+        // far more than the 64 entries a replica may trail by and be ready: 400 batches of
+        // 256 KiB (100 MiB). Its re-replication took from 0.5 s to a minute here, with the
+        // machine quiet or loaded.
+        const BATCHES: i32 = 400;
         const VALUE_BYTES: usize = 256 << 10;
         let producer = cluster.producer_id().await;
         let mut clients = cluster.clients(leader).await;
@@ -816,11 +820,15 @@ async fn readyz_is_503_while_a_wiped_node_catches_up() {
         std::fs::create_dir_all(&data).expect("empty data dir");
         cluster.node(victim).relaunch();
         // Poll as fast as it answers: every answer until the first 200.
-        let deadline = Instant::now() + WAIT * 2;
+        let deadline = Instant::now() + CATCH_UP_WAIT;
         let mut answers: Vec<(u16, String)> = Vec::new();
+        let mut catching_up_since: Option<Instant> = None;
         loop {
             if let Some((status, body)) = http_get(http_address(slot, victim), "/readyz").await {
                 let ready = status == 200;
+                if body.contains("catching up") {
+                    catching_up_since.get_or_insert_with(Instant::now);
+                }
                 answers.push((status, body));
                 if ready {
                     break;
@@ -829,7 +837,7 @@ async fn readyz_is_503_while_a_wiped_node_catches_up() {
             assert!(
                 Instant::now() < deadline,
                 "node {victim} not ready within {:?}; last answers {:?}",
-                WAIT * 2,
+                CATCH_UP_WAIT,
                 answers.iter().rev().take(3).collect::<Vec<_>>()
             );
             tokio::time::sleep(Duration::from_millis(5)).await;
@@ -841,9 +849,11 @@ async fn readyz_is_503_while_a_wiped_node_catches_up() {
             .collect();
         let distinct: BTreeSet<&str> = answers.iter().map(|(_, body)| body.as_str()).collect();
         eprintln!(
-            "{} answers, {} of them catching up, the first {:?}, the last {:?}",
+            "{} answers, {} of them catching up (for {:?} before ready), the first {:?}, the \
+             last {:?}",
             answers.len(),
             catching_up.len(),
+            catching_up_since.map(|since| since.elapsed()),
             catching_up.first(),
             catching_up.last()
         );
