@@ -103,7 +103,8 @@ pub(crate) struct Driver {
     fixed_election_timeout: bool,
     /// The node's metrics (raft and fsync series are counted here).
     pub(super) metrics: Arc<crate::metrics::Metrics>,
-    /// Where the groups whose follower here is behind its leader are published, each tick.
+    /// Where the groups whose replica here is behind its leader are published (see
+    /// `catch_up`): at once when a step changes that, and each tick with fresh figures.
     catch_up: Arc<CatchUp>,
 }
 
