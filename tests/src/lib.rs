@@ -62,6 +62,9 @@
 //! section run as written).
 //! `metrics_data.rs`: `/metrics` after known gRPC, JSON API and Kafka traffic, parsed by
 //! Prometheus's parser (`tests/metrics/*.py`); `--metrics-auth`; the Grafana dashboard's names.
+//! `metrics_cluster.rs`: raft, partition-health and consumer-lag series of `/metrics` on a
+//! 3-node cluster (leader kill, a node down, lag summed over nodes, per-partition series), and
+//! `/readyz` while a wiped node catches up.
 
 pub mod certs;
 pub mod cluster;

@@ -621,23 +621,8 @@ async fn metrics_auth_on_asks_for_credentials_and_off_does_not() {
     }
 }
 
-/// Series the dashboard uses that another change of issue 14 (the raft, partition and lag
-/// metrics) adds. While it is not merged they must be absent; once it is, this test fails
-/// until they are taken off this list, so the list cannot hide a name that drifted.
-const NOT_YET_SERVED: &[&str] = &[
-    "strata_raft_leader_changes_total",
-    "strata_raft_elections_total",
-    "strata_raft_proposals_total",
-    "strata_raft_commit_latency_seconds_bucket",
-    "strata_partitions_under_replicated",
-    "strata_partitions_leaderless",
-    "strata_group_lag_records",
-    "strata_group_lag_seconds",
-];
-
 /// Every metric name in the Grafana dashboard's queries is served by a real node that has
-/// seen traffic, an error and a consumer group (or is listed in [`NOT_YET_SERVED`]), and the
-/// Prometheus example scrapes `/metrics`.
+/// seen traffic, an error and a consumer group, and the Prometheus example scrapes `/metrics`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_dashboard_uses_only_served_series() {
     bootstrap_env();
@@ -694,17 +679,10 @@ async fn the_dashboard_uses_only_served_series() {
         .expect("commit as an operator");
     let metrics = scrape(&format!("http://{http}/metrics"));
     for name in &names {
-        if NOT_YET_SERVED.contains(&name.as_str()) {
-            assert!(
-                !metrics.serves(name),
-                "{name} is served now: take it off NOT_YET_SERVED"
-            );
-        } else {
-            assert!(
-                metrics.serves(name),
-                "the dashboard queries {name}, which no node serves"
-            );
-        }
+        assert!(
+            metrics.serves(name),
+            "the dashboard queries {name}, which no node serves"
+        );
     }
 
     let prometheus = std::fs::read_to_string(repo.join("deploy/prometheus/prometheus.yml"))

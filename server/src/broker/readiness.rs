@@ -2,6 +2,7 @@
 //! asks before sending it traffic, or before restarting the next node of a rolling restart.
 
 use super::Broker;
+use crate::replication::CONTROLLER;
 
 /// At most this many reasons are listed; the count says how many there were.
 const REASONS_LISTED_MAX: usize = 10;
@@ -28,12 +29,24 @@ impl Broker {
     /// Ready when the controller has a leader and every partition the metadata places on this
     /// node is open here, knows its leader and has caught up with it.
     ///
+    /// Caught up: the replica here, when a follower, is within a few entries of the leader's
+    /// commit index as the leader last told it (see `replication::catch_up`); the same for the
+    /// controller's metadata. A node whose data was wiped, or that was down while the others
+    /// went on, is "catching up (at raft index N of M)" until appends bring it back.
+    ///
     /// # Errors
     /// What is not ready.
     pub fn readiness(&self) -> Result<(), NotReady> {
         let mut not_ready = NotReady::default();
         if self.controller_leader() == 0 {
             not_ready.add(|| "the controller has no leader (an election is running)".to_string());
+        } else if let Some(behind) = self.driver.behind(CONTROLLER) {
+            not_ready.add(|| {
+                format!(
+                    "the controller's metadata is catching up (at raft index {} of {})",
+                    behind.committed, behind.leader_commit
+                )
+            });
         }
         let node = self.node_id();
         let placed: Vec<(String, u32)> = {
@@ -59,6 +72,13 @@ impl Broker {
             };
             if *replica.leader.borrow() == 0 {
                 not_ready.add(|| format!("partition {topic}/{partition} has no leader known here"));
+            } else if let Some(behind) = self.driver.behind(replica.group) {
+                not_ready.add(|| {
+                    format!(
+                        "partition {topic}/{partition} catching up (at raft index {} of {})",
+                        behind.committed, behind.leader_commit
+                    )
+                });
             }
         }
         if not_ready.count == 0 {

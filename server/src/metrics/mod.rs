@@ -31,16 +31,27 @@
 //! | `strata_process_cpu_seconds_total` | counter (scrape) | | [`process`] |
 //! | `strata_process_resident_memory_bytes`, `strata_process_memory_maps` | gauge (scrape) | | [`process`] |
 //! | `strata_partitions_led` | gauge (scrape) | | this module |
+//! | `strata_raft_leader_changes_total`, `strata_raft_elections_total`, `strata_raft_proposals_total` | counter | `group` (`controller`, `partition`) | [`raft`] |
+//! | `strata_raft_commit_latency_seconds` | histogram | `group` | [`raft`] |
+//! | `strata_partitions_under_replicated`, `strata_partitions_leaderless` | gauge (scrape) | | [`raft`] |
+//! | `strata_partition_under_replicated`, `strata_partition_leaderless` | gauge (scrape), only while true | `topic`, `partition` | [`raft`] |
+//! | `strata_group_lag_records`, `strata_group_lag_seconds` | gauge (scrape), partitions this node leads | `group`, `topic` | [`lag`] |
+//! | `strata_group_partition_lag_records`, `strata_group_partition_lag_seconds` | gauge (scrape), `?partitions=true` only | `group`, `topic`, `partition` | [`lag`] |
 //!
 //! Bounds: `topic` takes the topics with a partition on this node (a topic's series go when
 //! its last local partition does); `method` the entries of each frontend's method table plus
-//! `other`; `code` the proto's error codes and gRPC's codes; `listener` three values.
-//! Histogram buckets are fixed constants ([`requests::LATENCY_BUCKETS_SECONDS`],
-//! [`fsync::FSYNC_BUCKETS_SECONDS`]), so the same series sum across nodes.
+//! `other`; `code` the proto's error codes and gRPC's codes; `listener` three values; `group`
+//! (raft) two values; consumer `group` the groups with committed offsets on partitions this
+//! node leads. Per-partition series exist only while a partition is under-replicated or
+//! leaderless, or when a scrape asks for partition lag. Histogram buckets are fixed constants
+//! ([`requests::LATENCY_BUCKETS_SECONDS`], [`fsync::FSYNC_BUCKETS_SECONDS`],
+//! [`raft::COMMIT_LATENCY_BUCKETS_SECONDS`]), so the same series sum across nodes.
 
 pub mod data;
 pub mod fsync;
+pub mod lag;
 pub mod process;
+pub mod raft;
 pub mod requests;
 
 use std::fmt;
@@ -68,6 +79,8 @@ pub struct Metrics {
     pub data: data::DataMetrics,
     /// Requests per frontend and method ([`requests`]).
     pub requests: requests::RequestMetrics,
+    /// Raft series, counted by the driver (see [`raft`]).
+    pub raft: raft::RaftMetrics,
 }
 
 impl Metrics {
@@ -81,10 +94,12 @@ impl Metrics {
             "Time an fdatasync of a log segment takes",
             fsync::FSYNC_SECONDS.clone(),
         );
+        let raft = raft::RaftMetrics::register(&mut registry);
         Arc::new(Self {
             registry,
             data,
             requests,
+            raft,
         })
     }
 
@@ -115,7 +130,7 @@ impl Metrics {
 impl Broker {
     /// Registers the series read at scrape time (see the module doc) in `registry`, with
     /// their values now.
-    pub fn scrape_metrics(&self, registry: &mut Registry, _options: ScrapeOptions) {
+    pub fn scrape_metrics(&self, registry: &mut Registry, options: ScrapeOptions) {
         use prometheus_client::metrics::gauge::Gauge;
         let led: Gauge = Gauge::default();
         let node = self.node_id();
@@ -132,5 +147,7 @@ impl Broker {
             "Partitions whose raft leader is this node",
             led,
         );
+        raft::scrape_partitions(self, registry);
+        lag::scrape_lag(self, registry, options);
     }
 }

@@ -23,6 +23,7 @@ use raft::prelude::{ConfChange, Entry, Message, MessageType};
 use raft::{RawNode, StateRole, Storage};
 use tokio::sync::oneshot;
 
+use super::catch_up::{self, CatchUp};
 use super::fsync::SyncPool;
 use super::group::{Group, alone, fail_pending, sync_leadership, track};
 use super::handle::{
@@ -49,10 +50,12 @@ pub fn start(
     let retention_every_ticks =
         (retention_interval.as_millis() / TICK_INTERVAL.as_millis()).max(1) as u64;
     let (commands, receiver) = sync_channel(COMMAND_QUEUE_MAX);
+    let catch_up = Arc::new(CatchUp::default());
+    let published = catch_up.clone();
     std::thread::Builder::new()
         .name("raft-driver".to_string())
         .spawn(move || {
-            let driver = Driver::new(
+            let mut driver = Driver::new(
                 node_id,
                 outbox,
                 receiver,
@@ -61,6 +64,7 @@ pub fn start(
                 false,
                 metrics,
             );
+            driver.catch_up = published;
             // A storage failure stops only its group (see `Driver::stop_group`). What is left
             // to panic is a broken invariant, a bug: stop the whole process rather than leave a
             // server that accepts requests it can never commit; nothing acknowledged depends on
@@ -71,7 +75,7 @@ pub fn start(
             }
         })
         .expect("spawning the raft driver thread");
-    DriverHandle::new(commands)
+    DriverHandle::new(commands, catch_up)
 }
 
 /// Every local raft group and what drives them, owned by the driver thread. Visible to the
@@ -98,8 +102,10 @@ pub(crate) struct Driver {
     /// raft-rs draws randomized timeouts from a generator of its own).
     fixed_election_timeout: bool,
     /// The node's metrics (raft and fsync series are counted here).
-    #[allow(dead_code)]
     pub(super) metrics: Arc<crate::metrics::Metrics>,
+    /// Where the groups whose replica here is behind its leader are published (see
+    /// `catch_up`): at once when a step changes that, and each tick with fresh figures.
+    catch_up: Arc<CatchUp>,
 }
 
 impl Driver {
@@ -128,6 +134,7 @@ impl Driver {
             fsyncs: SyncPool::start(),
             fixed_election_timeout,
             metrics,
+            catch_up: Arc::default(),
         }
     }
 
@@ -304,6 +311,9 @@ impl Driver {
                 );
                 continue;
             }
+            // Read before the lost-log patch, which may lower a heartbeat's commit index.
+            let leader_commit = catch_up::leader_commit_in(&message);
+            let kind = message.msg_type;
             if let Some(reply) = lost_log::survive_lost_log(id, group, &mut message) {
                 self.outbox.send(reply.to, id, reply);
             }
@@ -313,8 +323,21 @@ impl Driver {
             ) {
                 group.idle_ticks = 0;
             }
+            let role = group.node.raft.state;
+            let was_behind = catch_up::behind(group).is_some();
             if let Err(error) = group.node.step(message) {
                 tracing::debug!(group = id, %error, "raft refused a message");
+            }
+            if let Some(heard) = leader_commit {
+                catch_up::heard_from_leader(group, heard);
+                let behind = catch_up::behind(group);
+                if behind.is_some() != was_behind {
+                    self.catch_up.set(id, behind);
+                }
+            }
+            // A leader handing its leadership over tells this node to campaign at once.
+            if kind == MessageType::MsgTimeoutNow && role != group.node.raft.state {
+                group.metrics.elections.inc();
             }
         }
     }
@@ -394,9 +417,11 @@ impl Driver {
             .offset_after_raft_index(applied)
             .map_err(|e| e.to_string())?;
         spec.high_watermark.send_replace(high_watermark);
+        let metrics = self.metrics.raft.for_group(spec.id);
         // A group this node alone votes in need not wait an election timeout.
         if alone(&node, self.node_id) {
             node.campaign().map_err(|e| e.to_string())?;
+            metrics.elections.inc();
         }
         self.groups.insert(
             spec.id,
@@ -418,6 +443,9 @@ impl Driver {
                 dirty: false,
                 applied_since_snapshot: 0,
                 machine_leads: false,
+                metrics,
+                last_leader: 0,
+                leader_commit: 0,
             },
         );
         Ok(())
@@ -532,21 +560,32 @@ impl Driver {
             .ticks
             .is_multiple_of(quiescence::LEADERSHIP_CHECK_TICKS);
         let now_ms = self.clock.now_ms();
+        let mut behind = BTreeMap::new();
         for (id, group) in &mut self.groups {
             if *id != CONTROLLER && quiescence::quiet(self.node_id, &*self.outbox, group) {
                 // Nothing to do and everyone knows it: no heartbeats (see `quiet`).
             } else {
-                group.node.tick();
+                let leader = group.node.raft.state == StateRole::Leader;
+                // For a non-leader, `tick` is true when the election timeout passed and raft
+                // stepped its own MsgHup: a campaign, unless raft declined it (a membership
+                // change still to apply), which leaves it a follower.
+                if group.node.tick() && !leader && group.node.raft.state != StateRole::Follower {
+                    group.metrics.elections.inc();
+                }
                 group.idle_ticks += 1;
             }
+            if let Some(lag) = catch_up::behind(group) {
+                behind.insert(*id, lag);
+            }
             if leadership_due && group.node.raft.state == StateRole::Leader {
-                quiescence::check_leadership(self.node_id, group);
+                quiescence::check_leadership(self.node_id, &*self.outbox, group);
                 membership::change_membership(*id, self.node_id, group);
             }
             if retention_due {
                 run_retention(group, now_ms);
             }
         }
+        self.catch_up.publish(behind);
     }
 
     /// Asks each group this node leads (with other voters) to move its leadership elsewhere

@@ -740,3 +740,89 @@ fn a_lone_proposal_is_answered_by_the_next_ready_round() {
     }
     assert_eq!(driver.ticks, 0, "no tick was needed");
 }
+
+/// A follower told of a commit index far past its own is published as catching up at once
+/// (in the step, not at the next tick), stays so when another leader of a later term names a
+/// smaller commit index (the largest ever named is kept), and is caught up once an append
+/// brings its commit index there.
+#[test]
+fn a_follower_behind_its_leaders_commit_is_published_as_catching_up() {
+    use super::super::catch_up::{Behind, CATCH_UP_SLACK_ENTRIES};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (mut driver, _, _) = follower(dir.path(), 3);
+    assert_eq!(driver.catch_up.behind(9), None);
+    let named = 3 + CATCH_UP_SLACK_ENTRIES + 10;
+    let mut heartbeat = from_node_2(MessageType::MsgHeartbeat, 5);
+    heartbeat.commit = named;
+    driver.handle(Command::Step(vec![(9, heartbeat)], Arc::from("test")));
+    let behind = Behind {
+        committed: 3,
+        leader_commit: named,
+    };
+    assert_eq!(driver.catch_up.behind(9), Some(behind));
+
+    // Node 3 leads term 6 and names less: still behind by what node 2 named.
+    let mut heartbeat = from_node_2(MessageType::MsgHeartbeat, 6);
+    heartbeat.from = 3;
+    heartbeat.commit = 3;
+    step_and_ready(&mut driver, heartbeat);
+    assert_eq!(driver.groups[&9].node.raft.leader_id, 3);
+    driver.tick();
+    assert_eq!(driver.catch_up.behind(9), Some(behind));
+
+    // Node 3 appends through the named index: caught up.
+    let mut append = from_node_2(MessageType::MsgAppend, 6);
+    append.from = 3;
+    append.index = 3;
+    append.log_term = 5;
+    append.commit = named;
+    append.set_entries(
+        (4..=named)
+            .map(|index| Entry {
+                index,
+                term: 6,
+                data: batch().into(),
+                ..Entry::default()
+            })
+            .collect::<Vec<_>>()
+            .into(),
+    );
+    step_and_ready(&mut driver, append);
+    assert_eq!(driver.groups[&9].node.raft.raft_log.committed, named);
+    assert_eq!(driver.catch_up.behind(9), None);
+    driver.tick();
+    assert_eq!(driver.catch_up.behind(9), None);
+}
+
+/// A group of one counts its own election and leader, and each proposal once with its commit
+/// latency, under `group="partition"` (any group but the controller's).
+#[test]
+fn a_lone_group_counts_its_election_proposals_and_commit_latencies() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let log = PartitionLog::open(dir.path(), LogConfig::default()).expect("open log");
+    let mut driver = Driver::for_simulation(1, Arc::new(NoPeers));
+    driver
+        .add_group(group_spec(7, Arc::new(RwLock::new(log)), LogMachine))
+        .expect("add group");
+    driver.process_ready();
+    for _ in 0..3 {
+        commit(&mut driver, 7).expect("committed");
+    }
+    let text = driver
+        .metrics
+        .encode(None, crate::metrics::ScrapeOptions::default())
+        .expect("encode");
+    for line in [
+        "strata_raft_elections_total{group=\"partition\"} 1",
+        "strata_raft_leader_changes_total{group=\"partition\"} 1",
+        "strata_raft_proposals_total{group=\"partition\"} 3",
+        "strata_raft_commit_latency_seconds_count{group=\"partition\"} 3",
+        "strata_raft_commit_latency_seconds_bucket{le=\"+Inf\",group=\"partition\"} 3",
+        "strata_raft_proposals_total{group=\"controller\"} 0",
+    ] {
+        assert!(
+            text.lines().any(|l| l == line),
+            "no line {line:?} in:\n{text}"
+        );
+    }
+}

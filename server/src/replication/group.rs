@@ -4,6 +4,7 @@
 //! knows it leads, when it last did anything).
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::time::Instant;
 
 use raft::prelude::Entry;
 use raft::{RawNode, StateRole};
@@ -18,6 +19,8 @@ pub(super) struct Pending {
     pub(super) reply: Reply,
     /// Replies owed to retries of the same batch that came while it was in flight.
     pub(super) duplicates: Vec<Reply>,
+    /// When raft took it (the start of its commit latency).
+    pub(super) proposed_at: Instant,
 }
 
 impl Pending {
@@ -60,6 +63,12 @@ pub(super) struct Group {
     pub(super) applied_since_snapshot: u64,
     /// Whether the machine was told it leads (see [`sync_leadership`]).
     pub(super) machine_leads: bool,
+    /// The raft series of the group's kind.
+    pub(super) metrics: crate::metrics::raft::GroupRaftMetrics,
+    /// The last leader this node knew of (0: none yet), to count leader changes.
+    pub(super) last_leader: u64,
+    /// The largest commit index a leader named to this replica (see `catch_up`).
+    pub(super) leader_commit: u64,
 }
 
 /// The voters of a group's applied configuration, sorted.
@@ -81,11 +90,13 @@ pub(super) fn track(group: &mut Group, proposal: u64, proposed: raft::Result<()>
     group.idle_ticks = 0;
     match proposed {
         Ok(()) => {
+            group.metrics.proposals.inc();
             let previous = group.pending.insert(
                 proposal,
                 Pending {
                     reply,
                     duplicates: Vec::new(),
+                    proposed_at: Instant::now(),
                 },
             );
             assert!(previous.is_none(), "proposal id {proposal} used twice");

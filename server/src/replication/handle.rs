@@ -15,6 +15,7 @@ use bytes::Bytes;
 use raft::prelude::{ConfChange, Message};
 use tokio::sync::{oneshot, watch};
 
+use super::catch_up::{Behind, CatchUp};
 use super::machine::{AnyMachine, Erased, StateMachine};
 use crate::storage::PartitionLog;
 
@@ -234,11 +235,18 @@ pub(crate) enum Command {
 #[derive(Clone)]
 pub struct DriverHandle {
     commands: SyncSender<Command>,
+    catch_up: Arc<CatchUp>,
 }
 
 impl DriverHandle {
-    pub(super) fn new(commands: SyncSender<Command>) -> Self {
-        Self { commands }
+    pub(super) fn new(commands: SyncSender<Command>, catch_up: Arc<CatchUp>) -> Self {
+        Self { commands, catch_up }
+    }
+
+    /// Whether `group`'s replica here is a follower behind its leader, as of the driver's
+    /// last tick (see [`super::catch_up`]).
+    pub fn behind(&self, group: RaftGroupId) -> Option<Behind> {
+        self.catch_up.behind(group)
     }
 
     fn send<R>(&self, command: Command) -> Result<(), ProposeError<R>> {

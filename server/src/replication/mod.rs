@@ -15,14 +15,17 @@
 //! - `membership`: voters moved toward the metadata's replicas; leadership hand-over.
 //! - `quiescence`: idle groups stop ticking; leaders balanced toward preferred nodes.
 //! - `lost_log`: the protocol patch for a node whose disk was wiped.
+//! - [`catch_up`]: which local followers are behind their leader (for `/readyz`).
 //! - [`validate`]: what a peer's raft message must satisfy before a group steps it.
 //!
 //! Imports point one way: `machine <- handle <- group <- {membership, quiescence, lost_log}
-//! <- driver <- ready` (ready adds the Ready round to the driver), and `validate <- driver`, `fsync <- driver`.
+//! <- driver <- ready` (ready adds the Ready round to the driver), and `validate <- driver`, `fsync <- driver`,
+//! `group <- catch_up <- {handle, driver}`.
 //!
 //! This layer knows nothing of gRPC, topics or producers: a group is an id, a log and a state
 //! machine whose outcomes it carries typed.
 
+pub mod catch_up;
 pub mod driver;
 mod fsync;
 mod group;

@@ -50,17 +50,24 @@ pub(super) fn quiet(node_id: u64, outbox: &dyn Outbox, group: &Group) -> bool {
     }
 }
 
-/// For a group this node leads: publishes which voters are caught up, and hands leadership to
+/// For a group this node leads: publishes which voters are in sync, and hands leadership to
 /// the preferred leader once it has the whole log (so leaders stay spread over the nodes, and
 /// return where they belong after a node comes back).
-pub(super) fn check_leadership(node_id: u64, group: &mut Group) {
+///
+/// In sync: this node, and each voter whose log holds everything committed and whose node
+/// was heard from recently ([`Outbox::alive`]). Without the second condition a node that died
+/// while its group was idle would stay in sync for good, since nothing new is committed
+/// that it could miss (as Kafka drops a replica from its ISR after a time without fetches).
+pub(super) fn check_leadership(node_id: u64, outbox: &dyn Outbox, group: &mut Group) {
     let raft = &group.node.raft;
     let committed = raft.raft_log.committed;
     let last = raft.raft_log.last_index();
     let mut in_sync: Vec<u64> = raft
         .prs()
         .iter()
-        .filter(|(id, progress)| **id == node_id || progress.matched >= committed)
+        .filter(|(id, progress)| {
+            **id == node_id || (progress.matched >= committed && outbox.alive(**id))
+        })
         .map(|(id, _)| *id)
         .collect();
     in_sync.sort_unstable();

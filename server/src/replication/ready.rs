@@ -136,6 +136,10 @@ fn persist_ready(
     if let Some(soft) = ready.ss() {
         tracing::debug!(group = id, leader = soft.leader_id, role = ?soft.raft_state, "soft state");
         group.leader.send_replace(soft.leader_id);
+        if soft.leader_id != 0 && soft.leader_id != group.last_leader {
+            group.last_leader = soft.leader_id;
+            group.metrics.leader_changes.inc();
+        }
         if soft.raft_state != StateRole::Leader {
             let leader_id = soft.leader_id;
             fail_pending(group, ProposeError::NotLeader { leader_id });
@@ -275,6 +279,7 @@ pub(super) fn apply_committed(group: &mut Group, entries: Vec<Entry>) -> Result<
         group.high_watermark.send_replace(next_offset);
         group.applied_since_snapshot += 1;
         if let Some(pending) = proposal.and_then(|id| group.pending.remove(&id)) {
+            group.metrics.committed(pending.proposed_at.elapsed());
             pending.resolve(Ok(Committed {
                 raft_index: entry.index,
                 next_offset,
