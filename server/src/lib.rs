@@ -260,13 +260,16 @@ pub async fn run(
     let http_server = http_listener.map(|listener| {
         tokio::spawn(http::serve(
             listener,
-            Arc::new(http::HttpFrontend::new(
-                broker_ready,
-                authenticator.clone(),
-                metrics.clone(),
-                config.metrics_auth,
-                service.clone(),
-            )),
+            Arc::new(
+                http::HttpFrontend::new(
+                    broker_ready,
+                    authenticator.clone(),
+                    metrics.clone(),
+                    config.metrics_auth,
+                    service.clone(),
+                )
+                .with_peer_tls(tls.clone()),
+            ),
             tls.clone(),
             max_connections,
             stopping_peers.clone(),

@@ -3,11 +3,12 @@
 //! serves its console on `--http-listen`. The test prepares data with the `strata` CLI and the
 //! gRPC API, lets the browser act, and checks the cluster afterwards with the CLI:
 //! - the cluster page shows three nodes up, a controller leader and throughput charts;
-//! - a topic created in the UI is in `strata topic list`; one deleted there (after typing its
-//!   name) is not; a configuration altered there is the topic's;
+//! - a topic created in the UI of a node that does not lead the controller (the JSON API passes
+//!   the change on) is in `strata topic list`; one deleted there (after typing its name) is
+//!   not; a configuration altered there is the topic's;
 //! - records produced with the CLI show in the message browser with key, value (text, JSON,
 //!   hex) and headers; the filter, oldest/newest first, offsets, times and following live
-//!   work; a partition the node holds no replica of names its leader;
+//!   work; a partition the node holds no replica of is read from the node that holds it;
 //! - a group's offsets reset in the UI (dry-run preview first, which commits nothing, then
 //!   apply) are the committed offsets `strata group describe` shows;
 //! - with passwords and ACLs: the login form, a wrong password refused, a topic the user may
@@ -166,8 +167,8 @@ fn topic_names(list: &serde_json::Value) -> Vec<String> {
         .unwrap_or_default()
 }
 
-/// Every page of the console on a 3-node cluster: admin and group pages on the console of the
-/// controller's leader, messages on node 1's.
+/// Every page of the console on a 3-node cluster: the cluster page on the console of the
+/// controller's leader, topics on a follower's, messages on node 1's.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn console_pages_on_a_three_node_cluster() {
     let mut cluster = Cluster::start_with_node_args(3, PLAIN_SLOT, |id| {
@@ -180,10 +181,10 @@ async fn console_pages_on_a_three_node_cluster() {
         user: None,
     };
 
-    // Admin changes and groups are served by the controller's leader only: the browser does
-    // them on its console (another node's console says where to go: checked below). And a node
-    // knows which nodes are up from the raft messages it receives: before any topic exists only
-    // the controller's leader hears from every node (a follower hears from the leader alone).
+    // A node knows which nodes are up from the raft messages it receives: before any topic
+    // exists only the controller's leader hears from every node (a follower hears from the
+    // leader alone), so the cluster page is checked there. Topic changes are made on a
+    // follower's console, which passes them to the controller's leader.
     let controller = cluster.controller_leader().await;
     let controller_url = format!("http://{}", http_address(PLAIN_SLOT, controller));
     let follower = if controller == 1 { 2 } else { 1 };
@@ -234,7 +235,7 @@ async fn console_pages_on_a_three_node_cluster() {
         b"order-1|{\"amount\": 42, \"currency\": \"EUR\"}\norder-2|{\"amount\": 7, \"currency\": \"USD\"}\n",
     );
     // A topic with one replica per partition: some partition lives on a node other than 1,
-    // whose console answers NOT_LEADER naming it.
+    // whose console reads it from that node.
     let elsewhere = "console-elsewhere";
     cluster.create_topic(elsewhere, 3, 1).await;
     let mut admin = cluster.clients(1).await.admin;
@@ -255,6 +256,23 @@ async fn console_pages_on_a_three_node_cluster() {
         .expect("a partition of a 3-partition, 1-replica topic on a node other than 1");
     let leader = cluster.leader_of(elsewhere, partition).await;
     assert_eq!(leader, holder, "a single replica leads its partition");
+    cluster
+        .clients(holder)
+        .await
+        .broker
+        .produce(pb::ProduceRequest {
+            topic: elsewhere.to_string(),
+            target: Some(pb::produce_request::Target::Partition(partition)),
+            payload: Some(pb::produce_request::Payload::Records(pb::RecordList {
+                records: vec![pb::Record {
+                    value: Some(bytes::Bytes::from_static(b"elsewhere-record")),
+                    ..Default::default()
+                }],
+            })),
+            ..Default::default()
+        })
+        .await
+        .expect("produce on the partition's leader");
     let elsewhere_page = format!("{elsewhere}/{partition}");
     // Produces go to a partition's leader (others answer NOT_LEADER); reads work on any replica.
     let leader_of_0 = cluster.leader_of(topic, 0).await;
@@ -275,8 +293,6 @@ async fn console_pages_on_a_three_node_cluster() {
             "source=strata-cli",
             "--elsewhere-topic",
             &elsewhere_page,
-            "--elsewhere-leader",
-            &holder.to_string(),
             "--produce-url",
             &produce_url,
         ]),

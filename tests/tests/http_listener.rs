@@ -412,3 +412,103 @@ fn a_connection_flood_is_refused_and_idle_connections_are_cut() {
         std::thread::sleep(Duration::from_millis(50));
     }
 }
+
+/// On a 3-node cluster, every node's JSON API serves the whole cluster: topic and group
+/// changes made on a node that does not lead the controller, and reads of a partition the node
+/// holds no replica of, are passed to the node that answers them; a list filtered by principal
+/// is never passed on.
+#[test]
+fn any_node_serves_the_cluster() {
+    let runtime = tokio::runtime::Runtime::new().expect("runtime");
+    let mut cluster = strata_tests::cluster::Cluster::start_with_node_args(3, 146, |id| {
+        vec!["--http-listen".to_string(), format!("127.0.146.{id}:18080")]
+    });
+    let leader = runtime.block_on(cluster.controller_leader());
+    let follower = (1..=3).find(|id| *id != leader).expect("a follower");
+    let http = |id: u64| {
+        HttpClient::plain(
+            cluster.nodes[id as usize - 1]
+                .http_address
+                .as_deref()
+                .expect("HTTP address"),
+        )
+    };
+    let on_follower = http(follower);
+
+    let created = on_follower.api(
+        "Admin/CreateTopic",
+        json!({"name": "routed", "partitions": 3, "replicationFactor": 1}),
+    );
+    assert_eq!(created.status, 200, "{}", created.text());
+    let altered = on_follower.api(
+        "Admin/AlterTopicConfig",
+        json!({"name": "routed", "config": {"retentionMs": "3600000"}}),
+    );
+    assert_eq!(altered.status, 200, "{}", altered.text());
+
+    // Produce to and read every partition through the follower: with one replica each, at
+    // least one partition lives on another node.
+    for partition in 0..3 {
+        let value = STANDARD.encode(format!("value-{partition}"));
+        produce(&on_follower, "routed", partition, &[&value]);
+        let fetched = on_follower.api(
+            "Broker/Fetch",
+            json!({"topic": "routed", "partition": partition, "decode": true}),
+        );
+        assert_eq!(fetched.status, 200, "{}", fetched.text());
+        assert_eq!(fetched.json()["records"][0]["value"], value);
+    }
+
+    // A group reset resolves offsets on the controller's leader, which must hold a replica of
+    // each partition reset (a limitation of the groups, whatever the frontend): three replicas.
+    let replicated = on_follower.api(
+        "Admin/CreateTopic",
+        json!({"name": "routed-3", "partitions": 1, "replicationFactor": 3}),
+    );
+    assert_eq!(replicated.status, 200, "{}", replicated.text());
+    produce(&on_follower, "routed-3", 0, &["YQ==", "Yg=="]);
+    let committed = http(leader).api(
+        "Groups/CommitOffsets",
+        json!({"groupId": "routed-group",
+               "offsets": [{"topic": "routed-3", "partition": 0, "offset": "0"}]}),
+    );
+    assert_eq!(committed.status, 200, "{}", committed.text());
+    let described = on_follower.api("Groups/DescribeGroup", json!({"groupId": "routed-group"}));
+    assert_eq!(described.status, 200, "{}", described.text());
+    let reset = on_follower.api(
+        "Groups/ResetOffsets",
+        json!({"groupId": "routed-group", "topic": "routed-3", "partitions": [0], "latest": true}),
+    );
+    assert_eq!(reset.status, 200, "{}", reset.text());
+    assert_eq!(
+        reset.json()["offsets"][0]["offset"],
+        "2",
+        "{}",
+        reset.text()
+    );
+
+    let deleted = on_follower.api("Admin/DeleteTopic", json!({"name": "routed"}));
+    assert_eq!(deleted.status, 200, "{}", deleted.text());
+}
+
+/// Produces `values` (base64) to `topic`/`partition` through `http`, waiting out the election
+/// that follows a topic's creation.
+fn produce(http: &HttpClient, topic: &str, partition: u32, values: &[&str]) {
+    let records: Vec<serde_json::Value> = values.iter().map(|v| json!({"value": v})).collect();
+    let deadline = Instant::now() + DEADLINE;
+    loop {
+        let produced = http.api(
+            "Broker/Produce",
+            json!({"topic": topic, "partition": partition, "records": {"records": records}}),
+        );
+        if produced.status == 200 {
+            return;
+        }
+        assert!(
+            produced.status == 503 && Instant::now() < deadline,
+            "produce to {topic}/{partition}: {}",
+            produced.text()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}

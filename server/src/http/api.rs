@@ -11,6 +11,10 @@
 //! validation and its errors are the gRPC method's. Credentials: `Authorization: Basic
 //! base64(user:password)` or the connection's client certificate.
 //!
+//! A call that another node must answer (the controller's leader for topic and group changes,
+//! a partition's replica for reads) is passed to it for the methods in
+//! [`forward::FORWARDED`], so any node's API (and console) serves the whole cluster.
+//!
 //! An error is answered with the HTTP status of its gRPC code and a JSON body:
 //! `{"code": "NOT_FOUND", "error": "ERROR_CODE_UNKNOWN_TOPIC_OR_PARTITION", "message": "...",
 //! "detail": {...}}`, where `error` is Strata's stable error code and `detail` the
@@ -34,8 +38,9 @@ use strata_proto::v1::broker_server::Broker as BrokerService;
 use strata_proto::v1::groups_server::Groups;
 use tonic::{Code, Status};
 
-use super::{HttpFrontend, authorization, connection_of};
+use super::{HttpFrontend, authorization, connection_of, forward};
 use crate::metrics::requests::MethodTable;
+use crate::security::tls::Tls;
 use crate::security::{ConnectionInfo, Principal};
 use crate::service::Service;
 
@@ -57,10 +62,14 @@ macro_rules! methods {
             method: &str,
             body: Bytes,
             caller: Caller,
+            peer_tls: Option<&Tls>,
         ) -> Response {
             match (service, method) {
                 $(($service, $method) => {
-                    unary(body, caller, |request| $trait::$function(handlers, request)).await
+                    let name = concat!($service, "/", $method);
+                    let forward = forward::FORWARDED.contains(&name).then_some((name, peer_tls));
+                    unary(body, caller, forward, |request| $trait::$function(handlers, request))
+                        .await
                 })*
                 _ => unknown_method(service, method),
             }
@@ -175,14 +184,29 @@ async fn call_method(
         principal,
         connection,
     };
-    dispatch(&frontend.service, service, method, body, caller).await
+    dispatch(
+        &frontend.service,
+        service,
+        method,
+        body,
+        caller,
+        frontend.peer_tls.as_deref(),
+    )
+    .await
 }
 
-/// Decodes `body`, runs `handler` on it as `caller`, and encodes the reply or the error.
-async fn unary<Req, Resp, F, Fut>(body: Bytes, caller: Caller, handler: F) -> Response
+/// Decodes `body`, runs `handler` on it as `caller`, and encodes the reply or the error. With
+/// `forward` (the method's name and how this node dials others), a NOT_LEADER answer is passed
+/// to the node it names (see [`forward`]).
+async fn unary<Req, Resp, F, Fut>(
+    body: Bytes,
+    caller: Caller,
+    forward: Option<(&str, Option<&Tls>)>,
+    handler: F,
+) -> Response
 where
-    Req: DeserializeOwned + Default,
-    Resp: Serialize,
+    Req: DeserializeOwned + Default + Clone + prost::Message + Send + Sync + 'static,
+    Resp: Serialize + prost::Message + Default + Send + Sync + 'static,
     F: FnOnce(tonic::Request<Req>) -> Fut,
     Fut: Future<Output = Result<tonic::Response<Resp>, Status>>,
 {
@@ -205,13 +229,23 @@ where
             }
         }
     };
+    let copy = forward.map(|_| message.clone());
     let mut request = tonic::Request::new(message);
     if let Some(principal) = caller.principal {
         request.extensions_mut().insert(principal);
     }
     request.extensions_mut().insert(caller.connection);
-    match handler(request).await {
-        Ok(reply) => Json(reply.into_inner()).into_response(),
+    let status = match handler(request).await {
+        Ok(reply) => return Json(reply.into_inner()).into_response(),
+        Err(status) => status,
+    };
+    let (Some((method, peer_tls)), Some(copy), Some((node, address))) =
+        (forward, copy, forward::leader_of(&status))
+    else {
+        return status_response(&status);
+    };
+    match forward::call::<Req, Resp>(peer_tls, node, &address, method, copy).await {
+        Ok(reply) => Json(reply).into_response(),
         Err(status) => status_response(&status),
     }
 }

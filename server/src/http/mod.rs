@@ -22,6 +22,7 @@
 
 pub mod api;
 mod connection;
+mod forward;
 pub mod health;
 pub mod ui;
 
@@ -52,6 +53,8 @@ pub struct HttpFrontend {
     metrics_auth: MetricsAuth,
     /// The `strata.v1` handlers the JSON API calls.
     service: Service,
+    /// How this node dials others (node-to-node TLS, when on), for forwarded calls.
+    peer_tls: Option<Arc<Tls>>,
     /// The JSON API's request series.
     requests: crate::metrics::requests::MethodTable,
 }
@@ -71,7 +74,14 @@ impl HttpFrontend {
             metrics,
             metrics_auth,
             service,
+            peer_tls: None,
         }
+    }
+
+    /// Passes calls another node must answer to it with `tls` (node-to-node TLS, when on).
+    pub fn with_peer_tls(mut self, tls: Option<Arc<Tls>>) -> Self {
+        self.peer_tls = tls;
+        self
     }
 
     /// The broker, once the node serves.
