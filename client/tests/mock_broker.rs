@@ -177,6 +177,7 @@ impl Fake {
             replication_factor: 1,
             config: Some(TopicConfig::default()),
             partition_info: Vec::new(),
+            ..TopicDescription::default()
         })
     }
 

@@ -45,6 +45,9 @@
 //!
 //! `src/bin/group-member.rs` is a group member process for `group_consumer.rs`.
 //!
+//! `tools/tests/cli_misleading.rs` (crate strata-tools, slot 135): issue 16's misleading CLI
+//! outputs against real servers, and `topic add-partitions`.
+//!
 //! `kafka_groups.rs`: Kafka consumer groups, the classic protocol by hand, and groups of
 //! confluent-kafka, kafka-python, aiokafka and kafkajs members with one leaving and one joining,
 //! on a node and on a cluster.

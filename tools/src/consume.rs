@@ -7,7 +7,7 @@
 //!
 //! With `--group G` the command joins consumer group G instead and reads the partitions the
 //! group assigns it, from the group's committed offsets (`--from earliest|latest` where there
-//! are none). It always follows, until Ctrl-C or `--count`; it commits as it goes (every 5 s)
+//! are none). It always follows, until Ctrl-C, SIGTERM or `--count`; it commits as it goes (every 5 s)
 //! and once more on the way out, after the last record printed, then leaves the group.
 //!
 //! Output: `--format text` prints one tab-separated line per record (partition, offset,
@@ -36,6 +36,7 @@ const RECORDS_QUEUED_MAX: usize = 1024;
 
 #[derive(Args)]
 pub struct ConsumeArgs {
+    /// The topic to read.
     topic: String,
     /// Where to start: earliest, latest, offset:N, or time:RFC3339 (the first record at or
     /// after that time, e.g. time:2025-01-31T12:00:00Z).
@@ -177,8 +178,9 @@ async fn read_partition(
             .await
             .with_context(|| format!("read {topic}/{partition}"))?
         else {
-            // The broker ended the subscription (it is shutting down, or the topic is gone).
-            return Ok(());
+            // The broker ended the subscription: it is shutting down, or the topic is gone. A
+            // follower must not end quietly as if it had read everything.
+            return subscription_ended(client, topic, partition, consumer.next_offset()).await;
         };
         if plan.end.is_some_and(|end| record.offset >= end) {
             return Ok(());
@@ -187,6 +189,30 @@ async fn read_partition(
             // The printer has what it wanted.
             return Ok(());
         }
+    }
+}
+
+/// Why the broker ended the subscription to `topic`/`partition` at `next_offset`: an error
+/// naming the topic when it was deleted, else that the broker stopped serving it.
+async fn subscription_ended(
+    client: &Client,
+    topic: &str,
+    partition: u32,
+    next_offset: u64,
+) -> Result<()> {
+    match client.admin().describe_topic(topic).await {
+        Err(error)
+            if error.code() == Some(strata_client::proto::v1::ErrorCode::UnknownTopicOrPartition) =>
+        {
+            bail!(
+                "topic {topic} was deleted while reading partition {partition} (at offset \
+                 {next_offset})"
+            )
+        }
+        _ => bail!(
+            "the broker ended the subscription to {topic}/{partition} at offset {next_offset} \
+             (it may be shutting down or have lost the partition): run the command again"
+        ),
     }
 }
 
@@ -273,8 +299,8 @@ async fn print_records(
     Ok(())
 }
 
-/// `consume --group`: prints records as a group member until Ctrl-C or `--count`, then
-/// commits what it printed and leaves.
+/// `consume --group`: prints records as a group member until Ctrl-C, SIGTERM or `--count`,
+/// then commits what it printed and leaves.
 async fn run_group(client: &Client, group: &str, args: &ConsumeArgs, format: Format) -> Result<()> {
     let offset_reset = match args.from {
         StartFrom::Earliest => OffsetReset::Earliest,
@@ -290,9 +316,14 @@ async fn run_group(client: &Client, group: &str, args: &ConsumeArgs, format: For
         .group_consumer(config)
         .await
         .with_context(|| format!("join group {group}"))?;
+    // SIGTERM (a service manager, `timeout`, `kill`) ends the member as Ctrl-C does: a member
+    // that exits without leaving would linger in the group until its session times out.
+    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .context("listen for SIGTERM")?;
     let printed = tokio::select! {
         printed = print_records(&mut consumer, args.count, format) => printed,
         interrupted = tokio::signal::ctrl_c() => interrupted.context("wait for Ctrl-C"),
+        _ = terminate.recv() => Ok(()),
     };
     // Commit what was printed (and flushed) before leaving, however the loop ended.
     let closed = consumer

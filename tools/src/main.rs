@@ -3,7 +3,7 @@
 //! Layout:
 //! - `main.rs`: argument parsing and dispatch.
 //! - `output.rs`: output formats, JSON and time rendering, exit codes.
-//! - `topic.rs`: `strata topic create|list|describe|delete|alter`.
+//! - `topic.rs`: `strata topic create|list|describe|delete|alter|add-partitions`.
 //! - `produce.rs`: `strata produce TOPIC`, one record per stdin line.
 //! - `consume.rs`: `strata consume TOPIC`, one or all partitions merged, or as a member of a
 //!   consumer group (`--group`).
@@ -15,8 +15,9 @@
 //! - `playground.rs`: `strata playground`: starts a local cluster of `strata-server`
 //!   processes, prints how to use it, and stops it on Ctrl-C (or after `--run-demo`).
 //! - `bench.rs`: `strata bench produce|consume`, throughput and latency.
-//! - `log.rs`: `strata log dump|verify DIR`, offline inspection of a partition directory.
+//! - `log.rs`: `strata log dump|verify DIR`, offline inspection of partition directories.
 //! - `tls.rs`: `strata tls init DIR`: a CA, node certificates and an admin client certificate.
+//! - `units.rs`: sizes (`1GiB`) and durations (`7d`) as every flag that takes one reads them.
 //!
 //! Every online command takes the broker list (`--brokers` or `STRATA_BROKERS`), any nodes of
 //! the cluster; the client routes each request to the node that serves it (see
@@ -39,6 +40,7 @@ mod playground;
 mod produce;
 mod tls;
 mod topic;
+mod units;
 mod user;
 
 use std::io::BufRead;
@@ -52,6 +54,10 @@ use strata_client::{BROKERS_ENV, Client, ClientConfig, Credentials, DEFAULT_BROK
 
 use crate::output::Format;
 
+/// The help section of the flags every command takes: apart, so each command's own options
+/// stand out in its help.
+const GLOBAL_OPTIONS: &str = "Global options";
+
 #[derive(Parser)]
 #[command(
     name = "strata",
@@ -63,24 +69,24 @@ use crate::output::Format;
 struct Cli {
     /// Brokers to connect to: HOST:PORT[,HOST:PORT...], any nodes of the cluster; requests go
     /// to the node that leads what they ask for.
-    #[arg(long, global = true, env = BROKERS_ENV, default_value = DEFAULT_BROKERS)]
+    #[arg(long, global = true, help_heading = GLOBAL_OPTIONS, env = BROKERS_ENV, default_value = DEFAULT_BROKERS)]
     brokers: String,
     /// How long to wait for the broker's reply to each request, e.g. 30s or 500ms.
-    #[arg(long, global = true, default_value = "30s", value_parser = humantime::parse_duration)]
+    #[arg(long, global = true, help_heading = GLOBAL_OPTIONS, default_value = "30s", value_parser = humantime::parse_duration)]
     timeout: Duration,
     /// Output format: text for people, json for programs (`log` prints text only).
-    #[arg(long, global = true, value_enum, default_value_t = Format::Text)]
+    #[arg(long, global = true, help_heading = GLOBAL_OPTIONS, value_enum, default_value_t = Format::Text)]
     format: Format,
     /// Connect with TLS, trusting the brokers' certificates signed by this CA (PEM).
-    #[arg(long, global = true, env = "STRATA_TLS_CA", value_name = "FILE")]
+    #[arg(long, global = true, help_heading = GLOBAL_OPTIONS, env = "STRATA_TLS_CA", value_name = "FILE")]
     tls_ca: Option<PathBuf>,
     /// A client certificate (PEM) for brokers that require one (mutual TLS), with --tls-key.
-    #[arg(long, global = true, env = "STRATA_TLS_CERT", value_name = "FILE", requires_all = ["tls_key", "tls_ca"])]
+    #[arg(long, global = true, help_heading = GLOBAL_OPTIONS, env = "STRATA_TLS_CERT", value_name = "FILE", requires_all = ["tls_key", "tls_ca"])]
     tls_cert: Option<PathBuf>,
     /// The client certificate's private key (PEM).
     #[arg(
         long,
-        global = true,
+        global = true, help_heading = GLOBAL_OPTIONS,
         env = "STRATA_TLS_KEY",
         value_name = "FILE",
         requires = "tls_cert"
@@ -88,11 +94,11 @@ struct Cli {
     tls_key: Option<PathBuf>,
     /// User name for brokers that require a password; the password comes from
     /// STRATA_PASSWORD or, with --password-stdin, from the first line of standard input.
-    #[arg(long, global = true, env = "STRATA_USER")]
+    #[arg(long, global = true, help_heading = GLOBAL_OPTIONS, env = "STRATA_USER")]
     user: Option<String>,
     /// Read the password of --user from the first line of standard input (the rest of the
     /// input is left for the command, e.g. `produce`).
-    #[arg(long, global = true)]
+    #[arg(long, global = true, help_heading = GLOBAL_OPTIONS)]
     password_stdin: bool,
     #[command(subcommand)]
     command: Command,
@@ -124,7 +130,7 @@ enum Command {
     Bench(bench::BenchCommand),
     /// Start a local cluster of strata-server processes until Ctrl-C.
     Playground(playground::PlaygroundArgs),
-    /// Inspect a partition directory on disk (read-only).
+    /// Inspect partition directories on disk (read-only).
     #[command(subcommand)]
     Log(LogCommand),
     /// Certificates for a TLS cluster.
@@ -136,12 +142,15 @@ enum Command {
 enum LogCommand {
     /// Print every batch: offsets, raft index, term, timestamps, size, record count, CRC status.
     Dump {
-        /// The partition directory (holding `*.log`, `*.index`, `log-start.checkpoint`).
+        /// A partition directory (holding `*.log`, `*.index`, `log-start.checkpoint`), or a
+        /// directory with partition directories below it (a node's data directory, a topic's
+        /// directory): each is dumped in turn.
         dir: PathBuf,
     },
     /// Check every batch and index entry against the log; exit 1 on any inconsistency.
     Verify {
-        /// The partition directory.
+        /// A partition directory, or a directory with partition directories below it (a
+        /// node's data directory, a topic's directory): each is verified.
         dir: PathBuf,
     },
 }

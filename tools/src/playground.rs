@@ -173,18 +173,39 @@ async fn serve(
     } else {
         String::new()
     };
+    let strata = cli_command();
     println!(
         "\nTry it (in another shell):\n\
          \x20 export STRATA_BROKERS={brokers}\n\
          {tls_settings}\
-         \x20 strata topic create orders --partitions 3 --replication-factor {replication_factor}\n\
-         \x20 seq 1 100 | strata produce orders\n\
-         \x20 strata consume orders --from earliest --count 100\n\
-         \x20 strata cluster info\n\
+         \x20 {strata} topic create orders --partitions 3 --replication-factor {replication_factor}\n\
+         \x20 seq 1 100 | {strata} produce orders\n\
+         \x20 {strata} consume orders --from earliest --count 100\n\
+         \x20 {strata} cluster info\n\
          {kafka_hint}\
          Kill a node's process (kill -9) to watch leadership move. Ctrl-C stops the cluster."
     );
     wait_for_stop(nodes).await
+}
+
+/// How another shell runs this CLI: `strata` when that name on PATH is this executable, else
+/// this executable's absolute path (`target/debug/strata` is not on PATH after a build).
+fn cli_command() -> String {
+    let Ok(exe) = std::env::current_exe().and_then(|exe| exe.canonicalize()) else {
+        return "strata".to_owned();
+    };
+    let on_path = std::env::var_os("PATH").is_some_and(|path| {
+        std::env::split_paths(&path).any(|dir| {
+            dir.join("strata")
+                .canonicalize()
+                .is_ok_and(|found| found == exe)
+        })
+    });
+    if on_path {
+        "strata".to_owned()
+    } else {
+        exe.display().to_string()
+    }
 }
 
 /// `--server-bin`, else `strata-server` next to this executable, else the name (found on PATH).

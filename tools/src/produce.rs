@@ -1,12 +1,16 @@
 //! `strata produce TOPIC`: one record per line of standard input, then a summary.
 //!
 //! Lines are bytes, not necessarily UTF-8; the newline (and a `\r` before it) is not part of
-//! the record. Every record is acknowledged (committed) before the summary prints.
+//! the record. Every record sent is awaited (acknowledged or failed) before the summary prints,
+//! so the summary always says how many records were acknowledged and which input lines were
+//! not: lines refused by `--on-error skip`, the line that stopped the input (and everything
+//! after it, unread) with `--on-error stop`, and lines whose records the broker did not
+//! acknowledge.
 
 use std::collections::BTreeMap;
 use std::time::Instant;
 
-use anyhow::{Context, Result, anyhow, bail};
+use anyhow::{Context, Result, bail};
 use bytes::Bytes;
 use clap::{Args, ValueEnum};
 use serde_json::json;
@@ -14,7 +18,7 @@ use strata_client::{Client, Compression, DeliveryFuture, ProducerConfig, Produce
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::sync::mpsc;
 
-use crate::output::Format;
+use crate::output::{Format, count_text};
 
 /// Deliveries awaited by the summary task; the producer's own buffer bounds the records in
 /// flight, this only decouples reading stdin from counting acknowledgements.
@@ -22,6 +26,7 @@ const DELIVERIES_QUEUED_MAX: usize = 8192;
 
 #[derive(Args)]
 pub struct ProduceArgs {
+    /// The topic to produce to.
     topic: String,
     /// The same key for every record.
     #[arg(long, conflicts_with = "key_separator")]
@@ -39,7 +44,23 @@ pub struct ProduceArgs {
     /// Compress batches on the client.
     #[arg(long, value_enum, default_value_t = CompressionArg::None)]
     compression: CompressionArg,
+    /// What a line that cannot become a record does: stop reading there (the lines before it
+    /// are still sent and acknowledged; exit 2), or skip it and go on (listed in the summary).
+    #[arg(long, value_enum, default_value_t = OnError::Stop)]
+    on_error: OnError,
 }
+
+/// The `--on-error` flag.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum OnError {
+    /// Send nothing after the bad line; exit 2 once the lines before it are acknowledged.
+    Stop,
+    /// Leave the bad line out, send the rest, and list the skipped lines in the summary.
+    Skip,
+}
+
+/// Bad lines named one by one in the summary; beyond it only counted.
+const BAD_LINES_LISTED_MAX: usize = 20;
 
 /// The `--compression` flag: Kafka's codec names.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -106,12 +127,37 @@ fn trim_newline(line: &[u8]) -> &[u8] {
     line.strip_suffix(b"\r").unwrap_or(line)
 }
 
-/// What was produced, per partition.
+/// What was produced, per partition, and which input lines were not.
 #[derive(Debug, Default)]
 struct Summary {
+    /// Records acknowledged.
     records: u64,
     /// Per partition: first offset, last offset, records.
     partitions: BTreeMap<u32, (u64, u64, u64)>,
+    /// Records the broker did not acknowledge: how many, and the first failure (its input
+    /// line and why).
+    failed: u64,
+    first_failure: Option<(u64, String)>,
+}
+
+/// Input lines that did not become records.
+#[derive(Debug, Default)]
+struct BadLines {
+    /// How many there were.
+    count: u64,
+    /// The first [`BAD_LINES_LISTED_MAX`]: line number and why.
+    listed: Vec<(u64, String)>,
+    /// With `--on-error stop`: the line the input stopped at (nothing from it on was read).
+    stopped_at: Option<u64>,
+}
+
+impl BadLines {
+    fn add(&mut self, line: u64, reason: &str) {
+        self.count += 1;
+        if self.listed.len() < BAD_LINES_LISTED_MAX {
+            self.listed.push((line, reason.to_owned()));
+        }
+    }
 }
 
 pub async fn run(client: &Client, args: ProduceArgs, format: Format) -> Result<()> {
@@ -146,6 +192,55 @@ pub async fn run(client: &Client, args: ProduceArgs, format: Format) -> Result<(
     let summary = tokio::spawn(summarize(queued));
     let started = Instant::now();
 
+    // Every way the input loop ends leads to the summary: records already handed to the
+    // producer are awaited and counted first, so none is sent without the user hearing of it.
+    let mut bad_lines = BadLines::default();
+    let read = read_and_send(&args, &mode, &producer, &deliveries, &mut bad_lines).await;
+    drop(deliveries);
+    let summary = summary.await.context("summary task")?;
+    let closed = producer.close().await;
+    print_summary(
+        &args.topic,
+        &summary,
+        &bad_lines,
+        started.elapsed().as_secs_f64(),
+        format,
+    );
+    read?;
+    if let Some(line) = bad_lines.stopped_at {
+        let reason = bad_lines
+            .listed
+            .last()
+            .map_or("", |(_, reason)| reason.as_str());
+        bail!(
+            "line {line}: {reason}; stopped there (--on-error stop): line {line} and the lines \
+             after it were not sent ({} acknowledged before it)",
+            summary.records
+        );
+    }
+    if let Some((line, error)) = &summary.first_failure {
+        bail!(
+            "produce to {}: {} records not acknowledged, the first from line {line}: {error}",
+            args.topic,
+            summary.failed
+        );
+    }
+    closed?;
+    Ok(())
+}
+
+/// Reads stdin line by line and hands each record to the producer, queueing its delivery with
+/// its line number; bad lines go to `bad_lines` (and stop the input with `--on-error stop`).
+///
+/// # Errors
+/// Reading stdin, or the producer refusing a record before sending it.
+async fn read_and_send(
+    args: &ProduceArgs,
+    mode: &KeyMode,
+    producer: &strata_client::Producer,
+    deliveries: &mpsc::Sender<(u64, DeliveryFuture)>,
+    bad_lines: &mut BadLines,
+) -> Result<()> {
     let mut stdin = BufReader::new(tokio::io::stdin());
     let mut line = Vec::new();
     let mut line_number = 0u64;
@@ -157,11 +252,22 @@ pub async fn run(client: &Client, args: ProduceArgs, format: Format) -> Result<(
             .context("read stdin")?
             == 0
         {
-            break;
+            return Ok(());
         }
         line_number += 1;
-        let (key, value) = split_line(trim_newline(&line), &mode)
-            .map_err(|reason| anyhow!("line {line_number}: {reason}"))?;
+        let (key, value) = match split_line(trim_newline(&line), mode) {
+            Ok(split) => split,
+            Err(reason) => {
+                bad_lines.add(line_number, reason);
+                match args.on_error {
+                    OnError::Skip => continue,
+                    OnError::Stop => {
+                        bad_lines.stopped_at = Some(line_number);
+                        return Ok(());
+                    }
+                }
+            }
+        };
         let mut record = ProducerRecord::new(args.topic.clone(), Bytes::copy_from_slice(value));
         record.key = key;
         record.partition = args.partition;
@@ -171,30 +277,27 @@ pub async fn run(client: &Client, args: ProduceArgs, format: Format) -> Result<(
         let delivery = producer
             .send(record)
             .await
-            .with_context(|| format!("produce to {}", args.topic))?;
-        if deliveries.send(delivery).await.is_err() {
-            // The summary task stopped at a failed delivery: its error says why.
-            break;
+            .with_context(|| format!("line {line_number}: produce to {}", args.topic))?;
+        if deliveries.send((line_number, delivery)).await.is_err() {
+            bail!("the summary task ended early");
         }
     }
-    drop(deliveries);
-    let summary = summary.await.context("summary task")?;
-    producer.close().await?;
-    let summary = summary.with_context(|| format!("produce to {}", args.topic))?;
-    print_summary(
-        &args.topic,
-        &summary,
-        started.elapsed().as_secs_f64(),
-        format,
-    );
-    Ok(())
 }
 
-/// Awaits every delivery in order; stops at the first failure.
-async fn summarize(mut queued: mpsc::Receiver<DeliveryFuture>) -> strata_client::Result<Summary> {
+/// Awaits every delivery in order, counting the acknowledged and the failed ones.
+async fn summarize(mut queued: mpsc::Receiver<(u64, DeliveryFuture)>) -> Summary {
     let mut summary = Summary::default();
-    while let Some(delivery) = queued.recv().await {
-        let stored = delivery.await?;
+    while let Some((line, delivery)) = queued.recv().await {
+        let stored = match delivery.await {
+            Ok(stored) => stored,
+            Err(error) => {
+                summary.failed += 1;
+                if summary.first_failure.is_none() {
+                    summary.first_failure = Some((line, error.to_string()));
+                }
+                continue;
+            }
+        };
         summary.records += 1;
         let entry =
             summary
@@ -205,10 +308,16 @@ async fn summarize(mut queued: mpsc::Receiver<DeliveryFuture>) -> strata_client:
         entry.1 = entry.1.max(stored.offset);
         entry.2 += 1;
     }
-    Ok(summary)
+    summary
 }
 
-fn print_summary(topic: &str, summary: &Summary, elapsed_s: f64, format: Format) {
+fn print_summary(
+    topic: &str,
+    summary: &Summary,
+    bad_lines: &BadLines,
+    elapsed_s: f64,
+    format: Format,
+) {
     let rate = if elapsed_s > 0.0 {
         summary.records as f64 / elapsed_s
     } else {
@@ -223,6 +332,11 @@ fn print_summary(topic: &str, summary: &Summary, elapsed_s: f64, format: Format)
                     json!({ "partition": partition, "first_offset": first, "last_offset": last, "records": records })
                 })
                 .collect();
+            let bad: Vec<_> = bad_lines
+                .listed
+                .iter()
+                .map(|(line, reason)| json!({ "line": line, "error": reason }))
+                .collect();
             println!(
                 "{}",
                 json!({
@@ -230,16 +344,53 @@ fn print_summary(topic: &str, summary: &Summary, elapsed_s: f64, format: Format)
                     "records": summary.records,
                     "elapsed_s": elapsed_s,
                     "partitions": partitions,
+                    "not_acknowledged": summary.failed,
+                    "bad_lines": bad_lines.count,
+                    "bad_lines_listed": bad,
+                    "stopped_at_line": bad_lines.stopped_at,
                 })
             );
         }
         Format::Text => {
+            // "produced" counts acknowledged records only.
             println!(
-                "produced {} records to {topic} in {elapsed_s:.3} s ({rate:.0} records/s)",
-                summary.records
+                "produced {} to {topic} in {elapsed_s:.3} s ({rate:.0} records/s){}",
+                count_text(summary.records, "record"),
+                if summary.failed > 0 {
+                    format!("; {} NOT acknowledged", count_text(summary.failed, "record"))
+                } else {
+                    String::new()
+                }
             );
-            for (partition, (first, last, records)) in &summary.partitions {
-                println!("  partition {partition}: offsets {first}..={last} ({records} records)");
+            for (partition, (first, last, count)) in &summary.partitions {
+                println!(
+                    "  partition {partition}: offsets {first}..={last} ({})",
+                    count_text(*count, "record")
+                );
+            }
+            if bad_lines.count > 0 {
+                let verb = if bad_lines.stopped_at.is_some() {
+                    "stopped at"
+                } else {
+                    "skipped"
+                };
+                println!(
+                    "{verb} {} bad input line{}:",
+                    bad_lines.count,
+                    if bad_lines.count == 1 { "" } else { "s" }
+                );
+                for (line, reason) in &bad_lines.listed {
+                    println!("  line {line}: {reason}");
+                }
+                if bad_lines.count > bad_lines.listed.len() as u64 {
+                    println!(
+                        "  ... and {} more",
+                        bad_lines.count - bad_lines.listed.len() as u64
+                    );
+                }
+            }
+            if let Some(line) = bad_lines.stopped_at {
+                println!("line {line} and the lines after it were not sent (--on-error stop)");
             }
         }
     }

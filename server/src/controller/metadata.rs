@@ -215,6 +215,14 @@ pub enum Command {
     DeleteAcls {
         acls: Vec<Acl>,
     },
+    /// Appends partitions to a topic that has exactly `from` now (refused otherwise, so two
+    /// concurrent requests cannot both add): `replicas[i]` is partition `from + i`'s replica
+    /// set. Existing partitions are untouched.
+    AddPartitions {
+        name: String,
+        from: u32,
+        replicas: Vec<Vec<u64>>,
+    },
 }
 
 impl Command {
@@ -399,6 +407,31 @@ impl Metadata {
                 for acl in &acls {
                     self.acls.remove(acl);
                 }
+                Ok(())
+            }
+            Command::AddPartitions {
+                name,
+                from,
+                replicas,
+            } => {
+                let topic = self
+                    .topics
+                    .get_mut(&name)
+                    .ok_or(CommandRefusal::TopicMissing)?;
+                let now = topic.partitions();
+                if now != from {
+                    return Err(CommandRefusal::Invalid(format!(
+                        "topic {name} has {now} partitions now, not {from}: ask again"
+                    )));
+                }
+                let total = u64::from(now) + replicas.len() as u64;
+                if replicas.is_empty() || total > u64::from(PARTITIONS_MAX) {
+                    return Err(CommandRefusal::Invalid(format!(
+                        "topic {name} would have {total} partitions: it must grow, to at most \
+                         {PARTITIONS_MAX}"
+                    )));
+                }
+                topic.replicas.extend(replicas);
                 Ok(())
             }
         }

@@ -73,6 +73,54 @@ pub struct Summary {
     pub problems: usize,
 }
 
+/// How deep below a directory [`partition_dirs`] looks: a node's data directory holds
+/// `topics/{id}-{name}/{partition:05}/`, three levels.
+pub const SEARCH_DEPTH_MAX: usize = 4;
+
+/// Whether `dir` is a partition directory: it holds a segment (`{base_offset:020}.log`) or a
+/// log-start checkpoint.
+///
+/// # Errors
+/// When `dir` cannot be listed.
+pub fn is_partition_dir(dir: &Path) -> Result<bool> {
+    for entry in fs::read_dir(dir).context("list", dir)? {
+        let name = entry.context("list", dir)?.file_name();
+        let name = name.to_string_lossy();
+        if name == checkpoint::FILE_NAME || segment::parse_log_file_name(&name).is_some() {
+            return Ok(true);
+        }
+    }
+    Ok(false)
+}
+
+/// The partition directories at or below `root` (at most [`SEARCH_DEPTH_MAX`] levels down),
+/// sorted by path: `root` alone when it is one, else every one found below it (a node's data
+/// directory, a topic's directory). Symbolic links are not followed.
+///
+/// # Errors
+/// When a directory cannot be listed.
+pub fn partition_dirs(root: &Path) -> Result<Vec<PathBuf>> {
+    let mut found = Vec::new();
+    let mut pending = vec![(root.to_path_buf(), 0usize)];
+    while let Some((dir, depth)) = pending.pop() {
+        if is_partition_dir(&dir)? {
+            found.push(dir);
+            continue;
+        }
+        if depth == SEARCH_DEPTH_MAX {
+            continue;
+        }
+        for entry in fs::read_dir(&dir).context("list", &dir)? {
+            let entry = entry.context("list", &dir)?;
+            if entry.file_type().context("list", &dir)?.is_dir() {
+                pending.push((entry.path(), depth + 1));
+            }
+        }
+    }
+    found.sort();
+    Ok(found)
+}
+
 /// Walks the partition directory `dir` and reports through `visit`.
 ///
 /// # Errors
