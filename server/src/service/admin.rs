@@ -189,10 +189,12 @@ impl Admin for Service {
             .map(|node| pb::NodeInfo {
                 node_id: node.id,
                 address: node.address.clone(),
-                alive: (node.id == broker.node_id() || (self.alive)(node.id))
-                    && gathered
-                        .as_ref()
-                        .is_none_or(|gathered| !gathered.unanswered.contains(&node.id)),
+                // Up: it answered this gathering; without one, heard from lately (a node hears
+                // only from those it shares raft groups with).
+                alive: match &gathered {
+                    Some(gathered) => !gathered.unanswered.contains(&node.id),
+                    None => node.id == broker.node_id() || (self.alive)(node.id),
+                },
             })
             .collect();
         let topics = describable_topics(&access, &broker, &metadata, gathered.as_deref());
@@ -290,10 +292,7 @@ impl Admin for Service {
 impl Service {
     /// `topic` as the cluster sees it (see [`super::cluster_view`]).
     async fn described(&self, broker: &Broker, topic: &Topic) -> pb::TopicDescription {
-        let gathered = self
-            .view
-            .covering(broker, &topic.name, topic.partitions())
-            .await;
+        let gathered = self.view.fresh(broker).await;
         with_view(topic_description(broker, topic), &gathered)
     }
 }

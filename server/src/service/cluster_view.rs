@@ -1,9 +1,9 @@
 //! The cluster's view of every partition, whichever node is asked: who leads it (at which raft
 //! term), which replicas are in sync, and its offsets. A node knows these only of the
-//! partitions it holds, so the view is gathered: this node's replicas, and every other live
-//! node's own view (its `ClusterInfo` asked with [`LOCAL_VIEW_METADATA_KEY`], concurrently,
-//! each bounded by a timeout). A node that is not heard from, or does not answer, is left out
-//! and named in [`Gathered::unanswered`], so a reader can tell a report that may be stale.
+//! partitions it holds, so the view is gathered: this node's replicas, and every other node's
+//! own view (its `ClusterInfo` asked with [`LOCAL_VIEW_METADATA_KEY`], concurrently, each
+//! bounded by a timeout of a second). A node that does not answer is left out and named in
+//! [`Gathered::unanswered`], so a reader can tell a report that may be stale.
 //!
 //! Of several reports on a partition the one with the highest raft term wins, and at equal
 //! terms the leader's own (it alone knows the in-sync replicas); its offsets come with it
@@ -11,9 +11,10 @@
 //! any replica reported, since committed offsets never go back.
 //!
 //! One implementation for every frontend: gRPC's DescribeTopic and ClusterInfo (and so the
-//! HTTP JSON API and the console, which call them) and Kafka's Metadata. The view is kept for
-//! [`FRESH_FOR`] and gathered by one request at a time, so a burst of requests costs one round
-//! of questions.
+//! HTTP JSON API and the console, which call them) and Kafka's Metadata. For ClusterInfo and
+//! Metadata, which clients ask often, the view is kept for [`FRESH_FOR`] and gathered by one
+//! request at a time, so a burst of requests costs one round of questions; a topic's
+//! description is gathered afresh.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -81,8 +82,8 @@ pub struct ClusterView {
 }
 
 impl ClusterView {
-    /// A view that asks other nodes over `tls` (node-to-node TLS, when on) and skips the nodes
-    /// `alive` says are down.
+    /// A view that asks other nodes over `tls` (node-to-node TLS, when on); `alive` answers
+    /// [`Self::alive`].
     pub fn new(tls: Option<Arc<Tls>>, alive: Liveness) -> Self {
         Self {
             tls,
@@ -109,25 +110,15 @@ impl ClusterView {
         gathered
     }
 
-    /// The view, gathered at most [`FRESH_FOR`] ago and holding a report of every partition of
-    /// `topic` that has one anywhere: gathered again when the kept view predates a partition
-    /// (the topic was just created or grown).
-    pub async fn covering(&self, broker: &Broker, topic: &str, partitions: u32) -> Arc<Gathered> {
-        let gathered = self.get(broker).await;
-        let complete = (0..partitions)
-            .all(|partition| gathered.leaders.contains_key(&(topic.to_string(), partition)));
-        if complete {
-            return gathered;
-        }
-        let mut cached = self.cached.lock().await;
-        if let Some(newer) = cached.as_ref()
-            && newer.at > gathered.at
-        {
-            // Another request gathered meanwhile.
-            return newer.clone();
-        }
+    /// The view gathered now (and kept for [`Self::get`]): for a person's one request
+    /// (describe a topic), where a view from before the records they just produced would
+    /// mislead, and a round of questions costs little.
+    pub async fn fresh(&self, broker: &Broker) -> Arc<Gathered> {
         let gathered = Arc::new(self.gather(broker).await);
-        *cached = Some(gathered.clone());
+        let mut cached = self.cached.lock().await;
+        if cached.as_ref().is_none_or(|kept| kept.at < gathered.at) {
+            *cached = Some(gathered.clone());
+        }
         gathered
     }
 
@@ -142,12 +133,11 @@ impl ClusterView {
         }
         let mut unanswered = BTreeSet::new();
         let mut asked = Vec::new();
+        // Every other node is asked, not only those heard from: a node hears only from the
+        // nodes it shares raft groups with, so its liveness says nothing of the others. A dead
+        // node's question fails at once (connection refused) or at the timeout.
         for node in metadata.nodes.values() {
             if node.id == broker.node_id() {
-                continue;
-            }
-            if !(self.alive)(node.id) {
-                unanswered.insert(node.id);
                 continue;
             }
             let tls = self.tls.clone();
