@@ -16,9 +16,9 @@ use crate::routing::{NodeView, Route};
 use strata_proto::v1::admin_client::AdminClient;
 use strata_proto::v1::reset_offsets_request::To;
 use strata_proto::v1::{
-    AddNodeRequest, AddPartitionsRequest, AlterTopicConfigRequest, ClusterInfoRequest, ClusterInfoResponse,
-    CommitOffsetsRequest, CreateTopicRequest, DeleteGroupRequest, DeleteTopicRequest,
-    DescribeGroupRequest, DescribeGroupResponse, DescribeTopicRequest,
+    AddNodeRequest, AddPartitionsRequest, AlterTopicConfigRequest, ClusterInfoRequest,
+    ClusterInfoResponse, CommitOffsetsRequest, CreateTopicRequest, DeleteGroupRequest,
+    DeleteTopicRequest, DescribeGroupRequest, DescribeGroupResponse, DescribeTopicRequest,
     FetchCommittedOffsetsRequest, FetchCommittedOffsetsResponse, GroupListing, ListGroupsRequest,
     ListTopicsRequest, OffsetCommit, RemoveNodeRequest, RemoveNodeResponse, ResetOffsetsRequest,
     ResetOffsetsResponse, TopicConfig, TopicDescription, TopicPartition,

@@ -417,8 +417,8 @@ pub fn merge_cluster_views(views: &[NodeView]) -> ClusterInfoResponse {
                 let (_, chosen) = candidates
                     .iter()
                     .max_by_key(|(id, partition)| {
-                        let own = partition.leader_node_id != 0
-                            && *id == Some(partition.leader_node_id);
+                        let own =
+                            partition.leader_node_id != 0 && *id == Some(partition.leader_node_id);
                         (
                             partition.leader_term,
                             own || !partition.in_sync_node_ids.is_empty(),

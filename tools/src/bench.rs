@@ -612,10 +612,7 @@ impl Report<'_> {
                     None => {
                         println!("latency ms: {}", percentiles_text(self.latency));
                         if let Some(note) = self.latency_note {
-                            println!(
-                                "  ({} records timed: {note})",
-                                self.latency.len()
-                            );
+                            println!("  ({} records timed: {note})", self.latency.len());
                         }
                     }
                     Some(closed_loop) => {

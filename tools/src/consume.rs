@@ -202,7 +202,8 @@ async fn subscription_ended(
 ) -> Result<()> {
     match client.admin().describe_topic(topic).await {
         Err(error)
-            if error.code() == Some(strata_client::proto::v1::ErrorCode::UnknownTopicOrPartition) =>
+            if error.code()
+                == Some(strata_client::proto::v1::ErrorCode::UnknownTopicOrPartition) =>
         {
             bail!(
                 "topic {topic} was deleted while reading partition {partition} (at offset \

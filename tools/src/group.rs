@@ -133,7 +133,8 @@ fn print_groups(groups: &[GroupListing], format: Format) {
             // The group epoch is left to JSON: it is seeded from the clock, so it reads like a
             // timestamp and says nothing to a person.
             let width = column_width(groups.iter().map(|group| group.group_id.as_str()), "group");
-            let state_width = column_width(groups.iter().map(|group| group.state.as_str()), "state");
+            let state_width =
+                column_width(groups.iter().map(|group| group.state.as_str()), "state");
             println!("{:width$}  {:state_width$}  members", "group", "state");
             for group in groups {
                 println!(

@@ -33,8 +33,8 @@ fn walk(dir: &Path, print_batches: bool) -> Result<Summary> {
     if !dir.is_dir() {
         bail!("{} is not a directory", dir.display());
     }
-    let partitions = inspect::partition_dirs(dir)
-        .with_context(|| format!("cannot search {}", dir.display()))?;
+    let partitions =
+        inspect::partition_dirs(dir).with_context(|| format!("cannot search {}", dir.display()))?;
     if partitions.is_empty() {
         bail!(
             "no partition directory at or below {} (searched {} levels down): a partition \

@@ -285,7 +285,10 @@ mod tests {
         assert_eq!(count_text(0u64, "record"), "0 records");
         assert_eq!(count_text(2u32, "partition"), "2 partitions");
         assert_eq!(count_text(0u64, "batch"), "0 batches");
-        assert_eq!(count_text(2u64, "partition directory"), "2 partition directories");
+        assert_eq!(
+            count_text(2u64, "partition directory"),
+            "2 partition directories"
+        );
         assert_eq!(count_text(1u64, "batch"), "1 batch");
         assert_eq!(count_text(5u64, "key"), "5 keys");
     }

@@ -357,7 +357,10 @@ fn print_summary(
                 "produced {} to {topic} in {elapsed_s:.3} s ({rate:.0} records/s){}",
                 count_text(summary.records, "record"),
                 if summary.failed > 0 {
-                    format!("; {} NOT acknowledged", count_text(summary.failed, "record"))
+                    format!(
+                        "; {} NOT acknowledged",
+                        count_text(summary.failed, "record")
+                    )
                 } else {
                     String::new()
                 }

@@ -7,8 +7,8 @@ use strata_client::Client;
 use strata_client::proto::v1::{TopicConfig, TopicDescription};
 
 use crate::output::{
-    Format, UNANSWERED_LEGEND, column_width, count_text, config_text, node_list_text, node_text, topic_json,
-    view_text,
+    Format, UNANSWERED_LEGEND, column_width, config_text, count_text, node_list_text, node_text,
+    topic_json, view_text,
 };
 use crate::units::{Limit, parse_duration_ms_limit, parse_size};
 
@@ -257,7 +257,10 @@ fn print_topic(topic: &TopicDescription, format: Format, verb: &str) {
                     row[5].as_str(),
                 ]);
             }
-            if rows.iter().any(|row| row[1..4].iter().any(|cell| cell.contains('*'))) {
+            if rows
+                .iter()
+                .any(|row| row[1..4].iter().any(|cell| cell.contains('*')))
+            {
                 println!("{UNANSWERED_LEGEND}");
             }
         }

@@ -149,7 +149,15 @@ mod tests {
             assert_eq!(parse_size(text), Ok(*bytes), "{text}");
         }
         for bad in [
-            "", "GiB", "1XB", "-1", "1.5", "1e3", "1 2", "1.2.3MB", "99999999TiB",
+            "",
+            "GiB",
+            "1XB",
+            "-1",
+            "1.5",
+            "1e3",
+            "1 2",
+            "1.2.3MB",
+            "99999999TiB",
         ] {
             let error = parse_size(bad).expect_err(bad);
             assert!(!error.is_empty(), "{bad}");

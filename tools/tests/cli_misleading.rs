@@ -224,7 +224,9 @@ fn the_cluster_view_from_any_node_add_partitions_and_a_dead_node() {
 
     // add-partitions: existing records stay, new partitions are led and take records.
     for partition in 0..2 {
-        let lines: String = (0..5).map(|i| format!("k{i}:old-{partition}-{i}\n")).collect();
+        let lines: String = (0..5)
+            .map(|i| format!("k{i}:old-{partition}-{i}\n"))
+            .collect();
         let produced = cli(
             &brokers,
             &[
@@ -467,7 +469,9 @@ fn produce_says_what_a_bad_line_left_unsent() {
         stopped.stdout
     );
     assert!(
-        stopped.stdout.contains("line 51: the line has no key separator"),
+        stopped
+            .stdout
+            .contains("line 51: the line has no key separator"),
         "{}",
         stopped.stdout
     );
@@ -515,7 +519,14 @@ fn log_commands_find_the_partitions_below_a_directory() {
     {
         let server = Server::launch(data.path(), &address);
         server.wait_until_ready();
-        assert!(cli(&address, &["topic", "create", "disk", "--partitions", "2"], b"").success);
+        assert!(
+            cli(
+                &address,
+                &["topic", "create", "disk", "--partitions", "2"],
+                b""
+            )
+            .success
+        );
         for partition in ["0", "1"] {
             let produced = cli(
                 &address,
@@ -527,11 +538,7 @@ fn log_commands_find_the_partitions_below_a_directory() {
     }
     let root = data.path().to_str().expect("utf8 path");
     let verified = strata(&["log", "verify", root], b"", COMMAND_DEADLINE);
-    assert!(
-        verified.success,
-        "{}\n{}",
-        verified.stdout, verified.stderr
-    );
+    assert!(verified.success, "{}\n{}", verified.stdout, verified.stderr);
     let disk_partitions: Vec<&str> = verified
         .stdout
         .lines()
@@ -555,9 +562,7 @@ fn log_commands_find_the_partitions_below_a_directory() {
     );
     assert!(dumped.success, "{}", dumped.stderr);
     assert!(
-        dumped
-            .stdout
-            .contains("total: 2 partition directories"),
+        dumped.stdout.contains("total: 2 partition directories"),
         "{}",
         dumped.stdout
     );
@@ -595,10 +600,7 @@ fn follow_fails_when_its_topic_is_deleted() {
     assert!(cli(address, &["topic", "delete", "doomed"], b"").success);
     let (code, stderr) = finish(follower, COMMAND_DEADLINE);
     assert_eq!(code, Some(2), "{stderr}");
-    assert!(
-        stderr.contains("topic doomed was deleted"),
-        "{stderr}"
-    );
+    assert!(stderr.contains("topic doomed was deleted"), "{stderr}");
 }
 
 /// `bench consume` of records produced before it started reports no latency (their age is

@@ -20,10 +20,10 @@ use kafka_protocol::protocol::StrBytes;
 
 use super::context::Context;
 use super::error::code;
-use crate::service::cluster_view::PartitionLeader;
 use crate::broker::{Broker, BrokerError};
 use crate::controller::metadata::{Metadata, Topic, TopicConfig};
 use crate::security::acl::{CLUSTER_RESOURCE_NAME, Operation, ResourceType};
+use crate::service::cluster_view::PartitionLeader;
 
 /// Replicas of an auto-created topic, at most (fewer on a smaller cluster); Kafka's default
 /// replication factor in production setups.

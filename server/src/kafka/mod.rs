@@ -56,8 +56,8 @@ use crate::config::Authentication;
 use crate::security::acl::Policy;
 use crate::security::tls::Tls;
 use crate::service::Liveness;
-use crate::service::cluster_view::{ClusterView, Gathered};
 use crate::service::authenticate::Authenticator;
+use crate::service::cluster_view::{ClusterView, Gathered};
 
 /// What every Kafka connection of a node shares.
 pub struct Frontend {

@@ -42,7 +42,9 @@ impl Admin for Service {
             )
             .await
             .map_err(status)?;
-        Ok(Response::new(self.described(&*self.broker()?, &topic).await))
+        Ok(Response::new(
+            self.described(&*self.broker()?, &topic).await,
+        ))
     }
 
     async fn delete_topic(
@@ -119,7 +121,9 @@ impl Admin for Service {
             .alter_topic(&request.name, changes)
             .await
             .map_err(status)?;
-        Ok(Response::new(self.described(&*self.broker()?, &topic).await))
+        Ok(Response::new(
+            self.described(&*self.broker()?, &topic).await,
+        ))
     }
 
     async fn add_node(
