@@ -31,6 +31,9 @@ use crate::service::Liveness;
 /// again and must soon see the new leader.
 pub const FRESH_FOR: Duration = Duration::from_millis(500);
 
+/// How long a gathering waits for each other node's answer (asked concurrently).
+pub const ASK_TIMEOUT: Duration = Duration::from_secs(1);
+
 /// The request metadata key that asks `ClusterInfo` for the answering node's own view only
 /// (what its replicas know), as nodes ask each other while gathering: a gathered answer would
 /// make every node ask every other in turn.
@@ -143,10 +146,15 @@ impl ClusterView {
             let tls = self.tls.clone();
             let (id, address) = (node.id, node.address.clone());
             asked.push(async move {
-                (
-                    id,
-                    crate::service::partition_states_at(tls, id, address).await,
+                // Bounded as a whole: the call's own timeout does not cover connecting, which
+                // to a node cut off by the network waits for the OS to give up.
+                let answer = tokio::time::timeout(
+                    ASK_TIMEOUT,
+                    crate::service::partition_states_at(tls, id, address),
                 )
+                .await
+                .unwrap_or_else(|_| Err(format!("no answer within {ASK_TIMEOUT:?}")));
+                (id, answer)
             });
         }
         for (node, answer) in join_all(asked).await {
