@@ -400,3 +400,42 @@ fn map_read_only(path: &Path) -> Result<Option<Mmap>> {
     let map = unsafe { Mmap::map(&file) }.context("mmap", path)?;
     Ok(Some(map))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A partition directory is found as itself; below a node's or a topic's directory every
+    /// one is found (sorted), and only those: other files and empty directories are not
+    /// partitions, and nothing deeper than the limit is searched.
+    #[test]
+    fn partition_directories_are_found_below_a_root() {
+        let root = tempfile::tempdir().expect("tempdir");
+        let touch = |path: &Path| {
+            fs::create_dir_all(path.parent().expect("parent")).expect("mkdir");
+            fs::write(path, b"").expect("write");
+        };
+        let topic = root.path().join("topics").join("1-orders");
+        touch(&topic.join("00001").join("00000000000000000000.log"));
+        touch(&topic.join("00000").join(checkpoint::FILE_NAME));
+        touch(&root.path().join("node-1.log"));
+        fs::create_dir_all(root.path().join("topics").join("2-empty").join("00000"))
+            .expect("mkdir");
+        let mut deep = root.path().to_path_buf();
+        for level in 0..=SEARCH_DEPTH_MAX {
+            deep.push(format!("d{level}"));
+        }
+        touch(&deep.join("00000000000000000000.log"));
+
+        let expected = vec![topic.join("00000"), topic.join("00001")];
+        assert_eq!(partition_dirs(root.path()).expect("search"), expected);
+        assert_eq!(partition_dirs(&topic).expect("search"), expected);
+        let partition = topic.join("00001");
+        assert_eq!(
+            partition_dirs(&partition).expect("search"),
+            vec![partition.clone()]
+        );
+        assert!(is_partition_dir(&partition).expect("list"));
+        assert!(!is_partition_dir(root.path()).expect("list"));
+    }
+}
