@@ -371,17 +371,14 @@ fn print_summary(
                     count_text(*count, "record")
                 );
             }
-            if bad_lines.count > 0 {
-                let verb = if bad_lines.stopped_at.is_some() {
-                    "stopped at"
-                } else {
-                    "skipped"
-                };
-                println!(
-                    "{verb} {} bad input line{}:",
-                    bad_lines.count,
-                    if bad_lines.count == 1 { "" } else { "s" }
-                );
+            if let Some(line) = bad_lines.stopped_at {
+                let reason = bad_lines
+                    .listed
+                    .last()
+                    .map_or("", |(_, reason)| reason.as_str());
+                println!("stopped at line {line}: {reason}");
+            } else if bad_lines.count > 0 {
+                println!("skipped {}:", count_text(bad_lines.count, "bad input line"));
                 for (line, reason) in &bad_lines.listed {
                     println!("  line {line}: {reason}");
                 }
