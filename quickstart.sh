@@ -22,6 +22,8 @@ while read -r -t 90 line <&3; do
   esac
 done
 [ -n "${STRATA_BROKERS:-}" ] || { echo "the cluster did not come up" >&2; exit 1; }
+echo "(this script deletes $data, the cluster's data directory included, when it ends; the"
+echo " playground on its own keeps it)"
 echo "== strata topic create quickstart --partitions 3 --replication-factor 3"
 target/debug/strata topic create quickstart --partitions 3 --replication-factor 3
 echo "== strata produce quickstart --key-separator :   (stdin: alice:hello, bob:world, carol:again)"

@@ -16,9 +16,9 @@ use crate::routing::{NodeView, Route};
 use strata_proto::v1::admin_client::AdminClient;
 use strata_proto::v1::reset_offsets_request::To;
 use strata_proto::v1::{
-    AddNodeRequest, AlterTopicConfigRequest, ClusterInfoRequest, ClusterInfoResponse,
-    CommitOffsetsRequest, CreateTopicRequest, DeleteGroupRequest, DeleteTopicRequest,
-    DescribeGroupRequest, DescribeGroupResponse, DescribeTopicRequest,
+    AddNodeRequest, AddPartitionsRequest, AlterTopicConfigRequest, ClusterInfoRequest,
+    ClusterInfoResponse, CommitOffsetsRequest, CreateTopicRequest, DeleteGroupRequest,
+    DeleteTopicRequest, DescribeGroupRequest, DescribeGroupResponse, DescribeTopicRequest,
     FetchCommittedOffsetsRequest, FetchCommittedOffsetsResponse, GroupListing, ListGroupsRequest,
     ListTopicsRequest, OffsetCommit, RemoveNodeRequest, RemoveNodeResponse, ResetOffsetsRequest,
     ResetOffsetsResponse, TopicConfig, TopicDescription, TopicPartition,
@@ -115,6 +115,25 @@ impl Admin {
         .await
     }
 
+    /// Grows topic `name` to `partitions` partitions in all (see the proto's
+    /// `Admin.AddPartitions`); returns the topic as it is then.
+    ///
+    /// # Errors
+    /// `UNKNOWN_TOPIC_OR_PARTITION`; `INVALID_ARGUMENT` when `partitions` is not larger than
+    /// the current count or above the limit.
+    pub async fn add_partitions(&self, name: &str, partitions: u32) -> Result<TopicDescription> {
+        let request = AddPartitionsRequest {
+            name: name.to_owned(),
+            partitions,
+        };
+        self.admin(
+            Route::Controller,
+            &request,
+            |mut admin, request| async move { admin.add_partitions(request).await },
+        )
+        .await
+    }
+
     /// Deletes a topic and all its records.
     ///
     /// # Errors
@@ -205,9 +224,27 @@ impl Admin {
         name: &str,
         config: TopicConfig,
     ) -> Result<TopicDescription> {
+        self.alter_and_unset_topic_config(name, config, Vec::new())
+            .await
+    }
+
+    /// Changes the config fields that are `Some` and takes the ones named in `unset` back to
+    /// their defaults (`retention_ms`, `retention_bytes`: unlimited; `segment_bytes`: the
+    /// broker's default).
+    ///
+    /// # Errors
+    /// `UNKNOWN_TOPIC_OR_PARTITION`, `INVALID_CONFIG` (also for an unknown name in `unset`, or
+    /// one both set and unset).
+    pub async fn alter_and_unset_topic_config(
+        &self,
+        name: &str,
+        config: TopicConfig,
+        unset: Vec<String>,
+    ) -> Result<TopicDescription> {
         let request = AlterTopicConfigRequest {
             name: name.to_owned(),
             config: Some(config),
+            unset,
         };
         self.admin(
             Route::Controller,

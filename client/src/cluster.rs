@@ -293,6 +293,8 @@ impl Cluster {
                         }),
                     });
                 }
+                // With one broker the error's own text names it already.
+                Err(error) if addresses.len() == 1 => failures.push(chain(&error)),
                 Err(error) => failures.push(format!("{address}: {}", chain(&error))),
             }
         }

@@ -410,27 +410,45 @@ pub fn merge_cluster_views(views: &[NodeView]) -> ClusterInfoResponse {
                             .map(|p| (*id, p))
                     })
                     .collect();
-                let own = candidates.iter().find(|(id, partition)| {
-                    partition.leader_node_id != 0 && *id == Some(partition.leader_node_id)
-                });
-                let named = candidates.iter().find(|(_, p)| p.leader_node_id != 0);
-                let (_, chosen) = own.or(named).unwrap_or(&candidates[0]);
-                let mut chosen = (*chosen).clone();
-                if own.is_none() {
-                    // Only the leader knows which replicas are caught up.
-                    chosen.in_sync_node_ids.clear();
-                }
-                chosen
+                // Brokers answer with the cluster's view, gathered from every node they could
+                // ask (older ones with their own): the highest raft term names the current
+                // leader; at equal terms a report with the in-sync replicas (only the leader
+                // knows them) and one naming a leader win.
+                let (_, chosen) = candidates
+                    .iter()
+                    .max_by_key(|(id, partition)| {
+                        let own =
+                            partition.leader_node_id != 0 && *id == Some(partition.leader_node_id);
+                        (
+                            partition.leader_term,
+                            own || !partition.in_sync_node_ids.is_empty(),
+                            partition.leader_node_id != 0,
+                        )
+                    })
+                    .unwrap_or(&candidates[0]);
+                (*chosen).clone()
             })
             .collect();
         topics.push(topic);
     }
+    let mut unanswered: Vec<u64> = answered
+        .iter()
+        .flat_map(|(_, info)| info.unanswered_node_ids.iter().copied())
+        .collect();
+    unanswered.sort_unstable();
+    unanswered.dedup();
     ClusterInfoResponse {
         nodes,
         controller_leader_node_id: controller,
         topics,
         // How far one node applied the controller's log means nothing for a merged view.
         controller_high_watermark: 0,
+        view_age_ms: answered
+            .iter()
+            .map(|(_, info)| info.view_age_ms)
+            .max()
+            .unwrap_or(0),
+        unanswered_node_ids: unanswered,
     }
 }
 
@@ -469,8 +487,10 @@ mod tests {
                 replication_factor: 3,
                 config: None,
                 partition_info: partitions,
+                ..TopicDescription::default()
             }],
             controller_high_watermark: 0,
+            ..ClusterInfoResponse::default()
         }
     }
 
@@ -528,6 +548,7 @@ mod tests {
             controller_leader_node_id: 7,
             topics: Vec::new(),
             controller_high_watermark: 0,
+            ..ClusterInfoResponse::default()
         };
         metadata.apply(&single, Some("n1:1"));
         assert_eq!(metadata.address(&Route::Controller, now), "n1:1");

@@ -177,6 +177,7 @@ impl Fake {
             replication_factor: 1,
             config: Some(TopicConfig::default()),
             partition_info: Vec::new(),
+            ..TopicDescription::default()
         })
     }
 
@@ -409,6 +410,7 @@ fake_service! {
         delete_topic(DeleteTopicRequest) -> DeleteTopicResponse;
         list_topics(ListTopicsRequest) -> ListTopicsResponse;
         alter_topic_config(AlterTopicConfigRequest) -> TopicDescription;
+        add_partitions(AddPartitionsRequest) -> TopicDescription;
         cluster_info(ClusterInfoRequest) -> ClusterInfoResponse;
         create_user(CreateUserRequest) -> CreateUserResponse;
         set_password(SetPasswordRequest) -> SetPasswordResponse;

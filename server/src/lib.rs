@@ -240,6 +240,12 @@ pub async fn run(
         )
         .map_err(RunError::Config)?,
     );
+    // One cluster-wide view of the partitions for gRPC (and so HTTP) and Kafka: one round of
+    // questions to the other nodes serves every frontend.
+    let cluster_view = Arc::new(service::cluster_view::ClusterView::new(
+        tls.clone(),
+        alive.clone(),
+    ));
     let kafka_frontend = Arc::new(
         kafka::Frontend::new(
             broker_ready.clone(),
@@ -251,11 +257,13 @@ pub async fn run(
             alive.clone(),
         )
         .with_authenticator(authenticator.clone())
-        .with_metrics(metrics.clone()),
+        .with_metrics(metrics.clone())
+        .with_cluster_view(cluster_view.clone()),
     );
     let service = service::Service::new(broker_ready.clone(), alive)
         .with_policy(policy)
-        .with_peer_tls(tls.clone());
+        .with_peer_tls(tls.clone())
+        .with_cluster_view(cluster_view);
     // Serves from the start: /healthz and /readyz answer while the node starts.
     let http_server = http_listener.map(|listener| {
         tokio::spawn(http::serve(

@@ -51,6 +51,8 @@
 //!
 //! `console.rs`: the web console (`/ui`) in headless Chromium driven by Playwright
 //! (`tests/console/console.py`): every page, on a 3-node cluster and with passwords and ACLs.
+//! `tools/tests/cli_misleading.rs` (crate strata-tools, slot 135): issue 16's misleading CLI
+//! outputs against real servers, and `topic add-partitions`.
 //!
 //! `kafka_groups.rs`: Kafka consumer groups, the classic protocol by hand, and groups of
 //! confluent-kafka, kafka-python, aiokafka and kafkajs members with one leaving and one joining,

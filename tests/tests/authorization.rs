@@ -226,6 +226,18 @@ async fn call(clients: &Clients, path: &str, auth: Auth) -> Result<(), Status> {
                         retention_ms: Some(3_600_000),
                         ..pb::TopicConfig::default()
                     }),
+                    unset: Vec::new(),
+                },
+                auth,
+            ))
+            .await
+            .map(drop),
+        // A count of 0 is refused as invalid once authorized: the topic keeps its partitions.
+        "/strata.v1.Admin/AddPartitions" => admin
+            .add_partitions(request(
+                pb::AddPartitionsRequest {
+                    name: name(TOPIC),
+                    partitions: 0,
                 },
                 auth,
             ))

@@ -119,6 +119,7 @@ async fn call(clients: &Clients, call: Call) -> Result<(), tonic::Status> {
             .alter_topic_config(pb::AlterTopicConfigRequest {
                 name: name.to_string(),
                 config,
+                unset: Vec::new(),
             })
             .await
             .map(|_| ()),

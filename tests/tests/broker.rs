@@ -780,6 +780,7 @@ async fn altered_segment_size_applies_to_open_partitions() {
                 segment_bytes: Some(2048),
                 ..pb::TopicConfig::default()
             }),
+            unset: Vec::new(),
         })
         .await
         .expect("alter")

@@ -289,12 +289,14 @@ async fn a_wiped_node_catches_up() {
         let started = Instant::now();
         loop {
             let mut clients = cluster.clients(victim).await;
-            let described = clients
-                .admin
-                .describe_topic(pb::DescribeTopicRequest {
-                    name: "history".to_string(),
-                })
-                .await;
+            // The victim's own replica, not the cluster's view (see `cluster_view`).
+            let mut request = tonic::Request::new(pb::DescribeTopicRequest {
+                name: "history".to_string(),
+            });
+            request
+                .metadata_mut()
+                .insert("strata-local-view", "1".parse().expect("ascii"));
+            let described = clients.admin.describe_topic(request).await;
             if let Ok(described) = described
                 && described.get_ref().partition_info[0].high_watermark == expected.len() as u64
             {

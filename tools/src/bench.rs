@@ -13,8 +13,10 @@
 //!   acknowledgement that delays the records behind it counts for each of them), and the rate
 //!   achieved against the rate asked for.
 //! - `consume` reads every partition merged and measures end-to-end latency: arrival time
-//!   minus the record's timestamp (meaningful when `bench produce` runs at the same time and
-//!   the consumer starts `--from latest`; clocks are the same machine's).
+//!   minus the record's timestamp, only of records stamped after the bench started (so it is
+//!   meaningful when `bench produce` runs at the same time, on the same machine's clock).
+//!   Older records are counted in throughput but not in latency: their age is not a latency.
+//!   With no such record the report says that no latency was measured.
 //!
 //! Every report includes the bench process's own CPU time (user + system, from `getrusage`)
 //! per GB of record bytes, so the client's cost is measured beside the server's.
@@ -69,12 +71,14 @@ pub struct ProduceBench {
     /// The topic; created with --partitions and --replication-factor if it does not exist.
     #[arg(long, default_value = "strata-bench")]
     topic: String,
+    /// Partitions of the topic when the bench creates it.
     #[arg(long, default_value_t = 3)]
     partitions: u32,
+    /// Copies of each partition when the bench creates the topic.
     #[arg(long, default_value_t = 1)]
     replication_factor: u32,
-    /// Bytes of each record's value.
-    #[arg(long, default_value_t = 1024)]
+    /// Size of each record's value: bytes, or a size such as 1KiB, 64KiB.
+    #[arg(long, default_value = "1024", value_name = "SIZE", value_parser = crate::units::parse_size_usize)]
     record_size: usize,
     /// Records to send (default 100000 when --duration is not given either).
     #[arg(long, conflicts_with = "duration")]
@@ -97,14 +101,15 @@ pub struct ProduceBench {
     /// Batches in flight at once.
     #[arg(long, default_value_t = 16)]
     in_flight: usize,
+    /// Compress batches on the client.
     #[arg(long, value_enum, default_value_t = CompressionArg::None)]
     compression: CompressionArg,
-    /// How long a batch waits for more records, in milliseconds (default: 5, and 0 in
-    /// closed-loop mode).
-    #[arg(long)]
+    /// How long a batch waits for more records: milliseconds, or a duration such as 5ms,
+    /// 1s (default: 5, and 0 in closed-loop mode).
+    #[arg(long, value_name = "DURATION", value_parser = crate::units::parse_duration_ms)]
     linger_ms: Option<u64>,
-    /// The largest batch in bytes (default: the producer's).
-    #[arg(long)]
+    /// The largest batch: bytes, or a size such as 1MiB (default: the producer's).
+    #[arg(long, value_name = "SIZE", value_parser = crate::units::parse_size_usize)]
     batch_bytes: Option<usize>,
     /// Idempotent produce (the producer's default): retries are stored once. `off` measures
     /// what it costs.
@@ -136,6 +141,7 @@ enum OnOff {
 
 #[derive(Args)]
 pub struct ConsumeBench {
+    /// The topic to read, every partition merged.
     #[arg(long, default_value = "strata-bench")]
     topic: String,
     /// Where to start: earliest, latest, offset:N or time:RFC3339.
@@ -224,6 +230,7 @@ async fn produce(client: &Client, args: ProduceBench, format: Format) -> Result<
         bytes,
         elapsed_s: measured.elapsed_s,
         latency: &measured.latency,
+        latency_note: None,
         closed_loop: measured.closed_loop.as_ref(),
         cpu_s,
         config,
@@ -434,6 +441,9 @@ async fn consume(client: &Client, args: ConsumeBench, format: Format) -> Result<
     let reporter = spawn_progress(Arc::clone(&progress), "consumed");
     let cpu_s_before = process_cpu_s()?;
     let started = Instant::now();
+    // Records stamped before this were produced before the bench ran: their age is not a
+    // latency.
+    let started_ms = now_ms();
     let stop_at = args.duration.map(|duration| started + duration);
     let mut records = 0u64;
     let mut bytes = 0u64;
@@ -451,8 +461,10 @@ async fn consume(client: &Client, args: ConsumeBench, format: Format) -> Result<
         let (_, record) = next?;
         let size = record.key.as_ref().map_or(0, |key| key.len())
             + record.value.as_ref().map_or(0, |value| value.len());
-        let latency_ms = now_ms().saturating_sub(record.timestamp).max(0) as u64;
-        histogram.saturating_record(latency_ms.saturating_mul(1000));
+        if record.timestamp >= started_ms {
+            let latency_ms = now_ms().saturating_sub(record.timestamp).max(0) as u64;
+            histogram.saturating_record(latency_ms.saturating_mul(1000));
+        }
         records += 1;
         bytes += size as u64;
         progress.records.store(records, Ordering::Relaxed);
@@ -469,6 +481,7 @@ async fn consume(client: &Client, args: ConsumeBench, format: Format) -> Result<
         bytes,
         elapsed_s,
         latency: &histogram,
+        latency_note: Some(CONSUME_LATENCY_NOTE),
         closed_loop: None,
         cpu_s,
         config,
@@ -476,6 +489,10 @@ async fn consume(client: &Client, args: ConsumeBench, format: Format) -> Result<
     report.print(format);
     Ok(())
 }
+
+/// What `bench consume` times, said beside its latency.
+const CONSUME_LATENCY_NOTE: &str = "end to end (record timestamp to arrival), only of records \
+     produced after the bench started: run `strata bench produce` at the same time";
 
 fn latency_histogram() -> Result<Histogram<u64>> {
     Histogram::new_with_bounds(1, LATENCY_US_MAX, 3).context("latency histogram")
@@ -517,7 +534,10 @@ struct Report<'a> {
     bytes: u64,
     elapsed_s: f64,
     /// In microseconds: send→ack for produce, timestamp→arrival for consume.
+    /// Empty when nothing was timed (see [`Report::latency_note`]).
     latency: &'a Histogram<u64>,
+    /// Why latency covers fewer records than throughput, or none (consume).
+    latency_note: Option<&'static str>,
     closed_loop: Option<&'a ClosedLoop>,
     /// CPU seconds (user + system) the bench process spent while measuring.
     cpu_s: f64,
@@ -566,7 +586,11 @@ impl Report<'_> {
                     "records_per_s": records_per_s,
                     "mb_per_s": mb_per_s,
                     "latency_ms": percentiles_ms(self.latency),
+                    "latency_records": self.latency.len(),
                 });
+                if let Some(note) = self.latency_note {
+                    report["latency_note"] = json!(note);
+                }
                 if let Some(closed_loop) = self.closed_loop {
                     let (target, held) = rate.unwrap_or_default();
                     report["schedule_corrected_latency_ms"] =
@@ -590,7 +614,12 @@ impl Report<'_> {
                     bytes as f64 / 1e6
                 );
                 match self.closed_loop {
-                    None => println!("latency ms: {}", percentiles_text(self.latency)),
+                    None => {
+                        println!("latency ms: {}", percentiles_text(self.latency));
+                        if let Some(note) = self.latency_note {
+                            println!("  ({} records timed: {note})", self.latency.len());
+                        }
+                    }
                     Some(closed_loop) => {
                         println!(
                             "service latency ms (send→ack): {}",
@@ -622,8 +651,12 @@ impl Report<'_> {
 
 const QUANTILES: [(&str, f64); 4] = [("p50", 0.5), ("p90", 0.9), ("p99", 0.99), ("p999", 0.999)];
 
-/// The percentiles and maximum of a histogram of microseconds, in milliseconds.
+/// The percentiles and maximum of a histogram of microseconds, in milliseconds; `null` when
+/// nothing was timed (a zero would read as a measured latency).
 fn percentiles_ms(histogram: &Histogram<u64>) -> Value {
+    if histogram.is_empty() {
+        return Value::Null;
+    }
     let mut percentiles = serde_json::Map::new();
     for (name, quantile) in QUANTILES {
         let ms = histogram.value_at_quantile(quantile) as f64 / 1000.0;
@@ -634,6 +667,9 @@ fn percentiles_ms(histogram: &Histogram<u64>) -> Value {
 }
 
 fn percentiles_text(histogram: &Histogram<u64>) -> String {
+    if histogram.is_empty() {
+        return "none measured".to_owned();
+    }
     let mut text = String::new();
     for (name, quantile) in QUANTILES {
         let ms = histogram.value_at_quantile(quantile) as f64 / 1000.0;

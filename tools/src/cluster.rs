@@ -1,7 +1,9 @@
-//! `strata cluster info`: every node's view of the cluster, merged. A node is up when it
-//! answered this command; the controller leader and each partition's leader, replicas and
-//! in-sync replicas come from the node that leads them (see
-//! [`strata_client::merge_cluster_views`]).
+//! `strata cluster info`: the cluster's view, whichever node is asked. Each broker answers
+//! with what it gathered from every node it could reach (each partition's leader, in-sync
+//! replicas and offsets as its replicas report them), saying how old that is and which nodes
+//! did not answer; the answers of the brokers given are merged (see
+//! [`strata_client::merge_cluster_views`]). A node is up when it answered; a node that did not
+//! is marked `*` wherever it is named, since what others last heard of it may be out of date.
 
 use anyhow::{Context, Result};
 use clap::Subcommand;
@@ -9,7 +11,9 @@ use serde_json::{Value, json};
 use strata_client::Client;
 use strata_client::proto::v1::ClusterInfoResponse;
 
-use crate::output::{Format, topic_json};
+use crate::output::{
+    Format, UNANSWERED_LEGEND, count_text, node_list_text, node_text, topic_json, view_text,
+};
 
 #[derive(Subcommand)]
 pub enum ClusterCommand {
@@ -120,6 +124,8 @@ pub async fn run(client: &Client, command: ClusterCommand, format: Format) -> Re
                     "nodes": nodes,
                     "topics": topics,
                     "unreachable": unreachable,
+                    "view_age_ms": info.view_age_ms,
+                    "unanswered_node_ids": unanswered_ids(&info),
                 })
             );
         }
@@ -128,21 +134,21 @@ pub async fn run(client: &Client, command: ClusterCommand, format: Format) -> Re
     Ok(())
 }
 
+/// The nodes that did not answer: those the brokers could not ask, and those down.
+fn unanswered_ids(info: &ClusterInfoResponse) -> Vec<u64> {
+    let mut ids = info.unanswered_node_ids.clone();
+    ids.extend(info.nodes.iter().filter(|n| !n.alive).map(|n| n.node_id));
+    ids.sort_unstable();
+    ids.dedup();
+    ids
+}
+
 fn print_text(client: &Client, info: &ClusterInfoResponse, unreachable: &[(&str, String)]) {
     let node = |id: u64| match id {
         0 => "none".to_owned(),
         id => id.to_string(),
     };
-    let list = |ids: &[u64]| {
-        if ids.is_empty() {
-            "-".to_owned()
-        } else {
-            ids.iter()
-                .map(u64::to_string)
-                .collect::<Vec<String>>()
-                .join(",")
-        }
-    };
+    let unanswered = unanswered_ids(info);
     println!("connected to {}", client.address());
     println!(
         "controller leader: node {}",
@@ -161,7 +167,14 @@ fn print_text(client: &Client, info: &ClusterInfoResponse, unreachable: &[(&str,
         println!("unreachable: {address}: {error}");
     }
     let partitions: u32 = info.topics.iter().map(|topic| topic.partitions).sum();
-    println!("{} topics, {partitions} partitions", info.topics.len());
+    println!(
+        "{}, {}",
+        count_text(info.topics.len() as u64, "topic"),
+        count_text(partitions, "partition")
+    );
+    if let Some(view) = view_text(info.view_age_ms, &unanswered) {
+        println!("{view}");
+    }
     if info.topics.is_empty() {
         return;
     }
@@ -173,16 +186,22 @@ fn print_text(client: &Client, info: &ClusterInfoResponse, unreachable: &[(&str,
         .unwrap_or(0)
         .max("topic".len());
     println!("{:width$}  partition  leader  replicas  in-sync", "topic");
+    let mut marked = false;
     for topic in &info.topics {
         for partition in &topic.partition_info {
+            let leader = node_text(partition.leader_node_id, &unanswered);
+            let replicas = node_list_text(&partition.replica_node_ids, &unanswered);
+            let in_sync = node_list_text(&partition.in_sync_node_ids, &unanswered);
+            marked |= [&leader, &replicas, &in_sync]
+                .iter()
+                .any(|cell| cell.contains('*'));
             println!(
                 "{:width$}  {:>9}  {:>6}  {:8}  {}",
-                topic.name,
-                partition.partition,
-                node(partition.leader_node_id),
-                list(&partition.replica_node_ids),
-                list(&partition.in_sync_node_ids),
+                topic.name, partition.partition, leader, replicas, in_sync,
             );
         }
+    }
+    if marked {
+        println!("{UNANSWERED_LEGEND}");
     }
 }

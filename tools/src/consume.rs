@@ -7,7 +7,7 @@
 //!
 //! With `--group G` the command joins consumer group G instead and reads the partitions the
 //! group assigns it, from the group's committed offsets (`--from earliest|latest` where there
-//! are none). It always follows, until Ctrl-C or `--count`; it commits as it goes (every 5 s)
+//! are none). It always follows, until Ctrl-C, SIGTERM or `--count`; it commits as it goes (every 5 s)
 //! and once more on the way out, after the last record printed, then leaves the group.
 //!
 //! Where to read: one or more topics and `--topic-pattern REGEX` (every topic whose whole name
@@ -266,8 +266,9 @@ async fn read_partition<T>(
             .await
             .with_context(|| format!("read {topic}/{partition}"))?
         else {
-            // The broker ended the subscription (it is shutting down, or the topic is gone).
-            return Ok(());
+            // The broker ended the subscription: it is shutting down, or the topic is gone. A
+            // follower must not end quietly as if it had read everything.
+            return subscription_ended(client, topic, partition, consumer.next_offset()).await;
         };
         if range.end.is_some_and(|end| record.offset >= end)
             || range.end_time_ms.is_some_and(|end| record.timestamp >= end)
@@ -289,6 +290,31 @@ async fn read_partition<T>(
         if plan.records_max.is_some_and(|max| sent >= max) {
             return Ok(());
         }
+    }
+}
+
+/// Why the broker ended the subscription to `topic`/`partition` at `next_offset`: an error
+/// naming the topic when it was deleted, else that the broker stopped serving it.
+async fn subscription_ended(
+    client: &Client,
+    topic: &str,
+    partition: u32,
+    next_offset: u64,
+) -> Result<()> {
+    match client.admin().describe_topic(topic).await {
+        Err(error)
+            if error.code()
+                == Some(strata_client::proto::v1::ErrorCode::UnknownTopicOrPartition) =>
+        {
+            bail!(
+                "topic {topic} was deleted while reading partition {partition} (at offset \
+                 {next_offset})"
+            )
+        }
+        _ => bail!(
+            "the broker ended the subscription to {topic}/{partition} at offset {next_offset} \
+             (it may be shutting down or have lost the partition): run the command again"
+        ),
     }
 }
 
@@ -523,7 +549,7 @@ async fn print_records(
     Ok(())
 }
 
-/// `consume --group`: prints records as a group member until Ctrl-C or `--count`, then
+/// `consume --group`: prints records as a group member until Ctrl-C, SIGTERM or `--count`, then
 /// commits what it printed and leaves.
 async fn run_group(
     client: &Client,
@@ -548,6 +574,10 @@ async fn run_group(
         .with_context(|| format!("join group {group}"))?;
     // A member follows: there is no end to show progress towards.
     let no_progress = indicatif::ProgressBar::hidden();
+    // SIGTERM (a service manager, `timeout`, `kill`) ends the member as Ctrl-C does: a member
+    // that exits without leaving would linger in the group until its session times out.
+    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .context("listen for SIGTERM")?;
     let printed = tokio::select! {
         printed = print_records(
             &mut consumer,
@@ -557,6 +587,7 @@ async fn run_group(
             &no_progress,
         ) => printed,
         interrupted = tokio::signal::ctrl_c() => interrupted.context("wait for Ctrl-C"),
+        _ = terminate.recv() => Ok(()),
     };
     // Commit what was printed (and flushed) before leaving, however the loop ended.
     let closed = consumer

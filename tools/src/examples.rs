@@ -36,13 +36,18 @@ const EXAMPLES: &[(&[&str], &str)] = &[
     (&["topic", "delete"], "strata topic delete orders"),
     (
         &["topic", "alter"],
-        "strata topic alter orders --retention-ms 86400000\n\
-         strata topic alter orders --retention-bytes 1073741824",
+        "strata topic alter orders --retention-ms 7d\n\
+         strata topic alter orders --retention-bytes 1GiB\n\
+         strata topic alter orders --retention-ms unlimited",
+    ),
+    (
+        &["topic", "add-partitions"],
+        "strata topic add-partitions orders 8",
     ),
     (
         &["produce"],
         "seq 1 5 | strata produce orders\n\
-         strata produce orders events.txt --key-separator :\n\
+         strata produce orders events.txt --key-separator : --on-error skip\n\
          strata produce orders events.jsonl --input-format json --print-acks\n\
          strata produce orders --input-format '%k\\t%v' --header source=cli < pairs.tsv\n\
          strata produce orders --delimiter '\\0' records.bin",

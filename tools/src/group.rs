@@ -19,10 +19,14 @@ pub enum GroupCommand {
     /// List every consumer group.
     List,
     /// Describe a group: each partition's committed offset, lag and owner, then its members.
-    Describe { group: String },
+    Describe {
+        /// The group to describe.
+        group: String,
+    },
     /// Move a group's committed offsets (also while members run: they follow at their next
     /// heartbeat).
     ResetOffsets {
+        /// The group whose offsets move.
         group: String,
         /// The topic whose offsets move.
         #[arg(long)]
@@ -39,7 +43,10 @@ pub enum GroupCommand {
         dry_run: bool,
     },
     /// Delete a group and its committed offsets (refused while it has members).
-    Delete { group: String },
+    Delete {
+        /// The group to delete.
+        group: String,
+    },
 }
 
 /// Parses `--to`: `earliest`, `latest`, `offset:N`, `time:RFC3339` or `shift:N`.
@@ -129,12 +136,16 @@ fn print_groups(groups: &[GroupListing], format: Format) {
             println!("{}", Value::Array(list));
         }
         Format::Text => {
+            // The group epoch is left to JSON: it is seeded from the clock, so it reads like a
+            // timestamp and says nothing to a person.
             let width = column_width(groups.iter().map(|group| group.group_id.as_str()), "group");
-            println!("{:width$}  {:11}  members  epoch", "group", "state");
+            let state_width =
+                column_width(groups.iter().map(|group| group.state.as_str()), "state");
+            println!("{:width$}  {:state_width$}  members", "group", "state");
             for group in groups {
                 println!(
-                    "{:width$}  {:11}  {:>7}  {:>5}",
-                    group.group_id, group.state, group.members, group.group_epoch
+                    "{:width$}  {:state_width$}  {:>7}",
+                    group.group_id, group.state, group.members
                 );
             }
         }
@@ -264,56 +275,110 @@ pub fn group_json(group: &DescribeGroupResponse) -> Value {
 pub fn group_text(group: &DescribeGroupResponse) -> String {
     use std::fmt::Write as _;
     let mut out = String::new();
+    // Epochs are seeded from the clock (they read like timestamps): the text says whether
+    // each member is at the group's epoch instead of printing them (JSON has them).
     let _ = writeln!(
         out,
-        "group {}: {}, {} members, epoch {}, offsets generation {}",
+        "group {}: {}, {}, offsets generation {}",
         group.group_id,
         group.state,
-        group.members.len(),
-        group.group_epoch,
+        match group.members.len() {
+            1 => "1 member".to_owned(),
+            count => format!("{count} members"),
+        },
         group.offsets_generation
     );
     let mut partitions: Vec<_> = group.partitions.iter().collect();
     partitions.sort_by(|a, b| (&a.topic, a.partition).cmp(&(&b.topic, b.partition)));
-    let topic_width = column_width(partitions.iter().map(|lag| lag.topic.as_str()), "topic");
-    let _ = writeln!(
-        out,
-        "{:topic_width$}  partition  committed  log_start  high_watermark  lag  lag_time  owner",
-        "topic"
-    );
-    for lag in partitions {
-        let owner = or_dash(&lag.owner_member_id);
-        let _ = writeln!(
-            out,
-            "{:topic_width$}  {:>9}  {:>9}  {:>9}  {:>14}  {:>3}  {:>8}  {owner}",
-            lag.topic,
-            lag.partition,
-            show(lag.committed_offset),
-            lag.log_start_offset,
-            lag.high_watermark,
-            show(lag.lag_records),
-            lag.lag_ms.map_or_else(|| "-".to_owned(), lag_time_text),
-        );
-    }
+    let headers = [
+        "topic",
+        "partition",
+        "committed",
+        "log_start",
+        "high_watermark",
+        "lag",
+        "lag_time",
+        "owner",
+    ];
+    let rows: Vec<Vec<String>> = partitions
+        .iter()
+        .map(|lag| {
+            vec![
+                lag.topic.clone(),
+                lag.partition.to_string(),
+                show(lag.committed_offset),
+                lag.log_start_offset.to_string(),
+                lag.high_watermark.to_string(),
+                show(lag.lag_records),
+                lag.lag_ms.map_or_else(|| "-".to_owned(), lag_time_text),
+                or_dash(&lag.owner_member_id).to_owned(),
+            ]
+        })
+        .collect();
+    // Names align left, numbers right.
+    let right = [false, true, true, true, true, true, true, false];
+    out.push_str(&table(&headers, &rows, &right));
     if group.members.is_empty() {
         let _ = writeln!(out, "no members");
         return out;
     }
-    let _ = writeln!(
-        out,
-        "member  client  epoch  last_heartbeat  assignment  pending"
-    );
-    for member in &group.members {
-        let client_id = or_dash(&member.client_id);
-        let _ = writeln!(
-            out,
-            "{}  {client_id}  {}  {} ago  {}  {}",
-            member.member_id,
-            member.member_epoch,
-            lag_time_text(i64::try_from(member.last_heartbeat_ms_ago).unwrap_or(i64::MAX)),
-            partitions_text(&member.assignment),
-            partitions_text(&member.pending),
-        );
+    let headers = [
+        "member",
+        "client",
+        "in_step",
+        "last_heartbeat",
+        "assignment",
+        "pending",
+    ];
+    let rows: Vec<Vec<String>> = group
+        .members
+        .iter()
+        .map(|member| {
+            vec![
+                member.member_id.clone(),
+                or_dash(&member.client_id).to_owned(),
+                // At the group's epoch: it holds (or is moving to) the current assignment.
+                if member.member_epoch == group.group_epoch {
+                    "yes".to_owned()
+                } else {
+                    "no".to_owned()
+                },
+                format!(
+                    "{} ago",
+                    lag_time_text(i64::try_from(member.last_heartbeat_ms_ago).unwrap_or(i64::MAX))
+                ),
+                partitions_text(&member.assignment),
+                partitions_text(&member.pending),
+            ]
+        })
+        .collect();
+    out.push_str(&table(&headers, &rows, &[false; 6]));
+    out
+}
+
+/// `headers` and `rows` as lines of columns two spaces apart, each as wide as its widest cell;
+/// a column is right-aligned where `right` says so. Trailing spaces are trimmed.
+fn table(headers: &[&str], rows: &[Vec<String>], right: &[bool]) -> String {
+    let widths: Vec<usize> = (0..headers.len())
+        .map(|column| column_width(rows.iter().map(|row| row[column].as_str()), headers[column]))
+        .collect();
+    let line = |cells: Vec<&str>| {
+        let cells: Vec<String> = cells
+            .iter()
+            .zip(widths.iter().zip(right))
+            .map(|(cell, (width, right))| {
+                if *right {
+                    format!("{cell:>width$}")
+                } else {
+                    format!("{cell:width$}")
+                }
+            })
+            .collect();
+        format!("{}\n", cells.join("  ").trim_end())
+    };
+    let mut out = line(headers.to_vec());
+    for row in rows {
+        out.push_str(&line(row.iter().map(String::as_str).collect()));
     }
     out
 }
@@ -408,12 +473,19 @@ mod tests {
         let lines: Vec<&str> = text.lines().collect();
         assert_eq!(
             lines[0],
-            "group billing: stable, 1 members, epoch 4, offsets generation 1"
+            "group billing: stable, 1 member, offsets generation 1"
         );
         assert!(lines[2].starts_with("orders          0         90         10"));
         assert!(lines[2].ends_with("10        3s  m-1"), "{}", lines[2]);
         assert!(lines[3].ends_with("-         -  -"), "{}", lines[3]);
-        assert_eq!(lines[5], "m-1  host-a  4  1s ago  orders/0  -");
+        assert_eq!(
+            lines[4],
+            "member  client  in_step  last_heartbeat  assignment  pending"
+        );
+        assert_eq!(
+            lines[5],
+            "m-1     host-a  yes      1s ago          orders/0    -"
+        );
     }
 
     /// The JSON form keeps every field, absent ones as null.

@@ -127,6 +127,21 @@ impl RecordReader {
     }
 
     /// Where the last record was, for errors: `line N` with newlines, else `record N`.
+    /// The number of the record read last (1 before any).
+    pub fn number(&self) -> u64 {
+        self.records.max(1)
+    }
+
+    /// What the input's records are called in messages: `line`, or `record` with another
+    /// delimiter than newline.
+    pub fn unit(&self) -> &'static str {
+        if self.delimiter == b"\n" {
+            "line"
+        } else {
+            "record"
+        }
+    }
+
     pub fn position(&self) -> String {
         let number = self.records.max(1);
         if self.delimiter == b"\n" {

@@ -1,4 +1,7 @@
-//! `strata log dump` and `strata log verify`: offline views of a partition directory.
+//! `strata log dump` and `strata log verify`: offline views of a partition directory, or of
+//! every partition directory below a node's data directory or a topic's directory (each
+//! headed by its path, then a total). A directory with no partition at or below it is refused
+//! with a hint, so a wrong path never reads as an empty, healthy log.
 
 use std::io::{self, Write};
 use std::path::Path;
@@ -6,6 +9,8 @@ use std::process::ExitCode;
 
 use anyhow::{Context, Result, bail};
 use strata_server::storage::inspect::{self, BatchReport, Event, Summary};
+
+use crate::output::count_text;
 
 /// Prints the checkpoint, each segment and each batch, and any problem where it is found.
 /// Exits 0 whatever it finds (use `verify` to check); 2 when the directory cannot be read.
@@ -28,14 +33,52 @@ fn walk(dir: &Path, print_batches: bool) -> Result<Summary> {
     if !dir.is_dir() {
         bail!("{} is not a directory", dir.display());
     }
+    let partitions =
+        inspect::partition_dirs(dir).with_context(|| format!("cannot search {}", dir.display()))?;
+    if partitions.is_empty() {
+        bail!(
+            "no partition directory at or below {} (searched {} levels down): a partition \
+             directory holds segment files named like 00000000000000000000.log; a node's are \
+             DATA_DIR/topics/ID-TOPIC/PARTITION, e.g. DATA_DIR/topics/1-orders/00000",
+            dir.display(),
+            inspect::SEARCH_DEPTH_MAX
+        );
+    }
     let stdout = io::stdout();
     let mut out = io::BufWriter::new(stdout.lock());
+    if let [only] = partitions.as_slice()
+        && only == dir
+    {
+        return walk_partition(&mut out, dir, print_batches);
+    }
+    let mut total = Summary::default();
+    for partition in &partitions {
+        writeln!(out, "== {}", partition.display())?;
+        let summary = walk_partition(&mut out, partition, print_batches)?;
+        total.segments += summary.segments;
+        total.batches += summary.batches;
+        total.problems += summary.problems;
+    }
+    writeln!(
+        out,
+        "total: {}, {}, {}, {}",
+        count_text(partitions.len() as u64, "partition directory"),
+        count_text(total.segments as u64, "segment"),
+        count_text(total.batches, "batch"),
+        count_text(total.problems as u64, "problem")
+    )?;
+    out.flush()?;
+    Ok(total)
+}
+
+/// Inspects one partition directory, printing what `print_batches` asks and a summary line.
+fn walk_partition(out: &mut impl Write, dir: &Path, print_batches: bool) -> Result<Summary> {
     let mut write_error = None;
     let summary = inspect::inspect(dir, |event| {
         if write_error.is_some() {
             return;
         }
-        if let Err(error) = print_event(&mut out, &event, print_batches) {
+        if let Err(error) = print_event(out, &event, print_batches) {
             write_error = Some(error);
         }
     })
@@ -45,8 +88,10 @@ fn walk(dir: &Path, print_batches: bool) -> Result<Summary> {
     }
     writeln!(
         out,
-        "{} segments, {} batches, {} problems",
-        summary.segments, summary.batches, summary.problems
+        "{}, {}, {}",
+        count_text(summary.segments as u64, "segment"),
+        count_text(summary.batches, "batch"),
+        count_text(summary.problems as u64, "problem")
     )?;
     out.flush()?;
     Ok(summary)

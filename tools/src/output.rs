@@ -153,7 +153,48 @@ pub fn topic_json(topic: &TopicDescription) -> Value {
         "replication_factor": topic.replication_factor,
         "config": config_json(topic.config.as_ref()),
         "partition_info": partitions,
+        "view_age_ms": topic.view_age_ms,
+        "unanswered_node_ids": topic.unanswered_node_ids,
     })
+}
+
+/// Node ids for a text column, joined by commas, each marked `*` when `unanswered` holds it
+/// (see [`UNANSWERED_LEGEND`]); `-` when there are none.
+pub fn node_list_text(ids: &[u64], unanswered: &[u64]) -> String {
+    if ids.is_empty() {
+        return "-".to_owned();
+    }
+    ids.iter()
+        .map(|id| node_text(*id, unanswered))
+        .collect::<Vec<String>>()
+        .join(",")
+}
+
+/// A node id for a text column, marked `*` when `unanswered` holds it; `-` for 0 (none).
+pub fn node_text(id: u64, unanswered: &[u64]) -> String {
+    match id {
+        0 => "-".to_owned(),
+        id if unanswered.contains(&id) => format!("{id}*"),
+        id => id.to_string(),
+    }
+}
+
+/// What `*` after a node id means.
+pub const UNANSWERED_LEGEND: &str =
+    "* not answering (down or unreachable): what the others last heard of it may be out of date";
+
+/// The line saying how old a gathered view is and which nodes did not answer; `None` for a
+/// node's own view (age 0, nobody asked).
+pub fn view_text(view_age_ms: u64, unanswered: &[u64]) -> Option<String> {
+    if view_age_ms == 0 && unanswered.is_empty() {
+        return None;
+    }
+    let mut text = format!("as the cluster's nodes reported it {view_age_ms} ms ago");
+    if !unanswered.is_empty() {
+        let nodes: Vec<String> = unanswered.iter().map(u64::to_string).collect();
+        text.push_str(&format!("; not answering: node {}", nodes.join(", ")));
+    }
+    Some(text)
 }
 
 /// The width of a text column: its widest value, and at least its header.
@@ -164,6 +205,25 @@ pub fn column_width<'a>(values: impl IntoIterator<Item = &'a str>, header: &str)
         .max()
         .unwrap_or(0)
         .max(header.len())
+}
+
+/// A count with its noun, singular for one: `count_text(1, "record")` is "1 record", any
+/// other count takes English's regular plural ("0 records", "2 batches", "3 directories").
+pub fn count_text(count: impl Into<u64>, noun: &str) -> String {
+    let count = count.into();
+    if count == 1 {
+        return format!("1 {noun}");
+    }
+    let plural = if let Some(stem) = noun.strip_suffix('y')
+        && !stem.ends_with(['a', 'e', 'i', 'o', 'u'])
+    {
+        format!("{stem}ies")
+    } else if noun.ends_with(['s', 'x']) || noun.ends_with("ch") || noun.ends_with("sh") {
+        format!("{noun}es")
+    } else {
+        format!("{noun}s")
+    };
+    format!("{count} {plural}")
 }
 
 /// `text`, or `-` when it is empty, for a text column.
@@ -231,6 +291,21 @@ mod tests {
         );
         assert_eq!(timestamp_text(-1), "1969-12-31T23:59:59.999Z");
         assert_eq!(timestamp_text(i64::MAX), i64::MAX.to_string());
+    }
+
+    /// One takes the singular, every other count the plural.
+    #[test]
+    fn counts() {
+        assert_eq!(count_text(1u64, "record"), "1 record");
+        assert_eq!(count_text(0u64, "record"), "0 records");
+        assert_eq!(count_text(2u32, "partition"), "2 partitions");
+        assert_eq!(count_text(0u64, "batch"), "0 batches");
+        assert_eq!(
+            count_text(2u64, "partition directory"),
+            "2 partition directories"
+        );
+        assert_eq!(count_text(1u64, "batch"), "1 batch");
+        assert_eq!(count_text(5u64, "key"), "5 keys");
     }
 
     /// A column is as wide as its widest value or its header; empty text shows as a dash.

@@ -128,6 +128,10 @@ async fn serve(
     tls: Option<ClientTls>,
     certs: Option<&Path>,
 ) -> Result<ExitCode> {
+    // Listened for from the start: a Ctrl-C or SIGTERM that comes while the cluster starts or
+    // the text below prints (a script stopping the playground at once) is kept for
+    // `wait_for_stop`, instead of ending the playground with its nodes left running.
+    let stop = StopSignals::new()?;
     let brokers: Vec<&str> = nodes.iter().map(|node| node.address.as_str()).collect();
     let brokers = brokers.join(",");
     if let Err(error) = wait_healthy(nodes, &brokers, args.startup_timeout, tls.clone()).await {
@@ -173,18 +177,39 @@ async fn serve(
     } else {
         String::new()
     };
+    let strata = cli_command();
     println!(
         "\nTry it (in another shell):\n\
          \x20 export STRATA_BROKERS={brokers}\n\
          {tls_settings}\
-         \x20 strata topic create orders --partitions 3 --replication-factor {replication_factor}\n\
-         \x20 seq 1 100 | strata produce orders\n\
-         \x20 strata consume orders --from earliest --count 100\n\
-         \x20 strata cluster info\n\
+         \x20 {strata} topic create orders --partitions 3 --replication-factor {replication_factor}\n\
+         \x20 seq 1 100 | {strata} produce orders\n\
+         \x20 {strata} consume orders --from earliest --count 100\n\
+         \x20 {strata} cluster info\n\
          {kafka_hint}\
          Kill a node's process (kill -9) to watch leadership move. Ctrl-C stops the cluster."
     );
-    wait_for_stop(nodes).await
+    wait_for_stop(nodes, stop).await
+}
+
+/// How another shell runs this CLI: `strata` when that name on PATH is this executable, else
+/// this executable's absolute path (`target/debug/strata` is not on PATH after a build).
+fn cli_command() -> String {
+    let Ok(exe) = std::env::current_exe().and_then(|exe| exe.canonicalize()) else {
+        return "strata".to_owned();
+    };
+    let on_path = std::env::var_os("PATH").is_some_and(|path| {
+        std::env::split_paths(&path).any(|dir| {
+            dir.join("strata")
+                .canonicalize()
+                .is_ok_and(|found| found == exe)
+        })
+    });
+    if on_path {
+        "strata".to_owned()
+    } else {
+        exe.display().to_string()
+    }
 }
 
 /// `--server-bin`, else `strata-server` next to this executable, else the name (found on PATH).
@@ -539,15 +564,30 @@ async fn demo(brokers: &str, replication_factor: u32, tls: Option<ClientTls>) ->
     Ok(())
 }
 
-/// Runs until Ctrl-C or SIGTERM, saying when a node exits on its own.
-async fn wait_for_stop(nodes: &mut [Node]) -> Result<ExitCode> {
-    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        .context("installing the SIGTERM handler")?;
+/// The playground's Ctrl-C (SIGINT) and SIGTERM handlers, installed once.
+struct StopSignals {
+    interrupt: tokio::signal::unix::Signal,
+    terminate: tokio::signal::unix::Signal,
+}
+
+impl StopSignals {
+    fn new() -> Result<Self> {
+        use tokio::signal::unix::{SignalKind, signal};
+        Ok(Self {
+            interrupt: signal(SignalKind::interrupt()).context("installing the Ctrl-C handler")?,
+            terminate: signal(SignalKind::terminate()).context("installing the SIGTERM handler")?,
+        })
+    }
+}
+
+/// Runs until Ctrl-C or SIGTERM (also one received before), saying when a node exits on its
+/// own.
+async fn wait_for_stop(nodes: &mut [Node], mut stop: StopSignals) -> Result<ExitCode> {
     let mut check = tokio::time::interval(Duration::from_secs(1));
     loop {
         tokio::select! {
-            _ = tokio::signal::ctrl_c() => break,
-            _ = terminate.recv() => break,
+            _ = stop.interrupt.recv() => break,
+            _ = stop.terminate.recv() => break,
             _ = check.tick() => {
                 for node in nodes.iter_mut().filter(|node| !node.exited) {
                     if let Some(status) = node.child.try_wait()? {

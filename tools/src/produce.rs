@@ -5,16 +5,20 @@
 //! the record. `--delimiter` splits records at another byte string instead (no `\r` is
 //! dropped then). `--input-format json` reads each record as a JSON object with its own key,
 //! value, headers and timestamp; `--input-format '%k:%v'` splits it by a format string (see
-//! [`crate::format`]). Every record is acknowledged (committed) before the summary prints;
-//! `--print-acks` prints each record's partition and offset as it is acknowledged, in input
-//! order. Reading a file on a terminal shows a progress bar on stderr.
+//! [`crate::format`]). `--print-acks` prints each record's partition and offset as it is
+//! acknowledged, in input order. Reading a file on a terminal shows a progress bar on stderr.
+//!
+//! Every record sent is awaited (acknowledged or failed) before the summary prints, so the
+//! summary always says how many records were acknowledged and which input records were not:
+//! those refused by `--on-error skip`, the one that stopped the input (and everything after
+//! it, unread) with `--on-error stop`, and those the broker did not acknowledge.
 
 use std::collections::BTreeMap;
 use std::io::{IsTerminal, Write as _};
 use std::path::PathBuf;
 use std::time::Instant;
 
-use anyhow::{Context, Result, anyhow, bail};
+use anyhow::{Context, Result, bail};
 use bytes::Bytes;
 use clap::{Args, ValueEnum};
 use serde_json::json;
@@ -23,7 +27,7 @@ use tokio::sync::mpsc;
 
 use crate::format::{self, InputRecord};
 use crate::input::{InputFormat, RecordReader, parse_input_format};
-use crate::output::Format;
+use crate::output::{Format, count_text};
 use crate::progress;
 
 /// Deliveries awaited by the summary task; the producer's own buffer bounds the records in
@@ -32,6 +36,9 @@ const DELIVERIES_QUEUED_MAX: usize = 8192;
 
 /// Records read between two progress updates.
 const PROGRESS_RECORDS_STEP: u64 = 256;
+
+/// Bad input records listed in the summary; more are counted.
+const BAD_LINES_LISTED_MAX: usize = 20;
 
 #[derive(Args)]
 pub struct ProduceArgs {
@@ -68,6 +75,20 @@ pub struct ProduceArgs {
     /// Compress batches on the client.
     #[arg(long, value_enum, default_value_t = CompressionArg::None)]
     compression: CompressionArg,
+    /// What an input record that cannot become a record does: stop reading there (those
+    /// before it are still sent and acknowledged; exit 2), or skip it and go on (listed in the
+    /// summary).
+    #[arg(long, value_enum, default_value_t = OnError::Stop)]
+    on_error: OnError,
+}
+
+/// The `--on-error` flag.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum OnError {
+    /// Send nothing after the bad record; exit 2 once those before it are acknowledged.
+    Stop,
+    /// Leave the bad record out, send the rest, and list the skipped ones in the summary.
+    Skip,
 }
 
 /// The `--compression` flag: Kafka's codec names.
@@ -138,12 +159,38 @@ fn split_line<'a>(
     }
 }
 
-/// What was produced, per partition.
+/// What was produced, per partition, and what was not acknowledged.
 #[derive(Debug, Default)]
 struct Summary {
     records: u64,
     /// Per partition: first offset, last offset, records.
     partitions: BTreeMap<u32, (u64, u64, u64)>,
+    /// Records the broker did not acknowledge.
+    failed: u64,
+    /// The first of them: its number in the input and the error.
+    first_failure: Option<(u64, String)>,
+}
+
+/// Input records that did not become records.
+#[derive(Debug, Default)]
+struct BadLines {
+    /// How many there were.
+    count: u64,
+    /// The first [`BAD_LINES_LISTED_MAX`]: number in the input and why.
+    listed: Vec<(u64, String)>,
+    /// With `--on-error stop`: the record the input stopped at (nothing from it on was read).
+    stopped_at: Option<u64>,
+    /// What the input's records are called: `line` or `record` (another delimiter).
+    unit: &'static str,
+}
+
+impl BadLines {
+    fn add(&mut self, number: u64, reason: String) {
+        self.count += 1;
+        if self.listed.len() < BAD_LINES_LISTED_MAX {
+            self.listed.push((number, reason));
+        }
+    }
 }
 
 pub async fn run(client: &Client, args: ProduceArgs, format: Format) -> Result<()> {
@@ -192,10 +239,82 @@ pub async fn run(client: &Client, args: ProduceArgs, format: Format) -> Result<(
         None => indicatif::ProgressBar::hidden(),
     };
 
+    let mut bad_lines = BadLines {
+        unit: reader.unit(),
+        ..BadLines::default()
+    };
+    // Every way the input loop ends leads to the summary: records already handed to the
+    // producer are awaited and counted first, so none is sent without the user hearing of it.
+    let read = read_and_send(
+        &args,
+        &mode,
+        &mut reader,
+        size,
+        &progress,
+        &producer,
+        &deliveries,
+        &mut bad_lines,
+    )
+    .await;
+    progress.finish_and_clear();
+    drop(deliveries);
+    let summary = summary.await.context("summary task")?;
+    let closed = producer.close().await;
+    if !progress::quiet() {
+        print_summary(
+            &args.topic,
+            &summary,
+            &bad_lines,
+            started.elapsed().as_secs_f64(),
+            format,
+        );
+    }
+    read?;
+    if let Some(number) = bad_lines.stopped_at {
+        let reason = bad_lines
+            .listed
+            .last()
+            .map_or("", |(_, reason)| reason.as_str());
+        let unit = bad_lines.unit;
+        bail!(
+            "{unit} {number}: {reason}; stopped there (--on-error stop): {unit} {number} and \
+             those after it were not sent ({} acknowledged before it)",
+            summary.records
+        );
+    }
+    if let Some((number, error)) = &summary.first_failure {
+        bail!(
+            "produce to {}: {} not acknowledged, the first from {} {number}: {error}",
+            args.topic,
+            count_text(summary.failed, "record"),
+            bad_lines.unit
+        );
+    }
+    closed?;
+    Ok(())
+}
+
+/// Reads the input record by record and hands each to the producer, queueing its delivery with
+/// its number; bad records go to `bad_lines` (and stop the input with `--on-error stop`).
+///
+/// # Errors
+/// Reading the input, or the producer refusing a record before sending it.
+#[allow(clippy::too_many_arguments)] // the run's parts, passed once
+async fn read_and_send(
+    args: &ProduceArgs,
+    mode: &KeyMode,
+    reader: &mut RecordReader,
+    size: Option<u64>,
+    progress: &indicatif::ProgressBar,
+    producer: &strata_client::Producer,
+    deliveries: &mpsc::Sender<(u64, DeliveryFuture)>,
+    bad_lines: &mut BadLines,
+) -> Result<()> {
     let mut records_read = 0u64;
     while let Some(raw) = reader.next().await? {
+        records_read += 1;
         let input = match &args.input_format {
-            InputFormat::Lines => split_line(raw, &mode)
+            InputFormat::Lines => split_line(raw, mode)
                 .map(|(key, value)| InputRecord {
                     key,
                     value: Some(Bytes::copy_from_slice(value)),
@@ -204,9 +323,21 @@ pub async fn run(client: &Client, args: ProduceArgs, format: Format) -> Result<(
                 .map_err(anyhow::Error::msg),
             InputFormat::Json => format::read_json_record(raw),
             InputFormat::Template(template) => template.read(raw),
-        }
-        .map_err(|reason| anyhow!("{}: {reason:#}", reader.position()))?;
-        records_read += 1;
+        };
+        let number = reader.number();
+        let input = match input {
+            Ok(input) => input,
+            Err(reason) => {
+                bad_lines.add(number, format!("{reason:#}"));
+                match args.on_error {
+                    OnError::Skip => continue,
+                    OnError::Stop => {
+                        bad_lines.stopped_at = Some(number);
+                        return Ok(());
+                    }
+                }
+            }
+        };
         // Every few records: the bar redraws at most a few times a second anyway, and an
         // update per record would cost a lock per record.
         if records_read.is_multiple_of(PROGRESS_RECORDS_STEP) {
@@ -230,41 +361,35 @@ pub async fn run(client: &Client, args: ProduceArgs, format: Format) -> Result<(
         let delivery = producer
             .send(record)
             .await
-            .with_context(|| format!("produce to {}", args.topic))?;
-        if deliveries.send(delivery).await.is_err() {
-            // The summary task stopped at a failed delivery: its error says why.
-            break;
+            .with_context(|| format!("{}: produce to {}", reader.position(), args.topic))?;
+        if deliveries.send((number, delivery)).await.is_err() {
+            bail!("the summary task ended early");
         }
     }
-    progress.finish_and_clear();
-    drop(deliveries);
-    let summary = summary.await.context("summary task")?;
-    producer.close().await?;
-    let summary = summary.with_context(|| format!("produce to {}", args.topic))?;
-    if progress::quiet() {
-        return Ok(());
-    }
-    print_summary(
-        &args.topic,
-        &summary,
-        started.elapsed().as_secs_f64(),
-        format,
-    );
     Ok(())
 }
 
-/// Awaits every delivery in order; stops at the first failure. With `acks`, prints each
+/// Awaits every delivery in order, counting those not acknowledged. With `acks`, prints each
 /// record's number, partition and offset as it is acknowledged.
 async fn summarize(
-    mut queued: mpsc::Receiver<DeliveryFuture>,
+    mut queued: mpsc::Receiver<(u64, DeliveryFuture)>,
     acks: Option<Format>,
-) -> strata_client::Result<Summary> {
+) -> Summary {
     let mut summary = Summary::default();
-    while let Some(delivery) = queued.recv().await {
-        let stored = delivery.await?;
+    while let Some((number, delivery)) = queued.recv().await {
+        let stored = match delivery.await {
+            Ok(stored) => stored,
+            Err(error) => {
+                summary.failed += 1;
+                if summary.first_failure.is_none() {
+                    summary.first_failure = Some((number, error.to_string()));
+                }
+                continue;
+            }
+        };
         summary.records += 1;
         if let Some(format) = acks {
-            print_ack(summary.records, stored.partition, stored.offset, format);
+            print_ack(number, stored.partition, stored.offset, format);
         }
         let entry =
             summary
@@ -275,7 +400,7 @@ async fn summarize(
         entry.1 = entry.1.max(stored.offset);
         entry.2 += 1;
     }
-    Ok(summary)
+    summary
 }
 
 /// One `--print-acks` line: the record's number in the input, its partition and offset.
@@ -292,12 +417,19 @@ fn print_ack(record: u64, partition: u32, offset: u64, format: Format) {
     };
 }
 
-fn print_summary(topic: &str, summary: &Summary, elapsed_s: f64, format: Format) {
+fn print_summary(
+    topic: &str,
+    summary: &Summary,
+    bad_lines: &BadLines,
+    elapsed_s: f64,
+    format: Format,
+) {
     let rate = if elapsed_s > 0.0 {
         summary.records as f64 / elapsed_s
     } else {
         0.0
     };
+    let unit = bad_lines.unit;
     match format {
         Format::Json => {
             let partitions: Vec<_> = summary
@@ -307,6 +439,16 @@ fn print_summary(topic: &str, summary: &Summary, elapsed_s: f64, format: Format)
                     json!({ "partition": partition, "first_offset": first, "last_offset": last, "records": records })
                 })
                 .collect();
+            let bad: Vec<_> = bad_lines
+                .listed
+                .iter()
+                .map(|(number, reason)| {
+                    let mut entry = serde_json::Map::new();
+                    entry.insert(unit.to_owned(), json!(number));
+                    entry.insert("error".to_owned(), json!(reason));
+                    serde_json::Value::Object(entry)
+                })
+                .collect();
             println!(
                 "{}",
                 json!({
@@ -314,16 +456,53 @@ fn print_summary(topic: &str, summary: &Summary, elapsed_s: f64, format: Format)
                     "records": summary.records,
                     "elapsed_s": elapsed_s,
                     "partitions": partitions,
+                    "not_acknowledged": summary.failed,
+                    "bad_lines": bad_lines.count,
+                    "bad_lines_listed": bad,
+                    "stopped_at_line": bad_lines.stopped_at,
                 })
             );
         }
         Format::Text => {
             println!(
-                "produced {} records to {topic} in {elapsed_s:.3} s ({rate:.0} records/s)",
-                summary.records
+                "produced {} to {topic} in {elapsed_s:.3} s ({rate:.0} records/s){}",
+                count_text(summary.records, "record"),
+                if summary.failed > 0 {
+                    format!(
+                        "; {} NOT acknowledged",
+                        count_text(summary.failed, "record")
+                    )
+                } else {
+                    String::new()
+                }
             );
-            for (partition, (first, last, records)) in &summary.partitions {
-                println!("  partition {partition}: offsets {first}..={last} ({records} records)");
+            for (partition, (first, last, count)) in &summary.partitions {
+                println!(
+                    "  partition {partition}: offsets {first}..={last} ({})",
+                    count_text(*count, "record")
+                );
+            }
+            if let Some(number) = bad_lines.stopped_at {
+                let reason = bad_lines
+                    .listed
+                    .last()
+                    .map_or("", |(_, reason)| reason.as_str());
+                println!("stopped at {unit} {number}: {reason}");
+                println!("{unit} {number} and those after it were not sent (--on-error stop)");
+            } else if bad_lines.count > 0 {
+                println!(
+                    "skipped {}:",
+                    count_text(bad_lines.count, &format!("bad input {unit}"))
+                );
+                for (number, reason) in &bad_lines.listed {
+                    println!("  {unit} {number}: {reason}");
+                }
+                if bad_lines.count > bad_lines.listed.len() as u64 {
+                    println!(
+                        "  ... and {} more",
+                        bad_lines.count - bad_lines.listed.len() as u64
+                    );
+                }
             }
         }
     }

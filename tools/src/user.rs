@@ -17,13 +17,22 @@ pub const NEW_PASSWORD_ENV: &str = "STRATA_NEW_PASSWORD";
 #[derive(Subcommand)]
 pub enum UserCommand {
     /// Create a user; the password is read from STRATA_NEW_PASSWORD or the first line of stdin.
-    Create { name: String },
+    Create {
+        /// The user's name.
+        name: String,
+    },
     /// Give a user a new password, read like `create`'s.
-    SetPassword { name: String },
+    SetPassword {
+        /// The user's name.
+        name: String,
+    },
     /// List the users (names and credential mechanism; never keys).
     List,
     /// Delete a user (its ACLs stay).
-    Delete { name: String },
+    Delete {
+        /// The user's name.
+        name: String,
+    },
 }
 
 /// The new password: `STRATA_NEW_PASSWORD`, or the first line of `stdin` without its line end.

@@ -181,7 +181,8 @@ fn command_subject(command: &Command) -> String {
     match command {
         Command::CreateTopic { name, .. }
         | Command::DeleteTopic { name }
-        | Command::AlterTopic { name, .. } => name.clone(),
+        | Command::AlterTopic { name, .. }
+        | Command::AddPartitions { name, .. } => name.clone(),
         Command::CommitOffsets { group, .. }
         | Command::ResetOffsets { group, .. }
         | Command::DeleteGroup { group } => group.clone(),

@@ -59,7 +59,7 @@ use tokio::sync::watch;
 use crate::controller::machine::Controller;
 use crate::controller::metadata::{Metadata, TopicConfig};
 pub use error::BrokerError;
-pub use topics::ConfigChanges;
+pub use topics::{ConfigChanges, ConfigName};
 
 use crate::clock::SharedClock;
 use crate::groups::{GroupRequests, Groups};

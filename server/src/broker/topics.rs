@@ -123,6 +123,48 @@ impl Broker {
         self.reconcile().await
     }
 
+    /// Grows topic `name` to `total` partitions: the new ones are placed on the cluster's
+    /// nodes as [`Self::create_topic`] places them, then opened by the reconcile; waits until
+    /// those on this node have a leader. Existing partitions are untouched.
+    ///
+    /// # Errors
+    /// [`BrokerError::UnknownTopic`]; [`BrokerError::InvalidArgument`] when `total` is not
+    /// larger than the current count or above the limit, or the topic grew meanwhile.
+    pub async fn add_partitions(&self, name: &str, total: u32) -> Result<Topic, BrokerError> {
+        let topic = self.topic(name)?;
+        let now = topic.partitions();
+        if total <= now || total > metadata::PARTITIONS_MAX {
+            return Err(BrokerError::InvalidArgument(format!(
+                "topic {name} has {now} partitions: the new total must be {} to {} (it is the \
+                 count after adding, not the number to add), got {total}",
+                now + 1,
+                metadata::PARTITIONS_MAX
+            )));
+        }
+        let nodes = self.members().await;
+        if topic.replication_factor as usize > nodes.len() {
+            return Err(BrokerError::InvalidArgument(format!(
+                "topic {name} has replication factor {} but the cluster has {} nodes",
+                topic.replication_factor,
+                nodes.len()
+            )));
+        }
+        let offset = self.metadata().topics.len();
+        let mut replicas =
+            metadata::place_replicas(&nodes, total, topic.replication_factor, offset);
+        let added = replicas.split_off(now as usize);
+        self.check_resources_for(&nodes, &added)?;
+        self.propose_metadata(Command::AddPartitions {
+            name: name.to_string(),
+            from: now,
+            replicas: added,
+        })
+        .await?;
+        self.reconcile().await?;
+        self.wait_for_leaders(name).await?;
+        self.topic(name)
+    }
+
     /// Changes the fields of `changes` that are set; returns the topic as it is now.
     pub async fn alter_topic(
         &self,
@@ -138,6 +180,15 @@ impl Broker {
         }
         if let Some(segment_bytes) = changes.segment_bytes {
             config.segment_bytes = segment_bytes;
+        }
+        for name in changes.unset {
+            match name {
+                ConfigName::RetentionMs => config.retention_ms = None,
+                ConfigName::RetentionBytes => config.retention_bytes = None,
+                ConfigName::SegmentBytes => {
+                    config.segment_bytes = TopicConfig::default().segment_bytes;
+                }
+            }
         }
         validate_config(&config)?;
         self.propose_metadata(Command::AlterTopic {
@@ -181,11 +232,48 @@ impl Broker {
 }
 
 /// The config fields an alter request sets.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ConfigChanges {
     pub retention_ms: Option<u64>,
     pub retention_bytes: Option<u64>,
     pub segment_bytes: Option<u64>,
+    /// Values taken back to their defaults: retention unlimited, the default segment size.
+    /// Never one of the values set above (the frontend refuses that).
+    pub unset: Vec<ConfigName>,
+}
+
+/// A topic config value by name, as the wire names it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConfigName {
+    RetentionMs,
+    RetentionBytes,
+    SegmentBytes,
+}
+
+impl ConfigName {
+    /// Every name, in the wire's spelling.
+    pub const ALL: [(&'static str, ConfigName); 3] = [
+        ("retention_ms", ConfigName::RetentionMs),
+        ("retention_bytes", ConfigName::RetentionBytes),
+        ("segment_bytes", ConfigName::SegmentBytes),
+    ];
+
+    /// The name spelled `text` on the wire.
+    ///
+    /// # Errors
+    /// An unknown name, with the valid ones.
+    pub fn parse(text: &str) -> Result<Self, BrokerError> {
+        Self::ALL
+            .iter()
+            .find(|(name, _)| *name == text)
+            .map(|(_, config)| *config)
+            .ok_or_else(|| {
+                BrokerError::InvalidConfig(format!(
+                    "cannot unset {text:?}: the config names are retention_ms, retention_bytes \
+                     and segment_bytes"
+                ))
+            })
+    }
 }
 
 /// Checks a topic config against the node's limits (also used by a validate-only create).

@@ -215,6 +215,14 @@ pub enum Command {
     DeleteAcls {
         acls: Vec<Acl>,
     },
+    /// Appends partitions to a topic that has exactly `from` now (refused otherwise, so two
+    /// concurrent requests cannot both add): `replicas[i]` is partition `from + i`'s replica
+    /// set. Existing partitions are untouched.
+    AddPartitions {
+        name: String,
+        from: u32,
+        replicas: Vec<Vec<u64>>,
+    },
 }
 
 impl Command {
@@ -401,6 +409,31 @@ impl Metadata {
                 }
                 Ok(())
             }
+            Command::AddPartitions {
+                name,
+                from,
+                replicas,
+            } => {
+                let topic = self
+                    .topics
+                    .get_mut(&name)
+                    .ok_or(CommandRefusal::TopicMissing)?;
+                let now = topic.partitions();
+                if now != from {
+                    return Err(CommandRefusal::Invalid(format!(
+                        "topic {name} has {now} partitions now, not {from}: ask again"
+                    )));
+                }
+                let total = u64::from(now) + replicas.len() as u64;
+                if replicas.is_empty() || total > u64::from(PARTITIONS_MAX) {
+                    return Err(CommandRefusal::Invalid(format!(
+                        "topic {name} would have {total} partitions: it must grow, to at most \
+                         {PARTITIONS_MAX}"
+                    )));
+                }
+                topic.replicas.extend(replicas);
+                Ok(())
+            }
         }
     }
 }
@@ -541,6 +574,53 @@ mod tests {
             }),
             Err(CommandRefusal::TopicMissing)
         );
+    }
+
+    /// AddPartitions appends replica sets to the topic that has exactly `from` partitions and
+    /// leaves the others as they were; a stale `from`, no new partition, a count past the limit
+    /// or an unknown topic is refused and changes nothing.
+    #[test]
+    fn add_partitions_appends_only_to_the_count_it_saw() {
+        let mut m = Metadata::default();
+        m.apply(create("t", 2)).expect("create");
+        let before = m.topics["t"].clone();
+        let add = |from: u32, replicas: Vec<Vec<u64>>| Command::AddPartitions {
+            name: "t".to_string(),
+            from,
+            replicas,
+        };
+        assert!(matches!(
+            m.apply(add(1, vec![vec![2]])),
+            Err(CommandRefusal::Invalid(_))
+        ));
+        assert!(matches!(
+            m.apply(add(2, Vec::new())),
+            Err(CommandRefusal::Invalid(_))
+        ));
+        assert!(matches!(
+            m.apply(add(2, vec![vec![1]; PARTITIONS_MAX as usize - 1])),
+            Err(CommandRefusal::Invalid(_))
+        ));
+        assert_eq!(
+            m.apply(Command::AddPartitions {
+                name: "x".to_string(),
+                from: 0,
+                replicas: vec![vec![1]],
+            }),
+            Err(CommandRefusal::TopicMissing)
+        );
+        assert_eq!(m.topics["t"], before, "refusals change nothing");
+        m.apply(add(2, vec![vec![2], vec![3]])).expect("add");
+        let topic = &m.topics["t"];
+        assert_eq!(topic.partitions(), 4);
+        assert_eq!(topic.replicas[..2], before.replicas[..]);
+        assert_eq!(topic.replicas[2..], [vec![2], vec![3]]);
+        assert_eq!((topic.id, topic.config), (before.id, before.config));
+        // The proposer raced another add: refused, so no partition is added twice.
+        assert!(matches!(
+            m.apply(add(2, vec![vec![1]])),
+            Err(CommandRefusal::Invalid(_))
+        ));
     }
 
     fn create(name: &str, partitions: usize) -> Command {

@@ -97,6 +97,7 @@ methods! {
     "Admin" "CreateAcls" => Admin::create_acls,
     "Admin" "DeleteAcls" => Admin::delete_acls,
     "Admin" "ListAcls" => Admin::list_acls,
+    "Admin" "AddPartitions" => Admin::add_partitions,
     "Groups" "JoinGroup" => Groups::join_group,
     "Groups" "Heartbeat" => Groups::heartbeat,
     "Groups" "LeaveGroup" => Groups::leave_group,

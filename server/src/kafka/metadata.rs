@@ -20,10 +20,10 @@ use kafka_protocol::protocol::StrBytes;
 
 use super::context::Context;
 use super::error::code;
-use super::leaders::PartitionLeader;
 use crate::broker::{Broker, BrokerError};
 use crate::controller::metadata::{Metadata, Topic, TopicConfig};
 use crate::security::acl::{CLUSTER_RESOURCE_NAME, Operation, ResourceType};
+use crate::service::cluster_view::PartitionLeader;
 
 /// Replicas of an auto-created topic, at most (fewer on a smaller cluster); Kafka's default
 /// replication factor in production setups.
@@ -48,7 +48,8 @@ pub async fn handle(context: &Context, version: i16, request: MetadataRequest) -
     };
     let may_auto_create =
         context.frontend.auto_create_topics && (version < 4 || request.allow_auto_topic_creation);
-    let leaders = context.frontend.leaders(&broker).await;
+    let gathered = context.frontend.leaders(&broker).await;
+    let leaders = &gathered.leaders;
     let mut topics = Vec::new();
     match named {
         None => {
@@ -59,7 +60,7 @@ pub async fn handle(context: &Context, version: i16, request: MetadataRequest) -
                     &topic.name,
                     Operation::Describe,
                 ) {
-                    topics.push(describe(topic, &leaders, version));
+                    topics.push(describe(topic, leaders, version));
                 }
             }
         }
@@ -75,7 +76,7 @@ pub async fn handle(context: &Context, version: i16, request: MetadataRequest) -
                     {
                         refused(&name, ResponseError::TopicAuthorizationFailed)
                     }
-                    Some(topic) => describe(topic, &leaders, version),
+                    Some(topic) => describe(topic, leaders, version),
                     None if may_auto_create => auto_create(context, &broker, &name).await,
                     None => refused(&name, ResponseError::UnknownTopicOrPartition),
                 };

@@ -21,7 +21,6 @@
 //! - [`error`]: [`BrokerError`](crate::broker::BrokerError)s as Kafka error codes.
 //! - `groups`, `group_offsets`: consumer groups (FindCoordinator, the classic rebalance
 //!   protocol, ListGroups, DescribeGroups) and their committed offsets.
-//! - `leaders`: who leads each partition, cluster-wide, for Metadata.
 //! - [`sasl`]: SaslHandshake and SaslAuthenticate (PLAIN, SCRAM-SHA-256): the connection's
 //!   principal when passwords authenticate it.
 //! - `api_versions`, `metadata`: the handlers of those APIs (one module per API family).
@@ -38,7 +37,6 @@ mod fetch;
 pub mod frame;
 mod group_offsets;
 mod groups;
-mod leaders;
 mod metadata;
 mod offsets;
 mod produce;
@@ -61,6 +59,7 @@ use crate::security::acl::Policy;
 use crate::security::tls::Tls;
 use crate::service::Liveness;
 use crate::service::authenticate::Authenticator;
+use crate::service::cluster_view::{ClusterView, Gathered};
 
 /// What every Kafka connection of a node shares.
 pub struct Frontend {
@@ -76,8 +75,8 @@ pub struct Frontend {
     pub(crate) auto_create_topics: bool,
     /// Largest request frame, in bytes; a larger one closes its connection.
     pub(crate) request_bytes_max: usize,
-    /// Who leads each partition, cluster-wide.
-    leaders: leaders::LeaderView,
+    /// Who leads each partition, cluster-wide (shared with the gRPC service).
+    leaders: Arc<ClusterView>,
     /// How this node dials others (node-to-node TLS, when on).
     pub(crate) peer_tls: Option<Arc<Tls>>,
     /// Checks SASL passwords (shared with gRPC: one cache, slowdown and set of PBKDF2
@@ -92,7 +91,8 @@ pub struct Frontend {
 
 impl Frontend {
     /// The frontend of a node; `peer_tls` (node-to-node TLS, when on) and `alive` are how it
-    /// asks other nodes about their partitions (see `leaders`).
+    /// asks other nodes about their partitions (see [`ClusterView`]; a node shares one with
+    /// its gRPC service through [`Frontend::with_cluster_view`]).
     pub fn new(
         broker: watch::Receiver<Option<Arc<Broker>>>,
         policy: Arc<Policy>,
@@ -108,7 +108,7 @@ impl Frontend {
             authentication,
             auto_create_topics,
             request_bytes_max,
-            leaders: leaders::LeaderView::new(peer_tls.clone(), alive),
+            leaders: Arc::new(ClusterView::new(peer_tls.clone(), alive)),
             peer_tls,
             authenticator: None,
             metrics: None,
@@ -129,6 +129,13 @@ impl Frontend {
         self
     }
 
+    /// Takes the partitions' leaders from `view` (the node's, shared with gRPC) instead of
+    /// its own.
+    pub fn with_cluster_view(mut self, view: Arc<ClusterView>) -> Self {
+        self.leaders = view;
+        self
+    }
+
     /// Checks SASL passwords with `authenticator` (the node's, shared with gRPC).
     pub fn with_authenticator(mut self, authenticator: Arc<Authenticator>) -> Self {
         self.authenticator = Some(authenticator);
@@ -141,7 +148,7 @@ impl Frontend {
     }
 
     /// Who leads each partition, as Metadata reports it.
-    pub(crate) async fn leaders(&self, broker: &Broker) -> Arc<leaders::Leaders> {
+    pub(crate) async fn leaders(&self, broker: &Broker) -> Arc<Gathered> {
         self.leaders.get(broker).await
     }
 

@@ -110,6 +110,8 @@ pub const METHODS: &[(&str, Rule)] = {
         ("/strata.v1.Admin/CreateAcls", Cluster(Alter)),
         ("/strata.v1.Admin/DeleteAcls", Cluster(Alter)),
         ("/strata.v1.Admin/ListAcls", Cluster(Describe)),
+        // Kafka's CreatePartitions: alter on the topic.
+        ("/strata.v1.Admin/AddPartitions", Topic(Alter)),
         ("/strata.v1.Groups/JoinGroup", Group(Read)),
         ("/strata.v1.Groups/Heartbeat", Group(Read)),
         ("/strata.v1.Groups/LeaveGroup", Group(Read)),

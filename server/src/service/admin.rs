@@ -8,9 +8,10 @@ use tonic::{Request, Response, Status};
 
 use super::Service;
 use super::access::Access;
+use super::cluster_view::Gathered;
 use super::security::password_transport_is_safe;
 use super::status::status;
-use crate::broker::{Broker, BrokerError, ConfigChanges};
+use crate::broker::{Broker, BrokerError, ConfigChanges, ConfigName};
 use crate::controller::metadata::{Topic, TopicConfig};
 use crate::security::acl::{Operation, ResourceType};
 
@@ -41,7 +42,9 @@ impl Admin for Service {
             )
             .await
             .map_err(status)?;
-        Ok(Response::new(topic_description(&*self.broker()?, &topic)))
+        Ok(Response::new(
+            self.described(&*self.broker()?, &topic).await,
+        ))
     }
 
     async fn delete_topic(
@@ -62,7 +65,7 @@ impl Admin for Service {
     ) -> Result<Response<pb::ListTopicsResponse>, Status> {
         let access = self.access(&request);
         let broker = self.broker()?;
-        let topics = describable_topics(&access, &broker, &broker.metadata());
+        let topics = describable_topics(&access, &broker, &broker.metadata(), None);
         Ok(Response::new(pb::ListTopicsResponse { topics }))
     }
 
@@ -71,11 +74,17 @@ impl Admin for Service {
         request: Request<pb::DescribeTopicRequest>,
     ) -> Result<Response<pb::TopicDescription>, Status> {
         let access = self.access(&request);
+        let local_only = request
+            .metadata()
+            .contains_key(super::cluster_view::LOCAL_VIEW_METADATA_KEY);
         let name = request.into_inner().name;
         let broker = self.broker()?;
         access.topic(&broker, Operation::Describe, &name)?;
         let topic = broker.topic(&name).map_err(status)?;
-        Ok(Response::new(topic_description(&*self.broker()?, &topic)))
+        if local_only {
+            return Ok(Response::new(topic_description(&broker, &topic)));
+        }
+        Ok(Response::new(self.described(&broker, &topic).await))
     }
 
     async fn alter_topic_config(
@@ -86,17 +95,35 @@ impl Admin for Service {
         let request = request.into_inner();
         access.topic(&*self.broker()?, Operation::AlterConfigs, &request.name)?;
         let config = request.config.unwrap_or_default();
+        let mut unset = Vec::with_capacity(request.unset.len());
+        for name in &request.unset {
+            let config_name = ConfigName::parse(name).map_err(status)?;
+            let also_set = match config_name {
+                ConfigName::RetentionMs => config.retention_ms.is_some(),
+                ConfigName::RetentionBytes => config.retention_bytes.is_some(),
+                ConfigName::SegmentBytes => config.segment_bytes.is_some(),
+            };
+            if also_set {
+                return Err(status(BrokerError::InvalidConfig(format!(
+                    "{name} is both set and unset: give one or the other"
+                ))));
+            }
+            unset.push(config_name);
+        }
         let changes = ConfigChanges {
             retention_ms: config.retention_ms,
             retention_bytes: config.retention_bytes,
             segment_bytes: config.segment_bytes,
+            unset,
         };
         let topic = self
             .broker()?
             .alter_topic(&request.name, changes)
             .await
             .map_err(status)?;
-        Ok(Response::new(topic_description(&*self.broker()?, &topic)))
+        Ok(Response::new(
+            self.described(&*self.broker()?, &topic).await,
+        ))
     }
 
     async fn add_node(
@@ -149,7 +176,16 @@ impl Admin for Service {
         request: Request<pb::ClusterInfoRequest>,
     ) -> Result<Response<pb::ClusterInfoResponse>, Status> {
         let access = self.access(&request);
+        // Another node gathering its view asks for this node's own (see `cluster_view`).
+        let local_only = request
+            .metadata()
+            .contains_key(super::cluster_view::LOCAL_VIEW_METADATA_KEY);
         let broker = self.broker()?;
+        let gathered = if local_only {
+            None
+        } else {
+            Some(self.view.get(&broker).await)
+        };
         let metadata = broker.metadata();
         let nodes = metadata
             .nodes
@@ -157,16 +193,40 @@ impl Admin for Service {
             .map(|node| pb::NodeInfo {
                 node_id: node.id,
                 address: node.address.clone(),
-                alive: (self.alive)(node.id),
+                // Up: it answered this gathering; without one, heard from lately (a node hears
+                // only from those it shares raft groups with).
+                alive: match &gathered {
+                    Some(gathered) => !gathered.unanswered.contains(&node.id),
+                    None => node.id == broker.node_id() || (self.alive)(node.id),
+                },
             })
             .collect();
-        let topics = describable_topics(&access, &broker, &metadata);
+        let topics = describable_topics(&access, &broker, &metadata, gathered.as_deref());
         Ok(Response::new(pb::ClusterInfoResponse {
             nodes,
             controller_leader_node_id: broker.controller_leader(),
             topics,
             controller_high_watermark: broker.controller_high_watermark(),
+            view_age_ms: gathered.as_ref().map_or(0, |gathered| gathered.age_ms()),
+            unanswered_node_ids: gathered.as_ref().map_or_else(Vec::new, |gathered| {
+                gathered.unanswered.iter().copied().collect()
+            }),
         }))
+    }
+
+    async fn add_partitions(
+        &self,
+        request: Request<pb::AddPartitionsRequest>,
+    ) -> Result<Response<pb::TopicDescription>, Status> {
+        let access = self.access(&request);
+        let request = request.into_inner();
+        let broker = self.broker()?;
+        access.topic(&broker, Operation::Alter, &request.name)?;
+        let topic = broker
+            .add_partitions(&request.name, request.partitions)
+            .await
+            .map_err(status)?;
+        Ok(Response::new(self.described(&broker, &topic).await))
     }
 
     // Users and ACLs: see `security`.
@@ -233,6 +293,36 @@ impl Admin for Service {
     }
 }
 
+impl Service {
+    /// `topic` as the cluster sees it (see [`super::cluster_view`]).
+    async fn described(&self, broker: &Broker, topic: &Topic) -> pb::TopicDescription {
+        let gathered = self.view.fresh(broker).await;
+        with_view(topic_description(broker, topic), &gathered)
+    }
+}
+
+/// `description` (this node's view) with every partition the cluster's view knows of taken
+/// from it, and the view's age and unanswered nodes.
+fn with_view(mut description: pb::TopicDescription, gathered: &Gathered) -> pb::TopicDescription {
+    for info in &mut description.partition_info {
+        let Some(known) = gathered
+            .leaders
+            .get(&(description.name.clone(), info.partition))
+        else {
+            continue;
+        };
+        info.leader_node_id = known.leader;
+        info.leader_term = known.term;
+        info.in_sync_node_ids = known.in_sync.clone();
+        info.log_start_offset = known.log_start_offset;
+        info.high_watermark = known.high_watermark;
+    }
+    description.view_age_ms = gathered.age_ms();
+    description.unanswered_node_ids = gathered.unanswered.iter().copied().collect();
+    description
+}
+
+/// `topic` as this node alone sees it.
 fn topic_description(broker: &Broker, topic: &Topic) -> pb::TopicDescription {
     let partition_info = broker
         .partition_states(topic)
@@ -253,6 +343,8 @@ fn topic_description(broker: &Broker, topic: &Topic) -> pb::TopicDescription {
         replication_factor: topic.replication_factor,
         config: Some(config_to_proto(&topic.config)),
         partition_info,
+        view_age_ms: 0,
+        unanswered_node_ids: Vec::new(),
     }
 }
 
@@ -264,11 +356,13 @@ fn config_to_proto(config: &TopicConfig) -> pb::TopicConfig {
     }
 }
 
-/// The descriptions of the topics of `metadata` that `access`'s principal may describe.
+/// The descriptions of the topics of `metadata` that `access`'s principal may describe: as
+/// the cluster sees them when `gathered` is given, else as this node does.
 fn describable_topics(
     access: &Access,
     broker: &Broker,
     metadata: &crate::controller::metadata::Metadata,
+    gathered: Option<&Gathered>,
 ) -> Vec<pb::TopicDescription> {
     metadata
         .topics
@@ -281,6 +375,12 @@ fn describable_topics(
                 Operation::Describe,
             )
         })
-        .map(|topic| topic_description(broker, topic))
+        .map(|topic| {
+            let description = topic_description(broker, topic);
+            match gathered {
+                Some(gathered) => with_view(description, gathered),
+                None => description,
+            }
+        })
         .collect()
 }

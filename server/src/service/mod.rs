@@ -23,10 +23,13 @@
 //!   and group checks.
 //! - [`authenticate`]: the layer that finds every request's principal and checks cluster
 //!   rules.
+//! - [`cluster_view`]: every partition's leader, in-sync replicas and offsets gathered from
+//!   the live nodes, for DescribeTopic, ClusterInfo and Kafka's Metadata.
 
 pub mod access;
 mod admin;
 pub mod authenticate;
+pub mod cluster_view;
 mod consume;
 mod groups;
 mod produce;
@@ -73,12 +76,15 @@ pub struct Service {
     peer_tls: Option<Arc<crate::security::tls::Tls>>,
     /// Authorization: whether ACLs are enforced, and the superusers.
     policy: Arc<Policy>,
+    /// The partitions as the cluster sees them (DescribeTopic, ClusterInfo).
+    view: Arc<cluster_view::ClusterView>,
 }
 
 impl Service {
     /// The services with authorization off (see [`Service::with_policy`]).
     pub fn new(broker: watch::Receiver<Option<Arc<Broker>>>, alive: Liveness) -> Self {
         Self {
+            view: Arc::new(cluster_view::ClusterView::new(None, alive.clone())),
             broker,
             alive,
             peer_tls: None,
@@ -95,7 +101,18 @@ impl Service {
 
     /// Dials other nodes with `tls` (node-to-node TLS, when it has it).
     pub fn with_peer_tls(mut self, tls: Option<Arc<crate::security::tls::Tls>>) -> Self {
+        self.view = Arc::new(cluster_view::ClusterView::new(
+            tls.clone(),
+            self.alive.clone(),
+        ));
         self.peer_tls = tls;
+        self
+    }
+
+    /// Gathers the cluster's view of partitions through `view` (the node's, shared with the
+    /// Kafka listener) instead of its own.
+    pub fn with_cluster_view(mut self, view: Arc<cluster_view::ClusterView>) -> Self {
+        self.view = view;
         self
     }
 

@@ -117,8 +117,9 @@ pub async fn bootstrap_user_at(
 /// How long a question about another node's replicas may take (Kafka's Metadata waits on it).
 const REPLICAS_ASK_TIMEOUT: Duration = Duration::from_secs(1);
 
-/// Asks node `node` at `address` how it sees its partition replicas (its `ClusterInfo`): by
-/// topic, each partition's state as that node knows it, for a cluster-wide view of leaders.
+/// Asks node `node` at `address` how it sees its partition replicas (its `ClusterInfo`, asked
+/// for its own view only): by topic, each partition's state as that node knows it, for a
+/// cluster-wide view (see [`super::cluster_view`]).
 ///
 /// # Errors
 /// Connection and call failures, as text.
@@ -127,9 +128,14 @@ pub async fn partition_states_at(
     node: u64,
     address: String,
 ) -> Result<Vec<(String, PartitionState)>, String> {
+    let mut request = tonic::Request::new(pb::ClusterInfoRequest {});
+    request.metadata_mut().insert(
+        super::cluster_view::LOCAL_VIEW_METADATA_KEY,
+        tonic::metadata::MetadataValue::from_static("1"),
+    );
     let info = admin_client(tls.as_deref(), node, &address, REPLICAS_ASK_TIMEOUT)
         .await?
-        .cluster_info(pb::ClusterInfoRequest {})
+        .cluster_info(request)
         .await
         .map_err(|e| e.to_string())?
         .into_inner();

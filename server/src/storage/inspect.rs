@@ -73,6 +73,54 @@ pub struct Summary {
     pub problems: usize,
 }
 
+/// How deep below a directory [`partition_dirs`] looks: a node's data directory holds
+/// `topics/{id}-{name}/{partition:05}/`, three levels.
+pub const SEARCH_DEPTH_MAX: usize = 4;
+
+/// Whether `dir` is a partition directory: it holds a segment (`{base_offset:020}.log`) or a
+/// log-start checkpoint.
+///
+/// # Errors
+/// When `dir` cannot be listed.
+pub fn is_partition_dir(dir: &Path) -> Result<bool> {
+    for entry in fs::read_dir(dir).context("list", dir)? {
+        let name = entry.context("list", dir)?.file_name();
+        let name = name.to_string_lossy();
+        if name == checkpoint::FILE_NAME || segment::parse_log_file_name(&name).is_some() {
+            return Ok(true);
+        }
+    }
+    Ok(false)
+}
+
+/// The partition directories at or below `root` (at most [`SEARCH_DEPTH_MAX`] levels down),
+/// sorted by path: `root` alone when it is one, else every one found below it (a node's data
+/// directory, a topic's directory). Symbolic links are not followed.
+///
+/// # Errors
+/// When a directory cannot be listed.
+pub fn partition_dirs(root: &Path) -> Result<Vec<PathBuf>> {
+    let mut found = Vec::new();
+    let mut pending = vec![(root.to_path_buf(), 0usize)];
+    while let Some((dir, depth)) = pending.pop() {
+        if is_partition_dir(&dir)? {
+            found.push(dir);
+            continue;
+        }
+        if depth == SEARCH_DEPTH_MAX {
+            continue;
+        }
+        for entry in fs::read_dir(&dir).context("list", &dir)? {
+            let entry = entry.context("list", &dir)?;
+            if entry.file_type().context("list", &dir)?.is_dir() {
+                pending.push((entry.path(), depth + 1));
+            }
+        }
+    }
+    found.sort();
+    Ok(found)
+}
+
 /// Walks the partition directory `dir` and reports through `visit`.
 ///
 /// # Errors
@@ -351,4 +399,43 @@ fn map_read_only(path: &Path) -> Result<Option<Mmap>> {
     // bytes under it, which the walk tolerates (every read is bounds-checked).
     let map = unsafe { Mmap::map(&file) }.context("mmap", path)?;
     Ok(Some(map))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A partition directory is found as itself; below a node's or a topic's directory every
+    /// one is found (sorted), and only those: other files and empty directories are not
+    /// partitions, and nothing deeper than the limit is searched.
+    #[test]
+    fn partition_directories_are_found_below_a_root() {
+        let root = tempfile::tempdir().expect("tempdir");
+        let touch = |path: &Path| {
+            fs::create_dir_all(path.parent().expect("parent")).expect("mkdir");
+            fs::write(path, b"").expect("write");
+        };
+        let topic = root.path().join("topics").join("1-orders");
+        touch(&topic.join("00001").join("00000000000000000000.log"));
+        touch(&topic.join("00000").join(checkpoint::FILE_NAME));
+        touch(&root.path().join("node-1.log"));
+        fs::create_dir_all(root.path().join("topics").join("2-empty").join("00000"))
+            .expect("mkdir");
+        let mut deep = root.path().to_path_buf();
+        for level in 0..=SEARCH_DEPTH_MAX {
+            deep.push(format!("d{level}"));
+        }
+        touch(&deep.join("00000000000000000000.log"));
+
+        let expected = vec![topic.join("00000"), topic.join("00001")];
+        assert_eq!(partition_dirs(root.path()).expect("search"), expected);
+        assert_eq!(partition_dirs(&topic).expect("search"), expected);
+        let partition = topic.join("00001");
+        assert_eq!(
+            partition_dirs(&partition).expect("search"),
+            vec![partition.clone()]
+        );
+        assert!(is_partition_dir(&partition).expect("list"));
+        assert!(!is_partition_dir(root.path()).expect("list"));
+    }
 }
