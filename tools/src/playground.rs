@@ -80,6 +80,8 @@ struct Node {
     exited: bool,
     /// Its Kafka listener's address.
     kafka_address: String,
+    /// Its HTTP listener's address (health, metrics, JSON API, console).
+    http_address: String,
 }
 
 /// Starts the playground on its own runtime and runs it to the end.
@@ -149,6 +151,16 @@ async fn serve(
         .collect();
     let kafka = kafka.join(",");
     println!("Kafka bootstrap servers: {kafka}");
+    let scheme = if certs.is_some() { "https" } else { "http" };
+    println!(
+        "Console: {scheme}://{}/ui/ (metrics at /metrics, health at /readyz, on every node: {})",
+        nodes[0].http_address,
+        nodes
+            .iter()
+            .map(|node| node.http_address.as_str())
+            .collect::<Vec<_>>()
+            .join(",")
+    );
     if args.run_demo {
         let replication_factor = nodes.len().min(3) as u32;
         demo(&brokers, replication_factor, tls).await?;
@@ -307,15 +319,14 @@ fn start_nodes(
     count: u32,
     certs: Option<&Path>,
 ) -> Result<Vec<Node>> {
-    let ports = free_ports(count * 2)?;
-    let addresses: Vec<String> = ports[..count as usize]
-        .iter()
-        .map(|port| format!("127.0.0.1:{port}"))
-        .collect();
-    let kafka_addresses: Vec<String> = ports[count as usize..]
-        .iter()
-        .map(|port| format!("127.0.0.1:{port}"))
-        .collect();
+    let ports = free_ports(count * 3)?;
+    let listeners = |nth: usize| -> Vec<String> {
+        ports[nth * count as usize..(nth + 1) * count as usize]
+            .iter()
+            .map(|port| format!("127.0.0.1:{port}"))
+            .collect()
+    };
+    let (addresses, kafka_addresses, http_addresses) = (listeners(0), listeners(1), listeners(2));
     let cluster = initial_cluster(&addresses);
     let mut nodes = Vec::new();
     for (index, address) in addresses.iter().enumerate() {
@@ -335,6 +346,8 @@ fn start_nodes(
             .arg(&node_dir)
             .arg("--kafka-listen")
             .arg(&kafka_addresses[index])
+            .arg("--http-listen")
+            .arg(&http_addresses[index])
             .stdin(Stdio::null())
             .stdout(output.try_clone()?)
             .stderr(output);
@@ -385,6 +398,7 @@ fn start_nodes(
             id,
             address: address.clone(),
             kafka_address: kafka_addresses[index].clone(),
+            http_address: http_addresses[index].clone(),
             log,
             child,
             exited: false,
