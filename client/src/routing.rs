@@ -474,6 +474,7 @@ mod tests {
             high_watermark: leader * 10,
             in_sync_node_ids: in_sync.to_vec(),
             leader_term: 1,
+            size_bytes: 0,
         }
     }
 

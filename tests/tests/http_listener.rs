@@ -88,6 +88,17 @@ fn health_and_a_json_api_round_trip() {
     assert_eq!(records[0]["headers"][0]["value"], header_value);
     // uint64 travels as a string in the proto3 JSON mapping.
     assert_eq!(body["highWatermark"], "1");
+    let described = http.api("Admin/DescribeTopic", json!({"name": "web"}));
+    assert_eq!(described.status, 200, "{}", described.text());
+    let size: u64 = described.json()["partitionInfo"][1]["sizeBytes"]
+        .as_str()
+        .and_then(|size| size.parse().ok())
+        .unwrap_or_else(|| panic!("no size: {}", described.text()));
+    assert!(
+        size > 0,
+        "the partition's log has a batch: {}",
+        described.text()
+    );
 
     let ui = http.get("/ui/");
     assert_eq!(ui.status, 200);

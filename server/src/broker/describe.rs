@@ -22,6 +22,8 @@ pub struct PartitionState {
     /// The replicas with everything committed, filled only while this node leads the
     /// partition (a single replica is always in sync with itself).
     pub in_sync_node_ids: Vec<u64>,
+    /// Bytes of the local replica's log on disk; 0 when this node holds no replica.
+    pub size_bytes: u64,
 }
 
 impl Broker {
@@ -43,6 +45,7 @@ impl Broker {
                     state.leader_term = replica.term.load(std::sync::atomic::Ordering::Relaxed);
                     state.high_watermark = replica.high_watermark();
                     state.log_start_offset = replica.log_start_offset();
+                    state.size_bytes = replica.log.read().expect("log lock").size_bytes();
                     if state.leader_node_id == self.node_id() {
                         state.in_sync_node_ids = if replicas.len() == 1 {
                             replicas.clone()

@@ -48,24 +48,9 @@ impl Broker {
                 )
             });
         }
-        let node = self.node_id();
-        let placed: Vec<(String, u32)> = {
-            let metadata = self.metadata.read().expect("lock");
-            metadata
-                .topics
-                .values()
-                .flat_map(|topic| {
-                    topic
-                        .replicas
-                        .iter()
-                        .enumerate()
-                        .filter(|(_, replicas)| replicas.contains(&node))
-                        .map(|(partition, _)| (topic.name.clone(), partition as u32))
-                })
-                .collect()
-        };
+        let placed = self.placed_here();
         let replicas = self.replicas.read().expect("lock");
-        for (topic, partition) in placed {
+        for (topic, partition, _) in placed {
             let Some(replica) = replicas.get(&(topic.clone(), partition)) else {
                 not_ready.add(|| format!("partition {topic}/{partition} is not open here yet"));
                 continue;
@@ -86,5 +71,28 @@ impl Broker {
         } else {
             Err(not_ready)
         }
+    }
+}
+
+impl Broker {
+    /// The partitions the metadata places on this node, with the size of each one's replica
+    /// set: what readiness and the partition gauges go over.
+    pub(crate) fn placed_here(&self) -> Vec<(String, u32, usize)> {
+        let node = self.node_id();
+        let metadata = self.metadata.read().expect("lock");
+        metadata
+            .topics
+            .values()
+            .flat_map(|topic| {
+                topic
+                    .replicas
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, replicas)| replicas.contains(&node))
+                    .map(|(partition, replicas)| {
+                        (topic.name.clone(), partition as u32, replicas.len())
+                    })
+            })
+            .collect()
     }
 }

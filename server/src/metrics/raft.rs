@@ -140,23 +140,7 @@ impl Broker {
     /// committed and whose node was heard from recently.
     pub fn partition_health(&self) -> PartitionHealth {
         let node = self.node_id();
-        let placed: Vec<(String, u32, usize)> = {
-            let metadata = self.metadata.read().expect("lock");
-            metadata
-                .topics
-                .values()
-                .flat_map(|topic| {
-                    topic
-                        .replicas
-                        .iter()
-                        .enumerate()
-                        .filter(|(_, replicas)| replicas.contains(&node))
-                        .map(|(partition, replicas)| {
-                            (topic.name.clone(), partition as u32, replicas.len())
-                        })
-                })
-                .collect()
-        };
+        let placed = self.placed_here();
         let replicas = self.replicas.read().expect("lock");
         let mut health = PartitionHealth::default();
         for (topic, partition, replica_count) in placed {

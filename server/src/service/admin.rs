@@ -316,6 +316,7 @@ fn with_view(mut description: pb::TopicDescription, gathered: &Gathered) -> pb::
         info.in_sync_node_ids = known.in_sync.clone();
         info.log_start_offset = known.log_start_offset;
         info.high_watermark = known.high_watermark;
+        info.size_bytes = known.size_bytes;
     }
     description.view_age_ms = gathered.age_ms();
     description.unanswered_node_ids = gathered.unanswered.iter().copied().collect();
@@ -335,6 +336,7 @@ fn topic_description(broker: &Broker, topic: &Topic) -> pb::TopicDescription {
             high_watermark: state.high_watermark,
             in_sync_node_ids: state.in_sync_node_ids,
             leader_term: state.leader_term,
+            size_bytes: state.size_bytes,
         })
         .collect();
     pb::TopicDescription {

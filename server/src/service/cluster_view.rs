@@ -52,6 +52,8 @@ pub struct PartitionLeader {
     pub log_start_offset: u64,
     /// The highest high watermark any replica reported.
     pub high_watermark: u64,
+    /// The reporting replica's log size on disk.
+    pub size_bytes: u64,
     /// Whether the report came from the leader itself.
     by_leader: bool,
 }
@@ -191,6 +193,7 @@ fn learn(leaders: &mut Leaders, reporter: u64, topic: &str, state: &PartitionSta
         in_sync: state.in_sync_node_ids.clone(),
         log_start_offset: state.log_start_offset,
         high_watermark: state.high_watermark,
+        size_bytes: state.size_bytes,
     };
     let key = (topic.to_string(), state.partition);
     match leaders.get_mut(&key) {

@@ -155,6 +155,7 @@ pub async fn partition_states_at(
                         log_start_offset: p.log_start_offset,
                         high_watermark: p.high_watermark,
                         in_sync_node_ids: p.in_sync_node_ids,
+                        size_bytes: p.size_bytes,
                     },
                 )
             })

@@ -1,4 +1,5 @@
-// Topics: the list (only what the principal may describe: ListTopics filters it), creating a
+// Topics: the list (the cluster's view from ClusterInfo, which lists only what the principal
+// may describe), creating a
 // topic, and one topic's page: its configuration (altered in place), its partitions (leader,
 // replicas, in-sync replicas, log start offset, high watermark) and deletion after the user
 // types the topic's name.
@@ -17,6 +18,11 @@ function retention(config) {
 function records(topic) {
   return (topic.partitionInfo || [])
     .reduce((sum, p) => sum + Math.max(0, num(p.highWatermark) - num(p.logStartOffset)), 0);
+}
+
+/** Bytes on disk of one replica of each partition (the leader's), summed. */
+function size(topic) {
+  return (topic.partitionInfo || []).reduce((sum, p) => sum + num(p.sizeBytes), 0);
 }
 
 /** An optional positive integer from an input: undefined when empty. */
@@ -65,7 +71,9 @@ function createForm(main) {
 export async function renderList(main) {
   let listed;
   try {
-    listed = await call('Admin/ListTopics');
+    // ClusterInfo, not ListTopics: its topics carry the cluster's view (leaders, offsets and
+    // sizes from the nodes that hold each partition), where ListTopics gives this node's.
+    listed = await call('Admin/ClusterInfo');
   } catch (error) {
     fill(main, h('h1', {}, 'Topics'), failure('Topics', error));
     return;
@@ -77,13 +85,14 @@ export async function renderList(main) {
     h('td', { class: 'num' }, String(num(topic.replicationFactor))),
     h('td', {}, retention(topic.config)),
     h('td', { class: 'num' }, String(records(topic))),
+    h('td', { class: 'num' }, bytes(size(topic))),
     h('td', {}, h('a', { href: `#/messages/${encodeURIComponent(topic.name)}/0` }, 'messages'))));
   fill(main,
     h('h1', {}, 'Topics'),
     topics.length
-      ? table(['topic', 'partitions', 'replication', 'retention', 'records stored', ''], rows, { id: 'topics' })
+      ? table(['topic', 'partitions', 'replication', 'retention', 'records stored', 'size', ''], rows, { id: 'topics' })
       : h('p', { class: 'muted', id: 'topics' }, 'No topics you may describe.'),
-    h('p', { class: 'muted small' }, 'Only the topics you may describe are listed. Records stored: high watermark minus log start offset, summed over partitions.'),
+    h('p', { class: 'muted small' }, 'Only the topics you may describe are listed. Records stored: high watermark minus log start offset, summed over partitions. Size: one replica of each partition on disk (its leader\'s), summed.'),
     createForm(main));
 }
 
@@ -173,13 +182,14 @@ function partitionsTable(topic) {
     h('td', {}, (p.inSyncNodeIds || []).length ? ids(p.inSyncNodeIds) : h('span', { class: 'muted', title: 'Only the partition\'s leader knows; open its console.' }, 'known to the leader')),
     h('td', { class: 'num' }, String(num(p.logStartOffset))),
     h('td', { class: 'num' }, String(num(p.highWatermark))),
+    h('td', { class: 'num' }, bytes(num(p.sizeBytes))),
     h('td', {}, h('a', { href: `#/messages/${encodeURIComponent(topic.name)}/${num(p.partition)}` }, 'browse'))));
-  return table(['partition', 'leader', 'replicas', 'in sync', 'log start offset', 'high watermark', ''], rows, { id: 'partitions' });
+  return table(['partition', 'leader', 'replicas', 'in sync', 'log start offset', 'high watermark', 'size', ''], rows, { id: 'partitions' });
 }
 
 function summaryLine(topic) {
   return `${num(topic.partitions)} partition(s), replication factor ${num(topic.replicationFactor)}, `
-    + `retention ${retention(topic.config)}, ${records(topic)} records stored.`;
+    + `retention ${retention(topic.config)}, ${records(topic)} records stored, ${bytes(size(topic))}.`;
 }
 
 /** How often the partitions of a shown topic are described again (leaders, offsets). */
