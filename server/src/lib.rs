@@ -297,6 +297,7 @@ pub async fn run(
             // Outside authentication, so refused credentials count as errors.
             .layer(crate::metrics::requests::GrpcMetricsLayer::new(
                 &metrics.requests,
+                service::access::METHODS.iter().map(|(path, _)| *path),
             ))
             .layer(service::authenticate::AuthenticateLayer::new(authenticator))
             .add_service(health_service)

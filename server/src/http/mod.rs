@@ -148,7 +148,12 @@ async fn metrics(
     let options = ScrapeOptions {
         partition_lag: query.partitions,
     };
-    match frontend.metrics.encode(broker.as_deref(), options) {
+    let scrape = |registry: &mut prometheus_client::registry::Registry| {
+        if let Some(broker) = &broker {
+            broker.scrape_metrics(registry, options);
+        }
+    };
+    match frontend.metrics.encode(scrape) {
         Ok(text) => (
             [(
                 header::CONTENT_TYPE,

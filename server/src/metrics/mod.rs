@@ -30,13 +30,13 @@
 //! | `strata_fsync_duration_seconds` | histogram | | [`fsync`] |
 //! | `strata_process_cpu_seconds_total` | counter (scrape) | | [`process`] |
 //! | `strata_process_resident_memory_bytes`, `strata_process_memory_maps` | gauge (scrape) | | [`process`] |
-//! | `strata_partitions_led` | gauge (scrape) | | this module |
+//! | `strata_partitions_led` | gauge (scrape) | | `broker::scrape` |
 //! | `strata_raft_leader_changes_total`, `strata_raft_elections_total`, `strata_raft_proposals_total` | counter | `group` (`controller`, `partition`) | [`raft`] |
 //! | `strata_raft_commit_latency_seconds` | histogram | `group` | [`raft`] |
-//! | `strata_partitions_under_replicated`, `strata_partitions_leaderless` | gauge (scrape) | | [`raft`] |
-//! | `strata_partition_under_replicated`, `strata_partition_leaderless` | gauge (scrape), only while true | `topic`, `partition` | [`raft`] |
-//! | `strata_group_lag_records`, `strata_group_lag_seconds` | gauge (scrape), partitions this node leads | `group`, `topic` | [`lag`] |
-//! | `strata_group_partition_lag_records`, `strata_group_partition_lag_seconds` | gauge (scrape), `?partitions=true` only | `group`, `topic`, `partition` | [`lag`] |
+//! | `strata_partitions_under_replicated`, `strata_partitions_leaderless` | gauge (scrape) | | `broker::scrape` |
+//! | `strata_partition_under_replicated`, `strata_partition_leaderless` | gauge (scrape), only while true | `topic`, `partition` | `broker::scrape` |
+//! | `strata_group_lag_records`, `strata_group_lag_seconds` | gauge (scrape), partitions this node leads | `group`, `topic` | `broker::lag` |
+//! | `strata_group_partition_lag_records`, `strata_group_partition_lag_seconds` | gauge (scrape), `?partitions=true` only | `group`, `topic`, `partition` | `broker::lag` |
 //!
 //! Bounds: `topic` takes the topics with a partition on this node (a topic's series go when
 //! its last local partition does); `method` the entries of each frontend's method table plus
@@ -49,7 +49,6 @@
 
 pub mod data;
 pub mod fsync;
-pub mod lag;
 pub mod process;
 pub mod raft;
 pub mod requests;
@@ -59,8 +58,6 @@ use std::sync::Arc;
 
 use prometheus_client::encoding::text::{encode_eof, encode_registry};
 use prometheus_client::registry::Registry;
-
-use crate::broker::Broker;
 
 /// The content type of [`Metrics::encode`]'s text (OpenMetrics 1.0, which Prometheus scrapes).
 pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
@@ -103,51 +100,20 @@ impl Metrics {
         })
     }
 
-    /// The exposition of every series: those counted as they happen, then those read from
-    /// `broker` now (none while the node starts and has no broker yet).
+    /// The exposition of every series: those counted as they happen, the process's, then
+    /// those `scrape` registers now (the broker's, `Broker::scrape_metrics`; none while the
+    /// node starts and has no broker yet).
     ///
     /// # Errors
     /// Only if formatting into a `String` fails, which it does not.
-    pub fn encode(
-        &self,
-        broker: Option<&Broker>,
-        options: ScrapeOptions,
-    ) -> Result<String, fmt::Error> {
+    pub fn encode(&self, scrape: impl FnOnce(&mut Registry)) -> Result<String, fmt::Error> {
         let mut text = String::new();
         encode_registry(&mut text, &self.registry)?;
         let mut scraped = Registry::with_prefix("strata");
         process::scrape(&mut scraped);
-        if let Some(broker) = broker {
-            broker.scrape_metrics(&mut scraped, options);
-            data::scrape(&mut scraped, broker.data_snapshot());
-        }
+        scrape(&mut scraped);
         encode_registry(&mut text, &scraped)?;
         encode_eof(&mut text)?;
         Ok(text)
-    }
-}
-
-impl Broker {
-    /// Registers the series read at scrape time (see the module doc) in `registry`, with
-    /// their values now.
-    pub fn scrape_metrics(&self, registry: &mut Registry, options: ScrapeOptions) {
-        use prometheus_client::metrics::gauge::Gauge;
-        let led: Gauge = Gauge::default();
-        let node = self.node_id();
-        let count = self
-            .replicas
-            .read()
-            .expect("lock")
-            .values()
-            .filter(|replica| *replica.leader.borrow() == node)
-            .count();
-        led.set(count as i64);
-        registry.register(
-            "partitions_led",
-            "Partitions whose raft leader is this node",
-            led,
-        );
-        raft::scrape_partitions(self, registry);
-        lag::scrape_lag(self, registry, options);
     }
 }

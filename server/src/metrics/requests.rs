@@ -232,10 +232,13 @@ pub fn grpc_code_name(code: Code) -> &'static str {
     }
 }
 
-/// The gRPC methods' table: every path of the node's method table
-/// ([`crate::service::access::METHODS`]), labelled `Service/Method`.
-pub fn grpc_table(metrics: &RequestMetrics) -> MethodTable {
-    let methods = crate::service::access::METHODS.iter().map(|(path, _)| {
+/// The gRPC methods' table: every one of `paths` (the node's method table,
+/// `service::access::METHODS`, handed in by `run`), labelled `Service/Method`.
+pub fn grpc_table<'a>(
+    metrics: &RequestMetrics,
+    paths: impl IntoIterator<Item = &'a str>,
+) -> MethodTable {
+    let methods = paths.into_iter().map(|path| {
         // "/strata.v1.Broker/Produce" -> "Broker/Produce"
         let (service, method) = path
             .trim_start_matches('/')
@@ -271,8 +274,8 @@ fn response_error<B>(response: &http::Response<B>) -> Option<&'static str> {
 pub struct GrpcMetricsLayer(Arc<MethodTable>);
 
 impl GrpcMetricsLayer {
-    pub fn new(metrics: &RequestMetrics) -> Self {
-        Self(Arc::new(grpc_table(metrics)))
+    pub fn new<'a>(metrics: &RequestMetrics, paths: impl IntoIterator<Item = &'a str>) -> Self {
+        Self(Arc::new(grpc_table(metrics, paths)))
     }
 }
 
@@ -332,12 +335,19 @@ where
 mod tests {
     use super::*;
 
+    /// A few paths of the node's method table.
+    const PATHS: [&str; 3] = [
+        "/strata.v1.Broker/Produce",
+        "/strata.v1.Broker/Fetch",
+        "/grpc.health.v1.Health/Check",
+    ];
+
     /// Paths of the method table get their `Service/Method` label; anything else is `other`.
     #[test]
     fn grpc_paths_map_to_bounded_labels() {
         let mut registry = Registry::default();
         let metrics = RequestMetrics::new(&mut registry);
-        let table = grpc_table(&metrics);
+        let table = grpc_table(&metrics, PATHS);
         let produce = table.method("/strata.v1.Broker/Produce");
         assert_eq!(table.slots[produce.0].0, "Broker/Produce");
         let health = table.method("/grpc.health.v1.Health/Check");
@@ -353,7 +363,7 @@ mod tests {
     fn requests_and_errors_are_counted_with_their_code() {
         let mut registry = Registry::default();
         let metrics = RequestMetrics::new(&mut registry);
-        let table = grpc_table(&metrics);
+        let table = grpc_table(&metrics, PATHS);
         let fetch = table.method("/strata.v1.Broker/Fetch");
         table.record(fetch, Instant::now(), None);
         let code = error_label(

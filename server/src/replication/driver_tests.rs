@@ -808,10 +808,7 @@ fn a_lone_group_counts_its_election_proposals_and_commit_latencies() {
     for _ in 0..3 {
         commit(&mut driver, 7).expect("committed");
     }
-    let text = driver
-        .metrics
-        .encode(None, crate::metrics::ScrapeOptions::default())
-        .expect("encode");
+    let text = driver.metrics.encode(|_| {}).expect("encode");
     for line in [
         "strata_raft_elections_total{group=\"partition\"} 1",
         "strata_raft_leader_changes_total{group=\"partition\"} 1",

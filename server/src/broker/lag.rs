@@ -18,8 +18,8 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 
-use super::ScrapeOptions;
-use crate::broker::Broker;
+use super::Broker;
+use crate::metrics::ScrapeOptions;
 
 /// How far one consumer group is behind on one partition this node leads.
 #[derive(Debug, Clone, PartialEq, Eq)]
