@@ -652,7 +652,10 @@ async fn group_lag_is_produced_minus_committed() {
                 s.name.starts_with("strata_group") || s.name.starts_with("strata_partition")
             })
             .map(|s| {
-                serde_json::json!({"name": s.name, "labels": s.labels, "value": s.value})
+                // Keys in sorted order, as parse.py writes them (sort_keys), so the two agree
+                // whether or not serde_json keeps insertion order (its `preserve_order`
+                // feature, which another crate of the workspace may turn on).
+                serde_json::json!({"labels": s.labels, "name": s.name, "value": s.value})
                     .to_string()
             })
             .collect();
