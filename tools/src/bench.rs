@@ -34,12 +34,13 @@ use clap::{Args, Subcommand};
 use futures_util::StreamExt as _;
 use futures_util::stream::FuturesUnordered;
 use hdrhistogram::Histogram;
-use serde_json::{Value, json};
+use serde_json::json;
 use strata_client::proto::v1::TopicConfig;
 use strata_client::{Client, DeliveryFuture, Producer, ProducerConfig, ProducerRecord, StartFrom};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
+use crate::bench_report::Report;
 use crate::consume::{parse_from, plan, spawn_readers};
 use crate::output::Format;
 use crate::produce::CompressionArg;
@@ -55,8 +56,6 @@ const COUNT_DEFAULT: u64 = 100_000;
 const CORRECTED_LATENCY_US_MAX: u64 = 600_000_000;
 /// The linger of a pipelined run when `--linger-ms` is not given: the producer's default.
 const LINGER_MS_DEFAULT: u64 = 5;
-/// A closed-loop run counts as holding its rate when it achieved at least this share of it.
-const RATE_HELD_SHARE_MIN: f64 = 0.99;
 
 #[derive(Subcommand)]
 pub enum BenchCommand {
@@ -250,11 +249,11 @@ struct Measured {
 }
 
 /// What only a closed-loop run measures.
-struct ClosedLoop {
+pub struct ClosedLoop {
     /// Intended send time→ack of every record, in microseconds.
-    corrected: Histogram<u64>,
+    pub corrected: Histogram<u64>,
     /// Records/s asked for; `None` sends each record when the previous one is acknowledged.
-    rate_target: Option<u64>,
+    pub rate_target: Option<u64>,
 }
 
 /// Sends records as fast as the producer accepts them (or at `--rate`), many in flight.
@@ -523,160 +522,6 @@ fn spawn_progress(progress: Arc<Progress>, verb: &'static str) -> JoinHandle<()>
             (records_before, bytes_before) = (records, bytes);
         }
     })
-}
-
-/// A bench's result.
-struct Report<'a> {
-    bench: &'static str,
-    topic: &'a str,
-    records: u64,
-    /// Record bytes (keys and values).
-    bytes: u64,
-    elapsed_s: f64,
-    /// In microseconds: send→ack for produce, timestamp→arrival for consume.
-    /// Empty when nothing was timed (see [`Report::latency_note`]).
-    latency: &'a Histogram<u64>,
-    /// Why latency covers fewer records than throughput, or none (consume).
-    latency_note: Option<&'static str>,
-    closed_loop: Option<&'a ClosedLoop>,
-    /// CPU seconds (user + system) the bench process spent while measuring.
-    cpu_s: f64,
-    config: Value,
-}
-
-impl Report<'_> {
-    /// Prints throughput, latency percentiles in milliseconds and the client's CPU per GB, as
-    /// text or as one JSON object.
-    fn print(&self, format: Format) {
-        let per_s = |amount: f64| {
-            if self.elapsed_s > 0.0 {
-                amount / self.elapsed_s
-            } else {
-                0.0
-            }
-        };
-        let records_per_s = per_s(self.records as f64);
-        let mb_per_s = per_s(self.bytes as f64 / 1e6);
-        let cpu_s_per_gb = if self.bytes > 0 {
-            self.cpu_s / (self.bytes as f64 / 1e9)
-        } else {
-            0.0
-        };
-        let rate = self.closed_loop.map(|closed_loop| {
-            let held = closed_loop
-                .rate_target
-                .map(|target| records_per_s >= target as f64 * RATE_HELD_SHARE_MIN);
-            (closed_loop.rate_target, held)
-        });
-        let (bench, topic, records, bytes, elapsed_s) = (
-            self.bench,
-            self.topic,
-            self.records,
-            self.bytes,
-            self.elapsed_s,
-        );
-        match format {
-            Format::Json => {
-                let mut report = json!({
-                    "bench": bench,
-                    "topic": topic,
-                    "records": records,
-                    "bytes": bytes,
-                    "elapsed_s": elapsed_s,
-                    "records_per_s": records_per_s,
-                    "mb_per_s": mb_per_s,
-                    "latency_ms": percentiles_ms(self.latency),
-                    "latency_records": self.latency.len(),
-                });
-                if let Some(note) = self.latency_note {
-                    report["latency_note"] = json!(note);
-                }
-                if let Some(closed_loop) = self.closed_loop {
-                    let (target, held) = rate.unwrap_or_default();
-                    report["schedule_corrected_latency_ms"] =
-                        percentiles_ms(&closed_loop.corrected);
-                    report["rate"] = json!({
-                        "target_per_s": target,
-                        "achieved_per_s": records_per_s,
-                        "held": held,
-                    });
-                }
-                report["client_cpu"] = json!({
-                    "cpu_s": self.cpu_s,
-                    "cpu_s_per_gb": cpu_s_per_gb,
-                });
-                report["config"] = self.config.clone();
-                println!("{report}");
-            }
-            Format::Text => {
-                println!(
-                    "{bench}: {records} records ({:.1} MB) in {elapsed_s:.2} s: {records_per_s:.0} records/s, {mb_per_s:.1} MB/s",
-                    bytes as f64 / 1e6
-                );
-                match self.closed_loop {
-                    None => {
-                        println!("latency ms: {}", percentiles_text(self.latency));
-                        if let Some(note) = self.latency_note {
-                            println!("  ({} records timed: {note})", self.latency.len());
-                        }
-                    }
-                    Some(closed_loop) => {
-                        println!(
-                            "service latency ms (send→ack): {}",
-                            percentiles_text(self.latency)
-                        );
-                        println!(
-                            "schedule-corrected latency ms (intended send→ack): {}",
-                            percentiles_text(&closed_loop.corrected)
-                        );
-                        match rate {
-                            Some((Some(target), Some(held))) => println!(
-                                "rate: {records_per_s:.0} records/s achieved of {target} asked ({})",
-                                if held { "held" } else { "NOT held" }
-                            ),
-                            _ => println!(
-                                "rate: {records_per_s:.0} records/s achieved (no --rate: each record sent at the previous one's acknowledgement)"
-                            ),
-                        }
-                    }
-                }
-                println!(
-                    "client CPU: {:.2} s, {cpu_s_per_gb:.2} CPU-s/GB",
-                    self.cpu_s
-                );
-            }
-        }
-    }
-}
-
-const QUANTILES: [(&str, f64); 4] = [("p50", 0.5), ("p90", 0.9), ("p99", 0.99), ("p999", 0.999)];
-
-/// The percentiles and maximum of a histogram of microseconds, in milliseconds; `null` when
-/// nothing was timed (a zero would read as a measured latency).
-fn percentiles_ms(histogram: &Histogram<u64>) -> Value {
-    if histogram.is_empty() {
-        return Value::Null;
-    }
-    let mut percentiles = serde_json::Map::new();
-    for (name, quantile) in QUANTILES {
-        let ms = histogram.value_at_quantile(quantile) as f64 / 1000.0;
-        percentiles.insert(name.to_owned(), json!(ms));
-    }
-    percentiles.insert("max".to_owned(), json!(histogram.max() as f64 / 1000.0));
-    Value::Object(percentiles)
-}
-
-fn percentiles_text(histogram: &Histogram<u64>) -> String {
-    if histogram.is_empty() {
-        return "none measured".to_owned();
-    }
-    let mut text = String::new();
-    for (name, quantile) in QUANTILES {
-        let ms = histogram.value_at_quantile(quantile) as f64 / 1000.0;
-        text.push_str(&format!("{name} {ms:.3}  "));
-    }
-    text.push_str(&format!("max {:.3}", histogram.max() as f64 / 1000.0));
-    text
 }
 
 /// CPU seconds (user + system) this process has used so far, all threads.

@@ -582,7 +582,7 @@ impl Driver {
                 membership::change_membership(*id, self.node_id, group);
             }
             if retention_due {
-                run_retention(group, now_ms);
+                group.run_retention(now_ms);
             }
         }
         self.catch_up.publish(behind);
@@ -676,32 +676,6 @@ fn proposal_message(from: u64, proposal: u64, data: Bytes) -> Message {
     message.set_msg_type(MessageType::MsgPropose);
     message.set_entries(vec![entry].into());
     message
-}
-
-/// Runs the group's retention policy, if its machine has one, up to what raft applied, with
-/// ages measured at `now_ms`. A failure is logged and tried again next time: retention only
-/// frees space.
-fn run_retention(group: &mut Group, now_ms: i64) {
-    let Some((policy, raft_index_max)) = group.machine.retention() else {
-        return;
-    };
-    let applied = group.node.raft.raft_log.applied.min(raft_index_max);
-    let log = group.node.store().log().clone();
-    let outcome = log
-        .write()
-        .expect("log lock poisoned")
-        .apply_retention(&policy, now_ms, applied);
-    match outcome {
-        Ok(outcome) if outcome.segments_removed > 0 => tracing::info!(
-            dir = %log.read().expect("log lock poisoned").dir().display(),
-            segments = outcome.segments_removed,
-            bytes = outcome.bytes_removed,
-            log_start_offset = outcome.log_start_offset,
-            "retention removed segments"
-        ),
-        Ok(_) => {}
-        Err(error) => tracing::error!(%error, "retention failed"),
-    }
 }
 
 #[cfg(test)]

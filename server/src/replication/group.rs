@@ -147,6 +147,34 @@ pub(super) fn proposal_id(entry: &Entry) -> Option<u64> {
     (entry.context.len() == 8).then(|| u64::from_be_bytes(bytes))
 }
 
+impl Group {
+    /// Runs the group's retention policy, if its machine has one, up to what raft applied, with
+    /// ages measured at `now_ms`. A failure is logged and tried again next time: retention only
+    /// frees space.
+    pub(super) fn run_retention(&mut self, now_ms: i64) {
+        let Some((policy, raft_index_max)) = self.machine.retention() else {
+            return;
+        };
+        let applied = self.node.raft.raft_log.applied.min(raft_index_max);
+        let log = self.node.store().log().clone();
+        let outcome = log
+            .write()
+            .expect("log lock poisoned")
+            .apply_retention(&policy, now_ms, applied);
+        match outcome {
+            Ok(outcome) if outcome.segments_removed > 0 => tracing::info!(
+                dir = %log.read().expect("log lock poisoned").dir().display(),
+                segments = outcome.segments_removed,
+                bytes = outcome.bytes_removed,
+                log_start_offset = outcome.log_start_offset,
+                "retention removed segments"
+            ),
+            Ok(_) => {}
+            Err(error) => tracing::error!(%error, "retention failed"),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
