@@ -5,7 +5,7 @@ exits non-zero with a message when a client sees something wrong.
 
     data.py codecs BOOTSTRAP TOPIC CODEC...   produce keyed records with headers in each codec
                                               with both clients, consume them back from earliest
-    data.py acks BOOTSTRAP TOPIC              acks 0, 1 and all with both clients
+    data.py acks BOOTSTRAP TOPIC              acks 0, 1 and all (kafka-python: 1 and all)
     data.py timestamps BOOTSTRAP TOPIC        offsets_for_times, earliest and latest offsets
     data.py consume BOOTSTRAP TOPIC COUNT     print COUNT records from earliest (confluent-kafka)
     data.py admin BOOTSTRAP TOPIC             topic admin with kafka-python's admin client
@@ -210,6 +210,10 @@ def acks(bootstrap, topic):
         if setting != "0" and any(offset < 0 for offset in offsets):
             fail(f"acks {setting}: offsets {offsets}")
         sent.extend(records)
+        if setting == "0":
+            # kafka-python 2.3 never writes an acks-0 request to its socket (strace shows
+            # only its Metadata requests), so acks 0 is confluent-kafka's alone.
+            continue
         records = records_for(f"kafka-python-acks-{setting}", 5)
         producer = KafkaProducer(
             bootstrap_servers=bootstrap, acks=int(setting) if setting != "all" else "all"
@@ -492,57 +496,43 @@ async def consume_aiokafka(consumer, partition, count):
 
 
 def find_configs(described):
-    """The {key: data} dict of one resource inside kafka-python's nested answer."""
-    if isinstance(described, dict):
-        if "retention.ms" in described:
-            return described
-        for value in described.values():
-            found = find_configs(value)
-            if found is not None:
-                return found
+    """The {name: value} of the one resource in kafka-python's DescribeConfigs answers."""
+    for response in described:
+        for resource in response.resources:
+            return {entry[0]: entry[1] for entry in resource[4]}
     return None
-
-
-def config_value(data):
-    return data.get("value") if isinstance(data, dict) else data
 
 
 def admin(bootstrap, topic):
     """kafka-python's admin client: create with configs, validate only, refusals, describe
     configs, delete."""
     from kafka import errors
-    from kafka.admin import ConfigResource, ConfigResourceType, KafkaAdminClient
+    from kafka.admin import ConfigResource, ConfigResourceType, KafkaAdminClient, NewTopic
 
     client = KafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=DEADLINE_S * 1000)
-    client.create_topics(
-        {
-            topic: {
-                "num_partitions": 2,
-                "replication_factor": 1,
-                "configs": {"retention.ms": "60000", "segment.bytes": "1048576"},
-            }
-        }
-    )
-    client.create_topics({topic + "-v": {"num_partitions": 1, "replication_factor": 1}}, validate_only=True)
+    client.create_topics([NewTopic(topic, num_partitions=2, replication_factor=1,
+                                   topic_configs={"retention.ms": "60000",
+                                                  "segment.bytes": "1048576"})])
+    client.create_topics([NewTopic(topic + "-v", num_partitions=1, replication_factor=1)],
+                         validate_only=True)
     try:
-        client.create_topics(
-            {topic + "-bad": {"num_partitions": 1, "replication_factor": 1, "configs": {"cleanup.policy": "compact"}}}
-        )
+        client.create_topics([NewTopic(topic + "-bad", num_partitions=1, replication_factor=1,
+                                       topic_configs={"cleanup.policy": "compact"})])
         fail("an unsupported config was accepted")
     except errors.InvalidConfigurationError as error:
         if "cleanup.policy" not in str(error):
             fail(f"the refusal does not name the config: {error}")
     try:
-        client.create_topics({topic: {"num_partitions": 1, "replication_factor": 1}})
+        client.create_topics([NewTopic(topic, num_partitions=1, replication_factor=1)])
         fail("a topic was created twice")
     except errors.TopicAlreadyExistsError:
         pass
-    described = client.describe_configs([ConfigResource(ConfigResourceType.TOPIC, topic)], config_filter="all")
+    described = client.describe_configs([ConfigResource(ConfigResourceType.TOPIC, topic)])
     configs = find_configs(described)
     if configs is None:
         fail(f"no configs described: {described}")
     want = {"retention.ms": "60000", "segment.bytes": "1048576", "cleanup.policy": "delete", "retention.bytes": "-1"}
-    got = {key: config_value(configs.get(key)) for key in want}
+    got = {key: configs.get(key) for key in want}
     if got != want:
         fail(f"described configs {got}, want {want} (all: {described})")
     listed = client.list_topics()

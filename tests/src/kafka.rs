@@ -99,8 +99,16 @@ fn python_deps() -> Option<PathBuf> {
             return None;
         }
         let deps = repo().join("target/kafka-python-deps");
+        let requirements = repo().join("tests/kafka/requirements.txt");
+        let wanted = std::fs::read_to_string(&requirements).expect("tests/kafka/requirements.txt");
+        // What the directory was installed from: a changed pin reinstalls it.
+        let stamp = deps.join("installed-from-requirements.txt");
         let _lock = install_lock();
-        if !importable(Some(&deps)) {
+        let current = std::fs::read_to_string(&stamp).is_ok_and(|installed| installed == wanted);
+        if !current || !importable(Some(&deps)) {
+            if deps.exists() {
+                std::fs::remove_dir_all(&deps).expect("removing an outdated target/kafka-python-deps");
+            }
             // A fresh Debian has python3 without pip. `pip install --target` installs beside
             // the system's packages, not into them, so PEP 668 does not stop it.
             if !runs("python3", &["-m", "pip", "--version"]) {
@@ -117,8 +125,9 @@ fn python_deps() -> Option<PathBuf> {
             ])
             .arg(&deps)
             .arg("-r")
-            .arg(repo().join("tests/kafka/requirements.txt"));
+            .arg(&requirements);
             run_installer(pip, "installing tests/kafka/requirements.txt");
+            std::fs::write(&stamp, &wanted).expect("writing the requirements stamp");
         }
         Some(deps)
     })
