@@ -43,7 +43,13 @@ impl<W: Write + Send> ParquetSink<W> {
         Self::with_limits(out, values, metadata, BATCH_BYTES, ROW_GROUP_BYTES)
     }
 
-    fn with_limits(
+    /// As [`new`](ParquetSink::new), holding at most about `batch_bytes` of records in Arrow
+    /// arrays and `row_group_bytes` of an encoded row group (a server writing many files at
+    /// once takes smaller ones than [`BATCH_BYTES`] and [`ROW_GROUP_BYTES`]).
+    ///
+    /// # Errors
+    /// The Parquet writer's, when it cannot start.
+    pub fn with_limits(
         out: W,
         values: ValueFormat,
         metadata: Vec<(String, String)>,

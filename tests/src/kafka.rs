@@ -1,6 +1,7 @@
 //! Kafka clients nobody here wrote, for the Kafka listener's interoperability tests, installed
 //! on first use so that `cargo test --workspace` needs nothing installed by hand:
-//! - Python (confluent-kafka, which bundles librdkafka; kafka-python; aiokafka): the system's
+//! - Python (confluent-kafka, which bundles librdkafka; kafka-python; aiokafka; and the other
+//!   Python the tests use: prometheus-client, DuckDB, pyarrow, moto): the system's
 //!   when all import, else the pinned `tests/kafka/requirements.txt` installed from PyPI into
 //!   `target/kafka-python-deps`;
 //! - kcat (librdkafka's CLI): the system's, else Debian's package (`apt-get install kcat`, as
@@ -88,7 +89,8 @@ fn python_deps() -> Option<PathBuf> {
             let mut check = Command::new("python3");
             check.args([
                 "-c",
-                "import confluent_kafka, kafka, aiokafka, snappy, lz4.frame, zstandard, prometheus_client",
+                "import confluent_kafka, kafka, aiokafka, snappy, lz4.frame, zstandard, prometheus_client, \
+                 duckdb, pyarrow, moto.server",
             ]);
             if let Some(path) = path {
                 check.env("PYTHONPATH", path);
@@ -136,10 +138,15 @@ fn python_deps() -> Option<PathBuf> {
 
 /// `python3` with the Kafka clients importable, running `tests/kafka/<script>`.
 pub fn python(script: &str) -> Command {
+    python_script(&format!("tests/kafka/{script}"))
+}
+
+/// `python3` with everything in `tests/kafka/requirements.txt` importable (Kafka clients,
+/// prometheus-client, DuckDB, pyarrow, moto), running `script` (a path from the workspace
+/// root).
+pub fn python_script(script: &str) -> Command {
     let mut command = Command::new("python3");
-    command
-        .arg("-u")
-        .arg(repo().join("tests/kafka").join(script));
+    command.arg("-u").arg(repo().join(script));
     if let Some(deps) = python_deps() {
         command.env("PYTHONPATH", deps);
     }
