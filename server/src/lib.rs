@@ -55,6 +55,7 @@
 //! - **replica**: a node's copy of a partition ([`partition::PartitionReplica`]).
 
 pub mod broker;
+pub mod capture;
 pub mod clock;
 pub mod config;
 pub mod controller;

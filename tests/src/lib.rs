@@ -12,6 +12,7 @@
 //! - [`kafka`]: Kafka clients nobody here wrote (Python, kcat, kafkajs), installed on first use,
 //!   and running them with a deadline.
 //! - [`console`]: headless Chromium and Playwright for the console's browser tests.
+//! - [`s3`]: moto's S3-compatible server for the capture tests.
 //!
 //! Tests live in `tests/`: `storage_crash.rs` (torn writes, index damage, I/O faults),
 //! `broker.rs` (produce, consume, replay, errors and crashes against real servers),
@@ -74,6 +75,7 @@ pub mod console;
 pub mod http;
 pub mod kafka;
 pub mod proxy;
+pub mod s3;
 pub mod server;
 
 use bytes::BytesMut;

@@ -187,6 +187,8 @@ pub struct ServerProcess {
     node_id: u64,
     initial_cluster: Option<String>,
     extra_args: Vec<String>,
+    /// Environment variables it starts with (kept for restarts).
+    env: Vec<(String, String)>,
     /// Its standard output until it has said where it listens.
     lines: Option<mpsc::Receiver<String>>,
 }
@@ -224,7 +226,21 @@ impl ServerProcess {
         initial_cluster: Option<&str>,
         extra_args: &[String],
     ) -> Self {
+        Self::launch_with_env(data_dir, node_id, listen, initial_cluster, extra_args, &[])
+    }
+
+    /// [`ServerProcess::launch_with`] with environment variables (kept for restarts), such as
+    /// the `AWS_*` settings of a capture bucket.
+    pub fn launch_with_env(
+        data_dir: &Path,
+        node_id: u64,
+        listen: &str,
+        initial_cluster: Option<&str>,
+        extra_args: &[String],
+        env: &[(String, String)],
+    ) -> Self {
         let mut command = Command::new(server_binary());
+        command.envs(env.iter().map(|(key, value)| (key, value)));
         command
             .args([
                 "--node-id",
@@ -248,6 +264,7 @@ impl ServerProcess {
             node_id,
             initial_cluster: initial_cluster.map(str::to_string),
             extra_args: extra_args.to_vec(),
+            env: env.to_vec(),
             lines: Some(received),
         }
     }
@@ -335,12 +352,13 @@ impl ServerProcess {
     /// Kills the node (SIGKILL) and starts it again on the same data and port, without waiting.
     pub fn relaunch(&mut self) {
         self.kill9();
-        let restarted = Self::launch_with(
+        let restarted = Self::launch_with_env(
             &self.data_dir.clone(),
             self.node_id,
             &self.address.clone(),
             self.initial_cluster.clone().as_deref(),
             &self.extra_args.clone(),
+            &self.env.clone(),
         );
         *self = restarted;
     }
