@@ -18,6 +18,8 @@
 //!   partitions with the controller's metadata, routing a request to a partition replica, the
 //!   produce path and producer ids, users and ACLs, and what any frontend shares (building
 //!   batches from records, the subscribe loop, fetch limits).
+//! - [`capture`]: continuous capture of topics to Parquet files, exactly once per offset range
+//!   (the runner on each partition leader, targets, windows).
 //! - [`partition`]: one partition replica's world: its state machine, the producer table
 //!   (idempotence), produce admission, reads (fetch, offset lookups).
 //! - [`groups`]: consumer groups: the coordinator, the membership requests and committed
@@ -55,6 +57,7 @@
 //! - **replica**: a node's copy of a partition ([`partition::PartitionReplica`]).
 
 pub mod broker;
+pub mod capture;
 pub mod clock;
 pub mod config;
 pub mod controller;

@@ -281,11 +281,17 @@ impl Broker {
             Arc::downgrade(&broker),
         ));
         tokio::spawn(Self::register_nodes(Arc::downgrade(&broker)));
+        tokio::spawn(crate::capture::runner::run(Arc::downgrade(&broker)));
         Ok(broker)
     }
 
     pub fn node_id(&self) -> u64 {
         self.node_id
+    }
+
+    /// The node's data directory (capture spools files for a bucket under it).
+    pub(crate) fn data_dir(&self) -> &std::path::Path {
+        &self.data_dir
     }
 
     /// The address Kafka clients reach this node at, when it runs a Kafka listener.
