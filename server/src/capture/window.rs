@@ -56,13 +56,13 @@ impl WindowScan {
     /// window's bytes reach `max_bytes` it is full, at this batch's end: a window always
     /// holds whole batches and at least one.
     pub fn count(&mut self, batch: BatchSpan, max_bytes: u64) {
+        if self.full_at.is_some() {
+            return;
+        }
         assert_eq!(
             batch.base_offset, self.scanned_to,
             "batches counted in order"
         );
-        if self.full_at.is_some() {
-            return;
-        }
         self.scanned_to = batch.next_offset;
         self.bytes += batch.bytes;
         if self.bytes >= max_bytes {
@@ -242,6 +242,7 @@ mod tests {
             "reached at a batch boundary"
         );
         scan.count(span(20, 5, 10), max_bytes);
+        scan.count(span(25, 5, 10), max_bytes);
         assert_eq!(scan.close(true), Some((10, 19)), "later batches wait");
         assert_eq!(scan.scanned_to, 20);
 
