@@ -383,6 +383,13 @@ pub async fn run(
         Arc::downgrade(&broker),
         transport.clone(),
     ));
+    tokio::spawn(capture::runner::run(Arc::downgrade(&broker), {
+        let tls = tls.clone();
+        Arc::new(move |node, address, command| {
+            let tls = tls.clone();
+            Box::pin(service::propose_capture_at(tls, node, address, command))
+        })
+    }));
     tokio::spawn(broker::Broker::publish_kafka_address(
         Arc::downgrade(&broker),
         {

@@ -281,7 +281,6 @@ impl Broker {
             Arc::downgrade(&broker),
         ));
         tokio::spawn(Self::register_nodes(Arc::downgrade(&broker)));
-        tokio::spawn(crate::capture::runner::run(Arc::downgrade(&broker)));
         Ok(broker)
     }
 

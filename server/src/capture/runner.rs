@@ -12,6 +12,7 @@ use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
 use futures::FutureExt;
+use futures::future::BoxFuture;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinHandle;
 
@@ -57,8 +58,17 @@ impl PartitionCapture {
     }
 }
 
+/// How a node that does not lead the controller has a capture command applied: asks the
+/// controller's leader (node id, address) with the command's JSON; `Ok(None)` applied,
+/// `Ok(Some(why))` refused because the position had moved.
+pub type AskController = Arc<
+    dyn Fn(u64, String, Vec<u8>) -> BoxFuture<'static, Result<Option<String>, String>>
+        + Send
+        + Sync,
+>;
+
 /// Runs capture for the partitions this node leads until the broker is dropped.
-pub async fn run(broker: Weak<Broker>) {
+pub async fn run(broker: Weak<Broker>, ask: AskController) {
     let permits = Arc::new(Semaphore::new(WINDOWS_IN_FLIGHT_MAX));
     let mut partitions: HashMap<(String, u32), PartitionCapture> = HashMap::new();
     let mut ticker = tokio::time::interval(Duration::from_millis(TICK_MS));
@@ -68,13 +78,14 @@ pub async fn run(broker: Weak<Broker>) {
         let Some(broker) = broker.upgrade() else {
             return;
         };
-        tick(&broker, &permits, &mut partitions);
+        tick(&broker, &permits, &ask, &mut partitions);
     }
 }
 
 fn tick(
     broker: &Arc<Broker>,
     permits: &Arc<Semaphore>,
+    ask: &AskController,
     partitions: &mut HashMap<(String, u32), PartitionCapture>,
 ) {
     let leading: Vec<(Arc<PartitionReplica>, Topic)> = {
@@ -132,6 +143,7 @@ fn tick(
             };
             state.job = Some(tokio::spawn(capture_window(
                 broker.clone(),
+                ask.clone(),
                 replica.clone(),
                 topic.id,
                 target,
@@ -267,6 +279,7 @@ fn plan(
 /// another leader moved the position: nothing to do here.
 async fn capture_window(
     broker: Arc<Broker>,
+    ask: AskController,
     replica: Arc<PartitionReplica>,
     topic_id: u64,
     target: CaptureTarget,
@@ -285,7 +298,7 @@ async fn capture_window(
             first,
             last,
         };
-        if !proposed(&broker, &open).await? {
+        if !proposed(&broker, &ask, &open).await? {
             return Ok(());
         }
     }
@@ -322,21 +335,30 @@ async fn capture_window(
         last,
         now_ms: broker.clock.now_ms(),
     };
-    if proposed(&broker, &done).await? && written.records > 0 {
+    if proposed(&broker, &ask, &done).await? && written.records > 0 {
         count(&broker, written);
         tracing::debug!(%topic, partition, first, last, records = written.records, "captured");
     }
     Ok(())
 }
 
-/// Proposes a capture command: `true` when applied, `false` when the position had moved.
-async fn proposed(broker: &Broker, command: &Command) -> Result<bool, String> {
-    match broker.propose_command(command).await {
-        Ok(Ok(())) => Ok(true),
-        Ok(Err(CommandRefusal::CaptureMoved(_))) => Ok(false),
-        Ok(Err(refusal)) => Err(refusal.to_string()),
-        Err(error) => Err(error.to_string()),
+/// Has a capture command applied, here when this node leads the controller, else through
+/// its leader: `true` when applied, `false` when the position had moved.
+async fn proposed(broker: &Broker, ask: &AskController, command: &Command) -> Result<bool, String> {
+    let leader = *broker.controller_leader.borrow();
+    if leader == broker.node_id {
+        return match broker.propose_command(command).await {
+            Ok(Ok(())) => Ok(true),
+            Ok(Err(CommandRefusal::CaptureMoved(_))) => Ok(false),
+            Ok(Err(refusal)) => Err(refusal.to_string()),
+            Err(error) => Err(error.to_string()),
+        };
     }
+    let address = broker
+        .node_address(leader)
+        .ok_or_else(|| format!("the controller's leader (node {leader}) is not known yet"))?;
+    let json = serde_json::to_vec(command).map_err(|error| error.to_string())?;
+    Ok(ask(leader, address, json).await?.is_none())
 }
 
 fn count(broker: &Broker, written: Written) {
