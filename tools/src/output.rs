@@ -258,6 +258,29 @@ mod tests {
     use bytes::Bytes;
     use strata_client::Header;
 
+    /// `topic describe --format json` shows a captured partition's capture position and lag
+    /// (records committed and not yet in a capture file), and null for a topic not captured.
+    #[test]
+    fn describe_json_shows_capture_lag() {
+        use strata_client::proto::v1::PartitionInfo;
+        let partition = |capture_next_offset| PartitionInfo {
+            partition: 0,
+            high_watermark: 10,
+            capture_next_offset,
+            ..PartitionInfo::default()
+        };
+        let topic = |info| TopicDescription {
+            name: "t".to_owned(),
+            partition_info: vec![info],
+            ..TopicDescription::default()
+        };
+        let captured = topic_json(&topic(partition(Some(3))));
+        assert_eq!(captured["partition_info"][0]["capture_next_offset"], 3);
+        assert_eq!(captured["partition_info"][0]["capture_lag"], 7);
+        let plain = topic_json(&topic(partition(None)));
+        assert_eq!(plain["partition_info"][0]["capture_lag"], Value::Null);
+    }
+
     /// UTF-8 stays a string; other bytes become a base64 object; absent is null.
     #[test]
     fn bytes_render() {
