@@ -475,6 +475,7 @@ mod tests {
             in_sync_node_ids: in_sync.to_vec(),
             leader_term: 1,
             size_bytes: 0,
+            capture_next_offset: None,
         }
     }
 

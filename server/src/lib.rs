@@ -18,6 +18,8 @@
 //!   partitions with the controller's metadata, routing a request to a partition replica, the
 //!   produce path and producer ids, users and ACLs, and what any frontend shares (building
 //!   batches from records, the subscribe loop, fetch limits).
+//! - [`capture`]: continuous capture of topics to Parquet files, exactly once per offset range
+//!   (the runner on each partition leader, targets, windows).
 //! - [`partition`]: one partition replica's world: its state machine, the producer table
 //!   (idempotence), produce admission, reads (fetch, offset lookups).
 //! - [`groups`]: consumer groups: the coordinator, the membership requests and committed
@@ -381,6 +383,13 @@ pub async fn run(
         Arc::downgrade(&broker),
         transport.clone(),
     ));
+    tokio::spawn(capture::runner::run(Arc::downgrade(&broker), {
+        let tls = tls.clone();
+        Arc::new(move |node, address, command| {
+            let tls = tls.clone();
+            Box::pin(service::propose_capture_at(tls, node, address, command))
+        })
+    }));
     tokio::spawn(broker::Broker::publish_kafka_address(
         Arc::downgrade(&broker),
         {

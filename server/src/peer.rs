@@ -579,6 +579,40 @@ impl Peer for PeerService {
         Ok(Response::new(strata_proto::v1::SetKafkaAddressResponse {}))
     }
 
+    async fn propose_capture(
+        &self,
+        request: Request<strata_proto::v1::ProposeCaptureRequest>,
+    ) -> Result<Response<strata_proto::v1::ProposeCaptureResponse>, Status> {
+        use crate::controller::metadata::{Command, CommandRefusal};
+        self.transport
+            .certified_member(&request, "Peer/ProposeCapture")?;
+        let bytes = request.into_inner().command;
+        let mut command: Command = serde_json::from_slice(&bytes).map_err(|error| {
+            Status::invalid_argument(format!("the capture command does not decode: {error}"))
+        })?;
+        let now_ms = self.transport.clock.now_ms();
+        match &mut command {
+            Command::CaptureWindowOpen { .. } => {}
+            // Time in the metadata is the controller leader's.
+            Command::CaptureWindowDone {
+                now_ms: stamped, ..
+            } => *stamped = now_ms,
+            _ => {
+                return Err(Status::invalid_argument(
+                    "Peer/ProposeCapture takes only CaptureWindowOpen and CaptureWindowDone",
+                ));
+            }
+        }
+        let moved = match propose_controller_command(&self.driver, now_ms, &command).await? {
+            Ok(()) => None,
+            Err(CommandRefusal::CaptureMoved(why)) => Some(why),
+            Err(refusal) => return Err(Status::invalid_argument(refusal.to_string())),
+        };
+        Ok(Response::new(strata_proto::v1::ProposeCaptureResponse {
+            moved,
+        }))
+    }
+
     async fn group_voters(
         &self,
         request: Request<strata_proto::v1::GroupVotersRequest>,

@@ -280,6 +280,7 @@ fn apply(
             let policy = RetentionPolicy {
                 retention_bytes: *retention_bytes,
                 retention_ms: *retention_ms,
+                offset_floor: None,
             };
             let raft_index_max =
                 model.start.prev_raft_index + raft_choice % (model.entries.len() as u64 + 1);

@@ -30,6 +30,7 @@ fn config(
         retention_ms,
         retention_bytes,
         segment_bytes,
+        ..Default::default()
     })
 }
 

@@ -572,6 +572,7 @@ async fn retention_removes_old_segments_and_reads_below_start_fail() {
                 retention_bytes: Some(4096),
                 segment_bytes: Some(2048),
                 retention_ms: None,
+                ..Default::default()
             }),
         })
         .await

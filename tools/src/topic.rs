@@ -10,7 +10,7 @@ use crate::output::{
     Format, UNANSWERED_LEGEND, column_width, config_text, count_text, node_list_text, node_text,
     topic_json, view_text,
 };
-use crate::units::{Limit, parse_duration_ms_limit, parse_size};
+use crate::units::{Limit, parse_duration_ms, parse_duration_ms_limit, parse_size};
 
 #[derive(Subcommand)]
 pub enum TopicCommand {
@@ -73,6 +73,27 @@ pub struct ConfigArgs {
     /// Roll a partition's active segment at this size: bytes, or a size such as 64MiB.
     #[arg(long, value_name = "SIZE", value_parser = parse_size)]
     segment_bytes: Option<u64>,
+    /// Capture the topic continuously: each partition's leader writes closed windows of
+    /// committed records as Parquet files under this absolute directory (or
+    /// s3://bucket/prefix), named {topic}/partition={p}/{first}-{last}.parquet. `none` stops
+    /// capture (alter).
+    #[arg(long, value_name = "DIR")]
+    capture_dir: Option<String>,
+    /// Close a capture window this long after its leader first saw uncaptured data:
+    /// milliseconds, or a duration such as 5m (default 5m).
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration_ms)]
+    capture_interval: Option<u64>,
+    /// Close a capture window when its records reach this size: bytes, or a size such as
+    /// 256MiB (the default).
+    #[arg(long, value_name = "SIZE", value_parser = parse_size)]
+    capture_max_bytes: Option<u64>,
+    /// The capture file format: parquet (the only one, and the default).
+    #[arg(long, value_name = "FORMAT")]
+    capture_format: Option<String>,
+    /// Whether retention waits for records to be captured (true, the default) or removes
+    /// them anyway, the gap logged (false).
+    #[arg(long, value_name = "BOOL")]
+    capture_block_retention: Option<bool>,
 }
 
 impl ConfigArgs {
@@ -86,6 +107,14 @@ impl ConfigArgs {
             retention_ms: value(self.retention_ms),
             retention_bytes: value(self.retention_bytes),
             segment_bytes: self.segment_bytes,
+            capture_dir: self
+                .capture_dir
+                .clone()
+                .filter(|dir| dir != CAPTURE_DIR_NONE),
+            capture_interval_ms: self.capture_interval,
+            capture_max_bytes: self.capture_max_bytes,
+            capture_format: self.capture_format.clone(),
+            capture_block_retention: self.capture_block_retention,
         }
     }
 
@@ -99,6 +128,9 @@ impl ConfigArgs {
         if self.retention_bytes == Some(Limit::Unlimited) {
             unset.push("retention_bytes".to_owned());
         }
+        if self.capture_dir.as_deref() == Some(CAPTURE_DIR_NONE) {
+            unset.push("capture_dir".to_owned());
+        }
         unset
     }
 
@@ -106,6 +138,11 @@ impl ConfigArgs {
         self.retention_ms.is_none()
             && self.retention_bytes.is_none()
             && self.segment_bytes.is_none()
+            && self.capture_dir.is_none()
+            && self.capture_interval.is_none()
+            && self.capture_max_bytes.is_none()
+            && self.capture_format.is_none()
+            && self.capture_block_retention.is_none()
     }
 }
 
@@ -164,7 +201,8 @@ pub async fn run(client: &Client, command: TopicCommand, format: Format) -> Resu
         TopicCommand::Alter { name, config } => {
             if config.is_empty() {
                 bail!(
-                    "nothing to alter: give --retention-ms, --retention-bytes or --segment-bytes"
+                    "nothing to alter: give --retention-ms, --retention-bytes, --segment-bytes \
+                     or a --capture-* flag"
                 );
             }
             let topic = admin
@@ -187,6 +225,9 @@ pub async fn run(client: &Client, command: TopicCommand, format: Format) -> Resu
     }
     Ok(())
 }
+
+/// The `--capture-dir` value that stops capture.
+const CAPTURE_DIR_NONE: &str = "none";
 
 /// What growing a topic means for keyed records, as Kafka's tools say it.
 const KEY_MOVE_CAVEAT: &str = "note: records with a key are placed by the key's hash modulo the \
@@ -262,6 +303,15 @@ fn print_topic(topic: &TopicDescription, format: Format, verb: &str) {
                 .any(|row| row[1..4].iter().any(|cell| cell.contains('*')))
             {
                 println!("{UNANSWERED_LEGEND}");
+            }
+            for info in &topic.partition_info {
+                if let Some(next_offset) = info.capture_next_offset {
+                    println!(
+                        "capture: partition {} captured below offset {next_offset}, lag {}",
+                        info.partition,
+                        count_text(info.high_watermark.saturating_sub(next_offset), "record")
+                    );
+                }
             }
         }
     }

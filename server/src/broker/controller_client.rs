@@ -146,7 +146,8 @@ impl Broker {
                 CommandRefusal::Invalid(reason) => BrokerError::InvalidArgument(reason),
                 refusal @ (CommandRefusal::ProducerIdsTaken
                 | CommandRefusal::Undecodable(_)
-                | CommandRefusal::UsersExist) => BrokerError::Storage(refusal.to_string()),
+                | CommandRefusal::UsersExist
+                | CommandRefusal::CaptureMoved(_)) => BrokerError::Storage(refusal.to_string()),
             })
     }
 
@@ -188,6 +189,12 @@ fn command_subject(command: &Command) -> String {
         | Command::DeleteGroup { group } => group.clone(),
         Command::RegisterNode(node) => format!("node {}", node.id),
         Command::ReassignReplicas { name, .. } => name.clone(),
+        Command::CaptureWindowOpen {
+            topic, partition, ..
+        }
+        | Command::CaptureWindowDone {
+            topic, partition, ..
+        } => format!("{topic}/{partition}"),
         Command::DeregisterNode { node } | Command::SetKafkaAddress { node, .. } => {
             format!("node {node}")
         }

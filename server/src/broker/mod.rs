@@ -288,6 +288,11 @@ impl Broker {
         self.node_id
     }
 
+    /// The node's data directory (capture spools files for a bucket under it).
+    pub(crate) fn data_dir(&self) -> &std::path::Path {
+        &self.data_dir
+    }
+
     /// The address Kafka clients reach this node at, when it runs a Kafka listener.
     pub fn kafka_address(&self) -> Option<&str> {
         self.kafka_address.as_deref()

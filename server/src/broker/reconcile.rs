@@ -10,7 +10,7 @@ use std::sync::{Arc, RwLock};
 use tokio::sync::watch;
 
 use super::{Broker, BrokerError};
-use crate::controller::metadata::{Topic, TopicConfig};
+use crate::controller::metadata::{Metadata, Topic, TopicConfig};
 use crate::partition::{
     BATCH_BYTES_MAX, PartitionMachine, PartitionReplica, RetentionSource, group_id, topic_id_of,
 };
@@ -57,7 +57,7 @@ impl Broker {
             if let Some(config) = config
                 && *config.read().expect("config lock poisoned") != topic.config
             {
-                *config.write().expect("config lock poisoned") = topic.config;
+                *config.write().expect("config lock poisoned") = topic.config.clone();
                 for replica in self.local_replicas(&topic.name) {
                     replica
                         .log
@@ -157,7 +157,7 @@ impl Broker {
             .write()
             .expect("lock")
             .entry(topic.id)
-            .or_insert_with(|| Arc::new(RwLock::new(topic.config)))
+            .or_insert_with(|| Arc::new(RwLock::new(topic.config.clone())))
             .clone();
         let log_config = LogConfig {
             segment_bytes_max: topic.config.segment_bytes,
@@ -189,7 +189,16 @@ impl Broker {
                 id: group,
                 log: log.clone(),
                 voters,
-                machine: PartitionMachine::new(config, log.clone()),
+                machine: PartitionMachine::new(
+                    Arc::new(PartitionRetention {
+                        config,
+                        metadata: self.metadata.clone(),
+                        topic: topic.name.clone(),
+                        topic_id: topic.id,
+                        partition,
+                    }),
+                    log.clone(),
+                ),
                 applied: 0,
                 replay_committed: false,
                 high_watermark: high_watermark_tx,
@@ -223,9 +232,40 @@ impl Broker {
 }
 
 /// A topic's config, shared by its local partitions' machines, is where their retention
-/// comes from (an alter changes it in place; see `Broker::reconcile`).
+/// comes from (an alter changes it in place; see `Broker::reconcile`). Alone it knows no
+/// capture position, so a captured topic keeps everything (see [`PartitionRetention`]).
 impl RetentionSource for RwLock<TopicConfig> {
     fn retention(&self) -> RetentionPolicy {
-        self.read().expect("config lock poisoned").retention()
+        self.read().expect("config lock poisoned").retention(0)
+    }
+}
+
+/// One partition's retention: its topic's shared config, floored by the partition's capture
+/// position in this node's metadata. A position read a little late is only lower, so it
+/// keeps more, never less.
+pub(super) struct PartitionRetention {
+    pub(super) config: Arc<RwLock<TopicConfig>>,
+    pub(super) metadata: Arc<RwLock<Metadata>>,
+    pub(super) topic: String,
+    pub(super) topic_id: u64,
+    pub(super) partition: u32,
+}
+
+impl RetentionSource for PartitionRetention {
+    fn retention(&self) -> RetentionPolicy {
+        let capture_next_offset = self
+            .metadata
+            .read()
+            .expect("metadata lock poisoned")
+            .topics
+            .get(&self.topic)
+            .filter(|topic| topic.id == self.topic_id)
+            .map_or(0, |topic| {
+                topic.capture_position(self.partition).next_offset
+            });
+        self.config
+            .read()
+            .expect("config lock poisoned")
+            .retention(capture_next_offset)
     }
 }

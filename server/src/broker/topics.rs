@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::{Broker, BrokerError};
+use crate::capture::target::CaptureTarget;
 use crate::controller::metadata::{self, Command, Topic, TopicConfig};
 use crate::partition::PartitionReplica;
 use crate::storage;
@@ -39,6 +40,7 @@ impl Broker {
             )));
         }
         validate_config(&config)?;
+        probe_capture(&config).await?;
         let nodes = self.members().await;
         if replication_factor == 0 || replication_factor as usize > nodes.len() {
             return Err(BrokerError::InvalidArgument(format!(
@@ -181,16 +183,47 @@ impl Broker {
         if let Some(segment_bytes) = changes.segment_bytes {
             config.segment_bytes = segment_bytes;
         }
+        let capture_dir_before = config.capture_dir.clone();
+        if let Some(capture_dir) = changes.capture_dir {
+            config.capture_dir = Some(capture_dir);
+        }
+        if let Some(capture_interval_ms) = changes.capture_interval_ms {
+            config.capture_interval_ms = capture_interval_ms;
+        }
+        if let Some(capture_max_bytes) = changes.capture_max_bytes {
+            config.capture_max_bytes = capture_max_bytes;
+        }
+        if let Some(capture_format) = changes.capture_format {
+            config.capture_format = capture_format;
+        }
+        if let Some(capture_block_retention) = changes.capture_block_retention {
+            config.capture_block_retention = capture_block_retention;
+        }
+        let defaults = TopicConfig::default();
         for name in changes.unset {
             match name {
                 ConfigName::RetentionMs => config.retention_ms = None,
                 ConfigName::RetentionBytes => config.retention_bytes = None,
-                ConfigName::SegmentBytes => {
-                    config.segment_bytes = TopicConfig::default().segment_bytes;
+                ConfigName::SegmentBytes => config.segment_bytes = defaults.segment_bytes,
+                ConfigName::CaptureDir => config.capture_dir = None,
+                ConfigName::CaptureIntervalMs => {
+                    config.capture_interval_ms = defaults.capture_interval_ms;
+                }
+                ConfigName::CaptureMaxBytes => {
+                    config.capture_max_bytes = defaults.capture_max_bytes;
+                }
+                ConfigName::CaptureFormat => config.capture_format = defaults.capture_format,
+                ConfigName::CaptureBlockRetention => {
+                    config.capture_block_retention = defaults.capture_block_retention;
                 }
             }
         }
         validate_config(&config)?;
+        // Only a new target is probed: an alter of the interval must not fail because the
+        // target is briefly unwritable (the runner retries that).
+        if config.capture_dir != capture_dir_before {
+            probe_capture(&config).await?;
+        }
         self.propose_metadata(Command::AlterTopic {
             name: name.to_string(),
             config,
@@ -237,8 +270,14 @@ pub struct ConfigChanges {
     pub retention_ms: Option<u64>,
     pub retention_bytes: Option<u64>,
     pub segment_bytes: Option<u64>,
-    /// Values taken back to their defaults: retention unlimited, the default segment size.
-    /// Never one of the values set above (the frontend refuses that).
+    pub capture_dir: Option<String>,
+    pub capture_interval_ms: Option<u64>,
+    pub capture_max_bytes: Option<u64>,
+    pub capture_format: Option<metadata::CaptureFormat>,
+    pub capture_block_retention: Option<bool>,
+    /// Values taken back to their defaults: retention unlimited, the default segment size,
+    /// no capture, the capture defaults. Never one of the values set above (the frontend
+    /// refuses that).
     pub unset: Vec<ConfigName>,
 }
 
@@ -248,14 +287,24 @@ pub enum ConfigName {
     RetentionMs,
     RetentionBytes,
     SegmentBytes,
+    CaptureDir,
+    CaptureIntervalMs,
+    CaptureMaxBytes,
+    CaptureFormat,
+    CaptureBlockRetention,
 }
 
 impl ConfigName {
     /// Every name, in the wire's spelling.
-    pub const ALL: [(&'static str, ConfigName); 3] = [
+    pub const ALL: [(&'static str, ConfigName); 8] = [
         ("retention_ms", ConfigName::RetentionMs),
         ("retention_bytes", ConfigName::RetentionBytes),
         ("segment_bytes", ConfigName::SegmentBytes),
+        ("capture_dir", ConfigName::CaptureDir),
+        ("capture_interval_ms", ConfigName::CaptureIntervalMs),
+        ("capture_max_bytes", ConfigName::CaptureMaxBytes),
+        ("capture_format", ConfigName::CaptureFormat),
+        ("capture_block_retention", ConfigName::CaptureBlockRetention),
     ];
 
     /// The name spelled `text` on the wire.
@@ -269,8 +318,9 @@ impl ConfigName {
             .map(|(_, config)| *config)
             .ok_or_else(|| {
                 BrokerError::InvalidConfig(format!(
-                    "cannot unset {text:?}: the config names are retention_ms, retention_bytes \
-                     and segment_bytes"
+                    "cannot unset {text:?}: the config names are retention_ms, retention_bytes, \
+                     segment_bytes, capture_dir, capture_interval_ms, capture_max_bytes, \
+                     capture_format and capture_block_retention"
                 ))
             })
     }
@@ -290,5 +340,36 @@ pub(crate) fn validate_config(config: &TopicConfig) -> Result<(), BrokerError> {
             "retention_ms must be at least 1 (leave it unset to keep forever)".to_string(),
         ));
     }
+    if config.capture_interval_ms < CAPTURE_INTERVAL_MS_MIN {
+        return Err(BrokerError::InvalidConfig(format!(
+            "capture.interval-ms must be at least {CAPTURE_INTERVAL_MS_MIN}, got {}",
+            config.capture_interval_ms
+        )));
+    }
+    if config.capture_max_bytes < CAPTURE_MAX_BYTES_MIN {
+        return Err(BrokerError::InvalidConfig(format!(
+            "capture.max-bytes must be at least {CAPTURE_MAX_BYTES_MIN}, got {}",
+            config.capture_max_bytes
+        )));
+    }
+    if let Some(dir) = &config.capture_dir {
+        CaptureTarget::parse(dir).map_err(BrokerError::InvalidConfig)?;
+    }
     Ok(())
+}
+
+/// Shortest `capture.interval-ms`: a window a second at least (each costs two controller
+/// commands and a file).
+pub const CAPTURE_INTERVAL_MS_MIN: u64 = 1_000;
+/// Smallest `capture.max-bytes`.
+pub const CAPTURE_MAX_BYTES_MIN: u64 = 1024;
+
+/// Checks, on the node handling the request, that the capture target can be written (a
+/// directory is created if missing); nothing is left behind when it cannot.
+async fn probe_capture(config: &TopicConfig) -> Result<(), BrokerError> {
+    let Some(dir) = &config.capture_dir else {
+        return Ok(());
+    };
+    let target = CaptureTarget::parse(dir).map_err(BrokerError::InvalidConfig)?;
+    target.probe().await.map_err(BrokerError::InvalidConfig)
 }

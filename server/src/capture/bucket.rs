@@ -42,6 +42,15 @@ pub struct Bucket {
     url: String,
 }
 
+/// Two buckets are the same target when they were named by the same URL.
+impl PartialEq for Bucket {
+    fn eq(&self, other: &Self) -> bool {
+        self.url == other.url
+    }
+}
+
+impl Eq for Bucket {}
+
 impl std::fmt::Debug for Bucket {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Bucket").field("url", &self.url).finish()
@@ -185,8 +194,8 @@ impl Bucket {
     /// The object appears whole or not at all; a failed upload is aborted.
     ///
     /// # Errors
-    /// The read or the upload's error, in words; the spool file is left for the caller's
-    /// `discard`.
+    /// The read or the upload's error, in words; the spool file is left for the caller to
+    /// discard.
     pub async fn publish(&self, spool: &Path, relative: &str) -> Result<(), String> {
         let location = self.object(relative);
         let mut file = tokio::fs::File::open(spool)
@@ -223,15 +232,6 @@ impl Bucket {
         tokio::fs::remove_file(spool)
             .await
             .map_err(|error| format!("removing {}: {error}", spool.display()))
-    }
-
-    /// Removes a spool file that will not be uploaded.
-    pub async fn discard(&self, spool: &Path) {
-        if let Err(error) = tokio::fs::remove_file(spool).await
-            && error.kind() != std::io::ErrorKind::NotFound
-        {
-            tracing::warn!(path = %spool.display(), %error, "capture: cannot remove a spool file");
-        }
     }
 }
 

@@ -110,6 +110,7 @@ impl StateMachine for Controller {
         let policy = RetentionPolicy {
             retention_ms: None,
             retention_bytes: Some(0),
+            offset_floor: None,
         };
         Some((policy, self.snapshot_index))
     }

@@ -23,12 +23,49 @@ pub const TOPIC_NAME_BYTES_MAX: usize = 200;
 /// Most partitions in one topic.
 pub const PARTITIONS_MAX: u32 = 10_000;
 
+/// Default longest time a capture window stays open (`capture.interval-ms`): Event Hubs
+/// Capture's five minutes.
+pub const CAPTURE_INTERVAL_MS_DEFAULT: u64 = 300_000;
+/// Default committed bytes at which a capture window closes (`capture.max-bytes`).
+pub const CAPTURE_MAX_BYTES_DEFAULT: u64 = 256 << 20;
+
 /// A topic's configuration.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+///
+/// Not `Copy`: `capture_dir` is a string. The capture fields have serde defaults, so metadata
+/// written before capture existed loads as "not captured".
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TopicConfig {
     pub retention_ms: Option<u64>,
     pub retention_bytes: Option<u64>,
     pub segment_bytes: u64,
+    /// Where the partitions' leaders write closed capture windows (`capture.dir`): an
+    /// absolute directory path or an `s3://bucket/prefix` URL. `None`: no capture.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub capture_dir: Option<String>,
+    /// A window closes this long after its leader first saw uncaptured data.
+    #[serde(default = "capture_interval_ms_default")]
+    pub capture_interval_ms: u64,
+    /// A window closes when its committed batches reach this many bytes.
+    #[serde(default = "capture_max_bytes_default")]
+    pub capture_max_bytes: u64,
+    #[serde(default)]
+    pub capture_format: CaptureFormat,
+    /// While capture is set, retention keeps every segment holding records not captured yet
+    /// (`true`), or deletes them anyway and logs the gap (`false`).
+    #[serde(default = "capture_block_retention_default")]
+    pub capture_block_retention: bool,
+}
+
+fn capture_interval_ms_default() -> u64 {
+    CAPTURE_INTERVAL_MS_DEFAULT
+}
+
+fn capture_max_bytes_default() -> u64 {
+    CAPTURE_MAX_BYTES_DEFAULT
+}
+
+fn capture_block_retention_default() -> bool {
+    true
 }
 
 impl Default for TopicConfig {
@@ -37,15 +74,69 @@ impl Default for TopicConfig {
             retention_ms: None,
             retention_bytes: None,
             segment_bytes: SEGMENT_BYTES_DEFAULT,
+            capture_dir: None,
+            capture_interval_ms: CAPTURE_INTERVAL_MS_DEFAULT,
+            capture_max_bytes: CAPTURE_MAX_BYTES_DEFAULT,
+            capture_format: CaptureFormat::default(),
+            capture_block_retention: true,
         }
     }
 }
 
+/// The file format of captured windows (`capture.format`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum CaptureFormat {
+    /// Apache Parquet, one file per window, the schema of `strata_analytics::record_schema`.
+    #[default]
+    Parquet,
+}
+
+impl CaptureFormat {
+    /// The config value's spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CaptureFormat::Parquet => "parquet",
+        }
+    }
+
+    /// The format spelled `text`.
+    ///
+    /// # Errors
+    /// An unknown format, with the valid ones.
+    pub fn parse(text: &str) -> Result<Self, String> {
+        match text {
+            "parquet" => Ok(CaptureFormat::Parquet),
+            other => Err(format!(
+                "capture.format {other:?} is not supported: the only valid value is \"parquet\""
+            )),
+        }
+    }
+}
+
+/// How far one partition has been captured: the replicated half of capture's exactly-once
+/// protocol (see `crate::capture`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CapturePosition {
+    /// Every offset below this is in a published capture file (or was lost to retention
+    /// with `capture.block-retention=false`).
+    pub next_offset: u64,
+    /// The window a leader has opened and not yet reported published: `(first, last)`
+    /// offsets, inclusive.
+    pub pending: Option<(u64, u64)>,
+    /// When the last window was reported published (the proposer's clock).
+    pub captured_ms: i64,
+}
+
 impl TopicConfig {
-    pub fn retention(&self) -> RetentionPolicy {
+    /// The retention policy of a partition whose capture position is `capture_next_offset`:
+    /// while capture is on and blocks retention, nothing at or above it is removed.
+    pub fn retention(&self, capture_next_offset: u64) -> RetentionPolicy {
+        let floor = self.capture_dir.is_some() && self.capture_block_retention;
         RetentionPolicy {
             retention_ms: self.retention_ms,
             retention_bytes: self.retention_bytes,
+            offset_floor: floor.then_some(capture_next_offset),
         }
     }
 }
@@ -67,11 +158,20 @@ pub struct Topic {
     /// once the leader has added it, so it never works from a wrong membership.
     #[serde(default)]
     pub previous_replicas: BTreeMap<u32, Vec<u64>>,
+    /// Capture position by partition; a partition absent has captured nothing.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub capture: BTreeMap<u32, CapturePosition>,
 }
 
 impl Topic {
     pub fn partitions(&self) -> u32 {
         self.replicas.len() as u32
+    }
+
+    /// The capture position of `partition` (the default, offset 0 and nothing pending, for a
+    /// partition that has captured nothing).
+    pub fn capture_position(&self, partition: u32) -> CapturePosition {
+        self.capture.get(&partition).copied().unwrap_or_default()
     }
 }
 
@@ -223,6 +323,28 @@ pub enum Command {
         from: u32,
         replicas: Vec<Vec<u64>>,
     },
+    /// A partition leader's intent to capture offsets `first..=last`: refused unless the
+    /// partition's capture position is `expected_next` with no window pending (a stale leader
+    /// loses here). `first` is above `expected_next` only when retention removed the records
+    /// between them.
+    CaptureWindowOpen {
+        topic: String,
+        topic_id: u64,
+        partition: u32,
+        expected_next: u64,
+        first: u64,
+        last: u64,
+    },
+    /// The window `first..=last` is published: refused unless it is the pending one; moves
+    /// the position to `last + 1`.
+    CaptureWindowDone {
+        topic: String,
+        topic_id: u64,
+        partition: u32,
+        first: u64,
+        last: u64,
+        now_ms: i64,
+    },
 }
 
 impl Command {
@@ -275,6 +397,10 @@ pub enum CommandRefusal {
     /// A command whose values cannot be stored (the reason); the proposer checks them first.
     #[error("{0}")]
     Invalid(String),
+    /// A capture command that does not match the partition's capture position (what it is):
+    /// another leader moved it, so the proposer re-reads the position.
+    #[error("capture position moved: {0}")]
+    CaptureMoved(String),
 }
 
 impl Metadata {
@@ -321,6 +447,7 @@ impl Metadata {
                     replicas,
                     created_ms: now_ms,
                     previous_replicas: BTreeMap::new(),
+                    capture: BTreeMap::new(),
                 };
                 self.topics.insert(name, topic);
                 Ok(())
@@ -434,7 +561,78 @@ impl Metadata {
                 topic.replicas.extend(replicas);
                 Ok(())
             }
+            Command::CaptureWindowOpen {
+                topic,
+                topic_id,
+                partition,
+                expected_next,
+                first,
+                last,
+            } => {
+                if first < expected_next || last < first {
+                    return Err(CommandRefusal::Invalid(format!(
+                        "capture window {first}..={last} must start at or after {expected_next} \
+                         and not end before it starts"
+                    )));
+                }
+                let known = self.captured_topic_mut(&topic, topic_id, partition)?;
+                let mut position = known.capture_position(partition);
+                if position.next_offset != expected_next || position.pending.is_some() {
+                    return Err(CommandRefusal::CaptureMoved(format!(
+                        "{topic}/{partition} is at {} with {:?} pending, not at {expected_next} \
+                         with none",
+                        position.next_offset, position.pending
+                    )));
+                }
+                position.pending = Some((first, last));
+                known.capture.insert(partition, position);
+                Ok(())
+            }
+            Command::CaptureWindowDone {
+                topic,
+                topic_id,
+                partition,
+                first,
+                last,
+                now_ms,
+            } => {
+                let known = self.captured_topic_mut(&topic, topic_id, partition)?;
+                let pending = known.capture_position(partition).pending;
+                if pending != Some((first, last)) {
+                    return Err(CommandRefusal::CaptureMoved(format!(
+                        "{topic}/{partition} has {pending:?} pending, not {first}..={last}"
+                    )));
+                }
+                let position = CapturePosition {
+                    next_offset: last + 1,
+                    pending: None,
+                    captured_ms: now_ms,
+                };
+                known.capture.insert(partition, position);
+                Ok(())
+            }
         }
+    }
+
+    /// The topic with this name and id (a topic deleted and re-created under the name is
+    /// another topic), when it has `partition`.
+    fn captured_topic_mut(
+        &mut self,
+        name: &str,
+        topic_id: u64,
+        partition: u32,
+    ) -> Result<&mut Topic, CommandRefusal> {
+        let topic = self
+            .topics
+            .get_mut(name)
+            .filter(|topic| topic.id == topic_id)
+            .ok_or(CommandRefusal::TopicMissing)?;
+        if partition >= topic.partitions() {
+            return Err(CommandRefusal::Invalid(format!(
+                "topic {name} has no partition {partition}"
+            )));
+        }
+        Ok(topic)
     }
 }
 
@@ -615,12 +813,113 @@ mod tests {
         assert_eq!(topic.partitions(), 4);
         assert_eq!(topic.replicas[..2], before.replicas[..]);
         assert_eq!(topic.replicas[2..], [vec![2], vec![3]]);
-        assert_eq!((topic.id, topic.config), (before.id, before.config));
+        assert_eq!((topic.id, &topic.config), (before.id, &before.config));
         // The proposer raced another add: refused, so no partition is added twice.
         assert!(matches!(
             m.apply(add(2, vec![vec![1]])),
             Err(CommandRefusal::Invalid(_))
         ));
+    }
+
+    /// The capture CAS: Open only from the exact position with nothing pending, Done only for
+    /// the pending window; every refusal changes nothing, and a second leader replaying the
+    /// same Open or Done after the first is refused.
+    #[test]
+    fn capture_windows_move_only_by_compare_and_set() {
+        let mut m = Metadata::default();
+        m.apply(create("t", 2)).expect("create");
+        let id = m.topics["t"].id;
+        let open = |topic_id: u64, partition: u32, expected_next: u64, first: u64, last: u64| {
+            Command::CaptureWindowOpen {
+                topic: "t".to_string(),
+                topic_id,
+                partition,
+                expected_next,
+                first,
+                last,
+            }
+        };
+        let done =
+            |topic_id: u64, partition: u32, first: u64, last: u64| Command::CaptureWindowDone {
+                topic: "t".to_string(),
+                topic_id,
+                partition,
+                first,
+                last,
+                now_ms: 9,
+            };
+        let before = m.clone();
+        let refusals = [
+            (open(id + 1, 0, 0, 0, 9), "another topic of that name"),
+            (open(id, 2, 0, 0, 9), "no such partition"),
+            (open(id, 0, 5, 0, 9), "first below expected_next"),
+            (open(id, 0, 0, 9, 8), "last before first"),
+            (open(id, 0, 3, 3, 9), "position is 0, not 3"),
+            (done(id, 0, 0, 9), "nothing pending"),
+        ];
+        for (command, why) in refusals {
+            assert!(m.apply(command).is_err(), "{why}");
+        }
+        assert_eq!(
+            m.apply(Command::CaptureWindowOpen {
+                topic: "x".to_string(),
+                topic_id: id,
+                partition: 0,
+                expected_next: 0,
+                first: 0,
+                last: 1,
+            }),
+            Err(CommandRefusal::TopicMissing)
+        );
+        assert_eq!(m, before, "refusals change nothing");
+
+        m.apply(open(id, 0, 0, 0, 9)).expect("open");
+        assert_eq!(m.topics["t"].capture_position(0).pending, Some((0, 9)));
+        // A second leader with the same stale view loses; so does one with another window.
+        assert!(matches!(
+            m.apply(open(id, 0, 0, 0, 9)),
+            Err(CommandRefusal::CaptureMoved(_))
+        ));
+        assert!(matches!(
+            m.apply(done(id, 0, 0, 8)),
+            Err(CommandRefusal::CaptureMoved(_))
+        ));
+        m.apply(done(id, 0, 0, 9)).expect("done");
+        let position = m.topics["t"].capture_position(0);
+        assert_eq!(
+            position,
+            CapturePosition {
+                next_offset: 10,
+                pending: None,
+                captured_ms: 9
+            }
+        );
+        // Done replayed (a leader that lost its reply) is refused: the window is not pending.
+        assert!(matches!(
+            m.apply(done(id, 0, 0, 9)),
+            Err(CommandRefusal::CaptureMoved(_))
+        ));
+        // After retention removed 10..20 uncaptured, a window may start past the position.
+        m.apply(open(id, 0, 10, 20, 29)).expect("open past a gap");
+        m.apply(done(id, 0, 20, 29)).expect("done past a gap");
+        assert_eq!(m.topics["t"].capture_position(0).next_offset, 30);
+        assert_eq!(
+            m.topics["t"].capture_position(1),
+            CapturePosition::default()
+        );
+    }
+
+    /// Metadata written before capture existed loads with capture off and the defaults.
+    #[test]
+    fn old_topic_config_loads_without_capture() {
+        let old = r#"{"retention_ms":null,"retention_bytes":null,"segment_bytes":1024}"#;
+        let config: TopicConfig = serde_json::from_str(old).expect("old config");
+        assert_eq!(config.capture_dir, None);
+        assert_eq!(config.capture_interval_ms, CAPTURE_INTERVAL_MS_DEFAULT);
+        assert_eq!(config.capture_max_bytes, CAPTURE_MAX_BYTES_DEFAULT);
+        assert!(config.capture_block_retention);
+        assert_eq!(CaptureFormat::parse("parquet"), Ok(CaptureFormat::Parquet));
+        assert!(CaptureFormat::parse("avro").is_err_and(|e| e.contains("parquet")));
     }
 
     fn create(name: &str, partitions: usize) -> Command {

@@ -28,7 +28,7 @@ use super::context::Context;
 use super::error::code;
 use crate::broker::topics::validate_config;
 use crate::broker::{Broker, BrokerError};
-use crate::controller::metadata::{self, SEGMENT_BYTES_DEFAULT, TopicConfig};
+use crate::controller::metadata::{self, CaptureFormat, SEGMENT_BYTES_DEFAULT, TopicConfig};
 use crate::security::acl::{CLUSTER_RESOURCE_NAME, Operation, ResourceType};
 
 /// Replicas of a topic created with replication factor -1 ("the default"), at most.
@@ -187,10 +187,37 @@ fn topic_config(topic: &CreatableTopic) -> Result<TopicConfig, BrokerError> {
                     ))
                 })?;
             }
+            "capture.dir" => config.capture_dir = Some(value.to_string()),
+            "capture.interval-ms" | "capture.max-bytes" => {
+                let number = u64::try_from(number()?).map_err(|_| {
+                    BrokerError::InvalidConfig(format!("{key} must be positive, got {value}"))
+                })?;
+                if key == "capture.interval-ms" {
+                    config.capture_interval_ms = number;
+                } else {
+                    config.capture_max_bytes = number;
+                }
+            }
+            "capture.format" => {
+                config.capture_format =
+                    CaptureFormat::parse(value).map_err(BrokerError::InvalidConfig)?;
+            }
+            "capture.block-retention" => {
+                config.capture_block_retention = match value {
+                    "true" => true,
+                    "false" => false,
+                    other => {
+                        return Err(BrokerError::InvalidConfig(format!(
+                            "capture.block-retention must be true or false, got {other:?}"
+                        )));
+                    }
+                };
+            }
             other => {
                 return Err(BrokerError::InvalidConfig(format!(
                     "config {other:?} is not supported: Strata's topic configs are retention.ms, \
-                     retention.bytes and segment.bytes"
+                     retention.bytes, segment.bytes, capture.dir, capture.interval-ms, \
+                     capture.max-bytes, capture.format and capture.block-retention"
                 )));
             }
         }
@@ -306,6 +333,7 @@ fn topic_configs(config: &TopicConfig) -> Vec<DescribeConfigsResourceResult> {
             .with_config_source(if set { SOURCE_TOPIC } else { SOURCE_DEFAULT })
     };
     let limit = |value: Option<u64>| value.map_or_else(|| "-1".to_string(), |v| v.to_string());
+    let defaults = TopicConfig::default();
     vec![
         entry(
             "retention.ms",
@@ -326,6 +354,36 @@ fn topic_configs(config: &TopicConfig) -> Vec<DescribeConfigsResourceResult> {
             false,
         ),
         entry("cleanup.policy", "delete".to_string(), false, true),
+        entry(
+            "capture.dir",
+            config.capture_dir.clone().unwrap_or_default(),
+            config.capture_dir.is_some(),
+            false,
+        ),
+        entry(
+            "capture.interval-ms",
+            config.capture_interval_ms.to_string(),
+            config.capture_interval_ms != defaults.capture_interval_ms,
+            false,
+        ),
+        entry(
+            "capture.max-bytes",
+            config.capture_max_bytes.to_string(),
+            config.capture_max_bytes != defaults.capture_max_bytes,
+            false,
+        ),
+        entry(
+            "capture.format",
+            config.capture_format.as_str().to_string(),
+            config.capture_format != defaults.capture_format,
+            false,
+        ),
+        entry(
+            "capture.block-retention",
+            config.capture_block_retention.to_string(),
+            config.capture_block_retention != defaults.capture_block_retention,
+            false,
+        ),
     ]
 }
 
@@ -363,8 +421,28 @@ mod tests {
                 retention_ms: Some(60_000),
                 retention_bytes: None,
                 segment_bytes: 1 << 20,
+                ..TopicConfig::default()
             }
         );
+        let captured = topic_config(&with_configs(&[
+            ("capture.dir", "/capture"),
+            ("capture.interval-ms", "5000"),
+            ("capture.block-retention", "false"),
+        ]))
+        .expect("capture configs");
+        assert_eq!(captured.capture_dir.as_deref(), Some("/capture"));
+        assert_eq!(captured.capture_interval_ms, 5000);
+        assert!(!captured.capture_block_retention);
+        for bad in [
+            ("capture.format", "avro"),
+            ("capture.block-retention", "yes"),
+        ] {
+            let refused = topic_config(&with_configs(&[bad]));
+            assert!(
+                matches!(&refused, Err(BrokerError::InvalidConfig(m)) if m.contains(bad.0)),
+                "{refused:?}"
+            );
+        }
         let refused = topic_config(&with_configs(&[("cleanup.policy", "compact")]));
         assert!(
             matches!(&refused, Err(BrokerError::InvalidConfig(m)) if m.contains("cleanup.policy")),
@@ -385,7 +463,12 @@ mod tests {
                 "retention.ms",
                 "retention.bytes",
                 "segment.bytes",
-                "cleanup.policy"
+                "cleanup.policy",
+                "capture.dir",
+                "capture.interval-ms",
+                "capture.max-bytes",
+                "capture.format",
+                "capture.block-retention",
             ]
         );
         assert_eq!(described[0].config_source, SOURCE_TOPIC);

@@ -27,6 +27,7 @@
 //! | `strata_requests_total` | counter | `frontend`, `method` | [`requests`] |
 //! | `strata_request_errors_total` | counter | `frontend`, `method`, `code` | [`requests`] |
 //! | `strata_request_duration_seconds` | histogram | `frontend`, `method` | [`requests`] |
+//! | `strata_capture_files_total`, `strata_capture_records_total`, `strata_capture_bytes_total`, `strata_capture_errors_total` | counter | | [`capture`] |
 //! | `strata_fsync_duration_seconds` | histogram | | [`fsync`] |
 //! | `strata_process_cpu_seconds_total` | counter (scrape) | | [`process`] |
 //! | `strata_process_resident_memory_bytes`, `strata_process_memory_maps` | gauge (scrape) | | [`process`] |
@@ -47,6 +48,7 @@
 //! ([`requests::LATENCY_BUCKETS_SECONDS`], [`fsync::FSYNC_BUCKETS_SECONDS`],
 //! [`raft::COMMIT_LATENCY_BUCKETS_SECONDS`]), so the same series sum across nodes.
 
+pub mod capture;
 pub mod data;
 pub mod fsync;
 pub mod process;
@@ -78,6 +80,8 @@ pub struct Metrics {
     pub requests: requests::RequestMetrics,
     /// Raft series, counted by the driver (see [`raft`]).
     pub raft: raft::RaftMetrics,
+    /// Capture files, records, bytes and errors ([`capture`]).
+    pub capture: capture::CaptureMetrics,
 }
 
 impl Metrics {
@@ -92,11 +96,13 @@ impl Metrics {
             fsync::FSYNC_SECONDS.clone(),
         );
         let raft = raft::RaftMetrics::register(&mut registry);
+        let capture = capture::CaptureMetrics::new(&mut registry);
         Arc::new(Self {
             registry,
             data,
             requests,
             raft,
+            capture,
         })
     }
 

@@ -544,6 +544,7 @@ impl StateMachine for KeepsAMinute {
         let policy = crate::storage::RetentionPolicy {
             retention_ms: Some(60_000),
             retention_bytes: None,
+            offset_floor: None,
         };
         Some((policy, u64::MAX))
     }
@@ -631,6 +632,7 @@ fn a_follower_sent_a_snapshot_is_probed_again() {
     let everything = crate::storage::RetentionPolicy {
         retention_ms: None,
         retention_bytes: Some(0),
+        offset_floor: None,
     };
     log.write()
         .expect("log")

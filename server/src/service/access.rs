@@ -87,6 +87,7 @@ pub const METHODS: &[(&str, Rule)] = {
         ("/strata.v1.Peer/GroupVoters", Node),
         ("/strata.v1.Peer/BootstrapUser", Node),
         ("/strata.v1.Peer/SetKafkaAddress", Node),
+        ("/strata.v1.Peer/ProposeCapture", Node),
         ("/strata.v1.Broker/Produce", Topic(Write)),
         ("/strata.v1.Broker/ProduceStream", Topic(Write)),
         ("/strata.v1.Broker/Fetch", Topic(Read)),

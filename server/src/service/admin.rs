@@ -12,7 +12,7 @@ use super::cluster_view::Gathered;
 use super::security::password_transport_is_safe;
 use super::status::status;
 use crate::broker::{Broker, BrokerError, ConfigChanges, ConfigName};
-use crate::controller::metadata::{Topic, TopicConfig};
+use crate::controller::metadata::{CaptureFormat, Topic, TopicConfig};
 use crate::security::acl::{Operation, ResourceType};
 
 #[tonic::async_trait]
@@ -25,12 +25,23 @@ impl Admin for Service {
         let request = request.into_inner();
         access.create_topic(&*self.broker()?, &request.name)?;
         let given = request.config.unwrap_or_default();
+        let defaults = TopicConfig::default();
         let config = TopicConfig {
             retention_ms: given.retention_ms,
             retention_bytes: given.retention_bytes,
-            segment_bytes: given
-                .segment_bytes
-                .unwrap_or(TopicConfig::default().segment_bytes),
+            segment_bytes: given.segment_bytes.unwrap_or(defaults.segment_bytes),
+            capture_format: capture_format(given.capture_format.as_deref())?
+                .unwrap_or(defaults.capture_format),
+            capture_dir: given.capture_dir,
+            capture_interval_ms: given
+                .capture_interval_ms
+                .unwrap_or(defaults.capture_interval_ms),
+            capture_max_bytes: given
+                .capture_max_bytes
+                .unwrap_or(defaults.capture_max_bytes),
+            capture_block_retention: given
+                .capture_block_retention
+                .unwrap_or(defaults.capture_block_retention),
         };
         let topic = self
             .broker()?
@@ -102,6 +113,11 @@ impl Admin for Service {
                 ConfigName::RetentionMs => config.retention_ms.is_some(),
                 ConfigName::RetentionBytes => config.retention_bytes.is_some(),
                 ConfigName::SegmentBytes => config.segment_bytes.is_some(),
+                ConfigName::CaptureDir => config.capture_dir.is_some(),
+                ConfigName::CaptureIntervalMs => config.capture_interval_ms.is_some(),
+                ConfigName::CaptureMaxBytes => config.capture_max_bytes.is_some(),
+                ConfigName::CaptureFormat => config.capture_format.is_some(),
+                ConfigName::CaptureBlockRetention => config.capture_block_retention.is_some(),
             };
             if also_set {
                 return Err(status(BrokerError::InvalidConfig(format!(
@@ -114,6 +130,11 @@ impl Admin for Service {
             retention_ms: config.retention_ms,
             retention_bytes: config.retention_bytes,
             segment_bytes: config.segment_bytes,
+            capture_format: capture_format(config.capture_format.as_deref())?,
+            capture_dir: config.capture_dir,
+            capture_interval_ms: config.capture_interval_ms,
+            capture_max_bytes: config.capture_max_bytes,
+            capture_block_retention: config.capture_block_retention,
             unset,
         };
         let topic = self
@@ -337,6 +358,11 @@ fn topic_description(broker: &Broker, topic: &Topic) -> pb::TopicDescription {
             in_sync_node_ids: state.in_sync_node_ids,
             leader_term: state.leader_term,
             size_bytes: state.size_bytes,
+            capture_next_offset: topic
+                .config
+                .capture_dir
+                .is_some()
+                .then(|| topic.capture_position(state.partition).next_offset),
         })
         .collect();
     pb::TopicDescription {
@@ -355,7 +381,19 @@ fn config_to_proto(config: &TopicConfig) -> pb::TopicConfig {
         retention_ms: config.retention_ms,
         retention_bytes: config.retention_bytes,
         segment_bytes: Some(config.segment_bytes),
+        capture_dir: config.capture_dir.clone(),
+        capture_interval_ms: Some(config.capture_interval_ms),
+        capture_max_bytes: Some(config.capture_max_bytes),
+        capture_format: Some(config.capture_format.as_str().to_string()),
+        capture_block_retention: Some(config.capture_block_retention),
     }
+}
+
+/// The capture format a request names, if it names one.
+fn capture_format(text: Option<&str>) -> Result<Option<CaptureFormat>, Status> {
+    text.map(CaptureFormat::parse)
+        .transpose()
+        .map_err(|reason| status(BrokerError::InvalidConfig(reason)))
 }
 
 /// The descriptions of the topics of `metadata` that `access`'s principal may describe: as

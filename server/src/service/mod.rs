@@ -51,7 +51,7 @@ use tonic::{Request, Response, Status, Streaming};
 pub use produce::STREAM_IN_FLIGHT_MAX;
 pub use remote::{
     bootstrap_user_at, controller_high_watermark_at, create_topic_at, init_producer_id_at,
-    partition_states_at, set_kafka_address_at,
+    partition_states_at, propose_capture_at, set_kafka_address_at,
 };
 pub use status::status;
 

@@ -187,6 +187,29 @@ pub async fn set_kafka_address_at(
     Ok(())
 }
 
+/// Asks node `node` at `address` (the controller's leader) to apply a capture command
+/// (`command`, as JSON) for this node: `Ok(None)` applied, `Ok(Some(why))` refused because
+/// the capture position had moved (see `crate::capture`).
+///
+/// # Errors
+/// Connection and call failures, as text.
+pub async fn propose_capture_at(
+    tls: Option<Arc<Tls>>,
+    node: u64,
+    address: String,
+    command: Vec<u8>,
+) -> Result<Option<String>, String> {
+    let endpoint = peer_endpoint(tls.as_deref(), node, &address)?.timeout(CONTROLLER_ASK_TIMEOUT);
+    let channel = endpoint.connect().await.map_err(|e| e.to_string())?;
+    let reply = strata_proto::v1::peer_client::PeerClient::new(channel)
+        .propose_capture(pb::ProposeCaptureRequest {
+            command: command.into(),
+        })
+        .await
+        .map_err(|e| e.message().to_string())?;
+    Ok(reply.into_inner().moved)
+}
+
 /// How long a topic create asked of the controller's leader may take.
 const CREATE_ASK_TIMEOUT: Duration = Duration::from_secs(10);
 

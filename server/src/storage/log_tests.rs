@@ -489,6 +489,7 @@ fn retention_removes_old_segments() {
     let by_size = RetentionPolicy {
         retention_ms: None,
         retention_bytes: Some(0),
+        offset_floor: None,
     };
     let none = log
         .apply_retention(&by_size, 0, segments[0].base_raft_index)
@@ -522,6 +523,7 @@ fn retention_removes_old_segments() {
     let by_time = RetentionPolicy {
         retention_ms: Some(1_000),
         retention_bytes: None,
+        offset_floor: None,
     };
     let now_ms = 40 * 100 + 1_000;
     let outcome = log

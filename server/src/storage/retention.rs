@@ -12,6 +12,9 @@ pub struct RetentionPolicy {
     /// Remove the oldest segments while the partition would still hold at least this many
     /// bytes without them.
     pub retention_bytes: Option<u64>,
+    /// Keep every segment holding an offset at or above this one, whatever the limits above
+    /// say: a captured topic's records not yet in a capture file (see `crate::capture`).
+    pub offset_floor: Option<u64>,
 }
 
 /// What retention needs to know of a segment.
@@ -62,9 +65,48 @@ pub fn plan(segments: &[SegmentMeta], policy: &RetentionPolicy, now_ms: i64) -> 
     by_time.max(by_size)
 }
 
+/// Caps a plan's `count` so that no removed segment holds an offset at or above `floor`:
+/// `next_base_offsets[i]` is the first offset after segment `i` (the base offset of segment
+/// `i + 1`), so removing the first `count` segments removes the offsets below
+/// `next_base_offsets[count - 1]`.
+pub fn cap_at_floor(count: usize, next_base_offsets: &[u64], floor: Option<u64>) -> usize {
+    let Some(floor) = floor else {
+        return count;
+    };
+    next_base_offsets[..count.min(next_base_offsets.len())]
+        .iter()
+        .take_while(|&&next_base_offset| next_base_offset <= floor)
+        .count()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The capture floor keeps the first segment holding an uncaptured offset and every one
+    /// after it; without a floor the plan stands.
+    #[test]
+    fn floor_caps_the_plan() {
+        // Segments [0, 10), [10, 20), [20, 30), then the active one from 30.
+        let next_base_offsets = [10, 20, 30, 40];
+        let table = [
+            (3, None, 3, "no floor"),
+            (3, Some(0), 0, "nothing captured keeps all"),
+            (3, Some(9), 0, "offset 9 is in the first segment"),
+            (3, Some(10), 1, "the first segment is captured"),
+            (3, Some(25), 2, "offset 25 is in the third"),
+            (3, Some(1_000), 3, "all captured: the plan stands"),
+            (1, Some(1_000), 1, "never more than the plan"),
+            (0, Some(1_000), 0, "nothing planned"),
+        ];
+        for (count, floor, expected, why) in table {
+            assert_eq!(
+                cap_at_floor(count, &next_base_offsets, floor),
+                expected,
+                "{why}"
+            );
+        }
+    }
 
     fn segment(size_bytes: u64, max_timestamp: i64) -> SegmentMeta {
         SegmentMeta {
@@ -94,6 +136,7 @@ mod tests {
                 RetentionPolicy {
                     retention_ms: Some(500),
                     retention_bytes: None,
+                    offset_floor: None,
                 },
                 2_600,
                 2,
@@ -104,6 +147,7 @@ mod tests {
                 RetentionPolicy {
                     retention_ms: Some(1_000),
                     retention_bytes: None,
+                    offset_floor: None,
                 },
                 2_000,
                 0,
@@ -114,6 +158,7 @@ mod tests {
                 RetentionPolicy {
                     retention_ms: Some(1),
                     retention_bytes: None,
+                    offset_floor: None,
                 },
                 1_000_000,
                 2,
@@ -124,6 +169,7 @@ mod tests {
                 RetentionPolicy {
                     retention_ms: None,
                     retention_bytes: Some(150),
+                    offset_floor: None,
                 },
                 0,
                 1,
@@ -134,6 +180,7 @@ mod tests {
                 RetentionPolicy {
                     retention_ms: None,
                     retention_bytes: Some(0),
+                    offset_floor: None,
                 },
                 0,
                 2,
@@ -144,6 +191,7 @@ mod tests {
                 RetentionPolicy {
                     retention_ms: Some(1_500),
                     retention_bytes: Some(250),
+                    offset_floor: None,
                 },
                 2_600,
                 1,
@@ -158,6 +206,7 @@ mod tests {
                 RetentionPolicy {
                     retention_ms: Some(1_000),
                     retention_bytes: None,
+                    offset_floor: None,
                 },
                 5_500,
                 0,
@@ -174,6 +223,7 @@ mod tests {
                 RetentionPolicy {
                     retention_ms: Some(1_000),
                     retention_bytes: None,
+                    offset_floor: None,
                 },
                 6_000,
                 1,
@@ -184,6 +234,7 @@ mod tests {
                 RetentionPolicy {
                     retention_ms: Some(1),
                     retention_bytes: Some(0),
+                    offset_floor: None,
                 },
                 0,
                 0,
@@ -194,6 +245,7 @@ mod tests {
                 RetentionPolicy {
                     retention_ms: Some(1),
                     retention_bytes: None,
+                    offset_floor: None,
                 },
                 i64::MIN,
                 0,

@@ -89,7 +89,17 @@ impl PartitionLog {
                 max_timestamp: segment.max_timestamp(),
             })
             .collect();
-        let mut count = retention::plan(&metas, policy, now_ms);
+        let next_base_offsets: Vec<u64> = self
+            .segments
+            .iter()
+            .skip(1)
+            .map(Segment::base_offset)
+            .collect();
+        let mut count = retention::cap_at_floor(
+            retention::plan(&metas, policy, now_ms),
+            &next_base_offsets,
+            policy.offset_floor,
+        );
         while count > 0 && self.segments[count - 1].next_raft_index() - 1 > raft_index_max {
             count -= 1;
         }
