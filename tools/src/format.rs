@@ -211,11 +211,13 @@ pub fn headers_text(headers: &[Header]) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
-/// The global `--format` flag: `text`, `json`, or a record format string (consume only).
+/// The global `--format` flag: `text`, `json`, a record format string (consume only), or a
+/// file format (export only).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum FormatArg {
     Fixed(Format),
     Template(RecordTemplate),
+    File(crate::export::FileFormat),
 }
 
 /// Parses `--format`: `text`, `json`, or a format string holding at least one `%` field.
@@ -225,9 +227,13 @@ pub fn parse_format_arg(text: &str) -> Result<FormatArg, String> {
         "json" => return Ok(FormatArg::Fixed(Format::Json)),
         _ => {}
     }
+    if let Some(file) = crate::export::FileFormat::from_name(text) {
+        return Ok(FormatArg::File(file));
+    }
     if !text.contains('%') {
         return Err(format!(
-            "{text:?} is not text, json or a format string such as '%k %v\\n' ({FIELDS_HELP})"
+            "{text:?} is not text, json, a format string such as '%k %v\\n' ({FIELDS_HELP}) \
+             or, for export, parquet, jsonl or csv"
         ));
     }
     RecordTemplate::parse(text)
