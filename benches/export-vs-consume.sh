@@ -9,7 +9,7 @@
 # "export 1/10").
 #
 #   benches/export-vs-consume.sh     (RUNS=3 RECORDS=1000000 SIZE=1000 PARTITIONS=4)
-#   RUNS=1 RECORDS=2000 SIZE=100 benches/export-vs-consume.sh    (a smoke run)
+#   RUNS=1 RECORDS=2000 SIZE=100 PROFILE=debug benches/export-vs-consume.sh    (a smoke run)
 #
 # Quiet machine only; the results go to BENCHMARKS.md by hand.
 set -euo pipefail
@@ -21,12 +21,18 @@ PARTITIONS=${PARTITIONS:-4}
 work=$(mktemp -d "${TMPDIR:-/tmp}/strata-export-vs-consume.XXXXXX")
 echo "results in $work" >&2
 [ -x /usr/bin/time ] || { echo "/usr/bin/time not found (apt-get install time)" >&2; exit 2; }
-cargo build -q --release -p strata-server -p strata-tools
-strata=target/release/strata
+PROFILE=${PROFILE:-release}
+if [ "$PROFILE" = release ]; then
+  cargo build -q --release -p strata-server -p strata-tools
+else
+  cargo build -q -p strata-server -p strata-tools
+fi
+bin=${CARGO_TARGET_DIR:-target}/$PROFILE
+strata=$bin/strata
 
 fifo=$work/server.out
 mkfifo "$fifo"
-target/release/strata-server --listen 127.0.0.1:0 --data-dir "$work/data" \
+"$bin/strata-server" --listen 127.0.0.1:0 --data-dir "$work/data" \
     > "$fifo" 2> "$work/server.err" &
 server=$!
 trap 'kill -TERM "$server" 2> /dev/null || true; wait "$server" 2> /dev/null || true; rm -rf "$work/data"' EXIT

@@ -163,8 +163,11 @@ pub fn plan(
             EndSpec::Offset(offset) => offset,
             EndSpec::Time(_) => partition.to_time_offset.unwrap_or(high_watermark),
         };
-        // `latest` moves with the start: a start beyond it is an empty range, not a reversed one.
-        if end < start && !matches!(to, EndSpec::Latest) {
+        // Only two explicit edges can be reversed: `earliest` and `latest` move with the log,
+        // so an end before the log start, or a start beyond the high watermark, is empty.
+        let explicit = matches!(from, StartSpec::Offset(_) | StartSpec::Time(_))
+            && !matches!(to, EndSpec::Latest);
+        if end < start && explicit {
             return Err(reversed(format!(
                 "in partition {}, --to resolved to offset {end}, before --from at offset {start}",
                 partition.partition
