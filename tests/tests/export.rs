@@ -175,6 +175,8 @@ fn export_reads_back_in_duckdb_and_pyarrow() {
         .ok()
         .and_then(|text| text.parse().ok())
         .unwrap_or(1_000_000);
+    // Built first, so no export below is timed with a build.
+    cli_binary();
     let data = tempfile::tempdir().expect("tempdir");
     let out = tempfile::tempdir().expect("tempdir");
     let mut server = ServerProcess::start_on(data.path(), 1, "127.0.150.1:0");
