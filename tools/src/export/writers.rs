@@ -216,7 +216,8 @@ mod tests {
     /// bytes that are not UTF-8 are base64 in the JSON form; headers are JSON.
     #[test]
     fn csv_lines() {
-        let table: [(Option<&'static [u8]>, Option<&'static [u8]>, &str); 4] = [
+        type Field = Option<&'static [u8]>;
+        let table: [(Field, Field, &str); 4] = [
             (
                 Some(b"k"),
                 Some(b"plain"),
