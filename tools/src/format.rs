@@ -593,11 +593,21 @@ mod tests {
         assert!(RecordTemplate::parse(&long).is_err());
     }
 
-    /// `--format` takes text, json or a string with a field; anything else is refused.
+    /// `--format` takes text, json, a string with a field or an export file format; anything
+    /// else is refused.
     #[test]
     fn format_flag() {
         assert_eq!(parse_format_arg("text"), Ok(FormatArg::Fixed(Format::Text)));
         assert_eq!(parse_format_arg("json"), Ok(FormatArg::Fixed(Format::Json)));
+        use crate::export::FileFormat;
+        for (name, file) in [
+            ("parquet", FileFormat::Parquet),
+            ("jsonl", FileFormat::Jsonl),
+            ("ndjson", FileFormat::Jsonl),
+            ("csv", FileFormat::Csv),
+        ] {
+            assert_eq!(parse_format_arg(name), Ok(FormatArg::File(file)), "{name}");
+        }
         assert!(matches!(
             parse_format_arg("%v\\n"),
             Ok(FormatArg::Template(_))
