@@ -3,7 +3,8 @@
 //! Parquet, JSON lines and CSV, and read back by DuckDB and pyarrow
 //! (`tests/analytics/export_check.py`, which recomputes every field); time-range edges exact;
 //! bad input (empty and reversed ranges, unknown topic and partition, a missing directory)
-//! refused with exit code and message, leaving no file behind.
+//! refused with exit code and message, leaving no file behind; Ctrl-C mid-export leaves none
+//! either.
 //!
 //! Loopback slots (127.0.<slot>.1): 150. `STRATA_EXPORT_RECORDS` changes the record count.
 
@@ -475,6 +476,60 @@ fn export_reads_back_in_duckdb_and_pyarrow() {
         done.stderr.contains("(the topic holds partition 0: "),
         "says what the topic holds: {}",
         done.stderr
+    );
+
+    // Ctrl-C in the middle of an export: exit 2, and the hidden file is gone.
+    let interrupted = tempfile::tempdir().expect("tempdir");
+    let target = interrupted.path().join("all.parquet");
+    let mut child = Command::new(cli_binary())
+        .args([
+            "--brokers",
+            &brokers,
+            "--quiet",
+            "export",
+            "events",
+            "--out",
+        ])
+        .arg(&target)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start strata");
+    let started = Instant::now();
+    while names(interrupted.path()).is_empty() {
+        assert!(
+            started.elapsed() < REFUSAL_DEADLINE,
+            "no staged file within {REFUSAL_DEADLINE:?}"
+        );
+        assert!(
+            child.try_wait().expect("wait").is_none(),
+            "ended before Ctrl-C"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let staged = names(interrupted.path());
+    assert!(staged[0].starts_with(".all.parquet."), "{staged:?}");
+    let status = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .expect("kill -INT");
+    assert!(status.success());
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            break status;
+        }
+        assert!(
+            started.elapsed() < REFUSAL_DEADLINE,
+            "no exit after Ctrl-C within {REFUSAL_DEADLINE:?}"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    assert_eq!(status.code(), Some(2), "interrupted");
+    assert_eq!(
+        names(interrupted.path()),
+        Vec::<String>::new(),
+        "left behind"
     );
     server.terminate();
 }
