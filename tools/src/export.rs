@@ -3,6 +3,7 @@
 //!
 //! - `range.rs`: `--from`/`--to` resolved against each partition's bounds, a pure plan; an
 //!   empty or reversed range is an error before anything is written.
+//! - `staged.rs`: the output file, visible only once complete.
 //! - `writers.rs`: the three file formats.
 //!
 //! The records are read from each partition's leader over the normal API (as `strata
@@ -13,9 +14,9 @@
 //! error or Ctrl-C the temporary file is removed, so a half-written file is never visible.
 
 mod range;
+mod staged;
 mod writers;
 
-use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
@@ -32,6 +33,7 @@ use crate::offsets::{self, Bounds, EndSpec, StartSpec};
 use crate::output::count_text;
 use crate::progress;
 use range::{PartitionBounds, PartitionRange};
+use staged::Staged;
 use writers::{Sink, Values};
 
 /// The file formats `export` writes.
@@ -140,77 +142,6 @@ pub fn choose_format(given: Option<FileFormat>, path: &Path) -> Result<FileForma
                 path.display()
             )
         })
-}
-
-/// A file being written under a hidden name beside its final path; removed when dropped
-/// before [`persist`](Staged::persist).
-struct Staged {
-    temporary: PathBuf,
-    target: PathBuf,
-    persisted: bool,
-}
-
-impl Staged {
-    /// Creates `.NAME.PID.strata-export` beside `target` (whose directory must exist).
-    ///
-    /// # Errors
-    /// `target` is a directory or has no file name; its directory is missing or not
-    /// writable.
-    fn create(target: &Path) -> Result<(Self, File)> {
-        let name = target
-            .file_name()
-            .filter(|_| !target.is_dir())
-            .ok_or_else(|| anyhow!("--out {} is a directory, not a file", target.display()))?;
-        let directory = match target.parent() {
-            Some(parent) if !parent.as_os_str().is_empty() => parent.to_path_buf(),
-            _ => PathBuf::from("."),
-        };
-        if !directory.is_dir() {
-            bail!(
-                "--out {}: directory {} does not exist",
-                target.display(),
-                directory.display()
-            );
-        }
-        let temporary = directory.join(format!(
-            ".{}.{}.strata-export",
-            name.to_string_lossy(),
-            std::process::id()
-        ));
-        let file =
-            File::create(&temporary).with_context(|| format!("create {}", temporary.display()))?;
-        let staged = Staged {
-            temporary,
-            target: target.to_path_buf(),
-            persisted: false,
-        };
-        Ok((staged, file))
-    }
-
-    /// Syncs `file`, renames it to the target and syncs the directory, so the complete file
-    /// survives a crash under its name.
-    fn persist(mut self, file: File) -> Result<()> {
-        file.sync_all()
-            .with_context(|| format!("sync {}", self.temporary.display()))?;
-        drop(file);
-        std::fs::rename(&self.temporary, &self.target)
-            .with_context(|| format!("rename to {}", self.target.display()))?;
-        self.persisted = true;
-        if let Some(directory) = self.temporary.parent() {
-            File::open(directory)
-                .and_then(|directory| directory.sync_all())
-                .with_context(|| format!("sync directory {}", directory.display()))?;
-        }
-        Ok(())
-    }
-}
-
-impl Drop for Staged {
-    fn drop(&mut self) {
-        if !self.persisted {
-            let _ = std::fs::remove_file(&self.temporary);
-        }
-    }
 }
 
 /// Each partition's bounds and time lookups, all asked at once.
@@ -472,40 +403,5 @@ mod tests {
                 }
             }
         }
-    }
-
-    /// A staged file is hidden beside its target, appears only when persisted, and is
-    /// removed when dropped; a missing directory or a directory as target is refused.
-    #[test]
-    fn staged_files_appear_whole_or_not_at_all() {
-        let directory = tempfile::tempdir().expect("tempdir");
-        let target = directory.path().join("out.csv");
-        let (staged, file) = Staged::create(&target).expect("create");
-        assert!(
-            staged
-                .temporary
-                .file_name()
-                .is_some_and(|name| name.to_string_lossy().starts_with(".out.csv.")),
-            "{:?}",
-            staged.temporary
-        );
-        drop(file);
-        drop(staged);
-        assert_eq!(
-            std::fs::read_dir(directory.path()).expect("list").count(),
-            0
-        );
-        let (staged, file) = Staged::create(&target).expect("create");
-        staged.persist(file).expect("persist");
-        let names: Vec<_> = std::fs::read_dir(directory.path())
-            .expect("list")
-            .map(|entry| entry.expect("entry").file_name())
-            .collect();
-        assert_eq!(names, vec![std::ffi::OsString::from("out.csv")]);
-        let missing = directory.path().join("nowhere/out.csv");
-        let error = Staged::create(&missing).err().expect("missing directory");
-        assert!(error.to_string().contains("does not exist"), "{error}");
-        let error = Staged::create(directory.path()).err().expect("a directory");
-        assert!(error.to_string().contains("is a directory"), "{error}");
     }
 }
