@@ -11,6 +11,7 @@ use arrow_schema::{Field, Schema, SchemaRef};
 use strata_proto::batch::Record;
 
 use crate::AnalyticsError;
+use crate::json_values::{JsonColumns, JsonSchema, OnMismatch};
 
 /// How the `value` column holds values.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -29,6 +30,13 @@ const ROW_OVERHEAD_BYTES: usize = 48;
 /// The schema of rows written with `values` (see the crate's table).
 pub fn record_schema(values: ValueFormat) -> SchemaRef {
     RecordColumns::new(values).finish().schema()
+}
+
+/// The schema of rows whose values are JSON objects typed by `schema`.
+pub fn json_record_schema(schema: &Arc<JsonSchema>) -> SchemaRef {
+    RecordColumns::with_json_values(schema.clone(), OnMismatch::Null)
+        .finish()
+        .schema()
 }
 
 /// Records of any topics and partitions gathered into Arrow arrays, until [`finish`] turns them
@@ -50,10 +58,24 @@ pub struct RecordColumns {
 enum Values {
     Bytes(BinaryBuilder),
     Text(StringBuilder),
+    Json(JsonColumns),
 }
 
 impl RecordColumns {
     pub fn new(values: ValueFormat) -> Self {
+        Self::with_values(match values {
+            ValueFormat::Bytes => Values::Bytes(BinaryBuilder::new()),
+            ValueFormat::Text => Values::Text(StringBuilder::new()),
+        })
+    }
+
+    /// Columns whose `value` is a struct of the JSON fields of `schema`; a value that does
+    /// not fit is an error or null, as `on_mismatch` says.
+    pub fn with_json_values(schema: Arc<JsonSchema>, on_mismatch: OnMismatch) -> Self {
+        Self::with_values(Values::Json(JsonColumns::new(schema, on_mismatch)))
+    }
+
+    fn with_values(value: Values) -> Self {
         // Parquet's own names for a map's parts, which every engine reads.
         let names = MapFieldNames {
             entry: "key_value".to_string(),
@@ -66,10 +88,7 @@ impl RecordColumns {
             offset: Int64Builder::new(),
             timestamp: TimestampMillisecondBuilder::new().with_timezone("UTC"),
             key: BinaryBuilder::new(),
-            value: match values {
-                ValueFormat::Bytes => Values::Bytes(BinaryBuilder::new()),
-                ValueFormat::Text => Values::Text(StringBuilder::new()),
-            },
+            value,
             headers: MapBuilder::new(Some(names), StringBuilder::new(), BinaryBuilder::new()),
             rows: 0,
             bytes: 0,
@@ -79,8 +98,9 @@ impl RecordColumns {
     /// Adds one record of `topic`'s `partition`.
     ///
     /// # Errors
-    /// [`AnalyticsError::NotText`] for a value that is not UTF-8 when values are text; nothing
-    /// of the record is added then.
+    /// [`AnalyticsError::NotText`] for a value that is not UTF-8 when values are text,
+    /// [`AnalyticsError::JsonMismatch`] for one that does not fit the JSON schema (unless
+    /// mismatches are null); nothing of the record is added then.
     pub fn push(
         &mut self,
         topic: &str,
@@ -100,6 +120,21 @@ impl RecordColumns {
                 )?),
                 _ => None,
             };
+        let json = match &self.value {
+            Values::Json(columns) => {
+                Some(
+                    columns
+                        .check(value)
+                        .map_err(|mismatch| AnalyticsError::JsonMismatch {
+                            topic: topic.to_string(),
+                            partition,
+                            offset: record.offset,
+                            why: mismatch.0,
+                        })?,
+                )
+            }
+            _ => None,
+        };
         self.topic.append_value(topic);
         self.partition.append_value(partition as i32);
         // Offsets come from Kafka's batch format, whose base offset is an i64.
@@ -109,6 +144,7 @@ impl RecordColumns {
         match &mut self.value {
             Values::Bytes(builder) => builder.append_option(value),
             Values::Text(builder) => builder.append_option(text),
+            Values::Json(columns) => columns.append(json.flatten()),
         }
         let mut header_bytes = 0;
         for header in &record.headers {
@@ -141,6 +177,7 @@ impl RecordColumns {
         let value: ArrayRef = match &mut self.value {
             Values::Bytes(builder) => Arc::new(builder.finish()),
             Values::Text(builder) => Arc::new(builder.finish()),
+            Values::Json(columns) => columns.finish(),
         };
         let columns: Vec<(&str, ArrayRef, bool)> = vec![
             ("topic", Arc::new(self.topic.finish()), false),

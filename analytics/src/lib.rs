@@ -10,17 +10,23 @@
 //! | `offset` | Int64 | |
 //! | `timestamp` | Timestamp(ms, "UTC") | the record's timestamp |
 //! | `key` | Binary, nullable | |
-//! | `value` | Binary (or Utf8 as text), nullable | |
+//! | `value` | Binary (or Utf8 as text, or a struct of typed JSON fields), nullable | |
 //! | `headers` | Map(Utf8 → Binary nullable) | empty when the record has none |
 //!
 //! [`RecordColumns`] gathers records into Arrow arrays, [`ParquetSink`] streams them into a
 //! Parquet file through bounded memory: a [`arrow_array::RecordBatch`] every
 //! [`BATCH_ROWS`] rows or [`BATCH_BYTES`] bytes, a row group every [`ROW_GROUP_BYTES`].
 
+//!
+//! With JSON values ([`JsonSchema`], `json_values.rs`), `value` is a struct whose fields are
+//! the JSON objects' fields, typed from sample values.
+
 mod columns;
+mod json_values;
 mod parquet_file;
 
-pub use columns::{RecordColumns, ValueFormat, record_schema};
+pub use columns::{RecordColumns, ValueFormat, json_record_schema, record_schema};
+pub use json_values::{JsonSchema, JsonType, OnMismatch};
 pub use parquet_file::{BATCH_BYTES, BATCH_ROWS, ParquetSink, ROW_GROUP_BYTES};
 
 /// Why records could not be written.
@@ -35,6 +41,14 @@ pub enum AnalyticsError {
         topic: String,
         partition: u32,
         offset: u64,
+    },
+    /// A JSON value does not fit the schema of the value column.
+    #[error("the value at {topic}/{partition} offset {offset} does not fit the JSON schema: {why}")]
+    JsonMismatch {
+        topic: String,
+        partition: u32,
+        offset: u64,
+        why: String,
     },
     #[error("arrow: {0}")]
     Arrow(#[from] arrow_schema::ArrowError),

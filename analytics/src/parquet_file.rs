@@ -7,7 +7,14 @@ use parquet::basic::Compression;
 use parquet::file::properties::WriterProperties;
 use strata_proto::batch::Record;
 
-use crate::{AnalyticsError, RecordColumns, ValueFormat, record_schema};
+use std::sync::Arc;
+
+use arrow_schema::SchemaRef;
+
+use crate::{
+    AnalyticsError, JsonSchema, OnMismatch, RecordColumns, ValueFormat, json_record_schema,
+    record_schema,
+};
 
 /// Rows gathered in Arrow arrays before they go to the Parquet writer.
 pub const BATCH_ROWS: usize = 8192;
@@ -56,6 +63,43 @@ impl<W: Write + Send> ParquetSink<W> {
         batch_bytes: usize,
         row_group_bytes: usize,
     ) -> Result<Self, AnalyticsError> {
+        let columns = RecordColumns::new(values);
+        let schema = record_schema(values);
+        Self::start(out, columns, schema, metadata, batch_bytes, row_group_bytes)
+    }
+
+    /// As [`new`](ParquetSink::new), with JSON values written as typed columns: `value` is a
+    /// struct of `schema`'s fields, and a value that does not fit is an error or null as
+    /// `on_mismatch` says.
+    ///
+    /// # Errors
+    /// The Parquet writer's, when it cannot start.
+    pub fn with_json_values(
+        out: W,
+        schema: Arc<JsonSchema>,
+        on_mismatch: OnMismatch,
+        metadata: Vec<(String, String)>,
+    ) -> Result<Self, AnalyticsError> {
+        let arrow_schema = json_record_schema(&schema);
+        let columns = RecordColumns::with_json_values(schema, on_mismatch);
+        Self::start(
+            out,
+            columns,
+            arrow_schema,
+            metadata,
+            BATCH_BYTES,
+            ROW_GROUP_BYTES,
+        )
+    }
+
+    fn start(
+        out: W,
+        columns: RecordColumns,
+        schema: SchemaRef,
+        metadata: Vec<(String, String)>,
+        batch_bytes: usize,
+        row_group_bytes: usize,
+    ) -> Result<Self, AnalyticsError> {
         let metadata = metadata
             .into_iter()
             .map(|(key, value)| parquet::file::metadata::KeyValue::new(key, value))
@@ -65,10 +109,10 @@ impl<W: Write + Send> ParquetSink<W> {
             .set_created_by(format!("strata {}", env!("CARGO_PKG_VERSION")))
             .set_key_value_metadata(Some(metadata))
             .build();
-        let writer = ArrowWriter::try_new(out, record_schema(values), Some(properties))?;
+        let writer = ArrowWriter::try_new(out, schema, Some(properties))?;
         Ok(Self {
             writer,
-            columns: RecordColumns::new(values),
+            columns,
             rows: 0,
             batch_bytes,
             row_group_bytes,

@@ -48,6 +48,9 @@
 //! real server), `kafka_clients.rs` (aiokafka, kafkajs and kcat: metadata, every codec, offsets
 //! by time, read back over gRPC; every client's idempotent producer across a leader kill).
 //!
+//! `export.rs`: `strata export` of 1 M records to Parquet, JSON lines and CSV read back by
+//! DuckDB and pyarrow (`tests/analytics/export_check.py`), time edges, bad input.
+//!
 //! `src/bin/group-member.rs` is a group member process for `group_consumer.rs`.
 //!
 //! `console.rs`: the web console (`/ui`) in headless Chromium driven by Playwright

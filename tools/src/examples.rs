@@ -15,6 +15,13 @@ const EXAMPLES: &[(&[&str], &str)] = &[
          strata completion bash > ~/.local/share/bash-completion/completions/strata",
     ),
     (
+        &["export"],
+        "strata export orders --out orders.parquet\n\
+         strata export orders --from time:2026-11-30T00:00:00Z --to time:2026-12-01T00:00:00Z --out day.parquet\n\
+         strata export orders --partitions 0,2 --from offset:1000 --to offset:2000 --out part.jsonl\n\
+         strata export orders --format csv --value-format text --out orders.txt",
+    ),
+    (
         &["topic"],
         "strata topic create orders --partitions 4 --replication-factor 3\n\
          strata topic list\n\

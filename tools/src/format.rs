@@ -211,11 +211,13 @@ pub fn headers_text(headers: &[Header]) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
-/// The global `--format` flag: `text`, `json`, or a record format string (consume only).
+/// The global `--format` flag: `text`, `json`, a record format string (consume only), or a
+/// file format (export only).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum FormatArg {
     Fixed(Format),
     Template(RecordTemplate),
+    File(crate::export::FileFormat),
 }
 
 /// Parses `--format`: `text`, `json`, or a format string holding at least one `%` field.
@@ -225,9 +227,13 @@ pub fn parse_format_arg(text: &str) -> Result<FormatArg, String> {
         "json" => return Ok(FormatArg::Fixed(Format::Json)),
         _ => {}
     }
+    if let Some(file) = crate::export::FileFormat::from_name(text) {
+        return Ok(FormatArg::File(file));
+    }
     if !text.contains('%') {
         return Err(format!(
-            "{text:?} is not text, json or a format string such as '%k %v\\n' ({FIELDS_HELP})"
+            "{text:?} is not text, json, a format string such as '%k %v\\n' ({FIELDS_HELP}) \
+             or, for export, parquet, jsonl or csv"
         ));
     }
     RecordTemplate::parse(text)
@@ -587,11 +593,21 @@ mod tests {
         assert!(RecordTemplate::parse(&long).is_err());
     }
 
-    /// `--format` takes text, json or a string with a field; anything else is refused.
+    /// `--format` takes text, json, a string with a field or an export file format; anything
+    /// else is refused.
     #[test]
     fn format_flag() {
         assert_eq!(parse_format_arg("text"), Ok(FormatArg::Fixed(Format::Text)));
         assert_eq!(parse_format_arg("json"), Ok(FormatArg::Fixed(Format::Json)));
+        use crate::export::FileFormat;
+        for (name, file) in [
+            ("parquet", FileFormat::Parquet),
+            ("jsonl", FileFormat::Jsonl),
+            ("ndjson", FileFormat::Jsonl),
+            ("csv", FileFormat::Csv),
+        ] {
+            assert_eq!(parse_format_arg(name), Ok(FormatArg::File(file)), "{name}");
+        }
         assert!(matches!(
             parse_format_arg("%v\\n"),
             Ok(FormatArg::Template(_))

@@ -14,6 +14,8 @@
 //!   read as text, JSON or by a format string.
 //! - `consume.rs`: `strata consume TOPIC`, one or all partitions merged, or as a member of a
 //!   consumer group (`--group`).
+//! - `export.rs`: `strata export TOPIC --out PATH`, a range of a topic written to one Parquet,
+//!   JSON lines or CSV file for analytics engines (`export/`: the range plan, the formats).
 //! - `group.rs`: `strata group list|describe|reset-offsets|delete`, consumer groups and lag.
 //! - `user.rs`: `strata user create|set-password|list|delete`, the cluster's users.
 //! - `acl.rs`: `strata acl create|list|delete`, the cluster's ACLs.
@@ -44,6 +46,7 @@ mod bench_report;
 mod cluster;
 mod consume;
 mod examples;
+mod export;
 mod format;
 mod group;
 mod input;
@@ -92,7 +95,8 @@ struct Cli {
     timeout: Duration,
     /// Output format: text for people, json for programs (`log` prints text only), or for
     /// `consume` a format string such as '%p/%o %k %v\n' (%t topic, %p partition, %o offset,
-    /// %T timestamp in ms, %k key, %v value, %h headers, %% a %; escapes \n \t \r \0 \\).
+    /// %T timestamp in ms, %k key, %v value, %h headers, %% a %; escapes \n \t \r \0 \\),
+    /// or for `export` a file format: parquet, jsonl (json) or csv.
     #[arg(long, global = true, help_heading = GLOBAL_OPTIONS, value_name = "text|json|FORMAT", default_value = "text", value_parser = format::parse_format_arg)]
     format: FormatArg,
     /// No progress bars, notes or produce summary (errors still print).
@@ -134,6 +138,8 @@ enum Command {
     Produce(produce::ProduceArgs),
     /// Print the records of a topic.
     Consume(consume::ConsumeArgs),
+    /// Write a range of a topic to a Parquet, JSON lines or CSV file for analytics.
+    Export(export::ExportArgs),
     /// List, describe, reset and delete consumer groups.
     #[command(subcommand)]
     Group(group::GroupCommand),
@@ -198,6 +204,9 @@ fn die_quietly_on_closed_pipe() {
 fn main() -> ExitCode {
     let matches = examples::with_examples(Cli::command()).get_matches();
     let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|error| error.exit());
+    // `export` tells an absent --format (follow --out's extension) from an explicit one.
+    let format_given =
+        matches.value_source("format") != Some(clap::parser::ValueSource::DefaultValue);
     progress::set_quiet(cli.quiet);
     // `consume` handles a closed pipe itself: it commits what it printed before it leaves.
     if !matches!(cli.command, Command::Consume(_)) {
@@ -235,7 +244,7 @@ fn main() -> ExitCode {
                         credentials,
                         ..ClientConfig::default()
                     };
-                    run_online(command, &cli.brokers, config, cli.format)
+                    run_online(command, &cli.brokers, config, cli.format, format_given)
                 })
         }
     };
@@ -323,7 +332,19 @@ fn run_online(
     brokers: &str,
     config: ClientConfig,
     format: FormatArg,
+    format_given: bool,
 ) -> Result<ExitCode> {
+    let export_format = match (&format, format_given) {
+        (FormatArg::File(file), _) => Some(*file),
+        (FormatArg::Fixed(Format::Json), true) => Some(export::FileFormat::Jsonl),
+        _ => None,
+    };
+    if matches!(command, Command::Export(_)) && format_given && export_format.is_none() {
+        bail!(
+            "--format for export is parquet, jsonl (or json) or csv, or left out to follow the \
+             extension of --out"
+        );
+    }
     let (format, record_format) = match format {
         FormatArg::Fixed(Format::Text) => (Format::Text, RecordFormat::Text),
         FormatArg::Fixed(Format::Json) => (Format::Json, RecordFormat::Json),
@@ -332,6 +353,13 @@ fn run_online(
         }
         FormatArg::Template(_) => bail!(
             "a format string in --format is for `consume` only; other commands print text or json"
+        ),
+        FormatArg::File(_) if matches!(command, Command::Export(_)) => {
+            (Format::Text, RecordFormat::Text)
+        }
+        FormatArg::File(_) => bail!(
+            "--format parquet, jsonl and csv are for `export` only; other commands print text \
+             or json"
         ),
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -343,6 +371,15 @@ fn run_online(
             Command::Topic(command) => topic::run(&client, command, format).await,
             Command::Produce(args) => produce::run(&client, args, format).await,
             Command::Consume(args) => consume::run(&client, args, &record_format).await,
+            Command::Export(args) => {
+                // Ctrl-C drops the export, whose staged file is removed as it drops.
+                tokio::select! {
+                    result = export::run(&client, args, export_format) => result,
+                    _ = tokio::signal::ctrl_c() => {
+                        Err(anyhow::anyhow!("interrupted: nothing written"))
+                    }
+                }
+            }
             Command::Group(command) => group::run(&client, command, format).await,
             Command::Cluster(command) => cluster::run(&client, command, format).await,
             Command::User(command) => user::run(&client, command, format).await,
