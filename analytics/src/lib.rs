@@ -27,7 +27,7 @@ mod parquet_file;
 
 pub use columns::{RecordColumns, ValueFormat, json_record_schema, record_schema};
 pub use json_values::{JsonSchema, JsonType, OnMismatch};
-pub use parquet_file::{BATCH_BYTES, BATCH_ROWS, ParquetSink, ROW_GROUP_BYTES};
+pub use parquet_file::{BATCH_BYTES, BATCH_ROWS, ParquetSink, ROW_GROUP_BYTES, ROW_GROUP_ROWS};
 
 /// Why records could not be written.
 #[derive(Debug, thiserror::Error)]

@@ -25,6 +25,10 @@ pub const BATCH_BYTES: usize = 8 << 20;
 /// [`BATCH_BYTES`], about the most a sink holds: each file of a few hundred MB still has row
 /// groups engines can read in parallel and skip by statistics.
 pub const ROW_GROUP_BYTES: usize = 64 << 20;
+/// Rows of a row group at most, whatever their size: small records make row groups of a few
+/// MB that engines still read in parallel (parquet's own default is 1 Mi rows: one row group
+/// for a file of a million small records).
+pub const ROW_GROUP_ROWS: usize = 256 * 1024;
 
 /// One Parquet file being written: records in, a file out, through [`RecordColumns`] and
 /// arrow-rs's [`ArrowWriter`], snappy-compressed.
@@ -108,6 +112,7 @@ impl<W: Write + Send> ParquetSink<W> {
             .set_compression(Compression::SNAPPY)
             .set_created_by(format!("strata {}", env!("CARGO_PKG_VERSION")))
             .set_key_value_metadata(Some(metadata))
+            .set_max_row_group_row_count(Some(ROW_GROUP_ROWS))
             .build();
         let writer = ArrowWriter::try_new(out, schema, Some(properties))?;
         Ok(Self {

@@ -73,7 +73,8 @@
 //! `/readyz` while a wiped node catches up.
 //! `capture.rs`: continuous capture to Parquet (issue 15), checked by pyarrow and DuckDB
 //! (`tests/analytics/capture_check.py`): exactly once across leader kills, retention held back
-//! until captured, capture lag, bad configs refused (slots 155-159).
+//! until captured, capture lag, bad configs refused, capture to an S3 bucket (moto) (slots 155-159,
+//! 161); `capture_s3.rs`: the S3 target itself against moto: probes and whole uploads (slot 160).
 
 pub mod certs;
 pub mod cluster;

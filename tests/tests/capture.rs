@@ -2,7 +2,8 @@
 //! one Parquet file, read back by pyarrow and DuckDB (`tests/analytics/capture_check.py`), on
 //! one node and on a 3-node cluster whose leaders are killed while producing; retention held
 //! back until records are captured (and not with `capture.block-retention=false`); capture lag
-//! in describe; bad capture configs refused, creating nothing. Loopback slots 155-159.
+//! in describe; bad capture configs refused, creating nothing; capture to an S3-compatible
+//! bucket (moto's server) and a bucket that does not exist. Loopback slots 155-159 and 161.
 
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -10,6 +11,7 @@ use std::time::{Duration, Instant};
 use strata_proto::batch::BatchBuilder;
 use strata_proto::v1 as pb;
 use strata_tests::cluster::Cluster;
+use strata_tests::s3::S3Server;
 use strata_tests::server::{Clients, ServerProcess};
 use strata_tests::{Seed, error_code, kafka};
 
@@ -205,12 +207,12 @@ async fn bad_capture_configs_are_refused_creating_nothing() {
             "absolute",
         ),
         (
-            "s3 before the bucket store is built",
+            "not a bucket name",
             pb::TopicConfig {
-                capture_dir: Some("s3://bucket/prefix".to_string()),
+                capture_dir: Some("s3://Bad_Bucket/prefix".to_string()),
                 ..Default::default()
             },
-            "s3",
+            "not a bucket name",
         ),
         (
             "a file in the way",
@@ -398,4 +400,84 @@ async fn cluster_captures_exactly_once_across_leader_kills() {
     let described = wait_captured(&mut clients, "events").await;
     let summary = check(&capture, "events", &records);
     assert_eq!(summary["rows"], records.len(), "{described:?}");
+}
+
+/// Capture to an S3-compatible bucket (moto's server): every record in exactly one object,
+/// named as in a directory under the URL's prefix, no temporary or probe object left (the
+/// objects are copied to a directory and checked as one); a bucket that does not exist is
+/// refused at create with what is wrong, and no topic is created.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn capture_to_a_bucket_and_a_missing_one_refused() {
+    let s3 = tokio::task::spawn_blocking(|| S3Server::start(161))
+        .await
+        .expect("moto");
+    s3.create_bucket("lake");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut server = ServerProcess::launch_with_env(
+        &dir.path().join("node"),
+        1,
+        "127.0.161.1:0",
+        None,
+        &[],
+        &s3.env(),
+    );
+    server.wait_ready();
+    let mut clients = server.clients().await;
+    let config = |url: &str| pb::TopicConfig {
+        capture_dir: Some(url.to_string()),
+        capture_interval_ms: Some(1_000),
+        capture_max_bytes: Some(4096),
+        ..Default::default()
+    };
+    create(&mut clients, "events", 2, config("s3://lake/strata/raw"))
+        .await
+        .expect("create a topic captured to a bucket");
+    let mut records = Vec::new();
+    for partition in 0..2 {
+        records.extend(produce(&mut clients, "events", partition, 60).await);
+    }
+    wait_captured(&mut clients, "events").await;
+    let keys = s3.keys("lake", "");
+    assert!(
+        keys.iter()
+            .all(|key| key.starts_with("strata/raw/events/partition=")),
+        "only capture files under the prefix: {keys:?}"
+    );
+    let copy = dir.path().join("copy");
+    for key in &keys {
+        let relative = key.strip_prefix("strata/raw/").expect("prefix");
+        let path = copy.join(relative);
+        std::fs::create_dir_all(path.parent().expect("parent")).expect("dirs");
+        std::fs::write(&path, s3.get("lake", key)).expect("copy an object");
+    }
+    let summary = check(&copy, "events", &records);
+    assert_eq!(summary["rows"], records.len());
+    assert!(
+        !dir.path().join("node/capture-spool").exists()
+            || std::fs::read_dir(dir.path().join("node/capture-spool"))
+                .expect("spool dir")
+                .next()
+                .is_none(),
+        "no spool file left once uploaded"
+    );
+
+    let status = create(&mut clients, "lost", 1, config("s3://no-such-bucket/x"))
+        .await
+        .expect_err("a missing bucket is refused");
+    assert_eq!(error_code(&status), "ERROR_CODE_INVALID_CONFIG");
+    assert!(
+        status
+            .message()
+            .contains("bucket \"no-such-bucket\" does not exist"),
+        "{}",
+        status.message()
+    );
+    let status = clients
+        .admin
+        .describe_topic(pb::DescribeTopicRequest {
+            name: "lost".to_string(),
+        })
+        .await
+        .expect_err("no topic created");
+    assert_eq!(error_code(&status), "ERROR_CODE_UNKNOWN_TOPIC_OR_PARTITION");
 }
