@@ -33,7 +33,7 @@ address=${line#strata-server listening on }
 cpu() { awk -v hz="$(getconf CLK_TCK)" '{print ($14 + $15) / hz}' "/proc/$server/stat"; }
 uncaptured() { # topic -> records not captured yet, summed over partitions
   $strata --brokers "$address" --format json topic describe "$1" \
-    | python3 -c 'import json,sys; d=json.load(sys.stdin); print(sum(p["high_watermark"] - (p.get("capture_next_offset") or 0) for p in d["partitions"]))'
+    | python3 -c 'import json,sys; d=json.load(sys.stdin); print(sum(p["capture_lag"] for p in d["partition_info"]))'
 }
 for side in plain captured; do echo 0 > "$work/$side.cpu"; done
 for run in $(seq "$RUNS"); do
