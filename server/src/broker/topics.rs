@@ -75,21 +75,25 @@ impl Broker {
         let hosting = |node: u64, replicas: &[Vec<u64>]| {
             replicas.iter().filter(|r| r.contains(&node)).count() as u64
         };
+        {
+            let metadata = self.metadata();
+            for node in nodes {
+                let hosted = metadata
+                    .topics
+                    .values()
+                    .map(|topic| hosting(*node, &topic.replicas))
+                    .sum();
+                self.resources
+                    .fds
+                    .check(*node, hosted, hosting(*node, placement))?;
+            }
+        }
+        // The disk last: admitting counts the bytes against the reserve, which a create the
+        // descriptor budget refuses must not do.
         let bytes = hosting(self.node_id, placement) * crate::resources::PARTITION_CREATE_BYTES;
         self.resources
             .disk
             .admit(self.node_id, "creating topics", bytes)?;
-        let metadata = self.metadata();
-        for node in nodes {
-            let hosted = metadata
-                .topics
-                .values()
-                .map(|topic| hosting(*node, &topic.replicas))
-                .sum();
-            self.resources
-                .fds
-                .check(*node, hosted, hosting(*node, placement))?;
-        }
         Ok(())
     }
 
