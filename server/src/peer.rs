@@ -56,9 +56,7 @@ use crate::security::{CertIdentity, ConnectionInfo};
 
 mod codec;
 mod controller_replies;
-use controller_replies::{
-    KAFKA_ADDRESS_BYTES_MAX, bootstrap_user_reply, propose_controller_command,
-};
+use controller_replies::{bootstrap_user_reply, propose_capture, set_kafka_address_reply};
 
 /// Messages waiting for one peer; beyond this, new ones are dropped.
 pub const QUEUE_MESSAGES_MAX: usize = 8192;
@@ -553,61 +551,20 @@ impl Peer for PeerService {
                 request.node_id
             )));
         }
-        if let Some(address) = &request.kafka_address {
-            let valid = address.len() <= KAFKA_ADDRESS_BYTES_MAX
-                && address
-                    .rsplit_once(':')
-                    .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok());
-            if !valid {
-                return Err(Status::invalid_argument(format!(
-                    "Kafka address {:?} is not HOST:PORT (at most {KAFKA_ADDRESS_BYTES_MAX} bytes)",
-                    address
-                        .chars()
-                        .take(KAFKA_ADDRESS_BYTES_MAX)
-                        .collect::<String>()
-                )));
-            }
-        }
         let now_ms = self.transport.clock.now_ms();
-        let command = crate::controller::metadata::Command::SetKafkaAddress {
-            node: request.node_id,
-            kafka_address: request.kafka_address,
-        };
-        propose_controller_command(&self.driver, now_ms, &command)
-            .await?
-            .map_err(|refusal| Status::invalid_argument(refusal.to_string()))?;
-        Ok(Response::new(strata_proto::v1::SetKafkaAddressResponse {}))
+        set_kafka_address_reply(&self.driver, now_ms, request)
+            .await
+            .map(Response::new)
     }
 
     async fn propose_capture(
         &self,
         request: Request<strata_proto::v1::ProposeCaptureRequest>,
     ) -> Result<Response<strata_proto::v1::ProposeCaptureResponse>, Status> {
-        use crate::controller::metadata::{Command, CommandRefusal};
         self.transport
             .certified_member(&request, "Peer/ProposeCapture")?;
-        let bytes = request.into_inner().command;
-        let mut command: Command = serde_json::from_slice(&bytes).map_err(|error| {
-            Status::invalid_argument(format!("the capture command does not decode: {error}"))
-        })?;
         let now_ms = self.transport.clock.now_ms();
-        match &mut command {
-            Command::CaptureWindowOpen { .. } => {}
-            // Time in the metadata is the controller leader's.
-            Command::CaptureWindowDone {
-                now_ms: stamped, ..
-            } => *stamped = now_ms,
-            _ => {
-                return Err(Status::invalid_argument(
-                    "Peer/ProposeCapture takes only CaptureWindowOpen and CaptureWindowDone",
-                ));
-            }
-        }
-        let moved = match propose_controller_command(&self.driver, now_ms, &command).await? {
-            Ok(()) => None,
-            Err(CommandRefusal::CaptureMoved(why)) => Some(why),
-            Err(refusal) => return Err(Status::invalid_argument(refusal.to_string())),
-        };
+        let moved = propose_capture(&self.driver, now_ms, &request.into_inner().command).await?;
         Ok(Response::new(strata_proto::v1::ProposeCaptureResponse {
             moved,
         }))

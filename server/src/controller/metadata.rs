@@ -10,6 +10,9 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
 
+pub use super::capture::{
+    CAPTURE_INTERVAL_MS_DEFAULT, CAPTURE_MAX_BYTES_DEFAULT, CaptureFormat, CapturePosition,
+};
 use crate::security::acl::Acl;
 use crate::security::scram::ScramCredential;
 
@@ -22,12 +25,6 @@ pub const SEGMENT_BYTES_DEFAULT: u64 = 1 << 30;
 pub const TOPIC_NAME_BYTES_MAX: usize = 200;
 /// Most partitions in one topic.
 pub const PARTITIONS_MAX: u32 = 10_000;
-
-/// Default longest time a capture window stays open (`capture.interval-ms`): Event Hubs
-/// Capture's five minutes.
-pub const CAPTURE_INTERVAL_MS_DEFAULT: u64 = 300_000;
-/// Default committed bytes at which a capture window closes (`capture.max-bytes`).
-pub const CAPTURE_MAX_BYTES_DEFAULT: u64 = 256 << 20;
 
 /// A topic's configuration.
 ///
@@ -43,29 +40,17 @@ pub struct TopicConfig {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub capture_dir: Option<String>,
     /// A window closes this long after its leader first saw uncaptured data.
-    #[serde(default = "capture_interval_ms_default")]
+    #[serde(default = "super::capture::capture_interval_ms_default")]
     pub capture_interval_ms: u64,
     /// A window closes when its committed batches reach this many bytes.
-    #[serde(default = "capture_max_bytes_default")]
+    #[serde(default = "super::capture::capture_max_bytes_default")]
     pub capture_max_bytes: u64,
     #[serde(default)]
     pub capture_format: CaptureFormat,
     /// While capture is set, retention keeps every segment holding records not captured yet
     /// (`true`), or deletes them anyway and logs the gap (`false`).
-    #[serde(default = "capture_block_retention_default")]
+    #[serde(default = "super::capture::capture_block_retention_default")]
     pub capture_block_retention: bool,
-}
-
-fn capture_interval_ms_default() -> u64 {
-    CAPTURE_INTERVAL_MS_DEFAULT
-}
-
-fn capture_max_bytes_default() -> u64 {
-    CAPTURE_MAX_BYTES_DEFAULT
-}
-
-fn capture_block_retention_default() -> bool {
-    true
 }
 
 impl Default for TopicConfig {
@@ -81,51 +66,6 @@ impl Default for TopicConfig {
             capture_block_retention: true,
         }
     }
-}
-
-/// The file format of captured windows (`capture.format`).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum CaptureFormat {
-    /// Apache Parquet, one file per window, the schema of `strata_analytics::record_schema`.
-    #[default]
-    Parquet,
-}
-
-impl CaptureFormat {
-    /// The config value's spelling.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            CaptureFormat::Parquet => "parquet",
-        }
-    }
-
-    /// The format spelled `text`.
-    ///
-    /// # Errors
-    /// An unknown format, with the valid ones.
-    pub fn parse(text: &str) -> Result<Self, String> {
-        match text {
-            "parquet" => Ok(CaptureFormat::Parquet),
-            other => Err(format!(
-                "capture.format {other:?} is not supported: the only valid value is \"parquet\""
-            )),
-        }
-    }
-}
-
-/// How far one partition has been captured: the replicated half of capture's exactly-once
-/// protocol (see `crate::capture`).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct CapturePosition {
-    /// Every offset below this is in a published capture file (or was lost to retention
-    /// with `capture.block-retention=false`).
-    pub next_offset: u64,
-    /// The window a leader has opened and not yet reported published: `(first, last)`
-    /// offsets, inclusive.
-    pub pending: Option<(u64, u64)>,
-    /// When the last window was reported published (the proposer's clock).
-    pub captured_ms: i64,
 }
 
 impl TopicConfig {
@@ -568,26 +508,7 @@ impl Metadata {
                 expected_next,
                 first,
                 last,
-            } => {
-                if first < expected_next || last < first {
-                    return Err(CommandRefusal::Invalid(format!(
-                        "capture window {first}..={last} must start at or after {expected_next} \
-                         and not end before it starts"
-                    )));
-                }
-                let known = self.captured_topic_mut(&topic, topic_id, partition)?;
-                let mut position = known.capture_position(partition);
-                if position.next_offset != expected_next || position.pending.is_some() {
-                    return Err(CommandRefusal::CaptureMoved(format!(
-                        "{topic}/{partition} is at {} with {:?} pending, not at {expected_next} \
-                         with none",
-                        position.next_offset, position.pending
-                    )));
-                }
-                position.pending = Some((first, last));
-                known.capture.insert(partition, position);
-                Ok(())
-            }
+            } => self.open_capture_window(&topic, topic_id, partition, expected_next, first, last),
             Command::CaptureWindowDone {
                 topic,
                 topic_id,
@@ -595,44 +516,8 @@ impl Metadata {
                 first,
                 last,
                 now_ms,
-            } => {
-                let known = self.captured_topic_mut(&topic, topic_id, partition)?;
-                let pending = known.capture_position(partition).pending;
-                if pending != Some((first, last)) {
-                    return Err(CommandRefusal::CaptureMoved(format!(
-                        "{topic}/{partition} has {pending:?} pending, not {first}..={last}"
-                    )));
-                }
-                let position = CapturePosition {
-                    next_offset: last + 1,
-                    pending: None,
-                    captured_ms: now_ms,
-                };
-                known.capture.insert(partition, position);
-                Ok(())
-            }
+            } => self.finish_capture_window(&topic, topic_id, partition, (first, last), now_ms),
         }
-    }
-
-    /// The topic with this name and id (a topic deleted and re-created under the name is
-    /// another topic), when it has `partition`.
-    fn captured_topic_mut(
-        &mut self,
-        name: &str,
-        topic_id: u64,
-        partition: u32,
-    ) -> Result<&mut Topic, CommandRefusal> {
-        let topic = self
-            .topics
-            .get_mut(name)
-            .filter(|topic| topic.id == topic_id)
-            .ok_or(CommandRefusal::TopicMissing)?;
-        if partition >= topic.partitions() {
-            return Err(CommandRefusal::Invalid(format!(
-                "topic {name} has no partition {partition}"
-            )));
-        }
-        Ok(topic)
     }
 }
 

@@ -10,8 +10,11 @@
 //!   change it and their typed refusals, name checks and replica placement.
 //! - [`machine`]: [`Controller`](machine::Controller), the raft state machine applying the
 //!   commands, and its snapshot file.
+//! - [`capture`]: capture's configs and the replicated capture position with its two
+//!   compare-and-set commands.
 //! - [`security`]: the users and ACLs part of the metadata: the commands' rules and limits.
 
+pub mod capture;
 pub mod machine;
 pub mod metadata;
 pub mod security;

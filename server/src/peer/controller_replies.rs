@@ -1,12 +1,12 @@
-//! What the peer service's controller requests (BootstrapUser, SetKafkaAddress) propose
-//! through this node, the controller's leader.
+//! What the peer service's controller requests (BootstrapUser, SetKafkaAddress,
+//! ProposeCapture) propose through this node, the controller's leader.
 
 use tonic::Status;
 
 use crate::replication::DriverHandle;
 
 /// Longest Kafka address a node may record (a host name and a port).
-pub(super) const KAFKA_ADDRESS_BYTES_MAX: usize = 300;
+const KAFKA_ADDRESS_BYTES_MAX: usize = 300;
 
 /// Proposes `command` to the controller through this node (its leader) and returns the
 /// machine's outcome; another node leading is FAILED_PRECONDITION, a failed proposal
@@ -55,4 +55,67 @@ pub(super) async fn bootstrap_user_reply(
         }
         Err(refusal) => Err(Status::invalid_argument(refusal.to_string())),
     }
+}
+
+/// A partition leader's capture command (`Peer/ProposeCapture`): `bytes` must decode as
+/// `CaptureWindowOpen` or `CaptureWindowDone` (any other command is refused); Done's time is
+/// stamped here, since time in the metadata is the controller leader's. `Ok(Some(why))` when
+/// the position had moved (the compare-and-set refused it).
+pub(super) async fn propose_capture(
+    driver: &DriverHandle,
+    now_ms: i64,
+    bytes: &[u8],
+) -> Result<Option<String>, Status> {
+    use crate::controller::metadata::{Command, CommandRefusal};
+    let mut command: Command = serde_json::from_slice(bytes).map_err(|error| {
+        Status::invalid_argument(format!("the capture command does not decode: {error}"))
+    })?;
+    match &mut command {
+        Command::CaptureWindowOpen { .. } => {}
+        Command::CaptureWindowDone {
+            now_ms: stamped, ..
+        } => *stamped = now_ms,
+        _ => {
+            return Err(Status::invalid_argument(
+                "Peer/ProposeCapture takes only CaptureWindowOpen and CaptureWindowDone",
+            ));
+        }
+    }
+    match propose_controller_command(driver, now_ms, &command).await? {
+        Ok(()) => Ok(None),
+        Err(CommandRefusal::CaptureMoved(why)) => Ok(Some(why)),
+        Err(refusal) => Err(Status::invalid_argument(refusal.to_string())),
+    }
+}
+
+/// `Peer/SetKafkaAddress` once its sender is known to speak for `request.node_id`: the address
+/// must be HOST:PORT within [`KAFKA_ADDRESS_BYTES_MAX`] bytes.
+pub(super) async fn set_kafka_address_reply(
+    driver: &DriverHandle,
+    now_ms: i64,
+    request: strata_proto::v1::SetKafkaAddressRequest,
+) -> Result<strata_proto::v1::SetKafkaAddressResponse, Status> {
+    if let Some(address) = &request.kafka_address {
+        let valid = address.len() <= KAFKA_ADDRESS_BYTES_MAX
+            && address
+                .rsplit_once(':')
+                .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok());
+        if !valid {
+            return Err(Status::invalid_argument(format!(
+                "Kafka address {:?} is not HOST:PORT (at most {KAFKA_ADDRESS_BYTES_MAX} bytes)",
+                address
+                    .chars()
+                    .take(KAFKA_ADDRESS_BYTES_MAX)
+                    .collect::<String>()
+            )));
+        }
+    }
+    let command = crate::controller::metadata::Command::SetKafkaAddress {
+        node: request.node_id,
+        kafka_address: request.kafka_address,
+    };
+    propose_controller_command(driver, now_ms, &command)
+        .await?
+        .map_err(|refusal| Status::invalid_argument(refusal.to_string()))?;
+    Ok(strata_proto::v1::SetKafkaAddressResponse {})
 }
