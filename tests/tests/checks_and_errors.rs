@@ -1,6 +1,7 @@
 //! Precise checks and errors at the API edge, against real servers: commits beyond the high
 //! watermark, oversized produces, produces while a restarted node's metadata loads, requests
-//! that only the controller's leader serves, and removing the last node.
+//! that only the controller's leader serves, resets of partitions held elsewhere, and removing
+//! the last node.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
@@ -238,6 +239,70 @@ async fn commits_are_checked_against_partitions_on_other_nodes() {
             committed(&mut clients, "g", "spread", partition).await,
             Some(high_watermark)
         );
+    }
+}
+
+/// A reset on the controller's leader resolves the offsets of partitions it holds no replica
+/// of by asking the nodes that do, for every kind of target, and commits them. Before, such a
+/// reset answered NOT_LEADER (a topic with one replica per partition on three nodes).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn resets_resolve_partitions_held_on_other_nodes() {
+    use pb::reset_offsets_request::To;
+    let mut cluster = Cluster::start(3, 94);
+    cluster.create_topic("spread", 3, 1).await;
+    let controller = cluster.controller_leader().await;
+    let mut elsewhere = 0;
+    for partition in 0..3u32 {
+        let leader = cluster.leader_of("spread", partition).await;
+        if leader != controller {
+            elsewhere += 1;
+        }
+        let mut clients = cluster.clients(leader).await;
+        produce_values(&mut clients, "spread", partition, 3 + partition as usize).await;
+    }
+    assert!(
+        elsewhere > 0,
+        "placement put every partition on the controller's leader"
+    );
+    let mut clients = cluster.clients(controller).await;
+    // Each partition p holds 3 + p records, all stamped 1_700_000_000_000.
+    let high_watermarks = [3u64, 4, 5];
+    let cases: [(To, [u64; 3]); 6] = [
+        (To::Latest(true), high_watermarks),
+        (To::Earliest(true), [0, 0, 0]),
+        // Clamped to each partition's high watermark.
+        (To::Offset(4), [3, 4, 4]),
+        // From the offsets just committed, [3, 4, 4].
+        (To::ShiftBy(-2), [1, 2, 2]),
+        (To::TimestampMs(1_700_000_000_000), [0, 0, 0]),
+        (To::TimestampMs(1_700_000_000_001), high_watermarks),
+    ];
+    for (to, expected) in cases {
+        let reset = clients
+            .groups
+            .reset_offsets(pb::ResetOffsetsRequest {
+                group_id: "g".into(),
+                topic: "spread".into(),
+                partitions: vec![],
+                to: Some(to),
+                dry_run: false,
+            })
+            .await
+            .unwrap_or_else(|e| panic!("reset to {to:?}: {e:?}"))
+            .into_inner();
+        let answered: Vec<u64> = reset
+            .offsets
+            .iter()
+            .map(|o| o.offset.expect("offset"))
+            .collect();
+        assert_eq!(answered, expected, "reset to {to:?}");
+        for partition in 0..3u32 {
+            assert_eq!(
+                committed(&mut clients, "g", "spread", partition).await,
+                Some(expected[partition as usize]),
+                "committed offset of partition {partition} after the reset to {to:?}"
+            );
+        }
     }
 }
 

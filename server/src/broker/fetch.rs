@@ -7,7 +7,8 @@ use std::time::Duration;
 
 use super::{Broker, BrokerError};
 use crate::partition::{
-    FETCH_BYTES_DEFAULT, FETCH_BYTES_MAX, FETCH_WAIT_MS_MAX, Fetched, PartitionReplica, StartFrom,
+    FETCH_BYTES_DEFAULT, FETCH_BYTES_MAX, FETCH_WAIT_MS_MAX, Fetched, ListedOffsets,
+    PartitionReplica, StartFrom,
 };
 
 /// How long a fetch may wait and how much it returns, checked against the node's limits.
@@ -48,14 +49,6 @@ impl FetchLimits {
             max_bytes: max_bytes as usize,
         })
     }
-}
-
-/// Where a position resolves to on a partition, with the partition's bounds.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ListedOffsets {
-    pub offset: u64,
-    pub log_start_offset: u64,
-    pub high_watermark: u64,
 }
 
 impl Broker {

@@ -10,13 +10,13 @@ use std::time::Duration;
 use super::coordinator::{CoordinatorError, Tp};
 use super::{ControllerPort, GroupError, GroupRequests};
 use crate::controller::metadata::{Command, CommittedOffset, OffsetEntry};
-use crate::partition::StartFrom;
+use crate::partition::{ListedOffsets, StartFrom};
 
 /// Longest metadata string kept with a committed offset (Kafka's default too).
 pub const OFFSET_METADATA_BYTES_MAX: usize = 4096;
 /// Most partitions one commit, heartbeat or fetch may name.
 pub const PARTITIONS_PER_REQUEST_MAX: usize = 100_000;
-/// How long a commit waits for another node's answer about its partitions' offsets.
+/// How long a commit (or a reset) waits for another node's answer about its partitions' offsets.
 pub const COMMIT_CHECK_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// What one node reports about a partition of a topic, to check commits against: its replica's
@@ -350,15 +350,27 @@ impl<P: ControllerPort> GroupRequests<'_, P> {
     }
 
     /// Sets a group's offsets of `topic` (its `partitions`, or all), also while members run;
-    /// returns the new offsets and the generation after the reset.
-    pub async fn reset_offsets(
+    /// returns the new offsets and the generation after the reset. Offsets are resolved on
+    /// this node's replica of each partition, or, where it holds none, by `offsets_at`
+    /// (node, its address, partition, position) asked of the nodes that do.
+    ///
+    /// # Errors
+    /// An invalid group id, this node not leading the controller, an unknown topic or
+    /// partition, no replica able to resolve a partition's offsets (retriable), and the
+    /// controller's refusal of the change.
+    pub async fn reset_offsets<F, Fut>(
         &self,
         group: &str,
         topic: &str,
         partitions: &[u32],
         to: ResetTo,
         dry_run: bool,
-    ) -> Result<(Vec<(u32, u64)>, u64), P::Error> {
+        offsets_at: F,
+    ) -> Result<(Vec<(u32, u64)>, u64), P::Error>
+    where
+        F: Fn(u64, String, u32, StartFrom) -> Fut,
+        Fut: Future<Output = Result<ListedOffsets, String>>,
+    {
         super::validate_group_id(group)?;
         self.ensure_coordinator()?;
         let known = self.port.topic(topic)?;
@@ -370,17 +382,29 @@ impl<P: ControllerPort> GroupRequests<'_, P> {
         };
         let mut offsets = Vec::with_capacity(partitions.len());
         for partition in partitions {
-            let replica = self.port.replica(topic, partition)?;
-            let log_start = replica.log_start_offset();
-            let high_watermark = replica.high_watermark();
-            let clamp = |offset: u64| offset.clamp(log_start, high_watermark);
-            let offset = match to {
-                ResetTo::Earliest => log_start,
-                ResetTo::Latest => high_watermark,
-                ResetTo::Offset(offset) => clamp(offset),
-                ResetTo::Timestamp(timestamp) => {
-                    replica.resolve(StartFrom::Timestamp(timestamp))?
+            self.port.check_partition(topic, partition)?;
+            // Where a time resolves needs the log; the other targets need only its bounds.
+            let start = match to {
+                ResetTo::Timestamp(timestamp) => StartFrom::Timestamp(timestamp),
+                _ => StartFrom::Latest,
+            };
+            let listed = match self.port.local_replica(topic, partition) {
+                Some(replica) => ListedOffsets {
+                    offset: replica.resolve(start)?,
+                    log_start_offset: replica.log_start_offset(),
+                    high_watermark: replica.high_watermark(),
+                },
+                None => {
+                    self.remote_offsets(topic, partition, start, &offsets_at)
+                        .await?
                 }
+            };
+            let clamp = |offset: u64| offset.clamp(listed.log_start_offset, listed.high_watermark);
+            let offset = match to {
+                ResetTo::Earliest => listed.log_start_offset,
+                ResetTo::Latest => listed.high_watermark,
+                ResetTo::Offset(offset) => clamp(offset),
+                ResetTo::Timestamp(_) => listed.offset,
                 ResetTo::Shift(by) => {
                     let committed = self
                         .committed_offsets(group, &[(topic.to_string(), partition)])?
@@ -388,7 +412,7 @@ impl<P: ControllerPort> GroupRequests<'_, P> {
                         .into_iter()
                         .next()
                         .and_then(|(_, c)| c)
-                        .map_or(log_start, |c| c.offset);
+                        .map_or(listed.log_start_offset, |c| c.offset);
                     clamp(committed.saturating_add_signed(by))
                 }
             };
@@ -418,6 +442,54 @@ impl<P: ControllerPort> GroupRequests<'_, P> {
                 .await?;
         }
         Ok((offsets, self.group_generation(group)))
+    }
+
+    /// Where `start` resolves on `topic`/`partition`, with its bounds, asked of the nodes that
+    /// hold a replica when this node holds none (a reset runs on the controller's leader,
+    /// which need not hold every partition). The first replica to answer is taken: a
+    /// follower's high watermark may trail its leader's by the last commits, as a local
+    /// follower replica's does.
+    async fn remote_offsets<F, Fut>(
+        &self,
+        topic: &str,
+        partition: u32,
+        start: StartFrom,
+        offsets_at: &F,
+    ) -> Result<ListedOffsets, P::Error>
+    where
+        F: Fn(u64, String, u32, StartFrom) -> Fut,
+        Fut: Future<Output = Result<ListedOffsets, String>>,
+    {
+        let holders: Vec<u64> = {
+            let metadata = self.port.read_metadata();
+            metadata
+                .topics
+                .get(topic)
+                .and_then(|t| t.replicas.get(partition as usize))
+                .cloned()
+                .unwrap_or_default()
+        };
+        let mut failures = Vec::new();
+        for node in holders {
+            let Some(address) = self.port.node_address(node) else {
+                failures.push(format!("node {node}: address unknown"));
+                continue;
+            };
+            let asked = offsets_at(node, address, partition, start);
+            match tokio::time::timeout(COMMIT_CHECK_TIMEOUT, asked).await {
+                Ok(Ok(listed)) => return Ok(listed),
+                Ok(Err(error)) => failures.push(format!("node {node}: {error}")),
+                Err(_) => failures.push(format!(
+                    "node {node}: no answer within {} ms",
+                    COMMIT_CHECK_TIMEOUT.as_millis()
+                )),
+            }
+        }
+        Err(GroupError::Unavailable(format!(
+            "no replica of {topic}/{partition} told its offsets ({}); retry shortly",
+            failures.join("; ")
+        ))
+        .into())
     }
 }
 

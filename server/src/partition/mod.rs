@@ -31,7 +31,9 @@ use tokio::sync::watch;
 pub use admission::{BATCH_BYTES_MAX, validate_producer_batch};
 pub use error::PartitionError;
 pub use machine::{PartitionMachine, RetentionSource};
-pub use reads::{FETCH_BYTES_DEFAULT, FETCH_BYTES_MAX, FETCH_WAIT_MS_MAX, Fetched, StartFrom};
+pub use reads::{
+    FETCH_BYTES_DEFAULT, FETCH_BYTES_MAX, FETCH_WAIT_MS_MAX, Fetched, ListedOffsets, StartFrom,
+};
 
 use crate::replication::RaftGroupId;
 use crate::storage::PartitionLog;

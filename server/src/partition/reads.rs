@@ -25,6 +25,14 @@ pub enum StartFrom {
     Timestamp(i64),
 }
 
+/// Where a position resolves to on a partition, with the partition's bounds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ListedOffsets {
+    pub offset: u64,
+    pub log_start_offset: u64,
+    pub high_watermark: u64,
+}
+
 /// What a fetch found.
 #[derive(Debug, Clone, Default)]
 pub struct Fetched {

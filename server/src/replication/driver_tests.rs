@@ -395,6 +395,44 @@ fn a_new_leader_admits_only_after_its_machine_took_over() {
     assert_eq!(*admitted.lock().expect("admitted"), [true]);
 }
 
+/// A new leader publishes its in-sync voters at its first commit, without waiting for a
+/// leadership check: before, a new topic's idle partitions showed no in-sync replicas until the
+/// next check (`cluster info` printed `-`).
+#[test]
+fn a_new_leader_publishes_its_in_sync_voters_at_its_first_commit() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (stopped, _) = tokio::sync::mpsc::unbounded_channel();
+    let mut spec = spec(9, dir.path(), Arc::new(Faults::default()), stopped);
+    spec.voters = vec![1, 2, 3];
+    let in_sync = spec.in_sync.subscribe();
+    let mut driver = Driver::for_simulation(1, Arc::new(NoPeers));
+    driver.add_erased(spec).expect("add group");
+    for message in [
+        from_node_2(MessageType::MsgHeartbeat, 5),
+        from_node_2(MessageType::MsgTimeoutNow, 5),
+        from_node_2(MessageType::MsgRequestVoteResponse, 6),
+    ] {
+        step_and_ready(&mut driver, message);
+    }
+    assert_eq!(driver.groups[&9].node.raft.state, StateRole::Leader);
+    let noop = driver.groups[&9].node.raft.raft_log.last_index();
+    assert!(in_sync.borrow().is_empty(), "nothing is committed yet");
+    // Node 2 has the leader's first entry: with node 1 that is a quorum, so it commits.
+    step_and_ready(
+        &mut driver,
+        Message {
+            index: noop,
+            ..from_node_2(MessageType::MsgAppendResponse, 6)
+        },
+    );
+    assert_eq!(driver.groups[&9].node.raft.raft_log.committed, noop);
+    assert_eq!(
+        *in_sync.borrow(),
+        [1, 2],
+        "node 3 has not acknowledged anything"
+    );
+}
+
 /// A failed fsync (or a failed append, as on a full disk) stops its group alone: the
 /// proposal fails with the reason, the owner is told, and the node's other groups go on
 /// committing. Before, the driver panicked and the process aborted.

@@ -59,9 +59,42 @@ pub(super) fn quiet(node_id: u64, outbox: &dyn Outbox, group: &Group) -> bool {
 /// while its group was idle would stay in sync for good, since nothing new is committed
 /// that it could miss (as Kafka drops a replica from its ISR after a time without fetches).
 pub(super) fn check_leadership(node_id: u64, outbox: &dyn Outbox, group: &mut Group) {
+    publish_in_sync(node_id, outbox, group);
+    let raft = &group.node.raft;
+    let last = raft.raft_log.last_index();
+    let Some(preferred) = group.preferred_leader else {
+        return;
+    };
+    if preferred == node_id || raft.lead_transferee.is_some() {
+        return;
+    }
+    let caught_up = raft
+        .prs()
+        .get(preferred)
+        .is_some_and(|progress| progress.recent_active && progress.matched == last);
+    if caught_up {
+        group.node.transfer_leader(preferred);
+    }
+}
+
+/// Whether this node leads the group and has committed an entry of its own term: only then
+/// do its followers' progress figures say what they hold (a new leader starts them at zero).
+pub(super) fn leads_with_a_commit_of_its_term(group: &Group) -> bool {
+    let raft = &group.node.raft;
+    raft.state == StateRole::Leader
+        && raft
+            .raft_log
+            .term(raft.raft_log.committed)
+            .is_ok_and(|term| term == raft.term)
+}
+
+/// For a group this node leads: publishes which voters are in sync (see [`check_leadership`]).
+/// Called on every leadership check, and whenever a leader's hard state changes once it has
+/// committed in its term (its first commit as leader among them), so a new partition's
+/// in-sync set is known from its first commit, not from the next check.
+pub(super) fn publish_in_sync(node_id: u64, outbox: &dyn Outbox, group: &Group) {
     let raft = &group.node.raft;
     let committed = raft.raft_log.committed;
-    let last = raft.raft_log.last_index();
     let mut in_sync: Vec<u64> = raft
         .prs()
         .iter()
@@ -78,17 +111,4 @@ pub(super) fn check_leadership(node_id: u64, outbox: &dyn Outbox, group: &mut Gr
         }
         changed
     });
-    let Some(preferred) = group.preferred_leader else {
-        return;
-    };
-    if preferred == node_id || raft.lead_transferee.is_some() {
-        return;
-    }
-    let caught_up = raft
-        .prs()
-        .get(preferred)
-        .is_some_and(|progress| progress.recent_active && progress.matched == last);
-    if caught_up {
-        group.node.transfer_leader(preferred);
-    }
 }

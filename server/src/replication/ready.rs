@@ -17,6 +17,7 @@ use super::driver::Driver;
 use super::group::{Group, fail_pending, proposal_id, sync_leadership};
 use super::handle::{Committed, ConfChangeOutcome, Outbox, ProposeError, RaftGroupId};
 use super::machine::Erased;
+use super::quiescence;
 use super::raft_storage::snapshot_owner_data;
 
 /// Controller snapshots are taken after this many applied entries.
@@ -145,6 +146,9 @@ fn persist_ready(
             fail_pending(group, ProposeError::NotLeader { leader_id });
         }
         sync_leadership(group)?;
+    }
+    if ready.hs().is_some() && quiescence::leads_with_a_commit_of_its_term(group) {
+        quiescence::publish_in_sync(group.node.raft.id, outbox, group);
     }
     send_messages(outbox, id, group, ready.take_messages());
     if !ready.snapshot().is_empty() {

@@ -10,7 +10,7 @@ use strata_proto::v1::groups_server::Groups;
 use tonic::{Request, Response, Status};
 
 use super::Service;
-use super::remote::replica_offsets_at;
+use super::remote::{list_offsets_at, replica_offsets_at};
 use super::status::{invalid, status};
 use crate::controller::metadata::{CommittedOffset, OffsetEntry};
 use crate::groups::coordinator::{Heartbeat, Join, MemberAssignment, Tp};
@@ -307,6 +307,16 @@ impl Groups for Service {
                 &request.partitions,
                 to,
                 request.dry_run,
+                |node, address, partition, start| {
+                    list_offsets_at(
+                        self.peer_tls.clone(),
+                        node,
+                        address,
+                        request.topic.clone(),
+                        partition,
+                        start,
+                    )
+                },
             )
             .await
             .map_err(status)?;

@@ -8,11 +8,13 @@ use std::time::Duration;
 
 use strata_proto::v1 as pb;
 use strata_proto::v1::admin_client::AdminClient;
+use strata_proto::v1::broker_client::BrokerClient;
 use tonic::transport::Channel;
 
 use crate::broker::describe::PartitionState;
 use crate::broker::security::BootstrapOutcome;
 use crate::groups::offsets::{COMMIT_CHECK_TIMEOUT, ReplicaOffsets};
+use crate::partition::{ListedOffsets, StartFrom};
 use crate::security::scram::ScramCredential;
 use crate::security::tls::{Tls, peer_endpoint};
 
@@ -50,6 +52,46 @@ pub async fn controller_high_watermark_at(
         .map_err(|e| e.to_string())?
         .into_inner();
     Ok(info.controller_high_watermark)
+}
+
+/// Asks node `node` at `address` where `start` resolves on its replica of `topic`/`partition`
+/// (its `ListOffsets`), for a group reset on a node that holds no replica of it.
+///
+/// # Errors
+/// Connection and call failures (no replica there, for one), as text.
+pub async fn list_offsets_at(
+    tls: Option<Arc<Tls>>,
+    node: u64,
+    address: String,
+    topic: String,
+    partition: u32,
+    start: StartFrom,
+) -> Result<ListedOffsets, String> {
+    use pb::start_position::Position;
+    let position = match start {
+        StartFrom::Earliest => Position::Earliest(true),
+        StartFrom::Latest => Position::Latest(true),
+        StartFrom::Offset(offset) => Position::Offset(offset),
+        StartFrom::Timestamp(timestamp) => Position::TimestampMs(timestamp),
+    };
+    let endpoint = peer_endpoint(tls.as_deref(), node, &address)?.timeout(COMMIT_CHECK_TIMEOUT);
+    let channel = endpoint.connect().await.map_err(|e| e.to_string())?;
+    let listed = BrokerClient::new(channel)
+        .list_offsets(pb::ListOffsetsRequest {
+            topic,
+            partition,
+            position: Some(pb::StartPosition {
+                position: Some(position),
+            }),
+        })
+        .await
+        .map_err(|e| e.message().to_string())?
+        .into_inner();
+    Ok(ListedOffsets {
+        offset: listed.offset,
+        log_start_offset: listed.log_start_offset,
+        high_watermark: listed.high_watermark,
+    })
 }
 
 /// Asks node `node` at `address` about its replicas of `topic` (its `DescribeTopic`), to check a
