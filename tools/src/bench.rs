@@ -41,7 +41,8 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
 use crate::bench_report::Report;
-use crate::consume::{parse_from, plan, spawn_readers};
+use crate::consume::{plan, spawn_readers};
+use crate::offsets::parse_position;
 use crate::output::Format;
 use crate::produce::CompressionArg;
 
@@ -143,8 +144,8 @@ pub struct ConsumeBench {
     /// The topic to read, every partition merged.
     #[arg(long, default_value = "strata-bench")]
     topic: String,
-    /// Where to start: earliest, latest, offset:N or time:RFC3339.
-    #[arg(long, default_value = "earliest", value_parser = parse_from)]
+    /// Where to start: earliest, latest, offset:N, time:RFC3339, time:MS or time:-DURATION.
+    #[arg(long, default_value = "earliest", value_parser = parse_position)]
     from: StartFrom,
     /// Stop after this many records (default: at the high watermarks seen at the start).
     #[arg(long)]

@@ -37,8 +37,6 @@ use regex::Regex;
 use strata_client::{
     Client, ConsumerConfig, GroupConsumer, GroupConsumerConfig, OffsetReset, Record, StartFrom,
 };
-use time::OffsetDateTime;
-use time::format_description::well_known::Rfc3339;
 use tokio::sync::mpsc;
 
 use crate::format::RecordFormat;
@@ -105,32 +103,6 @@ fn parse_pattern(text: &str) -> Result<TopicPattern, String> {
         text: text.to_owned(),
         whole_name,
     })
-}
-
-/// Parses `--from`: `earliest`, `latest`, `offset:N` or `time:RFC3339`.
-pub fn parse_from(text: &str) -> Result<StartFrom, String> {
-    match text {
-        "earliest" => return Ok(StartFrom::Earliest),
-        "latest" => return Ok(StartFrom::Latest),
-        _ => {}
-    }
-    if let Some(offset) = text.strip_prefix("offset:") {
-        return offset
-            .parse()
-            .map(StartFrom::Offset)
-            .map_err(|_| format!("offset {offset:?} is not a non-negative integer"));
-    }
-    if let Some(time) = text.strip_prefix("time:") {
-        let time = OffsetDateTime::parse(time, &Rfc3339)
-            .map_err(|error| format!("time {time:?} is not RFC 3339: {error}"))?;
-        let timestamp_ms = time.unix_timestamp_nanos() / 1_000_000;
-        return i64::try_from(timestamp_ms)
-            .map(StartFrom::Timestamp)
-            .map_err(|_| format!("time {time} is out of range"));
-    }
-    Err(format!(
-        "{text:?} is not earliest, latest, offset:N or time:RFC3339"
-    ))
 }
 
 /// What to read of one partition.
@@ -598,46 +570,5 @@ async fn run_group(
         Err(error) if is_broken_pipe(&error) => closed,
         Err(error) => Err(error),
         Ok(()) => closed,
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// Every documented form of `--from` parses; anything else is refused.
-    #[test]
-    fn from_forms() {
-        assert_eq!(parse_from("earliest"), Ok(StartFrom::Earliest));
-        assert_eq!(parse_from("latest"), Ok(StartFrom::Latest));
-        assert_eq!(parse_from("offset:0"), Ok(StartFrom::Offset(0)));
-        assert_eq!(
-            parse_from("offset:18446744073709551615"),
-            Ok(StartFrom::Offset(u64::MAX))
-        );
-        assert_eq!(
-            parse_from("time:2023-11-14T22:13:20.123Z"),
-            Ok(StartFrom::Timestamp(1_700_000_000_123))
-        );
-        assert_eq!(
-            parse_from("time:2023-11-15T00:13:20+02:00"),
-            Ok(StartFrom::Timestamp(1_700_000_000_000))
-        );
-        assert_eq!(
-            parse_from("time:1970-01-01T00:00:00Z"),
-            Ok(StartFrom::Timestamp(0))
-        );
-        for invalid in [
-            "",
-            "first",
-            "offset:",
-            "offset:-1",
-            "offset:x",
-            "time:yesterday",
-            "time:2023-11-14",
-            "Earliest",
-        ] {
-            assert!(parse_from(invalid).is_err(), "{invalid:?}");
-        }
     }
 }

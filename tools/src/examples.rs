@@ -83,6 +83,7 @@ const EXAMPLES: &[(&[&str], &str)] = &[
         &["group", "reset-offsets"],
         "strata group reset-offsets billing --topic orders --to earliest --dry-run\n\
          strata group reset-offsets billing --topic orders --to time:2025-01-31T12:00:00Z\n\
+         strata group reset-offsets billing --topic orders --to time:-1h\n\
          strata group reset-offsets billing --topic orders --to shift:-100",
     ),
     (&["group", "delete"], "strata group delete billing"),

@@ -11,7 +11,7 @@ use strata_client::proto::v1::{
 };
 use strata_client::{Client, ResetTo, StartFrom};
 
-use crate::consume::parse_from;
+use crate::offsets::parse_position;
 use crate::output::{Format, column_width, or_dash};
 
 #[derive(Subcommand)]
@@ -31,8 +31,9 @@ pub enum GroupCommand {
         /// The topic whose offsets move.
         #[arg(long)]
         topic: String,
-        /// Where to: earliest, latest, offset:N, time:RFC3339 (the first record at or after
-        /// it) or shift:N (the committed offset moved by N records, N may be negative).
+        /// Where to: earliest, latest, offset:N, time:RFC3339, time:MS or time:-DURATION (the
+        /// first record at or after it; e.g. time:-1h) or shift:N (the committed offset moved
+        /// by N records, N may be negative).
         #[arg(long, value_parser = parse_reset_to)]
         to: ResetTo,
         /// Only these partitions, comma-separated (default: all of the topic's).
@@ -49,7 +50,8 @@ pub enum GroupCommand {
     },
 }
 
-/// Parses `--to`: `earliest`, `latest`, `offset:N`, `time:RFC3339` or `shift:N`.
+/// Parses `--to`: `shift:N`, or one position ([`parse_position`]: `earliest`, `latest`,
+/// `offset:N`, `time:RFC3339`, `time:MS`, `time:-DURATION`).
 pub fn parse_reset_to(text: &str) -> Result<ResetTo, String> {
     if let Some(shift) = text.strip_prefix("shift:") {
         return shift
@@ -57,14 +59,12 @@ pub fn parse_reset_to(text: &str) -> Result<ResetTo, String> {
             .map(ResetTo::Shift)
             .map_err(|_| format!("shift {shift:?} is not an integer"));
     }
-    match parse_from(text) {
+    match parse_position(text) {
         Ok(StartFrom::Earliest) => Ok(ResetTo::Earliest),
         Ok(StartFrom::Latest) => Ok(ResetTo::Latest),
         Ok(StartFrom::Offset(offset)) => Ok(ResetTo::Offset(offset)),
         Ok(StartFrom::Timestamp(timestamp_ms)) => Ok(ResetTo::Timestamp(timestamp_ms)),
-        Err(_) => Err(format!(
-            "{text:?} is not earliest, latest, offset:N, time:RFC3339 or shift:N"
-        )),
+        Err(error) => Err(format!("{error}, or shift:N")),
     }
 }
 
@@ -405,7 +405,20 @@ mod tests {
         for (text, expected) in table {
             assert_eq!(parse_reset_to(text), Ok(expected), "{text}");
         }
-        for invalid in ["", "shift:", "shift:x", "offset:-1", "first", "time:now"] {
+        let hour_ago = parse_reset_to("time:-1h").expect("time:-1h");
+        assert!(
+            matches!(hour_ago, ResetTo::Timestamp(ms) if ms > 1_700_000_000_000),
+            "{hour_ago:?}"
+        );
+        for invalid in [
+            "",
+            "shift:",
+            "shift:x",
+            "offset:-1",
+            "first",
+            "time:now",
+            "-5",
+        ] {
             assert!(parse_reset_to(invalid).is_err(), "{invalid:?}");
         }
     }

@@ -18,7 +18,9 @@
 //! watermark reads nothing (or, with `--follow`, waits for that offset); each says so on
 //! stderr.
 
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use strata_client::StartFrom;
 
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
@@ -126,6 +128,39 @@ pub fn parse_start(text: &str) -> Result<StartSpec, String> {
         _ => return Err(unknown()),
     };
     Ok(spec)
+}
+
+/// The forms of one position ([`parse_position`]).
+const POSITION_FORMS: &str =
+    "earliest, latest, offset:N, N, time:RFC3339, time:MS or time:-DURATION";
+
+/// Parses one position, the same in every partition, for `bench consume --from` and `group
+/// reset-offsets --to`: `--from`'s forms without `-N` and `+N` (which name a different offset
+/// in each partition). `time:-DURATION` counts back from now.
+pub fn parse_position(text: &str) -> Result<StartFrom, String> {
+    position_at(text, now_ms())
+}
+
+/// [`parse_position`] with `now_ms` as the time `time:-DURATION` counts back from.
+fn position_at(text: &str, now_ms: i64) -> Result<StartFrom, String> {
+    match parse_start(text) {
+        Ok(StartSpec::Earliest) => Ok(StartFrom::Earliest),
+        Ok(StartSpec::Latest) => Ok(StartFrom::Latest),
+        Ok(StartSpec::Offset(offset)) => Ok(StartFrom::Offset(offset)),
+        Ok(StartSpec::Time(time)) => Ok(StartFrom::Timestamp(time.resolve(now_ms))),
+        Ok(StartSpec::Last(_) | StartSpec::AfterStart(_)) | Err(_) => {
+            Err(format!("{text:?} is not one of {POSITION_FORMS}"))
+        }
+    }
+}
+
+/// Milliseconds since the epoch, now.
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |since| {
+            i64::try_from(since.as_millis()).unwrap_or(i64::MAX)
+        })
 }
 
 /// Parses `--to` (see the module documentation).
@@ -287,6 +322,53 @@ pub fn check_partitions(partitions: &[u32], count: u32, topic: &str) -> Result<(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// One position: every form of `--from` but `-N` and `+N`, times resolved against now.
+    #[test]
+    fn position_forms() {
+        let now_ms = 1_700_000_000_000;
+        let table = [
+            ("earliest", StartFrom::Earliest),
+            ("latest", StartFrom::Latest),
+            ("offset:0", StartFrom::Offset(0)),
+            ("42", StartFrom::Offset(42)),
+            ("offset:18446744073709551615", StartFrom::Offset(u64::MAX)),
+            (
+                "time:2023-11-14T22:13:20.123Z",
+                StartFrom::Timestamp(1_700_000_000_123),
+            ),
+            (
+                "time:2023-11-15T00:13:20+02:00",
+                StartFrom::Timestamp(1_700_000_000_000),
+            ),
+            (
+                "time:1700000000456",
+                StartFrom::Timestamp(1_700_000_000_456),
+            ),
+            ("time:-1h", StartFrom::Timestamp(now_ms - 3_600_000)),
+            ("time:-90s", StartFrom::Timestamp(now_ms - 90_000)),
+        ];
+        for (text, expected) in table {
+            assert_eq!(position_at(text, now_ms), Ok(expected), "{text}");
+        }
+        for invalid in [
+            "",
+            "first",
+            "offset:",
+            "offset:-1",
+            "offset:x",
+            "time:yesterday",
+            "time:2023-11-14",
+            "Earliest",
+            "-10",
+            "+10",
+            "time:-",
+            "shift:1",
+        ] {
+            let refused = position_at(invalid, now_ms).expect_err(invalid);
+            assert!(refused.contains(POSITION_FORMS), "{invalid:?}: {refused}");
+        }
+    }
 
     /// Every documented form of `--from` parses to its spec; anything else is refused with
     /// the list of forms.
