@@ -62,6 +62,17 @@ use controller_replies::{bootstrap_user_reply, propose_capture, set_kafka_addres
 pub const QUEUE_MESSAGES_MAX: usize = 8192;
 /// Most messages in one batch on the wire.
 pub const BATCH_MESSAGES_MAX: usize = 512;
+/// A batch takes no more messages once their entries reach this many bytes. With raft's
+/// appends of up to 1 MiB each (a single entry up to the 1 MiB batch limit), a batch stays
+/// far below what the receiver decodes ([`PEER_MESSAGE_BYTES_MAX`]). Without this bound, a
+/// leader catching a follower up queued hundreds of 1 MiB appends, one batch carried them
+/// all, the receiver refused the frame and dropped the stream, and every append in it was
+/// lost: the follower fell back to one probe per heartbeat (about 3 entries of 256 KiB per
+/// 100 ms).
+pub const BATCH_BYTES_SOFT_MAX: usize = 16 << 20;
+// A batch holds at most its soft limit plus one message (one entry of up to the 1 MiB batch
+// limit, or 1 MiB of smaller ones), with room to spare below what the peer decodes.
+const _: () = assert!(BATCH_BYTES_SOFT_MAX + (2 << 20) < PEER_MESSAGE_BYTES_MAX);
 /// A node heard from within this long is alive.
 pub const ALIVE_WINDOW: Duration = Duration::from_millis(1500);
 /// A stream with nothing to carry for this long sends an empty batch (a keepalive).
@@ -69,7 +80,8 @@ pub const KEEPALIVE_INTERVAL: Duration = Duration::from_millis(500);
 /// Reconnection backoff, doubling from the first to the last.
 const RECONNECT_BACKOFF_MIN: Duration = Duration::from_millis(50);
 const RECONNECT_BACKOFF_MAX: Duration = Duration::from_secs(1);
-/// Largest raft batch accepted from a peer (raft messages carry up to 1 MiB of entries each).
+/// Largest raft batch accepted from a peer (raft messages carry up to 1 MiB of entries each,
+/// and a batch stops taking them at [`BATCH_BYTES_SOFT_MAX`]).
 const PEER_MESSAGE_BYTES_MAX: usize = 64 << 20;
 
 /// A raft message for a peer, as the driver produced it: encoded only by the stream's codec.
@@ -431,10 +443,14 @@ impl futures::Stream for Outgoing {
         let mut queue = this.queue.lock().expect("peer queue lock poisoned");
         match queue.poll_recv(context) {
             Poll::Ready(Some(first)) => {
+                let mut bytes = entry_bytes(&first.1);
                 let mut messages = vec![first];
-                while messages.len() < BATCH_MESSAGES_MAX {
+                while messages.len() < BATCH_MESSAGES_MAX && bytes < BATCH_BYTES_SOFT_MAX {
                     match queue.try_recv() {
-                        Ok(message) => messages.push(message),
+                        Ok(message) => {
+                            bytes += entry_bytes(&message.1);
+                            messages.push(message);
+                        }
                         Err(_) => break,
                     }
                 }
@@ -462,6 +478,21 @@ impl futures::Stream for Outgoing {
             }
         }
     }
+}
+
+/// The bytes of a message's entries and snapshot, what makes a batch large (the rest is a few
+/// dozen bytes per message).
+fn entry_bytes(message: &Message) -> usize {
+    let entries: usize = message
+        .entries
+        .iter()
+        .map(|entry| entry.data.len() + entry.context.len())
+        .sum();
+    entries
+        + message
+            .snapshot
+            .as_ref()
+            .map_or(0, |snapshot| snapshot.data.len())
 }
 
 /// Asks node `node` at `address` for the applied voters of `groups` (`None` where it has no
@@ -734,5 +765,38 @@ mod tests {
         assert_eq!(next().await.map(|batch| batch.len()), Some(1));
         drop(sender);
         assert!(next().await.is_none(), "the queue closed: the stream ends");
+    }
+
+    /// A batch stops taking appends once their entries reach [`BATCH_BYTES_SOFT_MAX`], so a
+    /// leader catching a follower up never sends a frame the peer refuses (it decodes at most
+    /// [`PEER_MESSAGE_BYTES_MAX`]); the rest goes in the next batches, nothing is dropped.
+    #[tokio::test]
+    async fn outgoing_batches_stay_under_the_peers_frame_limit() {
+        let (sender, receiver) = mpsc::channel(QUEUE_MESSAGES_MAX);
+        let entry = raft::prelude::Entry {
+            data: bytes::Bytes::from(vec![7u8; 1 << 20]),
+            ..raft::prelude::Entry::default()
+        };
+        let appends = 100;
+        for _ in 0..appends {
+            let (group, mut message) = heartbeat();
+            message.msg_type = raft::prelude::MessageType::MsgAppend;
+            message.entries = vec![entry.clone()].into();
+            sender
+                .try_send((group, message))
+                .expect("room in the queue");
+        }
+        drop(sender);
+        let mut outgoing = Outgoing::new(1, Arc::new(Mutex::new(receiver)));
+        let mut carried = 0;
+        while let Some(batch) = outgoing.next().await {
+            let bytes = batch.entry_bytes();
+            assert!(
+                bytes <= BATCH_BYTES_SOFT_MAX + (1 << 20),
+                "a batch of {bytes} bytes"
+            );
+            carried += batch.len();
+        }
+        assert_eq!(carried, appends, "every append is carried, in some batch");
     }
 }

@@ -70,6 +70,17 @@ impl OutgoingBatch {
     pub fn len(&self) -> usize {
         self.messages.lock().map_or(0, |messages| messages.len())
     }
+
+    /// The bytes of the entries the batch carries.
+    #[cfg(test)]
+    pub fn entry_bytes(&self) -> usize {
+        self.messages.lock().map_or(0, |messages| {
+            messages
+                .iter()
+                .map(|(_, message)| super::entry_bytes(message))
+                .sum()
+        })
+    }
 }
 
 /// Encodes a `RaftBatch` of `messages` from `from_node` into `dst`, each message once, with
