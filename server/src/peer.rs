@@ -87,6 +87,18 @@ const PEER_MESSAGE_BYTES_MAX: usize = 64 << 20;
 /// A raft message for a peer, as the driver produced it: encoded only by the stream's codec.
 type Queued = (RaftGroupId, Message);
 
+/// One peer's queue, shared by its sender task and the body of each stream it opens. Only the
+/// newest stream's body takes from it: an older body that hyper still polls after a reconnect
+/// ends at its next poll ([`Outgoing`]), instead of taking messages and the queue's one waker
+/// slot from the new stream, which would then hear of new messages only at its keepalive.
+struct PeerQueue {
+    receiver: mpsc::Receiver<Queued>,
+    /// Bumped by each new stream body, which keeps the value it set.
+    generation: u64,
+}
+
+type SharedQueue = Arc<Mutex<PeerQueue>>;
+
 struct Link {
     queue: mpsc::Sender<Queued>,
 }
@@ -329,10 +341,13 @@ async fn send_to_peer(
 ) {
     // Shared with each connection's stream, which takes the messages straight from it; the
     // lock is only ever held for a poll (one stream at a time uses it).
-    let queue = Arc::new(Mutex::new(queue));
-    let drain = |queue: &Mutex<mpsc::Receiver<Queued>>| {
+    let queue = Arc::new(Mutex::new(PeerQueue {
+        receiver: queue,
+        generation: 0,
+    }));
+    let drain = |queue: &Mutex<PeerQueue>| {
         let mut queue = queue.lock().expect("peer queue lock poisoned");
-        while queue.try_recv().is_ok() {}
+        while queue.receiver.try_recv().is_ok() {}
     };
     let mut backoff = RECONNECT_BACKOFF_MIN;
     loop {
@@ -372,7 +387,7 @@ async fn stream_to(
     to: u64,
     address: &str,
     from: u64,
-    queue: &Arc<Mutex<mpsc::Receiver<Queued>>>,
+    queue: &SharedQueue,
 ) -> Result<(), String> {
     let endpoint = peer_endpoint(tls, to, address)?
         .tcp_nodelay(true)
@@ -394,7 +409,12 @@ async fn stream_to(
     let outcome = client
         .client_streaming(request, path, RaftStreamCodec)
         .await;
-    if queue.lock().expect("peer queue lock poisoned").is_closed() {
+    if queue
+        .lock()
+        .expect("peer queue lock poisoned")
+        .receiver
+        .is_closed()
+    {
         return Ok(());
     }
     Err(match outcome {
@@ -411,7 +431,10 @@ async fn stream_to(
 /// queue closes (the transport is gone).
 struct Outgoing {
     from: u64,
-    queue: Arc<Mutex<mpsc::Receiver<Queued>>>,
+    queue: SharedQueue,
+    /// The queue's generation this body set: once another body set a newer one, this one
+    /// ends (see [`PeerQueue`]).
+    generation: u64,
     keepalive: std::pin::Pin<Box<tokio::time::Sleep>>,
     /// When the last batch went out: the keepalive is due [`KEEPALIVE_INTERVAL`] after it.
     /// (Moving the timer at every batch would cost a timer-wheel update each.)
@@ -419,11 +442,17 @@ struct Outgoing {
 }
 
 impl Outgoing {
-    fn new(from: u64, queue: Arc<Mutex<mpsc::Receiver<Queued>>>) -> Self {
+    fn new(from: u64, queue: SharedQueue) -> Self {
         let now = tokio::time::Instant::now();
+        let generation = {
+            let mut shared = queue.lock().expect("peer queue lock poisoned");
+            shared.generation += 1;
+            shared.generation
+        };
         Self {
             from,
             queue,
+            generation,
             keepalive: Box::pin(tokio::time::sleep_until(now + KEEPALIVE_INTERVAL)),
             last_sent: now,
         }
@@ -440,7 +469,12 @@ impl futures::Stream for Outgoing {
         use std::future::Future;
         use std::task::Poll;
         let this = &mut *self;
-        let mut queue = this.queue.lock().expect("peer queue lock poisoned");
+        let mut shared = this.queue.lock().expect("peer queue lock poisoned");
+        if shared.generation != this.generation {
+            // A newer stream serves the queue.
+            return Poll::Ready(None);
+        }
+        let queue = &mut shared.receiver;
         match queue.poll_recv(context) {
             Poll::Ready(Some(first)) => {
                 let mut bytes = entry_bytes(&first.1);
@@ -459,7 +493,7 @@ impl futures::Stream for Outgoing {
             }
             Poll::Ready(None) => Poll::Ready(None),
             Poll::Pending => {
-                drop(queue);
+                drop(shared);
                 loop {
                     if this.keepalive.as_mut().poll(context).is_pending() {
                         return Poll::Pending;
@@ -737,6 +771,32 @@ mod tests {
         (7, message)
     }
 
+    fn shared(receiver: mpsc::Receiver<Queued>) -> SharedQueue {
+        Arc::new(Mutex::new(PeerQueue {
+            receiver,
+            generation: 0,
+        }))
+    }
+
+    /// After a reconnect, the old stream's body ends at its next poll and takes nothing: the
+    /// new body gets every message (and the queue's waker).
+    #[tokio::test]
+    async fn an_older_stream_body_gives_the_queue_up_to_the_newer() {
+        let (sender, receiver) = mpsc::channel(QUEUE_MESSAGES_MAX);
+        let queue = shared(receiver);
+        let mut old = Outgoing::new(1, queue.clone());
+        sender.try_send(heartbeat()).expect("room in the queue");
+        assert_eq!(old.next().await.map(|batch| batch.len()), Some(1));
+        let mut new = Outgoing::new(1, queue);
+        sender.try_send(heartbeat()).expect("room in the queue");
+        assert!(old.next().await.is_none(), "the old body ends");
+        let limit = KEEPALIVE_INTERVAL / 2;
+        let batch = tokio::time::timeout(limit, new.next())
+            .await
+            .expect("the new body yields at once");
+        assert_eq!(batch.map(|batch| batch.len()), Some(1));
+    }
+
     /// The stream's body takes what is queued, at most [`BATCH_MESSAGES_MAX`] a batch; with
     /// nothing queued it yields an empty batch (a keepalive), never before
     /// [`KEEPALIVE_INTERVAL`]; it ends when the queue closes.
@@ -746,7 +806,7 @@ mod tests {
         for _ in 0..BATCH_MESSAGES_MAX + 88 {
             sender.try_send(heartbeat()).expect("room in the queue");
         }
-        let mut outgoing = Outgoing::new(1, Arc::new(Mutex::new(receiver)));
+        let mut outgoing = Outgoing::new(1, shared(receiver));
         let limit = KEEPALIVE_INTERVAL * 20;
         let mut next = async || {
             tokio::time::timeout(limit, outgoing.next())
@@ -787,7 +847,7 @@ mod tests {
                 .expect("room in the queue");
         }
         drop(sender);
-        let mut outgoing = Outgoing::new(1, Arc::new(Mutex::new(receiver)));
+        let mut outgoing = Outgoing::new(1, shared(receiver));
         let mut carried = 0;
         while let Some(batch) = outgoing.next().await {
             let bytes = batch.entry_bytes();
