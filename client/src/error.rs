@@ -63,12 +63,13 @@ pub enum Error {
         topic: String,
         partition: u32,
     },
-    /// A group consumer stopped reading a partition after this error.
-    #[error("reading {topic}/{partition}: {source}")]
+    /// A group consumer stopped reading a partition after this error. (`error` is not a
+    /// `source`: the message includes it already, and printing the chain would say it twice.)
+    #[error("reading {topic}/{partition}: {error}")]
     PartitionFailed {
         topic: String,
         partition: u32,
-        source: Box<Error>,
+        error: Box<Error>,
     },
     /// No reply with the request's correlation id arrived in time.
     #[error("no reply to request {correlation_id} within {after_ms} ms")]

@@ -464,7 +464,7 @@ impl Reader {
                 let error = Error::PartitionFailed {
                     topic: topic.to_owned(),
                     partition,
-                    source: Box::new(error),
+                    error: Box::new(error),
                 };
                 let _ = self.records.send(Err(error)).await;
                 return;

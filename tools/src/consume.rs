@@ -429,8 +429,18 @@ impl RecordSource for mpsc::Receiver<Result<Consumed>> {
 
 impl RecordSource for GroupConsumer {
     async fn next_record(&mut self) -> Result<Option<Consumed>> {
-        let Some(record) = self.next().await? else {
-            return Ok(None);
+        let record = match self.next().await {
+            Ok(Some(record)) => record,
+            Ok(None) => return Ok(None),
+            // As `--follow` says it (see `subscription_ended`).
+            Err(strata_client::Error::PartitionFailed {
+                topic,
+                partition,
+                error,
+            }) if error.is_unknown_topic() => {
+                bail!("topic {topic} was deleted while the group read partition {partition}")
+            }
+            Err(error) => return Err(error.into()),
         };
         let partition = record.partition;
         let topic = Arc::from(record.topic);

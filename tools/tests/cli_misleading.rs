@@ -583,8 +583,8 @@ fn log_commands_find_the_partitions_below_a_directory() {
     );
 }
 
-/// `consume --follow` of a topic that is deleted meanwhile fails, naming the deletion (before:
-/// exit 0, silently).
+/// `consume --follow` and `consume --group` of a topic that is deleted meanwhile fail, naming
+/// the deletion (before: exit 0, silently, and the broker's error printed twice).
 #[test]
 fn follow_fails_when_its_topic_is_deleted() {
     let server = Server::launch_fresh();
@@ -601,6 +601,23 @@ fn follow_fails_when_its_topic_is_deleted() {
     let (code, stderr) = finish(follower, COMMAND_DEADLINE);
     assert_eq!(code, Some(2), "{stderr}");
     assert!(stderr.contains("topic doomed was deleted"), "{stderr}");
+
+    // A group member says the same (before: the broker's error, printed twice).
+    assert!(cli(address, &["topic", "create", "doomed"], b"").success);
+    assert!(cli(address, &["produce", "doomed"], b"again\n").success);
+    let mut member = spawn_cli(address, &["consume", "doomed", "--group", "g"]);
+    let lines = lines_of(&mut member);
+    lines
+        .recv_timeout(POLL_DEADLINE)
+        .expect("the member prints the record");
+    assert!(cli(address, &["topic", "delete", "doomed"], b"").success);
+    let (code, stderr) = finish(member, COMMAND_DEADLINE);
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(
+        stderr.contains("topic doomed was deleted while the group read partition"),
+        "{stderr}"
+    );
+    assert_eq!(stderr.matches("unknown topic").count(), 0, "{stderr}");
 }
 
 /// `bench consume` of records produced before it started reports no latency (their age is
