@@ -13,7 +13,8 @@ use strata_client::security::{
     PatternFilter, PatternType, ResourceType, acl_name_of,
 };
 
-use crate::output::{Format, column_width};
+use crate::format::Format;
+use crate::output::column_width;
 
 #[derive(clap::Subcommand)]
 pub enum AclCommand {

@@ -42,8 +42,8 @@ use tokio::task::JoinHandle;
 
 use crate::bench_report::Report;
 use crate::consume::{plan, spawn_readers};
+use crate::format::Format;
 use crate::offsets::parse_position;
-use crate::output::Format;
 use crate::produce::CompressionArg;
 
 /// Deliveries queued to the task that times them; the producer's buffer is the real bound.

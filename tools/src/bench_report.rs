@@ -5,7 +5,7 @@ use hdrhistogram::Histogram;
 use serde_json::{Value, json};
 
 use crate::bench::ClosedLoop;
-use crate::output::Format;
+use crate::format::Format;
 
 /// A closed-loop run counts as holding its rate when it achieved at least this share of it.
 const RATE_HELD_SHARE_MIN: f64 = 0.99;

@@ -11,8 +11,9 @@ use serde_json::{Value, json};
 use strata_client::Client;
 use strata_client::proto::v1::ClusterInfoResponse;
 
+use crate::format::Format;
 use crate::output::{
-    Format, UNANSWERED_LEGEND, count_text, node_list_text, node_text, topic_json, view_text,
+    UNANSWERED_LEGEND, count_text, node_list_text, node_text, topic_json, view_text,
 };
 
 #[derive(Subcommand)]

@@ -29,38 +29,13 @@ use strata_analytics::{JsonSchema, OnMismatch};
 use strata_client::{Client, StartFrom};
 
 use crate::consume::{self, PartitionPlan};
+use crate::format::FileFormat;
 use crate::offsets::{self, Bounds, EndSpec, StartSpec};
 use crate::output::count_text;
 use crate::progress;
 use range::{PartitionBounds, PartitionRange};
 use staged::Staged;
 use writers::{Sink, Values};
-
-/// The file formats `export` writes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum FileFormat {
-    Parquet,
-    Jsonl,
-    Csv,
-}
-
-impl FileFormat {
-    /// The format a `--format` name asks for: `parquet`, `jsonl` (or `ndjson`), `csv`.
-    pub fn from_name(name: &str) -> Option<Self> {
-        match name {
-            "parquet" => Some(FileFormat::Parquet),
-            "jsonl" | "ndjson" => Some(FileFormat::Jsonl),
-            "csv" => Some(FileFormat::Csv),
-            _ => None,
-        }
-    }
-
-    /// The format `path`'s extension names (any case): `.parquet`, `.jsonl`, `.ndjson`, `.csv`.
-    pub fn from_path(path: &Path) -> Option<Self> {
-        let extension = path.extension()?.to_str()?.to_ascii_lowercase();
-        Self::from_name(&extension)
-    }
-}
 
 /// `--value-format`: how the `value` column holds values.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, ValueEnum)]

@@ -16,15 +16,16 @@
 //! own separator (`%k:%v` splits `a:b:c` into key `a` and value `b:c`). `%T` is milliseconds
 //! since the epoch or RFC 3339. Without `%v` the value is null.
 
+use std::path::Path;
+
 use anyhow::{Result, anyhow, bail};
+
 use base64::Engine as _;
 use bytes::Bytes;
 use serde_json::Value;
 use strata_client::{Header, Record};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
-
-use crate::output::Format;
 
 /// The longest format string accepted, in bytes: format strings are typed by people.
 const TEMPLATE_BYTES_MAX: usize = 4096;
@@ -211,13 +212,48 @@ pub fn headers_text(headers: &[Header]) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
+/// The `--format` flag.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Format {
+    /// Aligned, human-readable text.
+    Text,
+    /// JSON: one object per record or result, one per line.
+    Json,
+}
+
+/// The file formats `export` writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FileFormat {
+    Parquet,
+    Jsonl,
+    Csv,
+}
+
+impl FileFormat {
+    /// The format a `--format` name asks for: `parquet`, `jsonl` (or `ndjson`), `csv`.
+    pub fn from_name(name: &str) -> Option<Self> {
+        match name {
+            "parquet" => Some(FileFormat::Parquet),
+            "jsonl" | "ndjson" => Some(FileFormat::Jsonl),
+            "csv" => Some(FileFormat::Csv),
+            _ => None,
+        }
+    }
+
+    /// The format `path`'s extension names (any case): `.parquet`, `.jsonl`, `.ndjson`, `.csv`.
+    pub fn from_path(path: &Path) -> Option<Self> {
+        let extension = path.extension()?.to_str()?.to_ascii_lowercase();
+        Self::from_name(&extension)
+    }
+}
+
 /// The global `--format` flag: `text`, `json`, a record format string (consume only), or a
 /// file format (export only).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum FormatArg {
     Fixed(Format),
     Template(RecordTemplate),
-    File(crate::export::FileFormat),
+    File(FileFormat),
 }
 
 /// Parses `--format`: `text`, `json`, or a format string holding at least one `%` field.
@@ -227,7 +263,7 @@ pub fn parse_format_arg(text: &str) -> Result<FormatArg, String> {
         "json" => return Ok(FormatArg::Fixed(Format::Json)),
         _ => {}
     }
-    if let Some(file) = crate::export::FileFormat::from_name(text) {
+    if let Some(file) = FileFormat::from_name(text) {
         return Ok(FormatArg::File(file));
     }
     if !text.contains('%') {
@@ -599,7 +635,6 @@ mod tests {
     fn format_flag() {
         assert_eq!(parse_format_arg("text"), Ok(FormatArg::Fixed(Format::Text)));
         assert_eq!(parse_format_arg("json"), Ok(FormatArg::Fixed(Format::Json)));
-        use crate::export::FileFormat;
         for (name, file) in [
             ("parquet", FileFormat::Parquet),
             ("jsonl", FileFormat::Jsonl),

@@ -11,8 +11,9 @@ use strata_client::proto::v1::{
 };
 use strata_client::{Client, ResetTo, StartFrom};
 
+use crate::format::Format;
 use crate::offsets::parse_position;
-use crate::output::{Format, column_width, or_dash};
+use crate::output::{column_width, or_dash};
 
 #[derive(Subcommand)]
 pub enum GroupCommand {

@@ -70,8 +70,8 @@ use anyhow::{Result, bail};
 use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 use strata_client::{BROKERS_ENV, Client, ClientConfig, Credentials, DEFAULT_BROKERS};
 
+use crate::format::Format;
 use crate::format::{FormatArg, RecordFormat};
-use crate::output::Format;
 
 /// The help section of the flags every command takes: apart, so each command's own options
 /// stand out in its help.
@@ -336,7 +336,7 @@ fn run_online(
 ) -> Result<ExitCode> {
     let export_format = match (&format, format_given) {
         (FormatArg::File(file), _) => Some(*file),
-        (FormatArg::Fixed(Format::Json), true) => Some(export::FileFormat::Jsonl),
+        (FormatArg::Fixed(Format::Json), true) => Some(format::FileFormat::Jsonl),
         _ => None,
     };
     if matches!(command, Command::Export(_)) && format_given && export_format.is_none() {

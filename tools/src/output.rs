@@ -9,15 +9,6 @@ use strata_client::Record;
 use strata_client::proto::v1::{TopicConfig, TopicDescription};
 use time::OffsetDateTime;
 
-/// The `--format` flag.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum Format {
-    /// Aligned, human-readable text.
-    Text,
-    /// JSON: one object per record or result, one per line.
-    Json,
-}
-
 /// The exit code for an error: 1 when the broker refused the request, 2 for everything else
 /// (usage, connection, transport, local I/O).
 pub fn exit_code(error: &anyhow::Error) -> u8 {

@@ -25,9 +25,10 @@ use serde_json::json;
 use strata_client::{Client, Compression, DeliveryFuture, ProducerConfig, ProducerRecord};
 use tokio::sync::mpsc;
 
+use crate::format::Format;
 use crate::format::{self, InputRecord};
 use crate::input::{InputFormat, RecordReader, parse_input_format};
-use crate::output::{Format, count_text};
+use crate::output::count_text;
 use crate::progress;
 
 /// Deliveries awaited by the summary task; the producer's own buffer bounds the records in

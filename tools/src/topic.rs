@@ -6,8 +6,9 @@ use serde_json::Value;
 use strata_client::Client;
 use strata_client::proto::v1::{TopicConfig, TopicDescription};
 
+use crate::format::Format;
 use crate::output::{
-    Format, UNANSWERED_LEGEND, column_width, config_text, count_text, node_list_text, node_text,
+    UNANSWERED_LEGEND, column_width, config_text, count_text, node_list_text, node_text,
     topic_json, view_text,
 };
 use crate::units::{Limit, parse_duration_ms, parse_duration_ms_limit, parse_size};

@@ -9,7 +9,8 @@ use clap::Subcommand;
 use serde_json::{Value, json};
 use strata_client::Client;
 
-use crate::output::{Format, column_width};
+use crate::format::Format;
+use crate::output::column_width;
 
 /// Where a new password comes from first.
 pub const NEW_PASSWORD_ENV: &str = "STRATA_NEW_PASSWORD";

@@ -10,7 +10,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
 
-pub use super::capture::{
+pub use super::capture_config::{
     CAPTURE_INTERVAL_MS_DEFAULT, CAPTURE_MAX_BYTES_DEFAULT, CaptureFormat, CapturePosition,
 };
 use crate::security::acl::Acl;
@@ -40,16 +40,16 @@ pub struct TopicConfig {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub capture_dir: Option<String>,
     /// A window closes this long after its leader first saw uncaptured data.
-    #[serde(default = "super::capture::capture_interval_ms_default")]
+    #[serde(default = "super::capture_config::capture_interval_ms_default")]
     pub capture_interval_ms: u64,
     /// A window closes when its committed batches reach this many bytes.
-    #[serde(default = "super::capture::capture_max_bytes_default")]
+    #[serde(default = "super::capture_config::capture_max_bytes_default")]
     pub capture_max_bytes: u64,
     #[serde(default)]
     pub capture_format: CaptureFormat,
     /// While capture is set, retention keeps every segment holding records not captured yet
     /// (`true`), or deletes them anyway and logs the gap (`false`).
-    #[serde(default = "super::capture::capture_block_retention_default")]
+    #[serde(default = "super::capture_config::capture_block_retention_default")]
     pub capture_block_retention: bool,
 }
 

@@ -10,11 +10,12 @@
 //!   change it and their typed refusals, name checks and replica placement.
 //! - [`machine`]: [`Controller`](machine::Controller), the raft state machine applying the
 //!   commands, and its snapshot file.
-//! - [`capture`]: capture's configs and the replicated capture position with its two
-//!   compare-and-set commands.
+//! - [`capture_config`]: capture's configs and the replicated capture position;
+//!   [`capture`]: the two compare-and-set commands that move it.
 //! - [`security`]: the users and ACLs part of the metadata: the commands' rules and limits.
 
 pub mod capture;
+pub mod capture_config;
 pub mod machine;
 pub mod metadata;
 pub mod security;

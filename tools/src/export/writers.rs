@@ -27,7 +27,7 @@ use strata_client::Record;
 
 use crate::output::{bytes_json, record_json, timestamp_text};
 
-use super::FileFormat;
+use crate::format::FileFormat;
 
 /// Buffer between the encoders and the file.
 const WRITE_BUFFER_BYTES: usize = 1 << 20;
