@@ -40,7 +40,7 @@ use strata_client::{Client, DeliveryFuture, Producer, ProducerConfig, ProducerRe
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
-use crate::bench_report::Report;
+use crate::bench_report::{ClosedLoop, Report};
 use crate::consume::{plan, spawn_readers};
 use crate::format::Format;
 use crate::offsets::parse_position;
@@ -247,14 +247,6 @@ struct Measured {
     closed_loop: Option<ClosedLoop>,
     /// The process's CPU seconds when sending started.
     cpu_s_before: f64,
-}
-
-/// What only a closed-loop run measures.
-pub struct ClosedLoop {
-    /// Intended send time→ack of every record, in microseconds.
-    pub corrected: Histogram<u64>,
-    /// Records/s asked for; `None` sends each record when the previous one is acknowledged.
-    pub rate_target: Option<u64>,
 }
 
 /// Sends records as fast as the producer accepts them (or at `--rate`), many in flight.

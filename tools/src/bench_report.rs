@@ -4,8 +4,15 @@
 use hdrhistogram::Histogram;
 use serde_json::{Value, json};
 
-use crate::bench::ClosedLoop;
 use crate::format::Format;
+
+/// What only a closed-loop run measures.
+pub struct ClosedLoop {
+    /// Intended send time→ack of every record, in microseconds.
+    pub corrected: Histogram<u64>,
+    /// Records/s asked for; `None` sends each record when the previous one is acknowledged.
+    pub rate_target: Option<u64>,
+}
 
 /// A closed-loop run counts as holding its rate when it achieved at least this share of it.
 const RATE_HELD_SHARE_MIN: f64 = 0.99;

@@ -10,18 +10,16 @@
 //! wiped, or that was down while the others went on, is behind by everything it missed until
 //! appends of at most 1 MiB each (`max_size_per_msg`) bring it back.
 //!
-//! The driver publishes the groups that are behind in a [`CatchUp`] board, read by the broker
+//! The driver publishes the groups that are behind in a [`CatchUp`](super::handle::CatchUp)
+//! board (beside the driver's handle, which reads it), read by the broker
 //! (`Broker::readiness`) without a round trip to the driver thread: at once when a step makes
 //! a group fall behind or catch up, and every tick with fresh figures.
-
-use std::collections::BTreeMap;
-use std::sync::RwLock;
 
 use raft::StateRole;
 use raft::prelude::{Message, MessageType};
 
 use super::group::Group;
-use super::handle::RaftGroupId;
+use super::handle::Behind;
 
 /// A follower at most this many raft entries below the leader's commit index counts as caught
 /// up. A follower that keeps up is not behind at all once it took an append: each append names
@@ -29,52 +27,6 @@ use super::handle::RaftGroupId;
 /// it at once. It can trail by what a dropped append carried (a full peer queue), until the
 /// leader sends it again; the slack keeps such a blip from flapping `/readyz`.
 pub const CATCH_UP_SLACK_ENTRIES: u64 = 64;
-
-/// A follower behind its leader.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Behind {
-    /// The follower's commit index.
-    pub committed: u64,
-    /// The leader's commit index, as last heard.
-    pub leader_commit: u64,
-}
-
-/// The groups of this node whose replica is behind its leader, as of the driver's last tick.
-#[derive(Debug, Default)]
-pub struct CatchUp {
-    behind: RwLock<BTreeMap<RaftGroupId, Behind>>,
-}
-
-impl CatchUp {
-    /// Whether `group`'s replica here is behind its leader, and by how much.
-    pub fn behind(&self, group: RaftGroupId) -> Option<Behind> {
-        self.behind
-            .read()
-            .expect("catch-up lock poisoned")
-            .get(&group)
-            .copied()
-    }
-
-    /// Sets whether one group is behind, at once: the driver calls it when a step changes
-    /// that, so that `/readyz` never sees a replica's new leader before it sees the replica
-    /// behind it (the leader becomes known in the same step).
-    pub(super) fn set(&self, group: RaftGroupId, behind: Option<Behind>) {
-        let mut board = self.behind.write().expect("catch-up lock poisoned");
-        match behind {
-            Some(behind) => board.insert(group, behind),
-            None => board.remove(&group),
-        };
-    }
-
-    /// Replaces the board, each tick (a write only when something changed: usually nothing is
-    /// behind): the figures of groups still catching up, and groups that left.
-    pub(super) fn publish(&self, behind: BTreeMap<RaftGroupId, Behind>) {
-        if *self.behind.read().expect("catch-up lock poisoned") != behind {
-            tracing::debug!(?behind, "followers behind their leader");
-            *self.behind.write().expect("catch-up lock poisoned") = behind;
-        }
-    }
-}
 
 /// What a message tells of the group's commit index, read before the group steps it (the
 /// lost-log patch may lower a heartbeat's commit): the commit of appends and heartbeats.

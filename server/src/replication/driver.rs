@@ -23,9 +23,10 @@ use raft::prelude::{ConfChange, Entry, Message, MessageType};
 use raft::{RawNode, StateRole, Storage};
 use tokio::sync::oneshot;
 
-use super::catch_up::{self, CatchUp};
+use super::catch_up;
 use super::fsync::SyncPool;
 use super::group::{Group, alone, fail_pending, sync_leadership, track};
+use super::handle::CatchUp;
 use super::handle::{
     COMMAND_QUEUE_MAX, CONTROLLER, Command, Committed, DriverHandle, ErasedSpec, Outbox,
     ProposeError, RaftGroupId, Reply,

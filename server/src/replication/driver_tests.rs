@@ -787,7 +787,8 @@ fn a_lone_proposal_is_answered_by_the_next_ready_round() {
 /// brings its commit index there.
 #[test]
 fn a_follower_behind_its_leaders_commit_is_published_as_catching_up() {
-    use super::super::catch_up::{Behind, CATCH_UP_SLACK_ENTRIES};
+    use super::super::catch_up::CATCH_UP_SLACK_ENTRIES;
+    use super::super::handle::Behind;
     let dir = tempfile::tempdir().expect("tempdir");
     let (mut driver, _, _) = follower(dir.path(), 3);
     assert_eq!(driver.catch_up.behind(9), None);

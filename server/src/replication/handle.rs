@@ -5,6 +5,7 @@
 //! ([`Committed`], [`ProposeError`]) a caller gets back. The [`Outbox`] is the other way out of
 //! the driver: raft messages for other nodes.
 
+use std::collections::BTreeMap;
 use std::convert::Infallible;
 use std::sync::atomic::AtomicU64;
 use std::sync::mpsc::{SyncSender, TrySendError};
@@ -15,7 +16,6 @@ use bytes::Bytes;
 use raft::prelude::{ConfChange, Message};
 use tokio::sync::{oneshot, watch};
 
-use super::catch_up::{Behind, CatchUp};
 use super::machine::{AnyMachine, Erased, StateMachine};
 use crate::storage::PartitionLog;
 
@@ -384,6 +384,52 @@ impl DriverHandle {
         let (reply, receiver) = oneshot::channel();
         if self.send::<Infallible>(Command::Shutdown(reply)).is_ok() {
             let _ = receiver.await;
+        }
+    }
+}
+
+/// A follower behind its leader.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Behind {
+    /// The follower's commit index.
+    pub committed: u64,
+    /// The leader's commit index, as last heard.
+    pub leader_commit: u64,
+}
+
+/// The groups of this node whose replica is behind its leader, as of the driver's last tick.
+#[derive(Debug, Default)]
+pub struct CatchUp {
+    behind: RwLock<BTreeMap<RaftGroupId, Behind>>,
+}
+
+impl CatchUp {
+    /// Whether `group`'s replica here is behind its leader, and by how much.
+    pub fn behind(&self, group: RaftGroupId) -> Option<Behind> {
+        self.behind
+            .read()
+            .expect("catch-up lock poisoned")
+            .get(&group)
+            .copied()
+    }
+
+    /// Sets whether one group is behind, at once: the driver calls it when a step changes
+    /// that, so that `/readyz` never sees a replica's new leader before it sees the replica
+    /// behind it (the leader becomes known in the same step).
+    pub(super) fn set(&self, group: RaftGroupId, behind: Option<Behind>) {
+        let mut board = self.behind.write().expect("catch-up lock poisoned");
+        match behind {
+            Some(behind) => board.insert(group, behind),
+            None => board.remove(&group),
+        };
+    }
+
+    /// Replaces the board, each tick (a write only when something changed: usually nothing is
+    /// behind): the figures of groups still catching up, and groups that left.
+    pub(super) fn publish(&self, behind: BTreeMap<RaftGroupId, Behind>) {
+        if *self.behind.read().expect("catch-up lock poisoned") != behind {
+            tracing::debug!(?behind, "followers behind their leader");
+            *self.behind.write().expect("catch-up lock poisoned") = behind;
         }
     }
 }
