@@ -77,6 +77,11 @@ pub(crate) struct BatchLimits {
     /// Batches are stamped with a producer id and sequence when first sent, which writes
     /// their CRC: closing leaves them unsealed (CRC 0), so the records are read once.
     pub(crate) stamped_on_send: bool,
+    /// The most bytes the open batches' buffers are sized for up front, all together (the
+    /// producer's `buffer_bytes_max`). A new batch is sized from the last batch closed; without
+    /// this bound, after one large batch a keyed producer over many partitions would reserve
+    /// that size for every partition it opens a batch on, memory far beyond the records held.
+    pub(crate) reserved_bytes_max: usize,
 }
 
 /// A batch no longer accepting records, encoded and ready to send (once stamped, with
@@ -96,6 +101,9 @@ pub(crate) struct ClosedBatch<D> {
 #[derive(Debug)]
 struct OpenBatch<D> {
     builder: BatchBuilder,
+    /// The bytes its buffer was sized for when it opened (counted in
+    /// [`Accumulator::reserved_bytes`] until it closes).
+    reserved: usize,
     deliveries: Vec<D>,
     opened_at: Instant,
     /// The topic's partition count when the batch opened, for the sticky partitioner.
@@ -116,6 +124,9 @@ pub(crate) struct Accumulator<D> {
     /// two, and a buffer that grows copies the whole batch).
     capacity_bytes: usize,
     capacity_records: usize,
+    /// What the open batches were sized for, in all: at most
+    /// [`BatchLimits::reserved_bytes_max`].
+    reserved_bytes: usize,
     /// Buffers of acknowledged batches, for the next batches ([`Self::recycle`]); at most
     /// [`SPARE_BUFFERS_MAX`].
     spare: Vec<BytesMut>,
@@ -134,6 +145,7 @@ impl<D> Accumulator<D> {
             next_batch_id: 0,
             capacity_bytes: 0,
             capacity_records: 0,
+            reserved_bytes: 0,
             spare: Vec::new(),
         }
     }
@@ -186,17 +198,31 @@ impl<D> Accumulator<D> {
                 .partition(&record.topic, &target, partitions);
         }
         let compression = self.limits.compression;
-        let (capacity_bytes, capacity_records) = (self.capacity_bytes, self.capacity_records);
+        // A new batch is sized like the last one closed, within what is left of the bound on
+        // all open batches' buffers (past it, a batch starts empty and grows as records come).
+        let room = self
+            .limits
+            .reserved_bytes_max
+            .saturating_sub(self.reserved_bytes);
+        let capacity_bytes = self.capacity_bytes.min(room);
+        let capacity_records = (self.capacity_records * capacity_bytes)
+            .checked_div(self.capacity_bytes)
+            .unwrap_or(self.capacity_records);
         let spare = &mut self.spare;
+        let reserved_bytes = &mut self.reserved_bytes;
         let batches = match self.open.get_mut(record.topic.as_str()) {
             Some(batches) => batches,
             None => self.open.entry(record.topic.clone()).or_default(),
         };
-        let open = batches.entry(partition).or_insert_with(|| OpenBatch {
-            builder: new_builder(spare, capacity_bytes).compression(compression),
-            deliveries: Vec::with_capacity(capacity_records),
-            opened_at: now,
-            partitions,
+        let open = batches.entry(partition).or_insert_with(|| {
+            *reserved_bytes += capacity_bytes;
+            OpenBatch {
+                builder: new_builder(spare, capacity_bytes).compression(compression),
+                reserved: capacity_bytes,
+                deliveries: Vec::with_capacity(capacity_records),
+                opened_at: now,
+                partitions,
+            }
         });
         let headers: Vec<(&str, Option<&[u8]>)> = record
             .headers
@@ -277,6 +303,7 @@ impl<D> Accumulator<D> {
         self.partitioner
             .on_batch_closed(topic, partition, open.partitions);
         assert!(!open.deliveries.is_empty());
+        self.reserved_bytes -= open.reserved;
         let size_bytes = open.builder.size_bytes();
         self.capacity_bytes = (size_bytes + size_bytes / 8).min(self.limits.batch_bytes_max);
         self.capacity_records = open.deliveries.len() + open.deliveries.len() / 8;
@@ -311,6 +338,7 @@ mod tests {
                 linger: LINGER,
                 compression: Compression::None,
                 stamped_on_send: false,
+                reserved_bytes_max: 32 << 20,
             },
             Partitioner::new(0),
         )
@@ -318,6 +346,46 @@ mod tests {
 
     fn record(value: &str) -> ProducerRecord {
         ProducerRecord::new("t", value.as_bytes().to_vec()).timestamp_ms(1_000)
+    }
+
+    /// A new batch is sized like the last one closed, but the open batches together are sized
+    /// for at most `reserved_bytes_max`: after one large batch, one record on each of many
+    /// partitions does not reserve that size on every one of them.
+    #[test]
+    fn open_batches_are_sized_within_the_bound() {
+        let reserved_bytes_max = 256 << 10;
+        let mut accumulator = Accumulator::new(
+            BatchLimits {
+                batch_bytes_max: 1 << 20,
+                linger: LINGER,
+                compression: Compression::None,
+                stamped_on_send: false,
+                reserved_bytes_max,
+            },
+            Partitioner::new(0),
+        );
+        let now = Instant::now();
+        let large = ProducerRecord::new("t", vec![7u8; 1024])
+            .partition(0)
+            .timestamp_ms(1_000);
+        for delivery in 0..200 {
+            accumulator.append(&large, 100, delivery, now);
+        }
+        accumulator.close_all(now);
+        let last_batch = accumulator.capacity_bytes;
+        assert!(last_batch > 200 << 10, "{last_batch}");
+        let small = record("x");
+        for partition in 1..100 {
+            accumulator.append(&small.clone().partition(partition), 100, 0, now);
+        }
+        assert_eq!(accumulator.open["t"][&1].reserved, last_batch);
+        assert!(
+            accumulator.reserved_bytes <= reserved_bytes_max,
+            "{} bytes reserved",
+            accumulator.reserved_bytes
+        );
+        accumulator.close_all(now);
+        assert_eq!(accumulator.reserved_bytes, 0);
     }
 
     /// The bound really bounds: a batch of one record is never larger than the estimate, for
@@ -458,6 +526,7 @@ mod tests {
                     linger: LINGER,
                     compression,
                     stamped_on_send: false,
+                    reserved_bytes_max: 32 << 20,
                 },
                 Partitioner::new(0),
             );
@@ -487,6 +556,7 @@ mod tests {
                 linger: LINGER,
                 compression: Compression::None,
                 stamped_on_send: true,
+                reserved_bytes_max: 32 << 20,
             },
             Partitioner::new(0),
         );

@@ -108,6 +108,7 @@ impl Sender {
             linger: config.linger,
             compression: config.compression,
             stamped_on_send: config.idempotent,
+            reserved_bytes_max: config.buffer_bytes_max,
         };
         let seed = (random_jitter() * f64::from(u32::MAX)) as u32;
         let outbox = Outbox::new(config.backoff, config.retries, config.idempotent);
