@@ -127,6 +127,7 @@ mod group_coordinator;
 mod group_state;
 mod outbox;
 mod partitioner;
+mod produce_stream;
 mod producer;
 mod producer_config;
 mod record;

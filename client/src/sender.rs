@@ -39,7 +39,6 @@ use strata_proto::v1::produce_request::{Payload, Target};
 use strata_proto::v1::{InitProducerIdRequest, ProduceRequest, ProduceResponse};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
-use tokio_stream::wrappers::ReceiverStream;
 use tokio_stream::{StreamExt as _, StreamMap, StreamNotifyClose};
 
 use crate::accumulator::{Accumulator, BatchLimits};
@@ -48,6 +47,7 @@ use crate::cluster::{Cluster, broker_client};
 use crate::error::{Error, Result};
 use crate::outbox::{Batch, InFlight, Outbox};
 use crate::partitioner::Partitioner;
+use crate::produce_stream::produce_stream;
 use crate::producer_config::ProducerConfig;
 use crate::record::{Command, Delivery, RecordMetadata};
 use crate::retry::random_jitter;
@@ -454,10 +454,9 @@ impl Sender {
             .try_send(first)
             .expect("a new channel has room for one request");
         let limit = self.config.request_timeout;
-        let mut broker = broker_client(channel);
-        let call = broker.produce_stream(ReceiverStream::new(receiver));
+        let call = produce_stream(channel, receiver);
         let responses = match tokio::time::timeout(limit, call).await {
-            Ok(Ok(response)) => response.into_inner(),
+            Ok(Ok(responses)) => responses,
             Ok(Err(status)) => return Err(Error::from_status(status)),
             Err(_) => {
                 return Err(Error::Timeout {
