@@ -77,7 +77,7 @@ impl OutgoingBatch {
         self.messages.lock().map_or(0, |messages| {
             messages
                 .iter()
-                .map(|(_, message)| super::entry_bytes(message))
+                .map(|(_, message)| super::outgoing::entry_bytes(message))
                 .sum()
         })
     }
