@@ -18,10 +18,13 @@ impl Metadata {
         first: u64,
         last: u64,
     ) -> Result<(), CommandRefusal> {
-        if first < expected_next || last < first {
+        // The last offset must leave room for the position after it (`Done` sets `last + 1`):
+        // a command from a peer is checked before anything is done with its values.
+        if first < expected_next || last < first || last == u64::MAX {
             return Err(CommandRefusal::Invalid(format!(
-                "capture window {first}..={last} must start at or after {expected_next} \
-                 and not end before it starts"
+                "capture window {first}..={last} must start at or after {expected_next}, \
+                 not end before it starts, and end below {}",
+                u64::MAX
             )));
         }
         let known = self.captured_topic_mut(topic, topic_id, partition)?;

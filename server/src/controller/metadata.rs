@@ -739,6 +739,7 @@ mod tests {
             (open(id, 2, 0, 0, 9), "no such partition"),
             (open(id, 0, 5, 0, 9), "first below expected_next"),
             (open(id, 0, 0, 9, 8), "last before first"),
+            (open(id, 0, 0, 0, u64::MAX), "no offset after the last"),
             (open(id, 0, 3, 3, 9), "position is 0, not 3"),
             (done(id, 0, 0, 9), "nothing pending"),
         ];
