@@ -9,7 +9,7 @@
 mod common;
 
 use std::fs::{self, OpenOptions};
-use std::io::Write;
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
 use common::{COMMAND_DEADLINE, Output, Server, free_port};
@@ -44,7 +44,7 @@ fn partition_dir(data: &Path, topic: &str) -> PathBuf {
     topic_dir.join("00000")
 }
 
-/// Appends an LZ4-flagged batch of garbage with a valid CRC after the last batch of the
+/// Writes an LZ4-flagged batch of garbage with a valid CRC after the last batch of the
 /// partition in `dir`, as the next entry of the same term; returns the log file, the position
 /// it was written at, and its base offset.
 fn append_bad_batch(dir: &Path) -> (PathBuf, u64, u64) {
@@ -63,7 +63,9 @@ fn append_bad_batch(dir: &Path) -> (PathBuf, u64, u64) {
     let (header, position) = last_batch.expect("a batch");
     let next_offset = header.base_offset as u64 + header.offset_count();
     let position = position + header.total_bytes() as u64;
-    assert_eq!(fs::metadata(&log_path).expect("stat").len(), position);
+    // The active segment's batches are followed only by zeros written ahead of them.
+    let bytes = fs::read(&log_path).expect("read the segment");
+    assert!(bytes[position as usize..].iter().all(|byte| *byte == 0));
 
     let mut builder = BatchBuilder::new().compression(Compression::Lz4);
     for i in 0..3 {
@@ -76,11 +78,12 @@ fn append_bad_batch(dir: &Path) -> (PathBuf, u64, u64) {
     let crc = crc32c::crc32c(&bad[21..]);
     bad[17..21].copy_from_slice(&crc.to_be_bytes());
     stamp(&mut bad, next_offset, header.partition_leader_epoch);
-    let mut file = OpenOptions::new()
-        .append(true)
+    let file = OpenOptions::new()
+        .write(true)
         .open(&log_path)
         .expect("open the segment");
-    file.write_all(&bad).expect("append the bad batch");
+    file.write_all_at(&bad, position)
+        .expect("write the bad batch after the last");
     file.sync_all().expect("sync");
     (log_path, position, next_offset)
 }

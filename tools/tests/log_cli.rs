@@ -112,12 +112,15 @@ fn verify_reports_damage() {
             "torn tail of the last segment",
             |dir| {
                 let last = last_log(dir);
-                let length = fs::metadata(&last).expect("stat").len();
+                // Into the last batch: the zeros written ahead of the active segment's
+                // batches go too (its last non-zero byte is in its last batch).
+                let bytes = fs::read(&last).expect("read");
+                let end = bytes.iter().rposition(|byte| *byte != 0).expect("a batch") + 1;
                 fs::OpenOptions::new()
                     .write(true)
                     .open(&last)
                     .expect("open")
-                    .set_len(length - 7)
+                    .set_len(end as u64 - 7)
                     .expect("cut");
             },
             "a torn write",

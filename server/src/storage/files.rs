@@ -161,6 +161,30 @@ impl MappedFile {
         write_all_vectored_at(&file, parts, position).context("write", &self.path)
     }
 
+    /// Writes `length_bytes` of zeros at `position` (through the page cache, like the data
+    /// that will overwrite them; not synced). On failure some prefix may have been written, as
+    /// with [`MappedFile::write_at`]: zeros only, which a reader of the log never mistakes for
+    /// a batch.
+    pub(crate) fn write_zeros(&mut self, position: u64, length_bytes: u64) -> Result<()> {
+        /// Written from a static page run: no allocation per call.
+        static ZEROS: [u8; 64 << 10] = [0; 64 << 10];
+        let file = self.open_file()?;
+        if self.faults.as_ref().is_some_and(|f| f.write_fails()) {
+            let half = (length_bytes / 2).min(ZEROS.len() as u64) as usize;
+            file.write_all_at(&ZEROS[..half], position)
+                .context("write", &self.path)?;
+            return Err(fault::enospc()).context("write", &self.path);
+        }
+        let mut written = 0;
+        while written < length_bytes {
+            let chunk = (length_bytes - written).min(ZEROS.len() as u64) as usize;
+            file.write_all_at(&ZEROS[..chunk], position + written)
+                .context("write", &self.path)?;
+            written += chunk as u64;
+        }
+        Ok(())
+    }
+
     /// Allocates disk blocks for `length_bytes` from `position` without changing the file's
     /// length (`fallocate` with `FALLOC_FL_KEEP_SIZE`), so later writes there need no free
     /// space. Best effort: false when the file system refused (full, or no fallocate).

@@ -188,7 +188,12 @@ pub fn inspect(dir: &Path, mut visit: impl FnMut(Event<'_>)) -> Result<Summary> 
             expected_offset = *base;
         }
         let log = map_read_only(&log_path)?;
-        let log_bytes: &[u8] = log.as_deref().unwrap_or(&[]);
+        let mut log_bytes: &[u8] = log.as_deref().unwrap_or(&[]);
+        if is_last {
+            // The active segment ends in zeros written ahead of its batches (see
+            // `Segment::write_ahead`): not part of the log, and not damage.
+            log_bytes = &log_bytes[..data_end(log_bytes)];
+        }
         let index = match fs::metadata(&index_path) {
             Ok(_) => map_read_only(&index_path)?,
             Err(_) => {
@@ -364,6 +369,24 @@ pub fn inspect(dir: &Path, mut visit: impl FnMut(Event<'_>)) -> Result<Summary> 
     }
     flush(&mut problems, &mut summary, &mut visit);
     Ok(summary)
+}
+
+/// Where the batches of an active segment's log end: after the last whole batch when only
+/// zeros follow it (space written ahead), else the whole file (whatever follows is reported).
+fn data_end(log: &[u8]) -> usize {
+    let mut position = 0;
+    while let Ok(header) = BatchHeader::parse(&log[position..]) {
+        let size = header.total_bytes();
+        if size > log.len() - position {
+            break;
+        }
+        position += size;
+    }
+    if log[position..].iter().all(|byte| *byte == 0) {
+        position
+    } else {
+        log.len()
+    }
 }
 
 fn torn(is_last: bool) -> &'static str {

@@ -1,5 +1,5 @@
 //! Unit tests of one segment: file names, descriptors held by sealed segments, space kept
-//! allocated ahead of the active one.
+//! allocated and zeros written ahead of the active one.
 
 use super::*;
 use crate::storage::EntryBytes;
@@ -98,4 +98,81 @@ fn sealed_segments_hold_no_file_descriptors() {
         let active = segments.last().expect("a segment");
         assert!(allocated(active) >= active.size_bytes + LOG_SLACK_BYTES / 2);
     }
+}
+
+fn file_length(info: &SegmentInfo) -> u64 {
+    std::fs::metadata(&info.log_path).expect("stat").len()
+}
+
+/// The active segment's file holds zeros past its batches, refilled as appends come, never
+/// past the segment's capacity; a sealed segment's file ends at its last batch; `inspect`
+/// sees no damage in the zeros; a reopen cuts them off (a torn tail) and keeps every batch.
+#[test]
+fn zeros_are_written_ahead_of_the_active_segment_only() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = super::super::LogConfig {
+        segment_bytes_max: 2 << 20,
+        batch_bytes_max: 64 << 10,
+        index_interval_bytes: 4096,
+        ..super::super::LogConfig::default()
+    };
+    let capacity = (2 << 20) + (64 << 10);
+    let mut log = super::super::PartitionLog::open(dir.path(), config.clone()).expect("open");
+    let append = |log: &mut super::super::PartitionLog, batches: usize| {
+        for at in 0..batches {
+            let mut builder = batch::BatchBuilder::new();
+            builder.push(at as i64, None, Some(&[7u8; 8 << 10][..]), &[]);
+            log.append(&builder.finish(), 1, at as i64).expect("append");
+        }
+        log.sync().expect("sync");
+    };
+    append(&mut log, 1);
+    let active = log.segments().pop().expect("a segment");
+    assert_eq!(
+        file_length(&active),
+        active.size_bytes + WRITE_AHEAD_MIN_BYTES
+    );
+    let mut ahead = Vec::new();
+    for _ in 0..10 {
+        append(&mut log, 100);
+        let segments = log.segments();
+        let (active, sealed) = segments.split_last().expect("a segment");
+        for segment in sealed {
+            assert_eq!(
+                file_length(segment),
+                segment.size_bytes,
+                "a sealed segment ends at its data"
+            );
+        }
+        let length = file_length(active);
+        let bytes = std::fs::read(&active.log_path).expect("read");
+        assert!(bytes[active.size_bytes as usize..].iter().all(|b| *b == 0));
+        assert!(
+            length > active.size_bytes,
+            "zeros ahead of the active segment"
+        );
+        assert!(length <= capacity, "{length} past the capacity {capacity}");
+        ahead.push(length - active.size_bytes);
+    }
+    assert!(
+        log.segments().len() > 3,
+        "{} segments",
+        log.segments().len()
+    );
+    assert!(
+        ahead.iter().any(|ahead| *ahead > WRITE_AHEAD_MAX_BYTES / 2),
+        "refills grow to the most: {ahead:?}"
+    );
+    let summary = crate::storage::inspect::inspect(dir.path(), |_| {}).expect("inspect");
+    assert_eq!(summary.problems, 0);
+    let next_offset = log.next_offset();
+    drop(log);
+    let log = super::super::PartitionLog::open(dir.path(), config).expect("reopen");
+    let active = log.segments().pop().expect("a segment");
+    assert_eq!(
+        file_length(&active),
+        active.size_bytes,
+        "the zeros are cut off"
+    );
+    assert_eq!(log.next_offset(), next_offset);
 }
