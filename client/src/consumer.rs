@@ -290,17 +290,8 @@ impl PartitionConsumer {
     /// dropped; a new one can start from [`Self::next_offset`].
     pub async fn next(&mut self) -> Result<Option<Record>> {
         loop {
-            if let Some(record) = self.records.pop_front() {
-                self.next_offset = record.offset + 1;
-                if self.records.is_empty() {
-                    self.consumed(self.current_batch_bytes);
-                    self.current_batch_bytes = 0;
-                }
+            if let Some(record) = self.next_received()? {
                 return Ok(Some(record));
-            }
-            if let Some(batch) = self.batches.pop_front() {
-                self.load(batch)?;
-                continue;
             }
             self.next_offset = self.next_offset.max(self.received_next_offset);
             let error = match self.stream.responses.message().await {
@@ -313,6 +304,29 @@ impl PartitionConsumer {
                 Err(status) => Error::from_status(status),
             };
             self.resubscribe(error).await?;
+        }
+    }
+
+    /// The next record if the broker has already sent it (decoding a received batch if need
+    /// be), without waiting: `Ok(None)` when [`Self::next`] would wait. For readers that take
+    /// everything that has arrived in one go.
+    ///
+    /// # Errors
+    /// A received batch that does not decode, as [`Self::next`].
+    pub fn next_received(&mut self) -> Result<Option<Record>> {
+        loop {
+            if let Some(record) = self.records.pop_front() {
+                self.next_offset = record.offset + 1;
+                if self.records.is_empty() {
+                    self.consumed(self.current_batch_bytes);
+                    self.current_batch_bytes = 0;
+                }
+                return Ok(Some(record));
+            }
+            let Some(batch) = self.batches.pop_front() else {
+                return Ok(None);
+            };
+            self.load(batch)?;
         }
     }
 
