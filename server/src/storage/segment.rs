@@ -2,7 +2,10 @@
 //!
 //! A segment knows the offset and raft index of its first batch; every later batch's offset and
 //! raft index follow from the batches before it (one batch is one raft entry). The log file is
-//! append-only and read through a memory map; reads return zero-copy [`Bytes`].
+//! append-only and read through a memory map; reads return zero-copy [`Bytes`]. The active
+//! segment's file may run on past its last batch with zeros written ahead, so that small
+//! appends overwrite blocks instead of growing the file (see [`Segment::write_ahead`]); a
+//! sealed segment's file ends at its last batch.
 //!
 //! Descriptors are budgeted (see `crate::resources`): reads go through the maps, which need
 //! none, so a sealed segment holds no descriptor, and the active segment holds only its `.log`
