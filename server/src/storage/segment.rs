@@ -47,8 +47,8 @@ const WRITE_AHEAD_MIN_BYTES: u64 = 64 << 10;
 /// beyond its data, besides [`LOG_SLACK_BYTES`]).
 const WRITE_AHEAD_MAX_BYTES: u64 = 1 << 20;
 
-/// Only appends up to this size write zeros ahead. The zeros save each fsync a journal
-/// commit (about the time the disk takes to write 100–200 KB here) but cost their own bytes of
+/// Only appends up to this size write zeros ahead. The zeros save each fsync a metadata write
+/// (about the time the disk takes to write 100–200 KB here) but cost their own bytes of
 /// disk bandwidth, so they pay for small appends (single records, a trickle) and not for
 /// large batches, whose fsyncs measured no faster with them.
 const WRITE_AHEAD_APPEND_MAX_BYTES: u64 = 64 << 10;
@@ -148,7 +148,8 @@ pub(crate) struct Segment {
     written_end: u64,
     /// How many bytes of zeros the next refill writes ahead of the log end.
     write_ahead_bytes: u64,
-    /// No zeros are written past this: the end of a full segment and the batch that rolls it.
+    /// No zeros are written past this: the end of a full segment and the batch that rolls it;
+    /// 0 once a refill failed.
     write_ahead_limit: u64,
 }
 
@@ -347,16 +348,18 @@ impl Segment {
 
     /// Keeps zeros written ahead of the log end, so that appends overwrite blocks the file
     /// already has instead of extending it. An `fdatasync` after an append that extends the
-    /// file must also commit the file system's journal (the new length, the extent that became
-    /// written); one after an overwrite inside the file writes the data and flushes the disk,
-    /// nothing more. On ext4 here, appending 1.1 KB and fsyncing, one at a time: p50 0.32–0.38
+    /// file must also make the file's metadata durable (the new length, the extent that became
+    /// written): a journal commit on a journaled ext4 or XFS, a synchronous write of the inode
+    /// on this machine's ext4, which has no journal (`ext4_fsync_nojournal` in the profile).
+    /// One after an overwrite inside the file writes the data and flushes the disk, nothing
+    /// more. On ext4 here, appending 1.1 KB and fsyncing, one at a time: p50 0.32–0.38
     /// ms extending the file against 0.20–0.26 ms overwriting zeros, p99 1.1–2.2 against
     /// 0.4–1.7 ms (BENCHMARKS.md). Blocks merely allocated (`fallocate`, as
     /// [`LOG_SLACK_BYTES`]) do not help: they are unwritten extents, and writing them changes
-    /// the extent tree, which is again a journal commit.
+    /// the extent tree, which is again metadata to make durable.
     ///
     /// What it costs: every byte goes through the page cache twice (zeros, then data), and the
-    /// fsync after a refill writes the zeros too and commits the journal (one refill per up to
+    /// fsync after a refill writes the zeros and the metadata too (one refill per up to
     /// [`WRITE_AHEAD_MAX_BYTES`] appended, so for single records one fsync in about 500 or
     /// more). Each refill doubles, from [`WRITE_AHEAD_MIN_BYTES`], so a partition receiving a
     /// trickle holds little disk ahead. Large appends do not refill (see
@@ -364,8 +367,8 @@ impl Segment {
     /// The zeros past the log end are cut off at the next open (a torn tail, see `recovery`)
     /// or when the segment is sealed.
     ///
-    /// Best effort: a refill that fails (a full disk) is left as it is; appends then extend
-    /// the file, as without it.
+    /// Best effort: after a refill that fails (a full disk) the segment writes no more zeros
+    /// until it is opened again; appends then extend the file, as without them.
     fn write_ahead(&mut self) {
         let end = self.tail.position;
         let written_end = self.written_end.max(end);
@@ -381,7 +384,12 @@ impl Segment {
                 self.written_end = to;
                 self.write_ahead_bytes = (self.write_ahead_bytes * 2).min(WRITE_AHEAD_MAX_BYTES);
             }
-            Err(error) => tracing::debug!(%error, "could not write zeros ahead of the log end"),
+            Err(error) => {
+                // Not again for this segment (until it is reopened): on a full disk every
+                // append would otherwise pay for a write that fails.
+                tracing::debug!(%error, "could not write zeros ahead of the log end");
+                self.write_ahead_limit = 0;
+            }
         }
     }
 

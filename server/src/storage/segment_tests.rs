@@ -176,3 +176,30 @@ fn zeros_are_written_ahead_of_the_active_segment_only() {
     );
     assert_eq!(log.next_offset(), next_offset);
 }
+
+/// A refill that fails (a full disk) leaves the append it followed done, and the segment
+/// writes no more zeros: later appends each make one write, the data.
+#[test]
+fn a_failed_refill_stops_writing_zeros_ahead() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let faults = Arc::new(super::super::fault::Faults::default());
+    let config = super::super::LogConfig {
+        index_interval_bytes: 1 << 20,
+        faults: Some(faults.clone()),
+        ..super::super::LogConfig::default()
+    };
+    let mut log = super::super::PartitionLog::open(dir.path(), config.clone()).expect("open");
+    // The first append's data is written; the refill after it fails.
+    faults.fail_write_after(1);
+    fill(&mut log, 1);
+    // Ten more appends, ten writes allowed: a refill among them would take one, and an
+    // append would fail.
+    faults.fail_write_after(10);
+    fill(&mut log, 10);
+    faults.clear();
+    assert_eq!(log.next_offset(), 11);
+    drop(log);
+    let log = super::super::PartitionLog::open(dir.path(), config).expect("reopen");
+    assert_eq!(log.next_offset(), 11);
+    assert_eq!(log.read(0, 1 << 20).expect("read").len(), 1);
+}
