@@ -56,14 +56,15 @@
 //! - `producer.rs`: [`Producer`] and its `send`, `flush` and `close`.
 //! - `producer_config.rs`: [`ProducerConfig`] and the batch limits.
 //! - `record.rs`: [`ProducerRecord`], [`RecordMetadata`], the [`DeliveryFuture`] of each send,
-//!   and the commands and deliveries between `send` and the sender task.
+//!   and the per-batch outcome that resolves it.
 //! - `sender.rs`: the producer's task: one event loop that sends closed batches to their
 //!   partitions' leaders over one `ProduceStream` per broker, many in flight, and retries them.
 //! - `outbox.rs`: the sender's closed batches (queued, in flight, waiting for a retry), their
 //!   retry and failure rules and the idempotent producer's ordering (pure, time passed in).
 //! - `sequence.rs`: the idempotent producer's id, epoch and per-partition sequences, and
 //!   stamping them into a batch (pure).
-//! - `accumulator.rs`: per-partition batching, linger and flush (pure, time passed in).
+//! - `accumulator.rs`: per-partition batching, linger and flush (pure, time passed in), and
+//!   the lock `send` and the sender task share it under.
 //! - `partitioner.rs`: explicit partition, key hash, or sticky round-robin (pure).
 //! - `retry.rs`: [`Backoff`], exponential with jitter (pure).
 //! - `consumer.rs`: [`PartitionConsumer`] (Subscribe with byte credit), fetch and list

@@ -6,8 +6,9 @@
 //!
 //! Invariants:
 //! - the queue is sorted by batch id (closing order), retries included;
-//! - the queue and the retry schedule hold no limit of their own: every record in them holds
-//!   its share of the producer's buffer, so their size is bounded by `buffer_bytes_max`.
+//! - the queue and the retry schedule hold no limit of their own: every batch in them holds
+//!   its records' share of the producer's buffer, so their size is bounded by
+//!   `buffer_bytes_max`.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 
@@ -17,7 +18,6 @@ use tokio::time::Instant;
 
 use crate::accumulator::ClosedBatch;
 use crate::error::Error;
-use crate::record::Delivery;
 use crate::retry::{Backoff, random_jitter};
 use crate::routing::Route;
 use crate::sequence::{Identity, Sequencer, Stamp, stamp_batch};
@@ -30,7 +30,7 @@ pub(crate) const IN_FLIGHT_PER_PARTITION_MAX: usize = 5;
 /// A closed batch on its way: how often it was sent and until when it may still be.
 #[derive(Debug)]
 pub(crate) struct Batch {
-    pub(crate) closed: ClosedBatch<Delivery>,
+    pub(crate) closed: ClosedBatch,
     /// Times sent so far.
     pub(crate) attempts: u32,
     pub(crate) deadline: Instant,
@@ -102,7 +102,7 @@ impl Outbox {
     }
 
     /// Queues a batch just closed, to be delivered by `deadline`.
-    pub(crate) fn push_closed(&mut self, closed: ClosedBatch<Delivery>, deadline: Instant) {
+    pub(crate) fn push_closed(&mut self, closed: ClosedBatch, deadline: Instant) {
         self.queue.push_back(Batch {
             closed,
             attempts: 0,
@@ -178,8 +178,7 @@ impl Outbox {
             return;
         }
         let sequencer = self.sequencer.as_mut().expect("stamping when idempotent");
-        let records =
-            i32::try_from(batch.closed.deliveries.len()).expect("a batch holds < 2^31 records");
+        let records = i32::try_from(batch.closed.records).expect("a batch holds < 2^31 records");
         let stamp = sequencer.assign(&batch.closed.topic, batch.closed.partition, records);
         if let Some(old) = batch.stamp {
             tracing::debug!(
@@ -327,40 +326,33 @@ fn fail(batch: Batch, error: &Error) {
         attempts = batch.attempts,
         "batch failed"
     );
-    for delivery in batch.closed.deliveries {
-        delivery.resolve(Err(error.clone()));
-    }
+    batch.closed.outcome.failed(error.clone());
 }
 
 #[cfg(test)]
 mod tests {
-    use std::sync::Arc;
     use std::time::Duration;
 
     use bytes::Bytes;
-    use tokio::sync::Semaphore;
 
     use super::*;
-    use crate::error::Result;
-    use crate::record::RecordMetadata;
+    use crate::record::{BatchResolver, DeliveryFuture};
 
-    type Reply = oneshot::Receiver<Result<RecordMetadata>>;
-
-    /// A closed batch of one record of partition `t`/0, and the receiver of its delivery.
-    fn closed(id: u64) -> (ClosedBatch<Delivery>, Reply) {
-        let (reply, receiver) = oneshot::channel();
-        let buffer = Arc::new(Semaphore::new(1))
-            .try_acquire_owned()
-            .expect("a permit");
+    /// A closed batch of one record of partition `t`/0, and the future of its delivery.
+    fn closed(id: u64) -> (ClosedBatch, DeliveryFuture) {
+        let outcome = BatchResolver::default();
+        let delivery = outcome.delivery(0);
         let closed = ClosedBatch {
             id,
             topic: "t".into(),
             partition: 0,
             batch: Bytes::new(),
-            deliveries: vec![Delivery::new(reply, buffer)],
+            records: 1,
+            outcome,
+            buffer: None,
             closed_at: std::time::Instant::now(),
         };
-        (closed, receiver)
+        (closed, delivery)
     }
 
     fn backoff() -> Backoff {
@@ -420,13 +412,13 @@ mod tests {
         outbox.push_closed(batch, now + Duration::from_secs(60));
         let batch = outbox.queue.pop_front().expect("queued");
         outbox.retry_or_fail(batch, retriable(), now);
-        assert!(first.try_recv().is_err(), "first retry scheduled");
+        assert!(first.try_result().is_none(), "first retry scheduled");
         outbox.requeue_due(now + Duration::from_millis(20));
         let batch = outbox.queue.pop_front().expect("due again");
         outbox.retry_or_fail(batch, retriable(), now);
         assert!(matches!(
-            first.try_recv(),
-            Ok(Err(Error::Timeout { after_ms: 1 }))
+            first.try_result(),
+            Some(Err(Error::Timeout { after_ms: 1 }))
         ));
         assert!(outbox.is_empty());
 
@@ -438,8 +430,8 @@ mod tests {
         outbox.fail_expired(now + Duration::from_millis(5), &timeout);
         assert!(outbox.is_empty());
         assert!(matches!(
-            late.try_recv(),
-            Ok(Err(Error::Timeout { after_ms: 5 }))
+            late.try_result(),
+            Some(Err(Error::Timeout { after_ms: 5 }))
         ));
     }
 }

@@ -3,9 +3,9 @@
 //! moved (or lost with a failed node) is retried on the new leader.
 //!
 //! ```text
-//! send() ──(bounded channel)──▶ sender task: Accumulator ──▶ ProduceStream ──▶ broker
-//!   ▲ waits for buffer room          │ linger, full batch, flush     │ replies by request_id
-//!   └──────────── DeliveryFuture ◀───┴───────── offsets or error ◀───┘
+//! send() ──(lock, append)──▶ Accumulator ◀── sender task ──▶ ProduceStream ──▶ broker
+//!   ▲ waits for buffer room     │ linger, full batch, flush        │ replies by request_id
+//!   └──── DeliveryFuture ◀──────┴── its batch's outcome ◀── offsets or error ◀───┘
 //! ```
 //!
 //! Back-pressure comes from two bounds: the bytes of records accepted but not yet acknowledged
@@ -35,22 +35,21 @@
 //! first attempt keep their order.
 
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use tokio::sync::{Semaphore, mpsc, oneshot};
 use tokio::task::JoinHandle;
 
-use crate::accumulator::single_record_batch_bytes_bound;
+use crate::accumulator::{SharedAccumulator, single_record_batch_bytes_bound};
 use crate::admin::{Admin, PartitionCounts};
 use crate::cluster::Cluster;
 use crate::error::{Error, Result};
 use crate::producer_config::ProducerConfig;
-use crate::record::{Command, Delivery, DeliveryFuture, ProducerRecord};
+use crate::record::{DeliveryFuture, ProducerRecord};
 use crate::sender::Sender;
 
-/// Commands queued to the sender task; each record is one, so the buffer bound
-/// ([`ProducerConfig::buffer_bytes_max`]) is what holds back a fast producer, not this.
-const COMMANDS_QUEUED_MAX: usize = 1024;
+/// Flushes queued to the sender task: each caller waits for its own, so a few are plenty.
+const FLUSHES_QUEUED_MAX: usize = 16;
 
 /// Sends records to any topics of the cluster. Made by
 /// [`Client::producer`](crate::Client::producer); idempotent unless configured otherwise (see
@@ -61,7 +60,11 @@ const COMMANDS_QUEUED_MAX: usize = 1024;
 /// [`Producer::close`] waits for that.
 #[derive(Debug)]
 pub struct Producer {
-    commands: mpsc::Sender<Command>,
+    /// Where `send` appends records; shared with the sender task.
+    accumulator: Arc<SharedAccumulator>,
+    /// Flush requests to the sender task; closing it (dropping the producer) tells the task
+    /// to send what was accepted and end.
+    flushes: mpsc::Sender<oneshot::Sender<()>>,
     config: ProducerConfig,
     /// Partition counts by topic, shared with the sender task, which forgets a topic the
     /// broker no longer knows.
@@ -76,11 +79,13 @@ impl Producer {
         config.validate()?;
         let partitions = Arc::new(PartitionCounts::new(Admin::new(cluster.clone())));
         let buffer = Arc::new(Semaphore::new(config.buffer_bytes_max));
-        let (commands, receiver) = mpsc::channel(COMMANDS_QUEUED_MAX);
+        let (flushes, receiver) = mpsc::channel(FLUSHES_QUEUED_MAX);
         let sender = Sender::new(cluster.clone(), config.clone(), Arc::clone(&partitions));
+        let accumulator = sender.accumulator();
         let task = tokio::spawn(sender.run(receiver));
         Ok(Self {
-            commands,
+            accumulator,
+            flushes,
             config,
             partitions,
             buffer,
@@ -133,17 +138,18 @@ impl Producer {
             .acquire_many_owned(permits)
             .await
             .map_err(|_| Error::Closed)?;
-        let (reply, receiver) = oneshot::channel();
-        let command = Command::Record {
-            record,
-            partitions,
-            delivery: Delivery::new(reply, buffer),
-        };
-        self.commands
-            .send(command)
-            .await
-            .map_err(|_| Error::Closed)?;
-        Ok(DeliveryFuture::new(receiver))
+        if self.flushes.is_closed() {
+            // The sender task is gone (it panicked): nothing would send the record.
+            return Err(Error::Closed);
+        }
+        let appended =
+            self.accumulator
+                .lock()
+                .append(&record, partitions, Some(buffer), Instant::now());
+        if appended.wake_sender {
+            self.accumulator.batches_changed.notify_one();
+        }
+        Ok(appended.delivery)
     }
 
     /// Sends every record accepted so far without waiting for the linger, and waits until
@@ -153,10 +159,7 @@ impl Producer {
     /// [`Error::Closed`] when the sender task is gone.
     pub async fn flush(&self) -> Result<()> {
         let (done, receiver) = oneshot::channel();
-        self.commands
-            .send(Command::Flush(done))
-            .await
-            .map_err(|_| Error::Closed)?;
+        self.flushes.send(done).await.map_err(|_| Error::Closed)?;
         receiver.await.map_err(|_| Error::Closed)
     }
 
@@ -165,9 +168,9 @@ impl Producer {
     /// # Errors
     /// [`Error::Closed`] when the sender task ended abnormally (it panicked).
     pub async fn close(self) -> Result<()> {
-        let Self { commands, task, .. } = self;
-        // The sender drains and stops when the last command sender is gone.
-        drop(commands);
+        let Self { flushes, task, .. } = self;
+        // The sender drains and stops when the flush channel closes.
+        drop(flushes);
         task.await.map_err(|_| Error::Closed)
     }
 

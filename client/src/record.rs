@@ -1,14 +1,14 @@
 //! What the producer, its accumulator and its sender task pass between them: the record to
-//! send ([`ProducerRecord`]), the commands `send` and `flush` queue to the sender task, and a
-//! record's way back ([`Delivery`] to [`DeliveryFuture`], resolving to [`RecordMetadata`]).
-//! Below all three, so none of them depends on another for its vocabulary.
+//! send ([`ProducerRecord`]) and a record's way back: each batch's [`BatchResolver`] resolves
+//! the [`DeliveryFuture`]s of its records to a [`RecordMetadata`] or an error. Below all
+//! three, so none of them depends on another for its vocabulary.
 
 use std::future::Future;
 use std::pin::Pin;
-use std::task::{Context, Poll};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::task::{Context, Poll, Waker};
 
 use bytes::Bytes;
-use tokio::sync::{OwnedSemaphorePermit, oneshot};
 
 use crate::error::{Error, Result};
 
@@ -76,61 +76,210 @@ pub struct RecordMetadata {
 
 /// Resolves when the broker has committed (replicated and fsynced) the record, or when it
 /// failed for good. Dropping it does not cancel the send.
+///
+/// The records of a batch share one [`BatchOutcome`]: a send costs no allocation and no
+/// channel of its own, and a batch's reply resolves all of its records at once.
 #[derive(Debug)]
 pub struct DeliveryFuture {
-    reply: oneshot::Receiver<Result<RecordMetadata>>,
-}
-
-impl DeliveryFuture {
-    pub(crate) fn new(reply: oneshot::Receiver<Result<RecordMetadata>>) -> Self {
-        Self { reply }
-    }
+    outcome: Arc<BatchOutcome>,
+    /// The record's place in its batch: its offset is the batch's base offset plus this.
+    index: u64,
+    /// Where this future's waker is in the outcome's list, once registered.
+    slot: Option<usize>,
 }
 
 impl Future for DeliveryFuture {
     type Output = Result<RecordMetadata>;
 
-    fn poll(mut self: Pin<&mut Self>, context: &mut Context<'_>) -> Poll<Self::Output> {
-        Pin::new(&mut self.reply)
-            .poll(context)
-            .map(|reply| reply.unwrap_or(Err(Error::Closed)))
+    fn poll(self: Pin<&mut Self>, context: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.get_mut();
+        let mut state = this.outcome.lock();
+        match &mut *state {
+            Outcome::Stored {
+                partition,
+                base_offset,
+            } => Poll::Ready(Ok(RecordMetadata {
+                partition: *partition,
+                offset: *base_offset + this.index,
+            })),
+            Outcome::Failed(error) => Poll::Ready(Err(error.clone())),
+            Outcome::Pending(wakers) => {
+                match this.slot {
+                    Some(slot) if wakers[slot].will_wake(context.waker()) => {}
+                    Some(slot) => wakers[slot].clone_from(context.waker()),
+                    None => {
+                        this.slot = Some(wakers.len());
+                        wakers.push(context.waker().clone());
+                    }
+                }
+                Poll::Pending
+            }
+        }
     }
 }
 
-/// What `send` and `flush` ask of the sender.
+#[cfg(test)]
+impl DeliveryFuture {
+    /// Its result, if it has one yet, without waiting.
+    pub(crate) fn try_result(&mut self) -> Option<Result<RecordMetadata>> {
+        let waker = Waker::noop();
+        match Pin::new(self).poll(&mut Context::from_waker(waker)) {
+            Poll::Ready(result) => Some(result),
+            Poll::Pending => None,
+        }
+    }
+}
+
+/// What became of a batch, shared by the [`DeliveryFuture`]s of its records and resolved
+/// once, through the batch's [`BatchResolver`].
+#[derive(Debug, Default)]
+pub(crate) struct BatchOutcome {
+    state: Mutex<Outcome>,
+}
+
 #[derive(Debug)]
-pub(crate) enum Command {
-    Record {
-        record: ProducerRecord,
-        partitions: u32,
-        delivery: Delivery,
+enum Outcome {
+    /// The wakers of the futures waiting: at most one per record of the batch.
+    Pending(Vec<Waker>),
+    Stored {
+        partition: u32,
+        base_offset: u64,
     },
-    /// Close every open batch and reply once all of them, and all before, are finished.
-    Flush(oneshot::Sender<()>),
+    Failed(Error),
 }
 
-/// One record's way back to its `DeliveryFuture`, holding the record's share of the buffer
-/// until it resolves.
-#[derive(Debug)]
-pub(crate) struct Delivery {
-    reply: oneshot::Sender<Result<RecordMetadata>>,
-    _buffer: OwnedSemaphorePermit,
+impl Default for Outcome {
+    fn default() -> Self {
+        Self::Pending(Vec::new())
+    }
 }
 
-impl Delivery {
-    pub(crate) fn new(
-        reply: oneshot::Sender<Result<RecordMetadata>>,
-        buffer: OwnedSemaphorePermit,
-    ) -> Self {
-        Self {
-            reply,
-            _buffer: buffer,
+impl BatchOutcome {
+    fn lock(&self) -> MutexGuard<'_, Outcome> {
+        // Nothing panics while holding it; a poisoned state is still a consistent one.
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// The sending side of a batch's outcome, kept with the batch until it resolves. A batch
+/// dropped unresolved (the sender task gone) fails its records with [`Error::Closed`], so
+/// no future waits forever.
+#[derive(Debug, Default)]
+pub(crate) struct BatchResolver {
+    outcome: Arc<BatchOutcome>,
+}
+
+impl BatchResolver {
+    /// The future of the record at `index` in the batch.
+    pub(crate) fn delivery(&self, index: usize) -> DeliveryFuture {
+        DeliveryFuture {
+            outcome: Arc::clone(&self.outcome),
+            index: index as u64,
+            slot: None,
         }
     }
 
-    /// Hands `result` to the record's [`DeliveryFuture`] and frees its share of the buffer.
-    pub(crate) fn resolve(self, result: Result<RecordMetadata>) {
-        // The application may have dropped the future: nobody to tell.
-        let _ = self.reply.send(result);
+    /// The broker stored the batch from `base_offset` on.
+    pub(crate) fn stored(self, partition: u32, base_offset: u64) {
+        self.resolve(Outcome::Stored {
+            partition,
+            base_offset,
+        });
+    }
+
+    /// The batch failed for good.
+    pub(crate) fn failed(self, error: Error) {
+        self.resolve(Outcome::Failed(error));
+    }
+
+    fn resolve(&self, outcome: Outcome) {
+        let previous = std::mem::replace(&mut *self.outcome.lock(), outcome);
+        if let Outcome::Pending(wakers) = previous {
+            for waker in wakers {
+                waker.wake();
+            }
+        }
+    }
+}
+
+impl Drop for BatchResolver {
+    fn drop(&mut self) {
+        let pending = matches!(*self.outcome.lock(), Outcome::Pending(_));
+        if pending {
+            self.resolve(Outcome::Failed(Error::Closed));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::task::Wake;
+
+    use super::*;
+
+    /// Counts its wake-ups.
+    #[derive(Default)]
+    struct Counter(std::sync::atomic::AtomicUsize);
+
+    impl Wake for Counter {
+        fn wake(self: Arc<Self>) {
+            self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        }
+    }
+
+    impl Counter {
+        fn count(&self) -> usize {
+            self.0.load(std::sync::atomic::Ordering::SeqCst)
+        }
+    }
+
+    fn poll(future: &mut DeliveryFuture, waker: &Arc<Counter>) -> Poll<Result<RecordMetadata>> {
+        let waker = Waker::from(Arc::clone(waker));
+        Pin::new(future).poll(&mut Context::from_waker(&waker))
+    }
+
+    /// Each record resolves to the batch's base offset plus its place; every waiting future
+    /// is woken once, with the waker it last polled with.
+    #[test]
+    fn a_stored_batch_resolves_every_record() {
+        let resolver = BatchResolver::default();
+        let mut first = resolver.delivery(0);
+        let mut third = resolver.delivery(2);
+        let (old, new, other) = (Arc::default(), Arc::default(), Arc::default());
+        assert!(poll(&mut first, &old).is_pending());
+        assert!(
+            poll(&mut first, &new).is_pending(),
+            "a new waker replaces the old"
+        );
+        assert!(poll(&mut third, &other).is_pending());
+        resolver.stored(4, 100);
+        assert_eq!((old.count(), new.count(), other.count()), (0, 1, 1));
+        let stored = |partition, offset| Poll::Ready(Some(RecordMetadata { partition, offset }));
+        assert_eq!(poll(&mut first, &new).map(Result::ok), stored(4, 100));
+        assert_eq!(poll(&mut third, &new).map(Result::ok), stored(4, 102));
+    }
+
+    /// A failed batch fails every record with its error; one dropped unresolved (the sender
+    /// task gone) fails them as closed, waking whoever waits.
+    #[test]
+    fn failed_and_abandoned_batches_fail_their_records() {
+        let resolver = BatchResolver::default();
+        let mut record = resolver.delivery(0);
+        resolver.failed(Error::Timeout { after_ms: 7 });
+        let waker = Arc::default();
+        assert!(matches!(
+            poll(&mut record, &waker),
+            Poll::Ready(Err(Error::Timeout { after_ms: 7 }))
+        ));
+
+        let resolver = BatchResolver::default();
+        let mut record = resolver.delivery(0);
+        assert!(poll(&mut record, &waker).is_pending());
+        drop(resolver);
+        assert_eq!(waker.count(), 1);
+        assert!(matches!(
+            poll(&mut record, &waker),
+            Poll::Ready(Err(Error::Closed))
+        ));
     }
 }

@@ -1,9 +1,10 @@
-//! The producer's sender task: one event loop that owns the accumulator, the outbox of closed
-//! batches ([`Outbox`]: queued, in flight on `ProduceStream`s, waiting to be retried) and the
-//! streams. It
-//! reacts to three things — a command from `send`/`flush`, a reply from a broker, a timer
+//! The producer's sender task: one event loop that drains the accumulator `send` appends to
+//! ([`SharedAccumulator`]), and owns the outbox of closed batches ([`Outbox`]: queued, in
+//! flight on `ProduceStream`s, waiting to be retried) and the streams. It reacts to four
+//! things — a batch opened or closed by `send`, a `flush`, a reply from a broker, a timer
 //! (linger, retry, reconnect, request or delivery timeout) — and after each one sends what it
-//! can. Owning everything in one task means no locks on the hot path.
+//! can. The accumulator's lock is the only one, held for an append or one step of the loop;
+//! everything after a batch closes is this task's alone.
 //!
 //! Each batch goes to its partition's leader, as the client's metadata says when the batch is
 //! sent: one `ProduceStream` per broker in use, replies matched by request id. A batch refused
@@ -37,11 +38,11 @@ use std::time::Duration;
 
 use strata_proto::v1::produce_request::{Payload, Target};
 use strata_proto::v1::{InitProducerIdRequest, ProduceRequest, ProduceResponse};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 use tokio_stream::{StreamExt as _, StreamMap, StreamNotifyClose};
 
-use crate::accumulator::{Accumulator, BatchLimits};
+use crate::accumulator::{Accumulator, BatchLimits, SharedAccumulator};
 use crate::admin::PartitionCounts;
 use crate::cluster::{Cluster, broker_client};
 use crate::error::{Error, Result};
@@ -49,14 +50,9 @@ use crate::outbox::{Batch, InFlight, Outbox};
 use crate::partitioner::Partitioner;
 use crate::produce_stream::produce_stream;
 use crate::producer_config::ProducerConfig;
-use crate::record::{Command, Delivery, RecordMetadata};
 use crate::retry::random_jitter;
 use crate::routing::Route;
 use crate::sequence::{Identity, Sequencer};
-
-/// Commands handled per wake-up before the sender looks at timers and sends: enough to fill
-/// batches under load, few enough to keep replies flowing.
-const COMMANDS_PER_WAKE_MAX: usize = 512;
 
 /// An open `ProduceStream`; its replies are in [`Sender::replies`] under `id`.
 #[derive(Debug)]
@@ -77,7 +73,7 @@ pub(crate) struct Sender {
     config: ProducerConfig,
     /// Shared with the producer; a topic the broker no longer knows is forgotten.
     partitions: Arc<PartitionCounts>,
-    accumulator: Accumulator<Delivery>,
+    accumulator: Arc<SharedAccumulator>,
     /// Every closed batch not yet resolved, and the idempotent producer's sequences.
     outbox: Outbox,
     /// Open streams by broker address.
@@ -114,7 +110,10 @@ impl Sender {
         let outbox = Outbox::new(config.backoff, config.retries, config.idempotent);
         Self {
             cluster,
-            accumulator: Accumulator::new(limits, Partitioner::new(seed)),
+            accumulator: Arc::new(SharedAccumulator::new(Accumulator::new(
+                limits,
+                Partitioner::new(seed),
+            ))),
             config,
             partitions,
             outbox,
@@ -129,12 +128,18 @@ impl Sender {
         }
     }
 
-    /// Runs until every command sender is gone and every accepted record is resolved.
-    pub(crate) async fn run(mut self, mut commands: mpsc::Receiver<Command>) {
+    /// The accumulator `send` appends to.
+    pub(crate) fn accumulator(&self) -> Arc<SharedAccumulator> {
+        Arc::clone(&self.accumulator)
+    }
+
+    /// Runs until the producer is gone (`flushes` closed) and every accepted record is
+    /// resolved. Each flush request is answered once every batch closed before it is.
+    pub(crate) async fn run(mut self, mut flushes: mpsc::Receiver<oneshot::Sender<()>>) {
         let mut accepting = true;
         loop {
             let now = Instant::now();
-            self.accumulator.close_expired(now.into_std());
+            self.accumulator.lock().close_expired(now.into_std());
             self.expire(now);
             self.send_ready(now).await;
             self.outbox.finish_flushes();
@@ -146,24 +151,19 @@ impl Sender {
                 .next_wake(now)
                 .unwrap_or_else(|| now + Duration::from_secs(3600));
             tokio::select! {
-                command = commands.recv(), if accepting => match command {
-                    Some(command) => {
-                        // One clock read per wake-up, not per record: the records handled
-                        // together arrived together.
-                        let now = Instant::now().into_std();
-                        self.handle(command, now);
-                        for _ in 1..COMMANDS_PER_WAKE_MAX {
-                            match commands.try_recv() {
-                                Ok(command) => self.handle(command, now),
-                                Err(_) => break,
-                            }
+                () = self.accumulator.batches_changed.notified() => {}
+                flush = flushes.recv(), if accepting => {
+                    let mut accumulator = self.accumulator.lock();
+                    accumulator.close_all(Instant::now().into_std());
+                    match flush {
+                        Some(done) => {
+                            let closed = accumulator.next_batch_id();
+                            self.outbox.flushes.push((closed, done));
                         }
+                        // The producer is gone: what it accepted is sent, then the task ends.
+                        None => accepting = false,
                     }
-                    None => {
-                        accepting = false;
-                        self.accumulator.close_all(Instant::now().into_std());
-                    }
-                },
+                }
                 reply = self.replies.next(), if !self.replies.is_empty() => {
                     if let Some((connection, reply)) = reply {
                         self.on_reply(connection, reply, Instant::now());
@@ -174,26 +174,8 @@ impl Sender {
         }
     }
 
-    fn handle(&mut self, command: Command, now: std::time::Instant) {
-        match command {
-            Command::Record {
-                record,
-                partitions,
-                delivery,
-            } => {
-                self.accumulator.append(&record, partitions, delivery, now);
-            }
-            Command::Flush(done) => {
-                self.accumulator.close_all(now);
-                self.outbox
-                    .flushes
-                    .push((self.accumulator.next_batch_id(), done));
-            }
-        }
-    }
-
     fn is_idle(&self) -> bool {
-        self.accumulator.is_empty() && self.outbox.is_empty()
+        self.accumulator.lock().is_empty() && self.outbox.is_empty()
     }
 
     /// The earliest timer: a linger, a retry, a reconnect, an `InitProducerId`, a request or
@@ -201,7 +183,7 @@ impl Sender {
     /// waits for something else (room in flight, an earlier batch) must not spin.
     fn next_wake(&self, now: Instant) -> Option<Instant> {
         let config = &self.config;
-        let linger = self.accumulator.next_expiry().map(Instant::from_std);
+        let linger = self.accumulator.lock().next_expiry().map(Instant::from_std);
         let retry = self.outbox.retries.keys().next().map(|(at, _)| *at);
         let waiting = !self.outbox.queue.is_empty();
         let reconnect = self
@@ -254,9 +236,12 @@ impl Sender {
     /// there is room in flight and a stream (or the right to open one).
     async fn send_ready(&mut self, now: Instant) {
         let delivery_timeout = self.config.delivery_timeout;
-        while let Some(closed) = self.accumulator.pop_ready() {
-            let deadline = Instant::from_std(closed.closed_at) + delivery_timeout;
-            self.outbox.push_closed(closed, deadline);
+        {
+            let mut accumulator = self.accumulator.lock();
+            while let Some(closed) = accumulator.pop_ready() {
+                let deadline = Instant::from_std(closed.closed_at) + delivery_timeout;
+                self.outbox.push_closed(closed, deadline);
+            }
         }
         self.outbox.requeue_due(now);
         if let Some(front) = self.outbox.queue.front() {
@@ -515,7 +500,7 @@ impl Sender {
             }
             return;
         }
-        let records = batch.closed.deliveries.len() as u64;
+        let records = batch.closed.records as u64;
         if response.partition != batch.closed.partition
             || response.last_offset.checked_sub(response.base_offset) != Some(records - 1)
         {
@@ -529,13 +514,13 @@ impl Sender {
                 "produce reply does not match its batch"
             );
         }
-        for (delta, delivery) in batch.closed.deliveries.into_iter().enumerate() {
-            delivery.resolve(Ok(RecordMetadata {
-                partition: response.partition,
-                offset: response.base_offset + delta as u64,
-            }));
-        }
-        self.accumulator.recycle(batch.closed.batch);
+        let closed = batch.closed;
+        closed
+            .outcome
+            .stored(response.partition, response.base_offset);
+        // The records' share of the buffer goes back now they are resolved.
+        drop(closed.buffer);
+        self.accumulator.lock().recycle(closed.batch);
     }
 
     /// A stream failed: every batch in flight on it is retried (or failed), its broker waits
