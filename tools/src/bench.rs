@@ -36,8 +36,7 @@ use futures_util::stream::FuturesUnordered;
 use hdrhistogram::Histogram;
 use serde_json::json;
 use strata_client::proto::v1::TopicConfig;
-use strata_client::{Client, DeliveryFuture, Producer, ProducerConfig, ProducerRecord, StartFrom};
-use tokio::sync::mpsc;
+use strata_client::{Client, Producer, ProducerConfig, ProducerRecord, StartFrom};
 use tokio::task::JoinHandle;
 
 use crate::bench_report::{ClosedLoop, Report};
@@ -46,8 +45,6 @@ use crate::format::Format;
 use crate::offsets::parse_position;
 use crate::produce::CompressionArg;
 
-/// Deliveries queued to the task that times them; the producer's buffer is the real bound.
-const DELIVERIES_QUEUED_MAX: usize = 1 << 16;
 /// Latencies are kept in microseconds, up to this (longer ones count as this).
 const LATENCY_US_MAX: u64 = 60_000_000;
 /// Records when neither `--count` nor `--duration` is given.
@@ -249,7 +246,9 @@ struct Measured {
     cpu_s_before: f64,
 }
 
-/// Sends records as fast as the producer accepts them (or at `--rate`), many in flight.
+/// Sends records as fast as the producer accepts them (or at `--rate`), many in flight, and
+/// times each delivery as it completes (in any order). Sending and timing share one task: a
+/// record costs no hand-off to another task (a channel send, often a thread's wake-up).
 async fn pipelined(
     producer: &Producer,
     record: &ProducerRecord,
@@ -257,45 +256,59 @@ async fn pipelined(
     count: u64,
     progress: &Arc<Progress>,
 ) -> Result<Measured> {
-    let (deliveries, queued) = mpsc::channel(DELIVERIES_QUEUED_MAX);
-    let timer = tokio::spawn(time_deliveries(
-        queued,
-        Arc::clone(progress),
-        args.record_size as u64,
-    ));
+    let record_bytes = args.record_size as u64;
+    let mut histogram = latency_histogram()?;
+    let mut pending = FuturesUnordered::new();
     let reporter = spawn_progress(Arc::clone(progress), "acknowledged");
     let cpu_s_before = process_cpu_s()?;
     let started = Instant::now();
     let stop_at = args.duration.map(|duration| started + duration);
     let mut sent = 0u64;
-    while sent < count {
-        let now = Instant::now();
-        if stop_at.is_some_and(|stop_at| now >= stop_at) {
-            break;
+    let mut sending = count > 0;
+    while sending || !pending.is_empty() {
+        if sending && stop_at.is_some_and(|stop_at| Instant::now() >= stop_at) {
+            sending = false;
+            continue;
         }
-        if let Some(rate) = args.rate {
-            let due = started + Duration::from_secs_f64(sent as f64 / rate as f64);
-            if due > now {
+        let due = args
+            .rate
+            .map(|rate| started + Duration::from_secs_f64(sent as f64 / rate as f64));
+        // Dropped unfinished when a delivery completes first: `send` either accepted the
+        // record (and returned) or did not (it waits only for buffer room).
+        let next = async {
+            if let Some(due) = due {
                 tokio::time::sleep_until(due.into()).await;
             }
+            let sent_at = Instant::now();
+            let delivery = producer.send(record.clone()).await;
+            (delivery, sent_at)
+        };
+        tokio::select! {
+            biased;
+            Some((result, latency)) = pending.next(), if !pending.is_empty() => {
+                let (result, latency): (strata_client::Result<_>, Duration) = (result, latency);
+                result.context("delivery")?;
+                histogram.saturating_record(latency.as_micros() as u64);
+                progress.records.fetch_add(1, Ordering::Relaxed);
+                progress.bytes.fetch_add(record_bytes, Ordering::Relaxed);
+            }
+            (delivery, sent_at) = next, if sending => {
+                let delivery =
+                    delivery.with_context(|| format!("produce to {}", args.topic))?;
+                pending.push(async move {
+                    let result = delivery.await;
+                    (result, sent_at.elapsed())
+                });
+                sent += 1;
+                sending = sent < count;
+            }
         }
-        let sent_at = Instant::now();
-        let delivery = producer
-            .send(record.clone())
-            .await
-            .with_context(|| format!("produce to {}", args.topic))?;
-        if deliveries.send((delivery, sent_at)).await.is_err() {
-            break; // The timer stopped at a failed delivery; its error says why.
-        }
-        sent += 1;
     }
-    drop(deliveries);
-    let latency = timer.await.context("timer task")?;
     let elapsed_s = started.elapsed().as_secs_f64();
     reporter.abort();
     Ok(Measured {
         elapsed_s,
-        latency: latency?,
+        latency: histogram,
         closed_loop: None,
         cpu_s_before,
     })
@@ -391,37 +404,6 @@ async fn ensure_topic(client: &Client, args: &ProduceBench) -> Result<u32> {
         }
         Err(error) => Err(error).with_context(|| format!("describe topic {}", args.topic)),
     }
-}
-
-/// Awaits deliveries as they complete (in any order) and records each one's latency; stops at
-/// the first failure.
-async fn time_deliveries(
-    mut queued: mpsc::Receiver<(DeliveryFuture, Instant)>,
-    progress: Arc<Progress>,
-    record_bytes: u64,
-) -> Result<Histogram<u64>> {
-    let mut histogram = latency_histogram()?;
-    let mut pending = FuturesUnordered::new();
-    let mut accepting = true;
-    loop {
-        tokio::select! {
-            next = queued.recv(), if accepting => match next {
-                Some((delivery, sent_at)) => pending.push(async move {
-                    let result = delivery.await;
-                    (result, sent_at.elapsed())
-                }),
-                None => accepting = false,
-            },
-            Some((result, latency)) = pending.next(), if !pending.is_empty() => {
-                result.context("delivery")?;
-                histogram.saturating_record(latency.as_micros() as u64);
-                progress.records.fetch_add(1, Ordering::Relaxed);
-                progress.bytes.fetch_add(record_bytes, Ordering::Relaxed);
-            }
-            else => break,
-        }
-    }
-    Ok(histogram)
 }
 
 async fn consume(client: &Client, args: ConsumeBench, format: Format) -> Result<()> {
