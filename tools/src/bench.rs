@@ -339,8 +339,10 @@ async fn closed_loop(
         };
         if intended > now {
             // A thread sleep, as peerbench's: tokio's timer wheel fires up to a millisecond
-            // late, which would show as schedule lag. `block_in_place` keeps the runtime's
-            // other tasks (the producer's sender) running meanwhile.
+            // late, which would show as schedule lag. Nothing is in flight meanwhile (the last
+            // record was acknowledged), so on the current-thread runtime `bench produce` runs
+            // on, the tasks that wait with this one (the producer's sender, its connection)
+            // have nothing to do; on a multi-thread runtime `block_in_place` lets them run.
             tokio::task::block_in_place(|| std::thread::sleep(intended - now));
         }
         if stop_at.is_some_and(|stop_at| Instant::now() >= stop_at) {
