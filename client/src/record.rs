@@ -77,7 +77,7 @@ pub struct RecordMetadata {
 /// Resolves when the broker has committed (replicated and fsynced) the record, or when it
 /// failed for good. Dropping it does not cancel the send.
 ///
-/// The records of a batch share one [`BatchOutcome`]: a send costs no allocation and no
+/// The records of a batch share one outcome: a send costs no allocation and no
 /// channel of its own, and a batch's reply resolves all of its records at once.
 #[derive(Debug)]
 pub struct DeliveryFuture {
