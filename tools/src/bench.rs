@@ -45,6 +45,9 @@ use crate::format::Format;
 use crate::offsets::parse_position;
 use crate::produce::CompressionArg;
 
+/// How long before a closed-loop send's time the runtime's timer hands over to a thread sleep:
+/// more than the timer's lateness (up to a millisecond).
+const TIMER_SLACK: Duration = Duration::from_millis(2);
 /// Latencies are kept in microseconds, up to this (longer ones count as this).
 const LATENCY_US_MAX: u64 = 60_000_000;
 /// Records when neither `--count` nor `--duration` is given.
@@ -338,12 +341,20 @@ async fn closed_loop(
             None => now,
         };
         if intended > now {
-            // A thread sleep, as peerbench's: tokio's timer wheel fires up to a millisecond
-            // late, which would show as schedule lag. Nothing is in flight meanwhile (the last
-            // record was acknowledged), so on the current-thread runtime `bench produce` runs
-            // on, the tasks that wait with this one (the producer's sender, its connection)
-            // have nothing to do; on a multi-thread runtime `block_in_place` lets them run.
-            tokio::task::block_in_place(|| std::thread::sleep(intended - now));
+            // tokio's timer wheel fires up to a millisecond late, which would show as schedule
+            // lag: it waits until `TIMER_SLACK` before the time, so the runtime's other tasks
+            // (the connection's keep-alive, the progress line) run meanwhile, and a thread
+            // sleep, as peerbench's, takes the rest. Nothing is in flight then (the last record
+            // was acknowledged), so blocking the thread that briefly holds nothing up.
+            if let Some(coarse) = intended.checked_sub(TIMER_SLACK)
+                && coarse > now
+            {
+                tokio::time::sleep_until(coarse.into()).await;
+            }
+            let now = Instant::now();
+            if intended > now {
+                std::thread::sleep(intended - now);
+            }
         }
         if stop_at.is_some_and(|stop_at| Instant::now() >= stop_at) {
             break;
