@@ -146,8 +146,9 @@ pub(crate) struct Segment {
     /// End of the zeros written past the log end ([`Segment::write_ahead`]), which is the
     /// file's length when above the log end; 0 if none.
     written_end: u64,
-    /// How many bytes of zeros the next refill writes ahead of the log end.
-    write_ahead_bytes: u64,
+    /// How far ahead of the log end the last refill wrote zeros (0 before the first): the
+    /// next refill comes once less than half of it is left, and writes twice as far.
+    write_ahead_window: u64,
     /// No zeros are written past this: the end of a full segment and the batch that rolls it;
     /// 0 once a refill failed.
     write_ahead_limit: u64,
@@ -268,7 +269,7 @@ impl Segment {
             dirty: false,
             slack_end: 0,
             written_end: 0,
-            write_ahead_bytes: WRITE_AHEAD_MIN_BYTES,
+            write_ahead_window: 0,
             write_ahead_limit,
         }
     }
@@ -361,9 +362,11 @@ impl Segment {
     /// What it costs: every byte goes through the page cache twice (zeros, then data), and the
     /// fsync after a refill writes the zeros and the metadata too (one refill per up to
     /// [`WRITE_AHEAD_MAX_BYTES`] appended, so for single records one fsync in about 500 or
-    /// more). Each refill doubles, from [`WRITE_AHEAD_MIN_BYTES`], so a partition receiving a
-    /// trickle holds little disk ahead. Large appends do not refill (see
-    /// [`WRITE_AHEAD_APPEND_MAX_BYTES`]).
+    /// more). The first refill writes [`WRITE_AHEAD_MIN_BYTES`]; the next comes once half of
+    /// that is appended, and each reaches twice as far ahead as the one before, so a partition
+    /// receiving a trickle refills once per 32 KiB appended at first and holds little disk
+    /// ahead, while a busy one soon refills once per half MiB. Large appends do not refill
+    /// (see [`WRITE_AHEAD_APPEND_MAX_BYTES`]).
     /// The zeros past the log end are cut off at the next open (a torn tail, see `recovery`)
     /// or when the segment is sealed.
     ///
@@ -371,18 +374,24 @@ impl Segment {
     /// until it is opened again; appends then extend the file, as without them.
     fn write_ahead(&mut self) {
         let end = self.tail.position;
-        let written_end = self.written_end.max(end);
-        if written_end >= end + self.write_ahead_bytes / 2 {
+        let window = self.write_ahead_window;
+        if window > 0 && self.written_end.saturating_sub(end) >= window / 2 {
             return;
         }
-        let to = (end + self.write_ahead_bytes).min(self.write_ahead_limit);
-        if to <= written_end {
+        let window = if window == 0 {
+            WRITE_AHEAD_MIN_BYTES
+        } else {
+            (window * 2).min(WRITE_AHEAD_MAX_BYTES)
+        };
+        let from = self.written_end.max(end);
+        let to = (end + window).min(self.write_ahead_limit);
+        if to <= from {
             return;
         }
-        match self.log.write_zeros(written_end, to - written_end) {
+        match self.log.write_zeros(from, to - from) {
             Ok(()) => {
                 self.written_end = to;
-                self.write_ahead_bytes = (self.write_ahead_bytes * 2).min(WRITE_AHEAD_MAX_BYTES);
+                self.write_ahead_window = window;
             }
             Err(error) => {
                 // Not again for this segment (until it is reopened): on a full disk every

@@ -104,6 +104,40 @@ fn file_length(info: &SegmentInfo) -> u64 {
     std::fs::metadata(&info.log_path).expect("stat").len()
 }
 
+/// Small appends refill the zeros once half of the last refill is used, not on every append:
+/// a trickle of 1 KiB records keeps the first [`WRITE_AHEAD_MIN_BYTES`] until half of it is
+/// appended, then the file reaches twice as far ahead of the log end, and so on.
+#[test]
+fn a_trickle_refills_the_zeros_once_per_half_window() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut log = super::super::PartitionLog::open(dir.path(), super::super::LogConfig::default())
+        .expect("open");
+    let mut lengths = Vec::new();
+    for at in 0..200i64 {
+        let mut builder = batch::BatchBuilder::new();
+        builder.push(at, None, Some(&[7u8; 1024][..]), &[]);
+        log.append(&builder.finish(), 1, at).expect("append");
+        let active = log.segments().pop().expect("a segment");
+        lengths.push((active.size_bytes, file_length(&active)));
+    }
+    let (first_size, first_length) = lengths[0];
+    assert_eq!(first_length, first_size + WRITE_AHEAD_MIN_BYTES);
+    // The model: after each append, refill to twice the window once less than half is left.
+    let mut window = WRITE_AHEAD_MIN_BYTES;
+    let mut expected = first_length;
+    let mut refills = 0;
+    for (size, length) in &lengths[1..] {
+        if expected - size < window / 2 {
+            window *= 2;
+            expected = size + window;
+            refills += 1;
+        }
+        assert_eq!(*length, expected, "after {size} bytes: {lengths:?}");
+    }
+    // About 220 KB appended: 32 KiB of the first window used, then 64 KiB of the second.
+    assert!((2..=3).contains(&refills), "{refills} refills: {lengths:?}");
+}
+
 /// The active segment's file holds zeros past its batches, refilled as appends come, never
 /// past the segment's capacity; a sealed segment's file ends at its last batch; `inspect`
 /// sees no damage in the zeros; a reopen cuts them off (a torn tail) and keeps every batch.
