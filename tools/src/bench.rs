@@ -111,6 +111,12 @@ pub struct ProduceBench {
     /// The largest batch: bytes, or a size such as 1MiB (default: the producer's).
     #[arg(long, value_name = "SIZE", value_parser = crate::units::parse_size_usize)]
     batch_bytes: Option<usize>,
+    /// The bytes of records sent or waiting to be sent and not yet acknowledged, at most
+    /// (the producer's buffer): bytes, or a size such as 512KiB (default: the producer's,
+    /// 32 MiB). A saturating producer fills it, and a batch waits behind the rest of it, out
+    /// of the CPU's cache by the time it is sent.
+    #[arg(long, value_name = "SIZE", value_parser = crate::units::parse_size_usize)]
+    buffer_bytes: Option<usize>,
     /// Idempotent produce (the producer's default): retries are stored once. `off` measures
     /// what it costs.
     #[arg(long, value_enum, default_value_t = OnOff::On)]
@@ -190,6 +196,9 @@ async fn produce(client: &Client, args: ProduceBench, format: Format) -> Result<
     if let Some(batch_bytes) = args.batch_bytes {
         config.batch_bytes_max = batch_bytes;
     }
+    if let Some(buffer_bytes) = args.buffer_bytes {
+        config.buffer_bytes_max = buffer_bytes;
+    }
     let producer = client.producer(config)?;
     let value = random_bytes(args.record_size);
     let count = match (args.count, args.duration) {
@@ -222,6 +231,7 @@ async fn produce(client: &Client, args: ProduceBench, format: Format) -> Result<
         "compression": format!("{:?}", args.compression).to_lowercase(),
         "linger_ms": linger_ms,
         "batch_bytes": args.batch_bytes,
+        "buffer_bytes": args.buffer_bytes,
     });
     let report = Report {
         bench: "produce",

@@ -1,7 +1,8 @@
 //! `strata bench` against a real `strata-server` process: the closed-loop latency mode sends
 //! exactly the records it was asked for (plus its warm-up) and reports service and
 //! schedule-corrected latency, the achieved rate and the client's CPU per GB, as JSON and as
-//! text; consume and pipelined produce reports carry the client's CPU too. Structure and
+//! text; consume and pipelined produce reports carry the client's CPU too, and a pipelined run
+//! takes the producer's buffer size. Structure and
 //! counts only: timings are the benchmarks' business, not a test's.
 
 mod common;
@@ -116,13 +117,44 @@ fn closed_loop_sends_its_count_and_reports_both_latencies() {
             "500",
             "--record-size",
             "100",
+            "--batch-bytes",
+            "2000",
+            "--buffer-bytes",
+            "6000",
         ],
     ));
     assert_eq!(pipelined["records"], 500);
     assert_eq!(pipelined["config"]["mode"], "pipelined");
+    assert_eq!(pipelined["config"]["buffer_bytes"], 6000);
     assert!(pipelined.get("schedule_corrected_latency_ms").is_none());
     assert_percentiles(&pipelined["latency_ms"], "latency_ms");
     assert_client_cpu(&pipelined);
+
+    // A buffer that cannot hold one batch is refused, naming both.
+    let refused = common::strata(
+        &[
+            "--brokers",
+            address,
+            "bench",
+            "produce",
+            "--topic",
+            "throughput",
+            "--count",
+            "10",
+            "--batch-bytes",
+            "2000",
+            "--buffer-bytes",
+            "1000",
+        ],
+        b"",
+        COMMAND_DEADLINE,
+    );
+    assert!(!refused.success);
+    assert!(
+        refused.stderr.contains("buffer") && refused.stderr.contains("2000"),
+        "{}",
+        refused.stderr
+    );
 
     let text = strata(address, &closed_loop).stdout;
     for line in [
