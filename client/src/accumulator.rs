@@ -18,7 +18,7 @@
 //! batches it waits for.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
-use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
@@ -150,6 +150,9 @@ pub(crate) struct Accumulator {
     /// Buffers of acknowledged batches, for the next batches ([`Self::recycle`]); at most
     /// [`SPARE_BUFFERS_MAX`].
     spare: Vec<BytesMut>,
+    /// The sender task stopped without being asked to ([`Self::abandon`]): nothing will
+    /// send what is appended.
+    abandoned: bool,
 }
 
 impl Accumulator {
@@ -166,6 +169,7 @@ impl Accumulator {
             capacity_bytes: 0,
             reserved_bytes: 0,
             spare: Vec::new(),
+            abandoned: false,
         }
     }
 
@@ -318,6 +322,22 @@ impl Accumulator {
         self.next_batch_id
     }
 
+    /// Drops every batch, open or waiting, which fails their records with
+    /// [`crate::Error::Closed`] and gives their share of the buffer back, and marks the
+    /// accumulator abandoned: for the sender task's end when it was not asked to end
+    /// ([`AbandonUnlessFinished`]), after which nothing would send them.
+    pub(crate) fn abandon(&mut self) {
+        self.open.clear();
+        self.ready.clear();
+        self.reserved_bytes = 0;
+        self.abandoned = true;
+    }
+
+    /// Whether [`Self::abandon`] was called: `send` then refuses records.
+    pub(crate) fn is_abandoned(&self) -> bool {
+        self.abandoned
+    }
+
     /// Whether no batch is open and none waits to be taken.
     pub(crate) fn is_empty(&self) -> bool {
         self.ready.is_empty() && self.open.values().all(BTreeMap::is_empty)
@@ -379,6 +399,39 @@ impl SharedAccumulator {
         self.accumulator
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// Held by the sender task: abandons the accumulator ([`Accumulator::abandon`]) when the task
+/// stops before [`Self::finished`], that is when it panicked or its runtime shut down and
+/// dropped it. Without this, the records of batches still open or waiting would wait for
+/// their acknowledgement until the producer itself is dropped, and `send` would keep
+/// accepting records nobody sends.
+#[derive(Debug)]
+pub(crate) struct AbandonUnlessFinished {
+    accumulator: Arc<SharedAccumulator>,
+    finished: bool,
+}
+
+impl AbandonUnlessFinished {
+    pub(crate) fn new(accumulator: Arc<SharedAccumulator>) -> Self {
+        Self {
+            accumulator,
+            finished: false,
+        }
+    }
+
+    /// The task ended as asked, with everything sent and answered.
+    pub(crate) fn finished(mut self) {
+        self.finished = true;
+    }
+}
+
+impl Drop for AbandonUnlessFinished {
+    fn drop(&mut self) {
+        if !self.finished {
+            self.accumulator.lock().abandon();
+        }
     }
 }
 

@@ -1,5 +1,6 @@
 //! Unit tests of the accumulator: batch sizing and closing, the sticky partitioner's
-//! rotation, codecs, unsealed batches, buffer reuse and what a batch holds until resolved.
+//! rotation, codecs, unsealed batches, buffer reuse, what a batch holds until resolved, and
+//! what is abandoned when the sender task stops without finishing.
 
 use super::*;
 use strata_proto::batch::{BatchHeader, decode_records};
@@ -346,4 +347,66 @@ fn acknowledged_buffers_are_reused() {
         acc.recycle(batch);
     }
     assert_eq!(acc.spare.len(), SPARE_BUFFERS_MAX);
+}
+
+/// Abandoning fails every record of the open and the waiting batches, gives their share of the
+/// buffer back, and leaves the accumulator empty and marked.
+#[test]
+fn abandoning_fails_what_it_holds_and_gives_the_buffer_back() {
+    let buffer = std::sync::Arc::new(tokio::sync::Semaphore::new(100));
+    let mut acc = accumulator(1 << 20);
+    let now = Instant::now();
+    let append = |acc: &mut Accumulator| {
+        let permit = std::sync::Arc::clone(&buffer)
+            .try_acquire_many_owned(10)
+            .expect("room");
+        acc.append(&record("v").partition(0), 1, Some(permit), now)
+            .delivery
+    };
+    let mut deliveries = vec![append(&mut acc), append(&mut acc)];
+    acc.close_all(now);
+    deliveries.push(append(&mut acc));
+    assert!(
+        !acc.ready.is_empty() && !acc.is_empty(),
+        "one waiting, one open"
+    );
+    assert_eq!(buffer.available_permits(), 70);
+
+    assert!(!acc.is_abandoned());
+    acc.abandon();
+    assert!(acc.is_abandoned() && acc.is_empty());
+    assert_eq!(acc.reserved_bytes, 0);
+    assert_eq!(buffer.available_permits(), 100);
+    for delivery in &mut deliveries {
+        let result = delivery.try_result().expect("resolved");
+        assert!(matches!(result, Err(crate::Error::Closed)), "{result:?}");
+    }
+}
+
+/// The sender task's guard abandons the accumulator when the task stops without finishing (a
+/// panic: the runtime drops the task), and leaves it alone when the task finished.
+#[tokio::test]
+async fn the_sender_guard_abandons_unless_the_task_finished() {
+    let shared = std::sync::Arc::new(SharedAccumulator::new(accumulator(1 << 20)));
+    let mut delivery = shared
+        .lock()
+        .append(&record("v").partition(0), 1, None, Instant::now())
+        .delivery;
+    let guard = AbandonUnlessFinished::new(std::sync::Arc::clone(&shared));
+    let task = tokio::spawn(async move {
+        let _guard = guard;
+        tokio::task::yield_now().await;
+        panic!("a bug in the sender task");
+    });
+    assert!(task.await.is_err_and(|error| error.is_panic()));
+    assert!(shared.lock().is_abandoned());
+    let result = delivery.try_result().expect("resolved");
+    assert!(matches!(result, Err(crate::Error::Closed)), "{result:?}");
+
+    let shared = std::sync::Arc::new(SharedAccumulator::new(accumulator(1 << 20)));
+    let guard = AbandonUnlessFinished::new(std::sync::Arc::clone(&shared));
+    tokio::spawn(async move { guard.finished() })
+        .await
+        .expect("finished");
+    assert!(!shared.lock().is_abandoned());
 }

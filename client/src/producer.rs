@@ -144,14 +144,14 @@ impl Producer {
             .acquire_many_owned(permits)
             .await
             .map_err(|_| Error::Closed)?;
-        if self.flushes.is_closed() {
-            // The sender task is gone (it panicked): nothing would send the record.
-            return Err(Error::Closed);
-        }
-        let appended =
-            self.accumulator
-                .lock()
-                .append(&record, partitions, Some(buffer), Instant::now());
+        let appended = {
+            let mut accumulator = self.accumulator.lock();
+            if accumulator.is_abandoned() {
+                // The sender task is gone (it panicked): nothing would send the record.
+                return Err(Error::Closed);
+            }
+            accumulator.append(&record, partitions, Some(buffer), Instant::now())
+        };
         if appended.wake_sender {
             self.accumulator.batches_changed.notify_one();
         }

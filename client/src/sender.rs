@@ -42,7 +42,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 use tokio_stream::{StreamExt as _, StreamMap, StreamNotifyClose};
 
-use crate::accumulator::{Accumulator, BatchLimits, SharedAccumulator};
+use crate::accumulator::{AbandonUnlessFinished, Accumulator, BatchLimits, SharedAccumulator};
 use crate::admin::PartitionCounts;
 use crate::cluster::{Cluster, broker_client};
 use crate::error::{Error, Result};
@@ -136,6 +136,7 @@ impl Sender {
     /// Runs until the producer is gone (`flushes` closed) and every accepted record is
     /// resolved. Each flush request is answered once every batch closed before it is.
     pub(crate) async fn run(mut self, mut flushes: mpsc::Receiver<oneshot::Sender<()>>) {
+        let ending = AbandonUnlessFinished::new(Arc::clone(&self.accumulator));
         let mut accepting = true;
         loop {
             let now = Instant::now();
@@ -172,6 +173,7 @@ impl Sender {
                 () = tokio::time::sleep_until(wake) => {}
             }
         }
+        ending.finished();
     }
 
     fn is_idle(&self) -> bool {
