@@ -291,16 +291,18 @@ impl Accumulator {
         }
     }
 
-    /// Closes every open batch (a flush).
-    pub(crate) fn close_all(&mut self, now: Instant) {
+    /// Closes every open batch (a flush, or a full buffer); whether there was one.
+    pub(crate) fn close_all(&mut self, now: Instant) -> bool {
         let all: Vec<(String, u32)> = self
             .open
             .iter()
             .flat_map(|(topic, batches)| batches.keys().map(move |p| (topic.clone(), *p)))
             .collect();
+        let closed = !all.is_empty();
         for (topic, partition) in all {
             self.close(&topic, partition, now);
         }
+        closed
     }
 
     /// When the oldest open batch will have lingered its time; `None` with no open batch.

@@ -43,7 +43,7 @@
 use std::sync::Arc;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
-use tokio::sync::{Semaphore, mpsc, oneshot};
+use tokio::sync::{Semaphore, TryAcquireError, mpsc, oneshot};
 use tokio::task::JoinHandle;
 
 use crate::accumulator::{SharedAccumulator, single_record_batch_bytes_bound};
@@ -140,10 +140,24 @@ impl Producer {
         }
         record.timestamp_ms.get_or_insert_with(now_ms);
         let permits = u32::try_from(size_bytes).expect("batch_bytes_max fits in u32");
-        let buffer = Arc::clone(&self.buffer)
-            .acquire_many_owned(permits)
-            .await
-            .map_err(|_| Error::Closed)?;
+        let buffer = match Arc::clone(&self.buffer).try_acquire_many_owned(permits) {
+            Ok(buffer) => buffer,
+            Err(TryAcquireError::NoPermits) => {
+                // The buffer is full: no record joins the open batches until an
+                // acknowledgement frees room, so they go now rather than after their linger
+                // (or after the next acknowledgement and this record, which would leave the
+                // pipe empty meanwhile). Kafka's producer sends every batch once its buffer
+                // pool has a waiter, for the same reason.
+                if self.accumulator.lock().close_all(Instant::now()) {
+                    self.accumulator.batches_changed.notify_one();
+                }
+                Arc::clone(&self.buffer)
+                    .acquire_many_owned(permits)
+                    .await
+                    .map_err(|_| Error::Closed)?
+            }
+            Err(TryAcquireError::Closed) => return Err(Error::Closed),
+        };
         let appended = {
             let mut accumulator = self.accumulator.lock();
             if accumulator.is_abandoned() {

@@ -1,7 +1,7 @@
 //! The producer and consumer against an in-process fake broker that misbehaves on purpose:
 //! replies out of order, refuses some requests as NOT_LEADER, refuses others for good, and
 //! checks that a subscriber's credit is never exceeded, stores batches and then loses the
-//! reply. The fake keeps partitions as lists of batches in memory and deduplicates idempotent
+//! reply, or never answers. The fake keeps partitions as lists of batches in memory and deduplicates idempotent
 //! batches by sequence; it is here to test the client's side of the protocol, not the broker.
 //!
 //! Two fakes can share one set of partitions and play two nodes of a cluster: the one that does
@@ -57,6 +57,8 @@ struct Faults {
     /// flight; the third of each of the first three such groups is refused with NOT_LEADER
     /// (retriable), in the middle of the pipeline. 0 for no grouping.
     pipeline_groups_of: usize,
+    /// Store every batch and never answer: the client's batches stay in flight.
+    hold_replies: bool,
 }
 
 /// What the fake remembers of an idempotent producer on one partition.
@@ -479,6 +481,9 @@ impl Broker for Fake {
                             break;
                         }
                         let reply = fake.produce(request);
+                        if faults.hold_replies {
+                            continue;
+                        }
                         if !swap {
                             let _ = replies.send(Ok(reply)).await;
                         } else if let Some(earlier) = held.take() {
@@ -998,6 +1003,51 @@ async fn a_batch_refused_mid_pipeline_keeps_order() {
 }
 
 /// The outcome of a delivery, which must resolve within 10 s (the tests flush first).
+/// A `send` that finds the producer's buffer full sends the open batches at once instead of
+/// leaving them to their linger: no record can join them until an acknowledgement frees
+/// room. With every reply held and a 60 s linger, the batch left open behind the first full
+/// one still reaches the broker.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_buffer_sends_the_open_batches() {
+    let faults = Faults {
+        hold_replies: true,
+        ..Faults::default()
+    };
+    let (fake, client) = start_client(faults, 1).await;
+    let producer = client
+        .producer(ProducerConfig {
+            linger: Duration::from_secs(60),
+            batch_bytes_max: 4096,
+            buffer_bytes_max: 8192,
+            ..ProducerConfig::default()
+        })
+        .expect("producer");
+    // About 36 records of 100 bytes fill a batch and about 47 the buffer: the first batch
+    // closes when a record does not fit, the second is open when the buffer runs out.
+    let sending = tokio::spawn(async move {
+        let mut deliveries = Vec::new();
+        for i in 0..100 {
+            let record = ProducerRecord::new("t", vec![i as u8; 100]);
+            deliveries.push(producer.send(record).await.expect("accepted"));
+        }
+        deliveries
+    });
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while fake.produce_requests() < 2 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the open batch was not sent when the buffer ran out ({} requests)",
+            fake.produce_requests()
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(
+        !sending.is_finished(),
+        "the buffer holds fewer than 100 records"
+    );
+    sending.abort();
+}
+
 async fn delivered(delivery: DeliveryFuture) -> RecordMetadata {
     tokio::time::timeout(Duration::from_secs(10), delivery)
         .await
