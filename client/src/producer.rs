@@ -4,14 +4,16 @@
 //!
 //! ```text
 //! send() ──(lock, append)──▶ Accumulator ◀── sender task ──▶ ProduceStream ──▶ broker
-//!   ▲ waits for buffer room     │ linger, full batch, flush        │ replies by request_id
+//!   ▲ waits for buffer room     │ linger, full batch/buffer, flush │ replies by request_id
 //!   └──── DeliveryFuture ◀──────┴── its batch's outcome ◀── offsets or error ◀───┘
 //! ```
 //!
 //! Back-pressure comes from two bounds: the bytes of records accepted but not yet acknowledged
 //! ([`ProducerConfig::buffer_bytes_max`]; `send` waits for room) and the batches in flight
 //! ([`ProducerConfig::max_in_flight`]; the rest wait in the sender's queue, counted in the
-//! buffer).
+//! buffer). A batch closes when its linger is up, when the next record does not fit, on a
+//! flush, and when a `send` finds the buffer full: nothing joins it until an acknowledgement
+//! frees room, so it is sent as soon as it may be.
 //!
 //! The producer runs on either tokio runtime. Its sender task has little to do per record (only
 //! a batch opening or closing wakes it), so one thread carries it: on a current-thread
