@@ -1002,7 +1002,6 @@ async fn a_batch_refused_mid_pipeline_keeps_order() {
     assert_eq!(state.refused_mid_pipeline.load(Ordering::SeqCst), 3);
 }
 
-/// The outcome of a delivery, which must resolve within 10 s (the tests flush first).
 /// A `send` that finds the producer's buffer full sends the open batches at once instead of
 /// leaving them to their linger: no record can join them until an acknowledgement frees
 /// room. With every reply held and a 60 s linger, the batch left open behind the first full
@@ -1048,6 +1047,7 @@ async fn a_full_buffer_sends_the_open_batches() {
     sending.abort();
 }
 
+/// The outcome of a delivery, which must resolve within 10 s (the tests flush first).
 async fn delivered(delivery: DeliveryFuture) -> RecordMetadata {
     tokio::time::timeout(Duration::from_secs(10), delivery)
         .await
