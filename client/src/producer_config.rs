@@ -29,8 +29,8 @@ pub struct ProducerConfig {
     /// used up. At least `batch_bytes_max`.
     ///
     /// A producer that sends faster than the cluster stores keeps it full, and each batch
-    /// then waits behind all the others: with the default and 1 KiB records, 240 batches of
-    /// 133 KB, sent about 150 ms after they were written and long out of the CPU's cache.
+    /// then waits behind all the others: with the default and batches of 133 KB, about 240
+    /// of them, each sent some 150 ms after it was written and long out of the CPU's cache.
     /// Such a producer gets the same throughput from room for its batches in flight and one
     /// more per partition, for about two thirds of the CPU (BENCHMARKS.md); the default
     /// suits bursts, which it absorbs without making `send` wait.

@@ -2,8 +2,8 @@
 //! exactly the records it was asked for (plus its warm-up) and reports service and
 //! schedule-corrected latency, the achieved rate and the client's CPU per GB, as JSON and as
 //! text; consume and pipelined produce reports carry the client's CPU too, and a pipelined run
-//! takes the producer's buffer size. Structure and
-//! counts only: timings are the benchmarks' business, not a test's.
+//! takes the producer's buffer size. Structure and counts only: timings are the benchmarks'
+//! business, not a test's.
 
 mod common;
 
