@@ -237,3 +237,71 @@ fn a_failed_refill_stops_writing_zeros_ahead() {
     assert_eq!(log.next_offset(), 11);
     assert_eq!(log.read(0, 1 << 20).expect("read").len(), 1);
 }
+
+/// Appends too large for zeros keep [`LOG_SLACK_LARGE_BYTES`] allocated past the log end,
+/// topped up once half is used, never past the segment's capacity; the file's length stays at
+/// its data, and a sealed segment gives the blocks back. (Where fallocate is not supported
+/// nothing is allocated ahead, and only the length and the sealed segments are checked.)
+#[test]
+fn large_appends_keep_more_allocated_ahead() {
+    use std::os::unix::fs::MetadataExt;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = super::super::LogConfig {
+        segment_bytes_max: 6 << 20,
+        batch_bytes_max: 1 << 20,
+        index_interval_bytes: 1 << 20,
+        ..super::super::LogConfig::default()
+    };
+    let capacity = (6 << 20) + (1 << 20);
+    let mut log = super::super::PartitionLog::open(dir.path(), config).expect("open");
+    let allocated =
+        |info: &SegmentInfo| std::fs::metadata(&info.log_path).expect("stat").blocks() * 512;
+    let first = log.segments().pop().expect("a segment");
+    let fallocate_supported = allocated(&first) >= LOG_SLACK_BYTES;
+    let mut ahead = Vec::new();
+    for at in 0..60i64 {
+        let mut builder = batch::BatchBuilder::new();
+        builder.push(at, None, Some(&[7u8; 200 << 10][..]), &[]);
+        log.append(&builder.finish(), 1, at).expect("append");
+        let segments = log.segments();
+        let (active, sealed) = segments.split_last().expect("a segment");
+        assert_eq!(
+            file_length(active),
+            active.size_bytes,
+            "no zeros after large appends"
+        );
+        for segment in sealed {
+            // One block more may be the file's extent tree, which ext4 counts in its blocks.
+            assert!(
+                allocated(segment) <= segment.size_bytes.next_multiple_of(4096) + 4096,
+                "a sealed segment gave its slack back: {} bytes allocated for {}",
+                allocated(segment),
+                segment.size_bytes
+            );
+        }
+        if fallocate_supported {
+            assert!(
+                allocated(active) <= (capacity as u64).next_multiple_of(4096),
+                "{} bytes allocated past the capacity {capacity}",
+                allocated(active)
+            );
+            ahead.push(allocated(active) as i64 - active.size_bytes as i64);
+        }
+    }
+    assert!(
+        log.segments().len() >= 2,
+        "{} segments",
+        log.segments().len()
+    );
+    if fallocate_supported {
+        // While room is left in the segment, at least half of the large slack stays ahead.
+        assert!(
+            ahead
+                .iter()
+                .filter(|ahead| **ahead >= (LOG_SLACK_LARGE_BYTES / 2) as i64)
+                .count()
+                > ahead.len() / 3,
+            "bytes allocated ahead after each append: {ahead:?}"
+        );
+    }
+}
