@@ -418,7 +418,7 @@ impl Segment {
     /// Allocated 4 MiB at a time, that happens once per 8 such appends; writing into blocks
     /// allocated this way still changes the extent tree (they are unwritten extents), so the
     /// inode is still written. Measured on one node, one 265 KB batch in flight: the server's
-    /// CPU per GB 1.94–2.05 → 1.80–1.90 s; on three nodes 117–119k → 133–137k records/s
+    /// CPU per GB 1.96–2.12 → 1.85–1.91 s; on three nodes 102–111k → 112–124k records/s
     /// (BENCHMARKS.md). The cost: a segment taking large appends holds up to 4 MiB of disk
     /// past its end until it is sealed.
     fn keep_slack(&mut self, appended: usize) {
