@@ -42,6 +42,9 @@ const LOG_SLACK_BYTES: u64 = 16 << 10;
 /// ahead for ([`WRITE_AHEAD_APPEND_MAX_BYTES`]), so that such appends find their blocks
 /// allocated. See [`Segment::keep_slack`].
 const LOG_SLACK_LARGE_BYTES: u64 = 4 << 20;
+/// Large appends keep [`LOG_SLACK_LARGE_BYTES`] only on a file system with at least this much
+/// free; below it they keep [`LOG_SLACK_BYTES`], as small ones do. See [`Segment::keep_slack`].
+const LOG_SLACK_LARGE_FREE_MIN_BYTES: u64 = 1 << 30;
 
 /// Zeros written ahead of the active segment's log end, the first time it runs low after the
 /// segment was created or opened; each refill writes twice as much, up to
@@ -419,11 +422,36 @@ impl Segment {
     /// allocated this way still changes the extent tree (they are unwritten extents), so the
     /// inode is still written. Measured on one node, one 265 KB batch in flight: the server's
     /// CPU per GB 1.96–2.12 → 1.85–1.91 s; on three nodes 102–111k → 112–124k records/s
-    /// (BENCHMARKS.md). The cost: a segment taking large appends holds up to 4 MiB of disk
-    /// past its end until it is sealed.
+    /// (BENCHMARKS.md). The cost: a segment that took a large append holds up to 4 MiB of
+    /// disk past its end until it is sealed, even if its partition goes quiet (Redpanda
+    /// holds 32 MiB per active segment by default).
+    ///
+    /// Only while the file system has [`LOG_SLACK_LARGE_FREE_MIN_BYTES`] free: near a full
+    /// disk, space matters more than the fsync's cost, the space held ahead counts as used
+    /// against the node's disk reserve, and a restart gives it back (cutting a torn tail
+    /// frees every block past it), so produce refused at the reserve would be taken again
+    /// after a restart. The free space is read (`fstatvfs`, about a microsecond) only when a
+    /// large append finds less than half of the large slack left: once per 2 MiB appended
+    /// on a roomy disk, at every large append below the threshold.
     fn keep_slack(&mut self, appended: usize) {
         let end = self.tail.position;
-        let slack = if appended as u64 > WRITE_AHEAD_APPEND_MAX_BYTES {
+        let large = appended as u64 > WRITE_AHEAD_APPEND_MAX_BYTES;
+        if self.slack_end.max(self.written_end)
+            >= end
+                + if large {
+                    LOG_SLACK_LARGE_BYTES
+                } else {
+                    LOG_SLACK_BYTES
+                } / 2
+        {
+            return;
+        }
+        let slack = if large
+            && self
+                .log
+                .free_bytes()
+                .is_some_and(|free| free >= LOG_SLACK_LARGE_FREE_MIN_BYTES)
+        {
             // The capacity bounds it: 0 here only once a refill of zeros failed (a full disk),
             // and then the small slack is all there may be.
             let room = self.write_ahead_limit.saturating_sub(end);
