@@ -149,18 +149,21 @@ pub(super) fn proposal_id(entry: &Entry) -> Option<u64> {
 
 impl Group {
     /// Runs the group's retention policy, if its machine has one, up to what raft applied, with
-    /// ages measured at `now_ms`. A failure is logged and tried again next time: retention only
-    /// frees space.
+    /// ages measured at `now_ms`, and gives back the space its log holds ahead for large
+    /// appends if it took none since the last run. A failure is logged and tried again next
+    /// time: both only free space.
     pub(super) fn run_retention(&mut self, now_ms: i64) {
         let Some((policy, raft_index_max)) = self.machine.retention() else {
             return;
         };
         let applied = self.node.raft.raft_log.applied.min(raft_index_max);
         let log = self.node.store().log().clone();
-        let outcome = log
-            .write()
-            .expect("log lock poisoned")
-            .apply_retention(&policy, now_ms, applied);
+        let mut written = log.write().expect("log lock poisoned");
+        if let Err(error) = written.give_back_idle_slack() {
+            tracing::warn!(%error, "giving back space held ahead of a quiet log failed");
+        }
+        let outcome = written.apply_retention(&policy, now_ms, applied);
+        drop(written);
         match outcome {
             Ok(outcome) if outcome.segments_removed > 0 => tracing::info!(
                 dir = %log.read().expect("log lock poisoned").dir().display(),

@@ -374,6 +374,18 @@ impl PartitionLog {
         }
     }
 
+    /// Gives back the space the active segment holds ahead of its end for large appends, if
+    /// none came since the last call (see `Segment::give_back_idle_slack`). Called at every
+    /// retention check.
+    ///
+    /// # Errors
+    /// A failed log; the I/O error of the cut (the log stays usable: nothing it holds
+    /// changed).
+    pub fn give_back_idle_slack(&mut self) -> Result<()> {
+        self.check_usable()?;
+        self.active_mut().give_back_idle_slack()
+    }
+
     /// Makes every append before it durable: one fsync covers all of them (group commit).
     ///
     /// # Errors

@@ -311,3 +311,64 @@ fn large_appends_keep_more_allocated_ahead() {
         );
     }
 }
+
+/// A log that took large appends and then none until two calls of `give_back_idle_slack`
+/// holds the small slack again (the first call follows appends and keeps the large one), with
+/// its length and batches unchanged; the next large append takes the large slack again.
+#[test]
+fn a_quiet_log_gives_back_its_large_slack() {
+    use std::os::unix::fs::MetadataExt;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut log = super::super::PartitionLog::open(dir.path(), super::super::LogConfig::default())
+        .expect("open");
+    let allocated = |log: &super::super::PartitionLog| {
+        let active = log.segments().pop().expect("a segment");
+        let blocks = std::fs::metadata(&active.log_path).expect("stat").blocks() * 512;
+        (active, blocks)
+    };
+    let append = |log: &mut super::super::PartitionLog, at: i64| {
+        let mut builder = batch::BatchBuilder::new();
+        builder.push(at, None, Some(&[7u8; 200 << 10][..]), &[]);
+        log.append(&builder.finish(), 1, at).expect("append");
+    };
+    for at in 0..3 {
+        append(&mut log, at);
+    }
+    log.sync().expect("sync");
+    let (active, held) = allocated(&log);
+    let (free, _) = crate::resources::disk_space(dir.path()).expect("statvfs");
+    let large_taken = held >= active.size_bytes + LOG_SLACK_LARGE_BYTES / 2;
+    println!(
+        "{free} bytes free, {held} allocated for {} bytes",
+        active.size_bytes
+    );
+    if free >= LOG_SLACK_LARGE_FREE_MIN_BYTES + (64 << 20) && held >= LOG_SLACK_BYTES {
+        assert!(
+            large_taken,
+            "{held} bytes allocated for {}",
+            active.size_bytes
+        );
+    }
+    // Appends came since the last call: nothing is given back yet.
+    log.give_back_idle_slack().expect("give back");
+    assert_eq!(allocated(&log).1, held);
+    // None since: the large slack goes, the small one stays.
+    log.give_back_idle_slack().expect("give back");
+    let (active, now) = allocated(&log);
+    assert_eq!(file_length(&active), active.size_bytes);
+    // One block more may be the file's extent tree.
+    assert!(
+        now <= active.size_bytes.next_multiple_of(4096) + LOG_SLACK_BYTES + 4096,
+        "{now} bytes allocated for {} after a quiet spell",
+        active.size_bytes
+    );
+    let entries = log
+        .raft_entries(1, 4, 1 << 30, EntryBytes::Whole)
+        .expect("entries");
+    assert_eq!(entries.len(), 3, "every batch is still there");
+    if large_taken {
+        append(&mut log, 3);
+        let (active, again) = allocated(&log);
+        assert!(again >= active.size_bytes + LOG_SLACK_LARGE_BYTES / 2);
+    }
+}
