@@ -376,13 +376,14 @@ impl PartitionLog {
 
     /// Gives back the space the active segment holds ahead of its end for large appends, if
     /// none came since the last call (see `Segment::give_back_idle_slack`). Called at every
-    /// retention check.
+    /// retention check. A failed log is left alone (its reopen cuts the file anyway).
     ///
     /// # Errors
-    /// A failed log; the I/O error of the cut (the log stays usable: nothing it holds
-    /// changed).
+    /// The I/O error of the cut (the log stays usable: nothing it holds changed).
     pub fn give_back_idle_slack(&mut self) -> Result<()> {
-        self.check_usable()?;
+        if self.failed.is_some() {
+            return Ok(());
+        }
         self.active_mut().give_back_idle_slack()
     }
 

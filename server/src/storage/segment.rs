@@ -143,8 +143,8 @@ pub(crate) struct Segment {
     /// No zeros are written past this: the end of a full segment and the batch that rolls it;
     /// 0 once a refill failed.
     write_ahead_limit: u64,
-    /// An append came since the last [`Segment::give_back_idle_slack`].
-    appended_since_give_back: bool,
+    /// Where the segment stands for [`Segment::give_back_idle_slack`].
+    quiet: ahead::Quiet,
 }
 
 impl Segment {
@@ -264,7 +264,7 @@ impl Segment {
             written_end: 0,
             write_ahead_window: 0,
             write_ahead_limit,
-            appended_since_give_back: false,
+            quiet: ahead::Quiet::Checked,
         }
     }
 
@@ -334,7 +334,7 @@ impl Segment {
         advance(&mut self.tail, header);
         self.first_append_ms.get_or_insert(now_ms);
         self.dirty = true;
-        self.appended_since_give_back = true;
+        self.quiet = ahead::Quiet::Appended;
         if (head.len() + tail.len()) as u64 <= WRITE_AHEAD_APPEND_MAX_BYTES {
             self.write_ahead();
         }

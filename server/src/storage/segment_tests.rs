@@ -314,7 +314,8 @@ fn large_appends_keep_more_allocated_ahead() {
 
 /// A log that took large appends and then none until two calls of `give_back_idle_slack`
 /// holds the small slack again (the first call follows appends and keeps the large one), with
-/// its length and batches unchanged; the next large append takes the large slack again.
+/// its length and batches unchanged; the next large append takes the large slack again; after
+/// a restart, the first call gives back what the last run left allocated ahead.
 #[test]
 fn a_quiet_log_gives_back_its_large_slack() {
     use std::os::unix::fs::MetadataExt;
@@ -371,4 +372,21 @@ fn a_quiet_log_gives_back_its_large_slack() {
         let (active, again) = allocated(&log);
         assert!(again >= active.size_bytes + LOG_SLACK_LARGE_BYTES / 2);
     }
+    // A restart finds the blocks the last run allocated ahead; the first check gives them
+    // back (a reopened segment counts as checked).
+    log.sync().expect("sync");
+    drop(log);
+    let mut log = super::super::PartitionLog::open(dir.path(), super::super::LogConfig::default())
+        .expect("reopen");
+    if large_taken {
+        let (active, reopened) = allocated(&log);
+        assert!(reopened >= active.size_bytes + LOG_SLACK_LARGE_BYTES / 2);
+    }
+    log.give_back_idle_slack().expect("give back");
+    let (active, now) = allocated(&log);
+    assert!(
+        now <= active.size_bytes.next_multiple_of(4096) + LOG_SLACK_BYTES + 4096,
+        "{now} bytes allocated for {} after a restart and a check",
+        active.size_bytes
+    );
 }

@@ -31,6 +31,18 @@ pub(super) const WRITE_AHEAD_MAX_BYTES: u64 = 1 << 20;
 /// large batches, whose fsyncs measured no faster with them.
 pub(super) const WRITE_AHEAD_APPEND_MAX_BYTES: u64 = 64 << 10;
 
+/// Where a segment stands between appends and the checks of
+/// [`Segment::give_back_idle_slack`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Quiet {
+    /// An append came since the last check.
+    Appended,
+    /// Checked with no append since: the next check gives the space back.
+    Checked,
+    /// Given back, and no append since.
+    GivenBack,
+}
+
 impl Segment {
     /// Keeps zeros written ahead of the log end, so that appends overwrite blocks the file
     /// already has instead of extending it. An `fdatasync` after an append that extends the
@@ -149,24 +161,29 @@ impl Segment {
         }
     }
 
-    /// Gives back the space held past the end beyond [`LOG_SLACK_BYTES`] when no append came
-    /// since the last call (the log calls it for its active segment at every retention check,
-    /// every 10 s by default): a partition that took large appends and went quiet holds its
-    /// 4 MiB ([`LOG_SLACK_LARGE_BYTES`]) for one to two checks, then 16 KiB again. The next
-    /// large append takes the large slack again.
+    /// Gives back the space held past the end when no append came since the last call (the
+    /// log calls it for its active segment at every retention check, every 10 s by default):
+    /// a partition that took large appends and went quiet holds its 4 MiB
+    /// ([`LOG_SLACK_LARGE_BYTES`]) for one to two checks, then 16 KiB again. The next large
+    /// append takes the large slack again. Once per quiet spell: a segment opened or created
+    /// counts as checked, so the first check after a restart also frees what the last run
+    /// left allocated.
     ///
     /// Cutting the file at its own length frees the blocks allocated past it and changes no
     /// byte of it (nor its length: zeros written ahead stay), so nothing needs an fsync: a
     /// crash before the cut is written just leaves the blocks allocated.
     pub(crate) fn give_back_idle_slack(&mut self) -> Result<()> {
-        if std::mem::take(&mut self.appended_since_give_back) {
-            return Ok(());
+        match self.quiet {
+            Quiet::Appended => {
+                self.quiet = Quiet::Checked;
+                return Ok(());
+            }
+            Quiet::GivenBack => return Ok(()),
+            Quiet::Checked => {}
         }
         let length = self.written_end.max(self.tail.position);
-        if self.slack_end <= length + LOG_SLACK_BYTES {
-            return Ok(());
-        }
         self.log.set_length(length)?;
+        self.quiet = Quiet::GivenBack;
         self.slack_end = 0;
         self.keep_slack(0);
         Ok(())
