@@ -112,9 +112,9 @@ impl Segment {
     /// allocated this way still changes the extent tree (they are unwritten extents), so the
     /// inode is still written. Measured on one node, one 265 KB batch in flight: the server's
     /// CPU per GB 1.96–2.12 → 1.85–1.91 s; on three nodes 102–111k → 112–124k records/s
-    /// (BENCHMARKS.md). The cost: a segment that took a large append holds up to 4 MiB of
-    /// disk past its end until it is sealed, even if its partition goes quiet (Redpanda
-    /// holds 32 MiB per active segment by default).
+    /// (BENCHMARKS.md). The cost: a segment taking large appends holds up to 4 MiB of disk
+    /// past its end while they come; [`Segment::give_back_idle_slack`] gives it back once
+    /// its partition goes quiet (Redpanda holds 32 MiB per active segment, quiet or not).
     ///
     /// Only while the file system has [`LOG_SLACK_LARGE_FREE_MIN_BYTES`] free: near a full
     /// disk, space matters more than the fsync's cost, the space held ahead counts as used
@@ -126,14 +126,12 @@ impl Segment {
     pub(super) fn keep_slack(&mut self, appended: usize) {
         let end = self.tail.position;
         let large = appended as u64 > WRITE_AHEAD_APPEND_MAX_BYTES;
-        if self.slack_end.max(self.written_end)
-            >= end
-                + if large {
-                    LOG_SLACK_LARGE_BYTES
-                } else {
-                    LOG_SLACK_BYTES
-                } / 2
-        {
+        let wanted = if large {
+            LOG_SLACK_LARGE_BYTES
+        } else {
+            LOG_SLACK_BYTES
+        };
+        if self.slack_end.max(self.written_end) >= end + wanted / 2 {
             return;
         }
         let slack = if large
