@@ -178,6 +178,7 @@ impl Segment {
             capacity_bytes as u64,
         );
         segment.keep_slack(0);
+        segment.quiet = ahead::Quiet::Checked;
         segment.index.close();
         Ok(segment)
     }
@@ -264,7 +265,7 @@ impl Segment {
             written_end: 0,
             write_ahead_window: 0,
             write_ahead_limit,
-            quiet: ahead::Quiet::Checked,
+            quiet: ahead::Quiet::Opened,
         }
     }
 

@@ -35,12 +35,15 @@ pub(super) const WRITE_AHEAD_APPEND_MAX_BYTES: u64 = 64 << 10;
 /// [`Segment::give_back_idle_slack`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Quiet {
+    /// Opened, not checked yet: what the last run left allocated past the end is unknown, so
+    /// the first check gives it back.
+    Opened,
     /// An append came since the last check.
     Appended,
-    /// Checked with no append since: the next check gives the space back.
+    /// Checked with no append since: the next check gives back the large slack, if held.
     Checked,
-    /// Given back, and no append since.
-    GivenBack,
+    /// Nothing more to give back until an append comes.
+    Settled,
 }
 
 impl Segment {
@@ -163,25 +166,30 @@ impl Segment {
     /// log calls it for its active segment at every retention check, every 10 s by default):
     /// a partition that took large appends and went quiet holds its 4 MiB
     /// ([`LOG_SLACK_LARGE_BYTES`]) for one to two checks, then 16 KiB again. The next large
-    /// append takes the large slack again. Once per quiet spell: a segment opened or created
-    /// counts as checked, so the first check after a restart also frees what the last run
-    /// left allocated.
+    /// append takes the large slack again. At most once per quiet spell, and only when more
+    /// than [`LOG_SLACK_BYTES`] may be held: after large appends, or after an open (blocks
+    /// the last run allocated ahead survive a restart, so the first check after one frees
+    /// them).
     ///
     /// Cutting the file at its own length frees the blocks allocated past it and changes no
     /// byte of it (nor its length: zeros written ahead stay), so nothing needs an fsync: a
     /// crash before the cut is written just leaves the blocks allocated.
     pub(crate) fn give_back_idle_slack(&mut self) -> Result<()> {
+        let length = self.written_end.max(self.tail.position);
         match self.quiet {
             Quiet::Appended => {
                 self.quiet = Quiet::Checked;
                 return Ok(());
             }
-            Quiet::GivenBack => return Ok(()),
-            Quiet::Checked => {}
+            Quiet::Settled => return Ok(()),
+            Quiet::Checked if self.slack_end <= length + LOG_SLACK_BYTES => {
+                self.quiet = Quiet::Settled;
+                return Ok(());
+            }
+            Quiet::Checked | Quiet::Opened => {}
         }
-        let length = self.written_end.max(self.tail.position);
         self.log.set_length(length)?;
-        self.quiet = Quiet::GivenBack;
+        self.quiet = Quiet::Settled;
         self.slack_end = 0;
         self.keep_slack(0);
         Ok(())
