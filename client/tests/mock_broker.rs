@@ -1,8 +1,9 @@
 //! The producer and consumer against an in-process fake broker that misbehaves on purpose:
 //! replies out of order, refuses some requests as NOT_LEADER, refuses others for good, and
 //! checks that a subscriber's credit is never exceeded, stores batches and then loses the
-//! reply, or never answers. The fake keeps partitions as lists of batches in memory and deduplicates idempotent
-//! batches by sequence; it is here to test the client's side of the protocol, not the broker.
+//! reply, or never answers. The fake keeps partitions as lists of batches in memory and
+//! deduplicates idempotent batches by sequence; it is here to test the client's side of the
+//! protocol, not the broker.
 //!
 //! Two fakes can share one set of partitions and play two nodes of a cluster: the one that does
 //! not lead answers NOT_LEADER naming the other, as a follower does.
@@ -86,6 +87,8 @@ struct State {
     partitions: HashMap<(String, u32), Partition>,
     faults: Faults,
     produce_requests: AtomicU64,
+    /// Woken at every produce request counted in `produce_requests`.
+    produced: Arc<tokio::sync::Notify>,
     next_producer_id: AtomicU64,
     /// The most credit a subscriber ever had outstanding (granted and not yet used): a
     /// client that grants only what it consumed keeps this at its window.
@@ -132,6 +135,20 @@ impl Fake {
             .expect("lock")
             .produce_requests
             .load(Ordering::SeqCst)
+    }
+
+    /// Returns once `count` produce requests were seen, on every stream.
+    async fn produce_requests_reach(&self, count: u64) {
+        let produced = Arc::clone(&self.0.lock().expect("lock").produced);
+        loop {
+            // Registered before the count is read, so a request counted in between wakes it.
+            let mut notified = std::pin::pin!(produced.notified());
+            notified.as_mut().enable();
+            if self.produce_requests() >= count {
+                return;
+            }
+            notified.await;
+        }
     }
 
     /// The NOT_LEADER refusal when this node does not lead, counted.
@@ -193,6 +210,7 @@ impl Fake {
         }
         let mut state = self.0.lock().expect("lock");
         let count = state.produce_requests.fetch_add(1, Ordering::SeqCst) + 1;
+        state.produced.notify_waiters();
         let reply_error = |code, message: &str| ProduceResponse {
             request_id: request.request_id,
             error: Some(refusal(code, tonic::Code::Unknown, message).0),
@@ -631,6 +649,7 @@ fn state(faults: Faults, partitions: u32) -> Arc<Mutex<State>> {
         partitions: HashMap::new(),
         faults,
         produce_requests: AtomicU64::new(0),
+        produced: Arc::new(tokio::sync::Notify::new()),
         next_producer_id: AtomicU64::new(1),
         credit_outstanding_max: AtomicU64::new(0),
         pipelined_per_partition_max: AtomicU64::new(0),
@@ -1031,14 +1050,14 @@ async fn a_full_buffer_sends_the_open_batches() {
         }
         deliveries
     });
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    while fake.produce_requests() < 2 {
-        assert!(
-            tokio::time::Instant::now() < deadline,
+    if tokio::time::timeout(Duration::from_secs(20), fake.produce_requests_reach(2))
+        .await
+        .is_err()
+    {
+        panic!(
             "the open batch was not sent when the buffer ran out ({} requests)",
             fake.produce_requests()
         );
-        tokio::time::sleep(Duration::from_millis(10)).await;
     }
     assert!(
         !sending.is_finished(),
