@@ -373,7 +373,7 @@ fn a_quiet_log_gives_back_its_large_slack() {
         assert!(again >= active.size_bytes + LOG_SLACK_LARGE_BYTES / 2);
     }
     // A restart finds the blocks the last run allocated ahead; the first check gives them
-    // back (a reopened segment counts as checked).
+    // back (what an opened segment holds ahead is unknown, so its first check cuts).
     log.sync().expect("sync");
     drop(log);
     let mut log = super::super::PartitionLog::open(dir.path(), super::super::LogConfig::default())

@@ -150,15 +150,22 @@ impl Segment {
         } else {
             LOG_SLACK_BYTES
         };
-        // A disk too full for the large slack may still hold the small one.
-        for slack in [slack, LOG_SLACK_BYTES] {
-            if self.slack_end.max(self.written_end) >= end + slack / 2 {
-                return;
-            }
-            if self.log.allocate_ahead(end, slack) {
-                self.slack_end = end + slack;
-                return;
-            }
+        if self.slack_end.max(self.written_end) >= end + slack / 2 {
+            // The slack chosen may be the small one (too little free, or the segment ends
+            // soon), and that may be held already.
+            return;
+        }
+        if self.log.allocate_ahead(end, slack) {
+            self.slack_end = end + slack;
+            return;
+        }
+        // A disk too full for the large slack may still hold the small one (tried once: on a
+        // full disk a small append must not pay for two refused calls).
+        if slack > LOG_SLACK_BYTES
+            && self.slack_end.max(self.written_end) < end + LOG_SLACK_BYTES / 2
+            && self.log.allocate_ahead(end, LOG_SLACK_BYTES)
+        {
+            self.slack_end = end + LOG_SLACK_BYTES;
         }
     }
 
