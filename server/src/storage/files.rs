@@ -185,20 +185,6 @@ impl MappedFile {
         Ok(())
     }
 
-    /// Bytes an unprivileged writer may still use on the file system holding this file
-    /// (`fstatvfs`), or `None` when that cannot be read (or the file cannot be opened).
-    pub(crate) fn free_bytes(&mut self) -> Option<u64> {
-        use std::os::fd::AsRawFd;
-        let file = self.open_file().ok()?;
-        // SAFETY: a zeroed statvfs is a valid value of this plain C struct.
-        let mut stat: libc::statvfs = unsafe { std::mem::zeroed() };
-        // SAFETY: fstatvfs on a descriptor `file` keeps open for the call, into `stat`.
-        if unsafe { libc::fstatvfs(file.as_raw_fd(), &mut stat) } != 0 {
-            return None;
-        }
-        Some((stat.f_bavail as u64).saturating_mul(stat.f_frsize as u64))
-    }
-
     /// Allocates disk blocks for `length_bytes` from `position` without changing the file's
     /// length (`fallocate` with `FALLOC_FL_KEEP_SIZE`), so later writes there need no free
     /// space. Best effort: false when the file system refused (full, or no fallocate).

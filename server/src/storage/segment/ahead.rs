@@ -123,7 +123,7 @@ impl Segment {
     /// disk, space matters more than the fsync's cost, the space held ahead counts as used
     /// against the node's disk reserve, and a restart gives it back (cutting a torn tail
     /// frees every block past it), so produce refused at the reserve would be taken again
-    /// after a restart. The free space is read (`fstatvfs`, about a microsecond) only when a
+    /// after a restart. The free space is read (`statvfs`, a few microseconds) only when a
     /// large append finds less than half of the large slack left: once per 2 MiB appended
     /// on a roomy disk, at every large append below the threshold.
     pub(super) fn keep_slack(&mut self, appended: usize) {
@@ -138,10 +138,8 @@ impl Segment {
             return;
         }
         let slack = if large
-            && self
-                .log
-                .free_bytes()
-                .is_some_and(|free| free >= LOG_SLACK_LARGE_FREE_MIN_BYTES)
+            && crate::resources::disk_space(self.log.path())
+                .is_ok_and(|(free, _)| free >= LOG_SLACK_LARGE_FREE_MIN_BYTES)
         {
             // The capacity bounds it: 0 here only once a refill of zeros failed (a full disk),
             // and then the small slack is all there may be.
