@@ -17,11 +17,16 @@
 pub mod batch;
 pub mod partitioner;
 
-/// Largest HTTP/2 frame brokers and clients accept from each other (h2's default is 16 KiB): a
-/// 256 KiB produced batch, or a replay's batches, travel in one DATA frame instead of 16, each
-/// of which is parsed, queued and copied on its own. A connection's read buffer holds at most
-/// one frame, so this is also what a connection costs while one arrives.
-pub const HTTP2_FRAME_BYTES_MAX: u32 = 256 * 1024;
+/// Largest HTTP/2 frame brokers and clients accept from each other (h2's default is 16 KiB):
+/// a produced batch up to a megabyte, or a replay's batches, travel in one DATA frame instead
+/// of 64, each of which is parsed and queued on its own; and the broker reads a batch that came
+/// in one frame as a slice of it, where one cut across frames is copied to be gathered (see the
+/// server's `produce_frames`). The batches of 256 KiB that 256 KiB frames carried whole were
+/// the exception: a batch of 256 records of 1 KiB is 258 KiB. A connection's read buffer holds
+/// at most one frame, so this is also what a connection costs while one arrives; a DATA frame
+/// is also bounded by the receiver's flow-control window (hyper's default, 1 MiB), which
+/// already let a connection hold that much received data.
+pub const HTTP2_FRAME_BYTES_MAX: u32 = 1 << 20;
 
 /// Generated messages, enums and services of package `strata.v1`.
 pub mod v1 {

@@ -316,7 +316,7 @@ pub async fn run(
                 service.clone(),
             ))
             .add_service(service::request_limit::ProduceLimit(
-                service::subscribe_route::SubscribeRoute::new(
+                service::subscribe_route::DirectRoutes::new(
                     strata_proto::v1::broker_server::BrokerServer::new(service.clone())
                         .max_decoding_message_size(
                             service::request_limit::PRODUCE_REQUEST_BYTES_MAX,

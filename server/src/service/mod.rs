@@ -33,6 +33,7 @@ pub mod cluster_view;
 mod consume;
 mod groups;
 mod produce;
+mod produce_frames;
 mod remote;
 pub mod request_limit;
 mod security;
@@ -155,7 +156,7 @@ impl BrokerService for Service {
     ) -> Result<Response<Self::ProduceStreamStream>, Status> {
         let access = self.access(&request);
         Ok(Response::new(
-            self.produce_replies(access, request.into_inner())?,
+            self.produce_replies(access, Box::pin(request.into_inner()))?,
         ))
     }
 

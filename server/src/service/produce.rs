@@ -10,9 +10,14 @@ use futures::StreamExt;
 use futures::future::BoxFuture;
 use futures::stream::FuturesUnordered;
 use strata_proto::v1 as pb;
-use tonic::{Status, Streaming};
+use tonic::Status;
+use tonic::codec::{Codec, EncodeBody, SingleMessageCompressionOverride};
+use tonic::codegen::StdError;
+use tonic::codegen::http::{self, HeaderValue};
+use tonic_prost::ProstCodec;
 
 use super::access::Access;
+use super::produce_frames::Requests;
 use super::request_limit;
 use super::status::{error_detail, status};
 use super::{BoxStream, Service};
@@ -96,7 +101,7 @@ impl Service {
     pub(super) fn produce_replies(
         &self,
         access: Access,
-        inbound: Streaming<pb::ProduceRequest>,
+        inbound: BoxStream<pb::ProduceRequest>,
     ) -> Result<BoxStream<pb::ProduceResponse>, Status> {
         let state = StreamState {
             broker: self.broker()?,
@@ -111,6 +116,53 @@ impl Service {
             state,
             StreamState::next_reply,
         )))
+    }
+
+    /// Serves one ProduceStream call beside tonic's router: its requests read by
+    /// [`Requests`] (a batch stays a slice of the DATA frame it came in, see
+    /// `produce_frames`), its replies encoded by tonic's encoder as the generated server
+    /// would. Compressed requests are refused with UNIMPLEMENTED, as by the generated server,
+    /// which has no compression enabled; no Strata client compresses them.
+    pub(super) fn produce_stream_http<B>(
+        &self,
+        request: http::Request<B>,
+    ) -> http::Response<tonic::body::Body>
+    where
+        B: http_body::Body + Send + 'static,
+        B::Error: Into<StdError> + Send + 'static,
+    {
+        if let Some(encoding) = request.headers().get("grpc-encoding")
+            && encoding.as_bytes() != b"identity"
+        {
+            return Status::unimplemented(format!(
+                "ProduceStream requests are accepted uncompressed only (grpc-encoding {encoding:?})"
+            ))
+            .into_http();
+        }
+        let (parts, body) = request.into_parts();
+        let request = tonic::Request::from_http(http::Request::from_parts(parts, ()));
+        let access = self.access(&request);
+        let inbound = Requests::new(body, request_limit::PRODUCE_REQUEST_BYTES_MAX);
+        match self.produce_replies(access, Box::pin(inbound)) {
+            Ok(replies) => {
+                let encoder =
+                    ProstCodec::<pb::ProduceResponse, pb::ProduceRequest>::default().encoder();
+                let body = EncodeBody::new_server(
+                    encoder,
+                    replies,
+                    None,
+                    SingleMessageCompressionOverride::default(),
+                    None,
+                );
+                let mut response = http::Response::new(tonic::body::Body::new(body));
+                response.headers_mut().insert(
+                    http::header::CONTENT_TYPE,
+                    HeaderValue::from_static("application/grpc"),
+                );
+                response
+            }
+            Err(refused) => refused.into_http(),
+        }
     }
 }
 
@@ -129,7 +181,7 @@ type Reply = BoxFuture<'static, pb::ProduceResponse>;
 struct StreamState {
     broker: Arc<Broker>,
     access: Access,
-    inbound: Streaming<pb::ProduceRequest>,
+    inbound: BoxStream<pb::ProduceRequest>,
     /// False once the inbound stream ended or failed.
     reading: bool,
     authorized: HashSet<String>,

@@ -39,6 +39,8 @@ use crate::broker::subscribe::{Chunk, ChunkResult};
 
 /// The method this route serves.
 pub const SUBSCRIBE_PATH: &str = "/strata.v1.Broker/Subscribe";
+/// The method served with [`Service::produce_stream_http`].
+const PRODUCE_STREAM_PATH: &str = "/strata.v1.Broker/ProduceStream";
 /// Largest Subscribe request message (a start names a topic of at most 249 bytes).
 const SUBSCRIBE_REQUEST_BYTES_MAX: usize = 64 << 10;
 /// Batches shorter than this are copied into the reply's framing buffer: a DATA frame of their
@@ -51,26 +53,28 @@ const BATCHES_FIELD: u32 = 1;
 const NEXT_OFFSET_FIELD: u32 = 3;
 const HIGH_WATERMARK_FIELD: u32 = 4;
 
-/// The Broker gRPC service with Subscribe served by [`Service`] through hand-framed replies
-/// (see the module doc); every other method goes to the wrapped service unchanged.
+/// The Broker gRPC service with two methods served by [`Service`] directly on HTTP/2, beside
+/// tonic's generated router: Subscribe, its replies framed by hand (see the module doc), and
+/// ProduceStream, its requests read without tonic's copy (see `produce_frames`). Every other
+/// method goes to the wrapped service unchanged.
 #[derive(Clone)]
-pub struct SubscribeRoute<S> {
+pub struct DirectRoutes<S> {
     inner: S,
     service: Service,
 }
 
-impl<S> SubscribeRoute<S> {
+impl<S> DirectRoutes<S> {
     /// Serves Subscribe with `service`, everything else with `inner`.
     pub fn new(inner: S, service: Service) -> Self {
         Self { inner, service }
     }
 }
 
-impl<S: NamedService> NamedService for SubscribeRoute<S> {
+impl<S: NamedService> NamedService for DirectRoutes<S> {
     const NAME: &'static str = S::NAME;
 }
 
-impl<S, B> TowerService<http::Request<B>> for SubscribeRoute<S>
+impl<S, B> TowerService<http::Request<B>> for DirectRoutes<S>
 where
     S: TowerService<
             http::Request<B>,
@@ -90,11 +94,14 @@ where
     }
 
     fn call(&mut self, request: http::Request<B>) -> Self::Future {
-        if request.uri().path() != SUBSCRIBE_PATH {
-            return Box::pin(self.inner.call(request));
-        }
         let service = self.service.clone();
-        Box::pin(async move { Ok(service.subscribe_http(request).await) })
+        match request.uri().path() {
+            SUBSCRIBE_PATH => Box::pin(async move { Ok(service.subscribe_http(request).await) }),
+            PRODUCE_STREAM_PATH => {
+                Box::pin(async move { Ok(service.produce_stream_http(request)) })
+            }
+            _ => Box::pin(self.inner.call(request)),
+        }
     }
 }
 
