@@ -518,7 +518,7 @@ fn endpoint(address: &str, config: &ClientConfig) -> Result<Endpoint> {
         .map_err(|error| Error::InvalidArgument(format!("broker address {address}: {error}")))?
         .connect_timeout(config.connect_timeout)
         .tcp_nodelay(true)
-        .max_frame_size(strata_proto::HTTP2_FRAME_BYTES_MAX);
+        .max_frame_size(strata_proto::CLIENT_FRAME_BYTES_MAX);
     let Some(tls) = &config.tls else {
         return Ok(endpoint);
     };

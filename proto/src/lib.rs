@@ -17,16 +17,22 @@
 pub mod batch;
 pub mod partitioner;
 
-/// Largest HTTP/2 frame brokers and clients accept from each other (h2's default is 16 KiB):
-/// a produced batch up to a megabyte, or a replay's batches, travel in one DATA frame instead
-/// of 64, each of which is parsed and queued on its own; and the broker reads a batch that came
-/// in one frame as a slice of it, where one cut across frames is copied to be gathered (see the
-/// server's `produce_frames`). The batches of 256 KiB that 256 KiB frames carried whole were
-/// the exception: a batch of 256 records of 1 KiB is 258 KiB. A connection's read buffer holds
-/// at most one frame, so this is also what a connection costs while one arrives; a DATA frame
-/// is also bounded by the receiver's flow-control window (hyper's default, 1 MiB), which
-/// already let a connection hold that much received data.
-pub const HTTP2_FRAME_BYTES_MAX: u32 = 1 << 20;
+/// Largest HTTP/2 frame a broker accepts (h2's default is 16 KiB), from clients and from
+/// peers: a produced batch up to a megabyte, or a peer's raft batch, travels in one DATA frame
+/// instead of 64, each of which is parsed and queued on its own; and the broker reads a batch
+/// that came in one frame as a slice of it, where one cut across frames is copied to be
+/// gathered (see the server's `produce_frames`). At 256 KiB, the batches of 256 records of
+/// 1 KiB (258 KiB) were cut in two. A connection's read buffer holds at most one frame, so
+/// this is also what a connection costs while one arrives; a DATA frame is bounded as well by
+/// the broker's flow-control window (hyper's default, 1 MiB), which already let a connection
+/// hold that much received data.
+pub const BROKER_FRAME_BYTES_MAX: u32 = 1 << 20;
+
+/// Largest HTTP/2 frame a client accepts from brokers: a replay's batches come in frames of up
+/// to this. Replies are decoded by tonic, which copies each frame into its own buffer anyway,
+/// and 1 MiB frames replayed slower than these (848 000 against 952 000 records/s, medians of
+/// 3–6 alternating runs, BENCHMARKS.md): each frame takes a fresh read buffer of its size.
+pub const CLIENT_FRAME_BYTES_MAX: u32 = 256 * 1024;
 
 /// Generated messages, enums and services of package `strata.v1`.
 pub mod v1 {

@@ -294,7 +294,7 @@ pub async fn run(
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let server = tokio::spawn(
         tonic::transport::Server::builder()
-            .max_frame_size(strata_proto::HTTP2_FRAME_BYTES_MAX)
+            .max_frame_size(strata_proto::BROKER_FRAME_BYTES_MAX)
             // Every request, whatever its service, passes authentication (the method table
             // says which need none).
             // Outside authentication, so refused credentials count as errors.

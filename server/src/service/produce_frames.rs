@@ -7,7 +7,7 @@
 //! buffer. Here the frames are kept as they came (a queue of `Bytes`), a message is cut out of
 //! them at its gRPC prefix, and prost decodes it from that queue: a `bytes` field that lies
 //! within one frame (the batch, which Strata's producer sends as a body chunk of its own and
-//! so as a DATA frame of its own when it fits `HTTP2_FRAME_BYTES_MAX`) is a slice of it, not a
+//! so as a DATA frame of its own when it fits `BROKER_FRAME_BYTES_MAX`) is a slice of it, not a
 //! copy. A field split across frames (other clients cut the body where they like) is gathered
 //! into one buffer: a copy, as before, and only then.
 //!
