@@ -20,6 +20,7 @@ use super::access::Access;
 use super::produce_frames::Requests;
 use super::request_limit;
 use super::status::{error_detail, status};
+use super::subscribe_route::refuse_compressed;
 use super::{BoxStream, Service};
 use crate::broker::records::{Payload, ProduceInput, Record};
 use crate::broker::{Broker, BrokerError, Produced, Target};
@@ -121,8 +122,7 @@ impl Service {
     /// Serves one ProduceStream call beside tonic's router: its requests read by
     /// [`Requests`] (a batch stays a slice of the DATA frame it came in, see
     /// `produce_frames`), its replies encoded by tonic's encoder as the generated server
-    /// would. Compressed requests are refused with UNIMPLEMENTED, as by the generated server,
-    /// which has no compression enabled; no Strata client compresses them.
+    /// would. Compressed requests are refused (see [`refuse_compressed`]).
     pub(super) fn produce_stream_http<B>(
         &self,
         request: http::Request<B>,
@@ -131,13 +131,8 @@ impl Service {
         B: http_body::Body + Send + 'static,
         B::Error: Into<StdError> + Send + 'static,
     {
-        if let Some(encoding) = request.headers().get("grpc-encoding")
-            && encoding.as_bytes() != b"identity"
-        {
-            return Status::unimplemented(format!(
-                "ProduceStream requests are accepted uncompressed only (grpc-encoding {encoding:?})"
-            ))
-            .into_http();
+        if let Some(refused) = refuse_compressed("ProduceStream", &request) {
+            return refused;
         }
         let (parts, body) = request.into_parts();
         let request = tonic::Request::from_http(http::Request::from_parts(parts, ()));

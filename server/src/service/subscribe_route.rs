@@ -105,6 +105,22 @@ where
     }
 }
 
+/// The refusal of a compressed request to `method`, when `request` is one: the methods served
+/// here read their requests uncompressed only (UNIMPLEMENTED, as from tonic's generated server,
+/// which has no compression enabled; no Strata client compresses requests).
+pub(super) fn refuse_compressed<B>(
+    method: &str,
+    request: &http::Request<B>,
+) -> Option<http::Response<tonic::body::Body>> {
+    let encoding = request.headers().get("grpc-encoding")?;
+    (encoding.as_bytes() != b"identity").then(|| {
+        Status::unimplemented(format!(
+            "{method} requests are accepted uncompressed only (grpc-encoding {encoding:?})"
+        ))
+        .into_http()
+    })
+}
+
 impl Service {
     /// Serves one Subscribe call: decodes its messages with [`RequestDecoder`], starts the
     /// subscription, and answers with a [`SubscribeBody`], or with the refusal as a
@@ -117,13 +133,8 @@ impl Service {
         B: http_body::Body + Send + 'static,
         B::Error: Into<StdError> + Send + 'static,
     {
-        if let Some(encoding) = request.headers().get("grpc-encoding")
-            && encoding.as_bytes() != b"identity"
-        {
-            return Status::unimplemented(format!(
-                "Subscribe requests are accepted uncompressed only (grpc-encoding {encoding:?})"
-            ))
-            .into_http();
+        if let Some(refused) = refuse_compressed("Subscribe", &request) {
+            return refused;
         }
         let (parts, body) = request.into_parts();
         let inbound = Streaming::new_request(
