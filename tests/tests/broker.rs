@@ -359,10 +359,13 @@ async fn long_poll_waits_and_wakes_on_new_data() {
     let server = ServerProcess::start(dir.path(), 1);
     let mut clients = server.clients().await;
     clients.create_topic("poll", 1).await;
+    // From offset 0, the next one to be written, not from "latest": a waiting fetch that
+    // reaches the broker after the produce below (a loaded machine runs the spawned task
+    // late) must still find the record, not wait past it.
     let request = |max_wait_ms| pb::FetchRequest {
         topic: "poll".to_string(),
         partition: 0,
-        start: at(pb::start_position::Position::Latest(true)),
+        start: at(pb::start_position::Position::Offset(0)),
         max_wait_ms,
         min_bytes: 1,
         decode: true,
