@@ -21,7 +21,7 @@ pub mod partitioner;
 /// peers: a produced batch up to a megabyte, or a peer's raft batch, travels in one DATA frame
 /// instead of 64, each of which is parsed and queued on its own; and the broker reads a batch
 /// that came in one frame as a slice of it, where one cut across frames is copied to be
-/// gathered (see the server's `produce_frames`). At 256 KiB, the batches of 256 records of
+/// gathered (see the server's `request_frames`). At 256 KiB, the batches of 256 records of
 /// 1 KiB (258 KiB) were cut in two. A connection's read buffer holds at most one frame, so
 /// this is also what a connection costs while one arrives; a DATA frame is bounded as well by
 /// the broker's flow-control window (hyper's default, 1 MiB), which already let a connection

@@ -305,10 +305,14 @@ pub async fn run(
             .layer(service::authenticate::AuthenticateLayer::new(authenticator))
             .add_service(health_service)
             .add_service(reflection)
-            .add_service(
-                peer::PeerService::new(transport.clone(), driver.clone(), stopping_peers.clone())
-                    .server(),
-            )
+            .add_service({
+                let peers = peer::PeerService::new(
+                    transport.clone(),
+                    driver.clone(),
+                    stopping_peers.clone(),
+                );
+                service::direct_routes::DirectRoutes::new(peers.clone().server(), peers)
+            })
             .add_service(strata_proto::v1::admin_server::AdminServer::new(
                 service.clone(),
             ))
@@ -316,7 +320,7 @@ pub async fn run(
                 service.clone(),
             ))
             .add_service(service::request_limit::ProduceLimit(
-                service::subscribe_route::DirectRoutes::new(
+                service::direct_routes::DirectRoutes::new(
                     strata_proto::v1::broker_server::BrokerServer::new(service.clone())
                         .max_decoding_message_size(
                             service::request_limit::PRODUCE_REQUEST_BYTES_MAX,

@@ -5,7 +5,8 @@
 //! carries whatever queued up since the last one (see [`outgoing`]). Messages are
 //! encoded raft-rs `eraftpb.Message`s, parsed only on the receiving node. The driver queues
 //! raft's `Message` itself; it is encoded once, straight into the gRPC frame, and parsed into
-//! entries that are slices of the received frame (see [`codec`]).
+//! entries that are slices of the received frame (see [`codec`]; the receiving side reads the
+//! stream's frames itself, see `raft_route`).
 //!
 //! Queues are bounded ([`QUEUE_MESSAGES_MAX`] per peer): the raft driver never waits on the
 //! network, and a message that finds its queue full is dropped (raft sends again: appends are
@@ -58,6 +59,7 @@ use crate::security::{CertIdentity, ConnectionInfo};
 mod codec;
 mod controller_replies;
 mod outgoing;
+mod raft_route;
 use controller_replies::{bootstrap_user_reply, propose_capture, set_kafka_address_reply};
 
 /// Messages waiting for one peer; beyond this, new ones are dropped.
@@ -431,10 +433,24 @@ impl Peer for PeerService {
         }))
     }
 
+    /// Nodes reach [`PeerService::serve_raft`] through `raft_route` (no copy of the frames);
+    /// this is the generated router's way to the same handler.
     async fn raft(
         &self,
         request: Request<Streaming<RaftBatch>>,
     ) -> Result<Response<RaftStreamClosed>, Status> {
+        self.serve_raft(request).await.map(Response::new)
+    }
+}
+
+impl PeerService {
+    /// Serves one raft stream: checks each batch's sender (see the module doc), parses its
+    /// messages and hands them to the driver, until the peer ends the stream or this node
+    /// stops.
+    async fn serve_raft<S>(&self, request: Request<S>) -> Result<RaftStreamClosed, Status>
+    where
+        S: futures::Stream<Item = Result<RaftBatch, Status>> + Unpin,
+    {
         use futures::StreamExt;
         let peer: Arc<str> = crate::security::listener::remote_of(&request)
             .map_or_else(|| "an unknown address".to_string(), |a| a.to_string())
@@ -520,6 +536,6 @@ impl Peer for PeerService {
             }
             self.driver.step(messages, peer.clone());
         }
-        Ok(Response::new(RaftStreamClosed {}))
+        Ok(RaftStreamClosed {})
     }
 }

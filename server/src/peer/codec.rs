@@ -14,10 +14,17 @@
 //! buffer (one more copy, of small pieces only). Before, each message was encoded into a
 //! `Vec` on the driver thread, and that `Vec` copied again into the frame.
 //!
-//! Receiving: tonic copies the HTTP/2 data into its decode buffer (unavoidable: tonic gathers
-//! a message's chunks there); prost's decode of the `RaftBatch` slices each envelope's
-//! `message` out of that buffer (prost's `bytes` fields take `copy_to_bytes`, which tonic's
-//! buffer answers with a shared slice), and [`parse_message`] parses it with rust-protobuf's
+//! That copy into the frame is the one left on the leader (2.5 % of three nodes' CPU samples,
+//! BENCHMARKS.md), and it is kept on purpose: handing h2 each large entry as a `Bytes` of its
+//! own would send the batch as several DATA frames, and an envelope's `message` cut across
+//! frames is gathered into one buffer on the follower (rust-protobuf parses contiguous bytes
+//! only), so the copy would move to every follower instead of going away.
+//!
+//! Receiving: the stream's requests are read from the HTTP/2 DATA frames as h2 hands them over
+//! (`raft_route`, with `service::request_frames`; tonic's `Streaming` copied each frame into
+//! its decode buffer first); prost's decode of the `RaftBatch` slices each envelope's `message`
+//! out of the frame (prost's `bytes` fields take `copy_to_bytes`, answered with a shared slice
+//! when the field lies in one frame), and [`parse_message`] parses it with rust-protobuf's
 //! `Bytes` input, so every entry's `data` and `context` are slices of the received frame too.
 //!
 //! Those slices keep the whole frame's allocation alive (up to the peer stream's message limit)

@@ -1,9 +1,12 @@
-use bytes::{Bytes, BytesMut};
+use bytes::{BufMut, Bytes, BytesMut};
+use futures::StreamExt;
 use proptest::prelude::*;
 use raft::prelude::{ConfState, Entry, EntryType, MessageType, Snapshot};
 use strata_proto::v1::{RaftBatch, RaftEnvelope};
 
 use super::*;
+use crate::service::request_frames::Requests;
+use crate::service::request_frames::tests::body;
 
 /// What a node of an earlier build writes for these messages: each encoded by rust-protobuf
 /// into a `Vec`, wrapped in prost's `RaftBatch`.
@@ -30,15 +33,26 @@ fn encode(from_node: u64, messages: &[(RaftGroupId, Message)]) -> Bytes {
     frame.freeze()
 }
 
-/// Decodes `frame` as the receiving node does: prost's `RaftBatch` over tonic's decode
-/// buffer (a `BytesMut`, whose `copy_to_bytes` slices), then each envelope's message.
+/// Decodes `frame` as the receiving node does: one gRPC message in one DATA frame, read by
+/// `request_frames` into prost's `RaftBatch`, then each envelope's message.
 fn decode(frame: &[u8]) -> Result<(u64, Vec<(RaftGroupId, Message)>), String> {
-    let mut buffer = BytesMut::from(frame);
-    decode_buffer(&mut buffer)
+    decode_data_frame(grpc_message(frame))
 }
 
-fn decode_buffer(buffer: &mut BytesMut) -> Result<(u64, Vec<(RaftGroupId, Message)>), String> {
-    let batch = RaftBatch::decode(buffer).map_err(|error| error.to_string())?;
+/// `frame` behind the gRPC message prefix, as the sending node's h2 puts it in a DATA frame.
+fn grpc_message(frame: &[u8]) -> Bytes {
+    let mut message = BytesMut::with_capacity(5 + frame.len());
+    message.put_u8(0);
+    message.put_u32(u32::try_from(frame.len()).expect("a small frame"));
+    message.extend_from_slice(frame);
+    message.freeze()
+}
+
+fn decode_data_frame(data: Bytes) -> Result<(u64, Vec<(RaftGroupId, Message)>), String> {
+    let mut batches: Requests<_, RaftBatch> = Requests::new(body(vec![data]), 64 << 20);
+    let batch = futures::executor::block_on(batches.next())
+        .ok_or("no batch")?
+        .map_err(|error| error.to_string())?;
     let mut messages = Vec::new();
     for envelope in batch.messages {
         let message = parse_message(&envelope.message).map_err(|error| error.to_string())?;
@@ -121,13 +135,12 @@ fn a_batch_is_byte_for_byte_the_proto_and_round_trips() {
     assert_eq!(&encode(2, &[])[..], &prost_encoding(2, &[])[..]);
 }
 
-/// Entries' data and context come out as slices of the received frame, not copies.
+/// Entries' data and context come out as slices of the received DATA frame, not copies.
 #[test]
 fn received_entries_share_the_frame_buffer() {
-    let frame = encode(2, &sample());
-    let mut buffer = BytesMut::from(&frame[..]);
-    let range = buffer.as_ptr() as usize..buffer.as_ptr() as usize + buffer.len();
-    let (_, messages) = decode_buffer(&mut buffer).expect("decode");
+    let data = grpc_message(&encode(2, &sample()));
+    let range = data.as_ptr() as usize..data.as_ptr() as usize + data.len();
+    let (_, messages) = decode_data_frame(data).expect("decode");
     let entries = messages[1].1.get_entries();
     assert_eq!(entries.len(), 2);
     for entry in entries {

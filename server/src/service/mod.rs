@@ -15,8 +15,12 @@
 //! - `security`: the Admin service's users and ACLs calls and the ACL enums' translation.
 //! - `remote`: calls to other nodes that the broker is handed as functions (the bootstrap
 //!   user's request to the controller's leader among them).
+//! - [`direct_routes`]: the methods served on HTTP/2 directly, beside tonic's generated
+//!   routers (Subscribe, ProduceStream, and the peers' Raft).
 //! - [`subscribe_route`]: Subscribe served with hand-framed replies, so stored batches are
 //!   sent without a copy and an idle subscription keeps no encode buffer.
+//! - `request_frames`: a client stream's requests read from the HTTP/2 frames they came in,
+//!   so a batch is a slice of its frame, not a copy (ProduceStream, the peers' Raft).
 //! - [`request_limit`]: the produce request size limit, answered with Strata's error code
 //!   instead of tonic's own refusal.
 //! - [`access`]: the method table (what each gRPC method requires) and the handlers' topic
@@ -31,10 +35,11 @@ mod admin;
 pub mod authenticate;
 pub mod cluster_view;
 mod consume;
+pub mod direct_routes;
 mod groups;
 mod produce;
-mod produce_frames;
 mod remote;
+pub(crate) mod request_frames;
 pub mod request_limit;
 mod security;
 pub mod status;

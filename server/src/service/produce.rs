@@ -17,10 +17,9 @@ use tonic::codegen::http::{self, HeaderValue};
 use tonic_prost::ProstCodec;
 
 use super::access::Access;
-use super::produce_frames::Requests;
+use super::request_frames::{Requests, refuse_compressed};
 use super::request_limit;
 use super::status::{error_detail, status};
-use super::subscribe_route::refuse_compressed;
 use super::{BoxStream, Service};
 use crate::broker::records::{Payload, ProduceInput, Record};
 use crate::broker::{Broker, BrokerError, Produced, Target};
@@ -121,7 +120,7 @@ impl Service {
 
     /// Serves one ProduceStream call beside tonic's router: its requests read by
     /// [`Requests`] (a batch stays a slice of the DATA frame it came in, see
-    /// `produce_frames`), its replies encoded by tonic's encoder as the generated server
+    /// `request_frames`), its replies encoded by tonic's encoder as the generated server
     /// would. Compressed requests are refused (see [`refuse_compressed`]).
     pub(super) fn produce_stream_http<B>(
         &self,
@@ -137,7 +136,8 @@ impl Service {
         let (parts, body) = request.into_parts();
         let request = tonic::Request::from_http(http::Request::from_parts(parts, ()));
         let access = self.access(&request);
-        let inbound = Requests::new(body, request_limit::PRODUCE_REQUEST_BYTES_MAX);
+        let inbound: Requests<_, pb::ProduceRequest> =
+            Requests::new(body, request_limit::PRODUCE_REQUEST_BYTES_MAX);
         match self.produce_replies(access, Box::pin(inbound)) {
             Ok(replies) => {
                 let encoder =

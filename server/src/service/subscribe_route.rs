@@ -1,6 +1,6 @@
-//! The Subscribe method served beside tonic's generated router, its replies framed by hand so
-//! that stored batches reach h2 as the `Bytes` they were read as (slices of a segment's memory
-//! map): no copy, and no encode buffer kept per stream.
+//! The Subscribe method served beside tonic's generated router (see `direct_routes`), its
+//! replies framed by hand so that stored batches reach h2 as the `Bytes` they were read as
+//! (slices of a segment's memory map): no copy, and no encode buffer kept per stream.
 //!
 //! Why: tonic's encoder copies each reply into a `BytesMut` that its stream keeps for as long as
 //! it lives, grown to the largest reply it ever sent. A subscription that replayed 1 MiB chunks
@@ -17,8 +17,6 @@
 //! (a subscription is a stream that lasts as long as the consumer wants it).
 
 use std::collections::VecDeque;
-use std::convert::Infallible;
-use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll, ready};
 
@@ -29,18 +27,16 @@ use strata_proto::v1 as pb;
 use tokio::sync::mpsc;
 use tonic::Status;
 use tonic::codec::{DecodeBuf, Decoder, Streaming};
+use tonic::codegen::StdError;
 use tonic::codegen::http::{self, HeaderMap, HeaderValue};
-use tonic::codegen::{Service as TowerService, StdError};
-use tonic::server::NamedService;
 
 use super::Service;
+use super::request_frames::refuse_compressed;
 use super::status::{invalid, status};
 use crate::broker::subscribe::{Chunk, ChunkResult};
 
 /// The method this route serves.
 pub const SUBSCRIBE_PATH: &str = "/strata.v1.Broker/Subscribe";
-/// The method served with [`Service::produce_stream_http`].
-const PRODUCE_STREAM_PATH: &str = "/strata.v1.Broker/ProduceStream";
 /// Largest Subscribe request message (a start names a topic of at most 249 bytes).
 const SUBSCRIBE_REQUEST_BYTES_MAX: usize = 64 << 10;
 /// Batches shorter than this are copied into the reply's framing buffer: a DATA frame of their
@@ -53,79 +49,11 @@ const BATCHES_FIELD: u32 = 1;
 const NEXT_OFFSET_FIELD: u32 = 3;
 const HIGH_WATERMARK_FIELD: u32 = 4;
 
-/// The Broker gRPC service with two methods served by [`Service`] directly on HTTP/2, beside
-/// tonic's generated router: Subscribe, its replies framed by hand (see the module doc), and
-/// ProduceStream, its requests read without tonic's copy (see `produce_frames`). Every other
-/// method goes to the wrapped service unchanged.
-#[derive(Clone)]
-pub struct DirectRoutes<S> {
-    inner: S,
-    service: Service,
-}
-
-impl<S> DirectRoutes<S> {
-    /// Serves Subscribe with `service`, everything else with `inner`.
-    pub fn new(inner: S, service: Service) -> Self {
-        Self { inner, service }
-    }
-}
-
-impl<S: NamedService> NamedService for DirectRoutes<S> {
-    const NAME: &'static str = S::NAME;
-}
-
-impl<S, B> TowerService<http::Request<B>> for DirectRoutes<S>
-where
-    S: TowerService<
-            http::Request<B>,
-            Response = http::Response<tonic::body::Body>,
-            Error = Infallible,
-        >,
-    S::Future: Send + 'static,
-    B: http_body::Body + Send + 'static,
-    B::Error: Into<StdError> + Send + 'static,
-{
-    type Response = http::Response<tonic::body::Body>;
-    type Error = Infallible;
-    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Infallible>> + Send>>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, request: http::Request<B>) -> Self::Future {
-        let service = self.service.clone();
-        match request.uri().path() {
-            SUBSCRIBE_PATH => Box::pin(async move { Ok(service.subscribe_http(request).await) }),
-            PRODUCE_STREAM_PATH => {
-                Box::pin(async move { Ok(service.produce_stream_http(request)) })
-            }
-            _ => Box::pin(self.inner.call(request)),
-        }
-    }
-}
-
-/// The refusal of a compressed request to `method`, when `request` is one: the methods served
-/// here read their requests uncompressed only (UNIMPLEMENTED, as from tonic's generated server,
-/// which has no compression enabled; no Strata client compresses requests).
-pub(super) fn refuse_compressed<B>(
-    method: &str,
-    request: &http::Request<B>,
-) -> Option<http::Response<tonic::body::Body>> {
-    let encoding = request.headers().get("grpc-encoding")?;
-    (encoding.as_bytes() != b"identity").then(|| {
-        Status::unimplemented(format!(
-            "{method} requests are accepted uncompressed only (grpc-encoding {encoding:?})"
-        ))
-        .into_http()
-    })
-}
-
 impl Service {
     /// Serves one Subscribe call: decodes its messages with [`RequestDecoder`], starts the
     /// subscription, and answers with a [`SubscribeBody`], or with the refusal as a
     /// trailers-only response (as tonic would).
-    async fn subscribe_http<B>(
+    pub(super) async fn subscribe_http<B>(
         &self,
         request: http::Request<B>,
     ) -> http::Response<tonic::body::Body>

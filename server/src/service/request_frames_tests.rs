@@ -2,6 +2,8 @@ use std::collections::VecDeque;
 
 use futures::StreamExt;
 use proptest::prelude::*;
+use prost::Message as _;
+use strata_proto::v1 as pb;
 use strata_proto::v1::produce_request::{Payload, Target};
 
 use super::*;
@@ -9,7 +11,7 @@ use crate::service::request_limit::oversized_request;
 
 /// A request body made of the given frames; after them it ends, or stays pending (a client
 /// that sent part of its body and waits).
-struct Frames {
+pub(crate) struct Frames {
     frames: VecDeque<Result<http_body::Frame<Bytes>, Status>>,
     then_pending: bool,
 }
@@ -31,7 +33,8 @@ impl http_body::Body for Frames {
     }
 }
 
-fn body(chunks: Vec<Bytes>) -> Frames {
+/// A body of these DATA frames, then its end.
+pub(crate) fn body(chunks: Vec<Bytes>) -> Frames {
     Frames {
         frames: chunks
             .into_iter()
@@ -128,7 +131,7 @@ fn an_oversized_message_is_refused_at_its_prefix() {
         frames: [Ok(http_body::Frame::data(Bytes::from(prefix)))].into(),
         then_pending: true,
     };
-    let mut requests = Requests::new(frames, 1 << 20);
+    let mut requests: Requests<_, pb::ProduceRequest> = Requests::new(frames, 1 << 20);
     let first = futures::executor::block_on(requests.next()).expect("an item");
     let status = first.expect_err("refused");
     assert_eq!(status.code(), Code::OutOfRange, "{status:?}");

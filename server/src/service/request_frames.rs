@@ -1,40 +1,62 @@
-//! ProduceStream's requests read straight from the HTTP/2 body, so that a batch reaches the
-//! log as a slice of the DATA frame it arrived in.
+//! A client-streaming call's requests read straight from the HTTP/2 body, so that the bytes
+//! fields of a message (a produced batch, a raft message with its entries) are slices of the
+//! DATA frame they arrived in. Used by ProduceStream (`produce`) and by the peers' raft stream
+//! (`peer::raft_route`).
 //!
 //! tonic's `Streaming` copies every DATA frame into a decode buffer of its own before it
 //! decodes a message: one copy of every produced byte (5–6 % of a node's CPU taking 256 KiB
-//! batches, `perf` in BENCHMARKS.md). h2 hands each frame over as a `Bytes` cut from its read
-//! buffer. Here the frames are kept as they came (a queue of `Bytes`), a message is cut out of
-//! them at its gRPC prefix, and prost decodes it from that queue: a `bytes` field that lies
-//! within one frame (the batch, which Strata's producer sends as a body chunk of its own and
-//! so as a DATA frame of its own when it fits `BROKER_FRAME_BYTES_MAX`) is a slice of it, not a
-//! copy. A field split across frames (other clients cut the body where they like) is gathered
-//! into one buffer: a copy, as before, and only then.
+//! batches, `perf` in BENCHMARKS.md), and one more on each follower for every replicated byte.
+//! h2 hands each frame over as a `Bytes` cut from its read buffer. Here the frames are kept as
+//! they came (a queue of `Bytes`), a message is cut out of them at its gRPC prefix, and prost
+//! decodes it from that queue: a `bytes` field that lies within one frame (the batch, which
+//! Strata's producer sends as a body chunk of its own and so as a DATA frame of its own when it
+//! fits `BROKER_FRAME_BYTES_MAX`) is a slice of it, not a copy. A field split across frames
+//! (other clients cut the body where they like) is gathered into one buffer: a copy, as
+//! before, and only then.
 //!
 //! What it keeps of tonic's reader, message for message: the size limit checked at the
 //! prefix, before the message is buffered (OUT_OF_RANGE with tonic's wording, which
 //! [`request_limit::oversized_request`](super::request_limit::oversized_request) rewrites);
-//! INTERNAL for a compressed flag (compressed requests are refused up front), a bad flag, a
-//! message that does not decode, or a body that ends inside a message; a cancelled body is the
-//! end of the requests. Buffered bytes stay under one message plus one frame: frames are read
-//! only while no whole message is buffered, and only when the stream asks for its next request.
+//! INTERNAL for a compressed flag (compressed requests are refused up front with
+//! [`refuse_compressed`]), a bad flag, a message that does not decode, or a body that ends
+//! inside a message; a cancelled body is the end of the requests. Buffered bytes stay under one
+//! message plus one frame: frames are read only while no whole message is buffered, and only
+//! when the stream asks for its next request.
 
 use std::collections::VecDeque;
+use std::marker::PhantomData;
 use std::pin::Pin;
 use std::task::{Context, Poll, ready};
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use futures::Stream;
-use prost::Message as _;
-use strata_proto::v1 as pb;
 use tonic::codegen::StdError;
+use tonic::codegen::http;
 use tonic::{Code, Status};
 
 /// The gRPC message prefix: a compression flag and the message length (big-endian u32).
 const GRPC_PREFIX_BYTES: usize = 5;
 
-/// The requests of one ProduceStream call, decoded from its body as they arrive.
-pub(super) struct Requests<B> {
+/// The refusal of a compressed request to `method`, when `request` is one: the methods read
+/// with [`Requests`] (and Subscribe) take their requests uncompressed only (UNIMPLEMENTED, as
+/// from tonic's generated servers, which have no compression enabled; no Strata client or node
+/// compresses requests).
+pub(crate) fn refuse_compressed<B>(
+    method: &str,
+    request: &http::Request<B>,
+) -> Option<http::Response<tonic::body::Body>> {
+    let encoding = request.headers().get("grpc-encoding")?;
+    (encoding.as_bytes() != b"identity").then(|| {
+        Status::unimplemented(format!(
+            "{method} requests are accepted uncompressed only (grpc-encoding {encoding:?})"
+        ))
+        .into_http()
+    })
+}
+
+/// The requests (messages `M`) of one client-streaming call, decoded from its body as they
+/// arrive.
+pub(crate) struct Requests<B, M> {
     body: Pin<Box<B>>,
     /// Received bytes not yet cut into messages.
     received: Chunks,
@@ -46,11 +68,12 @@ pub(super) struct Requests<B> {
     body_ended: bool,
     /// The stream ended: its last item went out.
     done: bool,
+    message: PhantomData<fn() -> M>,
 }
 
-impl<B> Requests<B> {
+impl<B, M: prost::Message + Default> Requests<B, M> {
     /// Reads the requests of `body`, refusing a message over `limit` bytes.
-    pub(super) fn new(body: B, limit: usize) -> Self {
+    pub(crate) fn new(body: B, limit: usize) -> Self {
         Self {
             body: Box::pin(body),
             received: Chunks::default(),
@@ -58,11 +81,12 @@ impl<B> Requests<B> {
             limit,
             body_ended: false,
             done: false,
+            message: PhantomData,
         }
     }
 
     /// The next whole message decoded, when its bytes are all here.
-    fn next_message(&mut self) -> Result<Option<pb::ProduceRequest>, Status> {
+    fn next_message(&mut self) -> Result<Option<M>, Status> {
         let len = match self.pending {
             Some(len) => len,
             None => {
@@ -103,18 +127,19 @@ impl<B> Requests<B> {
         }
         self.pending = None;
         let mut message = self.received.take(len);
-        pb::ProduceRequest::decode(&mut message)
+        M::decode(&mut message)
             .map(Some)
             .map_err(|error| Status::internal(error.to_string()))
     }
 }
 
-impl<B> Stream for Requests<B>
+impl<B, M> Stream for Requests<B, M>
 where
     B: http_body::Body,
     B::Error: Into<StdError>,
+    M: prost::Message + Default,
 {
-    type Item = Result<pb::ProduceRequest, Status>;
+    type Item = Result<M, Status>;
 
     fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         let this = self.get_mut();
@@ -141,7 +166,7 @@ where
             }
             match ready!(this.body.as_mut().poll_frame(cx)) {
                 Some(Ok(frame)) => {
-                    // Trailers carry nothing a produce reads.
+                    // Trailers carry nothing a request stream reads.
                     if let Ok(mut data) = frame.into_data() {
                         this.received.push(data.copy_to_bytes(data.remaining()));
                     }
@@ -267,5 +292,5 @@ impl Buf for MessageBuf {
 }
 
 #[cfg(test)]
-#[path = "produce_frames_tests.rs"]
-mod tests;
+#[path = "request_frames_tests.rs"]
+pub(crate) mod tests;
