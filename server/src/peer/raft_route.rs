@@ -14,15 +14,13 @@
 //! refused them the same way).
 
 use futures::future::BoxFuture;
-use strata_proto::v1::{RaftBatch, RaftStreamClosed};
-use tonic::codec::{Codec, EncodeBody, SingleMessageCompressionOverride};
+use strata_proto::v1::RaftBatch;
 use tonic::codegen::StdError;
-use tonic::codegen::http::{self, HeaderValue};
-use tonic_prost::ProstCodec;
+use tonic::codegen::http;
 
 use super::codec::RAFT_PATH;
 use super::{PEER_MESSAGE_BYTES_MAX, PeerService};
-use crate::service::direct_routes::DirectMethods;
+use crate::service::direct_routes::{DirectMethods, encoded_answer};
 use crate::service::request_frames::{Requests, refuse_compressed};
 
 impl DirectMethods for PeerService {
@@ -58,22 +56,7 @@ impl PeerService {
         let batches: Requests<B, RaftBatch> = Requests::new(body, PEER_MESSAGE_BYTES_MAX);
         let request = tonic::Request::from_http(http::Request::from_parts(parts, batches));
         match self.serve_raft(request).await {
-            Ok(closed) => {
-                let encoder = ProstCodec::<RaftStreamClosed, RaftBatch>::default().encoder();
-                let body = EncodeBody::new_server(
-                    encoder,
-                    futures::stream::once(async move { Ok(closed) }),
-                    None,
-                    SingleMessageCompressionOverride::default(),
-                    None,
-                );
-                let mut response = http::Response::new(tonic::body::Body::new(body));
-                response.headers_mut().insert(
-                    http::header::CONTENT_TYPE,
-                    HeaderValue::from_static("application/grpc"),
-                );
-                response
-            }
+            Ok(closed) => encoded_answer(futures::stream::once(async move { Ok(closed) })),
             Err(refused) => refused.into_http(),
         }
     }

@@ -11,12 +11,11 @@ use futures::future::BoxFuture;
 use futures::stream::FuturesUnordered;
 use strata_proto::v1 as pb;
 use tonic::Status;
-use tonic::codec::{Codec, EncodeBody, SingleMessageCompressionOverride};
 use tonic::codegen::StdError;
-use tonic::codegen::http::{self, HeaderValue};
-use tonic_prost::ProstCodec;
+use tonic::codegen::http;
 
 use super::access::Access;
+use super::direct_routes::encoded_answer;
 use super::request_frames::{Requests, refuse_compressed};
 use super::request_limit;
 use super::status::{error_detail, status};
@@ -139,23 +138,7 @@ impl Service {
         let inbound: Requests<_, pb::ProduceRequest> =
             Requests::new(body, request_limit::PRODUCE_REQUEST_BYTES_MAX);
         match self.produce_replies(access, Box::pin(inbound)) {
-            Ok(replies) => {
-                let encoder =
-                    ProstCodec::<pb::ProduceResponse, pb::ProduceRequest>::default().encoder();
-                let body = EncodeBody::new_server(
-                    encoder,
-                    replies,
-                    None,
-                    SingleMessageCompressionOverride::default(),
-                    None,
-                );
-                let mut response = http::Response::new(tonic::body::Body::new(body));
-                response.headers_mut().insert(
-                    http::header::CONTENT_TYPE,
-                    HeaderValue::from_static("application/grpc"),
-                );
-                response
-            }
+            Ok(replies) => encoded_answer(replies),
             Err(refused) => refused.into_http(),
         }
     }
