@@ -20,8 +20,8 @@ use tonic::codegen::http;
 
 use super::codec::RAFT_PATH;
 use super::{PEER_MESSAGE_BYTES_MAX, PeerService};
-use crate::service::direct_routes::{DirectMethods, encoded_answer};
-use crate::service::request_frames::{Requests, refuse_compressed};
+use crate::service::direct_routes::DirectMethods;
+use crate::service::request_frames::{Requests, encoded_answer, refuse_compressed};
 
 impl DirectMethods for PeerService {
     fn serves(&self, path: &str) -> bool {

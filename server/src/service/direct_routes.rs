@@ -12,14 +12,10 @@ use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
-use futures::Stream;
 use futures::future::BoxFuture;
-use tonic::Status;
-use tonic::codec::{Codec, EncodeBody, SingleMessageCompressionOverride};
-use tonic::codegen::http::{self, HeaderValue};
+use tonic::codegen::http;
 use tonic::codegen::{Service as TowerService, StdError};
 use tonic::server::NamedService;
-use tonic_prost::ProstCodec;
 
 use super::Service;
 use super::subscribe_route::SUBSCRIBE_PATH;
@@ -40,30 +36,6 @@ pub trait DirectMethods: Clone + Send + 'static {
     where
         B: http_body::Body + Send + 'static,
         B::Error: Into<StdError> + Send + 'static;
-}
-
-/// The answer of a method served here: `replies`, each encoded by tonic's encoder with prost
-/// as the generated server encodes it, and the status that ended them in the trailers.
-pub(crate) fn encoded_answer<M, S>(replies: S) -> http::Response<tonic::body::Body>
-where
-    M: prost::Message + Send + 'static,
-    S: Stream<Item = Result<M, Status>> + Send + 'static,
-{
-    // The codec's second type is what it would decode: nothing, here.
-    let encoder = ProstCodec::<M, ()>::default().encoder();
-    let body = EncodeBody::new_server(
-        encoder,
-        replies,
-        None,
-        SingleMessageCompressionOverride::default(),
-        None,
-    );
-    let mut response = http::Response::new(tonic::body::Body::new(body));
-    response.headers_mut().insert(
-        http::header::CONTENT_TYPE,
-        HeaderValue::from_static("application/grpc"),
-    );
-    response
 }
 
 /// A generated gRPC service (`inner`) with the methods `methods` serves taken out of it.

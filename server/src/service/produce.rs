@@ -15,8 +15,7 @@ use tonic::codegen::StdError;
 use tonic::codegen::http;
 
 use super::access::Access;
-use super::direct_routes::encoded_answer;
-use super::request_frames::{Requests, refuse_compressed};
+use super::request_frames::{Requests, encoded_answer, refuse_compressed};
 use super::request_limit;
 use super::status::{error_detail, status};
 use super::{BoxStream, Service};

@@ -19,7 +19,8 @@
 //! [`request_limit::oversized_request`](super::request_limit::oversized_request) rewrites);
 //! INTERNAL for a compressed flag (compressed requests are refused up front with
 //! [`refuse_compressed`]), a bad flag, a message that does not decode, or a body that ends
-//! inside a message; a cancelled body is the end of the requests. Buffered bytes stay under one
+//! inside a message; a cancelled body is the end of the requests. The answer is encoded by
+//! tonic's encoder as the generated server's ([`encoded_answer`]). Buffered bytes stay under one
 //! message plus one frame: frames are read only while no whole message is buffered, and only
 //! when the stream asks for its next request.
 
@@ -30,9 +31,11 @@ use std::task::{Context, Poll, ready};
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use futures::Stream;
+use tonic::codec::{Codec, EncodeBody, SingleMessageCompressionOverride};
 use tonic::codegen::StdError;
-use tonic::codegen::http;
+use tonic::codegen::http::{self, HeaderValue};
 use tonic::{Code, Status};
+use tonic_prost::ProstCodec;
 
 /// The gRPC message prefix: a compression flag and the message length (big-endian u32).
 const GRPC_PREFIX_BYTES: usize = 5;
@@ -52,6 +55,30 @@ pub(crate) fn refuse_compressed<B>(
         ))
         .into_http()
     })
+}
+
+/// The answer of a method served with [`Requests`]: `replies`, each encoded by tonic's encoder with prost
+/// as the generated server encodes it, and the status that ended them in the trailers.
+pub(crate) fn encoded_answer<M, S>(replies: S) -> http::Response<tonic::body::Body>
+where
+    M: prost::Message + Send + 'static,
+    S: Stream<Item = Result<M, Status>> + Send + 'static,
+{
+    // The codec's second type is what it would decode: nothing, here.
+    let encoder = ProstCodec::<M, ()>::default().encoder();
+    let body = EncodeBody::new_server(
+        encoder,
+        replies,
+        None,
+        SingleMessageCompressionOverride::default(),
+        None,
+    );
+    let mut response = http::Response::new(tonic::body::Body::new(body));
+    response.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        HeaderValue::from_static("application/grpc"),
+    );
+    response
 }
 
 /// The requests (messages `M`) of one client-streaming call, decoded from its body as they
