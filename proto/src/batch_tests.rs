@@ -639,3 +639,42 @@ proptest! {
         }
     }
 }
+
+proptest! {
+    /// The batch checksum is CRC-32C whichever implementation computes it: equal to the
+    /// `crc32c` crate's on any bytes, at any alignment, on both sides of the size where the
+    /// implementation changes.
+    #[test]
+    fn the_batch_checksum_is_crc32c_at_every_size(
+        bytes in prop::collection::vec(any::<u8>(), 0..(3 * FOLDED_CRC_MIN_BYTES)),
+        skip in 0usize..64,
+    ) {
+        let bytes = &bytes[skip.min(bytes.len())..];
+        prop_assert_eq!(crc32c(bytes), crc32c::crc32c(bytes));
+    }
+}
+
+/// Large inputs too, and the sizes at the switch from one implementation to the other.
+#[test]
+fn the_batch_checksum_is_crc32c_on_large_inputs() {
+    let bytes: Vec<u8> = (0..1_100_000u32)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+        .collect();
+    for len in [
+        FOLDED_CRC_MIN_BYTES - 1,
+        FOLDED_CRC_MIN_BYTES,
+        FOLDED_CRC_MIN_BYTES + 1,
+        65_536,
+        264_001,
+        1 << 20,
+    ] {
+        for skip in [0, 1, 7] {
+            let slice = &bytes[skip..skip + len];
+            assert_eq!(
+                crc32c(slice),
+                crc32c::crc32c(slice),
+                "{len} bytes from {skip}"
+            );
+        }
+    }
+}

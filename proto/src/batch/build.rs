@@ -201,7 +201,7 @@ pub fn seal_producer(batch: &mut [u8], producer_id: i64, producer_epoch: i16, ba
 
 /// Writes the batch CRC: CRC-32C from the attributes to the end.
 fn seal(batch: &mut [u8]) {
-    let crc = crc32c::crc32c(&batch[ATTRIBUTES_AT..]);
+    let crc = super::crc32c(&batch[ATTRIBUTES_AT..]);
     batch[CRC_AT..CRC_AT + 4].copy_from_slice(&crc.to_be_bytes());
 }
 
