@@ -49,7 +49,8 @@ fn grpc_message(frame: &[u8]) -> Bytes {
 }
 
 fn decode_data_frame(data: Bytes) -> Result<(u64, Vec<(RaftGroupId, Message)>), String> {
-    let mut batches: Requests<_, RaftBatch> = Requests::new(body(vec![data]), 64 << 20);
+    let mut batches: Requests<_, RaftBatch> =
+        Requests::new(body(vec![data]), crate::peer::PEER_MESSAGE_BYTES_MAX);
     let batch = futures::executor::block_on(batches.next())
         .ok_or("no batch")?
         .map_err(|error| error.to_string())?;

@@ -107,3 +107,74 @@ impl DirectMethods for Service {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Which side answered a request.
+    const ANSWERED_BY: &str = "x-answered-by";
+
+    fn answer(by: &'static str) -> http::Response<tonic::body::Body> {
+        let mut response = http::Response::new(tonic::body::Body::empty());
+        response
+            .headers_mut()
+            .insert(ANSWERED_BY, http::HeaderValue::from_static(by));
+        response
+    }
+
+    #[derive(Clone)]
+    struct Direct;
+
+    impl DirectMethods for Direct {
+        fn serves(&self, path: &str) -> bool {
+            path == "/strata.v1.Test/Direct"
+        }
+
+        fn serve<B>(
+            &self,
+            _: http::Request<B>,
+        ) -> BoxFuture<'static, http::Response<tonic::body::Body>>
+        where
+            B: http_body::Body + Send + 'static,
+            B::Error: Into<StdError> + Send + 'static,
+        {
+            Box::pin(async { answer("direct") })
+        }
+    }
+
+    #[derive(Clone)]
+    struct Generated;
+
+    impl<B> TowerService<http::Request<B>> for Generated {
+        type Response = http::Response<tonic::body::Body>;
+        type Error = Infallible;
+        type Future = std::future::Ready<Result<Self::Response, Infallible>>;
+
+        fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+            Poll::Ready(Ok(()))
+        }
+
+        fn call(&mut self, _: http::Request<B>) -> Self::Future {
+            std::future::ready(Ok(answer("generated")))
+        }
+    }
+
+    /// A method the direct side serves goes to it; every other one to the generated router.
+    #[test]
+    fn served_methods_go_direct_and_the_rest_to_the_generated_router() {
+        let mut routes = DirectRoutes::new(Generated, Direct);
+        for (path, by) in [
+            ("/strata.v1.Test/Direct", "direct"),
+            ("/strata.v1.Test/Other", "generated"),
+            ("/strata.v1.Test/DirectToo", "generated"),
+        ] {
+            let request = http::Request::builder()
+                .uri(path)
+                .body(tonic::body::Body::empty())
+                .expect("a request");
+            let Ok(response) = futures::executor::block_on(routes.call(request));
+            assert_eq!(response.headers()[ANSWERED_BY], by, "{path}");
+        }
+    }
+}

@@ -57,8 +57,9 @@ pub(crate) fn refuse_compressed<B>(
     })
 }
 
-/// The answer of a method served with [`Requests`]: `replies`, each encoded by tonic's encoder with prost
-/// as the generated server encodes it, and the status that ended them in the trailers.
+/// The answer of a method served with [`Requests`]: `replies`, each encoded by tonic's encoder
+/// with prost as the generated server encodes it, and the status that ended them in the
+/// trailers.
 pub(crate) fn encoded_answer<M, S>(replies: S) -> http::Response<tonic::body::Body>
 where
     M: prost::Message + Send + 'static,

@@ -210,3 +210,27 @@ fn trailers_and_empty_frames_are_skipped() {
         .collect();
     assert_eq!(read, vec![first, second]);
 }
+
+/// A compressed request is refused up front with UNIMPLEMENTED, naming the method and the
+/// encoding; an uncompressed one (no `grpc-encoding`, or `identity`) is let through.
+#[test]
+fn compressed_requests_are_refused() {
+    let request = |encoding: Option<&'static str>| {
+        let mut request = http::Request::new(());
+        if let Some(encoding) = encoding {
+            request
+                .headers_mut()
+                .insert("grpc-encoding", http::HeaderValue::from_static(encoding));
+        }
+        request
+    };
+    let refused = refuse_compressed("Peer/Raft", &request(Some("gzip"))).expect("refused");
+    let status = Status::from_header_map(refused.headers()).expect("a trailers-only status");
+    assert_eq!(status.code(), Code::Unimplemented, "{status:?}");
+    assert!(
+        status.message().contains("Peer/Raft") && status.message().contains("gzip"),
+        "{status:?}"
+    );
+    assert!(refuse_compressed("Peer/Raft", &request(Some("identity"))).is_none());
+    assert!(refuse_compressed("Peer/Raft", &request(None)).is_none());
+}
