@@ -48,6 +48,10 @@ struct Args {
     /// this, in bytes [default: the larger of 1 GiB and 2 % of the volume, at most 10 % of it].
     #[arg(long, env = "STRATA_DISK_RESERVE_BYTES")]
     disk_reserve_bytes: Option<u64>,
+    /// Threads of the async runtime (listeners, requests, replication's network side)
+    /// [default: one fewer than the CPUs, at least 1; the raft driver has a thread of its own].
+    #[arg(long, env = "STRATA_WORKER_THREADS")]
+    worker_threads: Option<usize>,
     /// The listener's certificate chain (PEM); with --tls-key, turns TLS on (clients and peers
     /// share the listener). Reloaded when the file changes or on SIGHUP.
     #[arg(long, env = "STRATA_TLS_CERT")]
@@ -108,9 +112,9 @@ struct Args {
     metrics_auth: Option<strata_server::config::MetricsAuth>,
     /// TOML file with any of: node_id, listen, data_dir, advertised_address,
     /// retention_check_interval_ms, initial_cluster, max_connections, disk_reserve_bytes,
-    /// tls_cert, tls_key, tls_client_ca, peer_tls_cert, peer_tls_key, peer_ca, authentication,
-    /// authorization, superusers, kafka_listen, kafka_advertised, kafka_auto_create_topics,
-    /// kafka_request_bytes_max, http_listen, metrics_auth.
+    /// worker_threads, tls_cert, tls_key, tls_client_ca, peer_tls_cert, peer_tls_key, peer_ca,
+    /// authentication, authorization, superusers, kafka_listen, kafka_advertised,
+    /// kafka_auto_create_topics, kafka_request_bytes_max, http_listen, metrics_auth.
     #[arg(long, env = "STRATA_CONFIG")]
     config: Option<PathBuf>,
 }
@@ -151,6 +155,9 @@ fn config(args: Args) -> Result<Config, String> {
     }
     if args.disk_reserve_bytes.is_some() {
         config.disk_reserve_bytes = args.disk_reserve_bytes;
+    }
+    if args.worker_threads.is_some() {
+        config.worker_threads = args.worker_threads;
     }
     for (flag, field) in [
         (args.tls_cert, &mut config.tls_cert),
@@ -229,7 +236,22 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let runtime = tokio::runtime::Runtime::new().expect("starting the async runtime");
+    // Checked before the runtime is built from it (`run` checks everything again).
+    if let Err(error) = config.validate() {
+        eprintln!("strata-server: {error}");
+        return ExitCode::from(2);
+    }
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(config.worker_threads())
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("strata-server: starting the async runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
     let result = runtime.block_on(strata_server::run(config, shutdown_signal(), |listening| {
         // Tests and scripts read these lines to find the ports (gRPC's first).
         println!("strata-server listening on {}", listening.grpc);
