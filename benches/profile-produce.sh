@@ -23,7 +23,7 @@ fifo=$work/server.out
 mkfifo "$fifo"
 "$server_bin" --listen 127.0.0.1:0 --data-dir "$work/data" > "$fifo" 2> "$work/server.err" &
 server=$!
-trap 'kill $server 2>/dev/null || true; rm -rf "$work/data"' EXIT
+trap 'kill $server 2>/dev/null || true; wait $server 2>/dev/null || true; rm -rf "$work/data"' EXIT
 exec 3< "$fifo"
 read -r -t 60 line <&3
 address=${line#strata-server listening on }
@@ -48,7 +48,7 @@ groups = [
     ("kernel: task switch and wake-ups", r"finish_task_switch|schedule|try_to_wake_up|futex|_raw_spin_unlock_irq|ttwu|update_curr|pick_next|enqueue|dequeue"),
     ("kernel: sockets (TCP receive and send)", r"tcp_|_copy_to_iter|skb|sock|__sys_recv|__sys_send|inet|ip_|net_|softirq|napi"),
     ("user: memmove / memcpy (copies)", r"memmove|memcpy"),
-    ("user: CRC-32C", r"crc32c|crc_u64"),
+    ("user: CRC-32C", r"crc32c|crc_u64|crc_fast|crc32_iscsi"),
     ("user: record walk (validation)", r"strata_proto::batch::decode"),
     ("user: allocation", r"malloc|_int_free|free|realloc|cfree|__libc_calloc|slab|kmem_cache"),
     ("user: tokio, h2, tonic, prost", r"tokio::|h2::|tonic::|prost::|hyper::|bytes::|tower::"),
