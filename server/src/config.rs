@@ -38,8 +38,9 @@ pub struct Config {
     /// the volume, but at most 10 % of it.
     pub disk_reserve_bytes: Option<u64>,
     /// Threads of the async runtime, which runs the listeners, every request's decoding and
-    /// answer, and replication's network side. `None`: one fewer than the CPUs the process may
-    /// use, at least one (see [`Config::worker_threads`]).
+    /// answer, and replication's network side. `None`: one per CPU the process may use (see
+    /// [`Config::worker_threads`]). The `strata-server` binary builds its runtime from it;
+    /// [`crate::run`] itself runs on whatever runtime calls it.
     pub worker_threads: Option<usize>,
     /// The listener's certificate chain (PEM); with `tls_key`, turns TLS on for the listener
     /// (clients and peers share it).
@@ -247,24 +248,23 @@ impl Config {
         Ok(())
     }
 
-    /// How many threads the async runtime gets: `worker_threads`, or one fewer than the CPUs
-    /// this process may use (at least one).
+    /// How many threads the async runtime gets: `worker_threads`, or one per CPU this process
+    /// may use (tokio's own default).
     ///
-    /// Why not one per CPU, tokio's default: every node also runs the raft driver, a thread
-    /// that appends, fsyncs and applies for all its partitions and is busy whenever produce is.
-    /// A runtime with a worker per CPU on top of it has more runnable threads than CPUs under
-    /// load, and tokio wakes a second idle worker each time one is woken from outside the
-    /// runtime (the driver answering a produce does that), only for it to find nothing and
-    /// park again. Measured on two CPUs (BENCHMARKS.md, "One runtime worker fewer than the
-    /// CPUs"): with one worker instead of two, four producers got 8 % more records/s for 15 %
-    /// less server CPU per GB, and a record produced alone cost 1.8 of the runtime's context
-    /// switches instead of 4.5. The cost: on a two-CPU node one thread serves every
-    /// connection, so a reply that faults in a cold segment's pages holds up the others.
+    /// Fewer is a measured trade, not the default. The raft driver is a thread of its own,
+    /// busy whenever produce is, and tokio wakes a second idle worker each time one is woken
+    /// from outside the runtime (the driver answering a produce does that), only for it to
+    /// find nothing and park again. On two CPUs, one worker instead of two (BENCHMARKS.md,
+    /// "One runtime worker fewer than the CPUs") gave four producers 8 % more records/s for
+    /// 15 % less server CPU per GB, and a record produced alone 1.8 of the runtime's context
+    /// switches instead of 4.5. But one thread then serves every connection, raft's included:
+    /// a reply that faults in a cold segment's pages, or a busy spell, holds up the peers'
+    /// heartbeats too, and a debug build's quickstart showed leaderless partitions for a
+    /// moment in 5 of 21 runs with one worker, none of 21 with two.
     #[must_use]
     pub fn worker_threads(&self) -> usize {
         self.worker_threads.unwrap_or_else(|| {
-            let cpus = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
-            cpus.saturating_sub(1).max(1)
+            std::thread::available_parallelism().map_or(1, std::num::NonZero::get)
         })
     }
 

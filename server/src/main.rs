@@ -48,8 +48,8 @@ struct Args {
     /// this, in bytes [default: the larger of 1 GiB and 2 % of the volume, at most 10 % of it].
     #[arg(long, env = "STRATA_DISK_RESERVE_BYTES")]
     disk_reserve_bytes: Option<u64>,
-    /// Threads of the async runtime (listeners, requests, replication's network side)
-    /// [default: one fewer than the CPUs, at least 1; the raft driver has a thread of its own].
+    /// Threads of the async runtime (listeners, requests, replication's network side; the
+    /// raft driver has a thread of its own) [default: one per CPU].
     #[arg(long, env = "STRATA_WORKER_THREADS")]
     worker_threads: Option<usize>,
     /// The listener's certificate chain (PEM); with --tls-key, turns TLS on (clients and peers
